@@ -1,0 +1,35 @@
+"""segedge: SAM, MobileSAM and FastSAM exported to static ONNX / OpenVINO IR, run with NumPy.
+
+Importing this package never imports torch. The heavy pieces load on first use:
+
+>>> import segedge
+>>> model = segedge.FastSam("models/fastsam")          # doctest: +SKIP
+>>> result = model.segment("photo.jpg")                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["FastSam", "SegedgeError", "__version__", "load_model_folder", "read_image"]
+
+
+def __getattr__(name: str):
+    # Lazy attributes keep `import segedge` cheap and free of any backend import.
+    if name == "FastSam":
+        from segedge.runtime.fastsam import FastSam
+
+        return FastSam
+    if name == "load_model_folder":
+        from segedge.manifest import load_model_folder
+
+        return load_model_folder
+    if name == "read_image":
+        from segedge.imageio import read_image
+
+        return read_image
+    if name == "SegedgeError":
+        from segedge.errors import SegedgeError
+
+        return SegedgeError
+    raise AttributeError(f"module 'segedge' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from segedge.cli import main
+
+sys.exit(main())

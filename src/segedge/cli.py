@@ -1,0 +1,281 @@
+"""The ``segedge`` command: export | segment | info.
+
+Thin by design: it parses arguments and calls :mod:`segedge.export` and :mod:`segedge.runtime`.
+Errors that users can fix print one line (``error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from segedge import __version__
+from segedge.errors import PromptError, SegedgeError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+UNPICKLE_WARNING = (
+    "Loading an ultralytics .pt checkpoint unpickles Python objects, which can run arbitrary code: "
+    "export only checkpoints from sources you trust."
+)
+
+
+def _point(text: str) -> tuple[float, float, int]:
+    parts = text.split(",")
+    try:
+        if len(parts) == 2:
+            return float(parts[0]), float(parts[1]), 1
+        if len(parts) == 3 and parts[2].strip() in ("0", "1"):
+            return float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected X,Y or X,Y,LABEL with LABEL 1 or 0, got {text!r}")
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    parts = text.split(",")
+    try:
+        if len(parts) == 4:
+            return tuple(float(p) for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected X1,Y1,X2,Y2, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segedge", description="Segment Anything models on the edge: export once, run with NumPy + OpenVINO / ONNX Runtime.")
+    parser.add_argument("--version", action="version", version=f"segedge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    exp = sub.add_parser("export", help="turn a PyTorch checkpoint into a model folder (needs the export extra)",
+                         description="Turn a PyTorch checkpoint into a model folder: static-shape ONNX + OpenVINO IR + segedge.json.")
+    exp_sub = exp.add_subparsers(dest="family", required=True)
+    fs = exp_sub.add_parser("fastsam", help="FastSAM-s/-x or any YOLOv8/YOLO11-seg .pt",
+                            description="Export FastSAM-s/-x or any ultralytics YOLOv8/YOLO11 segmentation checkpoint. " + UNPICKLE_WARNING)
+    fs.add_argument("--checkpoint", required=True, help="path to the .pt file, or an official name (FastSAM-s, FastSAM-x) to download it")
+    fs.add_argument("--out", required=True, help="model folder to write")
+    fs.add_argument("--imgsz", type=int, default=1024, help="square input size in pixels, multiple of 32 (default 1024, FastSAM's)")
+    fs.add_argument("--variant", help="name recorded in the manifest (default: the checkpoint's file name)")
+    fs.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    fs.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+
+    seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
+    seg.add_argument("images", nargs="+", help="image files or folders of images")
+    seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
+    seg.add_argument("--out", required=True, help="output file (one image) or folder; a path without extension is a folder")
+    seg.add_argument("--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="point prompt in original pixels; LABEL 1 = object (default), 0 = background; repeatable")
+    seg.add_argument("--box", type=_box, action="append", metavar="X1,Y1,X2,Y2", help="box prompt in original pixels; repeatable")
+    seg.add_argument("--everything", action="store_true", help="keep every mask (the default when no prompt is given)")
+    seg.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="default: openvino if installed, else onnxruntime")
+    seg.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="f32 matches PyTorch; bf16 is faster on CPUs with AMX (OpenVINO)")
+    seg.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    seg.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model folder's)")
+    seg.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model folder's)")
+    seg.add_argument("--max-det", type=int, default=None, help="maximum detections per image")
+    seg.add_argument("--low-res", action="store_true", help="faster masks built at model resolution (blockier edges)")
+    seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
+    seg.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    info = sub.add_parser("info", help="show versions, installed backends, and a model folder's manifest")
+    info.add_argument("model", nargs="?", help="model folder")
+    info.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    info.add_argument("--no-verify", action="store_true", help="do not re-hash the files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "export":
+            return _export(args)
+        if args.command == "segment":
+            return _segment(args)
+        if args.command == "info":
+            return _info(args)
+    except SegedgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _export(args) -> int:
+    try:
+        if args.family == "fastsam":
+            from segedge.export.fastsam import export_fastsam
+    except ImportError as exc:
+        raise SegedgeError(f"export needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'") from None
+    checkpoint = _resolve_checkpoint(args.checkpoint, "fastsam")
+    print(f"note: {UNPICKLE_WARNING}", file=sys.stderr)
+    t0 = time.perf_counter()
+    out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify, overwrite=args.overwrite)
+    print(f"exported {checkpoint} -> {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _resolve_checkpoint(value: str, family: str) -> Path:
+    """A local file, or an official model name resolved through the registry (downloaded if needed)."""
+    path = Path(value)
+    if path.exists():
+        return path
+    from segedge.models.download import fetch
+    from segedge.models.registry import lookup
+
+    spec = lookup(value)
+    if spec is None:
+        raise SegedgeError(f"checkpoint not found: {value} (not a file, and not an official model name)")
+    if spec.family != family:
+        raise SegedgeError(f"{value} is a {spec.family} checkpoint; use `segedge export {spec.family}`")
+    note = "" if spec.sha256 else " (no published sha256: the download cannot be verified)"
+    print(f"fetching {spec.name} from {spec.url}{note}", file=sys.stderr)
+    return fetch(spec)
+
+
+def _expand_images(items: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise SegedgeError(f"folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.extend(found)
+        else:
+            paths.append(path)  # read_image reports missing / unreadable files by name
+    return paths
+
+
+def _default_backend() -> str:
+    from segedge.runtime.backends import installed_backends
+
+    versions = installed_backends()
+    if versions["openvino"]:
+        return "openvino"
+    if versions["onnxruntime"]:
+        return "onnxruntime"
+    raise SegedgeError("no inference backend is installed: pip install 'segedge[openvino]' or 'segedge[onnxruntime]'")
+
+
+def _segment(args) -> int:
+    from segedge.manifest import load_model_folder
+    from segedge.runtime.fastsam import FastSam
+
+    images = _expand_images(args.images)
+    if len(images) > 1 and Path(args.out).suffix:
+        raise SegedgeError(f"--out {args.out} names a file but {len(images)} images were given; pass a folder")
+    if args.everything and (args.point or args.box):
+        raise PromptError("--everything keeps all masks; do not combine it with --point or --box")
+    folder = load_model_folder(args.model)
+    if folder.manifest.family != "fastsam":
+        raise SegedgeError(f"{args.model} is a {folder.manifest.family} model folder; segment supports fastsam folders in this version")
+    model = FastSam(folder, backend=args.backend or _default_backend(), precision=args.precision, threads=args.threads)
+    points = labels = None
+    if args.point:
+        points = [(x, y) for x, y, _ in args.point]
+        labels = [lab for _, _, lab in args.point]
+    progress = _Progress(len(images), enabled=len(images) > 1 and not args.quiet)
+    failures = 0
+    for path in images:
+        try:
+            result = model.segment(path, points=points, point_labels=labels, boxes=args.box, conf=args.conf,
+                                   iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+        except PromptError:
+            raise
+        except SegedgeError as exc:
+            if len(images) == 1:
+                raise
+            failures += 1
+            progress.write(f"error: {exc}")
+            progress.step()
+            continue
+        image_path, json_path = result.save(args.out, stem=path.stem, with_polygons=args.polygons)
+        if not args.quiet:
+            t = result.timings
+            msg = "no objects found" if len(result) == 0 else f"{len(result)} masks"
+            progress.write(
+                f"{path}: {msg} -> {image_path} | preprocess {t['preprocess']:.1f} ms, model {t['model']:.1f} ms, "
+                f"postprocess {t['postprocess'] + t.get('prompt', 0.0):.1f} ms ({model.backend.name} {model.backend.precision})"
+            )
+        progress.step()
+    progress.close()
+    if failures:
+        print(f"{failures} of {len(images)} images failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+class _Progress:
+    """A dependency-free progress bar on stderr; messages print above it."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+
+    def write(self, message: str) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+        print(message)
+        self._draw()
+
+    def step(self) -> None:
+        self.done += 1
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images, {rate:.1f} img/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _info(args) -> int:
+    from segedge.runtime.backends import installed_backends
+
+    print(f"segedge {__version__} (python {sys.version.split()[0]})")
+    for name, version in installed_backends().items():
+        print(f"  backend {name}: {version or 'not installed'}")
+    if not args.model:
+        return 0
+    from segedge.manifest import MANIFEST_NAME, load_model_folder
+
+    folder = load_model_folder(args.model, verify=not args.no_verify)
+    m = folder.manifest
+    if args.json:
+        print(json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"model folder {folder.path} ({'verified' if not args.no_verify else 'sizes checked'})")
+    print(f"  family {m.family}, variant {m.variant}, format v{m.format_version}, created {m.created}")
+    print(f"  source {m.source.get('checkpoint')} sha256 {m.source.get('sha256', '?')}")
+    print("  exported with " + ", ".join(f"{k} {v}" for k, v in m.exporter.items()))
+    pre = m.preprocess
+    print(f"  preprocess {pre.get('kind')} {pre.get('size')} mean {pre.get('mean')} std {pre.get('std')} pad {pre.get('pad_value')}")
+    for name, graph in m.graphs.items():
+        ins = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in graph.inputs)
+        outs = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in graph.outputs)
+        print(f"  graph {name}: {graph.onnx} / {graph.openvino}\n    in:  {ins}\n    out: {outs}")
+    if m.classes:
+        shown = ", ".join(m.classes[:10]) + (f", ... ({len(m.classes)} classes)" if len(m.classes) > 10 else "")
+        print(f"  classes: {shown}")
+    if m.params:
+        print("  params: " + ", ".join(f"{k}={v}" for k, v in m.params.items()))
+    print(f"  files (listed in {MANIFEST_NAME}):")
+    for name, meta in m.files.items():
+        print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

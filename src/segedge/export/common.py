@@ -1,0 +1,171 @@
+"""Shared export steps: checkpoint sniffing, ONNX -> OpenVINO IR, static-shape checks, atomic folders."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+from segedge.errors import CheckpointError, SegedgeError
+from segedge.fileio import sha256_file
+from segedge.manifest import GraphSpec, Manifest, TensorSpec, write_manifest
+
+ONNX_OPSET = 17
+
+
+def tool_versions(*names: str) -> dict[str, str]:
+    """Installed versions of segedge and the given distributions (missing ones are skipped)."""
+    out = {"segedge": _version("segedge") or "unknown"}
+    for name in names:
+        version = _version(name)
+        if version:
+            out[name] = version
+    return out
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> Path:
+    """A readable, non-empty, complete PyTorch file (zip or legacy pickle), else :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the checkpoint file (.pt / .pth)")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the download failed; download it again")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"PK"):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"checkpoint {path} is an incomplete PyTorch file ({size} bytes, its zip directory is missing): "
+                "the download was cut short; download it again"
+            )
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointError(f"checkpoint {path} is corrupt ({exc}); download it again") from exc
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {path} is corrupt (member {bad} fails its CRC); download it again")
+    elif not head.startswith(b"\x80"):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (it starts with {head!r}, not a zip or pickle header); "
+            "pass the .pt / .pth file you downloaded"
+        )
+    return path
+
+
+def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
+    """Convert an ONNX file to OpenVINO IR with float32 weights (no fp16 compression: parity first)."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    for port in list(model.inputs) + list(model.outputs):
+        if port.get_partial_shape().is_dynamic:
+            raise SegedgeError(f"OpenVINO sees a dynamic shape on {port.get_any_name()} in {onnx_path}; export failed")
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+
+
+def onnx_io(onnx_path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Names, static shapes and dtypes of an ONNX file's inputs and outputs; raises if any dim is dynamic."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+
+    def spec(value) -> TensorSpec:
+        dims = value.type.tensor_type.shape.dim
+        shape = []
+        for d in dims:
+            if not d.HasField("dim_value"):
+                raise SegedgeError(f"{onnx_path}: {value.name} has a dynamic dimension ({d.dim_param or '?'})")
+            shape.append(int(d.dim_value))
+        dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+        return TensorSpec(value.name, tuple(shape), dtype)
+
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(spec(v) for v in model.graph.output)
+    return inputs, outputs
+
+
+def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_names: list[str], output_names: list[str], simplify: bool = True) -> GraphSpec:
+    """Trace ``module`` to ``<stem>.onnx`` with static shapes, optionally slim it, convert it to IR.
+
+    Returns the graph's spec (files relative to ``folder`` plus named I/O with their shapes).
+    """
+    import torch
+
+    onnx_path = folder / f"{stem}.onnx"
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            example_inputs,
+            str(onnx_path),
+            input_names=input_names,
+            output_names=output_names,
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamic_axes=None,
+            dynamo=False,
+        )
+    if simplify:
+        import onnx
+        import onnxslim
+
+        slimmed = onnxslim.slim(onnx.load(str(onnx_path)))
+        onnx.save(slimmed, str(onnx_path))
+    inputs, outputs = onnx_io(onnx_path)
+    if [t.name for t in outputs] != output_names:
+        raise SegedgeError(f"{onnx_path}: outputs came out as {[t.name for t in outputs]}, expected {output_names}")
+    xml_path = folder / f"{stem}.xml"
+    onnx_to_openvino(onnx_path, xml_path)
+    return GraphSpec(onnx=onnx_path.name, openvino=xml_path.name, inputs=inputs, outputs=outputs)
+
+
+@contextlib.contextmanager
+def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
+    """Build a model folder in a temporary sibling and move it into place only when complete.
+
+    An interrupted or failed export leaves no half-written model folder behind.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SegedgeError(f"--out {out} is a file; give a folder path for the model")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SegedgeError(f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        yield tmp
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(out, backup)
+            os.replace(tmp, out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finish_manifest(folder: Path, manifest: Manifest, checkpoint: Path) -> None:
+    """Fill source, creation time and file hashes, and write ``segedge.json``."""
+    manifest.source = {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size} | manifest.source
+    manifest.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    write_manifest(folder, manifest)

@@ -1,0 +1,81 @@
+"""The supported models: names, official checkpoint URLs and sha256, input sizes.
+
+``sha256`` is None where the publisher gives no checksum and none could be confirmed; such
+downloads are reported as unverified (the hash that was received is recorded in the model folder's
+manifest, so a later export can be compared with it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from segedge.errors import SegedgeError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One official checkpoint. ``input_size`` is the model's square input side in pixels."""
+
+    name: str
+    family: str  # "sam" | "mobile-sam" | "fastsam" | "clip"
+    filename: str
+    url: str
+    sha256: str | None
+    input_size: int
+    description: str
+
+
+_SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
+_ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("sam_vit_b", "sam", "sam_vit_b_01ec64.pth", _SAM + "sam_vit_b_01ec64.pth",
+                  "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 1024, "SAM ViT-B (375 MB)"),
+        ModelSpec("sam_vit_l", "sam", "sam_vit_l_0b3195.pth", _SAM + "sam_vit_l_0b3195.pth",
+                  "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1024, "SAM ViT-L (1.2 GB)"),
+        ModelSpec("sam_vit_h", "sam", "sam_vit_h_4b8939.pth", _SAM + "sam_vit_h_4b8939.pth",
+                  "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 1024, "SAM ViT-H (2.4 GB)"),
+        ModelSpec("mobile_sam", "mobile-sam", "mobile_sam.pt", _ULTRALYTICS + "mobile_sam.pt",
+                  "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", 1024, "MobileSAM, TinyViT encoder (39 MB)"),
+        ModelSpec("FastSAM-s", "fastsam", "FastSAM-s.pt", _ULTRALYTICS + "FastSAM-s.pt", None, 1024,
+                  "FastSAM small, YOLOv8s-seg with one class (23 MB)"),
+        ModelSpec("FastSAM-x", "fastsam", "FastSAM-x.pt", _ULTRALYTICS + "FastSAM-x.pt", None, 1024,
+                  "FastSAM large, YOLOv8x-seg with one class (138 MB)"),
+        ModelSpec("clip_vit_b_32", "clip", "ViT-B-32.pt",
+                  "https://openaipublic.azureedge.net/clip/models/"
+                  "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+                  "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", 224,
+                  "OpenAI CLIP ViT-B/32, used by FastSAM text prompts (338 MB)"),
+    )
+}
+
+# Names users type for the same thing.
+ALIASES = {
+    "fastsam-s": "FastSAM-s", "fastsam_s": "FastSAM-s", "fastsam-s.pt": "FastSAM-s",
+    "fastsam-x": "FastSAM-x", "fastsam_x": "FastSAM-x", "fastsam-x.pt": "FastSAM-x",
+    "mobile-sam": "mobile_sam", "mobilesam": "mobile_sam", "mobile_sam.pt": "mobile_sam",
+    "vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h",
+    "sam_vit_b_01ec64.pth": "sam_vit_b", "sam_vit_l_0b3195.pth": "sam_vit_l", "sam_vit_h_4b8939.pth": "sam_vit_h",
+    "vit-b-32": "clip_vit_b_32", "vit-b/32": "clip_vit_b_32", "vit-b-32.pt": "clip_vit_b_32",
+}
+
+
+def lookup(name: str) -> ModelSpec | None:
+    """The spec for a model name, alias or official file name (case-insensitive), or None."""
+    if name in MODELS:
+        return MODELS[name]
+    key = name.lower()
+    for spec_name in MODELS:
+        if spec_name.lower() == key:
+            return MODELS[spec_name]
+    return MODELS.get(ALIASES.get(key, ""))
+
+
+def get(name: str) -> ModelSpec:
+    """Like :func:`lookup` but raises a :class:`SegedgeError` listing the known names."""
+    spec = lookup(name)
+    if spec is None:
+        raise SegedgeError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return spec

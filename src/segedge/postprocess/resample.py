@@ -1,0 +1,75 @@
+"""Bilinear resampling written as matrices, so masks can be resampled only inside their boxes.
+
+PyTorch's ``F.interpolate(mode="bilinear", align_corners=False)`` is separable: along each axis,
+output index ``o`` reads the input at ``src = scale * (o + 0.5) - 0.5`` (clamped at 0) from its two
+neighbours. :func:`linear_matrix` writes that map as an ``(out, in)`` matrix ``W`` so that
+``resize(M) == Wy @ M @ Wx.T``. Chains of resizes and crops compose into one matrix per axis, and a
+box-shaped piece of the output is ``Wy[rows] @ M @ Wx[cols].T``: the cost is proportional to the
+box's area, not the image's, and the result is the same as resizing everything and cropping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def linear_matrix(in_size: int, out_size: int, scale_factor: float | None = None) -> np.ndarray:
+    """``(out_size, in_size)`` float64 matrix of 1-D bilinear resampling with PyTorch's conventions.
+
+    ``scale_factor`` given (as in ``F.interpolate(scale_factor=f)``) uses ``1/f`` as the step;
+    otherwise the step is ``in_size / out_size`` (``F.interpolate(size=...)``).
+    """
+    step = (1.0 / scale_factor) if scale_factor else in_size / out_size
+    src = np.maximum(step * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    frac = np.clip(src - i0, 0.0, 1.0)
+    w = np.zeros((out_size, in_size), dtype=np.float64)
+    rows = np.arange(out_size)
+    np.add.at(w, (rows, i0), 1.0 - frac)
+    np.add.at(w, (rows, i1), frac)
+    return w
+
+
+@dataclass(frozen=True)
+class AxisMap:
+    """A composed 1-D resampling ``(out, in)`` with each row's first/last non-zero column.
+
+    ``lo[o]``/``hi[o]``: the input range ``[lo, hi)`` that output ``o`` reads; both are
+    non-decreasing in ``o``, so a run of outputs ``[a, b)`` reads ``[lo[a], hi[b-1])``.
+    """
+
+    matrix: np.ndarray  # (out, in) float32
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> AxisMap:
+        nz = matrix != 0
+        lo = nz.argmax(axis=1)
+        hi = matrix.shape[1] - nz[:, ::-1].argmax(axis=1)
+        return cls(np.ascontiguousarray(matrix, dtype=np.float32), lo, hi)
+
+    def span(self, a: int, b: int) -> tuple[int, int]:
+        """Input range read by outputs ``[a, b)``."""
+        return int(self.lo[a]), int(self.hi[b - 1])
+
+
+def resample_block(mask: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """``(Wy @ mask @ Wx.T)[r0:r1, c0:c1]``, computed from only the input block it reads.
+
+    ``mask (h, w)`` float32; returns ``(r1 - r0, c1 - c0)`` float32.
+    """
+    r0, r1 = rows
+    c0, c1 = cols
+    k0, k1 = ymap.span(r0, r1)
+    l0, l1 = xmap.span(c0, c1)
+    wy = ymap.matrix[r0:r1, k0:k1]
+    wx = xmap.matrix[c0:c1, l0:l1]
+    block = mask[k0:k1, l0:l1]
+    nr, nc, kr, kc = r1 - r0, c1 - c0, k1 - k0, l1 - l0
+    if nr * kc * (kr + nc) <= kr * nc * (kc + nr):  # pick the cheaper association
+        return (wy @ block) @ wx.T
+    return wy @ (block @ wx.T)

@@ -1,0 +1,143 @@
+"""Post-processing of YOLOv8/YOLO11-seg outputs (FastSAM's architecture) in NumPy.
+
+Agrees with ultralytics 8.4 (``utils/nms.py``, ``utils/ops.py``, ``models/fastsam/predict.py``):
+same candidate filter (best class score ``> conf``), same greedy NMS, same box scaling, same masks.
+
+Inputs are the two named graph outputs:
+``detections (1, 4 + nc + nm, A)``: per anchor, box ``xywh`` in model-input pixels, ``nc`` class
+scores (already sigmoid), ``nm`` mask coefficients; ``prototypes (1, nm, S/4, S/4)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from segedge.postprocess.boxes import batched_nms, box_iou, xywh_to_xyxy
+from segedge.postprocess.masks import (
+    RoiMasks,
+    assemble_masks,
+    letterbox_axis_maps,
+    mask_logits,
+    native_axis_maps,
+    nearest_to_original,
+)
+from segedge.preprocess.letterbox import Letterbox
+
+
+@dataclass
+class Candidates:
+    """Detections kept by NMS, in the model-input frame, best first.
+
+    ``boxes (N, 4)`` xyxy model-input pixels, ``scores (N,)``, ``class_ids (N,)`` int64,
+    ``coeffs (N, nm)`` mask coefficients, ``anchors (N,)`` the anchor index each came from.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    coeffs: np.ndarray
+    anchors: np.ndarray
+
+
+def decode_and_nms(
+    detections: np.ndarray,
+    num_classes: int,
+    conf: float,
+    iou: float,
+    max_det: int = 300,
+    agnostic: bool = True,
+    classes: list[int] | None = None,
+    max_nms: int = 30000,
+) -> Candidates:
+    """Confidence filter, xywh -> xyxy, best class, optional class filter, NMS, ``max_det``.
+
+    ``detections (1, 4 + nc + nm, A)``. ``agnostic=True`` is FastSAM's class-agnostic NMS; ``False``
+    keeps overlapping boxes of different classes.
+    """
+    if detections.ndim != 3 or detections.shape[0] != 1:
+        raise ValueError(f"detections must have shape (1, 4 + nc + nm, A), got {detections.shape}")
+    pred = detections[0]
+    nc = int(num_classes)
+    scores_all = pred[4 : 4 + nc]
+    best = scores_all.max(axis=0)
+    cand = np.flatnonzero(best > conf)
+    x = pred[:, cand].T  # (n, 4 + nc + nm)
+    class_ids = scores_all[:, cand].argmax(axis=0).astype(np.int64)
+    scores = best[cand]
+    if classes is not None:
+        keep = np.isin(class_ids, np.asarray(classes, dtype=np.int64))
+        x, class_ids, scores, cand = x[keep], class_ids[keep], scores[keep], cand[keep]
+    if len(cand) > max_nms:
+        top = np.argsort(-scores, kind="stable")[:max_nms]
+        x, class_ids, scores, cand = x[top], class_ids[top], scores[top], cand[top]
+    boxes = xywh_to_xyxy(x[:, :4])
+    keep = batched_nms(boxes, scores, class_ids, iou, agnostic)[:max_det]
+    return Candidates(boxes[keep], scores[keep], class_ids[keep], np.ascontiguousarray(x[keep, 4 + nc :]), cand[keep])
+
+
+@dataclass
+class InstanceSet:
+    """Final detections in original-image pixels: ``boxes (N, 4)`` xyxy, ``scores``, ``class_ids``, masks."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    masks: RoiMasks
+
+    def subset(self, index) -> InstanceSet:
+        idx = np.arange(len(self.scores))[index]
+        return InstanceSet(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.masks.subset(idx))
+
+
+def instances_from_outputs(
+    detections: np.ndarray,
+    prototypes: np.ndarray,
+    geo: Letterbox,
+    num_classes: int,
+    conf: float,
+    iou: float,
+    max_det: int = 300,
+    agnostic: bool = True,
+    classes: list[int] | None = None,
+    retina: bool = True,
+) -> InstanceSet:
+    """Raw graph outputs -> boxes, scores, classes and masks at the original resolution.
+
+    ``retina=True`` (FastSAM's default) resamples mask logits straight to the original size, as
+    ultralytics' ``retina_masks=True``; ``retina=False`` builds masks at the model-input size and maps
+    them to the original by nearest neighbour (blockier edges, cheaper for large images).
+    Detections whose mask is empty after cropping are dropped, as ultralytics does.
+    """
+    cands = decode_and_nms(detections, num_classes, conf, iou, max_det, agnostic, classes)
+    protos = prototypes[0]
+    boxes_orig = geo.boxes_to_original(cands.boxes)
+    logits = mask_logits(protos, cands.coeffs)
+    if retina:
+        ymap, xmap = native_axis_maps(protos.shape[1:], geo.orig_hw)
+        masks = assemble_masks(logits, boxes_orig, ymap, xmap, geo.orig_hw)
+    else:
+        ymap, xmap = letterbox_axis_maps(protos.shape[1:], geo.size_hw)
+        masks = nearest_to_original(assemble_masks(logits, cands.boxes, ymap, xmap, geo.size_hw), geo, boxes_orig)
+    keep = np.array([c.any() for c in masks.crops], dtype=bool)
+    out = InstanceSet(boxes_orig, cands.scores.astype(np.float32), cands.class_ids, masks)
+    return out if keep.all() else out.subset(keep)
+
+
+def fastsam_adjust_boxes(boxes: np.ndarray, orig_hw: tuple[int, int], border: float = 20) -> np.ndarray:
+    """FastSAM's box clean-up, as ultralytics' ``FastSAMPredictor.postprocess`` applies it.
+
+    Box sides within ``border`` pixels of the image edge snap to the edge; boxes whose IoU with the
+    whole image then exceeds 0.9 become the whole image. ``boxes (N, 4)`` xyxy original pixels.
+    """
+    h, w = orig_hw
+    out = np.array(boxes, dtype=np.float32, copy=True)
+    out[out[:, 0] < border, 0] = 0
+    out[out[:, 1] < border, 1] = 0
+    out[out[:, 2] > w - border, 2] = w
+    out[out[:, 3] > h - border, 3] = h
+    if len(out):
+        full = np.array([[0, 0, w, h]], dtype=np.float32)
+        out[box_iou(full, out)[0] > 0.9] = full
+    return out

@@ -1,0 +1,7 @@
+"""Run time: model folders on OpenVINO or ONNX Runtime, with NumPy pre/post-processing. Never imports torch."""
+
+from segedge.runtime.backends import BACKENDS, Backend, installed_backends, open_backend
+from segedge.runtime.fastsam import FastSam
+from segedge.runtime.result import Result
+
+__all__ = ["BACKENDS", "Backend", "FastSam", "Result", "installed_backends", "open_backend"]

@@ -1,0 +1,163 @@
+"""FastSAM (and any YOLOv8/YOLO11-seg model folder) at run time: NumPy + OpenVINO or ONNX Runtime.
+
+>>> model = FastSam("models/fastsam", backend="openvino")                         # doctest: +SKIP
+>>> everything = model.everything("photo.jpg")                                    # doctest: +SKIP
+>>> dog = model.prompt(everything, points=[[420, 300]])                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from segedge.errors import ModelFolderError, PromptError
+from segedge.imageio import ImageSource, read_image
+from segedge.manifest import ModelFolder, load_model_folder
+from segedge.postprocess.prompts import select
+from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
+from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
+from segedge.runtime.backends import open_backend
+from segedge.runtime.prompt_args import check_boxes, check_points
+from segedge.runtime.result import Result
+
+GRAPH = "model"
+INPUT = "images"
+DETECTIONS = "detections"
+PROTOTYPES = "prototypes"
+
+
+class FastSam:
+    """A FastSAM / YOLO-seg model folder, compiled on one backend.
+
+    ``backend``: ``"openvino"`` or ``"onnxruntime"``. ``precision``: ``"f32"`` (default, matches
+    PyTorch) or ``"bf16"`` (OpenVINO, faster on CPUs with AMX). ``threads``: inference threads
+    (default: the backend's choice). ``verify``: check every file's sha256 on load.
+    Thresholds default to the values recorded in the folder (FastSAM's conf 0.4, iou 0.9).
+    """
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | ModelFolder,
+        backend: str = "openvino",
+        *,
+        precision: str = "f32",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None | bool = None,
+        verify: bool = True,
+    ):
+        self.folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
+        m = self.folder.manifest
+        if m.family != "fastsam":
+            raise ModelFolderError(
+                f"{self.folder.path} holds a {m.family} model; FastSam needs a folder from `segedge export fastsam`"
+            )
+        graph = self.folder.graph(GRAPH)
+        self.input_hw = tuple(graph.input(INPUT).shape[2:])
+        self.num_classes = int(m.params["num_classes"])
+        self.names = list(m.classes) or [str(i) for i in range(self.num_classes)]
+        self.defaults = {"conf": float(m.params.get("conf", 0.4)), "iou": float(m.params.get("iou", 0.9)), "max_det": int(m.params.get("max_det", 300))}
+        self.pad_value = int(m.preprocess.get("pad_value", 114))
+        self.mean = tuple(m.preprocess.get("mean", (0.0, 0.0, 0.0)))
+        self.std = tuple(m.preprocess.get("std", (255.0, 255.0, 255.0)))
+        self.backend = open_backend(self.folder, GRAPH, backend, precision=precision, threads=threads, cache_dir=cache_dir)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """``HxWx3 uint8`` RGB -> ``(1, 3, S, S)`` float32 input and the letterbox geometry."""
+        padded, geo = letterbox(image, self.input_hw, self.pad_value)
+        return to_nchw_float(padded, self.mean, self.std), geo
+
+    def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network: ``(detections (1, 4+nc+32, A), prototypes (1, 32, S/4, S/4))``, picked by name."""
+        out = self.backend.run({INPUT: tensor})
+        return out[DETECTIONS], out[PROTOTYPES]
+
+    def everything(
+        self,
+        image: ImageSource,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        retina: bool = True,
+        agnostic: bool = True,
+        classes: list[int] | None = None,
+    ) -> Result:
+        """Every instance in the image ("segment everything").
+
+        ``conf``: minimum class score; ``iou``: NMS threshold; ``agnostic=False`` runs NMS per class;
+        ``classes`` keeps only those class ids; ``retina=False`` trades mask edge quality for speed.
+        """
+        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        t0 = time.perf_counter()
+        rgb = read_image(image)
+        return self._everything(rgb, source, t0, conf, iou, max_det, retina, agnostic, classes)
+
+    def _everything(self, rgb, source, t0, conf, iou, max_det, retina, agnostic, classes) -> Result:
+        tensor, geo = self.preprocess(rgb)
+        t1 = time.perf_counter()
+        detections, prototypes = self.infer(tensor)
+        t2 = time.perf_counter()
+        inst = instances_from_outputs(
+            detections, prototypes, geo, self.num_classes,
+            conf=self.defaults["conf"] if conf is None else float(conf),
+            iou=self.defaults["iou"] if iou is None else float(iou),
+            max_det=self.defaults["max_det"] if max_det is None else int(max_det),
+            agnostic=agnostic, classes=classes, retina=retina,
+        )
+        boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw)
+        t3 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        return Result(rgb, boxes, inst.scores, inst.class_ids, inst.masks, self.names, timings, source)
+
+    def prompt(self, result: Result, *, points=None, point_labels=None, boxes=None) -> Result:
+        """Select masks of an :meth:`everything` result with FastSAM's prompt rules.
+
+        ``points (P, 2)`` xy original pixels with ``point_labels`` 1 (object) / 0 (background): a mask
+        is kept when it covers a positive point and no negative one. ``boxes (K, 4)`` xyxy: for each box,
+        the mask with the best IoU with it. Points and boxes together keep the union.
+        """
+        hw = result.image.shape[:2]
+        pts = lab = bxs = None
+        if points is not None:
+            pts, lab = check_points(points, point_labels, hw)
+        elif point_labels is not None:
+            raise PromptError("point_labels were given without points")
+        if boxes is not None:
+            bxs = check_boxes(boxes, hw)
+        t0 = time.perf_counter()
+        chosen = select(result.roi_masks, bxs, pts, lab)
+        out = result.subset(chosen)
+        out.timings["prompt"] = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def segment(
+        self,
+        image: ImageSource,
+        *,
+        points=None,
+        point_labels=None,
+        boxes=None,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        retina: bool = True,
+        agnostic: bool = True,
+        classes: list[int] | None = None,
+    ) -> Result:
+        """:meth:`everything`, then :meth:`prompt` when points or boxes are given.
+
+        Prompts are checked against the image before the network runs.
+        """
+        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        t0 = time.perf_counter()
+        rgb = read_image(image)
+        prompted = points is not None or boxes is not None or point_labels is not None
+        if prompted:
+            if points is not None:
+                check_points(points, point_labels, rgb.shape[:2])
+            if boxes is not None:
+                check_boxes(boxes, rgb.shape[:2])
+        result = self._everything(rgb, source, t0, conf, iou, max_det, retina, agnostic, classes)
+        return self.prompt(result, points=points, point_labels=point_labels, boxes=boxes) if prompted else result

@@ -1,0 +1,99 @@
+"""The result of segmenting one image: masks, boxes, scores and classes in original pixels."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from segedge.fileio import atomic_write_text
+from segedge.imageio import resolve_output_path, write_image
+from segedge.postprocess.draw import overlay as draw_overlay
+from segedge.postprocess.encode import polygons, rle_encode
+from segedge.postprocess.masks import RoiMasks
+
+
+@dataclass
+class Result:
+    """Instances found in one image.
+
+    ``image (H, W, 3)`` uint8 RGB, the original. ``boxes (N, 4)`` float32 xyxy original pixels,
+    ``scores (N,)`` float32, ``class_ids (N,)`` int64, ``names`` the model's class names.
+    ``roi_masks`` stores each mask cropped to its box; :attr:`masks` gives ``(N, H, W)`` bool.
+    ``timings`` holds the milliseconds spent per stage (``preprocess``, ``model``, ``postprocess``).
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    roi_masks: RoiMasks
+    names: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+    _dense: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``(N, H, W)`` bool masks at the original resolution (built once, then cached)."""
+        if self._dense is None:
+            self._dense = self.roi_masks.dense()
+        return self._dense
+
+    @property
+    def labels(self) -> list[str]:
+        """Class name of each instance."""
+        return [self.names[c] if 0 <= c < len(self.names) else str(c) for c in self.class_ids.tolist()]
+
+    def subset(self, index) -> Result:
+        """The instances selected by a bool mask or indices (keeps order), same image and timings."""
+        idx = np.arange(len(self))[index]
+        return Result(
+            self.image, self.boxes[idx], self.scores[idx], self.class_ids[idx], self.roi_masks.subset(idx),
+            self.names, dict(self.timings), self.source,
+        )
+
+    def overlay(self, alpha: float = 0.5, boxes: bool = True, labels: bool = True) -> np.ndarray:
+        """The image with masks tinted and outlined, boxes and labels drawn: ``(H, W, 3)`` uint8 RGB."""
+        text = [f"{n} {s:.2f}" for n, s in zip(self.labels, self.scores.tolist())] if labels else None
+        return draw_overlay(self.image, self.roi_masks, self.boxes if boxes else None, text, alpha)
+
+    def to_dict(self, rle: bool = True, with_polygons: bool = False) -> dict:
+        """JSON-ready description: image size, and per instance box, score, class, area and RLE/polygons."""
+        h, w = self.image.shape[:2]
+        areas = self.roi_masks.areas()
+        instances = []
+        for i in range(len(self)):
+            item = {
+                "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
+                "score": round(float(self.scores[i]), 5),
+                "class_id": int(self.class_ids[i]),
+                "label": self.labels[i],
+                "area": int(areas[i]),
+            }
+            if rle:
+                item["rle"] = rle_encode(self.roi_masks, i)
+            if with_polygons:
+                item["polygons"] = polygons(self.roi_masks, i)
+            instances.append(item)
+        return {"image": self.source, "width": w, "height": h, "count": len(self), "instances": instances, "timings_ms": {k: round(v, 2) for k, v in self.timings.items()}}
+
+    def save(self, out: str | os.PathLike, stem: str | None = None, ext: str = ".png", with_polygons: bool = False) -> tuple[Path, Path]:
+        """Write the overlay image and a JSON file (boxes, scores, RLE masks); both atomically.
+
+        ``out`` is a file path (``x.png``: the JSON goes beside it as ``x.json``) or a folder
+        (an existing one, a path ending with ``/``, or a path without extension), where the files are
+        named after the input image: ``<stem>_segedge.png`` and ``<stem>_segedge.json``.
+        """
+        stem = stem or (Path(self.source).stem if self.source else "image")
+        image_path = resolve_output_path(out, f"{stem}_segedge", ext)
+        json_path = image_path.with_suffix(".json")
+        write_image(image_path, self.overlay())
+        atomic_write_text(json_path, json.dumps(self.to_dict(with_polygons=with_polygons), ensure_ascii=False) + "\n")
+        return image_path, json_path
