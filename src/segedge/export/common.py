@@ -16,6 +16,7 @@ from segedge.fileio import sha256_file
 from segedge.manifest import GraphSpec, Manifest, TensorSpec, write_manifest
 
 ONNX_OPSET = 17
+MAX_IR_VERSION = 9
 
 
 def tool_versions(*names: str) -> dict[str, str]:
@@ -122,12 +123,16 @@ def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_n
             dynamic_axes=None,
             dynamo=False,
         )
+    import onnx
+
+    model = onnx.load(str(onnx_path))
     if simplify:
-        import onnx
         import onnxslim
 
-        slimmed = onnxslim.slim(onnx.load(str(onnx_path)))
-        onnx.save(slimmed, str(onnx_path))
+        model = onnxslim.slim(model)
+    # Older ONNX Runtime releases refuse IR versions newer than they know; opset 17 needs only IR 8.
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    onnx.save(model, str(onnx_path))
     inputs, outputs = onnx_io(onnx_path)
     if [t.name for t in outputs] != output_names:
         raise SegedgeError(f"{onnx_path}: outputs came out as {[t.name for t in outputs]}, expected {output_names}")

@@ -21,11 +21,13 @@ def linear_matrix(in_size: int, out_size: int, scale_factor: float | None = None
     ``scale_factor`` given (as in ``F.interpolate(scale_factor=f)``) uses ``1/f`` as the step;
     otherwise the step is ``in_size / out_size`` (``F.interpolate(size=...)``).
     """
-    step = (1.0 / scale_factor) if scale_factor else in_size / out_size
-    src = np.maximum(step * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5, 0.0)
+    # float32 arithmetic, as PyTorch's CPU kernel computes positions for float32 tensors
+    f32 = np.float32
+    step = f32(1.0 / scale_factor) if scale_factor else f32(in_size) / f32(out_size)
+    src = np.maximum(step * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
-    frac = np.clip(src - i0, 0.0, 1.0)
+    frac = np.clip(src - i0.astype(f32), f32(0), f32(1)).astype(np.float64)
     w = np.zeros((out_size, in_size), dtype=np.float64)
     rows = np.arange(out_size)
     np.add.at(w, (rows, i0), 1.0 - frac)

@@ -1,0 +1,74 @@
+"""Shared fixtures: paths to ../shared data, exported model folders (built once per session)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("CI", "true")  # keeps OpenVINO / ultralytics telemetry off the network
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SEGEDGE_SHARED", ROOT.parent / "shared"))
+REAL_CKPT = SHARED / "weights" / "yolov8n-seg-coco.pt"
+IMAGES = SHARED / "images"
+COCO = SHARED / "coco-mini"
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"test data not found: {path} (set SEGEDGE_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_images() -> list[Path]:
+    return sorted(_need(IMAGES).glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def real_checkpoint() -> Path:
+    return _need(REAL_CKPT)
+
+
+@pytest.fixture(scope="session")
+def coco_dir() -> Path:
+    return _need(COCO)
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("segedge")
+
+
+@pytest.fixture(scope="session")
+def ov_cache(session_tmp) -> Path:
+    """Keep OpenVINO's compiled-model cache inside the test run."""
+    path = session_tmp / "ov-cache"
+    os.environ["SEGEDGE_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_folder_640(real_checkpoint, session_tmp, ov_cache) -> Path:
+    """The real YOLOv8n-seg checkpoint exported at 640 (the size its quality is documented at)."""
+    from segedge.export.fastsam import export_fastsam
+
+    return export_fastsam(real_checkpoint, session_tmp / "yolov8n-seg-640", imgsz=640)
+
+
+@pytest.fixture(scope="session")
+def seeded_fastsam_s(session_tmp) -> Path:
+    """A seeded one-class FastSAM-s checkpoint (YOLOv8s-seg, nc=1) in ultralytics' .pt format."""
+    from helpers import make_fastsam_checkpoint
+
+    return make_fastsam_checkpoint(session_tmp / "FastSAM-s-seeded.pt", scale="s", seed=0)
+
+
+@pytest.fixture(scope="session")
+def seeded_folder_1024(seeded_fastsam_s, session_tmp, ov_cache) -> Path:
+    from segedge.export.fastsam import export_fastsam
+
+    return export_fastsam(seeded_fastsam_s, session_tmp / "fastsam-s-seeded-1024", imgsz=1024)

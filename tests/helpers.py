@@ -1,0 +1,119 @@
+"""Test helpers: seeded checkpoints in official formats, mask agreement metrics, reference runners."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+CLS_GAIN = 0.1
+BOX_GAIN = 0.3
+
+
+def make_fastsam_checkpoint(path: Path, scale: str = "s", seed: int = 0, nc: int = 1) -> Path:
+    """Build a YOLOv8{scale}-seg with ``nc`` classes from ultralytics' architecture code, seed its
+    weights, and save it the way ultralytics saves a trained checkpoint (FastSAM-s.pt's format).
+
+    Random class biases spread the confidences so that a low threshold yields a realistic number of
+    detections; BN statistics are seeded too, so the network's activations are not degenerate.
+    """
+    import torch
+    from ultralytics.nn.tasks import SegmentationModel
+
+    torch.manual_seed(seed)
+    model = SegmentationModel(f"yolov8{scale}-seg.yaml", nc=nc, verbose=False)
+    with torch.no_grad():
+        dfl = {id(m) for m in model.model[-1].dfl.modules()}  # DFL's conv holds fixed 0..15 weights
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and id(module) not in dfl:
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            elif isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None  # cumulative average over the calibration pass
+        # Calibrate BatchNorm statistics on seeded smooth-noise images so activations keep unit scale
+        # through the depth, as in a trained network (with default statistics they fade to constants).
+        noise = torch.rand(4, 3, 16, 16)
+        images = torch.nn.functional.interpolate(noise, size=(320, 320), mode="bilinear", align_corners=False)
+        model.train()
+        model(images)
+        model.eval()
+        head = model.model[-1]
+        for seq in head.cv3:  # class branch: a bias that makes a fraction of anchors score high
+            seq[-1].weight.mul_(CLS_GAIN)
+            seq[-1].bias.fill_(-12.0)
+        for seq in head.cv2:  # box branch: moderate DFL logits so boxes vary in size
+            seq[-1].weight.mul_(BOX_GAIN)
+    model.names = {i: ("object" if nc == 1 else f"class{i}") for i in range(nc)}
+    model.args = {"task": "segment", "imgsz": 1024}
+    ckpt = {
+        "date": "2023-06-21T00:00:00",
+        "version": "8.0.120",
+        "epoch": -1,
+        "best_fitness": None,
+        "model": model.half(),
+        "ema": None,
+        "updates": None,
+        "optimizer": None,
+        "train_args": {"task": "segment", "imgsz": 1024, "model": f"yolov8{scale}-seg.yaml"},
+    }
+    torch.save(ckpt, path)
+    return path
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; 1.0 when both are empty."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(len(a), len(b))`` IoU between two stacks of boolean masks ``(N, H, W)``."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def matched_iou(ours: np.ndarray, ref: np.ndarray) -> float:
+    """Symmetric mean best-match IoU between two mask stacks: every mask on either side is matched
+    to its best counterpart, so missing and extra masks both lower the score. 1.0 if both are empty."""
+    if len(ours) == 0 and len(ref) == 0:
+        return 1.0
+    if len(ours) == 0 or len(ref) == 0:
+        return 0.0
+    m = iou_matrix(ours, ref)
+    return float(np.concatenate([m.max(axis=1), m.max(axis=0)]).mean())
+
+
+def ultralytics_fastsam(checkpoint: Path):
+    """ultralytics' own FastSAM predictor on the checkpoint (the PyTorch reference)."""
+    from ultralytics import FastSAM
+
+    return FastSAM(str(checkpoint))
+
+
+def reference_predict(model, image, imgsz: int, conf: float, iou: float, retina: bool = True, **prompts):
+    """Run the ultralytics reference with segedge's settings: square letterbox (``rect=False``,
+    as a static graph has), CPU, same thresholds. Returns the first Results."""
+    return model.predict(
+        str(image), imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina, rect=False, device="cpu", verbose=False, **prompts
+    )[0]
+
+
+def reference_masks(result, orig_hw) -> np.ndarray:
+    """``(N, H, W)`` bool masks of an ultralytics Results at the original resolution."""
+    import torch
+    from ultralytics.utils.ops import scale_masks
+
+    if result.masks is None or len(result) == 0:
+        return np.zeros((0, *orig_hw), dtype=bool)
+    masks = result.masks.data
+    if tuple(masks.shape[1:]) != tuple(orig_hw):
+        masks = scale_masks(masks[None].float(), orig_hw)[0] > 0.5
+    return masks.to(torch.bool).numpy()

@@ -1,0 +1,96 @@
+"""Both backends behind one interface, on a tiny static graph built here."""
+
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from segedge.errors import BackendError, BackendNotInstalledError
+from segedge.manifest import GraphSpec, Manifest, TensorSpec, load_model_folder, write_manifest
+from segedge.runtime.backends import open_backend
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A model folder whose graph computes y = x @ W + b (static 2x8 -> 2x4) and z = relu(x)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from segedge.export.common import onnx_io, onnx_to_openvino
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    b = rng.normal(size=(4,)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"]), helper.make_node("Relu", ["x"], ["z"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 8])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    folder = tmp_path_factory.mktemp("tiny")
+    onnx.save(model, folder / "g.onnx")
+    onnx_to_openvino(folder / "g.onnx", folder / "g.xml")
+    inputs, outputs = onnx_io(folder / "g.onnx")
+    manifest = Manifest(family="fastsam", variant="tiny", graphs={"g": GraphSpec("g.onnx", "g.xml", inputs, outputs)},
+                        preprocess={}, source={}, exporter={})
+    write_manifest(folder, manifest)
+    return load_model_folder(folder), w, b
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_named_io_and_results(tiny_folder, backend, tmp_path):
+    folder, w, b = tiny_folder
+    be = open_backend(folder, "g", backend, threads=1, **({"cache_dir": tmp_path / "cache"} if backend == "openvino" else {}))
+    assert be.inputs == {"x": (2, 8)}
+    assert be.outputs == {"y": (2, 4), "z": (2, 8)}
+    x = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32)
+    out = be.run({"x": x})
+    np.testing.assert_allclose(out["y"], x @ w + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out["z"], np.maximum(x, 0))
+    # outputs are owned by the caller: a second run must not change the first result
+    first = out["y"].copy()
+    be.run({"x": -x})
+    np.testing.assert_array_equal(out["y"], first)
+
+
+def test_openvino_is_pinned_to_f32_and_caches(tiny_folder, tmp_path):
+    folder, _, _ = tiny_folder
+    cache = tmp_path / "ovcache"
+    be = open_backend(folder, "g", "openvino", cache_dir=cache)
+    hint = str(be._compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert hint in ("f32", "<Type: 'float32'>"), hint
+    assert str(be._compiled.get_property("PERFORMANCE_HINT")).upper().endswith("LATENCY")
+    assert any(cache.iterdir()), "OpenVINO wrote no compiled-model cache"
+    bf16 = open_backend(folder, "g", "openvino", precision="bf16", cache_dir=False)
+    assert bf16.precision == "bf16"
+    assert str(bf16._compiled.get_property("INFERENCE_PRECISION_HINT")) in ("bf16", "<Type: 'bfloat16'>")
+
+
+def test_wrong_shape_and_names(tiny_folder):
+    folder, _, _ = tiny_folder
+    be = open_backend(folder, "g", "onnxruntime")
+    with pytest.raises(BackendError, match=r"input 'x' must have the static shape \(2, 8\), got \(3, 8\)"):
+        be.run({"x": np.zeros((3, 8), np.float32)})
+    with pytest.raises(BackendError, match=r"missing \['x'\], unexpected \['images'\]"):
+        be.run({"images": np.zeros((2, 8), np.float32)})
+
+
+def test_bad_choices(tiny_folder):
+    folder, _, _ = tiny_folder
+    with pytest.raises(BackendError, match="unknown backend 'tensorrt'; choose one of openvino, onnxruntime"):
+        open_backend(folder, "g", "tensorrt")
+    with pytest.raises(BackendError, match="ONNX Runtime runs these models in f32 only, not bf16"):
+        open_backend(folder, "g", "onnxruntime", precision="bf16")
+    with pytest.raises(BackendError, match="unknown precision 'int4'"):
+        open_backend(folder, "g", "openvino", precision="int4")
+
+
+@pytest.mark.parametrize("backend,module,extra", [("openvino", "openvino", "segedge[openvino]"), ("onnxruntime", "onnxruntime", "segedge[onnxruntime]")])
+def test_missing_backend_names_the_extra(tiny_folder, monkeypatch, backend, module, extra):
+    folder, _, _ = tiny_folder
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(BackendNotInstalledError, match="pip install '" + re.escape(extra) + "'"):
+        open_backend(folder, "g", backend)

@@ -1,0 +1,215 @@
+"""FastSAM / YOLO-seg: segedge against ultralytics, stage by stage and end to end.
+
+Real checkpoint (../shared/weights/yolov8n-seg-coco.pt, 80 classes) at 640 on ../shared/images,
+and a seeded one-class FastSAM-s at 1024. Every number asserted here is measured in the test.
+"""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from ultralytics.utils import nms as ul_nms
+
+from helpers import mask_iou, matched_iou, reference_masks, reference_predict, ultralytics_fastsam
+from segedge.imageio import read_image
+from segedge.manifest import load_model_folder
+from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
+from segedge.preprocess import letterbox, to_nchw_float
+from segedge.runtime.fastsam import FastSam
+
+CONF, IOU = 0.4, 0.9  # FastSAM's defaults, recorded in the model folder
+
+
+@pytest.fixture(scope="module")
+def torch_model(real_checkpoint):
+    from segedge.export.fastsam import load_yolo_seg
+
+    return load_yolo_seg(real_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def reference(real_checkpoint):
+    return ultralytics_fastsam(real_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def runtimes(real_folder_640):
+    return {b: FastSam(real_folder_640, backend=b) for b in ("openvino", "onnxruntime")}
+
+
+def torch_outputs(model, tensor):
+    with torch.no_grad():
+        (det, proto), _ = model(torch.from_numpy(tensor))
+    return det.numpy(), proto.numpy()
+
+
+def test_manifest_of_real_export(real_folder_640):
+    m = load_model_folder(real_folder_640).manifest
+    assert m.family == "fastsam" and m.params["num_classes"] == 80 and len(m.classes) == 80
+    assert m.classes[0] == "person"
+    g = m.graphs["model"]
+    assert [t.name for t in g.inputs] == ["images"] and g.inputs[0].shape == (1, 3, 640, 640)
+    assert [(t.name, t.shape) for t in g.outputs] == [("detections", (1, 116, 8400)), ("prototypes", (1, 32, 160, 160))]
+    assert m.source["sha256"] == "420ff7644b470a1cf3f4372db53c01fcfc5004e78105a3982567072a6002e0d4"
+    assert {"torch", "ultralytics", "onnx", "openvino"} <= set(m.exporter)
+
+
+def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, record_property):
+    """Same input tensor through PyTorch, ONNX Runtime and OpenVINO (f32): max abs error."""
+    worst = {}
+    for path in shared_images[:3]:
+        tensor, _ = runtimes["openvino"].preprocess(read_image(path))
+        det_ref, proto_ref = torch_outputs(torch_model, tensor)
+        for name, rt in runtimes.items():
+            det, proto = rt.infer(tensor)
+            box_err = np.abs(det[0, :4] - det_ref[0, :4]).max()  # pixels
+            score_err = np.abs(det[0, 4:84] - det_ref[0, 4:84]).max()
+            coef_err = np.abs(det[0, 84:] - det_ref[0, 84:]).max()
+            proto_err = np.abs(proto - proto_ref).max()
+            w = worst.setdefault(name, [0, 0, 0, 0])
+            worst[name] = [max(a, b) for a, b in zip(w, (box_err, score_err, coef_err, proto_err))]
+    for name, (box_err, score_err, coef_err, proto_err) in worst.items():
+        record_property(f"{name}_max_abs_err", {"box_px": box_err, "score": score_err, "coeff": coef_err, "proto": proto_err})
+        print(f"{name}: box {box_err:.2e} px, score {score_err:.2e}, coeff {coef_err:.2e}, proto {proto_err:.2e}")
+        assert box_err < 2e-2 and score_err < 1e-3 and coef_err < 1e-2 and proto_err < 1e-2, (name, worst[name])
+
+
+@pytest.mark.parametrize("retina", [True, False])
+def test_postprocess_alone_matches_ultralytics(torch_model, reference, shared_images, retina):
+    conf = 0.1  # low, for many overlapping detections
+    """The NumPy post-processing on the PyTorch model's own tensors vs ultralytics' predictor code."""
+    from ultralytics.utils import ops
+
+    reference_predict(reference, shared_images[0], 640, conf, IOU, retina=retina)  # builds reference.predictor
+    predictor = reference.predictor
+    predictor.set_prompts({})
+    total = 0
+    for path in shared_images:
+        rgb = read_image(path)
+        padded, geo = letterbox(rgb, (640, 640))
+        tensor = to_nchw_float(padded)
+        det, proto = torch_outputs(torch_model, tensor)
+        # same kept anchors as ultralytics' NMS
+        from segedge.postprocess.yolo_seg import decode_and_nms
+
+        cands = decode_and_nms(det, 80, conf, IOU, 300, agnostic=False)
+        _, ref_idx = ul_nms.non_max_suppression(torch.from_numpy(det), conf, IOU, agnostic=False, max_det=300, nc=80, return_idxs=True)
+        np.testing.assert_array_equal(cands.anchors, ref_idx[0].numpy().reshape(-1).astype(np.int64))
+        # whole post-processing through the predictor's own postprocess()
+        ref = predictor.postprocess([torch.from_numpy(det), torch.from_numpy(proto)], torch.from_numpy(tensor), [np.ascontiguousarray(rgb[:, :, ::-1])])[0]
+        ours = instances_from_outputs(det, proto, geo, 80, conf, IOU, agnostic=False, retina=retina)
+        boxes = fastsam_adjust_boxes(ours.boxes, geo.orig_hw)
+        assert len(ours.scores) == len(ref)  
+        np.testing.assert_allclose(boxes, ref.boxes.xyxy.numpy(), atol=0.01)
+        np.testing.assert_allclose(ours.scores, ref.boxes.conf.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(ours.class_ids, ref.boxes.cls.numpy().astype(int))
+        ref_masks = reference_masks(ref, geo.orig_hw)
+        ious = [mask_iou(a, b) for a, b in zip(ours.masks.dense(), ref_masks)]
+        if not ious:
+            continue
+        if retina:
+            assert min(ious) >= 0.999, ious
+        else:  # ultralytics keeps these at model resolution; mapped back with its own bilinear resize
+            assert np.mean(ious) >= 0.97, ious
+        total += len(ious)
+    assert total >= 30
+
+
+def _prompts_from(masks: np.ndarray, boxes: np.ndarray, rng):
+    """Point and box prompts taken from reference masks: a pixel inside a mask, a mask's box."""
+    prompts = []
+    for i in range(min(3, len(masks))):
+        ys, xs = np.nonzero(masks[i])
+        k = len(ys) // 2
+        prompts.append({"points": [[int(xs[k]), int(ys[k])]], "labels": [1]})
+        x1, y1, x2, y2 = boxes[i]
+        prompts.append({"bboxes": [[float(x1) + 2, float(y1) + 2, float(x2) - 2, float(y2) - 2]]})
+    if len(masks) >= 2:  # a positive point on one object, a negative point on another
+        ys0, xs0 = np.nonzero(masks[0])
+        ys1, xs1 = np.nonzero(masks[1] & ~masks[0])
+        if len(ys1):
+            prompts.append({"points": [[int(xs0[len(xs0) // 3]), int(ys0[len(ys0) // 3])], [int(xs1[0]), int(ys1[0])]], "labels": [1, 0]})
+    if len(masks) >= 3:  # several boxes at once
+        prompts.append({"bboxes": [[float(v) for v in boxes[i]] for i in range(3)]})
+    return prompts
+
+
+def _agreement(model, ref_model, images, imgsz, conf, iou):
+    """Mean matched-mask IoU per mode (everything, point, box) between segedge and ultralytics."""
+    rng = np.random.default_rng(0)
+    scores = {"everything": [], "points": [], "bboxes": []}
+    for path in images:
+        ref = reference_predict(ref_model, path, imgsz, conf, iou)
+        orig_hw = ref.orig_shape
+        ref_masks = reference_masks(ref, orig_hw)
+        ours = model.everything(path, conf=conf, iou=iou)
+        scores["everything"].append(matched_iou(ours.masks, ref_masks))
+        for prompt in _prompts_from(ref_masks, ref.boxes.xyxy.numpy(), rng):
+            ref_sel = ref_model.predictor.prompt(ref, **prompt)[0]
+            mine = model.prompt(ours, points=prompt.get("points"), point_labels=prompt.get("labels"), boxes=prompt.get("bboxes"))
+            kind = "points" if "points" in prompt else "bboxes"
+            scores[kind].append(matched_iou(mine.masks, reference_masks(ref_sel, orig_hw)))
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}, {k: len(v) for k, v in scores.items()}
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_end_to_end_real_checkpoint(runtimes, reference, shared_images, backend):
+    means, counts = _agreement(runtimes[backend], reference, shared_images, 640, CONF, IOU)
+    print(backend, means, counts)
+    assert counts["everything"] == len(shared_images) and counts["points"] >= 10 and counts["bboxes"] >= 10
+    for mode, value in means.items():
+        assert value >= 0.98, (mode, means)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, shared_images, backend):
+    """FastSAM's real shape: one class, YOLOv8s-seg, 1024 input (seeded weights, low threshold)."""
+    m = load_model_folder(seeded_folder_1024).manifest
+    assert m.params["num_classes"] == 1 and m.classes == ["object"]
+    assert m.graphs["model"].outputs[0].shape == (1, 37, 21504) and m.graphs["model"].outputs[1].shape == (1, 32, 256, 256)
+    model = FastSam(seeded_folder_1024, backend=backend)
+    ref_model = ultralytics_fastsam(seeded_fastsam_s)
+    means, counts = _agreement(model, ref_model, shared_images[:3], 1024, 0.3, IOU)
+    print(backend, means, counts)
+    for mode, value in means.items():
+        assert value >= 0.98, (mode, means)
+
+
+def test_coco_mini_quality_matches_ultralytics(runtimes, reference, coco_dir):
+    """Best-match IoU of everything-mode masks vs COCO ground truth: segedge within 0.005 of ultralytics."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(coco_dir / "instances.json"))
+    ours_scores, ref_scores = [], []
+    for img_id in coco.getImgIds():
+        info = coco.loadImgs(img_id)[0]
+        path = coco_dir / "images" / info["file_name"]
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)) if not a.get("iscrowd", 0)]
+        gt = np.stack([coco.annToMask(a).astype(bool) for a in anns])
+        ours = runtimes["openvino"].everything(path).masks
+        ref = reference_masks(reference.predict(str(path), imgsz=640, conf=CONF, iou=IOU, retina_masks=True, device="cpu", verbose=False)[0], gt.shape[1:])
+        for g in gt:
+            ours_scores.append(max([mask_iou(g, m) for m in ours], default=0.0))
+            ref_scores.append(max([mask_iou(g, m) for m in ref], default=0.0))
+    ours_mean, ref_mean = float(np.mean(ours_scores)), float(np.mean(ref_scores))
+    print(f"coco-mini best-match IoU: segedge {ours_mean:.4f}, ultralytics {ref_mean:.4f} over {len(ours_scores)} objects")
+    assert len(ours_scores) >= 20
+    assert abs(ours_mean - ref_mean) <= 0.005
+    assert ours_mean > 0.3  # real masks, not noise
+
+
+def test_result_json_rle_decodes_to_masks(runtimes, shared_images, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    result = runtimes["onnxruntime"].everything(shared_images[0])
+    image_path, json_path = result.save(tmp_path / "out")
+    data = json.loads(json_path.read_text())
+    assert image_path.exists() and data["count"] == len(result) > 0
+    for inst, mask in zip(data["instances"], result.masks):
+        decoded = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()}).astype(bool)
+        np.testing.assert_array_equal(decoded, mask)
+        assert inst["area"] == int(mask.sum())
+    overlay = cv2.imread(str(image_path))
+    assert overlay.shape[:2] == result.image.shape[:2]

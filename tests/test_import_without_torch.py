@@ -1,0 +1,60 @@
+"""The runtime layers must import and run in an environment where torch cannot be imported."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    BLOCKED = ("torch", "torchvision", "ultralytics", "segment_anything", "onnx", "onnxslim", "open_clip")
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"blocked for this test: {name}")
+            return None
+    sys.meta_path.insert(0, Block())
+    sys.path.insert(0, {src!r})
+    """
+).format(src=str(SRC))
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+
+
+def test_blocker_really_blocks_torch():
+    proc = _run("import torch")
+    assert proc.returncode != 0 and "blocked for this test: torch" in proc.stderr
+
+
+def test_runtime_preprocess_postprocess_import_without_torch():
+    proc = _run(
+        """
+        import segedge, segedge.runtime, segedge.preprocess, segedge.postprocess, segedge.models, segedge.cli
+        import segedge.models.download, segedge.imageio, segedge.manifest
+        assert "torch" not in sys.modules and "onnx" not in sys.modules
+        print("ok")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_fastsam_runs_without_torch(real_folder_640, shared_images):
+    """Not only importable: a whole segmentation on both backends with torch unimportable."""
+    proc = _run(
+        f"""
+        from segedge import FastSam
+        for backend in ("openvino", "onnxruntime"):
+            result = FastSam({str(real_folder_640)!r}, backend=backend).everything({str(shared_images[0])!r})
+            assert len(result) > 0, backend
+            print(backend, len(result), result.masks.shape)
+        assert "torch" not in sys.modules
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "openvino" in proc.stdout and "onnxruntime" in proc.stdout
