@@ -170,6 +170,11 @@ def _segment(args) -> int:
     images = _expand_images(args.images)
     if len(images) > 1 and Path(args.out).suffix:
         raise SegedgeError(f"--out {args.out} names a file but {len(images)} images were given; pass a folder")
+    from segedge.imageio import WRITE_EXTENSIONS
+
+    suffix = Path(args.out).suffix.lower()
+    if suffix and not Path(args.out).is_dir() and suffix not in WRITE_EXTENSIONS:
+        raise SegedgeError(f"--out {args.out}: cannot write {suffix} images; use one of {', '.join(WRITE_EXTENSIONS)} or a folder")
     if args.everything and (args.point or args.box):
         raise PromptError("--everything keeps all masks; do not combine it with --point or --box")
     folder = load_model_folder(args.model)
@@ -242,20 +247,26 @@ class _Progress:
 
 
 def _info(args) -> int:
+    from segedge.manifest import load_model_folder
     from segedge.runtime.backends import installed_backends
 
-    print(f"segedge {__version__} (python {sys.version.split()[0]})")
-    for name, version in installed_backends().items():
-        print(f"  backend {name}: {version or 'not installed'}")
-    if not args.model:
-        return 0
-    from segedge.manifest import MANIFEST_NAME, load_model_folder
-
-    folder = load_model_folder(args.model, verify=not args.no_verify)
-    m = folder.manifest
+    backends = installed_backends()
+    folder = load_model_folder(args.model, verify=not args.no_verify) if args.model else None
     if args.json:
-        print(json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
+        data = {"segedge": __version__, "python": sys.version.split()[0], "backends": backends}
+        if folder is not None:
+            data["model_folder"] = str(folder.path)
+            data["manifest"] = folder.manifest.to_dict()
+        print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
+    print(f"segedge {__version__} (python {sys.version.split()[0]})")
+    for name, version in backends.items():
+        print(f"  backend {name}: {version or 'not installed'}")
+    if folder is None:
+        return 0
+    from segedge.manifest import MANIFEST_NAME
+
+    m = folder.manifest
     print(f"model folder {folder.path} ({'verified' if not args.no_verify else 'sizes checked'})")
     print(f"  family {m.family}, variant {m.variant}, format v{m.format_version}, created {m.created}")
     print(f"  source {m.source.get('checkpoint')} sha256 {m.source.get('sha256', '?')}")

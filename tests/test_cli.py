@@ -1,0 +1,106 @@
+"""The `segedge` command end to end (subprocesses, as users run it)."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+
+def run(*args, check=False):
+    proc = subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_info_on_exported_folder(real_folder_640):
+    out = run("info", real_folder_640, check=True).stdout
+    assert "family fastsam, variant yolov8n-seg-coco" in out
+    assert "detections [1, 116, 8400]" in out and "prototypes [1, 32, 160, 160]" in out
+    assert "model.onnx" in out and "model.bin" in out and "verified" in out
+    assert "backend openvino: " in out and "backend onnxruntime: " in out
+    data = json.loads(run("info", real_folder_640, "--json", check=True).stdout)
+    assert data["manifest"]["family"] == "fastsam" and len(data["manifest"]["classes"]) == 80
+    assert set(data["backends"]) == {"openvino", "onnxruntime"}
+
+
+def test_segment_one_image_to_file(real_folder_640, shared_images, tmp_path):
+    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
+    target = tmp_path / "deep" / "bus overlay.png"
+    proc = run("segment", bus, "--model", real_folder_640, "--out", target, "--backend", "onnxruntime", check=True)
+    assert "masks" in proc.stdout and "preprocess" in proc.stdout and "model" in proc.stdout and "postprocess" in proc.stdout
+    assert cv2.imread(str(target)).shape[:2] == (1080, 810)
+    data = json.loads(target.with_suffix(".json").read_text())
+    assert data["count"] >= 4 and data["instances"][0]["label"] in ("bus", "person")
+
+
+def test_segment_folder_without_extension_and_progress(real_folder_640, shared_images, tmp_path):
+    out = tmp_path / "results"  # no extension, does not exist yet: a folder
+    proc = run("segment", shared_images[0].parent, "--model", real_folder_640, "--out", out, check=True)
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 2 * len(shared_images)
+    assert "no objects found" in proc.stdout  # mobilesam_picture1 has no COCO object above conf 0.4
+    assert f"{len(shared_images)}/{len(shared_images)} images" in proc.stderr  # the progress bar
+
+
+def test_segment_with_prompts(real_folder_640, shared_images, tmp_path):
+    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
+    proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path, "--point", "400,500", "--box", "40,390,250,910", check=True)
+    data = json.loads((tmp_path / "ultralytics_bus_segedge.json").read_text())
+    assert 1 <= data["count"] <= 2, proc.stdout
+
+
+def test_segment_non_ascii_name(real_folder_640, shared_images, tmp_path):
+    src = tmp_path / "公交车 photo.jpg"
+    src.write_bytes([p for p in shared_images if p.name == "ultralytics_bus.jpg"][0].read_bytes())
+    run("segment", src, "--model", real_folder_640, "--out", tmp_path / "o", check=True)
+    assert (tmp_path / "o" / "公交车 photo_segedge.png").exists()
+
+
+def test_no_detections_is_not_an_error(real_folder_640, tmp_path):
+    blank = tmp_path / "blank.png"
+    cv2.imwrite(str(blank), np.full((200, 300, 3), 127, np.uint8))
+    proc = run("segment", blank, "--model", real_folder_640, "--out", tmp_path / "o", check=True)
+    assert "no objects found" in proc.stdout
+    assert json.loads((tmp_path / "o" / "blank_segedge.json").read_text())["count"] == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--point", "5000,10"], "point [5000.0, 10.0] is outside the 810x1080 image"),
+        (["--box", "300,10,100,50"], "is empty or inverted"),
+        (["--box", "0,0,900,50"], "goes outside the 810x1080 image"),
+        (["--point", "1,2,7"], "expected X,Y or X,Y,LABEL with LABEL 1 or 0"),
+        (["--point", "nan,3"], "contain NaN"),
+    ],
+)
+def test_bad_prompts(real_folder_640, shared_images, tmp_path, args, message):
+    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
+    proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()  # nothing written on a bad prompt
+
+
+def test_bad_inputs(real_folder_640, tmp_path):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    proc = run("segment", tmp_path / "broken.jpg", "--model", real_folder_640, "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "broken.jpg could not be decoded" in proc.stderr
+    proc = run("segment", tmp_path / "missing.jpg", "--model", real_folder_640, "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "image file not found" in proc.stderr
+    proc = run("segment", tmp_path / "broken.jpg", "--model", tmp_path / "nomodel", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "model folder not found" in proc.stderr
+    proc = run("segment", tmp_path / "broken.jpg", "--model", real_folder_640, "--out", tmp_path / "o.gif")
+    assert proc.returncode == 2 and "cannot write .gif images" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_export_cli_errors(tmp_path):
+    proc = run("export", "fastsam", "--checkpoint", tmp_path / "nothing.pt", "--out", tmp_path / "m")
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
+    help_text = run("export", "fastsam", "--help").stdout
+    assert "unpickles" in help_text
