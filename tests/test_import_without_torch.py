@@ -17,9 +17,9 @@ BLOCKER = textwrap.dedent(
                 raise ImportError(f"blocked for this test: {name}")
             return None
     sys.meta_path.insert(0, Block())
-    sys.path.insert(0, {src!r})
+    sys.path.insert(0, SRC_PATH)
     """
-).format(src=str(SRC))
+).replace("SRC_PATH", repr(str(SRC)))
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
