@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-from segedge.postprocess.resample import AxisMap, linear_matrix, resample_block
+from segedge.postprocess.resample import AxisMap, linear_matrix, linear_taps, resample_block, resize_then
 
 
 @dataclass
@@ -108,12 +109,14 @@ def box_pixel_range(box: np.ndarray, shape_hw: tuple[int, int]) -> tuple[int, in
     return y0, max(y0, y1), x0, max(x0, x1)
 
 
+@lru_cache(maxsize=16)
 def native_axis_maps(proto_hw: tuple[int, int], orig_hw: tuple[int, int]) -> tuple[AxisMap, AxisMap]:
     """Resampling from prototype resolution to the original image, as ultralytics' retina masks do it.
 
     ``process_mask_native`` upsamples the prototypes by ``f`` (1, 2 or 4: the smallest factor that
     makes the letterbox padding a whole number of pixels), crops the padding, then resizes the rest to
     the original ``(H, W)``. Both steps are bilinear, so they compose into one matrix per axis.
+    Cached: consecutive images of one size (a video, a camera) pay for this once.
     """
     mh, mw = proto_hw
     h, w = orig_hw
@@ -128,10 +131,11 @@ def native_axis_maps(proto_hw: tuple[int, int], orig_hw: tuple[int, int]) -> tup
     maps = []
     for m, i, a, b, out in ((mh, ih, top, bottom, h), (mw, iw, left, right, w)):
         first = linear_matrix(m, i, scale_factor=f) if f > 1 else np.eye(m)
-        maps.append(AxisMap.from_matrix(linear_matrix(b - a, out) @ first[a:b]))
+        maps.append(AxisMap.from_matrix(resize_then(linear_taps(b - a, out), first, offset=a)))
     return maps[0], maps[1]
 
 
+@lru_cache(maxsize=4)
 def letterbox_axis_maps(proto_hw: tuple[int, int], input_hw: tuple[int, int]) -> tuple[AxisMap, AxisMap]:
     """Resampling from prototype resolution to the model input (ultralytics' non-retina masks)."""
     (mh, mw), (sh, sw) = proto_hw, input_hw
@@ -143,7 +147,7 @@ def mask_logits(protos: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
     c, mh, mw = protos.shape
     if coeffs.shape[1] != c:
         raise ValueError(f"coefficients have {coeffs.shape[1]} columns but there are {c} prototypes")
-    return (coeffs.astype(np.float32) @ protos.reshape(c, -1).astype(np.float32)).reshape(-1, mh, mw)
+    return (coeffs.astype(np.float32, copy=False) @ protos.reshape(c, -1).astype(np.float32, copy=False)).reshape(-1, mh, mw)
 
 
 def assemble_masks(

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def linear_matrix(in_size: int, out_size: int, scale_factor: float | None = None) -> np.ndarray:
-    """``(out_size, in_size)`` float64 matrix of 1-D bilinear resampling with PyTorch's conventions.
+def linear_taps(in_size: int, out_size: int, scale_factor: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D bilinear resampling with PyTorch's conventions as two taps per output.
 
-    ``scale_factor`` given (as in ``F.interpolate(scale_factor=f)``) uses ``1/f`` as the step;
-    otherwise the step is ``in_size / out_size`` (``F.interpolate(size=...)``).
+    Output ``o`` = ``(1 - frac[o]) * x[i0[o]] + frac[o] * x[i1[o]]``. ``scale_factor`` given (as in
+    ``F.interpolate(scale_factor=f)``) uses ``1/f`` as the step; otherwise ``in_size / out_size``.
     """
     # float32 arithmetic, as PyTorch's CPU kernel computes positions for float32 tensors
     f32 = np.float32
@@ -28,11 +28,27 @@ def linear_matrix(in_size: int, out_size: int, scale_factor: float | None = None
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
     frac = np.clip(src - i0.astype(f32), f32(0), f32(1)).astype(np.float64)
+    return i0, i1, frac
+
+
+def linear_matrix(in_size: int, out_size: int, scale_factor: float | None = None) -> np.ndarray:
+    """``(out_size, in_size)`` float64 matrix of :func:`linear_taps`: ``resize(x) == W @ x``."""
+    i0, i1, frac = linear_taps(in_size, out_size, scale_factor)
     w = np.zeros((out_size, in_size), dtype=np.float64)
     rows = np.arange(out_size)
-    np.add.at(w, (rows, i0), 1.0 - frac)
-    np.add.at(w, (rows, i1), frac)
+    w[rows, i0] += 1.0 - frac
+    w[rows, i1] += frac  # i0 == i1 at the last input: both taps add up to 1
     return w
+
+
+def resize_then(taps: tuple[np.ndarray, np.ndarray, np.ndarray], matrix: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Compose: resample the rows ``matrix[offset:]`` with ``taps``. ``(out, in)`` float64.
+
+    ``matrix`` maps an input axis to an intermediate one; the result maps the input axis straight to
+    the output of ``taps`` applied to the intermediate axis starting at ``offset`` (a crop).
+    """
+    i0, i1, frac = taps
+    return matrix[offset + i0] * (1.0 - frac)[:, None] + matrix[offset + i1] * frac[:, None]
 
 
 @dataclass(frozen=True)

@@ -115,10 +115,10 @@ def instances_from_outputs(
     boxes_orig = geo.boxes_to_original(cands.boxes)
     logits = mask_logits(protos, cands.coeffs)
     if retina:
-        ymap, xmap = native_axis_maps(protos.shape[1:], geo.orig_hw)
+        ymap, xmap = native_axis_maps(tuple(protos.shape[1:]), tuple(geo.orig_hw))
         masks = assemble_masks(logits, boxes_orig, ymap, xmap, geo.orig_hw)
     else:
-        ymap, xmap = letterbox_axis_maps(protos.shape[1:], geo.size_hw)
+        ymap, xmap = letterbox_axis_maps(tuple(protos.shape[1:]), tuple(geo.size_hw))
         masks = nearest_to_original(assemble_masks(logits, cands.boxes, ymap, xmap, geo.size_hw), geo, boxes_orig)
     keep = np.array([c.any() for c in masks.crops], dtype=bool)
     out = InstanceSet(boxes_orig, cands.scores.astype(np.float32), cands.class_ids, masks)

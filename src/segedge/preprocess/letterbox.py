@@ -81,9 +81,15 @@ def letterbox(image: np.ndarray, size_hw: tuple[int, int], pad_value: int = 114)
 
 
 def to_nchw_float(image: np.ndarray, mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0)) -> np.ndarray:
-    """``HxWx3 uint8`` RGB -> ``1x3xHxW float32`` ``(pixel - mean) / std`` (mean/std in 0-255 units)."""
-    x = image.astype(np.float32)
+    """``HxWx3 uint8`` RGB -> ``1x3xHxW float32`` ``(pixel - mean) / std`` (mean/std in 0-255 units).
+
+    Computed in float32 with a true division, bit-identical to ``torch`` doing the same.
+    """
+    chw = image.transpose(2, 0, 1)
+    out = np.empty((1, *chw.shape), dtype=np.float32)
     if any(mean):
-        x -= np.asarray(mean, dtype=np.float32)
-    x /= np.asarray(std, dtype=np.float32)  # divide (not multiply by 1/std): bit-identical to the reference
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        np.subtract(chw, np.asarray(mean, dtype=np.float32)[:, None, None], out=out[0], dtype=np.float32)
+        np.divide(out[0], np.asarray(std, dtype=np.float32)[:, None, None], out=out[0])
+    else:
+        np.divide(chw, np.asarray(std, dtype=np.float32)[:, None, None], out=out[0], dtype=np.float32)
+    return out
