@@ -3,5 +3,6 @@
 from segedge.runtime.backends import BACKENDS, Backend, installed_backends, open_backend
 from segedge.runtime.fastsam import FastSam
 from segedge.runtime.result import Result
+from segedge.runtime.sam import Sam
 
-__all__ = ["BACKENDS", "Backend", "FastSam", "Result", "installed_backends", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "FastSam", "Result", "Sam", "installed_backends", "open_backend"]

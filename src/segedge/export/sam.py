@@ -1,0 +1,93 @@
+"""SAM / MobileSAM checkpoint -> model folder with a static image encoder and prompt decoder.
+
+``encoder``: ``image (1, 3, 1024, 1024)`` (normalised with SAM's mean/std, zero-padded bottom-right)
+-> ``image_embeddings (1, 256, 64, 64)``. ``decoder``: see :mod:`segedge.export.sam_decoder`.
+Checkpoints are plain state dicts, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from segedge.errors import CheckpointError
+from segedge.export.common import export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.sam_arch import IMAGE_SIZE, load_sam
+from segedge.manifest import Manifest
+from segedge.preprocess.resize_longest import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+
+DEFAULT_SLOTS = 16  # prompt tokens: a box (2) + up to 14 points, or up to 15 points + SAM's pad token
+
+
+def export_sam(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    variant: str | None = None,
+    expect: str | None = None,
+    prompt_slots: int = DEFAULT_SLOTS,
+    simplify: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Export SAM (vit_b/l/h, recognised from the weights) or MobileSAM to a model folder.
+
+    ``expect``: "sam" or "mobile-sam" to insist on one (the CLI subcommand); ``prompt_slots``: the
+    decoder's fixed number of prompt tokens (at least 3).
+    """
+    import torch
+
+    from segedge.export.sam_decoder import ImageEncoder, PromptDecoder
+
+    if prompt_slots < 3:
+        raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM's padding), got {prompt_slots}")
+    sam, arch = load_sam(checkpoint, variant)
+    is_mobile = arch.kind == "tinyvit"
+    if expect == "sam" and is_mobile:
+        raise CheckpointError(f"{checkpoint} is a MobileSAM checkpoint; use `segedge export mobile-sam`")
+    if expect == "mobile-sam" and not is_mobile:
+        raise CheckpointError(f"{checkpoint} is a SAM {arch.variant} checkpoint, not MobileSAM; use `segedge export sam`")
+    image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    with torch.no_grad():
+        embeddings = sam.image_encoder(image)
+    decoder_inputs = (
+        embeddings,
+        torch.zeros(1, prompt_slots, 2),
+        torch.full((1, prompt_slots), -2.0),
+        torch.zeros(1, 1, 256, 256),
+        torch.zeros(1),
+    )
+    ckpt = Path(checkpoint)
+    with staging_folder(out_dir, overwrite) as folder:
+        encoder = export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify)
+        decoder = export_graph(
+            PromptDecoder(sam).eval(), decoder_inputs, folder, "decoder",
+            ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
+            ["low_res_masks", "iou_predictions"], simplify,
+        )
+        manifest = Manifest(
+            family="sam",
+            variant=arch.variant,
+            graphs={"encoder": encoder, "decoder": decoder},
+            preprocess={
+                "kind": "longest_side",
+                "size": [IMAGE_SIZE, IMAGE_SIZE],
+                "resize": "pillow_bilinear",
+                "mean": list(SAM_PIXEL_MEAN),
+                "std": list(SAM_PIXEL_STD),
+                "pad_value": 0.0,
+                "pad": "bottom_right_after_normalisation",
+                "channel_order": "RGB",
+            },
+            source={"format": "state_dict", "encoder": "tinyvit" if is_mobile else "vit"},
+            exporter=tool_versions("torch", "segment-anything", "ultralytics", "onnx", "onnxslim", "openvino"),
+            params={
+                "prompt_slots": prompt_slots,
+                "empty_slot_label": -2,
+                "mask_threshold": 0.0,
+                "low_res_size": 256,
+                "encoder": {"kind": arch.kind, "embed_dim": arch.embed_dim, "depth": arch.depth,
+                            "num_heads": arch.num_heads, "global_attn_indexes": list(arch.global_attn_indexes)},
+            },
+        )
+        finish_manifest(folder, manifest, ckpt)
+    return Path(out_dir)

@@ -1,0 +1,112 @@
+"""SAM's prompt encoder + mask decoder as one traceable module with a fixed number of prompt slots.
+
+Graph inputs (all float32, static shapes):
+``image_embeddings (1, 256, 64, 64)``, ``point_coords (1, S, 2)`` xy in the 1024 input frame,
+``point_labels (1, S)``, ``mask_input (1, 1, 256, 256)`` low-res logits, ``has_mask_input (1,)``.
+
+Point labels: 1 foreground, 0 background, 2 / 3 a box's top-left / bottom-right corner, -1 SAM's own
+"not a point" padding token (segment-anything appends one when there is no box), and **-2 an empty
+slot**. Empty slots are masked out of every attention where tokens serve as keys (token self-attention
+and image-to-token cross-attention), so they change nothing: the result equals the unpadded PyTorch
+model's. Padding with -1 tokens instead, as segment-anything's own ONNX export does, does change the
+masks (measured in the tests).
+
+Outputs: ``low_res_masks (1, 4, 256, 256)`` logits and ``iou_predictions (1, 4)``; index 0 is the
+single-mask output, 1-3 the multimask outputs. Upscaling to the image happens in NumPy at run time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+EMPTY_SLOT = -2.0
+_MASKED = -1e4  # exp(-1e4) == 0 in float32: masked keys get exactly zero weight
+
+
+def _attention(attn: nn.Module, q, k, v, key_bias=None):
+    """segment-anything's ``Attention.forward`` with an additive bias on the keys."""
+    q, k, v = attn.q_proj(q), attn.k_proj(k), attn.v_proj(v)
+    q, k, v = attn._separate_heads(q, attn.num_heads), attn._separate_heads(k, attn.num_heads), attn._separate_heads(v, attn.num_heads)
+    scores = q @ k.permute(0, 1, 3, 2) / math.sqrt(q.shape[-1])
+    if key_bias is not None:
+        scores = scores + key_bias
+    out = torch.softmax(scores, dim=-1) @ v
+    return attn.out_proj(attn._recombine_heads(out))
+
+
+def _two_way_block(block: nn.Module, queries, keys, query_pe, key_pe, token_bias):
+    """``TwoWayAttentionBlock.forward`` where tokens used as keys carry ``token_bias``."""
+    if block.skip_first_layer_pe:
+        queries = _attention(block.self_attn, queries, queries, queries, token_bias)
+    else:
+        q = queries + query_pe
+        queries = queries + _attention(block.self_attn, q, q, queries, token_bias)
+    queries = block.norm1(queries)
+    q, k = queries + query_pe, keys + key_pe
+    queries = block.norm2(queries + _attention(block.cross_attn_token_to_image, q, k, keys))
+    queries = block.norm3(queries + block.mlp(queries))
+    q, k = queries + query_pe, keys + key_pe
+    keys = block.norm4(keys + _attention(block.cross_attn_image_to_token, k, q, queries, token_bias))
+    return queries, keys
+
+
+class PromptDecoder(nn.Module):
+    """Prompt encoder + mask decoder of a segment-anything ``Sam`` with masked empty slots."""
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.img_size = float(sam.image_encoder.img_size)
+        self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        pe_enc = self.prompt_encoder
+        dec = self.mask_decoder
+        labels = point_labels.unsqueeze(-1)
+        coords = (point_coords + 0.5) / self.img_size
+        sparse = pe_enc.pe_layer._pe_encoding(coords) * (labels >= 0).to(coords.dtype)
+        sparse = sparse + pe_enc.not_a_point_embed.weight * (labels == -1).to(coords.dtype)
+        for i in range(pe_enc.num_point_embeddings):
+            sparse = sparse + pe_enc.point_embeddings[i].weight * (labels == i).to(coords.dtype)
+        has_mask = has_mask_input.reshape(1, 1, 1, 1)
+        dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
+
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+        tokens = torch.cat([output_tokens, sparse], dim=1)
+        empty = (point_labels < -1.5).to(coords.dtype)  # (1, S)
+        token_bias = torch.cat([torch.zeros_like(output_tokens[:, :, 0]), empty * _MASKED], dim=1)[:, None, None, :]
+
+        src = image_embeddings + dense
+        b, c, h, w = src.shape
+        # TwoWayTransformer.forward, with the token key bias
+        tr = dec.transformer
+        keys = src.flatten(2).permute(0, 2, 1)
+        key_pe = self.dense_pe.flatten(2).permute(0, 2, 1)
+        queries = tokens
+        for layer in tr.layers:
+            queries, keys = _two_way_block(layer, queries, keys, tokens, key_pe, token_bias)
+        q, k = queries + tokens, keys + key_pe
+        queries = tr.norm_final_attn(queries + _attention(tr.final_attn_token_to_image, q, k, keys))
+
+        iou_token_out = queries[:, 0, :]
+        mask_tokens_out = queries[:, 1 : 1 + dec.num_mask_tokens, :]
+        upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+        b, c, h, w = upscaled.shape
+        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+        return masks, dec.iou_prediction_head(iou_token_out)
+
+
+class ImageEncoder(nn.Module):
+    """``image (1, 3, 1024, 1024)`` normalised and padded -> ``image_embeddings (1, 256, 64, 64)``."""
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.image_encoder = sam.image_encoder
+
+    def forward(self, image):
+        return self.image_encoder(image)
