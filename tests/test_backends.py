@@ -63,9 +63,11 @@ def test_openvino_is_pinned_to_f32_and_caches(tiny_folder, tmp_path):
     hint = str(be._compiled.get_property("INFERENCE_PRECISION_HINT"))
     assert hint in ("f32", "<Type: 'float32'>"), hint
     assert str(be._compiled.get_property("PERFORMANCE_HINT")).upper().endswith("LATENCY")
-    assert any(cache.iterdir()), "OpenVINO wrote no compiled-model cache"
-    bf16 = open_backend(folder, "g", "openvino", precision="bf16", cache_dir=False)
+    assert list((cache / "f32").glob("*.blob")), "OpenVINO wrote no compiled-model cache"
+    bf16 = open_backend(folder, "g", "openvino", precision="bf16", cache_dir=cache)
     assert bf16.precision == "bf16"
+    # OpenVINO's cache key ignores the precision hint: a shared folder would hand bf16 the f32 blob
+    assert len(list((cache / "bf16").glob("*.blob"))) == 1 and len(list((cache / "f32").glob("*.blob"))) == 1
     assert str(bf16._compiled.get_property("INFERENCE_PRECISION_HINT")) in ("bf16", "<Type: 'bfloat16'>")
 
 

@@ -63,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     fs.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
+    for name, what in (("sam", "SAM vit_b / vit_l / vit_h (sam_vit_*.pth)"), ("mobile-sam", "MobileSAM (mobile_sam.pt)")):
+        sp = exp_sub.add_parser(name, help=what, description=f"Export {what} as a static image encoder and prompt decoder. "
+                                "The checkpoint is a plain state dict, loaded with weights_only=True.")
+        sp.add_argument("--checkpoint", required=True, help="path to the checkpoint, or an official name (sam_vit_b, mobile_sam, ...) to download it")
+        sp.add_argument("--out", required=True, help="model folder to write")
+        if name == "sam":
+            sp.add_argument("--variant", choices=("vit_b", "vit_l", "vit_h"), help="override the variant recognised from the weights")
+        sp.add_argument("--prompt-slots", type=int, default=16, help="decoder prompt tokens: a box takes 2, each point 1 (default 16)")
+        sp.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+        sp.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+
     seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
     seg.add_argument("images", nargs="+", help="image files or folders of images")
     seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
@@ -76,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model folder's)")
     seg.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model folder's)")
     seg.add_argument("--max-det", type=int, default=None, help="maximum detections per image")
-    seg.add_argument("--low-res", action="store_true", help="faster masks built at model resolution (blockier edges)")
+    seg.add_argument("--low-res", action="store_true", help="FastSAM: faster masks built at model resolution (blockier edges)")
+    seg.add_argument("--multimask", action="store_true", help="SAM: write SAM's three candidate masks per prompt instead of one")
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
     seg.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
@@ -110,12 +122,18 @@ def _export(args) -> int:
     try:
         if args.family == "fastsam":
             from segedge.export.fastsam import export_fastsam
+        else:
+            from segedge.export.sam import export_sam
     except ImportError as exc:
         raise SegedgeError(f"export needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'") from None
-    checkpoint = _resolve_checkpoint(args.checkpoint, "fastsam")
-    print(f"note: {UNPICKLE_WARNING}", file=sys.stderr)
+    checkpoint = _resolve_checkpoint(args.checkpoint, args.family)
     t0 = time.perf_counter()
-    out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify, overwrite=args.overwrite)
+    if args.family == "fastsam":
+        print(f"note: {UNPICKLE_WARNING}", file=sys.stderr)
+        out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify, overwrite=args.overwrite)
+    else:
+        out = export_sam(checkpoint, args.out, variant=getattr(args, "variant", None), expect=args.family,
+                         prompt_slots=args.prompt_slots, simplify=not args.no_simplify, overwrite=args.overwrite)
     print(f"exported {checkpoint} -> {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -164,33 +182,47 @@ def _default_backend() -> str:
 
 
 def _segment(args) -> int:
+    from segedge.imageio import WRITE_EXTENSIONS
     from segedge.manifest import load_model_folder
-    from segedge.runtime.fastsam import FastSam
 
     images = _expand_images(args.images)
     if len(images) > 1 and Path(args.out).suffix:
         raise SegedgeError(f"--out {args.out} names a file but {len(images)} images were given; pass a folder")
-    from segedge.imageio import WRITE_EXTENSIONS
-
     suffix = Path(args.out).suffix.lower()
     if suffix and not Path(args.out).is_dir() and suffix not in WRITE_EXTENSIONS:
         raise SegedgeError(f"--out {args.out}: cannot write {suffix} images; use one of {', '.join(WRITE_EXTENSIONS)} or a folder")
     if args.everything and (args.point or args.box):
         raise PromptError("--everything keeps all masks; do not combine it with --point or --box")
     folder = load_model_folder(args.model)
-    if folder.manifest.family != "fastsam":
-        raise SegedgeError(f"{args.model} is a {folder.manifest.family} model folder; segment supports fastsam folders in this version")
-    model = FastSam(folder, backend=args.backend or _default_backend(), precision=args.precision, threads=args.threads)
+    backend = args.backend or _default_backend()
     points = labels = None
     if args.point:
         points = [(x, y) for x, y, _ in args.point]
         labels = [lab for _, _, lab in args.point]
+    if folder.manifest.family == "fastsam":
+        from segedge.runtime.fastsam import FastSam
+
+        model = FastSam(folder, backend=backend, precision=args.precision, threads=args.threads)
+
+        def run(path):
+            return model.segment(path, points=points, point_labels=labels, boxes=args.box, conf=args.conf,
+                                 iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+    elif folder.manifest.family == "sam":
+        from segedge.runtime.sam import Sam, segment_with_prompts
+
+        if not (args.point or args.box):
+            raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2 (segment everything is FastSAM's job)")
+        model = Sam(folder, backend=backend, precision=args.precision, threads=args.threads)
+
+        def run(path):
+            return segment_with_prompts(model, path, points, labels, args.box, multimask=args.multimask)
+    else:
+        raise SegedgeError(f"{args.model} is a {folder.manifest.family} model folder; segment needs a fastsam or sam folder")
     progress = _Progress(len(images), enabled=len(images) > 1 and not args.quiet)
     failures = 0
     for path in images:
         try:
-            result = model.segment(path, points=points, point_labels=labels, boxes=args.box, conf=args.conf,
-                                   iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+            result = run(path)
         except PromptError:
             raise
         except SegedgeError as exc:
@@ -200,14 +232,11 @@ def _segment(args) -> int:
             progress.write(f"error: {exc}")
             progress.step()
             continue
-        image_path, json_path = result.save(args.out, stem=path.stem, with_polygons=args.polygons)
+        image_path, _ = result.save(args.out, stem=path.stem, with_polygons=args.polygons)
         if not args.quiet:
-            t = result.timings
             msg = "no objects found" if len(result) == 0 else f"{len(result)} masks"
-            progress.write(
-                f"{path}: {msg} -> {image_path} | preprocess {t['preprocess']:.1f} ms, model {t['model']:.1f} ms, "
-                f"postprocess {t['postprocess'] + t.get('prompt', 0.0):.1f} ms ({model.backend.name} {model.backend.precision})"
-            )
+            stages = ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
+            progress.write(f"{path}: {msg} -> {image_path} | {stages} ({backend} {args.precision})")
         progress.step()
     progress.close()
     if failures:

@@ -95,7 +95,9 @@ class OpenVinoBackend(Backend):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         core = ov.Core()
         if cache_dir is not False:
-            cache = Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()
+            # One cache folder per precision: OpenVINO's cache key ignores INFERENCE_PRECISION_HINT, so a
+            # bf16 compile would load the f32 blob from a shared folder and run ~100x slower (2026.4).
+            cache = (Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()) / precision
             try:
                 cache.mkdir(parents=True, exist_ok=True)
                 core.set_property({"CACHE_DIR": str(cache)})

@@ -216,6 +216,31 @@ class Sam:
         return masks, scores, low_res
 
 
+def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):
+    """One image, one prompt set -> a :class:`~segedge.runtime.result.Result` (what the CLI writes).
+
+    Several boxes give one mask each (the points, if any, go with every box); ``multimask`` keeps
+    SAM's three candidates per prompt. Scores are SAM's predicted IoU; boxes are the masks' extents.
+    """
+    from segedge.postprocess.masks import RoiMasks
+    from segedge.runtime.result import Result
+
+    source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+    rgb = read_image(image)
+    if points is not None:  # check prompts before the encoder runs
+        check_points(points, labels, rgb.shape[:2])
+    if boxes is not None:
+        check_boxes(boxes, rgb.shape[:2])
+    model.set_image(rgb)
+    masks, scores, _ = model.predict(point_coords=points, point_labels=labels, box=boxes, multimask_output=multimask)
+    masks = masks.reshape(-1, *masks.shape[-2:])
+    scores = scores.reshape(-1).astype(np.float32)
+    roi = RoiMasks.from_dense(masks)
+    extents = np.array([(x0, y0, x1, y1) for y0, y1, x0, x1 in roi.rois.tolist()], dtype=np.float32).reshape(-1, 4)
+    timings = dict(model.timings)
+    return Result(rgb, extents, scores, np.zeros(len(scores), np.int64), roi, ["mask"], timings, source)
+
+
 def _image_hash(rgb: np.ndarray) -> str:
     digest = hashlib.sha256(np.asarray(rgb.shape, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(rgb).tobytes())
