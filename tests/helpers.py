@@ -117,3 +117,40 @@ def reference_masks(result, orig_hw) -> np.ndarray:
     if tuple(masks.shape[1:]) != tuple(orig_hw):
         masks = scale_masks(masks[None].float(), orig_hw)[0] > 0.5
     return masks.to(torch.bool).numpy()
+
+
+TINY_VIT = ("vit", 96, 2, 2, (1,))  # a reduced SAM ViT: embed 96, depth 2, 2 heads, block 1 global
+
+
+def make_sam_checkpoint(path: Path, kind: str = "tiny", seed: int = 0) -> Path:
+    """A seeded SAM-family checkpoint in the official format: a plain state dict saved with torch.save.
+
+    ``kind``: "tiny" (reduced ViT, fast), "vit_b" (SAM ViT-B's real shapes), "mobile" (MobileSAM's
+    TinyViT). Built from segment-anything's modules (TinyViT from ultralytics, as MobileSAM's own).
+    """
+    import torch
+
+    from segedge.export.sam_arch import OFFICIAL_VIT, SamArch, build_sam
+
+    torch.manual_seed(seed)
+    if kind == "tiny":
+        arch = SamArch("vit", "test", *TINY_VIT[1:])
+    elif kind == "mobile":
+        arch = SamArch("tinyvit", "mobile_sam")
+    else:
+        dim, depth, heads, glob = OFFICIAL_VIT[kind]
+        arch = SamArch("vit", kind, dim, depth, heads, glob)
+    sam = build_sam(arch)
+    torch.save(sam.state_dict(), path)
+    return path
+
+
+def sam_reference(checkpoint: Path):
+    """segment-anything's SamPredictor on the checkpoint (MobileSAM: its TinyViT inside a segment-anything
+    Sam, which is what the MobileSAM project's predictor is)."""
+    from segment_anything import SamPredictor
+
+    from segedge.export.sam_arch import load_sam
+
+    sam, _ = load_sam(checkpoint)
+    return SamPredictor(sam)

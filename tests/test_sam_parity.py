@@ -1,0 +1,260 @@
+"""SAM / MobileSAM: segedge's Sam against segment-anything's SamPredictor, prompt by prompt.
+
+Seeded checkpoints in the official state-dict format: a reduced ViT (fast) on every shared image,
+MobileSAM with its real TinyViT shapes on three. The real ViT-B shapes run in a `slow` test.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_sam_checkpoint, mask_iou, sam_reference
+from segedge.errors import ModelFolderError, PromptError, SegedgeError
+from segedge.export.sam import export_sam
+from segedge.imageio import read_image
+from segedge.manifest import load_model_folder
+from segedge.preprocess.resize_longest import longest_side_shape, pil_bilinear_resize, sam_preprocess
+from segedge.runtime.sam import Sam
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(session_tmp):
+    return make_sam_checkpoint(session_tmp / "sam_tiny.pth", "tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tiny_ckpt, session_tmp, ov_cache):
+    return export_sam(tiny_ckpt, session_tmp / "sam-tiny")
+
+
+@pytest.fixture(scope="module")
+def mobile_ckpt(session_tmp):
+    return make_sam_checkpoint(session_tmp / "mobile_sam.pt", "mobile")
+
+
+@pytest.fixture(scope="module")
+def mobile_folder(mobile_ckpt, session_tmp, ov_cache):
+    return export_sam(mobile_ckpt, session_tmp / "mobile-sam", expect="mobile-sam")
+
+
+# -- preprocessing ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hw", [(1200, 1800), (1080, 810), (480, 640), (333, 517), (2000, 3000), (100, 50), (1024, 1024), (700, 1024)])
+def test_resize_is_pillow_exact(hw):
+    from PIL import Image
+
+    img = np.random.default_rng(hw[0] + hw[1]).integers(0, 256, size=(*hw, 3), dtype=np.uint8)
+    new_hw = longest_side_shape(*hw)
+    ref = np.asarray(Image.fromarray(img).resize(new_hw[::-1], Image.BILINEAR))
+    np.testing.assert_array_equal(pil_bilinear_resize(img, new_hw), ref)
+
+
+def test_preprocess_equals_segment_anything(tiny_ckpt, shared_images):
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    predictor = sam_reference(tiny_ckpt)
+    for path in shared_images:
+        img = read_image(path)
+        ours, tf = sam_preprocess(img)
+        t = ResizeLongestSide(1024).apply_image(img)
+        ref = predictor.model.preprocess(torch.as_tensor(t).permute(2, 0, 1)[None].contiguous())
+        assert tf.input_hw == t.shape[:2]
+        np.testing.assert_array_equal(ours, ref.numpy())
+
+
+# -- the decoder graph ----------------------------------------------------------------------------
+
+def test_padding_slots_are_masked_out(tiny_ckpt):
+    """Measured: padding a prompt with SAM's "not a point" tokens (what segment-anything's ONNX export
+    does) changes the logits; segedge's masked empty slots reproduce the unpadded model."""
+    from segedge.export.sam_arch import load_sam
+    from segedge.export.sam_decoder import PromptDecoder
+
+    sam, _ = load_sam(tiny_ckpt)
+    dec = PromptDecoder(sam).eval()
+    torch.manual_seed(1)
+    emb = torch.randn(1, 256, 64, 64)
+    pts = torch.tensor([[[100.0, 200.0], [500.0, 600.0]]])
+    lab = torch.tensor([[1, 0]])
+    with torch.no_grad():
+        sparse, dense = sam.prompt_encoder(points=(pts, lab), boxes=None, masks=None)
+        ref, ref_iou = sam.mask_decoder.predict_masks(emb, sam.prompt_encoder.get_dense_pe(), sparse, dense)
+        coords = torch.zeros(1, 16, 2)
+        labels = torch.full((1, 16), -2.0)
+        coords[0, :2], labels[0, :2], labels[0, 2] = pts[0], lab[0].float(), -1.0
+        args = (torch.zeros(1, 1, 256, 256), torch.zeros(1))
+        masked, masked_iou = dec(emb, coords, labels, *args)
+        unmasked, _ = dec(emb, coords, torch.where(labels == -2, torch.tensor(-1.0), labels), *args)
+    masked_err = (masked - ref).abs().max().item()
+    unmasked_err = (unmasked - ref).abs().max().item()
+    print(f"max |logit error|: masked empty slots {masked_err:.2e}, 13 extra not-a-point tokens {unmasked_err:.2e}")
+    assert masked_err < 1e-4 and (masked_iou - ref_iou).abs().max().item() < 1e-5
+    assert unmasked_err > 1e-2  # padding really does drift: the masking is needed
+
+
+def test_manifest_and_static_shapes(tiny_folder, mobile_folder):
+    for folder, variant in ((tiny_folder, "vit_custom_96x2"), (mobile_folder, "mobile_sam")):
+        m = load_model_folder(folder).manifest
+        assert m.family == "sam" and m.variant == variant
+        enc, dec = m.graphs["encoder"], m.graphs["decoder"]
+        assert [(t.name, t.shape) for t in enc.inputs] == [("image", (1, 3, 1024, 1024))]
+        assert [(t.name, t.shape) for t in enc.outputs] == [("image_embeddings", (1, 256, 64, 64))]
+        assert {t.name: t.shape for t in dec.inputs} == {
+            "image_embeddings": (1, 256, 64, 64), "point_coords": (1, 16, 2), "point_labels": (1, 16),
+            "mask_input": (1, 1, 256, 256), "has_mask_input": (1,)}
+        assert {t.name: t.shape for t in dec.outputs} == {"low_res_masks": (1, 4, 256, 256), "iou_predictions": (1, 4)}
+        assert m.preprocess["kind"] == "longest_side" and m.params["prompt_slots"] == 16
+
+
+# -- agreement, prompt by prompt ------------------------------------------------------------------
+
+def _prompts(h, w, rng):
+    """A varied prompt set in original pixels: points, negatives, boxes, box + points."""
+    def pt():
+        return [float(rng.uniform(0.1 * w, 0.9 * w)), float(rng.uniform(0.1 * h, 0.9 * h))]
+
+    def box():
+        x0, y0 = rng.uniform(0, 0.5 * w), rng.uniform(0, 0.5 * h)
+        return np.array([x0, y0, x0 + rng.uniform(0.2, 0.5) * w, y0 + rng.uniform(0.2, 0.5) * h])
+
+    out = []
+    for _ in range(3):
+        out.append(dict(point_coords=np.array([pt()]), point_labels=np.array([1])))
+    out.append(dict(point_coords=np.array([pt(), pt(), pt()]), point_labels=np.array([1, 1, 0])))
+    out.append(dict(box=box()))
+    out.append(dict(box=box(), multimask_output=False))
+    out.append(dict(point_coords=np.array([pt(), pt()]), point_labels=np.array([1, 0]), box=box(), multimask_output=False))
+    out.append(dict(point_coords=np.array([pt() for _ in range(5)]), point_labels=np.array([1, 0, 1, 0, 1]), box=box()))
+    return out
+
+
+def _compare(ours: Sam, ref, images, record=None):
+    ious, fills, logit_err, score_err, emb_err = [], [], 0.0, 0.0, 0.0
+    rng = np.random.default_rng(0)
+    for path in images:
+        img = read_image(path)
+        ref.set_image(img)
+        ours.set_image(img)
+        emb_err = max(emb_err, float(np.abs(ours.get_image_embedding() - ref.get_image_embedding().numpy()).max()))
+        for kw in _prompts(*img.shape[:2], rng):
+            m1, s1, l1 = ref.predict(**kw)
+            m2, s2, l2 = ours.predict(**kw)
+            assert m2.shape == m1.shape and m2.dtype == bool
+            ious += [mask_iou(a, b) for a, b in zip(m1, m2)]
+            fills += [float(m.mean()) for m in m1]
+            logit_err = max(logit_err, float(np.abs(l1 - l2).max()))
+            score_err = max(score_err, float(np.abs(s1 - s2).max()))
+            # iterative refinement: feed the best low-res logits back with one more point
+            best = int(np.argmax(s1))
+            refine = dict(point_coords=np.array([[img.shape[1] / 2, img.shape[0] / 2]]), point_labels=np.array([1]),
+                          mask_input=l1[best][None], multimask_output=False)
+            r1, _, rl1 = ref.predict(**refine)
+            r2, _, rl2 = ours.predict(**refine)
+            ious.append(mask_iou(r1[0], r2[0]))
+            logit_err = max(logit_err, float(np.abs(rl1 - rl2).max()))
+    print(f"{ours.encoder.name}: {len(ious)} masks, mean IoU {np.mean(ious):.5f}, min {np.min(ious):.4f}, "
+          f"embedding err {emb_err:.2e}, low-res logit err {logit_err:.2e}, score err {score_err:.2e}")
+    fills = np.array(fills)
+    # the comparison means something only if the reference masks are neither empty nor full
+    assert ((fills > 0.01) & (fills < 0.99)).mean() > 0.5, np.round(fills, 3)
+    return float(np.mean(ious)), emb_err, logit_err, score_err
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_reduced_vit_agrees_with_sampredictor(tiny_ckpt, tiny_folder, shared_images, backend):
+    mean_iou, emb_err, logit_err, score_err = _compare(Sam(tiny_folder, backend=backend), sam_reference(tiny_ckpt), shared_images)
+    assert mean_iou >= 0.99
+    assert emb_err < 1e-3 and logit_err < 1e-2 and score_err < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_mobile_sam_agrees_with_reference(mobile_ckpt, mobile_folder, shared_images, backend):
+    mean_iou, emb_err, logit_err, score_err = _compare(Sam(mobile_folder, backend=backend), sam_reference(mobile_ckpt), shared_images[:3])
+    assert mean_iou >= 0.99
+    assert emb_err < 1e-2 and logit_err < 5e-2 and score_err < 5e-3
+
+
+def test_several_boxes_one_mask_each(tiny_folder, shared_images):
+    model = Sam(tiny_folder, backend="onnxruntime")
+    model.set_image(shared_images[0])
+    h, w = model.original_size
+    boxes = np.array([[10, 10, w / 2, h / 2], [w / 3, h / 3, w - 5, h - 5], [0, 0, w, h]])
+    masks, scores, low = model.predict(box=boxes, multimask_output=False)
+    assert masks.shape == (3, 1, h, w) and scores.shape == (3, 1) and low.shape == (3, 1, 256, 256)
+    for i, b in enumerate(boxes):
+        single, s, _ = model.predict(box=b, multimask_output=False)
+        np.testing.assert_array_equal(single, masks[i])
+        np.testing.assert_allclose(s, scores[i], atol=1e-6)
+
+
+def test_embedding_save_and_load(tiny_folder, mobile_folder, shared_images, tmp_path):
+    a = Sam(tiny_folder, backend="onnxruntime")
+    a.set_image(shared_images[1])
+    expected = a.predict(point_coords=[[100, 100]], point_labels=[1])
+    path = a.save_embedding(tmp_path / "emb" / "image.npz")
+    b = Sam(tiny_folder, backend="onnxruntime")
+    b.load_embedding(path)
+    assert b.original_size == a.original_size and b.image_hash == a.image_hash
+    for x, y in zip(expected, b.predict(point_coords=[[100, 100]], point_labels=[1])):
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(SegedgeError, match="computed by another model"):
+        Sam(mobile_folder, backend="onnxruntime").load_embedding(path)
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(SegedgeError, match="not an embedding saved by segedge"):
+        b.load_embedding(tmp_path / "junk.npz")
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(point_coords=[[10, 10]]), "point_labels must be given with point_coords"),
+        (dict(point_labels=[1]), "point_labels were given without point_coords"),
+        (dict(point_coords=[[10, 10]], point_labels=[2]), "must be 1 (foreground) or 0 (background)"),
+        (dict(point_coords=[[10, 10], [20, 20]], point_labels=[1]), "got 2 points but 1 labels"),
+        (dict(point_coords=[[10, 10, 3]], point_labels=[1]), "points must have shape (N, 2)"),
+        (dict(point_coords=[[float("nan"), 10]], point_labels=[1]), "contain NaN"),
+        (dict(point_coords=[[-1, 10]], point_labels=[1]), "is outside the"),
+        (dict(box=[50, 50, 10, 100]), "is empty or inverted"),
+        (dict(box=[0, 0, 100000, 10]), "goes outside the"),
+        (dict(point_coords=[[5, 5]] * 15, point_labels=[1] * 15, box=[0, 0, 50, 50]), "need 17 prompt slots, but this decoder has 16"),
+        (dict(mask_input=np.zeros((64, 64))), "mask_input must be low-res logits of shape (1, 256, 256)"),
+    ],
+)
+def test_bad_prompts(tiny_folder, shared_images, kwargs, message):
+    model = Sam(tiny_folder, backend="onnxruntime")
+    with pytest.raises(SegedgeError, match="no image is set"):
+        model.predict(point_coords=[[1, 1]], point_labels=[1])
+    model.set_image(shared_images[0])
+    with pytest.raises(PromptError) as info:
+        model.predict(**kwargs)
+    assert message in str(info.value)
+
+
+def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, tmp_path):
+    from segedge.errors import CheckpointError
+    from segedge.export.sam_arch import infer_arch, load_state_dict
+
+    assert infer_arch(load_state_dict(mobile_ckpt)).kind == "tinyvit"
+    arch = infer_arch(load_state_dict(tiny_ckpt))
+    assert (arch.embed_dim, arch.depth, arch.num_heads, arch.global_attn_indexes) == (96, 2, 2, (1,))
+    with pytest.raises(CheckpointError, match="MobileSAM checkpoint; use `segedge export mobile-sam`"):
+        export_sam(mobile_ckpt, tmp_path / "x", expect="sam")
+    with pytest.raises(CheckpointError, match="not MobileSAM; use `segedge export sam`"):
+        export_sam(tiny_ckpt, tmp_path / "x", expect="mobile-sam")
+    with pytest.raises(CheckpointError, match="not a plain SAM state dict.*segedge export fastsam"):
+        export_sam(real_checkpoint, tmp_path / "x")
+    from segedge.runtime.fastsam import FastSam
+
+    with pytest.raises(ModelFolderError, match="holds a sam model"):
+        FastSam(export_sam(tiny_ckpt, tmp_path / "t"))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
+    """SAM ViT-B's real shapes (seeded): export, then agreement on one image."""
+    ckpt = make_sam_checkpoint(session_tmp / "sam_vit_b_01ec64.pth", "vit_b")
+    folder = export_sam(ckpt, session_tmp / "sam-vit-b")
+    assert load_model_folder(folder).manifest.variant == "vit_b"
+    mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend="openvino"), sam_reference(ckpt), shared_images[:1])
+    assert mean_iou >= 0.99 and emb_err < 1e-2
