@@ -77,6 +77,11 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
     for port in list(model.inputs) + list(model.outputs):
         if port.get_partial_shape().is_dynamic:
             raise SegedgeError(f"OpenVINO sees a dynamic shape on {port.get_any_name()} in {onnx_path}; export failed")
+    declared = {t.name: t.shape for group in onnx_io(onnx_path) for t in group}
+    for port in list(model.inputs) + list(model.outputs):
+        name = port.get_any_name()
+        if name in declared and tuple(port.get_shape()) != declared[name]:
+            raise SegedgeError(f"{onnx_path}: OpenVINO infers {name} as {tuple(port.get_shape())}, ONNX declares {declared[name]}")
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
 
 
@@ -112,6 +117,8 @@ def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_n
 
     onnx_path = folder / f"{stem}.onnx"
     with torch.no_grad():
+        expected = module(*example_inputs)
+        expected = expected if isinstance(expected, (tuple, list)) else (expected,)
         torch.onnx.export(
             module,
             example_inputs,
@@ -132,6 +139,19 @@ def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_n
         model = onnxslim.slim(model)
     # Older ONNX Runtime releases refuse IR versions newer than they know; opset 17 needs only IR 8.
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    # The tracer sometimes leaves symbolic output dims (e.g. after ViT window padding) although every
+    # input is static: write the shapes the traced module really produced. OpenVINO's own shape
+    # inference then confirms them (onnx_to_openvino rejects anything dynamic).
+    for value, tensor in zip(model.graph.output, expected):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != tensor.dim():
+            raise SegedgeError(f"{onnx_path}: output {value.name} has rank {len(dims)}, the module produced {tuple(tensor.shape)}")
+        for dim, size in zip(dims, tensor.shape):
+            if not dim.HasField("dim_value"):
+                dim.ClearField("dim_param")
+                dim.dim_value = int(size)
+            elif dim.dim_value != int(size):
+                raise SegedgeError(f"{onnx_path}: output {value.name} is declared {dim.dim_value}, the module produced {int(size)}")
     onnx.save(model, str(onnx_path))
     inputs, outputs = onnx_io(onnx_path)
     if [t.name for t in outputs] != output_names:
