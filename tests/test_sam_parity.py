@@ -258,3 +258,24 @@ def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
     assert load_model_folder(folder).manifest.variant == "vit_b"
     mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend="openvino"), sam_reference(ckpt), shared_images[:1])
     assert mean_iou >= 0.99 and emb_err < 1e-2
+
+
+@pytest.mark.parametrize("orig_hw", [(1200, 1800), (1080, 810), (480, 640), (2000, 3000), (300, 301)])
+def test_upscale_signs_match_pytorch(orig_hw):
+    """OpenCV resize + exact recomputation near 0: the same masks as Sam.postprocess_masks."""
+    import torch.nn.functional as F
+
+    from segedge.postprocess.sam_masks import upscale_logits, upscale_logits_exact
+    from segedge.preprocess.resize_longest import longest_side_shape
+
+    rng = np.random.default_rng(orig_hw[0])
+    smooth = F.interpolate(torch.from_numpy(rng.normal(size=(1, 3, 16, 16)).astype(np.float32)) * 8, (256, 256), mode="bicubic")
+    low = (smooth[0] + torch.from_numpy(rng.normal(size=(3, 256, 256)).astype(np.float32)) * 0.5).numpy()
+    input_hw = longest_side_shape(*orig_hw)
+    t = torch.from_numpy(low)[None]
+    ref = F.interpolate(F.interpolate(t, (1024, 1024), mode="bilinear", align_corners=False)[..., : input_hw[0], : input_hw[1]],
+                        orig_hw, mode="bilinear", align_corners=False)[0].numpy()
+    ours = upscale_logits(low, input_hw, orig_hw)
+    assert np.abs(ours - ref).max() < 1e-2
+    np.testing.assert_array_equal(ours > 0, ref > 0)
+    np.testing.assert_array_equal(upscale_logits_exact(low, input_hw, orig_hw) > 0, ref > 0)
