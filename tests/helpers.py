@@ -154,3 +154,57 @@ def sam_reference(checkpoint: Path):
 
     sam, _ = load_sam(checkpoint)
     return SamPredictor(sam)
+
+
+def make_clip_checkpoint(path: Path, fmt: str = "openai", seed: int = 0) -> Path:
+    """A seeded CLIP ViT-B/32 (QuickGELU, as OpenAI's) from open_clip's architecture code.
+
+    ``fmt="openai"`` writes a TorchScript archive like OpenAI's ``ViT-B-32.pt`` (traced
+    ``encode_image`` / ``encode_text``, same tensor names); ``fmt="open_clip"`` a plain state dict.
+    """
+    import open_clip
+    import torch
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).eval()
+    if fmt == "open_clip":
+        torch.save(model.state_dict(), path)
+        return path
+    tokens = torch.zeros(1, 77, dtype=torch.long)
+    tokens[0, :2] = torch.tensor([49406, 49407])
+    traced = torch.jit.trace_module(model, {"encode_image": torch.zeros(1, 3, 224, 224), "encode_text": tokens}, check_trace=False)
+    torch.jit.save(traced, str(path))
+    return path
+
+
+class OpenClipForUltralytics:
+    """What ultralytics' FastSAM predictor expects in ``predictor.clip``, backed by open_clip, so its
+    own text-prompt code runs offline on a given checkpoint (ultralytics would download CLIP)."""
+
+    def __init__(self, checkpoint: Path):
+        import open_clip
+
+        from segedge.export.clip import load_clip_state
+
+        state, _ = load_clip_state(checkpoint)
+        self.model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).eval()
+        self.model.load_state_dict(state)
+        self.image_preprocess = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+        self.tokenizer = open_clip.get_tokenizer("ViT-B-32")
+
+    def tokenize(self, texts):
+        return self.tokenizer(texts)
+
+    def encode_text(self, tokens):
+        import torch
+
+        with torch.no_grad():
+            f = self.model.encode_text(tokens)
+        return f / f.norm(p=2, dim=-1, keepdim=True)
+
+    def encode_image(self, images):
+        import torch
+
+        with torch.no_grad():
+            f = self.model.encode_image(images)
+        return f / f.norm(p=2, dim=-1, keepdim=True)

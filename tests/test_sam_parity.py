@@ -13,7 +13,8 @@ from segedge.errors import ModelFolderError, PromptError, SegedgeError
 from segedge.export.sam import export_sam
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
-from segedge.preprocess.resize_longest import longest_side_shape, pil_bilinear_resize, sam_preprocess
+from segedge.preprocess.pillow_resize import pil_resize
+from segedge.preprocess.resize_longest import longest_side_shape, sam_preprocess
 from segedge.runtime.sam import Sam
 
 
@@ -39,14 +40,17 @@ def mobile_folder(mobile_ckpt, session_tmp, ov_cache):
 
 # -- preprocessing ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("hw", [(1200, 1800), (1080, 810), (480, 640), (333, 517), (2000, 3000), (100, 50), (1024, 1024), (700, 1024)])
-def test_resize_is_pillow_exact(hw):
+@pytest.mark.parametrize("kind", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("hw,new_hw", [((1200, 1800), None), ((1080, 810), None), ((480, 640), None), ((333, 517), None),
+                                       ((2000, 3000), None), ((100, 50), None), ((700, 1024), None), ((37, 91), (224, 550)),
+                                       ((640, 480), (298, 224)), ((3, 5), (224, 373))])
+def test_resize_is_pillow_exact(hw, new_hw, kind):
     from PIL import Image
 
     img = np.random.default_rng(hw[0] + hw[1]).integers(0, 256, size=(*hw, 3), dtype=np.uint8)
-    new_hw = longest_side_shape(*hw)
-    ref = np.asarray(Image.fromarray(img).resize(new_hw[::-1], Image.BILINEAR))
-    np.testing.assert_array_equal(pil_bilinear_resize(img, new_hw), ref)
+    new_hw = new_hw or longest_side_shape(*hw)
+    ref = np.asarray(Image.fromarray(img).resize(new_hw[::-1], Image.BILINEAR if kind == "bilinear" else Image.BICUBIC))
+    np.testing.assert_array_equal(pil_resize(img, new_hw, kind), ref)
 
 
 def test_preprocess_equals_segment_anything(tiny_ckpt, shared_images):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["FastSam", "Sam", "SegedgeError", "__version__", "load_model_folder", "read_image"]
+__all__ = ["Clip", "FastSam", "Sam", "SegedgeError", "__version__", "load_model_folder", "read_image"]
 
 
 def __getattr__(name: str):
@@ -20,6 +20,10 @@ def __getattr__(name: str):
         from segedge.runtime.fastsam import FastSam
 
         return FastSam
+    if name == "Clip":
+        from segedge.runtime.clip import Clip
+
+        return Clip
     if name == "Sam":
         from segedge.runtime.sam import Sam
 

@@ -74,12 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
         sp.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
+    cl = exp_sub.add_parser("clip", help="CLIP ViT-B/32 for FastSAM text prompts (ViT-B-32.pt)",
+                            description="Export CLIP ViT-B/32 (OpenAI's ViT-B-32.pt, a TorchScript archive of which only the "
+                            "tensors are read, or an open_clip state dict) as image and text encoders plus its vocabulary.")
+    cl.add_argument("--checkpoint", required=True, help="path to ViT-B-32.pt, or clip_vit_b_32 to download OpenAI's file")
+    cl.add_argument("--out", required=True, help="model folder to write")
+    cl.add_argument("--activation", choices=("quick_gelu", "gelu"), default=None,
+                    help="OpenAI models use quick_gelu (the default for OpenAI's archive); open_clip-trained ones gelu (the default for state dicts)")
+    cl.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    cl.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+
     seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
     seg.add_argument("images", nargs="+", help="image files or folders of images")
     seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
     seg.add_argument("--out", required=True, help="output file (one image) or folder; a path without extension is a folder")
     seg.add_argument("--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="point prompt in original pixels; LABEL 1 = object (default), 0 = background; repeatable")
     seg.add_argument("--box", type=_box, action="append", metavar="X1,Y1,X2,Y2", help="box prompt in original pixels; repeatable")
+    seg.add_argument("--text", action="append", metavar="TEXT", help="FastSAM text prompt (needs --clip); repeatable")
+    seg.add_argument("--clip", metavar="CLIP_DIR", help="CLIP model folder from `segedge export clip`, for --text")
     seg.add_argument("--everything", action="store_true", help="keep every mask (the default when no prompt is given)")
     seg.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="default: openvino if installed, else onnxruntime")
     seg.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="f32 matches PyTorch; bf16 is faster on CPUs with AMX (OpenVINO)")
@@ -122,6 +134,8 @@ def _export(args) -> int:
     try:
         if args.family == "fastsam":
             from segedge.export.fastsam import export_fastsam
+        elif args.family == "clip":
+            from segedge.export.clip import export_clip
         else:
             from segedge.export.sam import export_sam
     except ImportError as exc:
@@ -131,6 +145,9 @@ def _export(args) -> int:
     if args.family == "fastsam":
         print(f"note: {UNPICKLE_WARNING}", file=sys.stderr)
         out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify, overwrite=args.overwrite)
+    elif args.family == "clip":
+        quick = None if args.activation is None else args.activation == "quick_gelu"
+        out = export_clip(checkpoint, args.out, quick_gelu=quick, simplify=not args.no_simplify, overwrite=args.overwrite)
     else:
         out = export_sam(checkpoint, args.out, variant=getattr(args, "variant", None), expect=args.family,
                          prompt_slots=args.prompt_slots, simplify=not args.no_simplify, overwrite=args.overwrite)
@@ -191,8 +208,11 @@ def _segment(args) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix and not Path(args.out).is_dir() and suffix not in WRITE_EXTENSIONS:
         raise SegedgeError(f"--out {args.out}: cannot write {suffix} images; use one of {', '.join(WRITE_EXTENSIONS)} or a folder")
-    if args.everything and (args.point or args.box):
-        raise PromptError("--everything keeps all masks; do not combine it with --point or --box")
+    if args.everything and (args.point or args.box or args.text):
+        raise PromptError("--everything keeps all masks; do not combine it with --point, --box or --text")
+    if args.text and not args.clip:
+        raise SegedgeError("--text needs --clip CLIP_DIR, a CLIP model folder; make one with "
+                           "`segedge export clip --checkpoint ViT-B-32.pt --out models/clip`")
     folder = load_model_folder(args.model)
     backend = args.backend or _default_backend()
     points = labels = None
@@ -203,13 +223,20 @@ def _segment(args) -> int:
         from segedge.runtime.fastsam import FastSam
 
         model = FastSam(folder, backend=backend, precision=args.precision, threads=args.threads)
+        clip = None
+        if args.text:
+            from segedge.runtime.clip import Clip
+
+            clip = Clip(args.clip, backend=backend, precision=args.precision, threads=args.threads)
 
         def run(path):
-            return model.segment(path, points=points, point_labels=labels, boxes=args.box, conf=args.conf,
-                                 iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+            return model.segment(path, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
+                                 conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
     elif folder.manifest.family == "sam":
         from segedge.runtime.sam import Sam, segment_with_prompts
 
+        if args.text:
+            raise PromptError("--text works with FastSAM folders; SAM takes --point and --box")
         if not (args.point or args.box):
             raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2 (segment everything is FastSAM's job)")
         model = Sam(folder, backend=backend, precision=args.precision, threads=args.threads)

@@ -116,6 +116,18 @@ def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_n
     import torch
 
     onnx_path = folder / f"{stem}.onnx"
+    # nn.MultiheadAttention's inference fast path (_native_multi_head_attention) has no ONNX export
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify) -> GraphSpec:
+    import torch
+
     with torch.no_grad():
         expected = module(*example_inputs)
         expected = expected if isinstance(expected, (tuple, list)) else (expected,)

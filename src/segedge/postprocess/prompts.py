@@ -68,3 +68,30 @@ def select(
         lab = np.ones(len(pts), dtype=np.int64) if labels is None else np.asarray(labels)
         idx |= select_by_points(masks, pts, lab)
     return idx
+
+
+def text_crops(image: np.ndarray, masks: RoiMasks, boxes: np.ndarray, min_area: int = 100) -> tuple[list[int], list[np.ndarray]]:
+    """The image regions CLIP compares with a text, as ultralytics' FastSAM builds them.
+
+    For every mask with more than ``min_area`` pixels: the image inside its box (coordinates
+    truncated to integers), with the pixels outside the mask set to 0. Returns the masks' indices and
+    the ``hxwx3 uint8`` crops.
+    """
+    keep, crops = [], []
+    areas = masks.areas()
+    for i, box in enumerate(np.asarray(boxes).tolist()):
+        if areas[i] <= min_area:
+            continue
+        x1, y1, x2, y2 = (int(v) for v in box)
+        region = masks.mask(i)[y1:y2, x1:x2]
+        keep.append(i)
+        crops.append(image[y1:y2, x1:x2] * region[:, :, None].astype(np.uint8))
+    return keep, crops
+
+
+def select_by_similarity(similarity: np.ndarray, keep: list[int], count: int) -> np.ndarray:
+    """``(count,)`` bool: for each text (a row of ``similarity (M, len(keep))``), its best mask."""
+    chosen = np.zeros(count, dtype=bool)
+    if similarity.size:
+        chosen[np.asarray(keep)[similarity.argmax(axis=1)]] = True
+    return chosen

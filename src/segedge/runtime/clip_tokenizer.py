@@ -2,8 +2,8 @@
 
 The vocabulary (``bpe_simple_vocab_16e6.txt.gz``, 48 894 merges) is read from the CLIP model folder;
 nothing is downloaded. Text is cleaned as open_clip does (``ftfy.fix_text`` when ftfy is installed,
-otherwise NFC normalisation with curly quotes straightened, which is what ftfy does to ordinary
-text; HTML entities unescaped twice; whitespace collapsed; lower case), split with the pattern
+otherwise a built-in subset that does the same to text without mojibake; HTML entities unescaped
+twice; whitespace collapsed; lower case), split with the pattern
 ``'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^\\s\\p{L}\\p{N}]+`` (implemented with ``unicodedata``
 categories, no ``regex`` module), and byte-pair encoded.
 """
@@ -40,13 +40,23 @@ def bytes_to_unicode() -> dict[int, str]:
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
                          "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"'})
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl", "\ufb05": "ſt", "\ufb06": "st"})
+
+
+def _fix_text_builtin(text: str) -> str:
+    """What ``ftfy.fix_text`` does to text that is not mojibake: unescape HTML (unless the text holds
+    a ``<``), NFC, straight quotes, no Latin ligatures, half-width forms of full-width characters."""
+    if "<" not in text:
+        text = html.unescape(text)
+    text = unicodedata.normalize("NFC", text).translate(_QUOTES).translate(_LIGATURES)
+    return "".join(unicodedata.normalize("NFKC", ch) if "\uff01" <= ch <= "\uff5e" else ch for ch in text)
 
 
 def _fix_text(text: str) -> str:
     try:
         import ftfy
-    except ImportError:
-        return unicodedata.normalize("NFC", text).translate(_QUOTES)
+    except ImportError:  # ftfy is optional (the `text` extra); it also repairs mojibake
+        return _fix_text_builtin(text)
     return ftfy.fix_text(text)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from segedge.errors import ModelFolderError, PromptError
 from segedge.imageio import ImageSource, read_image
 from segedge.manifest import ModelFolder, load_model_folder
-from segedge.postprocess.prompts import select
+from segedge.postprocess.prompts import select, select_by_similarity, text_crops
 from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
 from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
 from segedge.runtime.backends import open_backend
@@ -111,12 +111,14 @@ class FastSam:
         timings = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
         return Result(rgb, boxes, inst.scores, inst.class_ids, inst.masks, self.names, timings, source)
 
-    def prompt(self, result: Result, *, points=None, point_labels=None, boxes=None) -> Result:
+    def prompt(self, result: Result, *, points=None, point_labels=None, boxes=None, texts=None, clip=None) -> Result:
         """Select masks of an :meth:`everything` result with FastSAM's prompt rules.
 
         ``points (P, 2)`` xy original pixels with ``point_labels`` 1 (object) / 0 (background): a mask
         is kept when it covers a positive point and no negative one. ``boxes (K, 4)`` xyxy: for each box,
-        the mask with the best IoU with it. Points and boxes together keep the union.
+        the mask with the best IoU with it. ``texts`` (a string or a list) with ``clip`` (a
+        :class:`~segedge.runtime.clip.Clip`): for each text, the mask whose masked crop CLIP finds most
+        similar. Several prompt kinds together keep the union.
         """
         hw = result.image.shape[:2]
         pts = lab = bxs = None
@@ -126,11 +128,30 @@ class FastSam:
             raise PromptError("point_labels were given without points")
         if boxes is not None:
             bxs = check_boxes(boxes, hw)
+        if texts is not None and clip is None:
+            raise PromptError("text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)")
         t0 = time.perf_counter()
-        chosen = select(result.roi_masks, bxs, pts, lab)
+        chosen = select(result.roi_masks, bxs, pts, lab) if (pts is not None or bxs is not None) else np.zeros(len(result), bool)
+        if texts is not None:
+            keep, similarity = self.text_similarity(result, texts, clip)
+            chosen |= select_by_similarity(similarity, keep, len(result))
+        elif pts is None and bxs is None:
+            chosen[:] = True
         out = result.subset(chosen)
         out.timings["prompt"] = (time.perf_counter() - t0) * 1e3
         return out
+
+    @staticmethod
+    def text_similarity(result: Result, texts, clip) -> tuple[list[int], np.ndarray]:
+        """``(keep, similarity (M, len(keep)))``: the masks large enough to crop (over 100 pixels) and the
+        cosine similarity of each text with each masked crop."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts or any(not isinstance(t, str) for t in texts):
+            raise PromptError(f"texts must be a string or a list of strings, got {texts!r}")
+        keep, crops = text_crops(result.image, result.roi_masks, result.boxes)
+        if not crops:
+            return keep, np.zeros((len(texts), 0), np.float32)
+        return keep, clip.encode_text(texts) @ clip.encode_images(crops).T
 
     def segment(
         self,
@@ -139,6 +160,8 @@ class FastSam:
         points=None,
         point_labels=None,
         boxes=None,
+        texts=None,
+        clip=None,
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
@@ -153,11 +176,15 @@ class FastSam:
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
         t0 = time.perf_counter()
         rgb = read_image(image)
-        prompted = points is not None or boxes is not None or point_labels is not None
+        prompted = points is not None or boxes is not None or point_labels is not None or texts is not None
         if prompted:
             if points is not None:
                 check_points(points, point_labels, rgb.shape[:2])
             if boxes is not None:
                 check_boxes(boxes, rgb.shape[:2])
+            if texts is not None and clip is None:
+                raise PromptError("text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)")
         result = self._everything(rgb, source, t0, conf, iou, max_det, retina, agnostic, classes)
-        return self.prompt(result, points=points, point_labels=point_labels, boxes=boxes) if prompted else result
+        if not prompted:
+            return result
+        return self.prompt(result, points=points, point_labels=point_labels, boxes=boxes, texts=texts, clip=clip)

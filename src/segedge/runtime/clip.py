@@ -1,0 +1,92 @@
+"""CLIP at run time (text prompts for FastSAM): a model folder, NumPy preprocessing, no downloads.
+
+>>> clip = Clip("models/clip")                                      # doctest: +SKIP
+>>> model.prompt(everything, texts="the yellow dog", clip=clip)     # doctest: +SKIP
+
+Image preprocessing is CLIP's (torchvision ``Resize(224, bicubic)`` of the shortest side on a PIL
+image, ``CenterCrop(224)``, ``ToTensor``, ``Normalize``), reproduced bit-exactly in NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from segedge.errors import ModelFolderError, SegedgeError
+from segedge.manifest import ModelFolder, load_model_folder
+from segedge.preprocess.pillow_resize import pil_resize
+from segedge.runtime.backends import open_backend
+from segedge.runtime.clip_tokenizer import ClipTokenizer
+
+EXPORT_HINT = "export one with `segedge export clip --checkpoint ViT-B-32.pt --out DIR`"
+
+
+def clip_preprocess(image: np.ndarray, size: int, mean, std) -> np.ndarray:
+    """``HxWx3 uint8`` RGB -> ``(3, size, size)`` float32, as CLIP's torchvision transform on a PIL image."""
+    h, w = image.shape[:2]
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_h, new_w) != (h, w):
+        image = pil_resize(image, (new_h, new_w), "bicubic")
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    crop = image[top : top + size, left : left + size]
+    x = crop.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    return (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
+
+
+class Clip:
+    """A CLIP model folder (``segedge export clip``) on one backend: normalised image and text embeddings."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | ModelFolder,
+        backend: str = "openvino",
+        *,
+        precision: str = "f32",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None | bool = None,
+        verify: bool = True,
+    ):
+        try:
+            self.folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
+        except ModelFolderError as exc:
+            raise ModelFolderError(f"CLIP model folder unusable: {exc}. Text prompts need a CLIP folder; {EXPORT_HINT}") from None
+        m = self.folder.manifest
+        if m.family != "clip":
+            raise ModelFolderError(f"{self.folder.path} holds a {m.family} model, not CLIP; {EXPORT_HINT}")
+        vocab = self.folder.file(m.params["vocabulary"])
+        self.tokenizer = ClipTokenizer(vocab)
+        self.size = int(m.preprocess["size"][0])
+        self.mean, self.std = tuple(m.preprocess["mean"]), tuple(m.preprocess["std"])
+        kwargs = dict(precision=precision, threads=threads, cache_dir=cache_dir)
+        self.image_encoder = open_backend(self.folder, "image_encoder", backend, **kwargs)
+        self.text_encoder = open_backend(self.folder, "text_encoder", backend, **kwargs)
+        self.batch = int(self.image_encoder.inputs["images"][0])
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    def encode_text(self, texts: str | list[str]) -> np.ndarray:
+        """``(M, 512)`` L2-normalised text embeddings (each text is encoded once, then cached)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise SegedgeError("no text given")
+        for text in texts:
+            if text not in self._text_cache:
+                emb = self.text_encoder.run({"tokens": self.tokenizer(text)})["text_embeds"][0]
+                self._text_cache[text] = emb / np.linalg.norm(emb)
+        return np.stack([self._text_cache[t] for t in texts])
+
+    def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """``(N, 512)`` L2-normalised embeddings of ``HxWx3 uint8`` RGB images, run in fixed batches."""
+        if not images:
+            return np.zeros((0, 512), np.float32)
+        tensors = np.stack([clip_preprocess(im, self.size, self.mean, self.std) for im in images])
+        out = []
+        for start in range(0, len(tensors), self.batch):
+            chunk = tensors[start : start + self.batch]
+            padded = np.zeros((self.batch, *chunk.shape[1:]), np.float32)
+            padded[: len(chunk)] = chunk
+            out.append(self.image_encoder.run({"images": padded})["image_embeds"][: len(chunk)])
+        emb = np.concatenate(out)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
