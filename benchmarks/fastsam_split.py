@@ -47,6 +47,10 @@ def main() -> int:
         folder = export_fastsam(args.checkpoint, Path(tmp) / "model", imgsz=args.imgsz)
         ref_model = FastSAM(args.checkpoint)
         ref_times = {"preprocess": [], "model": [], "postprocess": []}
+        import torch
+
+        ref_model.predict(args.image, imgsz=args.imgsz, device="cpu", verbose=False)  # ultralytics sets torch to cores - 1 threads here
+        torch.set_num_threads(os.cpu_count())  # same thread count as the other rows
         for i in range(args.runs + 2):
             ref = ref_model.predict(args.image, imgsz=args.imgsz, conf=args.conf, iou=args.iou, retina_masks=True,
                                     rect=False, device="cpu", verbose=False)[0]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from segedge import __version__
 from segedge.errors import PromptError, SegedgeError
+from segedge.progress import Progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -104,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
     seg.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
+    bench = sub.add_parser("bench", help="PyTorch vs ONNX Runtime vs OpenVINO: latency and mask agreement (needs the export extra)",
+                           description="Time the PyTorch reference and segedge (ONNX Runtime f32, OpenVINO f32 and bf16) on the same "
+                           "images in one run, with mask agreement beside every timing. Each segedge row runs in its own "
+                           "runtime-only process, so its cold start and peak memory are a deployment's.")
+    bench.add_argument("--model", required=True, help="model folder (fastsam or sam)")
+    bench.add_argument("--checkpoint", required=True, help="the checkpoint the folder was exported from (the PyTorch reference)")
+    bench.add_argument("--images", nargs="+", help="images or folders (default: the sample images beside the project, or ultralytics' bus.jpg)")
+    bench.add_argument("--runs", type=int, default=5, help="timed runs per image after one warm-up (default 5)")
+    bench.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: each one's own)")
+    bench.add_argument("--json", dest="json_out", help="write the records as JSON")
+    bench.add_argument("--markdown", help="write the Markdown table")
+    bench.add_argument("--plot", help="write a PNG bar chart")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+
     info = sub.add_parser("info", help="show versions, installed backends, and a model folder's manifest")
     info.add_argument("model", nargs="?", help="model folder")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -121,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             return _segment(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "bench":
+            return _bench(args)
     except SegedgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -245,7 +262,7 @@ def _segment(args) -> int:
             return segment_with_prompts(model, path, points, labels, args.box, multimask=args.multimask)
     else:
         raise SegedgeError(f"{args.model} is a {folder.manifest.family} model folder; segment needs a fastsam or sam folder")
-    progress = _Progress(len(images), enabled=len(images) > 1 and not args.quiet)
+    progress = Progress(len(images), enabled=len(images) > 1 and not args.quiet)
     failures = 0
     for path in images:
         try:
@@ -272,34 +289,38 @@ def _segment(args) -> int:
     return 0
 
 
-class _Progress:
-    """A dependency-free progress bar on stderr; messages print above it."""
+def _bench(args) -> int:
+    try:
+        from segedge.bench.run import run_benchmark
+        import torch  # noqa: F401  (the PyTorch reference)
+    except ImportError as exc:
+        raise SegedgeError(f"bench runs the PyTorch reference and needs the export extra ({exc.name} is missing): "
+                           "pip install -c constraints.txt 'segedge[export]'") from None
+    from segedge.bench import report
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+    if args.runs < 1:
+        raise SegedgeError("--runs must be at least 1")
+    images = _expand_images(args.images) if args.images else _default_images()
+    result = run_benchmark(args.model, args.checkpoint, images, runs=args.runs, threads=args.threads, progress=not args.quiet)
+    print(report.markdown(result))
+    if args.json_out:
+        report.write_json(result, args.json_out)
+    if args.markdown:
+        report.write_markdown(result, args.markdown)
+    if args.plot:
+        report.plot(result, args.plot)
+    return 0
 
-    def write(self, message: str) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\033[K")
-        print(message)
-        self._draw()
 
-    def step(self) -> None:
-        self.done += 1
-        self._draw()
-
-    def _draw(self) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * self.done / max(self.total, 1))
-        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} images, {rate:.1f} img/s")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
+def _default_images() -> list[Path]:
+    shared = Path(__file__).resolve().parents[3].parent / "shared" / "images" / "sam_truck.jpg"
+    if shared.is_file():
+        return [shared]
+    try:
+        from ultralytics.utils import ASSETS
+    except ImportError:
+        raise SegedgeError("no default image here: pass --images") from None
+    return [ASSETS / "bus.jpg"]
 
 
 def _info(args) -> int:

@@ -1,0 +1,127 @@
+"""One segedge configuration measured in a runtime-only process (never imports torch).
+
+``python -m segedge.bench.probe SPEC.json``: SPEC holds the model folder, backend, precision,
+image paths, runs, warm-up and (SAM) prompts. Prints one JSON object: cold start (compile without a
+cache, and load from OpenVINO's cache), per-stage times, end-to-end times, peak resident memory, and
+the path of an ``.npz`` with the masks of the last run (for the agreement check).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def _open(spec, cache_dir):
+    from segedge.manifest import load_model_folder
+
+    folder = load_model_folder(spec["model"])
+    kwargs = dict(backend=spec["backend"], precision=spec["precision"], threads=spec.get("threads"), cache_dir=cache_dir)
+    if folder.manifest.family == "fastsam":
+        from segedge.runtime.fastsam import FastSam
+
+        return FastSam(folder, **kwargs)
+    from segedge.runtime.sam import Sam
+
+    return Sam(folder, **kwargs)
+
+
+def measure(spec: dict) -> dict:
+    from segedge.imageio import read_image
+
+    images = [read_image(p) for p in spec["images"]]
+    cold = {}
+    t0 = time.perf_counter()
+    model = _open(spec, False)
+    cold["compile_ms"] = (time.perf_counter() - t0) * 1e3
+    del model
+    gc.collect()
+    if spec["backend"] == "openvino":
+        with tempfile.TemporaryDirectory() as cache:
+            del_me = _open(spec, cache)  # fills the cache
+            del del_me
+            gc.collect()
+            t0 = time.perf_counter()
+            model = _open(spec, cache)
+            cold["cached_ms"] = (time.perf_counter() - t0) * 1e3
+    else:
+        model = _open(spec, False)
+        cold["cached_ms"] = None
+    family = "sam" if hasattr(model, "set_image") else "fastsam"
+    stages: dict[str, list[float]] = {}
+    e2e: list[float] = []
+    masks: dict[str, np.ndarray] = {}
+    for run in range(spec["warmup"] + spec["runs"]):
+        timed = run >= spec["warmup"]
+        for i, image in enumerate(images):
+            if family == "fastsam":
+                t0 = time.perf_counter()
+                result = model.everything(image)
+                total = (time.perf_counter() - t0) * 1e3
+                parts = {k: result.timings[k] for k in ("preprocess", "model", "postprocess")}
+                masks[f"img{i}"] = result.masks
+            else:
+                t0 = time.perf_counter()
+                model.set_image(image)
+                parts = {"preprocess": model.timings["preprocess"], "encoder": model.timings["encoder"]}
+                decode = []
+                for j, prompt in enumerate(spec["prompts"][i]):
+                    t1 = time.perf_counter()
+                    out = model.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
+                    decode.append((time.perf_counter() - t1) * 1e3)
+                    masks[f"img{i}_p{j}"] = out[0]
+                total = parts["preprocess"] + parts["encoder"] + decode[0]
+                parts["decoder_per_prompt"] = float(np.median(decode))
+            if timed:
+                for k, v in parts.items():
+                    stages.setdefault(k, []).append(v)
+                e2e.append(total)
+    masks_path = spec["masks_out"]
+    np.savez_compressed(masks_path, **masks)
+    return {
+        "cold_start": cold,
+        "stages": stages,
+        "end_to_end": e2e,
+        "peak_rss_mb": peak_rss_mb(),
+        "masks": masks_path,
+        "threads": _threads(model, spec["backend"]),
+        "torch_imported": "torch" in sys.modules,
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` (Linux) starts afresh at exec, unlike
+    ``ru_maxrss``, which would count the parent's memory at fork."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _threads(model, backend):
+    backend_obj = getattr(model, "backend", None) or getattr(model, "encoder", None)
+    if backend == "openvino":
+        try:
+            return int(backend_obj._compiled.get_property("INFERENCE_NUM_THREADS"))
+        except Exception:
+            return None
+    try:
+        return backend_obj._session.get_session_options().intra_op_num_threads or "default (all cores)"
+    except Exception:
+        return None
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        spec = json.load(handle)
+    print(json.dumps(measure(spec)))

@@ -1,0 +1,107 @@
+"""The PyTorch reference pipelines that segedge is measured against (needs the export extra).
+
+FastSAM: ultralytics' ``FastSAM`` predictor with segedge's settings (the folder's thresholds,
+retina masks, square letterbox). SAM / MobileSAM: segment-anything's ``SamPredictor`` on the
+checkpoint (MobileSAM's TinyViT inside it, as the MobileSAM project does).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None, threads=None):
+    """``(stages, end_to_end, masks)``: ultralytics' own stage times and its masks of the last run.
+
+    ultralytics sets torch to ``cores - 1`` threads when it picks the CPU (1 thread on 2 cores); the
+    reference is given ``threads`` (default: all cores) like every other row, after that setup.
+    """
+    import torch
+    from ultralytics import FastSAM
+    from ultralytics.utils.ops import scale_masks
+
+    model = FastSAM(str(checkpoint))
+    imgsz = int(manifest.preprocess["size"][0])
+    conf, iou = float(manifest.params["conf"]), float(manifest.params["iou"])
+    stages: dict[str, list[float]] = {}
+    e2e, masks = [], {}
+    model.predict(np.ascontiguousarray(images[0][:, :, ::-1]), imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False,
+                  device="cpu", verbose=False)  # sets the predictor up (and torch's thread count)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    for run in range(warmup + runs):
+        for i, image in enumerate(images):
+            bgr = np.ascontiguousarray(image[:, :, ::-1])
+            t0 = time.perf_counter()
+            result = model.predict(bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False)[0]
+            total = (time.perf_counter() - t0) * 1e3
+            if run >= warmup:
+                for key, name in (("preprocess", "preprocess"), ("inference", "model"), ("postprocess", "postprocess")):
+                    stages.setdefault(name, []).append(result.speed[key])
+                e2e.append(total)
+            if result.masks is None:
+                masks[f"img{i}"] = np.zeros((0, *image.shape[:2]), bool)
+            else:
+                data = result.masks.data
+                if tuple(data.shape[1:]) != image.shape[:2]:
+                    data = scale_masks(data[None].float(), image.shape[:2])[0] > 0.5
+                masks[f"img{i}"] = data.to(torch.bool).numpy()
+        if progress:
+            progress.step("PyTorch")
+    return stages, e2e, masks
+
+
+def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
+    """``(stages, end_to_end, masks)`` for SamPredictor: preprocessing, encoder, decoder per prompt."""
+    import torch
+    from segment_anything import SamPredictor
+
+    from segedge.export.sam_arch import load_sam
+
+    sam, _ = load_sam(checkpoint)
+    predictor = SamPredictor(sam)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    stages: dict[str, list[float]] = {}
+    e2e, masks = [], {}
+    for run in range(warmup + runs):
+        for i, image in enumerate(images):
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                transformed = predictor.transform.apply_image(image)
+                tensor = torch.as_tensor(transformed).permute(2, 0, 1).contiguous()[None]
+                x = sam.preprocess(tensor)
+                t1 = time.perf_counter()
+                features = sam.image_encoder(x)
+                t2 = time.perf_counter()
+            predictor.reset_image()
+            predictor.original_size, predictor.input_size = image.shape[:2], tuple(tensor.shape[-2:])
+            predictor.features, predictor.is_image_set = features, True
+            decode = []
+            for j, prompt in enumerate(prompts[i]):
+                t3 = time.perf_counter()
+                out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
+                decode.append((time.perf_counter() - t3) * 1e3)
+                masks[f"img{i}_p{j}"] = out[0]
+            if run >= warmup:
+                stages.setdefault("preprocess", []).append((t1 - t0) * 1e3)
+                stages.setdefault("encoder", []).append((t2 - t1) * 1e3)
+                stages.setdefault("decoder_per_prompt", []).append(float(np.median(decode)))
+                e2e.append((t2 - t0) * 1e3 + decode[0])
+        if progress:
+            progress.step("PyTorch")
+    return stages, e2e, masks
+
+
+def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:
+    """A fixed, varied prompt set for one image (original pixels): clicks, a negative, a box, box + point."""
+    h, w = image_hw
+    return [
+        {"point_coords": [[w * 0.5, h * 0.5]], "point_labels": [1], "multimask_output": True},
+        {"point_coords": [[w * 0.3, h * 0.6], [w * 0.7, h * 0.3]], "point_labels": [1, 0], "multimask_output": True},
+        {"box": [w * 0.1, h * 0.15, w * 0.6, h * 0.8], "multimask_output": False},
+        {"point_coords": [[w * 0.35, h * 0.5]], "point_labels": [1], "box": [w * 0.2, h * 0.2, w * 0.7, h * 0.9], "multimask_output": False},
+    ]

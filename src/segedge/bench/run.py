@@ -1,0 +1,110 @@
+"""Run a benchmark: the PyTorch reference in this process, each segedge configuration in a fresh
+runtime-only process, mask agreement computed here. Returns a report dict (see :mod:`report`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from segedge.bench.metrics import mask_iou, matched_iou, summarize
+from segedge.errors import SegedgeError
+from segedge.fileio import sha256_file
+from segedge.imageio import read_image
+from segedge.manifest import load_model_folder
+from segedge.progress import Progress
+
+CONFIGS = (("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16"))
+
+
+def system_info() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("segedge", "numpy", "opencv-python-headless", "openvino", "onnxruntime", "torch", "ultralytics", "segment-anything"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
+
+
+def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1, threads: int | None = None, configs=CONFIGS, progress: bool = True) -> dict:
+    """Measure PyTorch and every segedge configuration on ``images``; see the module docstring."""
+    import torch
+
+    folder = load_model_folder(model_dir)
+    manifest = folder.manifest
+    if manifest.family not in ("fastsam", "sam"):
+        raise SegedgeError(f"bench measures fastsam and sam folders; {model_dir} is {manifest.family}")
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise SegedgeError(f"checkpoint not found: {checkpoint}")
+    expected = manifest.source.get("sha256")
+    if expected and sha256_file(checkpoint) != expected:
+        raise SegedgeError(f"{checkpoint} is not the checkpoint {model_dir} was exported from (sha256 differs); "
+                           "pass the same file so both sides run the same weights")
+    paths = [str(p) for p in images]
+    arrays = [read_image(p) for p in paths]
+    from segedge.bench.reference import fastsam_reference, sam_prompts, sam_reference
+
+    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family == "sam" else None
+    bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
+    if manifest.family == "fastsam":
+        ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
+    else:
+        ref_stages, ref_e2e, ref_masks = sam_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
+    rows = [{
+        "runtime": "pytorch", "precision": "f32",
+        "stages": {k: summarize(v) for k, v in ref_stages.items()} | {"end_to_end": summarize(ref_e2e)},
+        "end_to_end_ms": summarize(ref_e2e)["median"], "speedup_vs_pytorch": 1.0, "iou_vs_reference": 1.0,
+        "cold_start_ms": None, "peak_rss_mb": None, "threads": torch.get_num_threads(),
+    }]
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend, precision in configs:
+            spec = {"model": str(folder.path), "backend": backend, "precision": precision, "images": paths, "runs": runs,
+                    "warmup": warmup, "threads": threads, "prompts": prompts, "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz")}
+            spec_path = Path(tmp) / "spec.json"
+            spec_path.write_text(json.dumps(spec))
+            proc = subprocess.run([sys.executable, "-m", "segedge.bench.probe", str(spec_path)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+                bar.write(f"{backend} {precision}: failed ({tail})")
+                bar.step(f"{backend} {precision}")
+                continue
+            data = json.loads(proc.stdout.strip().splitlines()[-1])
+            with np.load(data["masks"]) as saved:
+                ours = {k: saved[k] for k in saved.files}
+            if manifest.family == "fastsam":
+                agreement = float(np.mean([matched_iou(ours[k], ref_masks[k]) for k in ref_masks]))
+            else:
+                agreement = float(np.mean([mask_iou(a, b) for k in ref_masks for a, b in zip(ours[k].reshape(-1, *ours[k].shape[-2:]), ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:]))]))
+            e2e = summarize(data["end_to_end"])
+            rows.append({
+                "runtime": backend, "precision": precision,
+                "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
+                "end_to_end_ms": e2e["median"], "speedup_vs_pytorch": round(rows[0]["end_to_end_ms"] / e2e["median"], 3),
+                "iou_vs_reference": round(agreement, 5),
+                "cold_start_ms": {k: (round(v, 1) if v is not None else None) for k, v in data["cold_start"].items()},
+                "peak_rss_mb": round(data["peak_rss_mb"], 1), "threads": data["threads"], "torch_imported": data["torch_imported"],
+            })
+            bar.step(f"{backend} {precision}")
+    bar.close()
+    return {
+        "model": str(folder.path), "family": manifest.family, "variant": manifest.variant, "checkpoint": checkpoint.name,
+        "images": [Path(p).name for p in paths], "image_sizes": [list(a.shape[:2]) for a in arrays], "runs": runs, "warmup": warmup,
+        "system": system_info(), "records": rows,
+    }

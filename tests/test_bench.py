@@ -1,0 +1,65 @@
+"""`segedge bench`: the report's structure and that its numbers are measured, not invented."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from helpers import make_sam_checkpoint
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "segedge", "bench", *map(str, args)], capture_output=True, text=True, timeout=900)
+
+
+def _check_records(data, family):
+    assert data["family"] == family and data["system"]["cores"] >= 1 and "torch" in data["system"]["versions"]
+    records = {(r["runtime"], r["precision"]): r for r in data["records"]}
+    assert set(records) == {("pytorch", "f32"), ("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16")}
+    base = records[("pytorch", "f32")]["end_to_end_ms"]
+    for key, r in records.items():
+        assert {"runtime", "precision", "stages", "end_to_end_ms", "speedup_vs_pytorch", "iou_vs_reference"} <= set(r)
+        e2e = r["stages"]["end_to_end"]
+        assert 0 < e2e["min"] <= e2e["median"] <= e2e["p90"]
+        assert r["end_to_end_ms"] == e2e["median"]
+        assert r["speedup_vs_pytorch"] == pytest.approx(base / r["end_to_end_ms"], rel=1e-2)
+        if key[0] != "pytorch":
+            assert r["torch_imported"] is False  # segedge rows run in runtime-only processes
+            assert r["cold_start_ms"]["compile_ms"] > 0 and 10 < r["peak_rss_mb"] < 8000
+    for key in (("onnxruntime", "f32"), ("openvino", "f32")):
+        assert records[key]["iou_vs_reference"] >= 0.98, records[key]
+    assert records[("openvino", "bf16")]["iou_vs_reference"] > 0.5
+    assert records[("openvino", "f32")]["cold_start_ms"]["cached_ms"] is not None
+    return records
+
+
+def test_bench_fastsam(real_folder_640, real_checkpoint, shared_images, tmp_path):
+    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
+    proc = run("--model", real_folder_640, "--checkpoint", real_checkpoint, "--images", bus, "--runs", "2",
+               "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md", "--plot", tmp_path / "r.png")
+    assert proc.returncode == 0, proc.stderr
+    records = _check_records(json.loads((tmp_path / "r.json").read_text()), "fastsam")
+    assert {"preprocess", "model", "postprocess"} <= set(records[("openvino", "f32")]["stages"])
+    md = (tmp_path / "r.md").read_text()
+    assert "| openvino | bf16 |" in md and "mask IoU vs PyTorch" in md and "CPU:" in md and md in proc.stdout
+    assert cv2.imread(str(tmp_path / "r.png")).shape[1] == 900
+    assert "steps" in proc.stderr  # the progress bar
+
+
+def test_bench_sam(session_tmp, shared_images, tmp_path, ov_cache):
+    from segedge.export.sam import export_sam
+
+    ckpt = make_sam_checkpoint(session_tmp / "sam_bench.pth", "tiny", seed=7)
+    folder = export_sam(ckpt, session_tmp / "sam-bench")
+    proc = run("--model", folder, "--checkpoint", ckpt, "--images", shared_images[2], "--runs", "1", "--json", tmp_path / "s.json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    records = _check_records(json.loads((tmp_path / "s.json").read_text()), "sam")
+    assert {"preprocess", "encoder", "decoder_per_prompt"} <= set(records[("openvino", "f32")]["stages"])
+
+
+def test_bench_refuses_another_checkpoint(real_folder_640, session_tmp, tmp_path):
+    other = make_sam_checkpoint(tmp_path / "other.pth", "tiny", seed=8)
+    proc = run("--model", real_folder_640, "--checkpoint", other, "--runs", "1")
+    assert proc.returncode == 2 and "is not the checkpoint" in proc.stderr and "Traceback" not in proc.stderr
