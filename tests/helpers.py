@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segedge.bench.metrics import iou_matrix, mask_iou, matched_iou  # noqa: F401  (re-exported for the tests)
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
@@ -61,34 +63,6 @@ def make_fastsam_checkpoint(path: Path, scale: str = "s", seed: int = 0, nc: int
     }
     torch.save(ckpt, path)
     return path
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boolean masks; 1.0 when both are empty."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` IoU between two stacks of boolean masks ``(N, H, W)``."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    fa = a.reshape(len(a), -1).astype(np.float32)
-    fb = b.reshape(len(b), -1).astype(np.float32)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def matched_iou(ours: np.ndarray, ref: np.ndarray) -> float:
-    """Symmetric mean best-match IoU between two mask stacks: every mask on either side is matched
-    to its best counterpart, so missing and extra masks both lower the score. 1.0 if both are empty."""
-    if len(ours) == 0 and len(ref) == 0:
-        return 1.0
-    if len(ours) == 0 or len(ref) == 0:
-        return 0.0
-    m = iou_matrix(ours, ref)
-    return float(np.concatenate([m.max(axis=1), m.max(axis=0)]).mean())
 
 
 def ultralytics_fastsam(checkpoint: Path):

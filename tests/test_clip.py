@@ -175,7 +175,7 @@ def test_text_prompt_errors(real_folder_640, clip_folder, shared_images, tmp_pat
     (broken / "text_encoder.bin").unlink()
     with pytest.raises(ModelFolderError, match=r"text_encoder\.bin .*missing.*segedge export clip"):
         Clip(broken, verify=False)
-    with pytest.raises(ModelFolderError, match="holds a fastsam model, not CLIP"):
+    with pytest.raises(ModelFolderError, match="holds a fastsam model, not a clip model"):
         Clip(real_folder_640)
 
 

@@ -226,6 +226,17 @@ def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: s
     return ModelFolder(folder, manifest)
 
 
+def open_model_folder(model_dir: str | os.PathLike | ModelFolder, family: str, *, verify: bool = True, hint: str = "") -> ModelFolder:
+    """A checked folder of ``family`` from a path (loaded and verified) or an already loaded folder.
+
+    ``hint`` (e.g. the export command that makes such a folder) ends the error for a wrong family.
+    """
+    folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
+    if folder.manifest.family != family:
+        raise ModelFolderError(f"{folder.path} holds a {folder.manifest.family} model, not a {family} model; {hint}".rstrip("; "))
+    return folder
+
+
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     """Hash every file in ``folder`` (except the manifest), fill ``manifest.files`` and write it atomically."""
     folder = Path(folder)

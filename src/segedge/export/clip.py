@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, method_graph, staging_folder, tool_versions
 from segedge.manifest import Manifest
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # 0-1 units, as CLIP's Normalize
@@ -78,29 +78,13 @@ def export_clip(
         raise CheckpointError(f"the checkpoint does not fit CLIP ViT-B/32: missing {missing[:3]}, unexpected {unexpected[:3]}")
     model = model.float().eval()
 
-    class ImageEncoder(torch.nn.Module):
-        def __init__(self, clip):
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, images):
-            return self.clip.encode_image(images)
-
-    class TextEncoder(torch.nn.Module):
-        def __init__(self, clip):
-            super().__init__()
-            self.clip = clip
-
-        def forward(self, tokens):
-            return self.clip.encode_text(tokens)
-
     images = torch.zeros(image_batch, 3, 224, 224)
     tokens = torch.zeros(1, 77, dtype=torch.long)
     tokens[0, 0], tokens[0, 1] = 49406, 49407
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
-        image_graph = export_graph(ImageEncoder(model).eval(), (images,), folder, "image_encoder", ["images"], ["image_embeds"], simplify)
-        text_graph = export_graph(TextEncoder(model).eval(), (tokens,), folder, "text_encoder", ["tokens"], ["text_embeds"], simplify)
+        image_graph = export_graph(method_graph(model, "encode_image"), (images,), folder, "image_encoder", ["images"], ["image_embeds"], simplify)
+        text_graph = export_graph(method_graph(model, "encode_text"), (tokens,), folder, "text_encoder", ["tokens"], ["text_embeds"], simplify)
         shutil.copyfile(default_bpe(), folder / VOCAB_FILE)
         manifest = Manifest(
             family="clip",

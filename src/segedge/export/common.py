@@ -173,6 +173,21 @@ def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, 
     return GraphSpec(onnx=onnx_path.name, openvino=xml_path.name, inputs=inputs, outputs=outputs)
 
 
+def method_graph(module, method: str):
+    """An ``nn.Module`` whose ``forward`` is ``module.<method>`` (to export one entry point of a model)."""
+    import torch
+
+    class Method(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args):
+            return getattr(self.inner, method)(*args)
+
+    return Method().eval()
+
+
 @contextlib.contextmanager
 def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
     """Build a model folder in a temporary sibling and move it into place only when complete.

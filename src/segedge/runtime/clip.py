@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from segedge.errors import ModelFolderError, SegedgeError
-from segedge.manifest import ModelFolder, load_model_folder
+from segedge.manifest import ModelFolder, open_model_folder
 from segedge.preprocess.pillow_resize import pil_resize
 from segedge.runtime.backends import open_backend
 from segedge.runtime.clip_tokenizer import ClipTokenizer
@@ -50,12 +50,10 @@ class Clip:
         verify: bool = True,
     ):
         try:
-            self.folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
+            self.folder = open_model_folder(model_dir, "clip", verify=verify, hint=EXPORT_HINT)
         except ModelFolderError as exc:
             raise ModelFolderError(f"CLIP model folder unusable: {exc}. Text prompts need a CLIP folder; {EXPORT_HINT}") from None
         m = self.folder.manifest
-        if m.family != "clip":
-            raise ModelFolderError(f"{self.folder.path} holds a {m.family} model, not CLIP; {EXPORT_HINT}")
         vocab = self.folder.file(m.params["vocabulary"])
         self.tokenizer = ClipTokenizer(vocab)
         self.size = int(m.preprocess["size"][0])

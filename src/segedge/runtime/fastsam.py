@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 
-from segedge.errors import ModelFolderError, PromptError
+from segedge.errors import PromptError
 from segedge.imageio import ImageSource, read_image
-from segedge.manifest import ModelFolder, load_model_folder
+from segedge.manifest import ModelFolder, open_model_folder
 from segedge.postprocess.prompts import select, select_by_similarity, text_crops
 from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
 from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
@@ -47,12 +47,8 @@ class FastSam:
         cache_dir: str | os.PathLike | None | bool = None,
         verify: bool = True,
     ):
-        self.folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
+        self.folder = open_model_folder(model_dir, "fastsam", verify=verify, hint="make one with `segedge export fastsam`")
         m = self.folder.manifest
-        if m.family != "fastsam":
-            raise ModelFolderError(
-                f"{self.folder.path} holds a {m.family} model; FastSam needs a folder from `segedge export fastsam`"
-            )
         graph = self.folder.graph(GRAPH)
         self.input_hw = tuple(graph.input(INPUT).shape[2:])
         self.num_classes = int(m.params["num_classes"])

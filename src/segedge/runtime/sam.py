@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.errors import ModelFolderError, PromptError, SegedgeError
+from segedge.errors import PromptError, SegedgeError
 from segedge.fileio import atomic_write_bytes
 from segedge.imageio import ImageSource, read_image
-from segedge.manifest import ModelFolder, load_model_folder
+from segedge.manifest import ModelFolder, open_model_folder
 from segedge.postprocess.sam_masks import upscale_logits
 from segedge.preprocess.resize_longest import SamTransform, sam_preprocess
 from segedge.runtime.backends import open_backend
@@ -44,10 +44,8 @@ class Sam:
         cache_dir: str | os.PathLike | None | bool = None,
         verify: bool = True,
     ):
-        self.folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
+        self.folder = open_model_folder(model_dir, "sam", verify=verify, hint="make one with `segedge export sam|mobile-sam`")
         m = self.folder.manifest
-        if m.family != "sam":
-            raise ModelFolderError(f"{self.folder.path} holds a {m.family} model; Sam needs a folder from `segedge export sam|mobile-sam`")
         self.size = int(m.preprocess["size"][0])
         self.mean = tuple(m.preprocess["mean"])
         self.std = tuple(m.preprocess["std"])
