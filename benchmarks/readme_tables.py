@@ -2,8 +2,8 @@
 
     python benchmarks/readme_tables.py [--runs 3] [--out benchmarks/results]
 
-FastSAM on the real YOLOv8n-seg checkpoint (../shared/weights) at imgsz 1024; SAM ViT-B and
-MobileSAM on seeded checkpoints in the official format (they time the same as the real ones; their
+FastSAM on the real YOLOv8n-seg checkpoint (../shared/weights) at imgsz 1024, FastSAM-s (YOLOv8s-seg,
+one class), SAM ViT-B and MobileSAM on seeded checkpoints in the official format (they time the same as the real ones; their
 masks are compared with PyTorch's all the same). Writes JSON, Markdown and PNG per model and prints
 the Markdown.
 """
@@ -27,10 +27,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--image", default=str(ROOT.parent / "shared" / "images" / "sam_truck.jpg"))
-    parser.add_argument("--only", choices=("fastsam", "mobile_sam", "sam_vit_b"), action="append")
+    parser.add_argument("--only", choices=("fastsam", "fastsam_s", "mobile_sam", "sam_vit_b"), action="append")
     args = parser.parse_args()
 
-    from helpers import make_sam_checkpoint
+    from helpers import make_fastsam_checkpoint, make_sam_checkpoint
     from segedge.bench import report
     from segedge.bench.run import run_benchmark
     from segedge.export.fastsam import export_fastsam
@@ -42,6 +42,7 @@ def main() -> int:
         tmp = Path(tmp)
         jobs = {
             "fastsam": lambda: (ROOT.parent / "shared" / "weights" / "yolov8n-seg-coco.pt", export_fastsam),
+            "fastsam_s": lambda: (make_fastsam_checkpoint(tmp / "FastSAM-s.pt", "s"), export_fastsam),
             "mobile_sam": lambda: (make_sam_checkpoint(tmp / "mobile_sam.pt", "mobile"), export_sam),
             "sam_vit_b": lambda: (make_sam_checkpoint(tmp / "sam_vit_b_01ec64.pth", "vit_b"), export_sam),
         }
