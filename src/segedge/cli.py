@@ -313,7 +313,7 @@ def _bench(args) -> int:
 
 
 def _default_images() -> list[Path]:
-    shared = Path(__file__).resolve().parents[3].parent / "shared" / "images" / "sam_truck.jpg"
+    shared = Path(__file__).resolve().parents[3] / "shared" / "images" / "sam_truck.jpg"  # a source checkout beside shared/
     if shared.is_file():
         return [shared]
     try:
