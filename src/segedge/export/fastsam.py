@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, method_graph, staging_folder, tool_versions
 from segedge.manifest import Manifest
 
 # FastSAM's own defaults (CASIA-IVA-Lab/FastSAM and the ultralytics docs): conf 0.4, iou 0.9.
@@ -75,24 +75,6 @@ def _reject_plain_state_dict(path: Path, torch) -> None:
     raise CheckpointError(f"{path} is a plain state dict, not a FastSAM/YOLO-seg checkpoint; {hint}")
 
 
-class _Graph:
-    """Wraps the model so the ONNX outputs are exactly (detections, prototypes), in that order."""
-
-    def __new__(cls, model):
-        import torch
-
-        class FastSamGraph(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, images):
-                detections, prototypes = self.inner(images)
-                return detections, prototypes
-
-        return FastSamGraph(model)
-
-
 def export_fastsam(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -129,7 +111,8 @@ def export_fastsam(
     ckpt = Path(checkpoint)
     variant = variant or ckpt.stem
     with staging_folder(out_dir, overwrite) as folder:
-        graph = export_graph(_Graph(model), (image,), folder, "model", ["images"], ["detections", "prototypes"], simplify)
+        # in export mode the model returns exactly (detections, prototypes); export_graph checks both names
+        graph = export_graph(method_graph(model, "forward"), (image,), folder, "model", ["images"], ["detections", "prototypes"], simplify)
         manifest = Manifest(
             family="fastsam",
             variant=variant,
