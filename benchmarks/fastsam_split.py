@@ -33,7 +33,6 @@ def main() -> int:
     args = parser.parse_args()
 
     import cv2
-    import numpy as np
     from ultralytics import FastSAM
 
     from segedge import FastSam

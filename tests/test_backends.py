@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from segedge.errors import BackendError, BackendNotInstalledError
-from segedge.manifest import GraphSpec, Manifest, TensorSpec, load_model_folder, write_manifest
+from segedge.manifest import GraphSpec, Manifest, load_model_folder, write_manifest
 from segedge.runtime.backends import open_backend
 
 

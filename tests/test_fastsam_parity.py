@@ -80,8 +80,6 @@ def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, r
 def test_postprocess_alone_matches_ultralytics(torch_model, reference, shared_images, retina):
     conf = 0.1  # low, for many overlapping detections
     """The NumPy post-processing on the PyTorch model's own tensors vs ultralytics' predictor code."""
-    from ultralytics.utils import ops
-
     reference_predict(reference, shared_images[0], 640, conf, IOU, retina=retina)  # builds reference.predictor
     predictor = reference.predictor
     predictor.set_prompts({})
@@ -213,3 +211,14 @@ def test_result_json_rle_decodes_to_masks(runtimes, shared_images, tmp_path):
         assert inst["area"] == int(mask.sum())
     overlay = cv2.imread(str(image_path))
     assert overlay.shape[:2] == result.image.shape[:2]
+
+
+def test_roi_window_equals_dense_slice(runtimes, shared_images):
+    masks = runtimes["onnxruntime"].everything(shared_images[-1], conf=0.1).roi_masks
+    dense = masks.dense()
+    h, w = masks.shape_hw
+    rng = np.random.default_rng(0)
+    for i in range(len(masks)):
+        y0, x0 = int(rng.integers(-20, h)), int(rng.integers(-20, w))
+        y1, x1 = y0 + int(rng.integers(0, h)), x0 + int(rng.integers(0, w))
+        np.testing.assert_array_equal(masks.window(i, y0, y1, x0, x1), dense[i, max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)])

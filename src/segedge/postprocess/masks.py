@@ -67,6 +67,18 @@ class RoiMasks:
         out[y0:y1, x0:x1] = self.crops[i]
         return out
 
+    def window(self, i: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Mask ``i`` inside rows ``[y0, y1)`` and columns ``[x0, x1)`` (clipped to the image), without
+        building the full ``(H, W)`` mask."""
+        h, w = self.shape_hw
+        y0, y1, x0, x1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
+        out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)), dtype=bool)
+        ry0, ry1, rx0, rx1 = (int(v) for v in self.rois[i])
+        a0, a1, b0, b1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
+        if a1 > a0 and b1 > b0:
+            out[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = self.crops[i][a0 - ry0 : a1 - ry0, b0 - rx0 : b1 - rx0]
+        return out
+
     def subset(self, index) -> RoiMasks:
         """Masks selected by a bool mask or integer indices, in that order."""
         idx = np.arange(len(self))[index]

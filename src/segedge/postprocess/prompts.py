@@ -83,9 +83,10 @@ def text_crops(image: np.ndarray, masks: RoiMasks, boxes: np.ndarray, min_area: 
         if areas[i] <= min_area:
             continue
         x1, y1, x2, y2 = (int(v) for v in box)
-        region = masks.mask(i)[y1:y2, x1:x2]
+        pixels = image[y1:y2, x1:x2]
+        region = masks.window(i, y1, y1 + pixels.shape[0], x1, x1 + pixels.shape[1])
         keep.append(i)
-        crops.append(image[y1:y2, x1:x2] * region[:, :, None].astype(np.uint8))
+        crops.append(pixels * region[:, :, None].astype(np.uint8))
     return keep, crops
 
 

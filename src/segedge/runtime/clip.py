@@ -9,14 +9,12 @@ image, ``CenterCrop(224)``, ``ToTensor``, ``Normalize``), reproduced bit-exactly
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
 from segedge.errors import ModelFolderError, SegedgeError
-from segedge.manifest import ModelFolder, open_model_folder
 from segedge.preprocess.pillow_resize import pil_resize
-from segedge.runtime.backends import open_backend
+from segedge.runtime.model_base import FolderModel
 from segedge.runtime.clip_tokenizer import ClipTokenizer
 
 EXPORT_HINT = "export one with `segedge export clip --checkpoint ViT-B-32.pt --out DIR`"
@@ -36,31 +34,25 @@ def clip_preprocess(image: np.ndarray, size: int, mean, std) -> np.ndarray:
     return (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
 
 
-class Clip:
-    """A CLIP model folder (``segedge export clip``) on one backend: normalised image and text embeddings."""
+class Clip(FolderModel):
+    """A CLIP model folder (``segedge export clip``) on one backend: normalised image and text
+    embeddings (options: :class:`FolderModel`)."""
 
-    def __init__(
-        self,
-        model_dir: str | os.PathLike | ModelFolder,
-        backend: str = "openvino",
-        *,
-        precision: str = "f32",
-        threads: int | None = None,
-        cache_dir: str | os.PathLike | None | bool = None,
-        verify: bool = True,
-    ):
+    FAMILY = "clip"
+    HINT = EXPORT_HINT
+
+    def _open_folder(self, model_dir, verify: bool):
         try:
-            self.folder = open_model_folder(model_dir, "clip", verify=verify, hint=EXPORT_HINT)
+            return super()._open_folder(model_dir, verify)
         except ModelFolderError as exc:
             raise ModelFolderError(f"CLIP model folder unusable: {exc}. Text prompts need a CLIP folder; {EXPORT_HINT}") from None
-        m = self.folder.manifest
-        vocab = self.folder.file(m.params["vocabulary"])
-        self.tokenizer = ClipTokenizer(vocab)
+
+    def _setup(self, m) -> None:
+        self.tokenizer = ClipTokenizer(self.folder.file(m.params["vocabulary"]))
         self.size = int(m.preprocess["size"][0])
         self.mean, self.std = tuple(m.preprocess["mean"]), tuple(m.preprocess["std"])
-        kwargs = dict(precision=precision, threads=threads, cache_dir=cache_dir)
-        self.image_encoder = open_backend(self.folder, "image_encoder", backend, **kwargs)
-        self.text_encoder = open_backend(self.folder, "text_encoder", backend, **kwargs)
+        self.image_encoder = self._compile("image_encoder")
+        self.text_encoder = self._compile("text_encoder")
         self.batch = int(self.image_encoder.inputs["images"][0])
         self._text_cache: dict[str, np.ndarray] = {}
 

@@ -14,11 +14,10 @@ import numpy as np
 
 from segedge.errors import PromptError
 from segedge.imageio import ImageSource, read_image
-from segedge.manifest import ModelFolder, open_model_folder
 from segedge.postprocess.prompts import select, select_by_similarity, text_crops
 from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
 from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
-from segedge.runtime.backends import open_backend
+from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points
 from segedge.runtime.result import Result
 
@@ -28,27 +27,16 @@ DETECTIONS = "detections"
 PROTOTYPES = "prototypes"
 
 
-class FastSam:
-    """A FastSAM / YOLO-seg model folder, compiled on one backend.
+class FastSam(FolderModel):
+    """A FastSAM / YOLO-seg model folder, compiled on one backend (options: :class:`FolderModel`).
 
-    ``backend``: ``"openvino"`` or ``"onnxruntime"``. ``precision``: ``"f32"`` (default, matches
-    PyTorch) or ``"bf16"`` (OpenVINO, faster on CPUs with AMX). ``threads``: inference threads
-    (default: the backend's choice). ``verify``: check every file's sha256 on load.
     Thresholds default to the values recorded in the folder (FastSAM's conf 0.4, iou 0.9).
     """
 
-    def __init__(
-        self,
-        model_dir: str | os.PathLike | ModelFolder,
-        backend: str = "openvino",
-        *,
-        precision: str = "f32",
-        threads: int | None = None,
-        cache_dir: str | os.PathLike | None | bool = None,
-        verify: bool = True,
-    ):
-        self.folder = open_model_folder(model_dir, "fastsam", verify=verify, hint="make one with `segedge export fastsam`")
-        m = self.folder.manifest
+    FAMILY = "fastsam"
+    HINT = "make one with `segedge export fastsam`"
+
+    def _setup(self, m) -> None:
         graph = self.folder.graph(GRAPH)
         self.input_hw = tuple(graph.input(INPUT).shape[2:])
         self.num_classes = int(m.params["num_classes"])
@@ -57,7 +45,7 @@ class FastSam:
         self.pad_value = int(m.preprocess.get("pad_value", 114))
         self.mean = tuple(m.preprocess.get("mean", (0.0, 0.0, 0.0)))
         self.std = tuple(m.preprocess.get("std", (255.0, 255.0, 255.0)))
-        self.backend = open_backend(self.folder, GRAPH, backend, precision=precision, threads=threads, cache_dir=cache_dir)
+        self.backend = self._compile(GRAPH)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
         """``HxWx3 uint8`` RGB -> ``(1, 3, S, S)`` float32 input and the letterbox geometry."""

@@ -68,13 +68,14 @@ class Result:
         """JSON-ready description: image size, and per instance box, score, class, area and RLE/polygons."""
         h, w = self.image.shape[:2]
         areas = self.roi_masks.areas()
+        labels = self.labels
         instances = []
         for i in range(len(self)):
             item = {
                 "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
                 "score": round(float(self.scores[i]), 5),
                 "class_id": int(self.class_ids[i]),
-                "label": self.labels[i],
+                "label": labels[i],
                 "area": int(areas[i]),
             }
             if rle:

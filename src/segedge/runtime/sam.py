@@ -21,39 +21,30 @@ import numpy as np
 from segedge.errors import PromptError, SegedgeError
 from segedge.fileio import atomic_write_bytes
 from segedge.imageio import ImageSource, read_image
-from segedge.manifest import ModelFolder, open_model_folder
 from segedge.postprocess.sam_masks import upscale_logits
 from segedge.preprocess.resize_longest import SamTransform, sam_preprocess
-from segedge.runtime.backends import open_backend
+from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points
 
 EMPTY = -2.0  # an unused decoder slot (masked out of attention)
 PAD = -1.0  # SAM's own "not a point" token, added when there is no box
 
 
-class Sam:
-    """A SAM / MobileSAM model folder compiled on one backend; use like ``SamPredictor``."""
+class Sam(FolderModel):
+    """A SAM / MobileSAM model folder compiled on one backend; use like ``SamPredictor``
+    (options: :class:`FolderModel`)."""
 
-    def __init__(
-        self,
-        model_dir: str | os.PathLike | ModelFolder,
-        backend: str = "openvino",
-        *,
-        precision: str = "f32",
-        threads: int | None = None,
-        cache_dir: str | os.PathLike | None | bool = None,
-        verify: bool = True,
-    ):
-        self.folder = open_model_folder(model_dir, "sam", verify=verify, hint="make one with `segedge export sam|mobile-sam`")
-        m = self.folder.manifest
+    FAMILY = "sam"
+    HINT = "make one with `segedge export sam|mobile-sam`"
+
+    def _setup(self, m) -> None:
         self.size = int(m.preprocess["size"][0])
         self.mean = tuple(m.preprocess["mean"])
         self.std = tuple(m.preprocess["std"])
         self.slots = int(m.params["prompt_slots"])
         self.mask_threshold = float(m.params.get("mask_threshold", 0.0))
-        kwargs = dict(precision=precision, threads=threads, cache_dir=cache_dir)
-        self.encoder = open_backend(self.folder, "encoder", backend, **kwargs)
-        self.decoder = open_backend(self.folder, "decoder", backend, **kwargs)
+        self.encoder = self._compile("encoder")
+        self.decoder = self._compile("decoder")
         self.timings: dict[str, float] = {}
         self.reset_image()
 

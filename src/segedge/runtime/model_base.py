@@ -1,0 +1,46 @@
+"""What every runtime model shares: open a checked model folder of one family and compile its
+graphs on the chosen backend with the chosen precision, threads and cache."""
+
+from __future__ import annotations
+
+import os
+
+from segedge.manifest import Manifest, ModelFolder, open_model_folder
+from segedge.runtime.backends import Backend, open_backend
+
+
+class FolderModel:
+    """Base of :class:`FastSam`, :class:`Sam` and :class:`Clip`.
+
+    ``backend``: ``"openvino"`` or ``"onnxruntime"``. ``precision``: ``"f32"`` (default, matches
+    PyTorch) or ``"bf16"`` (OpenVINO, faster on CPUs with AMX). ``threads``: inference threads
+    (default: the backend's choice). ``cache_dir``: OpenVINO's compiled-model cache (default
+    ``~/.cache/segedge/openvino``; ``False`` for none). ``verify``: check every file's sha256 on load.
+    Subclasses name their ``FAMILY`` and build themselves in :meth:`_setup`.
+    """
+
+    FAMILY = ""
+    HINT = ""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike | ModelFolder,
+        backend: str = "openvino",
+        *,
+        precision: str = "f32",
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None | bool = None,
+        verify: bool = True,
+    ):
+        self.folder = self._open_folder(model_dir, verify)
+        self._backend_options = dict(backend=backend, precision=precision, threads=threads, cache_dir=cache_dir)
+        self._setup(self.folder.manifest)
+
+    def _open_folder(self, model_dir, verify: bool) -> ModelFolder:
+        return open_model_folder(model_dir, self.FAMILY, verify=verify, hint=self.HINT)
+
+    def _compile(self, graph: str) -> Backend:
+        return open_backend(self.folder, graph, **self._backend_options)
+
+    def _setup(self, manifest: Manifest) -> None:
+        raise NotImplementedError
