@@ -197,7 +197,11 @@ def nearest_to_original(masks: RoiMasks, geo, boxes_orig: np.ndarray) -> RoiMask
     crops = []
     for i, box in enumerate(boxes_orig):
         y0, y1, x0, x1 = box_pixel_range(box, (h, w))
-        src = masks.mask(i) if (y1 > y0 and x1 > x0) else None
-        crops.append(src[np.ix_(rows[y0:y1], cols[x0:x1])] if src is not None else np.zeros((y1 - y0, x1 - x0), bool))
+        if y1 > y0 and x1 > x0:  # read only the letterbox window these pixels map to
+            r, c = rows[y0:y1], cols[x0:x1]
+            src = masks.window(i, int(r[0]), int(r[-1]) + 1, int(c[0]), int(c[-1]) + 1)
+            crops.append(src[np.ix_(r - r[0], c - c[0])])
+        else:
+            crops.append(np.zeros((y1 - y0, x1 - x0), bool))
         rois[i] = (y0, y1, x0, x1)
     return RoiMasks((h, w), rois, crops)

@@ -104,26 +104,33 @@ class FastSam(FolderModel):
         :class:`~segedge.runtime.clip.Clip`): for each text, the mask whose masked crop CLIP finds most
         similar. Several prompt kinds together keep the union.
         """
-        hw = result.image.shape[:2]
-        pts = lab = bxs = None
-        if points is not None:
-            pts, lab = check_points(points, point_labels, hw)
-        elif point_labels is not None:
-            raise PromptError("point_labels were given without points")
-        if boxes is not None:
-            bxs = check_boxes(boxes, hw)
-        if texts is not None and clip is None:
-            raise PromptError("text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)")
+        pts, lab, bxs = self.check_prompts(result.image.shape[:2], points, point_labels, boxes, texts, clip)
         t0 = time.perf_counter()
-        chosen = select(result.roi_masks, bxs, pts, lab) if (pts is not None or bxs is not None) else np.zeros(len(result), bool)
-        if texts is not None:
+        if texts is None:
+            chosen = select(result.roi_masks, bxs, pts, lab)  # all masks when no prompt is given
+        else:
+            spatial = pts is not None or bxs is not None
+            chosen = select(result.roi_masks, bxs, pts, lab) if spatial else np.zeros(len(result), bool)
             keep, similarity = self.text_similarity(result, texts, clip)
             chosen |= select_by_similarity(similarity, keep, len(result))
-        elif pts is None and bxs is None:
-            chosen[:] = True
         out = result.subset(chosen)
         out.timings["prompt"] = (time.perf_counter() - t0) * 1e3
         return out
+
+    @staticmethod
+    def check_prompts(image_hw, points=None, point_labels=None, boxes=None, texts=None, clip=None):
+        """``(points, labels, boxes)`` checked against an ``image_hw`` image (absent ones stay None);
+        raises :class:`PromptError` saying what is wrong."""
+        pts = lab = bxs = None
+        if points is not None:
+            pts, lab = check_points(points, point_labels, image_hw)
+        elif point_labels is not None:
+            raise PromptError("point_labels were given without points")
+        if boxes is not None:
+            bxs = check_boxes(boxes, image_hw)
+        if texts is not None and clip is None:
+            raise PromptError("text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)")
+        return pts, lab, bxs
 
     @staticmethod
     def text_similarity(result: Result, texts, clip) -> tuple[list[int], np.ndarray]:
@@ -153,7 +160,7 @@ class FastSam(FolderModel):
         agnostic: bool = True,
         classes: list[int] | None = None,
     ) -> Result:
-        """:meth:`everything`, then :meth:`prompt` when points or boxes are given.
+        """:meth:`everything`, then :meth:`prompt` when points, boxes or texts are given.
 
         Prompts are checked against the image before the network runs.
         """
@@ -161,13 +168,7 @@ class FastSam(FolderModel):
         t0 = time.perf_counter()
         rgb = read_image(image)
         prompted = points is not None or boxes is not None or point_labels is not None or texts is not None
-        if prompted:
-            if points is not None:
-                check_points(points, point_labels, rgb.shape[:2])
-            if boxes is not None:
-                check_boxes(boxes, rgb.shape[:2])
-            if texts is not None and clip is None:
-                raise PromptError("text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)")
+        self.check_prompts(rgb.shape[:2], points, point_labels, boxes, texts, clip)
         result = self._everything(rgb, source, t0, conf, iou, max_det, retina, agnostic, classes)
         if not prompted:
             return result

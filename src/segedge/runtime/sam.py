@@ -141,15 +141,25 @@ class Sam(FolderModel):
         every output gains a leading ``B`` axis.
         """
         self._need_image()
-        h, w = self.original_size
+        pts, lab, boxes, low = self.check_prompts(self.original_size, point_coords, point_labels, box, mask_input)
+        t0 = time.perf_counter()
+        results = [self._decode(pts, lab, b, low, multimask_output, return_logits) for b in (boxes if boxes is not None else [None])]
+        self.timings["decoder"] = (time.perf_counter() - t0) * 1e3 / len(results)
+        if len(results) == 1:
+            return results[0]
+        return tuple(np.stack(parts) for parts in zip(*results))  # type: ignore[return-value]
+
+    def check_prompts(self, image_hw, point_coords=None, point_labels=None, box=None, mask_input=None):
+        """``(points, labels, boxes, mask_input)`` checked against an ``image_hw`` image and this decoder's
+        prompt slots; raises :class:`PromptError` saying what is wrong. Absent prompts stay None."""
         pts = lab = None
         if point_coords is not None:
             if point_labels is None:
                 raise PromptError("point_labels must be given with point_coords (1 = object, 0 = background)")
-            pts, lab = check_points(point_coords, point_labels, (h, w))
+            pts, lab = check_points(point_coords, point_labels, image_hw)
         elif point_labels is not None:
             raise PromptError("point_labels were given without point_coords")
-        boxes = check_boxes(box, (h, w)) if box is not None else None
+        boxes = check_boxes(box, image_hw) if box is not None else None
         low = self._mask_input(mask_input)
         n_points = 0 if pts is None else len(pts)
         needed = n_points + (2 if boxes is not None else (1 if n_points else 0))
@@ -158,12 +168,7 @@ class Sam(FolderModel):
                 f"{n_points} points{' and a box' if boxes is not None else ''} need {needed} prompt slots, but this decoder "
                 f"has {self.slots}; use fewer points or re-export with --prompt-slots {needed}"
             )
-        t0 = time.perf_counter()
-        results = [self._decode(pts, lab, b, low, multimask_output, return_logits) for b in (boxes if boxes is not None else [None])]
-        self.timings["decoder"] = (time.perf_counter() - t0) * 1e3 / len(results)
-        if len(results) == 1:
-            return results[0]
-        return tuple(np.stack(parts) for parts in zip(*results))  # type: ignore[return-value]
+        return pts, lab, boxes, low
 
     def _mask_input(self, mask_input) -> np.ndarray | None:
         if mask_input is None:
@@ -216,10 +221,7 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
 
     source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
     rgb = read_image(image)
-    if points is not None:  # check prompts before the encoder runs
-        check_points(points, labels, rgb.shape[:2])
-    if boxes is not None:
-        check_boxes(boxes, rgb.shape[:2])
+    model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
     model.set_image(rgb)
     masks, scores, _ = model.predict(point_coords=points, point_labels=labels, box=boxes, multimask_output=multimask)
     masks = masks.reshape(-1, *masks.shape[-2:])
