@@ -93,6 +93,24 @@ def reference_masks(result, orig_hw) -> np.ndarray:
     return masks.to(torch.bool).numpy()
 
 
+def coco_ground_truth(coco_dir: Path) -> list[tuple[Path, np.ndarray]]:
+    """``(image path, (K, H, W) bool masks)`` for every image of a COCO folder (crowd annotations left out)."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(coco_dir / "instances.json"))
+    out = []
+    for img_id in coco.getImgIds():
+        info = coco.loadImgs(img_id)[0]
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)) if not a.get("iscrowd", 0)]
+        out.append((coco_dir / "images" / info["file_name"], np.stack([coco.annToMask(a).astype(bool) for a in anns])))
+    return out
+
+
+def best_match_ious(gt: np.ndarray, masks: np.ndarray) -> list[float]:
+    """For each ground-truth mask, the best IoU with any of ``masks`` (0 when there are none)."""
+    return [max([mask_iou(g, m) for m in masks], default=0.0) for g in gt]
+
+
 TINY_VIT = ("vit", 96, 2, 2, (1,))  # a reduced SAM ViT: embed 96, depth 2, 2 heads, block 1 global
 
 

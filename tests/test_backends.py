@@ -84,7 +84,7 @@ def test_bad_choices(tiny_folder):
     folder, _, _ = tiny_folder
     with pytest.raises(BackendError, match="unknown backend 'tensorrt'; choose one of openvino, onnxruntime"):
         open_backend(folder, "g", "tensorrt")
-    with pytest.raises(BackendError, match="ONNX Runtime runs these models in f32 only, not bf16"):
+    with pytest.raises(BackendError, match="ONNX Runtime runs these models in f32 or int8, not bf16"):
         open_backend(folder, "g", "onnxruntime", precision="bf16")
     with pytest.raises(BackendError, match="unknown precision 'int4'"):
         open_backend(folder, "g", "openvino", precision="int4")

@@ -39,7 +39,7 @@ def test_segment_one_image_to_file(real_folder_640, shared_images, tmp_path):
 
 def test_segment_folder_without_extension_and_progress(real_folder_640, shared_images, tmp_path):
     out = tmp_path / "results"  # no extension, does not exist yet: a folder
-    proc = run("segment", shared_images[0].parent, "--model", real_folder_640, "--out", out, check=True)
+    proc = run("segment", shared_images[0].parent, "--model", real_folder_640, "--out", out, "--precision", "f32", check=True)
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 2 * len(shared_images)
     assert "no objects found" in proc.stdout  # mobilesam_picture1 has no COCO object above conf 0.4
@@ -48,7 +48,7 @@ def test_segment_folder_without_extension_and_progress(real_folder_640, shared_i
 
 def test_segment_with_prompts(real_folder_640, shared_images, tmp_path):
     bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
-    proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path, "--point", "400,500", "--box", "40,390,250,910", check=True)
+    proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path, "--point", "400,500", "--box", "40,390,250,910", "--precision", "f32", check=True)
     data = json.loads((tmp_path / "ultralytics_bus_segedge.json").read_text())
     assert 1 <= data["count"] <= 2, proc.stdout
 

@@ -100,7 +100,7 @@ def test_preprocess_matches_clip_transform(reference_clip, hw):
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_embeddings_match_pytorch(clip_folder, reference_clip, backend):
-    clip = Clip(clip_folder, backend=backend)
+    clip = Clip(clip_folder, backend=backend, precision="f32")
     texts = ["the yellow dog", "a photo of a cat", "北京", ""]
     ref_text = reference_clip.encode_text(reference_clip.tokenize(texts)).numpy()
     text_err = np.abs(clip.encode_text(texts) - ref_text).max()
@@ -142,8 +142,8 @@ def test_text_prompt_matches_ultralytics(real_folder_640, real_checkpoint, clip_
         return recorded["similarity"]
 
     monkeypatch.setattr(predictor, "_clip_inference", record)
-    model = FastSam(real_folder_640, backend=backend)
-    clip = Clip(clip_folder, backend=backend)
+    model = FastSam(real_folder_640, backend=backend, precision="f32")
+    clip = Clip(clip_folder, backend=backend, precision="f32")
     texts = ["the yellow dog", "a person", "a bus"]
     compared = 0
     for path in shared_images:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from ultralytics.utils import nms as ul_nms
 
-from helpers import mask_iou, matched_iou, reference_masks, reference_predict, ultralytics_fastsam
+from helpers import best_match_ious, coco_ground_truth, mask_iou, matched_iou, reference_masks, reference_predict, ultralytics_fastsam
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
@@ -36,7 +36,7 @@ def reference(real_checkpoint):
 
 @pytest.fixture(scope="module")
 def runtimes(real_folder_640):
-    return {b: FastSam(real_folder_640, backend=b) for b in ("openvino", "onnxruntime")}
+    return {b: FastSam(real_folder_640, backend=b, precision="f32") for b in ("openvino", "onnxruntime")}
 
 
 def torch_outputs(model, tensor):
@@ -167,7 +167,7 @@ def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, share
     m = load_model_folder(seeded_folder_1024).manifest
     assert m.params["num_classes"] == 1 and m.classes == ["object"]
     assert m.graphs["model"].outputs[0].shape == (1, 37, 21504) and m.graphs["model"].outputs[1].shape == (1, 32, 256, 256)
-    model = FastSam(seeded_folder_1024, backend=backend)
+    model = FastSam(seeded_folder_1024, backend=backend, precision="f32")
     ref_model = ultralytics_fastsam(seeded_fastsam_s)
     means, counts = _agreement(model, ref_model, shared_images[:3], 1024, 0.3, IOU)
     print(backend, means, counts)
@@ -177,20 +177,12 @@ def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, share
 
 def test_coco_mini_quality_matches_ultralytics(runtimes, reference, coco_dir):
     """Best-match IoU of everything-mode masks vs COCO ground truth: segedge within 0.005 of ultralytics."""
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(coco_dir / "instances.json"))
     ours_scores, ref_scores = [], []
-    for img_id in coco.getImgIds():
-        info = coco.loadImgs(img_id)[0]
-        path = coco_dir / "images" / info["file_name"]
-        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id)) if not a.get("iscrowd", 0)]
-        gt = np.stack([coco.annToMask(a).astype(bool) for a in anns])
+    for path, gt in coco_ground_truth(coco_dir):
         ours = runtimes["openvino"].everything(path).masks
         ref = reference_masks(reference.predict(str(path), imgsz=640, conf=CONF, iou=IOU, retina_masks=True, device="cpu", verbose=False)[0], gt.shape[1:])
-        for g in gt:
-            ours_scores.append(max([mask_iou(g, m) for m in ours], default=0.0))
-            ref_scores.append(max([mask_iou(g, m) for m in ref], default=0.0))
+        ours_scores += best_match_ious(gt, ours)
+        ref_scores += best_match_ious(gt, ref)
     ours_mean, ref_mean = float(np.mean(ours_scores)), float(np.mean(ref_scores))
     print(f"coco-mini best-match IoU: segedge {ours_mean:.4f}, ultralytics {ref_mean:.4f} over {len(ours_scores)} objects")
     assert len(ours_scores) >= 20

@@ -1,4 +1,4 @@
-"""The ``segedge`` command: export | segment | info.
+"""The ``segedge`` command: export | quantize | segment | bench | info.
 
 Thin by design: it parses arguments and calls :mod:`segedge.export` and :mod:`segedge.runtime`.
 Errors that users can fix print one line (``error: ...``) and exit with status 2.
@@ -17,6 +17,7 @@ from segedge.errors import PromptError, SegedgeError
 from segedge.progress import Progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+PRECISION_CHOICES = ("auto", "f32", "bf16", "int8")  # segedge.runtime.precision.CHOICES, without importing the runtime
 
 UNPICKLE_WARNING = (
     "Loading an ultralytics .pt checkpoint unpickles Python objects, which can run arbitrary code: "
@@ -84,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     cl.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
+    qz = sub.add_parser("quantize", help="add a gated int8 precision to a model folder (needs the export extra)",
+                        description="Quantize every graph of a model folder to int8 (NNCF for OpenVINO, ONNX Runtime's static "
+                        "quantizer for ONNX Runtime), calibrated on your images, then measure int8 against the folder's f32 on "
+                        "held-out images (mask IoU per prompt type; CLIP: embedding cosine). An int8 below the gate is never "
+                        "written; OpenVINO first retries with accuracy-controlled quantization.")
+    qz.add_argument("model", help="model folder written by `segedge export`")
+    qz.add_argument("--calibration", nargs="+", required=True, metavar="IMAGE_OR_FOLDER",
+                    help="calibration images or folders; the last fifth (at least one image) is held out to measure agreement")
+    qz.add_argument("--subset", type=int, default=None, help="use at most N images to calibrate (default: all but the held-out ones)")
+    qz.add_argument("--min-iou", type=float, default=None, help="gate: the worst prompt type's mean mask IoU vs f32 (default 0.97)")
+    qz.add_argument("--min-cosine", type=float, default=None, help="gate for CLIP folders: mean embedding cosine vs f32 (default 0.98)")
+    qz.add_argument("--backend", choices=("openvino", "onnxruntime"), action="append", dest="backends",
+                    help="quantize for this backend only (repeatable; default: both)")
+    qz.add_argument("--no-accuracy-control", action="store_true", help="do not retry with accuracy-controlled quantization below the gate")
+
     seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
     seg.add_argument("images", nargs="+", help="image files or folders of images")
     seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
@@ -94,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--clip", metavar="CLIP_DIR", help="CLIP model folder from `segedge export clip`, for --text")
     seg.add_argument("--everything", action="store_true", help="keep every mask (the default when no prompt is given)")
     seg.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="default: openvino if installed, else onnxruntime")
-    seg.add_argument("--precision", choices=("f32", "bf16"), default="f32", help="f32 matches PyTorch; bf16 is faster on CPUs with AMX (OpenVINO)")
+    seg.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                     help="auto (default): the folder's gated int8, else bf16 where the CPU runs it natively (AMX, AVX512_BF16), "
+                     "else f32; f32 matches PyTorch; `segedge info` shows what auto picks here")
     seg.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     seg.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model folder's)")
     seg.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model folder's)")
@@ -135,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             return _segment(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "quantize":
+            return _quantize(args)
         if args.command == "bench":
             return _bench(args)
     except SegedgeError as exc:
@@ -168,6 +188,30 @@ def _export(args) -> int:
         out = export_sam(checkpoint, args.out, variant=getattr(args, "variant", None), expect=args.family,
                          prompt_slots=args.prompt_slots, simplify=not args.no_simplify, overwrite=args.overwrite)
     print(f"exported {checkpoint} -> {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _quantize(args) -> int:
+    try:
+        import nncf  # noqa: F401
+        from segedge.export.quantize import DEFAULT_MIN_COSINE, DEFAULT_MIN_IOU, quantize_folder
+    except ImportError as exc:
+        raise SegedgeError(f"quantize needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'") from None
+    images = _expand_images(args.calibration)
+    t0 = time.perf_counter()
+    section = quantize_folder(
+        args.model, images, subset=args.subset,
+        min_iou=DEFAULT_MIN_IOU if args.min_iou is None else args.min_iou,
+        min_cosine=DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine,
+        backends=tuple(dict.fromkeys(args.backends)) if args.backends else ("openvino", "onnxruntime"),
+        accuracy_control=not args.no_accuracy_control, log=lambda line: print(line, file=sys.stderr),
+    )
+    for backend, measured in section["agreement"].items():
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k != "gate")
+        print(f"int8 for {backend}: {scores} (gate {section['gate']['min']}, worst {measured['gate']:.4f})")
+    for backend, measured in section["rejected"].items():
+        print(f"int8 for {backend}: not written, {measured['gate']:.4f} < {section['gate']['min']}")
+    print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s; `--precision auto` now picks it")
     return 0
 
 
@@ -279,7 +323,7 @@ def _segment(args) -> int:
         if not args.quiet:
             msg = "no objects found" if len(result) == 0 else f"{len(result)} masks"
             stages = ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
-            progress.write(f"{path}: {msg} -> {image_path} | {stages} ({backend} {args.precision})")
+            progress.write(f"{path}: {msg} -> {image_path} | {stages} ({backend} {model.precision})")
         progress.step()
     progress.close()
     if failures:
@@ -326,18 +370,26 @@ def _info(args) -> int:
     from segedge.manifest import load_model_folder
     from segedge.runtime.backends import installed_backends
 
+    from segedge.runtime.cpu import cpu_capabilities
+    from segedge.runtime.precision import auto_choices
+
     backends = installed_backends()
+    cpu = cpu_capabilities()
     folder = load_model_folder(args.model, verify=not args.no_verify) if args.model else None
+    auto = auto_choices(folder.manifest, [b for b, v in backends.items() if v], cpu) if folder is not None else {}
     if args.json:
-        data = {"segedge": __version__, "python": sys.version.split()[0], "backends": backends}
+        data = {"segedge": __version__, "python": sys.version.split()[0], "backends": backends, "cpu": cpu.to_dict()}
         if folder is not None:
             data["model_folder"] = str(folder.path)
+            data["auto_precision"] = auto
             data["manifest"] = folder.manifest.to_dict()
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     print(f"segedge {__version__} (python {sys.version.split()[0]})")
     for name, version in backends.items():
         print(f"  backend {name}: {version or 'not installed'}")
+    print(f"  cpu: {cpu.model}: {cpu.kind()}")
+    print(f"  cpu flags ({cpu.source}): {cpu.flag_summary()}")
     if folder is None:
         return 0
     from segedge.manifest import MANIFEST_NAME
@@ -358,6 +410,22 @@ def _info(args) -> int:
         print(f"  classes: {shown}")
     if m.params:
         print("  params: " + ", ".join(f"{k}={v}" for k, v in m.params.items()))
+    int8 = m.quantized.get("int8")
+    if int8:
+        calib = int8["calibration"]
+        print(f"  int8 ({int8['created']}): calibrated on {calib['count']} image(s), gated on {len(calib['held_out'])} held out; "
+              f"gate {int8['gate']['metric']} >= {int8['gate']['min']} (worst prompt type)")
+        for backend, measured in int8["agreement"].items():
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k != "gate")
+            files = ", ".join(f"{g}: {f[backend]}" for g, f in int8["graphs"].items() if backend in f)
+            print(f"    {backend}: agreement with f32 {scores}; {files}")
+        for backend, measured in int8.get("rejected", {}).items():
+            print(f"    {backend}: no int8 (missed the gate: {measured['gate']:.4f})")
+        print("    tools: " + ", ".join(f"{k} {v}" for k, v in int8["tools"].items()))
+    else:
+        print("  int8: none (add one with `segedge quantize MODEL_DIR --calibration IMAGES...`)")
+    if auto:
+        print("  --precision auto picks: " + ", ".join(f"{b} {p}" for b, p in auto.items()))
     print(f"  files (listed in {MANIFEST_NAME}):")
     for name, meta in m.files.items():
         print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")

@@ -80,7 +80,10 @@ class Manifest:
 
     ``preprocess`` holds sizes in pixels and ``mean``/``std`` in 0-255 pixel units for RGB order;
     ``params`` holds family-specific settings (e.g. FastSAM's default thresholds);
-    ``files`` maps each file name (relative to the folder) to ``{"sha256": hex, "bytes": int}``.
+    ``files`` maps each file name (relative to the folder) to ``{"sha256": hex, "bytes": int}``;
+    ``quantized`` holds the gated reduced-precision graphs that ``segedge quantize`` added:
+    ``{"int8": {"graphs": {graph: {backend: file}}, "agreement": ..., "calibration": ..., ...}}``
+    (same named I/O as the f32 graph; a backend is listed only where its int8 passed the gate).
     """
 
     family: str
@@ -92,6 +95,7 @@ class Manifest:
     classes: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    quantized: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -137,12 +141,24 @@ class Manifest:
                 classes=list(data.get("classes", [])),
                 params=dict(data.get("params", {})),
                 files=dict(data["files"]),
+                quantized=dict(data.get("quantized") or {}),
                 created=str(data.get("created", "")),
                 format=FORMAT_NAME,
                 format_version=version,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFolderError(f"{where} is incomplete or malformed ({exc!r}); re-export the model") from exc
+
+
+    def int8_file(self, graph: str, backend: str) -> str | None:
+        """The int8 file of ``graph`` for ``backend`` (``.xml`` for OpenVINO, ``.onnx`` for ONNX
+        Runtime), or None when the folder has no gated int8 of it."""
+        return self.quantized.get("int8", {}).get("graphs", {}).get(graph, {}).get(backend)
+
+    def int8_backends(self) -> list[str]:
+        """Backends with a gated int8 of at least one graph."""
+        graphs = self.quantized.get("int8", {}).get("graphs", {})
+        return sorted({b for files in graphs.values() for b in files})
 
 
 def _segedge_version() -> str:
@@ -205,6 +221,15 @@ def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: s
                 raise ModelFolderError(
                     f"{manifest_path}: graph {graph_name!r} needs {needed}, which the manifest does not list; re-export"
                 )
+    for graph_name, files in manifest.quantized.get("int8", {}).get("graphs", {}).items():
+        for backend, name in files.items():
+            needed = [name] + ([str(Path(name).with_suffix(".bin"))] if backend == "openvino" else [])
+            for item in needed:
+                if item not in manifest.files:
+                    raise ModelFolderError(
+                        f"{manifest_path}: the int8 {graph_name!r} graph for {backend} needs {item}, which the manifest "
+                        "does not list; run `segedge quantize` again"
+                    )
     for name, info in manifest.files.items():
         file_path = folder / name
         if not file_path.is_file():
@@ -246,5 +271,10 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
         if rel == MANIFEST_NAME or rel.startswith("."):
             continue
         files[rel] = {"sha256": sha256_file(file_path), "bytes": file_path.stat().st_size}
-    manifest.files = files
-    return atomic_write_text(folder / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return write_manifest_files(folder, manifest, files)
+
+
+def write_manifest_files(folder: str | os.PathLike, manifest: Manifest, files: dict[str, dict[str, Any]]) -> Path:
+    """Write ``segedge.json`` atomically with ``files`` (name -> sha256 and bytes) as its file list."""
+    manifest.files = dict(sorted(files.items()))
+    return atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")

@@ -90,6 +90,7 @@ def measure(spec: dict) -> dict:
         "peak_rss_mb": peak_rss_mb(),
         "masks": masks_path,
         "threads": _threads(model, spec["backend"]),
+        "precision": model.precision,
         "torch_imported": "torch" in sys.modules,
     }
 

@@ -26,9 +26,12 @@ def markdown(report: dict) -> str:
         f"({', '.join(report['images'])}); {report['runs']} timed runs after {report['warmup']} warm-up; stage times in ms, "
         "median (p90 / min for end to end).",
         "",
-        f"CPU: {s['cpu']}, {s['cores']} cores; Python {s['python']}; {versions}. Threads: {threads}.",
+        f"CPU: {s['cpu']}, {s['cores']} cores, {s.get('cpu_kind', '?')}; flags: {s.get('cpu_flags', '?')}. "
+        f"Python {s['python']}; {versions}. Threads: {threads}.",
         "",
     ]
+    for note in report.get("notes", []):
+        lines += [f"Note: {note}.", ""]
     middle = ["encoder", "decoder per prompt"] if sam else ["model", "postprocess"]
     keys = ["encoder", "decoder_per_prompt"] if sam else ["model", "postprocess"]
     lines.append("| runtime | precision | preprocess | " + " | ".join(middle) + " | end to end (p90 / min) | speed-up vs PyTorch | mask IoU vs PyTorch | cold start: compile / cached | peak RSS MB |")

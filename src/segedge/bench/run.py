@@ -21,7 +21,26 @@ from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.progress import Progress
 
-CONFIGS = (("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16"))
+def bench_configs(manifest, cpu=None) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(rows, notes)``: the (backend, precision) rows worth measuring for this folder on this CPU,
+    and a note for each row left out and why (bf16 where the CPU would emulate it, int8 without one)."""
+    from segedge.runtime.cpu import cpu_capabilities
+
+    cpu = cpu or cpu_capabilities()
+    int8 = manifest.int8_backends()
+    rows, notes = [("onnxruntime", "f32")], []
+    if "onnxruntime" in int8:
+        rows.append(("onnxruntime", "int8"))
+    rows.append(("openvino", "f32"))
+    if cpu.native_bf16 is False:
+        notes.append("OpenVINO bf16 not measured: this CPU has no native bf16 (no AMX, no AVX512_BF16), OpenVINO would emulate it")
+    else:
+        rows.append(("openvino", "bf16"))
+    if "openvino" in int8:
+        rows.append(("openvino", "int8"))
+    if not int8:
+        notes.append("no int8 rows: the folder has no int8 (add one with `segedge quantize`)")
+    return rows, notes
 
 
 def system_info() -> dict:
@@ -39,15 +58,22 @@ def system_info() -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions}
+    from segedge.runtime.cpu import cpu_capabilities
+
+    caps = cpu_capabilities()
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
+            "cpu_kind": caps.kind(), "cpu_flags": caps.flag_summary()}
 
 
-def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1, threads: int | None = None, configs=CONFIGS, progress: bool = True) -> dict:
+def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1, threads: int | None = None, configs=None, progress: bool = True) -> dict:
     """Measure PyTorch and every segedge configuration on ``images``; see the module docstring."""
     import torch
 
     folder = load_model_folder(model_dir)
     manifest = folder.manifest
+    notes: list[str] = []
+    if configs is None:
+        configs, notes = bench_configs(manifest)
     if manifest.family not in ("fastsam", "sam"):
         raise SegedgeError(f"bench measures fastsam and sam folders; {model_dir} is {manifest.family}")
     checkpoint = Path(checkpoint)
@@ -94,7 +120,7 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
                 agreement = float(np.mean([mask_iou(a, b) for k in ref_masks for a, b in zip(ours[k].reshape(-1, *ours[k].shape[-2:]), ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:]))]))
             e2e = summarize(data["end_to_end"])
             rows.append({
-                "runtime": backend, "precision": precision,
+                "runtime": backend, "precision": data["precision"],
                 "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
                 "end_to_end_ms": e2e["median"], "speedup_vs_pytorch": round(rows[0]["end_to_end_ms"] / e2e["median"], 3),
                 "iou_vs_reference": round(agreement, 5),
@@ -106,5 +132,5 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
     return {
         "model": str(folder.path), "family": manifest.family, "variant": manifest.variant, "checkpoint": checkpoint.name,
         "images": [Path(p).name for p in paths], "image_sizes": [list(a.shape[:2]) for a in arrays], "runs": runs, "warmup": warmup,
-        "system": system_info(), "records": rows,
+        "system": system_info(), "records": rows, "notes": notes,
     }

@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 
 from segedge.manifest import Manifest, ModelFolder, open_model_folder
-from segedge.runtime.backends import Backend, open_backend
+from segedge.runtime.backends import BACKENDS, Backend, open_backend
+from segedge.runtime.precision import resolve_precision
 
 
 class FolderModel:
     """Base of :class:`FastSam`, :class:`Sam` and :class:`Clip`.
 
-    ``backend``: ``"openvino"`` or ``"onnxruntime"``. ``precision``: ``"f32"`` (default, matches
-    PyTorch) or ``"bf16"`` (OpenVINO, faster on CPUs with AMX). ``threads``: inference threads
+    ``backend``: ``"openvino"`` or ``"onnxruntime"``. ``precision``: ``"auto"`` (default: the
+    folder's gated int8, else bf16 where the CPU runs it natively, else f32; see
+    :mod:`segedge.runtime.precision`), ``"f32"`` (matches PyTorch), ``"bf16"`` (OpenVINO on CPUs with
+    AMX or AVX512_BF16) or ``"int8"`` (after ``segedge quantize``). ``self.precision`` is what
+    runs. ``threads``: inference threads
     (default: the backend's choice). ``cache_dir``: OpenVINO's compiled-model cache (default
     ``~/.cache/segedge/openvino``; ``False`` for none). ``verify``: check every file's sha256 on load.
     Subclasses name their ``FAMILY`` and build themselves in :meth:`_setup`.
@@ -27,13 +31,15 @@ class FolderModel:
         model_dir: str | os.PathLike | ModelFolder,
         backend: str = "openvino",
         *,
-        precision: str = "f32",
+        precision: str = "auto",
         threads: int | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
         verify: bool = True,
     ):
         self.folder = self._open_folder(model_dir, verify)
-        self._backend_options = dict(backend=backend, precision=precision, threads=threads, cache_dir=cache_dir)
+        self.backend_name = backend
+        self.precision = resolve_precision(precision, self.folder.manifest, backend) if backend in BACKENDS else precision
+        self._backend_options = dict(backend=backend, precision=self.precision, threads=threads, cache_dir=cache_dir)
         self._setup(self.folder.manifest)
 
     def _open_folder(self, model_dir, verify: bool) -> ModelFolder:

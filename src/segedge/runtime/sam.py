@@ -182,7 +182,9 @@ class Sam(FolderModel):
             raise PromptError("mask_input contains NaN or infinity")
         return arr
 
-    def _decode(self, pts, lab, box, low, multimask_output, return_logits):
+    def decoder_inputs(self, pts, lab, box, low) -> dict[str, np.ndarray]:
+        """The decoder's named inputs for checked prompts (original pixels) on the current image:
+        coordinates mapped to the 1024 frame, unused slots marked empty, SAM's pad token when there is no box."""
         coords = np.zeros((1, self.slots, 2), dtype=np.float32)
         labels = np.full((1, self.slots), EMPTY, dtype=np.float32)
         n = 0
@@ -195,13 +197,16 @@ class Sam(FolderModel):
             labels[0, n : n + 2] = (2, 3)
         elif n:
             labels[0, n] = PAD  # segment-anything appends a padding point when there is no box
-        out = self.decoder.run({
+        return {
             "image_embeddings": self.features,
             "point_coords": coords,
             "point_labels": labels,
             "mask_input": low[None] if low is not None else np.zeros((1, 1, 256, 256), np.float32),
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
-        })
+        }
+
+    def _decode(self, pts, lab, box, low, multimask_output, return_logits):
+        out = self.decoder.run(self.decoder_inputs(pts, lab, box, low))
         pick = slice(1, None) if multimask_output else slice(0, 1)
         low_res = out["low_res_masks"][0, pick]
         scores = out["iou_predictions"][0, pick]

@@ -1,0 +1,125 @@
+"""Agreement of a candidate model (e.g. int8) with a reference model of the same folder (f32),
+measured through the whole runtime pipeline, per prompt type. Pure runtime code: no torch.
+
+- FastSAM: ``everything`` (symmetric matched mask IoU), ``points`` (a point inside each of the
+  reference's largest masks, selected with FastSAM's rule on each model's own masks), ``boxes``
+  (each reference mask's box, best-IoU selection).
+- SAM / MobileSAM: ``points`` (one click, SAM's three candidates compared index by index),
+  ``boxes`` (a box around the reference's mask of that click, single mask), ``points+box``.
+- CLIP: ``embedding_cosine`` between the two image embeddings of the same crops.
+
+Every number is a mean over prompts/images; 1.0 means identical masks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segedge.bench.metrics import mask_iou, matched_iou
+
+MASK_TYPES = {"fastsam": ("everything", "points", "boxes"), "sam": ("points", "boxes", "points+box"), "clip": ("embedding_cosine",)}
+
+
+def _interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """A pixel inside ``mask`` (H, W) bool: the one nearest its centre of mass. xy original pixels."""
+    ys, xs = np.nonzero(mask)
+    cy, cx = ys.mean(), xs.mean()
+    i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return float(xs[i]), float(ys[i])
+
+
+def fastsam_agreement(reference, candidate, images, per_image: int = 5) -> dict[str, float]:
+    """Mean IoU per prompt type of ``candidate`` vs ``reference`` (two :class:`FastSam`) on ``images``."""
+    scores: dict[str, list[float]] = {k: [] for k in MASK_TYPES["fastsam"]}
+    for image in images:
+        ref, cand = reference.everything(image), candidate.everything(image)
+        ref_masks = ref.masks
+        scores["everything"].append(matched_iou(cand.masks, ref_masks))
+        order = np.argsort(-ref_masks.reshape(len(ref_masks), -1).sum(1))[:per_image] if len(ref_masks) else []
+        for i in order:
+            point = [_interior_point(ref_masks[i])]
+            a = reference.prompt(ref, points=point, point_labels=[1]).masks.any(0)
+            b = candidate.prompt(cand, points=point, point_labels=[1]).masks
+            scores["points"].append(mask_iou(b.any(0) if len(b) else np.zeros_like(a), a))
+            box = [ref.boxes[i].tolist()]
+            a = reference.prompt(ref, boxes=box).masks
+            b = candidate.prompt(cand, boxes=box).masks
+            scores["boxes"].append(mask_iou(b.any(0) if len(b) else np.zeros(ref_masks.shape[1:], bool), a.any(0)))
+    return _means(scores)
+
+
+def sam_prompts(reference, rng: np.random.Generator, count: int) -> list[dict]:
+    """``count`` prompt sets (original pixels) for the image set on ``reference`` (a :class:`Sam`):
+    random clicks in the central 90%, a box around the reference's mask of each click (jittered by up
+    to 5% of its size; a random box when that mask is empty), and click + box. Returned as
+    ``{"type", "point_coords", "point_labels", "box"}`` dicts (absent prompts are None)."""
+    h, w = reference.original_size
+    prompts = []
+    for _ in range(count):
+        point = np.array([[rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h]])
+        masks, scores, _ = reference.predict(point_coords=point, point_labels=[1], multimask_output=True)
+        mask = masks[int(np.argmax(scores))]
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        else:
+            x0, y0 = rng.uniform(0, 0.5) * w, rng.uniform(0, 0.5) * h
+            x1, y1 = x0 + rng.uniform(0.2, 0.5) * w, y0 + rng.uniform(0.2, 0.5) * h
+        jitter = rng.uniform(-0.05, 0.05, 4) * np.array([x1 - x0, y1 - y0, x1 - x0, y1 - y0])
+        box = np.clip(np.array([x0, y0, x1, y1], np.float64) + jitter, 0, [w - 1, h - 1, w - 1, h - 1])
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            box = np.array([0, 0, w - 1, h - 1], np.float64)
+        prompts.append({"type": "points", "point_coords": point, "point_labels": [1], "box": None})
+        prompts.append({"type": "boxes", "point_coords": None, "point_labels": None, "box": box})
+        prompts.append({"type": "points+box", "point_coords": point, "point_labels": [1], "box": box})
+    return prompts
+
+
+def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 0) -> dict[str, float]:
+    """Mean mask IoU per prompt type of ``candidate`` vs ``reference`` (two :class:`Sam`); prompts are
+    sampled with :func:`sam_prompts` on the reference (the same ones for both)."""
+    rng = np.random.default_rng(seed)
+    scores: dict[str, list[float]] = {k: [] for k in MASK_TYPES["sam"]}
+    for image in images:
+        reference.set_image(image)
+        candidate.set_image(image)
+        for p in sam_prompts(reference, rng, per_image):
+            multimask = p["type"] == "points"
+            args = dict(point_coords=p["point_coords"], point_labels=p["point_labels"], box=p["box"], multimask_output=multimask)
+            a = reference.predict(**args)[0]
+            b = candidate.predict(**args)[0]
+            scores[p["type"]].extend(mask_iou(x, y) for x, y in zip(b, a))
+    return _means(scores)
+
+
+def clip_crops(image: np.ndarray, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+    """``count`` crops of an ``HxWx3`` image at random positions and scales (25-100% of each side),
+    like the masked object crops that text prompts encode."""
+    h, w = image.shape[:2]
+    crops = []
+    for _ in range(count):
+        ch, cw = max(8, int(h * rng.uniform(0.25, 1.0))), max(8, int(w * rng.uniform(0.25, 1.0)))
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crops.append(np.ascontiguousarray(image[y : y + ch, x : x + cw]))
+    return crops
+
+
+def clip_agreement(reference, candidate, images, per_image: int = 8, seed: int = 0) -> dict[str, float]:
+    """Mean cosine similarity of the two models' image embeddings of the same crops."""
+    rng = np.random.default_rng(seed)
+    crops = [c for image in images for c in clip_crops(image, rng, per_image)]
+    a, b = reference.encode_images(crops), candidate.encode_images(crops)
+    return {"embedding_cosine": round(float(np.mean(np.sum(a * b, axis=1))), 5)}
+
+
+def agreement(family: str, reference, candidate, images) -> dict[str, float]:
+    """Per-prompt-type agreement for a model ``family``; see the module docstring."""
+    if family == "fastsam":
+        return fastsam_agreement(reference, candidate, images)
+    if family == "sam":
+        return sam_agreement(reference, candidate, images)
+    return clip_agreement(reference, candidate, images)
+
+
+def _means(scores: dict[str, list[float]]) -> dict[str, float]:
+    return {k: round(float(np.mean(v)), 5) for k, v in scores.items() if v}

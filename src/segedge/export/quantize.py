@@ -1,0 +1,336 @@
+"""``segedge quantize``: add a gated ``int8`` precision to an existing model folder.
+
+For each backend (OpenVINO: NNCF post-training quantization of the IR; ONNX Runtime: its own static
+QDQ quantizer on the ONNX graph) every graph of the family is quantized with its recipe
+(:mod:`segedge.export.quantize_recipes`), calibrated on the given images. Then the int8 pipeline is
+compared with the folder's f32 pipeline, through the same runtime classes users call, on images
+**held out** from calibration: mask IoU per prompt type (:mod:`segedge.bench.agreement`).
+
+- Below the gate (``min_iou``; CLIP: ``min_cosine``) OpenVINO retries with NNCF's accuracy-controlled
+  quantization, whose metric is the same agreement on the held-out images (on the calibration
+  images PTQ already looks good, so accuracy control would stop at once: measured); the gate then
+  decides again, and the manifest records that the method was accuracy control.
+- A backend whose int8 misses the gate is not written. If none passes, nothing is written and the
+  error says by how much it missed.
+- Files are built in a hidden staging folder and moved in under new names; the manifest switches
+  atomically, then the previous int8 files (if any) are removed. An interrupted run leaves the
+  folder as it was (at worst an unlisted staging folder, removed by the next run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import secrets
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from segedge.bench.agreement import agreement, clip_crops, sam_prompts
+from segedge.errors import SegedgeError
+from segedge.export.common import tool_versions
+from segedge.export.quantize_recipes import Recipe, recipes
+from segedge.fileio import sha256_file
+from segedge.imageio import read_image
+from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
+from segedge.runtime.backends import BACKENDS
+
+DEFAULT_MIN_IOU = 0.97
+DEFAULT_MIN_COSINE = 0.98
+SAM_PROMPTS_PER_IMAGE = 6  # prompt sets per calibration image for the decoder (x3 kinds, + refinements)
+
+
+def model_class(family: str):
+    """The runtime class of a family."""
+    if family == "fastsam":
+        from segedge.runtime.fastsam import FastSam
+
+        return FastSam
+    if family == "sam":
+        from segedge.runtime.sam import Sam
+
+        return Sam
+    from segedge.runtime.clip import Clip
+
+    return Clip
+
+
+def split_images(paths: list[Path], subset: int | None = None) -> tuple[list[Path], list[Path]]:
+    """``(calibration, held_out)``: the last fifth (at least one image) is held out to measure
+    agreement; ``subset`` caps how many of the rest calibrate."""
+    if len(paths) < 2:
+        raise SegedgeError(
+            f"quantize needs at least 2 calibration images (got {len(paths)}): most calibrate, at least one is held "
+            "out to measure int8 against f32; pass more images or a folder (10-300 typical photos of your use case)"
+        )
+    held = max(1, len(paths) // 5)
+    calib = paths[:-held]
+    if subset is not None:
+        if subset < 1:
+            raise SegedgeError(f"--subset must be at least 1, got {subset}")
+        calib = calib[:subset]
+    return calib, paths[-held:]
+
+
+def calibration_inputs(family: str, reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """Input dicts for every graph to quantize, from ``images`` (``HxWx3`` RGB) through the f32
+    ``reference`` model (the decoder needs the encoder's embeddings and prompts on them)."""
+    if family == "fastsam":
+        return {"model": [{"images": reference.preprocess(im)[0]} for im in images]}
+    if family == "clip":
+        rng = np.random.default_rng(seed)
+        from segedge.runtime.clip import clip_preprocess
+
+        crops = [clip_preprocess(c, reference.size, reference.mean, reference.std) for im in images for c in clip_crops(im, rng, reference.batch)]
+        batches = [np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)]
+        return {"image_encoder": [{"images": b} for b in batches]}
+    from segedge.preprocess.resize_longest import sam_preprocess
+
+    rng = np.random.default_rng(seed)
+    encoder, decoder = [], []
+    for im in images:
+        encoder.append({"image": sam_preprocess(im, reference.size, reference.mean, reference.std)[0]})
+        reference.set_image(im)
+        for p in sam_prompts(reference, rng, SAM_PROMPTS_PER_IMAGE):
+            pts, lab, boxes, _ = reference.check_prompts(reference.original_size, p["point_coords"], p["point_labels"], p["box"])
+            box = None if boxes is None else boxes[0]
+            decoder.append(reference.decoder_inputs(pts, lab, box, None))
+            if p["type"] == "points":  # a refinement step: the click again, with the previous low-res logits
+                low = reference.predict(point_coords=pts, point_labels=lab, multimask_output=False)[2]
+                decoder.append(reference.decoder_inputs(pts, lab, None, low))
+    return {"encoder": encoder, "decoder": decoder}
+
+
+# -- the two quantizers ---------------------------------------------------------------------------
+def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml: Path, validation=None) -> str:
+    """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control). Returns the method."""
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    model = ov.Core().read_model(str(xml_path))
+    dataset = nncf.Dataset(data)
+    kwargs = dict(
+        preset=nncf.QuantizationPreset.MIXED,
+        model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
+        subset_size=len(data),
+        fast_bias_correction=recipe.fast_bias_correction,
+        ignored_scope=nncf.IgnoredScope(names=list(recipe.float_nodes), validate=False) if recipe.float_nodes else None,
+    )
+    if validation is None:
+        quantized, method = nncf.quantize(model, dataset, **kwargs), "ptq"
+    else:
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+        val_data, val_fn, max_drop = validation
+        quantized = nncf.quantize_with_accuracy_control(
+            model, dataset, nncf.Dataset(val_data), val_fn, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=8, num_ranking_workers=1),
+            **kwargs,
+        )
+        method = "accuracy_control"
+    ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
+    return method
+
+
+def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_onnx: Path) -> str:
+    """ONNX Runtime's static QDQ quantization (U8S8, per-channel weights, MinMax) of an ONNX graph.
+
+    Transformer graphs quantize only the operations that carry weights (Conv, Gemm, MatMul with a
+    constant right-hand side): ORT's default also quantized LayerNorm parameters and the
+    activation-by-activation attention products, which measured 0.53 mask IoU on MobileSAM."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._items = iter(data)
+
+        def get_next(self):
+            return next(self._items, None)
+
+    prepared = out_onnx.with_name(out_onnx.stem + ".pre.onnx")
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(out_onnx), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        nodes_to_exclude=list(recipe.float_nodes),
+        **({"op_types_to_quantize": ["Conv", "ConvTranspose", "Gemm", "MatMul"], "extra_options": {"MatMulConstBOnly": True}}
+           if recipe.transformer else {}),
+    )
+    prepared.unlink(missing_ok=True)
+    for leftover in out_onnx.parent.glob("*augmented_model*.onnx"):  # the quantizer's temporary files
+        leftover.unlink(missing_ok=True)
+    return "ptq"
+
+
+# -- the gate -------------------------------------------------------------------------------------
+def gate_score(family: str, measured: dict[str, float]) -> float:
+    """The number the gate compares: the worst prompt type's mean agreement."""
+    return min(measured.values()) if measured else 0.0
+
+
+def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
+    """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
+    the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
+    manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}})
+    return ModelFolder(folder.path, manifest)
+
+
+def _swap_openvino(model, graph: str, compiled) -> None:
+    """Point a runtime model's OpenVINO graph at another compiled model (for accuracy control)."""
+    backend = _graph_backends(model)[graph]
+    backend._compiled = compiled
+    backend._request = compiled.create_infer_request()
+    backend._out_ports = {name: compiled.output(name) for name in backend.outputs}
+
+
+def _graph_backends(model) -> dict:
+    if hasattr(model, "decoder"):
+        return {"encoder": model.encoder, "decoder": model.decoder}
+    if hasattr(model, "image_encoder"):
+        return {"image_encoder": model.image_encoder, "text_encoder": model.text_encoder}
+    return {"model": model.backend}
+
+
+def quantize_folder(
+    model_dir: str | os.PathLike,
+    calibration: list[Path],
+    *,
+    subset: int | None = None,
+    min_iou: float = DEFAULT_MIN_IOU,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+    backends: tuple[str, ...] = BACKENDS,
+    accuracy_control: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
+
+    ``calibration``: image paths (see :func:`split_images`). Returns the manifest's new ``int8``
+    section; raises :class:`SegedgeError` (writing nothing) when no backend passes the gate.
+    """
+    import onnx
+
+    for b in backends:
+        if b not in BACKENDS:
+            raise SegedgeError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    folder = load_model_folder(model_dir)
+    family = folder.manifest.family
+    threshold = min_cosine if family == "clip" else min_iou
+    if not 0.0 < threshold <= 1.0:
+        raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
+    calib_paths, held_paths = split_images([Path(p) for p in calibration], subset)
+    calib = [read_image(p) for p in calib_paths]
+    held = [read_image(p) for p in held_paths]
+    cls = model_class(family)
+    graphs = folder.manifest.graphs
+    recipe = recipes(family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()})
+    log(f"calibrating on {len(calib)} image(s), {len(held)} held out to measure agreement")
+    reference_ov = cls(folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False)
+    data = calibration_inputs(family, reference_ov, calib)
+    tag = secrets.token_hex(4)
+    staging = folder.path / f".quantize-{tag}"
+    for stale in folder.path.glob(".quantize-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging.mkdir()
+    passed: dict[str, dict[str, str]] = {}
+    report: dict[str, dict] = {}
+    try:
+        for backend in backends:
+            t0 = time.perf_counter()
+            files: dict[str, dict[str, str]] = {}
+            methods = {}
+            for g, r in recipe.items():
+                if backend == "openvino":
+                    out = staging / f"{g}.int8-{tag}.xml"
+                    methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, data[g], out)
+                else:
+                    out = staging / f"{g}.int8-{tag}.onnx"
+                    methods[g] = quantize_onnxruntime(folder.file(graphs[g].onnx), r, data[g], out)
+                files[g] = {backend: out.relative_to(folder.path).as_posix()}
+            reference = reference_ov if backend == reference_ov.backend_name else cls(folder, backend, precision="f32", cache_dir=False)
+            candidate = cls(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+            measured = agreement(family, reference, candidate, held)
+            score = gate_score(family, measured)
+            log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
+            if score < threshold and accuracy_control and backend == "openvino":
+                log(f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization")
+                for g, r in recipe.items():
+                    def validate(compiled, items, g=g):
+                        _swap_openvino(candidate, g, compiled)
+                        per_image = [gate_score(family, agreement(family, reference, candidate, [im])) for im in items]
+                        return float(np.mean(per_image)), per_image
+                    out = staging / f"{g}.int8-{tag}.xml"
+                    methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold))
+                candidate = cls(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+                measured = agreement(family, reference, candidate, held)
+                score = gate_score(family, measured)
+                log(f"{backend} int8 after accuracy control: {measured}")
+            ok = score >= threshold
+            report[backend] = {**measured, "gate": round(score, 5), "method": methods, "passed": ok}
+            if ok:
+                for g, f in files.items():
+                    passed.setdefault(g, {}).update(f)
+            else:
+                log(f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written")
+        if not passed:
+            misses = "; ".join(f"{b} {r['gate']:.4f} (short by {threshold - r['gate']:.4f})" for b, r in report.items())
+            raise SegedgeError(
+                f"int8 missed the accuracy gate {threshold} on every backend ({misses}); nothing was written. Calibrate "
+                "with more (and more typical) images, or lower --min-iou if that agreement is enough for you"
+            )
+        section = {
+            "graphs": {},
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "gate": {"metric": "embedding_cosine" if family == "clip" else "mask_iou", "min": threshold,
+                     "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type"},
+            "agreement": {b: r for b, r in report.items() if r["passed"]},
+            "rejected": {b: r for b, r in report.items() if not r["passed"]},
+            "recipe": {g: r.describe() for g, r in recipe.items()},
+            "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
+            "calibration": {
+                "count": len(calib_paths), "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
+                "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in held_paths],
+                **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family == "sam" else {}),
+            },
+        }
+        section["graphs"] = _move_in(folder.path, staging, passed)
+        _switch_manifest(folder, section)
+        return section
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_in(root: Path, staging: Path, passed: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """Move the passing files from the staging folder into the model folder (same names, no dot)."""
+    final: dict[str, dict[str, str]] = {}
+    for g, per_backend in passed.items():
+        for backend, rel in per_backend.items():
+            src = root / rel
+            os.replace(src, root / src.name)
+            if backend == "openvino":
+                os.replace(src.with_suffix(".bin"), root / src.with_suffix(".bin").name)
+            final.setdefault(g, {})[backend] = src.name
+    return final
+
+
+def _switch_manifest(folder: ModelFolder, section: dict) -> None:
+    """Write the manifest with the new int8 section (atomic), then delete the old int8 files."""
+    manifest = folder.manifest
+    old = {name for name in manifest.files if ".int8-" in name}
+    new_files = {name for files in section["graphs"].values() for name in files.values()}
+    new_files |= {str(Path(n).with_suffix(".bin")) for n in new_files if n.endswith(".xml")}
+    files = {k: v for k, v in manifest.files.items() if k not in old}
+    for name in sorted(new_files):
+        path = folder.path / name
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest.quantized = {**manifest.quantized, "int8": section}
+    write_manifest_files(folder.path, manifest, files)
+    for name in old - set(files):
+        (folder.path / name).unlink(missing_ok=True)

@@ -1,0 +1,111 @@
+"""How each graph is quantized to int8, and why (measured choices; see the README's int8 section).
+
+One recipe per (family, graph): the NNCF parameters for the OpenVINO IR and the matching settings of
+ONNX Runtime's own static quantizer for the ONNX graph, plus the nodes kept in float. Nodes are found
+from the graph's structure, not from hard-coded names, so any checkpoint of the family works.
+
+Why these choices:
+
+- **Preset MIXED everywhere**: symmetric int8 weights, *asymmetric* activations. SiLU/GELU outputs
+  are not symmetric around zero; on YOLOv8n-seg MIXED kept mask IoU 0.980 vs f32 where PERFORMANCE
+  (symmetric) gave 0.975 at ~8% less time.
+- **FastSAM / YOLO-seg** (CNN, no model type): the box decoding after the Detect head (DFL softmax,
+  anchor arithmetic, stride scaling) stays float: its outputs are pixel coordinates, and int8 steps
+  there move every box. Measured on YOLOv8n-seg at 1024: all-int8 0.968 IoU / 53 ms; decode in float
+  0.980 / 47 ms; ultralytics' choice (the whole head float) 0.984 / 70 ms. Fast bias correction on
+  (full bias correction measured worse here, 0.963, and slower).
+- **SAM / MobileSAM encoder** (ViT / TinyViT): ``ModelType.TRANSFORMER`` keeps softmax, LayerNorm
+  and GELU float and applies SmoothQuant to the linear layers, the standard recipe for ViTs.
+- **SAM decoder**: TRANSFORMER too, and the prompt encoder's coordinate path stays float: it projects
+  point coordinates through a random Fourier matrix into sin/cos, where an int8 step is a shift of
+  the click. The decoder is calibrated on prompts sampled on the calibration images (clicks, boxes
+  around the masks of those clicks, click + box, and refinement with mask_input), not on zeros.
+- **CLIP image encoder**: TRANSFORMER. The text encoder is not quantized: it runs once per distinct
+  text and its embeddings are cached, so int8 would save nothing a user notices.
+- **ONNX Runtime**: its own ``quantize_static`` (QDQ, U8S8, per-channel weights, MinMax), not NNCF's
+  ONNX output: NNCF's QDQ placement ran *slower* than f32 on ORT (163 vs 103 ms, YOLOv8n-seg), while
+  ORT's own quantizer places Q/DQ where its int8 kernels fuse them (70 ms, IoU 0.970). ``reduce_range``
+  (7-bit) was faster still (53 ms) but lost accuracy (0.941) and is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Quantization settings of one graph. ``float_nodes``: node names (ONNX names, which the IR keeps)
+    left in float on both backends; ``transformer``: NNCF's TRANSFORMER model type."""
+
+    graph: str
+    transformer: bool
+    float_nodes: tuple[str, ...] = ()
+    fast_bias_correction: bool = True
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What the manifest records about how this graph was quantized."""
+        return {
+            "nncf": {"preset": "mixed", "model_type": "transformer" if self.transformer else None,
+                     "fast_bias_correction": self.fast_bias_correction, "float_nodes": len(self.float_nodes)},
+            "onnxruntime": {"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
+                            "calibration": "minmax", "reduce_range": False, "float_nodes": len(self.float_nodes)},
+            "why": self.notes,
+        }
+
+
+def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
+    """The recipe of every graph to quantize in a ``family`` folder (``onnx_models``: graph name ->
+    loaded ``onnx.ModelProto`` of the f32 graph). Graphs left out are not quantized."""
+    if family == "fastsam":
+        return {"model": Recipe("model", False, yolo_decode_nodes(onnx_models["model"]),
+                                notes="CNN; box decoding (DFL, anchors, strides) kept float")}
+    if family == "sam":
+        return {
+            "encoder": Recipe("encoder", True, notes="ViT/TinyViT: transformer type (SmoothQuant; softmax/LayerNorm float)"),
+            "decoder": Recipe("decoder", True, coordinate_nodes(onnx_models["decoder"], "point_coords"),
+                              notes="transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) kept float"),
+        }
+    if family == "clip":
+        return {"image_encoder": Recipe("image_encoder", True, notes="ViT-B/32: transformer type; the text encoder stays f32 (cached per text)")}
+    raise ValueError(f"no int8 recipe for family {family!r}")
+
+
+def yolo_decode_nodes(model) -> tuple[str, ...]:
+    """Nodes of a YOLO Detect/Segment head that decode boxes: everything inside the head's module
+    scope (``/model.N/``, the scope of the ``/dfl/`` nodes) that is not one of its conv branches
+    (``cv2`` box, ``cv3`` class, ``cv4`` mask coefficients, ``proto``)."""
+    names = [n.name for n in model.graph.node]
+    dfl = [n for n in names if "/dfl/" in n]
+    if not dfl:
+        return ()
+    scope = dfl[0].split("/dfl/")[0] + "/"
+    branches = ("/cv2.", "/cv3.", "/cv4.", "/proto/", "/one2one_cv")
+    return tuple(n for n in names if n.startswith(scope) and not any(b in n[len(scope) - 1 :] for b in branches))
+
+
+def coordinate_nodes(model, input_name: str) -> tuple[str, ...]:
+    """Nodes on the path from graph input ``input_name`` up to and including the first Sin/Cos
+    (the positional encoding of coordinates): every node that depends on the input and feeds a Sin
+    or Cos, plus those Sin/Cos nodes."""
+    nodes = list(model.graph.node)
+    depends = {input_name}
+    downstream = []
+    for node in nodes:  # ONNX nodes are topologically sorted
+        if any(i in depends for i in node.input):
+            downstream.append(node)
+            if node.op_type not in ("Sin", "Cos"):
+                depends.update(node.output)
+    producers = {o: n for n in downstream for o in n.output}
+    keep: set[str] = set()
+    stack = [n for n in downstream if n.op_type in ("Sin", "Cos")]
+    while stack:
+        node = stack.pop()
+        if node.name in keep:
+            continue
+        keep.add(node.name)
+        stack.extend(producers[i] for i in node.input if i in producers)
+    return tuple(n.name for n in nodes if n.name in keep)

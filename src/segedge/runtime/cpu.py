@@ -1,0 +1,111 @@
+"""What this CPU runs natively: the facts that decide which precision is fast.
+
+Three kinds of x86 CPU matter for these models (measured, see the README):
+
+- **AMX** (``amx_bf16``/``amx_int8``; Xeon Sapphire Rapids and later): bf16 and int8 matrix tiles,
+  bf16 several times faster than f32.
+- **AVX512_BF16** without AMX (Cooper Lake, AMD Zen 4/5): bf16 dot products, bf16 ~2x faster than f32.
+- **VNNI only** (``avx512_vnni`` or ``avx_vnni``; most Core, Atom/N-series and older Xeon): int8 dot
+  products but *no* bf16 instructions. OpenVINO then emulates bf16, 4-20x slower than f32.
+
+Flags come from ``/proc/cpuinfo`` (Linux). ``$SEGEDGE_CPU_FLAGS`` (space or comma separated)
+replaces them, to see what another CPU would get. Elsewhere the flags are unknown and nothing is
+assumed: ``auto`` stays at f32 unless the model folder has a gated int8.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+CPUINFO = "/proc/cpuinfo"
+FLAGS_ENV = "SEGEDGE_CPU_FLAGS"
+REPORTED = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+
+
+@dataclass(frozen=True)
+class CpuCapabilities:
+    """The CPU's model name and its instruction-set flags (``None`` when they could not be read)."""
+
+    model: str
+    flags: frozenset[str] | None
+    source: str  # "/proc/cpuinfo", "$SEGEDGE_CPU_FLAGS" or "unknown"
+
+    def has(self, flag: str) -> bool | None:
+        return None if self.flags is None else flag in self.flags
+
+    @property
+    def amx(self) -> bool | None:
+        return None if self.flags is None else "amx_bf16" in self.flags
+
+    @property
+    def native_bf16(self) -> bool | None:
+        """bf16 in hardware (AMX or AVX512_BF16); ``None`` when unknown."""
+        return None if self.flags is None else bool({"amx_bf16", "avx512_bf16"} & self.flags)
+
+    @property
+    def int8_dot(self) -> bool | None:
+        """int8 dot-product instructions (VNNI or AMX-INT8), the fast int8 path."""
+        return None if self.flags is None else bool({"avx512_vnni", "avx_vnni", "amx_int8"} & self.flags)
+
+    def kind(self) -> str:
+        """One phrase for reports: which of the three kinds this CPU is."""
+        if self.flags is None:
+            return "unknown CPU features"
+        if self.amx:
+            return "AMX (native bf16 and int8 tiles)"
+        if self.native_bf16:
+            return "AVX512_BF16 without AMX (native bf16)"
+        if self.int8_dot:
+            return "VNNI without native bf16 (int8 is the fast path; bf16 is emulated)"
+        return "no VNNI and no native bf16 (f32)"
+
+    def flag_summary(self) -> str:
+        """The flags that matter here, e.g. ``avx512_bf16 avx512_vnni -amx_bf16``; '?' when unknown."""
+        if self.flags is None:
+            return "flags unknown"
+        return " ".join(f if f in self.flags else f"-{f}" for f in REPORTED)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "source": self.source, "kind": self.kind(),
+            "flags": None if self.flags is None else {f: f in self.flags for f in REPORTED},
+            "native_bf16": self.native_bf16, "int8_dot": self.int8_dot,
+        }
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str] | None]:
+    """``(model name, flags)`` of the first processor in a ``/proc/cpuinfo`` text."""
+    model = "unknown"
+    flags = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model == "unknown":
+            model = value.strip()
+        elif key == "flags" and flags is None:
+            flags = frozenset(value.split())
+    return model, flags
+
+
+@lru_cache(maxsize=1)
+def _from_system() -> CpuCapabilities:
+    try:
+        with open(CPUINFO, encoding="utf-8", errors="replace") as handle:
+            model, flags = parse_cpuinfo(handle.read())
+        return CpuCapabilities(model, flags, CPUINFO if flags is not None else "unknown")
+    except OSError:
+        import platform
+
+        return CpuCapabilities(platform.processor() or "unknown", None, "unknown")
+
+
+def cpu_capabilities() -> CpuCapabilities:
+    """This machine's capabilities (``$SEGEDGE_CPU_FLAGS`` overrides the flags)."""
+    system = _from_system()
+    override = os.environ.get(FLAGS_ENV)
+    if override is not None:
+        return CpuCapabilities(system.model, frozenset(f for f in re.split(r"[\s,]+", override.strip()) if f), f"${FLAGS_ENV}")
+    return system

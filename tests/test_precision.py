@@ -1,0 +1,124 @@
+"""Precision chosen from the CPU and the folder: CPU flag parsing, `auto`, refusing emulated bf16."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+from segedge.errors import BackendError
+from segedge.manifest import load_model_folder
+from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities, parse_cpuinfo
+from segedge.runtime.precision import resolve_precision
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse avx2
+"""
+
+AMX = CpuCapabilities("amx", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}), "test")
+ZEN4 = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
+VNNI = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
+OLD = CpuCapabilities("avx2", frozenset({"avx2"}), "test")
+UNKNOWN = CpuCapabilities("?", None, "unknown")
+
+
+def test_parse_cpuinfo_reads_the_first_processor():
+    model, flags = parse_cpuinfo(CPUINFO)
+    assert model == "Intel(R) Xeon(R) Platinum 8480+"
+    assert {"amx_bf16", "avx512_bf16", "avx512_vnni"} <= flags and "sse" in flags
+    assert parse_cpuinfo("nothing here") == ("unknown", None)
+
+
+@pytest.mark.parametrize("cpu,bf16,int8,kind", [
+    (AMX, True, True, "AMX"), (ZEN4, True, True, "AVX512_BF16 without AMX"), (VNNI, False, True, "VNNI without native bf16"),
+    (OLD, False, False, "no VNNI and no native bf16"), (UNKNOWN, None, None, "unknown"),
+])
+def test_cpu_kinds(cpu, bf16, int8, kind):
+    assert cpu.native_bf16 is bf16 and cpu.int8_dot is int8
+    assert cpu.kind().startswith(kind)
+
+
+def test_flags_override(monkeypatch):
+    monkeypatch.setenv("SEGEDGE_CPU_FLAGS", "avx2, avx512_vnni")
+    caps = cpu_capabilities()
+    assert caps.flags == frozenset({"avx2", "avx512_vnni"}) and caps.source == "$SEGEDGE_CPU_FLAGS"
+    assert caps.flag_summary() == "-amx_bf16 -amx_int8 -avx512_bf16 avx512_vnni -avx_vnni -avx512f avx2"
+
+
+def _with_int8(manifest, backends):
+    graphs = {g: {b: f"{g}.int8-x.{'xml' if b == 'openvino' else 'onnx'}" for b in backends} for g in manifest.graphs}
+    return dataclasses.replace(manifest, quantized={"int8": {"graphs": graphs}})
+
+
+@pytest.fixture(scope="module")
+def manifest(real_folder_640):
+    return load_model_folder(real_folder_640, verify=False).manifest
+
+
+@pytest.mark.parametrize("cpu,openvino,onnxruntime", [(AMX, "bf16", "f32"), (ZEN4, "bf16", "f32"), (VNNI, "f32", "f32"), (OLD, "f32", "f32"), (UNKNOWN, "f32", "f32")])
+def test_auto_without_int8(manifest, cpu, openvino, onnxruntime):
+    assert resolve_precision("auto", manifest, "openvino", cpu) == openvino
+    assert resolve_precision("auto", manifest, "onnxruntime", cpu) == onnxruntime
+
+
+@pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI, OLD, UNKNOWN])
+def test_auto_prefers_a_gated_int8_per_backend(manifest, cpu):
+    only_ov = _with_int8(manifest, ["openvino"])
+    assert resolve_precision("auto", only_ov, "openvino", cpu) == "int8"
+    assert resolve_precision("auto", only_ov, "onnxruntime", cpu) == "f32"
+    both = _with_int8(manifest, ["openvino", "onnxruntime"])
+    assert resolve_precision("auto", both, "onnxruntime", cpu) == "int8"
+
+
+def test_explicit_choices_are_checked(manifest):
+    assert resolve_precision("f32", manifest, "openvino", VNNI) == "f32"
+    assert resolve_precision("bf16", manifest, "openvino", AMX) == "bf16"
+    assert resolve_precision("bf16", manifest, "openvino", UNKNOWN) == "bf16"  # nothing known: the user's call
+    with pytest.raises(BackendError, match=r"no native bf16 \(no AMX, no AVX512_BF16\).*4-20x slower.*--precision f32 or int8"):
+        resolve_precision("bf16", manifest, "openvino", VNNI)
+    with pytest.raises(BackendError, match="slower than f32; use --precision f32, or --precision auto"):
+        resolve_precision("bf16", manifest, "openvino", OLD)
+    with pytest.raises(BackendError, match="f32 or int8, not bf16"):
+        resolve_precision("bf16", manifest, "onnxruntime", AMX)
+    with pytest.raises(BackendError, match="no int8 graphs for openvino: make them with `segedge quantize"):
+        resolve_precision("int8", manifest, "openvino", AMX)
+    with pytest.raises(BackendError, match=r"no int8 graphs for onnxruntime \(it has int8 for openvino only\)"):
+        resolve_precision("int8", _with_int8(manifest, ["openvino"]), "onnxruntime", AMX)
+    with pytest.raises(BackendError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", manifest, "openvino", AMX)
+
+
+def _cli(*args, flags=None):
+    env = dict(os.environ, CI="true")
+    if flags is not None:
+        env["SEGEDGE_CPU_FLAGS"] = flags
+    return subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_images, tmp_path):
+    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "a", "--precision", "bf16", flags="avx2 avx512f avx512_vnni")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no native bf16" in lines[0] and "--precision f32 or int8" in lines[0], proc.stderr
+    assert not (tmp_path / "a").exists()
+    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "b", flags="avx2 avx512f avx512_vnni")
+    assert proc.returncode == 0, proc.stderr
+    assert "(openvino f32)" in proc.stdout
+    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "c", flags="avx2 avx512_vnni avx512_bf16")
+    assert "(openvino bf16)" in proc.stdout
+
+
+def test_info_shows_cpu_and_auto(real_folder_640):
+    out = _cli("info", real_folder_640, flags="avx2 avx512_vnni").stdout
+    assert "VNNI without native bf16" in out and "avx512_vnni" in out and "-avx512_bf16" in out
+    assert "--precision auto picks: openvino f32, onnxruntime f32" in out
+    assert "int8: none (add one with `segedge quantize" in out

@@ -1,0 +1,177 @@
+"""`segedge quantize`: int8 on both backends, gated on held-out images, recorded in the manifest,
+picked by `auto`; real accuracy on COCO-mini; a missed gate writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import best_match_ious, coco_ground_truth, make_sam_checkpoint, matched_iou
+from segedge.errors import SegedgeError
+from segedge.export.quantize import SAM_PROMPTS_PER_IMAGE, calibration_inputs, quantize_folder, split_images
+from segedge.export.quantize_recipes import coordinate_nodes, yolo_decode_nodes
+from segedge.fileio import sha256_file
+from segedge.manifest import load_model_folder
+from segedge.runtime.fastsam import FastSam
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def int8_folder(real_folder_640, shared_images, tmp_path_factory, ov_cache):
+    """The real YOLOv8n-seg folder (640) with int8 for both backends, calibrated on the shared photos."""
+    folder = tmp_path_factory.mktemp("q") / "yolov8n-int8"
+    shutil.copytree(real_folder_640, folder)
+    section = quantize_folder(folder, shared_images, log=lambda line: print(line))
+    return folder, section
+
+
+def test_split_holds_out_a_fifth():
+    paths = [f"{i}.jpg" for i in range(11)]
+    calib, held = split_images(paths)
+    assert held == paths[-2:] and calib == paths[:-2]
+    assert split_images(paths, subset=3)[0] == paths[:3]
+    assert split_images(paths[:2]) == (paths[:1], paths[1:2])
+    with pytest.raises(SegedgeError, match="at least 2 calibration images"):
+        split_images(paths[:1])
+
+
+def test_manifest_records_the_gated_int8(int8_folder, shared_images):
+    folder, section = int8_folder
+    loaded = load_model_folder(folder)  # every listed file, int8 ones included, re-hashed
+    int8 = loaded.manifest.quantized["int8"]
+    assert int8 == json.loads(json.dumps(section))
+    assert loaded.manifest.int8_backends() == ["onnxruntime", "openvino"]
+    xml, onnx_file = int8["graphs"]["model"]["openvino"], int8["graphs"]["model"]["onnxruntime"]
+    for name in (xml, xml.replace(".xml", ".bin"), onnx_file):
+        assert loaded.manifest.files[name]["sha256"] == sha256_file(folder / name)
+    for backend in ("openvino", "onnxruntime"):
+        measured = int8["agreement"][backend]
+        assert set(measured) >= {"everything", "points", "boxes", "gate", "method"}
+        assert measured["gate"] == min(measured["everything"], measured["points"], measured["boxes"]) >= 0.97
+    calib = int8["calibration"]
+    assert calib["count"] == len(shared_images) - 1 and len(calib["held_out"]) == 1
+    by_name = {p.name: p for p in shared_images}
+    for item in calib["images"] + calib["held_out"]:
+        assert item["sha256"] == sha256_file(by_name[item["name"]])
+    assert {"nncf", "openvino", "onnxruntime"} <= set(int8["tools"])
+    assert int8["gate"]["min"] == 0.97 and int8["rejected"] == {}
+    assert not list(folder.glob(".quantize-*"))
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_auto_runs_int8_and_it_agrees_on_unseen_images(int8_folder, coco_dir, backend):
+    folder, _ = int8_folder
+    int8 = FastSam(folder, backend=backend)
+    f32 = FastSam(folder, backend=backend, precision="f32")
+    assert int8.precision == "int8" and int8.backend.precision == "int8" and f32.precision == "f32"
+    ious = [matched_iou(int8.everything(p).masks, f32.everything(p).masks) for p in sorted((coco_dir / "images").glob("*.jpg"))]
+    print(f"{backend} int8 vs f32 on COCO-mini (never calibrated on): matched IoU {np.mean(ious):.4f} (min {min(ious):.4f})")
+    # Measured with 5 calibration photos: OpenVINO 0.948, ONNX Runtime 0.97 (a mask crossing the
+    # confidence threshold costs a whole mask in "everything"; 6 photos gave OpenVINO 0.963).
+    assert np.mean(ious) >= 0.93
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "measured miss (issue 9, open): on this checkpoint int8 loses detections near the 0.4 confidence threshold; "
+    "COCO-mini best-match IoU f32 0.4114 vs int8 0.3529 (5 calibration photos), 0.3848 (6), 0.3766 (MinMax ranges)"))
+def test_int8_quality_against_ground_truth(int8_folder, coco_dir):
+    """Real accuracy, not only agreement: COCO-mini best-match IoU of int8 within 0.01 of f32's."""
+    folder, _ = int8_folder
+    models = {p: FastSam(folder, backend="openvino", precision=p) for p in ("f32", "int8")}
+    scores = {p: [] for p in models}
+    for path, gt in coco_ground_truth(coco_dir):
+        for p, model in models.items():
+            scores[p] += best_match_ious(gt, model.everything(path).masks)
+    f32, int8 = float(np.mean(scores["f32"])), float(np.mean(scores["int8"]))
+    print(f"COCO-mini best-match IoU over {len(scores['f32'])} objects: f32 {f32:.4f}, int8 {int8:.4f}")
+    assert f32 > 0.3 and abs(int8 - f32) <= 0.01
+
+
+def test_missed_gate_writes_nothing(real_folder_640, shared_images, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(real_folder_640, folder)
+    before = _snapshot(folder)
+    with pytest.raises(SegedgeError, match=r"missed the accuracy gate 0.9999 on every backend \(openvino 0\.9\d+ \(short by 0\.0\d+\)"):
+        quantize_folder(folder, shared_images[:4], min_iou=0.9999, accuracy_control=False, backends=("openvino",), log=lambda _: None)
+    assert _snapshot(folder) == before  # no file added, changed or left behind (no staging folder)
+
+
+def test_requantize_replaces_the_previous_int8(int8_folder, shared_images, tmp_path):
+    folder = tmp_path / "again"
+    shutil.copytree(int8_folder[0], folder)
+    old = set(load_model_folder(folder).manifest.files)
+    quantize_folder(folder, shared_images[:3], backends=("onnxruntime",), min_iou=0.9, log=lambda _: None)  # 2 photos calibrate
+    m = load_model_folder(folder).manifest
+    assert m.int8_backends() == ["onnxruntime"]
+    int8_files = {n for n in m.files if ".int8-" in n}
+    assert len(int8_files) == 1 and not (int8_files & old)
+    assert sorted(p.name for p in folder.iterdir() if ".int8-" in p.name) == sorted(int8_files)  # old ones deleted
+    assert m.quantized["int8"]["calibration"]["count"] == 2
+
+
+def test_recipes_keep_coordinates_float(real_folder_640, tmp_path):
+    import onnx
+
+    from segedge.export.sam import export_sam
+
+    yolo = onnx.load(str(real_folder_640 / "model.onnx"))
+    decode = yolo_decode_nodes(yolo)
+    assert any("/dfl/" in n for n in decode) and decode
+    assert not any(b in n for n in decode for b in ("/cv2.", "/cv3.", "/cv4.", "/proto/"))
+    folder = export_sam(make_sam_checkpoint(tmp_path / "t.pth", "tiny"), tmp_path / "sam")
+    decoder = onnx.load(str(folder / "decoder.onnx"))
+    coords = coordinate_nodes(decoder, "point_coords")
+    ops = {n.name: n.op_type for n in decoder.graph.node}
+    assert {"Sin", "Cos", "MatMul"} <= {ops[n] for n in coords}
+    assert sum(ops[n] == "MatMul" for n in coords) == 1  # the Fourier projection, not the transformer's
+
+
+def test_sam_decoder_calibrated_on_sampled_prompts(tmp_path, shared_images):
+    from segedge.export.sam import export_sam
+    from segedge.imageio import read_image
+    from segedge.runtime.sam import Sam
+
+    folder = export_sam(make_sam_checkpoint(tmp_path / "t.pth", "tiny"), tmp_path / "sam")
+    ref = Sam(folder, backend="onnxruntime", precision="f32")
+    images = [read_image(p) for p in shared_images[:2]]
+    data = calibration_inputs("sam", ref, images)
+    assert len(data["encoder"]) == 2
+    dec = data["decoder"]
+    assert len(dec) == 2 * SAM_PROMPTS_PER_IMAGE * 4  # click, box, click + box, and a refinement of the click
+    labels = np.concatenate([d["point_labels"].ravel() for d in dec])
+    assert {1.0, 2.0, 3.0, -1.0, -2.0} <= set(labels.tolist())
+    assert sum(float(d["has_mask_input"][0]) == 1.0 for d in dec) == 2 * SAM_PROMPTS_PER_IMAGE
+    assert all(np.abs(d["mask_input"]).max() > 0 for d in dec if d["has_mask_input"][0] == 1.0)
+    coords = np.concatenate([d["point_coords"][0, :1] for d in dec])
+    assert len(np.unique(coords.round(1), axis=0)) > SAM_PROMPTS_PER_IMAGE  # real, varied clicks, not zeros
+
+
+def _cli(*args):
+    env = dict(os.environ, CI="true")
+    return subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, env=env)
+
+
+def test_cli_quantize_info_segment(real_folder_640, shared_images, tmp_path):
+    folder = tmp_path / "cli"
+    shutil.copytree(real_folder_640, folder)
+    proc = _cli("quantize", folder, "--calibration", shared_images[0].parent, "--backend", "openvino")
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 for openvino: everything 0.9" in proc.stdout and "auto` now picks it" in proc.stdout
+    info = _cli("info", folder).stdout
+    assert "int8 (" in info and "openvino: agreement with f32 everything" in info and "nncf" in info
+    assert "--precision auto picks: openvino int8, onnxruntime f32" in info
+    proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o")
+    assert proc.returncode == 0 and "(openvino int8)" in proc.stdout, proc.stderr
+    proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o", "--backend", "onnxruntime", "--precision", "int8")
+    assert proc.returncode == 2 and "no int8 graphs for onnxruntime (it has int8 for openvino only)" in proc.stderr
+    proc = _cli("quantize", folder, "--calibration", shared_images[0])
+    assert proc.returncode == 2 and "at least 2 calibration images" in proc.stderr
