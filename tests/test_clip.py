@@ -218,3 +218,28 @@ def test_cli_text_prompt(real_folder_640, clip_folder, shared_images, tmp_path):
     assert proc.returncode == 2 and "--text needs --clip" in proc.stderr and "segedge export clip" in proc.stderr
     proc = subprocess.run(run + ["--clip", str(tmp_path / "nothing"), "--text", "a dog"], capture_output=True, text=True)
     assert proc.returncode == 2 and "segedge export clip" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_quantize_clip_image_encoder(clip_folder, shared_images, tmp_path):
+    """int8 for CLIP's image encoder (the text encoder stays f32), gated on embedding cosine."""
+    import shutil
+
+    from segedge.export.quantize import quantize_folder
+    from segedge.imageio import read_image
+    from segedge.manifest import load_model_folder
+
+    folder = tmp_path / "clip-int8"
+    shutil.copytree(clip_folder, folder)
+    section = quantize_folder(folder, shared_images, backends=("openvino",), log=print)
+    assert set(section["graphs"]) == {"image_encoder"}
+    cosine = section["agreement"]["openvino"]["embedding_cosine"]
+    assert section["gate"]["metric"] == "embedding_cosine" and cosine >= 0.98
+    load_model_folder(folder)  # int8 files listed and verified
+    clip = Clip(folder, backend="openvino")
+    assert clip.precision == "int8" and clip.image_encoder.precision == "int8" and clip.text_encoder.precision == "f32"
+    f32 = Clip(folder, backend="openvino", precision="f32")
+    crops = [read_image(p)[:300, :300] for p in shared_images]
+    measured = float(np.mean(np.sum(clip.encode_images(crops) * f32.encode_images(crops), axis=1)))
+    print(f"CLIP int8 vs f32 image embeddings: cosine {measured:.4f} (gate on held-out crops: {cosine:.4f})")
+    assert measured >= 0.98
+    np.testing.assert_array_equal(clip.encode_text("a dog"), f32.encode_text("a dog"))

@@ -20,7 +20,7 @@ def test_runtime_only_environment(real_folder_640, shared_images, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     listed = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True).stdout
     names = {p["name"].lower() for p in json.loads(listed)}
-    assert {"numpy", "opencv-python-headless", "onnxruntime", "segedge"} <= names
+    assert {"numpy", "opencv-python-headless", "pillow", "onnxruntime", "segedge"} <= names
     assert not names & {"torch", "torchvision", "ultralytics", "openvino", "segment-anything", "opencv-python"}, names
     out = tmp_path / "out"
     proc = subprocess.run([str(venv / "bin" / "segedge"), "segment", str(shared_images[-1]), "--model", str(real_folder_640),
