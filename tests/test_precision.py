@@ -122,3 +122,10 @@ def test_info_shows_cpu_and_auto(real_folder_640):
     assert "VNNI without native bf16" in out and "avx512_vnni" in out and "-avx512_bf16" in out
     assert "--precision auto picks: openvino f32, onnxruntime f32" in out
     assert "int8: none (add one with `segedge quantize" in out
+
+
+def test_cli_offers_every_precision():
+    from segedge.cli import PRECISION_CHOICES
+    from segedge.runtime.precision import CHOICES
+
+    assert PRECISION_CHOICES == CHOICES  # the CLI copies them to keep `segedge --help` free of backend imports

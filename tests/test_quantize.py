@@ -17,6 +17,7 @@ from segedge.errors import SegedgeError
 from segedge.export.quantize import SAM_PROMPTS_PER_IMAGE, calibration_inputs, quantize_folder, split_images
 from segedge.export.quantize_recipes import coordinate_nodes, yolo_decode_nodes
 from segedge.fileio import sha256_file
+from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.fastsam import FastSam
 
@@ -78,6 +79,19 @@ def test_auto_runs_int8_and_it_agrees_on_unseen_images(int8_folder, coco_dir, ba
     # Measured with 5 calibration photos: OpenVINO 0.948, ONNX Runtime 0.97 (a mask crossing the
     # confidence threshold costs a whole mask in "everything"; 6 photos gave OpenVINO 0.963).
     assert np.mean(ious) >= 0.93
+
+
+def test_bind_swaps_the_compiled_graph(int8_folder, shared_images):
+    """What accuracy control relies on: binding another compiled model makes a runtime model run it."""
+    folder, _ = int8_folder
+    int8 = FastSam(folder, backend="openvino", precision="int8", cache_dir=False)
+    f32 = FastSam(folder, backend="openvino", precision="f32", cache_dir=False)
+    tensor = f32.preprocess(read_image(shared_images[0]))[0]
+    before = int8.infer(tensor)[0]
+    assert np.abs(before - f32.infer(tensor)[0]).max() > 0  # int8 really differs
+    int8.graph_backends["model"].bind(f32.backend._compiled)
+    np.testing.assert_array_equal(int8.infer(tensor)[0], f32.infer(tensor)[0])
+    assert int8.graph_backends == {"model": int8.backend}
 
 
 @pytest.mark.xfail(strict=True, reason=(

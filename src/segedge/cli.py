@@ -207,12 +207,16 @@ def _quantize(args) -> int:
         accuracy_control=not args.no_accuracy_control, log=lambda line: print(line, file=sys.stderr),
     )
     for backend, measured in section["agreement"].items():
-        scores = ", ".join(f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k != "gate")
-        print(f"int8 for {backend}: {scores} (gate {section['gate']['min']}, worst {measured['gate']:.4f})")
+        print(f"int8 for {backend}: {_agreement_scores(measured)} (gate {section['gate']['min']}, worst {measured['gate']:.4f})")
     for backend, measured in section["rejected"].items():
         print(f"int8 for {backend}: not written, {measured['gate']:.4f} < {section['gate']['min']}")
     print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s; `--precision auto` now picks it")
     return 0
+
+
+def _agreement_scores(measured: dict) -> str:
+    """``everything 0.9877, points 0.9888, ...``: the per-prompt-type agreement of an int8 record."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k != "gate")
 
 
 def _resolve_checkpoint(value: str, family: str) -> Path:
@@ -416,9 +420,8 @@ def _info(args) -> int:
         print(f"  int8 ({int8['created']}): calibrated on {calib['count']} image(s), gated on {len(calib['held_out'])} held out; "
               f"gate {int8['gate']['metric']} >= {int8['gate']['min']} (worst prompt type)")
         for backend, measured in int8["agreement"].items():
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k != "gate")
             files = ", ".join(f"{g}: {f[backend]}" for g, f in int8["graphs"].items() if backend in f)
-            print(f"    {backend}: agreement with f32 {scores}; {files}")
+            print(f"    {backend}: agreement with f32 {_agreement_scores(measured)}; {files}")
         for backend, measured in int8.get("rejected", {}).items():
             print(f"    {backend}: no int8 (missed the gate: {measured['gate']:.4f})")
         print("    tools: " + ", ".join(f"{k} {v}" for k, v in int8["tools"].items()))

@@ -20,16 +20,12 @@ import numpy as np
 
 def _open(spec, cache_dir):
     from segedge.manifest import load_model_folder
+    from segedge.runtime.model_base import model_class
 
     folder = load_model_folder(spec["model"])
-    kwargs = dict(backend=spec["backend"], precision=spec["precision"], threads=spec.get("threads"), cache_dir=cache_dir)
-    if folder.manifest.family == "fastsam":
-        from segedge.runtime.fastsam import FastSam
-
-        return FastSam(folder, **kwargs)
-    from segedge.runtime.sam import Sam
-
-    return Sam(folder, **kwargs)
+    return model_class(folder.manifest.family)(
+        folder, backend=spec["backend"], precision=spec["precision"], threads=spec.get("threads"), cache_dir=cache_dir
+    )
 
 
 def measure(spec: dict) -> dict:
@@ -109,7 +105,7 @@ def peak_rss_mb() -> float:
 
 
 def _threads(model, backend):
-    backend_obj = getattr(model, "backend", None) or getattr(model, "encoder", None)
+    backend_obj = next(iter(model.graph_backends.values()))  # FastSAM's network, SAM's encoder
     if backend == "openvino":
         try:
             return int(backend_obj._compiled.get_property("INFERENCE_NUM_THREADS"))

@@ -38,25 +38,11 @@ from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
 from segedge.runtime.backends import BACKENDS
+from segedge.runtime.model_base import model_class
 
 DEFAULT_MIN_IOU = 0.97
 DEFAULT_MIN_COSINE = 0.98
 SAM_PROMPTS_PER_IMAGE = 6  # prompt sets per calibration image for the decoder (x3 kinds, + refinements)
-
-
-def model_class(family: str):
-    """The runtime class of a family."""
-    if family == "fastsam":
-        from segedge.runtime.fastsam import FastSam
-
-        return FastSam
-    if family == "sam":
-        from segedge.runtime.sam import Sam
-
-        return Sam
-    from segedge.runtime.clip import Clip
-
-    return Clip
 
 
 def split_images(paths: list[Path], subset: int | None = None) -> tuple[list[Path], list[Path]]:
@@ -171,7 +157,7 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
 
 
 # -- the gate -------------------------------------------------------------------------------------
-def gate_score(family: str, measured: dict[str, float]) -> float:
+def gate_score(measured: dict[str, float]) -> float:
     """The number the gate compares: the worst prompt type's mean agreement."""
     return min(measured.values()) if measured else 0.0
 
@@ -181,22 +167,6 @@ def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> 
     the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
     manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}})
     return ModelFolder(folder.path, manifest)
-
-
-def _swap_openvino(model, graph: str, compiled) -> None:
-    """Point a runtime model's OpenVINO graph at another compiled model (for accuracy control)."""
-    backend = _graph_backends(model)[graph]
-    backend._compiled = compiled
-    backend._request = compiled.create_infer_request()
-    backend._out_ports = {name: compiled.output(name) for name in backend.outputs}
-
-
-def _graph_backends(model) -> dict:
-    if hasattr(model, "decoder"):
-        return {"encoder": model.encoder, "decoder": model.decoder}
-    if hasattr(model, "image_encoder"):
-        return {"image_encoder": model.image_encoder, "text_encoder": model.text_encoder}
-    return {"model": model.backend}
 
 
 def quantize_folder(
@@ -257,20 +227,20 @@ def quantize_folder(
             reference = reference_ov if backend == reference_ov.backend_name else cls(folder, backend, precision="f32", cache_dir=False)
             candidate = cls(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
             measured = agreement(family, reference, candidate, held)
-            score = gate_score(family, measured)
+            score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
             if score < threshold and accuracy_control and backend == "openvino":
                 log(f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization")
                 for g, r in recipe.items():
                     def validate(compiled, items, g=g):
-                        _swap_openvino(candidate, g, compiled)
-                        per_image = [gate_score(family, agreement(family, reference, candidate, [im])) for im in items]
+                        candidate.graph_backends[g].bind(compiled)
+                        per_image = [gate_score(agreement(family, reference, candidate, [im])) for im in items]
                         return float(np.mean(per_image)), per_image
                     out = staging / f"{g}.int8-{tag}.xml"
                     methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold))
                 candidate = cls(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
                 measured = agreement(family, reference, candidate, held)
-                score = gate_score(family, measured)
+                score = gate_score(measured)
                 log(f"{backend} int8 after accuracy control: {measured}")
             ok = score >= threshold
             report[backend] = {**measured, "gate": round(score, 5), "method": methods, "passed": ok}

@@ -110,11 +110,18 @@ class OpenVinoBackend(Backend):
         else:
             self.cache_dir = None
         try:
-            self._compiled = core.compile_model(str(xml_path), device, config)
+            compiled = core.compile_model(str(xml_path), device, config)
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not compile {xml_path}: {str(exc).strip().splitlines()[0]}") from exc
-        self._request = self._compiled.create_infer_request()
-        self._out_ports = {name: self._compiled.output(name) for name in self.outputs}
+        self.bind(compiled)
+
+    def bind(self, compiled) -> None:
+        """Run ``compiled`` (an ``openvino.CompiledModel`` with this graph's I/O) from now on: its infer
+        request and output ports replace the current ones. Accuracy-controlled quantization uses it to
+        try NNCF's candidates inside a runtime model."""
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._out_ports = {name: compiled.output(name) for name in self.outputs}
 
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._request.infer(inputs)

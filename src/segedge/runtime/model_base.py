@@ -17,7 +17,7 @@ class FolderModel:
     folder's gated int8, else bf16 where the CPU runs it natively, else f32; see
     :mod:`segedge.runtime.precision`), ``"f32"`` (matches PyTorch), ``"bf16"`` (OpenVINO on CPUs with
     AMX or AVX512_BF16) or ``"int8"`` (after ``segedge quantize``). ``self.precision`` is what
-    runs. ``threads``: inference threads
+    runs; ``self.graph_backends`` maps each compiled graph's name to its backend. ``threads``: inference threads
     (default: the backend's choice). ``cache_dir``: OpenVINO's compiled-model cache (default
     ``~/.cache/segedge/openvino``; ``False`` for none). ``verify``: check every file's sha256 on load.
     Subclasses name their ``FAMILY`` and build themselves in :meth:`_setup`.
@@ -40,13 +40,30 @@ class FolderModel:
         self.backend_name = backend
         self.precision = resolve_precision(precision, self.folder.manifest, backend) if backend in BACKENDS else precision
         self._backend_options = dict(backend=backend, precision=self.precision, threads=threads, cache_dir=cache_dir)
+        self.graph_backends: dict[str, Backend] = {}
         self._setup(self.folder.manifest)
 
     def _open_folder(self, model_dir, verify: bool) -> ModelFolder:
         return open_model_folder(model_dir, self.FAMILY, verify=verify, hint=self.HINT)
 
     def _compile(self, graph: str) -> Backend:
-        return open_backend(self.folder, graph, **self._backend_options)
+        self.graph_backends[graph] = open_backend(self.folder, graph, **self._backend_options)
+        return self.graph_backends[graph]
 
     def _setup(self, manifest: Manifest) -> None:
         raise NotImplementedError
+
+
+def model_class(family: str) -> type[FolderModel]:
+    """The runtime class that opens folders of ``family`` ("fastsam", "sam" or "clip")."""
+    if family == "fastsam":
+        from segedge.runtime.fastsam import FastSam
+
+        return FastSam
+    if family == "sam":
+        from segedge.runtime.sam import Sam
+
+        return Sam
+    from segedge.runtime.clip import Clip
+
+    return Clip
