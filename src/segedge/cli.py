@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -16,7 +18,9 @@ from segedge import __version__
 from segedge.errors import PromptError, SegedgeError
 from segedge.progress import Progress
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# segedge.imageio.READ_EXTENSIONS, without importing OpenCV for `--help`
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif", ".jpe", ".jp2",
+                  ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".ras", ".sr"}
 PRECISION_CHOICES = ("auto", "f32", "bf16", "int8")  # segedge.runtime.precision.CHOICES, without importing the runtime
 
 UNPICKLE_WARNING = (
@@ -45,6 +49,53 @@ def _box(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         pass
     raise argparse.ArgumentTypeError(f"expected X1,Y1,X2,Y2, got {text!r}")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(float(text)) if re.fullmatch(r"\d+(\.\d*)?(e\d+)?", text.strip(), re.I) else -1
+    except (ValueError, OverflowError):
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels (e.g. 100000000 or 1e8; 0 = no limit), got {text!r}")
+    return value
+
+
+_NUMBERS = re.compile(r"^-[\d.]+(e[-+]?\d+)?(,\s*-?[\d.]+(e[-+]?\d+)?)+$", re.I)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """``--point -1,10`` as ``--point=-1,10``: argparse would read ``-1,10`` as an unknown option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("--point", "--box") and i + 1 < len(argv) and _NUMBERS.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,14 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                      help="auto (default): the folder's gated int8, else bf16 where the CPU runs it natively (AMX, AVX512_BF16), "
                      "else f32; f32 matches PyTorch; `segedge info` shows what auto picks here")
-    seg.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
-    seg.add_argument("--conf", type=float, default=None, help="confidence threshold (default: the model folder's)")
-    seg.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: the model folder's)")
-    seg.add_argument("--max-det", type=int, default=None, help="maximum detections per image")
+    seg.add_argument("--threads", type=_positive_int, default=None, help="inference threads (default: all cores)")
+    seg.add_argument("--conf", type=_fraction, default=None, help="FastSAM: confidence threshold, 0-1 (default: the model folder's)")
+    seg.add_argument("--iou", type=_fraction, default=None, help="FastSAM: NMS IoU threshold, 0-1 (default: the model folder's)")
+    seg.add_argument("--max-det", type=_positive_int, default=None, help="FastSAM: maximum detections per image")
     seg.add_argument("--low-res", action="store_true", help="FastSAM: faster masks built at model resolution (blockier edges)")
     seg.add_argument("--multimask", action="store_true", help="SAM: write SAM's three candidate masks per prompt instead of one")
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
-    seg.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    seg.add_argument("--max-pixels", type=_pixels, default=None,
+                     help="refuse images with more pixels (default 100000000, or $SEGEDGE_MAX_PIXELS; 0 = no limit)")
+    seg.add_argument("--json", action="store_true", dest="json_lines",
+                     help="print one JSON record per image to stdout (results and errors) instead of text lines")
+    seg.add_argument("--quiet", action="store_true", help="print nothing but errors (and --json records)")
 
     bench = sub.add_parser("bench", help="PyTorch vs ONNX Runtime vs OpenVINO: latency and mask agreement (needs the export extra)",
                            description="Time the PyTorch reference and segedge (ONNX Runtime f32, OpenVINO f32 and bf16) on the same "
@@ -144,8 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line. Exit status: 0 done; 1 some images of a batch failed (each named on
+    stderr, the others written); 2 a usage, model-folder or input error stopped the command before
+    anything was written, or every image failed; 130 interrupted, 143 terminated (SIGTERM)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    previous = _terminate_cleanly()
     try:
         if args.command == "export":
             return _export(args)
@@ -163,7 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks remove partial files and folders."""
+
+
+def _terminate_cleanly():
+    """Turn SIGTERM into :class:`_Terminated` (only in the main thread); returns the previous handler."""
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _export(args) -> int:
@@ -238,11 +318,16 @@ def _resolve_checkpoint(value: str, family: str) -> Path:
 
 
 def _expand_images(items: list[str]) -> list[Path]:
+    """Files as given, folders as their image files (by extension, hidden files skipped), in order."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            try:
+                entries = list(path.iterdir())
+            except OSError as exc:
+                raise SegedgeError(f"cannot list folder {path}: {exc.strerror or exc}") from None
+            found = sorted(p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
             if not found:
                 raise SegedgeError(f"folder {path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             paths.extend(found)
@@ -263,77 +348,114 @@ def _default_backend() -> str:
 
 
 def _segment(args) -> int:
-    from segedge.imageio import WRITE_EXTENSIONS
     from segedge.manifest import load_model_folder
+    from segedge.outputs import plan_outputs
 
-    images = _expand_images(args.images)
-    if len(images) > 1 and Path(args.out).suffix:
-        raise SegedgeError(f"--out {args.out} names a file but {len(images)} images were given; pass a folder")
-    suffix = Path(args.out).suffix.lower()
-    if suffix and not Path(args.out).is_dir() and suffix not in WRITE_EXTENSIONS:
-        raise SegedgeError(f"--out {args.out}: cannot write {suffix} images; use one of {', '.join(WRITE_EXTENSIONS)} or a folder")
     if args.everything and (args.point or args.box or args.text):
         raise PromptError("--everything keeps all masks; do not combine it with --point, --box or --text")
     if args.text and not args.clip:
         raise SegedgeError("--text needs --clip CLIP_DIR, a CLIP model folder; make one with "
                            "`segedge export clip --checkpoint ViT-B-32.pt --out models/clip`")
+    if args.clip and not args.text:
+        raise SegedgeError("--clip is only used with --text; add --text or drop --clip")
+    images = _expand_images(args.images)
+    plan = plan_outputs(images, args.out)  # before any model work: an unusable --out fails now
     folder = load_model_folder(args.model)
+    family = folder.manifest.family
+    _check_family_options(args, family)
     backend = args.backend or _default_backend()
     points = labels = None
     if args.point:
         points = [(x, y) for x, y, _ in args.point]
         labels = [lab for _, _, lab in args.point]
-    if folder.manifest.family == "fastsam":
+    options = dict(backend=backend, precision=args.precision, threads=args.threads, max_pixels=args.max_pixels)
+    if family == "fastsam":
         from segedge.runtime.fastsam import FastSam
 
-        model = FastSam(folder, backend=backend, precision=args.precision, threads=args.threads)
+        model = FastSam(folder, **options)
         clip = None
         if args.text:
             from segedge.runtime.clip import Clip
 
-            clip = Clip(args.clip, backend=backend, precision=args.precision, threads=args.threads)
+            clip = Clip(args.clip, **options)
 
         def run(path):
             return model.segment(path, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
                                  conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
-    elif folder.manifest.family == "sam":
+    else:
         from segedge.runtime.sam import Sam, segment_with_prompts
 
-        if args.text:
-            raise PromptError("--text works with FastSAM folders; SAM takes --point and --box")
-        if not (args.point or args.box):
-            raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2 (segment everything is FastSAM's job)")
-        model = Sam(folder, backend=backend, precision=args.precision, threads=args.threads)
+        model = Sam(folder, **options)
 
         def run(path):
             return segment_with_prompts(model, path, points, labels, args.box, multimask=args.multimask)
-    else:
-        raise SegedgeError(f"{args.model} is a {folder.manifest.family} model folder; segment needs a fastsam or sam folder")
-    progress = Progress(len(images), enabled=len(images) > 1 and not args.quiet)
-    failures = 0
-    for path in images:
+
+    progress = Progress(len(plan), enabled=len(plan) > 1 and not args.quiet)
+    failures: list[tuple[Path, str]] = []
+    for item in plan:
         try:
-            result = run(path)
-        except PromptError:
-            raise
-        except SegedgeError as exc:
-            if len(images) == 1:
-                raise
-            failures += 1
-            progress.write(f"error: {exc}")
+            result = run(item.image)
+            result.write(item.overlay, item.json, with_polygons=args.polygons)
+        except (SegedgeError, MemoryError, OSError) as exc:
+            message = _failure_message(exc)
+            failures.append((item.image, message))
+            progress.error(f"error: {item.image}: {message}")
+            if args.json_lines:
+                _emit({"image": str(item.image), "ok": False, "error": message})
             progress.step()
             continue
-        image_path, _ = result.save(args.out, stem=path.stem, with_polygons=args.polygons)
-        if not args.quiet:
-            msg = "no objects found" if len(result) == 0 else f"{len(result)} masks"
+        precision = model.precision
+        if args.json_lines:
+            record = result.to_dict(rle=False)
+            _emit({"image": str(item.image), "ok": True, "overlay": str(item.overlay), "json": str(item.json),
+                   "backend": backend, "precision": precision, "count": record["count"], "width": record["width"],
+                   "height": record["height"], "timings_ms": record["timings_ms"], "instances": record["instances"]})
+        elif not args.quiet:
             stages = ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
-            progress.write(f"{path}: {msg} -> {image_path} | {stages} ({backend} {model.precision})")
+            progress.write(f"{item.image}: {_count_masks(len(result))} -> {item.overlay} | {stages} ({backend} {precision})")
         progress.step()
     progress.close()
     if failures:
-        print(f"{failures} of {len(images)} images failed", file=sys.stderr)
-        return 1
+        if len(plan) > 1:
+            print(f"{len(failures)} of {len(plan)} images failed: " + ", ".join(str(p) for p, _ in failures), file=sys.stderr)
+        return 2 if len(failures) == len(plan) else 1
     return 0
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "ran out of memory; lower --max-pixels or free memory"
+    if isinstance(exc, OSError) and not isinstance(exc, SegedgeError):
+        return f"cannot write the result: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+    return str(exc)
+
+
+def _count_masks(n: int) -> str:
+    return "no objects found" if n == 0 else f"{n} mask{'s' if n != 1 else ''}"
+
+
+def _emit(record: dict) -> None:
+    print(json.dumps(record, ensure_ascii=False), flush=True)
+
+
+def _check_family_options(args, family: str) -> None:
+    """Refuse options that do nothing for this model family (rather than ignoring them)."""
+    if family == "fastsam":
+        wrong = [flag for flag, used in (("--multimask", args.multimask),) if used]
+        if wrong:
+            raise SegedgeError(f"{' and '.join(wrong)} applies to SAM folders; {args.model} is a FastSAM folder")
+        return
+    if family == "sam":
+        wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
+                                         ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
+                                         ("--everything", args.everything), ("--text", bool(args.text))) if used]
+        if wrong:
+            raise SegedgeError(f"{', '.join(wrong)}: FastSAM options; {args.model} is a SAM folder, which takes "
+                               "--point, --box and --multimask (segment everything is FastSAM's job)")
+        if not (args.point or args.box):
+            raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2 (segment everything is FastSAM's job)")
+        return
+    raise SegedgeError(f"{args.model} is a {family} model folder; segment needs a fastsam or sam folder")
 
 
 def _bench(args) -> int:

@@ -130,6 +130,9 @@ class Manifest:
                 f"{where} names an unknown model family {family!r} (known: {', '.join(FAMILIES)}); "
                 "the folder was written by another tool or a newer segedge: re-export it"
             )
+        from segedge.manifest_schema import validate_manifest
+
+        validate_manifest(data, where, family)
         try:
             return cls(
                 family=family,
@@ -175,7 +178,9 @@ class ModelFolder:
     manifest: Manifest
 
     def file(self, name: str) -> Path:
-        """Absolute path of a file listed in the manifest."""
+        """Path of a file listed in the manifest (the schema keeps every name inside the folder)."""
+        if name not in self.manifest.files:
+            raise ModelFolderError(f"{self.path / MANIFEST_NAME} does not list {name}; re-export the model")
         return self.path / name
 
     def graph(self, name: str) -> GraphSpec:
@@ -230,8 +235,16 @@ def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: s
                         f"{manifest_path}: the int8 {graph_name!r} graph for {backend} needs {item}, which the manifest "
                         "does not list; run `segedge quantize` again"
                     )
+    root = folder.resolve()
     for name, info in manifest.files.items():
         file_path = folder / name
+        try:
+            file_path.resolve().relative_to(root)
+        except ValueError:
+            raise ModelFolderError(
+                f"{manifest_path}: {name} resolves to {file_path.resolve()}, outside the model folder (a symbolic link?); "
+                "a model folder must hold its own files: copy the folder again or re-export it"
+            ) from None
         if not file_path.is_file():
             raise ModelFolderError(
                 f"{file_path} is listed in {MANIFEST_NAME} but missing: the folder is incomplete; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -192,7 +193,10 @@ def method_graph(module, method: str):
 def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
     """Build a model folder in a temporary sibling and move it into place only when complete.
 
-    An interrupted or failed export leaves no half-written model folder behind.
+    An interrupted or failed export leaves no half-written model folder behind: the staging folder
+    is removed on errors, Ctrl-C and (through the CLI's handler) SIGTERM. A process killed outright
+    (SIGKILL, power loss) cannot clean up; its staging folder is named with its process id, and the
+    next export next to it removes staging folders whose process is gone.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -200,7 +204,8 @@ def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise SegedgeError(f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    remove_stale_staging(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.pid{os.getpid()}.", suffix=".partial", dir=out.parent))
     try:
         tmp.chmod(0o755)
         yield tmp
@@ -214,6 +219,36 @@ def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Remove ``.<out>.pid<N>.*.partial`` staging folders of exports whose process N no longer runs
+    (killed before it could clean up). Returns what was removed."""
+    removed = []
+    for candidate in out.parent.glob(f".{glob_escape(out.name)}.pid*.partial"):
+        match = re.match(rf"^\.{re.escape(out.name)}\.pid(\d+)\.", candidate.name)
+        if match and candidate.is_dir() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
 
 
 def finish_manifest(folder: Path, manifest: Manifest, checkpoint: Path) -> None:

@@ -9,6 +9,7 @@ image, ``CenterCrop(224)``, ``ToTensor``, ``Normalize``), reproduced bit-exactly
 
 from __future__ import annotations
 
+import threading
 
 import numpy as np
 
@@ -55,17 +56,26 @@ class Clip(FolderModel):
         self.text_encoder = self._compile("text_encoder")
         self.batch = int(self.image_encoder.inputs["images"][0])
         self._text_cache: dict[str, np.ndarray] = {}
+        self._cache_lock = threading.Lock()  # threads share the cache; an embedding may be computed twice, never torn
 
     def encode_text(self, texts: str | list[str]) -> np.ndarray:
         """``(M, 512)`` L2-normalised text embeddings (each text is encoded once, then cached)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise SegedgeError("no text given")
+        if any(not isinstance(t, str) for t in texts):
+            raise SegedgeError(f"texts must be strings, got {[type(t).__name__ for t in texts]}")
+        found: dict[str, np.ndarray] = {}
         for text in texts:
-            if text not in self._text_cache:
+            with self._cache_lock:
+                cached = self._text_cache.get(text)
+            if cached is None:
                 emb = self.text_encoder.run({"tokens": self.tokenizer(text)})["text_embeds"][0]
-                self._text_cache[text] = emb / np.linalg.norm(emb)
-        return np.stack([self._text_cache[t] for t in texts])
+                cached = emb / np.linalg.norm(emb)
+                with self._cache_lock:
+                    self._text_cache[text] = cached
+            found[text] = cached
+        return np.stack([found[t] for t in texts])
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """``(N, 512)`` L2-normalised embeddings of ``HxWx3 uint8`` RGB images, run in fixed batches."""

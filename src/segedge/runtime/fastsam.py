@@ -18,7 +18,7 @@ from segedge.postprocess.prompts import select, select_by_similarity, text_crops
 from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
 from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
 from segedge.runtime.model_base import FolderModel
-from segedge.runtime.prompt_args import check_boxes, check_points
+from segedge.runtime.prompt_args import check_boxes, check_classes, check_count, check_fraction, check_points
 from segedge.runtime.result import Result
 
 GRAPH = "model"
@@ -75,20 +75,27 @@ class FastSam(FolderModel):
         """
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
         t0 = time.perf_counter()
-        rgb = read_image(image)
-        return self._everything(rgb, source, t0, conf, iou, max_det, retina, agnostic, classes)
+        options = self.check_options(conf, iou, max_det, classes)
+        rgb = read_image(image, self.max_pixels)
+        return self._everything(rgb, source, t0, options, retina, agnostic)
 
-    def _everything(self, rgb, source, t0, conf, iou, max_det, retina, agnostic, classes) -> Result:
+    def check_options(self, conf=None, iou=None, max_det=None, classes=None) -> dict:
+        """``{conf, iou, max_det, classes}`` with the folder's defaults filled in, checked (conf and iou in
+        [0, 1], max_det >= 1, class ids of this model); raises :class:`PromptError` saying which is wrong."""
+        return {
+            "conf": check_fraction(self.defaults["conf"] if conf is None else conf, "conf"),
+            "iou": check_fraction(self.defaults["iou"] if iou is None else iou, "iou"),
+            "max_det": check_count(self.defaults["max_det"] if max_det is None else max_det, "max_det"),
+            "classes": check_classes(classes, self.num_classes),
+        }
+
+    def _everything(self, rgb, source, t0, options: dict, retina, agnostic) -> Result:
         tensor, geo = self.preprocess(rgb)
         t1 = time.perf_counter()
         detections, prototypes = self.infer(tensor)
         t2 = time.perf_counter()
         inst = instances_from_outputs(
-            detections, prototypes, geo, self.num_classes,
-            conf=self.defaults["conf"] if conf is None else float(conf),
-            iou=self.defaults["iou"] if iou is None else float(iou),
-            max_det=self.defaults["max_det"] if max_det is None else int(max_det),
-            agnostic=agnostic, classes=classes, retina=retina,
+            detections, prototypes, geo, self.num_classes, **options, agnostic=bool(agnostic), retina=bool(retina),
         )
         boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw)
         t3 = time.perf_counter()
@@ -166,10 +173,11 @@ class FastSam(FolderModel):
         """
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
         t0 = time.perf_counter()
-        rgb = read_image(image)
+        options = self.check_options(conf, iou, max_det, classes)
+        rgb = read_image(image, self.max_pixels)
         prompted = points is not None or boxes is not None or point_labels is not None or texts is not None
         self.check_prompts(rgb.shape[:2], points, point_labels, boxes, texts, clip)
-        result = self._everything(rgb, source, t0, conf, iou, max_det, retina, agnostic, classes)
+        result = self._everything(rgb, source, t0, options, retina, agnostic)
         if not prompted:
             return result
         return self.prompt(result, points=points, point_labels=point_labels, boxes=boxes, texts=texts, clip=clip)

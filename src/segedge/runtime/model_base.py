@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 
+from segedge.errors import BackendError
+from segedge.imageio import max_pixels_limit
 from segedge.manifest import Manifest, ModelFolder, open_model_folder
-from segedge.runtime.backends import BACKENDS, Backend, open_backend
+from segedge.runtime.backends import BACKENDS, Backend, check_threads, open_backend
 from segedge.runtime.precision import resolve_precision
 
 
@@ -20,7 +22,13 @@ class FolderModel:
     runs; ``self.graph_backends`` maps each compiled graph's name to its backend. ``threads``: inference threads
     (default: the backend's choice). ``cache_dir``: OpenVINO's compiled-model cache (default
     ``~/.cache/segedge/openvino``; ``False`` for none). ``verify``: check every file's sha256 on load.
+    ``max_pixels``: images with more pixels are refused before decoding (default
+    :data:`segedge.imageio.DEFAULT_MAX_PIXELS` or ``$SEGEDGE_MAX_PIXELS``; 0 = no limit).
     Subclasses name their ``FAMILY`` and build themselves in :meth:`_setup`.
+
+    Every model object is safe to share between threads: each backend keeps one OpenVINO infer
+    request per concurrent caller (ONNX Runtime sessions are thread-safe), and per-call state lives
+    in the call (or, for :class:`Sam`'s current image, in the calling thread).
     """
 
     FAMILY = ""
@@ -35,10 +43,15 @@ class FolderModel:
         threads: int | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
         verify: bool = True,
+        max_pixels: int | None = None,
     ):
+        if backend not in BACKENDS:
+            raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_threads(threads)
+        self.max_pixels = max_pixels_limit(max_pixels)
         self.folder = self._open_folder(model_dir, verify)
         self.backend_name = backend
-        self.precision = resolve_precision(precision, self.folder.manifest, backend) if backend in BACKENDS else precision
+        self.precision = resolve_precision(precision, self.folder.manifest, backend)
         self._backend_options = dict(backend=backend, precision=self.precision, threads=threads, cache_dir=cache_dir)
         self.graph_backends: dict[str, Backend] = {}
         self._setup(self.folder.manifest)

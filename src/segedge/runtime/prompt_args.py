@@ -11,17 +11,25 @@ import numpy as np
 from segedge.errors import PromptError
 
 
+def short(value, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters (error messages stay one short line)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _as_float_array(value, what: str, last_dim: int) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise PromptError(f"{what} must be numbers, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PromptError(f"{what} must be numbers, got {short(value)}") from None
     if arr.ndim == 1 and arr.size == last_dim:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != last_dim:
         raise PromptError(f"{what} must have shape (N, {last_dim}), got {arr.shape}")
+    if len(arr) == 0:
+        raise PromptError(f"no {what} given (shape {arr.shape}); pass None for no {what}")
     if not np.isfinite(arr).all():
-        raise PromptError(f"{what} contain NaN or infinity: {arr.tolist()}")
+        raise PromptError(f"{what} contain NaN or infinity: {short(arr.tolist())}")
     return arr
 
 
@@ -32,15 +40,18 @@ def check_points(points, labels, shape_hw: tuple[int, int]) -> tuple[np.ndarray,
     outside = (pts[:, 0] < 0) | (pts[:, 0] >= w) | (pts[:, 1] < 0) | (pts[:, 1] >= h)
     if outside.any():
         bad = pts[outside][0].tolist()
-        raise PromptError(f"point {bad} is outside the {w}x{h} image; x must be in [0, {w}) and y in [0, {h})")
+        raise PromptError(f"point {short(bad)} is outside the {w}x{h} image; x must be in [0, {w}) and y in [0, {h})")
     if labels is None:
         lab = np.ones(len(pts), dtype=np.int64)
     else:
-        lab = np.asarray(labels).reshape(-1)
+        try:
+            lab = np.asarray(labels, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise PromptError(f"point labels must be 1 (foreground) or 0 (background), got {short(labels)}") from None
         if lab.size != len(pts):
             raise PromptError(f"got {len(pts)} points but {lab.size} labels; give one label (1 or 0) per point")
         if not np.isin(lab, (0, 1)).all():
-            raise PromptError(f"point labels must be 1 (foreground) or 0 (background), got {lab.tolist()}")
+            raise PromptError(f"point labels must be 1 (foreground) or 0 (background), got {short(lab.tolist())}")
         lab = lab.astype(np.int64)
     return pts, lab
 
@@ -52,7 +63,35 @@ def check_boxes(boxes, shape_hw: tuple[int, int]) -> np.ndarray:
     for box in arr:
         x1, y1, x2, y2 = box.tolist()
         if x2 <= x1 or y2 <= y1:
-            raise PromptError(f"box {box.tolist()} is empty or inverted; boxes are x1,y1,x2,y2 with x1 < x2 and y1 < y2")
+            raise PromptError(f"box {short(box.tolist())} is empty or inverted; boxes are x1,y1,x2,y2 with x1 < x2 and y1 < y2")
         if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-            raise PromptError(f"box {box.tolist()} goes outside the {w}x{h} image; keep 0 <= x <= {w}, 0 <= y <= {h}")
+            raise PromptError(f"box {short(box.tolist())} goes outside the {w}x{h} image; keep 0 <= x <= {w}, 0 <= y <= {h}")
     return arr
+
+
+def check_fraction(value, name: str) -> float:
+    """A threshold in ``[0, 1]`` (``conf``, ``iou``) as a float; raises :class:`PromptError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= float(value) <= 1:
+        raise PromptError(f"{name} must be a number from 0 to 1, got {short(value)}")
+    return float(value)
+
+
+def check_count(value, name: str) -> int:
+    """A count of at least 1 (``max_det``) as an int; raises :class:`PromptError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise PromptError(f"{name} must be a whole number of at least 1, got {short(value)}")
+    return int(value)
+
+
+def check_classes(classes, num_classes: int) -> list[int] | None:
+    """Class ids to keep (``None`` = all), each in ``[0, num_classes)``; raises :class:`PromptError`."""
+    if classes is None:
+        return None
+    try:
+        items = [classes] if isinstance(classes, (int, np.integer)) else list(classes)
+        ids = [int(c) for c in items if not isinstance(c, (bool, str)) and float(c) == int(c)]
+    except (TypeError, ValueError, OverflowError):
+        items, ids = [None], []
+    if not ids or len(ids) != len(items) or any(not 0 <= c < num_classes for c in ids):
+        raise PromptError(f"classes must be class ids from 0 to {num_classes - 1}, got {short(classes)}")
+    return ids

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.fileio import atomic_write_text
-from segedge.imageio import resolve_output_path, write_image
+from segedge.fileio import atomic_write_bytes, atomic_write_text
+from segedge.imageio import encode_image, resolve_output_path
 from segedge.postprocess.draw import overlay as draw_overlay
 from segedge.postprocess.encode import polygons, rle_encode
 from segedge.postprocess.masks import RoiMasks
@@ -94,7 +94,13 @@ class Result:
         """
         stem = stem or (Path(self.source).stem if self.source else "image")
         image_path = resolve_output_path(out, f"{stem}_segedge", ext)
-        json_path = image_path.with_suffix(".json")
-        write_image(image_path, self.overlay())
-        atomic_write_text(json_path, json.dumps(self.to_dict(with_polygons=with_polygons), ensure_ascii=False) + "\n")
-        return image_path, json_path
+        return self.write(image_path, image_path.with_suffix(".json"), with_polygons=with_polygons)
+
+    def write(self, image_path: str | os.PathLike, json_path: str | os.PathLike, with_polygons: bool = False) -> tuple[Path, Path]:
+        """Write the overlay to ``image_path`` and the JSON to ``json_path``, each atomically; both are
+        encoded before either is written, so a failure leaves neither new file."""
+        overlay = encode_image(self.overlay(), Path(image_path).suffix)
+        text = json.dumps(self.to_dict(with_polygons=with_polygons), ensure_ascii=False) + "\n"
+        atomic_write_bytes(image_path, overlay)
+        atomic_write_text(json_path, text)
+        return Path(image_path), Path(json_path)

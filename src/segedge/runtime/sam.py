@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +32,38 @@ EMPTY = -2.0  # an unused decoder slot (masked out of attention)
 PAD = -1.0  # SAM's own "not a point" token, added when there is no box
 
 
+@dataclass(frozen=True)
+class SamImage:
+    """One encoded image: what every prompt on it needs. Immutable, so threads can share it.
+
+    ``features (1, 256, 64, 64)`` float32 image embeddings; ``transform`` maps original pixels to
+    the encoder's 1024 frame; ``image_hash`` the sha256 of the RGB pixels and shape.
+    """
+
+    features: np.ndarray
+    transform: SamTransform
+    image_hash: str
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the original image, pixels."""
+        return self.transform.orig_hw
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the resized image inside the encoder's padded square, pixels."""
+        return self.transform.input_hw
+
+
 class Sam(FolderModel):
     """A SAM / MobileSAM model folder compiled on one backend; use like ``SamPredictor``
-    (options: :class:`FolderModel`)."""
+    (options: :class:`FolderModel`).
+
+    Thread-safe: the current image (:meth:`set_image`, :meth:`load_embedding`) and
+    :attr:`timings` belong to the calling thread, so threads sharing one ``Sam`` each predict on the
+    image they set. To encode once and prompt from many threads, share a :class:`SamImage`
+    (:meth:`embed`) and pass it as ``predict(..., image=...)``.
+    """
 
     FAMILY = "sam"
     HINT = "make one with `segedge export sam|mobile-sam`"
@@ -45,81 +76,105 @@ class Sam(FolderModel):
         self.mask_threshold = float(m.params.get("mask_threshold", 0.0))
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
-        self.timings: dict[str, float] = {}
-        self.reset_image()
+        self._local = threading.local()
 
     # -- image -----------------------------------------------------------------------------------
-    def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
-        """Encode an image (path, bytes or ``HxWx3`` uint8 array; arrays in ``image_format`` order)."""
+    def embed(self, image: ImageSource, image_format: str = "RGB") -> SamImage:
+        """Encode an image (path, bytes or ``HxWx3`` uint8 array; arrays in ``image_format`` order)
+        without touching the current image; sets this thread's :attr:`timings`."""
         if image_format not in ("RGB", "BGR"):
             raise SegedgeError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         t0 = time.perf_counter()
-        rgb = read_image(image)
+        rgb = read_image(image, self.max_pixels)
         if image_format == "BGR" and isinstance(image, np.ndarray):
             rgb = np.ascontiguousarray(rgb[:, :, ::-1])
         tensor, transform = sam_preprocess(rgb, self.size, self.mean, self.std)
         t1 = time.perf_counter()
         features = self.encoder.run({"image": tensor})["image_embeddings"]
         t2 = time.perf_counter()
-        self._set(features, transform, _image_hash(rgb))
-        self.timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
+        self._local.timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
+        return SamImage(features, transform, _image_hash(rgb))
 
-    def _set(self, features: np.ndarray, transform: SamTransform, image_hash: str) -> None:
-        self.features = features
-        self.transform = transform
-        self.original_size = transform.orig_hw
-        self.input_size = transform.input_hw
-        self.image_hash = image_hash
-        self.is_image_set = True
+    def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
+        """Encode an image and make it this thread's current image (see :meth:`embed`)."""
+        self._local.image = self.embed(image, image_format)
 
     def reset_image(self) -> None:
-        """Forget the current image and its embedding."""
-        self.features = None
-        self.transform = None
-        self.original_size = None
-        self.input_size = None
-        self.image_hash = None
-        self.is_image_set = False
+        """Forget this thread's current image and its embedding."""
+        self._local.image = None
+
+    @property
+    def image(self) -> SamImage | None:
+        """This thread's current image, or None."""
+        return getattr(self._local, "image", None)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Milliseconds of this thread's last :meth:`embed` / :meth:`set_image` and :meth:`predict`."""
+        if not hasattr(self._local, "timings"):
+            self._local.timings = {}
+        return self._local.timings
+
+    # SamPredictor's attributes, for this thread's current image
+    is_image_set = property(lambda self: self.image is not None)
+    features = property(lambda self: None if self.image is None else self.image.features)
+    transform = property(lambda self: None if self.image is None else self.image.transform)
+    original_size = property(lambda self: None if self.image is None else self.image.original_size)
+    input_size = property(lambda self: None if self.image is None else self.image.input_size)
+    image_hash = property(lambda self: None if self.image is None else self.image.image_hash)
 
     def get_image_embedding(self) -> np.ndarray:
         """The current image's embedding, ``(1, 256, 64, 64)`` float32."""
-        self._need_image()
-        return self.features
+        return self._need_image(None).features
 
-    def save_embedding(self, path: str | os.PathLike) -> Path:
-        """Save the embedding with the image's sizes and hash, and the model it belongs to (``.npz``)."""
-        self._need_image()
+    def save_embedding(self, path: str | os.PathLike, image: SamImage | None = None) -> Path:
+        """Save the embedding (this thread's current image, or ``image``) with the image's sizes and hash,
+        and the model it belongs to (``.npz``)."""
+        state = self._need_image(image)
         import io
 
         buffer = io.BytesIO()
         np.savez(
-            buffer, image_embeddings=self.features, original_size=np.array(self.original_size),
-            input_size=np.array(self.input_size), image_sha256=np.array(self.image_hash), model_sha256=np.array(self._model_id()),
+            buffer, image_embeddings=state.features, original_size=np.array(state.original_size),
+            input_size=np.array(state.input_size), image_sha256=np.array(state.image_hash), model_sha256=np.array(self._model_id()),
         )
         return atomic_write_bytes(path, buffer.getvalue())
 
-    def load_embedding(self, path: str | os.PathLike) -> None:
-        """Restore an embedding saved by :meth:`save_embedding` for this model; then :meth:`predict` as usual."""
+    def load_embedding(self, path: str | os.PathLike) -> SamImage:
+        """Restore an embedding saved by :meth:`save_embedding` for this model as this thread's current
+        image (and return it); then :meth:`predict` as usual."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 features = data["image_embeddings"]
                 orig = tuple(int(v) for v in data["original_size"])
                 inp = tuple(int(v) for v in data["input_size"])
                 image_hash, model_id = str(data["image_sha256"]), str(data["model_sha256"])
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
             raise SegedgeError(f"{path} is not an embedding saved by segedge ({exc}); save one with Sam.save_embedding") from exc
         if model_id != self._model_id():
             raise SegedgeError(f"{path} was computed by another model ({model_id[:12]}...), not {self.folder.path}; encode the image again")
         if features.shape != tuple(self.encoder.outputs["image_embeddings"]):
             raise SegedgeError(f"{path} holds an embedding of shape {features.shape}, expected {self.encoder.outputs['image_embeddings']}")
-        self._set(features.astype(np.float32), SamTransform(orig, inp, self.size), image_hash)
+        if len(orig) != 2 or len(inp) != 2 or min(orig + inp) < 1 or max(inp) > self.size:
+            raise SegedgeError(f"{path} holds impossible image sizes (original {orig}, input {inp}); encode the image again")
+        state = SamImage(features.astype(np.float32), SamTransform(orig, inp, self.size), image_hash)
+        self._local.image = state
+        return state
 
     def _model_id(self) -> str:
         return self.folder.manifest.files[self.folder.manifest.graphs["encoder"].onnx]["sha256"]
 
-    def _need_image(self) -> None:
-        if not self.is_image_set:
-            raise SegedgeError("no image is set: call set_image(image) (or load_embedding) before predict")
+    def _need_image(self, image: SamImage | None) -> SamImage:
+        if image is not None:
+            if not isinstance(image, SamImage):
+                raise SegedgeError(f"image must be a SamImage from Sam.embed(), got {type(image).__name__}")
+            return image
+        if self.image is None:
+            raise SegedgeError(
+                "no image is set in this thread: call set_image(image) (or load_embedding) before predict, "
+                "or pass image=sam.embed(image) to share one image between threads"
+            )
+        return self.image
 
     # -- prompts ---------------------------------------------------------------------------------
     def predict(
@@ -130,8 +185,10 @@ class Sam(FolderModel):
         mask_input=None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        image: SamImage | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Masks for the prompts, like ``SamPredictor.predict``.
+        """Masks for the prompts on this thread's current image (or on ``image`` from :meth:`embed`),
+        like ``SamPredictor.predict``.
 
         ``point_coords (N, 2)`` xy and ``point_labels (N,)`` (1 object, 0 background) in original
         pixels; ``box (4,)`` xyxy, or ``(B, 4)`` for several boxes (the points, if any, go with every
@@ -140,10 +197,10 @@ class Sam(FolderModel):
         ``low_res_logits (C, 256, 256)``, C = 3 with ``multimask_output`` else 1; with B > 1 boxes
         every output gains a leading ``B`` axis.
         """
-        self._need_image()
-        pts, lab, boxes, low = self.check_prompts(self.original_size, point_coords, point_labels, box, mask_input)
+        state = self._need_image(image)
+        pts, lab, boxes, low = self.check_prompts(state.original_size, point_coords, point_labels, box, mask_input)
         t0 = time.perf_counter()
-        results = [self._decode(pts, lab, b, low, multimask_output, return_logits) for b in (boxes if boxes is not None else [None])]
+        results = [self._decode(state, pts, lab, b, low, multimask_output, return_logits) for b in (boxes if boxes is not None else [None])]
         self.timings["decoder"] = (time.perf_counter() - t0) * 1e3 / len(results)
         if len(results) == 1:
             return results[0]
@@ -182,35 +239,37 @@ class Sam(FolderModel):
             raise PromptError("mask_input contains NaN or infinity")
         return arr
 
-    def decoder_inputs(self, pts, lab, box, low) -> dict[str, np.ndarray]:
-        """The decoder's named inputs for checked prompts (original pixels) on the current image:
-        coordinates mapped to the 1024 frame, unused slots marked empty, SAM's pad token when there is no box."""
+    def decoder_inputs(self, pts, lab, box, low, image: SamImage | None = None) -> dict[str, np.ndarray]:
+        """The decoder's named inputs for checked prompts (original pixels) on ``image`` (default: this
+        thread's current image): coordinates mapped to the 1024 frame, unused slots marked empty, SAM's
+        pad token when there is no box."""
+        state = self._need_image(image)
         coords = np.zeros((1, self.slots, 2), dtype=np.float32)
         labels = np.full((1, self.slots), EMPTY, dtype=np.float32)
         n = 0
         if pts is not None:
-            coords[0, : len(pts)] = self.transform.coords_to_model(pts)
+            coords[0, : len(pts)] = state.transform.coords_to_model(pts)
             labels[0, : len(pts)] = lab
             n = len(pts)
         if box is not None:
-            coords[0, n : n + 2] = self.transform.coords_to_model(np.asarray(box, dtype=np.float64).reshape(2, 2))
+            coords[0, n : n + 2] = state.transform.coords_to_model(np.asarray(box, dtype=np.float64).reshape(2, 2))
             labels[0, n : n + 2] = (2, 3)
         elif n:
             labels[0, n] = PAD  # segment-anything appends a padding point when there is no box
         return {
-            "image_embeddings": self.features,
+            "image_embeddings": state.features,
             "point_coords": coords,
             "point_labels": labels,
             "mask_input": low[None] if low is not None else np.zeros((1, 1, 256, 256), np.float32),
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
         }
 
-    def _decode(self, pts, lab, box, low, multimask_output, return_logits):
-        out = self.decoder.run(self.decoder_inputs(pts, lab, box, low))
+    def _decode(self, state: SamImage, pts, lab, box, low, multimask_output, return_logits):
+        out = self.decoder.run(self.decoder_inputs(pts, lab, box, low, state))
         pick = slice(1, None) if multimask_output else slice(0, 1)
         low_res = out["low_res_masks"][0, pick]
         scores = out["iou_predictions"][0, pick]
-        logits = upscale_logits(low_res, self.input_size, self.original_size, self.size)
+        logits = upscale_logits(low_res, state.input_size, state.original_size, self.size)
         masks = logits if return_logits else logits > self.mask_threshold
         return masks, scores, low_res
 
@@ -225,10 +284,13 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     from segedge.runtime.result import Result
 
     source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
-    rgb = read_image(image)
+    t0 = time.perf_counter()
+    rgb = read_image(image, model.max_pixels)
     model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
-    model.set_image(rgb)
-    masks, scores, _ = model.predict(point_coords=points, point_labels=labels, box=boxes, multimask_output=multimask)
+    read_ms = (time.perf_counter() - t0) * 1e3
+    state = model.embed(rgb)
+    model.timings["preprocess"] += read_ms
+    masks, scores, _ = model.predict(point_coords=points, point_labels=labels, box=boxes, multimask_output=multimask, image=state)
     masks = masks.reshape(-1, *masks.shape[-2:])
     scores = scores.reshape(-1).astype(np.float32)
     roi = RoiMasks.from_dense(masks)

@@ -1,0 +1,258 @@
+"""The schema of ``segedge.json``, checked field by field before a folder is used.
+
+A hand-edited or damaged manifest must fail on load with one line naming the field, not with a
+traceback from deep inside the runtime, and must never make the runtime read a file outside its
+folder. :func:`validate_manifest` checks types, ranges, that every file name is a relative path
+inside the folder, and that each family's graphs have the named inputs and outputs its runtime
+uses, with shapes consistent with each other and with ``params``/``preprocess``. (That the graph
+*files* have those shapes is checked when they are compiled: :mod:`segedge.runtime.backends`.)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from segedge.errors import ModelFolderError
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+DTYPES = ("float32", "int64", "int32", "float16", "uint8", "bool")
+BACKEND_NAMES = ("openvino", "onnxruntime")
+
+
+class _Fields:
+    """Typed access to manifest fields; every failure names the field (``graphs.model.inputs[0].shape``)."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, field: str, problem: str) -> None:
+        raise ModelFolderError(f"{self.where}: {field} {problem}; restore the folder or re-export the model")
+
+    def get(self, data: dict, key: str, field: str, default: Any = ...) -> Any:
+        if key in data:
+            return data[key]
+        if default is ...:
+            self.fail(field, "is missing")
+        return default
+
+    def mapping(self, value: Any, field: str, *, empty: bool = True) -> dict:
+        if not isinstance(value, dict):
+            self.fail(field, f"must be an object, got {_kind(value)}")
+        if not empty and not value:
+            self.fail(field, "must not be empty")
+        return value
+
+    def text(self, value: Any, field: str, *, empty: bool = True) -> str:
+        if not isinstance(value, str) or (not empty and not value):
+            self.fail(field, f"must be a{'' if empty else ' non-empty'} string, got {_kind(value)}")
+        return value
+
+    def integer(self, value: Any, field: str, lo: int | None = None, hi: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(field, f"must be a whole number, got {_kind(value)}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.fail(field, f"must be {_range(lo, hi)}, got {value}")
+        return value
+
+    def number(self, value: Any, field: str, lo: float | None = None, hi: float | None = None, *, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(field, f"must be a finite number, got {_kind(value)}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (positive and value <= 0):
+            self.fail(field, f"must be {'above 0' if positive else _range(lo, hi)}, got {value}")
+        return float(value)
+
+    def numbers(self, value: Any, field: str, count: int, *, positive: bool = False) -> list[float]:
+        if not isinstance(value, list) or len(value) != count:
+            self.fail(field, f"must be a list of {count} numbers, got {_kind(value)}")
+        return [self.number(v, f"{field}[{i}]", positive=positive) for i, v in enumerate(value)]
+
+    def path(self, value: Any, field: str, suffixes: tuple[str, ...] = ()) -> str:
+        """A file name relative to the model folder that cannot leave it."""
+        name = self.text(value, field, empty=False)
+        parts = name.split("/")
+        if (
+            "\\" in name or "\0" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name)
+            or any(p in ("", ".", "..") for p in parts)
+        ):
+            self.fail(field, f"must be a file name inside the model folder (relative, no '..'), got {name!r}")
+        if suffixes and not name.lower().endswith(suffixes):
+            self.fail(field, f"must name a {' or '.join(suffixes)} file, got {name!r}")
+        return name
+
+
+def _kind(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _range(lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"from {lo} to {hi}"
+    return f"at least {lo}" if lo is not None else f"at most {hi}"
+
+
+def validate_manifest(data: dict, where: str, family: str) -> None:
+    """Check a parsed ``segedge.json`` (format, version and family already checked); raises
+    :class:`ModelFolderError` naming the first bad field."""
+    f = _Fields(where)
+    for key in ("variant", "created"):
+        f.text(f.get(data, key, key, ""), key)
+    for key in ("source", "exporter", "params", "preprocess"):
+        f.mapping(f.get(data, key, key, {}), key)
+    classes = f.get(data, "classes", "classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        f.fail("classes", f"must be a list of strings, got {_kind(classes)}")
+
+    files = f.mapping(f.get(data, "files", "files"), "files", empty=False)
+    for name, meta in files.items():
+        f.path(name, f"files[{name!r}]")
+        meta = f.mapping(meta, f"files[{name!r}]")
+        digest = f.get(meta, "sha256", f"files[{name!r}].sha256")
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            f.fail(f"files[{name!r}].sha256", f"must be 64 lowercase hex digits, got {_kind(digest)}")
+        f.integer(f.get(meta, "bytes", f"files[{name!r}].bytes"), f"files[{name!r}].bytes", lo=0)
+
+    graphs = f.mapping(f.get(data, "graphs", "graphs"), "graphs", empty=False)
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    for gname, graph in graphs.items():
+        g = f"graphs.{gname}"
+        graph = f.mapping(graph, g)
+        f.path(f.get(graph, "onnx", f"{g}.onnx"), f"{g}.onnx", (".onnx",))
+        f.path(f.get(graph, "openvino", f"{g}.openvino"), f"{g}.openvino", (".xml",))
+        io: dict[str, tuple[int, ...]] = {}
+        for kind in ("inputs", "outputs"):
+            tensors = f.get(graph, kind, f"{g}.{kind}")
+            if not isinstance(tensors, list) or not tensors:
+                f.fail(f"{g}.{kind}", f"must be a non-empty list, got {_kind(tensors)}")
+            for i, tensor in enumerate(tensors):
+                t = f"{g}.{kind}[{i}]"
+                tensor = f.mapping(tensor, t)
+                name = f.text(f.get(tensor, "name", f"{t}.name"), f"{t}.name", empty=False)
+                shape = f.get(tensor, "shape", f"{t}.shape")
+                if not isinstance(shape, list) or not shape:
+                    f.fail(f"{t}.shape", f"must be a non-empty list of sizes, got {_kind(shape)}")
+                dims = tuple(f.integer(d, f"{t}.shape[{j}]", lo=1, hi=1 << 24) for j, d in enumerate(shape))
+                if f.get(tensor, "dtype", f"{t}.dtype", "float32") not in DTYPES:
+                    f.fail(f"{t}.dtype", f"must be one of {', '.join(DTYPES)}, got {_kind(tensor['dtype'])}")
+                if name in io:
+                    f.fail(f"{t}.name", f"repeats {name!r}")
+                io[name] = dims
+        shapes[gname] = io
+
+    quantized = f.mapping(f.get(data, "quantized", "quantized", {}) or {}, "quantized")
+    if "int8" in quantized:
+        _check_int8(f, f.mapping(quantized["int8"], "quantized.int8"), graphs)
+    {"fastsam": _check_fastsam, "sam": _check_sam, "clip": _check_clip}[family](f, data, shapes)
+
+
+def _shape(f: _Fields, shapes, graph: str, name: str, expected: tuple, what: str) -> tuple[int, ...]:
+    """The shape of tensor ``name`` of ``graph``; ``expected`` entries None are free (returned)."""
+    if graph not in shapes:
+        f.fail("graphs", f"has no {graph!r} graph, which a {what} folder needs (it has: {', '.join(shapes)})")
+    if name not in shapes[graph]:
+        f.fail(f"graphs.{graph}", f"has no tensor named {name!r} (it has: {', '.join(shapes[graph])})")
+    shape = shapes[graph][name]
+    if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+        want = "[" + ", ".join("N" if e is None else str(e) for e in expected) + "]"
+        f.fail(f"graphs.{graph} tensor {name!r}", f"has shape {list(shape)}, but a {what} model needs {want}")
+    return shape
+
+
+def _check_preprocess(f: _Fields, data: dict, size: int | None = None) -> int:
+    pre = data.get("preprocess", {})
+    side = f.get(pre, "size", "preprocess.size", None)
+    if side is not None:
+        if not isinstance(side, list) or len(side) != 2 or side[0] != side[1]:
+            f.fail("preprocess.size", f"must be a square [S, S], got {_kind(side)}")
+        f.integer(side[0], "preprocess.size[0]", lo=16, hi=1 << 14)
+        if size is not None and side[0] != size:
+            f.fail("preprocess.size", f"is {side}, but the graph's input is {size}x{size}")
+        size = side[0]
+    elif size is None:
+        f.fail("preprocess.size", "is missing")
+    for key in ("mean", "std"):
+        if key in pre:
+            f.numbers(pre[key], f"preprocess.{key}", 3, positive=key == "std")
+    if "pad_value" in pre:
+        f.number(pre["pad_value"], "preprocess.pad_value", 0, 255)
+    return int(size)
+
+
+def _check_fastsam(f: _Fields, data: dict, shapes) -> None:
+    what = "fastsam"
+    params = data.get("params", {})
+    nc = f.integer(f.get(params, "num_classes", "params.num_classes"), "params.num_classes", lo=1, hi=100_000)
+    nm = f.integer(params.get("num_mask_coefficients", 32), "params.num_mask_coefficients", lo=1, hi=1024)
+    for key in ("conf", "iou"):
+        if key in params:
+            f.number(params[key], f"params.{key}", 0, 1)
+    if "max_det" in params:
+        f.integer(params["max_det"], "params.max_det", lo=1)
+    if data.get("classes") and len(data["classes"]) != nc:
+        f.fail("classes", f"has {len(data['classes'])} names, but params.num_classes is {nc}")
+    _, _, s, s2 = _shape(f, shapes, "model", "images", (1, 3, None, None), what)
+    if s != s2 or s % 32:
+        f.fail("graphs.model tensor 'images'", f"must be a square multiple of 32, got {s}x{s2}")
+    _shape(f, shapes, "model", "detections", (1, 4 + nc + nm, None), what)
+    _shape(f, shapes, "model", "prototypes", (1, nm, s // 4, s // 4), what)
+    _check_preprocess(f, data, s)
+
+
+def _check_sam(f: _Fields, data: dict, shapes) -> None:
+    what = "sam"
+    params = data.get("params", {})
+    slots = f.integer(f.get(params, "prompt_slots", "params.prompt_slots"), "params.prompt_slots", lo=1, hi=4096)
+    f.number(params.get("mask_threshold", 0.0), "params.mask_threshold")
+    pre = data.get("preprocess", {})
+    for key in ("mean", "std"):
+        f.get(pre, key, f"preprocess.{key}")
+    size = _check_preprocess(f, data)
+    _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
+    _shape(f, shapes, "encoder", "image_embeddings", (1, 256, 64, 64), what)
+    for name, shape in (("image_embeddings", (1, 256, 64, 64)), ("point_coords", (1, slots, 2)), ("point_labels", (1, slots)),
+                        ("mask_input", (1, 1, 256, 256)), ("has_mask_input", (1,)),
+                        ("low_res_masks", (1, 4, 256, 256)), ("iou_predictions", (1, 4))):
+        _shape(f, shapes, "decoder", name, shape, what)
+
+
+def _check_clip(f: _Fields, data: dict, shapes) -> None:
+    what = "clip"
+    params = data.get("params", {})
+    vocab = f.path(f.get(params, "vocabulary", "params.vocabulary"), "params.vocabulary")
+    if vocab not in data["files"]:
+        f.fail("params.vocabulary", f"names {vocab!r}, which files does not list")
+    pre = data.get("preprocess", {})
+    for key in ("mean", "std"):
+        f.get(pre, key, f"preprocess.{key}")
+    size = _check_preprocess(f, data)
+    batch, _, _, _ = _shape(f, shapes, "image_encoder", "images", (None, 3, size, size), what)
+    _, dim = _shape(f, shapes, "image_encoder", "image_embeds", (batch, None), what)
+    _shape(f, shapes, "text_encoder", "tokens", (1, None), what)
+    _shape(f, shapes, "text_encoder", "text_embeds", (1, dim), what)
+
+
+def _check_int8(f: _Fields, int8: dict, graphs: dict) -> None:
+    q = "quantized.int8"
+    for gname, files in f.mapping(f.get(int8, "graphs", f"{q}.graphs"), f"{q}.graphs").items():
+        if gname not in graphs:
+            f.fail(f"{q}.graphs", f"names a graph {gname!r} the folder does not have")
+        for backend, name in f.mapping(files, f"{q}.graphs.{gname}").items():
+            if backend not in BACKEND_NAMES:
+                f.fail(f"{q}.graphs.{gname}", f"names an unknown backend {backend!r}")
+            f.path(name, f"{q}.graphs.{gname}.{backend}", (".xml",) if backend == "openvino" else (".onnx",))
+    for key in ("agreement", "rejected"):
+        for backend, measured in f.mapping(int8.get(key, {}), f"{q}.{key}").items():
+            measured = f.mapping(measured, f"{q}.{key}.{backend}")
+            f.number(f.get(measured, "gate", f"{q}.{key}.{backend}.gate"), f"{q}.{key}.{backend}.gate")
+    gate = f.mapping(f.get(int8, "gate", f"{q}.gate"), f"{q}.gate")
+    f.text(f.get(gate, "metric", f"{q}.gate.metric"), f"{q}.gate.metric")
+    f.number(f.get(gate, "min", f"{q}.gate.min"), f"{q}.gate.min")
+    calib = f.mapping(f.get(int8, "calibration", f"{q}.calibration"), f"{q}.calibration")
+    f.integer(f.get(calib, "count", f"{q}.calibration.count"), f"{q}.calibration.count", lo=0)
+    if not isinstance(f.get(calib, "held_out", f"{q}.calibration.held_out"), list):
+        f.fail(f"{q}.calibration.held_out", "must be a list")
+    f.text(f.get(int8, "created", f"{q}.created", ""), f"{q}.created")
+    f.mapping(f.get(int8, "tools", f"{q}.tools", {}), f"{q}.tools")
