@@ -29,6 +29,12 @@ def shared_images() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def bus(shared_images) -> Path:
+    """ultralytics' bus photo, 810x1080."""
+    return next(p for p in shared_images if p.name == "ultralytics_bus.jpg")
+
+
+@pytest.fixture(scope="session")
 def real_checkpoint() -> Path:
     return _need(REAL_CKPT)
 
@@ -72,3 +78,33 @@ def seeded_folder_1024(seeded_fastsam_s, session_tmp, ov_cache) -> Path:
     from segedge.export.fastsam import export_fastsam
 
     return export_fastsam(seeded_fastsam_s, session_tmp / "fastsam-s-seeded-1024", imgsz=1024)
+
+
+@pytest.fixture(scope="session")
+def sam_tiny_ckpt(session_tmp) -> Path:
+    """A seeded reduced-ViT SAM checkpoint (segment-anything's state-dict format; fast to run)."""
+    from helpers import make_sam_checkpoint
+
+    return make_sam_checkpoint(session_tmp / "sam_tiny.pth", "tiny")
+
+
+@pytest.fixture(scope="session")
+def sam_tiny_folder(sam_tiny_ckpt, session_tmp, ov_cache) -> Path:
+    from segedge.export.sam import export_sam
+
+    return export_sam(sam_tiny_ckpt, session_tmp / "sam-tiny")
+
+
+@pytest.fixture(scope="session")
+def clip_ckpt(session_tmp) -> Path:
+    """A seeded CLIP ViT-B/32 in OpenAI's TorchScript-archive format."""
+    from helpers import make_clip_checkpoint
+
+    return make_clip_checkpoint(session_tmp / "ViT-B-32.pt", "openai")
+
+
+@pytest.fixture(scope="session")
+def clip_folder(clip_ckpt, session_tmp, ov_cache) -> Path:
+    from segedge.export.clip import export_clip
+
+    return export_clip(clip_ckpt, session_tmp / "clip")

@@ -19,16 +19,6 @@ from segedge.runtime.fastsam import FastSam
 
 
 @pytest.fixture(scope="module")
-def clip_ckpt(session_tmp):
-    return make_clip_checkpoint(session_tmp / "ViT-B-32.pt", "openai")
-
-
-@pytest.fixture(scope="module")
-def clip_folder(clip_ckpt, session_tmp, ov_cache):
-    return export_clip(clip_ckpt, session_tmp / "clip")
-
-
-@pytest.fixture(scope="module")
 def reference_clip(clip_ckpt):
     return OpenClipForUltralytics(clip_ckpt)
 

@@ -19,13 +19,13 @@ from segedge.runtime.sam import Sam
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(session_tmp):
-    return make_sam_checkpoint(session_tmp / "sam_tiny.pth", "tiny")
+def tiny_ckpt(sam_tiny_ckpt):
+    return sam_tiny_ckpt
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tiny_ckpt, session_tmp, ov_cache):
-    return export_sam(tiny_ckpt, session_tmp / "sam-tiny")
+def tiny_folder(sam_tiny_folder):
+    return sam_tiny_folder
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The ``segedge`` command: export | quantize | segment | bench | info.
 
 Thin by design: it parses arguments and calls :mod:`segedge.export` and :mod:`segedge.runtime`.
-Errors that users can fix print one line (``error: ...``) and exit with status 2.
+Errors that users can fix print one line (``error: ...``) on stderr and exit with status 2; a batch
+names each failing image and goes on (status 1 when some failed). See :func:`main`.
 """
 
 from __future__ import annotations

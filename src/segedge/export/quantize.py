@@ -165,7 +165,10 @@ def gate_score(measured: dict[str, float]) -> float:
 def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
     """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
     the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
-    manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}})
+    staged = {Path(name).with_suffix(ext).as_posix() for per in files.values() for name in per.values()
+              for ext in ((".xml", ".bin") if name.endswith(".xml") else (".onnx",))}
+    listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
+    manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}}, files=listed)
     return ModelFolder(folder.path, manifest)
 
 

@@ -22,12 +22,12 @@ def _as_float_array(value, what: str, last_dim: int) -> np.ndarray:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         raise PromptError(f"{what} must be numbers, got {short(value)}") from None
+    if arr.size == 0:
+        raise PromptError(f"no {what} given (shape {arr.shape}); pass None for no {what}")
     if arr.ndim == 1 and arr.size == last_dim:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != last_dim:
         raise PromptError(f"{what} must have shape (N, {last_dim}), got {arr.shape}")
-    if len(arr) == 0:
-        raise PromptError(f"no {what} given (shape {arr.shape}); pass None for no {what}")
     if not np.isfinite(arr).all():
         raise PromptError(f"{what} contain NaN or infinity: {short(arr.tolist())}")
     return arr
