@@ -283,7 +283,7 @@ def test_cli_numbers(capsys, real_folder_640, bus, tmp_path, args, message):
 
 def test_sam_options_on_fastsam_are_refused(capsys, real_folder_640, bus, tmp_path):
     code, _, err = cli(capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", "--multimask")
-    assert code == 2 and "--multimask applies to SAM folders" in err
+    assert code == 2 and "--multimask: SAM options" in err
     assert not (tmp_path / "o").exists()
 
 

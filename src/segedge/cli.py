@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sam":
             sp.add_argument("--variant", choices=("vit_b", "vit_l", "vit_h"), help="override the variant recognised from the weights")
         sp.add_argument("--prompt-slots", type=int, default=16, help="decoder prompt tokens: a box takes 2, each point 1 (default 16)")
+        sp.add_argument("--decoder-batch", type=int, default=16,
+                        help="prompt sets per call of the batched decoder used for many boxes and --everything (default 16; 1: none)")
         sp.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
         sp.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
@@ -171,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-det", type=_positive_int, default=None, help="FastSAM: maximum detections per image")
     seg.add_argument("--low-res", action="store_true", help="FastSAM: faster masks built at model resolution (blockier edges)")
     seg.add_argument("--multimask", action="store_true", help="SAM: write SAM's three candidate masks per prompt instead of one")
+    seg.add_argument("--points-per-side", type=_positive_int, default=None,
+                     help="SAM --everything: grid points per side (default 32, segment-anything's)")
+    seg.add_argument("--crop-layers", type=int, choices=(0, 1, 2, 3), default=None,
+                     help="SAM --everything: also run on 4, 16, ... overlapping crops (segment-anything's crop_n_layers; default 0)")
+    seg.add_argument("--min-region-area", type=int, default=None,
+                     help="SAM --everything: remove holes and islands smaller than this many pixels (default 0)")
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
     seg.add_argument("--max-pixels", type=_pixels, default=None,
                      help="refuse images with more pixels (default 100000000, or $SEGEDGE_MAX_PIXELS; 0 = no limit)")
@@ -267,7 +275,8 @@ def _export(args) -> int:
         out = export_clip(checkpoint, args.out, quick_gelu=quick, simplify=not args.no_simplify, overwrite=args.overwrite)
     else:
         out = export_sam(checkpoint, args.out, variant=getattr(args, "variant", None), expect=args.family,
-                         prompt_slots=args.prompt_slots, simplify=not args.no_simplify, overwrite=args.overwrite)
+                         prompt_slots=args.prompt_slots, decoder_batch=args.decoder_batch, simplify=not args.no_simplify,
+                         overwrite=args.overwrite)
     print(f"exported {checkpoint} -> {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -383,6 +392,17 @@ def _segment(args) -> int:
         def run(path):
             return model.segment(path, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
                                  conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+    elif args.everything:
+        from segedge.runtime.sam import Sam
+        from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+        model = Sam(folder, **options)
+        generator = SamAutomaticMaskGenerator(
+            model, points_per_side=args.points_per_side or 32, crop_n_layers=args.crop_layers or 0,
+            min_mask_region_area=args.min_region_area or 0)
+
+        def run(path):
+            return generator.segment(path)
     else:
         from segedge.runtime.sam import Sam, segment_with_prompts
 
@@ -441,20 +461,31 @@ def _emit(record: dict) -> None:
 
 def _check_family_options(args, family: str) -> None:
     """Refuse options that do nothing for this model family (rather than ignoring them)."""
+    sam_everything = (("--points-per-side", args.points_per_side is not None), ("--crop-layers", args.crop_layers is not None),
+                      ("--min-region-area", args.min_region_area is not None))
     if family == "fastsam":
-        wrong = [flag for flag, used in (("--multimask", args.multimask),) if used]
+        wrong = [flag for flag, used in (("--multimask", args.multimask),) + sam_everything if used]
         if wrong:
-            raise SegedgeError(f"{' and '.join(wrong)} applies to SAM folders; {args.model} is a FastSAM folder")
+            raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a FastSAM folder")
         return
     if family == "sam":
         wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
                                          ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
-                                         ("--everything", args.everything), ("--text", bool(args.text))) if used]
+                                         ("--text", bool(args.text))) if used]
         if wrong:
             raise SegedgeError(f"{', '.join(wrong)}: FastSAM options; {args.model} is a SAM folder, which takes "
-                               "--point, --box and --multimask (segment everything is FastSAM's job)")
+                               "--point, --box, --multimask or --everything")
+        if args.everything:
+            if args.multimask:
+                raise SegedgeError("--multimask is for prompts; --everything keeps every mask that passes segment-anything's filters")
+            if args.min_region_area is not None and args.min_region_area < 0:
+                raise SegedgeError(f"--min-region-area must be 0 or more pixels, got {args.min_region_area}")
+            return
+        wrong = [flag for flag, used in sam_everything if used]
+        if wrong:
+            raise SegedgeError(f"{', '.join(wrong)}: options of --everything; add --everything or drop them")
         if not (args.point or args.box):
-            raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2 (segment everything is FastSAM's job)")
+            raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything")
         return
     raise SegedgeError(f"{args.model} is a {family} model folder; segment needs a fastsam or sam folder")
 

@@ -212,10 +212,14 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
     size = _check_preprocess(f, data)
     _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
     _shape(f, shapes, "encoder", "image_embeddings", (1, 256, 64, 64), what)
-    for name, shape in (("image_embeddings", (1, 256, 64, 64)), ("point_coords", (1, slots, 2)), ("point_labels", (1, slots)),
-                        ("mask_input", (1, 1, 256, 256)), ("has_mask_input", (1,)),
-                        ("low_res_masks", (1, 4, 256, 256)), ("iou_predictions", (1, 4))):
-        _shape(f, shapes, "decoder", name, shape, what)
+    batch = f.integer(params.get("decoder_batch", 1), "params.decoder_batch", lo=1, hi=1024)
+    if (batch > 1) != ("decoder_batch" in shapes):
+        f.fail("params.decoder_batch", f"is {batch}, but the folder {'has no' if batch > 1 else 'has a'} decoder_batch graph")
+    for graph, b in (("decoder", 1), ("decoder_batch", batch)) if batch > 1 else (("decoder", 1),):
+        for name, shape in (("image_embeddings", (1, 256, 64, 64)), ("point_coords", (b, slots, 2)), ("point_labels", (b, slots)),
+                            ("mask_input", (b, 1, 256, 256)), ("has_mask_input", (b,)),
+                            ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))):
+            _shape(f, shapes, graph, name, shape, what)
 
 
 def _check_clip(f: _Fields, data: dict, shapes) -> None:

@@ -1,7 +1,9 @@
 """SAM / MobileSAM checkpoint -> model folder with a static image encoder and prompt decoder.
 
 ``encoder``: ``image (1, 3, 1024, 1024)`` (normalised with SAM's mean/std, zero-padded bottom-right)
--> ``image_embeddings (1, 256, 64, 64)``. ``decoder``: see :mod:`segedge.export.sam_decoder`.
+-> ``image_embeddings (1, 256, 64, 64)``. ``decoder``: one prompt set per call, for interactive clicks;
+``decoder_batch``: the same network taking ``B`` prompt sets per call (``params.decoder_batch``), for
+many boxes at once and "segment everything". See :mod:`segedge.export.sam_decoder`.
 Checkpoints are plain state dicts, loaded with ``weights_only=True``.
 """
 
@@ -17,6 +19,9 @@ from segedge.manifest import Manifest
 from segedge.preprocess.resize_longest import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 DEFAULT_SLOTS = 16  # prompt tokens: a box (2) + up to 14 points, or up to 15 points + SAM's pad token
+DEFAULT_DECODER_BATCH = 16  # prompt sets per batched decoder call (see README: measured per-prompt cost)
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
 
 
 def export_sam(
@@ -26,6 +31,7 @@ def export_sam(
     variant: str | None = None,
     expect: str | None = None,
     prompt_slots: int = DEFAULT_SLOTS,
+    decoder_batch: int = DEFAULT_DECODER_BATCH,
     simplify: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -40,6 +46,8 @@ def export_sam(
 
     if prompt_slots < 3:
         raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM's padding), got {prompt_slots}")
+    if decoder_batch < 1 or decoder_batch > 1024:
+        raise CheckpointError(f"--decoder-batch must be from 1 to 1024 (1: no batched decoder), got {decoder_batch}")
     sam, arch = load_sam(checkpoint, variant)
     is_mobile = arch.kind == "tinyvit"
     if expect == "sam" and is_mobile:
@@ -49,25 +57,24 @@ def export_sam(
     image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
         embeddings = sam.image_encoder(image)
-    decoder_inputs = (
-        embeddings,
-        torch.zeros(1, prompt_slots, 2),
-        torch.full((1, prompt_slots), -2.0),
-        torch.zeros(1, 1, 256, 256),
-        torch.zeros(1),
-    )
+
+    def decoder_inputs(batch: int):
+        return (embeddings, torch.zeros(batch, prompt_slots, 2), torch.full((batch, prompt_slots), -2.0),
+                torch.zeros(batch, 1, 256, 256), torch.zeros(batch))
+
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
         encoder = export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify)
-        decoder = export_graph(
-            PromptDecoder(sam).eval(), decoder_inputs, folder, "decoder",
-            ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"],
-            ["low_res_masks", "iou_predictions"], simplify,
-        )
+        graphs = {"encoder": encoder}
+        graphs["decoder"] = export_graph(PromptDecoder(sam).eval(), decoder_inputs(1), folder, "decoder",
+                                         DECODER_INPUTS, DECODER_OUTPUTS, simplify)
+        if decoder_batch > 1:
+            graphs["decoder_batch"] = export_graph(PromptDecoder(sam).eval(), decoder_inputs(decoder_batch), folder,
+                                                   "decoder_batch", DECODER_INPUTS, DECODER_OUTPUTS, simplify)
         manifest = Manifest(
             family="sam",
             variant=arch.variant,
-            graphs={"encoder": encoder, "decoder": decoder},
+            graphs=graphs,
             preprocess={
                 "kind": "longest_side",
                 "size": [IMAGE_SIZE, IMAGE_SIZE],
@@ -82,6 +89,7 @@ def export_sam(
             exporter=tool_versions("torch", "segment-anything", "ultralytics", "onnx", "onnxslim", "openvino"),
             params={
                 "prompt_slots": prompt_slots,
+                "decoder_batch": decoder_batch,
                 "empty_slot_label": -2,
                 "mask_threshold": 0.0,
                 "low_res_size": 256,

@@ -72,12 +72,14 @@ class PromptDecoder(nn.Module):
         sparse = sparse + pe_enc.not_a_point_embed.weight * (labels == -1).to(coords.dtype)
         for i in range(pe_enc.num_point_embeddings):
             sparse = sparse + pe_enc.point_embeddings[i].weight * (labels == i).to(coords.dtype)
-        has_mask = has_mask_input.reshape(1, 1, 1, 1)
+        has_mask = has_mask_input.reshape(-1, 1, 1, 1)
         dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
 
+        batch = point_coords.shape[0]
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+        output_tokens = output_tokens.expand(batch, -1, -1)
         tokens = torch.cat([output_tokens, sparse], dim=1)
-        empty = (point_labels < -1.5).to(coords.dtype)  # (1, S)
+        empty = (point_labels < -1.5).to(coords.dtype)  # (B, S)
         token_bias = torch.cat([torch.zeros_like(output_tokens[:, :, 0]), empty * _MASKED], dim=1)[:, None, None, :]
 
         src = image_embeddings + dense

@@ -23,10 +23,10 @@ import numpy as np
 from segedge.errors import PromptError, SegedgeError
 from segedge.fileio import atomic_write_bytes
 from segedge.imageio import ImageSource, read_image
-from segedge.postprocess.sam_masks import upscale_logits
+from segedge.postprocess.sam_masks import roi_masks_from_low_res, upscale_logits
 from segedge.preprocess.resize_longest import SamTransform, sam_preprocess
 from segedge.runtime.model_base import FolderModel
-from segedge.runtime.prompt_args import check_boxes, check_points
+from segedge.runtime.prompt_args import check_boxes, check_points, short
 
 EMPTY = -2.0  # an unused decoder slot (masked out of attention)
 PAD = -1.0  # SAM's own "not a point" token, added when there is no box
@@ -55,6 +55,52 @@ class SamImage:
         return self.transform.input_hw
 
 
+#: A remainder of at most this share of the batch size runs as single-prompt calls, not a padded batch.
+SINGLE_CALL_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class SamPrediction:
+    """Decoder outputs for ``N`` prompt sets x ``C`` masks each (C = 3 multimask, else 1).
+
+    ``low_res (N, C, 256, 256)`` logits and ``scores (N, C)`` (SAM's predicted IoU) are computed;
+    full-size results are computed on request, each mask only inside the window where it can be
+    non-empty: :meth:`masks`, :meth:`roi_masks`, :meth:`boxes`, :meth:`logits`.
+    """
+
+    low_res: np.ndarray
+    scores: np.ndarray
+    image: SamImage
+    size: int
+    threshold: float
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def roi_masks(self, stability_offset: float | None = None):
+        """All ``N x C`` masks at the original size as :class:`~segedge.postprocess.masks.RoiMasks`
+        (row-major: prompt set, then candidate), tight boxes; with ``stability_offset`` also
+        segment-anything's stability scores ``(N * C,)``."""
+        return roi_masks_from_low_res(self.low_res, self.image.input_size, self.image.original_size, self.size,
+                                      self.threshold, stability_offset)
+
+    def masks(self) -> np.ndarray:
+        """``(N, C, H, W)`` bool masks at the original size (same as thresholding :meth:`logits`)."""
+        n, c = self.scores.shape
+        return self.roi_masks().dense().reshape(n, c, *self.image.original_size)
+
+    def boxes(self) -> np.ndarray:
+        """``(N, C, 4)`` float32 xyxy extents of the masks in original pixels (x2, y2 exclusive; zeros
+        for an empty mask)."""
+        rois = self.roi_masks().rois
+        n, c = self.scores.shape
+        return rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(n, c, 4)
+
+    def logits(self) -> np.ndarray:
+        """``(N, C, H, W)`` float32 logits at the original size (the full upscale of every mask)."""
+        return upscale_logits(self.low_res, self.image.input_size, self.image.original_size, self.size)
+
+
 class Sam(FolderModel):
     """A SAM / MobileSAM model folder compiled on one backend; use like ``SamPredictor``
     (options: :class:`FolderModel`).
@@ -76,6 +122,8 @@ class Sam(FolderModel):
         self.mask_threshold = float(m.params.get("mask_threshold", 0.0))
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
+        self.decoder_batch_size = int(m.params.get("decoder_batch", 1))
+        self.decoder_batch = self._compile("decoder_batch") if self.decoder_batch_size > 1 else None
         self._local = threading.local()
 
     # -- image -----------------------------------------------------------------------------------
@@ -199,12 +247,93 @@ class Sam(FolderModel):
         """
         state = self._need_image(image)
         pts, lab, boxes, low = self.check_prompts(state.original_size, point_coords, point_labels, box, mask_input)
+        rows = [(pts, lab, b, low) for b in (boxes if boxes is not None else [None])]
+        pred = self._predict_rows(state, rows, multimask_output)
         t0 = time.perf_counter()
-        results = [self._decode(state, pts, lab, b, low, multimask_output, return_logits) for b in (boxes if boxes is not None else [None])]
-        self.timings["decoder"] = (time.perf_counter() - t0) * 1e3 / len(results)
-        if len(results) == 1:
-            return results[0]
-        return tuple(np.stack(parts) for parts in zip(*results))  # type: ignore[return-value]
+        masks = pred.logits() if return_logits else pred.masks()
+        self.timings["masks"] = (time.perf_counter() - t0) * 1e3
+        if len(rows) == 1:
+            return masks[0], pred.scores[0], pred.low_res[0]
+        return masks, pred.scores, pred.low_res
+
+    def predict_batch(
+        self,
+        point_coords=None,
+        point_labels=None,
+        boxes=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        image: SamImage | None = None,
+    ) -> SamPrediction:
+        """``N`` prompt sets decoded together, like ``SamPredictor.predict_torch`` but in original pixels.
+
+        ``point_coords (N, P, 2)`` with ``point_labels (N, P)``, and/or ``boxes (N, 4)`` xyxy, and/or
+        ``mask_input (N, 256, 256)``: row ``i`` of each is prompt set ``i``. Runs the folder's batched
+        decoder (``B`` sets per call; ``N > B`` takes several calls) and returns a
+        :class:`SamPrediction` whose low-res logits and scores are ready; full-size masks, logits, boxes
+        are computed only when asked for.
+        """
+        state = self._need_image(image)
+        n = None
+        for name, value in (("point_coords", point_coords), ("point_labels", point_labels), ("boxes", boxes), ("mask_input", mask_input)):
+            if value is not None:
+                try:
+                    length = len(value)
+                except TypeError:
+                    raise PromptError(f"{name} must have one row per prompt set, got {short(value)}") from None
+                if n is not None and length != n:
+                    raise PromptError(f"{name} has {length} rows, but the other prompts have {n}; give one row per prompt set")
+                n = length
+        if not n:
+            raise PromptError("predict_batch needs at least one prompt set: point_coords (N, P, 2) with point_labels, boxes (N, 4) or mask_input")
+        rows = []
+        for i in range(n):
+            pick = lambda v: None if v is None else v[i]  # noqa: E731
+            try:
+                pts, lab, box, low = self.check_prompts(state.original_size, pick(point_coords), pick(point_labels), pick(boxes), pick(mask_input))
+            except PromptError as exc:
+                raise PromptError(f"prompt set {i}: {exc}") from None
+            rows.append((pts, lab, None if box is None else box[0], low))
+        return self._predict_rows(state, rows, multimask_output)
+
+    def _predict_rows(self, state: SamImage, rows: list, multimask_output: bool) -> SamPrediction:
+        """Decode checked prompt rows ``(points, labels, box, mask_input)``: batched calls of ``B`` rows while
+        enough rows remain, single calls for a short remainder (cheaper than a padded batch)."""
+        t0 = time.perf_counter()
+        lows, ious = [], []
+        start, b = 0, self.decoder_batch_size
+        while start < len(rows):
+            left = len(rows) - start
+            if self.decoder_batch is not None and left > b * SINGLE_CALL_SHARE:
+                chunk = rows[start : start + b]
+                feed = self._stack_inputs(state, chunk, b)
+                out = self.decoder_batch.run(feed)
+                lows.append(out["low_res_masks"][: len(chunk)])
+                ious.append(out["iou_predictions"][: len(chunk)])
+                start += len(chunk)
+            else:
+                out = self.decoder.run(self._stack_inputs(state, rows[start : start + 1], 1))
+                lows.append(out["low_res_masks"])
+                ious.append(out["iou_predictions"])
+                start += 1
+        pick = slice(1, None) if multimask_output else slice(0, 1)
+        self.timings["decoder"] = (time.perf_counter() - t0) * 1e3
+        return SamPrediction(np.concatenate(lows)[:, pick], np.concatenate(ious)[:, pick], state, self.size, self.mask_threshold)
+
+    def _stack_inputs(self, state: SamImage, rows: list, batch: int) -> dict[str, np.ndarray]:
+        """Decoder inputs for ``rows`` padded to ``batch`` rows (padding rows: every slot empty)."""
+        feeds = [self.decoder_inputs(*row, image=state) for row in rows]
+        out = {}
+        for name in ("point_coords", "point_labels", "mask_input", "has_mask_input"):
+            stacked = np.concatenate([f[name] for f in feeds])
+            if batch > len(rows):
+                pad = np.zeros((batch - len(rows), *stacked.shape[1:]), np.float32)
+                if name == "point_labels":
+                    pad[:] = EMPTY
+                stacked = np.concatenate([stacked, pad])
+            out[name] = stacked
+        out["image_embeddings"] = state.features
+        return out
 
     def check_prompts(self, image_hw, point_coords=None, point_labels=None, box=None, mask_input=None):
         """``(points, labels, boxes, mask_input)`` checked against an ``image_hw`` image and this decoder's
@@ -264,15 +393,6 @@ class Sam(FolderModel):
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
         }
 
-    def _decode(self, state: SamImage, pts, lab, box, low, multimask_output, return_logits):
-        out = self.decoder.run(self.decoder_inputs(pts, lab, box, low, state))
-        pick = slice(1, None) if multimask_output else slice(0, 1)
-        low_res = out["low_res_masks"][0, pick]
-        scores = out["iou_predictions"][0, pick]
-        logits = upscale_logits(low_res, state.input_size, state.original_size, self.size)
-        masks = logits if return_logits else logits > self.mask_threshold
-        return masks, scores, low_res
-
 
 def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):
     """One image, one prompt set -> a :class:`~segedge.runtime.result.Result` (what the CLI writes).
@@ -280,23 +400,23 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     Several boxes give one mask each (the points, if any, go with every box); ``multimask`` keeps
     SAM's three candidates per prompt. Scores are SAM's predicted IoU; boxes are the masks' extents.
     """
-    from segedge.postprocess.masks import RoiMasks
     from segedge.runtime.result import Result
 
     source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
     t0 = time.perf_counter()
     rgb = read_image(image, model.max_pixels)
-    model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
+    pts, lab, bxs, _ = model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
     read_ms = (time.perf_counter() - t0) * 1e3
     state = model.embed(rgb)
     model.timings["preprocess"] += read_ms
-    masks, scores, _ = model.predict(point_coords=points, point_labels=labels, box=boxes, multimask_output=multimask, image=state)
-    masks = masks.reshape(-1, *masks.shape[-2:])
-    scores = scores.reshape(-1).astype(np.float32)
-    roi = RoiMasks.from_dense(masks)
-    extents = np.array([(x0, y0, x1, y1) for y0, y1, x0, x1 in roi.rois.tolist()], dtype=np.float32).reshape(-1, 4)
-    timings = dict(model.timings)
-    return Result(rgb, extents, scores, np.zeros(len(scores), np.int64), roi, ["mask"], timings, source)
+    pred = model._predict_rows(state, [(pts, lab, b, None) for b in (bxs if bxs is not None else [None])], multimask)
+    t1 = time.perf_counter()
+    roi = pred.roi_masks()  # masks only inside their windows: no full-size array per mask
+    rois = roi.rois
+    extents = rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(-1, 4)
+    model.timings["masks"] = (time.perf_counter() - t1) * 1e3
+    scores = pred.scores.reshape(-1).astype(np.float32)
+    return Result(rgb, extents, scores, np.zeros(len(scores), np.int64), roi, ["mask"], dict(model.timings), source)
 
 
 def _image_hash(rgb: np.ndarray) -> str:

@@ -1,0 +1,161 @@
+"""SAM "segment everything" in NumPy (issue 10) against ``segment_anything.SamAutomaticMaskGenerator``.
+
+Seeded SAM decoders give weak logits (about +-0.3) whose masks all span the image, so with
+segment-anything's defaults (stability offset 1.0, box NMS 0.7) both generators keep at most one
+mask. The agreement tests therefore also run permissive settings (stability offset 0.03, NMS off)
+where every grid point's candidates are compared one to one, hundreds of masks per image; NMS
+itself is the torchvision-exact function tested in test_letterbox_nms.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamAutomaticMaskGenerator as ReferenceGenerator
+from segment_anything.utils import amg as sa_amg
+
+from helpers import mask_iou, sam_reference
+from segedge.cli import main
+from segedge.errors import SegedgeError
+from segedge.imageio import read_image
+from segedge.postprocess import amg
+from segedge.postprocess.masks import RoiMasks
+from segedge.runtime.sam import Sam
+from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+
+@pytest.fixture(scope="module")
+def dog(shared_images):
+    return read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))  # 800x534
+
+
+# -- the helpers, one by one ----------------------------------------------------------------------
+@pytest.mark.parametrize("size,layers,ratio", [((534, 800), 0, 512 / 1500), ((534, 800), 1, 512 / 1500), ((1200, 1800), 2, 0.3), ((97, 61), 1, 0.5)])
+def test_crop_boxes_and_grids(size, layers, ratio):
+    assert amg.generate_crop_boxes(size, layers, ratio) == sa_amg.generate_crop_boxes(size, layers, ratio)
+    for ours, ref in zip(amg.build_all_layer_point_grids(32, layers, 2), sa_amg.build_all_layer_point_grids(32, layers, 2)):
+        np.testing.assert_array_equal(ours, ref)
+
+
+def test_edge_filter_and_boxes():
+    rng = np.random.default_rng(0)
+    boxes = rng.integers(0, 400, (200, 4))
+    boxes[:, 2:] = boxes[:, :2] + rng.integers(0, 300, (200, 2))
+    crop, orig = [100, 50, 500, 450], [0, 0, 800, 534]
+    expected = sa_amg.is_box_near_crop_edge(torch.as_tensor(boxes), crop, orig).numpy()
+    np.testing.assert_array_equal(amg.is_box_near_crop_edge(boxes, crop, orig), expected)
+    masks = rng.random((20, 60, 80)) > 0.995
+    masks[3] = False
+    ref = sa_amg.batched_mask_to_box(torch.as_tensor(masks)).numpy()
+    np.testing.assert_array_equal(amg.inclusive_boxes(RoiMasks.from_dense(masks)), ref)
+
+
+@pytest.mark.parametrize("mode", ["holes", "islands"])
+@pytest.mark.parametrize("where", ["middle", "corner", "full_width"])
+def test_small_regions_match(mode, where):
+    """Computed on the mask's box plus a ring, equal to segment-anything's whole-image computation,
+    also where the box touches the image border or leaves only thin strips outside."""
+    rng = np.random.default_rng({"middle": 1, "corner": 2, "full_width": 3}[where])
+    h, w = 120, 160
+    for _ in range(10):
+        mask = np.zeros((h, w), bool)
+        y0, x0 = {"middle": (30, 40), "corner": (0, 0), "full_width": (2, 0)}[where]
+        y1, x1 = {"middle": (90, 120), "corner": (70, 90), "full_width": (117, 160)}[where]
+        mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > rng.uniform(0.2, 0.6)
+        for thresh in (3, 20, 300):
+            ref, ref_changed = sa_amg.remove_small_regions(mask, thresh, mode)
+            crop, (ry0, ry1, rx0, rx1), changed = amg.remove_small_regions(RoiMasks.from_dense(mask[None]), 0, thresh, mode)
+            out = np.zeros((h, w), bool)
+            out[ry0:ry1, rx0:rx1] = crop
+            np.testing.assert_array_equal(out, ref)
+            assert changed == ref_changed
+
+
+# -- the generator against segment-anything -----------------------------------------------------------
+def _pair_records(ref, ours):
+    """Pair records by prompt point and predicted IoU (each grid point gives up to 3 candidates)."""
+    pairs, used = [], set()
+    for r in ref:
+        key = np.array(r["point_coords"][0] + [r["predicted_iou"]])
+        best, dist = None, np.inf
+        for j, o in enumerate(ours):
+            if j in used:
+                continue
+            d = np.abs(np.array(o["point_coords"][0] + [o["predicted_iou"]]) - key).max()
+            if d < dist:
+                best, dist = j, d
+        if best is not None and dist < 1e-2:
+            used.add(best)
+            pairs.append((r, ours[best]))
+    return pairs
+
+
+PERMISSIVE = dict(stability_score_offset=0.03, stability_score_thresh=0.3, pred_iou_thresh=0.0, box_nms_thresh=1.0, crop_nms_thresh=1.0)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("crops,min_area", [(0, 0), (1, 200)])
+def test_generator_matches_segment_anything(sam_tiny_ckpt, sam_tiny_folder, dog, backend, crops, min_area):
+    kw = dict(points_per_side=8, crop_n_layers=crops, min_mask_region_area=min_area, **PERMISSIVE)
+    ref = ReferenceGenerator(sam_reference(sam_tiny_ckpt).model, **kw).generate(dog)
+    ours = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend=backend, precision="f32"), **kw).generate(dog)
+    assert len(ref) >= 40, len(ref)  # a comparison of many masks, not of none
+    assert abs(len(ours) - len(ref)) <= max(1, 0.02 * len(ref)), (len(ours), len(ref))
+    pairs = _pair_records(ref, ours)
+    assert len(pairs) >= 0.98 * len(ref)
+    ious = [mask_iou(r["segmentation"], o["segmentation"]) for r, o in pairs]
+    assert np.mean(ious) >= 0.98 and min(ious) >= 0.9, (np.mean(ious), min(ious))
+    for r, o in pairs:
+        assert set(o) == set(r) and o["crop_box"] == r["crop_box"]
+        assert abs(o["stability_score"] - r["stability_score"]) < 0.02
+        if mask_iou(r["segmentation"], o["segmentation"]) == 1.0:
+            assert o["bbox"] == r["bbox"] and o["area"] == r["area"]
+
+
+def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
+    ref = ReferenceGenerator(sam_reference(sam_tiny_ckpt).model, points_per_side=6, output_mode="coco_rle").generate(dog)
+    gen = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime", precision="f32"), points_per_side=6, output_mode="coco_rle")
+    ours = gen.generate(dog)
+    assert len(ours) == len(ref)
+    for r, o in zip(ref, ours):
+        assert o["segmentation"] == r["segmentation"] and o["bbox"] == r["bbox"]
+    found = gen.generate_masks(dog)
+    assert set(gen.timings) >= {"encoder", "decoder", "masks", "total"}
+    uncompressed = SamAutomaticMaskGenerator(gen.model, points_per_side=6, output_mode="uncompressed_rle",
+                                             **PERMISSIVE).generate(dog)
+    from pycocotools import mask as mask_utils
+
+    for rec in uncompressed[:5]:
+        decoded = mask_utils.decode(mask_utils.frPyObjects(rec["segmentation"], *rec["segmentation"]["size"]))
+        assert decoded.sum() == rec["area"]
+    assert len(found) == len(ours)
+
+
+def test_generator_errors(sam_tiny_folder):
+    model = Sam(sam_tiny_folder, backend="onnxruntime")
+    for kwargs, message in (({"output_mode": "png"}, "output_mode must be one of"), ({"points_per_side": 0}, "points_per_side must be"),
+                            ({"points_per_side": None}, "exactly one of points_per_side and point_grids"),
+                            ({"box_nms_thresh": 2}, "box_nms_thresh must be a number from 0 to 1")):
+        with pytest.raises(SegedgeError, match=message):
+            SamAutomaticMaskGenerator(model, **kwargs)
+    with pytest.raises(SegedgeError, match="needs a segedge.Sam model"):
+        SamAutomaticMaskGenerator("models/sam")
+
+
+def test_cli_everything_on_sam(capsys, sam_tiny_folder, shared_images, tmp_path):
+    img = next(p for p in shared_images if p.name == "sam_dog.jpg")
+    code = main(["segment", str(img), "--model", str(sam_tiny_folder), "--everything", "--points-per-side", "6",
+                 "--out", str(tmp_path / "o"), "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    import json
+
+    record = json.loads(out.out.splitlines()[0])
+    expected = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="openvino"), points_per_side=6).generate_masks(img)
+    assert record["ok"] and record["count"] == len(expected) and "decoder" in record["timings_ms"]
+    saved = json.loads((tmp_path / "o" / "sam_dog_segedge.json").read_text())
+    assert saved["count"] == record["count"] and saved["height"] == 534 and saved["width"] == 800
+    code = main(["segment", str(img), "--model", str(sam_tiny_folder), "--points-per-side", "6", "--point", "10,10",
+                 "--out", str(tmp_path / "p")])
+    assert code == 2 and "--points-per-side: options of --everything" in capsys.readouterr().err
