@@ -92,7 +92,7 @@ def sam_tiny_ckpt(session_tmp) -> Path:
 def sam_tiny_folder(sam_tiny_ckpt, session_tmp, ov_cache) -> Path:
     from segedge.export.sam import export_sam
 
-    return export_sam(sam_tiny_ckpt, session_tmp / "sam-tiny")
+    return export_sam(sam_tiny_ckpt, session_tmp / "sam-tiny", decoder_batch=16)  # with the optional batched decoder
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,14 @@ def test_bench_sam(session_tmp, shared_images, tmp_path, ov_cache):
     assert proc.returncode == 0, proc.stderr
     records = _check_records(json.loads((tmp_path / "s.json").read_text()), "sam")
     assert {"preprocess", "encoder", "decoder_per_prompt"} <= set(records[("openvino", "f32")]["stages"])
+    proc = run("--model", folder, "--checkpoint", ckpt, "--images", shared_images[2], "--runs", "1", "--everything",
+               "--points-per-side", "4", "--json", tmp_path / "e.json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["mode"] == "everything 4x4" and "| encoder | decoder (all points) | masks |" in proc.stdout
+    records = _check_records(report, "sam")
+    assert {"encoder", "decoder", "masks"} <= set(records[("openvino", "f32")]["stages"])
+    assert "everything" in records[("pytorch", "f32")]["stages"]
 
 
 def test_bench_refuses_another_checkpoint(real_folder_640, session_tmp, tmp_path):

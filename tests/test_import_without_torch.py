@@ -35,7 +35,8 @@ def test_runtime_preprocess_postprocess_import_without_torch():
     proc = _run(
         """
         import segedge, segedge.runtime, segedge.preprocess, segedge.postprocess, segedge.models, segedge.cli
-        import segedge.models.download, segedge.imageio, segedge.manifest
+        import segedge.models.download, segedge.imageio, segedge.manifest, segedge.manifest_schema, segedge.outputs
+        import segedge.runtime.sam_generator, segedge.postprocess.amg
         assert "torch" not in sys.modules and "onnx" not in sys.modules
         print("ok")
         """
@@ -58,3 +59,22 @@ def test_fastsam_runs_without_torch(real_folder_640, shared_images):
     )
     assert proc.returncode == 0, proc.stderr
     assert "openvino" in proc.stdout and "onnxruntime" in proc.stdout
+
+
+def test_sam_everything_runs_without_torch(sam_tiny_folder, shared_images):
+    """SAM prompts, a batch and segment everything with torch unimportable."""
+    proc = _run(
+        f"""
+        import numpy as np
+        from segedge import Sam, SamAutomaticMaskGenerator
+        sam = Sam({str(sam_tiny_folder)!r}, backend="onnxruntime")
+        image = sam.embed({str(shared_images[0])!r})
+        pred = sam.predict_batch(boxes=np.array([[10, 10, 200, 200], [50, 60, 300, 250]]), image=image)
+        print("batch", pred.masks().shape)
+        found = SamAutomaticMaskGenerator(sam, points_per_side=4, stability_score_offset=0.03).generate_masks({str(shared_images[0])!r})
+        print("everything", len(found))
+        assert "torch" not in sys.modules
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "batch (2, 3," in proc.stdout and "everything" in proc.stdout

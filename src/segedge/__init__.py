@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Clip", "FastSam", "Sam", "SegedgeError", "__version__", "load_model_folder", "read_image"]
+__all__ = ["Clip", "FastSam", "Sam", "SamAutomaticMaskGenerator", "SegedgeError", "__version__", "load_model_folder", "read_image"]
 
 
 def __getattr__(name: str):
@@ -28,6 +28,10 @@ def __getattr__(name: str):
         from segedge.runtime.sam import Sam
 
         return Sam
+    if name == "SamAutomaticMaskGenerator":
+        from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+        return SamAutomaticMaskGenerator
     if name == "load_model_folder":
         from segedge.manifest import load_model_folder
 

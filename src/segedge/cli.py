@@ -124,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sam":
             sp.add_argument("--variant", choices=("vit_b", "vit_l", "vit_h"), help="override the variant recognised from the weights")
         sp.add_argument("--prompt-slots", type=int, default=16, help="decoder prompt tokens: a box takes 2, each point 1 (default 16)")
-        sp.add_argument("--decoder-batch", type=int, default=16,
-                        help="prompt sets per call of the batched decoder used for many boxes and --everything (default 16; 1: none)")
+        sp.add_argument("--decoder-batch", type=int, default=1,
+                        help="also export a decoder taking N prompt sets per call, used for many boxes and --everything "
+                        "(default 1: none; on 2 cores batching measured no faster per prompt)")
         sp.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
         sp.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", dest="json_out", help="write the records as JSON")
     bench.add_argument("--markdown", help="write the Markdown table")
     bench.add_argument("--plot", help="write a PNG bar chart")
+    bench.add_argument("--everything", action="store_true",
+                       help="SAM folders: time segment-anything's automatic mask generator against segedge's instead of prompts")
+    bench.add_argument("--points-per-side", type=_positive_int, default=32, help="grid for --everything (default 32)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="show versions, installed backends, and a model folder's manifest")
@@ -502,7 +506,8 @@ def _bench(args) -> int:
     if args.runs < 1:
         raise SegedgeError("--runs must be at least 1")
     images = _expand_images(args.images) if args.images else _default_images()
-    result = run_benchmark(args.model, args.checkpoint, images, runs=args.runs, threads=args.threads, progress=not args.quiet)
+    result = run_benchmark(args.model, args.checkpoint, images, runs=args.runs, threads=args.threads, progress=not args.quiet,
+                           everything=args.points_per_side if args.everything else None)
     print(report.markdown(result))
     if args.json_out:
         report.write_json(result, args.json_out)

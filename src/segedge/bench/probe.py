@@ -55,7 +55,16 @@ def measure(spec: dict) -> dict:
     for run in range(spec["warmup"] + spec["runs"]):
         timed = run >= spec["warmup"]
         for i, image in enumerate(images):
-            if family == "fastsam":
+            if family == "sam" and spec.get("everything"):
+                from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+                generator = SamAutomaticMaskGenerator(model, points_per_side=int(spec["everything"]))
+                t0 = time.perf_counter()
+                found = generator.generate_masks(image)
+                total = (time.perf_counter() - t0) * 1e3
+                parts = {k: v for k, v in generator.timings.items() if k != "total"}
+                masks[f"img{i}"] = found.masks.dense()
+            elif family == "fastsam":
                 t0 = time.perf_counter()
                 result = model.everything(image)
                 total = (time.perf_counter() - t0) * 1e3

@@ -96,6 +96,34 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
     return stages, e2e, masks
 
 
+def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None):
+    """``(stages, end_to_end, masks)`` for segment-anything's ``SamAutomaticMaskGenerator`` (its
+    defaults, no crops) on each image: the whole generation, encoder included."""
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from segedge.export.sam_arch import load_sam
+
+    sam, _ = load_sam(checkpoint)
+    generator = SamAutomaticMaskGenerator(sam, points_per_side=points_per_side)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    stages: dict[str, list[float]] = {}
+    e2e, masks = [], {}
+    for run in range(warmup + runs):
+        for i, image in enumerate(images):
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                records = generator.generate(image)
+                total = (time.perf_counter() - t0) * 1e3
+            masks[f"img{i}"] = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]), bool)
+            if run >= warmup:
+                stages.setdefault("everything", []).append(total)
+                e2e.append(total)
+        if progress:
+            progress.step("PyTorch")
+    return stages, e2e, masks
+
+
 def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:
     """A fixed, varied prompt set for one image (original pixels): clicks, a negative, a box, box + point."""
     h, w = image_hw

@@ -21,8 +21,9 @@ def markdown(report: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in s["versions"].items())
     threads = "; ".join(f"{r['runtime']} {r['precision']}: {r['threads']}" for r in report["records"])
     sam = report["family"] == "sam"
+    everything = str(report.get("mode", "")).startswith("everything ")
     lines = [
-        f"**{report['family']} {report['variant']}** ({report['checkpoint']}) on {len(report['images'])} image(s) "
+        f"**{report['family']} {report['variant']}** ({report['checkpoint']}, {report.get('mode', 'default')}) on {len(report['images'])} image(s) "
         f"({', '.join(report['images'])}); {report['runs']} timed runs after {report['warmup']} warm-up; stage times in ms, "
         "median (p90 / min for end to end).",
         "",
@@ -34,6 +35,8 @@ def markdown(report: dict) -> str:
         lines += [f"Note: {note}.", ""]
     middle = ["encoder", "decoder per prompt"] if sam else ["model", "postprocess"]
     keys = ["encoder", "decoder_per_prompt"] if sam else ["model", "postprocess"]
+    if everything:  # segedge splits the generator into encoder / decoder / masks; PyTorch's is one number
+        middle, keys = ["encoder", "decoder (all points)", "masks"], ["encoder", "decoder", "masks"]
     lines.append("| runtime | precision | preprocess | " + " | ".join(middle) + " | end to end (p90 / min) | speed-up vs PyTorch | mask IoU vs PyTorch | cold start: compile / cached | peak RSS MB |")
     lines.append("|---|---|---:|" + "---:|" * len(middle) + "---:|---:|---:|---:|---:|")
     for r in report["records"]:

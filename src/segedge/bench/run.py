@@ -65,8 +65,11 @@ def system_info() -> dict:
             "cpu_kind": caps.kind(), "cpu_flags": caps.flag_summary()}
 
 
-def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1, threads: int | None = None, configs=None, progress: bool = True) -> dict:
-    """Measure PyTorch and every segedge configuration on ``images``; see the module docstring."""
+def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1, threads: int | None = None, configs=None,
+                  progress: bool = True, everything: int | None = None) -> dict:
+    """Measure PyTorch and every segedge configuration on ``images``; see the module docstring.
+    ``everything`` (SAM folders): compare "segment everything" with that many grid points per side
+    (segment-anything's automatic mask generator vs segedge's) instead of prompts."""
     import torch
 
     folder = load_model_folder(model_dir)
@@ -85,11 +88,15 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
                            "pass the same file so both sides run the same weights")
     paths = [str(p) for p in images]
     arrays = [read_image(p) for p in paths]
-    from segedge.bench.reference import fastsam_reference, sam_prompts, sam_reference
+    from segedge.bench.reference import fastsam_reference, sam_everything_reference, sam_prompts, sam_reference
 
-    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family == "sam" else None
+    if everything and manifest.family != "sam":
+        raise SegedgeError("--everything compares SAM's automatic mask generator; FastSAM folders always segment everything")
+    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family == "sam" and not everything else None
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
-    if manifest.family == "fastsam":
+    if everything:
+        ref_stages, ref_e2e, ref_masks = sam_everything_reference(checkpoint, arrays, everything, runs, warmup, bar, threads)
+    elif manifest.family == "fastsam":
         ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
     else:
         ref_stages, ref_e2e, ref_masks = sam_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
@@ -102,7 +109,8 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
     with tempfile.TemporaryDirectory() as tmp:
         for backend, precision in configs:
             spec = {"model": str(folder.path), "backend": backend, "precision": precision, "images": paths, "runs": runs,
-                    "warmup": warmup, "threads": threads, "prompts": prompts, "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz")}
+                    "warmup": warmup, "threads": threads, "prompts": prompts, "everything": everything,
+                    "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz")}
             spec_path = Path(tmp) / "spec.json"
             spec_path.write_text(json.dumps(spec))
             proc = subprocess.run([sys.executable, "-m", "segedge.bench.probe", str(spec_path)], capture_output=True, text=True)
@@ -114,7 +122,7 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
             data = json.loads(proc.stdout.strip().splitlines()[-1])
             with np.load(data["masks"]) as saved:
                 ours = {k: saved[k] for k in saved.files}
-            if manifest.family == "fastsam":
+            if manifest.family == "fastsam" or everything:
                 agreement = float(np.mean([matched_iou(ours[k], ref_masks[k]) for k in ref_masks]))
             else:
                 agreement = float(np.mean([mask_iou(a, b) for k in ref_masks for a, b in zip(ours[k].reshape(-1, *ours[k].shape[-2:]), ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:]))]))
@@ -131,6 +139,7 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
     bar.close()
     return {
         "model": str(folder.path), "family": manifest.family, "variant": manifest.variant, "checkpoint": checkpoint.name,
+        "mode": f"everything {everything}x{everything}" if everything else ("everything" if manifest.family == "fastsam" else "prompts"),
         "images": [Path(p).name for p in paths], "image_sizes": [list(a.shape[:2]) for a in arrays], "runs": runs, "warmup": warmup,
         "system": system_info(), "records": rows, "notes": notes,
     }

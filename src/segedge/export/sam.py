@@ -19,7 +19,12 @@ from segedge.manifest import Manifest
 from segedge.preprocess.resize_longest import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 DEFAULT_SLOTS = 16  # prompt tokens: a box (2) + up to 14 points, or up to 15 points + SAM's pad token
-DEFAULT_DECODER_BATCH = 16  # prompt sets per batched decoder call (see README: measured per-prompt cost)
+# Prompt sets per call of the optional batched decoder. 1 (none) by default: measured on a 2-core
+# AMD EPYC (avx512_bf16, avx512_vnni), MobileSAM decoder, OpenVINO f32 ms per prompt: B=1 24.2, B=4 27.6,
+# B=16 27.2, B=64 28.7 (bf16: 12.9, 12.9, 12.7, 13.8); ONNX Runtime B=1 34.8, B=16 34.5. One prompt
+# already runs 4096-token matrix products near this CPU's f32 peak, so batching saves nothing here;
+# it may on many-core CPUs, where one prompt cannot fill every core (export with --decoder-batch N).
+DEFAULT_DECODER_BATCH = 1
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
 
