@@ -55,16 +55,24 @@ def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None,
     return stages, e2e, masks
 
 
+def _sam_on_threads(checkpoint, threads):
+    """segment-anything's ``Sam`` for the checkpoint, with torch on ``threads`` (default: all cores)."""
+    import torch
+
+    from segedge.export.sam_arch import load_sam
+
+    sam, _ = load_sam(checkpoint)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return sam
+
+
 def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
     """``(stages, end_to_end, masks)`` for SamPredictor: preprocessing, encoder, decoder per prompt."""
     import torch
     from segment_anything import SamPredictor
 
-    from segedge.export.sam_arch import load_sam
-
-    sam, _ = load_sam(checkpoint)
+    sam = _sam_on_threads(checkpoint, threads)
     predictor = SamPredictor(sam)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
     stages: dict[str, list[float]] = {}
     e2e, masks = [], {}
     for run in range(warmup + runs):
@@ -102,11 +110,7 @@ def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, 
     import torch
     from segment_anything import SamAutomaticMaskGenerator
 
-    from segedge.export.sam_arch import load_sam
-
-    sam, _ = load_sam(checkpoint)
-    generator = SamAutomaticMaskGenerator(sam, points_per_side=points_per_side)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    generator = SamAutomaticMaskGenerator(_sam_on_threads(checkpoint, threads), points_per_side=points_per_side)
     stages: dict[str, list[float]] = {}
     e2e, masks = [], {}
     for run in range(warmup + runs):
