@@ -200,3 +200,51 @@ class OpenClipForUltralytics:
         with torch.no_grad():
             f = self.model.encode_image(images)
         return f / f.norm(p=2, dim=-1, keepdim=True)
+
+
+# segment-anything's generator with thresholds that keep many masks of a seeded model (its logits are
+# about +-0.3 and its masks span the image: the defaults keep at most one), NMS off so every candidate
+# is compared one to one
+PERMISSIVE = dict(stability_score_offset=0.03, stability_score_thresh=0.3, pred_iou_thresh=0.0, box_nms_thresh=1.0, crop_nms_thresh=1.0)
+
+
+def _pair_records(ref, ours):
+    """Pair generator records by prompt point and predicted IoU (each grid point gives up to 3 candidates)."""
+    pairs, used = [], set()
+    for r in ref:
+        key = np.array(r["point_coords"][0] + [r["predicted_iou"]])
+        best, dist = None, np.inf
+        for j, o in enumerate(ours):
+            if j in used:
+                continue
+            d = np.abs(np.array(o["point_coords"][0] + [o["predicted_iou"]]) - key).max()
+            if d < dist:
+                best, dist = j, d
+        if best is not None and dist < 1e-2:
+            used.add(best)
+            pairs.append((r, ours[best]))
+    return pairs
+
+
+def assert_generators_agree(checkpoint: Path, folder: Path, image: np.ndarray, backend: str, min_masks: int = 40, **kw):
+    """segedge's SamAutomaticMaskGenerator vs segment-anything's on one image: mask count within 2%,
+    matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability within 0.02, same box/area for equal masks."""
+    from segment_anything import SamAutomaticMaskGenerator as Reference
+
+    from segedge.runtime.sam import Sam
+    from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+    ref = Reference(sam_reference(checkpoint).model, **kw).generate(image)
+    ours = SamAutomaticMaskGenerator(Sam(folder, backend=backend, precision="f32"), **kw).generate(image)
+    assert len(ref) >= min_masks, len(ref)  # a comparison of many masks, not of none
+    assert abs(len(ours) - len(ref)) <= max(1, 0.02 * len(ref)), (len(ours), len(ref))
+    pairs = _pair_records(ref, ours)
+    assert len(pairs) >= 0.98 * len(ref)
+    ious = [mask_iou(r["segmentation"], o["segmentation"]) for r, o in pairs]
+    print(f"generator {backend}: {len(ref)} reference masks, {len(ours)} ours, matched IoU mean {np.mean(ious):.5f} min {min(ious):.4f}")
+    assert np.mean(ious) >= 0.98 and min(ious) >= 0.9, (np.mean(ious), min(ious))
+    for r, o in pairs:
+        assert set(o) == set(r) and o["crop_box"] == r["crop_box"]
+        assert abs(o["stability_score"] - r["stability_score"]) < 0.02
+        if mask_iou(r["segmentation"], o["segmentation"]) == 1.0:
+            assert o["bbox"] == r["bbox"] and o["area"] == r["area"]

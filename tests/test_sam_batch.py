@@ -106,3 +106,16 @@ def test_batch_errors(sam_tiny_folder, truck):
         model.predict_batch(np.zeros((3, 1, 2)), np.ones((3, 1)), np.array([[0, 0, 5, 5]] * 2), image=state)
     with pytest.raises(PromptError, match=r"prompt set 1: box \[9.0, 9.0, 1.0, 1.0\] is empty or inverted"):
         model.predict_batch(boxes=np.array([[0, 0, 5, 5], [9, 9, 1, 1]]), image=state)
+
+
+def test_masks_at_a_requested_size(sam_tiny_folder, truck):
+    """A preview at another size: SAM's upscaling straight to that size, same as thresholding its logits."""
+    model = Sam(sam_tiny_folder, backend="onnxruntime", precision="f32")
+    state = model.embed(truck)
+    pred = model.predict_batch(boxes=_boxes(*truck.shape[:2], 3, seed=9), image=state)
+    small = pred.masks(output_hw=(300, 450))
+    assert small.shape == (3, 3, 300, 450)
+    np.testing.assert_array_equal(small, pred.logits(output_hw=(300, 450)) > 0)
+    np.testing.assert_array_equal(pred.masks(), pred.masks(output_hw=(1200, 1800)))  # the original size is the default
+    with pytest.raises(PromptError, match="output_hw must be"):
+        pred.masks(output_hw=(0, 10))

@@ -15,7 +15,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator as ReferenceGenerator
 from segment_anything.utils import amg as sa_amg
 
-from helpers import mask_iou, sam_reference
+from helpers import PERMISSIVE, assert_generators_agree, sam_reference
 from segedge.cli import main
 from segedge.errors import SegedgeError
 from segedge.imageio import read_image
@@ -73,44 +73,13 @@ def test_small_regions_match(mode, where):
 
 
 # -- the generator against segment-anything -----------------------------------------------------------
-def _pair_records(ref, ours):
-    """Pair records by prompt point and predicted IoU (each grid point gives up to 3 candidates)."""
-    pairs, used = [], set()
-    for r in ref:
-        key = np.array(r["point_coords"][0] + [r["predicted_iou"]])
-        best, dist = None, np.inf
-        for j, o in enumerate(ours):
-            if j in used:
-                continue
-            d = np.abs(np.array(o["point_coords"][0] + [o["predicted_iou"]]) - key).max()
-            if d < dist:
-                best, dist = j, d
-        if best is not None and dist < 1e-2:
-            used.add(best)
-            pairs.append((r, ours[best]))
-    return pairs
-
-
-PERMISSIVE = dict(stability_score_offset=0.03, stability_score_thresh=0.3, pred_iou_thresh=0.0, box_nms_thresh=1.0, crop_nms_thresh=1.0)
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 @pytest.mark.parametrize("crops,min_area", [(0, 0), (1, 200)])
 def test_generator_matches_segment_anything(sam_tiny_ckpt, sam_tiny_folder, dog, backend, crops, min_area):
-    kw = dict(points_per_side=8, crop_n_layers=crops, min_mask_region_area=min_area, **PERMISSIVE)
-    ref = ReferenceGenerator(sam_reference(sam_tiny_ckpt).model, **kw).generate(dog)
-    ours = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend=backend, precision="f32"), **kw).generate(dog)
-    assert len(ref) >= 40, len(ref)  # a comparison of many masks, not of none
-    assert abs(len(ours) - len(ref)) <= max(1, 0.02 * len(ref)), (len(ours), len(ref))
-    pairs = _pair_records(ref, ours)
-    assert len(pairs) >= 0.98 * len(ref)
-    ious = [mask_iou(r["segmentation"], o["segmentation"]) for r, o in pairs]
-    assert np.mean(ious) >= 0.98 and min(ious) >= 0.9, (np.mean(ious), min(ious))
-    for r, o in pairs:
-        assert set(o) == set(r) and o["crop_box"] == r["crop_box"]
-        assert abs(o["stability_score"] - r["stability_score"]) < 0.02
-        if mask_iou(r["segmentation"], o["segmentation"]) == 1.0:
-            assert o["bbox"] == r["bbox"] and o["area"] == r["area"]
+    assert_generators_agree(sam_tiny_ckpt, sam_tiny_folder, dog, backend, points_per_side=8, crop_n_layers=crops,
+                            min_mask_region_area=min_area, **PERMISSIVE)
 
 
 def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_sam_checkpoint, mask_iou, sam_reference
+from helpers import PERMISSIVE, assert_generators_agree, make_sam_checkpoint, mask_iou, sam_reference
 from segedge.errors import ModelFolderError, PromptError, SegedgeError
 from segedge.export.sam import export_sam
 from segedge.imageio import read_image
@@ -260,6 +260,14 @@ def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
     assert load_model_folder(folder).manifest.variant == "vit_b"
     mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend="openvino", precision="f32"), sam_reference(ckpt), shared_images[:1])
     assert mean_iou >= 0.99 and emb_err < 1e-2
+    dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
+    assert_generators_agree(ckpt, folder, dog, "openvino", min_masks=20, points_per_side=6, **PERMISSIVE)
+
+
+@pytest.mark.parametrize("crops", [0, 1])
+def test_mobile_sam_generator_agrees(mobile_ckpt, mobile_folder, shared_images, crops):
+    dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
+    assert_generators_agree(mobile_ckpt, mobile_folder, dog, "openvino", min_masks=20, points_per_side=6, crop_n_layers=crops, **PERMISSIVE)
 
 
 @pytest.mark.parametrize("orig_hw", [(1200, 1800), (1080, 810), (480, 640), (2000, 3000), (300, 301)])

@@ -77,28 +77,38 @@ class SamPrediction:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def roi_masks(self, stability_offset: float | None = None):
-        """All ``N x C`` masks at the original size as :class:`~segedge.postprocess.masks.RoiMasks`
-        (row-major: prompt set, then candidate), tight boxes; with ``stability_offset`` also
-        segment-anything's stability scores ``(N * C,)``."""
-        return roi_masks_from_low_res(self.low_res, self.image.input_size, self.image.original_size, self.size,
+    def _hw(self, output_hw) -> tuple[int, int]:
+        if output_hw is None:
+            return self.image.original_size
+        hw = tuple(int(v) for v in output_hw)
+        if len(hw) != 2 or min(hw) < 1 or max(hw) > 1 << 15:
+            raise PromptError(f"output_hw must be (height, width) in pixels, got {short(output_hw)}")
+        return hw
+
+    def roi_masks(self, stability_offset: float | None = None, output_hw: tuple[int, int] | None = None):
+        """All ``N x C`` masks as :class:`~segedge.postprocess.masks.RoiMasks` (row-major: prompt set,
+        then candidate), tight boxes, at the original size or at ``output_hw`` (SAM's upscaling to that
+        size instead: e.g. a preview); with ``stability_offset`` also segment-anything's stability
+        scores ``(N * C,)``."""
+        return roi_masks_from_low_res(self.low_res, self.image.input_size, self._hw(output_hw), self.size,
                                       self.threshold, stability_offset)
 
-    def masks(self) -> np.ndarray:
-        """``(N, C, H, W)`` bool masks at the original size (same as thresholding :meth:`logits`)."""
+    def masks(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """``(N, C, H, W)`` bool masks at the original size or ``output_hw`` (same as thresholding
+        :meth:`logits`)."""
         n, c = self.scores.shape
-        return self.roi_masks().dense().reshape(n, c, *self.image.original_size)
+        return self.roi_masks(output_hw=output_hw).dense().reshape(n, c, *self._hw(output_hw))
 
-    def boxes(self) -> np.ndarray:
-        """``(N, C, 4)`` float32 xyxy extents of the masks in original pixels (x2, y2 exclusive; zeros
-        for an empty mask)."""
-        rois = self.roi_masks().rois
+    def boxes(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """``(N, C, 4)`` float32 xyxy extents of the masks in original pixels (or ``output_hw`` pixels;
+        x2, y2 exclusive; zeros for an empty mask)."""
+        rois = self.roi_masks(output_hw=output_hw).rois
         n, c = self.scores.shape
         return rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(n, c, 4)
 
-    def logits(self) -> np.ndarray:
-        """``(N, C, H, W)`` float32 logits at the original size (the full upscale of every mask)."""
-        return upscale_logits(self.low_res, self.image.input_size, self.image.original_size, self.size)
+    def logits(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
+        """``(N, C, H, W)`` float32 logits at the original size or ``output_hw`` (every pixel of every mask)."""
+        return upscale_logits(self.low_res, self.image.input_size, self._hw(output_hw), self.size)
 
 
 class Sam(FolderModel):
