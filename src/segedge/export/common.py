@@ -109,8 +109,10 @@ def onnx_io(onnx_path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, 
     return inputs, outputs
 
 
-def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_names: list[str], output_names: list[str], simplify: bool = True) -> GraphSpec:
-    """Trace ``module`` to ``<stem>.onnx`` with static shapes, optionally slim it, convert it to IR.
+def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_names: list[str], output_names: list[str],
+                 simplify: bool = True, openvino: bool = True) -> GraphSpec:
+    """Trace ``module`` to ``<stem>.onnx`` with static shapes, optionally slim it, convert it to IR
+    (``openvino=False``: write only the ONNX, leaving an existing ``<stem>.xml`` alone).
 
     Returns the graph's spec (files relative to ``folder`` plus named I/O with their shapes).
     """
@@ -121,12 +123,12 @@ def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_n
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        return _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify)
+        return _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify) -> GraphSpec:
+def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino=True) -> GraphSpec:
     import torch
 
     with torch.no_grad():
@@ -170,7 +172,8 @@ def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, 
     if [t.name for t in outputs] != output_names:
         raise SegedgeError(f"{onnx_path}: outputs came out as {[t.name for t in outputs]}, expected {output_names}")
     xml_path = folder / f"{stem}.xml"
-    onnx_to_openvino(onnx_path, xml_path)
+    if openvino:
+        onnx_to_openvino(onnx_path, xml_path)
     return GraphSpec(onnx=onnx_path.name, openvino=xml_path.name, inputs=inputs, outputs=outputs)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from segedge.errors import CheckpointError
 from segedge.export.common import export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.sam_arch import IMAGE_SIZE, load_sam
+from segedge.export.sam_attention import group_global_attention
 from segedge.manifest import Manifest
 from segedge.preprocess.resize_longest import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
@@ -70,6 +71,11 @@ def export_sam(
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
         encoder = export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify)
+        if group_global_attention(sam.image_encoder, heads_per_group=1):
+            # ViT: the ONNX graph for ONNX Runtime computes global attention one head at a time (same numbers,
+            # a twelfth of the attention maps alive); the IR above keeps all heads at once, which OpenVINO
+            # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
+            export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify, openvino=False)
         graphs = {"encoder": encoder}
         graphs["decoder"] = export_graph(PromptDecoder(sam).eval(), decoder_inputs(1), folder, "decoder",
                                          DECODER_INPUTS, DECODER_OUTPUTS, simplify)

@@ -252,8 +252,9 @@ class OnnxRuntimeBackend(Backend):
     ``InferenceSession.run`` is thread-safe, so one session serves every thread.
 
     The CPU memory arena is off. Measured on SAM ViT-B's encoder (2 cores): peak RSS 6.8 GB with the
-    arena, 3.8 GB without, latency the same within noise (3.1-3.3 s vs 2.8-4.3 s); OpenVINO peaks at
-    1.9 GB because it fuses attention, where ORT materialises ViT-B's 4096x4096 global-attention maps.
+    arena, 3.8 GB without, latency the same within noise (3.1-3.3 s vs 2.8-4.3 s). The rest of the gap to
+    OpenVINO (1.9 GB) was ViT-B's 4096x4096 global-attention maps, which ORT materialises for all heads
+    at once: exported head by head (:mod:`segedge.export.sam_attention`) ORT peaks at 1.5 GB.
     """
 
     name = "onnxruntime"
