@@ -287,3 +287,37 @@ def test_cli_arguments(cli_playground, real_folder_640, capsys, data):
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+
+
+@fuzz_settings(100)
+@given(points=prompt_values, labels=prompt_values, boxes=prompt_values, multimask=st.booleans())
+def test_sam_batch_prompts(sam_with_image, points, labels, boxes, multimask):
+    model, image = sam_with_image
+    out = attempt(model.predict_batch, points, labels, boxes, multimask_output=multimask, image=image)
+    if out is None:
+        return
+    c = 3 if multimask else 1
+    assert out.low_res.shape[1:] == (c, 256, 256) and out.scores.shape == (len(out.low_res), c)
+    assert out.boxes().shape == (len(out.low_res), c, 4)
+
+
+generator_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True, allow_infinity=True),
+                             st.text(max_size=4), st.sampled_from([0, 1, 2, 0.5, "coco_rle", "binary_mask"]))
+
+
+@fuzz_settings(100)
+@given(data=st.data())
+def test_generator_parameters(sam_with_image, data):
+    """Any constructor arguments: a generator, or a one-line SegedgeError; a small valid one runs."""
+    from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+    model, _ = sam_with_image
+    names = ["points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
+             "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
+             "min_mask_region_area", "output_mode"]
+    kwargs = {name: data.draw(generator_values) for name in data.draw(st.lists(st.sampled_from(names), unique=True, max_size=4))}
+    gen = attempt(SamAutomaticMaskGenerator, model, **kwargs)
+    if gen is None or gen.crop_n_layers > 1 or sum(len(g) for g in gen.point_grids) > 16:
+        return  # constructed fine; running big grids is the agreement tests' job
+    records = attempt(gen.generate, np.zeros((40, 60, 3), np.uint8))
+    assert records is None or isinstance(records, list)

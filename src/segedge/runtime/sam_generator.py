@@ -107,9 +107,9 @@ class SamAutomaticMaskGenerator:
                 raise SegedgeError(f"point_grids must be {self.crop_n_layers + 1} arrays of (x, y) in [0, 1], one per crop layer")
         self.point_grids = grids
         self.points_per_batch = check_count(points_per_batch, "points_per_batch")
-        self.pred_iou_thresh = float(pred_iou_thresh)
+        self.pred_iou_thresh = _number(pred_iou_thresh, "pred_iou_thresh")
         self.stability_score_thresh = check_fraction(stability_score_thresh, "stability_score_thresh")
-        self.stability_score_offset = float(stability_score_offset)
+        self.stability_score_offset = _number(stability_score_offset, "stability_score_offset")
         self.box_nms_thresh = check_fraction(box_nms_thresh, "box_nms_thresh")
         self.crop_nms_thresh = check_fraction(crop_nms_thresh, "crop_nms_thresh")
         self.crop_overlap_ratio = check_fraction(crop_overlap_ratio, "crop_overlap_ratio")
@@ -248,6 +248,12 @@ def _roi_masks(state, low: np.ndarray, model: Sam, offset: float):
     if len(low) == 0:
         return RoiMasks.empty(state.original_size), np.zeros(0, np.float32)
     return roi_masks_from_low_res(low, state.input_size, state.original_size, model.size, model.mask_threshold, offset)
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise SegedgeError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _count(value, name: str, zero: bool = False) -> int:
