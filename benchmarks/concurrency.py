@@ -35,7 +35,7 @@ def main() -> None:
     print(f"cpu: {cpu.model}: {cpu.kind()} ({cpu.flag_summary()})")
     family = load_model_folder(args.model).manifest.family
     images = [read_image(p) for p in args.images]
-    print(f"| backend | threads | images/s | vs 1 thread | identical to serial |\n|---|---|---|---|---|")
+    print("| backend | threads | images/s | vs 1 thread | identical to serial |\n|---|---|---|---|---|")
     for backend in ("openvino", "onnxruntime"):
         model = model_class(family)(args.model, backend=backend, precision=args.precision)
         call = _call(model, family)

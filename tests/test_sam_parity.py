@@ -293,7 +293,6 @@ def test_upscale_signs_match_pytorch(orig_hw):
     import torch.nn.functional as F
 
     from segedge.postprocess.sam_masks import upscale_logits, upscale_logits_exact
-    from segedge.preprocess.resize_longest import longest_side_shape
 
     rng = np.random.default_rng(orig_hw[0])
     smooth = F.interpolate(torch.from_numpy(rng.normal(size=(1, 3, 16, 16)).astype(np.float32)) * 8, (256, 256), mode="bicubic")
