@@ -241,11 +241,12 @@ def test_pixel_limit_refuses_before_decoding(tmp_path, bus):
     big = huge_png(tmp_path / "big.png", 12_000, 12_000)  # 144 MP, a 140 kB file
     assert big.stat().st_size < 1_000_000
     code = (
-        "import re, sys\n"
+        "import sys\n"
+        "from segedge.bench.probe import peak_rss_mb\n"
         "from segedge.imageio import read_image\n"
         "from segedge.errors import ImageError\n"
         "try:\n    read_image(sys.argv[1])\nexcept ImageError as exc:\n    print(exc)\n"
-        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)\n"
+        "print(int(peak_rss_mb()))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120)
     message, peak_mb = proc.stdout.strip().splitlines()
@@ -273,6 +274,7 @@ def test_cli_max_pixels(capsys, real_folder_640, bus, tmp_path):
     (["--max-det", "-5"], "argument --max-det: expected a whole number of at least 1"),
     (["--threads", "-3"], "argument --threads: expected a whole number of at least 1"),
     (["--max-pixels", "-1"], "argument --max-pixels: expected a number of pixels"),
+    (["--min-region-area", "-1"], "argument --min-region-area: expected a whole number of at least 0"),
 ])
 def test_cli_numbers(capsys, real_folder_640, bus, tmp_path, args, message):
     with pytest.raises(SystemExit) as stop:

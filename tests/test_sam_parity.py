@@ -273,9 +273,9 @@ def _peak_rss_mb(folder, backend, image) -> int:
     import subprocess
     import sys
 
-    code = ("import re, sys\nfrom segedge.runtime.sam import Sam\n"
+    code = ("import sys\nfrom segedge.bench.probe import peak_rss_mb\nfrom segedge.runtime.sam import Sam\n"
             "Sam(sys.argv[1], sys.argv[2], precision='f32', cache_dir=False).set_image(sys.argv[3])\n"
-            "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) // 1024)")
+            "print(int(peak_rss_mb()))")
     proc = subprocess.run([sys.executable, "-c", code, str(folder), backend, str(image)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout.strip().splitlines()[-1])

@@ -62,14 +62,21 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
+def _whole_number(minimum: int):
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
 
 
 def _pixels(text: str) -> int:
@@ -178,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SAM --everything: grid points per side (default 32, segment-anything's)")
     seg.add_argument("--crop-layers", type=int, choices=(0, 1, 2, 3), default=None,
                      help="SAM --everything: also run on 4, 16, ... overlapping crops (segment-anything's crop_n_layers; default 0)")
-    seg.add_argument("--min-region-area", type=int, default=None,
+    seg.add_argument("--min-region-area", type=_whole_number(0), default=None,
                      help="SAM --everything: remove holes and islands smaller than this many pixels (default 0)")
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
     seg.add_argument("--max-pixels", type=_pixels, default=None,
@@ -482,8 +489,6 @@ def _check_family_options(args, family: str) -> None:
         if args.everything:
             if args.multimask:
                 raise SegedgeError("--multimask is for prompts; --everything keeps every mask that passes segment-anything's filters")
-            if args.min_region_area is not None and args.min_region_area < 0:
-                raise SegedgeError(f"--min-region-area must be 0 or more pixels, got {args.min_region_area}")
             return
         wrong = [flag for flag, used in sam_everything if used]
         if wrong:

@@ -28,28 +28,42 @@ def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None,
     model = FastSAM(str(checkpoint))
     imgsz = int(manifest.preprocess["size"][0])
     conf, iou = float(manifest.params["conf"]), float(manifest.params["iou"])
-    stages: dict[str, list[float]] = {}
-    e2e, masks = [], {}
     model.predict(np.ascontiguousarray(images[0][:, :, ::-1]), imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False,
                   device="cpu", verbose=False)  # sets the predictor up (and torch's thread count)
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+    def one(i, image):
+        bgr = np.ascontiguousarray(image[:, :, ::-1])
+        t0 = time.perf_counter()
+        result = model.predict(bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False)[0]
+        total = (time.perf_counter() - t0) * 1e3
+        parts = {name: result.speed[key] for key, name in (("preprocess", "preprocess"), ("inference", "model"), ("postprocess", "postprocess"))}
+        if result.masks is None:
+            return parts, total, {"": np.zeros((0, *image.shape[:2]), bool)}
+        data = result.masks.data
+        if tuple(data.shape[1:]) != image.shape[:2]:
+            data = scale_masks(data[None].float(), image.shape[:2])[0] > 0.5
+        return parts, total, {"": data.to(torch.bool).numpy()}
+
+    return _timed_runs(images, runs, warmup, progress, one)
+
+
+def _timed_runs(images, runs, warmup, progress, one):
+    """``(stages, end_to_end, masks)`` of ``warmup + runs`` passes over ``images``.
+
+    ``one(i, image) -> (stage ms, end-to-end ms, {suffix: masks})`` measures image ``i``; the last pass's
+    masks are kept as ``img{i}{suffix}``; stages and end-to-end times of the passes after the warm-up.
+    """
+    stages: dict[str, list[float]] = {}
+    e2e, masks = [], {}
     for run in range(warmup + runs):
         for i, image in enumerate(images):
-            bgr = np.ascontiguousarray(image[:, :, ::-1])
-            t0 = time.perf_counter()
-            result = model.predict(bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False)[0]
-            total = (time.perf_counter() - t0) * 1e3
+            parts, total, found = one(i, image)
+            masks.update({f"img{i}{suffix}": m for suffix, m in found.items()})
             if run >= warmup:
-                for key, name in (("preprocess", "preprocess"), ("inference", "model"), ("postprocess", "postprocess")):
-                    stages.setdefault(name, []).append(result.speed[key])
+                for key, value in parts.items():
+                    stages.setdefault(key, []).append(value)
                 e2e.append(total)
-            if result.masks is None:
-                masks[f"img{i}"] = np.zeros((0, *image.shape[:2]), bool)
-            else:
-                data = result.masks.data
-                if tuple(data.shape[1:]) != image.shape[:2]:
-                    data = scale_masks(data[None].float(), image.shape[:2])[0] > 0.5
-                masks[f"img{i}"] = data.to(torch.bool).numpy()
         if progress:
             progress.step("PyTorch")
     return stages, e2e, masks
@@ -73,35 +87,29 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
 
     sam = _sam_on_threads(checkpoint, threads)
     predictor = SamPredictor(sam)
-    stages: dict[str, list[float]] = {}
-    e2e, masks = [], {}
-    for run in range(warmup + runs):
-        for i, image in enumerate(images):
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                transformed = predictor.transform.apply_image(image)
-                tensor = torch.as_tensor(transformed).permute(2, 0, 1).contiguous()[None]
-                x = sam.preprocess(tensor)
-                t1 = time.perf_counter()
-                features = sam.image_encoder(x)
-                t2 = time.perf_counter()
-            predictor.reset_image()
-            predictor.original_size, predictor.input_size = image.shape[:2], tuple(tensor.shape[-2:])
-            predictor.features, predictor.is_image_set = features, True
-            decode = []
-            for j, prompt in enumerate(prompts[i]):
-                t3 = time.perf_counter()
-                out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
-                decode.append((time.perf_counter() - t3) * 1e3)
-                masks[f"img{i}_p{j}"] = out[0]
-            if run >= warmup:
-                stages.setdefault("preprocess", []).append((t1 - t0) * 1e3)
-                stages.setdefault("encoder", []).append((t2 - t1) * 1e3)
-                stages.setdefault("decoder_per_prompt", []).append(float(np.median(decode)))
-                e2e.append((t2 - t0) * 1e3 + decode[0])
-        if progress:
-            progress.step("PyTorch")
-    return stages, e2e, masks
+
+    def one(i, image):
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            transformed = predictor.transform.apply_image(image)
+            tensor = torch.as_tensor(transformed).permute(2, 0, 1).contiguous()[None]
+            x = sam.preprocess(tensor)
+            t1 = time.perf_counter()
+            features = sam.image_encoder(x)
+            t2 = time.perf_counter()
+        predictor.reset_image()
+        predictor.original_size, predictor.input_size = image.shape[:2], tuple(tensor.shape[-2:])
+        predictor.features, predictor.is_image_set = features, True
+        decode, found = [], {}
+        for j, prompt in enumerate(prompts[i]):
+            t3 = time.perf_counter()
+            out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
+            decode.append((time.perf_counter() - t3) * 1e3)
+            found[f"_p{j}"] = out[0]
+        parts = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "decoder_per_prompt": float(np.median(decode))}
+        return parts, (t2 - t0) * 1e3 + decode[0], found
+
+    return _timed_runs(images, runs, warmup, progress, one)
 
 
 def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None):
@@ -111,21 +119,16 @@ def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, 
     from segment_anything import SamAutomaticMaskGenerator
 
     generator = SamAutomaticMaskGenerator(_sam_on_threads(checkpoint, threads), points_per_side=points_per_side)
-    stages: dict[str, list[float]] = {}
-    e2e, masks = [], {}
-    for run in range(warmup + runs):
-        for i, image in enumerate(images):
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                records = generator.generate(image)
-                total = (time.perf_counter() - t0) * 1e3
-            masks[f"img{i}"] = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]), bool)
-            if run >= warmup:
-                stages.setdefault("everything", []).append(total)
-                e2e.append(total)
-        if progress:
-            progress.step("PyTorch")
-    return stages, e2e, masks
+
+    def one(i, image):
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            records = generator.generate(image)
+            total = (time.perf_counter() - t0) * 1e3
+        found = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *image.shape[:2]), bool)
+        return {"everything": total}, total, {"": found}
+
+    return _timed_runs(images, runs, warmup, progress, one)
 
 
 def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:

@@ -90,38 +90,32 @@ def remove_small_regions(masks: RoiMasks, i: int, area_thresh: float, mode: str)
     """
     h, w = masks.shape_hw
     y0, y1, x0, x1 = (int(v) for v in masks.rois[i])
+    correct_holes = mode == "holes"
     strips = [s for s in (y0 * w, (h - y1) * w, x0 * h, (w - x1) * h) if s > 0]
-    if mode == "holes" and strips and min(strips) < area_thresh:
-        full = masks.mask(i)
-        out, changed = _remove_small_regions_dense(full, area_thresh, mode)
+    if correct_holes and strips and min(strips) < area_thresh:
+        out, changed = _remove_small(masks.mask(i), area_thresh, correct_holes)
         return out, (0, h, 0, w), changed
     ry0, ry1, rx0, rx1 = max(y0 - 1, 0), min(y1 + 1, h), max(x0 - 1, 0), min(x1 + 1, w)
     window = np.zeros((ry1 - ry0, rx1 - rx0), dtype=bool)
     window[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = masks.crops[i]
-    correct_holes = mode == "holes"
-    working = (correct_holes ^ window).astype(np.uint8)
-    n_labels, regions, stats, _ = cv2.connectedComponentsWithStats(working, connectivity=8)
-    sizes = stats[:, -1][1:]
-    small = [k + 1 for k, s in enumerate(sizes) if s < area_thresh]
+    ring = None
     if correct_holes:
         ring = np.ones_like(window)
         ring[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = False
-        outside = set(np.unique(regions[ring & (working > 0)]).tolist())
-        small = [k for k in small if k not in outside]  # connected to the large outside background
-    if not small:
-        return window, (ry0, ry1, rx0, rx1), False
-    fill = [0] + small
-    if not correct_holes:
-        fill = [k for k in range(n_labels) if k not in fill] or [int(np.argmax(sizes)) + 1]
-    return np.isin(regions, fill), (ry0, ry1, rx0, rx1), True
+    out, changed = _remove_small(window, area_thresh, correct_holes, ring)
+    return out, (ry0, ry1, rx0, rx1), changed
 
 
-def _remove_small_regions_dense(mask: np.ndarray, area_thresh: float, mode: str) -> tuple[np.ndarray, bool]:
-    correct_holes = mode == "holes"
+def _remove_small(mask: np.ndarray, area_thresh: float, correct_holes: bool, ring: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """segment-anything's ``remove_small_regions`` on ``mask``; background components touching ``ring``
+    (pixels outside the mask's box) belong to the large outside background and are never filled."""
     working = (correct_holes ^ mask).astype(np.uint8)
     n_labels, regions, stats, _ = cv2.connectedComponentsWithStats(working, connectivity=8)
     sizes = stats[:, -1][1:]
     small = [k + 1 for k, s in enumerate(sizes) if s < area_thresh]
+    if ring is not None:
+        outside = set(np.unique(regions[ring & (working > 0)]).tolist())
+        small = [k for k in small if k not in outside]
     if not small:
         return mask, False
     fill = [0] + small

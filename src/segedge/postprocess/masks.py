@@ -84,6 +84,11 @@ class RoiMasks:
         idx = np.arange(len(self))[index]
         return RoiMasks(self.shape_hw, self.rois[idx].reshape(-1, 4), [self.crops[i] for i in idx])
 
+    def extents(self) -> np.ndarray:
+        """``(N, 4)`` float32 xyxy of each roi (x2, y2 exclusive), e.g. the masks' tight boxes when the
+        rois are tight; an empty roi gives its (zero-size) corners."""
+        return self.rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(-1, 4)
+
     def areas(self) -> np.ndarray:
         """``(N,)`` pixel counts."""
         return np.array([int(c.sum()) for c in self.crops], dtype=np.int64)

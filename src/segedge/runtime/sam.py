@@ -102,9 +102,8 @@ class SamPrediction:
     def boxes(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
         """``(N, C, 4)`` float32 xyxy extents of the masks in original pixels (or ``output_hw`` pixels;
         x2, y2 exclusive; zeros for an empty mask)."""
-        rois = self.roi_masks(output_hw=output_hw).rois
         n, c = self.scores.shape
-        return rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(n, c, 4)
+        return self.roi_masks(output_hw=output_hw).extents().reshape(n, c, 4)
 
     def logits(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
         """``(N, C, H, W)`` float32 logits at the original size or ``output_hw`` (every pixel of every mask)."""
@@ -422,8 +421,7 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     pred = model._predict_rows(state, [(pts, lab, b, None) for b in (bxs if bxs is not None else [None])], multimask)
     t1 = time.perf_counter()
     roi = pred.roi_masks()  # masks only inside their windows: no full-size array per mask
-    rois = roi.rois
-    extents = rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(-1, 4)
+    extents = roi.extents()
     model.timings["masks"] = (time.perf_counter() - t1) * 1e3
     scores = pred.scores.reshape(-1).astype(np.float32)
     return Result(rgb, extents, scores, np.zeros(len(scores), np.int64), roi, ["mask"], dict(model.timings), source)

@@ -26,6 +26,7 @@ from segedge.postprocess import amg
 from segedge.postprocess.boxes import nms
 from segedge.postprocess.encode import rle_counts, rle_encode
 from segedge.postprocess.masks import RoiMasks
+from segedge.postprocess.sam_masks import roi_masks_from_low_res
 from segedge.runtime.prompt_args import check_count, check_fraction
 from segedge.runtime.sam import Sam
 
@@ -169,9 +170,8 @@ class SamAutomaticMaskGenerator:
         found = self.generate_masks(rgb)
         order = np.argsort(-found.iou_preds, kind="stable")
         found = found.subset(order)
-        extents = found.masks.rois[:, [2, 0, 3, 1]].astype(np.float32).reshape(-1, 4)
-        timings = {k: v for k, v in self.timings.items()}
-        return Result(rgb, extents, found.iou_preds.astype(np.float32), np.zeros(len(found), np.int64), found.masks, ["mask"], timings, source)
+        return Result(rgb, found.masks.extents(), found.iou_preds.astype(np.float32), np.zeros(len(found), np.int64), found.masks,
+                      ["mask"], dict(self.timings), source)
 
     # -- the algorithm ------------------------------------------------------------------------------
     def _process_crop(self, rgb: np.ndarray, crop_box: list[int], layer: int) -> MaskSet:
@@ -243,8 +243,6 @@ class SamAutomaticMaskGenerator:
 
 
 def _roi_masks(state, low: np.ndarray, model: Sam, offset: float):
-    from segedge.postprocess.sam_masks import roi_masks_from_low_res
-
     if len(low) == 0:
         return RoiMasks.empty(state.original_size), np.zeros(0, np.float32)
     return roi_masks_from_low_res(low, state.input_size, state.original_size, model.size, model.mask_threshold, offset)
