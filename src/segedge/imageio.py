@@ -155,8 +155,6 @@ def _decode(data: np.ndarray, what: str, limit: int = 0) -> np.ndarray:
             "OpenCV reads (jpg, png, bmp, tif, webp, ...)"
         )
     _check_pixels(bgr.shape[:2], limit, what)
-    if bgr.ndim == 2:
-        bgr = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
