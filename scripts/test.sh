@@ -8,4 +8,11 @@ export CI="${CI:-true}"          # OpenVINO / ultralytics telemetry off
 VENV="${SEGEDGE_TEST_VENV:-.venv-test}"
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[all]"
+# The browser test of `segedge serve` drives Debian's Chromium; install it when we can (root with apt-get).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's chromium for tests/test_serve_browser.py" >&2
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
+      || echo "could not install chromium: the browser test will be skipped" >&2
+fi
 exec "$VENV/bin/python" -m pytest "$@"

@@ -1,4 +1,4 @@
-"""The ``segedge`` command: export | quantize | segment | bench | info.
+"""The ``segedge`` command: export | quantize | segment | bench | serve | info.
 
 Thin by design: it parses arguments and calls :mod:`segedge.export` and :mod:`segedge.runtime`.
 Errors that users can fix print one line (``error: ...``) on stderr and exit with status 2; a batch
@@ -211,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--points-per-side", type=_positive_int, default=32, help="grid for --everything (default 32)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sv = sub.add_parser("serve", help="a click-to-segment web page and HTTP API on this machine (needs the serve extra)",
+                        description="Serve a page where a click becomes a mask, and the HTTP API under it, from model folders. "
+                        "No torch, no internet: the page is static and shipped with segedge. Binds 127.0.0.1 (this machine "
+                        "only) unless --host says otherwise; there is no login, so expose it only on networks you trust.")
+    sv.add_argument("--model", action="append", required=True, metavar="DIR", dest="models",
+                    help="a FastSAM or SAM/MobileSAM model folder; repeat to offer several (the first is the default)")
+    sv.add_argument("--clip", metavar="CLIP_DIR", help="a CLIP model folder: text prompts for the FastSAM models")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 = every network)")
+    sv.add_argument("--port", type=_whole_number(0), default=8000, help="port (default 8000; 0 = any free port)")
+    sv.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="default: openvino if installed, else onnxruntime")
+    sv.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="as for segment (default auto)")
+    sv.add_argument("--threads", type=_positive_int, default=None, help="inference threads per model (default: all cores)")
+    sv.add_argument("--max-upload-mb", type=_positive_int, default=32, help="largest upload accepted, MiB (default 32)")
+    sv.add_argument("--max-pixels", type=_pixels, default=40_000_000, help="largest image accepted, pixels (default 40000000; 0 = no limit)")
+    sv.add_argument("--cache-mb", type=_whole_number(0), default=1024,
+                    help="memory for cached images, embeddings and results, MiB, least recently used dropped first (default 1024)")
+    sv.add_argument("--access-log", action="store_true", help="log every request")
+
     info = sub.add_parser("info", help="show versions, installed backends, and a model folder's manifest")
     info.add_argument("model", nargs="?", help="model folder")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -236,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return _quantize(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "serve":
+            return _serve(args)
     except SegedgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -520,6 +540,38 @@ def _bench(args) -> int:
         report.write_markdown(result, args.markdown)
     if args.plot:
         report.plot(result, args.plot)
+    return 0
+
+
+def _serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SegedgeError(f"serve needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'") from None
+    from segedge.serve.app import create_app
+    from segedge.serve.server import bind, is_loopback, serve_forever
+    from segedge.serve.service import SegmentService
+
+    backend = args.backend or _default_backend()
+    sock = bind(args.host, args.port)  # a port in use fails now, before the models load
+    try:
+        service = SegmentService.from_folders(
+            args.models, backend=backend, precision=args.precision, threads=args.threads, clip_dir=args.clip,
+            cache_bytes=args.cache_mb * 2**20, max_upload_bytes=args.max_upload_mb * 2**20, max_pixels=args.max_pixels)
+        app = create_app(service)
+    except BaseException:
+        sock.close()
+        raise
+    for m in service.model_list():
+        print(f"model {m['name']}: {m['family']} {m['variant']}, {m['backend']} {m['precision']}", file=sys.stderr)
+    if service.clip is not None:
+        print(f"text prompts: CLIP {args.clip}, {service.clip.backend_name} {service.clip.precision}", file=sys.stderr)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the server (there is no login)",
+              file=sys.stderr)
+    serve_forever(app, sock, announce=lambda url: print(f"segedge serve: listening on {url} (Ctrl-C to stop)", flush=True),
+                  access_log=args.access_log)
     return 0
 
 

@@ -38,20 +38,61 @@ def rle_counts(masks: RoiMasks, i: int) -> list[int]:
     return [int(r) for r in runs]
 
 
-def rle_to_string(counts: list[int]) -> str:
-    """pycocotools' compressed RLE string (a LEB128-like 6-bit code with deltas from ``counts[i-2]``)."""
-    out = []
-    for i, value in enumerate(counts):
-        x = int(value) - (int(counts[i - 2]) if i > 2 else 0)
-        more = True
-        while more:
-            c = x & 0x1F
-            x >>= 5
-            more = (x != -1) if (c & 0x10) else (x != 0)
-            if more:
-                c |= 0x20
-            out.append(chr(c + 48))
-    return "".join(out)
+def rle_to_string(counts) -> str:
+    """pycocotools' compressed RLE string (``rleToString``): each count, from the third on as a delta from
+    the count two places before, in 5-bit groups, least significant first; a group is offset by 48 and
+    has bit 0x20 set when more groups follow. Vectorised: a noisy mask has 10^5 runs."""
+    values = np.asarray(counts, dtype=np.int64).reshape(-1)
+    if values.size == 0:
+        return ""
+    deltas = values.copy()
+    deltas[3:] -= values[1:-2]
+    columns = []  # group k of every value
+    ends = np.full(deltas.size, -1, dtype=np.int64)  # index of each value's last group
+    x = deltas
+    for k in range(13):  # 13 x 5 bits covers int64
+        c = x & 0x1F
+        x = x >> 5  # arithmetic shift, as in the C code
+        more = np.where((c & 0x10) != 0, x != -1, x != 0)
+        ends[(ends < 0) & ~more] = k
+        columns.append((c | (more << 5)).astype(np.uint8))
+        if (ends >= 0).all():
+            break
+    keep = np.arange(len(columns))[None, :] <= ends[:, None]
+    return (np.stack(columns, axis=1)[keep] + 48).tobytes().decode("ascii")
+
+
+def string_to_counts(text: str) -> np.ndarray:
+    """The counts of a compressed COCO RLE string (inverse of :func:`rle_to_string`), int64."""
+    codes = np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return np.zeros(0, np.int64)
+    if codes.min() < 0 or codes.max() > 63 or codes[-1] & 0x20:
+        raise ValueError("not a COCO RLE string")
+    last = (codes & 0x20) == 0  # the last group of each value
+    value_of = np.concatenate(([0], np.cumsum(last)[:-1]))
+    starts = np.flatnonzero(np.concatenate(([True], last[:-1])))
+    k = np.arange(codes.size) - starts[value_of]
+    x = np.add.reduceat((codes & 0x1F) << (5 * k), starts)
+    ends = np.flatnonzero(last)
+    negative = (codes[ends] & 0x10) != 0
+    x[negative] -= np.left_shift(1, 5 * (k[ends][negative] + 1))
+    counts = x.copy()
+    for first in (3, 4):  # from the third value on, each is a delta from the value two places before
+        if counts.size > first:
+            counts[first::2] = counts[first - 2] + np.cumsum(x[first::2])
+    return counts
+
+
+def rle_decode(rle: dict) -> np.ndarray:
+    """``(H, W)`` bool mask of a COCO RLE ``{"size": [h, w], "counts": str | list[int]}``."""
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    counts = string_to_counts(counts) if isinstance(counts, str) else np.asarray(counts, dtype=np.int64)
+    if counts.sum() != h * w or (counts < 0).any():
+        raise ValueError(f"RLE counts do not cover a {h}x{w} mask")
+    flat = np.repeat(np.arange(counts.size) % 2 == 1, counts)  # runs of zeros, ones, zeros, ...
+    return flat.reshape(w, h).T
 
 
 def rle_encode(masks: RoiMasks, i: int, compressed: bool = True) -> dict:

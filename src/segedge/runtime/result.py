@@ -66,7 +66,7 @@ class Result:
 
     def to_dict(self, rle: bool = True, with_polygons: bool = False) -> dict:
         """JSON-ready description: image size, and per instance box, score, class, area and RLE/polygons."""
-        h, w = self.image.shape[:2]
+        h, w = self.roi_masks.shape_hw  # the image's size (the image itself is not needed)
         areas = self.roi_masks.areas()
         labels = self.labels
         instances = []

@@ -150,7 +150,7 @@ class Sam(FolderModel):
         features = self.encoder.run({"image": tensor})["image_embeddings"]
         t2 = time.perf_counter()
         self._local.timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
-        return SamImage(features, transform, _image_hash(rgb))
+        return SamImage(features, transform, pixels_hash(rgb))
 
     def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
         """Encode an image and make it this thread's current image (see :meth:`embed`)."""
@@ -427,7 +427,8 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     return Result(rgb, extents, scores, np.zeros(len(scores), np.int64), roi, ["mask"], dict(model.timings), source)
 
 
-def _image_hash(rgb: np.ndarray) -> str:
+def pixels_hash(rgb: np.ndarray) -> str:
+    """sha256 (hex) of an ``HxWx3`` uint8 image's shape and pixels: :attr:`SamImage.image_hash`."""
     digest = hashlib.sha256(np.asarray(rgb.shape, dtype=np.int64).tobytes())
     digest.update(np.ascontiguousarray(rgb).tobytes())
     return digest.hexdigest()

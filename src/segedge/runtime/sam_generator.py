@@ -28,7 +28,7 @@ from segedge.postprocess.encode import rle_counts, rle_encode
 from segedge.postprocess.masks import RoiMasks
 from segedge.postprocess.sam_masks import roi_masks_from_low_res
 from segedge.runtime.prompt_args import check_count, check_fraction
-from segedge.runtime.sam import Sam
+from segedge.runtime.sam import Sam, SamImage, pixels_hash
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -144,14 +144,19 @@ class SamAutomaticMaskGenerator:
             })
         return records
 
-    def generate_masks(self, image: ImageSource) -> MaskSet:
-        """Every mask as a :class:`MaskSet` (box crops, no full-size arrays); :meth:`generate` formats it."""
+    def generate_masks(self, image: ImageSource, embedding: SamImage | None = None) -> MaskSet:
+        """Every mask as a :class:`MaskSet` (box crops, no full-size arrays); :meth:`generate` formats it.
+
+        ``embedding``: the whole image already encoded by ``model.embed`` (e.g. cached by a server), used
+        instead of running the encoder on it again; it must be of this very image."""
         t0 = time.perf_counter()
         rgb = read_image(image, self.model.max_pixels)
         self.timings = {"encoder": 0.0, "decoder": 0.0, "masks": 0.0}
         h, w = rgb.shape[:2]
+        if embedding is not None and (not isinstance(embedding, SamImage) or embedding.image_hash != pixels_hash(rgb)):
+            raise SegedgeError("embedding must be a SamImage that Sam.embed made of this same image")
         crop_boxes, layers = amg.generate_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
-        found = MaskSet.cat([self._process_crop(rgb, box, layer) for box, layer in zip(crop_boxes, layers)], (h, w))
+        found = MaskSet.cat([self._process_crop(rgb, box, layer, embedding) for box, layer in zip(crop_boxes, layers)], (h, w))
         if len(crop_boxes) > 1 and len(found):
             areas = (found.crop_boxes[:, 2] - found.crop_boxes[:, 0]) * (found.crop_boxes[:, 3] - found.crop_boxes[:, 1])
             found = found.subset(nms(found.boxes.astype(np.float32), (1.0 / areas).astype(np.float32), self.crop_nms_thresh))
@@ -160,26 +165,27 @@ class SamAutomaticMaskGenerator:
         self.timings["total"] = (time.perf_counter() - t0) * 1e3
         return found
 
-    def segment(self, image: ImageSource):
+    def segment(self, image: ImageSource, embedding: SamImage | None = None):
         """:meth:`generate_masks` as a :class:`~segedge.runtime.result.Result` (what ``segedge segment
         --everything`` writes): boxes xyxy with exclusive ends, scores = predicted IoU."""
         from segedge.runtime.result import Result
 
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
         rgb = read_image(image, self.model.max_pixels)
-        found = self.generate_masks(rgb)
+        found = self.generate_masks(rgb, embedding)
         order = np.argsort(-found.iou_preds, kind="stable")
         found = found.subset(order)
         return Result(rgb, found.masks.extents(), found.iou_preds.astype(np.float32), np.zeros(len(found), np.int64), found.masks,
                       ["mask"], dict(self.timings), source)
 
     # -- the algorithm ------------------------------------------------------------------------------
-    def _process_crop(self, rgb: np.ndarray, crop_box: list[int], layer: int) -> MaskSet:
+    def _process_crop(self, rgb: np.ndarray, crop_box: list[int], layer: int, embedding: SamImage | None = None) -> MaskSet:
         x0, y0, x1, y1 = crop_box
         crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         ch, cw = crop.shape[:2]
         t0 = time.perf_counter()
-        state = self.model.embed(crop)
+        whole = (x0, y0, x1, y1) == (0, 0, rgb.shape[1], rgb.shape[0])
+        state = embedding if embedding is not None and whole else self.model.embed(crop)
         self.timings["encoder"] += (time.perf_counter() - t0) * 1e3
         points = self.point_grids[layer] * np.array([[cw, ch]])
         parts = [self._process_batch(state, points[s : s + self.points_per_batch], crop_box, rgb.shape[:2])

@@ -1,0 +1,175 @@
+"""The HTTP API and the page, over a :class:`~segedge.serve.service.SegmentService` (FastAPI).
+
+Routes (JSON unless said otherwise; every error is ``{"error": "one line"}`` with a 4xx/5xx status):
+
+- ``GET /`` the page (static HTML/JS/CSS shipped in the package; no CDN, works offline)
+- ``GET /api/health``, ``GET /api/models``
+- ``POST /api/images`` the raw image file as the body -> ``{image_id, width, height, ...}``
+- ``GET /api/images/{image_id}`` -> ``{image_id, width, height}`` (404 once dropped from the cache)
+- ``POST /api/encode`` ``{model, image_id}``: SAM encodes the image now (cached), so clicks are fast
+- ``POST /api/predict`` ``{model, image_id, points, labels, box, multimask, text}`` -> masks (COCO RLE)
+- ``POST /api/everything`` ``{model, image_id, ...options}`` -> every mask
+- ``GET /api/openapi.json`` the OpenAPI description
+"""
+
+import logging
+from importlib import resources
+
+# No ``from __future__ import annotations`` here: FastAPI and pydantic read the annotations at run time.
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from segedge import __version__
+from segedge.errors import SegedgeError
+from segedge.serve.service import SegmentService, ServiceError, TooLarge, UnsupportedMedia
+
+log = logging.getLogger("segedge.serve")
+
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/style.css": ("style.css", "text/css; charset=utf-8")}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+MAX_POINTS = 64
+MAX_TEXT = 200
+
+
+def static_files() -> dict[str, tuple[bytes, str]]:
+    """``route -> (bytes, media type)`` of the page, read from the package once."""
+    base = resources.files("segedge.serve") / "static"
+    return {route: ((base / name).read_bytes(), media) for route, (name, media) in STATIC.items()}
+
+
+def create_app(service: SegmentService) -> FastAPI:
+    """The FastAPI application serving ``service``."""
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class EncodeRequest(Strict):
+        model: str | None = Field(None, description="model name from /api/models (default: the first)")
+        image_id: str = Field(description="from POST /api/images")
+
+    class PredictRequest(EncodeRequest):
+        points: list[tuple[float, float]] | None = Field(None, max_length=MAX_POINTS, description="[[x, y], ...] original pixels")
+        labels: list[int] | None = Field(None, max_length=MAX_POINTS, description="1 object, 0 background, one per point (default 1)")
+        box: tuple[float, float, float, float] | None = Field(None, description="[x1, y1, x2, y2] original pixels")
+        multimask: bool = Field(False, description="SAM: three candidate masks instead of one")
+        text: str | None = Field(None, max_length=MAX_TEXT, description="FastSAM with --clip: a text prompt")
+
+    class EverythingRequest(EncodeRequest):
+        conf: float | None = Field(None, description="FastSAM: confidence threshold 0-1")
+        iou: float | None = Field(None, description="FastSAM: NMS IoU threshold 0-1")
+        max_det: int | None = Field(None, description="FastSAM: most masks kept")
+        retina: bool | None = Field(None, description="FastSAM: masks at full resolution (default true)")
+        points_per_side: int | None = Field(None, description="SAM: grid points per side (default 32, at most 64)")
+        crop_layers: int | None = Field(None, description="SAM: crop layers 0-2 (default 0)")
+        min_region_area: int | None = Field(None, ge=0, description="SAM: remove holes/islands below this many pixels")
+        pred_iou_thresh: float | None = Field(None, description="SAM: keep masks whose predicted IoU is above (default 0.88)")
+        stability_score_thresh: float | None = Field(None, description="SAM: keep masks at least this stable (default 0.95)")
+        box_nms_thresh: float | None = Field(None, description="SAM: NMS IoU threshold between masks' boxes (default 0.7)")
+
+    app = FastAPI(title="segedge serve", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
+                  description="Segment Anything on this machine: upload an image, send prompts, get COCO RLE masks.")
+    app.state.service = service
+    pages = static_files()
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(SegedgeError)
+    async def segedge_error(request: Request, exc: SegedgeError):
+        return error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(MemoryError)
+    async def out_of_memory(request: Request, exc: MemoryError):
+        return error(503, "the server ran out of memory for this request; try a smaller image")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    for route in pages:
+        def page(route=route):
+            body, media = pages[route]
+            return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
+
+        app.get(route, include_in_schema=False)(page)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
+
+    @app.get("/api/health", summary="Server status and cache use")
+    def health():
+        return {"status": "ok", "segedge": __version__, **service.stats()}
+
+    @app.get("/api/models", summary="The served models: name, family, backend, precision, prompt kinds")
+    def models():
+        return {"models": service.model_list(), "default": service.default_model}
+
+    upload_body = {"requestBody": {"required": True, "description": "the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)",
+                                   "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                                               "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+    @app.post("/api/images", summary="Upload an image (raw bytes as the body) -> image_id", openapi_extra=upload_body)
+    async def upload(request: Request):
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/"):
+            raise UnsupportedMedia("send the file's bytes as the request body, not a form (curl --data-binary @photo.jpg)")
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > service.max_upload_bytes:
+            raise TooLarge(f"the upload is {int(length) / 2**20:.1f} MiB, above the limit of {service.max_upload_bytes / 2**20:g} MiB")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > service.max_upload_bytes:
+                raise TooLarge(f"the upload is above the limit of {service.max_upload_bytes / 2**20:g} MiB")
+            chunks.append(chunk)
+        return await run_in_threadpool(service.add_image, b"".join(chunks))
+
+    @app.get("/api/images/{image_id}", summary="Is this image still on the server? Its size")
+    def image(image_id: str):
+        return service.image_info(image_id)
+
+    @app.post("/api/encode", summary="SAM: encode the image now (cached); FastSAM: run everything now (cached)")
+    def encode(req: EncodeRequest):
+        return service.encode(req.model, req.image_id)
+
+    @app.post("/api/predict", summary="Masks for points (+/-), a box or text, as COCO RLE")
+    def predict(req: PredictRequest):
+        return service.predict(req.model, req.image_id, points=req.points, labels=req.labels, box=req.box,
+                               multimask=req.multimask, text=req.text)
+
+    @app.post("/api/everything", summary="Every mask in the image, as COCO RLE")
+    def everything(req: EverythingRequest):
+        options = {k: v for k, v in req.model_dump(exclude={"model", "image_id"}).items() if v is not None}
+        return service.everything(req.model, req.image_id, **options)
+
+    return app

@@ -1,0 +1,348 @@
+"""What ``segedge serve`` does, without the web framework: images in, masks out, with caches.
+
+:class:`SegmentService` holds the served models and one :class:`~segedge.serve.cache.ByteLru` for
+decoded images, SAM image embeddings and FastSAM "everything" results. Every method takes plain
+Python values (what a JSON body holds), runs on any thread, and returns a JSON-ready dict in the
+schema ``segedge segment`` writes (``Result.to_dict``: COCO RLE masks, xyxy boxes in original
+pixels) plus ``model``, ``backend``, ``precision``, ``image_id`` and ``cached``. Errors are
+:class:`ServiceError` subclasses carrying the HTTP status the API answers with.
+
+Image ids are the first 32 hex digits of the sha256 of the uploaded file's bytes: uploading the
+same file again returns the same id and costs nothing; ids never name a file on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from segedge.errors import PromptError, SegedgeError
+from segedge.imageio import read_image
+from segedge.serve.cache import ByteLru
+
+#: The file signatures an upload may start with, and their media types.
+SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
+              (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_CACHE_BYTES = 1024 * 2**20
+IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+#: SAM "everything" grid sizes the server accepts (a 64x64 grid is 4096 prompts: minutes on 2 cores).
+MAX_POINTS_PER_SIDE = 64
+#: SAM "everything" options and their defaults (segment-anything's, but for crop_n_layers' name).
+SAM_EVERYTHING = {"points_per_side": 32, "crop_layers": 0, "min_region_area": 0, "pred_iou_thresh": 0.88,
+                  "stability_score_thresh": 0.95, "box_nms_thresh": 0.7}
+
+
+class ServiceError(SegedgeError):
+    """A request the server refuses; ``status`` is the HTTP status code."""
+
+    status = 400
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class TooLarge(ServiceError):
+    status = 413
+
+
+class UnsupportedMedia(ServiceError):
+    status = 415
+
+
+@dataclass
+class ServedModel:
+    """One model folder opened for serving under ``name`` (the folder's name, made unique)."""
+
+    name: str
+    family: str
+    model: object  # segedge.FastSam or segedge.Sam
+
+    def info(self, text: bool) -> dict:
+        m = self.model.folder.manifest
+        prompts = ["point", "box", "everything"] + (["text"] if text and self.family == "fastsam" else [])
+        return {"name": self.name, "family": self.family, "variant": m.variant, "backend": self.model.backend_name,
+                "precision": self.model.precision, "prompts": prompts, "multimask": self.family == "sam",
+                "input_size": list(m.preprocess.get("size", [])), "folder": Path(self.model.folder.path).name}
+
+
+def unique_names(folders: list[Path]) -> list[str]:
+    """The folders' names, with ``-2``, ``-3``, ... added where two are the same."""
+    names: list[str] = []
+    for folder in folders:
+        base = Path(folder).resolve().name or "model"
+        name, i = base, 1
+        while name in names:
+            i += 1
+            name = f"{base}-{i}"
+        names.append(name)
+    return names
+
+
+def sniff_format(data: bytes) -> str:
+    """The media type of an uploaded image from its first bytes (JPEG, PNG, WebP, BMP, TIFF, GIF);
+    raises :class:`UnsupportedMedia` for anything else. The decoder checks the rest."""
+    head = bytes(data[:16])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    for signature, media in SIGNATURES:
+        if head.startswith(signature):
+            return media
+    raise UnsupportedMedia("not an image of an accepted type (JPEG, PNG, WebP, BMP, TIFF, GIF)")
+
+
+class SegmentService:
+    """The served models and their caches. Safe to call from many threads at once.
+
+    ``models``: :class:`ServedModel` list (the first is the default); ``clip``: a
+    :class:`~segedge.runtime.clip.Clip` for FastSAM text prompts, or None. ``cache_bytes`` bounds the
+    LRU of images, embeddings and results; ``max_upload_bytes`` and ``max_pixels`` bound one upload.
+    """
+
+    def __init__(self, models: list[ServedModel], clip=None, *, cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 heavy_jobs: int = 1):
+        if not models:
+            raise SegedgeError("serve needs at least one model folder (--model DIR)")
+        self.models = {m.name: m for m in models}
+        self.default_model = models[0].name
+        self.clip = clip
+        self.cache = ByteLru(cache_bytes)
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.max_pixels = int(max_pixels)
+        self._heavy = threading.BoundedSemaphore(max(1, heavy_jobs))  # "everything" runs: queue, do not pile up
+
+    @classmethod
+    def from_folders(cls, folders: list, *, backend: str, precision: str = "auto", threads: int | None = None,
+                     clip_dir=None, **limits) -> SegmentService:
+        """Open each model folder (FastSAM or SAM; CLIP only as ``clip_dir``) on ``backend``."""
+        from segedge.manifest import load_model_folder
+        from segedge.runtime.model_base import model_class
+
+        served = []
+        for name, path in zip(unique_names([Path(f) for f in folders]), folders):
+            folder = load_model_folder(path)
+            family = folder.manifest.family
+            if family == "clip":
+                raise SegedgeError(f"{path} is a CLIP folder; pass it as --clip (for FastSAM text prompts), not --model")
+            model = model_class(family)(folder, backend, precision=precision, threads=threads, max_pixels=0)
+            served.append(ServedModel(name, family, model))
+        clip = None
+        if clip_dir is not None:
+            from segedge.runtime.clip import Clip
+
+            if not any(m.family == "fastsam" for m in served):
+                raise SegedgeError("--clip gives FastSAM text prompts; serve a FastSAM folder with it")
+            clip = Clip(clip_dir, backend, precision=precision, threads=threads)
+        return cls(served, clip, **limits)
+
+    # -- lookups ----------------------------------------------------------------------------------
+    def model_list(self) -> list[dict]:
+        return [m.info(self.clip is not None) for m in self.models.values()]
+
+    def _model(self, name: str | None) -> ServedModel:
+        if name is None:
+            return self.models[self.default_model]
+        served = self.models.get(name)
+        if served is None:
+            raise NotFound(f"no model named {name!r}; this server has {', '.join(self.models)}")
+        return served
+
+    def _image(self, image_id: str) -> np.ndarray:
+        if not isinstance(image_id, str) or not IMAGE_ID.match(image_id):
+            raise ServiceError("image_id must be the 32 hex digits that POST /api/images returned")
+        rgb = self.cache.get(("image", image_id))
+        if rgb is None:
+            raise NotFound(f"image {image_id} is not on the server (never uploaded, or dropped from the cache): upload it again")
+        return rgb
+
+    # -- images -----------------------------------------------------------------------------------
+    def add_image(self, data: bytes) -> dict:
+        """Decode and keep an uploaded image file: ``{image_id, width, height, media_type, cached}``."""
+        if len(data) == 0:
+            raise ServiceError("the request body is empty: send the image file's bytes")
+        if len(data) > self.max_upload_bytes:
+            raise TooLarge(f"the upload is {len(data) / 2**20:.1f} MiB, above the limit of {self.max_upload_bytes / 2**20:g} MiB")
+        image_id = hashlib.sha256(data).hexdigest()[:32]
+        media = sniff_format(data)
+        rgb = self.cache.get(("image", image_id))
+        cached = rgb is not None
+        if rgb is None:
+            try:
+                rgb = read_image(data, self.max_pixels)
+            except SegedgeError as exc:
+                message = str(exc).replace("the given bytes", "the image")
+                if "megapixels" in message:
+                    message = message.split(";")[0] + "; downscale it (the server's limit is --max-pixels)"
+                    raise TooLarge(message) from None
+                raise ServiceError(message) from None
+            self.cache.put(("image", image_id), rgb, rgb.nbytes)
+        h, w = rgb.shape[:2]
+        return {"image_id": image_id, "width": w, "height": h, "media_type": media, "cached": cached}
+
+    def image_info(self, image_id: str) -> dict:
+        h, w = self._image(image_id).shape[:2]
+        return {"image_id": image_id, "width": w, "height": h}
+
+    # -- SAM --------------------------------------------------------------------------------------
+    def _embedding(self, served: ServedModel, image_id: str):
+        """``(SamImage, cached, encoder ms)`` for a SAM model and an uploaded image (encoded once)."""
+        key = ("embedding", served.name, image_id)
+        state = self.cache.get(key)
+        if state is not None:
+            return state, True, 0.0
+        rgb = self._image(image_id)
+        t0 = time.perf_counter()
+        state, cached = self.cache.get_or_compute(key, lambda: served.model.embed(rgb), lambda s: s.features.nbytes + 4096)
+        return state, cached, 0.0 if cached else (time.perf_counter() - t0) * 1e3
+
+    def encode(self, model: str | None, image_id: str) -> dict:
+        """Prepare an image for prompts: SAM encodes it (cached); FastSAM runs "everything" (cached)."""
+        served = self._model(model)
+        t0 = time.perf_counter()
+        if served.family == "sam":
+            _, cached, encoder_ms = self._embedding(served, image_id)
+            timings = {"encoder": round(encoder_ms, 2)}
+        else:
+            _, cached, timings = self._fastsam_everything(served, image_id, {})
+        return self._envelope(served, image_id, cached, {"timings_ms": {**timings, "server": _ms(t0)}})
+
+    def predict(self, model: str | None, image_id: str, *, points=None, labels=None, box=None,
+                multimask: bool = False, text: str | None = None) -> dict:
+        """Masks for a prompt set: ``points (N, 2)`` xy original pixels with ``labels`` (1 object,
+        0 background; default all 1), ``box`` xyxy, ``text`` (FastSAM with a CLIP model). SAM gives one
+        mask, or its three candidates with ``multimask``; FastSAM selects from its "everything" masks."""
+        served = self._model(model)
+        t0 = time.perf_counter()
+        if points is not None and len(points) == 0 and not labels:
+            points = labels = None  # "points": [] is no points
+        if points is None and box is None and not text:
+            raise PromptError("give points, a box or (FastSAM with --clip) text")
+        if served.family == "sam":
+            if text:
+                raise PromptError("text prompts are for FastSAM models (with --clip); SAM takes points and a box")
+            state, cached, encoder_ms = self._embedding(served, image_id)
+            sam = served.model
+            pred = sam.predict_batch(point_coords=None if points is None else [points],
+                                     point_labels=None if points is None else [labels if labels is not None else [1] * len(points)],
+                                     boxes=None if box is None else [box], multimask_output=bool(multimask), image=state)
+            decoder_ms = sam.timings.get("decoder", 0.0)
+            t1 = time.perf_counter()
+            roi = pred.roi_masks()
+            from segedge.runtime.result import Result
+
+            result = Result(None, roi.extents(), pred.scores.reshape(-1).astype(np.float32), np.zeros(len(roi), np.int64), roi, ["mask"])
+            timings = {"encoder": round(encoder_ms, 2), "decoder": round(decoder_ms, 2), "masks": _ms(t1)}
+        else:
+            if multimask:
+                raise PromptError("multimask is for SAM models; FastSAM picks from its own masks")
+            if text and self.clip is None:
+                raise PromptError("text prompts need a CLIP model: start the server with --clip CLIP_DIR")
+            everything, cached, timings = self._fastsam_everything(served, image_id, {})
+            t1 = time.perf_counter()
+            result = served.model.prompt(everything, points=points, point_labels=labels, boxes=None if box is None else [box],
+                                         texts=[text] if text else None, clip=self.clip if text else None)
+            timings = {**timings, "prompt": _ms(t1)}
+        return self._result(served, image_id, result, cached, timings, t0)
+
+    # -- everything -------------------------------------------------------------------------------
+    def everything(self, model: str | None, image_id: str, **options) -> dict:
+        """Every mask: FastSAM (options ``conf``, ``iou``, ``max_det``, ``retina``) or SAM's automatic
+        mask generator (:data:`SAM_EVERYTHING`); cached per options."""
+        served = self._model(model)
+        t0 = time.perf_counter()
+        if served.family == "sam":
+            result, cached, timings = self._sam_everything(served, image_id, options)
+        else:
+            result, cached, timings = self._fastsam_everything(served, image_id, options)
+        return self._result(served, image_id, result, cached, timings, t0)
+
+    def _fastsam_everything(self, served: ServedModel, image_id: str, options: dict):
+        allowed = {"conf", "iou", "max_det", "retina"}
+        _reject_unknown(options, allowed, "FastSAM")
+        model = served.model
+        checked = model.check_options(options.get("conf"), options.get("iou"), options.get("max_det"))
+        retina = bool(options.get("retina", True))
+        key = ("everything", served.name, image_id, checked["conf"], checked["iou"], checked["max_det"], retina)
+        result = self.cache.get(key)
+        if result is not None:
+            return result, True, {"model": 0.0}
+        rgb = self._image(image_id)
+
+        def compute():
+            return model.everything(rgb, conf=checked["conf"], iou=checked["iou"], max_det=checked["max_det"], retina=retina)
+
+        result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
+        timings = {"model": 0.0} if cached else {k: round(v, 2) for k, v in result.timings.items()}
+        return result, cached, timings
+
+    def _sam_everything(self, served: ServedModel, image_id: str, options: dict):
+        from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
+
+        _reject_unknown(options, set(SAM_EVERYTHING), "SAM")
+        chosen = {**SAM_EVERYTHING, **options}
+        side, crops = chosen["points_per_side"], chosen["crop_layers"]
+        if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_POINTS_PER_SIDE:
+            raise PromptError(f"points_per_side must be a whole number from 1 to {MAX_POINTS_PER_SIDE}, got {side!r}")
+        if crops not in (0, 1, 2):
+            raise PromptError(f"crop_layers must be 0, 1 or 2, got {crops!r}")
+        key = ("everything", served.name, image_id, *(chosen[k] for k in SAM_EVERYTHING))
+        result = self.cache.get(key)
+        if result is not None:
+            return result, True, {"decoder": 0.0}
+        rgb = self._image(image_id)
+        state, _, encoder_ms = self._embedding(served, image_id)
+
+        def compute():
+            generator = SamAutomaticMaskGenerator(
+                served.model, points_per_side=side, crop_n_layers=crops, min_mask_region_area=chosen["min_region_area"],
+                pred_iou_thresh=chosen["pred_iou_thresh"], stability_score_thresh=chosen["stability_score_thresh"],
+                box_nms_thresh=chosen["box_nms_thresh"])
+            with self._heavy:
+                out = generator.segment(rgb, embedding=state)
+            out.timings = {**generator.timings, "encoder": generator.timings.get("encoder", 0.0) + encoder_ms}
+            return out
+
+        result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
+        timings = {"decoder": 0.0} if cached else {k: round(v, 2) for k, v in result.timings.items()}
+        return result, cached, timings
+
+    # -- responses --------------------------------------------------------------------------------
+    def _envelope(self, served: ServedModel, image_id: str, cached: bool, body: dict) -> dict:
+        return {"model": served.name, "family": served.family, "backend": served.model.backend_name,
+                "precision": served.model.precision, "image_id": image_id, "cached": cached, **body}
+
+    def _result(self, served, image_id, result, cached: bool, timings: dict, t0: float) -> dict:
+        t1 = time.perf_counter()
+        body = result.to_dict()
+        body["image"] = image_id
+        timings = {**timings, "encode": _ms(t1), "server": _ms(t0)}
+        body["timings_ms"] = timings
+        return self._envelope(served, image_id, cached, body)
+
+    def stats(self) -> dict:
+        return {"cache": self.cache.stats(), "models": list(self.models)}
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 2)
+
+
+def _result_bytes(result) -> int:
+    """Bytes a cached Result holds beyond its image (which the image cache already counts)."""
+    masks = sum(int(c.nbytes) for c in result.roi_masks.crops)
+    return masks + result.boxes.nbytes + result.scores.nbytes + 64 * len(result) + 4096
+
+
+def _reject_unknown(options: dict, allowed: set, family: str) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise PromptError(f"{', '.join(unknown)}: not options of {family} everything (it takes {', '.join(sorted(allowed))})")

@@ -1,0 +1,433 @@
+// segedge serve: the click-to-segment page. Plain JavaScript, no dependencies, no network but this server.
+// Coordinates sent to the API are original-image pixels (x right, y down); masks come back as COCO RLE.
+"use strict";
+
+const S = {
+  ready: false,          // models loaded
+  models: [], model: null,
+  file: null, bytes: null, bitmap: null,
+  imageId: null, width: 0, height: 0, prepared: false,
+  points: [], labels: [], box: null,
+  response: null,        // the last mask response (segedge segment's JSON schema)
+  kind: null,            // "prompt" | "everything"
+  masks: [],             // decoded masks of the response: Uint8Array(h * w), row-major, 1 = inside
+  selected: 0,           // chosen SAM candidate
+  seq: 0, doneSeq: 0,    // requests sent / answered (stale answers are dropped)
+  roundTripMs: null,
+  error: null,
+};
+const $ = (id) => document.getElementById(id);
+const view = $("view");
+const ctx = view.getContext("2d");
+let layer = null;        // canvas at image size holding the drawn masks
+
+// ---- COCO RLE -------------------------------------------------------------------------------------
+// pycocotools' compressed string: 6-bit groups (5 data bits + "more" bit) offset by 48; from the third
+// count on, each value is a delta from the count two places before.
+function rleCounts(s) {
+  const counts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = true, c = 0;
+    while (more) {
+      c = s.charCodeAt(p) - 48;
+      x += (c & 0x1f) * 2 ** (5 * k);
+      more = (c & 0x20) !== 0;
+      p++; k++;
+    }
+    if (c & 0x10) x -= 2 ** (5 * k);  // sign bit of the last group
+    if (counts.length > 2) x += counts[counts.length - 2];
+    counts.push(x);
+  }
+  return counts;
+}
+
+// Runs [start, end) of ones in column-major order.
+function rleRuns(rle) {
+  const counts = typeof rle.counts === "string" ? rleCounts(rle.counts) : rle.counts;
+  const runs = [];
+  let pos = 0;
+  for (let i = 0; i < counts.length; i++) {
+    if (i % 2 === 1 && counts[i] > 0) runs.push([pos, pos + counts[i]]);
+    pos += counts[i];
+  }
+  return runs;
+}
+
+function decodeRle(rle) {
+  const [h, w] = rle.size;
+  const out = new Uint8Array(h * w);
+  for (const [a, b] of rleRuns(rle)) {
+    for (let j = a; j < b; j++) out[(j % h) * w + Math.floor(j / h)] = 1;
+  }
+  return out;
+}
+
+// A decoded mask as base64 of its bits packed row-major, most significant bit first (for tests and tools).
+function maskBits(i) {
+  const m = S.masks[i];
+  const bytes = new Uint8Array(Math.ceil(m.length / 8));
+  for (let j = 0; j < m.length; j++) if (m[j]) bytes[j >> 3] |= 0x80 >> (j & 7);
+  let text = "";
+  for (let j = 0; j < bytes.length; j += 0x8000) text += String.fromCharCode.apply(null, bytes.subarray(j, j + 0x8000));
+  return btoa(text);
+}
+
+// ---- talking to the server --------------------------------------------------------------------------
+async function api(path, body, raw) {
+  const init = body === undefined ? {} : raw
+    ? { method: "POST", body: body, headers: { "Content-Type": raw } }
+    : { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+  const res = await fetch(path, init);
+  let data = null;
+  try { data = await res.json(); } catch (e) { data = { error: `${res.status} ${res.statusText}` }; }
+  if (!res.ok) {
+    const err = new Error(data && data.error ? data.error : `${res.status} ${res.statusText}`);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+// A model request on the current image; an image dropped from the server's cache is uploaded again once.
+async function imageCall(path, body) {
+  try {
+    return await api(path, { model: S.model.name, image_id: S.imageId, ...body });
+  } catch (e) {
+    if (e.status !== 404 || !S.bytes || !/image .* is not on the server/.test(e.message)) throw e;
+    await upload();
+    return await api(path, { model: S.model.name, image_id: S.imageId, ...body });
+  }
+}
+
+function status(text, kind) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = kind || "";
+  if (kind === "error") S.error = text;
+}
+
+function showTimings(t, extra) {
+  const dl = $("timings");
+  dl.innerHTML = "";
+  const rows = Object.entries(t || {}).concat(Object.entries(extra || {}));
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k;
+    const dd = document.createElement("dd"); dd.textContent = typeof v === "number" ? `${v.toFixed(1)} ms` : v;
+    dl.append(dt, dd);
+  }
+}
+
+// ---- models -----------------------------------------------------------------------------------------
+async function loadModels() {
+  const data = await api("/api/models");
+  S.models = data.models;
+  const sel = $("model");
+  sel.innerHTML = "";
+  for (const m of S.models) {
+    const o = document.createElement("option");
+    o.value = m.name; o.textContent = `${m.name} (${m.family})`;
+    sel.append(o);
+  }
+  selectModel(data.default);
+  S.ready = true;
+  status("open an image to start");
+}
+
+function selectModel(name) {
+  S.model = S.models.find((m) => m.name === name) || S.models[0];
+  $("model").value = S.model.name;
+  $("model-info").textContent = `${S.model.variant} · ${S.model.backend} ${S.model.precision}`;
+  $("text-form").hidden = !S.model.prompts.includes("text");
+  $("multimask-row").hidden = !S.model.multimask;
+  $("grid").hidden = S.model.family !== "sam";
+}
+
+// ---- image ------------------------------------------------------------------------------------------
+async function openFile(file) {
+  if (!file) return;
+  S.file = file;
+  S.bytes = await file.arrayBuffer();
+  try {
+    S.bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch (e) {
+    status(`${file.name}: the browser cannot show this image (${e.message})`, "error");
+    return;
+  }
+  S.imageId = null; S.prepared = false;
+  clearPrompts(false);
+  $("drop").hidden = true;
+  fitCanvas();
+  draw();
+  try {
+    await upload();
+    await prepare();
+  } catch (e) {
+    status(`${file.name}: ${e.message}`, "error");
+  }
+}
+
+async function upload() {
+  status("uploading…", "busy");
+  const up = await api("/api/images", S.bytes, S.file.type || "application/octet-stream");
+  S.imageId = up.image_id; S.width = up.width; S.height = up.height;
+  if (S.bitmap && (S.bitmap.width !== up.width || S.bitmap.height !== up.height)) {
+    status(`the server sees ${up.width}×${up.height}, the browser ${S.bitmap.width}×${S.bitmap.height}`, "error");
+  }
+}
+
+// SAM: encode now so the first click is fast; FastSAM: find every mask now (prompts select from them).
+async function prepare() {
+  S.prepared = false;
+  status(S.model.family === "sam" ? "encoding the image…" : "segmenting…", "busy");
+  const t0 = performance.now();
+  const r = await imageCall("/api/encode", {});
+  S.prepared = true;
+  showTimings(r.timings_ms, { "round trip": performance.now() - t0 });
+  status(`${S.width}×${S.height} ready${r.cached ? " (cached)" : ""}: click on an object`);
+}
+
+// ---- prompts ----------------------------------------------------------------------------------------
+function clearPrompts(redraw = true) {
+  S.points = []; S.labels = []; S.box = null;
+  setMasks(null, null);
+  if (redraw) draw();
+}
+
+async function runPrompt() {
+  if (!S.imageId) return;
+  if (!S.points.length && !S.box) { setMasks(null, null); draw(); return; }
+  const single = S.points.length === 1 && !S.box;  // SAM's advice: candidates for one ambiguous click only
+  const body = { points: S.points.length ? S.points : null, labels: S.points.length ? S.labels : null, box: S.box };
+  if (S.model.multimask) body.multimask = $("multimask").checked && single;
+  await request("/api/predict", body, "prompt");
+}
+
+async function runEverything() {
+  if (!S.imageId) return;
+  S.points = []; S.labels = []; S.box = null;
+  const body = S.model.family === "sam" ? { points_per_side: Number($("grid").value) } : {};
+  status("finding every mask…", "busy");
+  await request("/api/everything", body, "everything");
+}
+
+async function runText(text) {
+  if (!S.imageId || !text) return;
+  S.points = []; S.labels = []; S.box = null;
+  await request("/api/predict", { text: text }, "prompt");
+}
+
+async function request(path, body, kind) {
+  const seq = ++S.seq;
+  const t0 = performance.now();
+  try {
+    const r = await imageCall(path, body);
+    if (seq !== S.seq) return;  // a newer request is on its way
+    S.roundTripMs = performance.now() - t0;
+    setMasks(r, kind);
+    showTimings(r.timings_ms, { "round trip": S.roundTripMs });
+    const n = r.count;
+    status(`${n} mask${n === 1 ? "" : "s"} · ${r.model} ${r.backend} ${r.precision}`);
+  } catch (e) {
+    if (seq === S.seq) status(e.message, "error");
+  } finally {
+    if (seq === S.seq) S.doneSeq = seq;
+    draw();
+  }
+}
+
+function setMasks(response, kind) {
+  S.response = response; S.kind = kind;
+  S.masks = response ? response.instances.map((inst) => decodeRle(inst.rle)) : [];
+  S.selected = 0;
+  if (response && kind === "prompt" && S.model.family === "sam") {
+    response.instances.forEach((inst, i) => { if (inst.score > response.instances[S.selected].score) S.selected = i; });
+  }
+  renderLayer();
+  renderCandidates();
+  for (const id of ["dl-overlay", "dl-mask", "dl-json"]) $(id).disabled = !response || !response.count;
+}
+
+// Indices of the masks shown: the chosen SAM candidate, else all.
+function shownMasks() {
+  if (!S.response) return [];
+  if (S.kind === "prompt" && S.model.family === "sam") return S.masks.length ? [S.selected] : [];
+  return S.masks.map((_, i) => i);
+}
+
+function renderCandidates() {
+  const box = $("candidates");
+  box.innerHTML = "";
+  if (!S.response || S.kind !== "prompt" || S.model.family !== "sam" || S.masks.length < 2) return;
+  S.response.instances.forEach((inst, i) => {
+    const b = document.createElement("button");
+    b.textContent = `${i + 1} · ${inst.score.toFixed(2)}`;
+    b.title = "SAM's predicted IoU";
+    if (i === S.selected) b.className = "selected";
+    b.onclick = () => { S.selected = i; renderLayer(); renderCandidates(); draw(); };
+    box.append(b);
+  });
+}
+
+// ---- drawing ----------------------------------------------------------------------------------------
+function color(i) {
+  const hue = (i * 137.508) % 360;  // golden angle: neighbours differ
+  const s = 0.75, l = 0.5, a = s * Math.min(l, 1 - l);
+  const f = (n) => { const k = (n + hue / 30) % 12; return Math.round(255 * (l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1)))); };
+  return [f(0), f(8), f(4)];
+}
+
+function renderLayer() {
+  if (!S.width) { layer = null; return; }
+  layer = document.createElement("canvas");
+  layer.width = S.width; layer.height = S.height;
+  const shown = shownMasks();
+  if (!shown.length) return;
+  const lctx = layer.getContext("2d");
+  const img = lctx.createImageData(S.width, S.height);
+  const px = new Uint32Array(img.data.buffer);
+  const h = S.height, w = S.width;
+  const single = S.kind === "prompt";
+  shown.forEach((i, n) => {
+    const [r, g, b] = single ? [30, 144, 255] : color(n);
+    const value = (150 << 24) | (b << 16) | (g << 8) | r;  // little-endian RGBA
+    for (const [a, e] of rleRuns(S.response.instances[i].rle)) {
+      for (let j = a; j < e; j++) px[(j % h) * w + Math.floor(j / h)] = value;
+    }
+  });
+  lctx.putImageData(img, 0, 0);
+}
+
+function fitCanvas() {
+  if (!S.bitmap) return;
+  const stage = $("stage");
+  const scale = Math.min((stage.clientWidth - 8) / S.bitmap.width, (stage.clientHeight - 8) / S.bitmap.height, 1);
+  const dpr = window.devicePixelRatio || 1;
+  view.style.width = `${Math.round(S.bitmap.width * scale)}px`;
+  view.style.height = `${Math.round(S.bitmap.height * scale)}px`;
+  view.width = Math.round(S.bitmap.width * scale * dpr);
+  view.height = Math.round(S.bitmap.height * scale * dpr);
+}
+
+function draw(drag) {
+  ctx.clearRect(0, 0, view.width, view.height);
+  if (!S.bitmap) return;
+  ctx.drawImage(S.bitmap, 0, 0, view.width, view.height);
+  if (layer) ctx.drawImage(layer, 0, 0, view.width, view.height);
+  const k = view.width / S.bitmap.width;
+  const box = drag || S.box;
+  if (box) {
+    ctx.strokeStyle = "#ffd400"; ctx.lineWidth = 2;
+    ctx.strokeRect(box[0] * k, box[1] * k, (box[2] - box[0]) * k, (box[3] - box[1]) * k);
+  }
+  S.points.forEach(([x, y], i) => {
+    ctx.beginPath();
+    ctx.arc(x * k, y * k, 6, 0, 2 * Math.PI);
+    ctx.fillStyle = S.labels[i] ? "#16c60c" : "#e81123";
+    ctx.fill(); ctx.lineWidth = 2; ctx.strokeStyle = "#fff"; ctx.stroke();
+  });
+}
+
+// ---- pointer: click = point, shift/right click = background point, drag = box -----------------------
+function imageXY(ev) {
+  const r = view.getBoundingClientRect();
+  const x = ((ev.clientX - r.left) / r.width) * S.bitmap.width;
+  const y = ((ev.clientY - r.top) / r.height) * S.bitmap.height;
+  const clamp = (v, hi) => Math.min(Math.max(v, 0), hi - 0.01);
+  return [Math.round(clamp(x, S.bitmap.width) * 100) / 100, Math.round(clamp(y, S.bitmap.height) * 100) / 100];
+}
+
+let down = null;
+view.addEventListener("contextmenu", (ev) => ev.preventDefault());
+view.addEventListener("pointerdown", (ev) => {
+  if (!S.bitmap || !S.imageId) return;
+  down = { xy: imageXY(ev), x: ev.clientX, y: ev.clientY, background: ev.shiftKey || ev.button === 2 };
+  view.setPointerCapture(ev.pointerId);
+});
+view.addEventListener("pointermove", (ev) => {
+  if (!down || Math.hypot(ev.clientX - down.x, ev.clientY - down.y) < 5) return;
+  const [x, y] = imageXY(ev);
+  draw([Math.min(down.xy[0], x), Math.min(down.xy[1], y), Math.max(down.xy[0], x), Math.max(down.xy[1], y)]);
+});
+view.addEventListener("pointerup", (ev) => {
+  if (!down) return;
+  const start = down;
+  down = null;
+  if (S.kind === "everything") { S.points = []; S.labels = []; S.box = null; }
+  if (Math.hypot(ev.clientX - start.x, ev.clientY - start.y) >= 5) {
+    const [x, y] = imageXY(ev);
+    S.box = [Math.min(start.xy[0], x), Math.min(start.xy[1], y), Math.max(start.xy[0], x), Math.max(start.xy[1], y)];
+  } else {
+    S.points.push(start.xy);
+    S.labels.push(start.background ? 0 : 1);
+  }
+  draw();
+  runPrompt();
+});
+
+// ---- downloads --------------------------------------------------------------------------------------
+function save(blob, name) {
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+function stem() { return (S.file && S.file.name.replace(/\.[^.]*$/, "")) || "image"; }
+
+function fullCanvas() {
+  const c = document.createElement("canvas");
+  c.width = S.width; c.height = S.height;
+  return c;
+}
+
+$("dl-overlay").onclick = () => {
+  const c = fullCanvas(), g = c.getContext("2d");
+  g.drawImage(S.bitmap, 0, 0, S.width, S.height);
+  if (layer) g.drawImage(layer, 0, 0);
+  c.toBlob((b) => save(b, `${stem()}_segedge.png`), "image/png");
+};
+$("dl-mask").onclick = () => {
+  const c = fullCanvas(), g = c.getContext("2d");
+  const img = g.createImageData(S.width, S.height);
+  const px = new Uint32Array(img.data.buffer);
+  px.fill(0xff000000);
+  for (const i of shownMasks()) S.masks[i].forEach((v, j) => { if (v) px[j] = 0xffffffff; });
+  g.putImageData(img, 0, 0);
+  c.toBlob((b) => save(b, `${stem()}_mask.png`), "image/png");
+};
+$("dl-json").onclick = () => {
+  save(new Blob([JSON.stringify(S.response)], { type: "application/json" }), `${stem()}_segedge.json`);
+};
+
+// ---- wiring -----------------------------------------------------------------------------------------
+$("file").addEventListener("change", (ev) => openFile(ev.target.files[0]));
+$("model").addEventListener("change", async (ev) => {
+  selectModel(ev.target.value);
+  clearPrompts();
+  if (S.imageId) { try { await prepare(); } catch (e) { status(e.message, "error"); } }
+});
+$("everything").onclick = runEverything;
+$("text-form").addEventListener("submit", (ev) => { ev.preventDefault(); runText($("text").value.trim()); });
+$("undo").onclick = () => { S.points.pop(); S.labels.pop(); if (!S.points.length) S.box = null; draw(); runPrompt(); };
+$("clear").onclick = () => clearPrompts();
+$("multimask").addEventListener("change", () => runPrompt());
+document.addEventListener("keydown", (ev) => {
+  if (ev.target.tagName === "INPUT") return;
+  if (ev.key === "Escape") clearPrompts();
+  if (ev.key === "z" && (ev.ctrlKey || ev.metaKey)) $("undo").click();
+});
+document.addEventListener("dragover", (ev) => { ev.preventDefault(); document.body.classList.add("dragging"); });
+document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
+document.addEventListener("drop", (ev) => {
+  ev.preventDefault();
+  document.body.classList.remove("dragging");
+  if (ev.dataTransfer.files.length) openFile(ev.dataTransfer.files[0]);
+});
+window.addEventListener("resize", () => { fitCanvas(); draw(); });
+
+window.segedge = { state: S, decodeRle, rleCounts, maskBits, openFile };
+loadModels().catch((e) => status(`cannot reach the server: ${e.message}`, "error"));

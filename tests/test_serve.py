@@ -1,0 +1,402 @@
+"""segedge serve: the cache, the HTTP API against the runtime's own answers, limits, errors, load, the CLI.
+
+The server runs in this process on a free 127.0.0.1 port (``start_in_thread``); the browser test is
+tests/test_serve_browser.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from segedge.postprocess.encode import rle_decode  # noqa: E402
+from segedge.serve.cache import ByteLru  # noqa: E402
+from segedge.serve.client import Client, ServerError, decode_masks  # noqa: E402
+
+OPTS = dict(precision="f32")
+
+
+# -- the cache --------------------------------------------------------------------------------------
+def test_lru_evicts_least_recently_used_by_bytes():
+    cache = ByteLru(100)
+    cache.put("a", 1, 40)
+    cache.put("b", 2, 40)
+    assert cache.get("a") == 1  # a is now the most recent
+    cache.put("c", 3, 40)  # 120 > 100: b goes
+    assert "b" not in cache and cache.get("a") == 1 and cache.get("c") == 3
+    assert cache.nbytes == 80 and cache.evictions == 1
+    cache.put("huge", 4, 101)  # larger than the whole cache: not kept, nothing evicted
+    assert "huge" not in cache and len(cache) == 2
+    cache.put("a", 5, 10)  # replacing a value updates the byte count
+    assert cache.nbytes == 50 and cache.get("a") == 5
+
+
+def test_lru_computes_a_key_once_for_concurrent_callers():
+    cache = ByteLru(1000)
+    calls = []
+    gate = threading.Event()
+
+    def compute():
+        calls.append(1)
+        gate.wait(5)
+        return "value"
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(cache.get_or_compute, "k", compute, lambda v: 10) for _ in range(8)]
+        time.sleep(0.2)
+        gate.set()
+        answers = [f.result() for f in futures]
+    assert len(calls) == 1
+    assert sorted(cached for _, cached in answers) == [False] + [True] * 7
+    assert all(value == "value" for value, _ in answers)
+
+
+def test_lru_failed_computation_is_not_stored_and_is_retried():
+    cache = ByteLru(1000)
+
+    def boom():
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        cache.get_or_compute("k", boom, lambda v: 1)
+    assert "k" not in cache
+    assert cache.get_or_compute("k", lambda: 7, lambda v: 1) == (7, False)
+
+
+# -- the API against the runtime --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(sam_tiny_folder, real_folder_640, clip_folder):
+    from segedge.serve.app import create_app
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    service = SegmentService.from_folders([sam_tiny_folder, real_folder_640], backend="openvino", clip_dir=clip_folder, **OPTS)
+    with start_in_thread(create_app(service)) as running:
+        running.service = service
+        yield running
+
+
+@pytest.fixture()
+def client(server):
+    c = Client(server.url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def sam_name(server):
+    return next(m["name"] for m in Client(server.url).models() if m["family"] == "sam")
+
+
+@pytest.fixture(scope="module")
+def fastsam_name(server):
+    return next(m["name"] for m in Client(server.url).models() if m["family"] == "fastsam")
+
+
+def test_models_and_health(client, sam_name, fastsam_name):
+    models = {m["name"]: m for m in client.models()}
+    assert models[sam_name]["family"] == "sam" and models[sam_name]["multimask"]
+    assert models[fastsam_name]["prompts"] == ["point", "box", "everything", "text"]  # text: --clip was given
+    assert all(m["backend"] == "openvino" and m["precision"] == "f32" for m in models.values())
+    assert client.call("GET", "/api/health")["status"] == "ok"
+
+
+def test_upload_is_keyed_by_the_file_bytes(client, bus):
+    first = client.upload(bus)
+    again = client.upload(bus.read_bytes())
+    assert first["image_id"] == again["image_id"] and len(first["image_id"]) == 32
+    assert (first["width"], first["height"]) == (810, 1080) and first["media_type"] == "image/jpeg"
+    assert again["cached"] is True
+    assert client.call("GET", f"/api/images/{first['image_id']}")["width"] == 810
+
+
+def test_sam_prompts_equal_the_runtime(client, server, sam_name, sam_tiny_folder, bus):
+    from segedge import Sam
+
+    sam = Sam(sam_tiny_folder, "openvino", **OPTS)
+    sam.set_image(str(bus))
+    image_id = client.upload(bus)["image_id"]
+    cases = [
+        dict(points=[[400, 500]], labels=[1], multimask=True),
+        dict(points=[[400, 500], [200, 300]], labels=[1, 0]),
+        dict(box=[100, 200, 600, 900]),
+        dict(points=[[300, 600]], labels=[1], box=[100, 200, 600, 900]),
+    ]
+    for prompts in cases:
+        answer = client.predict(image_id, sam_name, **prompts)
+        masks, scores, _ = sam.predict(point_coords=prompts.get("points"), point_labels=prompts.get("labels"),
+                                       box=prompts.get("box"), multimask_output=prompts.get("multimask", False))
+        got = decode_masks(answer)
+        assert got.shape == masks.shape, prompts
+        assert (got == masks).all(), prompts  # the same masks, pixel for pixel
+        np.testing.assert_allclose([i["score"] for i in answer["instances"]], scores, atol=1e-5)
+        assert answer["model"] == sam_name and answer["precision"] == "f32" and answer["backend"] == "openvino"
+        assert {"decoder", "masks", "encode", "server"} <= set(answer["timings_ms"])
+        for inst, mask in zip(answer["instances"], masks):  # boxes are the masks' extents (x2, y2 exclusive)
+            ys, xs = np.nonzero(mask)
+            if len(xs):
+                assert inst["box_xyxy"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+                assert inst["area"] == int(mask.sum())
+
+
+def test_encoder_runs_once_per_image_even_under_concurrent_clicks(server, sam_name, sam_tiny_folder, shared_images):
+    image = next(p for p in shared_images if p.name == "sam_dog.jpg")
+    served = server.service.models[sam_name].model
+    calls = []
+    original = served.embed
+
+    def counting(*a, **k):
+        calls.append(1)
+        return original(*a, **k)
+
+    served.embed = counting
+    try:
+        image_id = Client(server.url).upload(image)["image_id"]
+
+        def click(i):
+            c = Client(server.url)
+            try:
+                return c.predict(image_id, sam_name, points=[[100 + 10 * i, 200]])
+            finally:
+                c.close()
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(click, range(8)))
+    finally:
+        del served.embed
+    assert len(calls) == 1
+    assert sum(not a["cached"] for a in answers) == 1
+    again = Client(server.url).encode(image_id, sam_name)
+    assert again["cached"] is True and again["timings_ms"]["encoder"] == 0
+
+
+def test_fastsam_everything_points_box_and_text_equal_the_runtime(client, fastsam_name, real_folder_640, clip_folder, bus):
+    from segedge import Clip, FastSam
+
+    model = FastSam(real_folder_640, "openvino", **OPTS)
+    clip = Clip(clip_folder, "openvino", **OPTS)
+    image_id = client.upload(bus)["image_id"]
+    everything = client.everything(image_id, fastsam_name)
+    expected = model.everything(str(bus))
+    assert everything["count"] == len(expected) >= 4
+    assert [i["rle"] for i in everything["instances"]] == [i["rle"] for i in expected.to_dict()["instances"]]
+    assert [i["label"] for i in everything["instances"]] == expected.labels
+    for prompts, runtime in (
+        (dict(points=[[400, 600]], labels=[1]), dict(points=[[400, 600]], point_labels=[1])),
+        (dict(box=[40, 220, 800, 800]), dict(boxes=[[40, 220, 800, 800]])),
+        (dict(text="a bus"), dict(texts=["a bus"], clip=clip)),
+    ):
+        answer = client.predict(image_id, fastsam_name, **prompts)
+        want = model.segment(str(bus), **runtime).to_dict()
+        assert answer["count"] == want["count"] >= 1, prompts
+        assert [i["rle"] for i in answer["instances"]] == [i["rle"] for i in want["instances"]], prompts
+        assert answer["cached"] is True  # the prompts select from the cached everything result
+    other = client.everything(image_id, fastsam_name, conf=0.7)  # other options: computed, then cached on their own
+    assert other["count"] == len(model.everything(str(bus), conf=0.7)) < everything["count"]
+
+
+def test_sam_everything_equals_the_generator_and_reuses_the_embedding(client, server, sam_name, sam_tiny_folder, shared_images):
+    from segedge import Sam, SamAutomaticMaskGenerator
+
+    dog = next(p for p in shared_images if p.name == "sam_dog.jpg")
+    image_id = client.upload(dog)["image_id"]
+    client.encode(image_id, sam_name)
+    # the seeded SAM's masks are noise: open segment-anything's filters so that many masks are compared
+    options = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    answer = client.everything(image_id, sam_name, points_per_side=6, **options)
+    assert answer["timings_ms"]["encoder"] == 0  # the cached embedding was used, the encoder did not run again
+    generator = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, "openvino", **OPTS), points_per_side=6, **options)
+    want = generator.segment(str(dog)).to_dict()
+    assert answer["count"] == want["count"] >= 10
+    assert [i["rle"] for i in answer["instances"]] == [i["rle"] for i in want["instances"]]
+    assert [i["score"] for i in answer["instances"]] == [i["score"] for i in want["instances"]]
+
+
+def _status(fn):
+    with pytest.raises(ServerError) as info:
+        fn()
+    return info.value.status, info.value.reason
+
+
+def test_bad_requests_get_one_line_4xx_and_the_server_lives_on(client, server, sam_name, fastsam_name, bus, tmp_path):
+    image_id = client.upload(bus)["image_id"]
+    unknown = "0" * 32
+    cases = [
+        (lambda: client.predict(unknown, sam_name, points=[[1, 1]]), 404, "upload it again"),
+        (lambda: client.predict(image_id, "nope", points=[[1, 1]]), 404, "no model named 'nope'"),
+        (lambda: client.predict("../../etc/passwd", sam_name, points=[[1, 1]]), 400, "32 hex digits"),
+        (lambda: client.predict(image_id, sam_name, points=[[5000, 1]]), 400, "outside the 810x1080 image"),
+        (lambda: client.predict(image_id, sam_name, points=[[1, 2, 3]]), 422, "points.0"),
+        (lambda: client.predict(image_id, sam_name, points=[[1, 2]], labels=[7]), 400, "1 (foreground) or 0"),
+        (lambda: client.predict(image_id, sam_name), 400, "give points, a box"),
+        (lambda: client.predict(image_id, sam_name, text="a dog"), 400, "FastSAM"),
+        (lambda: client.predict(image_id, fastsam_name, points=[[1, 1]], multimask=True), 400, "multimask is for SAM"),
+        (lambda: client.predict(image_id, sam_name, points=[[1, 1]], color="red"), 422, "color"),
+        (lambda: client.everything(image_id, sam_name, points_per_side=500), 400, "points_per_side"),
+        (lambda: client.everything(image_id, fastsam_name, points_per_side=8), 400, "not options of FastSAM"),
+        (lambda: client.everything(image_id, fastsam_name, conf=3), 400, "conf"),
+        (lambda: client.upload(b"hello, this is text"), 415, "not an image"),
+        (lambda: client.upload(b""), 400, "empty"),
+        (lambda: client.call("GET", "/etc/passwd"), 404, "Not Found"),
+    ]
+    for call, status, words in cases:
+        got, reason = _status(call)
+        assert (got, words in reason) == (status, True), (status, words, got, reason)
+        assert "\n" not in reason and "Traceback" not in reason
+    status, data = client.request("POST", "/api/predict", b"{not json", "application/json")
+    assert status == 422 and "JSON" in data["error"]
+    status, data = client.request("POST", "/api/images", b"--x\r\n", "multipart/form-data; boundary=x")
+    assert status == 415 and "--data-binary" in data["error"]
+    assert client.call("GET", "/api/health")["status"] == "ok"
+
+
+def test_upload_limits(sam_tiny_folder, bus, tmp_path):
+    from PIL import Image
+
+    from segedge.serve.app import create_app
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    service = SegmentService.from_folders([sam_tiny_folder], backend="openvino", max_upload_bytes=200_000, max_pixels=1_000_000,
+                                          cache_bytes=4 * 810 * 1080, **OPTS)
+    big = tmp_path / "big.png"
+    Image.new("RGB", (1200, 1000)).save(big)  # 1.2 MP, a small file
+    with start_in_thread(create_app(service)) as running:
+        client = Client(running.url)
+        status, reason = _status(lambda: client.upload(os.urandom(300_000)))
+        assert status == 413 and "limit of 0.190735 MiB" in reason
+        status, reason = _status(lambda: client.upload(big))
+        assert status == 413 and "megapixels" in reason
+        # the cache holds about one decoded photo: a second image pushes the first out, and it is asked for again
+        first = client.upload(bus)["image_id"]
+        small = tmp_path / "small.png"
+        Image.new("RGB", (900, 900), (40, 90, 200)).save(small)
+        client.upload(small)
+        status, reason = _status(lambda: client.predict(first, points=[[10, 10]]))
+        assert status == 404 and "upload it again" in reason
+        assert service.cache.nbytes <= service.cache.max_bytes
+        client.close()
+
+
+def test_security_headers_and_the_page(client, server):
+    status, _ = client.request("GET", "/api/models")
+    conn = client._conn
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    page = response.read().decode()
+    assert response.status == 200 and "<canvas id=\"view\"" in page and "/app.js" in page
+    assert "default-src 'self'" in response.getheader("Content-Security-Policy")
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+    assert "http://" not in page and "https://" not in page  # no CDN: the page works offline
+    from segedge.serve.app import static_files
+
+    for route, (body, _) in static_files().items():
+        text = body.decode()
+        assert "https://" not in text and "http://" not in text, route
+    spec = client.call("GET", "/api/openapi.json")
+    assert {"/api/images", "/api/predict", "/api/everything", "/api/encode", "/api/models"} <= set(spec["paths"])
+
+
+def test_load_eight_clients_get_the_single_client_answers(server, sam_name, bus):
+    """8 clients x 25 prompts at once on one shared model: no errors, every mask as when asked alone."""
+    points = [[60 + 90 * (i % 8), 100 + 110 * (i // 8)] for i in range(25)]
+    one = Client(server.url)
+    image_id = one.upload(bus)["image_id"]
+    alone = [one.predict(image_id, sam_name, points=[p])["instances"][0]["rle"]["counts"] for p in points]
+    latencies = []
+
+    def worker(k):
+        c = Client(server.url)
+        try:
+            out = []
+            for j in range(len(points)):
+                i = (j + 3 * k) % len(points)
+                t0 = time.perf_counter()
+                answer = c.predict(image_id, sam_name, points=[points[i]])
+                latencies.append((time.perf_counter() - t0) * 1e3)
+                out.append((i, answer["instances"][0]["rle"]["counts"]))
+            return out
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for chunk in pool.map(worker, range(8)) for r in chunk]
+    assert len(results) == 200
+    assert all(counts == alone[i] for i, counts in results)
+    print(f"8 clients x 25 prompts: p50 {np.percentile(latencies, 50):.1f} ms, p99 {np.percentile(latencies, 99):.1f} ms")
+
+
+def test_masks_decode_like_pycocotools(client, sam_name, bus):
+    mask_utils = pytest.importorskip("pycocotools.mask")
+    image_id = client.upload(bus)["image_id"]
+    answer = client.predict(image_id, sam_name, points=[[400, 500]], multimask=True)
+    for inst in answer["instances"]:
+        ours = rle_decode(inst["rle"])
+        theirs = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()})
+        assert (ours == theirs.astype(bool)).all()
+
+
+# -- the command ------------------------------------------------------------------------------------
+def _serve_process(*args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "segedge", "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def test_cli_serves_until_sigterm(sam_tiny_folder, bus):
+    proc = _serve_process("--model", str(sam_tiny_folder), "--port", "0", "--precision", "f32")
+    try:
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line + proc.stderr.read()
+        url = line.split("listening on ")[1].split()[0]
+        client = Client(url)
+        image_id = client.upload(bus)["image_id"]
+        answer = client.predict(image_id, points=[[400, 500]])
+        assert answer["count"] == 1 and answer["precision"] == "f32"
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 143), err
+    assert "Traceback" not in err
+
+
+def test_cli_refuses_a_port_in_use_and_wrong_folders(sam_tiny_folder, clip_folder, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(sam_tiny_folder), "--port", str(port)],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "the port is in use" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(clip_folder), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "pass it as --clip" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(sam_tiny_folder), "--clip", str(clip_folder),
+                           "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "serve a FastSAM folder with it" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(tmp_path / "missing"), "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_defaults_to_this_machine_only():
+    from segedge.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    assert args.host == "127.0.0.1" and args.port == 8000
+    from segedge.serve.server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
