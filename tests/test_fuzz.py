@@ -321,3 +321,62 @@ def test_generator_parameters(sam_with_image, data):
         return  # constructed fine; running big grids is the agreement tests' job
     records = attempt(gen.generate, np.zeros((40, 60, 3), np.uint8))
     assert records is None or isinstance(records, list)
+
+
+# -- COCO RLE and the server's API ----------------------------------------------------------------------
+@fuzz_settings(300)
+@given(hnp.arrays(np.bool_, st.tuples(st.integers(1, 40), st.integers(1, 40))))
+def test_rle_codec_matches_pycocotools(mask):
+    """Our compressed RLE string is pycocotools' byte for byte, and decodes back to the mask."""
+    from pycocotools import mask as mask_utils
+
+    from segedge.postprocess.encode import rle_decode, rle_encode, string_to_counts
+    from segedge.postprocess.masks import RoiMasks
+
+    ours = rle_encode(RoiMasks.from_dense(mask[None]), 0)
+    theirs = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    assert ours["counts"] == theirs["counts"].decode() and ours["size"] == list(mask.shape)
+    assert (rle_decode(ours) == mask).all()
+    assert string_to_counts(ours["counts"]).sum() == mask.size
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=12)
+
+
+@pytest.fixture(scope="module")
+def api_server(sam_tiny_folder, bus):
+    pytest.importorskip("fastapi")
+    from segedge.serve.app import create_app
+    from segedge.serve.client import Client
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    service = SegmentService.from_folders([sam_tiny_folder], backend="openvino", precision="f32")
+    with start_in_thread(create_app(service)) as running:
+        client = Client(running.url)
+        yield client, client.upload(bus)["image_id"]
+        client.close()
+
+
+@fuzz_settings(150)
+@given(data=st.data())
+def test_api_requests(api_server, data):
+    """Any JSON body to any endpoint: 2xx, or 4xx with a one-line reason; never 5xx, and the server lives on."""
+    import json as json_module
+
+    client, image_id = api_server
+    path = data.draw(st.sampled_from(["/api/predict", "/api/everything", "/api/encode"]))
+    fields = {"image_id": st.one_of(st.just(image_id), json_values), "model": json_values, "points": json_values,
+              "labels": json_values, "box": json_values, "multimask": json_values, "text": json_values,
+              # valid grids stay tiny (a big one is seconds of decoding, not a finding)
+              "points_per_side": st.one_of(st.integers(1, 3), json_values.filter(lambda v: not (isinstance(v, int) and 4 <= v <= 64))),
+              "crop_layers": json_values}
+    body = {k: data.draw(v) for k, v in fields.items() if data.draw(st.booleans())}
+    if data.draw(st.booleans()):  # often a valid prompt, so that many requests get past validation
+        body.update(image_id=image_id, points=[[data.draw(st.floats(-5, 900)), data.draw(st.floats(-5, 1100))]])
+    status, answer = client.request("POST", path, json_module.dumps(body).encode(), "application/json")
+    assert status < 500, (status, answer, body)
+    if status >= 400:
+        assert set(answer) == {"error"} and answer["error"] and "\n" not in answer["error"], answer

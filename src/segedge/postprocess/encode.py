@@ -13,29 +13,26 @@ import numpy as np
 from segedge.postprocess.masks import RoiMasks
 
 
-def rle_counts(masks: RoiMasks, i: int) -> list[int]:
-    """Uncompressed COCO RLE counts of mask ``i``, computed from its crop (no full-size copy)."""
+def rle_counts(masks: RoiMasks, i: int) -> np.ndarray:
+    """Uncompressed COCO RLE counts of mask ``i`` (int64), computed from its crop (no full-size copy)."""
     h, w = masks.shape_hw
     y0, y1, x0, x1 = (int(v) for v in masks.rois[i])
     crop = masks.crops[i]
     if crop.size == 0 or not crop.any():
-        return [h * w]
+        return np.array([h * w], dtype=np.int64)
     cols = np.zeros((x1 - x0, h), dtype=np.uint8)  # the box's columns, full height, column-major
-    cols[:, y0:y1] = crop.T
+    cols[:, y0:y1] = crop.T.view(np.uint8)
     flat = cols.reshape(-1)
     change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], change, [flat.size]))
-    runs = np.diff(bounds).tolist()
+    runs = np.diff(np.concatenate(([0], change, [flat.size]))).astype(np.int64)
     if flat[0]:
-        runs.insert(0, 0)
+        runs = np.concatenate(([0], runs))
     runs[0] += x0 * h  # the columns left of the box are zeros
     if flat[-1]:
-        runs.append((w - x1) * h)
+        runs = np.concatenate((runs, [(w - x1) * h]))
     else:
         runs[-1] += (w - x1) * h
-    if runs[-1] == 0:
-        runs.pop()
-    return [int(r) for r in runs]
+    return runs[:-1] if runs[-1] == 0 else runs
 
 
 def rle_to_string(counts) -> str:
@@ -98,7 +95,7 @@ def rle_decode(rle: dict) -> np.ndarray:
 def rle_encode(masks: RoiMasks, i: int, compressed: bool = True) -> dict:
     """COCO RLE ``{"size": [h, w], "counts": str | list[int]}`` of mask ``i``."""
     counts = rle_counts(masks, i)
-    return {"size": [int(masks.shape_hw[0]), int(masks.shape_hw[1])], "counts": rle_to_string(counts) if compressed else counts}
+    return {"size": [int(masks.shape_hw[0]), int(masks.shape_hw[1])], "counts": rle_to_string(counts) if compressed else counts.tolist()}
 
 
 def polygons(masks: RoiMasks, i: int, min_area: float = 0.0) -> list[list[float]]:

@@ -132,7 +132,7 @@ class SamAutomaticMaskGenerator:
             elif self.output_mode == "coco_rle":
                 seg = rle_encode(found.masks, i)
             else:
-                seg = {"size": [int(v) for v in found.masks.shape_hw], "counts": rle_counts(found.masks, i)}
+                seg = {"size": [int(v) for v in found.masks.shape_hw], "counts": rle_counts(found.masks, i).tolist()}
             records.append({
                 "segmentation": seg,
                 "area": int(areas[i]),
