@@ -8,6 +8,10 @@ export CI="${CI:-true}"          # OpenVINO / ultralytics telemetry off
 VENV="${SEGEDGE_TEST_VENV:-.venv-test}"
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[all]"
+# SAM 2's reference for tests/test_sam2.py: the official sam2 package, built against the torch above and
+# without its optional CUDA extension (an isolated build would fetch another torch).
+"$VENV/bin/python" -m pip install -q -c constraints.txt "setuptools>=70.1" wheel
+SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q --no-build-isolation -c constraints.txt "sam2==1.1.0"
 # The browser test of `segedge serve` drives Debian's Chromium; install it when we can (root with apt-get).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian's chromium for tests/test_serve_browser.py" >&2

@@ -108,3 +108,18 @@ def clip_folder(clip_ckpt, session_tmp, ov_cache) -> Path:
     from segedge.export.clip import export_clip
 
     return export_clip(clip_ckpt, session_tmp / "clip")
+
+
+@pytest.fixture(scope="session")
+def sam2_tiny_ckpt(session_tmp) -> Path:
+    """A seeded SAM 2.1 Hiera-tiny checkpoint in the official format ({"model": state dict})."""
+    from helpers import make_sam2_checkpoint
+
+    return make_sam2_checkpoint(session_tmp / "sam2.1_hiera_tiny_seeded.pt", "tiny", "2.1")
+
+
+@pytest.fixture(scope="session")
+def sam2_tiny_folder(sam2_tiny_ckpt, session_tmp, ov_cache) -> Path:
+    from segedge.export.sam2 import export_sam2
+
+    return export_sam2(sam2_tiny_ckpt, session_tmp / "sam2.1-tiny")

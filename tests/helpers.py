@@ -137,6 +137,21 @@ def make_sam_checkpoint(path: Path, kind: str = "tiny", seed: int = 0) -> Path:
     return path
 
 
+def make_sam2_checkpoint(path: Path, variant: str = "tiny", version: str = "2.1", seed: int = 0) -> Path:
+    """A seeded SAM 2 checkpoint in the official format: ``{"model": state_dict}`` saved with torch.save,
+    built from the official sam2 package's config for that variant and version (skips without sam2)."""
+    import pytest
+    import torch
+
+    pytest.importorskip("sam2", reason="the SAM 2 reference needs the sam2 package (scripts/test.sh installs it)")
+    from segedge.export.sam2_arch import Sam2Arch, build_sam2
+
+    torch.manual_seed(seed)
+    model = build_sam2(Sam2Arch(variant, version))
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
 def sam_reference(checkpoint: Path):
     """segment-anything's SamPredictor on the checkpoint (MobileSAM: its TinyViT inside a segment-anything
     Sam, which is what the MobileSAM project's predictor is)."""

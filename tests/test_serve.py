@@ -400,3 +400,29 @@ def test_cli_defaults_to_this_machine_only():
     from segedge.serve.server import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
+
+
+def test_sam2_models_are_served(sam2_tiny_folder, bus):
+    pytest.importorskip("sam2")
+    from segedge import Sam2
+    from segedge.serve.app import create_app
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    service = SegmentService.from_folders([sam2_tiny_folder], backend="onnxruntime", **OPTS)
+    model = Sam2(sam2_tiny_folder, "onnxruntime", **OPTS)
+    model.set_image(str(bus))
+    with start_in_thread(create_app(service)) as running:
+        client = Client(running.url)
+        info = client.models()[0]
+        assert info["family"] == "sam2" and info["multimask"] and "everything" not in info["prompts"]
+        image_id = client.upload(bus)["image_id"]
+        for prompts in (dict(points=[[400, 500]], multimask=True), dict(points=[[400, 500], [100, 100]], labels=[1, 0]),
+                        dict(box=[100, 200, 600, 900], points=[[300, 600]])):
+            answer = client.predict(image_id, **prompts)
+            masks, scores, _ = model.predict(point_coords=prompts.get("points"), point_labels=prompts.get("labels", [1] * len(prompts["points"])),
+                                             box=prompts.get("box"), multimask_output=prompts.get("multimask", False))
+            assert (decode_masks(answer) == masks).all(), prompts
+        status, reason = _status(lambda: client.everything(image_id))
+        assert status == 400 and "no everything mode" in reason
+        client.close()

@@ -1,4 +1,4 @@
-"""segedge: SAM, MobileSAM and FastSAM exported to static ONNX / OpenVINO IR, run with NumPy.
+"""segedge: SAM, SAM 2, MobileSAM and FastSAM exported to static ONNX / OpenVINO IR, run with NumPy.
 
 Importing this package never imports torch. The heavy pieces load on first use:
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Clip", "FastSam", "Sam", "SamAutomaticMaskGenerator", "SegedgeError", "__version__", "load_model_folder", "read_image"]
+__all__ = ["Clip", "FastSam", "Sam", "Sam2", "SamAutomaticMaskGenerator", "SegedgeError", "__version__", "load_model_folder", "read_image"]
 
 
 def __getattr__(name: str):
@@ -28,6 +28,10 @@ def __getattr__(name: str):
         from segedge.runtime.sam import Sam
 
         return Sam
+    if name == "Sam2":
+        from segedge.runtime.sam2 import Sam2
+
+        return Sam2
     if name == "SamAutomaticMaskGenerator":
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 

@@ -137,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
         sp.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
+    s2 = exp_sub.add_parser("sam2", help="SAM 2.1 / 2.0, any Hiera size (sam2.1_hiera_*.pt, sam2_hiera_*.pt)",
+                            description="Export SAM 2.1 or 2.0 (tiny, small, base_plus, large; recognised from the weights) as a "
+                            "static image encoder (with the high-resolution features) and prompt decoder. The checkpoint is read "
+                            "with weights_only=True; the architecture comes from the official sam2 package "
+                            "(SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0).")
+    s2.add_argument("--checkpoint", required=True, help="path to the .pt file, or an official name (sam2.1_hiera_tiny, ...) to download it")
+    s2.add_argument("--out", required=True, help="model folder to write")
+    s2.add_argument("--prompt-slots", type=int, default=16, help="decoder prompt tokens: a box takes 2, each point 1, plus SAM 2's pad (default 16)")
+    s2.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
+    s2.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+
     cl = exp_sub.add_parser("clip", help="CLIP ViT-B/32 for FastSAM text prompts (ViT-B-32.pt)",
                             description="Export CLIP ViT-B/32 (OpenAI's ViT-B-32.pt, a TorchScript archive of which only the "
                             "tensors are read, or an open_clip state dict) as image and text encoders plus its vocabulary.")
@@ -290,6 +301,8 @@ def _export(args) -> int:
     try:
         if args.family == "fastsam":
             from segedge.export.fastsam import export_fastsam
+        elif args.family == "sam2":
+            from segedge.export.sam2 import export_sam2
         elif args.family == "clip":
             from segedge.export.clip import export_clip
         else:
@@ -301,6 +314,8 @@ def _export(args) -> int:
     if args.family == "fastsam":
         print(f"note: {UNPICKLE_WARNING}", file=sys.stderr)
         out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify, overwrite=args.overwrite)
+    elif args.family == "sam2":
+        out = export_sam2(checkpoint, args.out, prompt_slots=args.prompt_slots, simplify=not args.no_simplify, overwrite=args.overwrite)
     elif args.family == "clip":
         quick = None if args.activation is None else args.activation == "quick_gelu"
         out = export_clip(checkpoint, args.out, quick_gelu=quick, simplify=not args.no_simplify, overwrite=args.overwrite)
@@ -423,6 +438,13 @@ def _segment(args) -> int:
         def run(path):
             return model.segment(path, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
                                  conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+    elif family == "sam2":
+        from segedge.runtime.sam2 import Sam2, segment_with_prompts as sam2_segment
+
+        model = Sam2(folder, **options)
+
+        def run(path):
+            return sam2_segment(model, path, points, labels, args.box, multimask=args.multimask)
     elif args.everything:
         from segedge.runtime.sam import Sam
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
@@ -499,6 +521,17 @@ def _check_family_options(args, family: str) -> None:
         if wrong:
             raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a FastSAM folder")
         return
+    if family == "sam2":
+        wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
+                                         ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
+                                         ("--text", bool(args.text))) + sam_everything if used]
+        if wrong:
+            raise SegedgeError(f"{', '.join(wrong)}: not options of SAM 2 folders, which take --point, --box and --multimask")
+        if args.everything:
+            raise PromptError("--everything is not available for SAM 2 folders yet; give --point X,Y[,LABEL] and/or --box")
+        if not (args.point or args.box):
+            raise PromptError("SAM 2 needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2")
+        return
     if family == "sam":
         wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
                                          ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
@@ -516,7 +549,7 @@ def _check_family_options(args, family: str) -> None:
         if not (args.point or args.box):
             raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything")
         return
-    raise SegedgeError(f"{args.model} is a {family} model folder; segment needs a fastsam or sam folder")
+    raise SegedgeError(f"{args.model} is a {family} model folder; segment needs a fastsam, sam or sam2 folder")
 
 
 def _bench(args) -> int:

@@ -21,7 +21,7 @@ from segedge.fileio import atomic_write_text, sha256_file
 MANIFEST_NAME = "segedge.json"
 FORMAT_NAME = "segedge-model"
 FORMAT_VERSION = 1
-FAMILIES = ("sam", "fastsam", "clip")
+FAMILIES = ("sam", "sam2", "fastsam", "clip")
 
 _EXPORT_HINT = (
     "export one with `segedge export fastsam|sam|mobile-sam|clip --checkpoint CKPT --out DIR`"

@@ -145,7 +145,7 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
     quantized = f.mapping(f.get(data, "quantized", "quantized", {}) or {}, "quantized")
     if "int8" in quantized:
         _check_int8(f, f.mapping(quantized["int8"], "quantized.int8"), graphs)
-    {"fastsam": _check_fastsam, "sam": _check_sam, "clip": _check_clip}[family](f, data, shapes)
+    {"fastsam": _check_fastsam, "sam": _check_sam, "sam2": _check_sam2, "clip": _check_clip}[family](f, data, shapes)
 
 
 def _shape(f: _Fields, shapes, graph: str, name: str, expected: tuple, what: str) -> tuple[int, ...]:
@@ -220,6 +220,27 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
                             ("mask_input", (b, 1, 256, 256)), ("has_mask_input", (b,)),
                             ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))):
             _shape(f, shapes, graph, name, shape, what)
+
+
+def _check_sam2(f: _Fields, data: dict, shapes) -> None:
+    what = "sam2"
+    params = data.get("params", {})
+    slots = f.integer(f.get(params, "prompt_slots", "params.prompt_slots"), "params.prompt_slots", lo=3, hi=4096)
+    f.number(params.get("mask_threshold", 0.0), "params.mask_threshold")
+    for key in ("dynamic_multimask_stability_delta", "dynamic_multimask_stability_thresh"):
+        f.number(f.get(params, key, f"params.{key}"), f"params.{key}", 0, 1)
+    pre = data.get("preprocess", {})
+    for key in ("mean", "std"):
+        f.get(pre, key, f"preprocess.{key}")
+    size = _check_preprocess(f, data)
+    feats = (("image_embed", (1, 256, 64, 64)), ("high_res_feats_0", (1, 32, 256, 256)), ("high_res_feats_1", (1, 64, 128, 128)))
+    _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
+    for name, shape in feats + (("point_coords", (1, slots, 2)), ("point_labels", (1, slots)), ("mask_input", (1, 1, 256, 256)),
+                                ("has_mask_input", (1,)), ("low_res_masks", (1, 4, 256, 256)), ("iou_predictions", (1, 4)),
+                                ("object_score_logits", (1, 1))):
+        if (name, shape) in feats:
+            _shape(f, shapes, "encoder", name, shape, what)
+        _shape(f, shapes, "decoder", name, shape, what)
 
 
 def _check_clip(f: _Fields, data: dict, shapes) -> None:

@@ -2,7 +2,8 @@
 
 FastSAM: ultralytics' ``FastSAM`` predictor with segedge's settings (the folder's thresholds,
 retina masks, square letterbox). SAM / MobileSAM: segment-anything's ``SamPredictor`` on the
-checkpoint (MobileSAM's TinyViT inside it, as the MobileSAM project does).
+checkpoint (MobileSAM's TinyViT inside it, as the MobileSAM project does). SAM 2: the official
+``sam2`` package's ``SAM2ImagePredictor``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,45 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
             out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
             decode.append((time.perf_counter() - t3) * 1e3)
             found[f"_p{j}"] = out[0]
+        parts = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "decoder_per_prompt": float(np.median(decode))}
+        return parts, (t2 - t0) * 1e3 + decode[0], found
+
+    return _timed_runs(images, runs, warmup, progress, one)
+
+
+def sam2_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
+    """``(stages, end_to_end, masks)`` for sam2's ``SAM2ImagePredictor``: its transforms, the encoder (what
+    ``set_image`` runs after them), the decoder per prompt."""
+    import torch
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from segedge.export.sam2_arch import load_sam2
+
+    model, _ = load_sam2(checkpoint)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    predictor = SAM2ImagePredictor(model)
+    sizes = predictor._bb_feat_sizes
+
+    def one(i, image):
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            x = predictor._transforms(image)[None]
+            t1 = time.perf_counter()
+            backbone_out = model.forward_image(x)
+            _, feats, _, _ = model._prepare_backbone_features(backbone_out)
+            if model.directly_add_no_mem_embed:
+                feats[-1] = feats[-1] + model.no_mem_embed
+            feats = [f.permute(1, 2, 0).view(1, -1, *size) for f, size in zip(feats[::-1], sizes[::-1])][::-1]
+            t2 = time.perf_counter()
+        predictor.reset_predictor()
+        predictor._orig_hw, predictor._is_image_set = [image.shape[:2]], True
+        predictor._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+        decode, found = [], {}
+        for j, prompt in enumerate(prompts[i]):
+            t3 = time.perf_counter()
+            out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
+            decode.append((time.perf_counter() - t3) * 1e3)
+            found[f"_p{j}"] = out[0] > 0 if out[0].dtype != bool else out[0]
         parts = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "decoder_per_prompt": float(np.median(decode))}
         return parts, (t2 - t0) * 1e3 + decode[0], found
 

@@ -77,8 +77,8 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
     notes: list[str] = []
     if configs is None:
         configs, notes = bench_configs(manifest)
-    if manifest.family not in ("fastsam", "sam"):
-        raise SegedgeError(f"bench measures fastsam and sam folders; {model_dir} is {manifest.family}")
+    if manifest.family not in ("fastsam", "sam", "sam2"):
+        raise SegedgeError(f"bench measures fastsam, sam and sam2 folders; {model_dir} is {manifest.family}")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise SegedgeError(f"checkpoint not found: {checkpoint}")
@@ -88,16 +88,19 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
                            "pass the same file so both sides run the same weights")
     paths = [str(p) for p in images]
     arrays = [read_image(p) for p in paths]
-    from segedge.bench.reference import fastsam_reference, sam_everything_reference, sam_prompts, sam_reference
+    from segedge.bench.reference import fastsam_reference, sam2_reference, sam_everything_reference, sam_prompts, sam_reference
 
     if everything and manifest.family != "sam":
-        raise SegedgeError("--everything compares SAM's automatic mask generator; FastSAM folders always segment everything")
-    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family == "sam" and not everything else None
+        raise SegedgeError("--everything compares SAM's automatic mask generator on SAM / MobileSAM folders; "
+                           "FastSAM folders always segment everything, SAM 2 folders take prompts")
+    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family in ("sam", "sam2") and not everything else None
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     if everything:
         ref_stages, ref_e2e, ref_masks = sam_everything_reference(checkpoint, arrays, everything, runs, warmup, bar, threads)
     elif manifest.family == "fastsam":
         ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
+    elif manifest.family == "sam2":
+        ref_stages, ref_e2e, ref_masks = sam2_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
     else:
         ref_stages, ref_e2e, ref_masks = sam_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
     rows = [{

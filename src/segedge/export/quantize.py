@@ -195,6 +195,9 @@ def quantize_folder(
             raise SegedgeError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
+    if family == "sam2":
+        raise SegedgeError(f"{model_dir} is a SAM 2 folder: segedge quantize does not handle SAM 2 yet (its decoder "
+                           "calibration and gate are SAM 1's); run it at f32 or bf16")
     threshold = min_cosine if family == "clip" else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")

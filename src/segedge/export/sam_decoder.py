@@ -53,6 +53,36 @@ def _two_way_block(block: nn.Module, queries, keys, query_pe, key_pe, token_bias
     return queries, keys
 
 
+def prompt_embeddings(pe_enc: nn.Module, img_size: float, point_coords, point_labels, mask_input, has_mask_input):
+    """``(sparse (B, S, C), dense (B, C, 64, 64))``: the prompt encoder's ``_embed_points`` (without
+    its own padding: slots carry -1 where a pad token goes) and mask embedding, for SAM and SAM 2."""
+    labels = point_labels.unsqueeze(-1)
+    coords = (point_coords + 0.5) / img_size
+    sparse = pe_enc.pe_layer._pe_encoding(coords) * (labels >= 0).to(coords.dtype)
+    sparse = sparse + pe_enc.not_a_point_embed.weight * (labels == -1).to(coords.dtype)
+    for i in range(pe_enc.num_point_embeddings):
+        sparse = sparse + pe_enc.point_embeddings[i].weight * (labels == i).to(coords.dtype)
+    has_mask = has_mask_input.reshape(-1, 1, 1, 1)
+    dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    return sparse, dense
+
+
+def masked_two_way_transformer(tr: nn.Module, src, key_pe, output_tokens, sparse, point_labels):
+    """``TwoWayTransformer.forward`` on ``[output tokens, prompt tokens]`` where empty slots (label -2)
+    get no attention weight as keys: ``(queries (B, T, C), keys (B, HW, C))``."""
+    tokens = torch.cat([output_tokens, sparse], dim=1)
+    empty = (point_labels < -1.5).to(sparse.dtype)  # (B, S)
+    token_bias = torch.cat([torch.zeros_like(output_tokens[:, :, 0]), empty * _MASKED], dim=1)[:, None, None, :]
+    keys = src.flatten(2).permute(0, 2, 1)
+    key_pe = key_pe.flatten(2).permute(0, 2, 1)
+    queries = tokens
+    for layer in tr.layers:
+        queries, keys = _two_way_block(layer, queries, keys, tokens, key_pe, token_bias)
+    q, k = queries + tokens, keys + key_pe
+    queries = tr.norm_final_attn(queries + _attention(tr.final_attn_token_to_image, q, k, keys))
+    return queries, keys
+
+
 class PromptDecoder(nn.Module):
     """Prompt encoder + mask decoder of a segment-anything ``Sam`` with masked empty slots."""
 
@@ -64,43 +94,24 @@ class PromptDecoder(nn.Module):
         self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        pe_enc = self.prompt_encoder
         dec = self.mask_decoder
-        labels = point_labels.unsqueeze(-1)
-        coords = (point_coords + 0.5) / self.img_size
-        sparse = pe_enc.pe_layer._pe_encoding(coords) * (labels >= 0).to(coords.dtype)
-        sparse = sparse + pe_enc.not_a_point_embed.weight * (labels == -1).to(coords.dtype)
-        for i in range(pe_enc.num_point_embeddings):
-            sparse = sparse + pe_enc.point_embeddings[i].weight * (labels == i).to(coords.dtype)
-        has_mask = has_mask_input.reshape(-1, 1, 1, 1)
-        dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
-
-        batch = point_coords.shape[0]
+        sparse, dense = prompt_embeddings(self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input)
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
-        output_tokens = output_tokens.expand(batch, -1, -1)
-        tokens = torch.cat([output_tokens, sparse], dim=1)
-        empty = (point_labels < -1.5).to(coords.dtype)  # (B, S)
-        token_bias = torch.cat([torch.zeros_like(output_tokens[:, :, 0]), empty * _MASKED], dim=1)[:, None, None, :]
-
+        output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
         src = image_embeddings + dense
         b, c, h, w = src.shape
-        # TwoWayTransformer.forward, with the token key bias
-        tr = dec.transformer
-        keys = src.flatten(2).permute(0, 2, 1)
-        key_pe = self.dense_pe.flatten(2).permute(0, 2, 1)
-        queries = tokens
-        for layer in tr.layers:
-            queries, keys = _two_way_block(layer, queries, keys, tokens, key_pe, token_bias)
-        q, k = queries + tokens, keys + key_pe
-        queries = tr.norm_final_attn(queries + _attention(tr.final_attn_token_to_image, q, k, keys))
-
+        queries, keys = masked_two_way_transformer(dec.transformer, src, self.dense_pe, output_tokens, sparse, point_labels)
         iou_token_out = queries[:, 0, :]
         mask_tokens_out = queries[:, 1 : 1 + dec.num_mask_tokens, :]
         upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
-        hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
-        return masks, dec.iou_prediction_head(iou_token_out)
+        return hypernetwork_masks(dec, mask_tokens_out, upscaled), dec.iou_prediction_head(iou_token_out)
+
+
+def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):
+    """The mask decoder's last step: each mask token's MLP dotted with the upscaled embedding."""
+    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+    b, c, h, w = upscaled.shape
+    return (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
 
 
 class ImageEncoder(nn.Module):

@@ -17,7 +17,7 @@ class ModelSpec:
     """One official checkpoint. ``input_size`` is the model's square input side in pixels."""
 
     name: str
-    family: str  # "sam" | "mobile-sam" | "fastsam" | "clip"
+    family: str  # "sam" | "mobile-sam" | "sam2" | "fastsam" | "clip"
     filename: str
     url: str
     sha256: str | None
@@ -27,6 +27,9 @@ class ModelSpec:
 
 _SAM = "https://dl.fbaipublicfiles.com/segment_anything/"
 _ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
+_SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/"
+# SAM 2 checkpoints: Meta publishes no checksums for them (sha256 None: reported as unverified).
+_SAM2_SIZES = {"tiny": "156 MB", "small": "185 MB", "base_plus": "323 MB", "large": "898 MB"}
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -43,6 +46,10 @@ MODELS: dict[str, ModelSpec] = {
                   "FastSAM small, YOLOv8s-seg with one class (23 MB)"),
         ModelSpec("FastSAM-x", "fastsam", "FastSAM-x.pt", _ULTRALYTICS + "FastSAM-x.pt", None, 1024,
                   "FastSAM large, YOLOv8x-seg with one class (138 MB)"),
+        *(ModelSpec(f"sam2.1_hiera_{v}", "sam2", f"sam2.1_hiera_{v}.pt", f"{_SAM2}092824/sam2.1_hiera_{v}.pt", None, 1024,
+                    f"SAM 2.1 Hiera-{v} ({size})") for v, size in _SAM2_SIZES.items()),
+        *(ModelSpec(f"sam2_hiera_{v}", "sam2", f"sam2_hiera_{v}.pt", f"{_SAM2}072824/sam2_hiera_{v}.pt", None, 1024,
+                    f"SAM 2.0 Hiera-{v} ({size})") for v, size in _SAM2_SIZES.items()),
         ModelSpec("clip_vit_b_32", "clip", "ViT-B-32.pt",
                   "https://openaipublic.azureedge.net/clip/models/"
                   "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
@@ -58,6 +65,8 @@ ALIASES = {
     "mobile-sam": "mobile_sam", "mobilesam": "mobile_sam", "mobile_sam.pt": "mobile_sam",
     "vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h",
     "sam_vit_b_01ec64.pth": "sam_vit_b", "sam_vit_l_0b3195.pth": "sam_vit_l", "sam_vit_h_4b8939.pth": "sam_vit_h",
+    **{f"sam2.1_hiera_{v}.pt": f"sam2.1_hiera_{v}" for v in _SAM2_SIZES}, **{f"sam2_hiera_{v}.pt": f"sam2_hiera_{v}" for v in _SAM2_SIZES},
+    "sam2.1_t": "sam2.1_hiera_tiny", "sam2.1_s": "sam2.1_hiera_small", "sam2.1_b": "sam2.1_hiera_base_plus", "sam2.1_l": "sam2.1_hiera_large",
     "vit-b-32": "clip_vit_b_32", "vit-b/32": "clip_vit_b_32", "vit-b-32.pt": "clip_vit_b_32",
 }
 

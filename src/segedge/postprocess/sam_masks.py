@@ -27,8 +27,11 @@ BAND_PER_STEP = 1e-3
 
 
 @lru_cache(maxsize=16)
-def sam_axis_maps(low_res: int, size: int, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(Wy (H, low_res), Wx (W, low_res))`` float32: PyTorch's two resizes and the crop, composed."""
+def sam_axis_maps(low_res: int, size: int | None, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(Wy (H, low_res), Wx (W, low_res))`` float32: PyTorch's two resizes and the crop, composed.
+    ``size=None``: SAM 2's single resize straight from ``low_res`` to ``orig_hw`` (``input_hw`` unused)."""
+    if size is None:
+        return linear_matrix(low_res, orig_hw[0]).astype(np.float32), linear_matrix(low_res, orig_hw[1]).astype(np.float32)
     up = linear_matrix(low_res, size)  # (size, low_res)
     wy = resize_then(linear_taps(input_hw[0], orig_hw[0]), up)  # the crop [:input_h] starts at 0
     wx = resize_then(linear_taps(input_hw[1], orig_hw[1]), up)
@@ -39,7 +42,7 @@ _TAPS = 4  # two chained 2-tap bilinear maps read at most 3 adjacent inputs; 4 i
 
 
 @lru_cache(maxsize=16)
-def sam_axis_taps(low_res: int, size: int, input_hw: tuple[int, int], orig_hw: tuple[int, int]):
+def sam_axis_taps(low_res: int, size: int | None, input_hw: tuple[int, int], orig_hw: tuple[int, int]):
     """Per output row/column: the ``_TAPS`` consecutive inputs it reads and their float64 weights."""
     out = []
     for matrix in sam_axis_maps(low_res, size, input_hw, orig_hw):
@@ -67,10 +70,11 @@ def upscale_logits_exact(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw
     return np.stack([(wy @ m) @ wx.T for m in low_res.astype(np.float32, copy=False)])
 
 
-def upscale_logits(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int = 1024) -> np.ndarray:
+def upscale_logits(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int | None = 1024) -> np.ndarray:
     """``(..., 256, 256)`` logits -> ``(..., H, W)`` float32 logits at the original resolution.
 
     Values match PyTorch's to ~1e-3; signs (the masks) match exactly (see the module docstring).
+    ``size=None``: SAM 2's post-processing, one bilinear resize from 256 straight to ``orig_hw``.
     """
     lead = low_res.shape[:-2]
     flat = np.ascontiguousarray(low_res.reshape(-1, *low_res.shape[-2:]), dtype=np.float32)
@@ -78,8 +82,11 @@ def upscale_logits(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tupl
     out = np.empty((len(flat), h, w), dtype=np.float32)
     taps = None
     for k, m in enumerate(flat):
-        big = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)[: input_hw[0], : input_hw[1]]
-        out[k] = cv2.resize(big, (w, h), interpolation=cv2.INTER_LINEAR)
+        if size is None:
+            out[k] = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+        else:
+            big = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)[: input_hw[0], : input_hw[1]]
+            out[k] = cv2.resize(big, (w, h), interpolation=cv2.INTER_LINEAR)
         step = max(float(np.abs(np.diff(m, axis=0)).max()), float(np.abs(np.diff(m, axis=1)).max()))
         band = BAND_PER_STEP * step + 1e-6 * float(np.abs(m).max())  # + float32 rounding of the values
         near = cv2.findNonZero(cv2.inRange(out[k], -band, band))
@@ -144,7 +151,7 @@ def window_logits(low: np.ndarray, window: tuple[int, int, int, int], maps: tupl
 
 
 def roi_masks_from_low_res(
-    low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int = 1024,
+    low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int | None = 1024,
     threshold: float = 0.0, stability_offset: float | None = None,
 ):
     """``(K, 256, 256)`` low-res logits -> :class:`~segedge.postprocess.masks.RoiMasks` of the ``K``
@@ -157,7 +164,7 @@ def roi_masks_from_low_res(
     from segedge.postprocess.masks import RoiMasks
 
     flat = np.ascontiguousarray(low_res.reshape(-1, *low_res.shape[-2:]), dtype=np.float32)
-    key = (int(flat.shape[-1]), int(size), tuple(int(v) for v in input_hw), tuple(int(v) for v in orig_hw))
+    key = (int(flat.shape[-1]), None if size is None else int(size), tuple(int(v) for v in input_hw), tuple(int(v) for v in orig_hw))
     maps = sam_roi_maps(*key)
     taps = sam_axis_taps(*key)
     floor = threshold if stability_offset is None else threshold - stability_offset

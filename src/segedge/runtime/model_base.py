@@ -68,7 +68,7 @@ class FolderModel:
 
 
 def model_class(family: str) -> type[FolderModel]:
-    """The runtime class that opens folders of ``family`` ("fastsam", "sam" or "clip")."""
+    """The runtime class that opens folders of ``family`` ("fastsam", "sam", "sam2" or "clip")."""
     if family == "fastsam":
         from segedge.runtime.fastsam import FastSam
 
@@ -77,6 +77,10 @@ def model_class(family: str) -> type[FolderModel]:
         from segedge.runtime.sam import Sam
 
         return Sam
+    if family == "sam2":
+        from segedge.runtime.sam2 import Sam2
+
+        return Sam2
     from segedge.runtime.clip import Clip
 
     return Clip

@@ -25,6 +25,7 @@ from segedge.fileio import atomic_write_bytes
 from segedge.imageio import ImageSource, read_image
 from segedge.postprocess.sam_masks import roi_masks_from_low_res, upscale_logits
 from segedge.preprocess.resize_longest import SamTransform, sam_preprocess
+from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
 
@@ -110,7 +111,7 @@ class SamPrediction:
         return upscale_logits(self.low_res, self.image.input_size, self._hw(output_hw), self.size)
 
 
-class Sam(FolderModel):
+class Sam(PerThreadImage, FolderModel):
     """A SAM / MobileSAM model folder compiled on one backend; use like ``SamPredictor``
     (options: :class:`FolderModel`).
 
@@ -122,6 +123,7 @@ class Sam(FolderModel):
 
     FAMILY = "sam"
     HINT = "make one with `segedge export sam|mobile-sam`"
+    IMAGE_TYPE = SamImage
 
     def _setup(self, m) -> None:
         self.size = int(m.preprocess["size"][0])
@@ -156,24 +158,7 @@ class Sam(FolderModel):
         """Encode an image and make it this thread's current image (see :meth:`embed`)."""
         self._local.image = self.embed(image, image_format)
 
-    def reset_image(self) -> None:
-        """Forget this thread's current image and its embedding."""
-        self._local.image = None
-
-    @property
-    def image(self) -> SamImage | None:
-        """This thread's current image, or None."""
-        return getattr(self._local, "image", None)
-
-    @property
-    def timings(self) -> dict[str, float]:
-        """Milliseconds of this thread's last :meth:`embed` / :meth:`set_image` and :meth:`predict`."""
-        if not hasattr(self._local, "timings"):
-            self._local.timings = {}
-        return self._local.timings
-
     # SamPredictor's attributes, for this thread's current image
-    is_image_set = property(lambda self: self.image is not None)
     features = property(lambda self: None if self.image is None else self.image.features)
     transform = property(lambda self: None if self.image is None else self.image.transform)
     original_size = property(lambda self: None if self.image is None else self.image.original_size)
@@ -217,21 +202,6 @@ class Sam(FolderModel):
         state = SamImage(features.astype(np.float32), SamTransform(orig, inp, self.size), image_hash)
         self._local.image = state
         return state
-
-    def _model_id(self) -> str:
-        return self.folder.manifest.files[self.folder.manifest.graphs["encoder"].onnx]["sha256"]
-
-    def _need_image(self, image: SamImage | None) -> SamImage:
-        if image is not None:
-            if not isinstance(image, SamImage):
-                raise SegedgeError(f"image must be a SamImage from Sam.embed(), got {type(image).__name__}")
-            return image
-        if self.image is None:
-            raise SegedgeError(
-                "no image is set in this thread: call set_image(image) (or load_embedding) before predict, "
-                "or pass image=sam.embed(image) to share one image between threads"
-            )
-        return self.image
 
     # -- prompts ---------------------------------------------------------------------------------
     def predict(
@@ -409,8 +379,6 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     Several boxes give one mask each (the points, if any, go with every box); ``multimask`` keeps
     SAM's three candidates per prompt. Scores are SAM's predicted IoU; boxes are the masks' extents.
     """
-    from segedge.runtime.result import Result
-
     source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
     t0 = time.perf_counter()
     rgb = read_image(image, model.max_pixels)
@@ -419,6 +387,14 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     state = model.embed(rgb)
     model.timings["preprocess"] += read_ms
     pred = model._predict_rows(state, [(pts, lab, b, None) for b in (bxs if bxs is not None else [None])], multimask)
+    return prediction_result(model, rgb, pred, source)
+
+
+def prediction_result(model, rgb: np.ndarray, pred: SamPrediction, source: str | None):
+    """A :class:`~segedge.runtime.result.Result` of every mask of ``pred`` (scores: predicted IoU, boxes: the
+    masks' extents), with the model's timings and ``masks`` (the upscaling) added."""
+    from segedge.runtime.result import Result
+
     t1 = time.perf_counter()
     roi = pred.roi_masks()  # masks only inside their windows: no full-size array per mask
     extents = roi.extents()

@@ -68,9 +68,10 @@ class ServedModel:
 
     def info(self, text: bool) -> dict:
         m = self.model.folder.manifest
-        prompts = ["point", "box", "everything"] + (["text"] if text and self.family == "fastsam" else [])
+        prompts = ["point", "box"] + ([] if self.family == "sam2" else ["everything"])
+        prompts += ["text"] if text and self.family == "fastsam" else []
         return {"name": self.name, "family": self.family, "variant": m.variant, "backend": self.model.backend_name,
-                "precision": self.model.precision, "prompts": prompts, "multimask": self.family == "sam",
+                "precision": self.model.precision, "prompts": prompts, "multimask": self.family in ("sam", "sam2"),
                 "input_size": list(m.preprocess.get("size", [])), "folder": Path(self.model.folder.path).name}
 
 
@@ -201,14 +202,14 @@ class SegmentService:
             return state, True, 0.0
         rgb = self._image(image_id)
         t0 = time.perf_counter()
-        state, cached = self.cache.get_or_compute(key, lambda: served.model.embed(rgb), lambda s: s.features.nbytes + 4096)
+        state, cached = self.cache.get_or_compute(key, lambda: served.model.embed(rgb), _embedding_bytes)
         return state, cached, 0.0 if cached else (time.perf_counter() - t0) * 1e3
 
     def encode(self, model: str | None, image_id: str) -> dict:
         """Prepare an image for prompts: SAM encodes it (cached); FastSAM runs "everything" (cached)."""
         served = self._model(model)
         t0 = time.perf_counter()
-        if served.family == "sam":
+        if served.family in ("sam", "sam2"):
             _, cached, encoder_ms = self._embedding(served, image_id)
             timings = {"encoder": round(encoder_ms, 2)}
         else:
@@ -226,14 +227,18 @@ class SegmentService:
             points = labels = None  # "points": [] is no points
         if points is None and box is None and not text:
             raise PromptError("give points, a box or (FastSAM with --clip) text")
-        if served.family == "sam":
+        if served.family in ("sam", "sam2"):
             if text:
                 raise PromptError("text prompts are for FastSAM models (with --clip); SAM takes points and a box")
             state, cached, encoder_ms = self._embedding(served, image_id)
             sam = served.model
-            pred = sam.predict_batch(point_coords=None if points is None else [points],
-                                     point_labels=None if points is None else [labels if labels is not None else [1] * len(points)],
-                                     boxes=None if box is None else [box], multimask_output=bool(multimask), image=state)
+            if labels is None and points is not None:
+                labels = [1] * len(points)
+            if served.family == "sam2":
+                pred = sam.predict_prediction(points, labels, box, multimask_output=bool(multimask), image=state)
+            else:
+                pred = sam.predict_batch(point_coords=None if points is None else [points], point_labels=None if points is None else [labels],
+                                         boxes=None if box is None else [box], multimask_output=bool(multimask), image=state)
             decoder_ms = sam.timings.get("decoder", 0.0)
             t1 = time.perf_counter()
             roi = pred.roi_masks()
@@ -259,6 +264,8 @@ class SegmentService:
         mask generator (:data:`SAM_EVERYTHING`); cached per options."""
         served = self._model(model)
         t0 = time.perf_counter()
+        if served.family == "sam2":
+            raise PromptError("SAM 2 models have no everything mode in segedge yet; click, or use a SAM / FastSAM model")
         if served.family == "sam":
             result, cached, timings = self._sam_everything(served, image_id, options)
         else:
@@ -334,6 +341,12 @@ class SegmentService:
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1e3, 2)
+
+
+def _embedding_bytes(state) -> int:
+    """Bytes of a SAM (one feature map) or SAM 2 (three) image embedding."""
+    maps = [state.features] + list(getattr(state, "high_res_feats", ()))
+    return sum(int(m.nbytes) for m in maps) + 4096
 
 
 def _result_bytes(result) -> int:

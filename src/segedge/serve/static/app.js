@@ -141,6 +141,7 @@ function selectModel(name) {
   $("text-form").hidden = !S.model.prompts.includes("text");
   $("multimask-row").hidden = !S.model.multimask;
   $("grid").hidden = S.model.family !== "sam";
+  $("everything").hidden = !S.model.prompts.includes("everything");
 }
 
 // ---- image ------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ async function upload() {
 // SAM: encode now so the first click is fast; FastSAM: find every mask now (prompts select from them).
 async function prepare() {
   S.prepared = false;
-  status(S.model.family === "sam" ? "encoding the image…" : "segmenting…", "busy");
+  status(S.model.family === "fastsam" ? "segmenting…" : "encoding the image…", "busy");
   const t0 = performance.now();
   const r = await imageCall("/api/encode", {});
   S.prepared = true;
@@ -240,7 +241,7 @@ function setMasks(response, kind) {
   S.response = response; S.kind = kind;
   S.masks = response ? response.instances.map((inst) => decodeRle(inst.rle)) : [];
   S.selected = 0;
-  if (response && kind === "prompt" && S.model.family === "sam") {
+  if (response && kind === "prompt" && S.model.multimask) {
     response.instances.forEach((inst, i) => { if (inst.score > response.instances[S.selected].score) S.selected = i; });
   }
   renderLayer();
@@ -251,14 +252,14 @@ function setMasks(response, kind) {
 // Indices of the masks shown: the chosen SAM candidate, else all.
 function shownMasks() {
   if (!S.response) return [];
-  if (S.kind === "prompt" && S.model.family === "sam") return S.masks.length ? [S.selected] : [];
+  if (S.kind === "prompt" && S.model.multimask) return S.masks.length ? [S.selected] : [];
   return S.masks.map((_, i) => i);
 }
 
 function renderCandidates() {
   const box = $("candidates");
   box.innerHTML = "";
-  if (!S.response || S.kind !== "prompt" || S.model.family !== "sam" || S.masks.length < 2) return;
+  if (!S.response || S.kind !== "prompt" || !S.model.multimask || S.masks.length < 2) return;
   S.response.instances.forEach((inst, i) => {
     const b = document.createElement("button");
     b.textContent = `${i + 1} · ${inst.score.toFixed(2)}`;

@@ -1,0 +1,78 @@
+"""SAM 2 / SAM 2.1 checkpoint -> model folder with a static image encoder and prompt decoder.
+
+See :mod:`segedge.export.sam2_modules` for the graphs and :mod:`segedge.export.sam2_arch` for how a
+checkpoint is recognised. Preprocessing is SAM2Transforms': the RGB image scaled to [0, 1], resized to
+1024x1024 (aspect ratio not kept; bilinear with antialiasing, as torchvision's ``Resize`` on a tensor),
+normalised with ImageNet's mean and std; written into the manifest like the other families.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from segedge.errors import CheckpointError
+from segedge.export.common import export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, load_sam2
+from segedge.manifest import Manifest
+
+DEFAULT_SLOTS = 16  # a box (2) + up to 13 points + SAM 2's "not a point" token
+ENCODER_OUTPUTS = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
+DECODER_INPUTS = ENCODER_OUTPUTS + ["point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["low_res_masks", "iou_predictions", "object_score_logits"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def export_sam2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, prompt_slots: int = DEFAULT_SLOTS,
+                simplify: bool = True, overwrite: bool = False) -> Path:
+    """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder."""
+    import torch
+
+    from segedge.export.sam2_modules import Sam2ImageEncoder, Sam2PromptDecoder
+
+    if prompt_slots < 3:
+        raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM 2's pad token), got {prompt_slots}")
+    model, arch = load_sam2(checkpoint)
+    image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    encoder = Sam2ImageEncoder(model).eval()
+    with torch.no_grad():
+        feats = encoder(image)
+    decoder_inputs = (*feats, torch.zeros(1, prompt_slots, 2), torch.full((1, prompt_slots), -2.0),
+                      torch.zeros(1, 1, 256, 256), torch.zeros(1))
+    ckpt = Path(checkpoint)
+    with staging_folder(out_dir, overwrite) as folder:
+        graphs = {
+            "encoder": export_graph(encoder, (image,), folder, "encoder", ["image"], ENCODER_OUTPUTS, simplify),
+            "decoder": export_graph(Sam2PromptDecoder(model).eval(), decoder_inputs, folder, "decoder", DECODER_INPUTS,
+                                    DECODER_OUTPUTS, simplify),
+        }
+        dec = model.sam_mask_decoder
+        manifest = Manifest(
+            family="sam2",
+            variant=arch.name,
+            graphs=graphs,
+            preprocess={
+                "kind": "resize_square",
+                "size": [IMAGE_SIZE, IMAGE_SIZE],
+                "resize": "torch_bilinear_antialias",
+                "scale": 1 / 255,
+                "mean": list(IMAGENET_MEAN),
+                "std": list(IMAGENET_STD),
+                "channel_order": "RGB",
+            },
+            source={"format": "sam2_checkpoint", "version": arch.version, "hiera": arch.variant},
+            exporter=tool_versions("torch", "sam2", "onnx", "onnxslim", "openvino"),
+            params={
+                "prompt_slots": prompt_slots,
+                "empty_slot_label": -2,
+                "mask_threshold": 0.0,
+                "low_res_size": 256,
+                "low_res_clamp": 32.0,
+                "version": arch.version,
+                "pred_obj_scores": bool(dec.pred_obj_scores),
+                **{k: (bool(v) if isinstance(v, bool) else float(v)) for k, v in POSTPROCESSING.items()},
+            },
+        )
+        finish_manifest(folder, manifest, ckpt)
+    return Path(out_dir)

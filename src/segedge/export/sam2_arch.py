@@ -1,0 +1,114 @@
+"""Recognise SAM 2 / SAM 2.1 checkpoints and rebuild them with the official ``sam2`` package
+(export side: needs torch and ``sam2``).
+
+Official checkpoints (``sam2.1_hiera_{tiny,small,base_plus,large}.pt``, 2.0's ``sam2_hiera_*.pt``, and
+ultralytics' re-hosted ``sam2*.pt``) are a dict whose ``"model"`` entry is the state dict; a bare
+state dict is accepted too. Everything is read with ``weights_only=True``. The variant comes from
+the Hiera trunk (embed dim and block count), the version from the tensors: only 2.1 has
+``no_obj_embed_spatial`` and ``obj_ptr_tpos_proj.*``. The module is built from ``sam2``'s own
+config for that variant and version, with the image predictor's post-processing settings
+(dynamic multimask via stability), exactly as ``sam2.build_sam.build_sam2`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from segedge.errors import CheckpointError
+from segedge.export.common import check_checkpoint_file
+
+#: variant -> (Hiera embed dim, block count, config file stem)
+HIERA = {
+    "tiny": (96, 12, "hiera_t"),
+    "small": (96, 16, "hiera_s"),
+    "base_plus": (112, 24, "hiera_b+"),
+    "large": (144, 48, "hiera_l"),
+}
+IMAGE_SIZE = 1024
+#: ``build_sam2(..., apply_postprocessing=True)``: what SAM2ImagePredictor runs with
+POSTPROCESSING = {"dynamic_multimask_via_stability": True, "dynamic_multimask_stability_delta": 0.05,
+                  "dynamic_multimask_stability_thresh": 0.98}
+INSTALL_HINT = ("SAM 2 export needs the official sam2 package: "
+                "SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0")
+
+
+@dataclass(frozen=True)
+class Sam2Arch:
+    variant: str  # tiny | small | base_plus | large
+    version: str  # "2.0" | "2.1"
+
+    @property
+    def config(self) -> str:
+        stem = HIERA[self.variant][2]
+        return f"configs/sam2.1/sam2.1_{stem}.yaml" if self.version == "2.1" else f"configs/sam2/sam2_{stem}.yaml"
+
+    @property
+    def name(self) -> str:
+        return f"sam{self.version}_hiera_{self.variant}".replace("sam2.0", "sam2")
+
+
+def load_state_dict(checkpoint: str | os.PathLike) -> dict:
+    """The state dict of a SAM 2 checkpoint, read with ``weights_only=True``."""
+    import torch
+
+    path = check_checkpoint_file(checkpoint)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a SAM 2 checkpoint (it holds pickled objects: {type(exc).__name__})") from exc
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict) or not any(str(k).startswith("sam_mask_decoder.") for k in obj):
+        hint = " (a SAM 1 checkpoint: use `segedge export sam`)" if isinstance(obj, dict) and any(
+            str(k).startswith("mask_decoder.") for k in obj) else ""
+        raise CheckpointError(f"{path} holds no SAM 2 weights (no sam_mask_decoder.* tensors){hint}; "
+                              "pass sam2.1_hiera_{tiny,small,base_plus,large}.pt or sam2_hiera_*.pt")
+    return obj
+
+
+def infer_arch(state: dict) -> Sam2Arch:
+    """Variant and version of a SAM 2 state dict (see the module docstring)."""
+    key = "image_encoder.trunk.patch_embed.proj.weight"
+    if key not in state:
+        raise CheckpointError("the checkpoint has no Hiera image encoder (image_encoder.trunk.*); is it a SAM 2 checkpoint?")
+    embed_dim = int(state[key].shape[0])
+    blocks = len({int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))})
+    variant = next((name for name, (dim, n, _) in HIERA.items() if (dim, n) == (embed_dim, blocks)), None)
+    if variant is None:
+        raise CheckpointError(f"a Hiera trunk of embed dim {embed_dim} with {blocks} blocks is none of SAM 2's "
+                              f"({', '.join(f'{k}: {d}x{n}' for k, (d, n, _) in HIERA.items())})")
+    version = "2.1" if "no_obj_embed_spatial" in state or any(k.startswith("obj_ptr_tpos_proj.") for k in state) else "2.0"
+    return Sam2Arch(variant, version)
+
+
+def build_sam2(arch: Sam2Arch, state: dict | None = None):
+    """The official ``SAM2Base`` module for ``arch`` (eval mode, CPU), loaded from ``state`` when given."""
+    try:
+        from hydra import compose
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        import sam2  # noqa: F401  (registers its configs with hydra)
+    except ImportError as exc:
+        raise CheckpointError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
+    overrides = [f"++model.sam_mask_decoder_extra_args.{k}={str(v).lower()}" for k, v in POSTPROCESSING.items()]
+    cfg = compose(config_name=arch.config, overrides=overrides)
+    OmegaConf.resolve(cfg)
+    model = instantiate(cfg.model, _recursive_=True)
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"the checkpoint does not fit SAM {arch.version} hiera_{arch.variant}: {len(missing)} missing tensors "
+                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+            )
+    return model.eval()
+
+
+def load_sam2(checkpoint: str | os.PathLike):
+    """``(model, arch)`` from a checkpoint file."""
+    state = load_state_dict(checkpoint)
+    arch = infer_arch(state)
+    return build_sam2(arch, state), arch
