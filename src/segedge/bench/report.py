@@ -20,7 +20,7 @@ def markdown(report: dict) -> str:
     s = report["system"]
     versions = ", ".join(f"{k} {v}" for k, v in s["versions"].items())
     threads = "; ".join(f"{r['runtime']} {r['precision']}: {r['threads']}" for r in report["records"])
-    sam = report["family"] == "sam"
+    sam = report["family"] in ("sam", "sam2")
     everything = str(report.get("mode", "")).startswith("everything ")
     lines = [
         f"**{report['family']} {report['variant']}** ({report['checkpoint']}, {report.get('mode', 'default')}) on {len(report['images'])} image(s) "
