@@ -241,16 +241,28 @@ def _pair_records(ref, ours):
     return pairs
 
 
-def assert_generators_agree(checkpoint: Path, folder: Path, image: np.ndarray, backend: str, min_masks: int = 40, **kw):
-    """segedge's SamAutomaticMaskGenerator vs segment-anything's on one image: mask count within 2%,
-    matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability within 0.02, same box/area for equal masks."""
-    from segment_anything import SamAutomaticMaskGenerator as Reference
-
-    from segedge.runtime.sam import Sam
+def assert_generators_agree(checkpoint: Path, folder: Path, image: np.ndarray, backend: str, min_masks: int = 40, sam2: bool = False,
+                            **kw):
+    """segedge's SamAutomaticMaskGenerator vs segment-anything's (``sam2``: vs sam2's SAM2AutomaticMaskGenerator)
+    on one image: mask count within 2%, matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability
+    within 0.02, same box/area for equal masks."""
     from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
-    ref = Reference(sam_reference(checkpoint).model, **kw).generate(image)
-    ours = SamAutomaticMaskGenerator(Sam(folder, backend=backend, precision="f32"), **kw).generate(image)
+    if sam2:
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        from segedge.export.sam2_arch import load_sam2
+        from segedge.runtime.sam2 import Sam2
+
+        ref = SAM2AutomaticMaskGenerator(load_sam2(checkpoint)[0], **kw).generate(image)
+        ours = SamAutomaticMaskGenerator(Sam2(folder, backend=backend, precision="f32"), **kw).generate(image)
+    else:
+        from segment_anything import SamAutomaticMaskGenerator as Reference
+
+        from segedge.runtime.sam import Sam
+
+        ref = Reference(sam_reference(checkpoint).model, **kw).generate(image)
+        ours = SamAutomaticMaskGenerator(Sam(folder, backend=backend, precision="f32"), **kw).generate(image)
     assert len(ref) >= min_masks, len(ref)  # a comparison of many masks, not of none
     assert abs(len(ours) - len(ref)) <= max(1, 0.02 * len(ref)), (len(ours), len(ref))
     pairs = _pair_records(ref, ours)

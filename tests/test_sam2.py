@@ -186,7 +186,7 @@ def test_embedding_round_trip(sam2_tiny_folder, bus_rgb, tmp_path):
 
 
 def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_path, capsys):
-    from segedge import Sam2
+    from segedge import Sam2, Sam2AutomaticMaskGenerator
     from segedge.cli import main
 
     assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o"), "--point", "400,500",
@@ -199,8 +199,14 @@ def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_pat
 
     assert record["count"] == 1 and (rle_decode(record["instances"][0]["rle"]) == masks[0]).all()
     assert record["instances"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-4)
-    assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o2"), "--everything"]) == 2
-    assert "not available for SAM 2" in capsys.readouterr().err
+    assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o2"), "--everything",
+                 "--points-per-side", "4", "--precision", "f32", "--backend", "onnxruntime"]) == 0
+    record = json.loads((tmp_path / "o2" / "ultralytics_bus_segedge.json").read_text())
+    want = Sam2AutomaticMaskGenerator(model, points_per_side=4).segment(str(bus)).to_dict()
+    assert [i["rle"] for i in record["instances"]] == [i["rle"] for i in want["instances"]]
+    assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o3"), "--everything",
+                 "--min-region-area", "9"]) == 2
+    assert "not supported for SAM 2" in capsys.readouterr().err
     assert main(["info", str(sam2_tiny_folder)]) == 0
     assert "family sam2, variant sam2.1_hiera_tiny" in capsys.readouterr().out
 
@@ -212,3 +218,20 @@ def test_quantize_says_sam2_is_not_handled_yet(sam2_tiny_folder, bus):
     with pytest.raises(SegedgeError, match="does not handle SAM 2 yet"):
         quantize_folder(sam2_tiny_folder, [bus, bus])
     assert not list(sam2_tiny_folder.glob(".quantize-*")) and not list(sam2_tiny_folder.glob("*int8*"))
+
+
+@pytest.mark.parametrize("backend,kw", [("openvino", dict(crop_n_layers=0)), ("onnxruntime", dict(crop_n_layers=1)),
+                                        ("openvino", dict(multimask_output=False))])
+def test_everything_matches_sam2_automatic_mask_generator(sam2_tiny_ckpt, sam2_tiny_folder, shared_images, backend, kw):
+    from helpers import PERMISSIVE, assert_generators_agree
+
+    dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
+    assert_generators_agree(sam2_tiny_ckpt, sam2_tiny_folder, dog, backend, min_masks=20, sam2=True, points_per_side=6,
+                            **PERMISSIVE, **kw)
+
+
+def test_everything_refuses_what_sam2_cannot_do_on_a_cpu(sam2_tiny_folder):
+    from segedge import Sam2, Sam2AutomaticMaskGenerator
+
+    with pytest.raises(SegedgeError, match="min_mask_region_area is not supported for SAM 2"):
+        Sam2AutomaticMaskGenerator(Sam2(sam2_tiny_folder, "onnxruntime", precision="f32"), min_mask_region_area=100)

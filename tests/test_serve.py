@@ -415,7 +415,7 @@ def test_sam2_models_are_served(sam2_tiny_folder, bus):
     with start_in_thread(create_app(service)) as running:
         client = Client(running.url)
         info = client.models()[0]
-        assert info["family"] == "sam2" and info["multimask"] and "everything" not in info["prompts"]
+        assert info["family"] == "sam2" and info["multimask"] and "everything" in info["prompts"]
         image_id = client.upload(bus)["image_id"]
         for prompts in (dict(points=[[400, 500]], multimask=True), dict(points=[[400, 500], [100, 100]], labels=[1, 0]),
                         dict(box=[100, 200, 600, 900], points=[[300, 600]])):
@@ -423,6 +423,13 @@ def test_sam2_models_are_served(sam2_tiny_folder, bus):
             masks, scores, _ = model.predict(point_coords=prompts.get("points"), point_labels=prompts.get("labels", [1] * len(prompts["points"])),
                                              box=prompts.get("box"), multimask_output=prompts.get("multimask", False))
             assert (decode_masks(answer) == masks).all(), prompts
-        status, reason = _status(lambda: client.everything(image_id))
-        assert status == 400 and "no everything mode" in reason
+        everything = client.everything(image_id, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+        from segedge import Sam2AutomaticMaskGenerator
+
+        want = Sam2AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                                          box_nms_thresh=1.0).segment(str(bus)).to_dict()
+        assert everything["count"] == want["count"] >= 10
+        assert [i["rle"] for i in everything["instances"]] == [i["rle"] for i in want["instances"]]
+        status, reason = _status(lambda: client.everything(image_id, min_region_area=50))
+        assert status == 400 and "not supported for SAM 2" in reason
         client.close()

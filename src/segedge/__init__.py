@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["Clip", "FastSam", "Sam", "Sam2", "SamAutomaticMaskGenerator", "SegedgeError", "__version__", "load_model_folder", "read_image"]
+__all__ = ["Clip", "FastSam", "Sam", "Sam2", "Sam2AutomaticMaskGenerator", "SamAutomaticMaskGenerator", "SegedgeError", "__version__", "load_model_folder", "read_image"]
 
 
 def __getattr__(name: str):
@@ -32,7 +32,7 @@ def __getattr__(name: str):
         from segedge.runtime.sam2 import Sam2
 
         return Sam2
-    if name == "SamAutomaticMaskGenerator":
+    if name in ("SamAutomaticMaskGenerator", "Sam2AutomaticMaskGenerator"):  # one class serves both families
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
         return SamAutomaticMaskGenerator

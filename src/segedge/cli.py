@@ -438,7 +438,7 @@ def _segment(args) -> int:
         def run(path):
             return model.segment(path, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
                                  conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
-    elif family == "sam2":
+    elif family == "sam2" and not args.everything:
         from segedge.runtime.sam2 import Sam2, segment_with_prompts as sam2_segment
 
         model = Sam2(folder, **options)
@@ -446,10 +446,10 @@ def _segment(args) -> int:
         def run(path):
             return sam2_segment(model, path, points, labels, args.box, multimask=args.multimask)
     elif args.everything:
-        from segedge.runtime.sam import Sam
+        from segedge.runtime.model_base import model_class
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
-        model = Sam(folder, **options)
+        model = model_class(family)(folder, **options)
         generator = SamAutomaticMaskGenerator(
             model, points_per_side=args.points_per_side or 32, crop_n_layers=args.crop_layers or 0,
             min_mask_region_area=args.min_region_area or 0)
@@ -521,18 +521,10 @@ def _check_family_options(args, family: str) -> None:
         if wrong:
             raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a FastSAM folder")
         return
-    if family == "sam2":
-        wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
-                                         ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
-                                         ("--text", bool(args.text))) + sam_everything if used]
-        if wrong:
-            raise SegedgeError(f"{', '.join(wrong)}: not options of SAM 2 folders, which take --point, --box and --multimask")
-        if args.everything:
-            raise PromptError("--everything is not available for SAM 2 folders yet; give --point X,Y[,LABEL] and/or --box")
-        if not (args.point or args.box):
-            raise PromptError("SAM 2 needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2")
-        return
-    if family == "sam":
+    if family == "sam2" and args.min_region_area:
+        raise SegedgeError("--min-region-area is not supported for SAM 2 folders (sam2 does it with its CUDA extension, "
+                           "and skips it on CPUs)")
+    if family in ("sam", "sam2"):
         wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
                                          ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
                                          ("--text", bool(args.text))) if used]

@@ -152,13 +152,24 @@ def sam2_reference(checkpoint, images, prompts, runs, warmup, progress=None, thr
     return _timed_runs(images, runs, warmup, progress, one)
 
 
-def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None):
-    """``(stages, end_to_end, masks)`` for segment-anything's ``SamAutomaticMaskGenerator`` (its
-    defaults, no crops) on each image: the whole generation, encoder included."""
+def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None, sam2: bool = False):
+    """``(stages, end_to_end, masks)`` for segment-anything's ``SamAutomaticMaskGenerator`` (``sam2``: sam2's
+    ``SAM2AutomaticMaskGenerator``) with its defaults, no crops, on each image: the whole generation,
+    encoder included."""
     import torch
-    from segment_anything import SamAutomaticMaskGenerator
 
-    generator = SamAutomaticMaskGenerator(_sam_on_threads(checkpoint, threads), points_per_side=points_per_side)
+    if sam2:
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        from segedge.export.sam2_arch import load_sam2
+
+        model, _ = load_sam2(checkpoint)
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+        generator = SAM2AutomaticMaskGenerator(model, points_per_side=points_per_side)
+    else:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        generator = SamAutomaticMaskGenerator(_sam_on_threads(checkpoint, threads), points_per_side=points_per_side)
 
     def one(i, image):
         with torch.no_grad():

@@ -92,13 +92,13 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
     arrays = [read_image(p) for p in paths]
     from segedge.bench.reference import fastsam_reference, sam2_reference, sam_everything_reference, sam_prompts, sam_reference
 
-    if everything and manifest.family != "sam":
-        raise SegedgeError("--everything compares SAM's automatic mask generator on SAM / MobileSAM folders; "
-                           "FastSAM folders always segment everything, SAM 2 folders take prompts")
+    if everything and manifest.family == "fastsam":
+        raise SegedgeError("--everything compares SAM's automatic mask generator; FastSAM folders always segment everything")
     prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family in ("sam", "sam2") and not everything else None
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     if everything:
-        ref_stages, ref_e2e, ref_masks = sam_everything_reference(checkpoint, arrays, everything, runs, warmup, bar, threads)
+        ref_stages, ref_e2e, ref_masks = sam_everything_reference(checkpoint, arrays, everything, runs, warmup, bar, threads,
+                                                                  sam2=manifest.family == "sam2")
     elif manifest.family == "fastsam":
         ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
     elif manifest.family == "sam2":

@@ -135,6 +135,7 @@ class Sam(PerThreadImage, FolderModel):
         self.decoder = self._compile("decoder")
         self.decoder_batch_size = int(m.params.get("decoder_batch", 1))
         self.decoder_batch = self._compile("decoder_batch") if self.decoder_batch_size > 1 else None
+        self.upscale_size = self.size  # masks: low-res -> 1024 frame -> crop -> original size
         self._local = threading.local()
 
     # -- image -----------------------------------------------------------------------------------
@@ -274,6 +275,10 @@ class Sam(PerThreadImage, FolderModel):
                 raise PromptError(f"prompt set {i}: {exc}") from None
             rows.append((pts, lab, None if box is None else box[0], low))
         return self._predict_rows(state, rows, multimask_output)
+
+    def predict_points(self, state: SamImage, points: np.ndarray, multimask_output: bool = True) -> SamPrediction:
+        """One foreground click per prompt set: ``points (N, 2)`` xy original pixels (checked by the caller)."""
+        return self._predict_rows(state, [(p[None], np.ones(1, np.int64), None, None) for p in points], multimask_output)
 
     def _predict_rows(self, state: SamImage, rows: list, multimask_output: bool) -> SamPrediction:
         """Decode checked prompt rows ``(points, labels, box, mask_input)``: batched calls of ``B`` rows while

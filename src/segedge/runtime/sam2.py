@@ -82,6 +82,7 @@ class Sam2(PerThreadImage, FolderModel):
         self.clamp = float(p.get("low_res_clamp", 32.0))
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
+        self.upscale_size = None  # masks: low-res straight to the original size
         self._local = threading.local()
 
     # -- image -------------------------------------------------------------------------------------
@@ -177,6 +178,16 @@ class Sam2(PerThreadImage, FolderModel):
         whose masks, boxes and logits are computed on request (``SAM 2``: straight from 256 to the image)."""
         state = self._need_image(image)
         rows = self.check_prompts(state.orig_hw, point_coords, point_labels, box, mask_input, normalize_coords)
+        return self._predict_rows(state, rows, multimask_output)
+
+    def predict_points(self, state: Sam2Image, points: np.ndarray, multimask_output: bool = True) -> SamPrediction:
+        """One foreground click per prompt set: ``points (N, 2)`` xy original pixels (checked by the caller)."""
+        h, w = state.orig_hw
+        scale = np.array([self.size / w, self.size / h])
+        return self._predict_rows(state, [(p[None] * scale, np.ones(1, np.int64), None) for p in points], multimask_output)
+
+    def _predict_rows(self, state: Sam2Image, rows: list, multimask_output: bool) -> SamPrediction:
+        """Decode prompt rows ``(points (P, 2) in the 1024 frame, labels (P,), mask_input or None)``, one call each."""
         t0 = time.perf_counter()
         lows, ious = [], []
         for pts, lab, low in rows:

@@ -29,6 +29,7 @@ from segedge.postprocess.masks import RoiMasks
 from segedge.postprocess.sam_masks import roi_masks_from_low_res
 from segedge.runtime.prompt_args import check_count, check_fraction
 from segedge.runtime.sam import Sam, SamImage, pixels_hash
+from segedge.runtime.sam2 import Sam2, Sam2Image
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -67,7 +68,9 @@ class MaskSet:
 
 
 class SamAutomaticMaskGenerator:
-    """``segment_anything.SamAutomaticMaskGenerator`` over a :class:`~segedge.runtime.sam.Sam` model.
+    """``segment_anything.SamAutomaticMaskGenerator`` over a :class:`~segedge.runtime.sam.Sam` model, and
+    ``sam2``'s ``SAM2AutomaticMaskGenerator`` over a :class:`~segedge.runtime.sam2.Sam2` model (its default
+    ``pred_iou_thresh`` 0.8, its ``multimask_output`` option; ``use_m2m`` refinement is not supported).
 
     Parameters and their defaults are segment-anything's. ``points_per_batch`` is how many grid
     points are decoded before their masks are filtered (memory, not speed: the decoder runs
@@ -76,10 +79,10 @@ class SamAutomaticMaskGenerator:
 
     def __init__(
         self,
-        model: Sam,
+        model: Sam | Sam2,
         points_per_side: int | None = 32,
         points_per_batch: int = 64,
-        pred_iou_thresh: float = 0.88,
+        pred_iou_thresh: float | None = None,
         stability_score_thresh: float = 0.95,
         stability_score_offset: float = 1.0,
         box_nms_thresh: float = 0.7,
@@ -90,9 +93,15 @@ class SamAutomaticMaskGenerator:
         point_grids: list[np.ndarray] | None = None,
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
+        multimask_output: bool = True,
     ):
-        if not isinstance(model, Sam):
-            raise SegedgeError(f"SamAutomaticMaskGenerator needs a segedge.Sam model, got {type(model).__name__}")
+        if not isinstance(model, (Sam, Sam2)):
+            raise SegedgeError(f"SamAutomaticMaskGenerator needs a segedge.Sam or segedge.Sam2 model, got {type(model).__name__}")
+        if pred_iou_thresh is None:  # each reference's default
+            pred_iou_thresh = 0.8 if isinstance(model, Sam2) else 0.88
+        if not isinstance(multimask_output, bool):
+            raise SegedgeError(f"multimask_output must be True or False, got {multimask_output!r}")
+        self.multimask_output = multimask_output
         if (points_per_side is None) == (point_grids is None):
             raise SegedgeError("give exactly one of points_per_side and point_grids")
         if output_mode not in OUTPUT_MODES:
@@ -115,6 +124,11 @@ class SamAutomaticMaskGenerator:
         self.crop_nms_thresh = check_fraction(crop_nms_thresh, "crop_nms_thresh")
         self.crop_overlap_ratio = check_fraction(crop_overlap_ratio, "crop_overlap_ratio")
         self.min_mask_region_area = _count(min_mask_region_area, "min_mask_region_area", zero=True)
+        if self.min_mask_region_area and isinstance(model, Sam2):
+            # sam2 turns it into SAM2ImagePredictor's max_hole_area / max_sprinkle_area, filled in the low-res masks by
+            # its CUDA extension; on a CPU the reference skips that step (with a warning), so there is nothing to match
+            raise SegedgeError("min_mask_region_area is not supported for SAM 2 models (sam2 does it with its CUDA "
+                               "extension, and skips it on CPUs); leave it at 0")
         self.output_mode = output_mode
         self.timings: dict[str, float] = {}
 
@@ -144,7 +158,7 @@ class SamAutomaticMaskGenerator:
             })
         return records
 
-    def generate_masks(self, image: ImageSource, embedding: SamImage | None = None) -> MaskSet:
+    def generate_masks(self, image: ImageSource, embedding: SamImage | Sam2Image | None = None) -> MaskSet:
         """Every mask as a :class:`MaskSet` (box crops, no full-size arrays); :meth:`generate` formats it.
 
         ``embedding``: the whole image already encoded by ``model.embed`` (e.g. cached by a server), used
@@ -153,8 +167,8 @@ class SamAutomaticMaskGenerator:
         rgb = read_image(image, self.model.max_pixels)
         self.timings = {"encoder": 0.0, "decoder": 0.0, "masks": 0.0}
         h, w = rgb.shape[:2]
-        if embedding is not None and (not isinstance(embedding, SamImage) or embedding.image_hash != pixels_hash(rgb)):
-            raise SegedgeError("embedding must be a SamImage that Sam.embed made of this same image")
+        if embedding is not None and (not isinstance(embedding, (SamImage, Sam2Image)) or embedding.image_hash != pixels_hash(rgb)):
+            raise SegedgeError("embedding must be what the model's embed() made of this same image")
         crop_boxes, layers = amg.generate_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
         found = MaskSet.cat([self._process_crop(rgb, box, layer, embedding) for box, layer in zip(crop_boxes, layers)], (h, w))
         if len(crop_boxes) > 1 and len(found):
@@ -165,7 +179,7 @@ class SamAutomaticMaskGenerator:
         self.timings["total"] = (time.perf_counter() - t0) * 1e3
         return found
 
-    def segment(self, image: ImageSource, embedding: SamImage | None = None):
+    def segment(self, image: ImageSource, embedding: SamImage | Sam2Image | None = None):
         """:meth:`generate_masks` as a :class:`~segedge.runtime.result.Result` (what ``segedge segment
         --everything`` writes): boxes xyxy with exclusive ends, scores = predicted IoU."""
         from segedge.runtime.result import Result
@@ -179,7 +193,7 @@ class SamAutomaticMaskGenerator:
                       ["mask"], dict(self.timings), source)
 
     # -- the algorithm ------------------------------------------------------------------------------
-    def _process_crop(self, rgb: np.ndarray, crop_box: list[int], layer: int, embedding: SamImage | None = None) -> MaskSet:
+    def _process_crop(self, rgb: np.ndarray, crop_box: list[int], layer: int, embedding=None) -> MaskSet:
         x0, y0, x1, y1 = crop_box
         crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
         ch, cw = crop.shape[:2]
@@ -201,8 +215,7 @@ class SamAutomaticMaskGenerator:
     def _process_batch(self, state, points: np.ndarray, crop_box: list[int], orig_hw) -> MaskSet:
         x0, y0, _, _ = crop_box
         t0 = time.perf_counter()
-        rows = [(p[None], np.ones(1, np.int64), None, None) for p in points]
-        pred = self.model._predict_rows(state, rows, multimask_output=True)
+        pred = self.model.predict_points(state, points, self.multimask_output)
         t1 = time.perf_counter()
         self.timings["decoder"] += (t1 - t0) * 1e3
         low = pred.low_res.reshape(-1, *pred.low_res.shape[-2:])
@@ -251,7 +264,7 @@ class SamAutomaticMaskGenerator:
 def _roi_masks(state, low: np.ndarray, model: Sam, offset: float):
     if len(low) == 0:
         return RoiMasks.empty(state.original_size), np.zeros(0, np.float32)
-    return roi_masks_from_low_res(low, state.input_size, state.original_size, model.size, model.mask_threshold, offset)
+    return roi_masks_from_low_res(low, state.input_size, state.original_size, model.upscale_size, model.mask_threshold, offset)
 
 
 def _number(value, name: str) -> float:

@@ -68,7 +68,7 @@ class ServedModel:
 
     def info(self, text: bool) -> dict:
         m = self.model.folder.manifest
-        prompts = ["point", "box"] + ([] if self.family == "sam2" else ["everything"])
+        prompts = ["point", "box", "everything"]
         prompts += ["text"] if text and self.family == "fastsam" else []
         return {"name": self.name, "family": self.family, "variant": m.variant, "backend": self.model.backend_name,
                 "precision": self.model.precision, "prompts": prompts, "multimask": self.family in ("sam", "sam2"),
@@ -264,9 +264,7 @@ class SegmentService:
         mask generator (:data:`SAM_EVERYTHING`); cached per options."""
         served = self._model(model)
         t0 = time.perf_counter()
-        if served.family == "sam2":
-            raise PromptError("SAM 2 models have no everything mode in segedge yet; click, or use a SAM / FastSAM model")
-        if served.family == "sam":
+        if served.family in ("sam", "sam2"):
             result, cached, timings = self._sam_everything(served, image_id, options)
         else:
             result, cached, timings = self._fastsam_everything(served, image_id, options)
@@ -295,7 +293,7 @@ class SegmentService:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
         _reject_unknown(options, set(SAM_EVERYTHING), "SAM")
-        chosen = {**SAM_EVERYTHING, **options}
+        chosen = {**SAM_EVERYTHING, **({"pred_iou_thresh": 0.8} if served.family == "sam2" else {}), **options}
         side, crops = chosen["points_per_side"], chosen["crop_layers"]
         if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_POINTS_PER_SIDE:
             raise PromptError(f"points_per_side must be a whole number from 1 to {MAX_POINTS_PER_SIDE}, got {side!r}")

@@ -140,7 +140,7 @@ function selectModel(name) {
   $("model-info").textContent = `${S.model.variant} · ${S.model.backend} ${S.model.precision}`;
   $("text-form").hidden = !S.model.prompts.includes("text");
   $("multimask-row").hidden = !S.model.multimask;
-  $("grid").hidden = S.model.family !== "sam";
+  $("grid").hidden = !S.model.multimask;  // SAM and SAM 2: the generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
 }
 
@@ -207,7 +207,7 @@ async function runPrompt() {
 async function runEverything() {
   if (!S.imageId) return;
   S.points = []; S.labels = []; S.box = null;
-  const body = S.model.family === "sam" ? { points_per_side: Number($("grid").value) } : {};
+  const body = S.model.multimask ? { points_per_side: Number($("grid").value) } : {};
   status("finding every mask…", "busy");
   await request("/api/everything", body, "everything");
 }
