@@ -235,3 +235,26 @@ def test_everything_refuses_what_sam2_cannot_do_on_a_cpu(sam2_tiny_folder):
 
     with pytest.raises(SegedgeError, match="min_mask_region_area is not supported for SAM 2"):
         Sam2AutomaticMaskGenerator(Sam2(sam2_tiny_folder, "onnxruntime", precision="f32"), min_mask_region_area=100)
+
+
+def test_seeded_checkpoints_are_in_the_official_format(sam2_tiny_ckpt):
+    """ultralytics' strict SAM 2 loader takes them (its own keys are the official ones)."""
+    from ultralytics.models.sam.build import build_sam2_t
+
+    assert type(build_sam2_t(str(sam2_tiny_ckpt))).__name__ == "SAM2Model"
+
+
+@pytest.mark.slow
+def test_base_plus_matches(session_tmp, bus_rgb, ov_cache):
+    from segedge import Sam2
+    from segedge.export.sam2 import export_sam2
+
+    ckpt = make_sam2_checkpoint(session_tmp / "sam2.1_base_plus.pt", "base_plus", "2.1", seed=2)
+    folder = export_sam2(ckpt, session_tmp / "sam2.1-base-plus")
+    assert json.loads((folder / "segedge.json").read_text())["variant"] == "sam2.1_hiera_base_plus"
+    ref = _reference(ckpt)
+    ref.set_image(bus_rgb)
+    ours = Sam2(folder, "openvino", precision="f32")
+    ours.set_image(bus_rgb)
+    for case in (dict(point_coords=[[400, 500]], point_labels=[1]), dict(box=[100, 200, 600, 900], multimask_output=False)):
+        _compare(ref, ours, case)

@@ -94,11 +94,14 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         multimask_output: bool = True,
+        use_m2m: bool = False,
     ):
         if not isinstance(model, (Sam, Sam2)):
             raise SegedgeError(f"SamAutomaticMaskGenerator needs a segedge.Sam or segedge.Sam2 model, got {type(model).__name__}")
         if pred_iou_thresh is None:  # each reference's default
             pred_iou_thresh = 0.8 if isinstance(model, Sam2) else 0.88
+        if use_m2m:
+            raise SegedgeError("use_m2m (sam2's mask-to-mask refinement) is not supported; leave it False")
         if not isinstance(multimask_output, bool):
             raise SegedgeError(f"multimask_output must be True or False, got {multimask_output!r}")
         self.multimask_output = multimask_output
