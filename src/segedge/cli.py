@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from segedge import __version__
@@ -174,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--no-accuracy-control", action="store_true", help="do not retry with accuracy-controlled quantization below the gate")
 
     seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
-    seg.add_argument("images", nargs="+", help="image files or folders of images")
+    seg.add_argument("images", nargs="+", metavar="INPUT",
+                     help="image files, folders of images, video files, camera indices (0, 1, ...) or stream URLs (rtsp://...)")
     seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
-    seg.add_argument("--out", required=True, help="output file (one image) or folder; a path without extension is a folder")
+    seg.add_argument("--out", required=True, help="output file (one image; OUT.mp4 / OUT.jsonl for one video) or folder; "
+                     "a path without extension is a folder")
     seg.add_argument("--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="point prompt in original pixels; LABEL 1 = object (default), 0 = background; repeatable")
     seg.add_argument("--box", type=_box, action="append", metavar="X1,Y1,X2,Y2", help="box prompt in original pixels; repeatable")
     seg.add_argument("--text", action="append", metavar="TEXT", help="FastSAM text prompt (needs --clip); repeatable")
@@ -198,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SAM --everything: also run on 4, 16, ... overlapping crops (segment-anything's crop_n_layers; default 0)")
     seg.add_argument("--min-region-area", type=_whole_number(0), default=None,
                      help="SAM --everything: remove holes and islands smaller than this many pixels (default 0)")
+    seg.add_argument("--every", type=_positive_int, default=None, help="videos: segment one frame in N (default every frame)")
+    seg.add_argument("--max-frames", type=_positive_int, default=None, help="videos, cameras, streams: stop after N segmented frames")
+    seg.add_argument("--sequential", action="store_true",
+                     help="one image or frame at a time (default: reading, the network and post-processing overlap)")
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
     seg.add_argument("--max-pixels", type=_pixels, default=None,
                      help="refuse images with more pixels (default 100000000, or $SEGEDGE_MAX_PIXELS; 0 = no limit)")
@@ -210,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "images in one run, with mask agreement beside every timing. Each segedge row runs in its own "
                            "runtime-only process, so its cold start and peak memory are a deployment's.")
     bench.add_argument("--model", required=True, help="model folder (fastsam or sam)")
-    bench.add_argument("--checkpoint", required=True, help="the checkpoint the folder was exported from (the PyTorch reference)")
+    bench.add_argument("--checkpoint", help="the checkpoint the folder was exported from (the PyTorch reference; not needed with --video)")
+    bench.add_argument("--video", help="a video file: frames/s of segedge one frame at a time vs pipelined, with the same masks")
+    bench.add_argument("--max-frames", type=_positive_int, default=None, help="--video: use the first N frames")
     bench.add_argument("--images", nargs="+", help="images or folders (default: the sample images beside the project, or ultralytics' bus.jpg)")
     bench.add_argument("--runs", type=int, default=5, help="timed runs per image after one warm-up (default 5)")
     bench.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: each one's own)")
@@ -405,7 +414,9 @@ def _default_backend() -> str:
 
 def _segment(args) -> int:
     from segedge.manifest import load_model_folder
-    from segedge.outputs import plan_outputs
+    from segedge.outputs import out_is_folder, plan_outputs, plan_video_outputs
+    from segedge.runtime.pipeline import pipelined, sequential
+    from segedge.videoio import is_video_source
 
     if args.everything and (args.point or args.box or args.text):
         raise PromptError("--everything keeps all masks; do not combine it with --point, --box or --text")
@@ -414,86 +425,124 @@ def _segment(args) -> int:
                            "`segedge export clip --checkpoint ViT-B-32.pt --out models/clip`")
     if args.clip and not args.text:
         raise SegedgeError("--clip is only used with --text; add --text or drop --clip")
-    images = _expand_images(args.images)
-    plan = plan_outputs(images, args.out)  # before any model work: an unusable --out fails now
+    videos = [s for s in args.images if is_video_source(s)]
+    others = [s for s in args.images if not is_video_source(s)]
+    if (args.every is not None or args.max_frames is not None) and not videos:
+        raise SegedgeError("--every and --max-frames are for videos, cameras and streams; none was given")
+    images = _expand_images(others) if others else []
+    if images and videos and not out_is_folder(args.out):
+        raise SegedgeError(f"--out {args.out} names a file but images and videos were given; pass a folder")
+    plan = plan_outputs(images, args.out) if images else []  # before any model work: an unusable --out fails now
+    video_plan = plan_video_outputs(videos, args.out) if videos else []
     folder = load_model_folder(args.model)
     family = folder.manifest.family
     _check_family_options(args, family)
     backend = args.backend or _default_backend()
+    model, stages = _segment_stages(args, folder, family, backend)
+    run = partial(sequential if args.sequential else pipelined, prepare=stages[0], infer=stages[1], finish=stages[2])
+    failures: list[tuple[str, str]] = []
+    if plan:
+        failures += _segment_images(args, plan, run, model, backend)
+    for item in video_plan:
+        failures += _segment_video(args, item, stages, model, backend)
+    total = len(plan) + len(video_plan)
+    if failures:
+        if total > 1 and plan:
+            print(f"{len(failures)} of {len(plan)} images failed: " + ", ".join(str(p) for p, _ in failures), file=sys.stderr)
+        return 2 if len(failures) >= total and not video_plan else 1
+    return 0
+
+
+def _segment_stages(args, folder, family: str, backend: str):
+    """``(model, (prepare, infer, finish))`` for the folder's family and the command's prompts."""
+    from segedge.runtime.model_base import model_class
+    from segedge.runtime.stream import segment_stages
+
     points = labels = None
     if args.point:
         points = [(x, y) for x, y, _ in args.point]
         labels = [lab for _, _, lab in args.point]
     options = dict(backend=backend, precision=args.precision, threads=args.threads, max_pixels=args.max_pixels)
+    model = model_class(family)(folder, **options)
     if family == "fastsam":
-        from segedge.runtime.fastsam import FastSam
-
-        model = FastSam(folder, **options)
         clip = None
         if args.text:
             from segedge.runtime.clip import Clip
 
             clip = Clip(args.clip, **options)
-
-        def run(path):
-            return model.segment(path, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
-                                 conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
-    elif family == "sam2" and not args.everything:
-        from segedge.runtime.sam2 import Sam2, segment_with_prompts as sam2_segment
-
-        model = Sam2(folder, **options)
-
-        def run(path):
-            return sam2_segment(model, path, points, labels, args.box, multimask=args.multimask)
-    elif args.everything:
-        from segedge.runtime.model_base import model_class
+        return model, segment_stages(model, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
+                                     conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+    if args.everything:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
-        model = model_class(family)(folder, **options)
-        generator = SamAutomaticMaskGenerator(
-            model, points_per_side=args.points_per_side or 32, crop_n_layers=args.crop_layers or 0,
-            min_mask_region_area=args.min_region_area or 0)
+        generator = SamAutomaticMaskGenerator(model, points_per_side=args.points_per_side or 32, crop_n_layers=args.crop_layers or 0,
+                                              min_mask_region_area=args.min_region_area or 0)
+        return model, segment_stages(model, generator=generator)
+    return model, segment_stages(model, points=points, point_labels=labels, boxes=args.box, multimask=args.multimask)
 
-        def run(path):
-            return generator.segment(path)
-    else:
-        from segedge.runtime.sam import Sam, segment_with_prompts
 
-        model = Sam(folder, **options)
-
-        def run(path):
-            return segment_with_prompts(model, path, points, labels, args.box, multimask=args.multimask)
+def _segment_images(args, plan, run, model, backend: str) -> list[tuple[Path, str]]:
+    from segedge.runtime.pipeline import Failed
 
     progress = Progress(len(plan), enabled=len(plan) > 1 and not args.quiet)
     failures: list[tuple[Path, str]] = []
-    for item in plan:
-        try:
-            result = run(item.image)
-            result.write(item.overlay, item.json, with_polygons=args.polygons)
-        except (SegedgeError, MemoryError, OSError) as exc:
-            message = _failure_message(exc)
-            failures.append((item.image, message))
-            progress.error(f"error: {item.image}: {message}")
+    try:
+        for item, result in zip(plan, run([p.image for p in plan])):
+            try:
+                if isinstance(result, Failed):
+                    raise result.error
+                result.write(item.overlay, item.json, with_polygons=args.polygons)
+            except (SegedgeError, MemoryError, OSError) as exc:
+                message = result.message if isinstance(result, Failed) else _failure_message(exc)
+                failures.append((item.image, message))
+                progress.error(f"error: {item.image}: {message}")
+                if args.json_lines:
+                    _emit({"image": str(item.image), "ok": False, "error": message})
+                progress.step()
+                continue
             if args.json_lines:
-                _emit({"image": str(item.image), "ok": False, "error": message})
+                record = result.to_dict(rle=False)
+                _emit({"image": str(item.image), "ok": True, "overlay": str(item.overlay), "json": str(item.json),
+                       "backend": backend, "precision": model.precision, "count": record["count"], "width": record["width"],
+                       "height": record["height"], "timings_ms": record["timings_ms"], "instances": record["instances"]})
+            elif not args.quiet:
+                stages = ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
+                progress.write(f"{item.image}: {_count_masks(len(result))} -> {item.overlay} | {stages} ({backend} {model.precision})")
             progress.step()
-            continue
-        precision = model.precision
-        if args.json_lines:
-            record = result.to_dict(rle=False)
-            _emit({"image": str(item.image), "ok": True, "overlay": str(item.overlay), "json": str(item.json),
-                   "backend": backend, "precision": precision, "count": record["count"], "width": record["width"],
-                   "height": record["height"], "timings_ms": record["timings_ms"], "instances": record["instances"]})
-        elif not args.quiet:
-            stages = ", ".join(f"{k} {v:.1f} ms" for k, v in result.timings.items())
-            progress.write(f"{item.image}: {_count_masks(len(result))} -> {item.overlay} | {stages} ({backend} {precision})")
+    finally:
+        progress.close()
+    return failures
+
+
+def _segment_video(args, item, stages, model, backend: str) -> list[tuple[str, str]]:
+    """Every kept frame of one video source -> an annotated video and/or JSON Lines (see segedge.videoio)."""
+    from segedge.runtime.pipeline import Failed
+    from segedge.runtime.stream import segment_video
+    from segedge.videoio import VideoSource
+
+    source = VideoSource(item.source, every=args.every or 1, max_frames=args.max_frames)
+    progress = Progress(source.kept_count or 0, enabled=not args.quiet, unit="frames")
+    failures: list[tuple[str, str]] = []
+
+    def on_frame(result):
+        if isinstance(result, Failed):
+            message = f"frame {getattr(result.item, 'index', '?')}: {result.message}"
+            failures.append((item.source, message))
+            progress.error(f"error: {item.source}: {message}")
+        elif args.json_lines:
+            _emit({"video": item.source, "ok": True, **{k: v for k, v in result.to_dict().items() if k != "image"}})
         progress.step()
-    progress.close()
-    if failures:
-        if len(plan) > 1:
-            print(f"{len(failures)} of {len(plan)} images failed: " + ", ".join(str(p) for p, _ in failures), file=sys.stderr)
-        return 2 if len(failures) == len(plan) else 1
-    return 0
+
+    try:
+        done = segment_video(source, stages, video_path=item.video, jsonl_path=item.jsonl, pipeline=not args.sequential,
+                             on_frame=on_frame)
+    finally:
+        progress.close()
+    if not args.quiet:
+        outs = ", ".join(str(p) for p in done["written"]) or "nothing written"
+        print(f"{item.source}: {done['frames']} frames at {done['fps']:.2f} frames/s -> {outs} ({backend} {model.precision}, "
+              f"{'one at a time' if args.sequential else 'pipelined'})")
+    return failures
 
 
 def _failure_message(exc: BaseException) -> str:
@@ -545,6 +594,19 @@ def _check_family_options(args, family: str) -> None:
 
 
 def _bench(args) -> int:
+    if args.video:
+        from segedge.bench.video import markdown, video_benchmark
+
+        result = video_benchmark(args.model, args.video, max_frames=args.max_frames, threads=args.threads, progress=not args.quiet)
+        text = markdown(result)
+        print(text)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+        if args.markdown:
+            Path(args.markdown).write_text(text + "\n")
+        return 0
+    if not args.checkpoint:
+        raise SegedgeError("bench needs --checkpoint (the PyTorch reference), or --video for the streaming benchmark")
     try:
         from segedge.bench.run import run_benchmark
         import torch  # noqa: F401  (the PyTorch reference)

@@ -146,3 +146,56 @@ def check_writable_folder(folder: Path, out: str) -> None:
         reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
                   errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full"}.get(exc.errno, exc.strerror or str(exc))
         raise SegedgeError(f"--out {out}: cannot write in {probe} ({reason}); choose another --out") from None
+
+
+@dataclass(frozen=True)
+class PlannedVideo:
+    """One video source and where its results go: an annotated video (or None) and JSON Lines."""
+
+    source: str
+    video: Path | None
+    jsonl: Path
+
+
+VIDEO_OUT_EXTENSIONS = (".mp4", ".avi")
+
+
+def plan_video_outputs(sources: list[str], out: str) -> list[PlannedVideo]:
+    """Outputs for video sources: in a folder ``<name>_segedge.mp4`` + ``<name>_segedge.jsonl`` each;
+    ``OUT.mp4`` / ``OUT.avi`` (one source) that video + ``OUT.jsonl``; ``OUT.jsonl`` JSON Lines only."""
+    path = Path(out)
+    names = unique_stems([Path(_source_name(s)) for s in sources])
+    if out_is_folder(out):
+        if path.exists() and not path.is_dir():
+            raise SegedgeError(f"--out {out} is an existing file, not a folder; give a folder, OUT.mp4 or OUT.jsonl")
+        plan = [PlannedVideo(s, path / f"{n}{SUFFIX}.mp4", path / f"{n}{SUFFIX}.jsonl") for s, n in zip(sources, names)]
+        folder = path
+    else:
+        if len(sources) > 1:
+            raise SegedgeError(f"--out {out} names a file but {len(sources)} videos were given; pass a folder")
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            plan = [PlannedVideo(sources[0], None, path)]
+        elif suffix in VIDEO_OUT_EXTENSIONS:
+            plan = [PlannedVideo(sources[0], path, path.with_suffix(".jsonl"))]
+        else:
+            raise SegedgeError(f"--out {out}: a video's results go to a folder, OUT.mp4, OUT.avi or OUT.jsonl, not {suffix}")
+        folder = path.parent
+    inputs = {_identity(Path(s)) for s in sources if Path(s).exists()}
+    for item in plan:
+        for target in (item.video, item.jsonl):
+            if target is not None and _identity(target) in inputs:
+                raise SegedgeError(f"--out would overwrite the input {target}; choose another --out")
+            if target is not None and target.is_dir():
+                raise SegedgeError(f"cannot write {target}: a folder of that name exists; choose another --out")
+    check_writable_folder(folder, out)
+    return plan
+
+
+def _source_name(source: str) -> str:
+    """A file-name stem for a video source: the file's, ``camera0`` for camera 0, ``stream`` for a URL."""
+    if source.isdigit():
+        return f"camera{source}"
+    if "://" in source:
+        return "stream"
+    return source

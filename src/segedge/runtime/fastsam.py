@@ -94,12 +94,20 @@ class FastSam(FolderModel):
         t1 = time.perf_counter()
         detections, prototypes = self.infer(tensor)
         t2 = time.perf_counter()
+        timings = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
+        return self.postprocess(rgb, geo, detections, prototypes, options, retina, agnostic, timings, source)
+
+    def postprocess(self, rgb, geo: Letterbox, detections, prototypes, options: dict, retina=True, agnostic=True,
+                    timings: dict | None = None, source: str | None = None) -> Result:
+        """The network's outputs for ``rgb`` -> a :class:`Result` (NMS, masks, FastSAM's box adjustment);
+        ``options`` from :meth:`check_options`; adds ``postprocess`` ms to ``timings``."""
+        t2 = time.perf_counter()
         inst = instances_from_outputs(
             detections, prototypes, geo, self.num_classes, **options, agnostic=bool(agnostic), retina=bool(retina),
         )
         boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw)
-        t3 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3}
+        timings = dict(timings or {})
+        timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         return Result(rgb, boxes, inst.scores, inst.class_ids, inst.masks, self.names, timings, source)
 
     def prompt(self, result: Result, *, points=None, point_labels=None, boxes=None, texts=None, clip=None) -> Result:

@@ -24,6 +24,7 @@ class Result:
     ``scores (N,)`` float32, ``class_ids (N,)`` int64, ``names`` the model's class names.
     ``roi_masks`` stores each mask cropped to its box; :attr:`masks` gives ``(N, H, W)`` bool.
     ``timings`` holds the milliseconds spent per stage (``preprocess``, ``model``, ``postprocess``).
+    ``frame``: ``(index, seconds)`` when the image is a video frame.
     """
 
     image: np.ndarray
@@ -34,6 +35,7 @@ class Result:
     names: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     source: str | None = None
+    frame: tuple[int, float] | None = None  # (index, time in seconds) when the image is a video frame
     _dense: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -56,7 +58,7 @@ class Result:
         idx = np.arange(len(self))[index]
         return Result(
             self.image, self.boxes[idx], self.scores[idx], self.class_ids[idx], self.roi_masks.subset(idx),
-            self.names, dict(self.timings), self.source,
+            self.names, dict(self.timings), self.source, self.frame,
         )
 
     def overlay(self, alpha: float = 0.5, boxes: bool = True, labels: bool = True) -> np.ndarray:
@@ -83,7 +85,11 @@ class Result:
             if with_polygons:
                 item["polygons"] = polygons(self.roi_masks, i)
             instances.append(item)
-        return {"image": self.source, "width": w, "height": h, "count": len(self), "instances": instances, "timings_ms": {k: round(v, 2) for k, v in self.timings.items()}}
+        out = {"image": self.source, "width": w, "height": h, "count": len(self), "instances": instances,
+               "timings_ms": {k: round(v, 2) for k, v in self.timings.items()}}
+        if self.frame is not None:
+            out = {"frame": int(self.frame[0]), "time_s": round(float(self.frame[1]), 4), **out}
+        return out
 
     def save(self, out: str | os.PathLike, stem: str | None = None, ext: str = ".png", with_polygons: bool = False) -> tuple[Path, Path]:
         """Write the overlay image and a JSON file (boxes, scores, RLE masks); both atomically.

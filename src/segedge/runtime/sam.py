@@ -148,12 +148,20 @@ class Sam(PerThreadImage, FolderModel):
         rgb = read_image(image, self.max_pixels)
         if image_format == "BGR" and isinstance(image, np.ndarray):
             rgb = np.ascontiguousarray(rgb[:, :, ::-1])
-        tensor, transform = sam_preprocess(rgb, self.size, self.mean, self.std)
+        tensor, transform = self.preprocess(rgb)
         t1 = time.perf_counter()
-        features = self.encoder.run({"image": tensor})["image_embeddings"]
+        state = self.encode(tensor, transform, rgb)
         t2 = time.perf_counter()
         self._local.timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
-        return SamImage(features, transform, pixels_hash(rgb))
+        return state
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, SamTransform]:
+        """``HxWx3 uint8`` RGB -> ``((1, 3, 1024, 1024) float32, transform)``, segment-anything's preprocessing."""
+        return sam_preprocess(rgb, self.size, self.mean, self.std)
+
+    def encode(self, tensor: np.ndarray, transform: SamTransform, rgb: np.ndarray) -> SamImage:
+        """Run the image encoder on a :meth:`preprocess` output of ``rgb``."""
+        return SamImage(self.encoder.run({"image": tensor})["image_embeddings"], transform, pixels_hash(rgb))
 
     def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
         """Encode an image and make it this thread's current image (see :meth:`embed`)."""

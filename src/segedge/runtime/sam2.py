@@ -90,11 +90,20 @@ class Sam2(PerThreadImage, FolderModel):
         """Encode an image (path, bytes or ``HxWx3`` uint8 RGB array) without touching the current image."""
         t0 = time.perf_counter()
         rgb = read_image(image, self.max_pixels)
-        tensor = sam2_preprocess(rgb, self.size, self.mean, self.std)
+        tensor, _ = self.preprocess(rgb)
         t1 = time.perf_counter()
-        out = self.encoder.run({"image": tensor})
+        state = self.encode(tensor, None, rgb)
         t2 = time.perf_counter()
         self._local.timings = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3}
+        return state
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, None]:
+        """``HxWx3 uint8`` RGB -> ``((1, 3, 1024, 1024) float32, None)``: SAM2Transforms (no geometry to keep)."""
+        return sam2_preprocess(rgb, self.size, self.mean, self.std), None
+
+    def encode(self, tensor: np.ndarray, transform, rgb: np.ndarray) -> Sam2Image:
+        """Run the image encoder on a :meth:`preprocess` output of ``rgb``."""
+        out = self.encoder.run({"image": tensor})
         return Sam2Image(out["image_embed"], (out["high_res_feats_0"], out["high_res_feats_1"]), tuple(rgb.shape[:2]), pixels_hash(rgb))
 
     def set_image(self, image: ImageSource) -> None:
