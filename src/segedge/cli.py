@@ -1,4 +1,4 @@
-"""The ``segedge`` command: export | quantize | segment | bench | serve | info.
+"""The ``segedge`` command: export | quantize | segment | segment-dataset | bench | serve | info.
 
 Thin by design: it parses arguments and calls :mod:`segedge.export` and :mod:`segedge.runtime`.
 Errors that users can fix print one line (``error: ...``) on stderr and exit with status 2; a batch
@@ -231,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--points-per-side", type=_positive_int, default=32, help="grid for --everything (default 32)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ds = sub.add_parser("segment-dataset", help="segment a corpus with Ray Data, resumably (needs the ray extra)",
+                        description="Segment many images (paths, folders, globs, or URIs pyarrow reads: s3://, gs://, ...) in a Ray "
+                        "actor pool, one model per actor; results go to OUT as JSON Lines or Parquet part files (segment's "
+                        "JSON schema plus path), written atomically per batch. Re-running skips images already done. With "
+                        "no --address a local Ray is started.")
+    ds.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (recursive), globs or URIs")
+    ds.add_argument("--model", required=True, help="model folder (the same path must exist on every node)")
+    ds.add_argument("--out", required=True, help="output folder for the part files")
+    ds.add_argument("--address", help="Ray cluster to join (ray://head:10001, or auto); default: a local Ray")
+    ds.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="part file format (default jsonl)")
+    ds.add_argument("--actors", type=_positive_int, default=None, help="model copies (default: one per node)")
+    ds.add_argument("--threads", type=_positive_int, default=None, help="inference threads per actor (default: a node's CPUs)")
+    ds.add_argument("--batch-size", type=_positive_int, default=8, help="images per batch and per part file (default 8)")
+    ds.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="default: openvino if installed")
+    ds.add_argument("--precision", choices=PRECISION_CHOICES, default="auto", help="as for segment (default auto)")
+    ds.add_argument("--point", type=_point, action="append", metavar="X,Y[,LABEL]", help="a point prompt for every image")
+    ds.add_argument("--box", type=_box, action="append", metavar="X1,Y1,X2,Y2", help="a box prompt for every image")
+    ds.add_argument("--everything", action="store_true", help="SAM / SAM 2 folders: every mask (FastSAM does this without prompts)")
+
     sv = sub.add_parser("serve", help="a click-to-segment web page and HTTP API on this machine (needs the serve extra)",
                         description="Serve a page where a click becomes a mask, and the HTTP API under it, from model folders. "
                         "No torch, no internet: the page is static and shipped with segedge. Binds 127.0.0.1 (this machine "
@@ -276,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             return _bench(args)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "segment-dataset":
+            return _segment_dataset(args)
     except SegedgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -628,6 +649,28 @@ def _bench(args) -> int:
     if args.plot:
         report.plot(result, args.plot)
     return 0
+
+
+def _segment_dataset(args) -> int:
+    from segedge.data import list_inputs, segment_dataset
+
+    if not list_inputs(args.inputs):
+        raise SegedgeError(f"no images in {' '.join(args.inputs)} ({', '.join(IMAGE_SUFFIXES & {'.jpg', '.jpeg', '.png', '.webp'})}, ...)")
+    prompts: dict = {}
+    if args.point:
+        prompts.update(points=[(x, y) for x, y, _ in args.point], point_labels=[lab for _, _, lab in args.point])
+    if args.box:
+        prompts["boxes"] = args.box
+    if args.everything:
+        if prompts:
+            raise PromptError("--everything keeps all masks; do not combine it with --point or --box")
+        prompts["everything"] = True
+    summary = segment_dataset(args.inputs, args.model, args.out, address=args.address, backend=args.backend or _default_backend(),
+                              precision=args.precision, actors=args.actors, threads=args.threads, batch_size=args.batch_size,
+                              fmt=args.format, prompts=prompts, log=lambda line: print(line, file=sys.stderr))
+    print(f"{summary['done']} images segmented ({summary['failed']} failed, {summary['skipped']} already done) in "
+          f"{summary['seconds']} s, {summary['images_per_s']} images/s -> {args.out}")
+    return 1 if summary["failed"] else 0
 
 
 def _serve(args) -> int:
