@@ -17,7 +17,8 @@ import numpy as np
 
 from segedge.bench.metrics import mask_iou, matched_iou
 
-MASK_TYPES = {"fastsam": ("everything", "points", "boxes"), "sam": ("points", "boxes", "points+box"), "clip": ("embedding_cosine",)}
+MASK_TYPES = {"fastsam": ("everything", "points", "boxes"), "sam": ("points", "boxes", "points+box"),
+              "sam2": ("points", "boxes", "points+box"), "clip": ("embedding_cosine",)}
 
 
 def _interior_point(mask: np.ndarray) -> tuple[float, float]:
@@ -116,7 +117,7 @@ def agreement(family: str, reference, candidate, images) -> dict[str, float]:
     """Per-prompt-type agreement for a model ``family``; see the module docstring."""
     if family == "fastsam":
         return fastsam_agreement(reference, candidate, images)
-    if family == "sam":
+    if family in ("sam", "sam2"):
         return sam_agreement(reference, candidate, images)
     return clip_agreement(reference, candidate, images)
 

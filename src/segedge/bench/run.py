@@ -38,9 +38,7 @@ def bench_configs(manifest, cpu=None) -> tuple[list[tuple[str, str]], list[str]]
         rows.append(("openvino", "bf16"))
     if "openvino" in int8:
         rows.append(("openvino", "int8"))
-    if manifest.family == "sam2":
-        notes.append("no int8 rows: `segedge quantize` does not handle SAM 2 folders yet")
-    elif not int8:
+    if not int8:
         notes.append("no int8 rows: the folder has no int8 (add one with `segedge quantize`)")
     return rows, notes
 

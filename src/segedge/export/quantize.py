@@ -74,21 +74,27 @@ def calibration_inputs(family: str, reference, images: list[np.ndarray], seed: i
         crops = [clip_preprocess(c, reference.size, reference.mean, reference.std) for im in images for c in clip_crops(im, rng, reference.batch)]
         batches = [np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)]
         return {"image_encoder": [{"images": b} for b in batches]}
-    from segedge.preprocess.resize_longest import sam_preprocess
-
     rng = np.random.default_rng(seed)
     encoder, decoder = [], []
     for im in images:
-        encoder.append({"image": sam_preprocess(im, reference.size, reference.mean, reference.std)[0]})
+        encoder.append({"image": reference.preprocess(im)[0]})
         reference.set_image(im)
         for p in sam_prompts(reference, rng, SAM_PROMPTS_PER_IMAGE):
-            pts, lab, boxes, _ = reference.check_prompts(reference.original_size, p["point_coords"], p["point_labels"], p["box"])
-            box = None if boxes is None else boxes[0]
-            decoder.append(reference.decoder_inputs(pts, lab, box, None))
+            decoder.append(_decoder_feed(family, reference, p, None))
             if p["type"] == "points":  # a refinement step: the click again, with the previous low-res logits
-                low = reference.predict(point_coords=pts, point_labels=lab, multimask_output=False)[2]
-                decoder.append(reference.decoder_inputs(pts, lab, None, low))
+                low = reference.predict(point_coords=p["point_coords"], point_labels=p["point_labels"], multimask_output=False)[2]
+                decoder.append(_decoder_feed(family, reference, dict(p, box=None), low))
     return {"encoder": encoder, "decoder": decoder}
+
+
+def _decoder_feed(family: str, reference, prompt: dict, low) -> dict:
+    """The decoder's inputs for one sampled prompt set on the reference's current image (SAM or SAM 2)."""
+    if family == "sam2":
+        (pts, lab, checked_low), = reference.check_prompts(reference.image.orig_hw, prompt["point_coords"], prompt["point_labels"],
+                                                            prompt["box"], low)
+        return reference.decoder_inputs(reference.image, pts, lab, checked_low)
+    pts, lab, boxes, _ = reference.check_prompts(reference.original_size, prompt["point_coords"], prompt["point_labels"], prompt["box"])
+    return reference.decoder_inputs(pts, lab, None if boxes is None else boxes[0], low)
 
 
 # -- the two quantizers ---------------------------------------------------------------------------
@@ -195,9 +201,6 @@ def quantize_folder(
             raise SegedgeError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
-    if family == "sam2":
-        raise SegedgeError(f"{model_dir} is a SAM 2 folder: segedge quantize does not handle SAM 2 yet (its decoder "
-                           "calibration and gate are SAM 1's); run it at f32 or bf16")
     threshold = min_cosine if family == "clip" else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
@@ -273,7 +276,7 @@ def quantize_folder(
             "calibration": {
                 "count": len(calib_paths), "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
                 "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in held_paths],
-                **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family == "sam" else {}),
+                **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family in ("sam", "sam2") else {}),
             },
         }
         section["graphs"] = _move_in(folder.path, staging, passed)

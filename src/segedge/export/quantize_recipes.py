@@ -69,6 +69,12 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
             "decoder": Recipe("decoder", True, coordinate_nodes(onnx_models["decoder"], "point_coords"),
                               notes="transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) kept float"),
         }
+    if family == "sam2":
+        return {
+            "encoder": Recipe("encoder", True, notes="Hiera + FPN neck: transformer type (SmoothQuant; softmax/LayerNorm float)"),
+            "decoder": Recipe("decoder", True, coordinate_nodes(onnx_models["decoder"], "point_coords"),
+                              notes="transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) kept float"),
+        }
     if family == "clip":
         return {"image_encoder": Recipe("image_encoder", True, notes="ViT-B/32: transformer type; the text encoder stays f32 (cached per text)")}
     raise ValueError(f"no int8 recipe for family {family!r}")
