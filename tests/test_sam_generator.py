@@ -108,7 +108,7 @@ def test_generator_errors(sam_tiny_folder):
                             ({"box_nms_thresh": 2}, "box_nms_thresh must be a number from 0 to 1")):
         with pytest.raises(SegedgeError, match=message):
             SamAutomaticMaskGenerator(model, **kwargs)
-    with pytest.raises(SegedgeError, match="needs a segedge.Sam model"):
+    with pytest.raises(SegedgeError, match="needs a segedge.Sam or segedge.Sam2 model"):
         SamAutomaticMaskGenerator("models/sam")
 
 
