@@ -6,9 +6,15 @@ Each thread that shares one model object has its own current image (``set_image`
 
 from __future__ import annotations
 
+import io
+import os
 import threading
+from pathlib import Path
+
+import numpy as np
 
 from segedge.errors import SegedgeError
+from segedge.fileio import atomic_write_bytes
 
 
 class PerThreadImage:
@@ -53,3 +59,27 @@ class PerThreadImage:
                 f"or pass image={type(self).__name__.lower()}.embed(image) to share one image between threads"
             )
         return self.image
+
+    # -- embeddings on disk (.npz): the arrays, the image's size and hash, the model's id ------------
+    def _write_embedding(self, path: str | os.PathLike, state, arrays: dict[str, np.ndarray]) -> Path:
+        """Save ``arrays`` (the feature maps and sizes) with ``state``'s image hash and this model's id, atomically."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays, image_sha256=np.array(state.image_hash), model_sha256=np.array(self._model_id()))
+        return atomic_write_bytes(path, buffer.getvalue())
+
+    def _read_embedding(self, path: str | os.PathLike, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str]:
+        """``(arrays by name, image hash)`` of a file :meth:`_write_embedding` wrote for this model; the names
+        that are encoder outputs are checked to have the encoder's shapes."""
+        kind = type(self).__name__
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {n: data[n] for n in names}
+                image_hash, model_id = str(data["image_sha256"]), str(data["model_sha256"])
+        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
+            raise SegedgeError(f"{path} is not an embedding saved by segedge ({exc}); save one with {kind}.save_embedding") from exc
+        if model_id != self._model_id():
+            raise SegedgeError(f"{path} was computed by another model ({model_id[:12]}...), not {self.folder.path}; encode the image again")
+        for name, arr in arrays.items():
+            if name in self.encoder.outputs and arr.shape != tuple(self.encoder.outputs[name]):
+                raise SegedgeError(f"{path} holds {name} of shape {arr.shape}, expected {self.encoder.outputs[name]}")
+        return arrays, image_hash

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import PromptError, SegedgeError
-from segedge.fileio import atomic_write_bytes
 from segedge.imageio import ImageSource, read_image
 from segedge.postprocess.sam_masks import roi_masks_from_low_res, upscale_logits
 from segedge.preprocess.resize_longest import SamTransform, sam_preprocess
@@ -182,33 +181,18 @@ class Sam(PerThreadImage, FolderModel):
         """Save the embedding (this thread's current image, or ``image``) with the image's sizes and hash,
         and the model it belongs to (``.npz``)."""
         state = self._need_image(image)
-        import io
-
-        buffer = io.BytesIO()
-        np.savez(
-            buffer, image_embeddings=state.features, original_size=np.array(state.original_size),
-            input_size=np.array(state.input_size), image_sha256=np.array(state.image_hash), model_sha256=np.array(self._model_id()),
-        )
-        return atomic_write_bytes(path, buffer.getvalue())
+        return self._write_embedding(path, state, {"image_embeddings": state.features, "original_size": np.array(state.original_size),
+                                                   "input_size": np.array(state.input_size)})
 
     def load_embedding(self, path: str | os.PathLike) -> SamImage:
         """Restore an embedding saved by :meth:`save_embedding` for this model as this thread's current
         image (and return it); then :meth:`predict` as usual."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                features = data["image_embeddings"]
-                orig = tuple(int(v) for v in data["original_size"])
-                inp = tuple(int(v) for v in data["input_size"])
-                image_hash, model_id = str(data["image_sha256"]), str(data["model_sha256"])
-        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
-            raise SegedgeError(f"{path} is not an embedding saved by segedge ({exc}); save one with Sam.save_embedding") from exc
-        if model_id != self._model_id():
-            raise SegedgeError(f"{path} was computed by another model ({model_id[:12]}...), not {self.folder.path}; encode the image again")
-        if features.shape != tuple(self.encoder.outputs["image_embeddings"]):
-            raise SegedgeError(f"{path} holds an embedding of shape {features.shape}, expected {self.encoder.outputs['image_embeddings']}")
+        arrays, image_hash = self._read_embedding(path, ("image_embeddings", "original_size", "input_size"))
+        orig = tuple(int(v) for v in arrays["original_size"])
+        inp = tuple(int(v) for v in arrays["input_size"])
         if len(orig) != 2 or len(inp) != 2 or min(orig + inp) < 1 or max(inp) > self.size:
             raise SegedgeError(f"{path} holds impossible image sizes (original {orig}, input {inp}); encode the image again")
-        state = SamImage(features.astype(np.float32), SamTransform(orig, inp, self.size), image_hash)
+        state = SamImage(arrays["image_embeddings"].astype(np.float32), SamTransform(orig, inp, self.size), image_hash)
         self._local.image = state
         return state
 
@@ -233,16 +217,22 @@ class Sam(PerThreadImage, FolderModel):
         ``low_res_logits (C, 256, 256)``, C = 3 with ``multimask_output`` else 1; with B > 1 boxes
         every output gains a leading ``B`` axis.
         """
-        state = self._need_image(image)
-        pts, lab, boxes, low = self.check_prompts(state.original_size, point_coords, point_labels, box, mask_input)
-        rows = [(pts, lab, b, low) for b in (boxes if boxes is not None else [None])]
-        pred = self._predict_rows(state, rows, multimask_output)
+        pred = self.predict_prediction(point_coords, point_labels, box, mask_input, multimask_output, image)
         t0 = time.perf_counter()
         masks = pred.logits() if return_logits else pred.masks()
         self.timings["masks"] = (time.perf_counter() - t0) * 1e3
-        if len(rows) == 1:
+        if len(pred) == 1:
             return masks[0], pred.scores[0], pred.low_res[0]
         return masks, pred.scores, pred.low_res
+
+    def predict_prediction(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
+                           image: SamImage | None = None) -> SamPrediction:
+        """:meth:`predict`'s work up to the low-res logits: a :class:`SamPrediction` (one row per box, or one
+        without a box) whose masks, boxes and logits are computed on request. ``Sam2`` has the same method."""
+        state = self._need_image(image)
+        pts, lab, boxes, low = self.check_prompts(state.original_size, point_coords, point_labels, box, mask_input)
+        rows = [(pts, lab, b, low) for b in (boxes if boxes is not None else [None])]
+        return self._predict_rows(state, rows, multimask_output)
 
     def predict_batch(
         self,
@@ -386,8 +376,9 @@ class Sam(PerThreadImage, FolderModel):
         }
 
 
-def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):
-    """One image, one prompt set -> a :class:`~segedge.runtime.result.Result` (what the CLI writes).
+def segment_with_prompts(model, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):
+    """One image, one prompt set -> a :class:`~segedge.runtime.result.Result` (what the CLI writes), for a
+    :class:`Sam` or a :class:`~segedge.runtime.sam2.Sam2`.
 
     Several boxes give one mask each (the points, if any, go with every box); ``multimask`` keeps
     SAM's three candidates per prompt. Scores are SAM's predicted IoU; boxes are the masks' extents.
@@ -395,15 +386,15 @@ def segment_with_prompts(model: Sam, image: ImageSource, points=None, labels=Non
     source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
     t0 = time.perf_counter()
     rgb = read_image(image, model.max_pixels)
-    pts, lab, bxs, _ = model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
+    model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
     read_ms = (time.perf_counter() - t0) * 1e3
     state = model.embed(rgb)
     model.timings["preprocess"] += read_ms
-    pred = model._predict_rows(state, [(pts, lab, b, None) for b in (bxs if bxs is not None else [None])], multimask)
+    pred = model.predict_prediction(points, labels, boxes, multimask_output=multimask, image=state)
     return prediction_result(model, rgb, pred, source)
 
 
-def prediction_result(model, rgb: np.ndarray, pred: SamPrediction, source: str | None):
+def prediction_result(model, rgb: np.ndarray | None, pred: SamPrediction, source: str | None):
     """A :class:`~segedge.runtime.result.Result` of every mask of ``pred`` (scores: predicted IoU, boxes: the
     masks' extents), with the model's timings and ``masks`` (the upscaling) added."""
     from segedge.runtime.result import Result

@@ -25,14 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import PromptError, SegedgeError
-from segedge.fileio import atomic_write_bytes
 from segedge.imageio import ImageSource, read_image
 from segedge.postprocess.sam_masks import upscale_logits
 from segedge.preprocess.resize_square import sam2_preprocess
 from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
-from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash, prediction_result
+from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash
 
 LOW_RES = 256
 
@@ -123,33 +122,18 @@ class Sam2(PerThreadImage, FolderModel):
 
     def save_embedding(self, path: str | os.PathLike, image: Sam2Image | None = None) -> Path:
         """Save the three feature maps with the image's size and hash, and the model's id (``.npz``)."""
-        import io
-
         state = self._need_image(image)
-        buffer = io.BytesIO()
-        np.savez(buffer, image_embed=state.image_embed, high_res_feats_0=state.high_res_feats[0],
-                 high_res_feats_1=state.high_res_feats[1], original_size=np.array(state.orig_hw),
-                 image_sha256=np.array(state.image_hash), model_sha256=np.array(self._model_id()))
-        return atomic_write_bytes(path, buffer.getvalue())
+        return self._write_embedding(path, state, {"image_embed": state.image_embed, "high_res_feats_0": state.high_res_feats[0],
+                                                   "high_res_feats_1": state.high_res_feats[1], "original_size": np.array(state.orig_hw)})
 
     def load_embedding(self, path: str | os.PathLike) -> Sam2Image:
         """Restore an embedding saved by :meth:`save_embedding` for this model as the current image."""
-        names = ("image_embed", "high_res_feats_0", "high_res_feats_1")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = [data[n] for n in names]
-                orig = tuple(int(v) for v in data["original_size"])
-                image_hash, model_id = str(data["image_sha256"]), str(data["model_sha256"])
-        except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
-            raise SegedgeError(f"{path} is not a SAM 2 embedding saved by segedge ({exc}); save one with Sam2.save_embedding") from exc
-        if model_id != self._model_id():
-            raise SegedgeError(f"{path} was computed by another model ({model_id[:12]}...), not {self.folder.path}; encode the image again")
-        for name, arr in zip(names, arrays):
-            if arr.shape != tuple(self.encoder.outputs[name]):
-                raise SegedgeError(f"{path} holds {name} of shape {arr.shape}, expected {self.encoder.outputs[name]}")
+        arrays, image_hash = self._read_embedding(path, ("image_embed", "high_res_feats_0", "high_res_feats_1", "original_size"))
+        orig = tuple(int(v) for v in arrays["original_size"])
         if len(orig) != 2 or min(orig) < 1:
             raise SegedgeError(f"{path} holds an impossible image size {orig}; encode the image again")
-        state = Sam2Image(arrays[0].astype(np.float32), (arrays[1].astype(np.float32), arrays[2].astype(np.float32)), orig, image_hash)
+        feats = tuple(arrays[n].astype(np.float32) for n in ("high_res_feats_0", "high_res_feats_1"))
+        state = Sam2Image(arrays["image_embed"].astype(np.float32), feats, orig, image_hash)
         self._local.image = state
         return state
 
@@ -313,18 +297,3 @@ def _ndim(value) -> int:
         return int(np.ndim(value))
     except (ValueError, TypeError):  # ragged
         return -1
-
-
-def segment_with_prompts(model: Sam2, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):
-    """One image, one prompt set -> a :class:`~segedge.runtime.result.Result` (what the CLI writes), as
-    :func:`segedge.runtime.sam.segment_with_prompts` does for SAM."""
-    source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
-    t0 = time.perf_counter()
-    rgb = read_image(image, model.max_pixels)
-    model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
-    read_ms = (time.perf_counter() - t0) * 1e3
-    state = model.embed(rgb)
-    model.timings["preprocess"] += read_ms
-    pred = model.predict_prediction(points, labels, None if boxes is None else np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-                                    multimask_output=multimask, image=state)
-    return prediction_result(model, rgb, pred, source)

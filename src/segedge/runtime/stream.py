@@ -86,28 +86,21 @@ def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina):
 
 
 def _sam_stages(model, points, labels, boxes, multimask):
-    from segedge.runtime.sam import Sam, prediction_result
-
-    def rows_for(hw):
-        """Checked prompt rows for the model's ``_predict_rows`` (SAM: original pixels; SAM 2: the 1024 frame)."""
-        if isinstance(model, Sam):
-            pts, lab, bxs, _ = model.check_prompts(hw, points, labels, boxes)
-            return [(pts, lab, b, None) for b in (bxs if bxs is not None else [None])]
-        return model.check_prompts(hw, points, labels, None if boxes is None else np.asarray(boxes, np.float64).reshape(-1, 4))
+    from segedge.runtime.sam import prediction_result
 
     def prepare(item):
         t0 = time.perf_counter()
         rgb, source = _read(model, item)
-        rows = rows_for(rgb.shape[:2])  # before the encoder runs
+        model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
         tensor, transform = model.preprocess(rgb)
-        return {"item": item, "rgb": rgb, "source": source, "tensor": tensor, "transform": transform, "rows": rows,
+        return {"item": item, "rgb": rgb, "source": source, "tensor": tensor, "transform": transform,
                 "timings": {"preprocess": _ms(t0)}}
 
     def infer(job):
         t0 = time.perf_counter()
         state = model.encode(job.pop("tensor"), job["transform"], job["rgb"])
         t1 = time.perf_counter()
-        job["pred"] = model._predict_rows(state, job["rows"], multimask)
+        job["pred"] = model.predict_prediction(points, labels, boxes, multimask_output=multimask, image=state)
         job["timings"].update(encoder=(t1 - t0) * 1e3, decoder=_ms(t1))
         return job
 

@@ -230,22 +230,16 @@ class SegmentService:
         if served.family in ("sam", "sam2"):
             if text:
                 raise PromptError("text prompts are for FastSAM models (with --clip); SAM takes points and a box")
+            from segedge.runtime.sam import prediction_result
+
             state, cached, encoder_ms = self._embedding(served, image_id)
             sam = served.model
             if labels is None and points is not None:
                 labels = [1] * len(points)
-            if served.family == "sam2":
-                pred = sam.predict_prediction(points, labels, box, multimask_output=bool(multimask), image=state)
-            else:
-                pred = sam.predict_batch(point_coords=None if points is None else [points], point_labels=None if points is None else [labels],
-                                         boxes=None if box is None else [box], multimask_output=bool(multimask), image=state)
-            decoder_ms = sam.timings.get("decoder", 0.0)
-            t1 = time.perf_counter()
-            roi = pred.roi_masks()
-            from segedge.runtime.result import Result
-
-            result = Result(None, roi.extents(), pred.scores.reshape(-1).astype(np.float32), np.zeros(len(roi), np.int64), roi, ["mask"])
-            timings = {"encoder": round(encoder_ms, 2), "decoder": round(decoder_ms, 2), "masks": _ms(t1)}
+            pred = sam.predict_prediction(points, labels, box, multimask_output=bool(multimask), image=state)
+            result = prediction_result(sam, None, pred, None)  # this thread's timings: decoder, then masks
+            timings = {"encoder": round(encoder_ms, 2), "decoder": round(result.timings["decoder"], 2),
+                       "masks": round(result.timings["masks"], 2)}
         else:
             if multimask:
                 raise PromptError("multimask is for SAM models; FastSAM picks from its own masks")
