@@ -509,12 +509,13 @@ def _segment_images(args, plan, run, model, backend: str) -> list[tuple[Path, st
     failures: list[tuple[Path, str]] = []
     try:
         for item, result in zip(plan, run([p.image for p in plan])):
-            try:
-                if isinstance(result, Failed):
-                    raise result.error
-                result.write(item.overlay, item.json, with_polygons=args.polygons)
-            except (SegedgeError, MemoryError, OSError) as exc:
-                message = result.message if isinstance(result, Failed) else _failure_message(exc)
+            message = _failure_message(result.error) if isinstance(result, Failed) else None
+            if message is None:
+                try:
+                    result.write(item.overlay, item.json, with_polygons=args.polygons)
+                except (SegedgeError, MemoryError, OSError) as exc:
+                    message = _failure_message(exc)
+            if message is not None:
                 failures.append((item.image, message))
                 progress.error(f"error: {item.image}: {message}")
                 if args.json_lines:

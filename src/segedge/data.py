@@ -65,6 +65,16 @@ def list_inputs(inputs: list[str]) -> list[str]:
     return sorted(dict.fromkeys(found))
 
 
+def _rows(part: Path, fmt: str, columns: list[str] | None = None) -> list[dict]:
+    """The records of one part file (Parquet: only ``columns`` when given, instances parsed back from JSON)."""
+    if fmt == "jsonl":
+        return [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(part, columns=columns).to_pylist()
+    return [dict(r, instances=json.loads(r["instances"]) if r.get("instances") else []) if "instances" in r else r for r in rows]
+
+
 def finished(out: str, fmt: str) -> set[str]:
     """Paths that earlier runs wrote an ``ok`` record for in ``out`` (unreadable files are skipped)."""
     done: set[str] = set()
@@ -73,16 +83,7 @@ def finished(out: str, fmt: str) -> set[str]:
         return done
     for part in folder.glob(f"part-*.{fmt}"):
         try:
-            if fmt == "jsonl":
-                for line in part.read_text(encoding="utf-8").splitlines():
-                    record = json.loads(line)
-                    if record.get("ok"):
-                        done.add(record["path"])
-            else:
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(part, columns=["path", "ok"])
-                done.update(p for p, ok in zip(table["path"].to_pylist(), table["ok"].to_pylist()) if ok)
+            done.update(r["path"] for r in _rows(part, fmt, ["path", "ok"]) if r.get("ok"))
         except (OSError, ValueError, KeyError) as exc:
             print(f"warning: skipping unreadable {part}: {exc}")
     return done
@@ -92,13 +93,7 @@ def read_results(out: str, fmt: str = "jsonl") -> dict[str, dict]:
     """Every record in ``out`` by path (a later ok record wins over an error)."""
     records: dict[str, dict] = {}
     for part in sorted(Path(out).glob(f"part-*.{fmt}")):
-        if fmt == "jsonl":
-            rows = [json.loads(line) for line in part.read_text(encoding="utf-8").splitlines()]
-        else:
-            import pyarrow.parquet as pq
-
-            rows = [dict(r, instances=json.loads(r["instances"]) if r.get("instances") else []) for r in pq.read_table(part).to_pylist()]
-        for row in rows:
+        for row in _rows(part, fmt):
             if row.get("ok") or row["path"] not in records:
                 records[row["path"]] = row
     return records

@@ -122,7 +122,22 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
-class VideoWriter:
+class _RenamedOnClose:
+    """A file written under a hidden temporary name (``tmp``) and renamed to ``path`` when closed."""
+
+    path: Path
+    tmp: Path
+
+    def _finish(self, keep: bool, written: int) -> Path | None:
+        """Move the file into place if ``keep`` and anything was ``written``; else delete it."""
+        if keep and written:
+            os.replace(self.tmp, self.path)
+            return self.path
+        self.tmp.unlink(missing_ok=True)
+        return None
+
+
+class VideoWriter(_RenamedOnClose):
     """An mp4 (or .avi) of annotated frames, renamed into place by :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike, fps: float, size_wh: tuple[int, int]):
@@ -148,14 +163,10 @@ class VideoWriter:
     def close(self, keep: bool = True) -> Path | None:
         """Finish the file and move it into place (``keep=False``: delete it)."""
         self.writer.release()
-        if keep and self.frames:
-            os.replace(self.tmp, self.path)
-            return self.path
-        self.tmp.unlink(missing_ok=True)
-        return None
+        return self._finish(keep, self.frames)
 
 
-class JsonLinesWriter:
+class JsonLinesWriter(_RenamedOnClose):
     """One JSON object per line, renamed into place by :meth:`close`."""
 
     def __init__(self, path: str | os.PathLike):
@@ -169,9 +180,6 @@ class JsonLinesWriter:
         self.lines += 1
 
     def close(self, keep: bool = True) -> Path | None:
+        """Finish the file and move it into place (``keep=False``: delete it)."""
         self.handle.close()
-        if keep and self.lines:
-            os.replace(self.tmp, self.path)
-            return self.path
-        self.tmp.unlink(missing_ok=True)
-        return None
+        return self._finish(keep, self.lines)

@@ -197,12 +197,9 @@ class SegmentService:
     def _embedding(self, served: ServedModel, image_id: str):
         """``(SamImage, cached, encoder ms)`` for a SAM model and an uploaded image (encoded once)."""
         key = ("embedding", served.name, image_id)
-        state = self.cache.get(key)
-        if state is not None:
-            return state, True, 0.0
-        rgb = self._image(image_id)
         t0 = time.perf_counter()
-        state, cached = self.cache.get_or_compute(key, lambda: served.model.embed(rgb), _embedding_bytes)
+        # the image is looked up only to compute: a cached embedding outlives its evicted image
+        state, cached = self.cache.get_or_compute(key, lambda: served.model.embed(self._image(image_id)), _embedding_bytes)
         return state, cached, 0.0 if cached else (time.perf_counter() - t0) * 1e3
 
     def encode(self, model: str | None, image_id: str) -> dict:
@@ -271,13 +268,10 @@ class SegmentService:
         checked = model.check_options(options.get("conf"), options.get("iou"), options.get("max_det"))
         retina = bool(options.get("retina", True))
         key = ("everything", served.name, image_id, checked["conf"], checked["iou"], checked["max_det"], retina)
-        result = self.cache.get(key)
-        if result is not None:
-            return result, True, {"model": 0.0}
-        rgb = self._image(image_id)
 
         def compute():
-            return model.everything(rgb, conf=checked["conf"], iou=checked["iou"], max_det=checked["max_det"], retina=retina)
+            return model.everything(self._image(image_id), conf=checked["conf"], iou=checked["iou"], max_det=checked["max_det"],
+                                    retina=retina)
 
         result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
         timings = {"model": 0.0} if cached else {k: round(v, 2) for k, v in result.timings.items()}
@@ -294,13 +288,10 @@ class SegmentService:
         if crops not in (0, 1, 2):
             raise PromptError(f"crop_layers must be 0, 1 or 2, got {crops!r}")
         key = ("everything", served.name, image_id, *(chosen[k] for k in SAM_EVERYTHING))
-        result = self.cache.get(key)
-        if result is not None:
-            return result, True, {"decoder": 0.0}
-        rgb = self._image(image_id)
-        state, _, encoder_ms = self._embedding(served, image_id)
 
         def compute():
+            rgb = self._image(image_id)
+            state, _, encoder_ms = self._embedding(served, image_id)
             generator = SamAutomaticMaskGenerator(
                 served.model, points_per_side=side, crop_n_layers=crops, min_mask_region_area=chosen["min_region_area"],
                 pred_iou_thresh=chosen["pred_iou_thresh"], stability_score_thresh=chosen["stability_score_thresh"],
