@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from segedge.errors import SegedgeError
 from segedge.manifest import load_model_folder
 from segedge.progress import Progress
 
@@ -27,7 +28,7 @@ def video_benchmark(model_dir, video, configs=None, max_frames: int | None = Non
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
     if family == "clip":
-        raise SystemExit(f"{model_dir} is a CLIP folder; bench --video needs a fastsam, sam or sam2 folder")
+        raise SegedgeError(f"{model_dir} is a CLIP folder; bench --video needs a fastsam, sam or sam2 folder")
     notes: list[str] = []
     if configs is None:
         configs, notes = bench_configs(folder.manifest)

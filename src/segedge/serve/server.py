@@ -65,16 +65,17 @@ def serve_forever(app, sock: socket.socket, announce=print, access_log: bool = F
     """Serve ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM (uvicorn's graceful shutdown);
     calls ``announce(url)`` once the server accepts connections."""
     server = _server(app, access_log)
+    asyncio.run(_serve(server, sock, lambda started: started and announce(url_of(sock))))
 
-    async def main():
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.01)
-        if server.started:
-            announce(url_of(sock))
-        await task
 
-    asyncio.run(main())
+async def _serve(server, sock: socket.socket, on_started) -> None:
+    """Run ``server`` on ``sock``; call ``on_started(started)`` once it accepts connections (True) or has
+    stopped without starting (False)."""
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    on_started(server.started)
+    await task
 
 
 @dataclass
@@ -104,17 +105,7 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float 
     server.install_signal_handlers = lambda: None  # not the main thread: signals stay with the caller (uvicorn < 0.29)
     ready = threading.Event()
 
-    def run():
-        async def main():
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            while not server.started and not task.done():
-                await asyncio.sleep(0.01)
-            ready.set()
-            await task
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=run, name="segedge-serve", daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(_serve(server, sock, lambda _: ready.set())), name="segedge-serve", daemon=True)
     thread.start()
     if not ready.wait(timeout) or not server.started:
         server.should_exit = True
