@@ -37,6 +37,8 @@ def test_runtime_preprocess_postprocess_import_without_torch():
         import segedge, segedge.runtime, segedge.preprocess, segedge.postprocess, segedge.models, segedge.cli
         import segedge.models.download, segedge.imageio, segedge.manifest, segedge.manifest_schema, segedge.outputs
         import segedge.runtime.sam_generator, segedge.postprocess.amg
+        import segedge.runtime.sam2, segedge.runtime.stream, segedge.runtime.pipeline, segedge.preprocess.resize_square
+        import segedge.videoio, segedge.data, segedge.serve.service, segedge.serve.app
         assert "torch" not in sys.modules and "onnx" not in sys.modules
         print("ok")
         """
