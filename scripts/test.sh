@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 export YOLO_OFFLINE=1            # ultralytics: never reach for the network
 export CI="${CI:-true}"          # OpenVINO / ultralytics telemetry off
 VENV="${SEGEDGE_TEST_VENV:-.venv-test}"
+# The venv (torch) takes about 7.5 GB and a test run about 6 GB more at its peak (exported models): say what is free.
+free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+tmp_kb=$(df -Pk "${TMPDIR:-/tmp}" | awk 'NR==2 {print $4}')
+echo "disk free: $((free_kb / 1048576)) GB here, $((tmp_kb / 1048576)) GB in ${TMPDIR:-/tmp}" >&2
+if [ "$free_kb" -lt 16000000 ] || [ "$tmp_kb" -lt 8000000 ]; then
+    echo "warning: the test run needs about 8 GB here for the venv and 6 GB in ${TMPDIR:-/tmp}; tests may fail with 'No space left on device'" >&2
+fi
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[all]"
 # SAM 2's reference for tests/test_sam2.py: the official sam2 package, built against the torch above and
