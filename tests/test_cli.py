@@ -19,7 +19,7 @@ def run(*args, check=False):
 def test_info_on_exported_folder(real_folder_640):
     out = run("info", real_folder_640, check=True).stdout
     assert "family fastsam, variant yolov8n-seg-coco" in out
-    assert "detections [1, 116, 8400]" in out and "prototypes [1, 32, 160, 160]" in out
+    assert "detections [1, 8400, 116]" in out and "prototypes [1, 160, 160, 32]" in out
     assert "model.onnx" in out and "model.bin" in out and "verified" in out
     assert "backend openvino: " in out and "backend onnxruntime: " in out
     data = json.loads(run("info", real_folder_640, "--json", check=True).stdout)

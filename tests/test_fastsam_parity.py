@@ -40,9 +40,17 @@ def runtimes(real_folder_640):
 
 
 def torch_outputs(model, tensor):
+    """ultralytics' own head: ``(detections (1, 4+nc+32, A), prototypes (1, 32, h, w))``."""
     with torch.no_grad():
         (det, proto), _ = model(torch.from_numpy(tensor))
     return det.numpy(), proto.numpy()
+
+
+def as_ultralytics_layout(runtime, det, proto):
+    """A runtime's raw outputs in ultralytics' layout, to compare with :func:`torch_outputs`."""
+    if runtime.output_layout == "channels_last":
+        return det.transpose(0, 2, 1), proto.transpose(0, 3, 1, 2)
+    return det, proto
 
 
 def test_manifest_of_real_export(real_folder_640):
@@ -51,7 +59,8 @@ def test_manifest_of_real_export(real_folder_640):
     assert m.classes[0] == "person"
     g = m.graphs["model"]
     assert [t.name for t in g.inputs] == ["images"] and g.inputs[0].shape == (1, 3, 640, 640)
-    assert [(t.name, t.shape) for t in g.outputs] == [("detections", (1, 116, 8400)), ("prototypes", (1, 32, 160, 160))]
+    assert [(t.name, t.shape) for t in g.outputs] == [("detections", (1, 8400, 116)), ("prototypes", (1, 160, 160, 32))]
+    assert m.params["output_layout"] == "channels_last"
     assert m.source["sha256"] == "420ff7644b470a1cf3f4372db53c01fcfc5004e78105a3982567072a6002e0d4"
     assert {"torch", "ultralytics", "onnx", "openvino"} <= set(m.exporter)
 
@@ -63,7 +72,7 @@ def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, r
         tensor, _ = runtimes["openvino"].preprocess(read_image(path))
         det_ref, proto_ref = torch_outputs(torch_model, tensor)
         for name, rt in runtimes.items():
-            det, proto = rt.infer(tensor)
+            det, proto = as_ultralytics_layout(rt, *rt.infer(tensor))
             box_err = np.abs(det[0, :4] - det_ref[0, :4]).max()  # pixels
             score_err = np.abs(det[0, 4:84] - det_ref[0, 4:84]).max()
             coef_err = np.abs(det[0, 84:] - det_ref[0, 84:]).max()
@@ -76,10 +85,11 @@ def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, r
         assert box_err < 2e-2 and score_err < 1e-3 and coef_err < 1e-2 and proto_err < 1e-2, (name, worst[name])
 
 
-@pytest.mark.parametrize("retina", [True, False])
-def test_postprocess_alone_matches_ultralytics(torch_model, reference, shared_images, retina):
+@pytest.mark.parametrize("retina,layout", [(True, "ultralytics"), (False, "ultralytics"), (True, "channels_last")])
+def test_postprocess_alone_matches_ultralytics(torch_model, reference, shared_images, retina, layout):
+    """The NumPy post-processing on the PyTorch model's own tensors vs ultralytics' predictor code
+    (``channels_last``: the same tensors transposed to segedge's export layout, contiguous)."""
     conf = 0.1  # low, for many overlapping detections
-    """The NumPy post-processing on the PyTorch model's own tensors vs ultralytics' predictor code."""
     reference_predict(reference, shared_images[0], 640, conf, IOU, retina=retina)  # builds reference.predictor
     predictor = reference.predictor
     predictor.set_prompts({})
@@ -92,12 +102,16 @@ def test_postprocess_alone_matches_ultralytics(torch_model, reference, shared_im
         # same kept anchors as ultralytics' NMS
         from segedge.postprocess.yolo_seg import decode_and_nms
 
-        cands = decode_and_nms(det, 80, conf, IOU, 300, agnostic=False)
+        if layout == "channels_last":
+            det_in, proto_in = np.ascontiguousarray(det.transpose(0, 2, 1)), np.ascontiguousarray(proto.transpose(0, 2, 3, 1))
+        else:
+            det_in, proto_in = det, proto
+        cands = decode_and_nms(det_in, 80, conf, IOU, 300, agnostic=False, layout=layout)
         _, ref_idx = ul_nms.non_max_suppression(torch.from_numpy(det), conf, IOU, agnostic=False, max_det=300, nc=80, return_idxs=True)
         np.testing.assert_array_equal(cands.anchors, ref_idx[0].numpy().reshape(-1).astype(np.int64))
         # whole post-processing through the predictor's own postprocess()
         ref = predictor.postprocess([torch.from_numpy(det), torch.from_numpy(proto)], torch.from_numpy(tensor), [np.ascontiguousarray(rgb[:, :, ::-1])])[0]
-        ours = instances_from_outputs(det, proto, geo, 80, conf, IOU, agnostic=False, retina=retina)
+        ours = instances_from_outputs(det_in, proto_in, geo, 80, conf, IOU, agnostic=False, retina=retina, layout=layout)
         boxes = fastsam_adjust_boxes(ours.boxes, geo.orig_hw)
         assert len(ours.scores) == len(ref)  
         np.testing.assert_allclose(boxes, ref.boxes.xyxy.numpy(), atol=0.01)
@@ -161,12 +175,37 @@ def test_end_to_end_real_checkpoint(runtimes, reference, shared_images, backend)
         assert value >= 0.98, (mode, means)
 
 
+def test_ultralytics_layout_folder_gives_the_same_masks(real_checkpoint, runtimes, shared_images, tmp_path):
+    """`--output-layout ultralytics` (and folders of earlier segedge versions, which have no
+    params.output_layout) run through the same runtime with the same results as the default layout."""
+    from segedge.export.fastsam import export_fastsam
+
+    folder = export_fastsam(real_checkpoint, tmp_path / "ul", imgsz=640, output_layout="ultralytics")
+    m = load_model_folder(folder).manifest
+    assert [t.shape for t in m.graphs["model"].outputs] == [(1, 116, 8400), (1, 32, 160, 160)]
+    data = json.loads((folder / "segedge.json").read_text())
+    del data["params"]["output_layout"]  # as written before the option existed
+    (folder / "segedge.json").write_text(json.dumps(data))
+    legacy = FastSam(folder, backend="onnxruntime", precision="f32")
+    assert legacy.output_layout == "ultralytics"
+    total = 0
+    for path in shared_images:
+        ours, theirs = runtimes["onnxruntime"].everything(path), legacy.everything(path)
+        assert len(ours) == len(theirs)
+        np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=0.05)
+        np.testing.assert_allclose(ours.scores, theirs.scores, atol=1e-5)
+        ious = [mask_iou(a, b) for a, b in zip(ours.masks, theirs.masks)]
+        assert min(ious, default=1.0) >= 0.995, ious
+        total += len(ious)
+    assert total >= 10
+
+
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, shared_images, backend):
     """FastSAM's real shape: one class, YOLOv8s-seg, 1024 input (seeded weights, low threshold)."""
     m = load_model_folder(seeded_folder_1024).manifest
     assert m.params["num_classes"] == 1 and m.classes == ["object"]
-    assert m.graphs["model"].outputs[0].shape == (1, 37, 21504) and m.graphs["model"].outputs[1].shape == (1, 32, 256, 256)
+    assert m.graphs["model"].outputs[0].shape == (1, 21504, 37) and m.graphs["model"].outputs[1].shape == (1, 256, 256, 32)
     model = FastSam(seeded_folder_1024, backend=backend, precision="f32")
     ref_model = ultralytics_fastsam(seeded_fastsam_s)
     means, counts = _agreement(model, ref_model, shared_images[:3], 1024, 0.3, IOU)

@@ -95,8 +95,10 @@ def test_bind_swaps_the_compiled_graph(int8_folder, shared_images):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "measured miss (issue 9, open): on this checkpoint int8 loses detections near the 0.4 confidence threshold; "
-    "COCO-mini best-match IoU f32 0.4114 vs int8 0.3529 (5 calibration photos), 0.3848 (6), 0.3766 (MinMax ranges)"))
+    "measured miss (issue 9, open): COCO-mini has 27 objects, and two of them are found by f32 at scores 0.43 and 0.50, "
+    "just over FastSAM's 0.4 threshold; int8 scores them 0.26 and 0.34 (class logits move by 0.2-0.7 std per image) "
+    "and loses them: best-match IoU f32 0.4114 vs int8 0.3529; the whole head kept float 0.3849; calibration with "
+    "flipped copies 0.4136 (within, by luck of one object); threshold-free mask AP50-95 f32 0.424 vs int8 0.394"))
 def test_int8_quality_against_ground_truth(int8_folder, coco_dir):
     """Real accuracy, not only agreement: COCO-mini best-match IoU of int8 within 0.01 of f32's."""
     folder, _ = int8_folder
@@ -139,7 +141,8 @@ def test_recipes_keep_coordinates_float(real_folder_640, tmp_path):
 
     yolo = onnx.load(str(real_folder_640 / "model.onnx"))
     decode = yolo_decode_nodes(yolo)
-    assert any("/dfl/" in n for n in decode) and decode
+    ops = {n.op_type for n in yolo.graph.node if n.name in decode}
+    assert {"Softmax", "MatMul", "Sub", "Add", "Mul"} <= ops, ops  # DFL expectation, ltrb -> xywh, times stride
     assert not any(b in n for n in decode for b in ("/cv2.", "/cv3.", "/cv4.", "/proto/"))
     folder = export_sam(make_sam_checkpoint(tmp_path / "t.pth", "tiny"), tmp_path / "sam")
     decoder = onnx.load(str(folder / "decoder.onnx"))

@@ -179,7 +179,9 @@ MANIFEST_EDITS = [
     ("graphs", [], "graphs must be an object, got list []"),
     ("graphs.model.outputs.0.name", "dets", "graphs.model has no tensor named 'detections'"),
     ("graphs.model.inputs.0.shape", [1, 3, 640, 641], "must be a square multiple of 32"),
-    ("graphs.model.inputs.0.shape", [1, 3, 512, 512], "tensor 'prototypes' has shape [1, 32, 160, 160], but a fastsam model needs [1, 32, 128, 128]"),
+    ("graphs.model.inputs.0.shape", [1, 3, 512, 512], "tensor 'prototypes' has shape [1, 160, 160, 32], but a fastsam model needs [1, 128, 128, 32]"),
+    ("params.output_layout", "nchw", "params.output_layout must be 'channels_last' or 'ultralytics', got 'nchw'"),
+    ("params.output_layout", "ultralytics", "tensor 'detections' has shape [1, 8400, 116], but a fastsam model needs [1, 116, N]"),
     ("graphs.model.openvino", "/etc/passwd.xml", "graphs.model.openvino must be a file name inside the model folder"),
     ("graphs.model.onnx", "../other/model.onnx", "graphs.model.onnx must be a file name inside the model folder"),
     ("classes", ["a", "b"], "classes has 2 names, but params.num_classes is 80"),
@@ -204,7 +206,7 @@ def test_consistent_edit_is_caught_by_the_graph_file(real_folder_640, tmp_path):
 
     def change(data):
         data["graphs"]["model"]["inputs"][0]["shape"] = [1, 3, 512, 512]
-        data["graphs"]["model"]["outputs"][1]["shape"] = [1, 32, 128, 128]
+        data["graphs"]["model"]["outputs"][1]["shape"] = [1, 128, 128, 32]
         data["preprocess"]["size"] = [512, 512]
 
     edit_manifest(folder, change)

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--out", required=True, help="model folder to write")
     fs.add_argument("--imgsz", type=int, default=1024, help="square input size in pixels, multiple of 32 (default 1024, FastSAM's)")
     fs.add_argument("--variant", help="name recorded in the manifest (default: the checkpoint's file name)")
+    fs.add_argument("--output-layout", choices=("channels_last", "ultralytics"), default="channels_last",
+                    help="channels_last (default, fastest on OpenVINO): detections (1, A, 4+nc+32), prototypes (1, S/4, S/4, 32); "
+                         "ultralytics: its own ONNX layout (1, 4+nc+32, A), (1, 32, S/4, S/4), for tools that expect it")
     fs.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     fs.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
 
@@ -343,7 +346,8 @@ def _export(args) -> int:
     t0 = time.perf_counter()
     if args.family == "fastsam":
         print(f"note: {UNPICKLE_WARNING}", file=sys.stderr)
-        out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify, overwrite=args.overwrite)
+        out = export_fastsam(checkpoint, args.out, args.imgsz, variant=args.variant, simplify=not args.no_simplify,
+                             overwrite=args.overwrite, output_layout=args.output_layout)
     elif args.family == "sam2":
         out = export_sam2(checkpoint, args.out, prompt_slots=args.prompt_slots, simplify=not args.no_simplify, overwrite=args.overwrite)
     elif args.family == "clip":

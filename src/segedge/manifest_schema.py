@@ -196,8 +196,15 @@ def _check_fastsam(f: _Fields, data: dict, shapes) -> None:
     _, _, s, s2 = _shape(f, shapes, "model", "images", (1, 3, None, None), what)
     if s != s2 or s % 32:
         f.fail("graphs.model tensor 'images'", f"must be a square multiple of 32, got {s}x{s2}")
-    _shape(f, shapes, "model", "detections", (1, 4 + nc + nm, None), what)
-    _shape(f, shapes, "model", "prototypes", (1, nm, s // 4, s // 4), what)
+    layout = params.get("output_layout", "ultralytics")
+    if layout == "channels_last":
+        _shape(f, shapes, "model", "detections", (1, None, 4 + nc + nm), what)
+        _shape(f, shapes, "model", "prototypes", (1, s // 4, s // 4, nm), what)
+    elif layout == "ultralytics":
+        _shape(f, shapes, "model", "detections", (1, 4 + nc + nm, None), what)
+        _shape(f, shapes, "model", "prototypes", (1, nm, s // 4, s // 4), what)
+    else:
+        f.fail("params.output_layout", f"must be 'channels_last' or 'ultralytics', got {layout!r}")
     _check_preprocess(f, data, s)
 
 

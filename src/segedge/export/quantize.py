@@ -113,7 +113,9 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
         model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
         subset_size=len(data),
         fast_bias_correction=recipe.fast_bias_correction,
-        ignored_scope=nncf.IgnoredScope(names=list(recipe.float_nodes), validate=False) if recipe.float_nodes else None,
+        # OpenVINO splits an ONNX Conv with a bias into "<name>/WithoutBiases" (the convolution) + "<name>" (the Add)
+        ignored_scope=nncf.IgnoredScope(names=[*recipe.float_nodes, *(f"{n}/WithoutBiases" for n in recipe.float_nodes)],
+                                        validate=False) if recipe.float_nodes else None,
     )
     if validation is None:
         quantized, method = nncf.quantize(model, dataset, **kwargs), "ptq"

@@ -82,13 +82,15 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
 
 def yolo_decode_nodes(model) -> tuple[str, ...]:
     """Nodes of a YOLO Detect/Segment head that decode boxes: everything inside the head's module
-    scope (``/model.N/``, the scope of the ``/dfl/`` nodes) that is not one of its conv branches
+    scope (``/model.N/``, the scope of its ``/dfl/`` or ``/cv2.`` nodes) that is not one of its conv branches
     (``cv2`` box, ``cv3`` class, ``cv4`` mask coefficients, ``proto``)."""
     names = [n.name for n in model.graph.node]
-    dfl = [n for n in names if "/dfl/" in n]
-    if not dfl:
+    # ultralytics' head decodes in its /dfl/ module; segedge's channels-last head (export/yolo_head.py)
+    # decodes in the head's own scope, which holds the /cv2./ box branch
+    marker = next((m for m in ("/dfl/", "/cv2.") for n in names if m in n), None)
+    if marker is None:
         return ()
-    scope = dfl[0].split("/dfl/")[0] + "/"
+    scope = next(n for n in names if marker in n).split(marker)[0] + "/"
     branches = ("/cv2.", "/cv3.", "/cv4.", "/proto/", "/one2one_cv")
     return tuple(n for n in names if n.startswith(scope) and not any(b in n[len(scope) - 1 :] for b in branches))
 

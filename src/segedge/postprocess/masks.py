@@ -159,12 +159,18 @@ def letterbox_axis_maps(proto_hw: tuple[int, int], input_hw: tuple[int, int]) ->
     return AxisMap.from_matrix(linear_matrix(mh, sh)), AxisMap.from_matrix(linear_matrix(mw, sw))
 
 
-def mask_logits(protos: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """``(N, mh, mw)`` float32 mask logits ``coeffs (N, C) @ protos (C, mh, mw)``."""
-    c, mh, mw = protos.shape
+def mask_logits(protos: np.ndarray, coeffs: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``(N, mh, mw)`` float32 mask logits ``coeffs (N, C) @ protos (C, mh * mw)``.
+
+    ``protos`` is the prototype matrix of :func:`~segedge.postprocess.yolo_seg.prototype_matrix` (it may be
+    a transposed view of channels-last prototypes; BLAS reads it as it lies); ``hw = (mh, mw)``.
+    """
+    c = protos.shape[0]
     if coeffs.shape[1] != c:
         raise ValueError(f"coefficients have {coeffs.shape[1]} columns but there are {c} prototypes")
-    return (coeffs.astype(np.float32, copy=False) @ protos.reshape(c, -1).astype(np.float32, copy=False)).reshape(-1, mh, mw)
+    if protos.shape[1] != hw[0] * hw[1]:
+        raise ValueError(f"prototype matrix has {protos.shape[1]} columns, not {hw[0]}x{hw[1]}")
+    return (coeffs.astype(np.float32, copy=False) @ protos.astype(np.float32, copy=False)).reshape(-1, *hw)
 
 
 def assemble_masks(

@@ -40,6 +40,7 @@ class FastSam(FolderModel):
         graph = self.folder.graph(GRAPH)
         self.input_hw = tuple(graph.input(INPUT).shape[2:])
         self.num_classes = int(m.params["num_classes"])
+        self.output_layout = str(m.params.get("output_layout", "ultralytics"))  # postprocess.yolo_seg.LAYOUTS
         self.names = list(m.classes) or [str(i) for i in range(self.num_classes)]
         self.defaults = {"conf": float(m.params.get("conf", 0.4)), "iou": float(m.params.get("iou", 0.9)), "max_det": int(m.params.get("max_det", 300))}
         self.pad_value = int(m.preprocess.get("pad_value", 114))
@@ -53,7 +54,8 @@ class FastSam(FolderModel):
         return to_nchw_float(padded, self.mean, self.std), geo
 
     def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the network: ``(detections (1, 4+nc+32, A), prototypes (1, 32, S/4, S/4))``, picked by name."""
+        """Run the network: ``(detections, prototypes)`` picked by name, in :attr:`output_layout`
+        (``"channels_last"``: ``(1, A, 4+nc+32)``, ``(1, S/4, S/4, 32)``; ``"ultralytics"``: transposed)."""
         out = self.backend.run({INPUT: tensor})
         return out[DETECTIONS], out[PROTOTYPES]
 
@@ -104,6 +106,7 @@ class FastSam(FolderModel):
         t2 = time.perf_counter()
         inst = instances_from_outputs(
             detections, prototypes, geo, self.num_classes, **options, agnostic=bool(agnostic), retina=bool(retina),
+            layout=self.output_layout,
         )
         boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw)
         timings = dict(timings or {})
