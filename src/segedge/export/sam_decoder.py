@@ -108,10 +108,17 @@ class PromptDecoder(nn.Module):
 
 
 def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):
-    """The mask decoder's last step: each mask token's MLP dotted with the upscaled embedding."""
+    """The mask decoder's last step: each mask token's MLP dotted with the upscaled embedding.
+
+    Computed pixel-major, ``(B, h*w, C) @ (B, C, M)``, then transposed: OpenVINO produces the upscaled
+    embedding channels-last, and segment-anything's ``(B, M, C) @ (B, C, h*w)`` made it reorder the
+    whole (B, 32, 256, 256) tensor to NCHW first (7.8 of 36 ms of MobileSAM's decoder, f32); now only
+    the (B, M, 256, 256) result is transposed. Same sums (float rounding differs by ~1e-6).
+    """
     hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
     b, c, h, w = upscaled.shape
-    return (hyper_in @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)
+    pixels = upscaled.permute(0, 2, 3, 1).reshape(b, h * w, c)
+    return (pixels @ hyper_in.transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w)
 
 
 class ImageEncoder(nn.Module):
