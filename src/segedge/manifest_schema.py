@@ -227,6 +227,28 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
                             ("mask_input", (b, 1, 256, 256)), ("has_mask_input", (b,)),
                             ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))):
             _shape(f, shapes, graph, name, shape, what)
+    _check_split_decoder(f, shapes, what, slots, batch)
+
+
+def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int) -> None:
+    """The optional per-image / per-prompt halves of the decoder (folders exported before them lack them)."""
+    split = [g for g in ("decoder_image", "decoder_prompt", "decoder_prompt_batch") if g in shapes]
+    if not split:
+        return
+    wanted = ["decoder_image", "decoder_prompt"] + (["decoder_prompt_batch"] if batch > 1 else [])
+    if sorted(split) != sorted(wanted):
+        f.fail("graphs", f"has {', '.join(split)}, but a split decoder needs exactly {', '.join(wanted)}")
+    _shape(f, shapes, "decoder_image", "image_embeddings", (1, 256, 64, 64), what)
+    tokens = _shape(f, shapes, "decoder_image", "image_tokens", (1, 4096, 256), what)
+    heads = _shape(f, shapes, "decoder_image", "t2i_keys", (1, None, 4096, None), what)
+    for graph, b in (("decoder_prompt", 1), ("decoder_prompt_batch", batch)) if batch > 1 else (("decoder_prompt", 1),):
+        _shape(f, shapes, graph, "image_tokens", tokens, what)
+        for name in ("t2i_keys", "t2i_values", "i2t_queries"):
+            _shape(f, shapes, "decoder_image", name, heads, what)
+            _shape(f, shapes, graph, name, heads, what)
+        for name, shape in (("point_coords", (b, slots, 2)), ("point_labels", (b, slots)),
+                            ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))):
+            _shape(f, shapes, graph, name, shape, what)
 
 
 def _check_sam2(f: _Fields, data: dict, shapes) -> None:

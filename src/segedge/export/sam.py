@@ -3,7 +3,9 @@
 ``encoder``: ``image (1, 3, 1024, 1024)`` (normalised with SAM's mean/std, zero-padded bottom-right)
 -> ``image_embeddings (1, 256, 64, 64)``. ``decoder``: one prompt set per call, for interactive clicks;
 ``decoder_batch``: the same network taking ``B`` prompt sets per call (``params.decoder_batch``), for
-many boxes at once and "segment everything". See :mod:`segedge.export.sam_decoder`.
+many boxes at once and "segment everything". ``decoder_image`` + ``decoder_prompt`` (and
+``decoder_prompt_batch``): the same decoder split into its per-image part and its per-prompt part,
+used for prompts without a mask input. See :mod:`segedge.export.sam_decoder`.
 Checkpoints are plain state dicts, loaded with ``weights_only=True``.
 """
 
@@ -28,6 +30,8 @@ DEFAULT_SLOTS = 16  # prompt tokens: a box (2) + up to 14 points, or up to 15 po
 DEFAULT_DECODER_BATCH = 1
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
+IMAGE_SIDE_OUTPUTS = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
+PROMPT_SIDE_INPUTS = [*IMAGE_SIDE_OUTPUTS, "point_coords", "point_labels"]
 
 
 def export_sam(
@@ -48,7 +52,7 @@ def export_sam(
     """
     import torch
 
-    from segedge.export.sam_decoder import ImageEncoder, PromptDecoder
+    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide, ImageEncoder, PromptDecoder
 
     if prompt_slots < 3:
         raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM's padding), got {prompt_slots}")
@@ -82,6 +86,15 @@ def export_sam(
         if decoder_batch > 1:
             graphs["decoder_batch"] = export_graph(PromptDecoder(sam).eval(), decoder_inputs(decoder_batch), folder,
                                                    "decoder_batch", DECODER_INPUTS, DECODER_OUTPUTS, simplify)
+        image_side = DecoderImageSide(sam).eval()
+        graphs["decoder_image"] = export_graph(image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"],
+                                               IMAGE_SIDE_OUTPUTS, simplify)
+        with torch.no_grad():
+            side = tuple(image_side(embeddings))
+        for name, batch in (("decoder_prompt", 1), ("decoder_prompt_batch", decoder_batch)):
+            if name == "decoder_prompt" or decoder_batch > 1:
+                graphs[name] = export_graph(DecoderPromptSide(sam).eval(), (*side, *decoder_inputs(batch)[1:3]), folder, name,
+                                            PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
         manifest = Manifest(
             family="sam",
             variant=arch.variant,

@@ -13,6 +13,12 @@ masks (measured in the tests).
 
 Outputs: ``low_res_masks (1, 4, 256, 256)`` logits and ``iou_predictions (1, 4)``; index 0 is the
 single-mask output, 1-3 the multimask outputs. Upscaling to the image happens in NumPy at run time.
+
+The same network also comes split in two (:class:`DecoderImageSide`, :class:`DecoderPromptSide`):
+without a mask input, the first two-way block's projections of the 4096 image tokens (token-to-image
+keys and values, image-to-token queries) depend only on the image, so they are computed once per
+image instead of once per prompt (MobileSAM, OpenVINO: 28.4 -> 21.0 ms per prompt in f32, 19.5 -> 14.2
+in bf16). Prompts with a mask input run the whole decoder.
 """
 
 from __future__ import annotations
@@ -37,47 +43,84 @@ def _attention(attn: nn.Module, q, k, v, key_bias=None):
     return attn.out_proj(attn._recombine_heads(out))
 
 
-def _two_way_block(block: nn.Module, queries, keys, query_pe, key_pe, token_bias):
-    """``TwoWayAttentionBlock.forward`` where tokens used as keys carry ``token_bias``."""
+def _heads(attn: nn.Module, x):
+    return attn._separate_heads(x, attn.num_heads)
+
+
+def _attention_projected(attn: nn.Module, q, k, v, key_bias=None):
+    """:func:`_attention` on queries, keys and values already projected and split into heads."""
+    scores = q @ k.permute(0, 1, 3, 2) / math.sqrt(q.shape[-1])
+    if key_bias is not None:
+        scores = scores + key_bias
+    return attn.out_proj(attn._recombine_heads(torch.softmax(scores, dim=-1) @ v))
+
+
+def image_projections(block: nn.Module, keys, key_pe):
+    """The image-only projections of a two-way block whose keys are still the image tokens:
+    ``(token-to-image keys, values, image-to-token queries)``, each ``(B, heads, HW, d)``."""
+    t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+    k = keys + key_pe
+    return _heads(t2i, t2i.k_proj(k)), _heads(t2i, t2i.v_proj(keys)), _heads(i2t, i2t.q_proj(k))
+
+
+def _two_way_block(block: nn.Module, queries, keys, query_pe, key_pe, token_bias, projections=None):
+    """``TwoWayAttentionBlock.forward`` where tokens used as keys carry ``token_bias``; ``projections``
+    (:func:`image_projections` of ``keys``) are used instead of projecting the image tokens here."""
     if block.skip_first_layer_pe:
         queries = _attention(block.self_attn, queries, queries, queries, token_bias)
     else:
         q = queries + query_pe
         queries = queries + _attention(block.self_attn, q, q, queries, token_bias)
     queries = block.norm1(queries)
-    q, k = queries + query_pe, keys + key_pe
-    queries = block.norm2(queries + _attention(block.cross_attn_token_to_image, q, k, keys))
+    t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+    if projections is None:
+        q, k = queries + query_pe, keys + key_pe
+        queries = block.norm2(queries + _attention(t2i, q, k, keys))
+        queries = block.norm3(queries + block.mlp(queries))
+        q, k = queries + query_pe, keys + key_pe
+        keys = block.norm4(keys + _attention(i2t, k, q, queries, token_bias))
+        return queries, keys
+    t2i_keys, t2i_values, i2t_queries = projections
+    queries = block.norm2(queries + _attention_projected(t2i, _heads(t2i, t2i.q_proj(queries + query_pe)), t2i_keys, t2i_values))
     queries = block.norm3(queries + block.mlp(queries))
-    q, k = queries + query_pe, keys + key_pe
-    keys = block.norm4(keys + _attention(block.cross_attn_image_to_token, k, q, queries, token_bias))
+    q = queries + query_pe
+    keys = block.norm4(keys + _attention_projected(i2t, i2t_queries, _heads(i2t, i2t.k_proj(q)), _heads(i2t, i2t.v_proj(queries)), token_bias))
     return queries, keys
 
 
 def prompt_embeddings(pe_enc: nn.Module, img_size: float, point_coords, point_labels, mask_input, has_mask_input):
     """``(sparse (B, S, C), dense (B, C, 64, 64))``: the prompt encoder's ``_embed_points`` (without
     its own padding: slots carry -1 where a pad token goes) and mask embedding, for SAM and SAM 2."""
+    sparse = point_embeddings(pe_enc, img_size, point_coords, point_labels)
+    has_mask = has_mask_input.reshape(-1, 1, 1, 1)
+    dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    return sparse, dense
+
+
+def point_embeddings(pe_enc: nn.Module, img_size: float, point_coords, point_labels):
+    """``sparse (B, S, C)``: the prompt tokens of points and box corners (see :func:`prompt_embeddings`)."""
     labels = point_labels.unsqueeze(-1)
     coords = (point_coords + 0.5) / img_size
     sparse = pe_enc.pe_layer._pe_encoding(coords) * (labels >= 0).to(coords.dtype)
     sparse = sparse + pe_enc.not_a_point_embed.weight * (labels == -1).to(coords.dtype)
     for i in range(pe_enc.num_point_embeddings):
         sparse = sparse + pe_enc.point_embeddings[i].weight * (labels == i).to(coords.dtype)
-    has_mask = has_mask_input.reshape(-1, 1, 1, 1)
-    dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
-    return sparse, dense
+    return sparse
 
 
-def masked_two_way_transformer(tr: nn.Module, src, key_pe, output_tokens, sparse, point_labels):
+def masked_two_way_transformer(tr: nn.Module, src, key_pe, output_tokens, sparse, point_labels, projections=None):
     """``TwoWayTransformer.forward`` on ``[output tokens, prompt tokens]`` where empty slots (label -2)
-    get no attention weight as keys: ``(queries (B, T, C), keys (B, HW, C))``."""
+    get no attention weight as keys: ``(queries (B, T, C), keys (B, HW, C))``. ``src`` is
+    ``(B, C, h, w)``, or the image tokens ``(1, HW, C)`` when ``projections`` (the first block's
+    :func:`image_projections`) are given."""
     tokens = torch.cat([output_tokens, sparse], dim=1)
     empty = (point_labels < -1.5).to(sparse.dtype)  # (B, S)
     token_bias = torch.cat([torch.zeros_like(output_tokens[:, :, 0]), empty * _MASKED], dim=1)[:, None, None, :]
-    keys = src.flatten(2).permute(0, 2, 1)
+    keys = src if projections is not None else src.flatten(2).permute(0, 2, 1)
     key_pe = key_pe.flatten(2).permute(0, 2, 1)
     queries = tokens
-    for layer in tr.layers:
-        queries, keys = _two_way_block(layer, queries, keys, tokens, key_pe, token_bias)
+    for i, layer in enumerate(tr.layers):
+        queries, keys = _two_way_block(layer, queries, keys, tokens, key_pe, token_bias, projections if i == 0 else None)
     q, k = queries + tokens, keys + key_pe
     queries = tr.norm_final_attn(queries + _attention(tr.final_attn_token_to_image, q, k, keys))
     return queries, keys
@@ -105,6 +148,49 @@ class PromptDecoder(nn.Module):
         mask_tokens_out = queries[:, 1 : 1 + dec.num_mask_tokens, :]
         upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         return hypernetwork_masks(dec, mask_tokens_out, upscaled), dec.iou_prediction_head(iou_token_out)
+
+
+class DecoderImageSide(nn.Module):
+    """The decoder's image-only part, run once per image: ``image_embeddings (1, 256, 64, 64)`` ->
+    ``image_tokens (1, 4096, 256)`` (embeddings + SAM's no-mask embedding, token-major) and the first
+    block's ``t2i_keys``, ``t2i_values``, ``i2t_queries`` ``(1, heads, 4096, d)``."""
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+
+    def forward(self, image_embeddings):
+        src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        tokens = src.flatten(2).permute(0, 2, 1)
+        key_pe = self.dense_pe.flatten(2).permute(0, 2, 1)
+        return (tokens, *image_projections(self.mask_decoder.transformer.layers[0], tokens, key_pe))
+
+
+class DecoderPromptSide(nn.Module):
+    """:class:`PromptDecoder` without a mask input, on :class:`DecoderImageSide`'s outputs:
+    ``(image_tokens, t2i_keys, t2i_values, i2t_queries, point_coords (B, S, 2), point_labels (B, S))``
+    -> ``(low_res_masks (B, 4, 256, 256), iou_predictions (B, 4))``."""
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.prompt_encoder = sam.prompt_encoder
+        self.mask_decoder = sam.mask_decoder
+        self.img_size = float(sam.image_encoder.img_size)
+        self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+
+    def forward(self, image_tokens, t2i_keys, t2i_values, i2t_queries, point_coords, point_labels):
+        dec = self.mask_decoder
+        sparse = point_embeddings(self.prompt_encoder, self.img_size, point_coords, point_labels)
+        b = point_coords.shape[0]
+        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
+        queries, keys = masked_two_way_transformer(dec.transformer, image_tokens, self.dense_pe, output_tokens, sparse, point_labels,
+                                                   projections=(t2i_keys, t2i_values, i2t_queries))
+        c, h, w = self.dense_pe.shape[1:]
+        upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
+        masks = hypernetwork_masks(dec, queries[:, 1 : 1 + dec.num_mask_tokens, :], upscaled)
+        return masks, dec.iou_prediction_head(queries[:, 0, :])
 
 
 def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):

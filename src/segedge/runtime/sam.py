@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,15 @@ class SamImage:
     """One encoded image: what every prompt on it needs. Immutable, so threads can share it.
 
     ``features (1, 256, 64, 64)`` float32 image embeddings; ``transform`` maps original pixels to
-    the encoder's 1024 frame; ``image_hash`` the sha256 of the RGB pixels and shape.
+    the encoder's 1024 frame; ``image_hash`` the sha256 of the RGB pixels and shape;
+    ``decoder_image``: the split decoder's per-image tensors (``image_tokens``, ``t2i_keys``,
+    ``t2i_values``, ``i2t_queries``) when the folder has one, else None.
     """
 
     features: np.ndarray
     transform: SamTransform
     image_hash: str
+    decoder_image: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -134,8 +137,24 @@ class Sam(PerThreadImage, FolderModel):
         self.decoder = self._compile("decoder")
         self.decoder_batch_size = int(m.params.get("decoder_batch", 1))
         self.decoder_batch = self._compile("decoder_batch") if self.decoder_batch_size > 1 else None
+        self.decoder_image = self.decoder_prompt = self.decoder_prompt_batch = None
+        if self._use_split_decoder(m):
+            self.decoder_image = self._compile("decoder_image")
+            self.decoder_prompt = self._compile("decoder_prompt")
+            if self.decoder_batch_size > 1:
+                self.decoder_prompt_batch = self._compile("decoder_prompt_batch")
         self.upscale_size = self.size  # masks: low-res -> 1024 frame -> crop -> original size
         self._local = threading.local()
+
+    def _use_split_decoder(self, m) -> bool:
+        """Whether prompts without a mask input run the split decoder (``decoder_image`` once per image,
+        ``decoder_prompt`` per prompt): when the folder has it, except where only the whole decoder has
+        an int8 version at the precision that runs (int8 there is faster than the split graphs in f32)."""
+        if "decoder_image" not in m.graphs or "decoder_prompt" not in m.graphs:
+            return False
+        if self.precision == "int8":
+            return m.int8_file("decoder", self.backend_name) is None or m.int8_file("decoder_prompt", self.backend_name) is not None
+        return True
 
     # -- image -----------------------------------------------------------------------------------
     def embed(self, image: ImageSource, image_format: str = "RGB") -> SamImage:
@@ -159,8 +178,15 @@ class Sam(PerThreadImage, FolderModel):
         return sam_preprocess(rgb, self.size, self.mean, self.std)
 
     def encode(self, tensor: np.ndarray, transform: SamTransform, rgb: np.ndarray) -> SamImage:
-        """Run the image encoder on a :meth:`preprocess` output of ``rgb``."""
-        return SamImage(self.encoder.run({"image": tensor})["image_embeddings"], transform, pixels_hash(rgb))
+        """Run the image encoder (and the split decoder's per-image part) on a :meth:`preprocess` output of ``rgb``."""
+        features = self.encoder.run({"image": tensor})["image_embeddings"]
+        return SamImage(features, transform, pixels_hash(rgb), self._decoder_image(features))
+
+    def _decoder_image(self, features: np.ndarray) -> dict | None:
+        """The split decoder's per-image tensors for ``features``, or None without a split decoder."""
+        if self.decoder_image is None:
+            return None
+        return dict(self.decoder_image.run({"image_embeddings": features}))
 
     def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
         """Encode an image and make it this thread's current image (see :meth:`embed`)."""
@@ -192,7 +218,8 @@ class Sam(PerThreadImage, FolderModel):
         inp = tuple(int(v) for v in arrays["input_size"])
         if len(orig) != 2 or len(inp) != 2 or min(orig + inp) < 1 or max(inp) > self.size:
             raise SegedgeError(f"{path} holds impossible image sizes (original {orig}, input {inp}); encode the image again")
-        state = SamImage(arrays["image_embeddings"].astype(np.float32), SamTransform(orig, inp, self.size), image_hash)
+        features = arrays["image_embeddings"].astype(np.float32)
+        state = SamImage(features, SamTransform(orig, inp, self.size), image_hash, self._decoder_image(features))
         self._local.image = state
         return state
 
@@ -280,33 +307,31 @@ class Sam(PerThreadImage, FolderModel):
 
     def _predict_rows(self, state: SamImage, rows: list, multimask_output: bool) -> SamPrediction:
         """Decode checked prompt rows ``(points, labels, box, mask_input)``: batched calls of ``B`` rows while
-        enough rows remain, single calls for a short remainder (cheaper than a padded batch)."""
+        enough rows remain, single calls for a short remainder (cheaper than a padded batch). Rows without
+        a mask input run the split decoder's per-prompt part when the image has its per-image part."""
         t0 = time.perf_counter()
+        split = state.decoder_image is not None and self.decoder_prompt is not None and all(row[3] is None for row in rows)
+        single, batched = (self.decoder_prompt, self.decoder_prompt_batch) if split else (self.decoder, self.decoder_batch)
         lows, ious = [], []
         start, b = 0, self.decoder_batch_size
         while start < len(rows):
             left = len(rows) - start
-            if self.decoder_batch is not None and left > b * SINGLE_CALL_SHARE:
-                chunk = rows[start : start + b]
-                feed = self._stack_inputs(state, chunk, b)
-                out = self.decoder_batch.run(feed)
-                lows.append(out["low_res_masks"][: len(chunk)])
-                ious.append(out["iou_predictions"][: len(chunk)])
-                start += len(chunk)
-            else:
-                out = self.decoder.run(self._stack_inputs(state, rows[start : start + 1], 1))
-                lows.append(out["low_res_masks"])
-                ious.append(out["iou_predictions"])
-                start += 1
+            n = b if batched is not None and left > b * SINGLE_CALL_SHARE else 1
+            chunk = rows[start : start + n]
+            out = (batched if n > 1 else single).run(self._stack_inputs(state, chunk, n, split))
+            lows.append(out["low_res_masks"][: len(chunk)])
+            ious.append(out["iou_predictions"][: len(chunk)])
+            start += len(chunk)
         pick = slice(1, None) if multimask_output else slice(0, 1)
         self.timings["decoder"] = (time.perf_counter() - t0) * 1e3
         return SamPrediction(np.concatenate(lows)[:, pick], np.concatenate(ious)[:, pick], state, self.size, self.mask_threshold)
 
-    def _stack_inputs(self, state: SamImage, rows: list, batch: int) -> dict[str, np.ndarray]:
-        """Decoder inputs for ``rows`` padded to ``batch`` rows (padding rows: every slot empty)."""
+    def _stack_inputs(self, state: SamImage, rows: list, batch: int, split: bool = False) -> dict[str, np.ndarray]:
+        """Decoder inputs for ``rows`` padded to ``batch`` rows (padding rows: every slot empty); for the
+        split decoder's per-prompt part when ``split``."""
         feeds = [self.decoder_inputs(*row, image=state) for row in rows]
         out = {}
-        for name in ("point_coords", "point_labels", "mask_input", "has_mask_input"):
+        for name in ("point_coords", "point_labels") if split else ("point_coords", "point_labels", "mask_input", "has_mask_input"):
             stacked = np.concatenate([f[name] for f in feeds])
             if batch > len(rows):
                 pad = np.zeros((batch - len(rows), *stacked.shape[1:]), np.float32)
@@ -314,7 +339,10 @@ class Sam(PerThreadImage, FolderModel):
                     pad[:] = EMPTY
                 stacked = np.concatenate([stacked, pad])
             out[name] = stacked
-        out["image_embeddings"] = state.features
+        if split:
+            out.update(state.decoder_image)
+        else:
+            out["image_embeddings"] = state.features
         return out
 
     def check_prompts(self, image_hw, point_coords=None, point_labels=None, box=None, mask_input=None):
