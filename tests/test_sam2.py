@@ -67,12 +67,21 @@ def test_sam21_tiny_matches_sam2_image_predictor(sam2_tiny_ckpt, sam2_tiny_folde
     ours = Sam2(sam2_tiny_folder, backend, precision="f32")
     ours.set_image(bus_rgb)
     assert np.abs(ours.get_image_embedding() - ref.get_image_embedding().numpy()).max() < 1e-4
+    # prompts without a mask input run the split decoder's per-prompt part; refinements the whole decoder
+    calls = {"decoder_prompt": 0, "decoder": 0}
+    for name in calls:
+        backend_of = getattr(ours, name)
+        run = backend_of.run
+        backend_of.run = lambda feed, run=run, name=name: (calls.__setitem__(name, calls[name] + 1), run(feed))[1]
+    assert ours.image.decoder_image is not None
     for case in CASES:
         low = _compare(ref, ours, case)
+    assert calls == {"decoder_prompt": len(CASES) + 1, "decoder": 0}, calls  # 2 boxes in one case
     # refinement: the previous call's low-res logits as mask_input
     low = _compare(ref, ours, dict(point_coords=[[400, 500]], point_labels=[1], multimask_output=False))
     _compare(ref, ours, dict(point_coords=[[420, 520]], point_labels=[1], mask_input=low, multimask_output=False))
     _compare(ref, ours, dict(mask_input=low, multimask_output=False))  # a mask alone: no points, no pad token
+    assert calls["decoder"] == 2
     logits, _, _ = ours.predict(point_coords=[[400, 500]], point_labels=[1], return_logits=True)
     masks, _, _ = ours.predict(point_coords=[[400, 500]], point_labels=[1])
     assert logits.dtype == np.float32 and ((logits > 0) == masks).all()

@@ -73,7 +73,7 @@ def test_padding_slots_are_masked_out(tiny_ckpt):
     from segedge.export.sam_decoder import PromptDecoder
 
     sam, _ = load_sam(tiny_ckpt)
-    dec = PromptDecoder(sam).eval()
+    dec = PromptDecoder.of_sam(sam).eval()
     torch.manual_seed(1)
     emb = torch.randn(1, 256, 64, 64)
     pts = torch.tensor([[[100.0, 200.0], [500.0, 600.0]]])

@@ -230,7 +230,8 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
     _check_split_decoder(f, shapes, what, slots, batch)
 
 
-def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int) -> None:
+def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int = 1, image_input: str = "image_embeddings",
+                         extra_inputs: tuple = (), extra_outputs: tuple = ()) -> None:
     """The optional per-image / per-prompt halves of the decoder (folders exported before them lack them)."""
     split = [g for g in ("decoder_image", "decoder_prompt", "decoder_prompt_batch") if g in shapes]
     if not split:
@@ -238,7 +239,7 @@ def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int) 
     wanted = ["decoder_image", "decoder_prompt"] + (["decoder_prompt_batch"] if batch > 1 else [])
     if sorted(split) != sorted(wanted):
         f.fail("graphs", f"has {', '.join(split)}, but a split decoder needs exactly {', '.join(wanted)}")
-    _shape(f, shapes, "decoder_image", "image_embeddings", (1, 256, 64, 64), what)
+    _shape(f, shapes, "decoder_image", image_input, (1, 256, 64, 64), what)
     tokens = _shape(f, shapes, "decoder_image", "image_tokens", (1, 4096, 256), what)
     heads = _shape(f, shapes, "decoder_image", "t2i_keys", (1, None, 4096, None), what)
     for graph, b in (("decoder_prompt", 1), ("decoder_prompt_batch", batch)) if batch > 1 else (("decoder_prompt", 1),):
@@ -247,7 +248,7 @@ def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int) 
             _shape(f, shapes, "decoder_image", name, heads, what)
             _shape(f, shapes, graph, name, heads, what)
         for name, shape in (("point_coords", (b, slots, 2)), ("point_labels", (b, slots)),
-                            ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))):
+                            ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))) + extra_inputs + extra_outputs:
             _shape(f, shapes, graph, name, shape, what)
 
 
@@ -270,6 +271,8 @@ def _check_sam2(f: _Fields, data: dict, shapes) -> None:
         if (name, shape) in feats:
             _shape(f, shapes, "encoder", name, shape, what)
         _shape(f, shapes, "decoder", name, shape, what)
+    _check_split_decoder(f, shapes, what, slots, image_input="image_embed", extra_inputs=feats[1:],
+                         extra_outputs=(("object_score_logits", (1, 1)),))
 
 
 def _check_clip(f: _Fields, data: dict, shapes) -> None:

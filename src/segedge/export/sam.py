@@ -81,19 +81,19 @@ def export_sam(
             # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
             export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify, openvino=False)
         graphs = {"encoder": encoder}
-        graphs["decoder"] = export_graph(PromptDecoder(sam).eval(), decoder_inputs(1), folder, "decoder",
+        graphs["decoder"] = export_graph(PromptDecoder.of_sam(sam).eval(), decoder_inputs(1), folder, "decoder",
                                          DECODER_INPUTS, DECODER_OUTPUTS, simplify)
         if decoder_batch > 1:
-            graphs["decoder_batch"] = export_graph(PromptDecoder(sam).eval(), decoder_inputs(decoder_batch), folder,
+            graphs["decoder_batch"] = export_graph(PromptDecoder.of_sam(sam).eval(), decoder_inputs(decoder_batch), folder,
                                                    "decoder_batch", DECODER_INPUTS, DECODER_OUTPUTS, simplify)
-        image_side = DecoderImageSide(sam).eval()
+        image_side = DecoderImageSide.of_sam(sam).eval()
         graphs["decoder_image"] = export_graph(image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"],
                                                IMAGE_SIDE_OUTPUTS, simplify)
         with torch.no_grad():
             side = tuple(image_side(embeddings))
         for name, batch in (("decoder_prompt", 1), ("decoder_prompt_batch", decoder_batch)):
             if name == "decoder_prompt" or decoder_batch > 1:
-                graphs[name] = export_graph(DecoderPromptSide(sam).eval(), (*side, *decoder_inputs(batch)[1:3]), folder, name,
+                graphs[name] = export_graph(DecoderPromptSide.of_sam(sam).eval(), (*side, *decoder_inputs(batch)[1:3]), folder, name,
                                             PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
         manifest = Manifest(
             family="sam",

@@ -20,6 +20,8 @@ DEFAULT_SLOTS = 16  # a box (2) + up to 13 points + SAM 2's "not a point" token
 ENCODER_OUTPUTS = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
 DECODER_INPUTS = ENCODER_OUTPUTS + ["point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions", "object_score_logits"]
+IMAGE_SIDE_OUTPUTS = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
+PROMPT_SIDE_INPUTS = [*IMAGE_SIDE_OUTPUTS, "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -29,7 +31,8 @@ def export_sam2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, pr
     """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder."""
     import torch
 
-    from segedge.export.sam2_modules import Sam2ImageEncoder, Sam2PromptDecoder
+    from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, Sam2PromptDecoder, decoder_parts
+    from segedge.export.sam_decoder import DecoderImageSide
 
     if prompt_slots < 3:
         raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM 2's pad token), got {prompt_slots}")
@@ -44,9 +47,16 @@ def export_sam2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, pr
     with staging_folder(out_dir, overwrite) as folder:
         graphs = {
             "encoder": export_graph(encoder, (image,), folder, "encoder", ["image"], ENCODER_OUTPUTS, simplify),
-            "decoder": export_graph(Sam2PromptDecoder(model).eval(), decoder_inputs, folder, "decoder", DECODER_INPUTS,
+            "decoder": export_graph(Sam2PromptDecoder(*decoder_parts(model)).eval(), decoder_inputs, folder, "decoder", DECODER_INPUTS,
                                     DECODER_OUTPUTS, simplify),
         }
+        # the split decoder (segedge.export.sam_decoder): per image, then per prompt without a mask input
+        image_side = DecoderImageSide(*decoder_parts(model)).eval()
+        graphs["decoder_image"] = export_graph(image_side, (feats[0],), folder, "decoder_image", ["image_embed"], IMAGE_SIDE_OUTPUTS, simplify)
+        with torch.no_grad():
+            side = tuple(image_side(feats[0]))
+        graphs["decoder_prompt"] = export_graph(Sam2DecoderPromptSide(*decoder_parts(model)).eval(), (*side, *feats[1:], *decoder_inputs[3:5]),
+                                                folder, "decoder_prompt", PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
         dec = model.sam_mask_decoder
         manifest = Manifest(
             family="sam2",

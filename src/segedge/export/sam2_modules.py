@@ -4,12 +4,16 @@ Encoder: ``image (1, 3, 1024, 1024)`` (SAM2Transforms' output) -> ``image_embed 
 (``no_mem_embed`` added, as ``SAM2ImagePredictor.set_image`` does), ``high_res_feats_0 (1, 32, 256, 256)``
 and ``high_res_feats_1 (1, 64, 128, 128)`` (already through the decoder's ``conv_s0`` / ``conv_s1``).
 
-Decoder: those three, ``point_coords (1, S, 2)`` xy in the 1024 frame, ``point_labels (1, S)``,
+Decoder (``decoder``): those three, ``point_coords (1, S, 2)`` xy in the 1024 frame, ``point_labels (1, S)``,
 ``mask_input (1, 1, 256, 256)``, ``has_mask_input (1,)`` -> ``low_res_masks (1, 4, 256, 256)``,
 ``iou_predictions (1, 4)``, ``object_score_logits (1, 1)``. Labels as for SAM 1
 (:mod:`segedge.export.sam_decoder`): 1/0 points, 2/3 box corners, -1 the "not a point" token that
 SAM 2 always appends, -2 an empty slot masked out of attention. All four mask tokens come out: the
 multimask choice (and SAM 2's dynamic fallback for a single mask) is made at run time in NumPy.
+
+Split decoder, as for SAM 1 (:class:`~segedge.export.sam_decoder.DecoderImageSide` on ``image_embed``,
+once per image; :class:`Sam2DecoderPromptSide` per prompt without a mask input, which also takes the
+two high-res feature maps).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segedge.export.sam_decoder import hypernetwork_masks, masked_two_way_transformer, prompt_embeddings
+from segedge.export.sam_decoder import DecoderModule, hypernetwork_masks, masked_two_way_transformer, prompt_embeddings, prompt_side_transformer
 
 FEATURE_SIZES = ((256, 256), (128, 128), (64, 64))
 
@@ -36,34 +40,46 @@ class Sam2ImageEncoder(nn.Module):
         return feats[2], feats[0], feats[1]
 
 
-class Sam2PromptDecoder(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.prompt_encoder = model.sam_prompt_encoder
-        self.mask_decoder = model.sam_mask_decoder
-        self.img_size = float(model.image_size)
-        self.register_buffer("dense_pe", model.sam_prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+def decoder_parts(model: nn.Module) -> tuple:
+    """``(prompt_encoder, mask_decoder, img_size)`` of a SAM 2 model, for :class:`DecoderModule` graphs."""
+    return model.sam_prompt_encoder, model.sam_mask_decoder, model.image_size
 
+
+class Sam2PromptDecoder(DecoderModule):
     def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input):
         dec = self.mask_decoder
         sparse, dense = prompt_embeddings(self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input)
-        tokens = [dec.obj_score_token.weight] if dec.pred_obj_scores else []
-        output_tokens = torch.cat(tokens + [dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+        output_tokens = torch.cat(_extra_tokens(dec) + [dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
         output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
-        src = image_embed + dense
-        b, c, h, w = src.shape
-        queries, keys = masked_two_way_transformer(dec.transformer, src, self.dense_pe, output_tokens, sparse, point_labels)
-        s = 1 if dec.pred_obj_scores else 0
-        iou_token_out = queries[:, s, :]
-        mask_tokens_out = queries[:, s + 1 : s + 1 + dec.num_mask_tokens, :]
-        src = keys.transpose(1, 2).reshape(b, c, h, w)
-        dc1, ln1, act1, dc2, act2 = dec.output_upscaling
-        upscaled = act1(ln1(dc1(src) + high_res_feats_1))
-        upscaled = act2(dc2(upscaled) + high_res_feats_0)
-        masks = hypernetwork_masks(dec, mask_tokens_out, upscaled)
-        iou = dec.iou_prediction_head(iou_token_out)
-        if dec.pred_obj_scores:
-            obj = dec.pred_obj_score_head(queries[:, 0, :])
-        else:
-            obj = 10.0 * torch.ones_like(iou[:, :1])
-        return masks, iou, obj
+        queries, keys = masked_two_way_transformer(dec.transformer, image_embed + dense, self.dense_pe, output_tokens, sparse, point_labels)
+        return _heads_out(dec, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
+
+
+class Sam2DecoderPromptSide(DecoderModule):
+    """``(image_tokens, t2i_keys, t2i_values, i2t_queries, high_res_feats_0, high_res_feats_1, point_coords,
+    point_labels)`` -> the decoder's three outputs, for prompts without a mask input."""
+
+    def forward(self, image_tokens, t2i_keys, t2i_values, i2t_queries, high_res_feats_0, high_res_feats_1, point_coords, point_labels):
+        dec = self.mask_decoder
+        queries, keys = prompt_side_transformer(self, (image_tokens, t2i_keys, t2i_values, i2t_queries), point_coords, point_labels,
+                                                _extra_tokens(dec))
+        return _heads_out(dec, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
+
+
+def _extra_tokens(dec: nn.Module) -> list:
+    return [dec.obj_score_token.weight] if dec.pred_obj_scores else []
+
+
+def _heads_out(dec: nn.Module, dense_pe, queries, keys, high_res_feats_0, high_res_feats_1):
+    """SAM 2's mask decoder after its transformer: upscaling with the high-res features, masks, IoU and
+    object score from the output tokens."""
+    s = 1 if dec.pred_obj_scores else 0
+    c, h, w = dense_pe.shape[1:]
+    src = keys.transpose(1, 2).reshape(keys.shape[0], c, h, w)
+    dc1, ln1, act1, dc2, act2 = dec.output_upscaling
+    upscaled = act1(ln1(dc1(src) + high_res_feats_1))
+    upscaled = act2(dc2(upscaled) + high_res_feats_0)
+    masks = hypernetwork_masks(dec, queries[:, s + 1 : s + 1 + dec.num_mask_tokens, :], upscaled)
+    iou = dec.iou_prediction_head(queries[:, s, :])
+    obj = dec.pred_obj_score_head(queries[:, 0, :]) if dec.pred_obj_scores else 10.0 * torch.ones_like(iou[:, :1])
+    return masks, iou, obj

@@ -126,15 +126,24 @@ def masked_two_way_transformer(tr: nn.Module, src, key_pe, output_tokens, sparse
     return queries, keys
 
 
-class PromptDecoder(nn.Module):
-    """Prompt encoder + mask decoder of a segment-anything ``Sam`` with masked empty slots."""
+class DecoderModule(nn.Module):
+    """A graph over a SAM-family prompt encoder and mask decoder (SAM's, or SAM 2's ``sam_*`` ones):
+    ``prompt_encoder``, ``mask_decoder``, ``img_size`` (pixels) and the constant ``dense_pe``."""
 
-    def __init__(self, sam: nn.Module):
+    def __init__(self, prompt_encoder: nn.Module, mask_decoder: nn.Module, img_size: float):
         super().__init__()
-        self.prompt_encoder = sam.prompt_encoder
-        self.mask_decoder = sam.mask_decoder
-        self.img_size = float(sam.image_encoder.img_size)
-        self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.img_size = float(img_size)
+        self.register_buffer("dense_pe", prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+
+    @classmethod
+    def of_sam(cls, sam: nn.Module):
+        return cls(sam.prompt_encoder, sam.mask_decoder, sam.image_encoder.img_size)
+
+
+class PromptDecoder(DecoderModule):
+    """Prompt encoder + mask decoder of a segment-anything ``Sam`` with masked empty slots."""
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
         dec = self.mask_decoder
@@ -150,16 +159,10 @@ class PromptDecoder(nn.Module):
         return hypernetwork_masks(dec, mask_tokens_out, upscaled), dec.iou_prediction_head(iou_token_out)
 
 
-class DecoderImageSide(nn.Module):
+class DecoderImageSide(DecoderModule):
     """The decoder's image-only part, run once per image: ``image_embeddings (1, 256, 64, 64)`` ->
-    ``image_tokens (1, 4096, 256)`` (embeddings + SAM's no-mask embedding, token-major) and the first
-    block's ``t2i_keys``, ``t2i_values``, ``i2t_queries`` ``(1, heads, 4096, d)``."""
-
-    def __init__(self, sam: nn.Module):
-        super().__init__()
-        self.prompt_encoder = sam.prompt_encoder
-        self.mask_decoder = sam.mask_decoder
-        self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
+    ``image_tokens (1, 4096, 256)`` (embeddings + the no-mask embedding, token-major) and the first
+    block's ``t2i_keys``, ``t2i_values``, ``i2t_queries`` ``(1, heads, 4096, d)``. SAM and SAM 2."""
 
     def forward(self, image_embeddings):
         src = image_embeddings + self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
@@ -168,29 +171,31 @@ class DecoderImageSide(nn.Module):
         return (tokens, *image_projections(self.mask_decoder.transformer.layers[0], tokens, key_pe))
 
 
-class DecoderPromptSide(nn.Module):
+class DecoderPromptSide(DecoderModule):
     """:class:`PromptDecoder` without a mask input, on :class:`DecoderImageSide`'s outputs:
     ``(image_tokens, t2i_keys, t2i_values, i2t_queries, point_coords (B, S, 2), point_labels (B, S))``
     -> ``(low_res_masks (B, 4, 256, 256), iou_predictions (B, 4))``."""
 
-    def __init__(self, sam: nn.Module):
-        super().__init__()
-        self.prompt_encoder = sam.prompt_encoder
-        self.mask_decoder = sam.mask_decoder
-        self.img_size = float(sam.image_encoder.img_size)
-        self.register_buffer("dense_pe", sam.prompt_encoder.get_dense_pe().detach().clone(), persistent=False)
-
     def forward(self, image_tokens, t2i_keys, t2i_values, i2t_queries, point_coords, point_labels):
         dec = self.mask_decoder
-        sparse = point_embeddings(self.prompt_encoder, self.img_size, point_coords, point_labels)
-        b = point_coords.shape[0]
-        output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0).expand(b, -1, -1)
-        queries, keys = masked_two_way_transformer(dec.transformer, image_tokens, self.dense_pe, output_tokens, sparse, point_labels,
-                                                   projections=(t2i_keys, t2i_values, i2t_queries))
+        queries, keys = prompt_side_transformer(self, (image_tokens, t2i_keys, t2i_values, i2t_queries), point_coords, point_labels, [])
+        b = queries.shape[0]
         c, h, w = self.dense_pe.shape[1:]
         upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
         masks = hypernetwork_masks(dec, queries[:, 1 : 1 + dec.num_mask_tokens, :], upscaled)
         return masks, dec.iou_prediction_head(queries[:, 0, :])
+
+
+def prompt_side_transformer(module: DecoderModule, image_side: tuple, point_coords, point_labels, extra_tokens: list):
+    """The two-way transformer of the per-prompt part: ``extra_tokens`` (SAM 2's object-score token) go
+    before the IoU and mask tokens. ``(queries (B, T, C), keys (B, HW, C))``."""
+    dec = module.mask_decoder
+    sparse = point_embeddings(module.prompt_encoder, module.img_size, point_coords, point_labels)
+    output_tokens = torch.cat([*extra_tokens, dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+    output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
+    tokens, *projections = image_side
+    return masked_two_way_transformer(dec.transformer, tokens, module.dense_pe, output_tokens, sparse, point_labels,
+                                      projections=tuple(projections))
 
 
 def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):

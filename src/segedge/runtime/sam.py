@@ -138,23 +138,13 @@ class Sam(PerThreadImage, FolderModel):
         self.decoder_batch_size = int(m.params.get("decoder_batch", 1))
         self.decoder_batch = self._compile("decoder_batch") if self.decoder_batch_size > 1 else None
         self.decoder_image = self.decoder_prompt = self.decoder_prompt_batch = None
-        if self._use_split_decoder(m):
+        if use_split_decoder(m, self.precision, self.backend_name):
             self.decoder_image = self._compile("decoder_image")
             self.decoder_prompt = self._compile("decoder_prompt")
             if self.decoder_batch_size > 1:
                 self.decoder_prompt_batch = self._compile("decoder_prompt_batch")
         self.upscale_size = self.size  # masks: low-res -> 1024 frame -> crop -> original size
         self._local = threading.local()
-
-    def _use_split_decoder(self, m) -> bool:
-        """Whether prompts without a mask input run the split decoder (``decoder_image`` once per image,
-        ``decoder_prompt`` per prompt): when the folder has it, except where only the whole decoder has
-        an int8 version at the precision that runs (int8 there is faster than the split graphs in f32)."""
-        if "decoder_image" not in m.graphs or "decoder_prompt" not in m.graphs:
-            return False
-        if self.precision == "int8":
-            return m.int8_file("decoder", self.backend_name) is None or m.int8_file("decoder_prompt", self.backend_name) is not None
-        return True
 
     # -- image -----------------------------------------------------------------------------------
     def embed(self, image: ImageSource, image_format: str = "RGB") -> SamImage:
@@ -402,6 +392,17 @@ class Sam(PerThreadImage, FolderModel):
             "mask_input": low[None] if low is not None else np.zeros((1, 1, 256, 256), np.float32),
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
         }
+
+
+def use_split_decoder(m, precision: str, backend: str) -> bool:
+    """Whether prompts without a mask input run a SAM-family folder's split decoder (``decoder_image`` once
+    per image, ``decoder_prompt`` per prompt): when the folder has it, except where only the whole decoder
+    has an int8 version at the precision that runs (int8 there is faster than the split graphs in f32)."""
+    if "decoder_image" not in m.graphs or "decoder_prompt" not in m.graphs:
+        return False
+    if precision == "int8":
+        return m.int8_file("decoder", backend) is None or m.int8_file("decoder_prompt", backend) is not None
+    return True
 
 
 def segment_with_prompts(model, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):

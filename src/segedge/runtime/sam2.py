@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,7 @@ from segedge.preprocess.resize_square import sam2_preprocess
 from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
-from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash
+from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash, use_split_decoder
 
 LOW_RES = 256
 
@@ -39,12 +39,15 @@ LOW_RES = 256
 @dataclass(frozen=True)
 class Sam2Image:
     """One encoded image: ``image_embed (1, 256, 64, 64)``, ``high_res_feats`` ``(1, 32, 256, 256)`` and
-    ``(1, 64, 128, 128)`` float32, the original ``(H, W)`` and the sha256 of its pixels. Immutable."""
+    ``(1, 64, 128, 128)`` float32, the original ``(H, W)`` and the sha256 of its pixels; ``decoder_image``:
+    the split decoder's per-image tensors when the folder has one (see :class:`~segedge.runtime.sam.SamImage`).
+    Immutable."""
 
     image_embed: np.ndarray
     high_res_feats: tuple[np.ndarray, np.ndarray]
     orig_hw: tuple[int, int]
     image_hash: str
+    decoder_image: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -81,6 +84,10 @@ class Sam2(PerThreadImage, FolderModel):
         self.clamp = float(p.get("low_res_clamp", 32.0))
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
+        self.decoder_image = self.decoder_prompt = None
+        if use_split_decoder(m, self.precision, self.backend_name):
+            self.decoder_image = self._compile("decoder_image")
+            self.decoder_prompt = self._compile("decoder_prompt")
         self.upscale_size = None  # masks: low-res straight to the original size
         self._local = threading.local()
 
@@ -103,7 +110,12 @@ class Sam2(PerThreadImage, FolderModel):
     def encode(self, tensor: np.ndarray, transform, rgb: np.ndarray) -> Sam2Image:
         """Run the image encoder on a :meth:`preprocess` output of ``rgb``."""
         out = self.encoder.run({"image": tensor})
-        return Sam2Image(out["image_embed"], (out["high_res_feats_0"], out["high_res_feats_1"]), tuple(rgb.shape[:2]), pixels_hash(rgb))
+        return Sam2Image(out["image_embed"], (out["high_res_feats_0"], out["high_res_feats_1"]), tuple(rgb.shape[:2]), pixels_hash(rgb),
+                         self._decoder_image(out["image_embed"]))
+
+    def _decoder_image(self, image_embed: np.ndarray) -> dict | None:
+        """The split decoder's per-image tensors, or None without a split decoder."""
+        return None if self.decoder_image is None else dict(self.decoder_image.run({"image_embed": image_embed}))
 
     def set_image(self, image: ImageSource) -> None:
         """Encode an image and make it this thread's current image."""
@@ -133,7 +145,8 @@ class Sam2(PerThreadImage, FolderModel):
         if len(orig) != 2 or min(orig) < 1:
             raise SegedgeError(f"{path} holds an impossible image size {orig}; encode the image again")
         feats = tuple(arrays[n].astype(np.float32) for n in ("high_res_feats_0", "high_res_feats_1"))
-        state = Sam2Image(arrays["image_embed"].astype(np.float32), feats, orig, image_hash)
+        embed = arrays["image_embed"].astype(np.float32)
+        state = Sam2Image(embed, feats, orig, image_hash, self._decoder_image(embed))
         self._local.image = state
         return state
 
@@ -181,11 +194,17 @@ class Sam2(PerThreadImage, FolderModel):
         return self._predict_rows(state, [(p[None] * scale, np.ones(1, np.int64), None) for p in points], multimask_output)
 
     def _predict_rows(self, state: Sam2Image, rows: list, multimask_output: bool) -> SamPrediction:
-        """Decode prompt rows ``(points (P, 2) in the 1024 frame, labels (P,), mask_input or None)``, one call each."""
+        """Decode prompt rows ``(points (P, 2) in the 1024 frame, labels (P,), mask_input or None)``, one call each
+        (the split decoder's per-prompt part for rows without a mask input, when the image has its per-image part)."""
         t0 = time.perf_counter()
         lows, ious = [], []
         for pts, lab, low in rows:
-            out = self.decoder.run(self.decoder_inputs(state, pts, lab, low))
+            feed = self.decoder_inputs(state, pts, lab, low)
+            if low is None and state.decoder_image is not None and self.decoder_prompt is not None:
+                out = self.decoder_prompt.run({**{k: feed[k] for k in ("high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels")},
+                                               **state.decoder_image})
+            else:
+                out = self.decoder.run(feed)
             chosen_low, chosen_iou = self.select(out["low_res_masks"][0], out["iou_predictions"][0], multimask_output)
             lows.append(chosen_low)
             ious.append(chosen_iou)
