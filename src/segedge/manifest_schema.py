@@ -242,10 +242,12 @@ def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int =
     _shape(f, shapes, "decoder_image", image_input, (1, 256, 64, 64), what)
     tokens = _shape(f, shapes, "decoder_image", "image_tokens", (1, 4096, 256), what)
     heads = _shape(f, shapes, "decoder_image", "t2i_keys", (1, None, 4096, None), what)
+    projections = ("t2i_keys", "t2i_values", "i2t_queries")
+    for name in projections:
+        _shape(f, shapes, "decoder_image", name, heads, what)
     for graph, b in (("decoder_prompt", 1), ("decoder_prompt_batch", batch)) if batch > 1 else (("decoder_prompt", 1),):
         _shape(f, shapes, graph, "image_tokens", tokens, what)
-        for name in ("t2i_keys", "t2i_values", "i2t_queries"):
-            _shape(f, shapes, "decoder_image", name, heads, what)
+        for name in projections:
             _shape(f, shapes, graph, name, heads, what)
         for name, shape in (("point_coords", (b, slots, 2)), ("point_labels", (b, slots)),
                             ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))) + extra_inputs + extra_outputs:

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, method_graph, staging_folder, tool_versions
+from segedge.export.common import check_checkpoint_file, export_graph, load_weights, finish_manifest, method_graph, staging_folder, tool_versions
 from segedge.manifest import Manifest
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # 0-1 units, as CLIP's Normalize
@@ -73,10 +73,7 @@ def export_clip(
     state, fmt = load_clip_state(checkpoint)
     quick = (fmt == "openai-torchscript") if quick_gelu is None else quick_gelu
     model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=quick)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"the checkpoint does not fit CLIP ViT-B/32: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    model = model.float().eval()
+    model = load_weights(model, state, "CLIP ViT-B/32").float().eval()
 
     images = torch.zeros(image_batch, 3, 224, 224)
     tokens = torch.zeros(1, 77, dtype=torch.long)

@@ -37,6 +37,19 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def load_weights(module, state: dict, fits: str):
+    """Load ``state`` into ``module`` (an ``nn.Module``) with every tensor accounted for both ways, else
+    :class:`CheckpointError` saying what the checkpoint ``fits`` not (e.g. "the vit_b architecture") and
+    which tensors are missing or unexpected. Returns ``module``."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"the checkpoint does not fit {fits}: {len(missing)} missing tensors "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+        )
+    return module
+
+
 def check_checkpoint_file(path: str | os.PathLike) -> Path:
     """A readable, non-empty, complete PyTorch file (zip or legacy pickle), else :class:`CheckpointError`."""
     path = Path(path)

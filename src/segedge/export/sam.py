@@ -91,10 +91,10 @@ def export_sam(
                                                IMAGE_SIDE_OUTPUTS, simplify)
         with torch.no_grad():
             side = tuple(image_side(embeddings))
-        for name, batch in (("decoder_prompt", 1), ("decoder_prompt_batch", decoder_batch)):
-            if name == "decoder_prompt" or decoder_batch > 1:
-                graphs[name] = export_graph(DecoderPromptSide.of_sam(sam).eval(), (*side, *decoder_inputs(batch)[1:3]), folder, name,
-                                            PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
+        prompt_graphs = {"decoder_prompt": 1, **({"decoder_prompt_batch": decoder_batch} if decoder_batch > 1 else {})}
+        for name, batch in prompt_graphs.items():
+            graphs[name] = export_graph(DecoderPromptSide.of_sam(sam).eval(), (*side, *decoder_inputs(batch)[1:3]), folder, name,
+                                        PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
         manifest = Manifest(
             family="sam",
             variant=arch.variant,

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file
+from segedge.export.common import check_checkpoint_file, load_weights
 
 #: variant -> (Hiera embed dim, block count, config file stem)
 HIERA = {
@@ -98,12 +98,7 @@ def build_sam2(arch: Sam2Arch, state: dict | None = None):
     OmegaConf.resolve(cfg)
     model = instantiate(cfg.model, _recursive_=True)
     if state is not None:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"the checkpoint does not fit SAM {arch.version} hiera_{arch.variant}: {len(missing)} missing tensors "
-                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-            )
+        load_weights(model, state, f"SAM {arch.version} hiera_{arch.variant}")
     return model.eval()
 
 

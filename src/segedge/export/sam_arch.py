@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file
+from segedge.export.common import check_checkpoint_file, load_weights
 
 OFFICIAL_VIT = {  # (embed_dim, depth, heads, global attention blocks)
     "vit_b": (768, 12, 12, (2, 5, 8, 11)),
@@ -119,12 +119,7 @@ def build_sam(arch: SamArch, state: dict | None = None):
         pixel_std=[58.395, 57.12, 57.375],
     )
     if state is not None:
-        missing, unexpected = sam.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"the checkpoint does not fit the {arch.variant} architecture: {len(missing)} missing tensors "
-                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-            )
+        load_weights(sam, state, f"the {arch.variant} architecture")
     return sam.eval()
 
 

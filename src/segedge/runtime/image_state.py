@@ -17,6 +17,17 @@ from segedge.errors import SegedgeError
 from segedge.fileio import atomic_write_bytes
 
 
+def use_split_decoder(m, precision: str, backend: str) -> bool:
+    """Whether prompts without a mask input run a SAM-family folder's split decoder (``decoder_image`` once
+    per image, ``decoder_prompt`` per prompt): when the folder has it, except where only the whole decoder
+    has an int8 version at the precision that runs (int8 there is faster than the split graphs in f32)."""
+    if "decoder_image" not in m.graphs or "decoder_prompt" not in m.graphs:
+        return False
+    if precision == "int8":
+        return m.int8_file("decoder", backend) is None or m.int8_file("decoder_prompt", backend) is not None
+    return True
+
+
 class PerThreadImage:
     """Mixin for :class:`~segedge.runtime.model_base.FolderModel` subclasses. ``IMAGE_TYPE`` is the class
     ``embed`` returns; ``_local`` must be a ``threading.local`` (set in ``_setup``)."""
@@ -37,6 +48,25 @@ class PerThreadImage:
         return self._local.timings
 
     is_image_set = property(lambda self: self.image is not None)
+
+    def _compile_split_decoder(self, m) -> None:
+        """Compile the folder's split decoder (``decoder_image``, ``decoder_prompt``, and
+        ``decoder_prompt_batch`` when the folder has one) when :func:`use_split_decoder` says it runs;
+        otherwise those attributes are None and every prompt runs the whole decoder."""
+        self.decoder_image = self.decoder_prompt = self.decoder_prompt_batch = None
+        if use_split_decoder(m, self.precision, self.backend_name):
+            self.decoder_image = self._compile("decoder_image")
+            self.decoder_prompt = self._compile("decoder_prompt")
+            if "decoder_prompt_batch" in m.graphs:
+                self.decoder_prompt_batch = self._compile("decoder_prompt_batch")
+
+    def _decoder_image(self, embedding: np.ndarray) -> dict | None:
+        """The split decoder's per-image tensors for the image ``embedding`` (the graph's one input), or
+        None without a split decoder."""
+        if self.decoder_image is None:
+            return None
+        (name,) = self.decoder_image.inputs
+        return dict(self.decoder_image.run({name: embedding}))
 
     def reset_image(self) -> None:
         """Forget this thread's current image and its embedding."""

@@ -137,12 +137,7 @@ class Sam(PerThreadImage, FolderModel):
         self.decoder = self._compile("decoder")
         self.decoder_batch_size = int(m.params.get("decoder_batch", 1))
         self.decoder_batch = self._compile("decoder_batch") if self.decoder_batch_size > 1 else None
-        self.decoder_image = self.decoder_prompt = self.decoder_prompt_batch = None
-        if use_split_decoder(m, self.precision, self.backend_name):
-            self.decoder_image = self._compile("decoder_image")
-            self.decoder_prompt = self._compile("decoder_prompt")
-            if self.decoder_batch_size > 1:
-                self.decoder_prompt_batch = self._compile("decoder_prompt_batch")
+        self._compile_split_decoder(m)
         self.upscale_size = self.size  # masks: low-res -> 1024 frame -> crop -> original size
         self._local = threading.local()
 
@@ -171,12 +166,6 @@ class Sam(PerThreadImage, FolderModel):
         """Run the image encoder (and the split decoder's per-image part) on a :meth:`preprocess` output of ``rgb``."""
         features = self.encoder.run({"image": tensor})["image_embeddings"]
         return SamImage(features, transform, pixels_hash(rgb), self._decoder_image(features))
-
-    def _decoder_image(self, features: np.ndarray) -> dict | None:
-        """The split decoder's per-image tensors for ``features``, or None without a split decoder."""
-        if self.decoder_image is None:
-            return None
-        return dict(self.decoder_image.run({"image_embeddings": features}))
 
     def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
         """Encode an image and make it this thread's current image (see :meth:`embed`)."""
@@ -392,17 +381,6 @@ class Sam(PerThreadImage, FolderModel):
             "mask_input": low[None] if low is not None else np.zeros((1, 1, 256, 256), np.float32),
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
         }
-
-
-def use_split_decoder(m, precision: str, backend: str) -> bool:
-    """Whether prompts without a mask input run a SAM-family folder's split decoder (``decoder_image`` once
-    per image, ``decoder_prompt`` per prompt): when the folder has it, except where only the whole decoder
-    has an int8 version at the precision that runs (int8 there is faster than the split graphs in f32)."""
-    if "decoder_image" not in m.graphs or "decoder_prompt" not in m.graphs:
-        return False
-    if precision == "int8":
-        return m.int8_file("decoder", backend) is None or m.int8_file("decoder_prompt", backend) is not None
-    return True
 
 
 def segment_with_prompts(model, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):

@@ -31,7 +31,7 @@ from segedge.preprocess.resize_square import sam2_preprocess
 from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
-from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash, use_split_decoder
+from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash
 
 LOW_RES = 256
 
@@ -84,10 +84,7 @@ class Sam2(PerThreadImage, FolderModel):
         self.clamp = float(p.get("low_res_clamp", 32.0))
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
-        self.decoder_image = self.decoder_prompt = None
-        if use_split_decoder(m, self.precision, self.backend_name):
-            self.decoder_image = self._compile("decoder_image")
-            self.decoder_prompt = self._compile("decoder_prompt")
+        self._compile_split_decoder(m)
         self.upscale_size = None  # masks: low-res straight to the original size
         self._local = threading.local()
 
@@ -112,10 +109,6 @@ class Sam2(PerThreadImage, FolderModel):
         out = self.encoder.run({"image": tensor})
         return Sam2Image(out["image_embed"], (out["high_res_feats_0"], out["high_res_feats_1"]), tuple(rgb.shape[:2]), pixels_hash(rgb),
                          self._decoder_image(out["image_embed"]))
-
-    def _decoder_image(self, image_embed: np.ndarray) -> dict | None:
-        """The split decoder's per-image tensors, or None without a split decoder."""
-        return None if self.decoder_image is None else dict(self.decoder_image.run({"image_embed": image_embed}))
 
     def set_image(self, image: ImageSource) -> None:
         """Encode an image and make it this thread's current image."""
