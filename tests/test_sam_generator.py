@@ -75,8 +75,8 @@ def test_small_regions_match(mode, where):
 # -- the generator against segment-anything -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-@pytest.mark.parametrize("crops,min_area", [(0, 0), (1, 200)])
+# crops and small-region removal are NumPy around the same graphs: one backend is enough for them
+@pytest.mark.parametrize("backend,crops,min_area", [("openvino", 0, 0), ("onnxruntime", 0, 0), ("openvino", 1, 200)])
 def test_generator_matches_segment_anything(sam_tiny_ckpt, sam_tiny_folder, dog, backend, crops, min_area):
     assert_generators_agree(sam_tiny_ckpt, sam_tiny_folder, dog, backend, points_per_side=8, crop_n_layers=crops,
                             min_mask_region_area=min_area, **PERMISSIVE)

@@ -258,14 +258,19 @@ def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
     ckpt = make_sam_checkpoint(session_tmp / "sam_vit_b_01ec64.pth", "vit_b")
     folder = export_sam(ckpt, session_tmp / "sam-vit-b")
     assert load_model_folder(folder).manifest.variant == "vit_b"
-    for backend in ("openvino", "onnxruntime"):  # the ONNX graph computes global attention head by head
-        mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend=backend, precision="f32"), sam_reference(ckpt), shared_images[:1])
-        assert mean_iou >= 0.99 and emb_err < 1e-2
+    ref = sam_reference(ckpt)
+    mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend="openvino", precision="f32"), ref, shared_images[:1])
+    assert mean_iou >= 0.99 and emb_err < 1e-2
+    # ONNX Runtime: the ONNX graph computes global attention head by head; its embedding of the same image
+    # (the reference still holds it). The decoder and the generator have the same shapes as MobileSAM's,
+    # tested there on both backends.
+    ort = Sam(folder, backend="onnxruntime", precision="f32")
+    ort.set_image(read_image(shared_images[0]))
+    ort_err = float(np.abs(ort.get_image_embedding() - ref.get_image_embedding().numpy()).max())
+    assert ort_err < 1e-2, ort_err
     peaks = {b: _peak_rss_mb(folder, b, shared_images[0]) for b in ("openvino", "onnxruntime")}
-    print(f"ViT-B encoder peak RSS: {peaks}")
+    print(f"ViT-B encoder peak RSS: {peaks}; ONNX Runtime embedding error {ort_err:.2e}")
     assert peaks["onnxruntime"] <= 1.5 * peaks["openvino"], peaks  # was 3.8 GB vs 1.9 GB with all heads at once
-    dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
-    assert_generators_agree(ckpt, folder, dog, "openvino", min_masks=20, points_per_side=6, **PERMISSIVE)
 
 
 def _peak_rss_mb(folder, backend, image) -> int:
