@@ -12,7 +12,8 @@ import pytest
 from segedge.errors import BackendError
 from segedge.manifest import load_model_folder
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities, parse_cpuinfo
-from segedge.runtime.precision import resolve_precision
+from segedge.bench.speed_check import speed_record
+from segedge.runtime.precision import alternative_precision, explain_auto, resolve_precision
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -79,6 +80,39 @@ def test_auto_prefers_a_gated_int8_per_backend(manifest, cpu):
     assert resolve_precision("auto", both, "onnxruntime", cpu) == "int8"
 
 
+def _with_speed(manifest, backend, measured_on, int8_ms, other_ms):
+    """``manifest`` with int8 for both backends and a speed record for ``backend`` measured on ``measured_on``."""
+    m = _with_int8(manifest, ["openvino", "onnxruntime"])
+    record = speed_record(backend, measured_on, {"int8_ms": int8_ms, f"{alternative_precision(backend, measured_on)}_ms": other_ms})
+    m.quantized["int8"]["speed"] = {backend: record}
+    return m
+
+
+@pytest.mark.parametrize("cpu,alt", [(AMX, "bf16"), (ZEN4, "bf16"), (VNNI, "f32"), (OLD, "f32")])
+def test_auto_skips_an_int8_measured_slower_on_this_kind_of_cpu(manifest, cpu, alt):
+    slower = _with_speed(manifest, "openvino", cpu, 1900.0, 1400.0)  # ViT-B encoder on Zen 4: int8 1901 ms, bf16 1411
+    assert resolve_precision("auto", slower, "openvino", cpu) == alt
+    precision, why = explain_auto(slower, "openvino", cpu)
+    assert precision == alt and "measured slower" in why and "1900 ms" in why and f"{alt} 1400 ms" in why
+    assert resolve_precision("auto", slower, "onnxruntime", cpu) == "int8"  # no record for that backend
+    assert resolve_precision("int8", slower, "openvino", cpu) == "int8"  # explicit choices are the user's
+    # within timing noise (alternative >= 90% of int8's time) int8 stays
+    assert resolve_precision("auto", _with_speed(manifest, "openvino", cpu, 100.0, 91.0), "openvino", cpu) == "int8"
+    assert resolve_precision("auto", _with_speed(manifest, "openvino", cpu, 100.0, 60.0), "openvino", cpu) == alt
+    faster = _with_speed(manifest, "openvino", cpu, 32.0, 43.0)
+    assert explain_auto(faster, "openvino", cpu) == ("int8", f"gated int8, measured faster than {alt} on this kind of CPU when quantized")
+
+
+def test_a_speed_record_from_another_kind_of_cpu_is_not_used(manifest):
+    slower_on_zen4 = _with_speed(manifest, "openvino", ZEN4, 1900.0, 1400.0)
+    for cpu in (VNNI, AMX, OLD, UNKNOWN):  # another class: int8 was not measured there, the default rule holds
+        precision, why = explain_auto(slower_on_zen4, "openvino", cpu)
+        assert precision == "int8" and "not measured on this kind of CPU" in why
+    ort_slower = _with_speed(manifest, "onnxruntime", VNNI, 80.0, 50.0)  # SAM 2.1 tiny: ORT int8 slower than f32
+    assert resolve_precision("auto", ort_slower, "onnxruntime", VNNI) == "f32"
+    assert resolve_precision("auto", ort_slower, "onnxruntime", ZEN4) == "int8"
+
+
 def test_explicit_choices_are_checked(manifest):
     assert resolve_precision("f32", manifest, "openvino", VNNI) == "f32"
     assert resolve_precision("bf16", manifest, "openvino", AMX) == "bf16"
@@ -120,7 +154,8 @@ def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_ima
 def test_info_shows_cpu_and_auto(real_folder_640):
     out = _cli("info", real_folder_640, flags="avx2 avx512_vnni").stdout
     assert "VNNI without native bf16" in out and "avx512_vnni" in out and "-avx512_bf16" in out
-    assert "--precision auto picks: openvino f32, onnxruntime f32" in out
+    assert "--precision auto on openvino: f32 (no int8 for openvino in the folder; no native bf16 on this CPU)" in out
+    assert "--precision auto on onnxruntime: f32 (no int8 for onnxruntime in the folder" in out
     assert "int8: none (add one with `segedge quantize" in out
 
 

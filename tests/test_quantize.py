@@ -19,7 +19,9 @@ from segedge.export.quantize_recipes import coordinate_nodes, yolo_decode_nodes
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
+from segedge.runtime.cpu import cpu_capabilities
 from segedge.runtime.fastsam import FastSam
+from segedge.runtime.precision import alternative_precision, cpu_class, explain_auto
 
 
 def _snapshot(folder):
@@ -65,13 +67,22 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
         assert item["sha256"] == sha256_file(by_name[item["name"]])
     assert {"nncf", "openvino", "onnxruntime"} <= set(int8["tools"])
     assert int8["gate"]["min"] == 0.97 and int8["rejected"] == {}
+    cpu = cpu_capabilities()
+    for backend in ("openvino", "onnxruntime"):  # int8 timed against what auto would otherwise run here
+        speed = int8["speed"][backend]
+        alt = alternative_precision(backend, cpu)
+        assert speed["cpu_class"] == cpu_class(cpu) and speed["compared_with"] == alt and speed["cpu"] == cpu.model
+        assert 0 < speed["int8_ms"] < 60_000 and 0 < speed[f"{alt}_ms"] < 60_000
+        print(f"{backend}: int8 {speed['int8_ms']} ms vs {alt} {speed[f'{alt}_ms']} ms per image")
     assert not list(folder.glob(".quantize-*"))
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_auto_runs_int8_and_it_agrees_on_unseen_images(int8_folder, coco_dir, backend):
     folder, _ = int8_folder
-    int8 = FastSam(folder, backend=backend)
+    auto = FastSam(folder, backend=backend)  # int8, unless quantize measured it clearly slower on this machine
+    assert auto.precision == explain_auto(load_model_folder(folder).manifest, backend)[0]
+    int8 = FastSam(folder, backend=backend, precision="int8")
     f32 = FastSam(folder, backend=backend, precision="f32")
     assert int8.precision == "int8" and int8.backend.precision == "int8" and f32.precision == "f32"
     ious = [matched_iou(int8.everything(p).masks, f32.everything(p).masks) for p in sorted((coco_dir / "images").glob("*.jpg"))]
@@ -172,21 +183,27 @@ def test_sam_decoder_calibrated_on_sampled_prompts(tmp_path, shared_images):
     assert len(np.unique(coords.round(1), axis=0)) > SAM_PROMPTS_PER_IMAGE  # real, varied clicks, not zeros
 
 
-def _cli(*args):
+def _cli(*args, flags=None):
     env = dict(os.environ, CI="true")
+    if flags is not None:
+        env["SEGEDGE_CPU_FLAGS"] = flags
     return subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, env=env)
 
 
 def test_cli_quantize_info_segment(real_folder_640, shared_images, tmp_path):
     folder = tmp_path / "cli"
     shutil.copytree(real_folder_640, folder)
-    proc = _cli("quantize", folder, "--calibration", shared_images[0].parent, "--backend", "openvino")
+    vnni = "avx2 avx512f avx512_vnni"  # a CPU class where int8 is the fast path (f32 is what it competes with)
+    proc = _cli("quantize", folder, "--calibration", shared_images[0].parent, "--backend", "openvino", flags=vnni)
     assert proc.returncode == 0, proc.stderr
-    assert "int8 for openvino: everything 0.9" in proc.stdout and "auto` now picks it" in proc.stdout
-    info = _cli("info", folder).stdout
+    assert "int8 for openvino: everything 0.9" in proc.stdout
+    assert "`--precision auto` on openvino here: int8 (gated int8, measured faster than f32" in proc.stdout
+    info = _cli("info", folder, flags=vnni).stdout
     assert "int8 (" in info and "openvino: agreement with f32 everything" in info and "nncf" in info
-    assert "--precision auto picks: openvino int8, onnxruntime f32" in info
-    proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o")
+    assert "(vnni): int8 " in info and " ms per image" in info
+    assert "--precision auto on openvino: int8 (gated int8, measured faster than f32 on this kind of CPU" in info
+    assert "--precision auto on onnxruntime: f32 (no int8 for onnxruntime in the folder" in info
+    proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o", flags=vnni)
     assert proc.returncode == 0 and "(openvino int8)" in proc.stdout, proc.stderr
     proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o", "--backend", "onnxruntime", "--precision", "int8")
     assert proc.returncode == 2 and "no int8 graphs for onnxruntime (it has int8 for openvino only)" in proc.stderr

@@ -380,7 +380,14 @@ def _quantize(args) -> int:
         print(f"int8 for {backend}: {_agreement_scores(measured)} (gate {section['gate']['min']}, worst {measured['gate']:.4f})")
     for backend, measured in section["rejected"].items():
         print(f"int8 for {backend}: not written, {measured['gate']:.4f} < {section['gate']['min']}")
-    print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s; `--precision auto` now picks it")
+    from segedge.manifest import load_model_folder
+    from segedge.runtime.precision import explain_auto
+
+    manifest = load_model_folder(args.model, verify=False).manifest
+    for backend in section["agreement"]:
+        precision, why = explain_auto(manifest, backend)
+        print(f"`--precision auto` on {backend} here: {precision} ({why})")
+    print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s")
     return 0
 
 
@@ -726,17 +733,18 @@ def _info(args) -> int:
     from segedge.runtime.backends import installed_backends
 
     from segedge.runtime.cpu import cpu_capabilities
-    from segedge.runtime.precision import auto_choices
+    from segedge.runtime.precision import explain_auto
 
     backends = installed_backends()
     cpu = cpu_capabilities()
     folder = load_model_folder(args.model, verify=not args.no_verify) if args.model else None
-    auto = auto_choices(folder.manifest, [b for b, v in backends.items() if v], cpu) if folder is not None else {}
+    auto = {b: explain_auto(folder.manifest, b, cpu) for b, v in backends.items() if v} if folder is not None else {}
     if args.json:
         data = {"segedge": __version__, "python": sys.version.split()[0], "backends": backends, "cpu": cpu.to_dict()}
         if folder is not None:
             data["model_folder"] = str(folder.path)
-            data["auto_precision"] = auto
+            data["auto_precision"] = {b: p for b, (p, _) in auto.items()}
+            data["auto_precision_why"] = {b: why for b, (_, why) in auto.items()}
             data["manifest"] = folder.manifest.to_dict()
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
@@ -773,13 +781,18 @@ def _info(args) -> int:
         for backend, measured in int8["agreement"].items():
             files = ", ".join(f"{g}: {f[backend]}" for g, f in int8["graphs"].items() if backend in f)
             print(f"    {backend}: agreement with f32 {_agreement_scores(measured)}; {files}")
+            speed = int8.get("speed", {}).get(backend)
+            if speed:
+                alt = speed["compared_with"]
+                print(f"    {backend}: speed when quantized on {speed['cpu']} ({speed['cpu_class']}): int8 {speed['int8_ms']:.1f} ms, "
+                      f"{alt} {speed[f'{alt}_ms']:.1f} ms per image")
         for backend, measured in int8.get("rejected", {}).items():
             print(f"    {backend}: no int8 (missed the gate: {measured['gate']:.4f})")
         print("    tools: " + ", ".join(f"{k} {v}" for k, v in int8["tools"].items()))
     else:
         print("  int8: none (add one with `segedge quantize MODEL_DIR --calibration IMAGES...`)")
-    if auto:
-        print("  --precision auto picks: " + ", ".join(f"{b} {p}" for b, p in auto.items()))
+    for backend, (precision, why) in auto.items():
+        print(f"  --precision auto on {backend}: {precision} ({why})")
     print(f"  files (listed in {MANIFEST_NAME}):")
     for name, meta in m.files.items():
         print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")

@@ -306,6 +306,13 @@ def _check_int8(f: _Fields, int8: dict, graphs: dict) -> None:
         for backend, measured in f.mapping(int8.get(key, {}), f"{q}.{key}").items():
             measured = f.mapping(measured, f"{q}.{key}.{backend}")
             f.number(f.get(measured, "gate", f"{q}.{key}.{backend}.gate"), f"{q}.{key}.{backend}.gate")
+    for backend, record in f.mapping(int8.get("speed", {}), f"{q}.speed").items():  # bench/speed_check.py
+        where = f"{q}.speed.{backend}"
+        record = f.mapping(record, where)
+        alt = f.text(f.get(record, "compared_with", f"{where}.compared_with"), f"{where}.compared_with")
+        f.text(f.get(record, "cpu_class", f"{where}.cpu_class"), f"{where}.cpu_class")
+        for key in ("int8_ms", f"{alt}_ms"):
+            f.number(f.get(record, key, f"{where}.{key}"), f"{where}.{key}", positive=True)
     gate = f.mapping(f.get(int8, "gate", f"{q}.gate"), f"{q}.gate")
     f.text(f.get(gate, "metric", f"{q}.gate.metric"), f"{q}.gate.metric")
     f.number(f.get(gate, "min", f"{q}.gate.min"), f"{q}.gate.min")

@@ -222,6 +222,7 @@ def quantize_folder(
     staging.mkdir()
     passed: dict[str, dict[str, str]] = {}
     report: dict[str, dict] = {}
+    speed: dict[str, dict] = {}
     try:
         for backend in backends:
             t0 = time.perf_counter()
@@ -258,6 +259,7 @@ def quantize_folder(
             if ok:
                 for g, f in files.items():
                     passed.setdefault(g, {}).update(f)
+                speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log)
             else:
                 log(f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written")
         if not passed:
@@ -273,6 +275,7 @@ def quantize_folder(
                      "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type"},
             "agreement": {b: r for b, r in report.items() if r["passed"]},
             "rejected": {b: r for b, r in report.items() if not r["passed"]},
+            "speed": speed,
             "recipe": {g: r.describe() for g, r in recipe.items()},
             "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
             "calibration": {
@@ -286,6 +289,22 @@ def quantize_folder(
         return section
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log) -> dict:
+    """int8 against what ``auto`` would otherwise run here (:mod:`segedge.bench.speed_check`), logged."""
+    from segedge.bench.speed_check import compare_speed, speed_record
+    from segedge.runtime.cpu import cpu_capabilities
+    from segedge.runtime.precision import alternative_precision
+
+    cpu = cpu_capabilities()
+    backend = reference.backend_name
+    alt = alternative_precision(backend, cpu)
+    other = reference if alt == "f32" else cls(folder, backend, precision=alt, cache_dir=False)
+    record = speed_record(backend, cpu, compare_speed(family, candidate, other, held))
+    log(f"{backend} speed per held-out image on this CPU ({record['cpu_class']}): int8 {record['int8_ms']:.1f} ms, "
+        f"{alt} {record[f'{alt}_ms']:.1f} ms")
+    return record
 
 
 def _move_in(root: Path, staging: Path, passed: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

@@ -1,0 +1,57 @@
+"""Is int8 really the faster precision here? A short timing that ``segedge quantize`` records and that
+``precision="auto"`` reads.
+
+int8 is not faster everywhere. Measured on a 2-core AMD EPYC (Zen 4: AVX512_BF16 and VNNI, no AMX),
+OpenVINO, per image: SAM ViT-B encoder int8 1901 ms vs bf16 1411 ms, MobileSAM 166 vs 159, but
+YOLOv8n-seg 1024 int8 32 vs bf16 43; ONNX Runtime's int8 of the SAM 2.1 tiny encoder is slower than its
+f32. So after a backend's int8 passes the accuracy gate, quantize times it against the precision
+``auto`` would otherwise run on this CPU (bf16 on OpenVINO when the CPU has native bf16, else f32), on
+the held-out images, interleaved, and records both with the CPU's class. On a CPU of the same class,
+``auto`` then skips an int8 measured clearly slower (:data:`SLOWER`); on any other CPU, or for folders
+quantized before this record existed, ``auto`` keeps int8 (on CPUs without native bf16, the common
+edge CPUs, int8 is the fast path).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from segedge.runtime.precision import alternative_precision, cpu_class
+
+def one_image(family: str, model, image: np.ndarray) -> None:
+    """The per-image work a user times: FastSAM's everything; SAM's encoder and one click; CLIP's
+    encoding of four crops of the image."""
+    if family == "fastsam":
+        model.everything(image)
+    elif family in ("sam", "sam2"):
+        h, w = image.shape[:2]
+        model.set_image(image)
+        model.predict(point_coords=[[w / 2, h / 2]], point_labels=[1], multimask_output=True)
+    else:
+        h, w = image.shape[:2]
+        model.encode_images([image, image[: h // 2], image[:, : w // 2], image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]])
+
+
+def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray], repeats: int = 3) -> dict:
+    """Milliseconds per image of two loaded models of one folder (int8 and the alternative), one warm-up
+    each, then ``repeats`` interleaved rounds; per image the fastest round counts (the least disturbed),
+    summed over ``images`` and divided by their count."""
+    models = {"int8": int8_model, other_model.precision: other_model}
+    best = {name: [float("inf")] * len(images) for name in models}
+    for model in models.values():
+        one_image(family, model, images[0])
+    for _ in range(repeats):
+        for i, image in enumerate(images):
+            for name, model in models.items():
+                t0 = time.perf_counter()
+                one_image(family, model, image)
+                best[name][i] = min(best[name][i], (time.perf_counter() - t0) * 1e3)
+    return {f"{name}_ms": round(float(np.mean(v)), 2) for name, v in best.items()}
+
+
+def speed_record(backend: str, cpu, timings: dict) -> dict:
+    """What the manifest keeps: the CPU it was measured on, the precision compared with, both timings."""
+    return {"cpu": cpu.model, "cpu_class": cpu_class(cpu), "compared_with": alternative_precision(backend, cpu),
+            "measured_on": "held-out images, ms per image (fastest of 3 interleaved rounds)", **timings}
