@@ -9,6 +9,7 @@ from segedge.errors import BackendError
 from segedge.imageio import max_pixels_limit
 from segedge.manifest import Manifest, ModelFolder, open_model_folder
 from segedge.runtime.backends import BACKENDS, Backend, check_threads, open_backend
+from segedge.runtime.blas_threads import limit_blas_threads
 from segedge.runtime.precision import resolve_precision
 
 
@@ -48,6 +49,7 @@ class FolderModel:
         if backend not in BACKENDS:
             raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         check_threads(threads)
+        limit_blas_threads()  # once per process: spinning BLAS workers slowed the network 1.4-1.7x
         self.max_pixels = max_pixels_limit(max_pixels)
         self.folder = self._open_folder(model_dir, verify)
         self.backend_name = backend
