@@ -181,6 +181,39 @@ def test_sam_decoder_calibrated_on_sampled_prompts(tmp_path, shared_images):
     assert all(np.abs(d["mask_input"]).max() > 0 for d in dec if d["has_mask_input"][0] == 1.0)
     coords = np.concatenate([d["point_coords"][0, :1] for d in dec])
     assert len(np.unique(coords.round(1), axis=0)) > SAM_PROMPTS_PER_IMAGE  # real, varied clicks, not zeros
+    # the split decoder's per-prompt part: the same prompts (without the refinements), on each image's tensors
+    side = data["decoder_prompt"]
+    whole = [d for d in dec if d["has_mask_input"][0] == 0.0]
+    assert len(side) == len(whole) == 2 * SAM_PROMPTS_PER_IMAGE * 3
+    for s_, w in zip(side, whole):
+        assert set(s_) == set(ref.decoder_prompt.inputs)
+        np.testing.assert_array_equal(s_["point_coords"], w["point_coords"])
+        np.testing.assert_array_equal(s_["point_labels"], w["point_labels"])
+
+
+def test_sam_int8_runs_the_split_decoder_in_int8(tmp_path, shared_images):
+    """SAM's int8 has the per-prompt graph in int8 too: prompts without a mask input run it (after the
+    f32 per-image part), refinements run the int8 whole decoder; both agree with f32 (seeded weights:
+    the gate is low, the numbers are agreement only)."""
+    from segedge.export.sam import export_sam
+    from segedge.runtime.sam import Sam
+
+    folder = export_sam(make_sam_checkpoint(tmp_path / "t.pth", "tiny"), tmp_path / "sam")
+    section = quantize_folder(folder, shared_images[:3], min_iou=0.3, accuracy_control=False, backends=("openvino",), log=lambda _: None)
+    assert set(section["graphs"]) == {"encoder", "decoder", "decoder_prompt"}
+    int8 = Sam(folder, "openvino", precision="int8")
+    f32 = Sam(folder, "openvino", precision="f32")
+    assert int8.decoder_prompt.precision == "int8" and int8.decoder.precision == "int8" and int8.decoder_image.precision == "f32"
+    image = read_image(shared_images[2])
+    int8.set_image(image)
+    f32.set_image(image)
+    click = dict(point_coords=[[image.shape[1] // 2, image.shape[0] // 2]], point_labels=[1])
+    a, b = f32.predict(**click, multimask_output=False), int8.predict(**click, multimask_output=False)
+    refine = dict(click, mask_input=b[2], multimask_output=False)
+    c, d = f32.predict(**dict(refine, mask_input=a[2])), int8.predict(**refine)
+    ious = [matched_iou(b[0], a[0]), matched_iou(d[0], c[0])]
+    print(f"tiny SAM (seeded) int8 vs f32: click IoU {ious[0]:.3f}, refinement IoU {ious[1]:.3f}; agreement {section['agreement']}")
+    assert min(ious) > 0.5
 
 
 def _cli(*args, flags=None):

@@ -237,11 +237,17 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path):
     labels = np.concatenate([d["point_labels"].ravel() for d in data["decoder"]])
     assert {1.0, 2.0, 3.0, -1.0, -2.0} <= set(labels.tolist()) and len(data["encoder"]) == 1
     assert any(d["has_mask_input"][0] == 1.0 for d in data["decoder"]) and set(data["decoder"][0]) == set(ref.decoder.inputs)
+    # the split decoder's per-prompt part is calibrated on the same prompts (those without a mask input)
+    assert len(data["decoder_prompt"]) == sum(d["has_mask_input"][0] == 0.0 for d in data["decoder"])
+    assert all(set(d) == set(ref.decoder_prompt.inputs) for d in data["decoder_prompt"])
     section = quantize_folder(folder, shared_images[:3], min_iou=0.3, accuracy_control=False, log=lambda _: None)
     assert set(section["agreement"]) == {"openvino", "onnxruntime"}
+    assert set(section["graphs"]) == {"encoder", "decoder", "decoder_prompt"}
     for measured in section["agreement"].values():
         assert set(measured) >= {"points", "boxes", "points+box", "gate"} and 0.3 <= measured["gate"] <= 1.0
     model = Sam2(folder, "openvino", precision="int8")
+    # prompts without a mask input run the int8 per-prompt graph; the per-image part stays f32
+    assert model.decoder_prompt.precision == "int8" and model.decoder_image.precision == "f32"
     model.set_image(str(shared_images[0]))
     masks, scores, _ = model.predict(point_coords=[[200, 200]], point_labels=[1])
     assert model.precision == "int8" and masks.shape[0] == 3 and np.isfinite(scores).all()

@@ -75,16 +75,26 @@ def calibration_inputs(family: str, reference, images: list[np.ndarray], seed: i
         batches = [np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)]
         return {"image_encoder": [{"images": b} for b in batches]}
     rng = np.random.default_rng(seed)
-    encoder, decoder = [], []
+    encoder, decoder, prompt_side = [], [], []
     for im in images:
         encoder.append({"image": reference.preprocess(im)[0]})
         reference.set_image(im)
         for p in sam_prompts(reference, rng, SAM_PROMPTS_PER_IMAGE):
             decoder.append(_decoder_feed(family, reference, p, None))
+            if reference.decoder_prompt is not None:  # the split decoder's per-prompt part, same prompt
+                prompt_side.append(_prompt_side_feed(reference, decoder[-1]))
             if p["type"] == "points":  # a refinement step: the click again, with the previous low-res logits
                 low = reference.predict(point_coords=p["point_coords"], point_labels=p["point_labels"], multimask_output=False)[2]
                 decoder.append(_decoder_feed(family, reference, dict(p, box=None), low))
-    return {"encoder": encoder, "decoder": decoder}
+    return {"encoder": encoder, "decoder": decoder, **({"decoder_prompt": prompt_side} if prompt_side else {})}
+
+
+def _prompt_side_feed(reference, whole: dict) -> dict:
+    """The inputs of ``decoder_prompt`` (the split decoder's per-prompt part) for the prompt of ``whole``
+    (a whole-decoder feed without a mask input) on the reference's current image: the prompt (and, for
+    SAM 2, the high-resolution features) from ``whole``, the rest from the image's ``decoder_image``."""
+    per_image = reference.image.decoder_image
+    return {name: whole[name] if name in whole else per_image[name] for name in reference.decoder_prompt.inputs}
 
 
 def _decoder_feed(family: str, reference, prompt: dict, low) -> dict:
