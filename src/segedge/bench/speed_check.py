@@ -7,7 +7,8 @@ YOLOv8n-seg 1024 int8 32 vs bf16 43; ONNX Runtime's int8 of the SAM 2.1 tiny enc
 f32. So after a backend's int8 passes the accuracy gate, quantize times it against the precision
 ``auto`` would otherwise run on this CPU (bf16 on OpenVINO when the CPU has native bf16, else f32), on
 the held-out images, interleaved, and records both with the CPU's class. On a CPU of the same class,
-``auto`` then skips an int8 measured clearly slower (:data:`SLOWER`); on any other CPU, or for folders
+``auto`` then skips an int8 measured clearly slower
+(:data:`segedge.runtime.precision.SLOWER`); on any other CPU, or for folders
 quantized before this record existed, ``auto`` keeps int8 (on CPUs without native bf16, the common
 edge CPUs, int8 is the fast path).
 """
@@ -19,6 +20,7 @@ import time
 import numpy as np
 
 from segedge.runtime.precision import alternative_precision, cpu_class
+
 
 def one_image(family: str, model, image: np.ndarray) -> None:
     """The per-image work a user times: FastSAM's everything; SAM's encoder and one click; CLIP's
