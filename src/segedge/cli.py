@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--backend", choices=("openvino", "onnxruntime"), action="append", dest="backends",
                     help="quantize for this backend only (repeatable; default: both)")
     qz.add_argument("--no-accuracy-control", action="store_true", help="do not retry with accuracy-controlled quantization below the gate")
+    qz.add_argument("--no-speed-check", action="store_true",
+                    help="do not time int8 against bf16/f32 on this CPU (without that record, --precision auto picks int8 wherever it passed the gate)")
 
     seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
     seg.add_argument("images", nargs="+", metavar="INPUT",
@@ -374,7 +376,8 @@ def _quantize(args) -> int:
         min_iou=DEFAULT_MIN_IOU if args.min_iou is None else args.min_iou,
         min_cosine=DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine,
         backends=tuple(dict.fromkeys(args.backends)) if args.backends else ("openvino", "onnxruntime"),
-        accuracy_control=not args.no_accuracy_control, log=lambda line: print(line, file=sys.stderr),
+        accuracy_control=not args.no_accuracy_control, measure_speed=not args.no_speed_check,
+        log=lambda line: print(line, file=sys.stderr),
     )
     for backend, measured in section["agreement"].items():
         print(f"int8 for {backend}: {_agreement_scores(measured)} (gate {section['gate']['min']}, worst {measured['gate']:.4f})")

@@ -199,11 +199,14 @@ def quantize_folder(
     min_cosine: float = DEFAULT_MIN_COSINE,
     backends: tuple[str, ...] = BACKENDS,
     accuracy_control: bool = True,
+    measure_speed: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
 
-    ``calibration``: image paths (see :func:`split_images`). Returns the manifest's new ``int8``
+    ``calibration``: image paths (see :func:`split_images`). ``measure_speed``: time each passing int8
+    against what ``auto`` would otherwise run on this CPU (:mod:`segedge.bench.speed_check`; without
+    the record, ``auto`` picks the gated int8 everywhere). Returns the manifest's new ``int8``
     section; raises :class:`SegedgeError` (writing nothing) when no backend passes the gate.
     """
     import onnx
@@ -269,7 +272,8 @@ def quantize_folder(
             if ok:
                 for g, f in files.items():
                     passed.setdefault(g, {}).update(f)
-                speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log)
+                if measure_speed:
+                    speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log)
             else:
                 log(f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written")
         if not passed:
