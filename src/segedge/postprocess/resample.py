@@ -80,13 +80,22 @@ def resample_block(mask: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[i
 
     ``mask (h, w)`` float32; returns ``(r1 - r0, c1 - c0)`` float32.
     """
+    (k0, k1), (l0, l1) = ymap.span(*rows), xmap.span(*cols)
+    return resample_read_block(mask[k0:k1, l0:l1], ymap, xmap, rows, cols)
+
+
+def resample_read_block(block: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """:func:`resample_block` given only the input it reads: ``block`` is ``mask[k0:k1, l0:l1]`` with
+    ``(k0, k1) = ymap.span(*rows)`` and ``(l0, l1) = xmap.span(*cols)`` (for callers that compute just
+    that block, e.g. mask logits from prototypes)."""
     r0, r1 = rows
     c0, c1 = cols
     k0, k1 = ymap.span(r0, r1)
     l0, l1 = xmap.span(c0, c1)
+    if block.shape != (k1 - k0, l1 - l0):
+        raise ValueError(f"block is {block.shape}, the output window reads {(k1 - k0, l1 - l0)}")
     wy = ymap.matrix[r0:r1, k0:k1]
     wx = xmap.matrix[c0:c1, l0:l1]
-    block = mask[k0:k1, l0:l1]
     nr, nc, kr, kc = r1 - r0, c1 - c0, k1 - k0, l1 - l0
     if nr * kc * (kr + nc) <= kr * nc * (kc + nr):  # pick the cheaper association
         return (wy @ block) @ wx.T

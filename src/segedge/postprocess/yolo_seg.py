@@ -28,7 +28,6 @@ from segedge.postprocess.masks import (
     RoiMasks,
     assemble_masks,
     letterbox_axis_maps,
-    mask_logits,
     native_axis_maps,
     nearest_to_original,
 )
@@ -156,13 +155,12 @@ def instances_from_outputs(
     cands = decode_and_nms(detections, num_classes, conf, iou, max_det, agnostic, classes, layout=layout)
     protos, proto_hw = prototype_matrix(prototypes, layout)
     boxes_orig = geo.boxes_to_original(cands.boxes)
-    logits = mask_logits(protos, cands.coeffs, proto_hw)
     if retina:
         ymap, xmap = native_axis_maps(proto_hw, tuple(geo.orig_hw))
-        masks = assemble_masks(logits, boxes_orig, ymap, xmap, geo.orig_hw)
+        masks = assemble_masks(protos, cands.coeffs, proto_hw, boxes_orig, ymap, xmap, geo.orig_hw)
     else:
         ymap, xmap = letterbox_axis_maps(proto_hw, tuple(geo.size_hw))
-        masks = nearest_to_original(assemble_masks(logits, cands.boxes, ymap, xmap, geo.size_hw), geo, boxes_orig)
+        masks = nearest_to_original(assemble_masks(protos, cands.coeffs, proto_hw, cands.boxes, ymap, xmap, geo.size_hw), geo, boxes_orig)
     keep = np.array([c.any() for c in masks.crops], dtype=bool)
     out = InstanceSet(boxes_orig, cands.scores.astype(np.float32), cands.class_ids, masks)
     return out if keep.all() else out.subset(keep)
