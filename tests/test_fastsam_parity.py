@@ -8,6 +8,7 @@ import json
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 from ultralytics.utils import nms as ul_nms
@@ -63,6 +64,11 @@ def test_manifest_of_real_export(real_folder_640):
     assert m.params["output_layout"] == "channels_last"
     assert m.source["sha256"] == "420ff7644b470a1cf3f4372db53c01fcfc5004e78105a3982567072a6002e0d4"
     assert {"torch", "ultralytics", "onnx", "openvino"} <= set(m.exporter)
+    # export/yolo_layers.py: the prototype upsampling as conv + pixel shuffle (the outputs' equality with
+    # ultralytics is the raw-output test below)
+    assert m.params["layer_rewrites"] == {"upsample": 1}
+    ops = {n.op_type for n in onnx.load(str(real_folder_640 / g.onnx)).graph.node}
+    assert "ConvTranspose" not in ops and "DepthToSpace" in ops
 
 
 def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, record_property):
@@ -183,6 +189,8 @@ def test_ultralytics_layout_folder_gives_the_same_masks(real_checkpoint, runtime
     folder = export_fastsam(real_checkpoint, tmp_path / "ul", imgsz=640, output_layout="ultralytics")
     m = load_model_folder(folder).manifest
     assert [t.shape for t in m.graphs["model"].outputs] == [(1, 116, 8400), (1, 32, 160, 160)]
+    assert "layer_rewrites" not in m.params  # ultralytics' own graph, unchanged
+    assert "ConvTranspose" in {n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node}
     data = json.loads((folder / "segedge.json").read_text())
     del data["params"]["output_layout"]  # as written before the option existed
     (folder / "segedge.json").write_text(json.dumps(data))
