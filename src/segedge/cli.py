@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--everything", action="store_true", help="keep every mask (the default when no prompt is given)")
     seg.add_argument("--backend", choices=("openvino", "onnxruntime"), default=None, help="default: openvino if installed, else onnxruntime")
     seg.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
-                     help="auto (default): the folder's gated int8, else bf16 where the CPU runs it natively (AMX, AVX512_BF16), "
+                     help="auto (default): the folder's gated int8 (unless quantize measured it slower on this kind of CPU), else bf16 where the CPU runs it natively (AMX, AVX512_BF16), "
                      "else f32; f32 matches PyTorch; `segedge info` shows what auto picks here")
     seg.add_argument("--threads", type=_positive_int, default=None, help="inference threads (default: all cores)")
     seg.add_argument("--conf", type=_fraction, default=None, help="FastSAM: confidence threshold, 0-1 (default: the model folder's)")
