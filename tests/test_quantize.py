@@ -21,7 +21,7 @@ from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.cpu import cpu_capabilities
 from segedge.runtime.fastsam import FastSam
-from segedge.runtime.precision import alternative_precision, cpu_class, explain_auto
+from segedge.runtime.precision import alternative_precision, explain_auto
 
 
 def _snapshot(folder):
@@ -71,7 +71,7 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
     for backend in ("openvino", "onnxruntime"):  # int8 timed against what auto would otherwise run here
         speed = int8["speed"][backend]
         alt = alternative_precision(backend, cpu)
-        assert speed["cpu_class"] == cpu_class(cpu) and speed["compared_with"] == alt and speed["cpu"] == cpu.model
+        assert speed["cpu_class"] == cpu.precision_class and speed["compared_with"] == alt and speed["cpu"] == cpu.model
         assert 0 < speed["int8_ms"] < 60_000 and 0 < speed[f"{alt}_ms"] < 60_000
         print(f"{backend}: int8 {speed['int8_ms']} ms vs {alt} {speed[f'{alt}_ms']} ms per image")
     assert not list(folder.glob(".quantize-*"))

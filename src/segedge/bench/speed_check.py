@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from segedge.runtime.precision import alternative_precision, cpu_class
+from segedge.runtime.precision import alternative_precision
 
 
 def one_image(family: str, model, image: np.ndarray) -> None:
@@ -55,5 +55,5 @@ def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray]
 
 def speed_record(backend: str, cpu, timings: dict) -> dict:
     """What the manifest keeps: the CPU it was measured on, the precision compared with, both timings."""
-    return {"cpu": cpu.model, "cpu_class": cpu_class(cpu), "compared_with": alternative_precision(backend, cpu),
+    return {"cpu": cpu.model, "cpu_class": cpu.precision_class, "compared_with": alternative_precision(backend, cpu),
             "measured_on": "held-out images, ms per image (fastest of 3 interleaved rounds)", **timings}

@@ -25,6 +25,15 @@ FLAGS_ENV = "SEGEDGE_CPU_FLAGS"
 REPORTED = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
 
 
+KIND_PHRASES = {
+    "unknown": "unknown CPU features",
+    "amx": "AMX (native bf16 and int8 tiles)",
+    "avx512_bf16": "AVX512_BF16 without AMX (native bf16)",
+    "vnni": "VNNI without native bf16 (int8 is the fast path; bf16 is emulated)",
+    "plain": "no VNNI and no native bf16 (f32)",
+}
+
+
 @dataclass(frozen=True)
 class CpuCapabilities:
     """The CPU's model name and its instruction-set flags (``None`` when they could not be read)."""
@@ -50,17 +59,22 @@ class CpuCapabilities:
         """int8 dot-product instructions (VNNI or AMX-INT8), the fast int8 path."""
         return None if self.flags is None else bool({"avx512_vnni", "avx_vnni", "amx_int8"} & self.flags)
 
+    @property
+    def precision_class(self) -> str:
+        """The CPU's class for precision choices: ``amx``, ``avx512_bf16`` (native bf16 without AMX),
+        ``vnni`` (int8 dot products, no native bf16), ``plain`` or ``unknown`` (recorded by
+        ``segedge quantize`` beside int8's measured speed, compared by ``precision="auto"``)."""
+        if self.flags is None:
+            return "unknown"
+        if self.amx:
+            return "amx"
+        if self.native_bf16:
+            return "avx512_bf16"
+        return "vnni" if self.int8_dot else "plain"
+
     def kind(self) -> str:
         """One phrase for reports: which of the three kinds this CPU is."""
-        if self.flags is None:
-            return "unknown CPU features"
-        if self.amx:
-            return "AMX (native bf16 and int8 tiles)"
-        if self.native_bf16:
-            return "AVX512_BF16 without AMX (native bf16)"
-        if self.int8_dot:
-            return "VNNI without native bf16 (int8 is the fast path; bf16 is emulated)"
-        return "no VNNI and no native bf16 (f32)"
+        return KIND_PHRASES[self.precision_class]
 
     def flag_summary(self) -> str:
         """The flags that matter here, e.g. ``avx512_bf16 avx512_vnni -amx_bf16``; '?' when unknown."""

@@ -59,9 +59,9 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
         return alt, f"no int8 for {backend} in the folder; {why_alt}"
     record = manifest.quantized["int8"].get("speed", {}).get(backend)
     if int8_measured_slower(record, backend, cpu):
-        return alt, (f"the gated int8 was measured slower on this kind of CPU ({cpu_class(cpu)}): {record['int8_ms']:.0f} ms "
+        return alt, (f"the gated int8 was measured slower on this kind of CPU ({cpu.precision_class}): {record['int8_ms']:.0f} ms "
                      f"vs {alt} {record[f'{alt}_ms']:.0f} ms per image when quantized")
-    if record and record.get("cpu_class") == cpu_class(cpu):
+    if record and record.get("cpu_class") == cpu.precision_class:
         return "int8", f"gated int8, measured faster than {record.get('compared_with')} on this kind of CPU when quantized"
     return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
 
@@ -69,19 +69,6 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
 # int8 is skipped only when the alternative took less than this fraction of int8's time: timings on a
 # shared machine move by 10-30%, and without a clear difference int8 (smaller, cooler) stays.
 SLOWER = 0.9
-
-
-def cpu_class(cpu: CpuCapabilities) -> str:
-    """The CPU's class for precision choices (a :class:`~segedge.runtime.cpu.CpuCapabilities`):
-    ``amx``, ``avx512_bf16`` (native bf16 without AMX), ``vnni`` (int8 dot products, no native bf16),
-    ``plain`` or ``unknown``."""
-    if cpu.flags is None:
-        return "unknown"
-    if cpu.amx:
-        return "amx"
-    if cpu.native_bf16:
-        return "avx512_bf16"
-    return "vnni" if cpu.int8_dot else "plain"
 
 
 def alternative_precision(backend: str, cpu: CpuCapabilities) -> str:
@@ -92,7 +79,7 @@ def alternative_precision(backend: str, cpu: CpuCapabilities) -> str:
 def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities) -> str | None:
     """The precision to run instead of int8 when ``record`` (from :func:`segedge.bench.speed_check.speed_record`) was measured on a
     CPU of this CPU's class and found int8 clearly slower than that precision; else ``None``."""
-    if not record or cpu.flags is None or record.get("cpu_class") != cpu_class(cpu):
+    if not record or cpu.flags is None or record.get("cpu_class") != cpu.precision_class:
         return None
     alt = alternative_precision(backend, cpu)
     if record.get("compared_with") != alt:
