@@ -19,7 +19,9 @@ def run(*args, check=False):
 def test_info_on_exported_folder(real_folder_640):
     out = run("info", real_folder_640, check=True).stdout
     assert "family fastsam, variant yolov8n-seg-coco" in out
-    assert "detections [1, 8400, 116]" in out and "prototypes [1, 160, 160, 32]" in out
+    assert "in:  images [1, 640, 640, 3] uint8" in out and "the graph takes the uint8 image and normalises it itself" in out
+    assert "box_distribution [1, 8400, 64]" in out and "class_logits [1, 8400, 80]" in out
+    assert "mask_coefficients [1, 8400, 32]" in out and "prototypes [1, 160, 160, 32]" in out
     assert "model.onnx" in out and "model.bin" in out and "verified" in out
     assert "backend openvino: " in out and "backend onnxruntime: " in out
     data = json.loads(run("info", real_folder_640, "--json", check=True).stdout)

@@ -16,7 +16,7 @@ from ultralytics.utils import nms as ul_nms
 from helpers import best_match_ious, coco_ground_truth, mask_iou, matched_iou, reference_masks, reference_predict, ultralytics_fastsam
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
-from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
+from segedge.postprocess.yolo_seg import decode_all, fastsam_adjust_boxes, instances_from_outputs
 from segedge.preprocess import letterbox, to_nchw_float
 from segedge.runtime.fastsam import FastSam
 
@@ -48,8 +48,11 @@ def torch_outputs(model, tensor):
 
 
 def as_ultralytics_layout(runtime, det, proto):
-    """A runtime's raw outputs in ultralytics' layout, to compare with :func:`torch_outputs`."""
-    if runtime.output_layout == "channels_last":
+    """A runtime's raw outputs in ultralytics' layout, to compare with :func:`torch_outputs`
+    (``channels_last_logits``: decoded by the runtime's own NumPy decoding first)."""
+    if runtime.output_layout == "channels_last_logits":
+        det = decode_all(det, runtime.anchor_grid)[None]
+    if runtime.output_layout != "ultralytics":
         return det.transpose(0, 2, 1), proto.transpose(0, 3, 1, 2)
     return det, proto
 
@@ -59,26 +62,37 @@ def test_manifest_of_real_export(real_folder_640):
     assert m.family == "fastsam" and m.params["num_classes"] == 80 and len(m.classes) == 80
     assert m.classes[0] == "person"
     g = m.graphs["model"]
-    assert [t.name for t in g.inputs] == ["images"] and g.inputs[0].shape == (1, 3, 640, 640)
-    assert [(t.name, t.shape) for t in g.outputs] == [("detections", (1, 8400, 116)), ("prototypes", (1, 160, 160, 32))]
-    assert m.params["output_layout"] == "channels_last"
+    # the letterboxed image goes in as it is: uint8, channels last (the graph divides by 255)
+    assert [(t.name, t.shape, t.dtype) for t in g.inputs] == [("images", (1, 640, 640, 3), "uint8")]
+    assert m.preprocess["tensor"] == "uint8_nhwc"
+    assert [(t.name, t.shape) for t in g.outputs] == [
+        ("box_distribution", (1, 8400, 64)), ("class_logits", (1, 8400, 80)),
+        ("mask_coefficients", (1, 8400, 32)), ("prototypes", (1, 160, 160, 32))]
+    assert m.params["output_layout"] == "channels_last_logits" and m.params["strides"] == [8, 16, 32]
     assert m.source["sha256"] == "420ff7644b470a1cf3f4372db53c01fcfc5004e78105a3982567072a6002e0d4"
     assert {"torch", "ultralytics", "onnx", "openvino"} <= set(m.exporter)
     # export/yolo_layers.py: the prototype upsampling as conv + pixel shuffle (the outputs' equality with
     # ultralytics is the raw-output test below)
-    assert m.params["layer_rewrites"] == {"upsample": 1}
-    ops = {n.op_type for n in onnx.load(str(real_folder_640 / g.onnx)).graph.node}
+    # and, in the OpenVINO IR only, C2f's cv1 as two half convs instead of conv + Split (8 blocks)
+    assert m.params["layer_rewrites"] == {"upsample": 1, "c2f_split_openvino": 8}
+    ops = [n.op_type for n in onnx.load(str(real_folder_640 / g.onnx)).graph.node]
     assert "ConvTranspose" not in ops and "DepthToSpace" in ops
+    assert ops.count("Slice") == 16  # ONNX Runtime's graph keeps ultralytics' C2f (its chunk: 2 slices)
+    import openvino as ov
+
+    ir_ops = [op.get_type_name() for op in ov.Core().read_model(str(real_folder_640 / g.openvino)).get_ops()]
+    assert "DepthToSpace" in ir_ops and not {"Split", "VariadicSplit"} & set(ir_ops)
 
 
 def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, record_property):
     """Same input tensor through PyTorch, ONNX Runtime and OpenVINO (f32): max abs error."""
     worst = {}
     for path in shared_images[:3]:
-        tensor, _ = runtimes["openvino"].preprocess(read_image(path))
-        det_ref, proto_ref = torch_outputs(torch_model, tensor)
+        image, _ = runtimes["openvino"].preprocess(read_image(path))  # (1, S, S, 3) uint8
+        assert image.dtype == np.uint8 and image.shape == (1, 640, 640, 3)
+        det_ref, proto_ref = torch_outputs(torch_model, to_nchw_float(image[0]))
         for name, rt in runtimes.items():
-            det, proto = as_ultralytics_layout(rt, *rt.infer(tensor))
+            det, proto = as_ultralytics_layout(rt, *rt.infer(image))
             box_err = np.abs(det[0, :4] - det_ref[0, :4]).max()  # pixels
             score_err = np.abs(det[0, 4:84] - det_ref[0, 4:84]).max()
             coef_err = np.abs(det[0, 84:] - det_ref[0, 84:]).max()
@@ -213,7 +227,7 @@ def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, share
     """FastSAM's real shape: one class, YOLOv8s-seg, 1024 input (seeded weights, low threshold)."""
     m = load_model_folder(seeded_folder_1024).manifest
     assert m.params["num_classes"] == 1 and m.classes == ["object"]
-    assert m.graphs["model"].outputs[0].shape == (1, 21504, 37) and m.graphs["model"].outputs[1].shape == (1, 256, 256, 32)
+    assert [t.shape for t in m.graphs["model"].outputs] == [(1, 21504, 64), (1, 21504, 1), (1, 21504, 32), (1, 256, 256, 32)]
     model = FastSam(seeded_folder_1024, backend=backend, precision="f32")
     ref_model = ultralytics_fastsam(seeded_fastsam_s)
     means, counts = _agreement(model, ref_model, shared_images[:3], 1024, 0.3, IOU)

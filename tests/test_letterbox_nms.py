@@ -54,6 +54,66 @@ def test_nms_edge_cases():
     np.testing.assert_array_equal(nms(same, np.array([0.1, 0.9, 0.5], np.float32), 0.5), [1])
 
 
+def ultralytics_head_decode(box, cls, coeffs, size, strides):
+    """ultralytics' ``Detect`` inference decoding (DFL, make_anchors, dist2bbox, sigmoid) of channels-last
+    logits ``(1, A, 64)``, ``(1, A, nc)``, ``(1, A, nm)`` -> ``(1, 4 + nc + nm, A)`` as its export outputs."""
+    from ultralytics.nn.modules.block import DFL
+    from ultralytics.utils.tal import dist2bbox, make_anchors
+
+    feats = [torch.zeros(1, 1, size // s, size // s) for s in strides]
+    anchors, stride_t = (x.transpose(0, 1) for x in make_anchors(feats, torch.tensor(strides, dtype=torch.float32), 0.5))
+    with torch.no_grad():
+        dist = DFL(box.shape[2] // 4)(torch.from_numpy(box).transpose(1, 2))
+        dbox = dist2bbox(dist, anchors.unsqueeze(0), xywh=True, dim=1) * stride_t
+        cls_t, coeffs_t = torch.from_numpy(cls).transpose(1, 2), torch.from_numpy(coeffs).transpose(1, 2)
+        return torch.cat([dbox, cls_t.sigmoid(), coeffs_t], 1)
+
+
+@pytest.mark.parametrize("agnostic", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_logits_decoding_matches_ultralytics_head(seed, agnostic):
+    """``channels_last_logits`` outputs (what segedge exports): the NumPy sigmoid, DFL decoding and anchor grid
+    give ultralytics' own decoded detections, and candidates + NMS keep exactly ultralytics' anchors."""
+    from segedge.postprocess.yolo_seg import anchor_grid, decode_all, decode_and_nms
+
+    rng = np.random.default_rng(seed)
+    size, strides, nc, nm = 640, [8, 16, 32], 5, 32
+    a = sum((size // s) ** 2 for s in strides)
+    box = rng.normal(0, 2.5, size=(1, a, 64)).astype(np.float32)
+    cls = rng.normal(-3, 1.5, size=(1, a, nc)).astype(np.float32)
+    coeffs = rng.normal(size=(1, a, nm)).astype(np.float32)
+    grid = anchor_grid((size, size), strides)
+    ref = ultralytics_head_decode(box, cls, coeffs, size, strides)
+    ours_all = decode_all((box, cls, coeffs), grid)  # every anchor
+    np.testing.assert_allclose(ours_all[:, :4], ref[0, :4].T.numpy(), atol=1e-3)  # pixels
+    np.testing.assert_allclose(ours_all[:, 4:], ref[0, 4:].T.numpy(), atol=1e-6)
+    ours = decode_and_nms((box, cls, coeffs), nc, conf=0.25, iou=0.6, max_det=100, agnostic=agnostic,
+                          layout="channels_last_logits", grid=grid)
+    out, idx = ul_nms.non_max_suppression(ref, 0.25, 0.6, agnostic=agnostic, max_det=100, nc=nc, return_idxs=True)
+    np.testing.assert_array_equal(ours.anchors, idx[0].numpy())
+    np.testing.assert_allclose(ours.boxes, out[0][:, :4].numpy(), atol=1e-3)
+    np.testing.assert_allclose(ours.scores, out[0][:, 4].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(ours.class_ids, out[0][:, 5].numpy().astype(np.int64))
+    np.testing.assert_array_equal(ours.coeffs, out[0][:, 6:].numpy())
+    assert len(ours.anchors) > 20
+
+
+def test_logits_decoding_edge_cases():
+    """conf 0 keeps every anchor, conf 1 none; a tuple of the wrong arity or a missing grid is named."""
+    from segedge.postprocess.yolo_seg import anchor_grid, decode_candidates, decode_and_nms, score_to_logit
+
+    grid = anchor_grid((64, 64), [8, 16, 32])
+    assert len(grid.strides) == 64 + 16 + 4 and grid.centres[0].tolist() == [0.5, 0.5] and grid.centres[8].tolist() == [0.5, 1.5]
+    box, cls, coeffs = np.zeros((1, 84, 64), np.float32), np.full((1, 84, 2), -50.0, np.float32), np.zeros((1, 84, 32), np.float32)
+    assert len(decode_candidates((box, cls, coeffs), 0.0, grid)[0]) == 84
+    assert len(decode_candidates((box, cls, coeffs), 1.0, grid)[0]) == 0
+    assert score_to_logit(0.5) == 0.0 and score_to_logit(0) == -np.inf
+    with pytest.raises(ValueError, match="needs detections as the tuple"):
+        decode_candidates((box, cls), 0.5, grid)
+    with pytest.raises(ValueError, match="needs the anchor grid"):
+        decode_and_nms((box, cls, coeffs), 2, 0.5, 0.5, layout="channels_last_logits")
+
+
 @pytest.mark.parametrize("agnostic", [True, False])
 @pytest.mark.parametrize("seed", range(4))
 def test_decode_and_nms_matches_ultralytics(seed, agnostic):

@@ -98,10 +98,10 @@ def test_bind_swaps_the_compiled_graph(int8_folder, shared_images):
     int8 = FastSam(folder, backend="openvino", precision="int8", cache_dir=False)
     f32 = FastSam(folder, backend="openvino", precision="f32", cache_dir=False)
     tensor = f32.preprocess(read_image(shared_images[0]))[0]
-    before = int8.infer(tensor)[0]
-    assert np.abs(before - f32.infer(tensor)[0]).max() > 0  # int8 really differs
+    before = int8.infer(tensor)[1]  # prototypes
+    assert np.abs(before - f32.infer(tensor)[1]).max() > 0  # int8 really differs
     int8.graph_backends["model"].bind(f32.backend._compiled)
-    np.testing.assert_array_equal(int8.infer(tensor)[0], f32.infer(tensor)[0])
+    np.testing.assert_array_equal(int8.infer(tensor)[1], f32.infer(tensor)[1])
     assert int8.graph_backends == {"model": int8.backend}
 
 
@@ -145,12 +145,21 @@ def test_requantize_replaces_the_previous_int8(int8_folder, shared_images, tmp_p
     assert m.quantized["int8"]["calibration"]["count"] == 2
 
 
-def test_recipes_keep_coordinates_float(real_folder_640, tmp_path):
+def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, tmp_path):
     import onnx
 
     from segedge.export.sam import export_sam
 
+    from segedge.export.fastsam import export_fastsam
+
+    # the default outputs are undecoded: the head's own convolutions (all int8) and layout ops only
     yolo = onnx.load(str(real_folder_640 / "model.onnx"))
+    decode = yolo_decode_nodes(yolo)
+    assert {n.op_type for n in yolo.graph.node if n.name in decode} <= {"Reshape", "Transpose", "Concat"}
+    assert not any(n.op_type == "Conv" and n.name in decode for n in yolo.graph.node)
+    # a graph that decodes boxes itself (the channels_last layout): the decoding stays float
+    cl = export_fastsam(real_checkpoint, tmp_path / "cl", imgsz=256, output_layout="channels_last")
+    yolo = onnx.load(str(cl / "model.onnx"))
     decode = yolo_decode_nodes(yolo)
     ops = {n.op_type for n in yolo.graph.node if n.name in decode}
     assert {"Softmax", "MatMul", "Sub", "Add", "Mul"} <= ops, ops  # DFL expectation, ltrb -> xywh, times stride

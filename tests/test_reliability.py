@@ -134,6 +134,21 @@ def test_threads_checked(real_folder_640, backend):
             FastSam(real_folder_640, backend=backend, threads=bad)
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_float_tensor_for_a_uint8_graph_is_refused(real_folder_640, bus, backend):
+    """The FastSAM graph takes the letterboxed uint8 image: a 0-1 float tensor (the older input) would be cast
+    to zeros without a word; it is refused, naming what to pass."""
+    from segedge.imageio import read_image
+    from segedge.preprocess import to_nchw_float
+
+    model = FastSam(real_folder_640, backend=backend, precision="f32")
+    image, _ = model.preprocess(read_image(bus))
+    with pytest.raises(BackendError, match=r"input 'images' is a uint8 image of shape \(1, 640, 640, 3\), got float32: "
+                                           r"pass the model's own preprocess\(\) output"):
+        model.infer(to_nchw_float(image[0]).transpose(0, 2, 3, 1))
+    assert len(model.infer(image)) == 2
+
+
 def test_garbage_and_swapped_graph_files(real_folder_640, sam_tiny_folder, tmp_path):
     garbage = copy_folder(real_folder_640, tmp_path / "garbage")
     (garbage / "model.xml").write_text("<?xml version='1.0'?><nothing/>")
@@ -177,11 +192,17 @@ MANIFEST_EDITS = [
     ("preprocess.mean", "zero", "preprocess.mean must be a list of 3 numbers"),
     ("preprocess.std", [255, 0, 255], "preprocess.std[1] must be above 0"),
     ("graphs", [], "graphs must be an object, got list []"),
-    ("graphs.model.outputs.0.name", "dets", "graphs.model has no tensor named 'detections'"),
-    ("graphs.model.inputs.0.shape", [1, 3, 640, 641], "must be a square multiple of 32"),
-    ("graphs.model.inputs.0.shape", [1, 3, 512, 512], "tensor 'prototypes' has shape [1, 160, 160, 32], but a fastsam model needs [1, 128, 128, 32]"),
-    ("params.output_layout", "nchw", "params.output_layout must be 'channels_last' or 'ultralytics', got 'nchw'"),
-    ("params.output_layout", "ultralytics", "tensor 'detections' has shape [1, 8400, 116], but a fastsam model needs [1, 116, N]"),
+    ("graphs.model.outputs.0.name", "dets", "graphs.model has no tensor named 'box_distribution'"),
+    ("graphs.model.inputs.0.shape", [1, 640, 641, 3], "must be a square multiple of 32"),
+    ("graphs.model.inputs.0.shape", [1, 3, 640, 640], "tensor 'images' has shape [1, 3, 640, 640], but a fastsam model needs [1, N, N, 3]"),
+    ("graphs.model.inputs.0.shape", [1, 512, 512, 3], "tensor 'box_distribution' has shape [1, 8400, 64], but a fastsam model needs [1, 5376, N]"),
+    ("preprocess.tensor", "float32_nchw", "tensor 'images' has shape [1, 640, 640, 3], but a fastsam model needs [1, 3, N, N]"),
+    ("preprocess.tensor", "rgb", "preprocess.tensor must be 'uint8_nhwc' or 'float32_nchw', got str 'rgb'"),
+    ("params.strides", [8, 16], "tensor 'box_distribution' has shape [1, 8400, 64], but a fastsam model needs [1, 8000, N]"),
+    ("params.strides", [8, 16, 48], "params.strides[2] is 48, which does not divide the input size 640"),
+    ("params.strides", KeyError, "params.strides is missing"),
+    ("params.output_layout", "nchw", "params.output_layout must be 'channels_last_logits', 'channels_last' or 'ultralytics', got 'nchw'"),
+    ("params.output_layout", "channels_last", "graphs.model has no tensor named 'detections'"),
     ("graphs.model.openvino", "/etc/passwd.xml", "graphs.model.openvino must be a file name inside the model folder"),
     ("graphs.model.onnx", "../other/model.onnx", "graphs.model.onnx must be a file name inside the model folder"),
     ("classes", ["a", "b"], "classes has 2 names, but params.num_classes is 80"),
@@ -205,14 +226,16 @@ def test_consistent_edit_is_caught_by_the_graph_file(real_folder_640, tmp_path):
     folder = copy_folder(real_folder_640, tmp_path / "m")
 
     def change(data):
-        data["graphs"]["model"]["inputs"][0]["shape"] = [1, 3, 512, 512]
-        data["graphs"]["model"]["outputs"][1]["shape"] = [1, 128, 128, 32]
+        data["graphs"]["model"]["inputs"][0]["shape"] = [1, 512, 512, 3]
+        for out, channels in zip(data["graphs"]["model"]["outputs"][:3], (64, 80, 32)):
+            out["shape"] = [1, 5376, channels]
+        data["graphs"]["model"]["outputs"][3]["shape"] = [1, 128, 128, 32]
         data["preprocess"]["size"] = [512, 512]
 
     edit_manifest(folder, change)
     load_model_folder(folder)
     for backend in ("openvino", "onnxruntime"):
-        with pytest.raises(ModelFolderError, match=r"the graph's inputs are images \[1, 3, 640, 640\], but segedge.json says images \[1, 3, 512, 512\]"):
+        with pytest.raises(ModelFolderError, match=r"the graph's inputs are images \[1, 640, 640, 3\], but segedge.json says images \[1, 512, 512, 3\]"):
             FastSam(folder, backend=backend)
 
 

@@ -121,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--out", required=True, help="model folder to write")
     fs.add_argument("--imgsz", type=int, default=1024, help="square input size in pixels, multiple of 32 (default 1024, FastSAM's)")
     fs.add_argument("--variant", help="name recorded in the manifest (default: the checkpoint's file name)")
-    fs.add_argument("--output-layout", choices=("channels_last", "ultralytics"), default="channels_last",
-                    help="channels_last (default, fastest on OpenVINO): detections (1, A, 4+nc+32), prototypes (1, S/4, S/4, 32); "
+    fs.add_argument("--output-layout", choices=("channels_last_logits", "channels_last", "ultralytics"), default="channels_last_logits",
+                    help="channels_last_logits (default, fastest): box_distribution (1, A, 64), class_logits (1, A, nc), "
+                         "mask_coefficients (1, A, 32), prototypes (1, S/4, S/4, 32), boxes and scores decoded by segedge; "
+                         "channels_last: detections (1, A, 4+nc+32) decoded in the graph, prototypes (1, S/4, S/4, 32); "
                          "ultralytics: its own ONNX layout (1, 4+nc+32, A), (1, 32, S/4, S/4), for tools that expect it")
     fs.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
     fs.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
@@ -766,7 +768,8 @@ def _info(args) -> int:
     print(f"  source {m.source.get('checkpoint')} sha256 {m.source.get('sha256', '?')}")
     print("  exported with " + ", ".join(f"{k} {v}" for k, v in m.exporter.items()))
     pre = m.preprocess
-    print(f"  preprocess {pre.get('kind')} {pre.get('size')} mean {pre.get('mean')} std {pre.get('std')} pad {pre.get('pad_value')}")
+    tensor = " (the graph takes the uint8 image and normalises it itself)" if pre.get("tensor") == "uint8_nhwc" else ""
+    print(f"  preprocess {pre.get('kind')} {pre.get('size')} mean {pre.get('mean')} std {pre.get('std')} pad {pre.get('pad_value')}{tensor}")
     for name, graph in m.graphs.items():
         ins = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in graph.inputs)
         outs = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in graph.outputs)

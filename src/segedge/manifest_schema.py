@@ -193,19 +193,44 @@ def _check_fastsam(f: _Fields, data: dict, shapes) -> None:
         f.integer(params["max_det"], "params.max_det", lo=1)
     if data.get("classes") and len(data["classes"]) != nc:
         f.fail("classes", f"has {len(data['classes'])} names, but params.num_classes is {nc}")
-    _, _, s, s2 = _shape(f, shapes, "model", "images", (1, 3, None, None), what)
+    tensor = data.get("preprocess", {}).get("tensor", "float32_nchw")
+    if tensor == "uint8_nhwc":
+        _, s, s2, _ = _shape(f, shapes, "model", "images", (1, None, None, 3), what)
+    elif tensor == "float32_nchw":
+        _, _, s, s2 = _shape(f, shapes, "model", "images", (1, 3, None, None), what)
+    else:
+        f.fail("preprocess.tensor", f"must be 'uint8_nhwc' or 'float32_nchw', got {_kind(tensor)}")
     if s != s2 or s % 32:
         f.fail("graphs.model tensor 'images'", f"must be a square multiple of 32, got {s}x{s2}")
     layout = params.get("output_layout", "ultralytics")
-    if layout == "channels_last":
+    if layout == "channels_last_logits":
+        anchors = _anchor_count(f, params, s)
+        _, _, sides = _shape(f, shapes, "model", "box_distribution", (1, anchors, None), what)
+        if sides % 4:
+            f.fail("graphs.model tensor 'box_distribution'", f"must have 4 x bins channels (4 box sides), got {sides}")
+        _shape(f, shapes, "model", "class_logits", (1, anchors, nc), what)
+        _shape(f, shapes, "model", "mask_coefficients", (1, anchors, nm), what)
+        _shape(f, shapes, "model", "prototypes", (1, s // 4, s // 4, nm), what)
+    elif layout == "channels_last":
         _shape(f, shapes, "model", "detections", (1, None, 4 + nc + nm), what)
         _shape(f, shapes, "model", "prototypes", (1, s // 4, s // 4, nm), what)
     elif layout == "ultralytics":
         _shape(f, shapes, "model", "detections", (1, 4 + nc + nm, None), what)
         _shape(f, shapes, "model", "prototypes", (1, nm, s // 4, s // 4), what)
     else:
-        f.fail("params.output_layout", f"must be 'channels_last' or 'ultralytics', got {layout!r}")
+        f.fail("params.output_layout", f"must be 'channels_last_logits', 'channels_last' or 'ultralytics', got {layout!r}")
     _check_preprocess(f, data, s)
+
+
+def _anchor_count(f: _Fields, params: dict, size: int) -> int:
+    """Anchors of a YOLO head on a ``size`` x ``size`` input: one per cell of every stride's grid."""
+    strides = f.get(params, "strides", "params.strides")
+    if not isinstance(strides, list) or not strides:
+        f.fail("params.strides", f"must be a list of the head's strides in pixels (e.g. [8, 16, 32]), got {_kind(strides)}")
+    for i, stride in enumerate(strides):
+        if size % f.integer(stride, f"params.strides[{i}]", lo=1, hi=size):
+            f.fail(f"params.strides[{i}]", f"is {stride}, which does not divide the input size {size}")
+    return sum((size // st) ** 2 for st in strides)
 
 
 def _check_sam(f: _Fields, data: dict, shapes) -> None:

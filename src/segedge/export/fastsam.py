@@ -1,11 +1,18 @@
 """FastSAM / YOLOv8-seg / YOLO11-seg checkpoint -> static ONNX + OpenVINO IR model folder.
 
-The graph has one input ``images (1, 3, S, S)`` (RGB, 0-1) and two outputs with fixed names and
-channels-last layouts (``params.output_layout = "channels_last"``, :mod:`segedge.export.yolo_head`),
-so the runtime never guesses which tensor is which:
+The graph has one input, ``images (1, S, S, 3) uint8``: the letterboxed RGB image as it is
+(``preprocess.tensor = "uint8_nhwc"``); the graph itself converts it to float, divides by 255 and
+transposes it to NCHW, which OpenVINO fuses into its first convolution's input (measured: 3.3 ms less
+per image for YOLOv8n-seg int8 at 1024 than NumPy's conversion plus a float input, same outputs). Its
+outputs have fixed names and
+channels-last layouts (``params.output_layout = "channels_last_logits"``,
+:mod:`segedge.export.yolo_head`), so the runtime never guesses which tensor is which, and the mask
+matmul ``mask_coefficients (N, 32) @ prototypes (32, S/4 * S/4)`` reads two named tensors:
 
-- ``detections (1, A, 4 + nc + 32)``: per anchor, box xywh in input pixels, ``nc`` class scores,
-  32 mask coefficients (A = anchors over strides 8, 16, 32);
+- ``box_distribution (1, A, 64)``: per anchor (A = anchors over strides 8, 16, 32), the DFL logits
+  of the box's four sides (16 bins each), decoded by the runtime;
+- ``class_logits (1, A, nc)``: class scores before the sigmoid;
+- ``mask_coefficients (1, A, 32)``;
 - ``prototypes (1, S/4, S/4, 32)``: the prototype masks.
 
 Loading an ultralytics ``.pt`` unpickles Python objects, which can run code: only export
@@ -14,14 +21,16 @@ checkpoints from sources you trust.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, method_graph, staging_folder, tool_versions
-from segedge.export.yolo_head import LAYOUT, check_against_ultralytics, use_channels_last_head
-from segedge.export.yolo_layers import rewrite_for_int8
+from segedge.export.yolo_head import CHANNELS_LAST, LAYOUT, check_against_ultralytics, use_channels_last_head
+from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
 from segedge.manifest import Manifest
+from segedge.postprocess.yolo_seg import LAYOUTS, OUTPUT_NAMES
 
 # FastSAM's own defaults (CASIA-IVA-Lab/FastSAM and the ultralytics docs): conf 0.4, iou 0.9.
 DEFAULT_CONF = 0.4
@@ -78,6 +87,23 @@ def _reject_plain_state_dict(path: Path, torch) -> None:
     raise CheckpointError(f"{path} is a plain state dict, not a FastSAM/YOLO-seg checkpoint; {hint}")
 
 
+def uint8_input_module(model):
+    """``model`` (input ``(1, 3, S, S)`` float RGB 0-1) behind an input of ``(1, S, S, 3) uint8`` RGB: the
+    graph converts, divides by 255 (ultralytics' ``im / 255``) and transposes, so the runtime feeds the
+    letterboxed image without a NumPy pass over it."""
+    import torch
+
+    class Uint8Input(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, images):
+            return self.inner(images.permute(0, 3, 1, 2).float() / 255.0)
+
+    return Uint8Input().eval()
+
+
 def export_fastsam(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -87,19 +113,23 @@ def export_fastsam(
     simplify: bool = True,
     overwrite: bool = False,
     output_layout: str = LAYOUT,
+    split_c2f: bool = True,
 ) -> Path:
     """Export a FastSAM / YOLO-seg checkpoint to a model folder at ``out_dir``; returns its path.
 
     ``imgsz`` (pixels, multiple of 32) is the square static input size; FastSAM is trained at 1024.
-    ``output_layout``: ``"channels_last"`` (default; :mod:`segedge.export.yolo_head`, YOLOv8n-seg int8 at
-    1024 took 34 instead of 49 ms on OpenVINO; with it comes the exact rewrite of
-    :mod:`segedge.export.yolo_layers`, ~7% less int8 time) or ``"ultralytics"`` (ultralytics' own
-    ONNX graph and outputs, unchanged).
+    ``output_layout``: ``"channels_last_logits"`` (default) or ``"channels_last"``
+    (:mod:`segedge.export.yolo_head`; YOLOv8n-seg int8 at 1024 on OpenVINO: ultralytics' layout 49 ms,
+    channels_last 34, channels_last_logits another ~9% less; both come with the exact rewrite of
+    :mod:`segedge.export.yolo_layers`, ~7% less int8 time), or ``"ultralytics"`` (ultralytics' own
+    ONNX graph and outputs, unchanged, with its float ``(1, 3, S, S)`` input). The channels-last layouts
+    take the ``uint8`` image (:func:`uint8_input_module`).
     """
     import torch
 
-    if output_layout not in (LAYOUT, "ultralytics"):
-        raise CheckpointError(f"output_layout must be {LAYOUT!r} or 'ultralytics', got {output_layout!r}")
+    uint8_input = output_layout in CHANNELS_LAST  # ultralytics' layout keeps ultralytics' whole graph
+    if output_layout not in LAYOUTS:
+        raise CheckpointError(f"output_layout must be one of {', '.join(LAYOUTS)}; got {output_layout!r}")
     if imgsz % 32 or imgsz < 64:
         raise CheckpointError(f"--imgsz must be a multiple of 32 and at least 64, got {imgsz}")
     model = load_yolo_seg(checkpoint)
@@ -120,15 +150,26 @@ def export_fastsam(
         if tuple(detections.shape) != expected_det or prototypes.shape[1] != head.nm:
             raise CheckpointError(f"unexpected head outputs {tuple(detections.shape)} / {tuple(prototypes.shape)}")
         rewrites = {}
-        if output_layout == LAYOUT:
-            use_channels_last_head(head)
+        strides = [int(s) for s in head.stride.tolist()]
+        ir_model = model  # what the OpenVINO IR is converted from
+        if output_layout in CHANNELS_LAST:
+            use_channels_last_head(head, output_layout)
             rewrites = rewrite_for_int8(model)  # exact; checked with the head just below
-            check_against_ultralytics((detections, prototypes), model(probe), imgsz)
+            check_against_ultralytics((detections, prototypes), model(probe), imgsz, strides)
+            if split_c2f:
+                ir_model = copy.deepcopy(model)
+                rewrites["c2f_split_openvino"] = split_c2f_inputs(ir_model)
+                check_against_ultralytics((detections, prototypes), ir_model(probe), imgsz, strides)
     ckpt = Path(checkpoint)
     variant = variant or ckpt.stem
     with staging_folder(out_dir, overwrite) as folder:
-        # in export mode the model returns exactly (detections, prototypes); export_graph checks both names
-        graph = export_graph(method_graph(model, "forward"), (image,), folder, "model", ["images"], ["detections", "prototypes"], simplify)
+        # in export mode the model returns exactly the layout's outputs; export_graph checks their names
+        wrap = uint8_input_module if uint8_input else (lambda m: method_graph(m, "forward"))
+        example = torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8) if uint8_input else image
+        outputs = list(OUTPUT_NAMES[output_layout])
+        graph = export_graph(wrap(ir_model), (example,), folder, "model", ["images"], outputs, simplify)
+        if ir_model is not model:  # the ONNX (ONNX Runtime's graph) from the model without the IR-only rewrite
+            graph = export_graph(wrap(model), (example,), folder, "model", ["images"], outputs, simplify, openvino=False)
         manifest = Manifest(
             family="fastsam",
             variant=variant,
@@ -141,6 +182,8 @@ def export_fastsam(
                 "std": [255.0, 255.0, 255.0],
                 "channel_order": "RGB",
                 "resize": "bilinear",
+                # uint8_nhwc: the graph takes the letterboxed image and applies mean/std itself
+                "tensor": "uint8_nhwc" if uint8_input else "float32_nchw",
             },
             source={"format": "ultralytics"},
             exporter=tool_versions("torch", "ultralytics", "onnx", "onnxslim", "openvino"),
@@ -148,7 +191,7 @@ def export_fastsam(
             params={
                 "num_classes": nc,
                 "num_mask_coefficients": int(head.nm),
-                "strides": [int(s) for s in head.stride.tolist()],
+                "strides": strides,
                 "anchors": int(detections.shape[2]),
                 "output_layout": output_layout,
                 **({"layer_rewrites": rewrites} if rewrites else {}),  # export/yolo_layers.py

@@ -13,7 +13,9 @@ Why these choices:
   anchor arithmetic, stride scaling) stays float: its outputs are pixel coordinates, and int8 steps
   there move every box. Measured on YOLOv8n-seg at 1024: all-int8 0.968 IoU / 53 ms; decode in float
   0.980 / 47 ms; ultralytics' choice (the whole head float) 0.984 / 70 ms. Fast bias correction on
-  (full bias correction measured worse here, 0.963, and slower).
+  (full bias correction measured worse here, 0.963, and slower). Folders exported with the default
+  ``channels_last_logits`` outputs have no decoding in the graph at all (the runtime decodes the
+  candidate boxes in float NumPy), so only the head's layout ops are listed there.
 - **SAM / MobileSAM encoder** (ViT / TinyViT): ``ModelType.TRANSFORMER`` keeps softmax, LayerNorm
   and GELU float and applies SmoothQuant to the linear layers, the standard recipe for ViTs.
 - **SAM decoder**: TRANSFORMER too, and the prompt encoder's coordinate path stays float: it projects
@@ -66,7 +68,7 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
     loaded ``onnx.ModelProto`` of the f32 graph). Graphs left out are not quantized."""
     if family == "fastsam":
         return {"model": Recipe("model", False, yolo_decode_nodes(onnx_models["model"]),
-                                notes="CNN; box decoding (DFL, anchors, strides) kept float")}
+                                notes="CNN; box decoding (DFL, anchors, strides) float: in NumPy, or kept float in older layouts' graphs")}
     if family in ("sam", "sam2"):
         encoder = ("ViT/TinyViT" if family == "sam" else "Hiera + FPN neck") + ": transformer type (SmoothQuant; softmax/LayerNorm float)"
         coords = "transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) kept float"

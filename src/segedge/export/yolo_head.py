@@ -1,19 +1,26 @@
-"""A channels-last forward for ultralytics' ``Segment`` head (YOLOv8-seg, YOLO11-seg, FastSAM).
+"""Channels-last forwards for ultralytics' ``Segment`` head (YOLOv8-seg, YOLO11-seg, FastSAM).
 
 ultralytics' export ends in ``detections (1, 4 + nc + nm, A)`` and ``prototypes (1, nm, S/4, S/4)``.
 OpenVINO's CPU kernels compute convolutions channels-last (NHWC or blocked), so both outputs cost a
 layout reorder at the end of the graph, plus one before the head's reshape of every level: in int8
-these reorders were a third of YOLOv8n-seg's time at 1024 (issue 9's profile). This head computes the
-same numbers per anchor row instead:
+these reorders were a third of YOLOv8n-seg's time at 1024 (issue 9's profile). Both heads here give
+per-anchor rows instead (stride-8 level first, row-major within a level, as ultralytics orders them)
+and ``prototypes (1, S/4, S/4, nm)``:
 
-- ``detections (1, A, 4 + nc + nm)``: per anchor (stride-8 level first, row-major within a level, as
-  ultralytics orders them), box ``xywh`` in model-input pixels, ``nc`` sigmoid class scores, ``nm``
-  mask coefficients;
-- ``prototypes (1, S/4, S/4, nm)``.
+- ``channels_last_logits`` (the default, :data:`LAYOUT`): the conv branches' own outputs, undecoded,
+  one output each: ``box_distribution (1, A, 4 * reg_max)``, ``class_logits (1, A, nc)``,
+  ``mask_coefficients (1, A, nm)``. The graph then has no softmax over all A x 4 box sides, no
+  sigmoid over A x nc scores, and no concat-then-split of the three branches: the runtime decodes the
+  few anchors that pass the confidence threshold
+  (:func:`segedge.postprocess.yolo_seg.decode_candidates`). Measured, YOLOv8n-seg 1024 int8 on
+  OpenVINO, interleaved in one process (2-core AMD EPYC, avx512_vnni + avx512_bf16, no AMX): 37.4 ->
+  34.2 ms and 39.0 -> 35.8 ms (two runs); the profile's Softmax (1.5 ms), head Split (1.1 ms) and
+  most of its Concat (2.5 -> 0.6 ms) are gone.
+- ``channels_last``: ``detections (1, A, 4 + nc + nm)``, decoded in the graph: box ``xywh`` in
+  model-input pixels, ``nc`` sigmoid class scores, ``nm`` mask coefficients.
 
-It reuses the head's own convolutions; only the reshapes and the box decoding (DFL expectation,
-distance -> xywh, times stride) are written here, and :func:`check_against_ultralytics` proves them
-equal to ultralytics' on every export.
+Both reuse the head's own convolutions; :func:`check_against_ultralytics` proves each equal to
+ultralytics' outputs on every export (the logits head through the runtime's own NumPy decoding).
 """
 
 from __future__ import annotations
@@ -21,16 +28,34 @@ from __future__ import annotations
 import types
 
 from segedge.errors import CheckpointError
+from segedge.postprocess.yolo_seg import LOGITS
 
-LAYOUT = "channels_last"
+LAYOUT = LOGITS  # the default
+CHANNELS_LAST = ("channels_last_logits", "channels_last")
 
 
-def use_channels_last_head(head) -> None:
-    """Make ``head`` (an ultralytics ``Segment`` in export mode) return ``(detections (1, A, 4+nc+nm),
-    prototypes (1, S/4, S/4, nm))``. Changes this one module instance only."""
+def use_channels_last_head(head, layout: str = LAYOUT) -> None:
+    """Make ``head`` (an ultralytics ``Segment`` in export mode) return the outputs of ``layout``
+    (:data:`~segedge.postprocess.yolo_seg.OUTPUT_NAMES`, module docstring). Changes this one module
+    instance only."""
+    if layout not in CHANNELS_LAST:
+        raise ValueError(f"layout must be one of {CHANNELS_LAST}, got {layout!r}")
     if getattr(head, "xyxy", False):
         raise CheckpointError("this segmentation head decodes boxes as xyxy; segedge's FastSAM runtime expects xywh")
-    head.forward = types.MethodType(_channels_last_forward, head)
+    head.forward = types.MethodType(_logits_forward if layout == LOGITS else _channels_last_forward, head)
+
+
+def _logits_forward(self, feats):
+    import torch
+
+    outputs = []
+    for branch in (self.cv2, self.cv3, self.cv4):  # box distribution, class logits, mask coefficients
+        rows = []
+        for i in range(self.nl):
+            level = branch[i](feats[i])  # (1, C, h, w)
+            rows.append(level.permute(0, 2, 3, 1).reshape(1, -1, level.shape[1]))  # (1, h*w, C)
+        outputs.append(torch.cat(rows, 1))  # (1, A, C)
+    return (*outputs, self.proto(feats[0]).permute(0, 2, 3, 1))
 
 
 def _channels_last_forward(self, feats):
@@ -58,12 +83,23 @@ def _channels_last_forward(self, feats):
     return detections, self.proto(feats[0]).permute(0, 2, 3, 1)
 
 
-def check_against_ultralytics(reference: tuple, ours: tuple, imgsz: int) -> None:
-    """Raise :class:`CheckpointError` unless ``ours`` (channels-last) equals ``reference`` (ultralytics'
-    own outputs for the same input), transposed. Boxes are pixels up to ``imgsz``: tolerance 1e-5 of it."""
+def check_against_ultralytics(reference: tuple, ours: tuple, imgsz: int, strides: list[int]) -> None:
+    """Raise :class:`CheckpointError` unless ``ours`` (a channels-last head's outputs) equal ``reference``
+    (ultralytics' own outputs for the same input), transposed; logits are decoded first with the runtime's
+    :func:`~segedge.postprocess.yolo_seg.decode_all`. Boxes are pixels up to ``imgsz``: tolerance 1e-5 of it."""
+    import torch
+
+    from segedge.postprocess.yolo_seg import anchor_grid, decode_all
+
     ref_det, ref_proto = reference
-    det, proto = ours
     ref_det, ref_proto = ref_det.transpose(1, 2), ref_proto.permute(0, 2, 3, 1)
+    if len(ours) == 4:
+        *parts, proto = ours
+        if parts[0].shape[1] != ref_det.shape[1]:
+            raise CheckpointError(f"channels-last head gave {parts[0].shape[1]} anchors, ultralytics {ref_det.shape[1]}")
+        det = torch.from_numpy(decode_all(tuple(t.numpy() for t in parts), anchor_grid((imgsz, imgsz), strides)))[None]
+    else:
+        det, proto = ours
     if det.shape != ref_det.shape or proto.shape != ref_proto.shape:
         raise CheckpointError(f"channels-last head gave {tuple(det.shape)} / {tuple(proto.shape)}, expected "
                               f"{tuple(ref_det.shape)} / {tuple(ref_proto.shape)}: this head is not supported")

@@ -84,19 +84,36 @@ def resample_block(mask: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[i
     return resample_read_block(mask[k0:k1, l0:l1], ymap, xmap, rows, cols)
 
 
+# Outputs per matrix product in resample_read_block. The composed bilinear maps are banded (an output reads
+# 2-4 neighbouring inputs), so a run of outputs reads a short input span: products over runs skip the
+# zeros a whole-window product multiplies. Measured (3 retina masks of ~500x1200 px from 256x256
+# prototypes, one BLAS thread): one product per axis 4.3 ms; runs of 16: 1.6, 32: 1.12, 64: 1.10,
+# 128: 1.35, 256: 2.05 ms; every mask pixel equal after the > 0 threshold.
+RUN = 64
+
+
 def resample_read_block(block: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     """:func:`resample_block` given only the input it reads: ``block`` is ``mask[k0:k1, l0:l1]`` with
     ``(k0, k1) = ymap.span(*rows)`` and ``(l0, l1) = xmap.span(*cols)`` (for callers that compute just
-    that block, e.g. mask logits from prototypes)."""
+    that block, e.g. mask logits from prototypes). Returns ``(r1 - r0, c1 - c0)`` float32.
+
+    Rows first, then columns, each in runs of :data:`RUN` outputs that read only their own input span.
+    """
     r0, r1 = rows
     c0, c1 = cols
     k0, k1 = ymap.span(r0, r1)
     l0, l1 = xmap.span(c0, c1)
     if block.shape != (k1 - k0, l1 - l0):
         raise ValueError(f"block is {block.shape}, the output window reads {(k1 - k0, l1 - l0)}")
-    wy = ymap.matrix[r0:r1, k0:k1]
-    wx = xmap.matrix[c0:c1, l0:l1]
-    nr, nc, kr, kc = r1 - r0, c1 - c0, k1 - k0, l1 - l0
-    if nr * kc * (kr + nc) <= kr * nc * (kc + nr):  # pick the cheaper association
-        return (wy @ block) @ wx.T
-    return wy @ (block @ wx.T)
+    block = block.astype(np.float32, copy=False)
+    tall = np.empty((r1 - r0, l1 - l0), dtype=np.float32)  # rows resampled, columns not yet
+    for a in range(r0, r1, RUN):
+        b = min(a + RUN, r1)
+        ka, kb = ymap.span(a, b)
+        np.matmul(ymap.matrix[a:b, ka:kb], block[ka - k0 : kb - k0], out=tall[a - r0 : b - r0])
+    out = np.empty((r1 - r0, c1 - c0), dtype=np.float32)
+    for a in range(c0, c1, RUN):
+        b = min(a + RUN, c1)
+        la, lb = xmap.span(a, b)
+        np.matmul(tall[:, la - l0 : lb - l0], xmap.matrix[a:b, la:lb].T, out=out[:, a - c0 : b - c0])
+    return out

@@ -102,6 +102,10 @@ class Backend(ABC):
                 raise BackendError(
                     f"input {name!r} must have the static shape {tuple(self.inputs[name])}, got {tuple(np.shape(array))}"
                 )
+            if self._dtypes[name] == np.uint8 and np.asarray(array).dtype != np.uint8:
+                # a uint8 input is an image (0-255): casting floats to it would silently zero a 0-1 tensor
+                raise BackendError(f"input {name!r} is a uint8 image of shape {tuple(self.inputs[name])}, got "
+                                   f"{np.asarray(array).dtype}: pass the model's own preprocess() output")
 
     @abstractmethod
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -15,7 +15,7 @@ import numpy as np
 from segedge.errors import PromptError
 from segedge.imageio import ImageSource, read_image
 from segedge.postprocess.prompts import select, select_by_similarity, text_crops
-from segedge.postprocess.yolo_seg import fastsam_adjust_boxes, instances_from_outputs
+from segedge.postprocess.yolo_seg import LOGITS, OUTPUT_NAMES, anchor_grid, fastsam_adjust_boxes, instances_from_outputs
 from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_classes, check_count, check_fraction, check_points
@@ -23,8 +23,6 @@ from segedge.runtime.result import Result
 
 GRAPH = "model"
 INPUT = "images"
-DETECTIONS = "detections"
-PROTOTYPES = "prototypes"
 
 
 class FastSam(FolderModel):
@@ -38,9 +36,14 @@ class FastSam(FolderModel):
 
     def _setup(self, m) -> None:
         graph = self.folder.graph(GRAPH)
-        self.input_hw = tuple(graph.input(INPUT).shape[2:])
+        # "uint8_nhwc": the graph takes the letterboxed uint8 image and normalises it itself
+        self.uint8_input = m.preprocess.get("tensor", "float32_nchw") == "uint8_nhwc"
+        shape = graph.input(INPUT).shape
+        self.input_hw = tuple(shape[1:3]) if self.uint8_input else tuple(shape[2:])
         self.num_classes = int(m.params["num_classes"])
         self.output_layout = str(m.params.get("output_layout", "ultralytics"))  # postprocess.yolo_seg.LAYOUTS
+        # the logits layout's boxes are decoded here: anchor centres and strides at this input size
+        self.anchor_grid = anchor_grid(self.input_hw, m.params["strides"]) if self.output_layout == LOGITS else None
         self.names = list(m.classes) or [str(i) for i in range(self.num_classes)]
         self.defaults = {"conf": float(m.params.get("conf", 0.4)), "iou": float(m.params.get("iou", 0.9)), "max_det": int(m.params.get("max_det", 300))}
         self.pad_value = int(m.preprocess.get("pad_value", 114))
@@ -49,15 +52,23 @@ class FastSam(FolderModel):
         self.backend = self._compile(GRAPH)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
-        """``HxWx3 uint8`` RGB -> ``(1, 3, S, S)`` float32 input and the letterbox geometry."""
+        """``HxWx3 uint8`` RGB -> the graph's input and the letterbox geometry. The input is the letterboxed
+        image itself, ``(1, S, S, 3) uint8``, for folders whose graph normalises it (``preprocess.tensor =
+        "uint8_nhwc"``, what ``segedge export fastsam`` writes), else ``(1, 3, S, S) float32`` 0-1."""
         padded, geo = letterbox(image, self.input_hw, self.pad_value)
+        if self.uint8_input:
+            return padded[None], geo
         return to_nchw_float(padded, self.mean, self.std), geo
 
-    def infer(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the network: ``(detections, prototypes)`` picked by name, in :attr:`output_layout`
-        (``"channels_last"``: ``(1, A, 4+nc+32)``, ``(1, S/4, S/4, 32)``; ``"ultralytics"``: transposed)."""
+    def infer(self, tensor: np.ndarray) -> tuple:
+        """Run the network on ``tensor`` (as :meth:`preprocess` returns it): ``(detections, prototypes)`` picked by name, in :attr:`output_layout`
+        (:mod:`segedge.postprocess.yolo_seg`). ``"channels_last_logits"``: detections is the tuple
+        ``(box_distribution (1, A, 64), class_logits (1, A, nc), mask_coefficients (1, A, 32))``,
+        prototypes ``(1, S/4, S/4, 32)``; ``"channels_last"``: ``(1, A, 4+nc+32)``, ``(1, S/4, S/4, 32)``;
+        ``"ultralytics"``: both transposed."""
         out = self.backend.run({INPUT: tensor})
-        return out[DETECTIONS], out[PROTOTYPES]
+        *detections, prototypes = (out[name] for name in OUTPUT_NAMES[self.output_layout])
+        return (tuple(detections) if self.output_layout == LOGITS else detections[0]), prototypes
 
     def everything(
         self,
@@ -106,7 +117,7 @@ class FastSam(FolderModel):
         t2 = time.perf_counter()
         inst = instances_from_outputs(
             detections, prototypes, geo, self.num_classes, **options, agnostic=bool(agnostic), retina=bool(retina),
-            layout=self.output_layout,
+            layout=self.output_layout, grid=self.anchor_grid,
         )
         boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw)
         timings = dict(timings or {})
