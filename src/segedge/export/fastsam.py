@@ -3,11 +3,11 @@
 The graph has one input, ``images (1, S, S, 3) uint8``: the letterboxed RGB image as it is
 (``preprocess.tensor = "uint8_nhwc"``); the graph itself converts it to float, divides by 255 and
 transposes it to NCHW, which OpenVINO fuses into its first convolution's input (measured: 3.3 ms less
-per image for YOLOv8n-seg int8 at 1024 than NumPy's conversion plus a float input, same outputs). Its
-outputs have fixed names and
-channels-last layouts (``params.output_layout = "channels_last_logits"``,
-:mod:`segedge.export.yolo_head`), so the runtime never guesses which tensor is which, and the mask
-matmul ``mask_coefficients (N, 32) @ prototypes (32, S/4 * S/4)`` reads two named tensors:
+per image for YOLOv8n-seg int8 at 1024 than NumPy's conversion plus a float input, same outputs).
+Its outputs have fixed names and channels-last layouts (``params.output_layout =
+"channels_last_logits"``, :mod:`segedge.export.yolo_head`), so the runtime never guesses which tensor
+is which, and the mask matmul ``mask_coefficients (N, 32) @ prototypes (32, S/4 * S/4)`` reads two
+named tensors:
 
 - ``box_distribution (1, A, 64)``: per anchor (A = anchors over strides 8, 16, 32), the DFL logits
   of the box's four sides (16 bins each), decoded by the runtime;
