@@ -59,19 +59,15 @@ def _logits_forward(self, feats):
 
 
 def _channels_last_forward(self, feats):
+    """The logits head's outputs, decoded in the graph into ``detections (1, A, 4 + nc + nm)``."""
     import torch
     from ultralytics.utils.tal import make_anchors
 
-    nc, nm, reg_max = int(self.nc), int(self.nm), int(self.reg_max)
-    rows = []
-    for i in range(self.nl):
-        level = torch.cat([self.cv2[i](feats[i]), self.cv3[i](feats[i]), self.cv4[i](feats[i])], 1)  # (1, C, h, w)
-        rows.append(level.permute(0, 2, 3, 1).reshape(1, -1, level.shape[1]))  # (1, h*w, C)
-    y = torch.cat(rows, 1)  # (1, A, 4*reg_max + nc + nm)
-    anchors_n = y.shape[1]
-    box, cls, coeffs = y.split([4 * reg_max, nc, nm], -1)
+    reg_max = int(self.reg_max)
+    box, cls, coeffs, prototypes = _logits_forward(self, feats)
+    anchors_n = box.shape[1]
     if reg_max > 1:  # DFL: the expected bin of a softmax over reg_max bins, per side
-        bins = torch.arange(reg_max, dtype=y.dtype)
+        bins = torch.arange(reg_max, dtype=box.dtype)
         dist = box.reshape(1, anchors_n, 4, reg_max).softmax(-1) @ bins  # (1, A, 4) ltrb, in stride units
     else:
         dist = box
@@ -80,7 +76,7 @@ def _channels_last_forward(self, feats):
     x1y1, x2y2 = anchors - lt, anchors + rb
     xywh = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), -1) * strides
     detections = torch.cat([xywh, cls.sigmoid(), coeffs], -1)
-    return detections, self.proto(feats[0]).permute(0, 2, 3, 1)
+    return detections, prototypes
 
 
 def check_against_ultralytics(reference: tuple, ours: tuple, imgsz: int, strides: list[int]) -> None:
