@@ -164,3 +164,11 @@ def test_cli_offers_every_precision():
     from segedge.runtime.precision import CHOICES
 
     assert PRECISION_CHOICES == CHOICES  # the CLI copies them to keep `segedge --help` free of backend imports
+
+
+def test_cli_offers_every_output_layout():
+    from segedge.cli import OUTPUT_LAYOUTS
+    from segedge.export.yolo_head import LAYOUT
+    from segedge.postprocess.yolo_seg import LAYOUTS
+
+    assert OUTPUT_LAYOUTS == LAYOUTS and OUTPUT_LAYOUTS[0] == LAYOUT  # copied for the same reason, default first

@@ -24,6 +24,8 @@ from segedge.progress import Progress
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif", ".jpe", ".jp2",
                   ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".ras", ".sr"}
 PRECISION_CHOICES = ("auto", "f32", "bf16", "int8")  # segedge.runtime.precision.CHOICES, without importing the runtime
+# segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
+OUTPUT_LAYOUTS = ("channels_last_logits", "channels_last", "ultralytics")
 
 UNPICKLE_WARNING = (
     "Loading an ultralytics .pt checkpoint unpickles Python objects, which can run arbitrary code: "
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--out", required=True, help="model folder to write")
     fs.add_argument("--imgsz", type=int, default=1024, help="square input size in pixels, multiple of 32 (default 1024, FastSAM's)")
     fs.add_argument("--variant", help="name recorded in the manifest (default: the checkpoint's file name)")
-    fs.add_argument("--output-layout", choices=("channels_last_logits", "channels_last", "ultralytics"), default="channels_last_logits",
+    fs.add_argument("--output-layout", choices=OUTPUT_LAYOUTS, default=OUTPUT_LAYOUTS[0],
                     help="channels_last_logits (default, fastest): box_distribution (1, A, 64), class_logits (1, A, nc), "
                          "mask_coefficients (1, A, 32), prototypes (1, S/4, S/4, 32), boxes and scores decoded by segedge; "
                          "channels_last: detections (1, A, 4+nc+32) decoded in the graph, prototypes (1, S/4, S/4, 32); "
