@@ -185,7 +185,7 @@ def _paths(node, prefix=()):
             yield from _paths(value, prefix + (i,))
 
 
-json_values = st.recursive(
+manifest_json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
               st.text(max_size=12),
               st.sampled_from(["../model.xml", "/etc/passwd", "model.xml", "model.onnx", "", ".", "a/../../b.bin",
@@ -221,7 +221,7 @@ def test_manifest_mutations(manifest_playground, capsys, data):
             if data.draw(st.booleans()) and isinstance(node, (dict, list)):
                 del node[path[-1]]
             else:
-                node[path[-1]] = data.draw(json_values)
+                node[path[-1]] = data.draw(manifest_json_values)
         except (KeyError, IndexError, TypeError):
             continue  # an earlier edit removed or replaced this branch
     (folder / MANIFEST_NAME).write_text(json.dumps(doc))
@@ -340,7 +340,7 @@ def test_rle_codec_matches_pycocotools(mask):
     assert string_to_counts(ours["counts"]).sum() == mask.size
 
 
-json_values = st.recursive(
+api_json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.text(max_size=8)),
     lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=12)
 
@@ -368,11 +368,11 @@ def test_api_requests(api_server, data):
 
     client, image_id = api_server
     path = data.draw(st.sampled_from(["/api/predict", "/api/everything", "/api/encode"]))
-    fields = {"image_id": st.one_of(st.just(image_id), json_values), "model": json_values, "points": json_values,
-              "labels": json_values, "box": json_values, "multimask": json_values, "text": json_values,
+    fields = {"image_id": st.one_of(st.just(image_id), api_json_values), "model": api_json_values, "points": api_json_values,
+              "labels": api_json_values, "box": api_json_values, "multimask": api_json_values, "text": api_json_values,
               # valid grids stay tiny (a big one is seconds of decoding, not a finding)
-              "points_per_side": st.one_of(st.integers(1, 3), json_values.filter(lambda v: not (isinstance(v, int) and 4 <= v <= 64))),
-              "crop_layers": json_values}
+              "points_per_side": st.one_of(st.integers(1, 3), api_json_values.filter(lambda v: not (isinstance(v, int) and 4 <= v <= 64))),
+              "crop_layers": api_json_values}
     body = {k: data.draw(v) for k, v in fields.items() if data.draw(st.booleans())}
     if data.draw(st.booleans()):  # often a valid prompt, so that many requests get past validation
         body.update(image_id=image_id, points=[[data.draw(st.floats(-5, 900)), data.draw(st.floats(-5, 1100))]])

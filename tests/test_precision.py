@@ -57,7 +57,14 @@ def test_flags_override(monkeypatch):
 
 def _with_int8(manifest, backends):
     graphs = {g: {b: f"{g}.int8-x.{'xml' if b == 'openvino' else 'onnx'}" for b in backends} for g in manifest.graphs}
-    return dataclasses.replace(manifest, quantized={"int8": {"graphs": graphs}})
+    return dataclasses.replace(manifest, quantized={**manifest.quantized, "int8": {"graphs": graphs}})
+
+
+def _with_bf16(manifest, cpu, passed: bool = True):
+    """``manifest`` with a bf16 gate record measured on ``cpu``'s class."""
+    record = {"cpu": cpu.model, "cpu_class": cpu.precision_class, "agreement": {"points": 0.99 if passed else 0.9},
+              "gate": 0.99 if passed else 0.9, "min": 0.97, "passed": passed}
+    return dataclasses.replace(manifest, quantized={**manifest.quantized, "bf16": {"records": {cpu.precision_class: record}}})
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +74,22 @@ def manifest(real_folder_640):
 
 @pytest.mark.parametrize("cpu,openvino,onnxruntime", [(AMX, "bf16", "f32"), (ZEN4, "bf16", "f32"), (VNNI, "f32", "f32"), (OLD, "f32", "f32"), (UNKNOWN, "f32", "f32")])
 def test_auto_without_int8(manifest, cpu, openvino, onnxruntime):
-    assert resolve_precision("auto", manifest, "openvino", cpu) == openvino
-    assert resolve_precision("auto", manifest, "onnxruntime", cpu) == onnxruntime
+    gated = _with_bf16(manifest, cpu)  # bf16 passed its gate on this kind of CPU
+    assert resolve_precision("auto", gated, "openvino", cpu) == openvino
+    assert resolve_precision("auto", gated, "onnxruntime", cpu) == onnxruntime
+
+
+@pytest.mark.parametrize("cpu", [AMX, ZEN4])
+def test_auto_never_runs_a_bf16_that_was_not_measured_or_failed(manifest, cpu):
+    assert "bf16" not in manifest.quantized  # a fresh export: bf16 never measured
+    precision, why = explain_auto(manifest, "openvino", cpu)
+    assert precision == "f32" and "never measured on this kind of CPU" in why
+    failed = _with_bf16(manifest, cpu, passed=False)
+    precision, why = explain_auto(failed, "openvino", cpu)
+    assert precision == "f32" and "failed its accuracy gate" in why and "0.9 < 0.97" in why
+    other = ZEN4 if cpu is AMX else AMX  # a record from another CPU class says nothing about this one
+    assert resolve_precision("auto", _with_bf16(manifest, other), "openvino", cpu) == "f32"
+    assert resolve_precision("bf16", manifest, "openvino", cpu) == "bf16"  # an explicit choice is the user's
 
 
 @pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI, OLD, UNKNOWN])
@@ -82,8 +103,9 @@ def test_auto_prefers_a_gated_int8_per_backend(manifest, cpu):
 
 def _with_speed(manifest, backend, measured_on, int8_ms, other_ms):
     """``manifest`` with int8 for both backends and a speed record for ``backend`` measured on ``measured_on``."""
-    m = _with_int8(manifest, ["openvino", "onnxruntime"])
-    record = speed_record(backend, measured_on, {"int8_ms": int8_ms, f"{alternative_precision(backend, measured_on)}_ms": other_ms})
+    m = _with_int8(_with_bf16(manifest, measured_on), ["openvino", "onnxruntime"])
+    alt = alternative_precision(backend, measured_on, bf16_gated=True)
+    record = speed_record(backend, measured_on, {"int8_ms": int8_ms, f"{alt}_ms": other_ms})
     m.quantized["int8"]["speed"] = {backend: record}
     return m
 
@@ -147,8 +169,12 @@ def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_ima
     proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "b", flags="avx2 avx512f avx512_vnni")
     assert proc.returncode == 0, proc.stderr
     assert "(openvino f32)" in proc.stdout
+    # native bf16, but bf16 never passed a gate for this folder: auto runs f32; an explicit bf16 runs
     proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "c", flags="avx2 avx512_vnni avx512_bf16")
-    assert "(openvino bf16)" in proc.stdout
+    assert proc.returncode == 0 and "(openvino f32)" in proc.stdout, proc.stderr
+    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "d", "--precision", "bf16",
+                flags="avx2 avx512_vnni avx512_bf16")
+    assert proc.returncode == 0 and "(openvino bf16)" in proc.stdout, proc.stderr
 
 
 def test_info_shows_cpu_and_auto(real_folder_640):

@@ -1,4 +1,4 @@
-"""The ``segedge`` command: export | quantize | segment | segment-dataset | bench | serve | info.
+"""The ``segedge`` command: export | quantize | segment | segment-dataset | val | bench | serve | info.
 
 Thin by design: it parses arguments and calls :mod:`segedge.export` and :mod:`segedge.runtime`.
 Errors that users can fix print one line (``error: ...``) on stderr and exit with status 2; a batch
@@ -80,6 +80,18 @@ def _whole_number(minimum: int):
 
 
 _positive_int = _whole_number(1)
+
+
+def _csv_choices(choices: tuple[str, ...]):
+    """An argparse type: a comma-separated list of ``choices`` (duplicates dropped, order kept)."""
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        wrong = [t for t in items if t not in choices]
+        if wrong or not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(choices)}, got {text!r}")
+        return list(dict.fromkeys(items))
+
+    return parse
 
 
 def _pixels(text: str) -> int:
@@ -180,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--backend", choices=("openvino", "onnxruntime"), action="append", dest="backends",
                     help="quantize for this backend only (repeatable; default: both)")
     qz.add_argument("--no-accuracy-control", action="store_true", help="do not retry with accuracy-controlled quantization below the gate")
+    qz.add_argument("--val", metavar="DATA", help="then run `segedge val DATA --record`: also gate bf16 and int8 on the metric's drop "
+                    "against f32 (mask mAP50-95 for FastSAM, box mIoU for SAM) on labelled data (an ultralytics data.yaml or COCO json)")
+    qz.add_argument("--max-drop", type=_fraction, default=None, help="with --val: largest drop allowed (default 0.01, absolute)")
     qz.add_argument("--no-speed-check", action="store_true",
                     help="do not time int8 against bf16/f32 on this CPU (without that record, --precision auto picks int8 wherever it passed the gate)")
 
@@ -202,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--conf", type=_fraction, default=None, help="FastSAM: confidence threshold, 0-1 (default: the model folder's)")
     seg.add_argument("--iou", type=_fraction, default=None, help="FastSAM: NMS IoU threshold, 0-1 (default: the model folder's)")
     seg.add_argument("--max-det", type=_positive_int, default=None, help="FastSAM: maximum detections per image")
+    seg.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
+                     help="FastSAM / YOLO-seg: NMS across classes (--no-agnostic-nms: per class); default: the folder's "
+                     "(FastSAM checkpoints agnostic, YOLO-seg with classes per class, as ultralytics predicts)")
     seg.add_argument("--low-res", action="store_true", help="FastSAM: faster masks built at model resolution (blockier edges)")
     seg.add_argument("--multimask", action="store_true", help="SAM: write SAM's three candidate masks per prompt instead of one")
     seg.add_argument("--points-per-side", type=_positive_int, default=None,
@@ -277,6 +295,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="memory for cached images, embeddings and results, MiB, least recently used dropped first (default 1024)")
     sv.add_argument("--access-log", action="store_true", help="log every request")
 
+    va = sub.add_parser("val", help="what each precision costs in the field's metric, on your labelled data (no torch needed)",
+                        description="Measure a model folder on labelled images, every backend x precision in one run: FastSAM / "
+                        "YOLO-seg folders get box and mask mAP50-95 / mAP50 computed as ultralytics' val does (rect=False); "
+                        "SAM / MobileSAM / SAM 2 folders get box-prompt and centre-point mask mIoU (the SAM papers' zero-shot "
+                        "protocol). Each row shows its drop against f32 and the milliseconds per image.")
+    va.add_argument("model", help="model folder written by `segedge export`")
+    va.add_argument("--data", required=True,
+                    help="an ultralytics data.yaml (images/ + YOLO segmentation labels/) or a COCO instances .json, or a folder holding one")
+    va.add_argument("--backend", type=_csv_choices(("openvino", "onnxruntime")), default=None, dest="backends",
+                    help="comma-separated backends (default: every installed one)")
+    va.add_argument("--precision", type=_csv_choices(("f32", "bf16", "int8")), default=None, dest="precisions",
+                    help="comma-separated precisions, e.g. f32,int8 (default: f32, bf16 where the CPU runs it natively on "
+                    "OpenVINO, int8 where the folder has it); f32 is always measured as the baseline")
+    va.add_argument("--max-images", type=_positive_int, default=None, help="use the first N images")
+    va.add_argument("--threads", type=_positive_int, default=None, help="inference threads (default: all cores)")
+    va.add_argument("--json", metavar="OUT", dest="json_out", help="also write the results as JSON to OUT")
+    va.add_argument("--record", action="store_true",
+                    help="gate bf16 and int8 on the metric's drop against f32 and record it in the folder: --precision auto then "
+                    "runs neither where it dropped more than --max-drop")
+    va.add_argument("--max-drop", type=_fraction, default=None,
+                    help="with --record: largest drop allowed, absolute (default 0.01 mask mAP50-95 / box mIoU)")
+    va.add_argument("--quiet", action="store_true", help="no progress bar")
+
     info = sub.add_parser("info", help="show versions, installed backends, and a model folder's manifest")
     info.add_argument("model", nargs="?", help="model folder")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -306,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "segment-dataset":
             return _segment_dataset(args)
+        if args.command == "val":
+            return _val(args)
     except SegedgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -374,6 +417,10 @@ def _quantize(args) -> int:
     except ImportError as exc:
         raise SegedgeError(f"quantize needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'") from None
     images = _expand_images(args.calibration)
+    if args.val:  # a wrong --val path fails now, not after the quantization
+        from segedge.evaluation.datasets import load_dataset
+
+        load_dataset(args.val)
     t0 = time.perf_counter()
     section = quantize_folder(
         args.model, images, subset=args.subset,
@@ -394,6 +441,16 @@ def _quantize(args) -> int:
     for backend in section["agreement"]:
         precision, why = explain_auto(manifest, backend)
         print(f"`--precision auto` on {backend} here: {precision} ({why})")
+    if args.val:
+        from segedge.evaluation.val import markdown, run_val
+
+        result = run_val(args.model, args.val, progress=True)
+        print(markdown(result))
+        _record_val(args.model, result, args.max_drop)
+        manifest = load_model_folder(args.model, verify=False).manifest
+        for backend in section["agreement"]:
+            precision, why = explain_auto(manifest, backend)
+            print(f"`--precision auto` on {backend} after val: {precision} ({why})")
     print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -510,7 +567,8 @@ def _segment_stages(args, folder, family: str, backend: str):
 
             clip = Clip(args.clip, **options)
         return model, segment_stages(model, points=points, point_labels=labels, boxes=args.box, texts=args.text, clip=clip,
-                                     conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res)
+                                     conf=args.conf, iou=args.iou, max_det=args.max_det, retina=not args.low_res,
+                                     agnostic=args.agnostic_nms)
     if args.everything:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
@@ -616,6 +674,7 @@ def _check_family_options(args, family: str) -> None:
     if family in ("sam", "sam2"):
         wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
                                          ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
+                                         ("--agnostic-nms", args.agnostic_nms is not None),
                                          ("--text", bool(args.text))) if used]
         if wrong:
             raise SegedgeError(f"{', '.join(wrong)}: FastSAM options; {args.model} is a SAM folder, which takes "
@@ -631,6 +690,30 @@ def _check_family_options(args, family: str) -> None:
             raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything")
         return
     raise SegedgeError(f"{args.model} is a {family} model folder; segment needs a fastsam, sam or sam2 folder")
+
+
+def _val(args) -> int:
+    from segedge.evaluation.val import markdown, run_val
+    from segedge.fileio import atomic_write_text
+
+    result = run_val(args.model, args.data, backends=args.backends, precisions=args.precisions, threads=args.threads,
+                     max_images=args.max_images, progress=not args.quiet)
+    print(markdown(result))
+    if args.record:
+        _record_val(args.model, result, args.max_drop)
+    if args.json_out:
+        atomic_write_text(Path(args.json_out), json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _record_val(model_dir, result: dict, max_drop: float | None) -> None:
+    from segedge.evaluation.val import DEFAULT_MAX_DROP, record_val
+
+    verdicts = record_val(model_dir, result, DEFAULT_MAX_DROP if max_drop is None else max_drop)
+    for row, v in verdicts.items():
+        print(f"{row}: {v['metric']} drop {v['drop']:+.4f} vs max {v['max_drop']}: {'passed' if v['passed'] else 'FAILED'} (recorded)")
+    if not verdicts:
+        print("nothing to record: only f32 was measured")
 
 
 def _bench(args) -> int:
@@ -794,11 +877,30 @@ def _info(args) -> int:
                 alt = speed["compared_with"]
                 print(f"    {backend}: speed when quantized on {speed['cpu']} ({speed['cpu_class']}): int8 {speed['int8_ms']:.1f} ms, "
                       f"{alt} {speed[f'{alt}_ms']:.1f} ms per image")
+        for backend, v in int8.get("val", {}).items():
+            print(f"    {backend}: val {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} "
+                  f"(max {v['max_drop']}): {'passed' if v['passed'] else 'failed'}")
         for backend, measured in int8.get("rejected", {}).items():
             print(f"    {backend}: no int8 (missed the gate: {measured['gate']:.4f})")
         print("    tools: " + ", ".join(f"{k} {v}" for k, v in int8["tools"].items()))
     else:
         print("  int8: none (add one with `segedge quantize MODEL_DIR --calibration IMAGES...`)")
+    bf16_records = (m.quantized.get("bf16") or {}).get("records", {})
+    for cls, rec in bf16_records.items():
+        parts = []
+        if rec.get("agreement"):
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in rec["agreement"].items())
+            parts.append(f"agreement with f32 {scores} (worst {rec.get('gate')} vs gate {rec.get('min')})")
+        if "val" in rec:
+            v = rec["val"]
+            parts.append(f"val {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} (max {v['max_drop']})")
+        print(f"  bf16 measured on {rec.get('cpu')} ({cls}): {'; '.join(parts)}: {'passed' if rec.get('passed') else 'failed'}")
+    if not bf16_records and m.family != "clip":
+        print("  bf16: never measured (auto runs bf16 only where it passed a gate: `segedge quantize` measures it)")
+    if m.family == "fastsam" and "agnostic" in m.params:
+        who = "FastSAM's" if m.params.get("defaults") == "fastsam" else "ultralytics' predict"
+        nms = "class-agnostic" if m.params["agnostic"] else "per class"
+        print(f"  defaults ({who}): conf {m.params.get('conf')}, iou {m.params.get('iou')}, NMS {nms}, max_det {m.params.get('max_det')}")
     for backend, (precision, why) in auto.items():
         print(f"  --precision auto on {backend}: {precision} ({why})")
     print(f"  files (listed in {MANIFEST_NAME}):")

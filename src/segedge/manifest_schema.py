@@ -145,6 +145,12 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
     quantized = f.mapping(f.get(data, "quantized", "quantized", {}) or {}, "quantized")
     if "int8" in quantized:
         _check_int8(f, f.mapping(quantized["int8"], "quantized.int8"), graphs)
+    if "bf16" in quantized:
+        records = f.mapping(f.mapping(quantized["bf16"], "quantized.bf16").get("records", {}), "quantized.bf16.records")
+        for cls, record in records.items():
+            record = f.mapping(record, f"quantized.bf16.records.{cls}")
+            if not isinstance(record.get("passed"), bool):
+                f.fail(f"quantized.bf16.records.{cls}.passed", f"must be true or false, got {_kind(record.get('passed'))}")
     {"fastsam": _check_fastsam, "sam": _check_sam, "sam2": _check_sam2, "clip": _check_clip}[family](f, data, shapes)
 
 
@@ -191,6 +197,9 @@ def _check_fastsam(f: _Fields, data: dict, shapes) -> None:
             f.number(params[key], f"params.{key}", 0, 1)
     if "max_det" in params:
         f.integer(params["max_det"], "params.max_det", lo=1)
+    for key in ("agnostic", "adjust_boxes"):
+        if key in params and not isinstance(params[key], bool):
+            f.fail(f"params.{key}", f"must be true or false, got {_kind(params[key])}")
     if data.get("classes") and len(data["classes"]) != nc:
         f.fail("classes", f"has {len(data['classes'])} names, but params.num_classes is {nc}")
     tensor = data.get("preprocess", {}).get("tensor", "float32_nchw")

@@ -55,5 +55,7 @@ def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray]
 
 def speed_record(backend: str, cpu, timings: dict) -> dict:
     """What the manifest keeps: the CPU it was measured on, the precision compared with, both timings."""
-    return {"cpu": cpu.model, "cpu_class": cpu.precision_class, "compared_with": alternative_precision(backend, cpu),
+    compared = [k[: -len("_ms")] for k in timings if k.endswith("_ms") and k != "int8_ms"]
+    return {"cpu": cpu.model, "cpu_class": cpu.precision_class,
+            "compared_with": compared[0] if compared else alternative_precision(backend, cpu),
             "measured_on": "held-out images, ms per image (fastest of 3 interleaved rounds)", **timings}

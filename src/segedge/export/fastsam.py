@@ -32,10 +32,25 @@ from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
 from segedge.manifest import Manifest
 from segedge.postprocess.yolo_seg import LAYOUTS, OUTPUT_NAMES
 
-# FastSAM's own defaults (CASIA-IVA-Lab/FastSAM and the ultralytics docs): conf 0.4, iou 0.9.
+# FastSAM's own defaults (CASIA-IVA-Lab/FastSAM and the ultralytics docs): conf 0.4, iou 0.9, class-agnostic NMS.
 DEFAULT_CONF = 0.4
 DEFAULT_IOU = 0.9
 DEFAULT_MAX_DET = 300
+# ultralytics' predict defaults (cfg/default.yaml: conf 0.25, iou 0.7, agnostic_nms False), for a YOLO-seg with classes
+YOLO_CONF = 0.25
+YOLO_IOU = 0.7
+
+
+def default_thresholds(num_classes: int) -> dict:
+    """The thresholds a folder records for its checkpoint (``params``): FastSAM's for a one-class checkpoint
+    (conf 0.4, iou 0.9, class-agnostic NMS, FastSAM's box clean-up at the image edges), ultralytics' predict
+    defaults for a YOLO-seg with classes (conf 0.25, iou 0.7, NMS per class, boxes as predicted). FastSAM's
+    thresholds on an 80-class COCO model kept overlapping boxes of one person (measured on the README's bus)."""
+    if num_classes == 1:
+        return {"defaults": "fastsam", "conf": DEFAULT_CONF, "iou": DEFAULT_IOU, "agnostic": True, "adjust_boxes": True,
+                "max_det": DEFAULT_MAX_DET}
+    return {"defaults": "ultralytics_predict", "conf": YOLO_CONF, "iou": YOLO_IOU, "agnostic": False, "adjust_boxes": False,
+            "max_det": DEFAULT_MAX_DET}
 
 
 def load_yolo_seg(checkpoint: str | os.PathLike):
@@ -195,9 +210,7 @@ def export_fastsam(
                 "anchors": int(detections.shape[2]),
                 "output_layout": output_layout,
                 **({"layer_rewrites": rewrites} if rewrites else {}),  # export/yolo_layers.py
-                "conf": DEFAULT_CONF,
-                "iou": DEFAULT_IOU,
-                "max_det": DEFAULT_MAX_DET,
+                **default_thresholds(nc),
             },
         )
         finish_manifest(folder, manifest, ckpt)

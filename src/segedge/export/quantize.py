@@ -236,6 +236,7 @@ def quantize_folder(
     passed: dict[str, dict[str, str]] = {}
     report: dict[str, dict] = {}
     speed: dict[str, dict] = {}
+    bf16_gated = _gate_bf16(folder, reference_ov, held, held_paths, threshold, log) if "openvino" in backends else None
     try:
         for backend in backends:
             t0 = time.perf_counter()
@@ -273,7 +274,7 @@ def quantize_folder(
                 for g, f in files.items():
                     passed.setdefault(g, {}).update(f)
                 if measure_speed:
-                    speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log)
+                    speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log, bf16_gated)
             else:
                 log(f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written")
         if not passed:
@@ -305,7 +306,22 @@ def quantize_folder(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log) -> dict:
+def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: float, log) -> bool | None:
+    """On a CPU with native bf16, bf16's gate on the held-out images (:mod:`segedge.evaluation.bf16_gate`),
+    recorded in the manifest; returns whether it passed (None: not measured, no native bf16 or a CLIP folder)."""
+    from segedge.evaluation.bf16_gate import measure_bf16, record_bf16
+    from segedge.runtime.cpu import cpu_capabilities
+
+    cpu = cpu_capabilities()
+    if not cpu.native_bf16 or folder.manifest.family == "clip" or reference.backend_name != "openvino":
+        return None
+    record = measure_bf16(folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log)
+    record_bf16(folder, record)
+    return record["passed"]
+
+
+def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log,
+                   bf16_gated: bool | None = None) -> dict:
     """int8 against what ``auto`` would otherwise run here (:mod:`segedge.bench.speed_check`), logged."""
     from segedge.bench.speed_check import compare_speed, speed_record
     from segedge.runtime.cpu import cpu_capabilities
@@ -313,7 +329,7 @@ def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, 
 
     cpu = cpu_capabilities()
     backend = reference.backend_name
-    alt = alternative_precision(backend, cpu)
+    alt = alternative_precision(backend, cpu, bf16_gated=bool(bf16_gated))
     other = reference if alt == "f32" else cls(folder, backend, precision=alt, cache_dir=False)
     record = speed_record(backend, cpu, compare_speed(family, candidate, other, held))
     log(f"{backend} speed per held-out image on this CPU ({record['cpu_class']}): int8 {record['int8_ms']:.1f} ms, "

@@ -191,7 +191,7 @@ class Candidates:
     anchors: np.ndarray
 
 
-def _candidates(detections, num_classes: int, conf: float, layout: str, grid: AnchorGrid | None):
+def candidate_rows(detections, num_classes: int, conf: float, layout: str, grid: AnchorGrid | None):
     """``(anchors (n,), xywh (n, 4), class scores (n, nc), coefficients (n, nm))`` of the anchors whose
     best class score is ``> conf``, for any layout."""
     if layout == LOGITS:
@@ -225,7 +225,7 @@ def decode_and_nms(
     :class:`AnchorGrid`). ``agnostic=True`` is FastSAM's class-agnostic NMS; ``False`` keeps
     overlapping boxes of different classes.
     """
-    cand, xywh, class_scores, coeffs = _candidates(detections, num_classes, conf, layout, grid)
+    cand, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
     class_ids = class_scores.argmax(axis=1).astype(np.int64)
     scores = class_scores.max(axis=1)
     if classes is not None:

@@ -28,7 +28,9 @@ INPUT = "images"
 class FastSam(FolderModel):
     """A FastSAM / YOLO-seg model folder, compiled on one backend (options: :class:`FolderModel`).
 
-    Thresholds default to the values recorded in the folder (FastSAM's conf 0.4, iou 0.9).
+    Thresholds default to the values the export recorded for the checkpoint (:attr:`defaults`): FastSAM's
+    conf 0.4, iou 0.9 and class-agnostic NMS for a one-class checkpoint; ultralytics' predict defaults (conf
+    0.25, iou 0.7, NMS per class) for a YOLO-seg with classes.
     """
 
     FAMILY = "fastsam"
@@ -45,7 +47,11 @@ class FastSam(FolderModel):
         # the logits layout's boxes are decoded here: anchor centres and strides at this input size
         self.anchor_grid = anchor_grid(self.input_hw, m.params["strides"]) if self.output_layout == LOGITS else None
         self.names = list(m.classes) or [str(i) for i in range(self.num_classes)]
-        self.defaults = {"conf": float(m.params.get("conf", 0.4)), "iou": float(m.params.get("iou", 0.9)), "max_det": int(m.params.get("max_det", 300))}
+        # recorded by the export from the checkpoint (export.fastsam.default_thresholds); folders from before that
+        # recorded only conf/iou/max_det and ran FastSAM's class-agnostic NMS and box clean-up, which they keep
+        self.defaults = {"conf": float(m.params.get("conf", 0.4)), "iou": float(m.params.get("iou", 0.9)),
+                         "max_det": int(m.params.get("max_det", 300)), "agnostic": bool(m.params.get("agnostic", True))}
+        self.adjust_boxes = bool(m.params.get("adjust_boxes", True))
         self.pad_value = int(m.preprocess.get("pad_value", 114))
         self.mean = tuple(m.preprocess.get("mean", (0.0, 0.0, 0.0)))
         self.std = tuple(m.preprocess.get("std", (255.0, 255.0, 255.0)))
@@ -78,19 +84,20 @@ class FastSam(FolderModel):
         iou: float | None = None,
         max_det: int | None = None,
         retina: bool = True,
-        agnostic: bool = True,
+        agnostic: bool | None = None,
         classes: list[int] | None = None,
     ) -> Result:
         """Every instance in the image ("segment everything").
 
-        ``conf``: minimum class score; ``iou``: NMS threshold; ``agnostic=False`` runs NMS per class;
+        ``conf``: minimum class score; ``iou``: NMS threshold; ``agnostic``: class-agnostic NMS (``False``: per
+        class); each ``None`` takes the folder's default (:attr:`defaults`);
         ``classes`` keeps only those class ids; ``retina=False`` trades mask edge quality for speed.
         """
         source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
         t0 = time.perf_counter()
         options = self.check_options(conf, iou, max_det, classes)
         rgb = read_image(image, self.max_pixels)
-        return self._everything(rgb, source, t0, options, retina, agnostic)
+        return self._everything(rgb, source, t0, options, retina, self.defaults["agnostic"] if agnostic is None else agnostic)
 
     def check_options(self, conf=None, iou=None, max_det=None, classes=None) -> dict:
         """``{conf, iou, max_det, classes}`` with the folder's defaults filled in, checked (conf and iou in
@@ -110,16 +117,19 @@ class FastSam(FolderModel):
         timings = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         return self.postprocess(rgb, geo, detections, prototypes, options, retina, agnostic, timings, source)
 
-    def postprocess(self, rgb, geo: Letterbox, detections, prototypes, options: dict, retina=True, agnostic=True,
+    def postprocess(self, rgb, geo: Letterbox, detections, prototypes, options: dict, retina=True, agnostic=None,
                     timings: dict | None = None, source: str | None = None) -> Result:
-        """The network's outputs for ``rgb`` -> a :class:`Result` (NMS, masks, FastSAM's box adjustment);
-        ``options`` from :meth:`check_options`; adds ``postprocess`` ms to ``timings``."""
+        """The network's outputs for ``rgb`` -> a :class:`Result` (NMS, masks, and for FastSAM folders its box
+        adjustment); ``options`` from :meth:`check_options`; ``agnostic`` None = the folder's default; adds
+        ``postprocess`` ms to ``timings``."""
+        if agnostic is None:
+            agnostic = self.defaults["agnostic"]
         t2 = time.perf_counter()
         inst = instances_from_outputs(
             detections, prototypes, geo, self.num_classes, **options, agnostic=bool(agnostic), retina=bool(retina),
             layout=self.output_layout, grid=self.anchor_grid,
         )
-        boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw)
+        boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw) if self.adjust_boxes else inst.boxes
         timings = dict(timings or {})
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         return Result(rgb, boxes, inst.scores, inst.class_ids, inst.masks, self.names, timings, source)
@@ -186,7 +196,7 @@ class FastSam(FolderModel):
         iou: float | None = None,
         max_det: int | None = None,
         retina: bool = True,
-        agnostic: bool = True,
+        agnostic: bool | None = None,
         classes: list[int] | None = None,
     ) -> Result:
         """:meth:`everything`, then :meth:`prompt` when points, boxes or texts are given.
@@ -199,7 +209,7 @@ class FastSam(FolderModel):
         rgb = read_image(image, self.max_pixels)
         prompted = points is not None or boxes is not None or point_labels is not None or texts is not None
         self.check_prompts(rgb.shape[:2], points, point_labels, boxes, texts, clip)
-        result = self._everything(rgb, source, t0, options, retina, agnostic)
+        result = self._everything(rgb, source, t0, options, retina, self.defaults["agnostic"] if agnostic is None else agnostic)
         if not prompted:
             return result
         return self.prompt(result, points=points, point_labels=point_labels, boxes=boxes, texts=texts, clip=clip)

@@ -5,11 +5,14 @@
 1. ``int8`` when the folder holds an int8 for this backend that passed ``segedge quantize``'s
    accuracy gate, unless quantize measured it clearly slower (:data:`SLOWER`) than the next choice
    on a CPU of this CPU's class (:func:`int8_measured_slower`; :mod:`segedge.bench.speed_check`);
-2. else ``bf16`` on OpenVINO when the CPU runs bf16 natively (AMX or AVX512_BF16);
+2. else ``bf16`` on OpenVINO when the CPU runs bf16 natively (AMX or AVX512_BF16) **and** bf16 passed
+   its accuracy gate on a CPU of this class (``segedge quantize`` measures it:
+   :mod:`segedge.evaluation.bf16_gate`); never measured or failed: no bf16;
 3. else ``f32``.
 
-An explicit ``bf16`` on a CPU without native bf16 is refused: OpenVINO would emulate it 4-20x slower
-than f32, silently. Parity with PyTorch is measured at ``f32``.
+Every precision ``auto`` may pick has passed a gate (f32 is the reference). An explicit ``bf16`` runs
+without one (the user's choice), but not on a CPU without native bf16: OpenVINO would emulate it 4-20x
+slower than f32, silently. Parity with PyTorch is measured at ``f32``.
 """
 
 from __future__ import annotations
@@ -52,12 +55,17 @@ def resolve_precision(requested: str, manifest: Manifest, backend: str, cpu: Cpu
 def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None = None) -> tuple[str, str]:
     """``(precision, why)``: what ``auto`` runs on ``backend`` and one phrase saying why."""
     cpu = cpu or cpu_capabilities()
-    alt = alternative_precision(backend, cpu)
-    why_alt = "the CPU runs bf16 natively" if alt == "bf16" else (
-        "no native bf16 on this CPU" if backend == "openvino" else "ONNX Runtime runs f32 or int8")
+    alt = alternative_precision(backend, cpu, manifest)
+    why_alt = _why_alternative(manifest, backend, cpu, alt)
     if backend not in manifest.int8_backends():
         return alt, f"no int8 for {backend} in the folder; {why_alt}"
+    val = manifest.quantized["int8"].get("val", {}).get(backend)
+    if val and not val.get("passed"):
+        return alt, (f"the gated int8 failed `segedge val` ({val['metric']} dropped {val['drop']:.4f} > {val['max_drop']}); "
+                     f"{why_alt}")
     record = manifest.quantized["int8"].get("speed", {}).get(backend)
+    if record and record.get("compared_with") != alt:
+        record = None  # measured against a precision auto would not run here
     if int8_measured_slower(record, backend, cpu):
         return alt, (f"the gated int8 was measured slower on this kind of CPU ({cpu.precision_class}): {record['int8_ms']:.0f} ms "
                      f"vs {alt} {record[f'{alt}_ms']:.0f} ms per image when quantized")
@@ -66,14 +74,45 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
     return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
 
 
+def bf16_record(manifest: Manifest, cpu: CpuCapabilities | str) -> dict | None:
+    """The folder's bf16 gate record for this CPU's class (or a class name; :mod:`segedge.evaluation.bf16_gate`), or None."""
+    cls = cpu if isinstance(cpu, str) else cpu.precision_class
+    return (manifest.quantized.get("bf16") or {}).get("records", {}).get(cls)
+
+
+def bf16_passed(manifest: Manifest, cpu: CpuCapabilities) -> bool:
+    """True when bf16 was measured on a CPU of this class and passed every gate recorded."""
+    record = bf16_record(manifest, cpu)
+    return bool(record and record.get("passed"))
+
+
 # int8 is skipped only when the alternative took less than this fraction of int8's time: timings on a
 # shared machine move by 10-30%, and without a clear difference int8 (smaller, cooler) stays.
 SLOWER = 0.9
 
 
-def alternative_precision(backend: str, cpu: CpuCapabilities) -> str:
-    """What ``auto`` runs on ``backend`` when it does not run int8: bf16 on OpenVINO with native bf16, else f32."""
-    return "bf16" if backend == "openvino" and cpu.native_bf16 else "f32"
+def alternative_precision(backend: str, cpu: CpuCapabilities, manifest: Manifest | None = None, bf16_gated: bool | None = None) -> str:
+    """What ``auto`` runs on ``backend`` when it does not run int8: bf16 on OpenVINO with native bf16 when bf16
+    passed its gate on this CPU class (``bf16_gated``, else read from ``manifest``), else f32."""
+    if backend != "openvino" or not cpu.native_bf16:
+        return "f32"
+    if bf16_gated is None:
+        bf16_gated = manifest is not None and bf16_passed(manifest, cpu)
+    return "bf16" if bf16_gated else "f32"
+
+
+def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt: str) -> str:
+    if alt == "bf16":
+        return "the CPU runs bf16 natively and bf16 passed its accuracy gate on this kind of CPU"
+    if backend != "openvino":
+        return "ONNX Runtime runs f32 or int8"
+    if not cpu.native_bf16:
+        return "no native bf16 on this CPU"
+    record = bf16_record(manifest, cpu)
+    if record is None:
+        return ("bf16 was never measured on this kind of CPU, so auto does not run it (`segedge quantize` measures it; "
+                "--precision bf16 runs it anyway)")
+    return f"bf16 failed its accuracy gate on this kind of CPU ({record.get('gate')} < {record.get('min')})"
 
 
 def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities) -> str | None:
@@ -81,7 +120,7 @@ def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities
     CPU of this CPU's class and found int8 clearly slower than that precision; else ``None``."""
     if not record or cpu.flags is None or record.get("cpu_class") != cpu.precision_class:
         return None
-    alt = alternative_precision(backend, cpu)
+    alt = alternative_precision(backend, cpu, bf16_gated=record.get("compared_with") == "bf16")
     if record.get("compared_with") != alt:
         return None
     int8_ms, alt_ms = record.get("int8_ms"), record.get(f"{alt}_ms")

@@ -112,8 +112,16 @@ class SamAutomaticMaskGenerator:
         self.model = model
         self.crop_n_layers = _count(crop_n_layers, "crop_n_layers", zero=True)
         if point_grids is None:
-            grids = amg.build_all_layer_point_grids(_count(points_per_side, "points_per_side"), self.crop_n_layers,
-                                                    _count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor"))
+            per_side = _count(points_per_side, "points_per_side")
+            downscale = _count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor")
+            # segment-anything gives crop layer i int(points_per_side / downscale**i) points per side; none is a
+            # ZeroDivisionError deep inside its grid code (and was in ours): refuse it here, in one line
+            if downscale > 1 and (self.crop_n_layers > per_side.bit_length() or downscale**self.crop_n_layers > per_side):
+                raise SegedgeError(
+                    f"points_per_side={per_side} leaves crop layer {self.crop_n_layers} no points (crop_n_points_downscale_factor="
+                    f"{downscale} per layer, crop_n_layers={self.crop_n_layers}); raise points_per_side to at least "
+                    f"{downscale}**{self.crop_n_layers} or lower crop_n_layers or crop_n_points_downscale_factor")
+            grids = amg.build_all_layer_point_grids(per_side, self.crop_n_layers, downscale)
         else:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(grids) != self.crop_n_layers + 1 or any(g.ndim != 2 or g.shape[1] != 2 or not ((g >= 0) & (g <= 1)).all() for g in grids):

@@ -47,19 +47,22 @@ def _framed(item, result):
 
 
 def segment_stages(model, *, points=None, point_labels=None, boxes=None, texts=None, clip=None, multimask: bool = False,
-                   generator=None, conf=None, iou=None, max_det=None, retina: bool = True) -> tuple[Callable, Callable, Callable]:
+                   generator=None, conf=None, iou=None, max_det=None, retina: bool = True,
+                   agnostic: bool | None = None) -> tuple[Callable, Callable, Callable]:
     """``(prepare, infer, finish)`` for ``model`` (FastSam, Sam or Sam2) with these prompts, or with
-    ``generator`` (a SamAutomaticMaskGenerator: "everything" for SAM / SAM 2)."""
+    ``generator`` (a SamAutomaticMaskGenerator: "everything" for SAM / SAM 2). FastSAM thresholds and
+    ``agnostic`` left None take the folder's defaults."""
     from segedge.runtime.fastsam import FastSam
 
     if generator is not None:
         return _generator_stages(model, generator)
     if isinstance(model, FastSam):
-        return _fastsam_stages(model, points, point_labels, boxes, texts, clip, dict(conf=conf, iou=iou, max_det=max_det), retina)
+        return _fastsam_stages(model, points, point_labels, boxes, texts, clip, dict(conf=conf, iou=iou, max_det=max_det), retina,
+                               agnostic)
     return _sam_stages(model, points, point_labels, boxes, multimask)
 
 
-def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina):
+def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina, agnostic=None):
     checked = model.check_options(**options)
     prompted = points is not None or boxes is not None or texts is not None
 
@@ -77,7 +80,7 @@ def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina):
         return job
 
     def finish(job):
-        result = model.postprocess(job["rgb"], job["geo"], *job["outputs"], checked, retina, True, job["timings"], job["source"])
+        result = model.postprocess(job["rgb"], job["geo"], *job["outputs"], checked, retina, agnostic, job["timings"], job["source"])
         if prompted:
             result = model.prompt(result, points=points, point_labels=labels, boxes=boxes, texts=texts, clip=clip)
         return _framed(job["item"], result)

@@ -1,0 +1,62 @@
+"""The bf16 gate: bf16 runs only by choice, or by ``--precision auto`` after it passed on this kind of CPU.
+
+bf16 keeps 8 bits of mantissa. On a CPU with native bf16 (AMX, AVX512_BF16) OpenVINO runs a folder's f32
+graph in bf16; what that costs depends on the model and on the CPU's bf16 instructions, so it is measured
+per folder and per CPU class, like int8: the bf16 pipeline against the same folder's f32 pipeline on
+held-out images, mask IoU per prompt type (:mod:`segedge.bench.agreement`), the worst type against the
+gate (default :data:`DEFAULT_MIN_IOU`, int8's). The record lands in the manifest as
+``quantized.bf16.records[<cpu class>]``:
+``{"cpu", "cpu_class", "created", "agreement": {...}, "gate", "min", "passed", "held_out": [names]}``;
+``segedge val --record`` adds ``"val"`` (the metric's drop) to the same record and can fail it.
+
+Torch-free: ``segedge quantize`` calls it after int8, and so can any runtime-only install.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
+from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
+from segedge.runtime.precision import bf16_passed, bf16_record  # noqa: F401  (the rule auto applies)
+
+DEFAULT_MIN_IOU = 0.97
+
+
+def measure_bf16(folder: ModelFolder, images, names: list[str], min_iou: float = DEFAULT_MIN_IOU,
+                 cpu: CpuCapabilities | None = None, reference=None, log=print) -> dict:
+    """Run the bf16 gate on ``images`` (``HxWx3`` RGB arrays held out from calibration; ``names`` for the
+    record) and return the record (not yet written; see :func:`record_bf16`). ``reference``: the folder's
+    OpenVINO f32 model when the caller has one compiled."""
+    from segedge.bench.agreement import agreement
+    from segedge.runtime.model_base import model_class
+
+    cpu = cpu or cpu_capabilities()
+    family = folder.manifest.family
+    cls = model_class(family)
+    reference = reference or cls(folder, "openvino", precision="f32", cache_dir=False)
+    candidate = cls(folder, "openvino", precision="bf16", cache_dir=False)
+    measured = agreement(family, reference, candidate, images)
+    score = min(measured.values()) if measured else 0.0
+    record = {
+        "cpu": cpu.model, "cpu_class": cpu.precision_class,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "agreement": {k: round(v, 5) for k, v in measured.items()}, "gate": round(score, 5), "min": min_iou,
+        "passed": score >= min_iou, "held_out": list(names),
+    }
+    verdict = "passed" if record["passed"] else "failed: --precision auto will not run bf16 on this kind of CPU"
+    log(f"openvino bf16 agreement with f32 on held-out images ({cpu.precision_class}): {record['agreement']}, "
+        f"worst {score:.4f} vs gate {min_iou}: {verdict}")
+    return record
+
+
+def record_bf16(folder: ModelFolder | str, record: dict) -> None:
+    """Write ``record`` into the folder's manifest (``quantized.bf16.records[record["cpu_class"]]``), atomically;
+    a loaded :class:`ModelFolder`'s manifest is updated in place too."""
+    folder = folder if isinstance(folder, ModelFolder) else load_model_folder(folder, verify=False)
+    manifest = folder.manifest
+    section = dict(manifest.quantized.get("bf16") or {})
+    section["records"] = {**section.get("records", {}), record["cpu_class"]: record}
+    manifest.quantized = {**manifest.quantized, "bf16": section}
+    write_manifest_files(Path(folder.path), manifest, dict(manifest.files))

@@ -1,0 +1,232 @@
+"""``segedge val``: what each precision of a model folder costs in the field's metric, on labelled data.
+
+One run measures every backend x precision the folder can run here (f32 always; bf16 on OpenVINO when
+the CPU runs it natively; int8 where the folder holds a gated int8), on the same images:
+
+- FastSAM / YOLO-seg folders: box and mask mAP50-95 and mAP50 (:mod:`segedge.evaluation.yolo_val`,
+  ultralytics' ``val`` with ``rect=False``);
+- SAM / MobileSAM / SAM 2 folders: box-prompt and centre-point mask mIoU (:mod:`segedge.evaluation.sam_val`).
+
+Each row also has its drop against the same backend's f32 and the median milliseconds per image of
+the network with its pre-processing (FastSAM) or of the encoder plus all the image's prompts (SAM).
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segedge.errors import SegedgeError
+from segedge.evaluation import sam_val, yolo_val
+from segedge.evaluation.average_precision import MapAccumulator
+from segedge.evaluation.datasets import Dataset, load_dataset, polygons_in_pixels
+from segedge.imageio import read_image
+from segedge.manifest import load_model_folder
+from segedge.runtime.backends import installed_backends
+from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
+from segedge.runtime.model_base import model_class
+
+METRICS = {
+    "fastsam": ("mask_mAP50-95", "mask_mAP50", "box_mAP50-95", "box_mAP50"),
+    "sam": ("box_mIoU", "point_mIoU"),
+    "sam2": ("box_mIoU", "point_mIoU"),
+}
+PRIMARY = {"fastsam": "mask_mAP50-95", "sam": "box_mIoU", "sam2": "box_mIoU"}
+PROTOCOL = {
+    "fastsam": "ultralytics val (rect=False square letterbox, conf 0.001, iou 0.7, multi-label, max_det 300, "
+               "masks at input/4; one-class folders class-agnostic)",
+    "sam": "SAM zero-shot: each object's box as the prompt (one mask), and one click at the point farthest from its "
+           "boundary (highest-scored of three masks); mean IoU at the original resolution",
+}
+PROTOCOL["sam2"] = PROTOCOL["sam"]
+
+
+def available_precisions(manifest, backend: str, cpu: CpuCapabilities) -> list[str]:
+    """What ``val`` measures by default on ``backend``: f32, bf16 (OpenVINO, native bf16), int8 (gated in the folder)."""
+    out = ["f32"]
+    if backend == "openvino" and cpu.native_bf16:
+        out.append("bf16")
+    if backend in manifest.int8_backends():
+        out.append("int8")
+    return out
+
+
+def plan_rows(manifest, backends: list[str] | None, precisions: list[str] | None, cpu: CpuCapabilities) -> list[tuple[str, str]]:
+    """``[(backend, precision), ...]`` to measure, f32 first per backend; raises :class:`SegedgeError` for an
+    explicit precision the folder or CPU cannot run."""
+    installed = [b for b, v in installed_backends().items() if v]
+    if backends:
+        missing = [b for b in backends if b not in installed]
+        if missing:
+            raise SegedgeError(f"backend {', '.join(missing)} is not installed: pip install 'segedge[{missing[0]}]'")
+    chosen = backends or installed
+    if not chosen:
+        raise SegedgeError("no inference backend installed: pip install 'segedge[openvino]' (or [onnxruntime])")
+    rows = []
+    for backend in chosen:
+        can = available_precisions(manifest, backend, cpu)
+        if precisions:
+            for p in precisions:
+                if p not in ("f32", "bf16", "int8"):
+                    raise SegedgeError(f"unknown precision {p!r}; choose from f32, bf16, int8")
+                if p not in can and (p != "bf16" or backend != "openvino"):
+                    why = "no gated int8 in the folder (segedge quantize)" if p == "int8" else "ONNX Runtime has no bf16"
+                    raise SegedgeError(f"--precision {p} on {backend}: {why}")
+            want = ["f32"] + [p for p in precisions if p != "f32"]  # f32 is the baseline of every drop
+        else:
+            want = can
+        rows += [(backend, p) for p in want]
+    return rows
+
+
+def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str, float], float]:
+    """``(metrics, median ms per image)`` of one compiled ``model`` on ``data``; ``on_image()`` after each image."""
+    box_acc, mask_acc = MapAccumulator(), MapAccumulator()
+    ious: dict[str, list[float]] = {k: [] for k in sam_val.PROMPTS}
+    times = []
+    single_class = family == "fastsam" and model.num_classes == 1
+    for sample in data.samples:
+        rgb = read_image(sample.path, model.max_pixels)
+        instances = polygons_in_pixels(sample, rgb.shape[:2])
+        if family == "fastsam":
+            t0 = time.perf_counter()
+            tensor, geo = model.preprocess(rgb)
+            detections, prototypes = model.infer(tensor)
+            times.append((time.perf_counter() - t0) * 1e3)
+            pred = yolo_val.val_predictions(detections, prototypes, model.num_classes, model.input_hw, model.output_layout,
+                                            model.anchor_grid)
+            gt = yolo_val.val_targets(instances, geo)
+            gt_cls = np.zeros_like(gt.classes) if single_class else gt.classes
+            box_acc.add(yolo_val.box_iou(gt.boxes, pred.boxes), pred.classes, pred.scores, gt_cls)
+            mask_acc.add(yolo_val.mask_iou(gt.masks, pred.masks), pred.classes, pred.scores, gt_cls)
+        else:
+            t0 = time.perf_counter()
+            for k, v in sam_val.sam_image_ious(model, rgb, instances).items():
+                ious[k] += v
+            if instances:
+                times.append((time.perf_counter() - t0) * 1e3)
+        if on_image:
+            on_image()
+    ms = float(np.median(times)) if times else float("nan")
+    if family == "fastsam":
+        box, mask = box_acc.result(), mask_acc.result()
+        return {"mask_mAP50-95": mask["mAP50-95"], "mask_mAP50": mask["mAP50"], "box_mAP50-95": box["mAP50-95"],
+                "box_mAP50": box["mAP50"]}, ms
+    return {f"{k}_mIoU": float(np.mean(v)) if v else float("nan") for k, v in ious.items()}, ms
+
+
+def check_classes(family: str, num_classes: int | None, data: Dataset) -> None:
+    """A many-class folder needs the dataset's classes to be its own (same count and names)."""
+    if family != "fastsam" or num_classes == 1:
+        return
+    if len(data.names) != num_classes:
+        raise SegedgeError(f"{data.source} has {len(data.names)} classes, the model {num_classes}: a {num_classes}-class model "
+                           "is measured on data labelled with its own classes (one-class FastSAM folders take any data)")
+
+
+def run_val(model_dir, data_path, *, backends: list[str] | None = None, precisions: list[str] | None = None,
+            threads: int | None = None, max_images: int | None = None, progress: bool = True,
+            cpu: CpuCapabilities | None = None) -> dict:
+    """Measure the folder on the data: ``{"model", "family", "data", "cpu", "protocol", "metrics", "rows": [...]}``,
+    each row ``{"backend", "precision", "metrics", "drop", "ms_per_image"}`` (drop = f32's value minus this one)."""
+    from segedge.progress import Progress
+
+    folder = load_model_folder(model_dir)
+    family = folder.manifest.family
+    if family not in METRICS:
+        raise SegedgeError(f"{folder.path} is a {family} folder; val measures fastsam, sam and sam2 folders")
+    data = load_dataset(data_path)
+    if max_images is not None:
+        data.samples = data.samples[:max_images]
+    cpu = cpu or cpu_capabilities()
+    num_classes = int(folder.manifest.params.get("num_classes", 0)) if family == "fastsam" else None
+    check_classes(family, num_classes, data)
+    rows_plan = plan_rows(folder.manifest, backends, precisions, cpu)
+    bar = Progress(len(rows_plan) * len(data.samples), enabled=progress)
+    rows = []
+    try:
+        for backend, precision in rows_plan:
+            model = model_class(family)(folder, backend=backend, precision=precision, threads=threads)
+            metrics, ms = evaluate(model, family, data, on_image=lambda b=backend, p=precision: bar.step(f"{b} {p}"))
+            base = next((r["metrics"] for r in rows if r["backend"] == backend and r["precision"] == "f32"), metrics)
+            rows.append({"backend": backend, "precision": precision, "metrics": metrics,
+                         "drop": {k: base[k] - v for k, v in metrics.items()}, "ms_per_image": ms})
+    finally:
+        bar.close()
+    return {
+        "model": str(folder.path), "family": family, "variant": folder.manifest.variant,
+        "input": folder.manifest.preprocess.get("size"),
+        "data": {"source": str(data.source), "kind": data.kind, "images": len(data.samples), "instances": data.instance_count},
+        "cpu": {**cpu.to_dict(), "class": cpu.precision_class}, "protocol": PROTOCOL[family], "metrics": list(METRICS[family]), "primary": PRIMARY[family],
+        "rows": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    """The result as one Markdown table, with the data, protocol and CPU above it."""
+    names = result["metrics"]
+    primary = result["primary"]
+    data = result["data"]
+    lines = [
+        f"{Path(result['model']).name} ({result['family']} {result['variant']}) on {data['source']}: "
+        f"{data['images']} images, {data['instances']} objects",
+        f"protocol: {result['protocol']}",
+        f"cpu: {result['cpu']['model']}: {result['cpu']['kind']}",
+        "",
+        "| backend | precision | " + " | ".join(names) + f" | drop vs f32 ({primary}) | ms / image |",
+        "|---|---|" + "---:|" * (len(names) + 2),
+    ]
+    for r in result["rows"]:
+        values = " | ".join(f"{r['metrics'][k]:.4f}" for k in names)
+        drop = "-" if r["precision"] == "f32" else f"{r['drop'][primary]:+.4f}"
+        lines.append(f"| {r['backend']} | {r['precision']} | {values} | {drop} | {r['ms_per_image']:.1f} |")
+    return "\n".join(lines)
+
+
+DEFAULT_MAX_DROP = 0.01  # absolute, in the primary metric (mask mAP50-95 for FastSAM, box mIoU for SAM)
+
+
+def record_val(model_dir, result: dict, max_drop: float = DEFAULT_MAX_DROP) -> dict[str, dict]:
+    """Gate the reduced precisions of ``result`` (from :func:`run_val` on this folder) on the primary metric's drop
+    against f32 and write the verdicts into the manifest; returns ``{"<backend> <precision>": verdict}``.
+
+    - bf16 rows: ``quantized.bf16.records[<cpu class>]["val"]``; the record's ``passed`` becomes
+      (agreement gate passed, when it was measured) and (drop <= ``max_drop``);
+    - int8 rows: ``quantized.int8.val[<backend>]``; ``--precision auto`` skips an int8 whose val failed.
+    """
+    import datetime as _dt
+
+    from segedge.evaluation.bf16_gate import record_bf16
+    from segedge.manifest import write_manifest_files
+
+    if not 0 <= max_drop < 1:
+        raise SegedgeError(f"--max-drop must be from 0 to 1 (absolute drop of the metric), got {max_drop}")
+    folder = load_model_folder(model_dir, verify=False)
+    cpu = result["cpu"]
+    cpu_class = cpu["class"]
+    created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    verdicts = {}
+    for row in result["rows"]:
+        if row["precision"] == "f32":
+            continue
+        drop = row["drop"][result["primary"]]
+        verdict = {"metric": result["primary"], "drop": round(drop, 5), "max_drop": max_drop, "passed": bool(drop <= max_drop),
+                   "f32": round(row["metrics"][result["primary"]] + drop, 5), "value": round(row["metrics"][result["primary"]], 5),
+                   "data": result["data"], "created": created}
+        verdicts[f"{row['backend']} {row['precision']}"] = verdict
+        if row["precision"] == "bf16":
+            from segedge.runtime.precision import bf16_record
+
+            previous = bf16_record(folder.manifest, cpu_class) or {}
+            record = {"cpu": cpu["model"], "cpu_class": cpu_class, "created": created, **previous, "val": verdict}
+            agreement_ok = "gate" not in previous or previous["gate"] >= previous.get("min", 0)  # measured by quantize
+            record["passed"] = bool(agreement_ok and verdict["passed"])
+            record_bf16(folder, record)
+        elif row["precision"] == "int8":
+            int8 = folder.manifest.quantized["int8"]
+            int8["val"] = {**int8.get("val", {}), row["backend"]: verdict}
+            write_manifest_files(folder.path, folder.manifest, dict(folder.manifest.files))
+    return verdicts
