@@ -68,9 +68,15 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
     assert {"nncf", "openvino", "onnxruntime"} <= set(int8["tools"])
     assert int8["gate"]["min"] == 0.97 and int8["rejected"] == {}
     cpu = cpu_capabilities()
+    bf16 = loaded.manifest.quantized.get("bf16", {}).get("records", {}).get(cpu.precision_class)
+    if cpu.native_bf16:  # bf16 gated on the same held-out images, and recorded with this CPU's class
+        assert bf16["held_out"] == [p["name"] for p in calib["held_out"]] and bf16["min"] == 0.97
+        assert bf16["passed"] == (bf16["gate"] >= 0.97) and bf16["gate"] == min(bf16["agreement"].values()) > 0.5
+    else:
+        assert bf16 is None
     for backend in ("openvino", "onnxruntime"):  # int8 timed against what auto would otherwise run here
         speed = int8["speed"][backend]
-        alt = alternative_precision(backend, cpu)
+        alt = alternative_precision(backend, cpu, loaded.manifest)
         assert speed["cpu_class"] == cpu.precision_class and speed["compared_with"] == alt and speed["cpu"] == cpu.model
         assert 0 < speed["int8_ms"] < 60_000 and 0 < speed[f"{alt}_ms"] < 60_000
         print(f"{backend}: int8 {speed['int8_ms']} ms vs {alt} {speed[f'{alt}_ms']} ms per image")

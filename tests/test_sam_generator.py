@@ -106,7 +106,12 @@ def test_generator_errors(sam_tiny_folder):
     model = Sam(sam_tiny_folder, backend="onnxruntime")
     for kwargs, message in (({"output_mode": "png"}, "output_mode must be one of"), ({"points_per_side": 0}, "points_per_side must be"),
                             ({"points_per_side": None}, "exactly one of points_per_side and point_grids"),
-                            ({"box_nms_thresh": 2}, "box_nms_thresh must be a number from 0 to 1")):
+                            ({"box_nms_thresh": 2}, "box_nms_thresh must be a number from 0 to 1"),
+                            # the long fuzz run's find: segment-anything's grid code divides by zero here
+                            ({"points_per_side": 1, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2},
+                             r"points_per_side=1 leaves crop layer 1 no points"),
+                            ({"points_per_side": 8, "crop_n_layers": 10**9, "crop_n_points_downscale_factor": 2},
+                             "leaves crop layer 1000000000 no points")):
         with pytest.raises(SegedgeError, match=message):
             SamAutomaticMaskGenerator(model, **kwargs)
     with pytest.raises(SegedgeError, match="needs a segedge.Sam or segedge.Sam2 model"):

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+# float32, as ultralytics' torch.linspace: an IoU of exactly 0.8 does not reach float32(0.8) = 0.80000001
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).astype(np.float32)
 _AP_X = np.linspace(0, 1, 101)
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed trapz
 
