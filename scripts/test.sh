@@ -13,6 +13,14 @@ echo "disk free: $((free_kb / 1048576)) GB here, $((tmp_kb / 1048576)) GB in ${T
 if [ "$free_kb" -lt 16000000 ] || [ "$tmp_kb" -lt 8000000 ]; then
     echo "warning: the test run needs about 8 GB here for the venv and 6 GB in ${TMPDIR:-/tmp}; tests may fail with 'No space left on device'" >&2
 fi
+# Most model tests need ../shared (the real checkpoint, photos, COCO data): without it they would skip and CI
+# would go green on nothing. Every skip fails under SEGEDGE_REQUIRE_ALL=1 (tests/conftest.py).
+export SEGEDGE_REQUIRE_ALL="${SEGEDGE_REQUIRE_ALL:-1}"
+SHARED_DIR="${SEGEDGE_SHARED:-../shared}"
+if [ "$SEGEDGE_REQUIRE_ALL" = 1 ] && [ ! -f "$SHARED_DIR/weights/yolov8n-seg-coco.pt" ]; then
+    echo "error: $SHARED_DIR/weights/yolov8n-seg-coco.pt not found: the test data folder (shared/) must sit beside the checkout, or set SEGEDGE_SHARED" >&2
+    exit 2
+fi
 python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[all]"
 # SAM 2's reference for tests/test_sam2.py: the official sam2 package, built against the torch above and
@@ -24,6 +32,6 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     echo "installing Debian's chromium for tests/test_serve_browser.py" >&2
     { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
       || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
-      || echo "could not install chromium: the browser test will be skipped" >&2
+      || echo "could not install chromium: the browser test will fail (it is required under SEGEDGE_REQUIRE_ALL=1)" >&2
 fi
 exec "$VENV/bin/python" -m pytest "$@"
