@@ -39,6 +39,7 @@ def test_runtime_preprocess_postprocess_import_without_torch():
         import segedge.runtime.sam_generator, segedge.postprocess.amg
         import segedge.runtime.sam2, segedge.runtime.stream, segedge.runtime.pipeline, segedge.preprocess.resize_square
         import segedge.videoio, segedge.data, segedge.serve.service, segedge.serve.app
+        import segedge.evaluation.val, segedge.evaluation.bf16_gate, segedge.evaluation.datasets
         assert "torch" not in sys.modules and "onnx" not in sys.modules
         print("ok")
         """
@@ -61,6 +62,26 @@ def test_fastsam_runs_without_torch(real_folder_640, shared_images):
     )
     assert proc.returncode == 0, proc.stderr
     assert "openvino" in proc.stdout and "onnxruntime" in proc.stdout
+
+
+def test_val_runs_without_torch(real_folder_640):
+    """`segedge val` end to end (dataset, network, mAP) with torch unimportable."""
+    data = SRC.parents[1] / "shared" / "coco128-seg" / "data.yaml"
+    proc = _run(
+        f"""
+        from segedge.evaluation.val import run_val
+        import os
+        path = os.environ.get("SEGEDGE_SHARED")
+        data = (path + "/coco128-seg/data.yaml") if path else {str(data)!r}
+        result = run_val({str(real_folder_640)!r}, data, backends=["onnxruntime"], precisions=["f32"], max_images=5, progress=False)
+        m = result["rows"][0]["metrics"]
+        assert result["data"]["images"] == 5 and 0.1 < m["mask_mAP50-95"] <= 1, m
+        print("val", m["mask_mAP50-95"])
+        assert "torch" not in sys.modules
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("val ")
 
 
 def test_sam_everything_runs_without_torch(sam_tiny_folder, shared_images):
