@@ -198,3 +198,27 @@ def test_cli_offers_every_output_layout():
     from segedge.postprocess.yolo_seg import LAYOUTS
 
     assert OUTPUT_LAYOUTS == LAYOUTS and OUTPUT_LAYOUTS[0] == LAYOUT  # copied for the same reason, default first
+
+
+@pytest.mark.parametrize("isa,kind,bf16", [("AVX2_VNNI", "vnni", False), ("avx512_core_vnni", "vnni", False),
+                                           ("AVX512_CORE_BF16", "avx512_bf16", True), ("AVX2", "plain", False)])
+def test_onednn_isa_cap_is_the_emulated_cpu_kind(monkeypatch, isa, kind, bf16):
+    """Under ONEDNN_MAX_CPU_ISA OpenVINO runs as the capped CPU: so do auto, info and the bf16 refusal
+    (an explicit bf16 under AVX2_VNNI crashed in OpenVINO's compile instead of getting the one-line refusal)."""
+    monkeypatch.delenv("SEGEDGE_CPU_FLAGS", raising=False)
+    monkeypatch.setattr("segedge.runtime.cpu._from_system", lambda: ZEN4)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    caps = cpu_capabilities()
+    assert caps.precision_class == kind and caps.native_bf16 is bf16 and "emulated" in caps.model
+    assert "ONEDNN_MAX_CPU_ISA" in caps.source
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert cpu_capabilities() == ZEN4
+
+
+def test_cli_refuses_bf16_under_an_avx2_vnni_cap(real_folder_640, shared_images, tmp_path):
+    env = dict(os.environ, CI="true", ONEDNN_MAX_CPU_ISA="AVX2_VNNI")
+    env.pop("SEGEDGE_CPU_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-m", "segedge", "segment", str(shared_images[0]), "--model", str(real_folder_640),
+                           "--out", str(tmp_path / "a"), "--precision", "bf16"], capture_output=True, text=True, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "no native bf16" in lines[0], proc.stderr

@@ -116,10 +116,36 @@ def _from_system() -> CpuCapabilities:
         return CpuCapabilities(platform.processor() or "unknown", None, "unknown")
 
 
+ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+# oneDNN's ISA caps (what OpenVINO's CPU plugin and PyTorch then use) -> (flags removed, flags the capped CPU has).
+# AVX2_VNNI is the N100 / Core 12th-14th gen / Core Ultra kind; AVX512_CORE_VNNI a VNNI-only Xeon or Core.
+_AVX512 = {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}
+ISA_CAPS = {
+    "AVX2": (_AVX512 | {"avx_vnni"}, set()),
+    "AVX2_VNNI": (_AVX512, {"avx_vnni"}),
+    "AVX2_VNNI_2": (_AVX512, {"avx_vnni"}),
+    "AVX512_CORE": ({"avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile", "avx_vnni"}, set()),
+    "AVX512_CORE_VNNI": ({"avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}, set()),
+    "AVX512_CORE_BF16": ({"amx_bf16", "amx_int8", "amx_tile"}, set()),
+}
+
+
+def cap_flags(flags: frozenset[str], isa: str) -> frozenset[str]:
+    """``flags`` as a CPU capped at oneDNN's ``isa`` (``ONEDNN_MAX_CPU_ISA``) runs them: the instructions above the
+    cap removed (an emulated AVX2_VNNI CPU gains ``avx_vnni``); unknown caps (ALL, AMX ones) change nothing."""
+    removed, added = ISA_CAPS.get(isa.strip().upper(), (set(), set()))
+    return frozenset((set(flags) - removed) | added)
+
+
 def cpu_capabilities() -> CpuCapabilities:
-    """This machine's capabilities (``$SEGEDGE_CPU_FLAGS`` overrides the flags)."""
+    """This machine's capabilities (``$SEGEDGE_CPU_FLAGS`` overrides the flags; ``$ONEDNN_MAX_CPU_ISA``, which makes
+    OpenVINO and PyTorch run as an older CPU, caps them, so an emulated CPU kind gets that kind's choices)."""
     system = _from_system()
     override = os.environ.get(FLAGS_ENV)
     if override is not None:
         return CpuCapabilities(system.model, frozenset(f for f in re.split(r"[\s,]+", override.strip()) if f), f"${FLAGS_ENV}")
+    isa = os.environ.get(ISA_ENV, "").strip()
+    if isa and system.flags is not None and isa.upper() in ISA_CAPS:
+        return CpuCapabilities(f"{system.model} (emulated {isa.upper()})", cap_flags(system.flags, isa),
+                               f"{system.source} capped by ${ISA_ENV}={isa}")
     return system
