@@ -114,26 +114,33 @@ def best_match_ious(gt: np.ndarray, masks: np.ndarray) -> list[float]:
 TINY_VIT = ("vit", 96, 2, 2, (1,))  # a reduced SAM ViT: embed 96, depth 2, 2 heads, block 1 global
 
 
+# segment-anything's own configurations (build_sam.py), written here rather than read from segedge, so that a wrong
+# setting in segedge's export (heads, global blocks, LayerNorm eps, pixel mean/std) cannot also be in the reference
+VIT_CONFIGS = {"tiny": TINY_VIT[1:], "vit_b": (768, 12, 12, (2, 5, 8, 11))}
+_CHECKPOINT_KINDS: dict[str, str] = {}  # checkpoint path -> the kind make_sam_checkpoint built
+
+
 def make_sam_checkpoint(path: Path, kind: str = "tiny", seed: int = 0) -> Path:
     """A seeded SAM-family checkpoint in the official format: a plain state dict saved with torch.save.
 
     ``kind``: "tiny" (reduced ViT, fast), "vit_b" (SAM ViT-B's real shapes), "mobile" (MobileSAM's
-    TinyViT). Built from segment-anything's modules (TinyViT from ultralytics, as MobileSAM's own).
+    TinyViT). ViT kinds come from segment-anything's own builder (``build_sam._build_sam``); MobileSAM's
+    TinyViT from ultralytics' module inside segment-anything's ``Sam`` (what the MobileSAM project does).
     """
     import torch
 
-    from segedge.export.sam_arch import OFFICIAL_VIT, SamArch, build_sam
-
     torch.manual_seed(seed)
-    if kind == "tiny":
-        arch = SamArch("vit", "test", *TINY_VIT[1:])
-    elif kind == "mobile":
-        arch = SamArch("tinyvit", "mobile_sam")
+    if kind == "mobile":
+        from segedge.export.sam_arch import SamArch, build_sam
+
+        sam = build_sam(SamArch("tinyvit", "mobile_sam"))
     else:
-        dim, depth, heads, glob = OFFICIAL_VIT[kind]
-        arch = SamArch("vit", kind, dim, depth, heads, glob)
-    sam = build_sam(arch)
+        from segment_anything.build_sam import _build_sam
+
+        dim, depth, heads, glob = VIT_CONFIGS[kind]
+        sam = _build_sam(dim, depth, heads, list(glob), checkpoint=None)
     torch.save(sam.state_dict(), path)
+    _CHECKPOINT_KINDS[str(path)] = kind
     return path
 
 
@@ -153,10 +160,18 @@ def make_sam2_checkpoint(path: Path, variant: str = "tiny", version: str = "2.1"
 
 
 def sam_reference(checkpoint: Path):
-    """segment-anything's SamPredictor on the checkpoint (MobileSAM: its TinyViT inside a segment-anything
-    Sam, which is what the MobileSAM project's predictor is)."""
+    """segment-anything's SamPredictor on the checkpoint. ViT checkpoints of :func:`make_sam_checkpoint` are loaded
+    by segment-anything's own builder with its own configuration (strict state-dict load), not through segedge;
+    MobileSAM (no segment-anything builder: its TinyViT inside a segment-anything Sam is what the MobileSAM
+    project's predictor is) goes through segedge's loader."""
     from segment_anything import SamPredictor
 
+    kind = _CHECKPOINT_KINDS.get(str(checkpoint))
+    if kind in VIT_CONFIGS:
+        from segment_anything.build_sam import _build_sam
+
+        dim, depth, heads, glob = VIT_CONFIGS[kind]
+        return SamPredictor(_build_sam(dim, depth, heads, list(glob), checkpoint=str(checkpoint)).eval())
     from segedge.export.sam_arch import load_sam
 
     sam, _ = load_sam(checkpoint)

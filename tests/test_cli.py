@@ -37,6 +37,10 @@ def test_segment_one_image_to_file(real_folder_640, shared_images, tmp_path):
     assert cv2.imread(str(target)).shape[:2] == (1080, 810)
     data = json.loads(target.with_suffix(".json").read_text())
     assert data["count"] >= 4 and data["instances"][0]["label"] in ("bus", "person")
+    from segedge.runtime.fastsam import FastSam
+
+    api = FastSam(real_folder_640, backend="onnxruntime").everything(bus).to_dict()  # what the CLI wrote is the API's
+    assert data["count"] == api["count"] and [i["rle"] for i in data["instances"]] == [i["rle"] for i in api["instances"]]
 
 
 def test_segment_folder_without_extension_and_progress(real_folder_640, shared_images, tmp_path):
@@ -53,6 +57,10 @@ def test_segment_with_prompts(real_folder_640, shared_images, tmp_path):
     proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path, "--point", "400,500", "--box", "40,390,250,910", "--precision", "f32", check=True)
     data = json.loads((tmp_path / "ultralytics_bus_segedge.json").read_text())
     assert 1 <= data["count"] <= 2, proc.stdout
+    from segedge.runtime.fastsam import FastSam
+
+    api = FastSam(real_folder_640, precision="f32").segment(bus, points=[[400, 500]], point_labels=[1], boxes=[[40, 390, 250, 910]])
+    assert [i["rle"] for i in data["instances"]] == [i["rle"] for i in api.to_dict()["instances"]]
 
 
 def test_segment_non_ascii_name(real_folder_640, shared_images, tmp_path):

@@ -36,10 +36,23 @@ def test_segment_point_and_box(cli_sam_folder, shared_images, tmp_path):
     assert "encoder" in proc.stdout and "decoder" in proc.stdout
     data = json.loads((tmp_path / "a" / f"{img.stem}_segedge.json").read_text())
     assert data["count"] == 1 and data["instances"][0]["label"] == "mask"
+    from segedge.postprocess.encode import rle_decode
+    from segedge.runtime.sam import Sam
+
+    sam = Sam(cli_sam_folder)  # the same precision (auto) as the CLI
+    sam.set_image(img)
+    masks, _, _ = sam.predict(point_coords=[[300, 200], [50, 60]], point_labels=[1, 0], multimask_output=False)
+    decoded = rle_decode(data["instances"][0]["rle"])
+    assert decoded.shape == masks[0].shape and 0 < decoded.sum() < decoded.size and (decoded == masks[0]).all()
     proc = run("segment", img, "--model", cli_sam_folder, "--box", "10,10,400,300", "--box", "100,100,200,200",
                "--multimask", "--out", tmp_path / "b.png")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((tmp_path / "b.json").read_text())["count"] == 6  # 2 boxes x 3 candidates
+    boxes = json.loads((tmp_path / "b.json").read_text())
+    assert boxes["count"] == 6  # 2 boxes x 3 candidates
+    masks, _, _ = sam.predict(box=[[10, 10, 400, 300], [100, 100, 200, 200]], multimask_output=True)
+    for inst, mask in zip(boxes["instances"], masks.reshape(6, *masks.shape[2:])):
+        decoded = rle_decode(inst["rle"])
+        assert decoded.shape == mask.shape and (decoded == mask).all()
 
 
 @pytest.mark.parametrize(

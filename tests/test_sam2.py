@@ -208,10 +208,14 @@ def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_pat
 
     assert record["count"] == 1 and (rle_decode(record["instances"][0]["rle"]) == masks[0]).all()
     assert record["instances"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-4)
+    # permissive thresholds: at sam2's defaults the seeded model keeps no mask, and [] == [] proves nothing
+    permissive = dict(pred_iou_thresh=0.0, stability_score_thresh=0.3, stability_score_offset=0.03, box_nms_thresh=1.0)
     assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o2"), "--everything",
-                 "--points-per-side", "4", "--precision", "f32", "--backend", "onnxruntime"]) == 0
+                 "--points-per-side", "4", "--precision", "f32", "--backend", "onnxruntime",
+                 *(f"--{k.replace('_', '-')}={v}" for k, v in permissive.items())]) == 0
     record = json.loads((tmp_path / "o2" / "ultralytics_bus_segedge.json").read_text())
-    want = Sam2AutomaticMaskGenerator(model, points_per_side=4).segment(str(bus)).to_dict()
+    want = Sam2AutomaticMaskGenerator(model, points_per_side=4, **permissive).segment(str(bus)).to_dict()
+    assert record["count"] == want["count"] >= 8, (record["count"], want["count"])
     assert [i["rle"] for i in record["instances"]] == [i["rle"] for i in want["instances"]]
     assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o3"), "--everything",
                  "--min-region-area", "9"]) == 2

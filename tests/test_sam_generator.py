@@ -84,12 +84,38 @@ def test_generator_matches_segment_anything(sam_tiny_ckpt, sam_tiny_folder, dog,
 
 
 def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
-    ref = ReferenceGenerator(sam_reference(sam_tiny_ckpt).model, points_per_side=6, output_mode="coco_rle").generate(dog)
-    gen = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime", precision="f32"), points_per_side=6, output_mode="coco_rle")
+    import inspect
+
+    # the defaults are segment-anything's, parameter by parameter
+    theirs = inspect.signature(ReferenceGenerator.__init__).parameters
+    ours_sig = inspect.signature(SamAutomaticMaskGenerator.__init__).parameters
+    shared = [n for n in theirs if n not in ("self", "model", "pred_iou_thresh") and n in ours_sig]
+    assert len(shared) >= 12
+    for name in shared:
+        assert ours_sig[name].default == theirs[name].default, name
+    assert SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime"), points_per_side=2).pred_iou_thresh == \
+        theirs["pred_iou_thresh"].default
+    # at the defaults the seeded decoder keeps (almost) nothing, so the RLE comparison runs permissive: dozens of masks
+    ref = ReferenceGenerator(sam_reference(sam_tiny_ckpt).model, points_per_side=6, output_mode="coco_rle", **PERMISSIVE).generate(dog)
+    gen = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime", precision="f32"), points_per_side=6,
+                                    output_mode="coco_rle", **PERMISSIVE)
     ours = gen.generate(dog)
-    assert len(ours) == len(ref)
-    for r, o in zip(ref, ours):
-        assert o["segmentation"] == r["segmentation"] and o["bbox"] == r["bbox"]
+    assert len(ref) >= 20 and abs(len(ours) - len(ref)) <= max(1, 0.02 * len(ref)), (len(ours), len(ref))
+    from pycocotools import mask as mask_utils
+
+    from helpers import _pair_records
+
+    pairs = _pair_records(ref, ours)
+    assert len(pairs) >= 0.95 * len(ref)
+    ious, equal = [], 0
+    for r, o in pairs:  # COCO RLE that pycocotools decodes, to (nearly) the reference's masks
+        a, b = mask_utils.decode(r["segmentation"]).astype(bool), mask_utils.decode(o["segmentation"]).astype(bool)
+        assert a.shape == b.shape == dog.shape[:2] and b.sum() == o["area"]
+        ious.append((a & b).sum() / max((a | b).sum(), 1))
+        if (a == b).all():
+            equal += 1
+            assert o["segmentation"] == r["segmentation"] and o["bbox"] == r["bbox"]
+    assert min(ious) >= 0.9 and np.mean(ious) >= 0.98 and equal >= len(pairs) // 2, (min(ious), np.mean(ious), equal)
     found = gen.generate_masks(dog)
     assert set(gen.timings) >= {"encoder", "decoder", "masks", "total"}
     uncompressed = SamAutomaticMaskGenerator(gen.model, points_per_side=6, output_mode="uncompressed_rle",
@@ -120,17 +146,21 @@ def test_generator_errors(sam_tiny_folder):
 
 def test_cli_everything_on_sam(capsys, sam_tiny_folder, shared_images, tmp_path):
     img = next(p for p in shared_images if p.name == "sam_dog.jpg")
+    flags = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0.3", "--stability-score-offset", "0.03", "--box-nms-thresh", "1"]
     code = main(["segment", str(img), "--model", str(sam_tiny_folder), "--everything", "--points-per-side", "6",
-                 "--out", str(tmp_path / "o"), "--json"])
+                 "--out", str(tmp_path / "o"), "--json", "--precision", "f32", *flags])
     out = capsys.readouterr()
     assert code == 0, out.err
     import json
 
     record = json.loads(out.out.splitlines()[0])
-    expected = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="openvino"), points_per_side=6).generate_masks(img)
-    assert record["ok"] and record["count"] == len(expected) and "decoder" in record["timings_ms"]
+    permissive = {k: v for k, v in PERMISSIVE.items() if k != "crop_nms_thresh"}  # no crops here
+    expected = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="openvino", precision="f32"), points_per_side=6,
+                                         **permissive).segment(img).to_dict()
+    assert record["ok"] and record["count"] == expected["count"] >= 20 and "decoder" in record["timings_ms"]
     saved = json.loads((tmp_path / "o" / "sam_dog_segedge.json").read_text())
     assert saved["count"] == record["count"] and saved["height"] == 534 and saved["width"] == 800
+    assert [i["rle"] for i in saved["instances"]] == [i["rle"] for i in expected["instances"]]  # the API's masks
     code = main(["segment", str(img), "--model", str(sam_tiny_folder), "--points-per-side", "6", "--point", "10,10",
                  "--out", str(tmp_path / "p")])
     assert code == 2 and "--points-per-side: options of --everything" in capsys.readouterr().err

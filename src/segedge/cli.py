@@ -228,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SAM --everything: also run on 4, 16, ... overlapping crops (segment-anything's crop_n_layers; default 0)")
     seg.add_argument("--min-region-area", type=_whole_number(0), default=None,
                      help="SAM --everything: remove holes and islands smaller than this many pixels (default 0)")
+    seg.add_argument("--pred-iou-thresh", type=_fraction, default=None,
+                     help="SAM --everything: keep masks whose predicted IoU is above this (default 0.88; SAM 2: 0.8)")
+    seg.add_argument("--stability-score-thresh", type=_fraction, default=None,
+                     help="SAM --everything: keep masks whose stability score is above this (default 0.95)")
+    seg.add_argument("--stability-score-offset", type=float, default=None,
+                     help="SAM --everything: logit offset of the stability score (default 1.0)")
+    seg.add_argument("--box-nms-thresh", type=_fraction, default=None,
+                     help="SAM --everything: box IoU above which the lower-scored mask is dropped (default 0.7; 1 = off)")
     seg.add_argument("--every", type=_positive_int, default=None, help="videos: segment one frame in N (default every frame)")
     seg.add_argument("--max-frames", type=_positive_int, default=None, help="videos, cameras, streams: stop after N segmented frames")
     seg.add_argument("--sequential", action="store_true",
@@ -572,8 +580,11 @@ def _segment_stages(args, folder, family: str, backend: str):
     if args.everything:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
+        thresholds = {name: value for name, value in (
+            ("pred_iou_thresh", args.pred_iou_thresh), ("stability_score_thresh", args.stability_score_thresh),
+            ("stability_score_offset", args.stability_score_offset), ("box_nms_thresh", args.box_nms_thresh)) if value is not None}
         generator = SamAutomaticMaskGenerator(model, points_per_side=args.points_per_side or 32, crop_n_layers=args.crop_layers or 0,
-                                              min_mask_region_area=args.min_region_area or 0)
+                                              min_mask_region_area=args.min_region_area or 0, **thresholds)
         return model, segment_stages(model, generator=generator)
     return model, segment_stages(model, points=points, point_labels=labels, boxes=args.box, multimask=args.multimask)
 
@@ -662,7 +673,11 @@ def _emit(record: dict) -> None:
 def _check_family_options(args, family: str) -> None:
     """Refuse options that do nothing for this model family (rather than ignoring them)."""
     sam_everything = (("--points-per-side", args.points_per_side is not None), ("--crop-layers", args.crop_layers is not None),
-                      ("--min-region-area", args.min_region_area is not None))
+                      ("--min-region-area", args.min_region_area is not None),
+                      ("--pred-iou-thresh", args.pred_iou_thresh is not None),
+                      ("--stability-score-thresh", args.stability_score_thresh is not None),
+                      ("--stability-score-offset", args.stability_score_offset is not None),
+                      ("--box-nms-thresh", args.box_nms_thresh is not None))
     if family == "fastsam":
         wrong = [flag for flag, used in (("--multimask", args.multimask),) + sam_everything if used]
         if wrong:
