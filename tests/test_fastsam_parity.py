@@ -20,7 +20,15 @@ from segedge.postprocess.yolo_seg import decode_all, fastsam_adjust_boxes, insta
 from segedge.preprocess import letterbox, to_nchw_float
 from segedge.runtime.fastsam import FastSam
 
-CONF, IOU = 0.4, 0.9  # FastSAM's defaults, recorded in the model folder
+CONF, IOU = 0.4, 0.9  # FastSAM's defaults: the reference here is ultralytics' FastSAM predictor
+
+
+def fastsam_like(model: FastSam) -> FastSam:
+    """The 80-class folder records ultralytics' predict defaults; compared with ultralytics' FastSAM predictor it
+    runs FastSAM's instead (conf 0.4, iou 0.9, class-agnostic NMS, box snapping at the image edges)."""
+    model.defaults.update(conf=CONF, iou=IOU, agnostic=True)
+    model.adjust_boxes = True
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +45,7 @@ def reference(real_checkpoint):
 
 @pytest.fixture(scope="module")
 def runtimes(real_folder_640):
-    return {b: FastSam(real_folder_640, backend=b, precision="f32") for b in ("openvino", "onnxruntime")}
+    return {b: fastsam_like(FastSam(real_folder_640, backend=b, precision="f32")) for b in ("openvino", "onnxruntime")}
 
 
 def torch_outputs(model, tensor):
@@ -211,7 +219,7 @@ def test_ultralytics_layout_folder_gives_the_same_masks(real_checkpoint, runtime
     data = json.loads((folder / "segedge.json").read_text())
     del data["params"]["output_layout"]  # as written before the option existed
     (folder / "segedge.json").write_text(json.dumps(data))
-    legacy = FastSam(folder, backend="onnxruntime", precision="f32")
+    legacy = fastsam_like(FastSam(folder, backend="onnxruntime", precision="f32"))
     assert legacy.output_layout == "ultralytics"
     total = 0
     for path in shared_images:

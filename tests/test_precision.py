@@ -222,3 +222,21 @@ def test_cli_refuses_bf16_under_an_avx2_vnni_cap(real_folder_640, shared_images,
                            "--out", str(tmp_path / "a"), "--precision", "bf16"], capture_output=True, text=True, env=env)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "no native bf16" in lines[0], proc.stderr
+
+
+def test_precision_table_says_what_was_measured(manifest):
+    from segedge.runtime.precision import precision_table
+
+    rows = {(r["backend"], r["precision"]): r for r in precision_table(manifest, ["openvino", "onnxruntime"], ZEN4)}
+    assert set(rows) == {("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")}
+    assert rows[("openvino", "bf16")]["measured"] is False and rows[("openvino", "f32")]["auto"]
+    gated = _with_int8(_with_bf16(manifest, ZEN4), ["openvino"])
+    gated.quantized["int8"]["agreement"] = {"openvino": {"everything": 0.99, "gate": 0.99}}
+    gated.quantized["int8"]["val"] = {"openvino": {"metric": "mask_mAP50-95", "value": 0.30, "f32": 0.35, "drop": 0.05,
+                                                   "max_drop": 0.01, "passed": False}}
+    rows = {(r["backend"], r["precision"]): r for r in precision_table(gated, ["openvino"], ZEN4)}
+    assert rows[("openvino", "bf16")]["passed"] is True and rows[("openvino", "bf16")]["auto"]  # int8 failed its val
+    assert rows[("openvino", "int8")]["passed"] is False and "drop +0.0500" in rows[("openvino", "int8")]["numbers"]
+    assert not rows[("openvino", "int8")]["auto"]
+    vnni = {(r["backend"], r["precision"]): r for r in precision_table(gated, ["openvino"], VNNI)}
+    assert "refused" in vnni[("openvino", "bf16")]["numbers"] and vnni[("openvino", "f32")]["auto"]

@@ -159,21 +159,25 @@ def _compare(ours: Sam, ref, images, record=None):
     fills = np.array(fills)
     # the comparison means something only if the reference masks are neither empty nor full
     assert ((fills > 0.01) & (fills < 0.99)).mean() > 0.5, np.round(fills, 3)
+    assert len(ious) >= 20 and min(ious) >= 0.98, (len(ious), min(ious))  # every mask, not only the mean
     return float(np.mean(ious)), emb_err, logit_err, score_err
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_reduced_vit_agrees_with_sampredictor(tiny_ckpt, tiny_folder, shared_images, backend):
     mean_iou, emb_err, logit_err, score_err = _compare(Sam(tiny_folder, backend=backend, precision="f32"), sam_reference(tiny_ckpt), shared_images)
-    assert mean_iou >= 0.99
-    assert emb_err < 1e-3 and logit_err < 1e-2 and score_err < 1e-3
+    assert mean_iou >= 0.999
+    # measured (2-core AMD EPYC, both backends): embeddings <= 1.1e-5, low-res logits <= 9.0e-7, scores <= 2.7e-7;
+    # the limits keep a 20x margin for other CPUs' kernels and stay far below the seeded logits' ~0.05 magnitude
+    assert emb_err < 2e-4 and logit_err < 2e-5 and score_err < 5e-6
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_mobile_sam_agrees_with_reference(mobile_ckpt, mobile_folder, shared_images, backend):
     mean_iou, emb_err, logit_err, score_err = _compare(Sam(mobile_folder, backend=backend, precision="f32"), sam_reference(mobile_ckpt), shared_images[:3])
-    assert mean_iou >= 0.99
-    assert emb_err < 1e-2 and logit_err < 5e-2 and score_err < 5e-3
+    assert mean_iou >= 0.999
+    # measured: embeddings <= 1.1e-5, low-res logits 7.2e-7, scores <= 1.7e-7 (limits: 20x margin)
+    assert emb_err < 2e-4 and logit_err < 2e-5 and score_err < 5e-6
 
 
 def test_several_boxes_one_mask_each(tiny_folder, shared_images):
@@ -260,14 +264,14 @@ def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
     assert load_model_folder(folder).manifest.variant == "vit_b"
     ref = sam_reference(ckpt)
     mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend="openvino", precision="f32"), ref, shared_images[:1])
-    assert mean_iou >= 0.99 and emb_err < 1e-2
+    assert mean_iou >= 0.999 and emb_err < 1e-3 and logit_err < 1e-4  # measured embeddings 1.4e-5 (issue 26)
     # ONNX Runtime: the ONNX graph computes global attention head by head; its embedding of the same image
     # (the reference still holds it). The decoder and the generator have the same shapes as MobileSAM's,
     # tested there on both backends.
     ort = Sam(folder, backend="onnxruntime", precision="f32")
     ort.set_image(read_image(shared_images[0]))
     ort_err = float(np.abs(ort.get_image_embedding() - ref.get_image_embedding().numpy()).max())
-    assert ort_err < 1e-2, ort_err
+    assert ort_err < 1e-3, ort_err
     peaks = {b: _peak_rss_mb(folder, b, shared_images[0]) for b in ("openvino", "onnxruntime")}
     print(f"ViT-B encoder peak RSS: {peaks}; ONNX Runtime embedding error {ort_err:.2e}")
     assert peaks["onnxruntime"] <= 1.5 * peaks["openvino"], peaks  # was 3.8 GB vs 1.9 GB with all heads at once

@@ -192,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("--backend", choices=("openvino", "onnxruntime"), action="append", dest="backends",
                     help="quantize for this backend only (repeatable; default: both)")
     qz.add_argument("--no-accuracy-control", action="store_true", help="do not retry with accuracy-controlled quantization below the gate")
-    qz.add_argument("--val", metavar="DATA", help="then run `segedge val DATA --record`: also gate bf16 and int8 on the metric's drop "
-                    "against f32 (mask mAP50-95 for FastSAM, box mIoU for SAM) on labelled data (an ultralytics data.yaml or COCO json)")
+    qz.add_argument("--val", metavar="DATA", help="gate int8 (and bf16) on the field's metric instead of agreement: the drop against "
+                    "f32 of mask mAP50-95 (FastSAM) or box mIoU (SAM) on labelled data (an ultralytics data.yaml or COCO json), "
+                    "as `segedge val` measures it; agreement is still recorded")
     qz.add_argument("--max-drop", type=_fraction, default=None, help="with --val: largest drop allowed (default 0.01, absolute)")
     qz.add_argument("--no-speed-check", action="store_true",
                     help="do not time int8 against bf16/f32 on this CPU (without that record, --precision auto picks int8 wherever it passed the gate)")
@@ -436,6 +437,7 @@ def _quantize(args) -> int:
         min_cosine=DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine,
         backends=tuple(dict.fromkeys(args.backends)) if args.backends else ("openvino", "onnxruntime"),
         accuracy_control=not args.no_accuracy_control, measure_speed=not args.no_speed_check,
+        val_data=args.val, max_drop=0.01 if args.max_drop is None else args.max_drop,
         log=lambda line: print(line, file=sys.stderr),
     )
     for backend, measured in section["agreement"].items():
@@ -449,16 +451,8 @@ def _quantize(args) -> int:
     for backend in section["agreement"]:
         precision, why = explain_auto(manifest, backend)
         print(f"`--precision auto` on {backend} here: {precision} ({why})")
-    if args.val:
-        from segedge.evaluation.val import markdown, run_val
-
-        result = run_val(args.model, args.val, progress=True)
-        print(markdown(result))
-        _record_val(args.model, result, args.max_drop)
-        manifest = load_model_folder(args.model, verify=False).manifest
-        for backend in section["agreement"]:
-            precision, why = explain_auto(manifest, backend)
-            print(f"`--precision auto` on {backend} after val: {precision} ({why})")
+    for backend, v in section.get("val", {}).items():
+        print(f"int8 for {backend}: {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} (max {v['max_drop']})")
     print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -850,6 +844,9 @@ def _info(args) -> int:
             data["model_folder"] = str(folder.path)
             data["auto_precision"] = {b: p for b, (p, _) in auto.items()}
             data["auto_precision_why"] = {b: why for b, (_, why) in auto.items()}
+            from segedge.runtime.precision import precision_table
+
+            data["precisions"] = precision_table(folder.manifest, list(auto), cpu)
             data["manifest"] = folder.manifest.to_dict()
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
@@ -916,6 +913,12 @@ def _info(args) -> int:
         who = "FastSAM's" if m.params.get("defaults") == "fastsam" else "ultralytics' predict"
         nms = "class-agnostic" if m.params["agnostic"] else "per class"
         print(f"  defaults ({who}): conf {m.params.get('conf')}, iou {m.params.get('iou')}, NMS {nms}, max_det {m.params.get('max_det')}")
+    from segedge.runtime.precision import precision_table
+
+    print(f"  precisions on this CPU ({cpu.precision_class}):")
+    for row in precision_table(m, list(auto), cpu):
+        state = {None: "-", True: "passed", False: "FAILED"}[row["passed"]] if row["measured"] is not False else "not measured"
+        print(f"    {row['backend']:<11} {row['precision']:<4} {state:<12} {row['numbers']}{'   <- auto' if row['auto'] else ''}")
     for backend, (precision, why) in auto.items():
         print(f"  --precision auto on {backend}: {precision} ({why})")
     print(f"  files (listed in {MANIFEST_NAME}):")

@@ -200,14 +200,18 @@ def quantize_folder(
     backends: tuple[str, ...] = BACKENDS,
     accuracy_control: bool = True,
     measure_speed: bool = True,
+    val_data: str | os.PathLike | None = None,
+    max_drop: float = 0.01,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
 
     ``calibration``: image paths (see :func:`split_images`). ``measure_speed``: time each passing int8
     against what ``auto`` would otherwise run on this CPU (:mod:`segedge.bench.speed_check`; without
-    the record, ``auto`` picks the gated int8 everywhere). Returns the manifest's new ``int8``
-    section; raises :class:`SegedgeError` (writing nothing) when no backend passes the gate.
+    the record, ``auto`` picks the gated int8 everywhere). ``val_data``: labelled data (``segedge val``'s
+    ``--data``); the gate is then the field's metric (mask mAP50-95 for FastSAM, box mIoU for SAM) dropping
+    at most ``max_drop`` against f32 on that data, and agreement is recorded beside it. Returns the
+    manifest's new ``int8`` section; raises :class:`SegedgeError` (writing nothing) when no backend passes.
     """
     import onnx
 
@@ -219,6 +223,7 @@ def quantize_folder(
     threshold = min_cosine if family == "clip" else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
+    val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
     calib_paths, held_paths = split_images([Path(p) for p in calibration], subset)
     calib = [read_image(p) for p in calib_paths]
     held = [read_image(p) for p in held_paths]
@@ -236,7 +241,7 @@ def quantize_folder(
     passed: dict[str, dict[str, str]] = {}
     report: dict[str, dict] = {}
     speed: dict[str, dict] = {}
-    bf16_gated = _gate_bf16(folder, reference_ov, held, held_paths, threshold, log) if "openvino" in backends else None
+    bf16_gated = _gate_bf16(folder, reference_ov, held, held_paths, threshold, log, val) if "openvino" in backends else None
     try:
         for backend in backends:
             t0 = time.perf_counter()
@@ -255,7 +260,7 @@ def quantize_folder(
             measured = agreement(family, reference, candidate, held)
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
-            if score < threshold and accuracy_control and backend == "openvino":
+            if score < threshold and accuracy_control and backend == "openvino" and val is None:
                 log(f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization")
                 for g, r in recipe.items():
                     def validate(compiled, items, g=g):
@@ -270,14 +275,26 @@ def quantize_folder(
                 log(f"{backend} int8 after accuracy control: {measured}")
             ok = score >= threshold
             report[backend] = {**measured, "gate": round(score, 5), "method": methods, "passed": ok}
+            if val is not None:  # the field's metric decides; agreement stays in the record
+                verdict = val.verdict(reference, candidate, backend, "int8")
+                ok = report[backend]["passed"] = verdict["passed"]
+                report[backend]["val"] = verdict
             if ok:
                 for g, f in files.items():
                     passed.setdefault(g, {}).update(f)
                 if measure_speed:
                     speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log, bf16_gated)
+            elif val is not None:
+                v = report[backend]["val"]
+                log(f"{backend}: int8 dropped {v['metric']} by {v['drop']:.4f} > {max_drop} on {val.data.source}; not written")
             else:
                 log(f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written")
         if not passed:
+            if val is not None:
+                misses = "; ".join(f"{b} dropped {r['val']['drop']:.4f}" for b, r in report.items())
+                raise SegedgeError(
+                    f"int8 lost more than {max_drop} {val.metric} against f32 on every backend ({misses}); nothing was "
+                    "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable")
             misses = "; ".join(f"{b} {r['gate']:.4f} (short by {threshold - r['gate']:.4f})" for b, r in report.items())
             raise SegedgeError(
                 f"int8 missed the accuracy gate {threshold} on every backend ({misses}); nothing was written. Calibrate "
@@ -287,9 +304,11 @@ def quantize_folder(
             "graphs": {},
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "gate": {"metric": "embedding_cosine" if family == "clip" else "mask_iou", "min": threshold,
-                     "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type"},
-            "agreement": {b: r for b, r in report.items() if r["passed"]},
-            "rejected": {b: r for b, r in report.items() if not r["passed"]},
+                     "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type",
+                     **({"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"} if val is not None else {})},
+            "agreement": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if r["passed"]},
+            "rejected": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if not r["passed"]},
+            **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
             "speed": speed,
             "recipe": {g: r.describe() for g, r in recipe.items()},
             "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
@@ -306,18 +325,59 @@ def quantize_folder(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: float, log) -> bool | None:
-    """On a CPU with native bf16, bf16's gate on the held-out images (:mod:`segedge.evaluation.bf16_gate`),
-    recorded in the manifest; returns whether it passed (None: not measured, no native bf16 or a CLIP folder)."""
+def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: float, log, val=None) -> bool | None:
+    """On a CPU with native bf16, bf16's gate on the held-out images (:mod:`segedge.evaluation.bf16_gate`; with
+    ``val``, the metric's drop decides), recorded in the manifest; returns whether it passed (None: not
+    measured, no native bf16 or a CLIP folder)."""
     from segedge.evaluation.bf16_gate import measure_bf16, record_bf16
     from segedge.runtime.cpu import cpu_capabilities
+    from segedge.runtime.model_base import model_class
 
     cpu = cpu_capabilities()
     if not cpu.native_bf16 or folder.manifest.family == "clip" or reference.backend_name != "openvino":
         return None
     record = measure_bf16(folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log)
+    if val is not None:
+        candidate = model_class(folder.manifest.family)(folder, "openvino", precision="bf16", cache_dir=False)
+        record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
+        record["passed"] = record["val"]["passed"]
     record_bf16(folder, record)
     return record["passed"]
+
+
+class ValGate:
+    """The val metric as a gate: f32's value per backend (measured once), then each candidate's drop."""
+
+    def __init__(self, folder: ModelFolder, data_path, max_drop: float, log):
+        from segedge.evaluation.datasets import load_dataset
+        from segedge.evaluation.val import PRIMARY, check_classes
+
+        if not 0 <= max_drop < 1:
+            raise SegedgeError(f"--max-drop must be from 0 to 1 (absolute drop of the metric), got {max_drop}")
+        family = folder.manifest.family
+        if family not in PRIMARY:
+            raise SegedgeError(f"--val measures fastsam, sam and sam2 folders, not {family}")
+        self.family, self.metric, self.max_drop, self.log = family, PRIMARY[family], max_drop, log
+        self.data = load_dataset(data_path)
+        check_classes(family, int(folder.manifest.params.get("num_classes", 0)) if family == "fastsam" else None, self.data)
+        self._f32: dict[str, float] = {}
+
+    def verdict(self, reference, candidate, backend: str, precision: str) -> dict:
+        """``{"metric", "value", "f32", "drop", "max_drop", "passed", "data"}`` of ``candidate`` against ``reference`` (f32)."""
+        import datetime as _dt
+
+        from segedge.evaluation.val import evaluate
+
+        if backend not in self._f32:
+            self._f32[backend] = evaluate(reference, self.family, self.data)[0][self.metric]
+        value = evaluate(candidate, self.family, self.data)[0][self.metric]
+        drop = self._f32[backend] - value
+        self.log(f"{backend} {precision}: {self.metric} {value:.4f} vs f32 {self._f32[backend]:.4f} on {self.data.source} "
+                 f"({len(self.data.samples)} images): drop {drop:+.4f}, max {self.max_drop}")
+        return {"metric": self.metric, "value": round(value, 5), "f32": round(self._f32[backend], 5), "drop": round(drop, 5),
+                "max_drop": self.max_drop, "passed": bool(drop <= self.max_drop),
+                "data": {"source": str(self.data.source), "images": len(self.data.samples), "instances": self.data.instance_count},
+                "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
 
 
 def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log,

@@ -128,3 +128,48 @@ def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities
         return None
     return alt if alt_ms < SLOWER * int8_ms else None
 
+
+
+def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilities | None = None) -> list[dict]:
+    """One row per backend x precision for ``segedge info``: ``{"backend", "precision", "measured", "passed", "numbers",
+    "auto"}``. ``measured``/``passed`` are None where the question does not apply (f32 is the reference;
+    bf16 on a backend or CPU that cannot run it); ``numbers`` is one phrase of what was recorded."""
+    cpu = cpu or cpu_capabilities()
+    rows = []
+    for backend in backends:
+        auto = explain_auto(manifest, backend, cpu)[0]
+        rows.append({"backend": backend, "precision": "f32", "measured": None, "passed": None,
+                     "numbers": "the reference (parity with PyTorch is tested at f32)", "auto": auto == "f32"})
+        if backend == "openvino" and manifest.family != "clip":
+            record = bf16_record(manifest, cpu)
+            if not cpu.native_bf16:
+                row = {"measured": None, "passed": None, "numbers": "no native bf16 on this CPU: refused"}
+            elif record is None:
+                row = {"measured": False, "passed": None, "numbers": "not measured on this kind of CPU"}
+            else:
+                row = {"measured": True, "passed": bool(record.get("passed")), "numbers": _gate_numbers(record, record.get("val"))}
+            rows.append({"backend": backend, "precision": "bf16", **row, "auto": auto == "bf16"})
+        if backend in manifest.int8_backends():
+            int8 = manifest.quantized["int8"]
+            agreement = int8.get("agreement", {}).get(backend, {})
+            val = int8.get("val", {}).get(backend)
+            speed = int8.get("speed", {}).get(backend)
+            numbers = _gate_numbers({"agreement": {k: v for k, v in agreement.items() if isinstance(v, float) and k != "gate"},
+                                     "gate": agreement.get("gate"), "min": int8.get("gate", {}).get("min")}, val)
+            if speed:
+                numbers += (f"; {speed['int8_ms']:.1f} ms vs {speed['compared_with']} {speed[speed['compared_with'] + '_ms']:.1f} ms "
+                            f"on {speed['cpu_class']}")
+            rows.append({"backend": backend, "precision": "int8", "measured": True, "passed": not (val and not val.get("passed")),
+                         "numbers": numbers, "auto": auto == "int8"})
+    return rows
+
+
+def _gate_numbers(record: dict, val: dict | None) -> str:
+    parts = []
+    if record.get("agreement"):
+        worst = record.get("gate")
+        parts.append(f"agreement with f32 worst {worst:.4f} (gate {record.get('min')})" if isinstance(worst, (int, float))
+                     else "agreement with f32 measured")
+    if val:
+        parts.append(f"val {val['metric']} {val['value']:.4f} vs f32 {val['f32']:.4f} (drop {val['drop']:+.4f}, max {val['max_drop']})")
+    return "; ".join(parts) or "measured"
