@@ -82,7 +82,8 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
     bf16 = loaded.manifest.quantized.get("bf16", {}).get("records", {}).get(cpu.precision_class)
     if cpu.native_bf16:  # bf16 gated on the same held-out images, and recorded with this CPU's class
         assert bf16["held_out"] == [p["name"] for p in calib["held_out"]] and bf16["min"] == 0.97
-        assert bf16["passed"] == (bf16["gate"] >= 0.97) and bf16["gate"] == min(bf16["agreement"].values()) > 0.5
+        assert bf16["gate"] == min(bf16["agreement"].values()) > 0.9  # agreement recorded; with --val the metric decides
+        assert bf16["passed"] == bf16["val"]["passed"] and bf16["val"]["drop"] <= 0.01
     else:
         assert bf16 is None
     for backend in ("openvino", "onnxruntime"):  # int8 timed against what auto would otherwise run here
