@@ -48,6 +48,22 @@ def test_bench_fastsam(real_folder_640, real_checkpoint, shared_images, tmp_path
     assert "steps" in proc.stderr  # the progress bar
 
 
+def test_bench_emulates_an_avx2_vnni_cpu(real_folder_640, real_checkpoint, shared_images, tmp_path):
+    """--emulate avx2_vnni: PyTorch and OpenVINO run capped at AVX2_VNNI (no bf16 row: that CPU kind has none), the report
+    says which rows were emulated, and ONNX Runtime's are marked not emulated."""
+    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
+    proc = run("--model", real_folder_640, "--checkpoint", real_checkpoint, "--images", bus, "--runs", "1", "--quiet",
+               "--emulate", "avx2_vnni", "--json", tmp_path / "e.json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["system"]["emulated"]["kind"] == "avx2_vnni" and "VNNI without native bf16" in data["system"]["cpu_kind"]
+    rows = {(r["runtime"], r["precision"]): r for r in data["records"]}
+    assert set(rows) == {("pytorch", "f32"), ("onnxruntime", "f32"), ("openvino", "f32")}
+    assert rows[("openvino", "f32")]["emulated"] and rows[("pytorch", "f32")]["emulated"] and not rows[("onnxruntime", "f32")]["emulated"]
+    assert rows[("openvino", "f32")]["iou_vs_reference"] >= 0.98  # the capped kernels compute the same masks
+    assert any("NOT emulated" in n for n in data["notes"]) and "emulated avx2_vnni" in proc.stdout
+
+
 def test_bench_sam(session_tmp, shared_images, tmp_path, ov_cache):
     from segedge.export.sam import export_sam
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -24,6 +25,11 @@ from segedge.progress import Progress
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif", ".jpe", ".jp2",
                   ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".ras", ".sr"}
 PRECISION_CHOICES = ("auto", "f32", "bf16", "int8")  # segedge.runtime.precision.CHOICES, without importing the runtime
+# bench --emulate: the environment that makes oneDNN (OpenVINO's CPU plugin, PyTorch) run as another CPU kind
+EMULATE = {
+    "avx2_vnni": {"ONEDNN_MAX_CPU_ISA": "AVX2_VNNI", "ATEN_CPU_CAPABILITY": "avx2"},
+    "avx512_vnni": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"},
+}
 # segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
 OUTPUT_LAYOUTS = ("channels_last_logits", "channels_last", "ultralytics")
 
@@ -265,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--everything", action="store_true",
                        help="SAM folders: time segment-anything's automatic mask generator against segedge's instead of prompts")
     bench.add_argument("--points-per-side", type=_positive_int, default=32, help="grid for --everything (default 32)")
+    bench.add_argument("--emulate", choices=tuple(EMULATE), default=None,
+                       help="run OpenVINO and PyTorch as another CPU kind on this AVX-512 machine: avx2_vnni (N100, Core 12th-14th "
+                       "gen, Core Ultra) or avx512_vnni (a VNNI-only Xeon/Core without bf16), through oneDNN's ISA cap; "
+                       "ONNX Runtime's own kernels do not read it, so its rows are marked not emulated")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ds = sub.add_parser("segment-dataset", help="segment a corpus with Ray Data, resumably (needs the ray extra)",
@@ -739,6 +749,10 @@ def _bench(args) -> int:
         return 0
     if not args.checkpoint:
         raise SegedgeError("bench needs --checkpoint (the PyTorch reference), or --video for the streaming benchmark")
+    if args.emulate:
+        if "torch" in sys.modules or "openvino" in sys.modules:
+            raise SegedgeError("--emulate must be set before PyTorch or OpenVINO load: run `segedge bench` in a fresh process")
+        os.environ.update(EMULATE[args.emulate])  # read by oneDNN when torch / OpenVINO start (here and in each row's process)
     try:
         from segedge.bench.run import run_benchmark
         import torch  # noqa: F401  (the PyTorch reference)
@@ -752,6 +766,13 @@ def _bench(args) -> int:
     images = _expand_images(args.images) if args.images else _default_images()
     result = run_benchmark(args.model, args.checkpoint, images, runs=args.runs, threads=args.threads, progress=not args.quiet,
                            everything=args.points_per_side if args.everything else None)
+    if args.emulate:
+        env = " ".join(f"{k}={v}" for k, v in EMULATE[args.emulate].items())
+        result["system"]["emulated"] = {"kind": args.emulate, "environment": EMULATE[args.emulate]}
+        result["notes"].append(f"emulated {args.emulate} on this CPU ({env}): PyTorch and OpenVINO rows ran capped at that ISA; "
+                               "ONNX Runtime rows are NOT emulated (its own kernels ignore the cap)")
+        for row in result["records"]:
+            row["emulated"] = row["runtime"] != "onnxruntime"
     print(report.markdown(result))
     if args.json_out:
         report.write_json(result, args.json_out)
