@@ -453,7 +453,11 @@ def _quantize(args) -> int:
     for backend, measured in section["agreement"].items():
         print(f"int8 for {backend}: {_agreement_scores(measured)} (gate {section['gate']['min']}, worst {measured['gate']:.4f})")
     for backend, measured in section["rejected"].items():
-        print(f"int8 for {backend}: not written, {measured['gate']:.4f} < {section['gate']['min']}")
+        if "val" in measured:
+            v = measured["val"]
+            print(f"int8 for {backend}: not written, {v['metric']} dropped {v['drop']:.4f} > {v['max_drop']}")
+        else:
+            print(f"int8 for {backend}: not written, {measured['gate']:.4f} < {section['gate']['min']}")
     from segedge.manifest import load_model_folder
     from segedge.runtime.precision import explain_auto
 
@@ -914,7 +918,9 @@ def _info(args) -> int:
             print(f"    {backend}: val {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} "
                   f"(max {v['max_drop']}): {'passed' if v['passed'] else 'failed'}")
         for backend, measured in int8.get("rejected", {}).items():
-            print(f"    {backend}: no int8 (missed the gate: {measured['gate']:.4f})")
+            missed = (f"{measured['val']['metric']} dropped {measured['val']['drop']:.4f} > {measured['val']['max_drop']}"
+                      if "val" in measured else f"{measured['gate']:.4f}")
+            print(f"    {backend}: no int8 (missed the gate: {missed})")
         print("    tools: " + ", ".join(f"{k} {v}" for k, v in int8["tools"].items()))
     else:
         print("  int8: none (add one with `segedge quantize MODEL_DIR --calibration IMAGES...`)")

@@ -307,7 +307,7 @@ def quantize_folder(
                      "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type",
                      **({"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"} if val is not None else {})},
             "agreement": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if r["passed"]},
-            "rejected": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if not r["passed"]},
+            "rejected": {b: r for b, r in report.items() if not r["passed"]},
             **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
             "speed": speed,
             "recipe": {g: r.describe() for g, r in recipe.items()},
