@@ -189,6 +189,17 @@ def markdown(result: dict) -> str:
 DEFAULT_MAX_DROP = 0.01  # absolute, in the primary metric (mask mAP50-95 for FastSAM, box mIoU for SAM)
 
 
+def val_verdict(metric: str, value: float, f32: float, max_drop: float, data: dict, created: str | None = None) -> dict:
+    """What a val gate records: ``{"metric", "value", "f32", "drop", "max_drop", "passed", "data", "created"}`` (drop =
+    f32 - value, absolute; passed when it is at most ``max_drop``)."""
+    import datetime as _dt
+
+    drop = f32 - value
+    return {"metric": metric, "value": round(value, 5), "f32": round(f32, 5), "drop": round(drop, 5), "max_drop": max_drop,
+            "passed": bool(drop <= max_drop), "data": data,
+            "created": created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+
+
 def record_val(model_dir, result: dict, max_drop: float = DEFAULT_MAX_DROP) -> dict[str, dict]:
     """Gate the reduced precisions of ``result`` (from :func:`run_val` on this folder) on the primary metric's drop
     against f32 and write the verdicts into the manifest; returns ``{"<backend> <precision>": verdict}``.
@@ -213,9 +224,8 @@ def record_val(model_dir, result: dict, max_drop: float = DEFAULT_MAX_DROP) -> d
         if row["precision"] == "f32":
             continue
         drop = row["drop"][result["primary"]]
-        verdict = {"metric": result["primary"], "drop": round(drop, 5), "max_drop": max_drop, "passed": bool(drop <= max_drop),
-                   "f32": round(row["metrics"][result["primary"]] + drop, 5), "value": round(row["metrics"][result["primary"]], 5),
-                   "data": result["data"], "created": created}
+        value = row["metrics"][result["primary"]]
+        verdict = val_verdict(result["primary"], value, value + drop, max_drop, result["data"], created)
         verdicts[f"{row['backend']} {row['precision']}"] = verdict
         if row["precision"] == "bf16":
             from segedge.runtime.precision import bf16_record

@@ -364,9 +364,7 @@ class ValGate:
 
     def verdict(self, reference, candidate, backend: str, precision: str) -> dict:
         """``{"metric", "value", "f32", "drop", "max_drop", "passed", "data"}`` of ``candidate`` against ``reference`` (f32)."""
-        import datetime as _dt
-
-        from segedge.evaluation.val import evaluate
+        from segedge.evaluation.val import evaluate, val_verdict
 
         if backend not in self._f32:
             self._f32[backend] = evaluate(reference, self.family, self.data)[0][self.metric]
@@ -374,10 +372,8 @@ class ValGate:
         drop = self._f32[backend] - value
         self.log(f"{backend} {precision}: {self.metric} {value:.4f} vs f32 {self._f32[backend]:.4f} on {self.data.source} "
                  f"({len(self.data.samples)} images): drop {drop:+.4f}, max {self.max_drop}")
-        return {"metric": self.metric, "value": round(value, 5), "f32": round(self._f32[backend], 5), "drop": round(drop, 5),
-                "max_drop": self.max_drop, "passed": bool(drop <= self.max_drop),
-                "data": {"source": str(self.data.source), "images": len(self.data.samples), "instances": self.data.instance_count},
-                "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+        data = {"source": str(self.data.source), "images": len(self.data.samples), "instances": self.data.instance_count}
+        return val_verdict(self.metric, value, self._f32[backend], self.max_drop, data)
 
 
 def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log,
