@@ -196,7 +196,7 @@ def val_verdict(metric: str, value: float, f32: float, max_drop: float, data: di
 
     drop = f32 - value
     return {"metric": metric, "value": round(value, 5), "f32": round(f32, 5), "drop": round(drop, 5), "max_drop": max_drop,
-            "passed": bool(drop <= max_drop), "data": data,
+            "passed": bool(drop <= max_drop + 1e-9), "data": data,  # 1e-9: 0.36 - 0.35 is 0.010000000000000009
             "created": created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
 
 
