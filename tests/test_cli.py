@@ -114,3 +114,22 @@ def test_export_cli_errors(tmp_path):
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
     help_text = run("export", "fastsam", "--help").stdout
     assert "unpickles" in help_text
+
+
+def test_a_closed_pipe_ends_quietly_and_the_batch_goes_on(real_folder_640, shared_images, tmp_path):
+    """`segedge segment DIR --json | head -n 1` (and the text lines, and `info --json | head`): no traceback, exit 0,
+    every image's files written although the reader left after the first line."""
+    import shlex
+
+    cli = f"{shlex.quote(sys.executable)} -m segedge"
+    folder, images = shlex.quote(str(real_folder_640)), shlex.quote(str(shared_images[0].parent))
+    for extra, out in (("--json", "a"), ("", "b")):
+        script = (f"{cli} segment {images} --model {folder} --out {shlex.quote(str(tmp_path / out))} {extra} "
+                  f"2>{shlex.quote(str(tmp_path / (out + '.err')))} | head -n 1 >/dev/null; exit ${{PIPESTATUS[0]}}")
+        proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
+        err = (tmp_path / (out + ".err")).read_text()
+        assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+        assert len(list((tmp_path / out).iterdir())) == 2 * len(shared_images)
+    proc = subprocess.run(["bash", "-c", f"{cli} info {folder} --json --no-verify | head -n 1; exit ${{PIPESTATUS[0]}}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "{" and "Traceback" not in proc.stderr, proc.stderr

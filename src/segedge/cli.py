@@ -675,7 +675,9 @@ def _count_masks(n: int) -> str:
 
 
 def _emit(record: dict) -> None:
-    print(json.dumps(record, ensure_ascii=False), flush=True)
+    from segedge.stdout import print_line  # a closed pipe (`| head`) drops the line, the batch goes on
+
+    print_line(json.dumps(record, ensure_ascii=False))
 
 
 def _check_family_options(args, family: str) -> None:
@@ -873,7 +875,9 @@ def _info(args) -> int:
 
             data["precisions"] = precision_table(folder.manifest, list(auto), cpu)
             data["manifest"] = folder.manifest.to_dict()
-        print(json.dumps(data, indent=2, ensure_ascii=False))
+        from segedge.stdout import print_line
+
+        print_line(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     print(f"segedge {__version__} (python {sys.version.split()[0]})")
     for name, version in backends.items():

@@ -23,8 +23,10 @@ class Progress:
         self._last_plain = self.t0
 
     def write(self, message: str) -> None:
+        from segedge.stdout import print_line  # a closed stdout pipe drops result lines; the batch goes on
+
         self._clear()
-        print(message, flush=True)
+        print_line(message)
         self._draw()
 
     def error(self, message: str) -> None:
