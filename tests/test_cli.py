@@ -133,3 +133,16 @@ def test_a_closed_pipe_ends_quietly_and_the_batch_goes_on(real_folder_640, share
     proc = subprocess.run(["bash", "-c", f"{cli} info {folder} --json --no-verify | head -n 1; exit ${{PIPESTATUS[0]}}"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "{" and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_mistyped_flag_gets_a_suggestion(capsys):
+    from segedge.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["segment", "photo.jpg", "--model", "m", "--out", "o", "--piont", "1,2"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unrecognized arguments: --piont 1,2" in err and "did you mean --point?" in err
+    with pytest.raises(SystemExit):
+        main(["val", "m", "--data", "d", "--zzzz"])
+    assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess

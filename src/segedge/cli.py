@@ -127,8 +127,38 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a suggestion for a mistyped option (``--piont`` -> ``did you mean --point?``)."""
+
+    def error(self, message: str):
+        import difflib
+
+        if message.startswith("unrecognized arguments:"):
+            known = sorted(_option_strings(self))
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6)
+                    if close:
+                        hints.append(f"{word}: did you mean {close[0]}?")
+            if hints:
+                message = f"{message} ({'; '.join(hints)})"
+        super().error(message)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``--option`` of ``parser`` and of its subcommands."""
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="segedge", description="Segment Anything models on the edge: export once, run with NumPy + OpenVINO / ONNX Runtime.")
+    parser = _Parser(prog="segedge", description="Segment Anything models on the edge: export once, run with NumPy + OpenVINO / ONNX Runtime.")
     parser.add_argument("--version", action="version", version=f"segedge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
