@@ -20,6 +20,7 @@ from pathlib import Path
 from segedge import __version__
 from segedge.errors import PromptError, SegedgeError
 from segedge.progress import Progress
+from segedge.stdout import print_line
 
 # segedge.imageio.READ_EXTENSIONS, without importing OpenCV for `--help`
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".jfif", ".jpe", ".jp2",
@@ -465,6 +466,8 @@ def _quantize(args) -> int:
         from segedge.export.quantize import DEFAULT_MIN_COSINE, DEFAULT_MIN_IOU, quantize_folder
     except ImportError as exc:
         raise SegedgeError(f"quantize needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'") from None
+    from segedge.runtime.precision import val_phrase
+
     images = _expand_images(args.calibration)
     if args.val:  # a wrong --val path fails now, not after the quantization
         from segedge.evaluation.datasets import load_dataset
@@ -477,7 +480,7 @@ def _quantize(args) -> int:
         min_cosine=DEFAULT_MIN_COSINE if args.min_cosine is None else args.min_cosine,
         backends=tuple(dict.fromkeys(args.backends)) if args.backends else ("openvino", "onnxruntime"),
         accuracy_control=not args.no_accuracy_control, measure_speed=not args.no_speed_check,
-        val_data=args.val, max_drop=0.01 if args.max_drop is None else args.max_drop,
+        val_data=args.val, max_drop=args.max_drop,
         log=lambda line: print(line, file=sys.stderr),
     )
     for backend, measured in section["agreement"].items():
@@ -496,7 +499,7 @@ def _quantize(args) -> int:
         precision, why = explain_auto(manifest, backend)
         print(f"`--precision auto` on {backend} here: {precision} ({why})")
     for backend, v in section.get("val", {}).items():
-        print(f"int8 for {backend}: {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} (max {v['max_drop']})")
+        print(f"int8 for {backend}: {val_phrase(v)}")
     print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -705,9 +708,7 @@ def _count_masks(n: int) -> str:
 
 
 def _emit(record: dict) -> None:
-    from segedge.stdout import print_line  # a closed pipe (`| head`) drops the line, the batch goes on
-
-    print_line(json.dumps(record, ensure_ascii=False))
+    print_line(json.dumps(record, ensure_ascii=False))  # a closed pipe (`| head`) drops the line, the batch goes on
 
 
 def _check_family_options(args, family: str) -> None:
@@ -762,9 +763,9 @@ def _val(args) -> int:
 
 
 def _record_val(model_dir, result: dict, max_drop: float | None) -> None:
-    from segedge.evaluation.val import DEFAULT_MAX_DROP, record_val
+    from segedge.evaluation.val import record_val
 
-    verdicts = record_val(model_dir, result, DEFAULT_MAX_DROP if max_drop is None else max_drop)
+    verdicts = record_val(model_dir, result, max_drop)
     for row, v in verdicts.items():
         print(f"{row}: {v['metric']} drop {v['drop']:+.4f} vs max {v['max_drop']}: {'passed' if v['passed'] else 'FAILED'} (recorded)")
     if not verdicts:
@@ -889,7 +890,7 @@ def _info(args) -> int:
     from segedge.runtime.backends import installed_backends
 
     from segedge.runtime.cpu import cpu_capabilities
-    from segedge.runtime.precision import explain_auto
+    from segedge.runtime.precision import explain_auto, val_phrase
 
     backends = installed_backends()
     cpu = cpu_capabilities()
@@ -905,8 +906,6 @@ def _info(args) -> int:
 
             data["precisions"] = precision_table(folder.manifest, list(auto), cpu)
             data["manifest"] = folder.manifest.to_dict()
-        from segedge.stdout import print_line
-
         print_line(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
     print(f"segedge {__version__} (python {sys.version.split()[0]})")
@@ -949,8 +948,7 @@ def _info(args) -> int:
                 print(f"    {backend}: speed when quantized on {speed['cpu']} ({speed['cpu_class']}): int8 {speed['int8_ms']:.1f} ms, "
                       f"{alt} {speed[f'{alt}_ms']:.1f} ms per image")
         for backend, v in int8.get("val", {}).items():
-            print(f"    {backend}: val {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} "
-                  f"(max {v['max_drop']}): {'passed' if v['passed'] else 'failed'}")
+            print(f"    {backend}: {val_phrase(v)}: {'passed' if v['passed'] else 'failed'}")
         for backend, measured in int8.get("rejected", {}).items():
             missed = (f"{measured['val']['metric']} dropped {measured['val']['drop']:.4f} > {measured['val']['max_drop']}"
                       if "val" in measured else f"{measured['gate']:.4f}")
@@ -965,8 +963,7 @@ def _info(args) -> int:
             scores = ", ".join(f"{k} {v:.4f}" for k, v in rec["agreement"].items())
             parts.append(f"agreement with f32 {scores} (worst {rec.get('gate')} vs gate {rec.get('min')})")
         if "val" in rec:
-            v = rec["val"]
-            parts.append(f"val {v['metric']} {v['value']:.4f} vs f32 {v['f32']:.4f}, drop {v['drop']:+.4f} (max {v['max_drop']})")
+            parts.append(val_phrase(rec["val"]))
         print(f"  bf16 measured on {rec.get('cpu')} ({cls}): {'; '.join(parts)}: {'passed' if rec.get('passed') else 'failed'}")
     if not bf16_records and m.family != "clip":
         print("  bf16: never measured (auto runs bf16 only where it passed a gate: `segedge quantize` measures it)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+from segedge.stdout import print_line  # a closed stdout pipe drops result lines; the batch goes on
+
 
 class Progress:
     """``Progress(total, enabled)``; ``write(msg)`` prints a result line on stdout, ``error(msg)`` an
@@ -23,8 +25,6 @@ class Progress:
         self._last_plain = self.t0
 
     def write(self, message: str) -> None:
-        from segedge.stdout import print_line  # a closed stdout pipe drops result lines; the batch goes on
-
         self._clear()
         print_line(message)
         self._draw()

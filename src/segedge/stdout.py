@@ -30,7 +30,3 @@ def print_line(text: str) -> None:
         except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
             pass
 
-
-def stdout_closed() -> bool:
-    """True once a reader closed stdout under us."""
-    return _closed

@@ -1,8 +1,7 @@
 """Agreement of a candidate model (e.g. int8) with a reference model of the same folder (f32),
 measured through the whole runtime pipeline, per prompt type. Pure runtime code: no torch.
 
-- FastSAM: ``everything`` (symmetric matched mask IoU, each side matched among the other model's masks at
-  ``conf - CONF_MARGIN``: :func:`~segedge.bench.metrics.matched_iou_tolerant`), ``points`` (a point inside each of the
+- FastSAM: ``everything`` (symmetric matched mask IoU), ``points`` (a point inside each of the
   reference's largest masks, selected with FastSAM's rule on each model's own masks), ``boxes``
   (each reference mask's box, best-IoU selection).
 - SAM / MobileSAM: ``points`` (one click, SAM's three candidates compared index by index),
@@ -16,12 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from segedge.bench.metrics import mask_iou, matched_iou_tolerant
+from segedge.bench.metrics import mask_iou, matched_iou
 
-# "everything": a mask one model keeps just over the confidence threshold and the other just under it is the same
-# mask, not a disagreement (measured: at ultralytics' conf 0.25 on the 80-class checkpoint, plain matched IoU
-# of the OpenVINO int8 was 0.896 where every shared mask agreed within 0.98)
-CONF_MARGIN = 0.05
+# the agreement gate's default, for int8 (segedge quantize) and bf16 (segedge.evaluation.bf16_gate) alike: the worst
+# prompt type's mean mask IoU against f32
+DEFAULT_MIN_IOU = 0.97
 
 MASK_TYPES = {"fastsam": ("everything", "points", "boxes"), "sam": ("points", "boxes", "points+box"),
               "sam2": ("points", "boxes", "points+box"), "clip": ("embedding_cosine",)}
@@ -41,9 +39,7 @@ def fastsam_agreement(reference, candidate, images, per_image: int = 5) -> dict[
     for image in images:
         ref, cand = reference.everything(image), candidate.everything(image)
         ref_masks = ref.masks
-        wide = max(0.0, reference.defaults["conf"] - CONF_MARGIN)  # the same images just under the threshold
-        scores["everything"].append(matched_iou_tolerant(cand.masks, candidate.everything(image, conf=wide).masks,
-                                                         ref_masks, reference.everything(image, conf=wide).masks))
+        scores["everything"].append(matched_iou(cand.masks, ref_masks))
         order = np.argsort(-ref_masks.reshape(len(ref_masks), -1).sum(1))[:per_image] if len(ref_masks) else []
         for i in order:
             point = [_interior_point(ref_masks[i])]

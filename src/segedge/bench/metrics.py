@@ -38,18 +38,3 @@ def matched_iou(ours: np.ndarray, ref: np.ndarray) -> float:
         return 0.0
     m = iou_matrix(ours, ref)
     return float(np.concatenate([m.max(axis=1), m.max(axis=0)]).mean())
-
-
-def matched_iou_tolerant(ours: np.ndarray, ours_wide: np.ndarray, ref: np.ndarray, ref_wide: np.ndarray) -> float:
-    """:func:`matched_iou` that does not count a mask as missing when the other model found it just under the
-    confidence threshold: each mask of ``ours`` is matched among ``ref_wide`` (the reference's masks at a slightly
-    lower threshold) and each of ``ref`` among ``ours_wide``. Mask quality still counts in full; a score that
-    moved across the threshold (int8, bf16) does not."""
-    if len(ours) == 0 and len(ref) == 0:
-        return 1.0
-    parts = []
-    if len(ours):
-        parts.append(iou_matrix(ours, ref_wide).max(axis=1) if len(ref_wide) else np.zeros(len(ours)))
-    if len(ref):
-        parts.append(iou_matrix(ref, ours_wide).max(axis=1) if len(ours_wide) else np.zeros(len(ref)))
-    return float(np.concatenate(parts).mean())

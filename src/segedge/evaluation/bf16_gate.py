@@ -17,18 +17,18 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
+from segedge.bench.agreement import DEFAULT_MIN_IOU
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
-from segedge.runtime.precision import bf16_passed, bf16_record  # noqa: F401  (the rule auto applies)
 
-DEFAULT_MIN_IOU = 0.97
 
 
 def measure_bf16(folder: ModelFolder, images, names: list[str], min_iou: float = DEFAULT_MIN_IOU,
-                 cpu: CpuCapabilities | None = None, reference=None, log=print) -> dict:
+                 cpu: CpuCapabilities | None = None, reference=None, log=print, val=None) -> dict:
     """Run the bf16 gate on ``images`` (``HxWx3`` RGB arrays held out from calibration; ``names`` for the
     record) and return the record (not yet written; see :func:`record_bf16`). ``reference``: the folder's
-    OpenVINO f32 model when the caller has one compiled."""
+    OpenVINO f32 model when the caller has one compiled. ``val``: a :class:`segedge.evaluation.val.ValGate`;
+    its verdict (the metric's drop on labelled data) is recorded and decides ``passed``."""
     from segedge.bench.agreement import agreement
     from segedge.runtime.model_base import model_class
 
@@ -45,9 +45,12 @@ def measure_bf16(folder: ModelFolder, images, names: list[str], min_iou: float =
         "agreement": {k: round(v, 5) for k, v in measured.items()}, "gate": round(score, 5), "min": min_iou,
         "passed": score >= min_iou, "held_out": list(names),
     }
+    if val is not None:  # the field's metric decides; agreement stays in the record
+        record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
+        record["passed"] = record["val"]["passed"]
     verdict = "passed" if record["passed"] else "failed: --precision auto will not run bf16 on this kind of CPU"
     log(f"openvino bf16 agreement with f32 on held-out images ({cpu.precision_class}): {record['agreement']}, "
-        f"worst {score:.4f} vs gate {min_iou}: {verdict}")
+        f"worst {score:.4f} vs gate {min_iou}{'' if val is None else ' (recorded; the val drop decides)'}: {verdict}")
     return record
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from segedge.bench.metrics import mask_iou
 from segedge.evaluation.datasets import Instance, instance_mask, polygon_box
 
 PROMPTS = ("box", "point")
@@ -31,11 +32,6 @@ def centre_point(mask: np.ndarray) -> tuple[float, float]:
     return float(x), float(y)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def sam_image_ious(model, rgb: np.ndarray, instances: list[Instance]) -> dict[str, list[float]]:
     """``{"box": [...], "point": [...]}``: one IoU per object of ``instances`` (original pixels) on ``rgb``."""
     out: dict[str, list[float]] = {k: [] for k in PROMPTS}
@@ -48,7 +44,7 @@ def sam_image_ious(model, rgb: np.ndarray, instances: list[Instance]) -> dict[st
         if not gt.any():
             continue
         masks, _, _ = model.predict(box=polygon_box(inst), multimask_output=False, image=state)
-        out["box"].append(iou(masks[0], gt))
+        out["box"].append(mask_iou(masks[0], gt))
         masks, scores, _ = model.predict(point_coords=[centre_point(gt)], point_labels=[1], multimask_output=True, image=state)
-        out["point"].append(iou(masks[int(np.argmax(scores))], gt))
+        out["point"].append(mask_iou(masks[int(np.argmax(scores))], gt))
     return out

@@ -118,11 +118,12 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
     return {f"{k}_mIoU": float(np.mean(v)) if v else float("nan") for k, v in ious.items()}, ms
 
 
-def check_classes(family: str, num_classes: int | None, data: Dataset) -> None:
-    """A many-class folder needs the dataset's classes to be its own (same count and names)."""
-    if family != "fastsam" or num_classes == 1:
+def check_classes(manifest, data: Dataset) -> None:
+    """A many-class FastSAM / YOLO-seg folder needs the dataset's classes to be its own (same count)."""
+    if manifest.family != "fastsam":
         return
-    if len(data.names) != num_classes:
+    num_classes = int(manifest.params.get("num_classes", 0))
+    if num_classes != 1 and len(data.names) != num_classes:
         raise SegedgeError(f"{data.source} has {len(data.names)} classes, the model {num_classes}: a {num_classes}-class model "
                            "is measured on data labelled with its own classes (one-class FastSAM folders take any data)")
 
@@ -142,8 +143,7 @@ def run_val(model_dir, data_path, *, backends: list[str] | None = None, precisio
     if max_images is not None:
         data.samples = data.samples[:max_images]
     cpu = cpu or cpu_capabilities()
-    num_classes = int(folder.manifest.params.get("num_classes", 0)) if family == "fastsam" else None
-    check_classes(family, num_classes, data)
+    check_classes(folder.manifest, data)
     rows_plan = plan_rows(folder.manifest, backends, precisions, cpu)
     bar = Progress(len(rows_plan) * len(data.samples), enabled=progress)
     rows = []
@@ -200,7 +200,39 @@ def val_verdict(metric: str, value: float, f32: float, max_drop: float, data: di
             "created": created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
 
 
-def record_val(model_dir, result: dict, max_drop: float = DEFAULT_MAX_DROP) -> dict[str, dict]:
+def check_max_drop(max_drop: float | None) -> float:
+    """``max_drop`` (None = :data:`DEFAULT_MAX_DROP`), checked to be an absolute drop from 0 to 1."""
+    max_drop = DEFAULT_MAX_DROP if max_drop is None else max_drop
+    if not 0 <= max_drop < 1:
+        raise SegedgeError(f"--max-drop must be from 0 to 1 (absolute drop of the metric), got {max_drop}")
+    return max_drop
+
+
+class ValGate:
+    """The val metric as a gate (``segedge quantize --val``): f32's value per backend (measured once), then each
+    candidate's drop, as :func:`val_verdict` records it."""
+
+    def __init__(self, folder, data_path, max_drop: float | None, log=print):
+        family = folder.manifest.family
+        if family not in PRIMARY:
+            raise SegedgeError(f"--val measures fastsam, sam and sam2 folders, not {family}")
+        self.family, self.metric, self.max_drop, self.log = family, PRIMARY[family], check_max_drop(max_drop), log
+        self.data = load_dataset(data_path)
+        check_classes(folder.manifest, self.data)
+        self._f32: dict[str, float] = {}
+
+    def verdict(self, reference, candidate, backend: str, precision: str) -> dict:
+        """:func:`val_verdict` of ``candidate`` against ``reference`` (the same folder at f32) on the gate's data."""
+        if backend not in self._f32:
+            self._f32[backend] = evaluate(reference, self.family, self.data)[0][self.metric]
+        value = evaluate(candidate, self.family, self.data)[0][self.metric]
+        self.log(f"{backend} {precision}: {self.metric} {value:.4f} vs f32 {self._f32[backend]:.4f} on {self.data.source} "
+                 f"({len(self.data.samples)} images): drop {self._f32[backend] - value:+.4f}, max {self.max_drop}")
+        data = {"source": str(self.data.source), "images": len(self.data.samples), "instances": self.data.instance_count}
+        return val_verdict(self.metric, value, self._f32[backend], self.max_drop, data)
+
+
+def record_val(model_dir, result: dict, max_drop: float | None = None) -> dict[str, dict]:
     """Gate the reduced precisions of ``result`` (from :func:`run_val` on this folder) on the primary metric's drop
     against f32 and write the verdicts into the manifest; returns ``{"<backend> <precision>": verdict}``.
 
@@ -213,8 +245,7 @@ def record_val(model_dir, result: dict, max_drop: float = DEFAULT_MAX_DROP) -> d
     from segedge.evaluation.bf16_gate import record_bf16
     from segedge.manifest import write_manifest_files
 
-    if not 0 <= max_drop < 1:
-        raise SegedgeError(f"--max-drop must be from 0 to 1 (absolute drop of the metric), got {max_drop}")
+    max_drop = check_max_drop(max_drop)
     folder = load_model_folder(model_dir, verify=False)
     cpu = result["cpu"]
     cpu_class = cpu["class"]

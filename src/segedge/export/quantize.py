@@ -30,8 +30,9 @@ from typing import Callable
 
 import numpy as np
 
-from segedge.bench.agreement import agreement, clip_crops, sam_prompts
+from segedge.bench.agreement import DEFAULT_MIN_IOU, agreement, clip_crops, sam_prompts
 from segedge.errors import SegedgeError
+from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
 from segedge.export.quantize_recipes import Recipe, recipes
 from segedge.fileio import sha256_file
@@ -40,7 +41,6 @@ from segedge.manifest import ModelFolder, load_model_folder, write_manifest_file
 from segedge.runtime.backends import BACKENDS
 from segedge.runtime.model_base import model_class
 
-DEFAULT_MIN_IOU = 0.97
 DEFAULT_MIN_COSINE = 0.98
 SAM_PROMPTS_PER_IMAGE = 6  # prompt sets per calibration image for the decoder (x3 kinds, + refinements)
 
@@ -201,7 +201,7 @@ def quantize_folder(
     accuracy_control: bool = True,
     measure_speed: bool = True,
     val_data: str | os.PathLike | None = None,
-    max_drop: float = 0.01,
+    max_drop: float | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
@@ -210,7 +210,8 @@ def quantize_folder(
     against what ``auto`` would otherwise run on this CPU (:mod:`segedge.bench.speed_check`; without
     the record, ``auto`` picks the gated int8 everywhere). ``val_data``: labelled data (``segedge val``'s
     ``--data``); the gate is then the field's metric (mask mAP50-95 for FastSAM, box mIoU for SAM) dropping
-    at most ``max_drop`` against f32 on that data, and agreement is recorded beside it. Returns the
+    at most ``max_drop`` (default :data:`segedge.evaluation.val.DEFAULT_MAX_DROP`) against f32 on that data,
+    and agreement is recorded beside it. Returns the
     manifest's new ``int8`` section; raises :class:`SegedgeError` (writing nothing) when no backend passes.
     """
     import onnx
@@ -224,6 +225,7 @@ def quantize_folder(
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
     val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
+    max_drop = val.max_drop if val is not None else None
     calib_paths, held_paths = split_images([Path(p) for p in calibration], subset)
     calib = [read_image(p) for p in calib_paths]
     held = [read_image(p) for p in held_paths]
@@ -331,49 +333,13 @@ def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: floa
     measured, no native bf16 or a CLIP folder)."""
     from segedge.evaluation.bf16_gate import measure_bf16, record_bf16
     from segedge.runtime.cpu import cpu_capabilities
-    from segedge.runtime.model_base import model_class
 
     cpu = cpu_capabilities()
     if not cpu.native_bf16 or folder.manifest.family == "clip" or reference.backend_name != "openvino":
         return None
-    record = measure_bf16(folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log)
-    if val is not None:
-        candidate = model_class(folder.manifest.family)(folder, "openvino", precision="bf16", cache_dir=False)
-        record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
-        record["passed"] = record["val"]["passed"]
+    record = measure_bf16(folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log, val=val)
     record_bf16(folder, record)
     return record["passed"]
-
-
-class ValGate:
-    """The val metric as a gate: f32's value per backend (measured once), then each candidate's drop."""
-
-    def __init__(self, folder: ModelFolder, data_path, max_drop: float, log):
-        from segedge.evaluation.datasets import load_dataset
-        from segedge.evaluation.val import PRIMARY, check_classes
-
-        if not 0 <= max_drop < 1:
-            raise SegedgeError(f"--max-drop must be from 0 to 1 (absolute drop of the metric), got {max_drop}")
-        family = folder.manifest.family
-        if family not in PRIMARY:
-            raise SegedgeError(f"--val measures fastsam, sam and sam2 folders, not {family}")
-        self.family, self.metric, self.max_drop, self.log = family, PRIMARY[family], max_drop, log
-        self.data = load_dataset(data_path)
-        check_classes(family, int(folder.manifest.params.get("num_classes", 0)) if family == "fastsam" else None, self.data)
-        self._f32: dict[str, float] = {}
-
-    def verdict(self, reference, candidate, backend: str, precision: str) -> dict:
-        """``{"metric", "value", "f32", "drop", "max_drop", "passed", "data"}`` of ``candidate`` against ``reference`` (f32)."""
-        from segedge.evaluation.val import evaluate, val_verdict
-
-        if backend not in self._f32:
-            self._f32[backend] = evaluate(reference, self.family, self.data)[0][self.metric]
-        value = evaluate(candidate, self.family, self.data)[0][self.metric]
-        drop = self._f32[backend] - value
-        self.log(f"{backend} {precision}: {self.metric} {value:.4f} vs f32 {self._f32[backend]:.4f} on {self.data.source} "
-                 f"({len(self.data.samples)} images): drop {drop:+.4f}, max {self.max_drop}")
-        data = {"source": str(self.data.source), "images": len(self.data.samples), "instances": self.data.instance_count}
-        return val_verdict(self.metric, value, self._f32[backend], self.max_drop, data)
 
 
 def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log,

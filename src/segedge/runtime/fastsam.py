@@ -97,7 +97,7 @@ class FastSam(FolderModel):
         t0 = time.perf_counter()
         options = self.check_options(conf, iou, max_det, classes)
         rgb = read_image(image, self.max_pixels)
-        return self._everything(rgb, source, t0, options, retina, self.defaults["agnostic"] if agnostic is None else agnostic)
+        return self._everything(rgb, source, t0, options, retina, agnostic)
 
     def check_options(self, conf=None, iou=None, max_det=None, classes=None) -> dict:
         """``{conf, iou, max_det, classes}`` with the folder's defaults filled in, checked (conf and iou in
@@ -209,7 +209,7 @@ class FastSam(FolderModel):
         rgb = read_image(image, self.max_pixels)
         prompted = points is not None or boxes is not None or point_labels is not None or texts is not None
         self.check_prompts(rgb.shape[:2], points, point_labels, boxes, texts, clip)
-        result = self._everything(rgb, source, t0, options, retina, self.defaults["agnostic"] if agnostic is None else agnostic)
+        result = self._everything(rgb, source, t0, options, retina, agnostic)
         if not prompted:
             return result
         return self.prompt(result, points=points, point_labels=point_labels, boxes=boxes, texts=texts, clip=clip)

@@ -171,5 +171,10 @@ def _gate_numbers(record: dict, val: dict | None) -> str:
         parts.append(f"agreement with f32 worst {worst:.4f} (gate {record.get('min')})" if isinstance(worst, (int, float))
                      else "agreement with f32 measured")
     if val:
-        parts.append(f"val {val['metric']} {val['value']:.4f} vs f32 {val['f32']:.4f} (drop {val['drop']:+.4f}, max {val['max_drop']})")
+        parts.append(val_phrase(val))
     return "; ".join(parts) or "measured"
+
+
+def val_phrase(val: dict) -> str:
+    """One phrase for a val gate's verdict (:func:`segedge.evaluation.val.val_verdict`)."""
+    return f"val {val['metric']} {val['value']:.4f} vs f32 {val['f32']:.4f}, drop {val['drop']:+.4f} (max {val['max_drop']})"
