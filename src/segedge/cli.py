@@ -929,6 +929,7 @@ def _info(args) -> int:
         ins = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in graph.inputs)
         outs = ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in graph.outputs)
         print(f"  graph {name}: {graph.onnx} / {graph.openvino}\n    in:  {ins}\n    out: {outs}")
+        print(f"    onnxruntime memory arena: {_arena_phrase(graph.onnxruntime)}")
     if m.classes:
         shown = ", ".join(m.classes[:10]) + (f", ... ({len(m.classes)} classes)" if len(m.classes) > 10 else "")
         print(f"  classes: {shown}")
@@ -983,6 +984,16 @@ def _info(args) -> int:
     for name, meta in m.files.items():
         print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")
     return 0
+
+
+def _arena_phrase(record: dict) -> str:
+    """How export decided ONNX Runtime's memory arena for a graph (segedge.runtime.ort_memory)."""
+    if not record:
+        return "off (not measured: exported before segedge measured it; re-export to measure)"
+    peak, ms = record["peak_mib"], record.get("ms", {})
+    state = "on" if record["memory_arena"] else "off"
+    return (f"{state} (measured at export: peak {peak['arena']:.0f} MiB with it, {peak['no_arena']:.0f} MiB without; "
+            f"{ms.get('arena', float('nan')):.1f} vs {ms.get('no_arena', float('nan')):.1f} ms per run)")
 
 
 if __name__ == "__main__":

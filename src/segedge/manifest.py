@@ -49,6 +49,9 @@ class GraphSpec:
     openvino: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # ONNX Runtime settings measured at export (segedge.runtime.ort_memory.arena_record):
+    # {"memory_arena": bool, "peak_mib": {...}, "ms": {...}}; empty for folders exported before it
+    onnxruntime: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GraphSpec:
@@ -57,7 +60,14 @@ class GraphSpec:
             openvino=str(data["openvino"]),
             inputs=tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
+            onnxruntime=dict(data.get("onnxruntime") or {}),
         )
+
+    @property
+    def memory_arena(self) -> bool:
+        """Whether ONNX Runtime keeps its CPU memory arena for this graph: what export measured, else
+        off (the setting that bounds the peak)."""
+        return bool(self.onnxruntime.get("memory_arena", False))
 
     def input(self, name: str) -> TensorSpec:
         return _by_name(self.inputs, name, "input")
@@ -108,7 +118,7 @@ class Manifest:
                 "openvino": g.openvino,
                 "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in g.inputs],
                 "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in g.outputs],
-            }
+            } | ({"onnxruntime": g.onnxruntime} if g.onnxruntime else {})
             for name, g in self.graphs.items()
         }
         order = ["format", "format_version", "family", "variant", "created"]

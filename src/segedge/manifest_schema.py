@@ -122,6 +122,10 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
         graph = f.mapping(graph, g)
         f.path(f.get(graph, "onnx", f"{g}.onnx"), f"{g}.onnx", (".onnx",))
         f.path(f.get(graph, "openvino", f"{g}.openvino"), f"{g}.openvino", (".xml",))
+        if "onnxruntime" in graph:
+            ort_settings = f.mapping(graph["onnxruntime"], f"{g}.onnxruntime")
+            if not isinstance(ort_settings.get("memory_arena", False), bool):
+                f.fail(f"{g}.onnxruntime.memory_arena", f"must be true or false, got {_kind(ort_settings['memory_arena'])}")
         io: dict[str, tuple[int, ...]] = {}
         for kind in ("inputs", "outputs"):
             tensors = f.get(graph, kind, f"{g}.{kind}")

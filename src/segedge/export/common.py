@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 import re
@@ -97,6 +98,14 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
         if name in declared and tuple(port.get_shape()) != declared[name]:
             raise SegedgeError(f"{onnx_path}: OpenVINO infers {name} as {tuple(port.get_shape())}, ONNX declares {declared[name]}")
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
+
+
+def with_arena_record(folder: Path, graph: GraphSpec) -> GraphSpec:
+    """``graph`` with ONNX Runtime's memory-arena choice measured on its ONNX file
+    (:func:`segedge.runtime.ort_memory.arena_record`, two short runs in fresh processes)."""
+    from segedge.runtime.ort_memory import arena_record
+
+    return dataclasses.replace(graph, onnxruntime=arena_record(folder / graph.onnx, graph.inputs))
 
 
 def onnx_io(onnx_path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -268,7 +277,9 @@ def _process_alive(pid: int) -> bool:
 
 
 def finish_manifest(folder: Path, manifest: Manifest, checkpoint: Path) -> None:
-    """Fill source, creation time and file hashes, and write ``segedge.json``."""
+    """Measure ONNX Runtime's memory arena per graph, fill source, creation time and file hashes, and
+    write ``segedge.json``."""
+    manifest.graphs = {name: with_arena_record(folder, graph) for name, graph in manifest.graphs.items()}
     manifest.source = {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size} | manifest.source
     manifest.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     write_manifest(folder, manifest)

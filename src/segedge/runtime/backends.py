@@ -255,10 +255,11 @@ class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on CPU: the f32 graph, or the int8 QDQ graph (``precision="int8"``).
     ``InferenceSession.run`` is thread-safe, so one session serves every thread.
 
-    The CPU memory arena is off. Measured on SAM ViT-B's encoder (2 cores): peak RSS 6.8 GB with the
-    arena, 3.8 GB without, latency the same within noise (3.1-3.3 s vs 2.8-4.3 s). The rest of the gap to
-    OpenVINO (1.9 GB) was ViT-B's 4096x4096 global-attention maps, which ORT materialises for all heads
-    at once: exported head by head (:mod:`segedge.export.sam_attention`) ORT peaks at 1.5 GB.
+    The CPU memory arena is on or off per graph, as export measured it (``graph.memory_arena``,
+    :mod:`segedge.runtime.ort_memory`): on, it makes MobileSAM's encoder and SAM's decoders faster; off,
+    it keeps SAM ViT-B's encoder 0.7 GB lower. ViT-B's 4096x4096 global-attention maps, which ORT
+    materialises for all heads at once, are exported head by head (:mod:`segedge.export.sam_attention`).
+    ``int8`` graphs follow their f32 graph's setting.
     """
 
     name = "onnxruntime"
@@ -281,7 +282,7 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False
+        options.enable_cpu_mem_arena = graph.memory_arena
         if threads:
             options.intra_op_num_threads = int(threads)
         try:
