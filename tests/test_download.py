@@ -76,3 +76,61 @@ def test_registry_lookup():
     for spec in registry.MODELS.values():
         assert spec.url.startswith("https://") and spec.url.endswith(spec.filename)
         assert spec.sha256 is None or len(spec.sha256) == 64
+
+
+def _zip(path, members: dict[str, bytes]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_calibration_set_downloads_unpacks_once_and_is_the_quantize_default(server, tmp_path, monkeypatch, capsys):
+    """`segedge quantize` without --calibration calibrates on coco128: downloaded once, unpacked whole,
+    its images listed in order (the held-out fifth is the last)."""
+    import dataclasses
+
+    from segedge import cli
+
+    base, _ = server
+    www = tmp_path / "www"
+    photos = {f"coco128/images/train2017/{i:012d}.jpg": bytes([i]) * 100 for i in range(7)}
+    _zip(www / "coco128.zip", photos | {"coco128/labels/train2017/000000000000.txt": b"0 0.5 0.5 0.1 0.1\n"})
+    monkeypatch.setenv("SEGEDGE_DATASETS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(registry.DATASETS, "coco128", dataclasses.replace(registry.DATASETS["coco128"], url=f"{base}/coco128.zip"))
+    images = cli._calibration_images(None)
+    assert [p.name for p in images] == [f"{i:012d}.jpg" for i in range(7)]
+    assert images[3].read_bytes() == bytes([3]) * 100
+    assert "no --calibration given: calibrating on coco128" in capsys.readouterr().err
+    # unpacked into place, the archive removed; a second call does not download (the server is gone)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["coco128"]
+    (www / "coco128.zip").unlink()
+    assert cli._calibration_images(["COCO128"]) == images
+    # a local folder with the set's name is a folder, not the set
+    local = tmp_path / "coco128"
+    local.mkdir()
+    (local / "a.png").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert [p.name for p in cli._calibration_images(["coco128"])] == ["a.png"]
+
+
+def test_calibration_archive_outside_paths_and_damage_are_refused(server, tmp_path, monkeypatch):
+    import dataclasses
+
+    from segedge.models.download import fetch_dataset
+
+    base, _ = server
+    monkeypatch.setenv("SEGEDGE_DATASETS_DIR", str(tmp_path / "cache"))
+    spec = registry.DATASETS["coco128"]
+    _zip(tmp_path / "www" / "evil.zip", {"coco128/images/train2017/a.jpg": b"x", "../../escaped.txt": b"x"})
+    with pytest.raises(DownloadError, match=r"holds '\.\./\.\./escaped\.txt', a path outside its folder"):
+        fetch_dataset(spec, url=f"{base}/evil.zip", progress=False)
+    _zip(tmp_path / "www" / "other.zip", {"something/else.jpg": b"x"})
+    with pytest.raises(DownloadError, match="has no coco128/images/train2017/ folder"):
+        fetch_dataset(dataclasses.replace(spec), url=f"{base}/other.zip", progress=False)
+    (tmp_path / "www" / "cut.zip").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DownloadError, match="not a complete zip archive"):
+        fetch_dataset(spec, url=f"{base}/cut.zip", progress=False)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing half unpacked, no archive left

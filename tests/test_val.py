@@ -209,3 +209,18 @@ def test_fastsam_checkpoint_keeps_fastsam_defaults(seeded_folder_1024):
     params = load_model_folder(seeded_folder_1024, verify=False).manifest.params
     assert (params["defaults"], params["conf"], params["iou"], params["agnostic"], params["adjust_boxes"]) == \
         ("fastsam", 0.4, 0.9, True, True)
+
+
+def test_yaml_given_by_a_relative_path_finds_its_images(coco128, tmp_path, monkeypatch):
+    """`--val cval` (a relative folder whose data.yaml has no `path:`) reads cval/images, not cval/cval/images."""
+    from segedge.evaluation.datasets import load_dataset
+
+    (tmp_path / "cval").mkdir()
+    (tmp_path / "cval" / "images").symlink_to(coco128.parent / "images")
+    (tmp_path / "cval" / "labels").symlink_to(coco128.parent / "labels")
+    (tmp_path / "cval" / "data.yaml").write_text(coco128.read_text().replace("path:", "# path:"))
+    monkeypatch.chdir(tmp_path)
+    relative, absolute = load_dataset("cval"), load_dataset(coco128)
+    assert len(relative.samples) == len(absolute.samples) == 80
+    assert relative.instance_count == absolute.instance_count == 562
+    assert [s.path.name for s in relative.samples] == [s.path.name for s in absolute.samples]

@@ -221,8 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "held-out images (mask IoU per prompt type; CLIP: embedding cosine). An int8 below the gate is never "
                         "written; OpenVINO first retries with accuracy-controlled quantization.")
     qz.add_argument("model", help="model folder written by `segedge export`")
-    qz.add_argument("--calibration", nargs="+", required=True, metavar="IMAGE_OR_FOLDER",
-                    help="calibration images or folders; the last fifth (at least one image) is held out to measure agreement")
+    qz.add_argument("--calibration", nargs="+", default=None, metavar="IMAGE_OR_FOLDER",
+                    help="calibration images or folders, or the name of a public set (coco128); the last fifth (at least one "
+                    "image) is held out to measure agreement. Default: coco128, 128 COCO photos downloaded once (7 MB); "
+                    "images like the ones the model will see are better")
     qz.add_argument("--subset", type=int, default=None, help="use at most N images to calibrate (default: all but the held-out ones)")
     qz.add_argument("--min-iou", type=float, default=None, help="gate: the worst prompt type's mean mask IoU vs f32 (default 0.97)")
     qz.add_argument("--min-cosine", type=float, default=None, help="gate for CLIP folders: mean embedding cosine vs f32 (default 0.98)")
@@ -468,7 +470,7 @@ def _quantize(args) -> int:
         raise SegedgeError(f"quantize needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'") from None
     from segedge.runtime.precision import val_phrase
 
-    images = _expand_images(args.calibration)
+    images = _calibration_images(args.calibration)
     if args.val:  # a wrong --val path fails now, not after the quantization
         from segedge.evaluation.datasets import load_dataset
 
@@ -525,6 +527,27 @@ def _resolve_checkpoint(value: str, family: str) -> Path:
     note = "" if spec.sha256 else " (no published sha256: the download cannot be verified)"
     print(f"fetching {spec.name} from {spec.url}{note}", file=sys.stderr)
     return fetch(spec)
+
+
+def _calibration_images(items: list[str] | None) -> list[Path]:
+    """Calibration image paths: the given files and folders, where an item that is not a path may name a
+    public set (models.registry.DATASETS, downloaded once); no items: the default set."""
+    from segedge.models.registry import DATASETS, DEFAULT_CALIBRATION
+
+    if not items:
+        spec = DATASETS[DEFAULT_CALIBRATION]
+        print(f"no --calibration given: calibrating on {spec.name} ({spec.description}); images like the ones the model "
+              "will see are better (--calibration DIR)", file=sys.stderr)
+        items = [DEFAULT_CALIBRATION]
+    resolved = []
+    for item in items:
+        spec = DATASETS.get(item.lower()) if not Path(item).exists() else None
+        if spec is not None:
+            from segedge.models.download import fetch_dataset
+
+            item = str(fetch_dataset(spec))
+        resolved.append(item)
+    return _expand_images(resolved)
 
 
 def _expand_images(items: list[str]) -> list[Path]:

@@ -97,9 +97,9 @@ def read_ultralytics(yaml_path: Path) -> Dataset:
             raise SegedgeError(f"{yaml_path}: 'names' must map class ids 0, 1, ... to names") from None
     if not isinstance(names, list) or not names:
         raise SegedgeError(f"{yaml_path}: no class 'names' (a list, or a mapping from class id to name)")
-    root = Path(doc["path"]) if doc.get("path") else yaml_path.parent
-    if not root.is_absolute():
-        root = yaml_path.parent / root
+    root = yaml_path.parent
+    if doc.get("path"):  # relative to the yaml's folder
+        root = root / Path(str(doc["path"]))
     split = next((doc[k] for k in ("val", "test", "train") if doc.get(k)), None)
     if split is None:
         raise SegedgeError(f"{yaml_path}: no 'val' (or 'test' / 'train') image folder")

@@ -1,6 +1,7 @@
-"""Downloading official checkpoints, with sha256 verification and no half-written files.
+"""Downloading official checkpoints and image sets, with sha256 verification and no half-written files.
 
-Files go to ``$SEGEDGE_WEIGHTS_DIR`` or ``~/.cache/segedge/weights``. A download streams into
+Files go to ``$SEGEDGE_WEIGHTS_DIR`` or ``~/.cache/segedge/weights``; image sets are unpacked into
+``$SEGEDGE_DATASETS_DIR`` or ``~/.cache/segedge/datasets``. A download streams into
 ``<name>.part`` while hashing, is checked against the expected sha256 and only then renamed into
 place. A file already present with the right hash is not downloaded again.
 """
@@ -9,24 +10,35 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
+import tempfile
+import zipfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from segedge.errors import DownloadError
 from segedge.fileio import sha256_file
-from segedge.models.registry import ModelSpec
+from segedge.models.registry import DatasetSpec, ModelSpec
 
 _CHUNK = 1 << 20
 
 
 def weights_dir() -> Path:
-    root = os.environ.get("SEGEDGE_WEIGHTS_DIR")
+    return _cache_dir("SEGEDGE_WEIGHTS_DIR", "weights")
+
+
+def datasets_dir() -> Path:
+    return _cache_dir("SEGEDGE_DATASETS_DIR", "datasets")
+
+
+def _cache_dir(variable: str, leaf: str) -> Path:
+    root = os.environ.get(variable)
     if root:
         return Path(root)
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "segedge" / "weights"
+    return Path(cache) / "segedge" / leaf
 
 
 def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, progress: bool = True, timeout: float = 60) -> Path:
@@ -81,6 +93,36 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, pr
 def fetch(spec: ModelSpec, *, progress: bool = True, url: str | None = None) -> Path:
     """The local path of an official checkpoint, downloading it into :func:`weights_dir` if needed."""
     return download(url or spec.url, weights_dir() / spec.filename, spec.sha256, progress=progress)
+
+
+def fetch_dataset(spec: DatasetSpec, *, progress: bool = True, url: str | None = None) -> Path:
+    """The local folder of a public image set's images, downloading and unpacking it into
+    :func:`datasets_dir` if needed. The archive is unpacked into a temporary sibling and moved into
+    place only when complete; members that would land outside it are refused."""
+    root = datasets_dir() / spec.name
+    images = root / spec.images
+    if images.is_dir():
+        return images
+    archive = download(url or spec.url, datasets_dir() / f"{spec.name}.zip", spec.sha256, progress=progress)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", suffix=".partial", dir=datasets_dir()))
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                for member in zipped.namelist():
+                    target = (tmp / member).resolve()
+                    if not target.is_relative_to(tmp.resolve()):
+                        raise DownloadError(f"{archive} holds {member!r}, a path outside its folder; not unpacked")
+                zipped.extractall(tmp)
+        except zipfile.BadZipFile as exc:
+            raise DownloadError(f"{archive} is not a complete zip archive ({exc}); removed it, try again") from exc
+        if not (tmp / spec.images).is_dir():
+            raise DownloadError(f"{archive} has no {spec.images}/ folder: not the {spec.name} archive segedge knows")
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+    finally:  # unpacked or refused, the archive goes: a refused one must not be reused next time
+        shutil.rmtree(tmp, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+    return images
 
 
 def _show(name: str, done: int, total: int) -> None:

@@ -58,6 +58,32 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A public image set segedge can download, e.g. to calibrate int8. ``images`` is the folder of
+    images inside the archive; ``count`` how many it holds."""
+
+    name: str
+    url: str
+    sha256: str | None
+    images: str
+    count: int
+    description: str
+
+
+# Calibration images when `segedge quantize` is given none: ultralytics' coco128 (the first 128 images
+# of COCO train2017: people, vehicles, animals, food, rooms, streets), the set ultralytics' own int8
+# exports calibrate on. NNCF recommends ~300 samples; 128 photos give 102 to calibrate and 26 held out
+# for the gate, and the SAM decoders see 6 prompt sets per image (~600 samples). Your own images, of
+# what the model will see in the field, are better: pass --calibration.
+DATASETS: dict[str, DatasetSpec] = {
+    "coco128": DatasetSpec(
+        "coco128", "https://github.com/ultralytics/assets/releases/download/v0.0.0/coco128.zip", None,
+        "coco128/images/train2017", 128, "128 COCO train2017 photos from ultralytics (7 MB)",
+    ),
+}
+DEFAULT_CALIBRATION = "coco128"
+
 # Names users type for the same thing.
 ALIASES = {
     "fastsam-s": "FastSAM-s", "fastsam_s": "FastSAM-s", "fastsam-s.pt": "FastSAM-s",
