@@ -48,6 +48,31 @@ def test_cpu_kinds(cpu, bf16, int8, kind):
     assert cpu.kind().startswith(kind)
 
 
+def test_without_proc_cpuinfo_openvino_says_whether_bf16_is_native(monkeypatch):
+    """Windows/macOS: no /proc/cpuinfo; OpenVINO's OPTIMIZATION_CAPABILITIES decides native bf16, and without
+    BF16 the kind stays unknown (INT8 is always listed, so it cannot tell VNNI): auto never runs bf16 there."""
+    from segedge.runtime import cpu as cpu_module
+
+    zen = cpu_module.from_openvino("Zen", ["FP32", "BF16", "INT8", "BIN", "EXPORT_IMPORT"])
+    assert zen.native_bf16 is True and zen.precision_class == "avx512_bf16" and "OPTIMIZATION_CAPABILITIES" in zen.source
+    for caps in (["FP32", "INT8", "BIN", "EXPORT_IMPORT"], None):
+        unknown = cpu_module.from_openvino("N100", caps)
+        assert unknown.flags is None and unknown.native_bf16 is None and unknown.precision_class == "unknown"
+    # the real call on this machine returns OpenVINO's own list
+    listed = cpu_module.openvino_capabilities()
+    assert listed is not None and "FP32" in listed
+    # and the chain from a host without /proc/cpuinfo
+    monkeypatch.setattr(cpu_module, "CPUINFO", "/nonexistent/cpuinfo")
+    monkeypatch.setattr(cpu_module, "openvino_capabilities", lambda: ["FP32", "BF16", "INT8"])
+    monkeypatch.delenv("SEGEDGE_CPU_FLAGS", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    cpu_module._from_system.cache_clear()
+    try:
+        assert cpu_module.cpu_capabilities().source == cpu_module.OPENVINO_SOURCE
+    finally:
+        cpu_module._from_system.cache_clear()
+
+
 def test_flags_override(monkeypatch):
     monkeypatch.setenv("SEGEDGE_CPU_FLAGS", "avx2, avx512_vnni")
     caps = cpu_capabilities()

@@ -40,7 +40,7 @@ class CpuCapabilities:
 
     model: str
     flags: frozenset[str] | None
-    source: str  # "/proc/cpuinfo", "$SEGEDGE_CPU_FLAGS" or "unknown"
+    source: str  # "/proc/cpuinfo", "$SEGEDGE_CPU_FLAGS", OpenVINO's OPTIMIZATION_CAPABILITIES or "unknown"
 
     def has(self, flag: str) -> bool | None:
         return None if self.flags is None else flag in self.flags
@@ -109,11 +109,38 @@ def _from_system() -> CpuCapabilities:
     try:
         with open(CPUINFO, encoding="utf-8", errors="replace") as handle:
             model, flags = parse_cpuinfo(handle.read())
-        return CpuCapabilities(model, flags, CPUINFO if flags is not None else "unknown")
-    except OSError:
+    except OSError:  # Windows, macOS: ask the backend
         import platform
 
-        return CpuCapabilities(platform.processor() or "unknown", None, "unknown")
+        model, flags = platform.processor() or "unknown", None
+    if flags is not None:
+        return CpuCapabilities(model, flags, CPUINFO)
+    return from_openvino(model, openvino_capabilities())
+
+
+OPENVINO_SOURCE = "OpenVINO's OPTIMIZATION_CAPABILITIES"
+
+
+def openvino_capabilities() -> list[str] | None:
+    """OpenVINO's CPU ``OPTIMIZATION_CAPABILITIES`` (e.g. ``["FP32", "BF16", "INT8", ...]``), or None
+    without OpenVINO or when it cannot say."""
+    try:
+        import openvino as ov
+
+        return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception:  # not installed, or no CPU plugin: unknown
+        return None
+
+
+def from_openvino(model: str, capabilities: list[str] | None) -> CpuCapabilities:
+    """Capabilities from OpenVINO's list where ``/proc/cpuinfo`` is missing (Windows, macOS). It says
+    whether bf16 is native (``BF16``: AMX or AVX512_BF16, both with VNNI) but not whether int8 has VNNI
+    (``INT8`` is always listed), so without ``BF16`` the flags stay unknown: ``auto`` then runs a gated int8
+    or f32, never bf16. Under ``ONEDNN_MAX_CPU_ISA`` OpenVINO still lists BF16, which is why Linux reads
+    ``/proc/cpuinfo`` (capped) first."""
+    if capabilities and "BF16" in capabilities:
+        return CpuCapabilities(model, frozenset({"avx512_bf16", "avx512_vnni"}), OPENVINO_SOURCE)
+    return CpuCapabilities(model, None, "unknown")
 
 
 ISA_ENV = "ONEDNN_MAX_CPU_ISA"
