@@ -433,3 +433,37 @@ def test_sam2_models_are_served(sam2_tiny_folder, bus):
         status, reason = _status(lambda: client.everything(image_id, min_region_area=50))
         assert status == 400 and "not supported for SAM 2" in reason
         client.close()
+
+
+def test_cache_counts_the_split_decoders_per_image_tensors(sam_tiny_folder, bus):
+    """--cache-mb bounds everything an encoded image holds: the embedding and the split decoder's
+    per-image tensors (image tokens, keys, values, queries), not the embedding alone."""
+    from segedge.serve.service import SegmentService
+
+    service = SegmentService.from_folders([sam_tiny_folder], backend="openvino", **OPTS)
+    name = next(iter(service.models))
+    image_id = service.add_image(bus.read_bytes())["image_id"]
+    image_bytes = service.cache.nbytes
+    service.encode(name, image_id)
+    state = service.cache.get(("embedding", name, image_id))
+    assert state.decoder_image, "the seeded SAM folder has a split decoder"
+    arrays = [state.features, *state.decoder_image.values()]
+    held = sum(a.nbytes for a in arrays)
+    assert sum(a.nbytes for a in state.decoder_image.values()) > state.features.nbytes  # the larger part
+    assert service.cache.nbytes - image_bytes >= held
+
+
+def test_clip_text_cache_keeps_the_most_recent_texts_only(clip_folder):
+    """The server feeds user text to CLIP's text cache: it must stay bounded (least recently used out)."""
+    from segedge.runtime.clip import TEXT_CACHE_ENTRIES, Clip
+
+    assert 64 <= TEXT_CACHE_ENTRIES <= 100_000
+    clip = Clip(clip_folder, backend="openvino", **OPTS)
+    clip.text_cache_entries = 3
+    first = clip.encode_text("a dog")
+    for text in ("a cat", "a car", "a dog", "a bus", "a tree"):  # "a dog" used again: it stays
+        clip.encode_text(text)
+    assert list(clip._text_cache) == ["a dog", "a bus", "a tree"]
+    np.testing.assert_array_equal(clip.encode_text("a dog"), first)
+    np.testing.assert_allclose(clip.encode_text("a cat"), Clip(clip_folder, backend="openvino", **OPTS).encode_text("a cat"), atol=1e-6)
+    assert len(clip._text_cache) == 3

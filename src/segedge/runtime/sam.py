@@ -32,6 +32,11 @@ EMPTY = -2.0  # an unused decoder slot (masked out of attention)
 PAD = -1.0  # SAM's own "not a point" token, added when there is no box
 
 
+def state_nbytes(arrays, decoder_image: dict | None) -> int:
+    """Bytes of an encoded image's arrays plus its split decoder's per-image tensors (None: none)."""
+    return sum(int(a.nbytes) for a in arrays) + sum(int(a.nbytes) for a in (decoder_image or {}).values())
+
+
 @dataclass(frozen=True)
 class SamImage:
     """One encoded image: what every prompt on it needs. Immutable, so threads can share it.
@@ -56,6 +61,11 @@ class SamImage:
     def input_size(self) -> tuple[int, int]:
         """``(h, w)`` of the resized image inside the encoder's padded square, pixels."""
         return self.transform.input_hw
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this state holds: the embedding and the split decoder's per-image tensors."""
+        return state_nbytes([self.features], self.decoder_image)
 
 
 #: A remainder of at most this share of the batch size runs as single-prompt calls, not a padded batch.

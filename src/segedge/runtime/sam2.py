@@ -31,7 +31,7 @@ from segedge.preprocess.resize_square import sam2_preprocess
 from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
-from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash
+from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash, state_nbytes
 
 LOW_RES = 256
 
@@ -60,6 +60,11 @@ class Sam2Image:
     @property
     def features(self) -> np.ndarray:
         return self.image_embed
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this state holds: the three feature maps and the split decoder's per-image tensors."""
+        return state_nbytes([self.image_embed, *self.high_res_feats], self.decoder_image)
 
 
 class Sam2(PerThreadImage, FolderModel):

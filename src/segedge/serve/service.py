@@ -327,9 +327,9 @@ def _ms(t0: float) -> float:
 
 
 def _embedding_bytes(state) -> int:
-    """Bytes of a SAM (one feature map) or SAM 2 (three) image embedding."""
-    maps = [state.features] + list(getattr(state, "high_res_feats", ()))
-    return sum(int(m.nbytes) for m in maps) + 4096
+    """Bytes of a SAM (one feature map) or SAM 2 (three) encoded image, with the split decoder's per-image
+    tensors (about 10 MiB more than the embedding on SAM)."""
+    return state.nbytes + 4096
 
 
 def _result_bytes(result) -> int:
