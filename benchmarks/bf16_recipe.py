@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.bench.agreement import agreement
+from segedge.evaluation.agreement import agreement
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.fastsam import FastSam

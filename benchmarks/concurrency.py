@@ -44,7 +44,7 @@ def main() -> None:
         for n in args.threads:
             t0 = time.perf_counter()
             with ThreadPoolExecutor(n) as pool:
-                outs = list(pool.map(lambda i: call(images[i % len(images)]), range(args.calls)))
+                outs = list(pool.map(lambda i, call=call: call(images[i % len(images)]), range(args.calls)))
             rate = args.calls / (time.perf_counter() - t0)
             base = base or rate
             same = all(_same(o, serial[i % len(images)]) for i, o in enumerate(outs))

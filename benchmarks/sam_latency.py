@@ -68,14 +68,14 @@ def main() -> int:
         for backend, precision in (("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")):
             model = Sam(folder, backend=backend, precision=precision)
             model.set_image(image)
-            pre = _median_ms(lambda: model.set_image(image), args.runs)
+            pre = _median_ms(lambda model=model: model.set_image(image), args.runs)
             pre_only = model.timings["preprocess"]
             enc_only = model.timings["encoder"]
             inputs = {"image_embeddings": model.features, "point_coords": np.zeros((1, model.slots, 2), np.float32),
                       "point_labels": np.full((1, model.slots), -2, np.float32),
                       "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32)}
-            net = _median_ms(lambda: model.decoder.run(inputs), args.runs * 4)
-            full = _median_ms(lambda: model.predict(**prompts[0]), args.runs * 4)
+            net = _median_ms(lambda model=model, inputs=inputs: model.decoder.run(inputs), args.runs * 4)
+            full = _median_ms(lambda model=model: model.predict(**prompts[0]), args.runs * 4)
             ious = [mask_iou(a, b) for p, r in zip(prompts, ref_out) for a, b in zip(r[0], model.predict(**p)[0])]
             rows.append((f"segedge {backend}", precision, pre_only, enc_only, net, full, float(np.mean(ious))))
     base = rows[0][3]

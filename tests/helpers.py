@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.bench.metrics import iou_matrix, mask_iou, matched_iou  # noqa: F401  (re-exported for the tests)
+from segedge.evaluation.metrics import iou_matrix, mask_iou, matched_iou  # noqa: F401  (re-exported for the tests)
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 

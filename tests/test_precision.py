@@ -12,7 +12,7 @@ import pytest
 from segedge.errors import BackendError
 from segedge.manifest import load_model_folder
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities, parse_cpuinfo
-from segedge.bench.speed_check import speed_record
+from segedge.evaluation.speed_check import speed_record
 from segedge.runtime.precision import alternative_precision, explain_auto, resolve_precision
 
 CPUINFO = """processor\t: 0

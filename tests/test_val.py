@@ -79,7 +79,7 @@ def test_sam_val_box_and_point_miou_match_segment_anything(sam_tiny_ckpt, sam_ti
     from helpers import sam_reference
 
     from segedge.evaluation.datasets import instance_mask, polygon_box
-    from segedge.bench.metrics import mask_iou as iou
+    from segedge.evaluation.metrics import mask_iou as iou
     from segedge.evaluation.sam_val import centre_point
     from segedge.imageio import read_image
 

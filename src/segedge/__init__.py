@@ -9,43 +9,32 @@ Importing this package never imports torch. The heavy pieces load on first use:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from segedge._version import __version__
 
-__all__ = ["Clip", "FastSam", "Sam", "Sam2", "Sam2AutomaticMaskGenerator", "SamAutomaticMaskGenerator", "SegedgeError", "__version__", "load_model_folder", "read_image"]
+__all__ = ["Clip", "FastSam", "Sam", "Sam2", "Sam2AutomaticMaskGenerator", "SamAutomaticMaskGenerator", "SegedgeError", "__version__",
+           "load_model_folder", "open_model", "read_image"]
+
+
+# Public names, imported on first use: `import segedge` stays cheap and free of any backend import.
+_LAZY = {
+    "FastSam": "segedge.runtime.fastsam",
+    "Clip": "segedge.runtime.clip",
+    "Sam": "segedge.runtime.sam",
+    "Sam2": "segedge.runtime.sam2",
+    "SamAutomaticMaskGenerator": "segedge.runtime.sam_generator",
+    "Sam2AutomaticMaskGenerator": "segedge.runtime.sam_generator",  # one class serves both families
+    "open_model": "segedge.runtime.model_base",
+    "load_model_folder": "segedge.manifest",
+    "read_image": "segedge.imageio",
+    "SegedgeError": "segedge.errors",
+}
 
 
 def __getattr__(name: str):
-    # Lazy attributes keep `import segedge` cheap and free of any backend import.
-    if name == "FastSam":
-        from segedge.runtime.fastsam import FastSam
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'segedge' has no attribute {name!r}")
+    from importlib import import_module
 
-        return FastSam
-    if name == "Clip":
-        from segedge.runtime.clip import Clip
-
-        return Clip
-    if name == "Sam":
-        from segedge.runtime.sam import Sam
-
-        return Sam
-    if name == "Sam2":
-        from segedge.runtime.sam2 import Sam2
-
-        return Sam2
-    if name in ("SamAutomaticMaskGenerator", "Sam2AutomaticMaskGenerator"):  # one class serves both families
-        from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
-
-        return SamAutomaticMaskGenerator
-    if name == "load_model_folder":
-        from segedge.manifest import load_model_folder
-
-        return load_model_folder
-    if name == "read_image":
-        from segedge.imageio import read_image
-
-        return read_image
-    if name == "SegedgeError":
-        from segedge.errors import SegedgeError
-
-        return SegedgeError
-    raise AttributeError(f"module 'segedge' has no attribute {name!r}")
+    attribute = "SamAutomaticMaskGenerator" if name == "Sam2AutomaticMaskGenerator" else name
+    return getattr(import_module(module), attribute)

@@ -17,7 +17,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from segedge import __version__
+from segedge._version import __version__
 from segedge.errors import PromptError, SegedgeError
 from segedge.progress import Progress
 from segedge.stdout import print_line
@@ -623,7 +623,8 @@ def _segment(args) -> int:
 
 def _segment_stages(args, folder, family: str, backend: str):
     """``(model, (prepare, infer, finish))`` for the folder's family and the command's prompts."""
-    from segedge.runtime.model_base import model_class
+    from segedge.families import family as family_spec
+    from segedge.runtime.model_base import open_model
     from segedge.runtime.stream import segment_stages
 
     points = labels = None
@@ -631,8 +632,8 @@ def _segment_stages(args, folder, family: str, backend: str):
         points = [(x, y) for x, y, _ in args.point]
         labels = [lab for _, _, lab in args.point]
     options = dict(backend=backend, precision=args.precision, threads=args.threads, max_pixels=args.max_pixels)
-    model = model_class(family)(folder, **options)
-    if family == "fastsam":
+    model = open_model(folder, **options)
+    if not family_spec(family).promptable:  # FastSAM: prompts select among its everything masks
         clip = None
         if args.text:
             from segedge.runtime.clip import Clip
@@ -736,21 +737,24 @@ def _emit(record: dict) -> None:
 
 def _check_family_options(args, family: str) -> None:
     """Refuse options that do nothing for this model family (rather than ignoring them)."""
+    from segedge.families import family as family_spec
+
     sam_everything = (("--points-per-side", args.points_per_side is not None), ("--crop-layers", args.crop_layers is not None),
                       ("--min-region-area", args.min_region_area is not None),
                       ("--pred-iou-thresh", args.pred_iou_thresh is not None),
                       ("--stability-score-thresh", args.stability_score_thresh is not None),
                       ("--stability-score-offset", args.stability_score_offset is not None),
                       ("--box-nms-thresh", args.box_nms_thresh is not None))
-    if family == "fastsam":
+    spec = family_spec(family)
+    if not spec.promptable:
         wrong = [flag for flag, used in (("--multimask", args.multimask),) + sam_everything if used]
         if wrong:
-            raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a FastSAM folder")
+            raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a {spec.title} folder")
         return
-    if family == "sam2" and args.min_region_area:
-        raise SegedgeError("--min-region-area is not supported for SAM 2 folders (sam2 does it with its CUDA extension, "
+    if args.min_region_area and not spec.min_region_area:
+        raise SegedgeError(f"--min-region-area is not supported for {spec.title} folders (sam2 does it with its CUDA extension, "
                            "and skips it on CPUs)")
-    if family in ("sam", "sam2"):
+    if spec.promptable:
         wrong = [flag for flag, used in (("--conf", args.conf is not None), ("--iou", args.iou is not None),
                                          ("--max-det", args.max_det is not None), ("--low-res", args.low_res),
                                          ("--agnostic-nms", args.agnostic_nms is not None),

@@ -104,11 +104,11 @@ class Segmenter:
 
     def __init__(self, model_dir: str, out: str, fmt: str, backend: str, precision: str, threads: int | None, prompts: dict):
         from segedge.manifest import load_model_folder
-        from segedge.runtime.model_base import model_class
+        from segedge.runtime.model_base import open_model
         from segedge.runtime.stream import segment_stages
 
         folder = load_model_folder(model_dir)
-        self.model = model_class(folder.manifest.family)(folder, backend, precision=precision, threads=threads)
+        self.model = open_model(folder, backend, precision=precision, threads=threads)
         generator = None
         if prompts.pop("everything", False) and folder.manifest.family != "fastsam":
             from segedge.runtime.sam_generator import SamAutomaticMaskGenerator

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from segedge.errors import ModelFolderError
+from segedge.families import FAMILY_NAMES as FAMILIES
 from segedge.fileio import atomic_write_text, sha256_file
 
 MANIFEST_NAME = "segedge.json"
 FORMAT_NAME = "segedge-model"
 FORMAT_VERSION = 1
-FAMILIES = ("sam", "sam2", "fastsam", "clip")
 
 _EXPORT_HINT = (
     "export one with `segedge export fastsam|sam|mobile-sam|clip --checkpoint CKPT --out DIR`"
@@ -175,7 +175,7 @@ class Manifest:
 
 
 def _segedge_version() -> str:
-    from segedge import __version__
+    from segedge._version import __version__
 
     return __version__
 

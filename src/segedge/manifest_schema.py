@@ -344,7 +344,7 @@ def _check_int8(f: _Fields, int8: dict, graphs: dict) -> None:
         for backend, measured in f.mapping(int8.get(key, {}), f"{q}.{key}").items():
             measured = f.mapping(measured, f"{q}.{key}.{backend}")
             f.number(f.get(measured, "gate", f"{q}.{key}.{backend}.gate"), f"{q}.{key}.{backend}.gate")
-    for backend, record in f.mapping(int8.get("speed", {}), f"{q}.speed").items():  # bench/speed_check.py
+    for backend, record in f.mapping(int8.get("speed", {}), f"{q}.speed").items():  # evaluation/speed_check.py
         where = f"{q}.speed.{backend}"
         record = f.mapping(record, where)
         alt = f.text(f.get(record, "compared_with", f"{where}.compared_with"), f"{where}.compared_with")

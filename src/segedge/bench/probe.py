@@ -20,11 +20,11 @@ import numpy as np
 
 def _open(spec, cache_dir):
     from segedge.manifest import load_model_folder
-    from segedge.runtime.model_base import model_class
+    from segedge.runtime.model_base import open_model
 
     folder = load_model_folder(spec["model"])
-    return model_class(folder.manifest.family)(
-        folder, backend=spec["backend"], precision=spec["precision"], threads=spec.get("threads"), cache_dir=cache_dir
+    return open_model(
+        folder, spec["backend"], precision=spec["precision"], threads=spec.get("threads"), cache_dir=cache_dir
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segedge.bench.metrics import mask_iou, matched_iou, summarize
+from segedge.evaluation.metrics import mask_iou, matched_iou, summarize
 from segedge.errors import SegedgeError
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image

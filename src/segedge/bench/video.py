@@ -21,7 +21,7 @@ from segedge.progress import Progress
 def video_benchmark(model_dir, video, configs=None, max_frames: int | None = None, threads: int | None = None,
                     progress: bool = True) -> dict:
     from segedge.bench.run import bench_configs, system_info
-    from segedge.runtime.model_base import model_class
+    from segedge.runtime.model_base import open_model
     from segedge.runtime.stream import segment_stages, segment_video
     from segedge.videoio import VideoSource
 
@@ -38,7 +38,7 @@ def video_benchmark(model_dir, video, configs=None, max_frames: int | None = Non
     bar = Progress(2 * len(configs), enabled=progress, unit="runs")
     rows = []
     for backend, precision in configs:
-        model = model_class(family)(folder, backend, precision=precision, threads=threads)
+        model = open_model(folder, backend, precision=precision, threads=threads)
         prompts = {} if family == "fastsam" else {"points": [[size[0] / 2, size[1] / 2]], "point_labels": [1]}
         stages = segment_stages(model, **prompts)
         row = {"runtime": backend, "precision": model.precision}

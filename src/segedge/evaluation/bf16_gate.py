@@ -3,7 +3,7 @@
 bf16 keeps 8 bits of mantissa. On a CPU with native bf16 (AMX, AVX512_BF16) OpenVINO runs a folder's f32
 graph in bf16; what that costs depends on the model and on the CPU's bf16 instructions, so it is measured
 per folder and per CPU class, like int8: the bf16 pipeline against the same folder's f32 pipeline on
-held-out images, mask IoU per prompt type (:mod:`segedge.bench.agreement`), the worst type against the
+held-out images, mask IoU per prompt type (:mod:`segedge.evaluation.agreement`), the worst type against the
 gate (default :data:`DEFAULT_MIN_IOU`, int8's). The record lands in the manifest as
 ``quantized.bf16.records[<cpu class>]``:
 ``{"cpu", "cpu_class", "created", "agreement": {...}, "gate", "min", "passed", "held_out": [names]}``;
@@ -17,9 +17,10 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from segedge.bench.agreement import DEFAULT_MIN_IOU
+from segedge.evaluation.agreement import DEFAULT_MIN_IOU
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
+from segedge.runtime.model_base import open_model
 
 
 
@@ -29,14 +30,12 @@ def measure_bf16(folder: ModelFolder, images, names: list[str], min_iou: float =
     record) and return the record (not yet written; see :func:`record_bf16`). ``reference``: the folder's
     OpenVINO f32 model when the caller has one compiled. ``val``: a :class:`segedge.evaluation.val.ValGate`;
     its verdict (the metric's drop on labelled data) is recorded and decides ``passed``."""
-    from segedge.bench.agreement import agreement
-    from segedge.runtime.model_base import model_class
+    from segedge.evaluation.agreement import agreement
 
     cpu = cpu or cpu_capabilities()
     family = folder.manifest.family
-    cls = model_class(family)
-    reference = reference or cls(folder, "openvino", precision="f32", cache_dir=False)
-    candidate = cls(folder, "openvino", precision="bf16", cache_dir=False)
+    reference = reference or open_model(folder, "openvino", precision="f32", cache_dir=False)
+    candidate = open_model(folder, "openvino", precision="bf16", cache_dir=False)
     measured = agreement(family, reference, candidate, images)
     score = min(measured.values()) if measured else 0.0
     record = {

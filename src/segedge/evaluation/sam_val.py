@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from segedge.bench.metrics import mask_iou
+from segedge.evaluation.metrics import mask_iou
 from segedge.evaluation.datasets import Instance, instance_mask, polygon_box
 
 PROMPTS = ("box", "point")

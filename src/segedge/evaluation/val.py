@@ -27,7 +27,7 @@ from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.backends import installed_backends
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
-from segedge.runtime.model_base import model_class
+from segedge.runtime.model_base import open_model
 
 METRICS = {
     "fastsam": ("mask_mAP50-95", "mask_mAP50", "box_mAP50-95", "box_mAP50"),
@@ -149,7 +149,7 @@ def run_val(model_dir, data_path, *, backends: list[str] | None = None, precisio
     rows = []
     try:
         for backend, precision in rows_plan:
-            model = model_class(family)(folder, backend=backend, precision=precision, threads=threads)
+            model = open_model(folder, backend, precision=precision, threads=threads)
             metrics, ms = evaluate(model, family, data, on_image=lambda b=backend, p=precision: bar.step(f"{b} {p}"))
             base = next((r["metrics"] for r in rows if r["backend"] == backend and r["precision"] == "f32"), metrics)
             rows.append({"backend": backend, "precision": precision, "metrics": metrics,

@@ -42,7 +42,7 @@ def load_clip_state(checkpoint: str | os.PathLike) -> tuple[dict, str]:
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
-            raise CheckpointError(f"{path} does not hold a CLIP state dict")
+            raise CheckpointError(f"{path} does not hold a CLIP state dict") from None
         state, fmt = {k.removeprefix("module."): v for k, v in obj.items()}, "state_dict"
     state = {k: v for k, v in state.items() if k not in _META_KEYS}
     needed = ("visual.conv1.weight", "token_embedding.weight", "positional_embedding", "text_projection")

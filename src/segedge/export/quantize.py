@@ -4,7 +4,7 @@ For each backend (OpenVINO: NNCF post-training quantization of the IR; ONNX Runt
 QDQ quantizer on the ONNX graph) every graph of the family is quantized with its recipe
 (:mod:`segedge.export.quantize_recipes`), calibrated on the given images. Then the int8 pipeline is
 compared with the folder's f32 pipeline, through the same runtime classes users call, on images
-**held out** from calibration: mask IoU per prompt type (:mod:`segedge.bench.agreement`).
+**held out** from calibration: mask IoU per prompt type (:mod:`segedge.evaluation.agreement`).
 
 - Below the gate (``min_iou``; CLIP: ``min_cosine``) OpenVINO retries with NNCF's accuracy-controlled
   quantization, whose metric is the same agreement on the held-out images (on the calibration
@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from segedge.bench.agreement import DEFAULT_MIN_IOU, agreement, clip_crops, sam_prompts
+from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement, clip_crops, sam_prompts
 from segedge.errors import SegedgeError
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
@@ -39,7 +39,8 @@ from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
 from segedge.runtime.backends import BACKENDS
-from segedge.runtime.model_base import model_class
+from segedge.families import family as family_spec
+from segedge.runtime.model_base import open_model
 
 DEFAULT_MIN_COSINE = 0.98
 SAM_PROMPTS_PER_IMAGE = 6  # prompt sets per calibration image for the decoder (x3 kinds, + refinements)
@@ -64,16 +65,29 @@ def split_images(paths: list[Path], subset: int | None = None) -> tuple[list[Pat
 
 def calibration_inputs(family: str, reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
     """Input dicts for every graph to quantize, from ``images`` (``HxWx3`` RGB) through the f32
-    ``reference`` model (the decoder needs the encoder's embeddings and prompts on them)."""
-    if family == "fastsam":
-        return {"model": [{"images": reference.preprocess(im)[0]} for im in images]}
-    if family == "clip":
-        rng = np.random.default_rng(seed)
-        from segedge.runtime.clip import clip_preprocess
+    ``reference`` model (the decoder needs the encoder's embeddings and prompts on them): the family's
+    ``calibration`` function (:mod:`segedge.families`)."""
+    return family_spec(family).calibration_function()(reference, images, seed)
 
-        crops = [clip_preprocess(c, reference.size, reference.mean, reference.std) for im in images for c in clip_crops(im, rng, reference.batch)]
-        batches = [np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)]
-        return {"image_encoder": [{"images": b} for b in batches]}
+
+def fastsam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """FastSAM: the letterboxed images."""
+    return {"model": [{"images": reference.preprocess(im)[0]} for im in images]}
+
+
+def clip_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """CLIP: batches of random crops (what FastSAM's text prompts feed the image encoder)."""
+    from segedge.runtime.clip import clip_preprocess
+
+    rng = np.random.default_rng(seed)
+    crops = [clip_preprocess(c, reference.size, reference.mean, reference.std) for im in images for c in clip_crops(im, rng, reference.batch)]
+    batches = [np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)]
+    return {"image_encoder": [{"images": b} for b in batches]}
+
+
+def sam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """SAM and SAM 2: the encoder's images, and the decoders' inputs for prompts sampled on each image."""
+    family = reference.FAMILY
     rng = np.random.default_rng(seed)
     encoder, decoder, prompt_side = [], [], []
     for im in images:
@@ -207,7 +221,7 @@ def quantize_folder(
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
 
     ``calibration``: image paths (see :func:`split_images`). ``measure_speed``: time each passing int8
-    against what ``auto`` would otherwise run on this CPU (:mod:`segedge.bench.speed_check`; without
+    against what ``auto`` would otherwise run on this CPU (:mod:`segedge.evaluation.speed_check`; without
     the record, ``auto`` picks the gated int8 everywhere). ``val_data``: labelled data (``segedge val``'s
     ``--data``); the gate is then the field's metric (mask mAP50-95 for FastSAM, box mIoU for SAM) dropping
     at most ``max_drop`` (default :data:`segedge.evaluation.val.DEFAULT_MAX_DROP`) against f32 on that data,
@@ -221,7 +235,8 @@ def quantize_folder(
             raise SegedgeError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
-    threshold = min_cosine if family == "clip" else min_iou
+    cosine = family_spec(family).agreement == "embedding_cosine"
+    threshold = min_cosine if cosine else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
     val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
@@ -229,11 +244,10 @@ def quantize_folder(
     calib_paths, held_paths = split_images([Path(p) for p in calibration], subset)
     calib = [read_image(p) for p in calib_paths]
     held = [read_image(p) for p in held_paths]
-    cls = model_class(family)
     graphs = folder.manifest.graphs
     recipe = recipes(family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()})
     log(f"calibrating on {len(calib)} image(s), {len(held)} held out to measure agreement")
-    reference_ov = cls(folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False)
+    reference_ov = open_model(folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False)
     data = calibration_inputs(family, reference_ov, calib)
     tag = secrets.token_hex(4)
     staging = folder.path / f".quantize-{tag}"
@@ -257,21 +271,21 @@ def quantize_folder(
                     out = staging / f"{g}.int8-{tag}.onnx"
                     methods[g] = quantize_onnxruntime(folder.file(graphs[g].onnx), r, data[g], out)
                 files[g] = {backend: out.relative_to(folder.path).as_posix()}
-            reference = reference_ov if backend == reference_ov.backend_name else cls(folder, backend, precision="f32", cache_dir=False)
-            candidate = cls(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+            reference = reference_ov if backend == reference_ov.backend_name else open_model(folder, backend, precision="f32", cache_dir=False)
+            candidate = open_model(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
             measured = agreement(family, reference, candidate, held)
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
             if score < threshold and accuracy_control and backend == "openvino" and val is None:
                 log(f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization")
                 for g, r in recipe.items():
-                    def validate(compiled, items, g=g):
+                    def validate(compiled, items, g=g, candidate=candidate, reference=reference):
                         candidate.graph_backends[g].bind(compiled)
                         per_image = [gate_score(agreement(family, reference, candidate, [im])) for im in items]
                         return float(np.mean(per_image)), per_image
                     out = staging / f"{g}.int8-{tag}.xml"
                     methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold))
-                candidate = cls(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+                candidate = open_model(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
                 measured = agreement(family, reference, candidate, held)
                 score = gate_score(measured)
                 log(f"{backend} int8 after accuracy control: {measured}")
@@ -285,7 +299,7 @@ def quantize_folder(
                 for g, f in files.items():
                     passed.setdefault(g, {}).update(f)
                 if measure_speed:
-                    speed[backend] = _measure_speed(family, folder, cls, reference, candidate, held, log, bf16_gated)
+                    speed[backend] = _measure_speed(family, folder, reference, candidate, held, log, bf16_gated)
             elif val is not None:
                 v = report[backend]["val"]
                 log(f"{backend}: int8 dropped {v['metric']} by {v['drop']:.4f} > {max_drop} on {val.data.source}; not written")
@@ -305,7 +319,7 @@ def quantize_folder(
         section = {
             "graphs": {},
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "gate": {"metric": "embedding_cosine" if family == "clip" else "mask_iou", "min": threshold,
+            "gate": {"metric": family_spec(family).agreement, "min": threshold,
                      "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type",
                      **({"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"} if val is not None else {})},
             "agreement": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if r["passed"]},
@@ -317,7 +331,7 @@ def quantize_folder(
             "calibration": {
                 "count": len(calib_paths), "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
                 "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in held_paths],
-                **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family in ("sam", "sam2") else {}),
+                **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family_spec(family).promptable else {}),
             },
         }
         section["graphs"] = _move_in(folder.path, staging, passed)
@@ -335,24 +349,24 @@ def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: floa
     from segedge.runtime.cpu import cpu_capabilities
 
     cpu = cpu_capabilities()
-    if not cpu.native_bf16 or folder.manifest.family == "clip" or reference.backend_name != "openvino":
+    if not cpu.native_bf16 or not family_spec(folder.manifest.family).segments_images or reference.backend_name != "openvino":
         return None
     record = measure_bf16(folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log, val=val)
     record_bf16(folder, record)
     return record["passed"]
 
 
-def _measure_speed(family: str, folder: ModelFolder, cls, reference, candidate, held: list[np.ndarray], log,
+def _measure_speed(family: str, folder: ModelFolder, reference, candidate, held: list[np.ndarray], log,
                    bf16_gated: bool | None = None) -> dict:
-    """int8 against what ``auto`` would otherwise run here (:mod:`segedge.bench.speed_check`), logged."""
-    from segedge.bench.speed_check import compare_speed, speed_record
+    """int8 against what ``auto`` would otherwise run here (:mod:`segedge.evaluation.speed_check`), logged."""
+    from segedge.evaluation.speed_check import compare_speed, speed_record
     from segedge.runtime.cpu import cpu_capabilities
     from segedge.runtime.precision import alternative_precision
 
     cpu = cpu_capabilities()
     backend = reference.backend_name
     alt = alternative_precision(backend, cpu, bf16_gated=bool(bf16_gated))
-    other = reference if alt == "f32" else cls(folder, backend, precision=alt, cache_dir=False)
+    other = reference if alt == "f32" else open_model(folder, backend, precision=alt, cache_dir=False)
     record = speed_record(backend, cpu, compare_speed(family, candidate, other, held))
     log(f"{backend} speed per held-out image on this CPU ({record['cpu_class']}): int8 {record['int8_ms']:.1f} ms, "
         f"{alt} {record[f'{alt}_ms']:.1f} ms")

@@ -7,7 +7,8 @@ import os
 
 from segedge.errors import BackendError
 from segedge.imageio import max_pixels_limit
-from segedge.manifest import Manifest, ModelFolder, open_model_folder
+from segedge.families import family
+from segedge.manifest import Manifest, ModelFolder, load_model_folder, open_model_folder
 from segedge.runtime.backends import BACKENDS, Backend, check_threads, open_backend
 from segedge.runtime.blas_threads import limit_blas_threads
 from segedge.runtime.precision import resolve_precision
@@ -69,20 +70,11 @@ class FolderModel:
         raise NotImplementedError
 
 
-def model_class(family: str) -> type[FolderModel]:
-    """The runtime class that opens folders of ``family`` ("fastsam", "sam", "sam2" or "clip")."""
-    if family == "fastsam":
-        from segedge.runtime.fastsam import FastSam
-
-        return FastSam
-    if family == "sam":
-        from segedge.runtime.sam import Sam
-
-        return Sam
-    if family == "sam2":
-        from segedge.runtime.sam2 import Sam2
-
-        return Sam2
-    from segedge.runtime.clip import Clip
-
-    return Clip
+def open_model(folder: str | os.PathLike | ModelFolder, backend: str = "openvino", **options) -> FolderModel:
+    """Open a model folder (a path or a loaded :class:`~segedge.manifest.ModelFolder`) with its family's
+    runtime class (:mod:`segedge.families`): ``FastSam``, ``Sam``, ``Sam2`` or ``Clip``. ``options`` go to
+    the class (``precision``, ``threads``, ``cache_dir``, ``verify``, ``max_pixels``)."""
+    verify = options.pop("verify", True)
+    if not isinstance(folder, ModelFolder):
+        folder = load_model_folder(folder, verify=verify)
+    return family(folder.manifest.family).model_class()(folder, backend, **options)

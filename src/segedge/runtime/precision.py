@@ -4,7 +4,7 @@
 
 1. ``int8`` when the folder holds an int8 for this backend that passed ``segedge quantize``'s
    accuracy gate, unless quantize measured it clearly slower (:data:`SLOWER`) than the next choice
-   on a CPU of this CPU's class (:func:`int8_measured_slower`; :mod:`segedge.bench.speed_check`);
+   on a CPU of this CPU's class (:func:`int8_measured_slower`; :mod:`segedge.evaluation.speed_check`);
 2. else ``bf16`` on OpenVINO when the CPU runs bf16 natively (AMX or AVX512_BF16) **and** bf16 passed
    its accuracy gate on a CPU of this class (``segedge quantize`` measures it:
    :mod:`segedge.evaluation.bf16_gate`); never measured or failed: no bf16;
@@ -116,7 +116,7 @@ def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt
 
 
 def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities) -> str | None:
-    """The precision to run instead of int8 when ``record`` (from :func:`segedge.bench.speed_check.speed_record`) was measured on a
+    """The precision to run instead of int8 when ``record`` (from :func:`segedge.evaluation.speed_check.speed_record`) was measured on a
     CPU of this CPU's class and found int8 clearly slower than that precision; else ``None``."""
     if not record or cpu.flags is None or record.get("cpu_class") != cpu.precision_class:
         return None

@@ -31,7 +31,7 @@ from segedge.preprocess.resize_square import sam2_preprocess
 from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
-from segedge.runtime.sam import EMPTY, PAD, SamPrediction, pixels_hash, state_nbytes
+from segedge.runtime.sam_common import EMPTY, PAD, SamPrediction, pixels_hash, state_nbytes
 
 LOW_RES = 256
 

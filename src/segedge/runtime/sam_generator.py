@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segedge.families import family
 from segedge.errors import SegedgeError
 from segedge.imageio import ImageSource, read_image
 from segedge.postprocess import amg
@@ -28,7 +29,8 @@ from segedge.postprocess.encode import rle_counts, rle_encode
 from segedge.postprocess.masks import RoiMasks
 from segedge.postprocess.sam_masks import roi_masks_from_low_res
 from segedge.runtime.prompt_args import check_count, check_fraction
-from segedge.runtime.sam import Sam, SamImage, pixels_hash
+from segedge.runtime.sam import Sam, SamImage
+from segedge.runtime.sam_common import pixels_hash
 from segedge.runtime.sam2 import Sam2, Sam2Image
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
@@ -98,8 +100,9 @@ class SamAutomaticMaskGenerator:
     ):
         if not isinstance(model, (Sam, Sam2)):
             raise SegedgeError(f"SamAutomaticMaskGenerator needs a segedge.Sam or segedge.Sam2 model, got {type(model).__name__}")
+        spec = family(model.FAMILY)
         if pred_iou_thresh is None:  # each reference's default
-            pred_iou_thresh = 0.8 if isinstance(model, Sam2) else 0.88
+            pred_iou_thresh = spec.everything_defaults["pred_iou_thresh"]
         if use_m2m:
             raise SegedgeError("use_m2m (sam2's mask-to-mask refinement) is not supported; leave it False")
         if not isinstance(multimask_output, bool):
@@ -135,7 +138,7 @@ class SamAutomaticMaskGenerator:
         self.crop_nms_thresh = check_fraction(crop_nms_thresh, "crop_nms_thresh")
         self.crop_overlap_ratio = check_fraction(crop_overlap_ratio, "crop_overlap_ratio")
         self.min_mask_region_area = _count(min_mask_region_area, "min_mask_region_area", zero=True)
-        if self.min_mask_region_area and isinstance(model, Sam2):
+        if self.min_mask_region_area and not spec.min_region_area:
             # sam2 turns it into SAM2ImagePredictor's max_hole_area / max_sprinkle_area, filled in the low-res masks by
             # its CUDA extension; on a CPU the reference skips that step (with a warning), so there is nothing to match
             raise SegedgeError("min_mask_region_area is not supported for SAM 2 models (sam2 does it with its CUDA "

@@ -89,7 +89,7 @@ def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina, 
 
 
 def _sam_stages(model, points, labels, boxes, multimask):
-    from segedge.runtime.sam import prediction_result
+    from segedge.runtime.sam_common import prediction_result
 
     def prepare(item):
         t0 = time.perf_counter()

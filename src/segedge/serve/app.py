@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from segedge import __version__
+from segedge._version import __version__
 from segedge.errors import SegedgeError
 from segedge.serve.service import SegmentService, ServiceError, TooLarge, UnsupportedMedia
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import PromptError, SegedgeError
+from segedge.families import family
 from segedge.imageio import read_image
 from segedge.serve.cache import ByteLru
 
@@ -68,10 +69,11 @@ class ServedModel:
 
     def info(self, text: bool) -> dict:
         m = self.model.folder.manifest
-        prompts = ["point", "box", "everything"]
-        prompts += ["text"] if text and self.family == "fastsam" else []
+        spec = family(self.family)
+        prompts = [p for p in spec.prompts if p != "text"] + (["everything"] if spec.everything else [])
+        prompts += ["text"] if text and "text" in spec.prompts else []
         return {"name": self.name, "family": self.family, "variant": m.variant, "backend": self.model.backend_name,
-                "precision": self.model.precision, "prompts": prompts, "multimask": self.family in ("sam", "sam2"),
+                "precision": self.model.precision, "prompts": prompts, "multimask": spec.multimask,
                 "input_size": list(m.preprocess.get("size", [])), "folder": Path(self.model.folder.path).name}
 
 
@@ -126,21 +128,20 @@ class SegmentService:
                      clip_dir=None, **limits) -> SegmentService:
         """Open each model folder (FastSAM or SAM; CLIP only as ``clip_dir``) on ``backend``."""
         from segedge.manifest import load_model_folder
-        from segedge.runtime.model_base import model_class
+        from segedge.runtime.model_base import open_model
 
         served = []
         for name, path in zip(unique_names([Path(f) for f in folders]), folders):
             folder = load_model_folder(path)
-            family = folder.manifest.family
-            if family == "clip":
+            if not family(folder.manifest.family).segments_images:
                 raise SegedgeError(f"{path} is a CLIP folder; pass it as --clip (for FastSAM text prompts), not --model")
-            model = model_class(family)(folder, backend, precision=precision, threads=threads, max_pixels=0)
-            served.append(ServedModel(name, family, model))
+            model = open_model(folder, backend, precision=precision, threads=threads, max_pixels=0)
+            served.append(ServedModel(name, folder.manifest.family, model))
         clip = None
         if clip_dir is not None:
             from segedge.runtime.clip import Clip
 
-            if not any(m.family == "fastsam" for m in served):
+            if not any("text" in family(m.family).prompts for m in served):
                 raise SegedgeError("--clip gives FastSAM text prompts; serve a FastSAM folder with it")
             clip = Clip(clip_dir, backend, precision=precision, threads=threads)
         return cls(served, clip, **limits)
@@ -206,7 +207,7 @@ class SegmentService:
         """Prepare an image for prompts: SAM encodes it (cached); FastSAM runs "everything" (cached)."""
         served = self._model(model)
         t0 = time.perf_counter()
-        if served.family in ("sam", "sam2"):
+        if family(served.family).promptable:
             _, cached, encoder_ms = self._embedding(served, image_id)
             timings = {"encoder": round(encoder_ms, 2)}
         else:
@@ -224,10 +225,10 @@ class SegmentService:
             points = labels = None  # "points": [] is no points
         if points is None and box is None and not text:
             raise PromptError("give points, a box or (FastSAM with --clip) text")
-        if served.family in ("sam", "sam2"):
+        if family(served.family).promptable:
             if text:
                 raise PromptError("text prompts are for FastSAM models (with --clip); SAM takes points and a box")
-            from segedge.runtime.sam import prediction_result
+            from segedge.runtime.sam_common import prediction_result
 
             state, cached, encoder_ms = self._embedding(served, image_id)
             sam = served.model
@@ -255,7 +256,7 @@ class SegmentService:
         mask generator (:data:`SAM_EVERYTHING`); cached per options."""
         served = self._model(model)
         t0 = time.perf_counter()
-        if served.family in ("sam", "sam2"):
+        if family(served.family).promptable:
             result, cached, timings = self._sam_everything(served, image_id, options)
         else:
             result, cached, timings = self._fastsam_everything(served, image_id, options)
@@ -281,7 +282,8 @@ class SegmentService:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
         _reject_unknown(options, set(SAM_EVERYTHING), "SAM")
-        chosen = {**SAM_EVERYTHING, **({"pred_iou_thresh": 0.8} if served.family == "sam2" else {}), **options}
+        defaults = family(served.family).everything_defaults
+        chosen = {**SAM_EVERYTHING, "pred_iou_thresh": defaults["pred_iou_thresh"], **options}
         side, crops = chosen["points_per_side"], chosen["crop_layers"]
         if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_POINTS_PER_SIDE:
             raise PromptError(f"points_per_side must be a whole number from 1 to {MAX_POINTS_PER_SIDE}, got {side!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segedge.bench.metrics import mask_iou, matched_iou
+from segedge.evaluation.metrics import mask_iou, matched_iou
 
 # the agreement gate's default, for int8 (segedge quantize) and bf16 (segedge.evaluation.bf16_gate) alike: the worst
 # prompt type's mean mask IoU against f32

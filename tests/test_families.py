@@ -1,0 +1,97 @@
+"""The family registry: one entry per family the manifest knows, each resolving to real classes and
+functions; one way to open any folder; no import circle in the package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from segedge import families
+from segedge.errors import ModelFolderError
+from segedge.manifest import load_model_folder
+from segedge.runtime.model_base import FolderModel, open_model
+
+PACKAGE = Path(families.__file__).parent
+
+
+def test_every_family_resolves_to_its_own_classes_and_functions():
+    from segedge.manifest import FAMILIES
+
+    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "fastsam", "clip")
+    for name, spec in families.FAMILIES.items():
+        cls = spec.model_class()
+        assert issubclass(cls, FolderModel) and cls.FAMILY == name
+        assert callable(spec.export_function()) and callable(spec.calibration_function())
+        assert spec.agreement in ("mask_iou", "embedding_cosine")
+        assert set(spec.prompts) <= {"point", "box", "text"}
+    with pytest.raises(ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, clip\)"):
+        families.family("sam3")
+
+
+def test_rules_live_in_the_registry():
+    """SAM 2's generator default and its missing small-region removal, read by the generator, the CLI and
+    the server from one place."""
+    sam, sam2 = families.family("sam"), families.family("sam2")
+    assert sam.everything_defaults["pred_iou_thresh"] == 0.88 and sam2.everything_defaults["pred_iou_thresh"] == 0.8
+    assert sam.min_region_area and not sam2.min_region_area
+    assert families.family("fastsam").everything and not families.family("fastsam").promptable
+    assert not families.family("clip").segments_images
+
+
+def test_open_model_opens_each_family_with_its_class(real_folder_640, sam_tiny_folder, clip_folder):
+    from segedge import Clip, FastSam, Sam
+
+    for folder, cls in ((real_folder_640, FastSam), (sam_tiny_folder, Sam), (clip_folder, Clip)):
+        model = open_model(folder, "onnxruntime", precision="f32")
+        assert type(model) is cls and model.precision == "f32" and model.backend_name == "onnxruntime"
+    loaded = load_model_folder(real_folder_640)
+    assert open_model(loaded, "openvino", precision="f32", verify=True).folder is loaded
+
+
+def _imports(path: Path) -> set[str]:
+    """segedge modules ``path`` imports anywhere in it (module level or inside functions)."""
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{module}: relative import (the package imports by absolute name)"
+            name = node.module or ""
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {n for n in found if n.startswith("segedge")}
+
+
+def test_no_import_circle_in_the_package():
+    """Counting imports inside functions too: a lazy import still makes two modules depend on each other
+    (runtime/model_base.py imported its own subclasses, which import it)."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {m: {i for i in _imports(p) if i in modules and i != m and i != "segedge"} for m, p in modules.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state and (cycle := visit(n)):
+                return cycle
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            cycle = visit(m)
+            assert cycle is None, " -> ".join(cycle)
+    # and the layers: runtime never reaches up into bench, export, serve or the CLI; export not into bench
+    upward = {(m, i) for m, deps in graph.items() for i in deps
+              if (m.startswith("segedge.runtime") and i.startswith(("segedge.bench", "segedge.export", "segedge.serve", "segedge.cli")))
+              or (m.startswith(("segedge.export", "segedge.evaluation")) and i.startswith("segedge.bench"))}
+    assert not upward, upward
