@@ -38,8 +38,13 @@ def mark_layers(xml: str, pattern: str) -> tuple[str, int]:
     while i < len(lines):
         line = lines[i]
         out.append(line)
-        if pattern and line.strip().startswith("<layer ") and re.search(pattern, line) and 'type="Const"' not in line \
-                and 'type="Parameter"' not in line:
+        if (
+            pattern
+            and line.strip().startswith("<layer ")
+            and re.search(pattern, line)
+            and 'type="Const"' not in line
+            and 'type="Parameter"' not in line
+        ):
             count += 1
             if lines[i + 1].strip() == "<rt_info>":
                 out += [lines[i + 1], PRECISE]
@@ -51,7 +56,10 @@ def mark_layers(xml: str, pattern: str) -> tuple[str, int]:
 
 
 def main(folder: Path, variants: dict[str, str]) -> None:
-    images = [read_image(p) for p in sorted((SHARED / "images").glob("*.jpg")) + sorted((SHARED / "coco-mini" / "images").glob("*.jpg"))]
+    images = [
+        read_image(p)
+        for p in sorted((SHARED / "images").glob("*.jpg")) + sorted((SHARED / "coco-mini" / "images").glob("*.jpg"))
+    ]
     reference = FastSam(load_model_folder(folder), "openvino", precision="f32", cache_dir=False)
     with tempfile.TemporaryDirectory() as tmp:
         for name, pattern in variants.items():
@@ -71,8 +79,12 @@ def main(folder: Path, variants: dict[str, str]) -> None:
                     start = time.perf_counter()
                     candidate.everything(image)
                     times.append(time.perf_counter() - start)
-            print(f"{name}: {count} layers f32; agreement " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
-                  + f"; everything {np.median(times) * 1000:.1f} ms", flush=True)
+            print(
+                f"{name}: {count} layers f32; agreement "
+                + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+                + f"; everything {np.median(times) * 1000:.1f} ms",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,11 @@ from segedge.runtime.model_base import model_class
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
-    parser.add_argument("--images", nargs="+", default=sorted(glob.glob(str(Path(__file__).resolve().parents[2] / "shared/images/*.jpg")))[:4])
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        default=sorted(glob.glob(str(Path(__file__).resolve().parents[2] / "shared/images/*.jpg")))[:4],
+    )
     parser.add_argument("--calls", type=int, default=24)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precision", default="f32")

@@ -27,7 +27,9 @@ def main() -> None:
     parser.add_argument("--images", default=str(Path(__file__).resolve().parents[2] / "shared/images"))
     parser.add_argument("--copies", type=int, default=10, help="copies of each image (default 10)")
     parser.add_argument("--precision", default="f32")
-    parser.add_argument("--threads", type=int, default=None, help="inference threads per Ray actor (default 1: one actor per core)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="inference threads per Ray actor (default 1: one actor per core)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     cpu = cpu_capabilities()
@@ -48,8 +50,10 @@ def main() -> None:
     warm = ray_row.pop("warm-up")
     for name, seconds in ray_row.items():
         print(f"| Ray Data, {name} | {seconds:.2f} | {n / seconds:.2f} | {local / seconds:.2f}x |")
-    print(f"\nA separate Ray run on 4 images took {warm:.2f} s: starting the actors (a Python process each, importing "
-          "segedge and the backend) and compiling the model in each; every run pays it once.")
+    print(
+        f"\nA separate Ray run on 4 images took {warm:.2f} s: starting the actors (a Python process each, importing "
+        "segedge and the backend) and compiling the model in each; every run pays it once."
+    )
 
 
 def _local(args, paths, out: Path) -> float:
@@ -73,16 +77,33 @@ def _ray(args, paths, out: Path) -> dict:
     t0 = time.perf_counter()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     t1 = time.perf_counter()
-    warm = segment_dataset(paths[:4], args.model, str(out / "warm"), precision=args.precision, threads=args.threads, batch_size=2,
-                           log=lambda *_: None)
+    warm = segment_dataset(
+        paths[:4],
+        args.model,
+        str(out / "warm"),
+        precision=args.precision,
+        threads=args.threads,
+        batch_size=2,
+        log=lambda *_: None,
+    )
     t2 = time.perf_counter()
-    summary = segment_dataset(paths, args.model, str(out / "run"), precision=args.precision, threads=args.threads,
-                              batch_size=args.batch_size, log=lambda *_: None)
+    summary = segment_dataset(
+        paths,
+        args.model,
+        str(out / "run"),
+        precision=args.precision,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        log=lambda *_: None,
+    )
     t3 = time.perf_counter()
     ray.shutdown()
     assert summary["done"] == len(paths), summary
-    return {"run (actors start, compile, segment)": t3 - t2, "run + ray.init": (t3 - t2) + (t1 - t0),
-            "warm-up": t2 - t1 if warm["done"] == 4 else float("nan")}
+    return {
+        "run (actors start, compile, segment)": t3 - t2,
+        "run + ray.init": (t3 - t2) + (t1 - t0),
+        "warm-up": t2 - t1 if warm["done"] == 4 else float("nan"),
+    }
 
 
 if __name__ == "__main__":

@@ -48,17 +48,35 @@ def main() -> int:
         ref_times = {"preprocess": [], "model": [], "postprocess": []}
         import torch
 
-        ref_model.predict(args.image, imgsz=args.imgsz, device="cpu", verbose=False)  # ultralytics sets torch to cores - 1 threads here
+        ref_model.predict(
+            args.image, imgsz=args.imgsz, device="cpu", verbose=False
+        )  # ultralytics sets torch to cores - 1 threads here
         torch.set_num_threads(os.cpu_count())  # same thread count as the other rows
         for i in range(args.runs + 2):
-            ref = ref_model.predict(args.image, imgsz=args.imgsz, conf=args.conf, iou=args.iou, retina_masks=True,
-                                    rect=False, device="cpu", verbose=False)[0]
+            ref = ref_model.predict(
+                args.image,
+                imgsz=args.imgsz,
+                conf=args.conf,
+                iou=args.iou,
+                retina_masks=True,
+                rect=False,
+                device="cpu",
+                verbose=False,
+            )[0]
             if i >= 2:
                 ref_times["preprocess"].append(ref.speed["preprocess"])
                 ref_times["model"].append(ref.speed["inference"])
                 ref_times["postprocess"].append(ref.speed["postprocess"])
         ref_masks = reference_masks(ref, ref.orig_shape)
-        rows.append(("ultralytics (PyTorch)", "f32", {k: statistics.median(v) for k, v in ref_times.items()}, 1.0, len(ref_masks)))
+        rows.append(
+            (
+                "ultralytics (PyTorch)",
+                "f32",
+                {k: statistics.median(v) for k, v in ref_times.items()},
+                1.0,
+                len(ref_masks),
+            )
+        )
         image = cv2.imread(args.image)[:, :, ::-1].copy()  # decode once: time the pipeline, not JPEG
         for backend, precision in (("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")):
             model = FastSam(folder, backend=backend, precision=precision)
@@ -69,18 +87,32 @@ def main() -> int:
                     for k in times:
                         times[k].append(result.timings[k])
             agreement = matched_iou(result.masks, ref_masks)
-            rows.append((f"segedge {backend}", precision, {k: statistics.median(v) for k, v in times.items()}, agreement, len(result)))
+            rows.append(
+                (
+                    f"segedge {backend}",
+                    precision,
+                    {k: statistics.median(v) for k, v in times.items()},
+                    agreement,
+                    len(result),
+                )
+            )
 
     h, w = cv2.imread(args.image).shape[:2]
-    print(f"\n{Path(args.checkpoint).name}, imgsz {args.imgsz}, image {Path(args.image).name} ({w}x{h}), "
-          f"median of {args.runs} runs, {os.cpu_count()} cores\n")
-    print("| pipeline | precision | preprocess ms | model ms | postprocess ms | total ms | post share | speed-up | masks | mask IoU vs PyTorch |")
+    print(
+        f"\n{Path(args.checkpoint).name}, imgsz {args.imgsz}, image {Path(args.image).name} ({w}x{h}), "
+        f"median of {args.runs} runs, {os.cpu_count()} cores\n"
+    )
+    print(
+        "| pipeline | precision | preprocess ms | model ms | postprocess ms | total ms | post share | speed-up | masks | mask IoU vs PyTorch |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = sum(rows[0][2].values())
     for name, precision, t, agreement, count in rows:
         total = sum(t.values())
-        print(f"| {name} | {precision} | {t['preprocess']:.1f} | {t['model']:.1f} | {t['postprocess']:.1f} | {total:.1f} | "
-              f"{t['postprocess'] / total:.0%} | {base / total:.2f}x | {count} | {agreement:.4f} |")
+        print(
+            f"| {name} | {precision} | {t['preprocess']:.1f} | {t['model']:.1f} | {t['postprocess']:.1f} | {total:.1f} | "
+            f"{t['postprocess'] / total:.0%} | {base / total:.2f}x | {count} | {agreement:.4f} |"
+        )
     return 0
 
 

@@ -53,9 +53,14 @@ def main() -> int:
 
     image = read_image(args.image)
     h, w = image.shape[:2]
-    prompts = [dict(point_coords=np.array([[w * x, h * y]]), point_labels=np.array([1])) for x, y in ((0.3, 0.4), (0.5, 0.5), (0.7, 0.6))]
-    prompts += [dict(box=np.array([w * 0.1, h * 0.1, w * 0.6, h * 0.7]), multimask_output=False),
-                dict(point_coords=np.array([[w * 0.4, h * 0.5], [w * 0.8, h * 0.2]]), point_labels=np.array([1, 0]))]
+    prompts = [
+        dict(point_coords=np.array([[w * x, h * y]]), point_labels=np.array([1]))
+        for x, y in ((0.3, 0.4), (0.5, 0.5), (0.7, 0.6))
+    ]
+    prompts += [
+        dict(box=np.array([w * 0.1, h * 0.1, w * 0.6, h * 0.7]), multimask_output=False),
+        dict(point_coords=np.array([[w * 0.4, h * 0.5], [w * 0.8, h * 0.2]]), point_labels=np.array([1, 0])),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(args.checkpoint) if args.checkpoint else make_sam_checkpoint(Path(tmp) / "seeded.pth", args.seeded)
         folder = export_sam(ckpt, Path(tmp) / "model")
@@ -71,17 +76,25 @@ def main() -> int:
             pre = _median_ms(lambda model=model: model.set_image(image), args.runs)
             pre_only = model.timings["preprocess"]
             enc_only = model.timings["encoder"]
-            inputs = {"image_embeddings": model.features, "point_coords": np.zeros((1, model.slots, 2), np.float32),
-                      "point_labels": np.full((1, model.slots), -2, np.float32),
-                      "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32)}
+            inputs = {
+                "image_embeddings": model.features,
+                "point_coords": np.zeros((1, model.slots, 2), np.float32),
+                "point_labels": np.full((1, model.slots), -2, np.float32),
+                "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+                "has_mask_input": np.zeros(1, np.float32),
+            }
             net = _median_ms(lambda model=model, inputs=inputs: model.decoder.run(inputs), args.runs * 4)
             full = _median_ms(lambda model=model: model.predict(**prompts[0]), args.runs * 4)
             ious = [mask_iou(a, b) for p, r in zip(prompts, ref_out) for a, b in zip(r[0], model.predict(**p)[0])]
             rows.append((f"segedge {backend}", precision, pre_only, enc_only, net, full, float(np.mean(ious))))
     base = rows[0][3]
-    print(f"\n{ckpt.name if args.checkpoint else 'seeded ' + args.seeded}, image {Path(args.image).name} ({w}x{h}), "
-          f"medians, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}\n")
-    print("| pipeline | precision | preprocess ms | encoder ms | encoder speed-up | decoder net ms | decoder + upscale ms | mask IoU vs PyTorch |")
+    print(
+        f"\n{ckpt.name if args.checkpoint else 'seeded ' + args.seeded}, image {Path(args.image).name} ({w}x{h}), "
+        f"medians, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}\n"
+    )
+    print(
+        "| pipeline | precision | preprocess ms | encoder ms | encoder speed-up | decoder net ms | decoder + upscale ms | mask IoU vs PyTorch |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, precision, pre, enc, net, full, iou in rows:
         pre_s = "incl." if pre is None else f"{pre:.1f}"

@@ -64,7 +64,9 @@ def main() -> None:
     rows = {}
     for multi in (False, True):
         with torch.no_grad():
-            t_ref, (rm, _, _) = best_of(lambda multi=multi: ref.predict(click, np.array([1]), multimask_output=multi), args.runs)
+            t_ref, (rm, _, _) = best_of(
+                lambda multi=multi: ref.predict(click, np.array([1]), multimask_output=multi), args.runs
+            )
         label = f"predict 1 point, {'3 masks' if multi else '1 mask'}"
         print(f"| {label} | PyTorch f32 | {t_ref:.1f} | 1.00x | |")
         for backend, precisions in (("openvino", args.precisions), ("onnxruntime", ["f32"])):
@@ -75,10 +77,15 @@ def main() -> None:
                     print(f"| {label} | {backend} {precision} | skipped: {exc} | | |")
                     continue
                 model.set_image(image)
-                t, (m, _, _) = best_of(lambda model=model, multi=multi: model.predict(click, np.array([1]), multimask_output=multi), args.runs)
+                t, (m, _, _) = best_of(
+                    lambda model=model, multi=multi: model.predict(click, np.array([1]), multimask_output=multi),
+                    args.runs,
+                )
                 split = f"decoder {model.timings['decoder']:.1f} + masks {model.timings['masks']:.1f}"
                 iou = np.mean([mask_iou(a, b) for a, b in zip(m, rm)])
-                print(f"| {label} | {backend} {model.precision} ({split}) | {t:.1f} | {t_ref / t:.2f}x | IoU {iou:.4f} |")
+                print(
+                    f"| {label} | {backend} {model.precision} ({split}) | {t:.1f} | {t_ref / t:.2f}x | IoU {iou:.4f} |"
+                )
                 rows[(backend, model.precision)] = model
     from segment_anything import SamAutomaticMaskGenerator as Reference
 
@@ -89,7 +96,9 @@ def main() -> None:
         with torch.no_grad():
             ref_records = Reference(ref.model, points_per_side=n).generate(image)
         t_ref = (time.perf_counter() - t0) * 1e3
-        print(f"| everything {n}x{n} | PyTorch f32 (segment-anything) | {t_ref:.0f} | 1.00x | {len(ref_records)} masks |")
+        print(
+            f"| everything {n}x{n} | PyTorch f32 (segment-anything) | {t_ref:.0f} | 1.00x | {len(ref_records)} masks |"
+        )
     for (backend, precision), model in rows.items():
         gen = SamAutomaticMaskGenerator(model, points_per_side=n)
         t0 = time.perf_counter()

@@ -58,11 +58,22 @@ def main() -> None:
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     h, w = rgb.shape[:2]
     data = encode_image(rgb, ".jpg")
-    points = [[float(w * (0.1 + 0.8 * ((i * 37) % 97) / 97)), float(h * (0.1 + 0.8 * ((i * 59) % 89) / 89))] for i in range(args.requests)]
+    points = [
+        [float(w * (0.1 + 0.8 * ((i * 37) % 97) / 97)), float(h * (0.1 + 0.8 * ((i * 59) % 89) / 89))]
+        for i in range(args.requests)
+    ]
 
     proc, url, listening_at = _start(args)
-    record: dict = {"cpu": cpu.to_dict(), "cpu_flags": cpu.flag_summary(), "model": Path(args.model).name, "backend": args.backend, "precision": args.precision,
-                    "image": f"{Path(args.image).name} at {w}x{h}", "clients": args.clients, "requests_per_client": args.requests}
+    record: dict = {
+        "cpu": cpu.to_dict(),
+        "cpu_flags": cpu.flag_summary(),
+        "model": Path(args.model).name,
+        "backend": args.backend,
+        "precision": args.precision,
+        "image": f"{Path(args.image).name} at {w}x{h}",
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+    }
     try:
         record["page_ready_ms"] = _page_ready(url, listening_at)
         client = Client(url)
@@ -79,10 +90,17 @@ def main() -> None:
             server_ms.append(answer["timings_ms"]["server"])
             alone.append([i["rle"]["counts"] for i in answer["instances"]])
         last = answer["timings_ms"]
-        record["one_client"] = {"server_p50": _p(server_ms, 50), "server_p99": _p(server_ms, 99), "round_trip_p50": _p(trip_ms, 50),
-                                "round_trip_p99": _p(trip_ms, 99), "last_stages_ms": last}
-        print(f"one client, {len(points)} clicks: server p50 {_p(server_ms, 50)} ms p99 {_p(server_ms, 99)} ms; "
-              f"round trip p50 {_p(trip_ms, 50)} ms p99 {_p(trip_ms, 99)} ms; stages of the last: {last}")
+        record["one_client"] = {
+            "server_p50": _p(server_ms, 50),
+            "server_p99": _p(server_ms, 99),
+            "round_trip_p50": _p(trip_ms, 50),
+            "round_trip_p99": _p(trip_ms, 99),
+            "last_stages_ms": last,
+        }
+        print(
+            f"one client, {len(points)} clicks: server p50 {_p(server_ms, 50)} ms p99 {_p(server_ms, 99)} ms; "
+            f"round trip p50 {_p(trip_ms, 50)} ms p99 {_p(trip_ms, 99)} ms; stages of the last: {last}"
+        )
 
         def worker(k: int):
             c = Client(url)
@@ -92,8 +110,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 try:
                     answer = c.predict(image_id, points=[points[i]])
-                    out.append((i, (time.perf_counter() - t0) * 1e3, answer["timings_ms"]["server"],
-                                [x["rle"]["counts"] for x in answer["instances"]]))
+                    out.append(
+                        (
+                            i,
+                            (time.perf_counter() - t0) * 1e3,
+                            answer["timings_ms"]["server"],
+                            [x["rle"]["counts"] for x in answer["instances"]],
+                        )
+                    )
                 except (ServerError, OSError) as exc:
                     errors.append(str(exc))
             c.close()
@@ -108,12 +132,21 @@ def main() -> None:
         trips = [a[1] for a in answers]
         servers = [a[2] for a in answers]
         same = sum(a[3] == alone[a[0]] for a in answers)
-        record["many_clients"] = {"requests": len(answers) + len(errors), "errors": len(errors), "identical_to_one_client": same,
-                                  "round_trip_p50": _p(trips, 50), "round_trip_p99": _p(trips, 99), "server_p50": _p(servers, 50),
-                                  "server_p99": _p(servers, 99), "requests_per_s": round(len(answers) / wall, 1)}
-        print(f"{args.clients} clients x {len(points)} clicks: {len(errors)} errors, {same} of {len(answers)} masks identical to one "
-              f"client's; round trip p50 {_p(trips, 50)} ms p99 {_p(trips, 99)} ms; server p50 {_p(servers, 50)} ms; "
-              f"{len(answers) / wall:.1f} requests/s")
+        record["many_clients"] = {
+            "requests": len(answers) + len(errors),
+            "errors": len(errors),
+            "identical_to_one_client": same,
+            "round_trip_p50": _p(trips, 50),
+            "round_trip_p99": _p(trips, 99),
+            "server_p50": _p(servers, 50),
+            "server_p99": _p(servers, 99),
+            "requests_per_s": round(len(answers) / wall, 1),
+        }
+        print(
+            f"{args.clients} clients x {len(points)} clicks: {len(errors)} errors, {same} of {len(answers)} masks identical to one "
+            f"client's; round trip p50 {_p(trips, 50)} ms p99 {_p(trips, 99)} ms; server p50 {_p(servers, 50)} ms; "
+            f"{len(answers) / wall:.1f} requests/s"
+        )
         record["family"] = family
     finally:
         proc.terminate()
@@ -128,8 +161,25 @@ def main() -> None:
 
 def _start(args):
     env = dict(os.environ, PYTHONUNBUFFERED="1", CI=os.environ.get("CI", "true"))
-    proc = subprocess.Popen([sys.executable, "-m", "segedge", "serve", "--model", args.model, "--port", "0", "--backend", args.backend,
-                             "--precision", args.precision], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segedge",
+            "serve",
+            "--model",
+            args.model,
+            "--port",
+            "0",
+            "--backend",
+            args.backend,
+            "--precision",
+            args.precision,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     line = proc.stdout.readline()
     listening_at = time.perf_counter()
     if "listening on" not in line:
@@ -148,16 +198,27 @@ def _page_ready(url: str, listening_at: float) -> float | None:
     if chromium is None:
         return None
     with sync_playwright() as p, tempfile.TemporaryDirectory():
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                                                     "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_context(bypass_csp=True).new_page()
         started = time.perf_counter()
         page.goto(url + "/")
         page.wait_for_function("window.segedge && window.segedge.state.ready")
         ready = time.perf_counter()
         browser.close()
-    print(f"page ready {(ready - listening_at) * 1e3:.0f} ms after the server said it listens "
-          f"({(ready - started) * 1e3:.0f} ms after navigation; the rest is starting Chromium)")
+    print(
+        f"page ready {(ready - listening_at) * 1e3:.0f} ms after the server said it listens "
+        f"({(ready - started) * 1e3:.0f} ms after navigation; the rest is starting Chromium)"
+    )
     return round((ready - started) * 1e3, 1)
 
 
@@ -168,20 +229,22 @@ def _p(values, q) -> float:
 def _markdown(r: dict) -> str:
     one, many = r["one_client"], r["many_clients"]
     flags = f"{r['cpu'].get('kind', '')}; flags {r.get('cpu_flags', '?')}"
-    return "\n".join([
-        f"`segedge serve`, {r['model']} ({r['backend']} {r['precision']}), {r['image']}; CPU: {r['cpu'].get('model')} ({flags})",
-        "",
-        "| measure | p50 ms | p99 ms |",
-        "|---|---|---|",
-        f"| one client: click to mask, server | {one['server_p50']} | {one['server_p99']} |",
-        f"| one client: click to mask, round trip | {one['round_trip_p50']} | {one['round_trip_p99']} |",
-        f"| {r['clients']} clients at once: round trip | {many['round_trip_p50']} | {many['round_trip_p99']} |",
-        f"| {r['clients']} clients at once: server | {many['server_p50']} | {many['server_p99']} |",
-        "",
-        f"{many['requests']} concurrent requests: {many['errors']} errors, {many['identical_to_one_client']} masks identical to the "
-        f"single-client answer, {many['requests_per_s']} requests/s. Preparing the image (encoder, once): "
-        f"{r['prepare_ms'].get('server')} ms. Page ready {r['page_ready_ms']} ms after navigation.",
-    ])
+    return "\n".join(
+        [
+            f"`segedge serve`, {r['model']} ({r['backend']} {r['precision']}), {r['image']}; CPU: {r['cpu'].get('model')} ({flags})",
+            "",
+            "| measure | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| one client: click to mask, server | {one['server_p50']} | {one['server_p99']} |",
+            f"| one client: click to mask, round trip | {one['round_trip_p50']} | {one['round_trip_p99']} |",
+            f"| {r['clients']} clients at once: round trip | {many['round_trip_p50']} | {many['round_trip_p99']} |",
+            f"| {r['clients']} clients at once: server | {many['server_p50']} | {many['server_p99']} |",
+            "",
+            f"{many['requests']} concurrent requests: {many['errors']} errors, {many['identical_to_one_client']} masks identical to the "
+            f"single-client answer, {many['requests_per_s']} requests/s. Preparing the image (encoder, once): "
+            f"{r['prepare_ms'].get('server')} ms. Page ready {r['page_ready_ms']} ms after navigation.",
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ from segedge.serve.app import create_app
 from segedge.serve.server import start_in_thread
 from segedge.serve.service import SegmentService
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 def main() -> None:
@@ -35,7 +42,9 @@ def main() -> None:
     service = SegmentService.from_folders(args.model, backend="openvino", precision=args.precision)
     width, height = (int(v) for v in args.size.split("x"))
     with start_in_thread(create_app(service)) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or shutil.which("chromium-browser"), args=ARGS)
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium") or shutil.which("chromium-browser"), args=ARGS
+        )
         page = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True).new_page()
         page.goto(server.url + "/")
         page.wait_for_function("window.segedge && window.segedge.state.ready")

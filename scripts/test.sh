@@ -34,4 +34,9 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
       || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; } \
       || echo "could not install chromium: the browser test will fail (it is required under SEGEDGE_REQUIRE_ALL=1)" >&2
 fi
+# Lint and format first: a violation fails CI in seconds, with the file and line (fix: ruff check --fix; ruff format).
+"$VENV/bin/ruff" check . || { echo "error: ruff check found problems (see above)" >&2; exit 1; }
+"$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --check . >&2; echo "error: files not formatted: run '$VENV/bin/ruff format .'" >&2; exit 1; }
+# The suite runs in a random order: pytest-randomly prints "Using --randomly-seed=N" (repeat an order with
+# --randomly-seed=N, file order with -p no:randomly).
 exec "$VENV/bin/python" -m pytest "$@"

@@ -134,8 +134,10 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("SEGEDGE_REQUIRE_ALL") == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = (f"skipped, but scripts/test.sh runs every test (SEGEDGE_REQUIRE_ALL=1): {reason}; install the "
-                           "missing component (scripts/test.sh does on a machine it can set up) or set SEGEDGE_REQUIRE_ALL=0")
+        report.longrepr = (
+            f"skipped, but scripts/test.sh runs every test (SEGEDGE_REQUIRE_ALL=1): {reason}; install the "
+            "missing component (scripts/test.sh does on a machine it can set up) or set SEGEDGE_REQUIRE_ALL=0"
+        )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -146,4 +148,6 @@ def pytest_make_collect_report(collector):
     if report.skipped and os.environ.get("SEGEDGE_REQUIRE_ALL") == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = f"{collector.nodeid} skipped, but scripts/test.sh runs every test (SEGEDGE_REQUIRE_ALL=1): {reason}"
+        report.longrepr = (
+            f"{collector.nodeid} skipped, but scripts/test.sh runs every test (SEGEDGE_REQUIRE_ALL=1): {reason}"
+        )

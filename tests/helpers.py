@@ -76,7 +76,15 @@ def reference_predict(model, image, imgsz: int, conf: float, iou: float, retina:
     """Run the ultralytics reference with segedge's settings: square letterbox (``rect=False``,
     as a static graph has), CPU, same thresholds. Returns the first Results."""
     return model.predict(
-        str(image), imgsz=imgsz, conf=conf, iou=iou, retina_masks=retina, rect=False, device="cpu", verbose=False, **prompts
+        str(image),
+        imgsz=imgsz,
+        conf=conf,
+        iou=iou,
+        retina_masks=retina,
+        rect=False,
+        device="cpu",
+        verbose=False,
+        **prompts,
     )[0]
 
 
@@ -194,7 +202,9 @@ def make_clip_checkpoint(path: Path, fmt: str = "openai", seed: int = 0) -> Path
         return path
     tokens = torch.zeros(1, 77, dtype=torch.long)
     tokens[0, :2] = torch.tensor([49406, 49407])
-    traced = torch.jit.trace_module(model, {"encode_image": torch.zeros(1, 3, 224, 224), "encode_text": tokens}, check_trace=False)
+    traced = torch.jit.trace_module(
+        model, {"encode_image": torch.zeros(1, 3, 224, 224), "encode_text": tokens}, check_trace=False
+    )
     torch.jit.save(traced, str(path))
     return path
 
@@ -211,7 +221,9 @@ class OpenClipForUltralytics:
         state, _ = load_clip_state(checkpoint)
         self.model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).eval()
         self.model.load_state_dict(state)
-        self.image_preprocess = open_clip.image_transform(224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD)
+        self.image_preprocess = open_clip.image_transform(
+            224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
+        )
         self.tokenizer = open_clip.get_tokenizer("ViT-B-32")
 
     def tokenize(self, texts):
@@ -235,7 +247,13 @@ class OpenClipForUltralytics:
 # segment-anything's generator with thresholds that keep many masks of a seeded model (its logits are
 # about +-0.3 and its masks span the image: the defaults keep at most one), NMS off so every candidate
 # is compared one to one
-PERMISSIVE = dict(stability_score_offset=0.03, stability_score_thresh=0.3, pred_iou_thresh=0.0, box_nms_thresh=1.0, crop_nms_thresh=1.0)
+PERMISSIVE = dict(
+    stability_score_offset=0.03,
+    stability_score_thresh=0.3,
+    pred_iou_thresh=0.0,
+    box_nms_thresh=1.0,
+    crop_nms_thresh=1.0,
+)
 
 
 def _pair_records(ref, ours):
@@ -256,8 +274,9 @@ def _pair_records(ref, ours):
     return pairs
 
 
-def assert_generators_agree(checkpoint: Path, folder: Path, image: np.ndarray, backend: str, min_masks: int = 40, sam2: bool = False,
-                            **kw):
+def assert_generators_agree(
+    checkpoint: Path, folder: Path, image: np.ndarray, backend: str, min_masks: int = 40, sam2: bool = False, **kw
+):
     """segedge's SamAutomaticMaskGenerator vs segment-anything's (``sam2``: vs sam2's SAM2AutomaticMaskGenerator)
     on one image: mask count within 2%, matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability
     within 0.02, same box/area for equal masks."""
@@ -283,7 +302,9 @@ def assert_generators_agree(checkpoint: Path, folder: Path, image: np.ndarray, b
     pairs = _pair_records(ref, ours)
     assert len(pairs) >= 0.98 * len(ref)
     ious = [mask_iou(r["segmentation"], o["segmentation"]) for r, o in pairs]
-    print(f"generator {backend}: {len(ref)} reference masks, {len(ours)} ours, matched IoU mean {np.mean(ious):.5f} min {min(ious):.4f}")
+    print(
+        f"generator {backend}: {len(ref)} reference masks, {len(ours)} ours, matched IoU mean {np.mean(ious):.5f} min {min(ious):.4f}"
+    )
     assert np.mean(ious) >= 0.98 and min(ious) >= 0.9, (np.mean(ious), min(ious))
     for r, o in pairs:
         assert set(o) == set(r) and o["crop_box"] == r["crop_box"]

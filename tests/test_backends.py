@@ -23,10 +23,17 @@ def tiny_folder(tmp_path_factory):
     w = rng.normal(size=(8, 4)).astype(np.float32)
     b = rng.normal(size=(4,)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"]), helper.make_node("Relu", ["x"], ["z"])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+            helper.make_node("Relu", ["x"], ["z"]),
+        ],
         "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]), helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 8])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 8]),
+        ],
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
@@ -34,8 +41,14 @@ def tiny_folder(tmp_path_factory):
     onnx.save(model, folder / "g.onnx")
     onnx_to_openvino(folder / "g.onnx", folder / "g.xml")
     inputs, outputs = onnx_io(folder / "g.onnx")
-    manifest = Manifest(family="fastsam", variant="tiny", graphs={"g": GraphSpec("g.onnx", "g.xml", inputs, outputs)},
-                        preprocess={}, source={}, exporter={})
+    manifest = Manifest(
+        family="fastsam",
+        variant="tiny",
+        graphs={"g": GraphSpec("g.onnx", "g.xml", inputs, outputs)},
+        preprocess={},
+        source={},
+        exporter={},
+    )
     write_manifest(folder, manifest)
     # a generic graph, not a family's: skip the family schema that load_model_folder applies
     return ModelFolder(folder, manifest), w, b
@@ -44,7 +57,9 @@ def tiny_folder(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_named_io_and_results(tiny_folder, backend, tmp_path):
     folder, w, b = tiny_folder
-    be = open_backend(folder, "g", backend, threads=1, **({"cache_dir": tmp_path / "cache"} if backend == "openvino" else {}))
+    be = open_backend(
+        folder, "g", backend, threads=1, **({"cache_dir": tmp_path / "cache"} if backend == "openvino" else {})
+    )
     assert be.inputs == {"x": (2, 8)}
     assert be.outputs == {"y": (2, 4), "z": (2, 8)}
     x = np.random.default_rng(1).normal(size=(2, 8)).astype(np.float32)
@@ -91,7 +106,10 @@ def test_bad_choices(tiny_folder):
         open_backend(folder, "g", "openvino", precision="int4")
 
 
-@pytest.mark.parametrize("backend,module,extra", [("openvino", "openvino", "segedge[openvino]"), ("onnxruntime", "onnxruntime", "segedge[onnxruntime]")])
+@pytest.mark.parametrize(
+    "backend,module,extra",
+    [("openvino", "openvino", "segedge[openvino]"), ("onnxruntime", "onnxruntime", "segedge[onnxruntime]")],
+)
 def test_missing_backend_names_the_extra(tiny_folder, monkeypatch, backend, module, extra):
     folder, _, _ = tiny_folder
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError

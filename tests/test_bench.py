@@ -11,7 +11,9 @@ from helpers import make_sam_checkpoint
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "segedge", "bench", *map(str, args)], capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "segedge", "bench", *map(str, args)], capture_output=True, text=True, timeout=900
+    )
 
 
 def _check_records(data, family):
@@ -37,8 +39,22 @@ def _check_records(data, family):
 
 def test_bench_fastsam(real_folder_640, real_checkpoint, shared_images, tmp_path):
     bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
-    proc = run("--model", real_folder_640, "--checkpoint", real_checkpoint, "--images", bus, "--runs", "2",
-               "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md", "--plot", tmp_path / "r.png")
+    proc = run(
+        "--model",
+        real_folder_640,
+        "--checkpoint",
+        real_checkpoint,
+        "--images",
+        bus,
+        "--runs",
+        "2",
+        "--json",
+        tmp_path / "r.json",
+        "--markdown",
+        tmp_path / "r.md",
+        "--plot",
+        tmp_path / "r.png",
+    )
     assert proc.returncode == 0, proc.stderr
     records = _check_records(json.loads((tmp_path / "r.json").read_text()), "fastsam")
     assert {"preprocess", "model", "postprocess"} <= set(records[("openvino", "f32")]["stages"])
@@ -52,14 +68,33 @@ def test_bench_emulates_an_avx2_vnni_cpu(real_folder_640, real_checkpoint, share
     """--emulate avx2_vnni: PyTorch and OpenVINO run capped at AVX2_VNNI (no bf16 row: that CPU kind has none), the report
     says which rows were emulated, and ONNX Runtime's are marked not emulated."""
     bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
-    proc = run("--model", real_folder_640, "--checkpoint", real_checkpoint, "--images", bus, "--runs", "1", "--quiet",
-               "--emulate", "avx2_vnni", "--json", tmp_path / "e.json")
+    proc = run(
+        "--model",
+        real_folder_640,
+        "--checkpoint",
+        real_checkpoint,
+        "--images",
+        bus,
+        "--runs",
+        "1",
+        "--quiet",
+        "--emulate",
+        "avx2_vnni",
+        "--json",
+        tmp_path / "e.json",
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "e.json").read_text())
-    assert data["system"]["emulated"]["kind"] == "avx2_vnni" and "VNNI without native bf16" in data["system"]["cpu_kind"]
+    assert (
+        data["system"]["emulated"]["kind"] == "avx2_vnni" and "VNNI without native bf16" in data["system"]["cpu_kind"]
+    )
     rows = {(r["runtime"], r["precision"]): r for r in data["records"]}
     assert set(rows) == {("pytorch", "f32"), ("onnxruntime", "f32"), ("openvino", "f32")}
-    assert rows[("openvino", "f32")]["emulated"] and rows[("pytorch", "f32")]["emulated"] and not rows[("onnxruntime", "f32")]["emulated"]
+    assert (
+        rows[("openvino", "f32")]["emulated"]
+        and rows[("pytorch", "f32")]["emulated"]
+        and not rows[("onnxruntime", "f32")]["emulated"]
+    )
     assert rows[("openvino", "f32")]["iou_vs_reference"] >= 0.98  # the capped kernels compute the same masks
     assert any("NOT emulated" in n for n in data["notes"]) and "emulated avx2_vnni" in proc.stdout
 
@@ -69,12 +104,38 @@ def test_bench_sam(session_tmp, shared_images, tmp_path, ov_cache):
 
     ckpt = make_sam_checkpoint(session_tmp / "sam_bench.pth", "tiny", seed=7)
     folder = export_sam(ckpt, session_tmp / "sam-bench")
-    proc = run("--model", folder, "--checkpoint", ckpt, "--images", shared_images[2], "--runs", "1", "--json", tmp_path / "s.json", "--quiet")
+    proc = run(
+        "--model",
+        folder,
+        "--checkpoint",
+        ckpt,
+        "--images",
+        shared_images[2],
+        "--runs",
+        "1",
+        "--json",
+        tmp_path / "s.json",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     records = _check_records(json.loads((tmp_path / "s.json").read_text()), "sam")
     assert {"preprocess", "encoder", "decoder_per_prompt"} <= set(records[("openvino", "f32")]["stages"])
-    proc = run("--model", folder, "--checkpoint", ckpt, "--images", shared_images[2], "--runs", "1", "--everything",
-               "--points-per-side", "4", "--json", tmp_path / "e.json", "--quiet")
+    proc = run(
+        "--model",
+        folder,
+        "--checkpoint",
+        ckpt,
+        "--images",
+        shared_images[2],
+        "--runs",
+        "1",
+        "--everything",
+        "--points-per-side",
+        "4",
+        "--json",
+        tmp_path / "e.json",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "e.json").read_text())
     assert report["mode"] == "everything 4x4" and "| encoder | decoder (all points) | masks |" in proc.stdout

@@ -36,7 +36,9 @@ def _probe(folder, value=None) -> dict:
         env.pop(name, None)
     if value is not None:
         env[ENV] = value
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(folder)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(folder)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -49,7 +51,9 @@ def test_setting_from_the_environment(monkeypatch):
         assert blas_thread_setting() == expected
     for bad in ("0", "-1", "many"):
         monkeypatch.setenv(ENV, bad)
-        with pytest.raises(SegedgeError, match=r"SEGEDGE_BLAS_THREADS must be a thread count \(1, 2, \.\.\.\) or 'keep'"):
+        with pytest.raises(
+            SegedgeError, match=r"SEGEDGE_BLAS_THREADS must be a thread count \(1, 2, \.\.\.\) or 'keep'"
+        ):
             blas_thread_setting()
 
 

@@ -10,7 +10,9 @@ import pytest
 
 
 def run(*args, check=False):
-    proc = subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -19,7 +21,10 @@ def run(*args, check=False):
 def test_info_on_exported_folder(real_folder_640):
     out = run("info", real_folder_640, check=True).stdout
     assert "family fastsam, variant yolov8n-seg-coco" in out
-    assert "in:  images [1, 640, 640, 3] uint8" in out and "the graph takes the uint8 image and normalises it itself" in out
+    assert (
+        "in:  images [1, 640, 640, 3] uint8" in out
+        and "the graph takes the uint8 image and normalises it itself" in out
+    )
     assert "box_distribution [1, 8400, 64]" in out and "class_logits [1, 8400, 80]" in out
     assert "mask_coefficients [1, 8400, 32]" in out and "prototypes [1, 160, 160, 32]" in out
     assert "model.onnx" in out and "model.bin" in out and "verified" in out
@@ -33,19 +38,28 @@ def test_segment_one_image_to_file(real_folder_640, shared_images, tmp_path):
     bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
     target = tmp_path / "deep" / "bus overlay.png"
     proc = run("segment", bus, "--model", real_folder_640, "--out", target, "--backend", "onnxruntime", check=True)
-    assert "masks" in proc.stdout and "preprocess" in proc.stdout and "model" in proc.stdout and "postprocess" in proc.stdout
+    assert (
+        "masks" in proc.stdout
+        and "preprocess" in proc.stdout
+        and "model" in proc.stdout
+        and "postprocess" in proc.stdout
+    )
     assert cv2.imread(str(target)).shape[:2] == (1080, 810)
     data = json.loads(target.with_suffix(".json").read_text())
     assert data["count"] >= 4 and data["instances"][0]["label"] in ("bus", "person")
     from segedge.runtime.fastsam import FastSam
 
     api = FastSam(real_folder_640, backend="onnxruntime").everything(bus).to_dict()  # what the CLI wrote is the API's
-    assert data["count"] == api["count"] and [i["rle"] for i in data["instances"]] == [i["rle"] for i in api["instances"]]
+    assert data["count"] == api["count"] and [i["rle"] for i in data["instances"]] == [
+        i["rle"] for i in api["instances"]
+    ]
 
 
 def test_segment_folder_without_extension_and_progress(real_folder_640, shared_images, tmp_path):
     out = tmp_path / "results"  # no extension, does not exist yet: a folder
-    proc = run("segment", shared_images[0].parent, "--model", real_folder_640, "--out", out, "--precision", "f32", check=True)
+    proc = run(
+        "segment", shared_images[0].parent, "--model", real_folder_640, "--out", out, "--precision", "f32", check=True
+    )
     written = sorted(p.name for p in out.iterdir())
     assert len(written) == 2 * len(shared_images)
     assert "no objects found" in proc.stdout  # mobilesam_picture1 has no COCO object above conf 0.4
@@ -54,12 +68,28 @@ def test_segment_folder_without_extension_and_progress(real_folder_640, shared_i
 
 def test_segment_with_prompts(real_folder_640, shared_images, tmp_path):
     bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
-    proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path, "--point", "400,500", "--box", "40,390,250,910", "--precision", "f32", check=True)
+    proc = run(
+        "segment",
+        bus,
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path,
+        "--point",
+        "400,500",
+        "--box",
+        "40,390,250,910",
+        "--precision",
+        "f32",
+        check=True,
+    )
     data = json.loads((tmp_path / "ultralytics_bus_segedge.json").read_text())
     assert 1 <= data["count"] <= 2, proc.stdout
     from segedge.runtime.fastsam import FastSam
 
-    api = FastSam(real_folder_640, precision="f32").segment(bus, points=[[400, 500]], point_labels=[1], boxes=[[40, 390, 250, 910]])
+    api = FastSam(real_folder_640, precision="f32").segment(
+        bus, points=[[400, 500]], point_labels=[1], boxes=[[40, 390, 250, 910]]
+    )
     assert [i["rle"] for i in data["instances"]] == [i["rle"] for i in api.to_dict()["instances"]]
 
 
@@ -124,14 +154,20 @@ def test_a_closed_pipe_ends_quietly_and_the_batch_goes_on(real_folder_640, share
     cli = f"{shlex.quote(sys.executable)} -m segedge"
     folder, images = shlex.quote(str(real_folder_640)), shlex.quote(str(shared_images[0].parent))
     for extra, out in (("--json", "a"), ("", "b")):
-        script = (f"{cli} segment {images} --model {folder} --out {shlex.quote(str(tmp_path / out))} {extra} "
-                  f"2>{shlex.quote(str(tmp_path / (out + '.err')))} | head -n 1 >/dev/null; exit ${{PIPESTATUS[0]}}")
+        script = (
+            f"{cli} segment {images} --model {folder} --out {shlex.quote(str(tmp_path / out))} {extra} "
+            f"2>{shlex.quote(str(tmp_path / (out + '.err')))} | head -n 1 >/dev/null; exit ${{PIPESTATUS[0]}}"
+        )
         proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300)
         err = (tmp_path / (out + ".err")).read_text()
         assert proc.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
         assert len(list((tmp_path / out).iterdir())) == 2 * len(shared_images)
-    proc = subprocess.run(["bash", "-c", f"{cli} info {folder} --json --no-verify | head -n 1; exit ${{PIPESTATUS[0]}}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", "-c", f"{cli} info {folder} --json --no-verify | head -n 1; exit ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "{" and "Traceback" not in proc.stderr, proc.stderr
 
 

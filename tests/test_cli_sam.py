@@ -10,7 +10,9 @@ from helpers import make_sam_checkpoint
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,9 @@ def test_info_shows_both_graphs(cli_sam_folder):
 
 def test_segment_point_and_box(cli_sam_folder, shared_images, tmp_path):
     img = shared_images[0]
-    proc = run("segment", img, "--model", cli_sam_folder, "--point", "300,200", "--point", "50,60,0", "--out", tmp_path / "a")
+    proc = run(
+        "segment", img, "--model", cli_sam_folder, "--point", "300,200", "--point", "50,60,0", "--out", tmp_path / "a"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "encoder" in proc.stdout and "decoder" in proc.stdout
     data = json.loads((tmp_path / "a" / f"{img.stem}_segedge.json").read_text())
@@ -44,8 +48,19 @@ def test_segment_point_and_box(cli_sam_folder, shared_images, tmp_path):
     masks, _, _ = sam.predict(point_coords=[[300, 200], [50, 60]], point_labels=[1, 0], multimask_output=False)
     decoded = rle_decode(data["instances"][0]["rle"])
     assert decoded.shape == masks[0].shape and 0 < decoded.sum() < decoded.size and (decoded == masks[0]).all()
-    proc = run("segment", img, "--model", cli_sam_folder, "--box", "10,10,400,300", "--box", "100,100,200,200",
-               "--multimask", "--out", tmp_path / "b.png")
+    proc = run(
+        "segment",
+        img,
+        "--model",
+        cli_sam_folder,
+        "--box",
+        "10,10,400,300",
+        "--box",
+        "100,100,200,200",
+        "--multimask",
+        "--out",
+        tmp_path / "b.png",
+    )
     assert proc.returncode == 0, proc.stderr
     boxes = json.loads((tmp_path / "b.json").read_text())
     assert boxes["count"] == 6  # 2 boxes x 3 candidates
@@ -59,7 +74,10 @@ def test_segment_point_and_box(cli_sam_folder, shared_images, tmp_path):
     "args,message",
     [
         ([], "SAM needs a prompt"),
-        (["--point", "1,1"] * 8, "need 9 prompt slots, but this decoder has 8; use fewer points or re-export with --prompt-slots 9"),
+        (
+            ["--point", "1,1"] * 8,
+            "need 9 prompt slots, but this decoder has 8; use fewer points or re-export with --prompt-slots 9",
+        ),
         (["--box", "400,10,10,300"], "is empty or inverted"),
     ],
 )

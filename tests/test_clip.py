@@ -26,11 +26,26 @@ def reference_clip(clip_ckpt):
 # -- tokenizer --------------------------------------------------------------------------------------
 
 POOLS = [
-    string.ascii_letters, string.digits, string.punctuation, " \t\n\u00a0\u3000",
-    "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœšžÀÉÎÕÜ", "e\u0301a\u0300o\u0308",  # precomposed and combining accents
-    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年", "あいうえおかきくけこアイウエオ漢字", "가나다라마바사",
-    "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВ", "αβγδεζηθλμξπσφψωΩΣ", "אבגדהוזחטי", "مرحبابالعالم", "हिन्दीपाठ", "ภาษาไทย",
-    "😀🐕🎉👍🏽❤️🇫🇷", "²³½¼Ⅻ①٣٤", "“”‘’«»—–…•€£¥©®™", "&amp;&lt;&gt;&quot;&#39;", "'s 't 're 've 'm 'll 'd",
+    string.ascii_letters,
+    string.digits,
+    string.punctuation,
+    " \t\n\u00a0\u3000",
+    "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœšžÀÉÎÕÜ",
+    "e\u0301a\u0300o\u0308",  # precomposed and combining accents
+    "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年",
+    "あいうえおかきくけこアイウエオ漢字",
+    "가나다라마바사",
+    "абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВ",
+    "αβγδεζηθλμξπσφψωΩΣ",
+    "אבגדהוזחטי",
+    "مرحبابالعالم",
+    "हिन्दीपाठ",
+    "ภาษาไทย",
+    "😀🐕🎉👍🏽❤️🇫🇷",
+    "²³½¼Ⅻ①٣٤",
+    "“”‘’«»—–…•€£¥©®™",
+    "&amp;&lt;&gt;&quot;&#39;",
+    "'s 't 're 've 'm 'll 'd",
 ]
 
 
@@ -45,9 +60,24 @@ def random_texts(n, seed=0):
     return out
 
 
-FIXED = ["the yellow dog", "", "  A photo of   a CAT!!! ", "don't you'll they're I'M", "naïve café résumé über",
-         "北京的猫 和 狗", "🐕 dog emoji 🎉🎉", "x² + y³ = ½ Ⅻ", "&amp; &lt;b&gt; &amp;amp;", "“curly” ‘quotes’",
-         "<start_of_text> inside", "ﬁne ligature", "long " * 100, "a" * 300, "'s'S's 'T'T", "__under_score__"]
+FIXED = [
+    "the yellow dog",
+    "",
+    "  A photo of   a CAT!!! ",
+    "don't you'll they're I'M",
+    "naïve café résumé über",
+    "北京的猫 和 狗",
+    "🐕 dog emoji 🎉🎉",
+    "x² + y³ = ½ Ⅻ",
+    "&amp; &lt;b&gt; &amp;amp;",
+    "“curly” ‘quotes’",
+    "<start_of_text> inside",
+    "ﬁne ligature",
+    "long " * 100,
+    "a" * 300,
+    "'s'S's 'T'T",
+    "__under_score__",
+]
 
 
 def test_tokenizer_matches_open_clip(clip_folder):
@@ -71,12 +101,19 @@ def test_tokenizer_without_ftfy_on_ordinary_text(clip_folder, monkeypatch):
     reference = open_clip.get_tokenizer("ViT-B-32")
     monkeypatch.setitem(sys.modules, "ftfy", None)  # `import ftfy` fails: the built-in cleaning runs
     ours = ClipTokenizer(clip_folder / "bpe_simple_vocab_16e6.txt.gz")
-    ordinary = FIXED + ["A man riding a horse on the beach.", "Zwei Hunde spielen im Schnee", "一只黄色的狗", "“quoted” words",
-                        "ＦＵＬＬ　ｗｉｄｔｈ１２３", "a &lt;tag&gt; &amp; <b>bold</b> &amp;"]
+    ordinary = FIXED + [
+        "A man riding a horse on the beach.",
+        "Zwei Hunde spielen im Schnee",
+        "一只黄色的狗",
+        "“quoted” words",
+        "ＦＵＬＬ　ｗｉｄｔｈ１２３",
+        "a &lt;tag&gt; &amp; <b>bold</b> &amp;",
+    ]
     np.testing.assert_array_equal(ours(ordinary), reference(ordinary).numpy())
 
 
 # -- encoders and preprocessing ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("hw", [(224, 224), (100, 37), (37, 100), (500, 300), (3, 400), (224, 225), (641, 480)])
 def test_preprocess_matches_clip_transform(reference_clip, hw):
@@ -95,10 +132,15 @@ def test_embeddings_match_pytorch(clip_folder, reference_clip, backend):
     ref_text = reference_clip.encode_text(reference_clip.tokenize(texts)).numpy()
     text_err = np.abs(clip.encode_text(texts) - ref_text).max()
     rng = np.random.default_rng(0)
-    crops = [rng.integers(0, 256, size=(int(rng.integers(20, 300)), int(rng.integers(20, 300)), 3), dtype=np.uint8) for _ in range(11)]
+    crops = [
+        rng.integers(0, 256, size=(int(rng.integers(20, 300)), int(rng.integers(20, 300)), 3), dtype=np.uint8)
+        for _ in range(11)
+    ]
     from PIL import Image
 
-    ref_img = reference_clip.encode_image(torch.stack([reference_clip.image_preprocess(Image.fromarray(c)) for c in crops])).numpy()
+    ref_img = reference_clip.encode_image(
+        torch.stack([reference_clip.image_preprocess(Image.fromarray(c)) for c in crops])
+    ).numpy()
     img_err = np.abs(clip.encode_images(crops) - ref_img).max()  # 11 crops: one full and one padded batch of 8
     print(f"{backend}: text embedding err {text_err:.2e}, image embedding err {img_err:.2e}")
     assert text_err < 1e-4 and img_err < 1e-4
@@ -106,17 +148,25 @@ def test_embeddings_match_pytorch(clip_folder, reference_clip, backend):
 
 # -- the text prompt, against ultralytics --------------------------------------------------------------
 
+
 def _ultralytics_results(result):
     """Our masks and boxes as an ultralytics Results, so both selections see the same masks."""
     from ultralytics.engine.results import Results
 
     boxes = np.concatenate([result.boxes, result.scores[:, None], result.class_ids[:, None].astype(np.float32)], axis=1)
-    return Results(np.ascontiguousarray(result.image[:, :, ::-1]), path="x.jpg", names=dict(enumerate(result.names)),
-                   boxes=torch.from_numpy(boxes), masks=torch.from_numpy(result.masks.astype(np.uint8)))
+    return Results(
+        np.ascontiguousarray(result.image[:, :, ::-1]),
+        path="x.jpg",
+        names=dict(enumerate(result.names)),
+        boxes=torch.from_numpy(boxes),
+        masks=torch.from_numpy(result.masks.astype(np.uint8)),
+    )
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-def test_text_prompt_matches_ultralytics(real_folder_640, real_checkpoint, clip_folder, reference_clip, shared_images, backend, monkeypatch):
+def test_text_prompt_matches_ultralytics(
+    real_folder_640, real_checkpoint, clip_folder, reference_clip, shared_images, backend, monkeypatch
+):
     monkeypatch.setitem(sys.modules, "clip", types.ModuleType("clip"))  # ultralytics imports it; we bring our own
     from ultralytics import FastSAM
 
@@ -200,13 +250,27 @@ def test_cli_text_prompt(real_folder_640, clip_folder, shared_images, tmp_path):
     import subprocess
 
     dogs = [p for p in shared_images if p.name == "fastsam_dogs.jpg"][0]
-    run = [sys.executable, "-m", "segedge", "segment", str(dogs), "--model", str(real_folder_640), "--out", str(tmp_path / "o")]
-    proc = subprocess.run(run + ["--clip", str(clip_folder), "--text", "the yellow dog", "--conf", "0.1"], capture_output=True, text=True)
+    run = [
+        sys.executable,
+        "-m",
+        "segedge",
+        "segment",
+        str(dogs),
+        "--model",
+        str(real_folder_640),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    proc = subprocess.run(
+        run + ["--clip", str(clip_folder), "--text", "the yellow dog", "--conf", "0.1"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o" / "fastsam_dogs_segedge.json").read_text())["count"] == 1
     proc = subprocess.run(run + ["--text", "the yellow dog"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--text needs --clip" in proc.stderr and "segedge export clip" in proc.stderr
-    proc = subprocess.run(run + ["--clip", str(tmp_path / "nothing"), "--text", "a dog"], capture_output=True, text=True)
+    proc = subprocess.run(
+        run + ["--clip", str(tmp_path / "nothing"), "--text", "a dog"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "segedge export clip" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -38,7 +38,9 @@ def _hammer(fn, calls: int):
 @pytest.fixture(scope="module")
 def images(shared_images):
     by_name = {p.name: p for p in shared_images}
-    arrays = [read_image(by_name[n]) for n in ("ultralytics_bus.jpg", "sam_truck.jpg", "fastsam_dogs.jpg", "sam_dog.jpg")]
+    arrays = [
+        read_image(by_name[n]) for n in ("ultralytics_bus.jpg", "sam_truck.jpg", "fastsam_dogs.jpg", "sam_dog.jpg")
+    ]
     assert len({a.shape for a in arrays}) > 1  # different sizes: a mix-up cannot go unnoticed
     return arrays
 

@@ -38,7 +38,9 @@ def test_dataset_equals_segment_and_resumes(real_folder_640, corpus, tmp_path):
     from segedge.data import read_results, segment_dataset
 
     out = tmp_path / "out"
-    first = segment_dataset([str(corpus)], str(real_folder_640), str(out), precision="f32", batch_size=3, log=lambda *_: None)
+    first = segment_dataset(
+        [str(corpus)], str(real_folder_640), str(out), precision="f32", batch_size=3, log=lambda *_: None
+    )
     images = sorted(p for p in corpus.iterdir() if p.name != "broken.jpg")
     assert first["total"] == len(images) + 1 and first["done"] == len(images) and first["failed"] == 1
     records = read_results(str(out))
@@ -48,7 +50,9 @@ def test_dataset_equals_segment_and_resumes(real_folder_640, corpus, tmp_path):
     broken = records[str((corpus / "broken.jpg").resolve())]
     assert broken["ok"] is False and "could not be decoded" in broken["error"]
     parts = sorted(out.glob("part-*.jsonl"))
-    second = segment_dataset([str(corpus)], str(real_folder_640), str(out), precision="f32", batch_size=3, log=lambda *_: None)
+    second = segment_dataset(
+        [str(corpus)], str(real_folder_640), str(out), precision="f32", batch_size=3, log=lambda *_: None
+    )
     assert second["skipped"] == len(images) and second["done"] == 0  # only the broken image was tried again
     after = sorted(out.glob("part-*.jsonl"))
     assert set(parts) <= set(after) and len(after) == len(parts) + 1  # one new part: the broken image's retry
@@ -71,8 +75,15 @@ def test_a_killed_worker_loses_nothing(real_folder_640, corpus, tmp_path):
             return super().__call__(batch)
 
     out = tmp_path / "out"
-    summary = data.segment_dataset([str(corpus)], str(real_folder_640), str(out), precision="f32", batch_size=2,
-                                   log=lambda *_: None, actor_class=Dying)
+    summary = data.segment_dataset(
+        [str(corpus)],
+        str(real_folder_640),
+        str(out),
+        precision="f32",
+        batch_size=2,
+        log=lambda *_: None,
+        actor_class=Dying,
+    )
     assert marker.exists()  # a worker really died
     images = [p for p in corpus.iterdir() if p.name != "broken.jpg"]
     assert summary["done"] == len(images)
@@ -86,11 +97,29 @@ def test_parquet_output_and_cli(real_folder_640, corpus, tmp_path, capsys):
     from segedge.data import read_results
 
     out = tmp_path / "pq"
-    assert main(["segment-dataset", str(corpus / "02_*.jpg"), "--model", str(real_folder_640), "--out", str(out),
-                 "--format", "parquet", "--precision", "f32"]) == 0
+    assert (
+        main(
+            [
+                "segment-dataset",
+                str(corpus / "02_*.jpg"),
+                "--model",
+                str(real_folder_640),
+                "--out",
+                str(out),
+                "--format",
+                "parquet",
+                "--precision",
+                "f32",
+            ]
+        )
+        == 0
+    )
     assert "1 images segmented" in capsys.readouterr().out
     records = read_results(str(out), "parquet")
     (record,) = records.values()
     assert record["ok"] and record["count"] == len(record["instances"]) >= 1
-    assert main(["segment-dataset", str(tmp_path / "nothing-*.jpg"), "--model", str(real_folder_640), "--out", str(out)]) == 2
+    assert (
+        main(["segment-dataset", str(tmp_path / "nothing-*.jpg"), "--model", str(real_folder_640), "--out", str(out)])
+        == 2
+    )
     assert "no images" in capsys.readouterr().err

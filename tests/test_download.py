@@ -62,7 +62,9 @@ def test_existing_verified_file_is_not_downloaded_again(server, tmp_path):
 def test_fetch_registry_entry_into_weights_dir(server, tmp_path, monkeypatch):
     base, payload = server
     monkeypatch.setenv("SEGEDGE_WEIGHTS_DIR", str(tmp_path / "cache"))
-    spec = registry.ModelSpec("test", "fastsam", "weights.pt", f"{base}/weights.pt", hashlib.sha256(payload).hexdigest(), 1024, "")
+    spec = registry.ModelSpec(
+        "test", "fastsam", "weights.pt", f"{base}/weights.pt", hashlib.sha256(payload).hexdigest(), 1024, ""
+    )
     path = fetch(spec, progress=False)
     assert path == tmp_path / "cache" / "weights.pt" and path.read_bytes() == payload
 
@@ -98,7 +100,9 @@ def test_calibration_set_downloads_unpacks_once_and_is_the_quantize_default(serv
     photos = {f"coco128/images/train2017/{i:012d}.jpg": bytes([i]) * 100 for i in range(7)}
     _zip(www / "coco128.zip", photos | {"coco128/labels/train2017/000000000000.txt": b"0 0.5 0.5 0.1 0.1\n"})
     monkeypatch.setenv("SEGEDGE_DATASETS_DIR", str(tmp_path / "cache"))
-    monkeypatch.setitem(registry.DATASETS, "coco128", dataclasses.replace(registry.DATASETS["coco128"], url=f"{base}/coco128.zip"))
+    monkeypatch.setitem(
+        registry.DATASETS, "coco128", dataclasses.replace(registry.DATASETS["coco128"], url=f"{base}/coco128.zip")
+    )
     images = cli._calibration_images(None)
     assert [p.name for p in images] == [f"{i:012d}.jpg" for i in range(7)]
     assert images[3].read_bytes() == bytes([3]) * 100

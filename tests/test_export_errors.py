@@ -32,7 +32,10 @@ def test_truncated_download(tmp_path, real_checkpoint):
 
 
 def test_sam_state_dict(tmp_path):
-    state = {"image_encoder.patch_embed.proj.weight": torch.zeros(2, 3, 16, 16), "mask_decoder.iou_token.weight": torch.zeros(1, 4)}
+    state = {
+        "image_encoder.patch_embed.proj.weight": torch.zeros(2, 3, 16, 16),
+        "mask_decoder.iou_token.weight": torch.zeros(1, 4),
+    }
     torch.save(state, tmp_path / "sam_vit_b_01ec64.pth")
     with pytest.raises(CheckpointError, match="plain state dict.*segedge export sam"):
         export_fastsam(tmp_path / "sam_vit_b_01ec64.pth", tmp_path / "out")

@@ -68,8 +68,10 @@ def _imports(path: Path) -> set[str]:
 def test_no_import_circle_in_the_package():
     """Counting imports inside functions too: a lazy import still makes two modules depend on each other
     (runtime/model_base.py imported its own subclasses, which import it)."""
-    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in PACKAGE.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PACKAGE.rglob("*.py")
+    }
     graph = {m: {i for i in _imports(p) if i in modules and i != m and i != "segedge"} for m, p in modules.items()}
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -79,7 +81,7 @@ def test_no_import_circle_in_the_package():
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state and (cycle := visit(n)):
                 return cycle
         stack.pop()
@@ -91,7 +93,14 @@ def test_no_import_circle_in_the_package():
             cycle = visit(m)
             assert cycle is None, " -> ".join(cycle)
     # and the layers: runtime never reaches up into bench, export, serve or the CLI; export not into bench
-    upward = {(m, i) for m, deps in graph.items() for i in deps
-              if (m.startswith("segedge.runtime") and i.startswith(("segedge.bench", "segedge.export", "segedge.serve", "segedge.cli")))
-              or (m.startswith(("segedge.export", "segedge.evaluation")) and i.startswith("segedge.bench"))}
+    upward = {
+        (m, i)
+        for m, deps in graph.items()
+        for i in deps
+        if (
+            m.startswith("segedge.runtime")
+            and i.startswith(("segedge.bench", "segedge.export", "segedge.serve", "segedge.cli"))
+        )
+        or (m.startswith(("segedge.export", "segedge.evaluation")) and i.startswith("segedge.bench"))
+    }
     assert not upward, upward

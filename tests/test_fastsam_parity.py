@@ -13,7 +13,15 @@ import pytest
 import torch
 from ultralytics.utils import nms as ul_nms
 
-from helpers import best_match_ious, coco_ground_truth, mask_iou, matched_iou, reference_masks, reference_predict, ultralytics_fastsam
+from helpers import (
+    best_match_ious,
+    coco_ground_truth,
+    mask_iou,
+    matched_iou,
+    reference_masks,
+    reference_predict,
+    ultralytics_fastsam,
+)
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.postprocess.yolo_seg import decode_all, fastsam_adjust_boxes, instances_from_outputs
@@ -74,8 +82,11 @@ def test_manifest_of_real_export(real_folder_640):
     assert [(t.name, t.shape, t.dtype) for t in g.inputs] == [("images", (1, 640, 640, 3), "uint8")]
     assert m.preprocess["tensor"] == "uint8_nhwc"
     assert [(t.name, t.shape) for t in g.outputs] == [
-        ("box_distribution", (1, 8400, 64)), ("class_logits", (1, 8400, 80)),
-        ("mask_coefficients", (1, 8400, 32)), ("prototypes", (1, 160, 160, 32))]
+        ("box_distribution", (1, 8400, 64)),
+        ("class_logits", (1, 8400, 80)),
+        ("mask_coefficients", (1, 8400, 32)),
+        ("prototypes", (1, 160, 160, 32)),
+    ]
     assert m.params["output_layout"] == "channels_last_logits" and m.params["strides"] == [8, 16, 32]
     assert m.source["sha256"] == "420ff7644b470a1cf3f4372db53c01fcfc5004e78105a3982567072a6002e0d4"
     assert {"torch", "ultralytics", "onnx", "openvino"} <= set(m.exporter)
@@ -108,7 +119,9 @@ def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, r
             w = worst.setdefault(name, [0, 0, 0, 0])
             worst[name] = [max(a, b) for a, b in zip(w, (box_err, score_err, coef_err, proto_err))]
     for name, (box_err, score_err, coef_err, proto_err) in worst.items():
-        record_property(f"{name}_max_abs_err", {"box_px": box_err, "score": score_err, "coeff": coef_err, "proto": proto_err})
+        record_property(
+            f"{name}_max_abs_err", {"box_px": box_err, "score": score_err, "coeff": coef_err, "proto": proto_err}
+        )
         print(f"{name}: box {box_err:.2e} px, score {score_err:.2e}, coeff {coef_err:.2e}, proto {proto_err:.2e}")
         assert box_err < 2e-2 and score_err < 1e-3 and coef_err < 1e-2 and proto_err < 1e-2, (name, worst[name])
 
@@ -131,17 +144,28 @@ def test_postprocess_alone_matches_ultralytics(torch_model, reference, shared_im
         from segedge.postprocess.yolo_seg import decode_and_nms
 
         if layout == "channels_last":
-            det_in, proto_in = np.ascontiguousarray(det.transpose(0, 2, 1)), np.ascontiguousarray(proto.transpose(0, 2, 3, 1))
+            det_in, proto_in = (
+                np.ascontiguousarray(det.transpose(0, 2, 1)),
+                np.ascontiguousarray(proto.transpose(0, 2, 3, 1)),
+            )
         else:
             det_in, proto_in = det, proto
         cands = decode_and_nms(det_in, 80, conf, IOU, 300, agnostic=False, layout=layout)
-        _, ref_idx = ul_nms.non_max_suppression(torch.from_numpy(det), conf, IOU, agnostic=False, max_det=300, nc=80, return_idxs=True)
+        _, ref_idx = ul_nms.non_max_suppression(
+            torch.from_numpy(det), conf, IOU, agnostic=False, max_det=300, nc=80, return_idxs=True
+        )
         np.testing.assert_array_equal(cands.anchors, ref_idx[0].numpy().reshape(-1).astype(np.int64))
         # whole post-processing through the predictor's own postprocess()
-        ref = predictor.postprocess([torch.from_numpy(det), torch.from_numpy(proto)], torch.from_numpy(tensor), [np.ascontiguousarray(rgb[:, :, ::-1])])[0]
-        ours = instances_from_outputs(det_in, proto_in, geo, 80, conf, IOU, agnostic=False, retina=retina, layout=layout)
+        ref = predictor.postprocess(
+            [torch.from_numpy(det), torch.from_numpy(proto)],
+            torch.from_numpy(tensor),
+            [np.ascontiguousarray(rgb[:, :, ::-1])],
+        )[0]
+        ours = instances_from_outputs(
+            det_in, proto_in, geo, 80, conf, IOU, agnostic=False, retina=retina, layout=layout
+        )
         boxes = fastsam_adjust_boxes(ours.boxes, geo.orig_hw)
-        assert len(ours.scores) == len(ref)  
+        assert len(ours.scores) == len(ref)
         np.testing.assert_allclose(boxes, ref.boxes.xyxy.numpy(), atol=0.01)
         np.testing.assert_allclose(ours.scores, ref.boxes.conf.numpy(), atol=1e-6)
         np.testing.assert_array_equal(ours.class_ids, ref.boxes.cls.numpy().astype(int))
@@ -170,7 +194,12 @@ def _prompts_from(masks: np.ndarray, boxes: np.ndarray, rng):
         ys0, xs0 = np.nonzero(masks[0])
         ys1, xs1 = np.nonzero(masks[1] & ~masks[0])
         if len(ys1):
-            prompts.append({"points": [[int(xs0[len(xs0) // 3]), int(ys0[len(ys0) // 3])], [int(xs1[0]), int(ys1[0])]], "labels": [1, 0]})
+            prompts.append(
+                {
+                    "points": [[int(xs0[len(xs0) // 3]), int(ys0[len(ys0) // 3])], [int(xs1[0]), int(ys1[0])]],
+                    "labels": [1, 0],
+                }
+            )
     if len(masks) >= 3:  # several boxes at once
         prompts.append({"bboxes": [[float(v) for v in boxes[i]] for i in range(3)]})
     return prompts
@@ -190,11 +219,16 @@ def _agreement(model, ref_model, images, imgsz, conf, iou):
         scores["everything"].append(matched_iou(ours.masks, ref_masks))
         for prompt in _prompts_from(ref_masks, ref.boxes.xyxy.numpy(), rng):
             ref_sel = ref_model.predictor.prompt(ref, **prompt)[0]
-            mine = model.prompt(ours, points=prompt.get("points"), point_labels=prompt.get("labels"), boxes=prompt.get("bboxes"))
+            mine = model.prompt(
+                ours, points=prompt.get("points"), point_labels=prompt.get("labels"), boxes=prompt.get("bboxes")
+            )
             kind = "points" if "points" in prompt else "bboxes"
             scores[kind].append(matched_iou(mine.masks, reference_masks(ref_sel, orig_hw)))
     # counts: prompts compared per mode, and "masks": the reference's masks in all (two empty results agree at IoU 1.0)
-    return {k: float(np.mean(v)) for k, v in scores.items() if v}, {**{k: len(v) for k, v in scores.items()}, "masks": ref_count}
+    return {k: float(np.mean(v)) for k, v in scores.items() if v}, {
+        **{k: len(v) for k, v in scores.items()},
+        "masks": ref_count,
+    }
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
@@ -238,12 +272,19 @@ def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, share
     """FastSAM's real shape: one class, YOLOv8s-seg, 1024 input (seeded weights, low threshold)."""
     m = load_model_folder(seeded_folder_1024).manifest
     assert m.params["num_classes"] == 1 and m.classes == ["object"]
-    assert [t.shape for t in m.graphs["model"].outputs] == [(1, 21504, 64), (1, 21504, 1), (1, 21504, 32), (1, 256, 256, 32)]
+    assert [t.shape for t in m.graphs["model"].outputs] == [
+        (1, 21504, 64),
+        (1, 21504, 1),
+        (1, 21504, 32),
+        (1, 256, 256, 32),
+    ]
     model = FastSam(seeded_folder_1024, backend=backend, precision="f32")
     ref_model = ultralytics_fastsam(seeded_fastsam_s)
     means, counts = _agreement(model, ref_model, shared_images[:3], 1024, 0.3, IOU)
     print(backend, means, counts)
-    assert counts["masks"] >= 3 and counts["points"] >= 3 and counts["bboxes"] >= 3, counts  # not a comparison of nothing
+    assert counts["masks"] >= 3 and counts["points"] >= 3 and counts["bboxes"] >= 3, (
+        counts
+    )  # not a comparison of nothing
     for mode, value in means.items():
         assert value >= 0.98, (mode, means)
 
@@ -253,11 +294,18 @@ def test_coco_mini_quality_matches_ultralytics(runtimes, reference, coco_dir):
     ours_scores, ref_scores = [], []
     for path, gt in coco_ground_truth(coco_dir):
         ours = runtimes["openvino"].everything(path).masks
-        ref = reference_masks(reference.predict(str(path), imgsz=640, conf=CONF, iou=IOU, retina_masks=True, device="cpu", verbose=False)[0], gt.shape[1:])
+        ref = reference_masks(
+            reference.predict(str(path), imgsz=640, conf=CONF, iou=IOU, retina_masks=True, device="cpu", verbose=False)[
+                0
+            ],
+            gt.shape[1:],
+        )
         ours_scores += best_match_ious(gt, ours)
         ref_scores += best_match_ious(gt, ref)
     ours_mean, ref_mean = float(np.mean(ours_scores)), float(np.mean(ref_scores))
-    print(f"coco-mini best-match IoU: segedge {ours_mean:.4f}, ultralytics {ref_mean:.4f} over {len(ours_scores)} objects")
+    print(
+        f"coco-mini best-match IoU: segedge {ours_mean:.4f}, ultralytics {ref_mean:.4f} over {len(ours_scores)} objects"
+    )
     assert len(ours_scores) >= 20
     assert abs(ours_mean - ref_mean) <= 0.005
     assert ours_mean > 0.3  # real masks, not noise
@@ -271,7 +319,9 @@ def test_result_json_rle_decodes_to_masks(runtimes, shared_images, tmp_path):
     data = json.loads(json_path.read_text())
     assert image_path.exists() and data["count"] == len(result) > 0
     for inst, mask in zip(data["instances"], result.masks):
-        decoded = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()}).astype(bool)
+        decoded = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()}).astype(
+            bool
+        )
         np.testing.assert_array_equal(decoded, mask)
         assert inst["area"] == int(mask.sum())
     overlay = cv2.imread(str(image_path))
@@ -286,4 +336,6 @@ def test_roi_window_equals_dense_slice(runtimes, shared_images):
     for i in range(len(masks)):
         y0, x0 = int(rng.integers(-20, h)), int(rng.integers(-20, w))
         y1, x1 = y0 + int(rng.integers(0, h)), x0 + int(rng.integers(0, w))
-        np.testing.assert_array_equal(masks.window(i, y0, y1, x0, x1), dense[i, max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)])
+        np.testing.assert_array_equal(
+            masks.window(i, y0, y1, x0, x1), dense[i, max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
+        )

@@ -38,7 +38,9 @@ def budget(default: int) -> int:
 
 def fuzz_settings(default: int):
     return settings(
-        max_examples=budget(default), deadline=None, derandomize="SEGEDGE_FUZZ_EXAMPLES" not in os.environ,
+        max_examples=budget(default),
+        deadline=None,
+        derandomize="SEGEDGE_FUZZ_EXAMPLES" not in os.environ,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
         database=None,
     )
@@ -103,10 +105,12 @@ def test_image_bytes(data):
 
 
 @fuzz_settings(300)
-@given(hnp.arrays(
-    dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.bool_, np.int32, np.int8, np.complex64]),
-    shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6),
-))
+@given(
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.bool_, np.int32, np.int8, np.complex64]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6),
+    )
+)
 def test_image_arrays(arr):
     rgb = attempt(read_image, arr)
     if rgb is None:
@@ -118,7 +122,7 @@ def test_image_arrays(arr):
 # -- prompts --------------------------------------------------------------------------------------
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
-    st.integers(-10**30, 10**30),
+    st.integers(-(10**30), 10**30),
     st.floats(-50, 2000),
     st.sampled_from([0, 1, -1, 0.5, 809.9, 810, 1079.5, 1080]),
 )
@@ -128,7 +132,11 @@ prompt_values = st.one_of(
     st.text(max_size=5),
     st.lists(numbers, max_size=6),
     st.lists(st.lists(numbers, min_size=0, max_size=5), max_size=4),
-    hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=3, max_side=4), elements=st.floats(allow_nan=True, allow_infinity=True)),
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=0, max_dims=3, max_side=4),
+        elements=st.floats(allow_nan=True, allow_infinity=True),
+    ),
     # mostly valid prompts on the 810x1080 test image, so the full decode path runs often
     st.lists(st.tuples(st.floats(0, 809.9), st.floats(0, 1079.9)), min_size=1, max_size=4),
     st.tuples(st.floats(0, 400), st.floats(0, 500), st.floats(401, 810), st.floats(501, 1080)),
@@ -159,10 +167,20 @@ def sam_with_image(sam_tiny_folder, bus):
 
 
 @fuzz_settings(100)
-@given(points=prompt_values, labels=prompt_values, box=prompt_values,
-       mask=st.one_of(st.none(), hnp.arrays(np.float32, st.sampled_from([(256, 256), (1, 256, 256), (2, 256, 256), (3,)]),
-                                             elements=st.floats(-1e6, 1e6, width=32))),
-       multimask=st.booleans())
+@given(
+    points=prompt_values,
+    labels=prompt_values,
+    box=prompt_values,
+    mask=st.one_of(
+        st.none(),
+        hnp.arrays(
+            np.float32,
+            st.sampled_from([(256, 256), (1, 256, 256), (2, 256, 256), (3,)]),
+            elements=st.floats(-1e6, 1e6, width=32),
+        ),
+    ),
+    multimask=st.booleans(),
+)
 def test_sam_prompts(sam_with_image, points, labels, box, mask, multimask):
     model, image = sam_with_image
     out = attempt(model.predict, points, labels, box, mask, multimask_output=multimask, image=image)
@@ -186,11 +204,30 @@ def _paths(node, prefix=()):
 
 
 manifest_json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True, allow_infinity=True),
-              st.text(max_size=12),
-              st.sampled_from(["../model.xml", "/etc/passwd", "model.xml", "model.onnx", "", ".", "a/../../b.bin",
-                               "C:\\\\x.xml", "model.bin", "segedge.json"])),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=3)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=12),
+        st.sampled_from(
+            [
+                "../model.xml",
+                "/etc/passwd",
+                "model.xml",
+                "model.onnx",
+                "",
+                ".",
+                "a/../../b.bin",
+                "C:\\\\x.xml",
+                "model.bin",
+                "segedge.json",
+            ]
+        ),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -245,20 +282,61 @@ def cli_playground(bus, tmp_path_factory):
 
 
 option_text = st.one_of(
-    st.sampled_from(["0", "1", "-1", "0.5", "2", "nan", "inf", "1e309", "x", "", "10,20", "-5,10", "10,20,0", "10,20,7",
-                     "0,0,100,100", "100,100,0,0", "1,2,3", "1e9,1e9", "260,350", "269.9,359.9"]),
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "-1",
+            "0.5",
+            "2",
+            "nan",
+            "inf",
+            "1e309",
+            "x",
+            "",
+            "10,20",
+            "-5,10",
+            "10,20,0",
+            "10,20,7",
+            "0,0,100,100",
+            "100,100,0,0",
+            "1,2,3",
+            "1e9,1e9",
+            "260,350",
+            "269.9,359.9",
+        ]
+    ),
     st.text(max_size=8),
 )
 
 
 @st.composite
 def cli_args(draw, root: Path):
-    images = draw(st.lists(st.sampled_from(["in/small.png", "in/broken.jpg", "in", "missing.jpg", "plainfile"]), min_size=1, max_size=3))
-    out = draw(st.sampled_from(["out", "out/", "o.png", "o.gif", "plainfile", "plainfile/sub", "in/small.png", "o.jpg", "x/y/z"]))
+    images = draw(
+        st.lists(
+            st.sampled_from(["in/small.png", "in/broken.jpg", "in", "missing.jpg", "plainfile"]), min_size=1, max_size=3
+        )
+    )
+    out = draw(
+        st.sampled_from(
+            ["out", "out/", "o.png", "o.gif", "plainfile", "plainfile/sub", "in/small.png", "o.jpg", "x/y/z"]
+        )
+    )
     args = ["segment", *[str(root / i) for i in images], "--out", str(root / out)]
-    for flag in draw(st.lists(st.sampled_from(["--point", "--box", "--conf", "--iou", "--max-det", "--threads", "--max-pixels"]), max_size=3)):
+    for flag in draw(
+        st.lists(
+            st.sampled_from(["--point", "--box", "--conf", "--iou", "--max-det", "--threads", "--max-pixels"]),
+            max_size=3,
+        )
+    ):
         args += [flag, draw(option_text)]
-    for flag in draw(st.lists(st.sampled_from(["--everything", "--low-res", "--multimask", "--polygons", "--quiet", "--json"]), max_size=2, unique=True)):
+    for flag in draw(
+        st.lists(
+            st.sampled_from(["--everything", "--low-res", "--multimask", "--polygons", "--quiet", "--json"]),
+            max_size=2,
+            unique=True,
+        )
+    ):
         args.append(flag)
     return args
 
@@ -301,8 +379,14 @@ def test_sam_batch_prompts(sam_with_image, points, labels, boxes, multimask):
     assert out.boxes().shape == (len(out.low_res), c, 4)
 
 
-generator_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 40), st.floats(allow_nan=True, allow_infinity=True),
-                             st.text(max_size=4), st.sampled_from([0, 1, 2, 0.5, "coco_rle", "binary_mask"]))
+generator_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=4),
+    st.sampled_from([0, 1, 2, 0.5, "coco_rle", "binary_mask"]),
+)
 
 
 @fuzz_settings(100)
@@ -312,10 +396,23 @@ def test_generator_parameters(sam_with_image, data):
     from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
     model, _ = sam_with_image
-    names = ["points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
-             "crop_n_layers", "crop_nms_thresh", "crop_overlap_ratio", "crop_n_points_downscale_factor",
-             "min_mask_region_area", "output_mode"]
-    kwargs = {name: data.draw(generator_values) for name in data.draw(st.lists(st.sampled_from(names), unique=True, max_size=4))}
+    names = [
+        "points_per_side",
+        "points_per_batch",
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "box_nms_thresh",
+        "crop_n_layers",
+        "crop_nms_thresh",
+        "crop_overlap_ratio",
+        "crop_n_points_downscale_factor",
+        "min_mask_region_area",
+        "output_mode",
+    ]
+    kwargs = {
+        name: data.draw(generator_values)
+        for name in data.draw(st.lists(st.sampled_from(names), unique=True, max_size=4))
+    }
     gen = attempt(SamAutomaticMaskGenerator, model, **kwargs)
     if gen is None or gen.crop_n_layers > 1 or sum(len(g) for g in gen.point_grids) > 16:
         return  # constructed fine; running big grids is the agreement tests' job
@@ -341,8 +438,10 @@ def test_rle_codec_matches_pycocotools(mask):
 
 
 api_json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False), st.text(max_size=8)),
-    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=12)
+    st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -368,11 +467,20 @@ def test_api_requests(api_server, data):
 
     client, image_id = api_server
     path = data.draw(st.sampled_from(["/api/predict", "/api/everything", "/api/encode"]))
-    fields = {"image_id": st.one_of(st.just(image_id), api_json_values), "model": api_json_values, "points": api_json_values,
-              "labels": api_json_values, "box": api_json_values, "multimask": api_json_values, "text": api_json_values,
-              # valid grids stay tiny (a big one is seconds of decoding, not a finding)
-              "points_per_side": st.one_of(st.integers(1, 3), api_json_values.filter(lambda v: not (isinstance(v, int) and 4 <= v <= 64))),
-              "crop_layers": api_json_values}
+    fields = {
+        "image_id": st.one_of(st.just(image_id), api_json_values),
+        "model": api_json_values,
+        "points": api_json_values,
+        "labels": api_json_values,
+        "box": api_json_values,
+        "multimask": api_json_values,
+        "text": api_json_values,
+        # valid grids stay tiny (a big one is seconds of decoding, not a finding)
+        "points_per_side": st.one_of(
+            st.integers(1, 3), api_json_values.filter(lambda v: not (isinstance(v, int) and 4 <= v <= 64))
+        ),
+        "crop_layers": api_json_values,
+    }
     body = {k: data.draw(v) for k, v in fields.items() if data.draw(st.booleans())}
     if data.draw(st.booleans()):  # often a valid prompt, so that many requests get past validation
         body.update(image_id=image_id, points=[[data.draw(st.floats(-5, 900)), data.draw(st.floats(-5, 1100))]])

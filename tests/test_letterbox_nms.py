@@ -12,7 +12,9 @@ from segedge.postprocess.resample import linear_matrix
 from segedge.preprocess import letterbox, to_nchw_float
 
 
-@pytest.mark.parametrize("hw", [(480, 640), (1080, 810), (333, 517), (1024, 1024), (17, 900), (900, 17), (1365, 2048), (300, 301)])
+@pytest.mark.parametrize(
+    "hw", [(480, 640), (1080, 810), (333, 517), (1024, 1024), (17, 900), (900, 17), (1365, 2048), (300, 301)]
+)
 @pytest.mark.parametrize("size", [640, 1024])
 def test_letterbox_matches_ultralytics(hw, size):
     rng = np.random.default_rng(hw[0] * 7 + hw[1])
@@ -61,7 +63,9 @@ def ultralytics_head_decode(box, cls, coeffs, size, strides):
     from ultralytics.utils.tal import dist2bbox, make_anchors
 
     feats = [torch.zeros(1, 1, size // s, size // s) for s in strides]
-    anchors, stride_t = (x.transpose(0, 1) for x in make_anchors(feats, torch.tensor(strides, dtype=torch.float32), 0.5))
+    anchors, stride_t = (
+        x.transpose(0, 1) for x in make_anchors(feats, torch.tensor(strides, dtype=torch.float32), 0.5)
+    )
     with torch.no_grad():
         dist = DFL(box.shape[2] // 4)(torch.from_numpy(box).transpose(1, 2))
         dbox = dist2bbox(dist, anchors.unsqueeze(0), xywh=True, dim=1) * stride_t
@@ -87,8 +91,16 @@ def test_logits_decoding_matches_ultralytics_head(seed, agnostic):
     ours_all = decode_all((box, cls, coeffs), grid)  # every anchor
     np.testing.assert_allclose(ours_all[:, :4], ref[0, :4].T.numpy(), atol=1e-3)  # pixels
     np.testing.assert_allclose(ours_all[:, 4:], ref[0, 4:].T.numpy(), atol=1e-6)
-    ours = decode_and_nms((box, cls, coeffs), nc, conf=0.25, iou=0.6, max_det=100, agnostic=agnostic,
-                          layout="channels_last_logits", grid=grid)
+    ours = decode_and_nms(
+        (box, cls, coeffs),
+        nc,
+        conf=0.25,
+        iou=0.6,
+        max_det=100,
+        agnostic=agnostic,
+        layout="channels_last_logits",
+        grid=grid,
+    )
     out, idx = ul_nms.non_max_suppression(ref, 0.25, 0.6, agnostic=agnostic, max_det=100, nc=nc, return_idxs=True)
     np.testing.assert_array_equal(ours.anchors, idx[0].numpy())
     np.testing.assert_allclose(ours.boxes, out[0][:, :4].numpy(), atol=1e-3)
@@ -103,8 +115,16 @@ def test_logits_decoding_edge_cases():
     from segedge.postprocess.yolo_seg import anchor_grid, decode_candidates, decode_and_nms, score_to_logit
 
     grid = anchor_grid((64, 64), [8, 16, 32])
-    assert len(grid.strides) == 64 + 16 + 4 and grid.centres[0].tolist() == [0.5, 0.5] and grid.centres[8].tolist() == [0.5, 1.5]
-    box, cls, coeffs = np.zeros((1, 84, 64), np.float32), np.full((1, 84, 2), -50.0, np.float32), np.zeros((1, 84, 32), np.float32)
+    assert (
+        len(grid.strides) == 64 + 16 + 4
+        and grid.centres[0].tolist() == [0.5, 0.5]
+        and grid.centres[8].tolist() == [0.5, 1.5]
+    )
+    box, cls, coeffs = (
+        np.zeros((1, 84, 64), np.float32),
+        np.full((1, 84, 2), -50.0, np.float32),
+        np.zeros((1, 84, 32), np.float32),
+    )
     assert len(decode_candidates((box, cls, coeffs), 0.0, grid)[0]) == 84
     assert len(decode_candidates((box, cls, coeffs), 1.0, grid)[0]) == 0
     assert score_to_logit(0.5) == 0.0 and score_to_logit(0) == -np.inf
@@ -129,7 +149,9 @@ def test_decode_and_nms_matches_ultralytics(seed, agnostic):
     det[0, 4 : 4 + nc] = rng.beta(0.3, 2.0, size=(nc, a))
     det[0, 4 + nc :] = rng.normal(size=(nm, a))
     ours = decode_and_nms(det, nc, conf=0.25, iou=0.6, max_det=100, agnostic=agnostic)
-    out, idx = ul_nms.non_max_suppression(torch.from_numpy(det), 0.25, 0.6, agnostic=agnostic, max_det=100, nc=nc, return_idxs=True)
+    out, idx = ul_nms.non_max_suppression(
+        torch.from_numpy(det), 0.25, 0.6, agnostic=agnostic, max_det=100, nc=nc, return_idxs=True
+    )
     ref, ref_idx = out[0].numpy(), idx[0].numpy()
     np.testing.assert_array_equal(ours.anchors, ref_idx)
     np.testing.assert_allclose(ours.boxes, ref[:, :4], atol=1e-4)
@@ -150,7 +172,9 @@ def test_xywh_to_xyxy():
     np.testing.assert_array_equal(xywh_to_xyxy(np.array([[10, 20, 4, 6]], np.float32)), [[8, 17, 12, 23]])
 
 
-@pytest.mark.parametrize("n,out,scale", [(160, 640, None), (256, 1365, None), (64, 256, 4), (100, 37, None), (5, 5, None)])
+@pytest.mark.parametrize(
+    "n,out,scale", [(160, 640, None), (256, 1365, None), (64, 256, 4), (100, 37, None), (5, 5, None)]
+)
 def test_linear_matrix_equals_torch_interpolate(n, out, scale):
     x = torch.from_numpy(np.random.default_rng(n).normal(size=(1, 1, n, 3)).astype(np.float32))
     if scale:

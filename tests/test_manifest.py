@@ -16,10 +16,22 @@ def make_folder(root: Path) -> Path:
     folder.mkdir()
     for name, data in (("model.onnx", b"onnx-bytes"), ("model.xml", b"<xml/>"), ("model.bin", b"\x00" * 64)):
         (folder / name).write_bytes(data)
-    graph = GraphSpec("model.onnx", "model.xml", (TensorSpec("images", (1, 3, 64, 64)),),
-                      (TensorSpec("detections", (1, 37, 84)), TensorSpec("prototypes", (1, 32, 16, 16))))
-    manifest = Manifest(family="fastsam", variant="test", graphs={"model": graph}, preprocess={"size": [64, 64]},
-                        source={"checkpoint": "x.pt"}, exporter={"segedge": "0"}, classes=["object"], params={"num_classes": 1})
+    graph = GraphSpec(
+        "model.onnx",
+        "model.xml",
+        (TensorSpec("images", (1, 3, 64, 64)),),
+        (TensorSpec("detections", (1, 37, 84)), TensorSpec("prototypes", (1, 32, 16, 16))),
+    )
+    manifest = Manifest(
+        family="fastsam",
+        variant="test",
+        graphs={"model": graph},
+        preprocess={"size": [64, 64]},
+        source={"checkpoint": "x.pt"},
+        exporter={"segedge": "0"},
+        classes=["object"],
+        params={"num_classes": 1},
+    )
     write_manifest(folder, manifest)
     return folder
 

@@ -30,9 +30,14 @@ def _expand_graph(path, rows: int, cols: int):
 
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [rows, cols])
     graph = helper.make_graph(
-        [helper.make_node("Expand", ["x", "shape"], ["big"]), helper.make_node("ReduceSum", ["big"], ["y"], keepdims=0)],
-        "expand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cols])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [shape],
+        [
+            helper.make_node("Expand", ["x", "shape"], ["big"]),
+            helper.make_node("ReduceSum", ["big"], ["y"], keepdims=0),
+        ],
+        "expand",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cols])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [shape],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -76,4 +81,3 @@ def test_export_records_and_runtime_follows_it(real_folder_640, tmp_path):
 
     with pytest.raises(ModelFolderError, match=r"graphs\.model\.onnxruntime\.memory_arena"):
         load_model_folder(old)
-

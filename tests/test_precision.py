@@ -25,7 +25,9 @@ model name\t: Intel(R) Xeon(R) Platinum 8480+
 flags\t\t: fpu sse avx2
 """
 
-AMX = CpuCapabilities("amx", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}), "test")
+AMX = CpuCapabilities(
+    "amx", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}), "test"
+)
 ZEN4 = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
 VNNI = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
 OLD = CpuCapabilities("avx2", frozenset({"avx2"}), "test")
@@ -39,10 +41,16 @@ def test_parse_cpuinfo_reads_the_first_processor():
     assert parse_cpuinfo("nothing here") == ("unknown", None)
 
 
-@pytest.mark.parametrize("cpu,bf16,int8,kind", [
-    (AMX, True, True, "AMX"), (ZEN4, True, True, "AVX512_BF16 without AMX"), (VNNI, False, True, "VNNI without native bf16"),
-    (OLD, False, False, "no VNNI and no native bf16"), (UNKNOWN, None, None, "unknown"),
-])
+@pytest.mark.parametrize(
+    "cpu,bf16,int8,kind",
+    [
+        (AMX, True, True, "AMX"),
+        (ZEN4, True, True, "AVX512_BF16 without AMX"),
+        (VNNI, False, True, "VNNI without native bf16"),
+        (OLD, False, False, "no VNNI and no native bf16"),
+        (UNKNOWN, None, None, "unknown"),
+    ],
+)
 def test_cpu_kinds(cpu, bf16, int8, kind):
     assert cpu.native_bf16 is bf16 and cpu.int8_dot is int8
     assert cpu.kind().startswith(kind)
@@ -54,7 +62,9 @@ def test_without_proc_cpuinfo_openvino_says_whether_bf16_is_native(monkeypatch):
     from segedge.runtime import cpu as cpu_module
 
     zen = cpu_module.from_openvino("Zen", ["FP32", "BF16", "INT8", "BIN", "EXPORT_IMPORT"])
-    assert zen.native_bf16 is True and zen.precision_class == "avx512_bf16" and "OPTIMIZATION_CAPABILITIES" in zen.source
+    assert (
+        zen.native_bf16 is True and zen.precision_class == "avx512_bf16" and "OPTIMIZATION_CAPABILITIES" in zen.source
+    )
     for caps in (["FP32", "INT8", "BIN", "EXPORT_IMPORT"], None):
         unknown = cpu_module.from_openvino("N100", caps)
         assert unknown.flags is None and unknown.native_bf16 is None and unknown.precision_class == "unknown"
@@ -87,9 +97,17 @@ def _with_int8(manifest, backends):
 
 def _with_bf16(manifest, cpu, passed: bool = True):
     """``manifest`` with a bf16 gate record measured on ``cpu``'s class."""
-    record = {"cpu": cpu.model, "cpu_class": cpu.precision_class, "agreement": {"points": 0.99 if passed else 0.9},
-              "gate": 0.99 if passed else 0.9, "min": 0.97, "passed": passed}
-    return dataclasses.replace(manifest, quantized={**manifest.quantized, "bf16": {"records": {cpu.precision_class: record}}})
+    record = {
+        "cpu": cpu.model,
+        "cpu_class": cpu.precision_class,
+        "agreement": {"points": 0.99 if passed else 0.9},
+        "gate": 0.99 if passed else 0.9,
+        "min": 0.97,
+        "passed": passed,
+    }
+    return dataclasses.replace(
+        manifest, quantized={**manifest.quantized, "bf16": {"records": {cpu.precision_class: record}}}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +115,10 @@ def manifest(real_folder_640):
     return load_model_folder(real_folder_640, verify=False).manifest
 
 
-@pytest.mark.parametrize("cpu,openvino,onnxruntime", [(AMX, "bf16", "f32"), (ZEN4, "bf16", "f32"), (VNNI, "f32", "f32"), (OLD, "f32", "f32"), (UNKNOWN, "f32", "f32")])
+@pytest.mark.parametrize(
+    "cpu,openvino,onnxruntime",
+    [(AMX, "bf16", "f32"), (ZEN4, "bf16", "f32"), (VNNI, "f32", "f32"), (OLD, "f32", "f32"), (UNKNOWN, "f32", "f32")],
+)
 def test_auto_without_int8(manifest, cpu, openvino, onnxruntime):
     gated = _with_bf16(manifest, cpu)  # bf16 passed its gate on this kind of CPU
     assert resolve_precision("auto", gated, "openvino", cpu) == openvino
@@ -147,7 +168,10 @@ def test_auto_skips_an_int8_measured_slower_on_this_kind_of_cpu(manifest, cpu, a
     assert resolve_precision("auto", _with_speed(manifest, "openvino", cpu, 100.0, 91.0), "openvino", cpu) == "int8"
     assert resolve_precision("auto", _with_speed(manifest, "openvino", cpu, 100.0, 60.0), "openvino", cpu) == alt
     faster = _with_speed(manifest, "openvino", cpu, 32.0, 43.0)
-    assert explain_auto(faster, "openvino", cpu) == ("int8", f"gated int8, measured faster than {alt} on this kind of CPU when quantized")
+    assert explain_auto(faster, "openvino", cpu) == (
+        "int8",
+        f"gated int8, measured faster than {alt} on this kind of CPU when quantized",
+    )
 
 
 def test_a_speed_record_from_another_kind_of_cpu_is_not_used(manifest):
@@ -164,7 +188,9 @@ def test_explicit_choices_are_checked(manifest):
     assert resolve_precision("f32", manifest, "openvino", VNNI) == "f32"
     assert resolve_precision("bf16", manifest, "openvino", AMX) == "bf16"
     assert resolve_precision("bf16", manifest, "openvino", UNKNOWN) == "bf16"  # nothing known: the user's call
-    with pytest.raises(BackendError, match=r"no native bf16 \(no AMX, no AVX512_BF16\).*4-20x slower.*--precision f32 or int8"):
+    with pytest.raises(
+        BackendError, match=r"no native bf16 \(no AMX, no AVX512_BF16\).*4-20x slower.*--precision f32 or int8"
+    ):
         resolve_precision("bf16", manifest, "openvino", VNNI)
     with pytest.raises(BackendError, match="slower than f32; use --precision f32, or --precision auto"):
         resolve_precision("bf16", manifest, "openvino", OLD)
@@ -186,19 +212,54 @@ def _cli(*args, flags=None):
 
 
 def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_images, tmp_path):
-    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "a", "--precision", "bf16", flags="avx2 avx512f avx512_vnni")
+    proc = _cli(
+        "segment",
+        shared_images[0],
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path / "a",
+        "--precision",
+        "bf16",
+        flags="avx2 avx512f avx512_vnni",
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no native bf16" in lines[0] and "--precision f32 or int8" in lines[0], proc.stderr
     assert not (tmp_path / "a").exists()
-    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "b", flags="avx2 avx512f avx512_vnni")
+    proc = _cli(
+        "segment",
+        shared_images[0],
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path / "b",
+        flags="avx2 avx512f avx512_vnni",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "(openvino f32)" in proc.stdout
     # native bf16, but bf16 never passed a gate for this folder: auto runs f32; an explicit bf16 runs
-    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "c", flags="avx2 avx512_vnni avx512_bf16")
+    proc = _cli(
+        "segment",
+        shared_images[0],
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path / "c",
+        flags="avx2 avx512_vnni avx512_bf16",
+    )
     assert proc.returncode == 0 and "(openvino f32)" in proc.stdout, proc.stderr
-    proc = _cli("segment", shared_images[0], "--model", real_folder_640, "--out", tmp_path / "d", "--precision", "bf16",
-                flags="avx2 avx512_vnni avx512_bf16")
+    proc = _cli(
+        "segment",
+        shared_images[0],
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path / "d",
+        "--precision",
+        "bf16",
+        flags="avx2 avx512_vnni avx512_bf16",
+    )
     assert proc.returncode == 0 and "(openvino bf16)" in proc.stdout, proc.stderr
 
 
@@ -225,8 +286,15 @@ def test_cli_offers_every_output_layout():
     assert OUTPUT_LAYOUTS == LAYOUTS and OUTPUT_LAYOUTS[0] == LAYOUT  # copied for the same reason, default first
 
 
-@pytest.mark.parametrize("isa,kind,bf16", [("AVX2_VNNI", "vnni", False), ("avx512_core_vnni", "vnni", False),
-                                           ("AVX512_CORE_BF16", "avx512_bf16", True), ("AVX2", "plain", False)])
+@pytest.mark.parametrize(
+    "isa,kind,bf16",
+    [
+        ("AVX2_VNNI", "vnni", False),
+        ("avx512_core_vnni", "vnni", False),
+        ("AVX512_CORE_BF16", "avx512_bf16", True),
+        ("AVX2", "plain", False),
+    ],
+)
 def test_onednn_isa_cap_is_the_emulated_cpu_kind(monkeypatch, isa, kind, bf16):
     """Under ONEDNN_MAX_CPU_ISA OpenVINO runs as the capped CPU: so do auto, info and the bf16 refusal
     (an explicit bf16 under AVX2_VNNI crashed in OpenVINO's compile instead of getting the one-line refusal)."""
@@ -243,8 +311,24 @@ def test_onednn_isa_cap_is_the_emulated_cpu_kind(monkeypatch, isa, kind, bf16):
 def test_cli_refuses_bf16_under_an_avx2_vnni_cap(real_folder_640, shared_images, tmp_path):
     env = dict(os.environ, CI="true", ONEDNN_MAX_CPU_ISA="AVX2_VNNI")
     env.pop("SEGEDGE_CPU_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-m", "segedge", "segment", str(shared_images[0]), "--model", str(real_folder_640),
-                           "--out", str(tmp_path / "a"), "--precision", "bf16"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segedge",
+            "segment",
+            str(shared_images[0]),
+            "--model",
+            str(real_folder_640),
+            "--out",
+            str(tmp_path / "a"),
+            "--precision",
+            "bf16",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "no native bf16" in lines[0], proc.stderr
 
@@ -257,8 +341,16 @@ def test_precision_table_says_what_was_measured(manifest):
     assert rows[("openvino", "bf16")]["measured"] is False and rows[("openvino", "f32")]["auto"]
     gated = _with_int8(_with_bf16(manifest, ZEN4), ["openvino"])
     gated.quantized["int8"]["agreement"] = {"openvino": {"everything": 0.99, "gate": 0.99}}
-    gated.quantized["int8"]["val"] = {"openvino": {"metric": "mask_mAP50-95", "value": 0.30, "f32": 0.35, "drop": 0.05,
-                                                   "max_drop": 0.01, "passed": False}}
+    gated.quantized["int8"]["val"] = {
+        "openvino": {
+            "metric": "mask_mAP50-95",
+            "value": 0.30,
+            "f32": 0.35,
+            "drop": 0.05,
+            "max_drop": 0.01,
+            "passed": False,
+        }
+    }
     rows = {(r["backend"], r["precision"]): r for r in precision_table(gated, ["openvino"], ZEN4)}
     assert rows[("openvino", "bf16")]["passed"] is True and rows[("openvino", "bf16")]["auto"]  # int8 failed its val
     assert rows[("openvino", "int8")]["passed"] is False and "drop +0.0500" in rows[("openvino", "int8")]["numbers"]

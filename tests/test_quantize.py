@@ -82,7 +82,9 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
     bf16 = loaded.manifest.quantized.get("bf16", {}).get("records", {}).get(cpu.precision_class)
     if cpu.native_bf16:  # bf16 gated on the same held-out images, and recorded with this CPU's class
         assert bf16["held_out"] == [p["name"] for p in calib["held_out"]] and bf16["min"] == 0.97
-        assert bf16["gate"] == min(bf16["agreement"].values()) > 0.9  # agreement recorded; with --val the metric decides
+        assert (
+            bf16["gate"] == min(bf16["agreement"].values()) > 0.9
+        )  # agreement recorded; with --val the metric decides
         assert bf16["passed"] == bf16["val"]["passed"] and bf16["val"]["drop"] <= 0.01
     else:
         assert bf16 is None
@@ -104,9 +106,13 @@ def test_auto_runs_int8_and_it_agrees_on_unseen_images(int8_folder, coco_dir, ba
     f32 = FastSam(folder, backend=backend, precision="f32")
     assert int8.precision == "int8" and int8.backend.precision == "int8" and f32.precision == "f32"
     fastsam = dict(conf=0.4, iou=0.9, agnostic=True)  # the thresholds these numbers were measured at
-    ious = [matched_iou(int8.everything(p, **fastsam).masks, f32.everything(p, **fastsam).masks)
-            for p in sorted((coco_dir / "images").glob("*.jpg"))]
-    print(f"{backend} int8 vs f32 on COCO-mini (never calibrated on): matched IoU {np.mean(ious):.4f} (min {min(ious):.4f})")
+    ious = [
+        matched_iou(int8.everything(p, **fastsam).masks, f32.everything(p, **fastsam).masks)
+        for p in sorted((coco_dir / "images").glob("*.jpg"))
+    ]
+    print(
+        f"{backend} int8 vs f32 on COCO-mini (never calibrated on): matched IoU {np.mean(ious):.4f} (min {min(ious):.4f})"
+    )
     # Measured with 5 calibration photos: OpenVINO 0.943 (0.948 before the uint8 input), ONNX Runtime 0.98 (a mask crossing the
     # confidence threshold costs a whole mask in "everything"; 6 photos gave OpenVINO 0.963).
     assert np.mean(ious) >= 0.93
@@ -132,11 +138,15 @@ def test_int8_quality_against_ground_truth(int8_folder, coco128):
     0.3512 with the same recipe.)"""
     from segedge.evaluation.val import run_val
 
-    result = run_val(folder := int8_folder[0], coco128, backends=["openvino"], precisions=["f32", "int8"], progress=False)
+    result = run_val(
+        folder := int8_folder[0], coco128, backends=["openvino"], precisions=["f32", "int8"], progress=False
+    )
     f32, int8 = (r["metrics"]["mask_mAP50-95"] for r in result["rows"])
     print(f"coco128-seg mask mAP50-95: f32 {f32:.4f}, int8 {int8:.4f}")
     assert f32 > 0.3 and f32 - int8 <= 0.01
-    assert int8 == pytest.approx(load_model_folder(folder).manifest.quantized["int8"]["val"]["openvino"]["value"], abs=1e-4)
+    assert int8 == pytest.approx(
+        load_model_folder(folder).manifest.quantized["int8"]["val"]["openvino"]["value"], abs=1e-4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +158,17 @@ def test_missed_gate_writes_nothing(real_folder_640, shared_images, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(real_folder_640, folder)
     before = _snapshot(folder)
-    with pytest.raises(SegedgeError, match=r"missed the accuracy gate 0.9999 on every backend \(openvino 0\.9\d+ \(short by 0\.0\d+\)"):
-        quantize_folder(folder, shared_images[:4], min_iou=0.9999, accuracy_control=False, backends=("openvino",), log=lambda _: None)
+    with pytest.raises(
+        SegedgeError, match=r"missed the accuracy gate 0.9999 on every backend \(openvino 0\.9\d+ \(short by 0\.0\d+\)"
+    ):
+        quantize_folder(
+            folder,
+            shared_images[:4],
+            min_iou=0.9999,
+            accuracy_control=False,
+            backends=("openvino",),
+            log=lambda _: None,
+        )
     after = _snapshot(folder)
     manifest_before, manifest_after = (json.loads(x.pop("segedge.json")) for x in (before, after))
     assert after == before  # no int8 file added, changed or left behind (no staging folder)
@@ -166,7 +185,9 @@ def test_requantize_replaces_the_previous_int8(int8_folder, shared_images, tmp_p
     folder = tmp_path / "again"
     shutil.copytree(int8_folder[0], folder)
     old = set(load_model_folder(folder).manifest.files)
-    quantize_folder(folder, shared_images[:3], backends=("onnxruntime",), min_iou=0.9, log=lambda _: None)  # 2 photos calibrate
+    quantize_folder(
+        folder, shared_images[:3], backends=("onnxruntime",), min_iou=0.9, log=lambda _: None
+    )  # 2 photos calibrate
     m = load_model_folder(folder).manifest
     assert m.int8_backends() == ["onnxruntime"]
     int8_files = {n for n in m.files if ".int8-" in n}
@@ -238,11 +259,17 @@ def test_sam_int8_runs_the_split_decoder_in_int8(tmp_path, shared_images):
     from segedge.runtime.sam import Sam
 
     folder = export_sam(make_sam_checkpoint(tmp_path / "t.pth", "tiny"), tmp_path / "sam")
-    section = quantize_folder(folder, shared_images[:3], min_iou=0.3, accuracy_control=False, backends=("openvino",), log=lambda _: None)
+    section = quantize_folder(
+        folder, shared_images[:3], min_iou=0.3, accuracy_control=False, backends=("openvino",), log=lambda _: None
+    )
     assert set(section["graphs"]) == {"encoder", "decoder", "decoder_prompt"}
     int8 = Sam(folder, "openvino", precision="int8")
     f32 = Sam(folder, "openvino", precision="f32")
-    assert int8.decoder_prompt.precision == "int8" and int8.decoder.precision == "int8" and int8.decoder_image.precision == "f32"
+    assert (
+        int8.decoder_prompt.precision == "int8"
+        and int8.decoder.precision == "int8"
+        and int8.decoder_image.precision == "f32"
+    )
     image = read_image(shared_images[2])
     int8.set_image(image)
     f32.set_image(image)
@@ -251,7 +278,9 @@ def test_sam_int8_runs_the_split_decoder_in_int8(tmp_path, shared_images):
     refine = dict(click, mask_input=b[2], multimask_output=False)
     c, d = f32.predict(**dict(refine, mask_input=a[2])), int8.predict(**refine)
     ious = [matched_iou(b[0], a[0]), matched_iou(d[0], c[0])]
-    print(f"tiny SAM (seeded) int8 vs f32: click IoU {ious[0]:.3f}, refinement IoU {ious[1]:.3f}; agreement {section['agreement']}")
+    print(
+        f"tiny SAM (seeded) int8 vs f32: click IoU {ious[0]:.3f}, refinement IoU {ious[1]:.3f}; agreement {section['agreement']}"
+    )
     assert min(ious) >= 0.9  # measured 0.951 and 0.952
 
 
@@ -277,7 +306,18 @@ def test_cli_quantize_info_segment(real_folder_640, shared_images, tmp_path):
     assert "--precision auto on onnxruntime: f32 (no int8 for onnxruntime in the folder" in info
     proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o", flags=vnni)
     assert proc.returncode == 0 and "(openvino int8)" in proc.stdout, proc.stderr
-    proc = _cli("segment", shared_images[0], "--model", folder, "--out", tmp_path / "o", "--backend", "onnxruntime", "--precision", "int8")
+    proc = _cli(
+        "segment",
+        shared_images[0],
+        "--model",
+        folder,
+        "--out",
+        tmp_path / "o",
+        "--backend",
+        "onnxruntime",
+        "--precision",
+        "int8",
+    )
     assert proc.returncode == 2 and "no int8 graphs for onnxruntime (it has int8 for openvino only)" in proc.stderr
     proc = _cli("quantize", folder, "--calibration", shared_images[0])
     assert proc.returncode == 2 and "at least 2 calibration images" in proc.stderr

@@ -107,24 +107,39 @@ def test_out_never_overwrites_the_input(capsys, real_folder_640, bus, tmp_path):
 # -- 4. a batch reports each failing image by name and keeps going -------------------------------------
 def test_batch_keeps_going_and_names_failures(capsys, real_folder_640, bus, truck, tmp_path):
     out = tmp_path / "o"
-    code, stdout, err = cli(capsys, "segment", bus, truck, "--model", real_folder_640, "--out", out, "--point", "1000,100")
+    code, stdout, err = cli(
+        capsys, "segment", bus, truck, "--model", real_folder_640, "--out", out, "--point", "1000,100"
+    )
     assert code == 1
     assert f"error: {bus}: point [1000.0, 100.0] is outside the 810x1080 image" in err
     assert f"1 of 2 images failed: {bus}" in err
     assert (out / "sam_truck_segedge.json").exists() and not (out / "ultralytics_bus_segedge.json").exists()
     assert "error" not in stdout and "sam_truck.jpg" in stdout
-    code, _, err = cli(capsys, "segment", bus, bus.parent / "fastsam_dogs.jpg", "--model", real_folder_640,
-                       "--out", tmp_path / "o2", "--point", "5000,5000")
+    code, _, err = cli(
+        capsys,
+        "segment",
+        bus,
+        bus.parent / "fastsam_dogs.jpg",
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path / "o2",
+        "--point",
+        "5000,5000",
+    )
     assert code == 2 and "2 of 2 images failed" in err  # nothing produced
 
 
 # -- 5. OpenVINO / ONNX Runtime errors keep their reason ------------------------------------------------
 def test_openvino_error_reason():
-    text = ("Exception from src/inference/src/cpp/core.cpp:132:\nException from src/inference/src/dev/plugin.cpp:59:\n"
-            "Check 'val_i >= 0' failed at src/inference/src/dev/threading/istreams_executor.cpp:58:\n"
-            "Wrong value for property key INFERENCE_NUM_THREADS. Expected only non negative integer numbers. Got: -3\n\n\n")
+    text = (
+        "Exception from src/inference/src/cpp/core.cpp:132:\nException from src/inference/src/dev/plugin.cpp:59:\n"
+        "Check 'val_i >= 0' failed at src/inference/src/dev/threading/istreams_executor.cpp:58:\n"
+        "Wrong value for property key INFERENCE_NUM_THREADS. Expected only non negative integer numbers. Got: -3\n\n\n"
+    )
     assert error_reason(RuntimeError(text)) == (
-        "Wrong value for property key INFERENCE_NUM_THREADS. Expected only non negative integer numbers. Got: -3")
+        "Wrong value for property key INFERENCE_NUM_THREADS. Expected only non negative integer numbers. Got: -3"
+    )
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
@@ -143,8 +158,11 @@ def test_float_tensor_for_a_uint8_graph_is_refused(real_folder_640, bus, backend
 
     model = FastSam(real_folder_640, backend=backend, precision="f32")
     image, _ = model.preprocess(read_image(bus))
-    with pytest.raises(BackendError, match=r"input 'images' is a uint8 image of shape \(1, 640, 640, 3\), got float32: "
-                                           r"pass the model's own preprocess\(\) output"):
+    with pytest.raises(
+        BackendError,
+        match=r"input 'images' is a uint8 image of shape \(1, 640, 640, 3\), got float32: "
+        r"pass the model's own preprocess\(\) output",
+    ):
         model.infer(to_nchw_float(image[0]).transpose(0, 2, 3, 1))
     assert len(model.infer(image)) == 2
 
@@ -163,7 +181,10 @@ def test_garbage_and_swapped_graph_files(real_folder_640, sam_tiny_folder, tmp_p
         os.replace(swapped / f"tmp{ext}", swapped / f"decoder{ext}")
     rehash(swapped)
     for backend, name in (("openvino", "encoder.xml"), ("onnxruntime", "encoder.onnx")):
-        with pytest.raises(ModelFolderError, match=rf"{name}: the graph's inputs are image_embeddings .* but segedge.json says image \[1, 3, 1024, 1024\]"):
+        with pytest.raises(
+            ModelFolderError,
+            match=rf"{name}: the graph's inputs are image_embeddings .* but segedge.json says image \[1, 3, 1024, 1024\]",
+        ):
             Sam(swapped, backend=backend)
 
 
@@ -180,6 +201,7 @@ def _set(path: str, value):
             node[int(last)] = value
         else:
             node[last] = value
+
     return change
 
 
@@ -194,14 +216,34 @@ MANIFEST_EDITS = [
     ("graphs", [], "graphs must be an object, got list []"),
     ("graphs.model.outputs.0.name", "dets", "graphs.model has no tensor named 'box_distribution'"),
     ("graphs.model.inputs.0.shape", [1, 640, 641, 3], "must be a square multiple of 32"),
-    ("graphs.model.inputs.0.shape", [1, 3, 640, 640], "tensor 'images' has shape [1, 3, 640, 640], but a fastsam model needs [1, N, N, 3]"),
-    ("graphs.model.inputs.0.shape", [1, 512, 512, 3], "tensor 'box_distribution' has shape [1, 8400, 64], but a fastsam model needs [1, 5376, N]"),
-    ("preprocess.tensor", "float32_nchw", "tensor 'images' has shape [1, 640, 640, 3], but a fastsam model needs [1, 3, N, N]"),
+    (
+        "graphs.model.inputs.0.shape",
+        [1, 3, 640, 640],
+        "tensor 'images' has shape [1, 3, 640, 640], but a fastsam model needs [1, N, N, 3]",
+    ),
+    (
+        "graphs.model.inputs.0.shape",
+        [1, 512, 512, 3],
+        "tensor 'box_distribution' has shape [1, 8400, 64], but a fastsam model needs [1, 5376, N]",
+    ),
+    (
+        "preprocess.tensor",
+        "float32_nchw",
+        "tensor 'images' has shape [1, 640, 640, 3], but a fastsam model needs [1, 3, N, N]",
+    ),
     ("preprocess.tensor", "rgb", "preprocess.tensor must be 'uint8_nhwc' or 'float32_nchw', got str 'rgb'"),
-    ("params.strides", [8, 16], "tensor 'box_distribution' has shape [1, 8400, 64], but a fastsam model needs [1, 8000, N]"),
+    (
+        "params.strides",
+        [8, 16],
+        "tensor 'box_distribution' has shape [1, 8400, 64], but a fastsam model needs [1, 8000, N]",
+    ),
     ("params.strides", [8, 16, 48], "params.strides[2] is 48, which does not divide the input size 640"),
     ("params.strides", KeyError, "params.strides is missing"),
-    ("params.output_layout", "nchw", "params.output_layout must be 'channels_last_logits', 'channels_last' or 'ultralytics', got 'nchw'"),
+    (
+        "params.output_layout",
+        "nchw",
+        "params.output_layout must be 'channels_last_logits', 'channels_last' or 'ultralytics', got 'nchw'",
+    ),
     ("params.output_layout", "channels_last", "graphs.model has no tensor named 'detections'"),
     ("graphs.model.openvino", "/etc/passwd.xml", "graphs.model.openvino must be a file name inside the model folder"),
     ("graphs.model.onnx", "../other/model.onnx", "graphs.model.onnx must be a file name inside the model folder"),
@@ -235,7 +277,10 @@ def test_consistent_edit_is_caught_by_the_graph_file(real_folder_640, tmp_path):
     edit_manifest(folder, change)
     load_model_folder(folder)
     for backend in ("openvino", "onnxruntime"):
-        with pytest.raises(ModelFolderError, match=r"the graph's inputs are images \[1, 640, 640, 3\], but segedge.json says images \[1, 512, 512, 3\]"):
+        with pytest.raises(
+            ModelFolderError,
+            match=r"the graph's inputs are images \[1, 640, 640, 3\], but segedge.json says images \[1, 512, 512, 3\]",
+        ):
             FastSam(folder, backend=backend)
 
 
@@ -251,6 +296,7 @@ def test_symlink_out_of_the_folder_is_refused(real_folder_640, tmp_path):
 # -- 7. a pixel limit, checked from the header before decoding -------------------------------------------
 def huge_png(path: Path, w: int, h: int) -> Path:
     """A valid all-black gray PNG of w x h, written row by row (never held in memory)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
@@ -275,7 +321,9 @@ def test_pixel_limit_refuses_before_decoding(tmp_path, bus):
     )
     proc = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120)
     message, peak_mb = proc.stdout.strip().splitlines()
-    assert "is 12000x12000 = 144.0 megapixels, above the limit of 100 megapixels" in message and "--max-pixels" in message
+    assert (
+        "is 12000x12000 = 144.0 megapixels, above the limit of 100 megapixels" in message and "--max-pixels" in message
+    )
     assert int(peak_mb) < 300, f"peak RSS {peak_mb} MB: the image was decoded"  # decoding alone takes 432 MB
     with pytest.raises(ImageError, match="above the limit of 0.5 megapixels"):
         read_image(bus, max_pixels=500_000)
@@ -285,22 +333,27 @@ def test_pixel_limit_refuses_before_decoding(tmp_path, bus):
 
 
 def test_cli_max_pixels(capsys, real_folder_640, bus, tmp_path):
-    code, _, err = cli(capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", "--max-pixels", "500000")
+    code, _, err = cli(
+        capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", "--max-pixels", "500000"
+    )
     assert code == 2 and "810x1080 = 0.9 megapixels, above the limit of 0.5 megapixels" in err
     assert not (tmp_path / "o").exists()
 
 
 # -- 8. numbers and options that do not apply ---------------------------------------------------------
-@pytest.mark.parametrize("args,message", [
-    (["--conf", "-1"], "argument --conf: expected a number from 0 to 1, got '-1'"),
-    (["--conf", "2"], "argument --conf: expected a number from 0 to 1"),
-    (["--iou", "5"], "argument --iou: expected a number from 0 to 1"),
-    (["--conf", "nan"], "argument --conf: expected a number from 0 to 1"),
-    (["--max-det", "-5"], "argument --max-det: expected a whole number of at least 1"),
-    (["--threads", "-3"], "argument --threads: expected a whole number of at least 1"),
-    (["--max-pixels", "-1"], "argument --max-pixels: expected a number of pixels"),
-    (["--min-region-area", "-1"], "argument --min-region-area: expected a whole number of at least 0"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--conf", "-1"], "argument --conf: expected a number from 0 to 1, got '-1'"),
+        (["--conf", "2"], "argument --conf: expected a number from 0 to 1"),
+        (["--iou", "5"], "argument --iou: expected a number from 0 to 1"),
+        (["--conf", "nan"], "argument --conf: expected a number from 0 to 1"),
+        (["--max-det", "-5"], "argument --max-det: expected a whole number of at least 1"),
+        (["--threads", "-3"], "argument --threads: expected a whole number of at least 1"),
+        (["--max-pixels", "-1"], "argument --max-pixels: expected a number of pixels"),
+        (["--min-region-area", "-1"], "argument --min-region-area: expected a whole number of at least 0"),
+    ],
+)
 def test_cli_numbers(capsys, real_folder_640, bus, tmp_path, args, message):
     with pytest.raises(SystemExit) as stop:
         main(["segment", str(bus), "--model", str(real_folder_640), "--out", str(tmp_path / "o"), *args])
@@ -315,17 +368,34 @@ def test_sam_options_on_fastsam_are_refused(capsys, real_folder_640, bus, tmp_pa
 
 
 def test_fastsam_options_on_sam_are_refused(capsys, sam_tiny_folder, bus, tmp_path):
-    code, _, err = cli(capsys, "segment", bus, "--model", sam_tiny_folder, "--out", tmp_path / "o",
-                       "--point", "100,100", "--conf", "0.5", "--low-res")
+    code, _, err = cli(
+        capsys,
+        "segment",
+        bus,
+        "--model",
+        sam_tiny_folder,
+        "--out",
+        tmp_path / "o",
+        "--point",
+        "100,100",
+        "--conf",
+        "0.5",
+        "--low-res",
+    )
     assert code == 2 and "--conf, --low-res: FastSAM options" in err
 
 
 def test_api_numbers(real_folder_640, bus):
     model = FastSam(real_folder_640, backend="onnxruntime")
-    for kwargs, message in (({"conf": "x"}, "conf must be a number from 0 to 1, got 'x'"), ({"conf": 2}, "conf must be"),
-                            ({"iou": -0.1}, "iou must be"), ({"max_det": 0}, "max_det must be a whole number"),
-                            ({"max_det": 2.5}, "max_det must be"), ({"classes": [99]}, "classes must be class ids from 0 to 79"),
-                            ({"classes": "person"}, "classes must be class ids")):
+    for kwargs, message in (
+        ({"conf": "x"}, "conf must be a number from 0 to 1, got 'x'"),
+        ({"conf": 2}, "conf must be"),
+        ({"iou": -0.1}, "iou must be"),
+        ({"max_det": 0}, "max_det must be a whole number"),
+        ({"max_det": 2.5}, "max_det must be"),
+        ({"classes": [99]}, "classes must be class ids from 0 to 79"),
+        ({"classes": "person"}, "classes must be class ids"),
+    ):
         with pytest.raises(PromptError, match=message):
             model.everything(bus, **kwargs)
     assert len(model.everything(bus, classes=[0])) >= 1  # a person, in the bus photo
@@ -392,7 +462,9 @@ def test_empty_prompt_arrays(sam_tiny_folder, real_folder_640, bus):
 def test_negative_point_and_one_mask(capsys, sam_tiny_folder, bus, tmp_path):
     code, _, err = cli(capsys, "segment", bus, "--model", sam_tiny_folder, "--out", tmp_path / "o", "--point", "-1,10")
     assert code == 2 and "point [-1.0, 10.0] is outside the 810x1080 image" in err
-    code, out, err = cli(capsys, "segment", bus, "--model", sam_tiny_folder, "--out", tmp_path / "o", "--point", "100,10")
+    code, out, err = cli(
+        capsys, "segment", bus, "--model", sam_tiny_folder, "--out", tmp_path / "o", "--point", "100,10"
+    )
     assert code == 0 and ": 1 mask -> " in out
 
 
@@ -414,8 +486,24 @@ def test_stale_staging_folders_are_removed(tmp_path):
 
 def test_sigterm_during_export_leaves_nothing(real_checkpoint, tmp_path):
     out = tmp_path / "m"
-    proc = subprocess.Popen([sys.executable, "-m", "segedge", "export", "fastsam", "--checkpoint", str(real_checkpoint),
-                             "--out", str(out), "--imgsz", "320"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segedge",
+            "export",
+            "fastsam",
+            "--checkpoint",
+            str(real_checkpoint),
+            "--out",
+            str(out),
+            "--imgsz",
+            "320",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".m.*.partial")):
         time.sleep(0.05)

@@ -102,8 +102,11 @@ def test_sam20_and_small_match_too(variant, version, session_tmp, shared_images,
     ref.set_image(image)
     ours = Sam2(folder, "openvino", precision="f32")
     ours.set_image(image)
-    for case in (dict(point_coords=[[300, 200]], point_labels=[1]), dict(box=[50, 60, 500, 400], multimask_output=False),
-                 dict(point_coords=[[300, 200], [100, 100]], point_labels=[1, 0], multimask_output=False)):
+    for case in (
+        dict(point_coords=[[300, 200]], point_labels=[1]),
+        dict(box=[50, 60, 500, 400], multimask_output=False),
+        dict(point_coords=[[300, 200], [100, 100]], point_labels=[1, 0], multimask_output=False),
+    ):
         _compare(ref, ours, case)
 
 
@@ -115,8 +118,11 @@ def test_dynamic_multimask_choice_is_the_references():
 
     from segedge.runtime.sam2 import Sam2
 
-    dec = MaskDecoder(transformer_dim=32, transformer=TwoWayTransformer(depth=1, embedding_dim=32, num_heads=2, mlp_dim=32),
-                      dynamic_multimask_via_stability=True)
+    dec = MaskDecoder(
+        transformer_dim=32,
+        transformer=TwoWayTransformer(depth=1, embedding_dim=32, num_heads=2, mlp_dim=32),
+        dynamic_multimask_via_stability=True,
+    )
     chooser = Sam2.__new__(Sam2)
     chooser.dynamic, chooser.stability_delta, chooser.stability_thresh = True, 0.05, 0.98
     rng = np.random.default_rng(0)
@@ -127,7 +133,9 @@ def test_dynamic_multimask_choice_is_the_references():
         if case % 5 == 0:  # nothing near the threshold, all negative: area_u = 0
             low[0] = -10.0
         iou = rng.random(4).astype(np.float32)
-        want_low, want_iou = dec._dynamic_multimask_via_stability(torch.from_numpy(low[None]), torch.from_numpy(iou[None]))
+        want_low, want_iou = dec._dynamic_multimask_via_stability(
+            torch.from_numpy(low[None]), torch.from_numpy(iou[None])
+        )
         got_low, got_iou = chooser.select(low, iou, multimask_output=False)
         assert (got_low == want_low[0].numpy()).all() and (got_iou == want_iou[0].numpy()).all(), case
 
@@ -169,12 +177,14 @@ def test_wrong_checkpoints_and_prompts_are_clear(sam2_tiny_folder, sam_tiny_ckpt
     with pytest.raises(SegedgeError, match="no image is set"):
         model.predict(point_coords=[[1, 1]], point_labels=[1])
     model.set_image(bus_rgb)
-    for kwargs, words in ((dict(point_coords=[[900, 1]], point_labels=[1]), "outside the 810x1080 image"),
-                          (dict(point_coords=[[1, 1]] * 16, point_labels=[1] * 16), "re-export with --prompt-slots 17"),
-                          (dict(box=[500, 10, 100, 20]), "empty or inverted"),
-                          (dict(point_coords=[[1, 1]]), "point_labels must be given"),
-                          (dict(), "give point_coords"),
-                          (dict(mask_input=np.zeros((3, 64, 64))), "mask_input must be")):
+    for kwargs, words in (
+        (dict(point_coords=[[900, 1]], point_labels=[1]), "outside the 810x1080 image"),
+        (dict(point_coords=[[1, 1]] * 16, point_labels=[1] * 16), "re-export with --prompt-slots 17"),
+        (dict(box=[500, 10, 100, 20]), "empty or inverted"),
+        (dict(point_coords=[[1, 1]]), "point_labels must be given"),
+        (dict(), "give point_coords"),
+        (dict(mask_input=np.zeros((3, 64, 64))), "mask_input must be"),
+    ):
         with pytest.raises(PromptError, match=words):
             model.predict(**kwargs)
 
@@ -198,8 +208,25 @@ def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_pat
     from segedge import Sam2, Sam2AutomaticMaskGenerator
     from segedge.cli import main
 
-    assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o"), "--point", "400,500",
-                 "--precision", "f32", "--backend", "onnxruntime"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(bus),
+                "--model",
+                str(sam2_tiny_folder),
+                "--out",
+                str(tmp_path / "o"),
+                "--point",
+                "400,500",
+                "--precision",
+                "f32",
+                "--backend",
+                "onnxruntime",
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "o" / "ultralytics_bus_segedge.json").read_text())
     model = Sam2(sam2_tiny_folder, "onnxruntime", precision="f32")
     model.set_image(str(bus))
@@ -210,15 +237,47 @@ def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_pat
     assert record["instances"][0]["score"] == pytest.approx(float(scores[0]), abs=1e-4)
     # permissive thresholds: at sam2's defaults the seeded model keeps no mask, and [] == [] proves nothing
     permissive = dict(pred_iou_thresh=0.0, stability_score_thresh=0.3, stability_score_offset=0.03, box_nms_thresh=1.0)
-    assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o2"), "--everything",
-                 "--points-per-side", "4", "--precision", "f32", "--backend", "onnxruntime",
-                 *(f"--{k.replace('_', '-')}={v}" for k, v in permissive.items())]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(bus),
+                "--model",
+                str(sam2_tiny_folder),
+                "--out",
+                str(tmp_path / "o2"),
+                "--everything",
+                "--points-per-side",
+                "4",
+                "--precision",
+                "f32",
+                "--backend",
+                "onnxruntime",
+                *(f"--{k.replace('_', '-')}={v}" for k, v in permissive.items()),
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "o2" / "ultralytics_bus_segedge.json").read_text())
     want = Sam2AutomaticMaskGenerator(model, points_per_side=4, **permissive).segment(str(bus)).to_dict()
     assert record["count"] == want["count"] >= 8, (record["count"], want["count"])
     assert [i["rle"] for i in record["instances"]] == [i["rle"] for i in want["instances"]]
-    assert main(["segment", str(bus), "--model", str(sam2_tiny_folder), "--out", str(tmp_path / "o3"), "--everything",
-                 "--min-region-area", "9"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(bus),
+                "--model",
+                str(sam2_tiny_folder),
+                "--out",
+                str(tmp_path / "o3"),
+                "--everything",
+                "--min-region-area",
+                "9",
+            ]
+        )
+        == 2
+    )
     assert "not supported for SAM 2" in capsys.readouterr().err
     assert main(["info", str(sam2_tiny_folder)]) == 0
     assert "family sam2, variant sam2.1_hiera_tiny" in capsys.readouterr().out
@@ -240,12 +299,16 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path):
     data = calibration_inputs("sam2", ref, [read_image(p) for p in shared_images[:1]])
     labels = np.concatenate([d["point_labels"].ravel() for d in data["decoder"]])
     assert {1.0, 2.0, 3.0, -1.0, -2.0} <= set(labels.tolist()) and len(data["encoder"]) == 1
-    assert any(d["has_mask_input"][0] == 1.0 for d in data["decoder"]) and set(data["decoder"][0]) == set(ref.decoder.inputs)
+    assert any(d["has_mask_input"][0] == 1.0 for d in data["decoder"]) and set(data["decoder"][0]) == set(
+        ref.decoder.inputs
+    )
     # the split decoder's per-prompt part is calibrated on the same prompts (those without a mask input)
     assert len(data["decoder_prompt"]) == sum(d["has_mask_input"][0] == 0.0 for d in data["decoder"])
     assert all(set(d) == set(ref.decoder_prompt.inputs) for d in data["decoder_prompt"])
     # (the speed record is tested with the FastSAM and SAM folders in test_quantize.py)
-    section = quantize_folder(folder, shared_images[:3], min_iou=0.3, accuracy_control=False, measure_speed=False, log=lambda _: None)
+    section = quantize_folder(
+        folder, shared_images[:3], min_iou=0.3, accuracy_control=False, measure_speed=False, log=lambda _: None
+    )
     assert section["speed"] == {}
     assert set(section["agreement"]) == {"openvino", "onnxruntime"}
     assert set(section["graphs"]) == {"encoder", "decoder", "decoder_prompt"}
@@ -261,14 +324,21 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path):
 
 
 # crops are NumPy around the same graphs: they run on OpenVINO (the faster backend), ONNX Runtime without
-@pytest.mark.parametrize("backend,kw", [("onnxruntime", dict(crop_n_layers=0)), ("openvino", dict(crop_n_layers=1)),
-                                        ("openvino", dict(multimask_output=False))])
+@pytest.mark.parametrize(
+    "backend,kw",
+    [
+        ("onnxruntime", dict(crop_n_layers=0)),
+        ("openvino", dict(crop_n_layers=1)),
+        ("openvino", dict(multimask_output=False)),
+    ],
+)
 def test_everything_matches_sam2_automatic_mask_generator(sam2_tiny_ckpt, sam2_tiny_folder, shared_images, backend, kw):
     from helpers import PERMISSIVE, assert_generators_agree
 
     dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
-    assert_generators_agree(sam2_tiny_ckpt, sam2_tiny_folder, dog, backend, min_masks=20, sam2=True, points_per_side=6,
-                            **PERMISSIVE, **kw)
+    assert_generators_agree(
+        sam2_tiny_ckpt, sam2_tiny_folder, dog, backend, min_masks=20, sam2=True, points_per_side=6, **PERMISSIVE, **kw
+    )
 
 
 def test_everything_refuses_what_sam2_cannot_do_on_a_cpu(sam2_tiny_folder):
@@ -297,5 +367,8 @@ def test_base_plus_matches(session_tmp, bus_rgb, ov_cache):
     ref.set_image(bus_rgb)
     ours = Sam2(folder, "openvino", precision="f32")
     ours.set_image(bus_rgb)
-    for case in (dict(point_coords=[[400, 500]], point_labels=[1]), dict(box=[100, 200, 600, 900], multimask_output=False)):
+    for case in (
+        dict(point_coords=[[400, 500]], point_labels=[1]),
+        dict(box=[100, 200, 600, 900], multimask_output=False),
+    ):
         _compare(ref, ours, case)

@@ -43,14 +43,22 @@ def test_batch_equals_predict_torch(sam_tiny_ckpt, sam_tiny_folder, truck, backe
     h, w = truck.shape[:2]
     boxes = _boxes(h, w, n)
     rng = np.random.default_rng(1)
-    points = np.stack([boxes[:, :2] + (boxes[:, 2:] - boxes[:, :2]) * rng.uniform(0.3, 0.7, (n, 2)),
-                       boxes[:, :2] + (boxes[:, 2:] - boxes[:, :2]) * rng.uniform(0.3, 0.7, (n, 2))], axis=1)  # (n, 2, 2)
+    points = np.stack(
+        [
+            boxes[:, :2] + (boxes[:, 2:] - boxes[:, :2]) * rng.uniform(0.3, 0.7, (n, 2)),
+            boxes[:, :2] + (boxes[:, 2:] - boxes[:, :2]) * rng.uniform(0.3, 0.7, (n, 2)),
+        ],
+        axis=1,
+    )  # (n, 2, 2)
     labels = np.tile([1, 0], (n, 1))
     pred = model.predict_batch(points, labels, boxes, multimask_output=True, image=state)
     with torch.no_grad():
         rm, rs, rl = ref.predict_torch(
-            torch.as_tensor(ref.transform.apply_coords(points, (h, w)), dtype=torch.float32), torch.as_tensor(labels),
-            torch.as_tensor(ref.transform.apply_boxes(boxes, (h, w)), dtype=torch.float32), multimask_output=True)
+            torch.as_tensor(ref.transform.apply_coords(points, (h, w)), dtype=torch.float32),
+            torch.as_tensor(labels),
+            torch.as_tensor(ref.transform.apply_boxes(boxes, (h, w)), dtype=torch.float32),
+            multimask_output=True,
+        )
     assert pred.low_res.shape == (n, 3, 256, 256) and pred.scores.shape == (n, 3)
     assert np.abs(pred.low_res - rl.numpy()).max() < 1e-2 and np.abs(pred.scores - rs.numpy()).max() < 1e-3
     masks = pred.masks()

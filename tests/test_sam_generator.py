@@ -31,10 +31,15 @@ def dog(shared_images):
 
 
 # -- the helpers, one by one ----------------------------------------------------------------------
-@pytest.mark.parametrize("size,layers,ratio", [((534, 800), 0, 512 / 1500), ((534, 800), 1, 512 / 1500), ((1200, 1800), 2, 0.3), ((97, 61), 1, 0.5)])
+@pytest.mark.parametrize(
+    "size,layers,ratio",
+    [((534, 800), 0, 512 / 1500), ((534, 800), 1, 512 / 1500), ((1200, 1800), 2, 0.3), ((97, 61), 1, 0.5)],
+)
 def test_crop_boxes_and_grids(size, layers, ratio):
     assert amg.generate_crop_boxes(size, layers, ratio) == sa_amg.generate_crop_boxes(size, layers, ratio)
-    for ours, ref in zip(amg.build_all_layer_point_grids(32, layers, 2), sa_amg.build_all_layer_point_grids(32, layers, 2)):
+    for ours, ref in zip(
+        amg.build_all_layer_point_grids(32, layers, 2), sa_amg.build_all_layer_point_grids(32, layers, 2)
+    ):
         np.testing.assert_array_equal(ours, ref)
 
 
@@ -65,7 +70,9 @@ def test_small_regions_match(mode, where):
         mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) > rng.uniform(0.2, 0.6)
         for thresh in (3, 20, 300):
             ref, ref_changed = sa_amg.remove_small_regions(mask, thresh, mode)
-            crop, (ry0, ry1, rx0, rx1), changed = amg.remove_small_regions(RoiMasks.from_dense(mask[None]), 0, thresh, mode)
+            crop, (ry0, ry1, rx0, rx1), changed = amg.remove_small_regions(
+                RoiMasks.from_dense(mask[None]), 0, thresh, mode
+            )
             out = np.zeros((h, w), bool)
             out[ry0:ry1, rx0:rx1] = crop
             np.testing.assert_array_equal(out, ref)
@@ -77,10 +84,21 @@ def test_small_regions_match(mode, where):
 
 # crops and small-region removal are NumPy around the same graphs: one backend, and a 6x6 grid per crop
 # (5 crops), are enough for them
-@pytest.mark.parametrize("backend,crops,min_area,side", [("openvino", 0, 0, 8), ("onnxruntime", 0, 0, 8), ("openvino", 1, 200, 6)])
+@pytest.mark.parametrize(
+    "backend,crops,min_area,side", [("openvino", 0, 0, 8), ("onnxruntime", 0, 0, 8), ("openvino", 1, 200, 6)]
+)
 def test_generator_matches_segment_anything(sam_tiny_ckpt, sam_tiny_folder, dog, backend, crops, min_area, side):
-    assert_generators_agree(sam_tiny_ckpt, sam_tiny_folder, dog, backend, min_masks=20 if crops else 40, points_per_side=side,
-                            crop_n_layers=crops, min_mask_region_area=min_area, **PERMISSIVE)
+    assert_generators_agree(
+        sam_tiny_ckpt,
+        sam_tiny_folder,
+        dog,
+        backend,
+        min_masks=20 if crops else 40,
+        points_per_side=side,
+        crop_n_layers=crops,
+        min_mask_region_area=min_area,
+        **PERMISSIVE,
+    )
 
 
 def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
@@ -93,12 +111,20 @@ def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
     assert len(shared) >= 12
     for name in shared:
         assert ours_sig[name].default == theirs[name].default, name
-    assert SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime"), points_per_side=2).pred_iou_thresh == \
-        theirs["pred_iou_thresh"].default
+    assert (
+        SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime"), points_per_side=2).pred_iou_thresh
+        == theirs["pred_iou_thresh"].default
+    )
     # at the defaults the seeded decoder keeps (almost) nothing, so the RLE comparison runs permissive: dozens of masks
-    ref = ReferenceGenerator(sam_reference(sam_tiny_ckpt).model, points_per_side=6, output_mode="coco_rle", **PERMISSIVE).generate(dog)
-    gen = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="onnxruntime", precision="f32"), points_per_side=6,
-                                    output_mode="coco_rle", **PERMISSIVE)
+    ref = ReferenceGenerator(
+        sam_reference(sam_tiny_ckpt).model, points_per_side=6, output_mode="coco_rle", **PERMISSIVE
+    ).generate(dog)
+    gen = SamAutomaticMaskGenerator(
+        Sam(sam_tiny_folder, backend="onnxruntime", precision="f32"),
+        points_per_side=6,
+        output_mode="coco_rle",
+        **PERMISSIVE,
+    )
     ours = gen.generate(dog)
     assert len(ref) >= 20 and abs(len(ours) - len(ref)) <= max(1, 0.02 * len(ref)), (len(ours), len(ref))
     from pycocotools import mask as mask_utils
@@ -118,8 +144,9 @@ def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
     assert min(ious) >= 0.9 and np.mean(ious) >= 0.98 and equal >= len(pairs) // 2, (min(ious), np.mean(ious), equal)
     found = gen.generate_masks(dog)
     assert set(gen.timings) >= {"encoder", "decoder", "masks", "total"}
-    uncompressed = SamAutomaticMaskGenerator(gen.model, points_per_side=6, output_mode="uncompressed_rle",
-                                             **PERMISSIVE).generate(dog)
+    uncompressed = SamAutomaticMaskGenerator(
+        gen.model, points_per_side=6, output_mode="uncompressed_rle", **PERMISSIVE
+    ).generate(dog)
     from pycocotools import mask as mask_utils
 
     for rec in uncompressed[:5]:
@@ -130,14 +157,21 @@ def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
 
 def test_generator_errors(sam_tiny_folder):
     model = Sam(sam_tiny_folder, backend="onnxruntime")
-    for kwargs, message in (({"output_mode": "png"}, "output_mode must be one of"), ({"points_per_side": 0}, "points_per_side must be"),
-                            ({"points_per_side": None}, "exactly one of points_per_side and point_grids"),
-                            ({"box_nms_thresh": 2}, "box_nms_thresh must be a number from 0 to 1"),
-                            # the long fuzz run's find: segment-anything's grid code divides by zero here
-                            ({"points_per_side": 1, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2},
-                             r"points_per_side=1 leaves crop layer 1 no points"),
-                            ({"points_per_side": 8, "crop_n_layers": 10**9, "crop_n_points_downscale_factor": 2},
-                             "leaves crop layer 1000000000 no points")):
+    for kwargs, message in (
+        ({"output_mode": "png"}, "output_mode must be one of"),
+        ({"points_per_side": 0}, "points_per_side must be"),
+        ({"points_per_side": None}, "exactly one of points_per_side and point_grids"),
+        ({"box_nms_thresh": 2}, "box_nms_thresh must be a number from 0 to 1"),
+        # the long fuzz run's find: segment-anything's grid code divides by zero here
+        (
+            {"points_per_side": 1, "crop_n_layers": 1, "crop_n_points_downscale_factor": 2},
+            r"points_per_side=1 leaves crop layer 1 no points",
+        ),
+        (
+            {"points_per_side": 8, "crop_n_layers": 10**9, "crop_n_points_downscale_factor": 2},
+            "leaves crop layer 1000000000 no points",
+        ),
+    ):
         with pytest.raises(SegedgeError, match=message):
             SamAutomaticMaskGenerator(model, **kwargs)
     with pytest.raises(SegedgeError, match="needs a segedge.Sam or segedge.Sam2 model"):
@@ -146,21 +180,62 @@ def test_generator_errors(sam_tiny_folder):
 
 def test_cli_everything_on_sam(capsys, sam_tiny_folder, shared_images, tmp_path):
     img = next(p for p in shared_images if p.name == "sam_dog.jpg")
-    flags = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0.3", "--stability-score-offset", "0.03", "--box-nms-thresh", "1"]
-    code = main(["segment", str(img), "--model", str(sam_tiny_folder), "--everything", "--points-per-side", "6",
-                 "--out", str(tmp_path / "o"), "--json", "--precision", "f32", *flags])
+    flags = [
+        "--pred-iou-thresh",
+        "0",
+        "--stability-score-thresh",
+        "0.3",
+        "--stability-score-offset",
+        "0.03",
+        "--box-nms-thresh",
+        "1",
+    ]
+    code = main(
+        [
+            "segment",
+            str(img),
+            "--model",
+            str(sam_tiny_folder),
+            "--everything",
+            "--points-per-side",
+            "6",
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+            "--precision",
+            "f32",
+            *flags,
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     import json
 
     record = json.loads(out.out.splitlines()[0])
     permissive = {k: v for k, v in PERMISSIVE.items() if k != "crop_nms_thresh"}  # no crops here
-    expected = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, backend="openvino", precision="f32"), points_per_side=6,
-                                         **permissive).segment(img).to_dict()
+    expected = (
+        SamAutomaticMaskGenerator(
+            Sam(sam_tiny_folder, backend="openvino", precision="f32"), points_per_side=6, **permissive
+        )
+        .segment(img)
+        .to_dict()
+    )
     assert record["ok"] and record["count"] == expected["count"] >= 20 and "decoder" in record["timings_ms"]
     saved = json.loads((tmp_path / "o" / "sam_dog_segedge.json").read_text())
     assert saved["count"] == record["count"] and saved["height"] == 534 and saved["width"] == 800
     assert [i["rle"] for i in saved["instances"]] == [i["rle"] for i in expected["instances"]]  # the API's masks
-    code = main(["segment", str(img), "--model", str(sam_tiny_folder), "--points-per-side", "6", "--point", "10,10",
-                 "--out", str(tmp_path / "p")])
+    code = main(
+        [
+            "segment",
+            str(img),
+            "--model",
+            str(sam_tiny_folder),
+            "--points-per-side",
+            "6",
+            "--point",
+            "10,10",
+            "--out",
+            str(tmp_path / "p"),
+        ]
+    )
     assert code == 2 and "--points-per-side: options of --everything" in capsys.readouterr().err

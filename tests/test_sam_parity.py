@@ -40,6 +40,7 @@ def mobile_folder(mobile_ckpt, session_tmp, ov_cache):
 
 # -- preprocessing ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["bilinear", "bicubic"])
 def test_resize_shapes_and_views(kind):
     """pil_resize takes (rows, columns), gray or RGB, and non-contiguous views (a crop, a flipped image)."""
@@ -65,6 +66,7 @@ def test_preprocess_equals_segment_anything(tiny_ckpt, shared_images):
 
 
 # -- the decoder graph ----------------------------------------------------------------------------
+
 
 def test_padding_slots_are_masked_out(tiny_ckpt):
     """Measured: padding a prompt with SAM's "not a point" tokens (what segment-anything's ONNX export
@@ -102,16 +104,22 @@ def test_manifest_and_static_shapes(tiny_folder, mobile_folder):
         assert [(t.name, t.shape) for t in enc.inputs] == [("image", (1, 3, 1024, 1024))]
         assert [(t.name, t.shape) for t in enc.outputs] == [("image_embeddings", (1, 256, 64, 64))]
         assert {t.name: t.shape for t in dec.inputs} == {
-            "image_embeddings": (1, 256, 64, 64), "point_coords": (1, 16, 2), "point_labels": (1, 16),
-            "mask_input": (1, 1, 256, 256), "has_mask_input": (1,)}
+            "image_embeddings": (1, 256, 64, 64),
+            "point_coords": (1, 16, 2),
+            "point_labels": (1, 16),
+            "mask_input": (1, 1, 256, 256),
+            "has_mask_input": (1,),
+        }
         assert {t.name: t.shape for t in dec.outputs} == {"low_res_masks": (1, 4, 256, 256), "iou_predictions": (1, 4)}
         assert m.preprocess["kind"] == "longest_side" and m.params["prompt_slots"] == 16
 
 
 # -- agreement, prompt by prompt ------------------------------------------------------------------
 
+
 def _prompts(h, w, rng):
     """A varied prompt set in original pixels: points, negatives, boxes, box + points."""
+
     def pt():
         return [float(rng.uniform(0.1 * w, 0.9 * w)), float(rng.uniform(0.1 * h, 0.9 * h))]
 
@@ -125,7 +133,9 @@ def _prompts(h, w, rng):
     out.append(dict(point_coords=np.array([pt(), pt(), pt()]), point_labels=np.array([1, 1, 0])))
     out.append(dict(box=box()))
     out.append(dict(box=box(), multimask_output=False))
-    out.append(dict(point_coords=np.array([pt(), pt()]), point_labels=np.array([1, 0]), box=box(), multimask_output=False))
+    out.append(
+        dict(point_coords=np.array([pt(), pt()]), point_labels=np.array([1, 0]), box=box(), multimask_output=False)
+    )
     out.append(dict(point_coords=np.array([pt() for _ in range(5)]), point_labels=np.array([1, 0, 1, 0, 1]), box=box()))
     return out
 
@@ -148,14 +158,20 @@ def _compare(ours: Sam, ref, images, record=None):
             score_err = max(score_err, float(np.abs(s1 - s2).max()))
             # iterative refinement: feed the best low-res logits back with one more point
             best = int(np.argmax(s1))
-            refine = dict(point_coords=np.array([[img.shape[1] / 2, img.shape[0] / 2]]), point_labels=np.array([1]),
-                          mask_input=l1[best][None], multimask_output=False)
+            refine = dict(
+                point_coords=np.array([[img.shape[1] / 2, img.shape[0] / 2]]),
+                point_labels=np.array([1]),
+                mask_input=l1[best][None],
+                multimask_output=False,
+            )
             r1, _, rl1 = ref.predict(**refine)
             r2, _, rl2 = ours.predict(**refine)
             ious.append(mask_iou(r1[0], r2[0]))
             logit_err = max(logit_err, float(np.abs(rl1 - rl2).max()))
-    print(f"{ours.encoder.name}: {len(ious)} masks, mean IoU {np.mean(ious):.5f}, min {np.min(ious):.4f}, "
-          f"embedding err {emb_err:.2e}, low-res logit err {logit_err:.2e}, score err {score_err:.2e}")
+    print(
+        f"{ours.encoder.name}: {len(ious)} masks, mean IoU {np.mean(ious):.5f}, min {np.min(ious):.4f}, "
+        f"embedding err {emb_err:.2e}, low-res logit err {logit_err:.2e}, score err {score_err:.2e}"
+    )
     fills = np.array(fills)
     # the comparison means something only if the reference masks are neither empty nor full
     assert ((fills > 0.01) & (fills < 0.99)).mean() > 0.5, np.round(fills, 3)
@@ -165,7 +181,9 @@ def _compare(ours: Sam, ref, images, record=None):
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_reduced_vit_agrees_with_sampredictor(tiny_ckpt, tiny_folder, shared_images, backend):
-    mean_iou, emb_err, logit_err, score_err = _compare(Sam(tiny_folder, backend=backend, precision="f32"), sam_reference(tiny_ckpt), shared_images)
+    mean_iou, emb_err, logit_err, score_err = _compare(
+        Sam(tiny_folder, backend=backend, precision="f32"), sam_reference(tiny_ckpt), shared_images
+    )
     assert mean_iou >= 0.999
     # measured (2-core AMD EPYC, both backends): embeddings <= 1.1e-5, low-res logits <= 9.0e-7, scores <= 2.7e-7;
     # the limits keep a 20x margin for other CPUs' kernels and stay far below the seeded logits' ~0.05 magnitude
@@ -174,7 +192,9 @@ def test_reduced_vit_agrees_with_sampredictor(tiny_ckpt, tiny_folder, shared_ima
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_mobile_sam_agrees_with_reference(mobile_ckpt, mobile_folder, shared_images, backend):
-    mean_iou, emb_err, logit_err, score_err = _compare(Sam(mobile_folder, backend=backend, precision="f32"), sam_reference(mobile_ckpt), shared_images[:3])
+    mean_iou, emb_err, logit_err, score_err = _compare(
+        Sam(mobile_folder, backend=backend, precision="f32"), sam_reference(mobile_ckpt), shared_images[:3]
+    )
     assert mean_iou >= 0.999
     # measured: embeddings <= 1.1e-5, low-res logits 7.2e-7, scores <= 1.7e-7 (limits: 20x margin)
     assert emb_err < 2e-4 and logit_err < 2e-5 and score_err < 5e-6
@@ -222,7 +242,10 @@ def test_embedding_save_and_load(tiny_folder, mobile_folder, shared_images, tmp_
         (dict(point_coords=[[-1, 10]], point_labels=[1]), "is outside the"),
         (dict(box=[50, 50, 10, 100]), "is empty or inverted"),
         (dict(box=[0, 0, 100000, 10]), "goes outside the"),
-        (dict(point_coords=[[5, 5]] * 15, point_labels=[1] * 15, box=[0, 0, 50, 50]), "need 17 prompt slots, but this decoder has 16"),
+        (
+            dict(point_coords=[[5, 5]] * 15, point_labels=[1] * 15, box=[0, 0, 50, 50]),
+            "need 17 prompt slots, but this decoder has 16",
+        ),
         (dict(mask_input=np.zeros((64, 64))), "mask_input must be low-res logits of shape (1, 256, 256)"),
     ],
 )
@@ -282,10 +305,14 @@ def _peak_rss_mb(folder, backend, image) -> int:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom segedge.bench.probe import peak_rss_mb\nfrom segedge.runtime.sam import Sam\n"
-            "Sam(sys.argv[1], sys.argv[2], precision='f32', cache_dir=False).set_image(sys.argv[3])\n"
-            "print(int(peak_rss_mb()))")
-    proc = subprocess.run([sys.executable, "-c", code, str(folder), backend, str(image)], capture_output=True, text=True, timeout=600)
+    code = (
+        "import sys\nfrom segedge.bench.probe import peak_rss_mb\nfrom segedge.runtime.sam import Sam\n"
+        "Sam(sys.argv[1], sys.argv[2], precision='f32', cache_dir=False).set_image(sys.argv[3])\n"
+        "print(int(peak_rss_mb()))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(folder), backend, str(image)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     return int(proc.stdout.strip().splitlines()[-1])
 
@@ -293,7 +320,9 @@ def _peak_rss_mb(folder, backend, image) -> int:
 @pytest.mark.parametrize("crops", [0, 1])
 def test_mobile_sam_generator_agrees(mobile_ckpt, mobile_folder, shared_images, crops):
     dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
-    assert_generators_agree(mobile_ckpt, mobile_folder, dog, "openvino", min_masks=20, points_per_side=6, crop_n_layers=crops, **PERMISSIVE)
+    assert_generators_agree(
+        mobile_ckpt, mobile_folder, dog, "openvino", min_masks=20, points_per_side=6, crop_n_layers=crops, **PERMISSIVE
+    )
 
 
 @pytest.mark.parametrize("orig_hw", [(1200, 1800), (1080, 810), (480, 640), (2000, 3000), (300, 301)])
@@ -304,12 +333,18 @@ def test_upscale_signs_match_pytorch(orig_hw):
     from segedge.postprocess.sam_masks import upscale_logits, upscale_logits_exact
 
     rng = np.random.default_rng(orig_hw[0])
-    smooth = F.interpolate(torch.from_numpy(rng.normal(size=(1, 3, 16, 16)).astype(np.float32)) * 8, (256, 256), mode="bicubic")
+    smooth = F.interpolate(
+        torch.from_numpy(rng.normal(size=(1, 3, 16, 16)).astype(np.float32)) * 8, (256, 256), mode="bicubic"
+    )
     low = (smooth[0] + torch.from_numpy(rng.normal(size=(3, 256, 256)).astype(np.float32)) * 0.5).numpy()
     input_hw = longest_side_shape(*orig_hw)
     t = torch.from_numpy(low)[None]
-    ref = F.interpolate(F.interpolate(t, (1024, 1024), mode="bilinear", align_corners=False)[..., : input_hw[0], : input_hw[1]],
-                        orig_hw, mode="bilinear", align_corners=False)[0].numpy()
+    ref = F.interpolate(
+        F.interpolate(t, (1024, 1024), mode="bilinear", align_corners=False)[..., : input_hw[0], : input_hw[1]],
+        orig_hw,
+        mode="bilinear",
+        align_corners=False,
+    )[0].numpy()
     ours = upscale_logits(low, input_hw, orig_hw)
     assert np.abs(ours - ref).max() < 1e-2
     np.testing.assert_array_equal(ours > 0, ref > 0)

@@ -41,7 +41,9 @@ def _without_split(src, dst):
 
 def test_folder_has_the_split_decoder(sam_tiny_folder):
     model = Sam(sam_tiny_folder, backend="onnxruntime")
-    assert model.decoder_image is not None and model.decoder_prompt is not None and model.decoder_prompt_batch is not None
+    assert (
+        model.decoder_image is not None and model.decoder_prompt is not None and model.decoder_prompt_batch is not None
+    )
     assert model.decoder_image.outputs["image_tokens"] == (1, 4096, 256)
     heads = model.decoder_image.outputs["t2i_keys"]
     assert heads[0] == 1 and heads[2] == 4096 and model.decoder_prompt.inputs["i2t_queries"] == heads
@@ -59,10 +61,12 @@ def test_split_equals_whole_decoder_and_segment_anything(sam_tiny_ckpt, sam_tiny
     ref = sam_reference(sam_tiny_ckpt)
     ref.set_image(truck)
     h, w = truck.shape[:2]
-    prompts = [dict(point_coords=[[w * 0.4, h * 0.5]], point_labels=[1]),
-               dict(point_coords=[[w * 0.3, h * 0.4], [w * 0.7, h * 0.6]], point_labels=[1, 0]),
-               dict(box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8]),
-               dict(point_coords=[[w * 0.5, h * 0.5]], point_labels=[1], box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8])]
+    prompts = [
+        dict(point_coords=[[w * 0.4, h * 0.5]], point_labels=[1]),
+        dict(point_coords=[[w * 0.3, h * 0.4], [w * 0.7, h * 0.6]], point_labels=[1, 0]),
+        dict(box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8]),
+        dict(point_coords=[[w * 0.5, h * 0.5]], point_labels=[1], box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8]),
+    ]
     worst = 0.0
     for prompt in prompts:
         for multimask in (True, False):
@@ -95,8 +99,12 @@ def test_split_batch_equals_predict_torch(sam_tiny_ckpt, sam_tiny_folder, truck,
     state = model.embed(truck)
     pred = model.predict_batch(boxes=boxes, multimask_output=False, image=state)
     with torch.no_grad():
-        _, rs, rl = ref.predict_torch(None, None, torch.as_tensor(ref.transform.apply_boxes(boxes, (h, w)), dtype=torch.float32),
-                                      multimask_output=False)
+        _, rs, rl = ref.predict_torch(
+            None,
+            None,
+            torch.as_tensor(ref.transform.apply_boxes(boxes, (h, w)), dtype=torch.float32),
+            multimask_output=False,
+        )
     assert np.abs(pred.low_res - rl.numpy()).max() < 1e-2 and np.abs(pred.scores - rs.numpy()).max() < 1e-3
 
 

@@ -82,7 +82,9 @@ def server(sam_tiny_folder, real_folder_640, clip_folder):
     from segedge.serve.server import start_in_thread
     from segedge.serve.service import SegmentService
 
-    service = SegmentService.from_folders([sam_tiny_folder, real_folder_640], backend="openvino", clip_dir=clip_folder, **OPTS)
+    service = SegmentService.from_folders(
+        [sam_tiny_folder, real_folder_640], backend="openvino", clip_dir=clip_folder, **OPTS
+    )
     with start_in_thread(create_app(service)) as running:
         running.service = service
         yield running
@@ -136,8 +138,12 @@ def test_sam_prompts_equal_the_runtime(client, server, sam_name, sam_tiny_folder
     ]
     for prompts in cases:
         answer = client.predict(image_id, sam_name, **prompts)
-        masks, scores, _ = sam.predict(point_coords=prompts.get("points"), point_labels=prompts.get("labels"),
-                                       box=prompts.get("box"), multimask_output=prompts.get("multimask", False))
+        masks, scores, _ = sam.predict(
+            point_coords=prompts.get("points"),
+            point_labels=prompts.get("labels"),
+            box=prompts.get("box"),
+            multimask_output=prompts.get("multimask", False),
+        )
         got = decode_masks(answer)
         assert got.shape == masks.shape, prompts
         assert (got == masks).all(), prompts  # the same masks, pixel for pixel
@@ -182,7 +188,9 @@ def test_encoder_runs_once_per_image_even_under_concurrent_clicks(server, sam_na
     assert again["cached"] is True and again["timings_ms"]["encoder"] == 0
 
 
-def test_fastsam_everything_points_box_and_text_equal_the_runtime(client, fastsam_name, real_folder_640, clip_folder, bus):
+def test_fastsam_everything_points_box_and_text_equal_the_runtime(
+    client, fastsam_name, real_folder_640, clip_folder, bus
+):
     from segedge import Clip, FastSam
 
     model = FastSam(real_folder_640, "openvino", **OPTS)
@@ -207,7 +215,9 @@ def test_fastsam_everything_points_box_and_text_equal_the_runtime(client, fastsa
     assert other["count"] == len(model.everything(str(bus), conf=0.7)) < everything["count"]
 
 
-def test_sam_everything_equals_the_generator_and_reuses_the_embedding(client, server, sam_name, sam_tiny_folder, shared_images):
+def test_sam_everything_equals_the_generator_and_reuses_the_embedding(
+    client, server, sam_name, sam_tiny_folder, shared_images
+):
     from segedge import Sam, SamAutomaticMaskGenerator
 
     dog = next(p for p in shared_images if p.name == "sam_dog.jpg")
@@ -269,8 +279,14 @@ def test_upload_limits(sam_tiny_folder, bus, tmp_path):
     from segedge.serve.server import start_in_thread
     from segedge.serve.service import SegmentService
 
-    service = SegmentService.from_folders([sam_tiny_folder], backend="openvino", max_upload_bytes=200_000, max_pixels=1_000_000,
-                                          cache_bytes=4 * 810 * 1080, **OPTS)
+    service = SegmentService.from_folders(
+        [sam_tiny_folder],
+        backend="openvino",
+        max_upload_bytes=200_000,
+        max_pixels=1_000_000,
+        cache_bytes=4 * 810 * 1080,
+        **OPTS,
+    )
     big = tmp_path / "big.png"
     Image.new("RGB", (1200, 1000)).save(big)  # 1.2 MP, a small file
     with start_in_thread(create_app(service)) as running:
@@ -296,7 +312,7 @@ def test_security_headers_and_the_page(client, server):
     conn.request("GET", "/")
     response = conn.getresponse()
     page = response.read().decode()
-    assert response.status == 200 and "<canvas id=\"view\"" in page and "/app.js" in page
+    assert response.status == 200 and '<canvas id="view"' in page and "/app.js" in page
     assert "default-src 'self'" in response.getheader("Content-Security-Policy")
     assert response.getheader("X-Content-Type-Options") == "nosniff"
     assert "http://" not in page and "https://" not in page  # no CDN: the page works offline
@@ -335,7 +351,9 @@ def test_load_eight_clients_get_the_single_client_answers(server, sam_name, bus)
         results = [r for chunk in pool.map(worker, range(8)) for r in chunk]
     assert len(results) == 200
     assert all(counts == alone[i] for i, counts in results)
-    print(f"8 clients x 25 prompts: p50 {np.percentile(latencies, 50):.1f} ms, p99 {np.percentile(latencies, 99):.1f} ms")
+    print(
+        f"8 clients x 25 prompts: p50 {np.percentile(latencies, 50):.1f} ms, p99 {np.percentile(latencies, 99):.1f} ms"
+    )
 
 
 def test_masks_decode_like_pycocotools(client, sam_name, bus):
@@ -351,8 +369,13 @@ def test_masks_decode_like_pycocotools(client, sam_name, bus):
 # -- the command ------------------------------------------------------------------------------------
 def _serve_process(*args):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "segedge", "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "segedge", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_cli_serves_until_sigterm(sam_tiny_folder, bus):
@@ -378,17 +401,44 @@ def test_cli_refuses_a_port_in_use_and_wrong_folders(sam_tiny_folder, clip_folde
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(sam_tiny_folder), "--port", str(port)],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "segedge", "serve", "--model", str(sam_tiny_folder), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert proc.returncode == 2 and "the port is in use" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(clip_folder), "--port", "0"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segedge", "serve", "--model", str(clip_folder), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "pass it as --clip" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(sam_tiny_folder), "--clip", str(clip_folder),
-                           "--port", "0"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segedge",
+            "serve",
+            "--model",
+            str(sam_tiny_folder),
+            "--clip",
+            str(clip_folder),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "serve a FastSAM folder with it" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "segedge", "serve", "--model", str(tmp_path / "missing"), "--port", "0"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segedge", "serve", "--model", str(tmp_path / "missing"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -417,17 +467,31 @@ def test_sam2_models_are_served(sam2_tiny_folder, bus):
         info = client.models()[0]
         assert info["family"] == "sam2" and info["multimask"] and "everything" in info["prompts"]
         image_id = client.upload(bus)["image_id"]
-        for prompts in (dict(points=[[400, 500]], multimask=True), dict(points=[[400, 500], [100, 100]], labels=[1, 0]),
-                        dict(box=[100, 200, 600, 900], points=[[300, 600]])):
+        for prompts in (
+            dict(points=[[400, 500]], multimask=True),
+            dict(points=[[400, 500], [100, 100]], labels=[1, 0]),
+            dict(box=[100, 200, 600, 900], points=[[300, 600]]),
+        ):
             answer = client.predict(image_id, **prompts)
-            masks, scores, _ = model.predict(point_coords=prompts.get("points"), point_labels=prompts.get("labels", [1] * len(prompts["points"])),
-                                             box=prompts.get("box"), multimask_output=prompts.get("multimask", False))
+            masks, scores, _ = model.predict(
+                point_coords=prompts.get("points"),
+                point_labels=prompts.get("labels", [1] * len(prompts["points"])),
+                box=prompts.get("box"),
+                multimask_output=prompts.get("multimask", False),
+            )
             assert (decode_masks(answer) == masks).all(), prompts
-        everything = client.everything(image_id, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+        everything = client.everything(
+            image_id, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+        )
         from segedge import Sam2AutomaticMaskGenerator
 
-        want = Sam2AutomaticMaskGenerator(model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                                          box_nms_thresh=1.0).segment(str(bus)).to_dict()
+        want = (
+            Sam2AutomaticMaskGenerator(
+                model, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0
+            )
+            .segment(str(bus))
+            .to_dict()
+        )
         assert everything["count"] == want["count"] >= 10
         assert [i["rle"] for i in everything["instances"]] == [i["rle"] for i in want["instances"]]
         status, reason = _status(lambda: client.everything(image_id, min_region_area=50))
@@ -465,5 +529,7 @@ def test_clip_text_cache_keeps_the_most_recent_texts_only(clip_folder):
         clip.encode_text(text)
     assert list(clip._text_cache) == ["a dog", "a bus", "a tree"]
     np.testing.assert_array_equal(clip.encode_text("a dog"), first)
-    np.testing.assert_allclose(clip.encode_text("a cat"), Clip(clip_folder, backend="openvino", **OPTS).encode_text("a cat"), atol=1e-6)
+    np.testing.assert_allclose(
+        clip.encode_text("a cat"), Clip(clip_folder, backend="openvino", **OPTS).encode_text("a cat"), atol=1e-6
+    )
     assert len(clip._text_cache) == 3

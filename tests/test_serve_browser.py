@@ -19,8 +19,16 @@ import pytest
 pytest.importorskip("fastapi")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the dev extra)")
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 OPTS = dict(precision="f32")
 
 
@@ -31,8 +39,11 @@ def _chromium() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_chromium() is None, reason="no Chromium here: apt-get install chromium "
-                                "(scripts/test.sh does it when run as root), or set SEGEDGE_CHROMIUM to a Chromium binary")
+pytestmark = pytest.mark.skipif(
+    _chromium() is None,
+    reason="no Chromium here: apt-get install chromium "
+    "(scripts/test.sh does it when run as root), or set SEGEDGE_CHROMIUM to a Chromium binary",
+)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +112,7 @@ def test_sam_click_shift_click_and_box_give_the_runtimes_masks(page, sam_tiny_fo
     # a click: SAM's three candidates, the best one shown
     page.mouse.click(*_at(page, 0.4, 0.45))
     state = _answered(page, 1)
-    (x, y), = state["points"]
+    ((x, y),) = state["points"]
     assert abs(x - 0.4 * 810) < 2 and abs(y - 0.45 * 1080) < 2  # the click landed where it was aimed, in image pixels
     masks, scores, _ = sam.predict(point_coords=state["points"], point_labels=state["labels"], multimask_output=True)
     assert state["selected"] == int(np.argmax(scores))

@@ -64,7 +64,9 @@ def test_pipeline_keeps_order_passes_failures_and_overlaps():
     t0 = time.perf_counter()
     base = list(sequential(range(20), prepare, infer, finish))
     serial = time.perf_counter() - t0
-    assert [o.item if isinstance(o, Failed) else o for o in out] == [o.item if isinstance(o, Failed) else o for o in base]
+    assert [o.item if isinstance(o, Failed) else o for o in out] == [
+        o.item if isinstance(o, Failed) else o for o in base
+    ]
     assert [o.message for o in out if isinstance(o, Failed)] == ["bad item 3"]
     assert out[4] == (4 * 10 + 1) * 2
     assert overlapped < 0.75 * serial, (overlapped, serial)  # the stages really overlap
@@ -103,7 +105,12 @@ def test_video_source_every_and_max_frames(pan_video):
     assert [f.index for f in _frames(pan_video, every=5)] == [0, 5, 10, 15]
     assert [round(f.time_s, 3) for f in _frames(pan_video, every=5, max_frames=2)] == [0.0, 0.5]
     assert VideoSource(pan_video, every=4).kept_count == 4
-    assert is_video_source("0") and is_video_source("rtsp://cam/1") and is_video_source("a.MP4") and not is_video_source("a.jpg")
+    assert (
+        is_video_source("0")
+        and is_video_source("rtsp://cam/1")
+        and is_video_source("a.MP4")
+        and not is_video_source("a.jpg")
+    )
     with pytest.raises(SegedgeError, match="video file not found"):
         VideoSource(pan_video.with_name("missing.mp4"))
     bad = pan_video.with_name("broken.mp4")
@@ -152,8 +159,25 @@ def test_cli_segments_a_video_to_mp4_and_json_lines(real_folder_640, pan_video, 
     from segedge.postprocess.encode import rle_decode
 
     out = tmp_path / "out"
-    assert main(["segment", str(pan_video), "--model", str(real_folder_640), "--out", str(out), "--every", "3",
-                 "--precision", "f32", "--backend", "onnxruntime"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(pan_video),
+                "--model",
+                str(real_folder_640),
+                "--out",
+                str(out),
+                "--every",
+                "3",
+                "--precision",
+                "f32",
+                "--backend",
+                "onnxruntime",
+            ]
+        )
+        == 0
+    )
     stdout = capsys.readouterr().out
     assert "6 frames at" in stdout and "pipelined" in stdout
     video = out / "bus pan é_segedge.mp4"
@@ -169,8 +193,27 @@ def test_cli_segments_a_video_to_mp4_and_json_lines(real_folder_640, pan_video, 
     assert records[2]["count"] == len(want) and (got == want.masks).all()
     assert not list(out.glob(".*partial*"))
     # one at a time writes the same records; JSON Lines only
-    assert main(["segment", str(pan_video), "--model", str(real_folder_640), "--out", str(tmp_path / "seq.jsonl"), "--every", "3",
-                 "--precision", "f32", "--backend", "onnxruntime", "--sequential", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(pan_video),
+                "--model",
+                str(real_folder_640),
+                "--out",
+                str(tmp_path / "seq.jsonl"),
+                "--every",
+                "3",
+                "--precision",
+                "f32",
+                "--backend",
+                "onnxruntime",
+                "--sequential",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     seq = [json.loads(line) for line in (tmp_path / "seq.jsonl").read_text().splitlines()]
     assert [r["instances"] for r in seq] == [r["instances"] for r in records]
 
@@ -179,12 +222,28 @@ def test_cli_video_errors(real_folder_640, pan_video, bus, tmp_path, capsys):
     from segedge.cli import main
 
     cases = [
-        (["segment", str(bus), "--model", str(real_folder_640), "--out", str(tmp_path / "o"), "--every", "2"], "are for videos"),
-        (["segment", str(pan_video), str(pan_video), "--model", str(real_folder_640), "--out", str(tmp_path / "x.mp4")],
-         "names a file but 2 videos"),
+        (
+            ["segment", str(bus), "--model", str(real_folder_640), "--out", str(tmp_path / "o"), "--every", "2"],
+            "are for videos",
+        ),
+        (
+            [
+                "segment",
+                str(pan_video),
+                str(pan_video),
+                "--model",
+                str(real_folder_640),
+                "--out",
+                str(tmp_path / "x.mp4"),
+            ],
+            "names a file but 2 videos",
+        ),
         (["segment", str(pan_video), "--model", str(real_folder_640), "--out", str(tmp_path / "x.png")], "not .png"),
         (["segment", str(pan_video), "--model", str(real_folder_640), "--out", str(pan_video)], "overwrite the input"),
-        (["segment", str(tmp_path / "nope.mp4"), "--model", str(real_folder_640), "--out", str(tmp_path / "o")], "video file not found"),
+        (
+            ["segment", str(tmp_path / "nope.mp4"), "--model", str(real_folder_640), "--out", str(tmp_path / "o")],
+            "video file not found",
+        ),
     ]
     for argv, words in cases:
         assert main(argv) == 2, argv
@@ -203,8 +262,24 @@ def test_sigterm_keeps_the_finished_frames(real_folder_640, tmp_path, bus):
         writer.write(np.ascontiguousarray(cv2.resize(photo[i % 100 :, :], (640, 480))))
     writer.release()
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "segedge", "segment", str(video), "--model", str(real_folder_640), "--out", str(out),
-                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segedge",
+            "segment",
+            str(video),
+            "--model",
+            str(real_folder_640),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         partial = list(out.glob(".long_segedge.partial-*.jsonl")) if out.exists() else []
@@ -229,6 +304,21 @@ def test_bench_video_reports_both_loops(real_folder_640, pan_video, tmp_path, ca
     assert row["one_at_a_time_fps"] > 0 and row["pipelined_fps"] > 0
     from segedge.cli import main
 
-    assert main(["bench", "--model", str(real_folder_640), "--video", str(pan_video), "--max-frames", "4", "--quiet",
-                 "--json", str(tmp_path / "v.json")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(real_folder_640),
+                "--video",
+                str(pan_video),
+                "--max-frames",
+                "4",
+                "--quiet",
+                "--json",
+                str(tmp_path / "v.json"),
+            ]
+        )
+        == 0
+    )
     assert "| openvino |" in capsys.readouterr().out and json.loads((tmp_path / "v.json").read_text())["records"]

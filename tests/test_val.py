@@ -32,8 +32,17 @@ def ultralytics_val_640(real_checkpoint, coco128, tmp_path_factory):
     """ultralytics' own val of the shared checkpoint: batch 1, square letterbox (rect=False), 640."""
     from ultralytics import YOLO
 
-    r = YOLO(str(real_checkpoint)).val(data=str(coco128), imgsz=640, batch=1, rect=False, plots=False, verbose=False,
-                                       device="cpu", project=str(tmp_path_factory.mktemp("ultra-val")), save_json=False)
+    r = YOLO(str(real_checkpoint)).val(
+        data=str(coco128),
+        imgsz=640,
+        batch=1,
+        rect=False,
+        plots=False,
+        verbose=False,
+        device="cpu",
+        project=str(tmp_path_factory.mktemp("ultra-val")),
+        save_json=False,
+    )
     return {"mask_mAP50-95": r.seg.map, "mask_mAP50": r.seg.map50, "box_mAP50-95": r.box.map, "box_mAP50": r.box.map50}
 
 
@@ -63,8 +72,9 @@ def test_average_precision_is_ultralytics(ultralytics_val_640):
         iou = np.round(rng.uniform(0, 1, (n_gt, n_det)), 2)  # rounded: equal IoUs happen
         conf = np.sort(rng.uniform(0, 1, n_det))[::-1]
         ours = match_predictions(pred_classes, true_classes, iou)
-        ref = BaseValidator.match_predictions(fake, torch.from_numpy(pred_classes), torch.from_numpy(true_classes),
-                                              torch.from_numpy(iou)).numpy()
+        ref = BaseValidator.match_predictions(
+            fake, torch.from_numpy(pred_classes), torch.from_numpy(true_classes), torch.from_numpy(iou)
+        ).numpy()
         assert (ours == ref).all()
         tps.append(ours), confs.append(conf), pcls.append(pred_classes), tcls.append(true_classes)
     tp, conf, pred_cls, target_cls = (np.concatenate(x) for x in (tps, confs, pcls, tcls))
@@ -84,7 +94,9 @@ def test_sam_val_box_and_point_miou_match_segment_anything(sam_tiny_ckpt, sam_ti
     from segedge.imageio import read_image
 
     data = load_dataset(coco_dir / "instances.json")
-    result = run_val(sam_tiny_folder, coco_dir / "instances.json", backends=["onnxruntime"], precisions=["f32"], progress=False)
+    result = run_val(
+        sam_tiny_folder, coco_dir / "instances.json", backends=["onnxruntime"], precisions=["f32"], progress=False
+    )
     assert result["data"]["instances"] == 27 and result["metrics"] == ["box_mIoU", "point_mIoU"]
     predictor = sam_reference(sam_tiny_ckpt)
     ref = {"box": [], "point": []}
@@ -119,14 +131,36 @@ def test_cli_val_json_record_and_auto(real_folder_640, coco128, tmp_path, capsys
     folder = tmp_path / "m"
     shutil.copytree(real_folder_640, folder)
     out = tmp_path / "val.json"
-    assert main(["val", str(folder), "--data", str(coco128.parent), "--max-images", "12", "--backend", "openvino",
-                 "--precision", "f32,bf16", "--json", str(out), "--record", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "val",
+                str(folder),
+                "--data",
+                str(coco128.parent),
+                "--max-images",
+                "12",
+                "--backend",
+                "openvino",
+                "--precision",
+                "f32,bf16",
+                "--json",
+                str(out),
+                "--record",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| openvino | f32 |" in text and "| openvino | bf16 |" in text and "mask_mAP50-95" in text
     result = json.loads(out.read_text())
     f32, bf16 = result["rows"]
     assert result["data"]["images"] == 12 and f32["precision"] == "f32" and bf16["precision"] == "bf16"
-    assert abs(bf16["drop"]["mask_mAP50-95"] - (f32["metrics"]["mask_mAP50-95"] - bf16["metrics"]["mask_mAP50-95"])) < 1e-12
+    assert (
+        abs(bf16["drop"]["mask_mAP50-95"] - (f32["metrics"]["mask_mAP50-95"] - bf16["metrics"]["mask_mAP50-95"]))
+        < 1e-12
+    )
     manifest = load_model_folder(folder).manifest  # still verifies after the manifest was rewritten
     cpu = cpu_capabilities()
     record = manifest.quantized["bf16"]["records"][cpu.precision_class]
@@ -134,7 +168,9 @@ def test_cli_val_json_record_and_auto(real_folder_640, coco128, tmp_path, capsys
     if cpu.native_bf16:
         assert explain_auto(manifest, "openvino", cpu)[0] == ("bf16" if record["passed"] else "f32")
     # a gate nobody passes: recorded as failed, and auto stops running bf16
-    record_val(folder, {**result, "rows": [f32, {**bf16, "drop": {**bf16["drop"], "mask_mAP50-95": 0.02}}]}, max_drop=0.01)
+    record_val(
+        folder, {**result, "rows": [f32, {**bf16, "drop": {**bf16["drop"], "mask_mAP50-95": 0.02}}]}, max_drop=0.01
+    )
     manifest = load_model_folder(folder).manifest
     assert manifest.quantized["bf16"]["records"][cpu.precision_class]["passed"] is False
     precision, why = explain_auto(manifest, "openvino", cpu)
@@ -144,11 +180,14 @@ def test_cli_val_json_record_and_auto(real_folder_640, coco128, tmp_path, capsys
     assert "drop +0.0200 (max 0.01): failed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--data", "nowhere.yaml"], "no such dataset file"),
-    (["--data", "{shared}/images"], "no data.yaml (ultralytics) or instances*.json (COCO)"),
-    (["--data", "{coco}/instances.json", "--precision", "int8"], "--precision int8 on openvino: no gated int8"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--data", "nowhere.yaml"], "no such dataset file"),
+        (["--data", "{shared}/images"], "no data.yaml (ultralytics) or instances*.json (COCO)"),
+        (["--data", "{coco}/instances.json", "--precision", "int8"], "--precision int8 on openvino: no gated int8"),
+    ],
+)
 def test_cli_val_errors_are_one_line(real_folder_640, coco_dir, capsys, args, message):
     args = [a.format(shared=SHARED, coco=coco_dir) for a in args]
     assert main(["val", str(real_folder_640), "--backend", "openvino", "--quiet", *args]) == 2
@@ -172,7 +211,10 @@ def test_yaml_without_pyyaml_reads_the_same(coco128):
 
     text = coco128.read_text()
     assert _read_simple_yaml(text, coco128) == _read_yaml(coco128)
-    assert _read_simple_yaml("names: [a, b]\nval: images # the folder\n", coco128) == {"names": ["a", "b"], "val": "images"}
+    assert _read_simple_yaml("names: [a, b]\nval: images # the folder\n", coco128) == {
+        "names": ["a", "b"],
+        "val": "images",
+    }
 
 
 def test_defaults_follow_the_checkpoint(real_folder_640, bus, tmp_path):
@@ -189,11 +231,17 @@ def test_defaults_follow_the_checkpoint(real_folder_640, bus, tmp_path):
     bus = square
 
     params = load_model_folder(real_folder_640).manifest.params
-    assert (params["defaults"], params["conf"], params["iou"], params["agnostic"], params["adjust_boxes"]) == \
-        ("ultralytics_predict", 0.25, 0.7, False, False)
+    assert (params["defaults"], params["conf"], params["iou"], params["agnostic"], params["adjust_boxes"]) == (
+        "ultralytics_predict",
+        0.25,
+        0.7,
+        False,
+        False,
+    )
     ours = FastSam(real_folder_640, backend="onnxruntime", precision="f32").everything(bus)
-    ref = YOLO(str(_need(SHARED / "weights" / "yolov8n-seg-coco.pt"))).predict(str(bus), imgsz=640, retina_masks=True,
-                                                                               verbose=False, device="cpu")[0]
+    ref = YOLO(str(_need(SHARED / "weights" / "yolov8n-seg-coco.pt"))).predict(
+        str(bus), imgsz=640, retina_masks=True, verbose=False, device="cpu"
+    )[0]
     assert len(ours) == len(ref.boxes) >= 4
     assert (ours.class_ids == ref.boxes.cls.numpy().astype(int)).all()
     assert np.abs(ours.boxes - ref.boxes.xyxy.numpy()).max() < 0.05  # boxes as predicted, no FastSAM edge snapping
@@ -207,8 +255,13 @@ def test_defaults_follow_the_checkpoint(real_folder_640, bus, tmp_path):
 
 def test_fastsam_checkpoint_keeps_fastsam_defaults(seeded_folder_1024):
     params = load_model_folder(seeded_folder_1024, verify=False).manifest.params
-    assert (params["defaults"], params["conf"], params["iou"], params["agnostic"], params["adjust_boxes"]) == \
-        ("fastsam", 0.4, 0.9, True, True)
+    assert (params["defaults"], params["conf"], params["iou"], params["agnostic"], params["adjust_boxes"]) == (
+        "fastsam",
+        0.4,
+        0.9,
+        True,
+        True,
+    )
 
 
 def test_yaml_given_by_a_relative_path_finds_its_images(coco128, tmp_path, monkeypatch):

@@ -11,8 +11,19 @@ from __future__ import annotations
 
 from segedge._version import __version__
 
-__all__ = ["Clip", "FastSam", "Sam", "Sam2", "Sam2AutomaticMaskGenerator", "SamAutomaticMaskGenerator", "SegedgeError", "__version__",
-           "load_model_folder", "open_model", "read_image"]
+__all__ = [
+    "Clip",
+    "FastSam",
+    "Sam",
+    "Sam2",
+    "Sam2AutomaticMaskGenerator",
+    "SamAutomaticMaskGenerator",
+    "SegedgeError",
+    "__version__",
+    "load_model_folder",
+    "open_model",
+    "read_image",
+]
 
 
 # Public names, imported on first use: `import segedge` stays cheap and free of any backend import.

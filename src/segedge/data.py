@@ -46,7 +46,11 @@ def list_inputs(inputs: list[str]) -> list[str]:
             if info.type == pafs.FileType.Directory:
                 scheme = item.split("://", 1)[0]
                 entries = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-                found += [f"{scheme}://{e.path}" for e in entries if e.type == pafs.FileType.File and e.path.lower().endswith(IMAGE_EXTENSIONS)]
+                found += [
+                    f"{scheme}://{e.path}"
+                    for e in entries
+                    if e.type == pafs.FileType.File and e.path.lower().endswith(IMAGE_EXTENSIONS)
+                ]
             elif info.type == pafs.FileType.File:
                 found.append(item)
             else:
@@ -54,12 +58,19 @@ def list_inputs(inputs: list[str]) -> list[str]:
             continue
         path = Path(item)
         if path.is_dir():
-            found += [str(p.resolve()) for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                      and not p.name.startswith(".")]
+            found += [
+                str(p.resolve())
+                for p in sorted(path.rglob("*"))
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+            ]
         elif path.is_file():
             found.append(str(path.resolve()))
         elif any(c in item for c in "*?["):
-            found += [str(Path(p).resolve()) for p in sorted(glob.glob(item, recursive=True)) if Path(p).suffix.lower() in IMAGE_EXTENSIONS]
+            found += [
+                str(Path(p).resolve())
+                for p in sorted(glob.glob(item, recursive=True))
+                if Path(p).suffix.lower() in IMAGE_EXTENSIONS
+            ]
         else:
             raise SegedgeError(f"input not found: {item} (not a file, folder, glob or URI)")
     return sorted(dict.fromkeys(found))
@@ -72,7 +83,10 @@ def _rows(part: Path, fmt: str, columns: list[str] | None = None) -> list[dict]:
     import pyarrow.parquet as pq
 
     rows = pq.read_table(part, columns=columns).to_pylist()
-    return [dict(r, instances=json.loads(r["instances"]) if r.get("instances") else []) if "instances" in r else r for r in rows]
+    return [
+        dict(r, instances=json.loads(r["instances"]) if r.get("instances") else []) if "instances" in r else r
+        for r in rows
+    ]
 
 
 def finished(out: str, fmt: str) -> set[str]:
@@ -102,7 +116,9 @@ def read_results(out: str, fmt: str = "jsonl") -> dict[str, dict]:
 class Segmenter:
     """The Ray actor: one compiled model; ``__call__`` segments a batch and writes its part file."""
 
-    def __init__(self, model_dir: str, out: str, fmt: str, backend: str, precision: str, threads: int | None, prompts: dict):
+    def __init__(
+        self, model_dir: str, out: str, fmt: str, backend: str, precision: str, threads: int | None, prompts: dict
+    ):
         from segedge.manifest import load_model_folder
         from segedge.runtime.model_base import open_model
         from segedge.runtime.stream import segment_stages
@@ -128,7 +144,15 @@ class Segmenter:
             else:
                 record = result.to_dict()
                 record.pop("image", None)
-                rows.append({"path": path, "ok": True, "backend": self.model.backend_name, "precision": self.model.precision, **record})
+                rows.append(
+                    {
+                        "path": path,
+                        "ok": True,
+                        "backend": self.model.backend_name,
+                        "precision": self.model.precision,
+                        **record,
+                    }
+                )
         name = "part-" + hashlib.sha256("\n".join(paths).encode()).hexdigest()[:20] + f".{self.fmt}"
         _write_atomically(Path(self.out) / name, rows, self.fmt)
         return {"path": paths, "ok": [r["ok"] for r in rows], "count": [r.get("count", 0) for r in rows]}
@@ -142,19 +166,38 @@ def _write_atomically(path: Path, rows: list[dict], fmt: str) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({
-            "path": [r["path"] for r in rows], "ok": [r["ok"] for r in rows], "error": [r.get("error") for r in rows],
-            "width": [r.get("width") for r in rows], "height": [r.get("height") for r in rows], "count": [r.get("count") for r in rows],
-            "instances": [json.dumps(r.get("instances")) if r["ok"] else None for r in rows],
-            "timings_ms": [json.dumps(r.get("timings_ms")) if r["ok"] else None for r in rows],
-        })
+        table = pa.table(
+            {
+                "path": [r["path"] for r in rows],
+                "ok": [r["ok"] for r in rows],
+                "error": [r.get("error") for r in rows],
+                "width": [r.get("width") for r in rows],
+                "height": [r.get("height") for r in rows],
+                "count": [r.get("count") for r in rows],
+                "instances": [json.dumps(r.get("instances")) if r["ok"] else None for r in rows],
+                "timings_ms": [json.dumps(r.get("timings_ms")) if r["ok"] else None for r in rows],
+            }
+        )
         pq.write_table(table, tmp)
     os.replace(tmp, path)
 
 
-def segment_dataset(inputs: list[str], model_dir: str, out: str, *, address: str | None = None, backend: str = "openvino",
-                    precision: str = "auto", actors: int | None = None, threads: int | None = None, batch_size: int = 8,
-                    fmt: str = "jsonl", prompts: dict | None = None, log=print, actor_class: type | None = None) -> dict:
+def segment_dataset(
+    inputs: list[str],
+    model_dir: str,
+    out: str,
+    *,
+    address: str | None = None,
+    backend: str = "openvino",
+    precision: str = "auto",
+    actors: int | None = None,
+    threads: int | None = None,
+    batch_size: int = 8,
+    fmt: str = "jsonl",
+    prompts: dict | None = None,
+    log=print,
+    actor_class: type | None = None,
+) -> dict:
     """Segment every input image not already done in ``out``; returns ``{total, skipped, done, failed,
     seconds, images_per_s}`` for this run. ``threads``: inference threads per actor (default: the CPUs
     of the smallest node); ``actors``: model copies (default: as many as fit, i.e. one per node of
@@ -179,15 +222,29 @@ def segment_dataset(inputs: list[str], model_dir: str, out: str, *, address: str
     done_before = finished(str(out_path), fmt)
     todo = [p for p in paths if p not in done_before]
     log(f"{len(paths)} images, {len(paths) - len(todo)} already done in {out_path}, {len(todo)} to segment")
-    summary = {"total": len(paths), "skipped": len(paths) - len(todo), "done": 0, "failed": 0, "seconds": 0.0, "images_per_s": 0.0}
+    summary = {
+        "total": len(paths),
+        "skipped": len(paths) - len(todo),
+        "done": 0,
+        "failed": 0,
+        "seconds": 0.0,
+        "images_per_s": 0.0,
+    }
     if not todo:
         return summary
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"CI": os.environ.get("CI", ""), "YOLO_OFFLINE": "1"}})
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": {"CI": os.environ.get("CI", ""), "YOLO_OFFLINE": "1"}},
+        )
     try:
-        node_cpus = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
+        node_cpus = [
+            int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")
+        ]
         # one actor per node using all its cores (inference threads + the actor's own pipeline) measured fastest on
         # 2-core nodes: 0.90x the local loop, vs 0.63x with one single-threaded actor per core (benchmarks/dataset_ray.py)
         threads = threads or max(1, min(node_cpus or [1]))
@@ -196,13 +253,18 @@ def segment_dataset(inputs: list[str], model_dir: str, out: str, *, address: str
         # reading is light: it must not wait for CPUs that the model actors hold
         ds = ray.data.read_binary_files(todo, include_paths=True, num_cpus=0)
         results = ds.map_batches(
-            actor_class or Segmenter, fn_constructor_args=(model_dir, str(out_path), fmt, backend, precision, threads, dict(prompts or {})),
-            batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=threads,
+            actor_class or Segmenter,
+            fn_constructor_args=(model_dir, str(out_path), fmt, backend, precision, threads, dict(prompts or {})),
+            batch_size=batch_size,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=threads,
         ).take_all()  # Ray Data restarts a dead actor and retries its batch (max_restarts / max_task_retries -1)
         seconds = time.perf_counter() - t0
     finally:
         if started_here:
             ray.shutdown()
     ok = sum(1 for r in results if r["ok"])
-    summary.update(done=ok, failed=len(results) - ok, seconds=round(seconds, 2), images_per_s=round(len(results) / seconds, 3))
+    summary.update(
+        done=ok, failed=len(results) - ok, seconds=round(seconds, 2), images_per_s=round(len(results) / seconds, 3)
+    )
     return summary

@@ -72,25 +72,62 @@ class Family:
 
 
 # The defaults of segment-anything's SamAutomaticMaskGenerator: SAM 2's generator changes pred_iou_thresh.
-SAM_EVERYTHING_DEFAULTS = {"points_per_side": 32, "pred_iou_thresh": 0.88, "stability_score_thresh": 0.95,
-                           "stability_score_offset": 1.0, "box_nms_thresh": 0.7}
+SAM_EVERYTHING_DEFAULTS = {
+    "points_per_side": 32,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,
+}
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("sam", "SAM", "segedge.runtime.sam:Sam", "segedge.export.sam:export_sam",
-               prompts=("point", "box"), promptable=True, everything=True, multimask=True, min_region_area=True,
-               everything_defaults=SAM_EVERYTHING_DEFAULTS, calibration="segedge.export.quantize:sam_calibration"),
+        Family(
+            "sam",
+            "SAM",
+            "segedge.runtime.sam:Sam",
+            "segedge.export.sam:export_sam",
+            prompts=("point", "box"),
+            promptable=True,
+            everything=True,
+            multimask=True,
+            min_region_area=True,
+            everything_defaults=SAM_EVERYTHING_DEFAULTS,
+            calibration="segedge.export.quantize:sam_calibration",
+        ),
         # sam2's SAM2AutomaticMaskGenerator: pred_iou_thresh 0.8; its small-region removal needs sam2's CUDA extension
-        Family("sam2", "SAM 2", "segedge.runtime.sam2:Sam2", "segedge.export.sam2:export_sam2",
-               prompts=("point", "box"), promptable=True, everything=True, multimask=True, min_region_area=False,
-               everything_defaults={**SAM_EVERYTHING_DEFAULTS, "pred_iou_thresh": 0.8},
-               calibration="segedge.export.quantize:sam_calibration"),
-        Family("fastsam", "FastSAM", "segedge.runtime.fastsam:FastSam", "segedge.export.fastsam:export_fastsam",
-               prompts=("point", "box", "text"), everything=True,
-               calibration="segedge.export.quantize:fastsam_calibration"),
-        Family("clip", "CLIP", "segedge.runtime.clip:Clip", "segedge.export.clip:export_clip",
-               segments_images=False, agreement="embedding_cosine", calibration="segedge.export.quantize:clip_calibration"),
+        Family(
+            "sam2",
+            "SAM 2",
+            "segedge.runtime.sam2:Sam2",
+            "segedge.export.sam2:export_sam2",
+            prompts=("point", "box"),
+            promptable=True,
+            everything=True,
+            multimask=True,
+            min_region_area=False,
+            everything_defaults={**SAM_EVERYTHING_DEFAULTS, "pred_iou_thresh": 0.8},
+            calibration="segedge.export.quantize:sam_calibration",
+        ),
+        Family(
+            "fastsam",
+            "FastSAM",
+            "segedge.runtime.fastsam:FastSam",
+            "segedge.export.fastsam:export_fastsam",
+            prompts=("point", "box", "text"),
+            everything=True,
+            calibration="segedge.export.quantize:fastsam_calibration",
+        ),
+        Family(
+            "clip",
+            "CLIP",
+            "segedge.runtime.clip:Clip",
+            "segedge.export.clip:export_clip",
+            segments_images=False,
+            agreement="embedding_cosine",
+            calibration="segedge.export.quantize:clip_calibration",
+        ),
     )
 }
 FAMILY_NAMES = tuple(FAMILIES)

@@ -32,7 +32,19 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: Extensions of the image files taken from a folder (everything OpenCV's wheels decode).
-READ_EXTENSIONS = WRITE_EXTENSIONS + (".gif", ".jfif", ".jpe", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".ras", ".sr")
+READ_EXTENSIONS = WRITE_EXTENSIONS + (
+    ".gif",
+    ".jfif",
+    ".jpe",
+    ".jp2",
+    ".pbm",
+    ".pgm",
+    ".ppm",
+    ".pnm",
+    ".pxm",
+    ".ras",
+    ".sr",
+)
 
 #: Images with more pixels are refused unless the limit is raised: 100 megapixels (e.g. 12000x8000).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -50,7 +62,9 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
         try:
             max_pixels = int(text)
         except ValueError:
-            raise ImageError(f"SEGEDGE_MAX_PIXELS must be a whole number of pixels (0 = no limit), got {text!r}") from None
+            raise ImageError(
+                f"SEGEDGE_MAX_PIXELS must be a whole number of pixels (0 = no limit), got {text!r}"
+            ) from None
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, np.integer)) or max_pixels < 0:
         raise ImageError(f"max_pixels must be a whole number of pixels, 0 for no limit, got {max_pixels!r}")
     return int(max_pixels)
@@ -93,7 +107,9 @@ def read_image(source: ImageSource, max_pixels: int | None = None) -> np.ndarray
         if not stat.S_ISREG(info.st_mode):
             raise ImageError(f"{path} is not a regular file (a pipe, socket or device); save the image to a file first")
         if info.st_size > _MAX_FILE_BYTES:
-            raise ImageError(f"image file {path} is {info.st_size / 2**30:.1f} GiB, too large to decode (at most 2 GiB)")
+            raise ImageError(
+                f"image file {path} is {info.st_size / 2**30:.1f} GiB, too large to decode (at most 2 GiB)"
+            )
         try:
             data = np.fromfile(str(path), dtype=np.uint8)
         except OSError as exc:
@@ -119,7 +135,9 @@ def header_size(data: np.ndarray | bytes) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own limit
-            with Image.open(io.BytesIO(memoryview(data).tobytes() if isinstance(data, np.ndarray) else bytes(data))) as im:
+            with Image.open(
+                io.BytesIO(memoryview(data).tobytes() if isinstance(data, np.ndarray) else bytes(data))
+            ) as im:
                 w, h = im.size
         return int(h), int(w)
     except Image.DecompressionBombError as exc:
@@ -139,8 +157,10 @@ def _decode(data: np.ndarray, what: str, limit: int = 0) -> np.ndarray:
             from PIL import Image
 
             if Image.MAX_IMAGE_PIXELS and limit < 2 * Image.MAX_IMAGE_PIXELS:
-                raise ImageError(f"{what} is above the limit of {limit / 1e6:g} megapixels ({exc}); downscale it, or raise "
-                                 "the limit (--max-pixels N, max_pixels=N or SEGEDGE_MAX_PIXELS; 0 = no limit)") from None
+                raise ImageError(
+                    f"{what} is above the limit of {limit / 1e6:g} megapixels ({exc}); downscale it, or raise "
+                    "the limit (--max-pixels N, max_pixels=N or SEGEDGE_MAX_PIXELS; 0 = no limit)"
+                ) from None
             hw = None
         if hw is not None:
             _check_pixels(hw, limit, what)

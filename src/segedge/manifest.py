@@ -23,9 +23,7 @@ MANIFEST_NAME = "segedge.json"
 FORMAT_NAME = "segedge-model"
 FORMAT_VERSION = 1
 
-_EXPORT_HINT = (
-    "export one with `segedge export fastsam|sam|mobile-sam|clip --checkpoint CKPT --out DIR`"
-)
+_EXPORT_HINT = "export one with `segedge export fastsam|sam|mobile-sam|clip --checkpoint CKPT --out DIR`"
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,8 @@ class Manifest:
                 "openvino": g.openvino,
                 "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in g.inputs],
                 "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in g.outputs],
-            } | ({"onnxruntime": g.onnxruntime} if g.onnxruntime else {})
+            }
+            | ({"onnxruntime": g.onnxruntime} if g.onnxruntime else {})
             for name, g in self.graphs.items()
         }
         order = ["format", "format_version", "family", "variant", "created"]
@@ -127,7 +126,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = MANIFEST_NAME) -> Manifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise ModelFolderError(f"{where} is not a segedge manifest (no \"format\": \"{FORMAT_NAME}\"); {_EXPORT_HINT}")
+            raise ModelFolderError(f'{where} is not a segedge manifest (no "format": "{FORMAT_NAME}"); {_EXPORT_HINT}')
         version = data.get("format_version")
         if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
             raise ModelFolderError(
@@ -161,7 +160,6 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFolderError(f"{where} is incomplete or malformed ({exc!r}); re-export the model") from exc
-
 
     def int8_file(self, graph: str, backend: str) -> str | None:
         """The int8 file of ``graph`` for ``backend`` (``.xml`` for OpenVINO, ``.onnx`` for ONNX
@@ -274,14 +272,18 @@ def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: s
     return ModelFolder(folder, manifest)
 
 
-def open_model_folder(model_dir: str | os.PathLike | ModelFolder, family: str, *, verify: bool = True, hint: str = "") -> ModelFolder:
+def open_model_folder(
+    model_dir: str | os.PathLike | ModelFolder, family: str, *, verify: bool = True, hint: str = ""
+) -> ModelFolder:
     """A checked folder of ``family`` from a path (loaded and verified) or an already loaded folder.
 
     ``hint`` (e.g. the export command that makes such a folder) ends the error for a wrong family.
     """
     folder = model_dir if isinstance(model_dir, ModelFolder) else load_model_folder(model_dir, verify=verify)
     if folder.manifest.family != family:
-        raise ModelFolderError(f"{folder.path} holds a {folder.manifest.family} model, not a {family} model; {hint}".rstrip("; "))
+        raise ModelFolderError(
+            f"{folder.path} holds a {folder.manifest.family} model, not a {family} model; {hint}".rstrip("; ")
+        )
     return folder
 
 
@@ -300,4 +302,6 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
 def write_manifest_files(folder: str | os.PathLike, manifest: Manifest, files: dict[str, dict[str, Any]]) -> Path:
     """Write ``segedge.json`` atomically with ``files`` (name -> sha256 and bytes) as its file list."""
     manifest.files = dict(sorted(files.items()))
-    return atomic_write_text(Path(folder) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_text(
+        Path(folder) / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    )

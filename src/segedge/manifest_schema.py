@@ -56,7 +56,9 @@ class _Fields:
             self.fail(field, f"must be {_range(lo, hi)}, got {value}")
         return value
 
-    def number(self, value: Any, field: str, lo: float | None = None, hi: float | None = None, *, positive: bool = False) -> float:
+    def number(
+        self, value: Any, field: str, lo: float | None = None, hi: float | None = None, *, positive: bool = False
+    ) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             self.fail(field, f"must be a finite number, got {_kind(value)}")
         if (lo is not None and value < lo) or (hi is not None and value > hi) or (positive and value <= 0):
@@ -73,7 +75,10 @@ class _Fields:
         name = self.text(value, field, empty=False)
         parts = name.split("/")
         if (
-            "\\" in name or "\0" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name)
+            "\\" in name
+            or "\0" in name
+            or name.startswith("/")
+            or re.match(r"^[A-Za-z]:", name)
             or any(p in ("", ".", "..") for p in parts)
         ):
             self.fail(field, f"must be a file name inside the model folder (relative, no '..'), got {name!r}")
@@ -125,7 +130,9 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
         if "onnxruntime" in graph:
             ort_settings = f.mapping(graph["onnxruntime"], f"{g}.onnxruntime")
             if not isinstance(ort_settings.get("memory_arena", False), bool):
-                f.fail(f"{g}.onnxruntime.memory_arena", f"must be true or false, got {_kind(ort_settings['memory_arena'])}")
+                f.fail(
+                    f"{g}.onnxruntime.memory_arena", f"must be true or false, got {_kind(ort_settings['memory_arena'])}"
+                )
         io: dict[str, tuple[int, ...]] = {}
         for kind in ("inputs", "outputs"):
             tensors = f.get(graph, kind, f"{g}.{kind}")
@@ -154,7 +161,9 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
         for cls, record in records.items():
             record = f.mapping(record, f"quantized.bf16.records.{cls}")
             if not isinstance(record.get("passed"), bool):
-                f.fail(f"quantized.bf16.records.{cls}.passed", f"must be true or false, got {_kind(record.get('passed'))}")
+                f.fail(
+                    f"quantized.bf16.records.{cls}.passed", f"must be true or false, got {_kind(record.get('passed'))}"
+                )
     {"fastsam": _check_fastsam, "sam": _check_sam, "sam2": _check_sam2, "clip": _check_clip}[family](f, data, shapes)
 
 
@@ -231,7 +240,9 @@ def _check_fastsam(f: _Fields, data: dict, shapes) -> None:
         _shape(f, shapes, "model", "detections", (1, 4 + nc + nm, None), what)
         _shape(f, shapes, "model", "prototypes", (1, nm, s // 4, s // 4), what)
     else:
-        f.fail("params.output_layout", f"must be 'channels_last_logits', 'channels_last' or 'ultralytics', got {layout!r}")
+        f.fail(
+            "params.output_layout", f"must be 'channels_last_logits', 'channels_last' or 'ultralytics', got {layout!r}"
+        )
     _check_preprocess(f, data, s)
 
 
@@ -239,7 +250,9 @@ def _anchor_count(f: _Fields, params: dict, size: int) -> int:
     """Anchors of a YOLO head on a ``size`` x ``size`` input: one per cell of every stride's grid."""
     strides = f.get(params, "strides", "params.strides")
     if not isinstance(strides, list) or not strides:
-        f.fail("params.strides", f"must be a list of the head's strides in pixels (e.g. [8, 16, 32]), got {_kind(strides)}")
+        f.fail(
+            "params.strides", f"must be a list of the head's strides in pixels (e.g. [8, 16, 32]), got {_kind(strides)}"
+        )
     for i, stride in enumerate(strides):
         if size % f.integer(stride, f"params.strides[{i}]", lo=1, hi=size):
             f.fail(f"params.strides[{i}]", f"is {stride}, which does not divide the input size {size}")
@@ -259,17 +272,34 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
     _shape(f, shapes, "encoder", "image_embeddings", (1, 256, 64, 64), what)
     batch = f.integer(params.get("decoder_batch", 1), "params.decoder_batch", lo=1, hi=1024)
     if (batch > 1) != ("decoder_batch" in shapes):
-        f.fail("params.decoder_batch", f"is {batch}, but the folder {'has no' if batch > 1 else 'has a'} decoder_batch graph")
+        f.fail(
+            "params.decoder_batch",
+            f"is {batch}, but the folder {'has no' if batch > 1 else 'has a'} decoder_batch graph",
+        )
     for graph, b in (("decoder", 1), ("decoder_batch", batch)) if batch > 1 else (("decoder", 1),):
-        for name, shape in (("image_embeddings", (1, 256, 64, 64)), ("point_coords", (b, slots, 2)), ("point_labels", (b, slots)),
-                            ("mask_input", (b, 1, 256, 256)), ("has_mask_input", (b,)),
-                            ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))):
+        for name, shape in (
+            ("image_embeddings", (1, 256, 64, 64)),
+            ("point_coords", (b, slots, 2)),
+            ("point_labels", (b, slots)),
+            ("mask_input", (b, 1, 256, 256)),
+            ("has_mask_input", (b,)),
+            ("low_res_masks", (b, 4, 256, 256)),
+            ("iou_predictions", (b, 4)),
+        ):
             _shape(f, shapes, graph, name, shape, what)
     _check_split_decoder(f, shapes, what, slots, batch)
 
 
-def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int = 1, image_input: str = "image_embeddings",
-                         extra_inputs: tuple = (), extra_outputs: tuple = ()) -> None:
+def _check_split_decoder(
+    f: _Fields,
+    shapes,
+    what: str,
+    slots: int,
+    batch: int = 1,
+    image_input: str = "image_embeddings",
+    extra_inputs: tuple = (),
+    extra_outputs: tuple = (),
+) -> None:
     """The optional per-image / per-prompt halves of the decoder (folders exported before them lack them)."""
     split = [g for g in ("decoder_image", "decoder_prompt", "decoder_prompt_batch") if g in shapes]
     if not split:
@@ -287,8 +317,16 @@ def _check_split_decoder(f: _Fields, shapes, what: str, slots: int, batch: int =
         _shape(f, shapes, graph, "image_tokens", tokens, what)
         for name in projections:
             _shape(f, shapes, graph, name, heads, what)
-        for name, shape in (("point_coords", (b, slots, 2)), ("point_labels", (b, slots)),
-                            ("low_res_masks", (b, 4, 256, 256)), ("iou_predictions", (b, 4))) + extra_inputs + extra_outputs:
+        for name, shape in (
+            (
+                ("point_coords", (b, slots, 2)),
+                ("point_labels", (b, slots)),
+                ("low_res_masks", (b, 4, 256, 256)),
+                ("iou_predictions", (b, 4)),
+            )
+            + extra_inputs
+            + extra_outputs
+        ):
             _shape(f, shapes, graph, name, shape, what)
 
 
@@ -303,16 +341,33 @@ def _check_sam2(f: _Fields, data: dict, shapes) -> None:
     for key in ("mean", "std"):
         f.get(pre, key, f"preprocess.{key}")
     size = _check_preprocess(f, data)
-    feats = (("image_embed", (1, 256, 64, 64)), ("high_res_feats_0", (1, 32, 256, 256)), ("high_res_feats_1", (1, 64, 128, 128)))
+    feats = (
+        ("image_embed", (1, 256, 64, 64)),
+        ("high_res_feats_0", (1, 32, 256, 256)),
+        ("high_res_feats_1", (1, 64, 128, 128)),
+    )
     _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
-    for name, shape in feats + (("point_coords", (1, slots, 2)), ("point_labels", (1, slots)), ("mask_input", (1, 1, 256, 256)),
-                                ("has_mask_input", (1,)), ("low_res_masks", (1, 4, 256, 256)), ("iou_predictions", (1, 4)),
-                                ("object_score_logits", (1, 1))):
+    for name, shape in feats + (
+        ("point_coords", (1, slots, 2)),
+        ("point_labels", (1, slots)),
+        ("mask_input", (1, 1, 256, 256)),
+        ("has_mask_input", (1,)),
+        ("low_res_masks", (1, 4, 256, 256)),
+        ("iou_predictions", (1, 4)),
+        ("object_score_logits", (1, 1)),
+    ):
         if (name, shape) in feats:
             _shape(f, shapes, "encoder", name, shape, what)
         _shape(f, shapes, "decoder", name, shape, what)
-    _check_split_decoder(f, shapes, what, slots, image_input="image_embed", extra_inputs=feats[1:],
-                         extra_outputs=(("object_score_logits", (1, 1)),))
+    _check_split_decoder(
+        f,
+        shapes,
+        what,
+        slots,
+        image_input="image_embed",
+        extra_inputs=feats[1:],
+        extra_outputs=(("object_score_logits", (1, 1)),),
+    )
 
 
 def _check_clip(f: _Fields, data: dict, shapes) -> None:

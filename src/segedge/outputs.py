@@ -48,16 +48,23 @@ def plan_outputs(images: list[Path], out: str, ext: str = ".png") -> list[Planne
     path = Path(out)
     if out_is_folder(out):
         if path.exists() and not path.is_dir():
-            raise SegedgeError(f"--out {out} is an existing file, not a folder; give a folder, or a file name ending in "
-                               f"{', '.join(WRITE_EXTENSIONS)}")
+            raise SegedgeError(
+                f"--out {out} is an existing file, not a folder; give a folder, or a file name ending in "
+                f"{', '.join(WRITE_EXTENSIONS)}"
+            )
         names = unique_stems(images)
-        plan = [Planned(img, path / f"{name}{SUFFIX}{ext}", path / f"{name}{SUFFIX}.json") for img, name in zip(images, names)]
+        plan = [
+            Planned(img, path / f"{name}{SUFFIX}{ext}", path / f"{name}{SUFFIX}.json")
+            for img, name in zip(images, names)
+        ]
         folder = path
     else:
         if len(images) > 1:
             raise SegedgeError(f"--out {out} names a file but {len(images)} images were given; pass a folder")
         if path.suffix.lower() not in WRITE_EXTENSIONS:
-            raise SegedgeError(f"--out {out}: cannot write {path.suffix} images; use one of {', '.join(WRITE_EXTENSIONS)} or a folder")
+            raise SegedgeError(
+                f"--out {out}: cannot write {path.suffix} images; use one of {', '.join(WRITE_EXTENSIONS)} or a folder"
+            )
         plan = [Planned(images[0], path, path.with_suffix(".json"))] if images else []
         folder = path.parent
     _check_not_inputs(plan, images)
@@ -111,7 +118,9 @@ def _check_not_inputs(plan: list[Planned], images: list[Path]) -> None:
         for target in (item.overlay, item.json):
             victim = inputs.get(_identity(target))
             if victim is not None:
-                raise SegedgeError(f"--out would overwrite the input image {victim} with {target}; choose another --out")
+                raise SegedgeError(
+                    f"--out would overwrite the input image {victim} with {target}; choose another --out"
+                )
 
 
 def _identity(path: Path):
@@ -143,8 +152,12 @@ def check_writable_folder(folder: Path, out: str) -> None:
         with tempfile.TemporaryFile(dir=probe, prefix=".segedge-probe-"):
             pass
     except OSError as exc:
-        reason = {errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                  errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full"}.get(exc.errno, exc.strerror or str(exc))
+        reason = {
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied",
+            errno.ENOSPC: "the disk is full",
+        }.get(exc.errno, exc.strerror or str(exc))
         raise SegedgeError(f"--out {out}: cannot write in {probe} ({reason}); choose another --out") from None
 
 
@@ -179,7 +192,9 @@ def plan_video_outputs(sources: list[str], out: str) -> list[PlannedVideo]:
         elif suffix in VIDEO_OUT_EXTENSIONS:
             plan = [PlannedVideo(sources[0], path, path.with_suffix(".jsonl"))]
         else:
-            raise SegedgeError(f"--out {out}: a video's results go to a folder, OUT.mp4, OUT.avi or OUT.jsonl, not {suffix}")
+            raise SegedgeError(
+                f"--out {out}: a video's results go to a folder, OUT.mp4, OUT.avi or OUT.jsonl, not {suffix}"
+            )
         folder = path.parent
     inputs = {_identity(Path(s)) for s in sources if Path(s).exists()}
     for item in plan:

@@ -29,4 +29,3 @@ def print_line(text: str) -> None:
             os.close(devnull)
         except (OSError, ValueError):  # stdout without a file descriptor (captured in tests)
             pass
-

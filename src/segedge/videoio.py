@@ -54,12 +54,16 @@ class VideoSource:
         if not self.is_camera and not _STREAM.match(value):
             path = Path(value)
             if not path.is_file():
-                raise ImageError(f"video file not found: {path}" if not path.exists() else f"{path} is not a video file")
+                raise ImageError(
+                    f"video file not found: {path}" if not path.exists() else f"{path} is not a video file"
+                )
         self.capture = _quietly(lambda: cv2.VideoCapture(int(value) if self.is_camera else value))
         if not self.capture.isOpened():
             what = f"camera {value}" if self.is_camera else value
-            raise ImageError(f"cannot open {what} as a video (OpenCV's FFmpeg backend could not read it); "
-                             "check the path or URL, or convert the file to mp4")
+            raise ImageError(
+                f"cannot open {what} as a video (OpenCV's FFmpeg backend could not read it); "
+                "check the path or URL, or convert the file to mp4"
+            )
         self.fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
         count = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 and not self.is_camera else None
@@ -148,7 +152,9 @@ class VideoWriter(_RenamedOnClose):
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
         self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps if fps > 0 else 25.0, tuple(size_wh))
         if not self.writer.isOpened():
-            raise ImageError(f"cannot write video {self.path}: OpenCV could not open an encoder for it; write .mp4 or .avi")
+            raise ImageError(
+                f"cannot write video {self.path}: OpenCV could not open an encoder for it; write .mp4 or .avi"
+            )
         self.size_wh = tuple(size_wh)
         self.frames = 0
 

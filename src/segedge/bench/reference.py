@@ -29,16 +29,29 @@ def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None,
     model = FastSAM(str(checkpoint))
     imgsz = int(manifest.preprocess["size"][0])
     conf, iou = float(manifest.params["conf"]), float(manifest.params["iou"])
-    model.predict(np.ascontiguousarray(images[0][:, :, ::-1]), imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False,
-                  device="cpu", verbose=False)  # sets the predictor up (and torch's thread count)
+    model.predict(
+        np.ascontiguousarray(images[0][:, :, ::-1]),
+        imgsz=imgsz,
+        conf=conf,
+        iou=iou,
+        retina_masks=True,
+        rect=False,
+        device="cpu",
+        verbose=False,
+    )  # sets the predictor up (and torch's thread count)
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
     def one(i, image):
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         t0 = time.perf_counter()
-        result = model.predict(bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False)[0]
+        result = model.predict(
+            bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False
+        )[0]
         total = (time.perf_counter() - t0) * 1e3
-        parts = {name: result.speed[key] for key, name in (("preprocess", "preprocess"), ("inference", "model"), ("postprocess", "postprocess"))}
+        parts = {
+            name: result.speed[key]
+            for key, name in (("preprocess", "preprocess"), ("inference", "model"), ("postprocess", "postprocess"))
+        }
         if result.masks is None:
             return parts, total, {"": np.zeros((0, *image.shape[:2]), bool)}
         data = result.masks.data
@@ -107,7 +120,11 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
             out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
             decode.append((time.perf_counter() - t3) * 1e3)
             found[f"_p{j}"] = out[0]
-        parts = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "decoder_per_prompt": float(np.median(decode))}
+        parts = {
+            "preprocess": (t1 - t0) * 1e3,
+            "encoder": (t2 - t1) * 1e3,
+            "decoder_per_prompt": float(np.median(decode)),
+        }
         return parts, (t2 - t0) * 1e3 + decode[0], found
 
     return _timed_runs(images, runs, warmup, progress, one)
@@ -146,13 +163,19 @@ def sam2_reference(checkpoint, images, prompts, runs, warmup, progress=None, thr
             out = predictor.predict(**{k: np.asarray(v) if isinstance(v, list) else v for k, v in prompt.items()})
             decode.append((time.perf_counter() - t3) * 1e3)
             found[f"_p{j}"] = out[0] > 0 if out[0].dtype != bool else out[0]
-        parts = {"preprocess": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "decoder_per_prompt": float(np.median(decode))}
+        parts = {
+            "preprocess": (t1 - t0) * 1e3,
+            "encoder": (t2 - t1) * 1e3,
+            "decoder_per_prompt": float(np.median(decode)),
+        }
         return parts, (t2 - t0) * 1e3 + decode[0], found
 
     return _timed_runs(images, runs, warmup, progress, one)
 
 
-def sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None, sam2: bool = False):
+def sam_everything_reference(
+    checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None, sam2: bool = False
+):
     """``(stages, end_to_end, masks)`` for segment-anything's ``SamAutomaticMaskGenerator`` (``sam2``: sam2's
     ``SAM2AutomaticMaskGenerator``) with its defaults, no crops, on each image: the whole generation,
     encoder included."""
@@ -189,5 +212,10 @@ def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:
         {"point_coords": [[w * 0.5, h * 0.5]], "point_labels": [1], "multimask_output": True},
         {"point_coords": [[w * 0.3, h * 0.6], [w * 0.7, h * 0.3]], "point_labels": [1, 0], "multimask_output": True},
         {"box": [w * 0.1, h * 0.15, w * 0.6, h * 0.8], "multimask_output": False},
-        {"point_coords": [[w * 0.35, h * 0.5]], "point_labels": [1], "box": [w * 0.2, h * 0.2, w * 0.7, h * 0.9], "multimask_output": False},
+        {
+            "point_coords": [[w * 0.35, h * 0.5]],
+            "point_labels": [1],
+            "box": [w * 0.2, h * 0.2, w * 0.7, h * 0.9],
+            "multimask_output": False,
+        },
     ]

@@ -37,16 +37,25 @@ def markdown(report: dict) -> str:
     keys = ["encoder", "decoder_per_prompt"] if sam else ["model", "postprocess"]
     if everything:  # segedge splits the generator into encoder / decoder / masks; PyTorch's is one number
         middle, keys = ["encoder", "decoder (all points)", "masks"], ["encoder", "decoder", "masks"]
-    lines.append("| runtime | precision | preprocess | " + " | ".join(middle) + " | end to end (p90 / min) | speed-up vs PyTorch | mask IoU vs PyTorch | cold start: compile / cached | peak RSS MB |")
+    lines.append(
+        "| runtime | precision | preprocess | "
+        + " | ".join(middle)
+        + " | end to end (p90 / min) | speed-up vs PyTorch | mask IoU vs PyTorch | cold start: compile / cached | peak RSS MB |"
+    )
     lines.append("|---|---|---:|" + "---:|" * len(middle) + "---:|---:|---:|---:|---:|")
     for r in report["records"]:
         st = r["stages"]
         e2e = st["end_to_end"]
         cold = r["cold_start_ms"]
-        cold_s = "-" if not cold else f"{cold['compile_ms']:.0f} / " + ("-" if cold.get("cached_ms") is None else f"{cold['cached_ms']:.0f}")
+        cold_s = (
+            "-"
+            if not cold
+            else f"{cold['compile_ms']:.0f} / " + ("-" if cold.get("cached_ms") is None else f"{cold['cached_ms']:.0f}")
+        )
         rss = "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}"
         lines.append(
-            f"| {r['runtime']} | {r['precision']} | {_fmt(st.get('preprocess'))} | " + " | ".join(_fmt(st.get(k)) for k in keys)
+            f"| {r['runtime']} | {r['precision']} | {_fmt(st.get('preprocess'))} | "
+            + " | ".join(_fmt(st.get(k)) for k in keys)
             + f" | {e2e['median']:.1f} ({e2e['p90']:.1f} / {e2e['min']:.1f}) | {r['speedup_vs_pytorch']:.2f}x | {r['iou_vs_reference']:.4f} | "
             f"{cold_s} | {rss} |"
         )
@@ -73,9 +82,22 @@ def plot(report: dict, path: str | os.PathLike) -> None:
     colors = {"pytorch": (238, 76, 44), "onnxruntime": (110, 110, 110), "openvino": (0, 113, 197)}
     for i, r in enumerate(records):
         y = top + i * row_h
-        cv2.putText(img, f"{r['runtime']} {r['precision']}", (12, y + 26), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            f"{r['runtime']} {r['precision']}",
+            (12, y + 26),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.55,
+            (20, 20, 20),
+            1,
+            cv2.LINE_AA,
+        )
         bar = int((width - left - 230) * r["end_to_end_ms"] / longest)
-        cv2.rectangle(img, (left, y + 8), (left + max(bar, 2), y + row_h - 8), colors.get(r["runtime"], (90, 90, 90)), -1)
+        cv2.rectangle(
+            img, (left, y + 8), (left + max(bar, 2), y + row_h - 8), colors.get(r["runtime"], (90, 90, 90)), -1
+        )
         label = f"{r['end_to_end_ms']:.0f} ms  {r['speedup_vs_pytorch']:.2f}x  IoU {r['iou_vs_reference']:.3f}"
-        cv2.putText(img, label, (left + max(bar, 2) + 8, y + 27), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.putText(
+            img, label, (left + max(bar, 2) + 8, y + 27), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA
+        )
     write_image(path, img)

@@ -21,6 +21,7 @@ from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.progress import Progress
 
+
 def bench_configs(manifest, cpu=None) -> tuple[list[tuple[str, str]], list[str]]:
     """``(rows, notes)``: the (backend, precision) rows worth measuring for this folder on this CPU,
     and a note for each row left out and why (bf16 where the CPU would emulate it, int8 without one)."""
@@ -33,7 +34,9 @@ def bench_configs(manifest, cpu=None) -> tuple[list[tuple[str, str]], list[str]]
         rows.append(("onnxruntime", "int8"))
     rows.append(("openvino", "f32"))
     if cpu.native_bf16 is False:
-        notes.append("OpenVINO bf16 not measured: this CPU has no native bf16 (no AMX, no AVX512_BF16), OpenVINO would emulate it")
+        notes.append(
+            "OpenVINO bf16 not measured: this CPU has no native bf16 (no AMX, no AVX512_BF16), OpenVINO would emulate it"
+        )
     else:
         rows.append(("openvino", "bf16"))
     if "openvino" in int8:
@@ -53,7 +56,17 @@ def system_info() -> dict:
     except OSError:
         pass
     versions = {}
-    for dist in ("segedge", "numpy", "opencv-python-headless", "openvino", "onnxruntime", "torch", "ultralytics", "segment-anything", "sam2"):
+    for dist in (
+        "segedge",
+        "numpy",
+        "opencv-python-headless",
+        "openvino",
+        "onnxruntime",
+        "torch",
+        "ultralytics",
+        "segment-anything",
+        "sam2",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -61,12 +74,27 @@ def system_info() -> dict:
     from segedge.runtime.cpu import cpu_capabilities
 
     caps = cpu_capabilities()
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "versions": versions,
-            "cpu_kind": caps.kind(), "cpu_flags": caps.flag_summary()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "cpu_kind": caps.kind(),
+        "cpu_flags": caps.flag_summary(),
+    }
 
 
-def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1, threads: int | None = None, configs=None,
-                  progress: bool = True, everything: int | None = None) -> dict:
+def run_benchmark(
+    model_dir,
+    checkpoint,
+    images,
+    runs: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    configs=None,
+    progress: bool = True,
+    everything: int | None = None,
+) -> dict:
     """Measure PyTorch and every segedge configuration on ``images``; see the module docstring.
     ``everything`` (SAM folders): compare "segment everything" with that many grid points per side
     (segment-anything's automatic mask generator vs segedge's) instead of prompts."""
@@ -84,39 +112,70 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
         raise SegedgeError(f"checkpoint not found: {checkpoint}")
     expected = manifest.source.get("sha256")
     if expected and sha256_file(checkpoint) != expected:
-        raise SegedgeError(f"{checkpoint} is not the checkpoint {model_dir} was exported from (sha256 differs); "
-                           "pass the same file so both sides run the same weights")
+        raise SegedgeError(
+            f"{checkpoint} is not the checkpoint {model_dir} was exported from (sha256 differs); "
+            "pass the same file so both sides run the same weights"
+        )
     paths = [str(p) for p in images]
     arrays = [read_image(p) for p in paths]
-    from segedge.bench.reference import fastsam_reference, sam2_reference, sam_everything_reference, sam_prompts, sam_reference
+    from segedge.bench.reference import (
+        fastsam_reference,
+        sam2_reference,
+        sam_everything_reference,
+        sam_prompts,
+        sam_reference,
+    )
 
     if everything and manifest.family == "fastsam":
-        raise SegedgeError("--everything compares SAM's automatic mask generator; FastSAM folders always segment everything")
-    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family in ("sam", "sam2") and not everything else None
+        raise SegedgeError(
+            "--everything compares SAM's automatic mask generator; FastSAM folders always segment everything"
+        )
+    prompts = (
+        [sam_prompts(a.shape[:2]) for a in arrays] if manifest.family in ("sam", "sam2") and not everything else None
+    )
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     if everything:
-        ref_stages, ref_e2e, ref_masks = sam_everything_reference(checkpoint, arrays, everything, runs, warmup, bar, threads,
-                                                                  sam2=manifest.family == "sam2")
+        ref_stages, ref_e2e, ref_masks = sam_everything_reference(
+            checkpoint, arrays, everything, runs, warmup, bar, threads, sam2=manifest.family == "sam2"
+        )
     elif manifest.family == "fastsam":
         ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
     elif manifest.family == "sam2":
         ref_stages, ref_e2e, ref_masks = sam2_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
     else:
         ref_stages, ref_e2e, ref_masks = sam_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
-    rows = [{
-        "runtime": "pytorch", "precision": "f32",
-        "stages": {k: summarize(v) for k, v in ref_stages.items()} | {"end_to_end": summarize(ref_e2e)},
-        "end_to_end_ms": summarize(ref_e2e)["median"], "speedup_vs_pytorch": 1.0, "iou_vs_reference": 1.0,
-        "cold_start_ms": None, "peak_rss_mb": None, "threads": torch.get_num_threads(),
-    }]
+    rows = [
+        {
+            "runtime": "pytorch",
+            "precision": "f32",
+            "stages": {k: summarize(v) for k, v in ref_stages.items()} | {"end_to_end": summarize(ref_e2e)},
+            "end_to_end_ms": summarize(ref_e2e)["median"],
+            "speedup_vs_pytorch": 1.0,
+            "iou_vs_reference": 1.0,
+            "cold_start_ms": None,
+            "peak_rss_mb": None,
+            "threads": torch.get_num_threads(),
+        }
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for backend, precision in configs:
-            spec = {"model": str(folder.path), "backend": backend, "precision": precision, "images": paths, "runs": runs,
-                    "warmup": warmup, "threads": threads, "prompts": prompts, "everything": everything,
-                    "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz")}
+            spec = {
+                "model": str(folder.path),
+                "backend": backend,
+                "precision": precision,
+                "images": paths,
+                "runs": runs,
+                "warmup": warmup,
+                "threads": threads,
+                "prompts": prompts,
+                "everything": everything,
+                "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz"),
+            }
             spec_path = Path(tmp) / "spec.json"
             spec_path.write_text(json.dumps(spec))
-            proc = subprocess.run([sys.executable, "-m", "segedge.bench.probe", str(spec_path)], capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "segedge.bench.probe", str(spec_path)], capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
                 bar.write(f"{backend} {precision}: failed ({tail})")
@@ -128,21 +187,50 @@ def run_benchmark(model_dir, checkpoint, images, runs: int = 5, warmup: int = 1,
             if manifest.family == "fastsam" or everything:
                 agreement = float(np.mean([matched_iou(ours[k], ref_masks[k]) for k in ref_masks]))
             else:
-                agreement = float(np.mean([mask_iou(a, b) for k in ref_masks for a, b in zip(ours[k].reshape(-1, *ours[k].shape[-2:]), ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:]))]))
+                agreement = float(
+                    np.mean(
+                        [
+                            mask_iou(a, b)
+                            for k in ref_masks
+                            for a, b in zip(
+                                ours[k].reshape(-1, *ours[k].shape[-2:]),
+                                ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:]),
+                            )
+                        ]
+                    )
+                )
             e2e = summarize(data["end_to_end"])
-            rows.append({
-                "runtime": backend, "precision": data["precision"],
-                "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
-                "end_to_end_ms": e2e["median"], "speedup_vs_pytorch": round(rows[0]["end_to_end_ms"] / e2e["median"], 3),
-                "iou_vs_reference": round(agreement, 5),
-                "cold_start_ms": {k: (round(v, 1) if v is not None else None) for k, v in data["cold_start"].items()},
-                "peak_rss_mb": round(data["peak_rss_mb"], 1), "threads": data["threads"], "torch_imported": data["torch_imported"],
-            })
+            rows.append(
+                {
+                    "runtime": backend,
+                    "precision": data["precision"],
+                    "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
+                    "end_to_end_ms": e2e["median"],
+                    "speedup_vs_pytorch": round(rows[0]["end_to_end_ms"] / e2e["median"], 3),
+                    "iou_vs_reference": round(agreement, 5),
+                    "cold_start_ms": {
+                        k: (round(v, 1) if v is not None else None) for k, v in data["cold_start"].items()
+                    },
+                    "peak_rss_mb": round(data["peak_rss_mb"], 1),
+                    "threads": data["threads"],
+                    "torch_imported": data["torch_imported"],
+                }
+            )
             bar.step(f"{backend} {precision}")
     bar.close()
     return {
-        "model": str(folder.path), "family": manifest.family, "variant": manifest.variant, "checkpoint": checkpoint.name,
-        "mode": f"everything {everything}x{everything}" if everything else ("everything" if manifest.family == "fastsam" else "prompts"),
-        "images": [Path(p).name for p in paths], "image_sizes": [list(a.shape[:2]) for a in arrays], "runs": runs, "warmup": warmup,
-        "system": system_info(), "records": rows, "notes": notes,
+        "model": str(folder.path),
+        "family": manifest.family,
+        "variant": manifest.variant,
+        "checkpoint": checkpoint.name,
+        "mode": f"everything {everything}x{everything}"
+        if everything
+        else ("everything" if manifest.family == "fastsam" else "prompts"),
+        "images": [Path(p).name for p in paths],
+        "image_sizes": [list(a.shape[:2]) for a in arrays],
+        "runs": runs,
+        "warmup": warmup,
+        "system": system_info(),
+        "records": rows,
+        "notes": notes,
     }

@@ -18,8 +18,9 @@ from segedge.manifest import load_model_folder
 from segedge.progress import Progress
 
 
-def video_benchmark(model_dir, video, configs=None, max_frames: int | None = None, threads: int | None = None,
-                    progress: bool = True) -> dict:
+def video_benchmark(
+    model_dir, video, configs=None, max_frames: int | None = None, threads: int | None = None, progress: bool = True
+) -> dict:
     from segedge.bench.run import bench_configs, system_info
     from segedge.runtime.model_base import open_model
     from segedge.runtime.stream import segment_stages, segment_video
@@ -47,19 +48,36 @@ def video_benchmark(model_dir, video, configs=None, max_frames: int | None = Non
             segment_video(VideoSource(video, max_frames=2), stages, pipeline=False)  # warm-up
             for mode, pipeline in (("one_at_a_time", False), ("pipelined", True)):
                 out = Path(tmp) / mode
-                done = segment_video(VideoSource(video, max_frames=max_frames), stages, video_path=out.with_suffix(".mp4"),
-                                     jsonl_path=out.with_suffix(".jsonl"), pipeline=pipeline)
+                done = segment_video(
+                    VideoSource(video, max_frames=max_frames),
+                    stages,
+                    video_path=out.with_suffix(".mp4"),
+                    jsonl_path=out.with_suffix(".jsonl"),
+                    pipeline=pipeline,
+                )
                 row[f"{mode}_fps"] = round(done["fps"], 3)
                 row["frames"] = done["frames"]
-                masks[mode] = [[i["rle"] for i in json.loads(line).get("instances", [])]
-                               for line in out.with_suffix(".jsonl").read_text().splitlines()]
+                masks[mode] = [
+                    [i["rle"] for i in json.loads(line).get("instances", [])]
+                    for line in out.with_suffix(".jsonl").read_text().splitlines()
+                ]
                 bar.step(f"{backend} {precision} {mode}")
         row["speedup"] = round(row["pipelined_fps"] / row["one_at_a_time_fps"], 3)
         row["identical"] = masks["one_at_a_time"] == masks["pipelined"]
         rows.append(row)
     bar.close()
-    return {"model": str(folder.path), "family": family, "variant": folder.manifest.variant, "video": Path(video).name,
-            "video_size": list(size), "video_fps": fps, "frames": count, "system": system_info(), "records": rows, "notes": notes}
+    return {
+        "model": str(folder.path),
+        "family": family,
+        "variant": folder.manifest.variant,
+        "video": Path(video).name,
+        "video_size": list(size),
+        "video_fps": fps,
+        "frames": count,
+        "system": system_info(),
+        "records": rows,
+        "notes": notes,
+    }
 
 
 def markdown(report: dict) -> str:
@@ -75,8 +93,10 @@ def markdown(report: dict) -> str:
         "|---|---|---:|---:|---:|---|",
     ]
     for r in report["records"]:
-        lines.append(f"| {r['runtime']} | {r['precision']} | {r['one_at_a_time_fps']:.2f} | {r['pipelined_fps']:.2f} | "
-                     f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} |")
+        lines.append(
+            f"| {r['runtime']} | {r['precision']} | {r['one_at_a_time_fps']:.2f} | {r['pipelined_fps']:.2f} | "
+            f"{r['speedup']:.2f}x | {'yes' if r['identical'] else 'NO'} |"
+        )
     for note in report.get("notes", []):
         lines.append(f"\nNote: {note}.")
     return "\n".join(lines)

@@ -21,8 +21,12 @@ from segedge.evaluation.metrics import mask_iou, matched_iou
 # prompt type's mean mask IoU against f32
 DEFAULT_MIN_IOU = 0.97
 
-MASK_TYPES = {"fastsam": ("everything", "points", "boxes"), "sam": ("points", "boxes", "points+box"),
-              "sam2": ("points", "boxes", "points+box"), "clip": ("embedding_cosine",)}
+MASK_TYPES = {
+    "fastsam": ("everything", "points", "boxes"),
+    "sam": ("points", "boxes", "points+box"),
+    "sam2": ("points", "boxes", "points+box"),
+    "clip": ("embedding_cosine",),
+}
 
 
 def _interior_point(mask: np.ndarray) -> tuple[float, float]:
@@ -90,7 +94,9 @@ def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 
         candidate.set_image(image)
         for p in sam_prompts(reference, rng, per_image):
             multimask = p["type"] == "points"
-            args = dict(point_coords=p["point_coords"], point_labels=p["point_labels"], box=p["box"], multimask_output=multimask)
+            args = dict(
+                point_coords=p["point_coords"], point_labels=p["point_labels"], box=p["box"], multimask_output=multimask
+            )
             a = reference.predict(**args)[0]
             b = candidate.predict(**args)[0]
             scores[p["type"]].extend(mask_iou(x, y) for x, y in zip(b, a))

@@ -24,8 +24,9 @@ _AP_X = np.linspace(0, 1, 101)
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # NumPy 2 renamed trapz
 
 
-def match_predictions(pred_classes: np.ndarray, true_classes: np.ndarray, iou: np.ndarray,
-                      thresholds: np.ndarray = IOU_THRESHOLDS) -> np.ndarray:
+def match_predictions(
+    pred_classes: np.ndarray, true_classes: np.ndarray, iou: np.ndarray, thresholds: np.ndarray = IOU_THRESHOLDS
+) -> np.ndarray:
     """``(D, T)`` bool: which detections are true positives at each IoU threshold.
 
     ``iou (L, D)``: IoU of each ground truth (rows) with each detection (columns); detections must be in
@@ -52,8 +53,9 @@ def compute_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(_trapezoid(np.interp(_AP_X, mrec, mpre), _AP_X))
 
 
-def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray,
-                 eps: float = 1e-16) -> tuple[np.ndarray, np.ndarray]:
+def ap_per_class(
+    tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, target_cls: np.ndarray, eps: float = 1e-16
+) -> tuple[np.ndarray, np.ndarray]:
     """``(ap (C, T), classes (C,))``: average precision of each class that has ground truth, per threshold.
 
     ``tp (N, T)`` bool, ``conf (N,)``, ``pred_cls (N,)``: every detection of the data set;
@@ -95,6 +97,10 @@ class MapAccumulator:
         """``{"mAP50", "mAP50-95"}`` over the classes with ground truth (0.0 when there is none)."""
         if not self.target_cls or not sum(len(t) for t in self.target_cls):
             return {"mAP50": 0.0, "mAP50-95": 0.0}
-        ap, _ = ap_per_class(np.concatenate(self.tp) if self.tp else np.zeros((0, len(IOU_THRESHOLDS)), bool),
-                             np.concatenate(self.conf), np.concatenate(self.pred_cls), np.concatenate(self.target_cls))
+        ap, _ = ap_per_class(
+            np.concatenate(self.tp) if self.tp else np.zeros((0, len(IOU_THRESHOLDS)), bool),
+            np.concatenate(self.conf),
+            np.concatenate(self.pred_cls),
+            np.concatenate(self.target_cls),
+        )
         return {"mAP50": float(ap[:, 0].mean()), "mAP50-95": float(ap.mean())}

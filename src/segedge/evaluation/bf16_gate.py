@@ -23,9 +23,16 @@ from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.model_base import open_model
 
 
-
-def measure_bf16(folder: ModelFolder, images, names: list[str], min_iou: float = DEFAULT_MIN_IOU,
-                 cpu: CpuCapabilities | None = None, reference=None, log=print, val=None) -> dict:
+def measure_bf16(
+    folder: ModelFolder,
+    images,
+    names: list[str],
+    min_iou: float = DEFAULT_MIN_IOU,
+    cpu: CpuCapabilities | None = None,
+    reference=None,
+    log=print,
+    val=None,
+) -> dict:
     """Run the bf16 gate on ``images`` (``HxWx3`` RGB arrays held out from calibration; ``names`` for the
     record) and return the record (not yet written; see :func:`record_bf16`). ``reference``: the folder's
     OpenVINO f32 model when the caller has one compiled. ``val``: a :class:`segedge.evaluation.val.ValGate`;
@@ -39,17 +46,23 @@ def measure_bf16(folder: ModelFolder, images, names: list[str], min_iou: float =
     measured = agreement(family, reference, candidate, images)
     score = min(measured.values()) if measured else 0.0
     record = {
-        "cpu": cpu.model, "cpu_class": cpu.precision_class,
+        "cpu": cpu.model,
+        "cpu_class": cpu.precision_class,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "agreement": {k: round(v, 5) for k, v in measured.items()}, "gate": round(score, 5), "min": min_iou,
-        "passed": score >= min_iou, "held_out": list(names),
+        "agreement": {k: round(v, 5) for k, v in measured.items()},
+        "gate": round(score, 5),
+        "min": min_iou,
+        "passed": score >= min_iou,
+        "held_out": list(names),
     }
     if val is not None:  # the field's metric decides; agreement stays in the record
         record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
         record["passed"] = record["val"]["passed"]
     verdict = "passed" if record["passed"] else "failed: --precision auto will not run bf16 on this kind of CPU"
-    log(f"openvino bf16 agreement with f32 on held-out images ({cpu.precision_class}): {record['agreement']}, "
-        f"worst {score:.4f} vs gate {min_iou}{'' if val is None else ' (recorded; the val drop decides)'}: {verdict}")
+    log(
+        f"openvino bf16 agreement with f32 on held-out images ({cpu.precision_class}): {record['agreement']}, "
+        f"worst {score:.4f} vs gate {min_iou}{'' if val is None else ' (recorded; the val drop decides)'}: {verdict}"
+    )
     return record
 
 

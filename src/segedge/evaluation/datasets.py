@@ -67,19 +67,30 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     saying what was expected."""
     p = Path(path)
     if p.is_dir():
-        found = [p / "data.yaml", p / "data.yml", *sorted(p.glob("instances*.json")), *sorted(p.glob("annotations/instances*.json"))]
+        found = [
+            p / "data.yaml",
+            p / "data.yml",
+            *sorted(p.glob("instances*.json")),
+            *sorted(p.glob("annotations/instances*.json")),
+        ]
         found = [f for f in found if f.is_file()]
         if not found:
-            raise SegedgeError(f"{p}: no data.yaml (ultralytics) or instances*.json (COCO) in this folder; pass one of them with --data")
+            raise SegedgeError(
+                f"{p}: no data.yaml (ultralytics) or instances*.json (COCO) in this folder; pass one of them with --data"
+            )
         p = found[0]
     if not p.is_file():
-        raise SegedgeError(f"{p}: no such dataset file; --data takes an ultralytics data.yaml or a COCO instances .json")
+        raise SegedgeError(
+            f"{p}: no such dataset file; --data takes an ultralytics data.yaml or a COCO instances .json"
+        )
     if p.suffix.lower() in (".yaml", ".yml"):
         data = read_ultralytics(p)
     elif p.suffix.lower() == ".json":
         data = read_coco(p)
     else:
-        raise SegedgeError(f"{p}: --data takes an ultralytics data.yaml or a COCO instances .json, not a {p.suffix or 'suffix-less'} file")
+        raise SegedgeError(
+            f"{p}: --data takes an ultralytics data.yaml or a COCO instances .json, not a {p.suffix or 'suffix-less'} file"
+        )
     if not data.samples:
         raise SegedgeError(f"{data.source}: no labelled images found")
     return data
@@ -142,8 +153,10 @@ def _read_yolo_labels(path: Path, num_classes: int) -> list[Instance]:
         if not 0 <= cls < num_classes:
             raise SegedgeError(f"{path}:{n}: class {cls} is not in the dataset's {num_classes} names")
         if len(coords) < 6 or len(coords) % 2:
-            raise SegedgeError(f"{path}:{n}: a segmentation label needs at least 3 polygon points (x y pairs); "
-                               "box-only labels cannot measure masks")
+            raise SegedgeError(
+                f"{path}:{n}: a segmentation label needs at least 3 polygon points (x y pairs); "
+                "box-only labels cannot measure masks"
+            )
         out.append(Instance(cls, [coords.reshape(-1, 2)]))
     return _unique(out)
 
@@ -229,7 +242,11 @@ def read_coco(json_path: Path) -> Dataset:
     for im in images:
         path = _find_image(json_path.parent, im["file_name"])
         hw = (int(im["height"]), int(im["width"]))
-        insts = [inst for ann in per_image[im["id"]] if (inst := _coco_instance(ann, index[ann["category_id"]], hw)) is not None]
+        insts = [
+            inst
+            for ann in per_image[im["id"]]
+            if (inst := _coco_instance(ann, index[ann["category_id"]], hw)) is not None
+        ]
         samples.append(Sample(path, insts, hw))
     return Dataset(samples, names, "coco", json_path)
 
@@ -252,7 +269,9 @@ def _coco_instance(ann: dict, class_id: int, hw: tuple[int, int]) -> Instance | 
         try:
             mask = rle_decode(seg)  # compressed (a string) or uncompressed (a list of runs)
         except (ValueError, TypeError, KeyError):
-            raise SegedgeError(f"annotation {ann.get('id')}: its RLE does not decode to a {seg.get('size')} mask") from None
+            raise SegedgeError(
+                f"annotation {ann.get('id')}: its RLE does not decode to a {seg.get('size')} mask"
+            ) from None
         return Instance(class_id, mask=np.asarray(mask, bool)) if mask.any() else None
     return None
 

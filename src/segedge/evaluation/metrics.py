@@ -10,7 +10,11 @@ def summarize(times_ms: list[float]) -> dict[str, float]:
     arr = np.asarray(times_ms, dtype=np.float64)
     if arr.size == 0:
         return {"median": float("nan"), "p90": float("nan"), "min": float("nan")}
-    return {"median": round(float(np.median(arr)), 2), "p90": round(float(np.percentile(arr, 90)), 2), "min": round(float(arr.min()), 2)}
+    return {
+        "median": round(float(np.median(arr)), 2),
+        "p90": round(float(np.percentile(arr, 90)), 2),
+        "min": round(float(arr.min()), 2),
+    }
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

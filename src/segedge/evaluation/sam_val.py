@@ -45,6 +45,8 @@ def sam_image_ious(model, rgb: np.ndarray, instances: list[Instance]) -> dict[st
             continue
         masks, _, _ = model.predict(box=polygon_box(inst), multimask_output=False, image=state)
         out["box"].append(mask_iou(masks[0], gt))
-        masks, scores, _ = model.predict(point_coords=[centre_point(gt)], point_labels=[1], multimask_output=True, image=state)
+        masks, scores, _ = model.predict(
+            point_coords=[centre_point(gt)], point_labels=[1], multimask_output=True, image=state
+        )
         out["point"].append(mask_iou(masks[int(np.argmax(scores))], gt))
     return out

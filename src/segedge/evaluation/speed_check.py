@@ -33,7 +33,9 @@ def one_image(family: str, model, image: np.ndarray) -> None:
         model.predict(point_coords=[[w / 2, h / 2]], point_labels=[1], multimask_output=True)
     else:
         h, w = image.shape[:2]
-        model.encode_images([image, image[: h // 2], image[:, : w // 2], image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]])
+        model.encode_images(
+            [image, image[: h // 2], image[:, : w // 2], image[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]]
+        )
 
 
 def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray], repeats: int = 3) -> dict:
@@ -56,6 +58,10 @@ def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray]
 def speed_record(backend: str, cpu, timings: dict) -> dict:
     """What the manifest keeps: the CPU it was measured on, the precision compared with, both timings."""
     compared = [k[: -len("_ms")] for k in timings if k.endswith("_ms") and k != "int8_ms"]
-    return {"cpu": cpu.model, "cpu_class": cpu.precision_class,
-            "compared_with": compared[0] if compared else alternative_precision(backend, cpu),
-            "measured_on": "held-out images, ms per image (fastest of 3 interleaved rounds)", **timings}
+    return {
+        "cpu": cpu.model,
+        "cpu_class": cpu.precision_class,
+        "compared_with": compared[0] if compared else alternative_precision(backend, cpu),
+        "measured_on": "held-out images, ms per image (fastest of 3 interleaved rounds)",
+        **timings,
+    }

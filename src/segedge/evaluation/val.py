@@ -37,9 +37,9 @@ METRICS = {
 PRIMARY = {"fastsam": "mask_mAP50-95", "sam": "box_mIoU", "sam2": "box_mIoU"}
 PROTOCOL = {
     "fastsam": "ultralytics val (rect=False square letterbox, conf 0.001, iou 0.7, multi-label, max_det 300, "
-               "masks at input/4; one-class folders class-agnostic)",
+    "masks at input/4; one-class folders class-agnostic)",
     "sam": "SAM zero-shot: each object's box as the prompt (one mask), and one click at the point farthest from its "
-           "boundary (highest-scored of three masks); mean IoU at the original resolution",
+    "boundary (highest-scored of three masks); mean IoU at the original resolution",
 }
 PROTOCOL["sam2"] = PROTOCOL["sam"]
 
@@ -54,7 +54,9 @@ def available_precisions(manifest, backend: str, cpu: CpuCapabilities) -> list[s
     return out
 
 
-def plan_rows(manifest, backends: list[str] | None, precisions: list[str] | None, cpu: CpuCapabilities) -> list[tuple[str, str]]:
+def plan_rows(
+    manifest, backends: list[str] | None, precisions: list[str] | None, cpu: CpuCapabilities
+) -> list[tuple[str, str]]:
     """``[(backend, precision), ...]`` to measure, f32 first per backend; raises :class:`SegedgeError` for an
     explicit precision the folder or CPU cannot run."""
     installed = [b for b, v in installed_backends().items() if v]
@@ -73,7 +75,9 @@ def plan_rows(manifest, backends: list[str] | None, precisions: list[str] | None
                 if p not in ("f32", "bf16", "int8"):
                     raise SegedgeError(f"unknown precision {p!r}; choose from f32, bf16, int8")
                 if p not in can and (p != "bf16" or backend != "openvino"):
-                    why = "no gated int8 in the folder (segedge quantize)" if p == "int8" else "ONNX Runtime has no bf16"
+                    why = (
+                        "no gated int8 in the folder (segedge quantize)" if p == "int8" else "ONNX Runtime has no bf16"
+                    )
                     raise SegedgeError(f"--precision {p} on {backend}: {why}")
             want = ["f32"] + [p for p in precisions if p != "f32"]  # f32 is the baseline of every drop
         else:
@@ -96,8 +100,9 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
             tensor, geo = model.preprocess(rgb)
             detections, prototypes = model.infer(tensor)
             times.append((time.perf_counter() - t0) * 1e3)
-            pred = yolo_val.val_predictions(detections, prototypes, model.num_classes, model.input_hw, model.output_layout,
-                                            model.anchor_grid)
+            pred = yolo_val.val_predictions(
+                detections, prototypes, model.num_classes, model.input_hw, model.output_layout, model.anchor_grid
+            )
             gt = yolo_val.val_targets(instances, geo)
             gt_cls = np.zeros_like(gt.classes) if single_class else gt.classes
             box_acc.add(yolo_val.box_iou(gt.boxes, pred.boxes), pred.classes, pred.scores, gt_cls)
@@ -113,8 +118,12 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
     ms = float(np.median(times)) if times else float("nan")
     if family == "fastsam":
         box, mask = box_acc.result(), mask_acc.result()
-        return {"mask_mAP50-95": mask["mAP50-95"], "mask_mAP50": mask["mAP50"], "box_mAP50-95": box["mAP50-95"],
-                "box_mAP50": box["mAP50"]}, ms
+        return {
+            "mask_mAP50-95": mask["mAP50-95"],
+            "mask_mAP50": mask["mAP50"],
+            "box_mAP50-95": box["mAP50-95"],
+            "box_mAP50": box["mAP50"],
+        }, ms
     return {f"{k}_mIoU": float(np.mean(v)) if v else float("nan") for k, v in ious.items()}, ms
 
 
@@ -124,13 +133,23 @@ def check_classes(manifest, data: Dataset) -> None:
         return
     num_classes = int(manifest.params.get("num_classes", 0))
     if num_classes != 1 and len(data.names) != num_classes:
-        raise SegedgeError(f"{data.source} has {len(data.names)} classes, the model {num_classes}: a {num_classes}-class model "
-                           "is measured on data labelled with its own classes (one-class FastSAM folders take any data)")
+        raise SegedgeError(
+            f"{data.source} has {len(data.names)} classes, the model {num_classes}: a {num_classes}-class model "
+            "is measured on data labelled with its own classes (one-class FastSAM folders take any data)"
+        )
 
 
-def run_val(model_dir, data_path, *, backends: list[str] | None = None, precisions: list[str] | None = None,
-            threads: int | None = None, max_images: int | None = None, progress: bool = True,
-            cpu: CpuCapabilities | None = None) -> dict:
+def run_val(
+    model_dir,
+    data_path,
+    *,
+    backends: list[str] | None = None,
+    precisions: list[str] | None = None,
+    threads: int | None = None,
+    max_images: int | None = None,
+    progress: bool = True,
+    cpu: CpuCapabilities | None = None,
+) -> dict:
     """Measure the folder on the data: ``{"model", "family", "data", "cpu", "protocol", "metrics", "rows": [...]}``,
     each row ``{"backend", "precision", "metrics", "drop", "ms_per_image"}`` (drop = f32's value minus this one)."""
     from segedge.progress import Progress
@@ -152,15 +171,32 @@ def run_val(model_dir, data_path, *, backends: list[str] | None = None, precisio
             model = open_model(folder, backend, precision=precision, threads=threads)
             metrics, ms = evaluate(model, family, data, on_image=lambda b=backend, p=precision: bar.step(f"{b} {p}"))
             base = next((r["metrics"] for r in rows if r["backend"] == backend and r["precision"] == "f32"), metrics)
-            rows.append({"backend": backend, "precision": precision, "metrics": metrics,
-                         "drop": {k: base[k] - v for k, v in metrics.items()}, "ms_per_image": ms})
+            rows.append(
+                {
+                    "backend": backend,
+                    "precision": precision,
+                    "metrics": metrics,
+                    "drop": {k: base[k] - v for k, v in metrics.items()},
+                    "ms_per_image": ms,
+                }
+            )
     finally:
         bar.close()
     return {
-        "model": str(folder.path), "family": family, "variant": folder.manifest.variant,
+        "model": str(folder.path),
+        "family": family,
+        "variant": folder.manifest.variant,
         "input": folder.manifest.preprocess.get("size"),
-        "data": {"source": str(data.source), "kind": data.kind, "images": len(data.samples), "instances": data.instance_count},
-        "cpu": {**cpu.to_dict(), "class": cpu.precision_class}, "protocol": PROTOCOL[family], "metrics": list(METRICS[family]), "primary": PRIMARY[family],
+        "data": {
+            "source": str(data.source),
+            "kind": data.kind,
+            "images": len(data.samples),
+            "instances": data.instance_count,
+        },
+        "cpu": {**cpu.to_dict(), "class": cpu.precision_class},
+        "protocol": PROTOCOL[family],
+        "metrics": list(METRICS[family]),
+        "primary": PRIMARY[family],
         "rows": rows,
     }
 
@@ -195,9 +231,16 @@ def val_verdict(metric: str, value: float, f32: float, max_drop: float, data: di
     import datetime as _dt
 
     drop = f32 - value
-    return {"metric": metric, "value": round(value, 5), "f32": round(f32, 5), "drop": round(drop, 5), "max_drop": max_drop,
-            "passed": bool(drop <= max_drop + 1e-9), "data": data,  # 1e-9: 0.36 - 0.35 is 0.010000000000000009
-            "created": created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
+    return {
+        "metric": metric,
+        "value": round(value, 5),
+        "f32": round(f32, 5),
+        "drop": round(drop, 5),
+        "max_drop": max_drop,
+        "passed": bool(drop <= max_drop + 1e-9),
+        "data": data,  # 1e-9: 0.36 - 0.35 is 0.010000000000000009
+        "created": created or _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+    }
 
 
 def check_max_drop(max_drop: float | None) -> float:
@@ -226,9 +269,15 @@ class ValGate:
         if backend not in self._f32:
             self._f32[backend] = evaluate(reference, self.family, self.data)[0][self.metric]
         value = evaluate(candidate, self.family, self.data)[0][self.metric]
-        self.log(f"{backend} {precision}: {self.metric} {value:.4f} vs f32 {self._f32[backend]:.4f} on {self.data.source} "
-                 f"({len(self.data.samples)} images): drop {self._f32[backend] - value:+.4f}, max {self.max_drop}")
-        data = {"source": str(self.data.source), "images": len(self.data.samples), "instances": self.data.instance_count}
+        self.log(
+            f"{backend} {precision}: {self.metric} {value:.4f} vs f32 {self._f32[backend]:.4f} on {self.data.source} "
+            f"({len(self.data.samples)} images): drop {self._f32[backend] - value:+.4f}, max {self.max_drop}"
+        )
+        data = {
+            "source": str(self.data.source),
+            "images": len(self.data.samples),
+            "instances": self.data.instance_count,
+        }
         return val_verdict(self.metric, value, self._f32[backend], self.max_drop, data)
 
 

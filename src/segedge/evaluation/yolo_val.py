@@ -58,8 +58,18 @@ class ValTargets:
     masks: np.ndarray
 
 
-def val_predictions(detections, prototypes: np.ndarray, num_classes: int, input_hw: tuple[int, int], layout: str, grid,
-                    conf: float = VAL_CONF, iou: float = VAL_IOU, max_det: int = VAL_MAX_DET, agnostic: bool = False) -> ValPredictions:
+def val_predictions(
+    detections,
+    prototypes: np.ndarray,
+    num_classes: int,
+    input_hw: tuple[int, int],
+    layout: str,
+    grid,
+    conf: float = VAL_CONF,
+    iou: float = VAL_IOU,
+    max_det: int = VAL_MAX_DET,
+    agnostic: bool = False,
+) -> ValPredictions:
     """The network's outputs (as :meth:`FastSam.infer` returns them) -> :class:`ValPredictions`."""
     _, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
     rows, cls = np.nonzero(class_scores > conf)  # multi-label, row-major as torch.where
@@ -112,11 +122,19 @@ def val_targets(instances: list[Instance], geo: Letterbox) -> ValTargets:
             boxes.append([*pts.min(0), *pts.max(0)])
             cv2.fillPoly(full, [p.astype(np.int32) for p in polys], 1)  # truncated vertices, as ultralytics
         else:
-            resized = cv2.resize(inst.mask.astype(np.uint8), (geo.resized_hw[1], geo.resized_hw[0]), interpolation=cv2.INTER_NEAREST)
+            resized = cv2.resize(
+                inst.mask.astype(np.uint8), (geo.resized_hw[1], geo.resized_hw[0]), interpolation=cv2.INTER_NEAREST
+            )
             full[geo.top : geo.top + geo.resized_hw[0], geo.left : geo.left + geo.resized_hw[1]] = resized
             ys, xs = np.nonzero(inst.mask)
-            boxes.append([xs.min() * geo.gain_x + geo.left, ys.min() * geo.gain_y + geo.top,
-                          (xs.max() + 1) * geo.gain_x + geo.left, (ys.max() + 1) * geo.gain_y + geo.top])
+            boxes.append(
+                [
+                    xs.min() * geo.gain_x + geo.left,
+                    ys.min() * geo.gain_y + geo.top,
+                    (xs.max() + 1) * geo.gain_x + geo.left,
+                    (ys.max() + 1) * geo.gain_y + geo.top,
+                ]
+            )
         small.append(cv2.resize(full, (mw, mh)))  # bilinear on 0/1 uint8, as ultralytics' polygon2mask
     areas = np.array([m.sum() for m in small])
     order = np.argsort(-areas)  # larger first; later (smaller) objects take the pixels they share

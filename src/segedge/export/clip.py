@@ -17,7 +17,15 @@ import shutil
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file, export_graph, load_weights, finish_manifest, method_graph, staging_folder, tool_versions
+from segedge.export.common import (
+    check_checkpoint_file,
+    export_graph,
+    load_weights,
+    finish_manifest,
+    method_graph,
+    staging_folder,
+    tool_versions,
+)
 from segedge.manifest import Manifest
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # 0-1 units, as CLIP's Normalize
@@ -38,7 +46,9 @@ def load_clip_state(checkpoint: str | os.PathLike) -> tuple[dict, str]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise CheckpointError(f"{path} is neither a TorchScript CLIP archive nor a tensor state dict ({type(exc).__name__})") from exc
+            raise CheckpointError(
+                f"{path} is neither a TorchScript CLIP archive nor a tensor state dict ({type(exc).__name__})"
+            ) from exc
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict):
@@ -51,7 +61,9 @@ def load_clip_state(checkpoint: str | os.PathLike) -> tuple[dict, str]:
         raise CheckpointError(f"{path} is not a CLIP checkpoint{hint}: missing {[k for k in needed if k not in state]}")
     conv = tuple(state["visual.conv1.weight"].shape)
     if conv != (768, 3, 32, 32) or tuple(state["positional_embedding"].shape) != (77, 512):
-        raise CheckpointError(f"{path} is not ViT-B/32 (patch embedding {conv}); segedge exports CLIP ViT-B/32, what FastSAM uses")
+        raise CheckpointError(
+            f"{path} is not ViT-B/32 (patch embedding {conv}); segedge exports CLIP ViT-B/32, what FastSAM uses"
+        )
     return state, fmt
 
 
@@ -80,8 +92,18 @@ def export_clip(
     tokens[0, 0], tokens[0, 1] = 49406, 49407
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
-        image_graph = export_graph(method_graph(model, "encode_image"), (images,), folder, "image_encoder", ["images"], ["image_embeds"], simplify)
-        text_graph = export_graph(method_graph(model, "encode_text"), (tokens,), folder, "text_encoder", ["tokens"], ["text_embeds"], simplify)
+        image_graph = export_graph(
+            method_graph(model, "encode_image"),
+            (images,),
+            folder,
+            "image_encoder",
+            ["images"],
+            ["image_embeds"],
+            simplify,
+        )
+        text_graph = export_graph(
+            method_graph(model, "encode_text"), (tokens,), folder, "text_encoder", ["tokens"], ["text_embeds"], simplify
+        )
         shutil.copyfile(default_bpe(), folder / VOCAB_FILE)
         manifest = Manifest(
             family="clip",
@@ -98,8 +120,13 @@ def export_clip(
             },
             source={"format": fmt},
             exporter=tool_versions("torch", "open-clip-torch", "onnx", "onnxslim", "openvino"),
-            params={"vocabulary": VOCAB_FILE, "context_length": 77, "image_batch": image_batch, "embed_dim": 512,
-                    "activation": "quick_gelu" if quick else "gelu"},
+            params={
+                "vocabulary": VOCAB_FILE,
+                "context_length": 77,
+                "image_batch": image_batch,
+                "embed_dim": 512,
+                "activation": "quick_gelu" if quick else "gelu",
+            },
         )
         finish_manifest(folder, manifest, ckpt)
     return Path(out_dir)

@@ -96,7 +96,9 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
     for port in list(model.inputs) + list(model.outputs):
         name = port.get_any_name()
         if name in declared and tuple(port.get_shape()) != declared[name]:
-            raise SegedgeError(f"{onnx_path}: OpenVINO infers {name} as {tuple(port.get_shape())}, ONNX declares {declared[name]}")
+            raise SegedgeError(
+                f"{onnx_path}: OpenVINO infers {name} as {tuple(port.get_shape())}, ONNX declares {declared[name]}"
+            )
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
 
 
@@ -131,8 +133,16 @@ def onnx_io(onnx_path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, 
     return inputs, outputs
 
 
-def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_names: list[str], output_names: list[str],
-                 simplify: bool = True, openvino: bool = True) -> GraphSpec:
+def export_graph(
+    module,
+    example_inputs: tuple,
+    folder: Path,
+    stem: str,
+    input_names: list[str],
+    output_names: list[str],
+    simplify: bool = True,
+    openvino: bool = True,
+) -> GraphSpec:
     """Trace ``module`` to ``<stem>.onnx`` with static shapes, optionally slim it, convert it to IR
     (``openvino=False``: write only the ONNX, leaving an existing ``<stem>.xml`` alone).
 
@@ -145,12 +155,16 @@ def export_graph(module, example_inputs: tuple, folder: Path, stem: str, input_n
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        return _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino)
+        return _export_graph(
+            module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino
+        )
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
-def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino=True) -> GraphSpec:
+def _export_graph(
+    module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino=True
+) -> GraphSpec:
     import torch
 
     with torch.no_grad():
@@ -182,13 +196,17 @@ def _export_graph(module, example_inputs, folder, stem, onnx_path, input_names, 
     for value, tensor in zip(model.graph.output, expected):
         dims = value.type.tensor_type.shape.dim
         if len(dims) != tensor.dim():
-            raise SegedgeError(f"{onnx_path}: output {value.name} has rank {len(dims)}, the module produced {tuple(tensor.shape)}")
+            raise SegedgeError(
+                f"{onnx_path}: output {value.name} has rank {len(dims)}, the module produced {tuple(tensor.shape)}"
+            )
         for dim, size in zip(dims, tensor.shape):
             if not dim.HasField("dim_value"):
                 dim.ClearField("dim_param")
                 dim.dim_value = int(size)
             elif dim.dim_value != int(size):
-                raise SegedgeError(f"{onnx_path}: output {value.name} is declared {dim.dim_value}, the module produced {int(size)}")
+                raise SegedgeError(
+                    f"{onnx_path}: output {value.name} is declared {dim.dim_value}, the module produced {int(size)}"
+                )
     onnx.save(model, str(onnx_path))
     inputs, outputs = onnx_io(onnx_path)
     if [t.name for t in outputs] != output_names:
@@ -227,7 +245,9 @@ def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
     if out.exists() and not out.is_dir():
         raise SegedgeError(f"--out {out} is a file; give a folder path for the model")
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SegedgeError(f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out")
+        raise SegedgeError(
+            f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.pid{os.getpid()}.", suffix=".partial", dir=out.parent))
@@ -280,6 +300,10 @@ def finish_manifest(folder: Path, manifest: Manifest, checkpoint: Path) -> None:
     """Measure ONNX Runtime's memory arena per graph, fill source, creation time and file hashes, and
     write ``segedge.json``."""
     manifest.graphs = {name: with_arena_record(folder, graph) for name, graph in manifest.graphs.items()}
-    manifest.source = {"checkpoint": checkpoint.name, "sha256": sha256_file(checkpoint), "bytes": checkpoint.stat().st_size} | manifest.source
+    manifest.source = {
+        "checkpoint": checkpoint.name,
+        "sha256": sha256_file(checkpoint),
+        "bytes": checkpoint.stat().st_size,
+    } | manifest.source
     manifest.created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     write_manifest(folder, manifest)

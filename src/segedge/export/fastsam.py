@@ -26,7 +26,14 @@ import os
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import check_checkpoint_file, export_graph, finish_manifest, method_graph, staging_folder, tool_versions
+from segedge.export.common import (
+    check_checkpoint_file,
+    export_graph,
+    finish_manifest,
+    method_graph,
+    staging_folder,
+    tool_versions,
+)
 from segedge.export.yolo_head import CHANNELS_LAST, LAYOUT, check_against_ultralytics, use_channels_last_head
 from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
 from segedge.manifest import Manifest
@@ -47,10 +54,22 @@ def default_thresholds(num_classes: int) -> dict:
     defaults for a YOLO-seg with classes (conf 0.25, iou 0.7, NMS per class, boxes as predicted). FastSAM's
     thresholds on an 80-class COCO model kept overlapping boxes of one person (measured on the README's bus)."""
     if num_classes == 1:
-        return {"defaults": "fastsam", "conf": DEFAULT_CONF, "iou": DEFAULT_IOU, "agnostic": True, "adjust_boxes": True,
-                "max_det": DEFAULT_MAX_DET}
-    return {"defaults": "ultralytics_predict", "conf": YOLO_CONF, "iou": YOLO_IOU, "agnostic": False, "adjust_boxes": False,
-            "max_det": DEFAULT_MAX_DET}
+        return {
+            "defaults": "fastsam",
+            "conf": DEFAULT_CONF,
+            "iou": DEFAULT_IOU,
+            "agnostic": True,
+            "adjust_boxes": True,
+            "max_det": DEFAULT_MAX_DET,
+        }
+    return {
+        "defaults": "ultralytics_predict",
+        "conf": YOLO_CONF,
+        "iou": YOLO_IOU,
+        "agnostic": False,
+        "adjust_boxes": False,
+        "max_det": DEFAULT_MAX_DET,
+    }
 
 
 def load_yolo_seg(checkpoint: str | os.PathLike):
@@ -184,7 +203,9 @@ def export_fastsam(
         outputs = list(OUTPUT_NAMES[output_layout])
         graph = export_graph(wrap(ir_model), (example,), folder, "model", ["images"], outputs, simplify)
         if ir_model is not model:  # the ONNX (ONNX Runtime's graph) from the model without the IR-only rewrite
-            graph = export_graph(wrap(model), (example,), folder, "model", ["images"], outputs, simplify, openvino=False)
+            graph = export_graph(
+                wrap(model), (example,), folder, "model", ["images"], outputs, simplify, openvino=False
+            )
         manifest = Manifest(
             family="fastsam",
             variant=variant,

@@ -80,8 +80,14 @@ def clip_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict
     from segedge.runtime.clip import clip_preprocess
 
     rng = np.random.default_rng(seed)
-    crops = [clip_preprocess(c, reference.size, reference.mean, reference.std) for im in images for c in clip_crops(im, rng, reference.batch)]
-    batches = [np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)]
+    crops = [
+        clip_preprocess(c, reference.size, reference.mean, reference.std)
+        for im in images
+        for c in clip_crops(im, rng, reference.batch)
+    ]
+    batches = [
+        np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)
+    ]
     return {"image_encoder": [{"images": b} for b in batches]}
 
 
@@ -98,7 +104,9 @@ def sam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[
             if reference.decoder_prompt is not None:  # the split decoder's per-prompt part, same prompt
                 prompt_side.append(_prompt_side_feed(reference, decoder[-1]))
             if p["type"] == "points":  # a refinement step: the click again, with the previous low-res logits
-                low = reference.predict(point_coords=p["point_coords"], point_labels=p["point_labels"], multimask_output=False)[2]
+                low = reference.predict(
+                    point_coords=p["point_coords"], point_labels=p["point_labels"], multimask_output=False
+                )[2]
                 decoder.append(_decoder_feed(family, reference, dict(p, box=None), low))
     return {"encoder": encoder, "decoder": decoder, **({"decoder_prompt": prompt_side} if prompt_side else {})}
 
@@ -114,10 +122,13 @@ def _prompt_side_feed(reference, whole: dict) -> dict:
 def _decoder_feed(family: str, reference, prompt: dict, low) -> dict:
     """The decoder's inputs for one sampled prompt set on the reference's current image (SAM or SAM 2)."""
     if family == "sam2":
-        (pts, lab, checked_low), = reference.check_prompts(reference.image.orig_hw, prompt["point_coords"], prompt["point_labels"],
-                                                            prompt["box"], low)
+        ((pts, lab, checked_low),) = reference.check_prompts(
+            reference.image.orig_hw, prompt["point_coords"], prompt["point_labels"], prompt["box"], low
+        )
         return reference.decoder_inputs(reference.image, pts, lab, checked_low)
-    pts, lab, boxes, _ = reference.check_prompts(reference.original_size, prompt["point_coords"], prompt["point_labels"], prompt["box"])
+    pts, lab, boxes, _ = reference.check_prompts(
+        reference.original_size, prompt["point_coords"], prompt["point_labels"], prompt["box"]
+    )
     return reference.decoder_inputs(pts, lab, None if boxes is None else boxes[0], low)
 
 
@@ -138,8 +149,11 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
         subset_size=len(data),
         fast_bias_correction=recipe.fast_bias_correction,
         # OpenVINO splits an ONNX Conv with a bias into "<name>/WithoutBiases" (the convolution) + "<name>" (the Add)
-        ignored_scope=nncf.IgnoredScope(names=[*recipe.float_nodes, *(f"{n}/WithoutBiases" for n in recipe.float_nodes)],
-                                        validate=False) if recipe.float_nodes else None,
+        ignored_scope=nncf.IgnoredScope(
+            names=[*recipe.float_nodes, *(f"{n}/WithoutBiases" for n in recipe.float_nodes)], validate=False
+        )
+        if recipe.float_nodes
+        else None,
     )
     if validation is None:
         quantized, method = nncf.quantize(model, dataset, **kwargs), "ptq"
@@ -148,8 +162,15 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
 
         val_data, val_fn, max_drop = validation
         quantized = nncf.quantize_with_accuracy_control(
-            model, dataset, nncf.Dataset(val_data), val_fn, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=8, num_ranking_workers=1),
+            model,
+            dataset,
+            nncf.Dataset(val_data),
+            val_fn,
+            max_drop=max_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=8, num_ranking_workers=1
+            ),
             **kwargs,
         )
         method = "accuracy_control"
@@ -163,7 +184,13 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
     Transformer graphs quantize only the operations that carry weights (Conv, Gemm, MatMul with a
     constant right-hand side): ORT's default also quantized LayerNorm parameters and the
     activation-by-activation attention products, which measured 0.53 mask IoU on MobileSAM."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -176,11 +203,24 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
     prepared = out_onnx.with_name(out_onnx.stem + ".pre.onnx")
     quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
     quantize_static(
-        str(prepared), str(out_onnx), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        str(prepared),
+        str(out_onnx),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
         nodes_to_exclude=list(recipe.float_nodes),
-        **({"op_types_to_quantize": ["Conv", "ConvTranspose", "Gemm", "MatMul"], "extra_options": {"MatMulConstBOnly": True}}
-           if recipe.transformer else {}),
+        **(
+            {
+                "op_types_to_quantize": ["Conv", "ConvTranspose", "Gemm", "MatMul"],
+                "extra_options": {"MatMulConstBOnly": True},
+            }
+            if recipe.transformer
+            else {}
+        ),
     )
     prepared.unlink(missing_ok=True)
     for leftover in out_onnx.parent.glob("*augmented_model*.onnx"):  # the quantizer's temporary files
@@ -197,8 +237,12 @@ def gate_score(measured: dict[str, float]) -> float:
 def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
     """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
     the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
-    staged = {Path(name).with_suffix(ext).as_posix() for per in files.values() for name in per.values()
-              for ext in ((".xml", ".bin") if name.endswith(".xml") else (".onnx",))}
+    staged = {
+        Path(name).with_suffix(ext).as_posix()
+        for per in files.values()
+        for name in per.values()
+        for ext in ((".xml", ".bin") if name.endswith(".xml") else (".onnx",))
+    }
     listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
     manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}}, files=listed)
     return ModelFolder(folder.path, manifest)
@@ -245,9 +289,13 @@ def quantize_folder(
     calib = [read_image(p) for p in calib_paths]
     held = [read_image(p) for p in held_paths]
     graphs = folder.manifest.graphs
-    recipe = recipes(family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()})
+    recipe = recipes(
+        family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()}
+    )
     log(f"calibrating on {len(calib)} image(s), {len(held)} held out to measure agreement")
-    reference_ov = open_model(folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False)
+    reference_ov = open_model(
+        folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False
+    )
     data = calibration_inputs(family, reference_ov, calib)
     tag = secrets.token_hex(4)
     staging = folder.path / f".quantize-{tag}"
@@ -257,7 +305,9 @@ def quantize_folder(
     passed: dict[str, dict[str, str]] = {}
     report: dict[str, dict] = {}
     speed: dict[str, dict] = {}
-    bf16_gated = _gate_bf16(folder, reference_ov, held, held_paths, threshold, log, val) if "openvino" in backends else None
+    bf16_gated = (
+        _gate_bf16(folder, reference_ov, held, held_paths, threshold, log, val) if "openvino" in backends else None
+    )
     try:
         for backend in backends:
             t0 = time.perf_counter()
@@ -271,7 +321,11 @@ def quantize_folder(
                     out = staging / f"{g}.int8-{tag}.onnx"
                     methods[g] = quantize_onnxruntime(folder.file(graphs[g].onnx), r, data[g], out)
                 files[g] = {backend: out.relative_to(folder.path).as_posix()}
-            reference = reference_ov if backend == reference_ov.backend_name else open_model(folder, backend, precision="f32", cache_dir=False)
+            reference = (
+                reference_ov
+                if backend == reference_ov.backend_name
+                else open_model(folder, backend, precision="f32", cache_dir=False)
+            )
             candidate = open_model(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
             measured = agreement(family, reference, candidate, held)
             score = gate_score(measured)
@@ -279,12 +333,16 @@ def quantize_folder(
             if score < threshold and accuracy_control and backend == "openvino" and val is None:
                 log(f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization")
                 for g, r in recipe.items():
+
                     def validate(compiled, items, g=g, candidate=candidate, reference=reference):
                         candidate.graph_backends[g].bind(compiled)
                         per_image = [gate_score(agreement(family, reference, candidate, [im])) for im in items]
                         return float(np.mean(per_image)), per_image
+
                     out = staging / f"{g}.int8-{tag}.xml"
-                    methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold))
+                    methods[g] = quantize_openvino(
+                        folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold)
+                    )
                 candidate = open_model(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
                 measured = agreement(family, reference, candidate, held)
                 score = gate_score(measured)
@@ -302,15 +360,20 @@ def quantize_folder(
                     speed[backend] = _measure_speed(family, folder, reference, candidate, held, log, bf16_gated)
             elif val is not None:
                 v = report[backend]["val"]
-                log(f"{backend}: int8 dropped {v['metric']} by {v['drop']:.4f} > {max_drop} on {val.data.source}; not written")
+                log(
+                    f"{backend}: int8 dropped {v['metric']} by {v['drop']:.4f} > {max_drop} on {val.data.source}; not written"
+                )
             else:
-                log(f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written")
+                log(
+                    f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written"
+                )
         if not passed:
             if val is not None:
                 misses = "; ".join(f"{b} dropped {r['val']['drop']:.4f}" for b, r in report.items())
                 raise SegedgeError(
                     f"int8 lost more than {max_drop} {val.metric} against f32 on every backend ({misses}); nothing was "
-                    "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable")
+                    "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable"
+                )
             misses = "; ".join(f"{b} {r['gate']:.4f} (short by {threshold - r['gate']:.4f})" for b, r in report.items())
             raise SegedgeError(
                 f"int8 missed the accuracy gate {threshold} on every backend ({misses}); nothing was written. Calibrate "
@@ -319,9 +382,17 @@ def quantize_folder(
         section = {
             "graphs": {},
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "gate": {"metric": family_spec(family).agreement, "min": threshold,
-                     "measured_on": "held-out images", "per_prompt_type": "mean over prompts; the gate takes the worst type",
-                     **({"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"} if val is not None else {})},
+            "gate": {
+                "metric": family_spec(family).agreement,
+                "min": threshold,
+                "measured_on": "held-out images",
+                "per_prompt_type": "mean over prompts; the gate takes the worst type",
+                **(
+                    {"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"}
+                    if val is not None
+                    else {}
+                ),
+            },
             "agreement": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if r["passed"]},
             "rejected": {b: r for b, r in report.items() if not r["passed"]},
             **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
@@ -329,7 +400,8 @@ def quantize_folder(
             "recipe": {g: r.describe() for g, r in recipe.items()},
             "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
             "calibration": {
-                "count": len(calib_paths), "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
+                "count": len(calib_paths),
+                "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
                 "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in held_paths],
                 **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family_spec(family).promptable else {}),
             },
@@ -349,15 +421,22 @@ def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: floa
     from segedge.runtime.cpu import cpu_capabilities
 
     cpu = cpu_capabilities()
-    if not cpu.native_bf16 or not family_spec(folder.manifest.family).segments_images or reference.backend_name != "openvino":
+    if (
+        not cpu.native_bf16
+        or not family_spec(folder.manifest.family).segments_images
+        or reference.backend_name != "openvino"
+    ):
         return None
-    record = measure_bf16(folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log, val=val)
+    record = measure_bf16(
+        folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log, val=val
+    )
     record_bf16(folder, record)
     return record["passed"]
 
 
-def _measure_speed(family: str, folder: ModelFolder, reference, candidate, held: list[np.ndarray], log,
-                   bf16_gated: bool | None = None) -> dict:
+def _measure_speed(
+    family: str, folder: ModelFolder, reference, candidate, held: list[np.ndarray], log, bf16_gated: bool | None = None
+) -> dict:
     """int8 against what ``auto`` would otherwise run here (:mod:`segedge.evaluation.speed_check`), logged."""
     from segedge.evaluation.speed_check import compare_speed, speed_record
     from segedge.runtime.cpu import cpu_capabilities
@@ -368,8 +447,10 @@ def _measure_speed(family: str, folder: ModelFolder, reference, candidate, held:
     alt = alternative_precision(backend, cpu, bf16_gated=bool(bf16_gated))
     other = reference if alt == "f32" else open_model(folder, backend, precision=alt, cache_dir=False)
     record = speed_record(backend, cpu, compare_speed(family, candidate, other, held))
-    log(f"{backend} speed per held-out image on this CPU ({record['cpu_class']}): int8 {record['int8_ms']:.1f} ms, "
-        f"{alt} {record[f'{alt}_ms']:.1f} ms")
+    log(
+        f"{backend} speed per held-out image on this CPU ({record['cpu_class']}): int8 {record['int8_ms']:.1f} ms, "
+        f"{alt} {record[f'{alt}_ms']:.1f} ms"
+    )
     return record
 
 

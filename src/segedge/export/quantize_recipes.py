@@ -55,10 +55,20 @@ class Recipe:
     def describe(self) -> dict[str, Any]:
         """What the manifest records about how this graph was quantized."""
         return {
-            "nncf": {"preset": "mixed", "model_type": "transformer" if self.transformer else None,
-                     "fast_bias_correction": self.fast_bias_correction, "float_nodes": len(self.float_nodes)},
-            "onnxruntime": {"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per-channel",
-                            "calibration": "minmax", "reduce_range": False, "float_nodes": len(self.float_nodes)},
+            "nncf": {
+                "preset": "mixed",
+                "model_type": "transformer" if self.transformer else None,
+                "fast_bias_correction": self.fast_bias_correction,
+                "float_nodes": len(self.float_nodes),
+            },
+            "onnxruntime": {
+                "format": "QDQ",
+                "activations": "uint8 asymmetric",
+                "weights": "int8 symmetric per-channel",
+                "calibration": "minmax",
+                "reduce_range": False,
+                "float_nodes": len(self.float_nodes),
+            },
             "why": self.notes,
         }
 
@@ -67,19 +77,39 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
     """The recipe of every graph to quantize in a ``family`` folder (``onnx_models``: graph name ->
     loaded ``onnx.ModelProto`` of the f32 graph). Graphs left out are not quantized."""
     if family == "fastsam":
-        return {"model": Recipe("model", False, yolo_decode_nodes(onnx_models["model"]),
-                                notes="CNN; box decoding (DFL, anchors, strides) float: in NumPy, or kept float in older layouts' graphs")}
+        return {
+            "model": Recipe(
+                "model",
+                False,
+                yolo_decode_nodes(onnx_models["model"]),
+                notes="CNN; box decoding (DFL, anchors, strides) float: in NumPy, or kept float in older layouts' graphs",
+            )
+        }
     if family in ("sam", "sam2"):
-        encoder = ("ViT/TinyViT" if family == "sam" else "Hiera + FPN neck") + ": transformer type (SmoothQuant; softmax/LayerNorm float)"
+        encoder = (
+            "ViT/TinyViT" if family == "sam" else "Hiera + FPN neck"
+        ) + ": transformer type (SmoothQuant; softmax/LayerNorm float)"
         coords = "transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) kept float"
-        out = {"encoder": Recipe("encoder", True, notes=encoder),
-               "decoder": Recipe("decoder", True, coordinate_nodes(onnx_models["decoder"], "point_coords"), notes=coords)}
-        if "decoder_prompt" in onnx_models:  # the split decoder's per-prompt part; decoder_image runs once per image, f32
-            out["decoder_prompt"] = Recipe("decoder_prompt", True, coordinate_nodes(onnx_models["decoder_prompt"], "point_coords"),
-                                           notes=coords + "; calibrated on the same sampled prompts without a mask input")
+        out = {
+            "encoder": Recipe("encoder", True, notes=encoder),
+            "decoder": Recipe("decoder", True, coordinate_nodes(onnx_models["decoder"], "point_coords"), notes=coords),
+        }
+        if (
+            "decoder_prompt" in onnx_models
+        ):  # the split decoder's per-prompt part; decoder_image runs once per image, f32
+            out["decoder_prompt"] = Recipe(
+                "decoder_prompt",
+                True,
+                coordinate_nodes(onnx_models["decoder_prompt"], "point_coords"),
+                notes=coords + "; calibrated on the same sampled prompts without a mask input",
+            )
         return out
     if family == "clip":
-        return {"image_encoder": Recipe("image_encoder", True, notes="ViT-B/32: transformer type; the text encoder stays f32 (cached per text)")}
+        return {
+            "image_encoder": Recipe(
+                "image_encoder", True, notes="ViT-B/32: transformer type; the text encoder stays f32 (cached per text)"
+            )
+        }
     raise ValueError(f"no int8 recipe for family {family!r}")
 
 

@@ -63,38 +63,78 @@ def export_sam(
     if expect == "sam" and is_mobile:
         raise CheckpointError(f"{checkpoint} is a MobileSAM checkpoint; use `segedge export mobile-sam`")
     if expect == "mobile-sam" and not is_mobile:
-        raise CheckpointError(f"{checkpoint} is a SAM {arch.variant} checkpoint, not MobileSAM; use `segedge export sam`")
+        raise CheckpointError(
+            f"{checkpoint} is a SAM {arch.variant} checkpoint, not MobileSAM; use `segedge export sam`"
+        )
     image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     with torch.no_grad():
         embeddings = sam.image_encoder(image)
 
     def decoder_inputs(batch: int):
-        return (embeddings, torch.zeros(batch, prompt_slots, 2), torch.full((batch, prompt_slots), -2.0),
-                torch.zeros(batch, 1, 256, 256), torch.zeros(batch))
+        return (
+            embeddings,
+            torch.zeros(batch, prompt_slots, 2),
+            torch.full((batch, prompt_slots), -2.0),
+            torch.zeros(batch, 1, 256, 256),
+            torch.zeros(batch),
+        )
 
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
-        encoder = export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify)
+        encoder = export_graph(
+            ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify
+        )
         if group_global_attention(sam.image_encoder, heads_per_group=1):
             # ViT: the ONNX graph for ONNX Runtime computes global attention one head at a time (same numbers,
             # a twelfth of the attention maps alive); the IR above keeps all heads at once, which OpenVINO
             # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
-            export_graph(ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify, openvino=False)
+            export_graph(
+                ImageEncoder(sam).eval(),
+                (image,),
+                folder,
+                "encoder",
+                ["image"],
+                ["image_embeddings"],
+                simplify,
+                openvino=False,
+            )
         graphs = {"encoder": encoder}
-        graphs["decoder"] = export_graph(PromptDecoder.of_sam(sam).eval(), decoder_inputs(1), folder, "decoder",
-                                         DECODER_INPUTS, DECODER_OUTPUTS, simplify)
+        graphs["decoder"] = export_graph(
+            PromptDecoder.of_sam(sam).eval(),
+            decoder_inputs(1),
+            folder,
+            "decoder",
+            DECODER_INPUTS,
+            DECODER_OUTPUTS,
+            simplify,
+        )
         if decoder_batch > 1:
-            graphs["decoder_batch"] = export_graph(PromptDecoder.of_sam(sam).eval(), decoder_inputs(decoder_batch), folder,
-                                                   "decoder_batch", DECODER_INPUTS, DECODER_OUTPUTS, simplify)
+            graphs["decoder_batch"] = export_graph(
+                PromptDecoder.of_sam(sam).eval(),
+                decoder_inputs(decoder_batch),
+                folder,
+                "decoder_batch",
+                DECODER_INPUTS,
+                DECODER_OUTPUTS,
+                simplify,
+            )
         image_side = DecoderImageSide.of_sam(sam).eval()
-        graphs["decoder_image"] = export_graph(image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"],
-                                               IMAGE_SIDE_OUTPUTS, simplify)
+        graphs["decoder_image"] = export_graph(
+            image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"], IMAGE_SIDE_OUTPUTS, simplify
+        )
         with torch.no_grad():
             side = tuple(image_side(embeddings))
         prompt_graphs = {"decoder_prompt": 1, **({"decoder_prompt_batch": decoder_batch} if decoder_batch > 1 else {})}
         for name, batch in prompt_graphs.items():
-            graphs[name] = export_graph(DecoderPromptSide.of_sam(sam).eval(), (*side, *decoder_inputs(batch)[1:3]), folder, name,
-                                        PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
+            graphs[name] = export_graph(
+                DecoderPromptSide.of_sam(sam).eval(),
+                (*side, *decoder_inputs(batch)[1:3]),
+                folder,
+                name,
+                PROMPT_SIDE_INPUTS,
+                DECODER_OUTPUTS,
+                simplify,
+            )
         manifest = Manifest(
             family="sam",
             variant=arch.variant,
@@ -117,8 +157,13 @@ def export_sam(
                 "empty_slot_label": -2,
                 "mask_threshold": 0.0,
                 "low_res_size": 256,
-                "encoder": {"kind": arch.kind, "embed_dim": arch.embed_dim, "depth": arch.depth,
-                            "num_heads": arch.num_heads, "global_attn_indexes": list(arch.global_attn_indexes)},
+                "encoder": {
+                    "kind": arch.kind,
+                    "embed_dim": arch.embed_dim,
+                    "depth": arch.depth,
+                    "num_heads": arch.num_heads,
+                    "global_attn_indexes": list(arch.global_attn_indexes),
+                },
             },
         )
         finish_manifest(folder, manifest, ckpt)

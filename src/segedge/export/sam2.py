@@ -26,8 +26,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def export_sam2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, prompt_slots: int = DEFAULT_SLOTS,
-                simplify: bool = True, overwrite: bool = False) -> Path:
+def export_sam2(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    prompt_slots: int = DEFAULT_SLOTS,
+    simplify: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder."""
     import torch
 
@@ -41,22 +47,43 @@ def export_sam2(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, *, pr
     encoder = Sam2ImageEncoder(model).eval()
     with torch.no_grad():
         feats = encoder(image)
-    decoder_inputs = (*feats, torch.zeros(1, prompt_slots, 2), torch.full((1, prompt_slots), -2.0),
-                      torch.zeros(1, 1, 256, 256), torch.zeros(1))
+    decoder_inputs = (
+        *feats,
+        torch.zeros(1, prompt_slots, 2),
+        torch.full((1, prompt_slots), -2.0),
+        torch.zeros(1, 1, 256, 256),
+        torch.zeros(1),
+    )
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
         graphs = {
             "encoder": export_graph(encoder, (image,), folder, "encoder", ["image"], ENCODER_OUTPUTS, simplify),
-            "decoder": export_graph(Sam2PromptDecoder(*decoder_parts(model)).eval(), decoder_inputs, folder, "decoder", DECODER_INPUTS,
-                                    DECODER_OUTPUTS, simplify),
+            "decoder": export_graph(
+                Sam2PromptDecoder(*decoder_parts(model)).eval(),
+                decoder_inputs,
+                folder,
+                "decoder",
+                DECODER_INPUTS,
+                DECODER_OUTPUTS,
+                simplify,
+            ),
         }
         # the split decoder (segedge.export.sam_decoder): per image, then per prompt without a mask input
         image_side = DecoderImageSide(*decoder_parts(model)).eval()
-        graphs["decoder_image"] = export_graph(image_side, (feats[0],), folder, "decoder_image", ["image_embed"], IMAGE_SIDE_OUTPUTS, simplify)
+        graphs["decoder_image"] = export_graph(
+            image_side, (feats[0],), folder, "decoder_image", ["image_embed"], IMAGE_SIDE_OUTPUTS, simplify
+        )
         with torch.no_grad():
             side = tuple(image_side(feats[0]))
-        graphs["decoder_prompt"] = export_graph(Sam2DecoderPromptSide(*decoder_parts(model)).eval(), (*side, *feats[1:], *decoder_inputs[3:5]),
-                                                folder, "decoder_prompt", PROMPT_SIDE_INPUTS, DECODER_OUTPUTS, simplify)
+        graphs["decoder_prompt"] = export_graph(
+            Sam2DecoderPromptSide(*decoder_parts(model)).eval(),
+            (*side, *feats[1:], *decoder_inputs[3:5]),
+            folder,
+            "decoder_prompt",
+            PROMPT_SIDE_INPUTS,
+            DECODER_OUTPUTS,
+            simplify,
+        )
         dec = model.sam_mask_decoder
         manifest = Manifest(
             family="sam2",

@@ -28,10 +28,15 @@ HIERA = {
 }
 IMAGE_SIZE = 1024
 #: ``build_sam2(..., apply_postprocessing=True)``: what SAM2ImagePredictor runs with
-POSTPROCESSING = {"dynamic_multimask_via_stability": True, "dynamic_multimask_stability_delta": 0.05,
-                  "dynamic_multimask_stability_thresh": 0.98}
-INSTALL_HINT = ("SAM 2 export needs the official sam2 package: "
-                "SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0")
+POSTPROCESSING = {
+    "dynamic_multimask_via_stability": True,
+    "dynamic_multimask_stability_delta": 0.05,
+    "dynamic_multimask_stability_thresh": 0.98,
+}
+INSTALL_HINT = (
+    "SAM 2 export needs the official sam2 package: "
+    "SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0"
+)
 
 
 @dataclass(frozen=True)
@@ -57,14 +62,21 @@ def load_state_dict(checkpoint: str | os.PathLike) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a SAM 2 checkpoint (it holds pickled objects: {type(exc).__name__})") from exc
+        raise CheckpointError(
+            f"{path} is not a SAM 2 checkpoint (it holds pickled objects: {type(exc).__name__})"
+        ) from exc
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not any(str(k).startswith("sam_mask_decoder.") for k in obj):
-        hint = " (a SAM 1 checkpoint: use `segedge export sam`)" if isinstance(obj, dict) and any(
-            str(k).startswith("mask_decoder.") for k in obj) else ""
-        raise CheckpointError(f"{path} holds no SAM 2 weights (no sam_mask_decoder.* tensors){hint}; "
-                              "pass sam2.1_hiera_{tiny,small,base_plus,large}.pt or sam2_hiera_*.pt")
+        hint = (
+            " (a SAM 1 checkpoint: use `segedge export sam`)"
+            if isinstance(obj, dict) and any(str(k).startswith("mask_decoder.") for k in obj)
+            else ""
+        )
+        raise CheckpointError(
+            f"{path} holds no SAM 2 weights (no sam_mask_decoder.* tensors){hint}; "
+            "pass sam2.1_hiera_{tiny,small,base_plus,large}.pt or sam2_hiera_*.pt"
+        )
     return obj
 
 
@@ -72,14 +84,20 @@ def infer_arch(state: dict) -> Sam2Arch:
     """Variant and version of a SAM 2 state dict (see the module docstring)."""
     key = "image_encoder.trunk.patch_embed.proj.weight"
     if key not in state:
-        raise CheckpointError("the checkpoint has no Hiera image encoder (image_encoder.trunk.*); is it a SAM 2 checkpoint?")
+        raise CheckpointError(
+            "the checkpoint has no Hiera image encoder (image_encoder.trunk.*); is it a SAM 2 checkpoint?"
+        )
     embed_dim = int(state[key].shape[0])
     blocks = len({int(m.group(1)) for k in state if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))})
     variant = next((name for name, (dim, n, _) in HIERA.items() if (dim, n) == (embed_dim, blocks)), None)
     if variant is None:
-        raise CheckpointError(f"a Hiera trunk of embed dim {embed_dim} with {blocks} blocks is none of SAM 2's "
-                              f"({', '.join(f'{k}: {d}x{n}' for k, (d, n, _) in HIERA.items())})")
-    version = "2.1" if "no_obj_embed_spatial" in state or any(k.startswith("obj_ptr_tpos_proj.") for k in state) else "2.0"
+        raise CheckpointError(
+            f"a Hiera trunk of embed dim {embed_dim} with {blocks} blocks is none of SAM 2's "
+            f"({', '.join(f'{k}: {d}x{n}' for k, (d, n, _) in HIERA.items())})"
+        )
+    version = (
+        "2.1" if "no_obj_embed_spatial" in state or any(k.startswith("obj_ptr_tpos_proj.") for k in state) else "2.0"
+    )
     return Sam2Arch(variant, version)
 
 

@@ -21,7 +21,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from segedge.export.sam_decoder import DecoderModule, hypernetwork_masks, masked_two_way_transformer, prompt_embeddings, prompt_side_transformer
+from segedge.export.sam_decoder import (
+    DecoderModule,
+    hypernetwork_masks,
+    masked_two_way_transformer,
+    prompt_embeddings,
+    prompt_side_transformer,
+)
 
 FEATURE_SIZES = ((256, 256), (128, 128), (64, 64))
 
@@ -46,12 +52,20 @@ def decoder_parts(model: nn.Module) -> tuple:
 
 
 class Sam2PromptDecoder(DecoderModule):
-    def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input):
+    def forward(
+        self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
+    ):
         dec = self.mask_decoder
-        sparse, dense = prompt_embeddings(self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input)
-        output_tokens = torch.cat(_extra_tokens(dec) + [dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+        sparse, dense = prompt_embeddings(
+            self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input
+        )
+        output_tokens = torch.cat(_extra_tokens(dec) + [dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(
+            0
+        )
         output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
-        queries, keys = masked_two_way_transformer(dec.transformer, image_embed + dense, self.dense_pe, output_tokens, sparse, point_labels)
+        queries, keys = masked_two_way_transformer(
+            dec.transformer, image_embed + dense, self.dense_pe, output_tokens, sparse, point_labels
+        )
         return _heads_out(dec, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
 
 
@@ -59,10 +73,21 @@ class Sam2DecoderPromptSide(DecoderModule):
     """``(image_tokens, t2i_keys, t2i_values, i2t_queries, high_res_feats_0, high_res_feats_1, point_coords,
     point_labels)`` -> the decoder's three outputs, for prompts without a mask input."""
 
-    def forward(self, image_tokens, t2i_keys, t2i_values, i2t_queries, high_res_feats_0, high_res_feats_1, point_coords, point_labels):
+    def forward(
+        self,
+        image_tokens,
+        t2i_keys,
+        t2i_values,
+        i2t_queries,
+        high_res_feats_0,
+        high_res_feats_1,
+        point_coords,
+        point_labels,
+    ):
         dec = self.mask_decoder
-        queries, keys = prompt_side_transformer(self, (image_tokens, t2i_keys, t2i_values, i2t_queries), point_coords, point_labels,
-                                                _extra_tokens(dec))
+        queries, keys = prompt_side_transformer(
+            self, (image_tokens, t2i_keys, t2i_values, i2t_queries), point_coords, point_labels, _extra_tokens(dec)
+        )
         return _heads_out(dec, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
 
 

@@ -27,7 +27,12 @@ OFFICIAL_VIT = {  # (embed_dim, depth, heads, global attention blocks)
     "vit_l": (1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": (1280, 32, 16, (7, 15, 23, 31)),
 }
-MOBILE_SAM = {"embed_dims": (64, 128, 160, 320), "depths": (2, 2, 6, 2), "num_heads": (2, 4, 5, 10), "window_sizes": (7, 7, 14, 7)}
+MOBILE_SAM = {
+    "embed_dims": (64, 128, 160, 320),
+    "depths": (2, 2, 6, 2),
+    "num_heads": (2, 4, 5, 10),
+    "window_sizes": (7, 7, 14, 7),
+}
 IMAGE_SIZE = 1024
 EMBED_SIZE = 64  # image embedding grid (IMAGE_SIZE / 16)
 WINDOW = 14
@@ -80,12 +85,18 @@ def infer_arch(state: dict, variant: str | None = None) -> SamArch:
     if rel is None:
         raise CheckpointError("the ViT encoder has no relative position tables; not a SAM image encoder")
     head_dim = int(rel.shape[1])
-    global_idx = tuple(i for i in blocks if int(state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0]) == 2 * EMBED_SIZE - 1)
+    global_idx = tuple(
+        i for i in blocks if int(state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0]) == 2 * EMBED_SIZE - 1
+    )
     arch = SamArch("vit", "", embed_dim, depth, embed_dim // head_dim, global_idx)
-    official = next((name for name, cfg in OFFICIAL_VIT.items() if cfg == (embed_dim, depth, arch.num_heads, global_idx)), None)
+    official = next(
+        (name for name, cfg in OFFICIAL_VIT.items() if cfg == (embed_dim, depth, arch.num_heads, global_idx)), None
+    )
     if variant and variant in OFFICIAL_VIT and official and variant != official:
         raise CheckpointError(f"--variant {variant} does not match the checkpoint, which is {official}")
-    return SamArch("vit", variant or official or f"vit_custom_{embed_dim}x{depth}", embed_dim, depth, arch.num_heads, global_idx)
+    return SamArch(
+        "vit", variant or official or f"vit_custom_{embed_dim}x{depth}", embed_dim, depth, arch.num_heads, global_idx
+    )
 
 
 def build_sam(arch: SamArch, state: dict | None = None):
@@ -99,22 +110,51 @@ def build_sam(arch: SamArch, state: dict | None = None):
         from ultralytics.models.sam.modules.tiny_encoder import TinyViT
 
         encoder = TinyViT(
-            img_size=IMAGE_SIZE, in_chans=3, num_classes=1000, embed_dims=list(MOBILE_SAM["embed_dims"]),
-            depths=list(MOBILE_SAM["depths"]), num_heads=list(MOBILE_SAM["num_heads"]),
-            window_sizes=list(MOBILE_SAM["window_sizes"]), mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0,
-            use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8,
+            img_size=IMAGE_SIZE,
+            in_chans=3,
+            num_classes=1000,
+            embed_dims=list(MOBILE_SAM["embed_dims"]),
+            depths=list(MOBILE_SAM["depths"]),
+            num_heads=list(MOBILE_SAM["num_heads"]),
+            window_sizes=list(MOBILE_SAM["window_sizes"]),
+            mlp_ratio=4.0,
+            drop_rate=0.0,
+            drop_path_rate=0.0,
+            use_checkpoint=False,
+            mbconv_expand_ratio=4.0,
+            local_conv_size=3,
+            layer_lr_decay=0.8,
         )
     else:
         encoder = ImageEncoderViT(
-            depth=arch.depth, embed_dim=arch.embed_dim, img_size=IMAGE_SIZE, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=arch.num_heads, patch_size=16,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=arch.global_attn_indexes, window_size=WINDOW, out_chans=256,
+            depth=arch.depth,
+            embed_dim=arch.embed_dim,
+            img_size=IMAGE_SIZE,
+            mlp_ratio=4,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=arch.num_heads,
+            patch_size=16,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=arch.global_attn_indexes,
+            window_size=WINDOW,
+            out_chans=256,
         )
     sam = Sam(
         image_encoder=encoder,
-        prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(EMBED_SIZE, EMBED_SIZE), input_image_size=(IMAGE_SIZE, IMAGE_SIZE), mask_in_chans=16),
-        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-                                 transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256,
+            image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
+            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256,
+            iou_head_depth=3,
+            iou_head_hidden_dim=256,
+        ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
@@ -131,5 +171,5 @@ def load_sam(checkpoint: str | os.PathLike, variant: str | None = None):
 
 
 def checkpoint_family(path: Path) -> str:
-    """"sam" or "mobile-sam" for a SAM-family state dict (used by the CLI to check the subcommand)."""
+    """ "sam" or "mobile-sam" for a SAM-family state dict (used by the CLI to check the subcommand)."""
     return "mobile-sam" if infer_arch(load_state_dict(path)).kind == "tinyvit" else "sam"

@@ -32,7 +32,12 @@ def group_global_attention(image_encoder, heads_per_group: int) -> int:
     changed = 0
     for block in blocks:
         attn = getattr(block, "attn", None)
-        if getattr(block, "window_size", None) == 0 and attn is not None and hasattr(attn, "qkv") and hasattr(attn, "num_heads"):
+        if (
+            getattr(block, "window_size", None) == 0
+            and attn is not None
+            and hasattr(attn, "qkv")
+            and hasattr(attn, "num_heads")
+        ):
             if heads_per_group < attn.num_heads:
                 attn.forward = types.MethodType(_grouped_forward(heads_per_group), attn)
                 changed += 1

@@ -35,7 +35,11 @@ _MASKED = -1e4  # exp(-1e4) == 0 in float32: masked keys get exactly zero weight
 def _attention(attn: nn.Module, q, k, v, key_bias=None):
     """segment-anything's ``Attention.forward`` with an additive bias on the keys."""
     q, k, v = attn.q_proj(q), attn.k_proj(k), attn.v_proj(v)
-    q, k, v = attn._separate_heads(q, attn.num_heads), attn._separate_heads(k, attn.num_heads), attn._separate_heads(v, attn.num_heads)
+    q, k, v = (
+        attn._separate_heads(q, attn.num_heads),
+        attn._separate_heads(k, attn.num_heads),
+        attn._separate_heads(v, attn.num_heads),
+    )
     scores = q @ k.permute(0, 1, 3, 2) / math.sqrt(q.shape[-1])
     if key_bias is not None:
         scores = scores + key_bias
@@ -81,10 +85,17 @@ def _two_way_block(block: nn.Module, queries, keys, query_pe, key_pe, token_bias
         keys = block.norm4(keys + _attention(i2t, k, q, queries, token_bias))
         return queries, keys
     t2i_keys, t2i_values, i2t_queries = projections
-    queries = block.norm2(queries + _attention_projected(t2i, _heads(t2i, t2i.q_proj(queries + query_pe)), t2i_keys, t2i_values))
+    queries = block.norm2(
+        queries + _attention_projected(t2i, _heads(t2i, t2i.q_proj(queries + query_pe)), t2i_keys, t2i_values)
+    )
     queries = block.norm3(queries + block.mlp(queries))
     q = queries + query_pe
-    keys = block.norm4(keys + _attention_projected(i2t, i2t_queries, _heads(i2t, i2t.k_proj(q)), _heads(i2t, i2t.v_proj(queries)), token_bias))
+    keys = block.norm4(
+        keys
+        + _attention_projected(
+            i2t, i2t_queries, _heads(i2t, i2t.k_proj(q)), _heads(i2t, i2t.v_proj(queries)), token_bias
+        )
+    )
     return queries, keys
 
 
@@ -93,7 +104,9 @@ def prompt_embeddings(pe_enc: nn.Module, img_size: float, point_coords, point_la
     its own padding: slots carry -1 where a pad token goes) and mask embedding, for SAM and SAM 2."""
     sparse = point_embeddings(pe_enc, img_size, point_coords, point_labels)
     has_mask = has_mask_input.reshape(-1, 1, 1, 1)
-    dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    dense = has_mask * pe_enc.mask_downscaling(mask_input) + (1 - has_mask) * pe_enc.no_mask_embed.weight.reshape(
+        1, -1, 1, 1
+    )
     return sparse, dense
 
 
@@ -120,7 +133,9 @@ def masked_two_way_transformer(tr: nn.Module, src, key_pe, output_tokens, sparse
     key_pe = key_pe.flatten(2).permute(0, 2, 1)
     queries = tokens
     for i, layer in enumerate(tr.layers):
-        queries, keys = _two_way_block(layer, queries, keys, tokens, key_pe, token_bias, projections if i == 0 else None)
+        queries, keys = _two_way_block(
+            layer, queries, keys, tokens, key_pe, token_bias, projections if i == 0 else None
+        )
     q, k = queries + tokens, keys + key_pe
     queries = tr.norm_final_attn(queries + _attention(tr.final_attn_token_to_image, q, k, keys))
     return queries, keys
@@ -147,12 +162,16 @@ class PromptDecoder(DecoderModule):
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
         dec = self.mask_decoder
-        sparse, dense = prompt_embeddings(self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input)
+        sparse, dense = prompt_embeddings(
+            self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input
+        )
         output_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
         output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
         src = image_embeddings + dense
         b, c, h, w = src.shape
-        queries, keys = masked_two_way_transformer(dec.transformer, src, self.dense_pe, output_tokens, sparse, point_labels)
+        queries, keys = masked_two_way_transformer(
+            dec.transformer, src, self.dense_pe, output_tokens, sparse, point_labels
+        )
         iou_token_out = queries[:, 0, :]
         mask_tokens_out = queries[:, 1 : 1 + dec.num_mask_tokens, :]
         upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
@@ -178,7 +197,9 @@ class DecoderPromptSide(DecoderModule):
 
     def forward(self, image_tokens, t2i_keys, t2i_values, i2t_queries, point_coords, point_labels):
         dec = self.mask_decoder
-        queries, keys = prompt_side_transformer(self, (image_tokens, t2i_keys, t2i_values, i2t_queries), point_coords, point_labels, [])
+        queries, keys = prompt_side_transformer(
+            self, (image_tokens, t2i_keys, t2i_values, i2t_queries), point_coords, point_labels, []
+        )
         b = queries.shape[0]
         c, h, w = self.dense_pe.shape[1:]
         upscaled = dec.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
@@ -194,8 +215,9 @@ def prompt_side_transformer(module: DecoderModule, image_side: tuple, point_coor
     output_tokens = torch.cat([*extra_tokens, dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
     output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
     tokens, *projections = image_side
-    return masked_two_way_transformer(dec.transformer, tokens, module.dense_pe, output_tokens, sparse, point_labels,
-                                      projections=tuple(projections))
+    return masked_two_way_transformer(
+        dec.transformer, tokens, module.dense_pe, output_tokens, sparse, point_labels, projections=tuple(projections)
+    )
 
 
 def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):
@@ -206,7 +228,9 @@ def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):
     whole (B, 32, 256, 256) tensor to NCHW first (7.8 of 36 ms of MobileSAM's decoder, f32); now only
     the (B, M, 256, 256) result is transposed. Same sums (float rounding differs by ~1e-6).
     """
-    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1)
+    hyper_in = torch.stack(
+        [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
+    )
     b, c, h, w = upscaled.shape
     pixels = upscaled.permute(0, 2, 3, 1).reshape(b, h * w, c)
     return (pixels @ hyper_in.transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w)

@@ -98,13 +98,17 @@ def check_against_ultralytics(reference: tuple, ours: tuple, imgsz: int, strides
     if len(ours) == 4:
         *parts, proto = ours
         if parts[0].shape[1] != ref_det.shape[1]:
-            raise CheckpointError(f"channels-last head gave {parts[0].shape[1]} anchors, ultralytics {ref_det.shape[1]}")
+            raise CheckpointError(
+                f"channels-last head gave {parts[0].shape[1]} anchors, ultralytics {ref_det.shape[1]}"
+            )
         det = torch.from_numpy(decode_all(tuple(t.numpy() for t in parts), anchor_grid((imgsz, imgsz), strides)))[None]
     else:
         det, proto = ours
     if det.shape != ref_det.shape or proto.shape != ref_proto.shape:
-        raise CheckpointError(f"channels-last head gave {tuple(det.shape)} / {tuple(proto.shape)}, expected "
-                              f"{tuple(ref_det.shape)} / {tuple(ref_proto.shape)}: this head is not supported")
+        raise CheckpointError(
+            f"channels-last head gave {tuple(det.shape)} / {tuple(proto.shape)}, expected "
+            f"{tuple(ref_det.shape)} / {tuple(ref_proto.shape)}: this head is not supported"
+        )
     box_err = float((det[..., :4] - ref_det[..., :4]).abs().max())
     rest_err = float((det[..., 4:] - ref_det[..., 4:]).abs().max())
     proto_err = float((proto - ref_proto).abs().max())
@@ -112,5 +116,7 @@ def check_against_ultralytics(reference: tuple, ours: tuple, imgsz: int, strides
     # seeded FastSAM-s' prototypes reach 428 and differed by 2.1e-4 (5e-7 of that) with 2 torch threads, 0 with 1.
     # A wrong head differs by the size of the values themselves.
     if box_err > 1e-5 * imgsz or rest_err > _limit(ref_det[..., 4:]) or proto_err > _limit(ref_proto):
-        raise CheckpointError(f"channels-last head differs from ultralytics' (boxes {box_err:.3g} px, scores/coefficients "
-                              f"{rest_err:.3g}, prototypes {proto_err:.3g}): this head is not supported")
+        raise CheckpointError(
+            f"channels-last head differs from ultralytics' (boxes {box_err:.3g} px, scores/coefficients "
+            f"{rest_err:.3g}, prototypes {proto_err:.3g}): this head is not supported"
+        )

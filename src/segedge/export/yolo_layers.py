@@ -39,8 +39,14 @@ def _shuffle_upsample(proto) -> bool:
     up = proto.upsample
     if not isinstance(up, torch.nn.ConvTranspose2d) or up.bias is None:
         return False
-    if tuple(up.kernel_size) != (2, 2) or tuple(up.stride) != (2, 2) or tuple(up.padding) != (0, 0) \
-            or tuple(up.output_padding) != (0, 0) or tuple(up.dilation) != (1, 1) or up.groups != 1:
+    if (
+        tuple(up.kernel_size) != (2, 2)
+        or tuple(up.stride) != (2, 2)
+        or tuple(up.padding) != (0, 0)
+        or tuple(up.output_padding) != (0, 0)
+        or tuple(up.dilation) != (1, 1)
+        or up.groups != 1
+    ):
         return False
     cin, cout = up.in_channels, up.out_channels
     conv = torch.nn.Conv2d(cin, cout * 4, 1, bias=True)
@@ -63,7 +69,11 @@ def split_c2f_inputs(model) -> int:
     changed = 0
     for block in model.modules():
         # C2f and subclasses that keep its forward (YOLO11's C3k2)
-        if not isinstance(block, C2f) or type(block).forward is not C2f.forward or not isinstance(getattr(block.cv1, "conv", None), torch.nn.Conv2d):
+        if (
+            not isinstance(block, C2f)
+            or type(block).forward is not C2f.forward
+            or not isinstance(getattr(block.cv1, "conv", None), torch.nn.Conv2d)
+        ):
             continue
         conv, c = block.cv1.conv, block.c
         if conv.bias is None or conv.groups != 1 or conv.out_channels != 2 * c:

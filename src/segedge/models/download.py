@@ -41,7 +41,9 @@ def _cache_dir(variable: str, leaf: str) -> Path:
     return Path(cache) / "segedge" / leaf
 
 
-def download(url: str, dest: str | os.PathLike, sha256: str | None = None, *, progress: bool = True, timeout: float = 60) -> Path:
+def download(
+    url: str, dest: str | os.PathLike, sha256: str | None = None, *, progress: bool = True, timeout: float = 60
+) -> Path:
     """Download ``url`` to the file ``dest``; verify ``sha256`` when given. Returns ``dest``.
 
     Raises :class:`DownloadError` (network failure, HTTP error, checksum mismatch); on any failure
@@ -129,7 +131,9 @@ def _show(name: str, done: int, total: int) -> None:
     if total:
         width = 30
         filled = int(width * done / total)
-        sys.stderr.write(f"\r{name} [{'#' * filled}{'.' * (width - filled)}] {done / 2**20:.1f}/{total / 2**20:.1f} MiB")
+        sys.stderr.write(
+            f"\r{name} [{'#' * filled}{'.' * (width - filled)}] {done / 2**20:.1f}/{total / 2**20:.1f} MiB"
+        )
     else:
         sys.stderr.write(f"\r{name} {done / 2**20:.1f} MiB")
     sys.stderr.flush()

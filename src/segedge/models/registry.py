@@ -34,29 +34,97 @@ _SAM2_SIZES = {"tiny": "156 MB", "small": "185 MB", "base_plus": "323 MB", "larg
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("sam_vit_b", "sam", "sam_vit_b_01ec64.pth", _SAM + "sam_vit_b_01ec64.pth",
-                  "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912", 1024, "SAM ViT-B (375 MB)"),
-        ModelSpec("sam_vit_l", "sam", "sam_vit_l_0b3195.pth", _SAM + "sam_vit_l_0b3195.pth",
-                  "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622", 1024, "SAM ViT-L (1.2 GB)"),
-        ModelSpec("sam_vit_h", "sam", "sam_vit_h_4b8939.pth", _SAM + "sam_vit_h_4b8939.pth",
-                  "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e", 1024, "SAM ViT-H (2.4 GB)"),
-        ModelSpec("mobile_sam", "mobile-sam", "mobile_sam.pt", _ULTRALYTICS + "mobile_sam.pt",
-                  "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f", 1024, "MobileSAM, TinyViT encoder (39 MB)"),
-        ModelSpec("FastSAM-s", "fastsam", "FastSAM-s.pt", _ULTRALYTICS + "FastSAM-s.pt", None, 1024,
-                  "FastSAM small, YOLOv8s-seg with one class (23 MB)"),
-        ModelSpec("FastSAM-x", "fastsam", "FastSAM-x.pt", _ULTRALYTICS + "FastSAM-x.pt", None, 1024,
-                  "FastSAM large, YOLOv8x-seg with one class (138 MB)"),
-        *(ModelSpec(f"sam2.1_hiera_{v}", "sam2", f"sam2.1_hiera_{v}.pt", f"{_SAM2}092824/sam2.1_hiera_{v}.pt", None, 1024,
-                    f"SAM 2.1 Hiera-{v} ({size})") for v, size in _SAM2_SIZES.items()),
-        *(ModelSpec(f"sam2_hiera_{v}", "sam2", f"sam2_hiera_{v}.pt", f"{_SAM2}072824/sam2_hiera_{v}.pt", None, 1024,
-                    f"SAM 2.0 Hiera-{v} ({size})") for v, size in _SAM2_SIZES.items()),
-        ModelSpec("clip_vit_b_32", "clip", "ViT-B-32.pt",
-                  "https://openaipublic.azureedge.net/clip/models/"
-                  "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
-                  "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", 224,
-                  "OpenAI CLIP ViT-B/32, used by FastSAM text prompts (338 MB)"),
+        ModelSpec(
+            "sam_vit_b",
+            "sam",
+            "sam_vit_b_01ec64.pth",
+            _SAM + "sam_vit_b_01ec64.pth",
+            "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
+            1024,
+            "SAM ViT-B (375 MB)",
+        ),
+        ModelSpec(
+            "sam_vit_l",
+            "sam",
+            "sam_vit_l_0b3195.pth",
+            _SAM + "sam_vit_l_0b3195.pth",
+            "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
+            1024,
+            "SAM ViT-L (1.2 GB)",
+        ),
+        ModelSpec(
+            "sam_vit_h",
+            "sam",
+            "sam_vit_h_4b8939.pth",
+            _SAM + "sam_vit_h_4b8939.pth",
+            "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
+            1024,
+            "SAM ViT-H (2.4 GB)",
+        ),
+        ModelSpec(
+            "mobile_sam",
+            "mobile-sam",
+            "mobile_sam.pt",
+            _ULTRALYTICS + "mobile_sam.pt",
+            "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
+            1024,
+            "MobileSAM, TinyViT encoder (39 MB)",
+        ),
+        ModelSpec(
+            "FastSAM-s",
+            "fastsam",
+            "FastSAM-s.pt",
+            _ULTRALYTICS + "FastSAM-s.pt",
+            None,
+            1024,
+            "FastSAM small, YOLOv8s-seg with one class (23 MB)",
+        ),
+        ModelSpec(
+            "FastSAM-x",
+            "fastsam",
+            "FastSAM-x.pt",
+            _ULTRALYTICS + "FastSAM-x.pt",
+            None,
+            1024,
+            "FastSAM large, YOLOv8x-seg with one class (138 MB)",
+        ),
+        *(
+            ModelSpec(
+                f"sam2.1_hiera_{v}",
+                "sam2",
+                f"sam2.1_hiera_{v}.pt",
+                f"{_SAM2}092824/sam2.1_hiera_{v}.pt",
+                None,
+                1024,
+                f"SAM 2.1 Hiera-{v} ({size})",
+            )
+            for v, size in _SAM2_SIZES.items()
+        ),
+        *(
+            ModelSpec(
+                f"sam2_hiera_{v}",
+                "sam2",
+                f"sam2_hiera_{v}.pt",
+                f"{_SAM2}072824/sam2_hiera_{v}.pt",
+                None,
+                1024,
+                f"SAM 2.0 Hiera-{v} ({size})",
+            )
+            for v, size in _SAM2_SIZES.items()
+        ),
+        ModelSpec(
+            "clip_vit_b_32",
+            "clip",
+            "ViT-B-32.pt",
+            "https://openaipublic.azureedge.net/clip/models/"
+            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+            "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+            224,
+            "OpenAI CLIP ViT-B/32, used by FastSAM text prompts (338 MB)",
+        ),
     )
 }
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -78,22 +146,42 @@ class DatasetSpec:
 # what the model will see in the field, are better: pass --calibration.
 DATASETS: dict[str, DatasetSpec] = {
     "coco128": DatasetSpec(
-        "coco128", "https://github.com/ultralytics/assets/releases/download/v0.0.0/coco128.zip", None,
-        "coco128/images/train2017", 128, "128 COCO train2017 photos from ultralytics (7 MB)",
+        "coco128",
+        "https://github.com/ultralytics/assets/releases/download/v0.0.0/coco128.zip",
+        None,
+        "coco128/images/train2017",
+        128,
+        "128 COCO train2017 photos from ultralytics (7 MB)",
     ),
 }
 DEFAULT_CALIBRATION = "coco128"
 
 # Names users type for the same thing.
 ALIASES = {
-    "fastsam-s": "FastSAM-s", "fastsam_s": "FastSAM-s", "fastsam-s.pt": "FastSAM-s",
-    "fastsam-x": "FastSAM-x", "fastsam_x": "FastSAM-x", "fastsam-x.pt": "FastSAM-x",
-    "mobile-sam": "mobile_sam", "mobilesam": "mobile_sam", "mobile_sam.pt": "mobile_sam",
-    "vit_b": "sam_vit_b", "vit_l": "sam_vit_l", "vit_h": "sam_vit_h",
-    "sam_vit_b_01ec64.pth": "sam_vit_b", "sam_vit_l_0b3195.pth": "sam_vit_l", "sam_vit_h_4b8939.pth": "sam_vit_h",
-    **{f"sam2.1_hiera_{v}.pt": f"sam2.1_hiera_{v}" for v in _SAM2_SIZES}, **{f"sam2_hiera_{v}.pt": f"sam2_hiera_{v}" for v in _SAM2_SIZES},
-    "sam2.1_t": "sam2.1_hiera_tiny", "sam2.1_s": "sam2.1_hiera_small", "sam2.1_b": "sam2.1_hiera_base_plus", "sam2.1_l": "sam2.1_hiera_large",
-    "vit-b-32": "clip_vit_b_32", "vit-b/32": "clip_vit_b_32", "vit-b-32.pt": "clip_vit_b_32",
+    "fastsam-s": "FastSAM-s",
+    "fastsam_s": "FastSAM-s",
+    "fastsam-s.pt": "FastSAM-s",
+    "fastsam-x": "FastSAM-x",
+    "fastsam_x": "FastSAM-x",
+    "fastsam-x.pt": "FastSAM-x",
+    "mobile-sam": "mobile_sam",
+    "mobilesam": "mobile_sam",
+    "mobile_sam.pt": "mobile_sam",
+    "vit_b": "sam_vit_b",
+    "vit_l": "sam_vit_l",
+    "vit_h": "sam_vit_h",
+    "sam_vit_b_01ec64.pth": "sam_vit_b",
+    "sam_vit_l_0b3195.pth": "sam_vit_l",
+    "sam_vit_h_4b8939.pth": "sam_vit_h",
+    **{f"sam2.1_hiera_{v}.pt": f"sam2.1_hiera_{v}" for v in _SAM2_SIZES},
+    **{f"sam2_hiera_{v}.pt": f"sam2_hiera_{v}" for v in _SAM2_SIZES},
+    "sam2.1_t": "sam2.1_hiera_tiny",
+    "sam2.1_s": "sam2.1_hiera_small",
+    "sam2.1_b": "sam2.1_hiera_base_plus",
+    "sam2.1_l": "sam2.1_hiera_large",
+    "vit-b-32": "clip_vit_b_32",
+    "vit-b/32": "clip_vit_b_32",
+    "vit-b-32.pt": "clip_vit_b_32",
 }
 
 

@@ -31,7 +31,9 @@ def build_all_layer_point_grids(n_per_side: int, n_layers: int, scale_per_layer:
     return [build_point_grid(int(n_per_side / (scale_per_layer**i))) for i in range(n_layers + 1)]
 
 
-def generate_crop_boxes(im_size: tuple[int, int], n_layers: int, overlap_ratio: float) -> tuple[list[list[int]], list[int]]:
+def generate_crop_boxes(
+    im_size: tuple[int, int], n_layers: int, overlap_ratio: float
+) -> tuple[list[list[int]], list[int]]:
     """``(crop_boxes, layer_idxs)``: the whole image, then ``(2**i)**2`` overlapping crops in layer ``i``.
     ``im_size`` is ``(H, W)``; boxes are ``[x0, y0, x1, y1)`` pixels."""
     crop_boxes, layer_idxs = [[0, 0, im_size[1], im_size[0]]], [0]
@@ -63,7 +65,9 @@ def inclusive_boxes(masks: RoiMasks) -> np.ndarray:
     return boxes.astype(np.int64).reshape(-1, 4)
 
 
-def is_box_near_crop_edge(boxes: np.ndarray, crop_box: list[int], orig_box: list[int], atol: float = 20.0) -> np.ndarray:
+def is_box_near_crop_edge(
+    boxes: np.ndarray, crop_box: list[int], orig_box: list[int], atol: float = 20.0
+) -> np.ndarray:
     """``(N,)`` bool: boxes (crop coordinates, inclusive) within ``atol`` px of a crop edge that is not
     also an edge of the image (masks cut by the crop are dropped)."""
     x0, y0 = crop_box[0], crop_box[1]
@@ -78,7 +82,9 @@ def box_xyxy_to_xywh(box) -> list:
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def remove_small_regions(masks: RoiMasks, i: int, area_thresh: float, mode: str) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+def remove_small_regions(
+    masks: RoiMasks, i: int, area_thresh: float, mode: str
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
     """segment-anything's ``remove_small_regions`` for mask ``i``, computed on its box plus a one-pixel
     ring instead of the whole image: ``(crop, (y0, y1, x0, x1), changed)``.
 
@@ -106,7 +112,9 @@ def remove_small_regions(masks: RoiMasks, i: int, area_thresh: float, mode: str)
     return out, (ry0, ry1, rx0, rx1), changed
 
 
-def _remove_small(mask: np.ndarray, area_thresh: float, correct_holes: bool, ring: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+def _remove_small(
+    mask: np.ndarray, area_thresh: float, correct_holes: bool, ring: np.ndarray | None = None
+) -> tuple[np.ndarray, bool]:
     """segment-anything's ``remove_small_regions`` on ``mask``; background components touching ``ring``
     (pixels outside the mask's box) belong to the large outside background and are never filled."""
     working = (correct_holes ^ mask).astype(np.uint8)

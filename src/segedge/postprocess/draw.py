@@ -10,10 +10,26 @@ from segedge.postprocess.masks import RoiMasks
 # A fixed, high-contrast palette (RGB): colours stay stable from run to run.
 PALETTE = np.array(
     [
-        (255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49),
-        (72, 249, 10), (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187),
-        (44, 153, 168), (0, 194, 255), (52, 69, 147), (100, 115, 255), (0, 24, 236),
-        (132, 56, 255), (82, 0, 133), (203, 56, 255), (255, 149, 200), (255, 55, 199),
+        (255, 56, 56),
+        (255, 157, 151),
+        (255, 112, 31),
+        (255, 178, 29),
+        (207, 210, 49),
+        (72, 249, 10),
+        (146, 204, 23),
+        (61, 219, 134),
+        (26, 147, 52),
+        (0, 212, 187),
+        (44, 153, 168),
+        (0, 194, 255),
+        (52, 69, 147),
+        (100, 115, 255),
+        (0, 24, 236),
+        (132, 56, 255),
+        (82, 0, 133),
+        (203, 56, 255),
+        (255, 149, 200),
+        (255, 55, 199),
     ],
     dtype=np.uint8,
 )
@@ -44,7 +60,9 @@ def overlay(
         region[crop] = blended[crop].astype(np.uint8)
         if contours:
             found, _ = cv2.findContours(np.pad(crop.astype(np.uint8), 1), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(out, found, -1, tuple(int(c) for c in PALETTE[i % len(PALETTE)]), 1, offset=(x0 - 1, y0 - 1))
+            cv2.drawContours(
+                out, found, -1, tuple(int(c) for c in PALETTE[i % len(PALETTE)]), 1, offset=(x0 - 1, y0 - 1)
+            )
     if boxes is not None:
         thickness = max(1, round(sum(image.shape[:2]) / 800))
         for i, box in enumerate(np.asarray(boxes)):
@@ -52,5 +70,14 @@ def overlay(
             p0, p1 = (int(box[0]), int(box[1])), (int(box[2]) - 1, int(box[3]) - 1)
             cv2.rectangle(out, p0, p1, color, thickness)
             if labels is not None and i < len(labels) and labels[i]:
-                cv2.putText(out, labels[i], (p0[0] + 2, max(p0[1] + 12, 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+                cv2.putText(
+                    out,
+                    labels[i],
+                    (p0[0] + 2, max(p0[1] + 12, 12)),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.4,
+                    color,
+                    1,
+                    cv2.LINE_AA,
+                )
     return out

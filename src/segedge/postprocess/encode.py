@@ -95,7 +95,10 @@ def rle_decode(rle: dict) -> np.ndarray:
 def rle_encode(masks: RoiMasks, i: int, compressed: bool = True) -> dict:
     """COCO RLE ``{"size": [h, w], "counts": str | list[int]}`` of mask ``i``."""
     counts = rle_counts(masks, i)
-    return {"size": [int(masks.shape_hw[0]), int(masks.shape_hw[1])], "counts": rle_to_string(counts) if compressed else counts.tolist()}
+    return {
+        "size": [int(masks.shape_hw[0]), int(masks.shape_hw[1])],
+        "counts": rle_to_string(counts) if compressed else counts.tolist(),
+    }
 
 
 def polygons(masks: RoiMasks, i: int, min_area: float = 0.0) -> list[list[float]]:

@@ -161,7 +161,12 @@ def letterbox_axis_maps(proto_hw: tuple[int, int], input_hw: tuple[int, int]) ->
 
 
 def assemble_masks(
-    protos: np.ndarray, coeffs: np.ndarray, proto_hw: tuple[int, int], boxes: np.ndarray, ymap: AxisMap, xmap: AxisMap,
+    protos: np.ndarray,
+    coeffs: np.ndarray,
+    proto_hw: tuple[int, int],
+    boxes: np.ndarray,
+    ymap: AxisMap,
+    xmap: AxisMap,
     shape_hw: tuple[int, int],
 ) -> RoiMasks:
     """Binary masks in the frame ``ymap``/``xmap`` resample to, each cropped to its box.

@@ -70,7 +70,9 @@ def select(
     return idx
 
 
-def text_crops(image: np.ndarray, masks: RoiMasks, boxes: np.ndarray, min_area: int = 100) -> tuple[list[int], list[np.ndarray]]:
+def text_crops(
+    image: np.ndarray, masks: RoiMasks, boxes: np.ndarray, min_area: int = 100
+) -> tuple[list[int], list[np.ndarray]]:
     """The image regions CLIP compares with a text, as ultralytics' FastSAM builds them.
 
     For every mask with more than ``min_area`` pixels: the image inside its box (coordinates

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def linear_taps(in_size: int, out_size: int, scale_factor: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def linear_taps(
+    in_size: int, out_size: int, scale_factor: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """1-D bilinear resampling with PyTorch's conventions as two taps per output.
 
     Output ``o`` = ``(1 - frac[o]) * x[i0[o]] + frac[o] * x[i1[o]]``. ``scale_factor`` given (as in
@@ -75,7 +77,9 @@ class AxisMap:
         return int(self.lo[a]), int(self.hi[b - 1])
 
 
-def resample_block(mask: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+def resample_block(
+    mask: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]
+) -> np.ndarray:
     """``(Wy @ mask @ Wx.T)[r0:r1, c0:c1]``, computed from only the input block it reads.
 
     ``mask (h, w)`` float32; returns ``(r1 - r0, c1 - c0)`` float32.
@@ -92,7 +96,9 @@ def resample_block(mask: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[i
 RUN = 64
 
 
-def resample_read_block(block: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+def resample_read_block(
+    block: np.ndarray, ymap: AxisMap, xmap: AxisMap, rows: tuple[int, int], cols: tuple[int, int]
+) -> np.ndarray:
     """:func:`resample_block` given only the input it reads: ``block`` is ``mask[k0:k1, l0:l1]`` with
     ``(k0, k1) = ymap.span(*rows)`` and ``(l0, l1) = xmap.span(*cols)`` (for callers that compute just
     that block, e.g. mask logits from prototypes). Returns ``(r1 - r0, c1 - c0)`` float32.

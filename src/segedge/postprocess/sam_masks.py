@@ -27,11 +27,15 @@ BAND_PER_STEP = 1e-3
 
 
 @lru_cache(maxsize=16)
-def sam_axis_maps(low_res: int, size: int | None, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def sam_axis_maps(
+    low_res: int, size: int | None, input_hw: tuple[int, int], orig_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """``(Wy (H, low_res), Wx (W, low_res))`` float32: PyTorch's two resizes and the crop, composed.
     ``size=None``: SAM 2's single resize straight from ``low_res`` to ``orig_hw`` (``input_hw`` unused)."""
     if size is None:
-        return linear_matrix(low_res, orig_hw[0]).astype(np.float32), linear_matrix(low_res, orig_hw[1]).astype(np.float32)
+        return linear_matrix(low_res, orig_hw[0]).astype(np.float32), linear_matrix(low_res, orig_hw[1]).astype(
+            np.float32
+        )
     up = linear_matrix(low_res, size)  # (size, low_res)
     wy = resize_then(linear_taps(input_hw[0], orig_hw[0]), up)  # the crop [:input_h] starts at 0
     wx = resize_then(linear_taps(input_hw[1], orig_hw[1]), up)
@@ -64,13 +68,17 @@ def _exact_at(m: np.ndarray, ys: np.ndarray, xs: np.ndarray, taps) -> np.ndarray
     return vals.astype(np.float32)
 
 
-def upscale_logits_exact(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int = 1024) -> np.ndarray:
+def upscale_logits_exact(
+    low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int = 1024
+) -> np.ndarray:
     """``(K, 256, 256)`` -> ``(K, H, W)`` float32 with the composed matrices only (slower, reference)."""
     wy, wx = sam_axis_maps(int(low_res.shape[-1]), size, tuple(input_hw), tuple(orig_hw))
     return np.stack([(wy @ m) @ wx.T for m in low_res.astype(np.float32, copy=False)])
 
 
-def upscale_logits(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int | None = 1024) -> np.ndarray:
+def upscale_logits(
+    low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int | None = 1024
+) -> np.ndarray:
     """``(..., 256, 256)`` logits -> ``(..., H, W)`` float32 logits at the original resolution.
 
     Values match PyTorch's to ~1e-3; signs (the masks) match exactly (see the module docstring).
@@ -104,8 +112,12 @@ def upscale_logits(low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tupl
 #: on a 2250x1500 frame, OpenCV's full upscale takes 5-10 ms where box matmuls over most of the
 #: frame take 20-60 ms; small windows are the other way round.
 FULL_FRAME_SHARE = 0.2
+
+
 @lru_cache(maxsize=16)
-def sam_roi_maps(low_res: int, size: int, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> tuple[AxisMap, AxisMap]:
+def sam_roi_maps(
+    low_res: int, size: int, input_hw: tuple[int, int], orig_hw: tuple[int, int]
+) -> tuple[AxisMap, AxisMap]:
     """:func:`sam_axis_maps` as :class:`~segedge.postprocess.resample.AxisMap` (with each output
     row's/column's input span), for resampling boxes of the output."""
     wy, wx = sam_axis_maps(low_res, size, input_hw, orig_hw)
@@ -133,8 +145,9 @@ def output_window(low: np.ndarray, floor: float, maps: tuple[AxisMap, AxisMap]) 
     return y0, y1, x0, x1
 
 
-def window_logits(low: np.ndarray, window: tuple[int, int, int, int], maps: tuple[AxisMap, AxisMap], threshold: float,
-                  taps=None) -> np.ndarray:
+def window_logits(
+    low: np.ndarray, window: tuple[int, int, int, int], maps: tuple[AxisMap, AxisMap], threshold: float, taps=None
+) -> np.ndarray:
     """The upscaled logits inside ``window`` (what :func:`upscale_logits` gives there), float32.
 
     Pixels within the rounding band of ``threshold`` are recomputed in float64, as in
@@ -151,8 +164,12 @@ def window_logits(low: np.ndarray, window: tuple[int, int, int, int], maps: tupl
 
 
 def roi_masks_from_low_res(
-    low_res: np.ndarray, input_hw: tuple[int, int], orig_hw: tuple[int, int], size: int | None = 1024,
-    threshold: float = 0.0, stability_offset: float | None = None,
+    low_res: np.ndarray,
+    input_hw: tuple[int, int],
+    orig_hw: tuple[int, int],
+    size: int | None = 1024,
+    threshold: float = 0.0,
+    stability_offset: float | None = None,
 ):
     """``(K, 256, 256)`` low-res logits -> :class:`~segedge.postprocess.masks.RoiMasks` of the ``K``
     masks ``upscaled > threshold`` at the original size, each computed only inside the window where
@@ -164,7 +181,12 @@ def roi_masks_from_low_res(
     from segedge.postprocess.masks import RoiMasks
 
     flat = np.ascontiguousarray(low_res.reshape(-1, *low_res.shape[-2:]), dtype=np.float32)
-    key = (int(flat.shape[-1]), None if size is None else int(size), tuple(int(v) for v in input_hw), tuple(int(v) for v in orig_hw))
+    key = (
+        int(flat.shape[-1]),
+        None if size is None else int(size),
+        tuple(int(v) for v in input_hw),
+        tuple(int(v) for v in orig_hw),
+    )
     maps = sam_roi_maps(*key)
     taps = sam_axis_taps(*key)
     floor = threshold if stability_offset is None else threshold - stability_offset
@@ -183,7 +205,9 @@ def roi_masks_from_low_res(
             block = window_logits(m, window, maps, threshold, taps)
         if stability_offset is not None:
             low_count = int(np.count_nonzero(block > threshold - stability_offset))
-            stability.append(int(np.count_nonzero(block > threshold + stability_offset)) / low_count if low_count else 0.0)
+            stability.append(
+                int(np.count_nonzero(block > threshold + stability_offset)) / low_count if low_count else 0.0
+            )
         mask = block > threshold
         ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         if ys.size == 0:

@@ -132,7 +132,9 @@ def decode_all(detections, grid: AnchorGrid) -> np.ndarray:
     return np.concatenate([dfl_xywh(box, grid.centres, grid.strides), sigmoid(cls), coeffs], axis=1)
 
 
-def decode_candidates(detections, conf: float, grid: AnchorGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def decode_candidates(
+    detections, conf: float, grid: AnchorGrid
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The anchors of a ``channels_last_logits`` tuple whose best class score is ``> conf``:
     ``(anchors (n,), xywh (n, 4) model-input pixels, class scores (n, nc), coefficients (n, nm))``.
 
@@ -283,7 +285,9 @@ def instances_from_outputs(
         masks = assemble_masks(protos, cands.coeffs, proto_hw, boxes_orig, ymap, xmap, geo.orig_hw)
     else:
         ymap, xmap = letterbox_axis_maps(proto_hw, tuple(geo.size_hw))
-        masks = nearest_to_original(assemble_masks(protos, cands.coeffs, proto_hw, cands.boxes, ymap, xmap, geo.size_hw), geo, boxes_orig)
+        masks = nearest_to_original(
+            assemble_masks(protos, cands.coeffs, proto_hw, cands.boxes, ymap, xmap, geo.size_hw), geo, boxes_orig
+        )
     keep = np.array([c.any() for c in masks.crops], dtype=bool)
     out = InstanceSet(boxes_orig, cands.scores.astype(np.float32), cands.class_ids, masks)
     return out if keep.all() else out.subset(keep)

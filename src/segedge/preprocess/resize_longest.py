@@ -41,7 +41,9 @@ class SamTransform:
         return out
 
 
-def sam_preprocess(image: np.ndarray, size: int = 1024, mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD) -> tuple[np.ndarray, SamTransform]:
+def sam_preprocess(
+    image: np.ndarray, size: int = 1024, mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD
+) -> tuple[np.ndarray, SamTransform]:
     """``HxWx3 uint8`` RGB -> ``(1, 3, size, size)`` float32 and the transform geometry."""
     h, w = image.shape[:2]
     new_hw = longest_side_shape(h, w, size)

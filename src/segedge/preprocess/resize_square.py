@@ -23,8 +23,14 @@ def resize_antialias(planes: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     h, w = out_hw
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize((w, h), Image.BILINEAR))
-                     for p in planes])
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(p, dtype=np.float32), mode="F").resize((w, h), Image.BILINEAR)
+            )
+            for p in planes
+        ]
+    )
 
 
 def sam2_preprocess(image: np.ndarray, size: int = 1024, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:

@@ -51,7 +51,8 @@ def error_reason(exc: BaseException) -> str:
     """
     lines = [line.strip() for line in str(exc).splitlines()]
     kept = [
-        line for line in lines
+        line
+        for line in lines
         if line and not line.startswith("Exception from ") and not re.match(r"^Check '.*' failed at ", line)
     ]
     reason = " ".join(kept) or " ".join(line for line in lines if line) or type(exc).__name__
@@ -104,8 +105,10 @@ class Backend(ABC):
                 )
             if self._dtypes[name] == np.uint8 and np.asarray(array).dtype != np.uint8:
                 # a uint8 input is an image (0-255): casting floats to it would silently zero a 0-1 tensor
-                raise BackendError(f"input {name!r} is a uint8 image of shape {tuple(self.inputs[name])}, got "
-                                   f"{np.asarray(array).dtype}: pass the model's own preprocess() output")
+                raise BackendError(
+                    f"input {name!r} is a uint8 image of shape {tuple(self.inputs[name])}, got "
+                    f"{np.asarray(array).dtype}: pass the model's own preprocess() output"
+                )
 
     @abstractmethod
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
@@ -338,5 +341,7 @@ def open_backend(
     if precision == "int8" and int8 is None:
         precision = "f32"
     if backend == "openvino":
-        return OpenVinoBackend(folder.file(int8 or graph.openvino), graph, precision=precision, threads=threads, cache_dir=cache_dir)
+        return OpenVinoBackend(
+            folder.file(int8 or graph.openvino), graph, precision=precision, threads=threads, cache_dir=cache_dir
+        )
     return OnnxRuntimeBackend(folder.file(int8 or graph.onnx), graph, precision=precision, threads=threads)

@@ -48,7 +48,9 @@ class Clip(FolderModel):
         try:
             return super()._open_folder(model_dir, verify)
         except ModelFolderError as exc:
-            raise ModelFolderError(f"CLIP model folder unusable: {exc}. Text prompts need a CLIP folder; {EXPORT_HINT}") from None
+            raise ModelFolderError(
+                f"CLIP model folder unusable: {exc}. Text prompts need a CLIP folder; {EXPORT_HINT}"
+            ) from None
 
     def _setup(self, m) -> None:
         self.tokenizer = ClipTokenizer(self.folder.file(m.params["vocabulary"]))

@@ -84,9 +84,12 @@ class CpuCapabilities:
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model, "source": self.source, "kind": self.kind(),
+            "model": self.model,
+            "source": self.source,
+            "kind": self.kind(),
             "flags": None if self.flags is None else {f: f in self.flags for f in REPORTED},
-            "native_bf16": self.native_bf16, "int8_dot": self.int8_dot,
+            "native_bf16": self.native_bf16,
+            "int8_dot": self.int8_dot,
         }
 
 
@@ -170,9 +173,14 @@ def cpu_capabilities() -> CpuCapabilities:
     system = _from_system()
     override = os.environ.get(FLAGS_ENV)
     if override is not None:
-        return CpuCapabilities(system.model, frozenset(f for f in re.split(r"[\s,]+", override.strip()) if f), f"${FLAGS_ENV}")
+        return CpuCapabilities(
+            system.model, frozenset(f for f in re.split(r"[\s,]+", override.strip()) if f), f"${FLAGS_ENV}"
+        )
     isa = os.environ.get(ISA_ENV, "").strip()
     if isa and system.flags is not None and isa.upper() in ISA_CAPS:
-        return CpuCapabilities(f"{system.model} (emulated {isa.upper()})", cap_flags(system.flags, isa),
-                               f"{system.source} capped by ${ISA_ENV}={isa}")
+        return CpuCapabilities(
+            f"{system.model} (emulated {isa.upper()})",
+            cap_flags(system.flags, isa),
+            f"{system.source} capped by ${ISA_ENV}={isa}",
+        )
     return system

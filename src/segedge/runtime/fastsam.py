@@ -49,8 +49,12 @@ class FastSam(FolderModel):
         self.names = list(m.classes) or [str(i) for i in range(self.num_classes)]
         # recorded by the export from the checkpoint (export.fastsam.default_thresholds); folders from before that
         # recorded only conf/iou/max_det and ran FastSAM's class-agnostic NMS and box clean-up, which they keep
-        self.defaults = {"conf": float(m.params.get("conf", 0.4)), "iou": float(m.params.get("iou", 0.9)),
-                         "max_det": int(m.params.get("max_det", 300)), "agnostic": bool(m.params.get("agnostic", True))}
+        self.defaults = {
+            "conf": float(m.params.get("conf", 0.4)),
+            "iou": float(m.params.get("iou", 0.9)),
+            "max_det": int(m.params.get("max_det", 300)),
+            "agnostic": bool(m.params.get("agnostic", True)),
+        }
         self.adjust_boxes = bool(m.params.get("adjust_boxes", True))
         self.pad_value = int(m.preprocess.get("pad_value", 114))
         self.mean = tuple(m.preprocess.get("mean", (0.0, 0.0, 0.0)))
@@ -117,8 +121,18 @@ class FastSam(FolderModel):
         timings = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3}
         return self.postprocess(rgb, geo, detections, prototypes, options, retina, agnostic, timings, source)
 
-    def postprocess(self, rgb, geo: Letterbox, detections, prototypes, options: dict, retina=True, agnostic=None,
-                    timings: dict | None = None, source: str | None = None) -> Result:
+    def postprocess(
+        self,
+        rgb,
+        geo: Letterbox,
+        detections,
+        prototypes,
+        options: dict,
+        retina=True,
+        agnostic=None,
+        timings: dict | None = None,
+        source: str | None = None,
+    ) -> Result:
         """The network's outputs for ``rgb`` -> a :class:`Result` (NMS, masks, and for FastSAM folders its box
         adjustment); ``options`` from :meth:`check_options`; ``agnostic`` None = the folder's default; adds
         ``postprocess`` ms to ``timings``."""
@@ -126,8 +140,15 @@ class FastSam(FolderModel):
             agnostic = self.defaults["agnostic"]
         t2 = time.perf_counter()
         inst = instances_from_outputs(
-            detections, prototypes, geo, self.num_classes, **options, agnostic=bool(agnostic), retina=bool(retina),
-            layout=self.output_layout, grid=self.anchor_grid,
+            detections,
+            prototypes,
+            geo,
+            self.num_classes,
+            **options,
+            agnostic=bool(agnostic),
+            retina=bool(retina),
+            layout=self.output_layout,
+            grid=self.anchor_grid,
         )
         boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw) if self.adjust_boxes else inst.boxes
         timings = dict(timings or {})
@@ -168,7 +189,9 @@ class FastSam(FolderModel):
         if boxes is not None:
             bxs = check_boxes(boxes, image_hw)
         if texts is not None and clip is None:
-            raise PromptError("text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)")
+            raise PromptError(
+                "text prompts need a CLIP model: pass clip=segedge.Clip(DIR) (segedge export clip makes one)"
+            )
         return pts, lab, bxs
 
     @staticmethod

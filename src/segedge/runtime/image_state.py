@@ -83,7 +83,9 @@ class PerThreadImage:
         kind = self.IMAGE_TYPE.__name__
         if image is not None:
             if not isinstance(image, self.IMAGE_TYPE):
-                raise SegedgeError(f"image must be a {kind} from {type(self).__name__}.embed(), got {type(image).__name__}")
+                raise SegedgeError(
+                    f"image must be a {kind} from {type(self).__name__}.embed(), got {type(image).__name__}"
+                )
             return image
         if self.image is None:
             raise SegedgeError(
@@ -108,9 +110,13 @@ class PerThreadImage:
                 arrays = {n: data[n] for n in names}
                 image_hash, model_id = str(data["image_sha256"]), str(data["model_sha256"])
         except (OSError, KeyError, ValueError, TypeError, EOFError) as exc:
-            raise SegedgeError(f"{path} is not an embedding saved by segedge ({exc}); save one with {kind}.save_embedding") from exc
+            raise SegedgeError(
+                f"{path} is not an embedding saved by segedge ({exc}); save one with {kind}.save_embedding"
+            ) from exc
         if model_id != self._model_id():
-            raise SegedgeError(f"{path} was computed by another model ({model_id[:12]}...), not {self.folder.path}; encode the image again")
+            raise SegedgeError(
+                f"{path} was computed by another model ({model_id[:12]}...), not {self.folder.path}; encode the image again"
+            )
         for name, arr in arrays.items():
             if name in self.encoder.outputs and arr.shape != tuple(self.encoder.outputs[name]):
                 raise SegedgeError(f"{path} holds {name} of shape {arr.shape}, expected {self.encoder.outputs[name]}")

@@ -36,12 +36,22 @@ def choose_arena(with_arena_mib: float, without_mib: float) -> bool:
     return extra <= MAX_EXTRA_MIB or extra <= MAX_EXTRA_FRACTION * without_mib
 
 
-def measure_onnx(onnx_path: str | os.PathLike, inputs, *, arena: bool, runs: int = PROBE_RUNS, threads: int | None = None) -> dict:
+def measure_onnx(
+    onnx_path: str | os.PathLike, inputs, *, arena: bool, runs: int = PROBE_RUNS, threads: int | None = None
+) -> dict:
     """Peak memory (MiB above the process's memory before the session) and median ms per run after the
     first, of ``runs`` runs of ``onnx_path`` on seeded inputs shaped as ``inputs`` (TensorSpecs), in a
     fresh process with the CPU memory arena on or off."""
     spec = [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in inputs]
-    command = [sys.executable, "-m", "segedge.runtime.ort_memory", str(onnx_path), str(int(arena)), str(runs), json.dumps(spec)]
+    command = [
+        sys.executable,
+        "-m",
+        "segedge.runtime.ort_memory",
+        str(onnx_path),
+        str(int(arena)),
+        str(runs),
+        json.dumps(spec),
+    ]
     env = dict(os.environ)
     if threads:
         env["SEGEDGE_PROBE_THREADS"] = str(int(threads))

@@ -45,7 +45,9 @@ def _failure_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def pipelined(items: Iterable, prepare: Callable, infer: Callable, finish: Callable, depth: int = DEFAULT_DEPTH) -> Iterator:
+def pipelined(
+    items: Iterable, prepare: Callable, infer: Callable, finish: Callable, depth: int = DEFAULT_DEPTH
+) -> Iterator:
     """``finish(infer(prepare(item)))`` for each item, in order, with the three stages overlapping.
 
     Yields each result, or a :class:`Failed` for an item whose stage raised a user-facing error.
@@ -112,12 +114,17 @@ def pipelined(items: Iterable, prepare: Callable, infer: Callable, finish: Calla
                 yield value
                 if value is _DONE or isinstance(value, _Crash):
                     return
+
         return gen
 
     threads = [
         threading.Thread(target=stage, args=(feed, prepare, q_prepared, True), name="segedge-prepare", daemon=True),
-        threading.Thread(target=stage, args=(drain(q_prepared), infer, q_inferred, False), name="segedge-infer", daemon=True),
-        threading.Thread(target=stage, args=(drain(q_inferred), finish, q_out, False), name="segedge-finish", daemon=True),
+        threading.Thread(
+            target=stage, args=(drain(q_prepared), infer, q_inferred, False), name="segedge-infer", daemon=True
+        ),
+        threading.Thread(
+            target=stage, args=(drain(q_inferred), finish, q_out, False), name="segedge-finish", daemon=True
+        ),
     ]
     for t in threads:
         t.start()

@@ -42,7 +42,9 @@ def resolve_precision(requested: str, manifest: Manifest, backend: str, cpu: Cpu
         )
     if requested == "bf16":
         if backend != "openvino":
-            raise BackendError("ONNX Runtime runs these models in f32 or int8, not bf16; use backend='openvino' for bf16")
+            raise BackendError(
+                "ONNX Runtime runs these models in f32 or int8, not bf16; use backend='openvino' for bf16"
+            )
         if cpu.native_bf16 is False:
             instead = "--precision f32 or int8 (after `segedge quantize`)" if cpu.int8_dot else "--precision f32"
             raise BackendError(
@@ -61,16 +63,23 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
         return alt, f"no int8 for {backend} in the folder; {why_alt}"
     val = manifest.quantized["int8"].get("val", {}).get(backend)
     if val and not val.get("passed"):
-        return alt, (f"the gated int8 failed `segedge val` ({val['metric']} dropped {val['drop']:.4f} > {val['max_drop']}); "
-                     f"{why_alt}")
+        return alt, (
+            f"the gated int8 failed `segedge val` ({val['metric']} dropped {val['drop']:.4f} > {val['max_drop']}); "
+            f"{why_alt}"
+        )
     record = manifest.quantized["int8"].get("speed", {}).get(backend)
     if record and record.get("compared_with") != alt:
         record = None  # measured against a precision auto would not run here
     if int8_measured_slower(record, backend, cpu):
-        return alt, (f"the gated int8 was measured slower on this kind of CPU ({cpu.precision_class}): {record['int8_ms']:.0f} ms "
-                     f"vs {alt} {record[f'{alt}_ms']:.0f} ms per image when quantized")
+        return alt, (
+            f"the gated int8 was measured slower on this kind of CPU ({cpu.precision_class}): {record['int8_ms']:.0f} ms "
+            f"vs {alt} {record[f'{alt}_ms']:.0f} ms per image when quantized"
+        )
     if record and record.get("cpu_class") == cpu.precision_class:
-        return "int8", f"gated int8, measured faster than {record.get('compared_with')} on this kind of CPU when quantized"
+        return (
+            "int8",
+            f"gated int8, measured faster than {record.get('compared_with')} on this kind of CPU when quantized",
+        )
     return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
 
 
@@ -91,7 +100,9 @@ def bf16_passed(manifest: Manifest, cpu: CpuCapabilities) -> bool:
 SLOWER = 0.9
 
 
-def alternative_precision(backend: str, cpu: CpuCapabilities, manifest: Manifest | None = None, bf16_gated: bool | None = None) -> str:
+def alternative_precision(
+    backend: str, cpu: CpuCapabilities, manifest: Manifest | None = None, bf16_gated: bool | None = None
+) -> str:
     """What ``auto`` runs on ``backend`` when it does not run int8: bf16 on OpenVINO with native bf16 when bf16
     passed its gate on this CPU class (``bf16_gated``, else read from ``manifest``), else f32."""
     if backend != "openvino" or not cpu.native_bf16:
@@ -110,8 +121,10 @@ def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt
         return "no native bf16 on this CPU"
     record = bf16_record(manifest, cpu)
     if record is None:
-        return ("bf16 was never measured on this kind of CPU, so auto does not run it (`segedge quantize` measures it; "
-                "--precision bf16 runs it anyway)")
+        return (
+            "bf16 was never measured on this kind of CPU, so auto does not run it (`segedge quantize` measures it; "
+            "--precision bf16 runs it anyway)"
+        )
     return f"bf16 failed its accuracy gate on this kind of CPU ({record.get('gate')} < {record.get('min')})"
 
 
@@ -129,7 +142,6 @@ def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities
     return alt if alt_ms < SLOWER * int8_ms else None
 
 
-
 def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilities | None = None) -> list[dict]:
     """One row per backend x precision for ``segedge info``: ``{"backend", "precision", "measured", "passed", "numbers",
     "auto"}``. ``measured``/``passed`` are None where the question does not apply (f32 is the reference;
@@ -138,8 +150,16 @@ def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilitie
     rows = []
     for backend in backends:
         auto = explain_auto(manifest, backend, cpu)[0]
-        rows.append({"backend": backend, "precision": "f32", "measured": None, "passed": None,
-                     "numbers": "the reference (parity with PyTorch is tested at f32)", "auto": auto == "f32"})
+        rows.append(
+            {
+                "backend": backend,
+                "precision": "f32",
+                "measured": None,
+                "passed": None,
+                "numbers": "the reference (parity with PyTorch is tested at f32)",
+                "auto": auto == "f32",
+            }
+        )
         if backend == "openvino" and manifest.family != "clip":
             record = bf16_record(manifest, cpu)
             if not cpu.native_bf16:
@@ -147,20 +167,40 @@ def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilitie
             elif record is None:
                 row = {"measured": False, "passed": None, "numbers": "not measured on this kind of CPU"}
             else:
-                row = {"measured": True, "passed": bool(record.get("passed")), "numbers": _gate_numbers(record, record.get("val"))}
+                row = {
+                    "measured": True,
+                    "passed": bool(record.get("passed")),
+                    "numbers": _gate_numbers(record, record.get("val")),
+                }
             rows.append({"backend": backend, "precision": "bf16", **row, "auto": auto == "bf16"})
         if backend in manifest.int8_backends():
             int8 = manifest.quantized["int8"]
             agreement = int8.get("agreement", {}).get(backend, {})
             val = int8.get("val", {}).get(backend)
             speed = int8.get("speed", {}).get(backend)
-            numbers = _gate_numbers({"agreement": {k: v for k, v in agreement.items() if isinstance(v, float) and k != "gate"},
-                                     "gate": agreement.get("gate"), "min": int8.get("gate", {}).get("min")}, val)
+            numbers = _gate_numbers(
+                {
+                    "agreement": {k: v for k, v in agreement.items() if isinstance(v, float) and k != "gate"},
+                    "gate": agreement.get("gate"),
+                    "min": int8.get("gate", {}).get("min"),
+                },
+                val,
+            )
             if speed:
-                numbers += (f"; {speed['int8_ms']:.1f} ms vs {speed['compared_with']} {speed[speed['compared_with'] + '_ms']:.1f} ms "
-                            f"on {speed['cpu_class']}")
-            rows.append({"backend": backend, "precision": "int8", "measured": True, "passed": not (val and not val.get("passed")),
-                         "numbers": numbers, "auto": auto == "int8"})
+                numbers += (
+                    f"; {speed['int8_ms']:.1f} ms vs {speed['compared_with']} {speed[speed['compared_with'] + '_ms']:.1f} ms "
+                    f"on {speed['cpu_class']}"
+                )
+            rows.append(
+                {
+                    "backend": backend,
+                    "precision": "int8",
+                    "measured": True,
+                    "passed": not (val and not val.get("passed")),
+                    "numbers": numbers,
+                    "auto": auto == "int8",
+                }
+            )
     return rows
 
 
@@ -168,8 +208,11 @@ def _gate_numbers(record: dict, val: dict | None) -> str:
     parts = []
     if record.get("agreement"):
         worst = record.get("gate")
-        parts.append(f"agreement with f32 worst {worst:.4f} (gate {record.get('min')})" if isinstance(worst, (int, float))
-                     else "agreement with f32 measured")
+        parts.append(
+            f"agreement with f32 worst {worst:.4f} (gate {record.get('min')})"
+            if isinstance(worst, (int, float))
+            else "agreement with f32 measured"
+        )
     if val:
         parts.append(val_phrase(val))
     return "; ".join(parts) or "measured"

@@ -63,15 +63,23 @@ def check_boxes(boxes, shape_hw: tuple[int, int]) -> np.ndarray:
     for box in arr:
         x1, y1, x2, y2 = box.tolist()
         if x2 <= x1 or y2 <= y1:
-            raise PromptError(f"box {short(box.tolist())} is empty or inverted; boxes are x1,y1,x2,y2 with x1 < x2 and y1 < y2")
+            raise PromptError(
+                f"box {short(box.tolist())} is empty or inverted; boxes are x1,y1,x2,y2 with x1 < x2 and y1 < y2"
+            )
         if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-            raise PromptError(f"box {short(box.tolist())} goes outside the {w}x{h} image; keep 0 <= x <= {w}, 0 <= y <= {h}")
+            raise PromptError(
+                f"box {short(box.tolist())} goes outside the {w}x{h} image; keep 0 <= x <= {w}, 0 <= y <= {h}"
+            )
     return arr
 
 
 def check_fraction(value, name: str) -> float:
     """A threshold in ``[0, 1]`` (``conf``, ``iou``) as a float; raises :class:`PromptError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= float(value) <= 1:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0 <= float(value) <= 1
+    ):
         raise PromptError(f"{name} must be a number from 0 to 1, got {short(value)}")
     return float(value)
 

@@ -57,8 +57,15 @@ class Result:
         """The instances selected by a bool mask or indices (keeps order), same image and timings."""
         idx = np.arange(len(self))[index]
         return Result(
-            self.image, self.boxes[idx], self.scores[idx], self.class_ids[idx], self.roi_masks.subset(idx),
-            self.names, dict(self.timings), self.source, self.frame,
+            self.image,
+            self.boxes[idx],
+            self.scores[idx],
+            self.class_ids[idx],
+            self.roi_masks.subset(idx),
+            self.names,
+            dict(self.timings),
+            self.source,
+            self.frame,
         )
 
     def overlay(self, alpha: float = 0.5, boxes: bool = True, labels: bool = True) -> np.ndarray:
@@ -85,13 +92,21 @@ class Result:
             if with_polygons:
                 item["polygons"] = polygons(self.roi_masks, i)
             instances.append(item)
-        out = {"image": self.source, "width": w, "height": h, "count": len(self), "instances": instances,
-               "timings_ms": {k: round(v, 2) for k, v in self.timings.items()}}
+        out = {
+            "image": self.source,
+            "width": w,
+            "height": h,
+            "count": len(self),
+            "instances": instances,
+            "timings_ms": {k: round(v, 2) for k, v in self.timings.items()},
+        }
         if self.frame is not None:
             out = {"frame": int(self.frame[0]), "time_s": round(float(self.frame[1]), 4), **out}
         return out
 
-    def save(self, out: str | os.PathLike, stem: str | None = None, ext: str = ".png", with_polygons: bool = False) -> tuple[Path, Path]:
+    def save(
+        self, out: str | os.PathLike, stem: str | None = None, ext: str = ".png", with_polygons: bool = False
+    ) -> tuple[Path, Path]:
         """Write the overlay image and a JSON file (boxes, scores, RLE masks); both atomically.
 
         ``out`` is a file path (``x.png``: the JSON goes beside it as ``x.json``) or a folder
@@ -102,7 +117,9 @@ class Result:
         image_path = resolve_output_path(out, f"{stem}_segedge", ext)
         return self.write(image_path, image_path.with_suffix(".json"), with_polygons=with_polygons)
 
-    def write(self, image_path: str | os.PathLike, json_path: str | os.PathLike, with_polygons: bool = False) -> tuple[Path, Path]:
+    def write(
+        self, image_path: str | os.PathLike, json_path: str | os.PathLike, with_polygons: bool = False
+    ) -> tuple[Path, Path]:
         """Write the overlay to ``image_path`` and the JSON to ``json_path``, each atomically; both are
         encoded before either is written, so a failure leaves neither new file."""
         overlay = encode_image(self.overlay(), Path(image_path).suffix)

@@ -26,8 +26,15 @@ from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
 from segedge.runtime.sam_common import (  # noqa: F401  (segment_with_prompts, prediction_result: re-exported)
-    EMPTY, PAD, SamPrediction, pixels_hash, prediction_result, segment_with_prompts, state_nbytes,
+    EMPTY,
+    PAD,
+    SamPrediction,
+    pixels_hash,
+    prediction_result,
+    segment_with_prompts,
+    state_nbytes,
 )
+
 
 @dataclass(frozen=True)
 class SamImage:
@@ -137,8 +144,15 @@ class Sam(PerThreadImage, FolderModel):
         """Save the embedding (this thread's current image, or ``image``) with the image's sizes and hash,
         and the model it belongs to (``.npz``)."""
         state = self._need_image(image)
-        return self._write_embedding(path, state, {"image_embeddings": state.features, "original_size": np.array(state.original_size),
-                                                   "input_size": np.array(state.input_size)})
+        return self._write_embedding(
+            path,
+            state,
+            {
+                "image_embeddings": state.features,
+                "original_size": np.array(state.original_size),
+                "input_size": np.array(state.input_size),
+            },
+        )
 
     def load_embedding(self, path: str | os.PathLike) -> SamImage:
         """Restore an embedding saved by :meth:`save_embedding` for this model as this thread's current
@@ -147,7 +161,9 @@ class Sam(PerThreadImage, FolderModel):
         orig = tuple(int(v) for v in arrays["original_size"])
         inp = tuple(int(v) for v in arrays["input_size"])
         if len(orig) != 2 or len(inp) != 2 or min(orig + inp) < 1 or max(inp) > self.size:
-            raise SegedgeError(f"{path} holds impossible image sizes (original {orig}, input {inp}); encode the image again")
+            raise SegedgeError(
+                f"{path} holds impossible image sizes (original {orig}, input {inp}); encode the image again"
+            )
         features = arrays["image_embeddings"].astype(np.float32)
         state = SamImage(features, SamTransform(orig, inp, self.size), image_hash, self._decoder_image(features))
         self._local.image = state
@@ -182,8 +198,15 @@ class Sam(PerThreadImage, FolderModel):
             return masks[0], pred.scores[0], pred.low_res[0]
         return masks, pred.scores, pred.low_res
 
-    def predict_prediction(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
-                           image: SamImage | None = None) -> SamPrediction:
+    def predict_prediction(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        image: SamImage | None = None,
+    ) -> SamPrediction:
         """:meth:`predict`'s work up to the low-res logits: a :class:`SamPrediction` (one row per box, or one
         without a box) whose masks, boxes and logits are computed on request. ``Sam2`` has the same method."""
         state = self._need_image(image)
@@ -210,22 +233,33 @@ class Sam(PerThreadImage, FolderModel):
         """
         state = self._need_image(image)
         n = None
-        for name, value in (("point_coords", point_coords), ("point_labels", point_labels), ("boxes", boxes), ("mask_input", mask_input)):
+        for name, value in (
+            ("point_coords", point_coords),
+            ("point_labels", point_labels),
+            ("boxes", boxes),
+            ("mask_input", mask_input),
+        ):
             if value is not None:
                 try:
                     length = len(value)
                 except TypeError:
                     raise PromptError(f"{name} must have one row per prompt set, got {short(value)}") from None
                 if n is not None and length != n:
-                    raise PromptError(f"{name} has {length} rows, but the other prompts have {n}; give one row per prompt set")
+                    raise PromptError(
+                        f"{name} has {length} rows, but the other prompts have {n}; give one row per prompt set"
+                    )
                 n = length
         if not n:
-            raise PromptError("predict_batch needs at least one prompt set: point_coords (N, P, 2) with point_labels, boxes (N, 4) or mask_input")
+            raise PromptError(
+                "predict_batch needs at least one prompt set: point_coords (N, P, 2) with point_labels, boxes (N, 4) or mask_input"
+            )
         rows = []
         for i in range(n):
             pick = lambda v, i=i: None if v is None else v[i]  # noqa: E731
             try:
-                pts, lab, box, low = self.check_prompts(state.original_size, pick(point_coords), pick(point_labels), pick(boxes), pick(mask_input))
+                pts, lab, box, low = self.check_prompts(
+                    state.original_size, pick(point_coords), pick(point_labels), pick(boxes), pick(mask_input)
+                )
             except PromptError as exc:
                 raise PromptError(f"prompt set {i}: {exc}") from None
             rows.append((pts, lab, None if box is None else box[0], low))
@@ -233,15 +267,21 @@ class Sam(PerThreadImage, FolderModel):
 
     def predict_points(self, state: SamImage, points: np.ndarray, multimask_output: bool = True) -> SamPrediction:
         """One foreground click per prompt set: ``points (N, 2)`` xy original pixels (checked by the caller)."""
-        return self._predict_rows(state, [(p[None], np.ones(1, np.int64), None, None) for p in points], multimask_output)
+        return self._predict_rows(
+            state, [(p[None], np.ones(1, np.int64), None, None) for p in points], multimask_output
+        )
 
     def _predict_rows(self, state: SamImage, rows: list, multimask_output: bool) -> SamPrediction:
         """Decode checked prompt rows ``(points, labels, box, mask_input)``: batched calls of ``B`` rows while
         enough rows remain, single calls for a short remainder (cheaper than a padded batch). Rows without
         a mask input run the split decoder's per-prompt part when the image has its per-image part."""
         t0 = time.perf_counter()
-        split = state.decoder_image is not None and self.decoder_prompt is not None and all(row[3] is None for row in rows)
-        single, batched = (self.decoder_prompt, self.decoder_prompt_batch) if split else (self.decoder, self.decoder_batch)
+        split = (
+            state.decoder_image is not None and self.decoder_prompt is not None and all(row[3] is None for row in rows)
+        )
+        single, batched = (
+            (self.decoder_prompt, self.decoder_prompt_batch) if split else (self.decoder, self.decoder_batch)
+        )
         lows, ious = [], []
         start, b = 0, self.decoder_batch_size
         while start < len(rows):
@@ -254,14 +294,20 @@ class Sam(PerThreadImage, FolderModel):
             start += len(chunk)
         pick = slice(1, None) if multimask_output else slice(0, 1)
         self.timings["decoder"] = (time.perf_counter() - t0) * 1e3
-        return SamPrediction(np.concatenate(lows)[:, pick], np.concatenate(ious)[:, pick], state, self.size, self.mask_threshold)
+        return SamPrediction(
+            np.concatenate(lows)[:, pick], np.concatenate(ious)[:, pick], state, self.size, self.mask_threshold
+        )
 
     def _stack_inputs(self, state: SamImage, rows: list, batch: int, split: bool = False) -> dict[str, np.ndarray]:
         """Decoder inputs for ``rows`` padded to ``batch`` rows (padding rows: every slot empty); for the
         split decoder's per-prompt part when ``split``."""
         feeds = [self.decoder_inputs(*row, image=state) for row in rows]
         out = {}
-        for name in ("point_coords", "point_labels") if split else ("point_coords", "point_labels", "mask_input", "has_mask_input"):
+        for name in (
+            ("point_coords", "point_labels")
+            if split
+            else ("point_coords", "point_labels", "mask_input", "has_mask_input")
+        ):
             stacked = np.concatenate([f[name] for f in feeds])
             if batch > len(rows):
                 pad = np.zeros((batch - len(rows), *stacked.shape[1:]), np.float32)

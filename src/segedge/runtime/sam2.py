@@ -112,8 +112,13 @@ class Sam2(PerThreadImage, FolderModel):
     def encode(self, tensor: np.ndarray, transform, rgb: np.ndarray) -> Sam2Image:
         """Run the image encoder on a :meth:`preprocess` output of ``rgb``."""
         out = self.encoder.run({"image": tensor})
-        return Sam2Image(out["image_embed"], (out["high_res_feats_0"], out["high_res_feats_1"]), tuple(rgb.shape[:2]), pixels_hash(rgb),
-                         self._decoder_image(out["image_embed"]))
+        return Sam2Image(
+            out["image_embed"],
+            (out["high_res_feats_0"], out["high_res_feats_1"]),
+            tuple(rgb.shape[:2]),
+            pixels_hash(rgb),
+            self._decoder_image(out["image_embed"]),
+        )
 
     def set_image(self, image: ImageSource) -> None:
         """Encode an image and make it this thread's current image."""
@@ -133,12 +138,22 @@ class Sam2(PerThreadImage, FolderModel):
     def save_embedding(self, path: str | os.PathLike, image: Sam2Image | None = None) -> Path:
         """Save the three feature maps with the image's size and hash, and the model's id (``.npz``)."""
         state = self._need_image(image)
-        return self._write_embedding(path, state, {"image_embed": state.image_embed, "high_res_feats_0": state.high_res_feats[0],
-                                                   "high_res_feats_1": state.high_res_feats[1], "original_size": np.array(state.orig_hw)})
+        return self._write_embedding(
+            path,
+            state,
+            {
+                "image_embed": state.image_embed,
+                "high_res_feats_0": state.high_res_feats[0],
+                "high_res_feats_1": state.high_res_feats[1],
+                "original_size": np.array(state.orig_hw),
+            },
+        )
 
     def load_embedding(self, path: str | os.PathLike) -> Sam2Image:
         """Restore an embedding saved by :meth:`save_embedding` for this model as the current image."""
-        arrays, image_hash = self._read_embedding(path, ("image_embed", "high_res_feats_0", "high_res_feats_1", "original_size"))
+        arrays, image_hash = self._read_embedding(
+            path, ("image_embed", "high_res_feats_0", "high_res_feats_1", "original_size")
+        )
         orig = tuple(int(v) for v in arrays["original_size"])
         if len(orig) != 2 or min(orig) < 1:
             raise SegedgeError(f"{path} holds an impossible image size {orig}; encode the image again")
@@ -168,7 +183,9 @@ class Sam2(PerThreadImage, FolderModel):
         (float logits with ``return_logits``), ``scores (C,)``, ``low_res_logits (C, 256, 256)`` clamped
         to +-32; C = 3 with ``multimask_output`` else 1; a leading ``B`` axis for B > 1 boxes.
         """
-        pred = self.predict_prediction(point_coords, point_labels, box, mask_input, multimask_output, normalize_coords, image)
+        pred = self.predict_prediction(
+            point_coords, point_labels, box, mask_input, multimask_output, normalize_coords, image
+        )
         t0 = time.perf_counter()
         masks = pred.logits() if return_logits else pred.masks()
         self.timings["masks"] = (time.perf_counter() - t0) * 1e3
@@ -177,8 +194,16 @@ class Sam2(PerThreadImage, FolderModel):
             return masks[0], pred.scores[0], low[0]
         return masks, pred.scores, low
 
-    def predict_prediction(self, point_coords=None, point_labels=None, box=None, mask_input=None, multimask_output: bool = True,
-                           normalize_coords: bool = True, image: Sam2Image | None = None) -> SamPrediction:
+    def predict_prediction(
+        self,
+        point_coords=None,
+        point_labels=None,
+        box=None,
+        mask_input=None,
+        multimask_output: bool = True,
+        normalize_coords: bool = True,
+        image: Sam2Image | None = None,
+    ) -> SamPrediction:
         """:meth:`predict`'s work up to the low-res logits: a :class:`~segedge.runtime.sam.SamPrediction`
         whose masks, boxes and logits are computed on request (``SAM 2``: straight from 256 to the image)."""
         state = self._need_image(image)
@@ -189,7 +214,9 @@ class Sam2(PerThreadImage, FolderModel):
         """One foreground click per prompt set: ``points (N, 2)`` xy original pixels (checked by the caller)."""
         h, w = state.orig_hw
         scale = np.array([self.size / w, self.size / h])
-        return self._predict_rows(state, [(p[None] * scale, np.ones(1, np.int64), None) for p in points], multimask_output)
+        return self._predict_rows(
+            state, [(p[None] * scale, np.ones(1, np.int64), None) for p in points], multimask_output
+        )
 
     def _predict_rows(self, state: Sam2Image, rows: list, multimask_output: bool) -> SamPrediction:
         """Decode prompt rows ``(points (P, 2) in the 1024 frame, labels (P,), mask_input or None)``, one call each
@@ -199,8 +226,14 @@ class Sam2(PerThreadImage, FolderModel):
         for pts, lab, low in rows:
             feed = self.decoder_inputs(state, pts, lab, low)
             if low is None and state.decoder_image is not None and self.decoder_prompt is not None:
-                out = self.decoder_prompt.run({**{k: feed[k] for k in ("high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels")},
-                                               **state.decoder_image})
+                out = self.decoder_prompt.run(
+                    {
+                        **{
+                            k: feed[k] for k in ("high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels")
+                        },
+                        **state.decoder_image,
+                    }
+                )
             else:
                 out = self.decoder.run(feed)
             chosen_low, chosen_iou = self.select(out["low_res_masks"][0], out["iou_predictions"][0], multimask_output)
@@ -225,11 +258,15 @@ class Sam2(PerThreadImage, FolderModel):
         best = 1 + int(np.argmax(iou[1:]))
         return low[best : best + 1], iou[best : best + 1]
 
-    def check_prompts(self, image_hw, point_coords=None, point_labels=None, box=None, mask_input=None, normalize_coords=True):
+    def check_prompts(
+        self, image_hw, point_coords=None, point_labels=None, box=None, mask_input=None, normalize_coords=True
+    ):
         """Prompt rows ``[(points (P, 2) in the 1024 frame, labels (P,), mask_input or None)]``, one per box
         (or one without a box), in SAM 2's order: box corners (labels 2, 3) first, then the clicks."""
         h, w = image_hw
-        scale = np.array([self.size / w, self.size / h]) if normalize_coords else np.array([self.size, self.size], float)
+        scale = (
+            np.array([self.size / w, self.size / h]) if normalize_coords else np.array([self.size, self.size], float)
+        )
         frame = image_hw if normalize_coords else (1.0, 1.0)
         pts_sets = [None]
         if point_coords is not None:
@@ -237,7 +274,9 @@ class Sam2(PerThreadImage, FolderModel):
                 raise PromptError("point_labels must be given with point_coords (1 = object, 0 = background)")
             if _ndim(point_coords) == 3:  # (B, N, 2): one point set per box
                 if _ndim(point_labels) != 2 or len(point_labels) != len(point_coords):
-                    raise PromptError(f"point_labels must be (B, N) for point_coords (B, N, 2), got {short(point_labels)}")
+                    raise PromptError(
+                        f"point_labels must be (B, N) for point_coords (B, N, 2), got {short(point_labels)}"
+                    )
                 pts_sets = [check_points(p, lb, frame) for p, lb in zip(point_coords, point_labels)]
             else:
                 pts_sets = [check_points(point_coords, point_labels, frame)]
@@ -247,7 +286,9 @@ class Sam2(PerThreadImage, FolderModel):
         low = self._mask_input(mask_input)
         n_boxes = 1 if boxes is None else len(boxes)
         if len(pts_sets) > 1 and len(pts_sets) != n_boxes:
-            raise PromptError(f"{len(pts_sets)} point sets for {n_boxes} boxes; give one set per box, or (N, 2) for all")
+            raise PromptError(
+                f"{len(pts_sets)} point sets for {n_boxes} boxes; give one set per box, or (N, 2) for all"
+            )
         rows = []
         for i in range(n_boxes):
             coords, labels = [], []
@@ -264,8 +305,10 @@ class Sam2(PerThreadImage, FolderModel):
             rows.append((np.concatenate(coords) * scale, np.concatenate(labels).astype(np.int64), low))
         for pts, _, _ in rows:
             if len(pts) and len(pts) + 1 > self.slots:
-                raise PromptError(f"{len(pts)} prompt points (a box counts 2) and SAM 2's pad token need {len(pts) + 1} slots, "
-                                  f"but this decoder has {self.slots}; use fewer points or re-export with --prompt-slots {len(pts) + 1}")
+                raise PromptError(
+                    f"{len(pts)} prompt points (a box counts 2) and SAM 2's pad token need {len(pts) + 1} slots, "
+                    f"but this decoder has {self.slots}; use fewer points or re-export with --prompt-slots {len(pts) + 1}"
+                )
         if low is None and all(len(p) == 0 for p, _, _ in rows):
             raise PromptError("give point_coords with point_labels, a box, or a mask_input")
         return rows

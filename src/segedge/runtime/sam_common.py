@@ -82,8 +82,9 @@ class SamPrediction:
         then candidate), tight boxes, at the original size or at ``output_hw`` (SAM's upscaling to that
         size instead: e.g. a preview); with ``stability_offset`` also segment-anything's stability
         scores ``(N * C,)``."""
-        return roi_masks_from_low_res(self.low_res, self.image.input_size, self._hw(output_hw), self.size,
-                                      self.threshold, stability_offset)
+        return roi_masks_from_low_res(
+            self.low_res, self.image.input_size, self._hw(output_hw), self.size, self.threshold, stability_offset
+        )
 
     def masks(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
         """``(N, C, H, W)`` bool masks at the original size or ``output_hw`` (same as thresholding

@@ -51,22 +51,44 @@ class MaskSet:
     @classmethod
     def empty(cls, shape_hw) -> MaskSet:
         z = np.zeros
-        return cls(RoiMasks.empty(shape_hw), z((0, 4), np.int64), z(0, np.float32), z(0, np.float32), z((0, 2)), z((0, 4), np.int64))
+        return cls(
+            RoiMasks.empty(shape_hw),
+            z((0, 4), np.int64),
+            z(0, np.float32),
+            z(0, np.float32),
+            z((0, 2)),
+            z((0, 4), np.int64),
+        )
 
     def __len__(self) -> int:
         return len(self.iou_preds)
 
     def subset(self, keep) -> MaskSet:
         idx = np.arange(len(self))[keep]
-        return MaskSet(self.masks.subset(idx), self.boxes[idx], self.iou_preds[idx], self.stability[idx], self.points[idx], self.crop_boxes[idx])
+        return MaskSet(
+            self.masks.subset(idx),
+            self.boxes[idx],
+            self.iou_preds[idx],
+            self.stability[idx],
+            self.points[idx],
+            self.crop_boxes[idx],
+        )
 
     @staticmethod
     def cat(parts: list[MaskSet], shape_hw) -> MaskSet:
         parts = [p for p in parts if len(p)]
         if not parts:
             return MaskSet.empty(shape_hw)
-        masks = RoiMasks(tuple(shape_hw), np.concatenate([p.masks.rois for p in parts]), [c for p in parts for c in p.masks.crops])
-        return MaskSet(masks, *(np.concatenate([getattr(p, f) for p in parts]) for f in ("boxes", "iou_preds", "stability", "points", "crop_boxes")))
+        masks = RoiMasks(
+            tuple(shape_hw), np.concatenate([p.masks.rois for p in parts]), [c for p in parts for c in p.masks.crops]
+        )
+        return MaskSet(
+            masks,
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("boxes", "iou_preds", "stability", "points", "crop_boxes")
+            ),
+        )
 
 
 class SamAutomaticMaskGenerator:
@@ -99,7 +121,9 @@ class SamAutomaticMaskGenerator:
         use_m2m: bool = False,
     ):
         if not isinstance(model, (Sam, Sam2)):
-            raise SegedgeError(f"SamAutomaticMaskGenerator needs a segedge.Sam or segedge.Sam2 model, got {type(model).__name__}")
+            raise SegedgeError(
+                f"SamAutomaticMaskGenerator needs a segedge.Sam or segedge.Sam2 model, got {type(model).__name__}"
+            )
         spec = family(model.FAMILY)
         if pred_iou_thresh is None:  # each reference's default
             pred_iou_thresh = spec.everything_defaults["pred_iou_thresh"]
@@ -119,16 +143,23 @@ class SamAutomaticMaskGenerator:
             downscale = _count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor")
             # segment-anything gives crop layer i int(points_per_side / downscale**i) points per side; none is a
             # ZeroDivisionError deep inside its grid code (and was in ours): refuse it here, in one line
-            if downscale > 1 and (self.crop_n_layers > per_side.bit_length() or downscale**self.crop_n_layers > per_side):
+            if downscale > 1 and (
+                self.crop_n_layers > per_side.bit_length() or downscale**self.crop_n_layers > per_side
+            ):
                 raise SegedgeError(
                     f"points_per_side={per_side} leaves crop layer {self.crop_n_layers} no points (crop_n_points_downscale_factor="
                     f"{downscale} per layer, crop_n_layers={self.crop_n_layers}); raise points_per_side to at least "
-                    f"{downscale}**{self.crop_n_layers} or lower crop_n_layers or crop_n_points_downscale_factor")
+                    f"{downscale}**{self.crop_n_layers} or lower crop_n_layers or crop_n_points_downscale_factor"
+                )
             grids = amg.build_all_layer_point_grids(per_side, self.crop_n_layers, downscale)
         else:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
-            if len(grids) != self.crop_n_layers + 1 or any(g.ndim != 2 or g.shape[1] != 2 or not ((g >= 0) & (g <= 1)).all() for g in grids):
-                raise SegedgeError(f"point_grids must be {self.crop_n_layers + 1} arrays of (x, y) in [0, 1], one per crop layer")
+            if len(grids) != self.crop_n_layers + 1 or any(
+                g.ndim != 2 or g.shape[1] != 2 or not ((g >= 0) & (g <= 1)).all() for g in grids
+            ):
+                raise SegedgeError(
+                    f"point_grids must be {self.crop_n_layers + 1} arrays of (x, y) in [0, 1], one per crop layer"
+                )
         self.point_grids = grids
         self.points_per_batch = check_count(points_per_batch, "points_per_batch")
         self.pred_iou_thresh = _number(pred_iou_thresh, "pred_iou_thresh")
@@ -141,8 +172,10 @@ class SamAutomaticMaskGenerator:
         if self.min_mask_region_area and not spec.min_region_area:
             # sam2 turns it into SAM2ImagePredictor's max_hole_area / max_sprinkle_area, filled in the low-res masks by
             # its CUDA extension; on a CPU the reference skips that step (with a warning), so there is nothing to match
-            raise SegedgeError("min_mask_region_area is not supported for SAM 2 models (sam2 does it with its CUDA "
-                               "extension, and skips it on CPUs); leave it at 0")
+            raise SegedgeError(
+                "min_mask_region_area is not supported for SAM 2 models (sam2 does it with its CUDA "
+                "extension, and skips it on CPUs); leave it at 0"
+            )
         self.output_mode = output_mode
         self.timings: dict[str, float] = {}
 
@@ -161,15 +194,17 @@ class SamAutomaticMaskGenerator:
                 seg = rle_encode(found.masks, i)
             else:
                 seg = {"size": [int(v) for v in found.masks.shape_hw], "counts": rle_counts(found.masks, i).tolist()}
-            records.append({
-                "segmentation": seg,
-                "area": int(areas[i]),
-                "bbox": amg.box_xyxy_to_xywh(found.boxes[i]),
-                "predicted_iou": float(found.iou_preds[i]),
-                "point_coords": [[float(v) for v in found.points[i]]],
-                "stability_score": float(found.stability[i]),
-                "crop_box": amg.box_xyxy_to_xywh(found.crop_boxes[i]),
-            })
+            records.append(
+                {
+                    "segmentation": seg,
+                    "area": int(areas[i]),
+                    "bbox": amg.box_xyxy_to_xywh(found.boxes[i]),
+                    "predicted_iou": float(found.iou_preds[i]),
+                    "point_coords": [[float(v) for v in found.points[i]]],
+                    "stability_score": float(found.stability[i]),
+                    "crop_box": amg.box_xyxy_to_xywh(found.crop_boxes[i]),
+                }
+            )
         return records
 
     def generate_masks(self, image: ImageSource, embedding: SamImage | Sam2Image | None = None) -> MaskSet:
@@ -181,13 +216,21 @@ class SamAutomaticMaskGenerator:
         rgb = read_image(image, self.model.max_pixels)
         self.timings = {"encoder": 0.0, "decoder": 0.0, "masks": 0.0}
         h, w = rgb.shape[:2]
-        if embedding is not None and (not isinstance(embedding, (SamImage, Sam2Image)) or embedding.image_hash != pixels_hash(rgb)):
+        if embedding is not None and (
+            not isinstance(embedding, (SamImage, Sam2Image)) or embedding.image_hash != pixels_hash(rgb)
+        ):
             raise SegedgeError("embedding must be what the model's embed() made of this same image")
         crop_boxes, layers = amg.generate_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
-        found = MaskSet.cat([self._process_crop(rgb, box, layer, embedding) for box, layer in zip(crop_boxes, layers)], (h, w))
+        found = MaskSet.cat(
+            [self._process_crop(rgb, box, layer, embedding) for box, layer in zip(crop_boxes, layers)], (h, w)
+        )
         if len(crop_boxes) > 1 and len(found):
-            areas = (found.crop_boxes[:, 2] - found.crop_boxes[:, 0]) * (found.crop_boxes[:, 3] - found.crop_boxes[:, 1])
-            found = found.subset(nms(found.boxes.astype(np.float32), (1.0 / areas).astype(np.float32), self.crop_nms_thresh))
+            areas = (found.crop_boxes[:, 2] - found.crop_boxes[:, 0]) * (
+                found.crop_boxes[:, 3] - found.crop_boxes[:, 1]
+            )
+            found = found.subset(
+                nms(found.boxes.astype(np.float32), (1.0 / areas).astype(np.float32), self.crop_nms_thresh)
+            )
         if self.min_mask_region_area > 0 and len(found):
             found = self._small_regions(found, max(self.box_nms_thresh, self.crop_nms_thresh))
         self.timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -203,8 +246,16 @@ class SamAutomaticMaskGenerator:
         found = self.generate_masks(rgb, embedding)
         order = np.argsort(-found.iou_preds, kind="stable")
         found = found.subset(order)
-        return Result(rgb, found.masks.extents(), found.iou_preds.astype(np.float32), np.zeros(len(found), np.int64), found.masks,
-                      ["mask"], dict(self.timings), source)
+        return Result(
+            rgb,
+            found.masks.extents(),
+            found.iou_preds.astype(np.float32),
+            np.zeros(len(found), np.int64),
+            found.masks,
+            ["mask"],
+            dict(self.timings),
+            source,
+        )
 
     # -- the algorithm ------------------------------------------------------------------------------
     def _process_crop(self, rgb: np.ndarray, crop_box: list[int], layer: int, embedding=None) -> MaskSet:
@@ -216,8 +267,10 @@ class SamAutomaticMaskGenerator:
         state = embedding if embedding is not None and whole else self.model.embed(crop)
         self.timings["encoder"] += (time.perf_counter() - t0) * 1e3
         points = self.point_grids[layer] * np.array([[cw, ch]])
-        parts = [self._process_batch(state, points[s : s + self.points_per_batch], crop_box, rgb.shape[:2])
-                 for s in range(0, len(points), self.points_per_batch)]
+        parts = [
+            self._process_batch(state, points[s : s + self.points_per_batch], crop_box, rgb.shape[:2])
+            for s in range(0, len(points), self.points_per_batch)
+        ]
         found = MaskSet.cat(parts, rgb.shape[:2])
         if not len(found):
             return found
@@ -238,7 +291,9 @@ class SamAutomaticMaskGenerator:
         keep = iou > self.pred_iou_thresh if self.pred_iou_thresh > 0.0 else np.ones(len(iou), bool)
         low, iou, pts = low[keep], iou[keep], pts[keep]
         masks, stability = _roi_masks(state, low, self.model, self.stability_score_offset)
-        keep = stability >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else np.ones(len(iou), bool)
+        keep = (
+            stability >= self.stability_score_thresh if self.stability_score_thresh > 0.0 else np.ones(len(iou), bool)
+        )
         masks = masks.subset(np.flatnonzero(keep))
         iou, stability, pts = iou[keep], stability[keep], pts[keep]
         boxes = amg.inclusive_boxes(masks)
@@ -247,18 +302,28 @@ class SamAutomaticMaskGenerator:
         crops = masks.subset(idx)
         rois = crops.rois + np.array([y0, y0, x0, x0])  # crop -> image coordinates (boxes move later, after NMS)
         rois[(crops.rois[:, 1] <= crops.rois[:, 0])] = 0
-        found = MaskSet(RoiMasks(tuple(orig_hw), rois.reshape(-1, 4), crops.crops), boxes[idx], iou[idx], stability[idx], pts[idx],
-                        np.tile(np.asarray(crop_box, np.int64), (len(idx), 1)))
+        found = MaskSet(
+            RoiMasks(tuple(orig_hw), rois.reshape(-1, 4), crops.crops),
+            boxes[idx],
+            iou[idx],
+            stability[idx],
+            pts[idx],
+            np.tile(np.asarray(crop_box, np.int64), (len(idx), 1)),
+        )
         self.timings["masks"] += (time.perf_counter() - t1) * 1e3
         return found
 
     def _small_regions(self, found: MaskSet, nms_thresh: float) -> MaskSet:
         rois, crops, scores = [], [], []
         for i in range(len(found)):
-            crop, (ry0, _, rx0, _), changed_holes = amg.remove_small_regions(found.masks, i, self.min_mask_region_area, "holes")
+            crop, (ry0, _, rx0, _), changed_holes = amg.remove_small_regions(
+                found.masks, i, self.min_mask_region_area, "holes"
+            )
             roi, crop = amg.tight(crop, (ry0, rx0))
             single = RoiMasks(found.masks.shape_hw, np.array([roi], np.int64), [crop])
-            crop, (ry0, _, rx0, _), changed_islands = amg.remove_small_regions(single, 0, self.min_mask_region_area, "islands")
+            crop, (ry0, _, rx0, _), changed_islands = amg.remove_small_regions(
+                single, 0, self.min_mask_region_area, "islands"
+            )
             roi, crop = amg.tight(crop, (ry0, rx0))
             rois.append(roi)
             crops.append(crop)
@@ -278,11 +343,17 @@ class SamAutomaticMaskGenerator:
 def _roi_masks(state, low: np.ndarray, model: Sam, offset: float):
     if len(low) == 0:
         return RoiMasks.empty(state.original_size), np.zeros(0, np.float32)
-    return roi_masks_from_low_res(low, state.input_size, state.original_size, model.upscale_size, model.mask_threshold, offset)
+    return roi_masks_from_low_res(
+        low, state.input_size, state.original_size, model.upscale_size, model.mask_threshold, offset
+    )
 
 
 def _number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not np.isfinite(value)
+    ):
         raise SegedgeError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 

@@ -46,9 +46,22 @@ def _framed(item, result):
     return result
 
 
-def segment_stages(model, *, points=None, point_labels=None, boxes=None, texts=None, clip=None, multimask: bool = False,
-                   generator=None, conf=None, iou=None, max_det=None, retina: bool = True,
-                   agnostic: bool | None = None) -> tuple[Callable, Callable, Callable]:
+def segment_stages(
+    model,
+    *,
+    points=None,
+    point_labels=None,
+    boxes=None,
+    texts=None,
+    clip=None,
+    multimask: bool = False,
+    generator=None,
+    conf=None,
+    iou=None,
+    max_det=None,
+    retina: bool = True,
+    agnostic: bool | None = None,
+) -> tuple[Callable, Callable, Callable]:
     """``(prepare, infer, finish)`` for ``model`` (FastSam, Sam or Sam2) with these prompts, or with
     ``generator`` (a SamAutomaticMaskGenerator: "everything" for SAM / SAM 2). FastSAM thresholds and
     ``agnostic`` left None take the folder's defaults."""
@@ -57,8 +70,9 @@ def segment_stages(model, *, points=None, point_labels=None, boxes=None, texts=N
     if generator is not None:
         return _generator_stages(model, generator)
     if isinstance(model, FastSam):
-        return _fastsam_stages(model, points, point_labels, boxes, texts, clip, dict(conf=conf, iou=iou, max_det=max_det), retina,
-                               agnostic)
+        return _fastsam_stages(
+            model, points, point_labels, boxes, texts, clip, dict(conf=conf, iou=iou, max_det=max_det), retina, agnostic
+        )
     return _sam_stages(model, points, point_labels, boxes, multimask)
 
 
@@ -71,7 +85,14 @@ def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina, 
         rgb, source = _read(model, item)
         model.check_prompts(rgb.shape[:2], points, labels, boxes, texts, clip)
         tensor, geo = model.preprocess(rgb)
-        return {"item": item, "rgb": rgb, "source": source, "tensor": tensor, "geo": geo, "timings": {"preprocess": _ms(t0)}}
+        return {
+            "item": item,
+            "rgb": rgb,
+            "source": source,
+            "tensor": tensor,
+            "geo": geo,
+            "timings": {"preprocess": _ms(t0)},
+        }
 
     def infer(job):
         t0 = time.perf_counter()
@@ -80,7 +101,9 @@ def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina, 
         return job
 
     def finish(job):
-        result = model.postprocess(job["rgb"], job["geo"], *job["outputs"], checked, retina, agnostic, job["timings"], job["source"])
+        result = model.postprocess(
+            job["rgb"], job["geo"], *job["outputs"], checked, retina, agnostic, job["timings"], job["source"]
+        )
         if prompted:
             result = model.prompt(result, points=points, point_labels=labels, boxes=boxes, texts=texts, clip=clip)
         return _framed(job["item"], result)
@@ -96,8 +119,14 @@ def _sam_stages(model, points, labels, boxes, multimask):
         rgb, source = _read(model, item)
         model.check_prompts(rgb.shape[:2], points, labels, boxes)  # before the encoder runs
         tensor, transform = model.preprocess(rgb)
-        return {"item": item, "rgb": rgb, "source": source, "tensor": tensor, "transform": transform,
-                "timings": {"preprocess": _ms(t0)}}
+        return {
+            "item": item,
+            "rgb": rgb,
+            "source": source,
+            "tensor": tensor,
+            "transform": transform,
+            "timings": {"preprocess": _ms(t0)},
+        }
 
     def infer(job):
         t0 = time.perf_counter()
@@ -157,7 +186,14 @@ def segment_video(source, stages, *, video_path=None, jsonl_path=None, pipeline:
             if isinstance(result, Failed):
                 failed += 1
                 if lines is not None:
-                    lines.write({"video": source.name, "frame": getattr(result.item, "index", None), "ok": False, "error": result.message})
+                    lines.write(
+                        {
+                            "video": source.name,
+                            "frame": getattr(result.item, "index", None),
+                            "ok": False,
+                            "error": result.message,
+                        }
+                    )
             else:
                 if video is not None:
                     video.write(result.overlay())
@@ -169,5 +205,15 @@ def segment_video(source, stages, *, video_path=None, jsonl_path=None, pipeline:
                 on_frame(result)
     finally:
         seconds = time.perf_counter() - t0
-        written = [p for p in ((video.close() if video is not None else None), (lines.close() if lines is not None else None)) if p]
-    return {"frames": frames, "failed": failed, "seconds": seconds, "fps": frames / max(seconds, 1e-9), "written": written}
+        written = [
+            p
+            for p in ((video.close() if video is not None else None), (lines.close() if lines is not None else None))
+            if p
+        ]
+    return {
+        "frames": frames,
+        "failed": failed,
+        "seconds": seconds,
+        "fps": frames / max(seconds, 1e-9),
+        "written": written,
+    }

@@ -29,8 +29,11 @@ from segedge.serve.service import SegmentService, ServiceError, TooLarge, Unsupp
 
 log = logging.getLogger("segedge.serve")
 
-STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
-          "/style.css": ("style.css", "text/css; charset=utf-8")}
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -48,6 +51,7 @@ def static_files() -> dict[str, tuple[bytes, str]]:
 
 def create_app(service: SegmentService) -> FastAPI:
     """The FastAPI application serving ``service``."""
+
     class Strict(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
@@ -56,8 +60,12 @@ def create_app(service: SegmentService) -> FastAPI:
         image_id: str = Field(description="from POST /api/images")
 
     class PredictRequest(EncodeRequest):
-        points: list[tuple[float, float]] | None = Field(None, max_length=MAX_POINTS, description="[[x, y], ...] original pixels")
-        labels: list[int] | None = Field(None, max_length=MAX_POINTS, description="1 object, 0 background, one per point (default 1)")
+        points: list[tuple[float, float]] | None = Field(
+            None, max_length=MAX_POINTS, description="[[x, y], ...] original pixels"
+        )
+        labels: list[int] | None = Field(
+            None, max_length=MAX_POINTS, description="1 object, 0 background, one per point (default 1)"
+        )
         box: tuple[float, float, float, float] | None = Field(None, description="[x1, y1, x2, y2] original pixels")
         multimask: bool = Field(False, description="SAM: three candidate masks instead of one")
         text: str | None = Field(None, max_length=MAX_TEXT, description="FastSAM with --clip: a text prompt")
@@ -70,12 +78,24 @@ def create_app(service: SegmentService) -> FastAPI:
         points_per_side: int | None = Field(None, description="SAM: grid points per side (default 32, at most 64)")
         crop_layers: int | None = Field(None, description="SAM: crop layers 0-2 (default 0)")
         min_region_area: int | None = Field(None, ge=0, description="SAM: remove holes/islands below this many pixels")
-        pred_iou_thresh: float | None = Field(None, description="SAM: keep masks whose predicted IoU is above (default 0.88)")
-        stability_score_thresh: float | None = Field(None, description="SAM: keep masks at least this stable (default 0.95)")
-        box_nms_thresh: float | None = Field(None, description="SAM: NMS IoU threshold between masks' boxes (default 0.7)")
+        pred_iou_thresh: float | None = Field(
+            None, description="SAM: keep masks whose predicted IoU is above (default 0.88)"
+        )
+        stability_score_thresh: float | None = Field(
+            None, description="SAM: keep masks at least this stable (default 0.95)"
+        )
+        box_nms_thresh: float | None = Field(
+            None, description="SAM: NMS IoU threshold between masks' boxes (default 0.7)"
+        )
 
-    app = FastAPI(title="segedge serve", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json",
-                  description="Segment Anything on this machine: upload an image, send prompts, get COCO RLE masks.")
+    app = FastAPI(
+        title="segedge serve",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        description="Segment Anything on this machine: upload an image, send prompts, get COCO RLE masks.",
+    )
     app.state.service = service
     pages = static_files()
 
@@ -116,6 +136,7 @@ def create_app(service: SegmentService) -> FastAPI:
         return response
 
     for route in pages:
+
         def page(route=route):
             body, media = pages[route]
             return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
@@ -134,18 +155,29 @@ def create_app(service: SegmentService) -> FastAPI:
     def models():
         return {"models": service.model_list(), "default": service.default_model}
 
-    upload_body = {"requestBody": {"required": True, "description": "the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)",
-                                   "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                                               "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+    upload_body = {
+        "requestBody": {
+            "required": True,
+            "description": "the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
 
     @app.post("/api/images", summary="Upload an image (raw bytes as the body) -> image_id", openapi_extra=upload_body)
     async def upload(request: Request):
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/"):
-            raise UnsupportedMedia("send the file's bytes as the request body, not a form (curl --data-binary @photo.jpg)")
+            raise UnsupportedMedia(
+                "send the file's bytes as the request body, not a form (curl --data-binary @photo.jpg)"
+            )
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > service.max_upload_bytes:
-            raise TooLarge(f"the upload is {int(length) / 2**20:.1f} MiB, above the limit of {service.max_upload_bytes / 2**20:g} MiB")
+            raise TooLarge(
+                f"the upload is {int(length) / 2**20:.1f} MiB, above the limit of {service.max_upload_bytes / 2**20:g} MiB"
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
@@ -164,8 +196,15 @@ def create_app(service: SegmentService) -> FastAPI:
 
     @app.post("/api/predict", summary="Masks for points (+/-), a box or text, as COCO RLE")
     def predict(req: PredictRequest):
-        return service.predict(req.model, req.image_id, points=req.points, labels=req.labels, box=req.box,
-                               multimask=req.multimask, text=req.text)
+        return service.predict(
+            req.model,
+            req.image_id,
+            points=req.points,
+            labels=req.labels,
+            box=req.box,
+            multimask=req.multimask,
+            text=req.text,
+        )
 
     @app.post("/api/everything", summary="Every mask in the image, as COCO RLE")
     def everything(req: EverythingRequest):

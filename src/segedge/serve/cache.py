@@ -99,5 +99,11 @@ class ByteLru:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"entries": len(self._items), "bytes": self._bytes, "max_bytes": self.max_bytes,
-                    "hits": self.hits, "misses": self.misses, "evictions": self.evictions}
+            return {
+                "entries": len(self._items),
+                "bytes": self._bytes,
+                "max_bytes": self.max_bytes,
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self.evictions,
+            }

@@ -38,7 +38,9 @@ class Client:
         self.host, self.port, self.timeout = parts.hostname, parts.port or 80, timeout
         self._conn: http.client.HTTPConnection | None = None
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, dict]:
         """``(status, JSON body)`` of one request (the connection is reopened once if the server closed it)."""
         headers = {"Content-Type": content_type} if content_type else {}
         for attempt in (0, 1):

@@ -41,7 +41,11 @@ def bind(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        reason = "the port is in use; choose another with --port" if exc.errno in (98, 48, 10048) else (exc.strerror or str(exc))
+        reason = (
+            "the port is in use; choose another with --port"
+            if exc.errno in (98, 48, 10048)
+            else (exc.strerror or str(exc))
+        )
         raise SegedgeError(f"cannot listen on {host}:{port}: {reason}") from None
     sock.setblocking(False)
     return sock
@@ -56,8 +60,14 @@ def url_of(sock: socket.socket) -> str:
 def _server(app, access_log: bool):
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log, lifespan="off",
-                            timeout_keep_alive=30, limit_concurrency=256)
+    config = uvicorn.Config(
+        app,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
+        lifespan="off",
+        timeout_keep_alive=30,
+        limit_concurrency=256,
+    )
     return uvicorn.Server(config)
 
 
@@ -105,7 +115,9 @@ def start_in_thread(app, host: str = "127.0.0.1", port: int = 0, timeout: float 
     server.install_signal_handlers = lambda: None  # not the main thread: signals stay with the caller (uvicorn < 0.29)
     ready = threading.Event()
 
-    thread = threading.Thread(target=lambda: asyncio.run(_serve(server, sock, lambda _: ready.set())), name="segedge-serve", daemon=True)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(_serve(server, sock, lambda _: ready.set())), name="segedge-serve", daemon=True
+    )
     thread.start()
     if not ready.wait(timeout) or not server.started:
         server.should_exit = True

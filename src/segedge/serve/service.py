@@ -28,8 +28,15 @@ from segedge.imageio import read_image
 from segedge.serve.cache import ByteLru
 
 #: The file signatures an upload may start with, and their media types.
-SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF87a", "image/gif"),
-              (b"GIF89a", "image/gif"), (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+SIGNATURES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"MM\x00*", "image/tiff"),
+)
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_CACHE_BYTES = 1024 * 2**20
@@ -37,8 +44,14 @@ IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 #: SAM "everything" grid sizes the server accepts (a 64x64 grid is 4096 prompts: minutes on 2 cores).
 MAX_POINTS_PER_SIDE = 64
 #: SAM "everything" options and their defaults (segment-anything's, but for crop_n_layers' name).
-SAM_EVERYTHING = {"points_per_side": 32, "crop_layers": 0, "min_region_area": 0, "pred_iou_thresh": 0.88,
-                  "stability_score_thresh": 0.95, "box_nms_thresh": 0.7}
+SAM_EVERYTHING = {
+    "points_per_side": 32,
+    "crop_layers": 0,
+    "min_region_area": 0,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "box_nms_thresh": 0.7,
+}
 
 
 class ServiceError(SegedgeError):
@@ -72,9 +85,17 @@ class ServedModel:
         spec = family(self.family)
         prompts = [p for p in spec.prompts if p != "text"] + (["everything"] if spec.everything else [])
         prompts += ["text"] if text and "text" in spec.prompts else []
-        return {"name": self.name, "family": self.family, "variant": m.variant, "backend": self.model.backend_name,
-                "precision": self.model.precision, "prompts": prompts, "multimask": spec.multimask,
-                "input_size": list(m.preprocess.get("size", [])), "folder": Path(self.model.folder.path).name}
+        return {
+            "name": self.name,
+            "family": self.family,
+            "variant": m.variant,
+            "backend": self.model.backend_name,
+            "precision": self.model.precision,
+            "prompts": prompts,
+            "multimask": spec.multimask,
+            "input_size": list(m.preprocess.get("size", [])),
+            "folder": Path(self.model.folder.path).name,
+        }
 
 
 def unique_names(folders: list[Path]) -> list[str]:
@@ -110,9 +131,16 @@ class SegmentService:
     LRU of images, embeddings and results; ``max_upload_bytes`` and ``max_pixels`` bound one upload.
     """
 
-    def __init__(self, models: list[ServedModel], clip=None, *, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 heavy_jobs: int = 1):
+    def __init__(
+        self,
+        models: list[ServedModel],
+        clip=None,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        heavy_jobs: int = 1,
+    ):
         if not models:
             raise SegedgeError("serve needs at least one model folder (--model DIR)")
         self.models = {m.name: m for m in models}
@@ -124,8 +152,16 @@ class SegmentService:
         self._heavy = threading.BoundedSemaphore(max(1, heavy_jobs))  # "everything" runs: queue, do not pile up
 
     @classmethod
-    def from_folders(cls, folders: list, *, backend: str, precision: str = "auto", threads: int | None = None,
-                     clip_dir=None, **limits) -> SegmentService:
+    def from_folders(
+        cls,
+        folders: list,
+        *,
+        backend: str,
+        precision: str = "auto",
+        threads: int | None = None,
+        clip_dir=None,
+        **limits,
+    ) -> SegmentService:
         """Open each model folder (FastSAM or SAM; CLIP only as ``clip_dir``) on ``backend``."""
         from segedge.manifest import load_model_folder
         from segedge.runtime.model_base import open_model
@@ -134,7 +170,9 @@ class SegmentService:
         for name, path in zip(unique_names([Path(f) for f in folders]), folders):
             folder = load_model_folder(path)
             if not family(folder.manifest.family).segments_images:
-                raise SegedgeError(f"{path} is a CLIP folder; pass it as --clip (for FastSAM text prompts), not --model")
+                raise SegedgeError(
+                    f"{path} is a CLIP folder; pass it as --clip (for FastSAM text prompts), not --model"
+                )
             model = open_model(folder, backend, precision=precision, threads=threads, max_pixels=0)
             served.append(ServedModel(name, folder.manifest.family, model))
         clip = None
@@ -163,7 +201,9 @@ class SegmentService:
             raise ServiceError("image_id must be the 32 hex digits that POST /api/images returned")
         rgb = self.cache.get(("image", image_id))
         if rgb is None:
-            raise NotFound(f"image {image_id} is not on the server (never uploaded, or dropped from the cache): upload it again")
+            raise NotFound(
+                f"image {image_id} is not on the server (never uploaded, or dropped from the cache): upload it again"
+            )
         return rgb
 
     # -- images -----------------------------------------------------------------------------------
@@ -172,7 +212,9 @@ class SegmentService:
         if len(data) == 0:
             raise ServiceError("the request body is empty: send the image file's bytes")
         if len(data) > self.max_upload_bytes:
-            raise TooLarge(f"the upload is {len(data) / 2**20:.1f} MiB, above the limit of {self.max_upload_bytes / 2**20:g} MiB")
+            raise TooLarge(
+                f"the upload is {len(data) / 2**20:.1f} MiB, above the limit of {self.max_upload_bytes / 2**20:g} MiB"
+            )
         image_id = hashlib.sha256(data).hexdigest()[:32]
         media = sniff_format(data)
         rgb = self.cache.get(("image", image_id))
@@ -200,7 +242,9 @@ class SegmentService:
         key = ("embedding", served.name, image_id)
         t0 = time.perf_counter()
         # the image is looked up only to compute: a cached embedding outlives its evicted image
-        state, cached = self.cache.get_or_compute(key, lambda: served.model.embed(self._image(image_id)), _embedding_bytes)
+        state, cached = self.cache.get_or_compute(
+            key, lambda: served.model.embed(self._image(image_id)), _embedding_bytes
+        )
         return state, cached, 0.0 if cached else (time.perf_counter() - t0) * 1e3
 
     def encode(self, model: str | None, image_id: str) -> dict:
@@ -214,8 +258,17 @@ class SegmentService:
             _, cached, timings = self._fastsam_everything(served, image_id, {})
         return self._envelope(served, image_id, cached, {"timings_ms": {**timings, "server": _ms(t0)}})
 
-    def predict(self, model: str | None, image_id: str, *, points=None, labels=None, box=None,
-                multimask: bool = False, text: str | None = None) -> dict:
+    def predict(
+        self,
+        model: str | None,
+        image_id: str,
+        *,
+        points=None,
+        labels=None,
+        box=None,
+        multimask: bool = False,
+        text: str | None = None,
+    ) -> dict:
         """Masks for a prompt set: ``points (N, 2)`` xy original pixels with ``labels`` (1 object,
         0 background; default all 1), ``box`` xyxy, ``text`` (FastSAM with a CLIP model). SAM gives one
         mask, or its three candidates with ``multimask``; FastSAM selects from its "everything" masks."""
@@ -236,8 +289,11 @@ class SegmentService:
                 labels = [1] * len(points)
             pred = sam.predict_prediction(points, labels, box, multimask_output=bool(multimask), image=state)
             result = prediction_result(sam, None, pred, None)  # this thread's timings: decoder, then masks
-            timings = {"encoder": round(encoder_ms, 2), "decoder": round(result.timings["decoder"], 2),
-                       "masks": round(result.timings["masks"], 2)}
+            timings = {
+                "encoder": round(encoder_ms, 2),
+                "decoder": round(result.timings["decoder"], 2),
+                "masks": round(result.timings["masks"], 2),
+            }
         else:
             if multimask:
                 raise PromptError("multimask is for SAM models; FastSAM picks from its own masks")
@@ -245,8 +301,14 @@ class SegmentService:
                 raise PromptError("text prompts need a CLIP model: start the server with --clip CLIP_DIR")
             everything, cached, timings = self._fastsam_everything(served, image_id, {})
             t1 = time.perf_counter()
-            result = served.model.prompt(everything, points=points, point_labels=labels, boxes=None if box is None else [box],
-                                         texts=[text] if text else None, clip=self.clip if text else None)
+            result = served.model.prompt(
+                everything,
+                points=points,
+                point_labels=labels,
+                boxes=None if box is None else [box],
+                texts=[text] if text else None,
+                clip=self.clip if text else None,
+            )
             timings = {**timings, "prompt": _ms(t1)}
         return self._result(served, image_id, result, cached, timings, t0)
 
@@ -271,8 +333,13 @@ class SegmentService:
         key = ("everything", served.name, image_id, checked["conf"], checked["iou"], checked["max_det"], retina)
 
         def compute():
-            return model.everything(self._image(image_id), conf=checked["conf"], iou=checked["iou"], max_det=checked["max_det"],
-                                    retina=retina)
+            return model.everything(
+                self._image(image_id),
+                conf=checked["conf"],
+                iou=checked["iou"],
+                max_det=checked["max_det"],
+                retina=retina,
+            )
 
         result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
         timings = {"model": 0.0} if cached else {k: round(v, 2) for k, v in result.timings.items()}
@@ -295,9 +362,14 @@ class SegmentService:
             rgb = self._image(image_id)
             state, _, encoder_ms = self._embedding(served, image_id)
             generator = SamAutomaticMaskGenerator(
-                served.model, points_per_side=side, crop_n_layers=crops, min_mask_region_area=chosen["min_region_area"],
-                pred_iou_thresh=chosen["pred_iou_thresh"], stability_score_thresh=chosen["stability_score_thresh"],
-                box_nms_thresh=chosen["box_nms_thresh"])
+                served.model,
+                points_per_side=side,
+                crop_n_layers=crops,
+                min_mask_region_area=chosen["min_region_area"],
+                pred_iou_thresh=chosen["pred_iou_thresh"],
+                stability_score_thresh=chosen["stability_score_thresh"],
+                box_nms_thresh=chosen["box_nms_thresh"],
+            )
             with self._heavy:
                 out = generator.segment(rgb, embedding=state)
             out.timings = {**generator.timings, "encoder": generator.timings.get("encoder", 0.0) + encoder_ms}
@@ -309,8 +381,15 @@ class SegmentService:
 
     # -- responses --------------------------------------------------------------------------------
     def _envelope(self, served: ServedModel, image_id: str, cached: bool, body: dict) -> dict:
-        return {"model": served.name, "family": served.family, "backend": served.model.backend_name,
-                "precision": served.model.precision, "image_id": image_id, "cached": cached, **body}
+        return {
+            "model": served.name,
+            "family": served.family,
+            "backend": served.model.backend_name,
+            "precision": served.model.precision,
+            "image_id": image_id,
+            "cached": cached,
+            **body,
+        }
 
     def _result(self, served, image_id, result, cached: bool, timings: dict, t0: float) -> dict:
         t1 = time.perf_counter()
@@ -343,4 +422,6 @@ def _result_bytes(result) -> int:
 def _reject_unknown(options: dict, allowed: set, family: str) -> None:
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise PromptError(f"{', '.join(unknown)}: not options of {family} everything (it takes {', '.join(sorted(allowed))})")
+        raise PromptError(
+            f"{', '.join(unknown)}: not options of {family} everything (it takes {', '.join(sorted(allowed))})"
+        )
