@@ -93,7 +93,7 @@ def test_calibration_set_downloads_unpacks_once_and_is_the_quantize_default(serv
     its images listed in order (the held-out fifth is the last)."""
     import dataclasses
 
-    from segedge import cli
+    from segedge.cli.quantize import calibration_images
 
     base, _ = server
     www = tmp_path / "www"
@@ -103,20 +103,20 @@ def test_calibration_set_downloads_unpacks_once_and_is_the_quantize_default(serv
     monkeypatch.setitem(
         registry.DATASETS, "coco128", dataclasses.replace(registry.DATASETS["coco128"], url=f"{base}/coco128.zip")
     )
-    images = cli._calibration_images(None)
+    images = calibration_images(None)
     assert [p.name for p in images] == [f"{i:012d}.jpg" for i in range(7)]
     assert images[3].read_bytes() == bytes([3]) * 100
     assert "no --calibration given: calibrating on coco128" in capsys.readouterr().err
     # unpacked into place, the archive removed; a second call does not download (the server is gone)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["coco128"]
     (www / "coco128.zip").unlink()
-    assert cli._calibration_images(["COCO128"]) == images
+    assert calibration_images(["COCO128"]) == images
     # a local folder with the set's name is a folder, not the set
     local = tmp_path / "coco128"
     local.mkdir()
     (local / "a.png").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
-    assert [p.name for p in cli._calibration_images(["coco128"])] == ["a.png"]
+    assert [p.name for p in calibration_images(["coco128"])] == ["a.png"]
 
 
 def test_calibration_archive_outside_paths_and_damage_are_refused(server, tmp_path, monkeypatch):

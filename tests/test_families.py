@@ -104,3 +104,16 @@ def test_no_import_circle_in_the_package():
         or (m.startswith(("segedge.export", "segedge.evaluation")) and i.startswith("segedge.bench"))
     }
     assert not upward, upward
+
+
+def test_the_command_line_imports_nothing_heavy_until_a_command_runs():
+    """`segedge --help` and argument errors: no torch, no backend, no OpenCV or NumPy imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom segedge.cli import build_parser\nbuild_parser().format_help()\n"
+        "heavy = {'torch', 'cv2', 'numpy', 'openvino', 'onnxruntime'} & set(sys.modules)\nprint(sorted(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

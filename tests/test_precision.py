@@ -272,14 +272,14 @@ def test_info_shows_cpu_and_auto(real_folder_640):
 
 
 def test_cli_offers_every_precision():
-    from segedge.cli import PRECISION_CHOICES
+    from segedge.cli.options import PRECISION_CHOICES
     from segedge.runtime.precision import CHOICES
 
     assert PRECISION_CHOICES == CHOICES  # the CLI copies them to keep `segedge --help` free of backend imports
 
 
 def test_cli_offers_every_output_layout():
-    from segedge.cli import OUTPUT_LAYOUTS
+    from segedge.cli.options import OUTPUT_LAYOUTS
     from segedge.export.yolo_head import LAYOUT
     from segedge.postprocess.yolo_seg import LAYOUTS
 

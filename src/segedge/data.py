@@ -23,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+from segedge.families import family as family_spec
 from segedge.errors import SegedgeError
 
 #: File name suffixes taken from folders and globs.
@@ -126,7 +127,7 @@ class Segmenter:
         folder = load_model_folder(model_dir)
         self.model = open_model(folder, backend, precision=precision, threads=threads)
         generator = None
-        if prompts.pop("everything", False) and folder.manifest.family != "fastsam":
+        if prompts.pop("everything", False) and family_spec(folder.manifest.family).promptable:
             from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
             generator = SamAutomaticMaskGenerator(self.model)

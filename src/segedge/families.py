@@ -39,7 +39,9 @@ class Family:
     ``segments_images``: a segmentation model (CLIP is not); ``everything_defaults``: its everything
     mode's generator defaults; ``agreement``: what quantize and bf16 gates compare with f32
     (``"mask_iou"`` or ``"embedding_cosine"``); ``calibration``: ``"module:function"`` giving
-    ``segedge quantize`` its calibration inputs per graph (export extra).
+    ``segedge quantize`` its calibration inputs per graph (export extra); ``val_protocol``: how
+    ``segedge val`` measures it (``"yolo_map"``: ultralytics' mask/box mAP; ``"sam_miou"``: box- and
+    point-prompted mIoU; None: not measured).
     """
 
     name: str
@@ -55,6 +57,7 @@ class Family:
     everything_defaults: dict[str, Any] = field(default_factory=dict)
     agreement: str = "mask_iou"
     calibration: str | None = None  # "module:function" giving quantize's calibration inputs per graph
+    val_protocol: str | None = None  # how `segedge val` measures it: "yolo_map" or "sam_miou" (evaluation.val)
 
     def model_class(self) -> type:
         """The runtime class that opens this family's folders (imported now)."""
@@ -95,6 +98,7 @@ FAMILIES: dict[str, Family] = {
             min_region_area=True,
             everything_defaults=SAM_EVERYTHING_DEFAULTS,
             calibration="segedge.export.quantize:sam_calibration",
+            val_protocol="sam_miou",
         ),
         # sam2's SAM2AutomaticMaskGenerator: pred_iou_thresh 0.8; its small-region removal needs sam2's CUDA extension
         Family(
@@ -109,6 +113,7 @@ FAMILIES: dict[str, Family] = {
             min_region_area=False,
             everything_defaults={**SAM_EVERYTHING_DEFAULTS, "pred_iou_thresh": 0.8},
             calibration="segedge.export.quantize:sam_calibration",
+            val_protocol="sam_miou",
         ),
         Family(
             "fastsam",
@@ -118,6 +123,7 @@ FAMILIES: dict[str, Family] = {
             prompts=("point", "box", "text"),
             everything=True,
             calibration="segedge.export.quantize:fastsam_calibration",
+            val_protocol="yolo_map",
         ),
         Family(
             "clip",

@@ -25,26 +25,9 @@ import numpy as np
 
 from segedge.errors import ImageError
 from segedge.fileio import atomic_write_bytes
+from segedge.image_formats import WRITE_EXTENSIONS
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
-
-#: Extensions :func:`write_image` encodes (OpenCV's encoders available in every opencv wheel).
-WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-#: Extensions of the image files taken from a folder (everything OpenCV's wheels decode).
-READ_EXTENSIONS = WRITE_EXTENSIONS + (
-    ".gif",
-    ".jfif",
-    ".jpe",
-    ".jp2",
-    ".pbm",
-    ".pgm",
-    ".ppm",
-    ".pnm",
-    ".pxm",
-    ".ras",
-    ".sr",
-)
 
 #: Images with more pixels are refused unless the limit is raised: 100 megapixels (e.g. 12000x8000).
 DEFAULT_MAX_PIXELS = 100_000_000

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segedge.errors import SegedgeError
-from segedge.imageio import WRITE_EXTENSIONS
+from segedge.image_formats import WRITE_EXTENSIONS
 
 SUFFIX = "_segedge"
 

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from segedge.families import family as family_spec
+
 
 def _open(spec, cache_dir):
     from segedge.manifest import load_model_folder
@@ -48,14 +50,14 @@ def measure(spec: dict) -> dict:
     else:
         model = _open(spec, False)
         cold["cached_ms"] = None
-    family = "sam" if hasattr(model, "set_image") else "fastsam"
+    promptable = family_spec(model.FAMILY).promptable
     stages: dict[str, list[float]] = {}
     e2e: list[float] = []
     masks: dict[str, np.ndarray] = {}
     for run in range(spec["warmup"] + spec["runs"]):
         timed = run >= spec["warmup"]
         for i, image in enumerate(images):
-            if family == "sam" and spec.get("everything"):
+            if promptable and spec.get("everything"):
                 from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
                 generator = SamAutomaticMaskGenerator(model, points_per_side=int(spec["everything"]))
@@ -64,7 +66,7 @@ def measure(spec: dict) -> dict:
                 total = (time.perf_counter() - t0) * 1e3
                 parts = {k: v for k, v in generator.timings.items() if k != "total"}
                 masks[f"img{i}"] = found.masks.dense()
-            elif family == "fastsam":
+            elif not promptable:
                 t0 = time.perf_counter()
                 result = model.everything(image)
                 total = (time.perf_counter() - t0) * 1e3

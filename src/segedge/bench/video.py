@@ -13,6 +13,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from segedge.families import family as family_spec
 from segedge.errors import SegedgeError
 from segedge.manifest import load_model_folder
 from segedge.progress import Progress
@@ -28,7 +29,7 @@ def video_benchmark(
 
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
-    if family == "clip":
+    if not family_spec(family).segments_images:
         raise SegedgeError(f"{model_dir} is a CLIP folder; bench --video needs a fastsam, sam or sam2 folder")
     notes: list[str] = []
     if configs is None:
@@ -40,7 +41,9 @@ def video_benchmark(
     rows = []
     for backend, precision in configs:
         model = open_model(folder, backend, precision=precision, threads=threads)
-        prompts = {} if family == "fastsam" else {"points": [[size[0] / 2, size[1] / 2]], "point_labels": [1]}
+        prompts = (
+            {} if not family_spec(family).promptable else {"points": [[size[0] / 2, size[1] / 2]], "point_labels": [1]}
+        )
         stages = segment_stages(model, **prompts)
         row = {"runtime": backend, "precision": model.precision}
         masks = {}

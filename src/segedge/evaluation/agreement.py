@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from segedge.families import family as family_spec
 from segedge.evaluation.metrics import mask_iou, matched_iou
 
 # the agreement gate's default, for int8 (segedge quantize) and bf16 (segedge.evaluation.bf16_gate) alike: the worst
@@ -125,11 +126,12 @@ def clip_agreement(reference, candidate, images, per_image: int = 8, seed: int =
 
 def agreement(family: str, reference, candidate, images) -> dict[str, float]:
     """Per-prompt-type agreement for a model ``family``; see the module docstring."""
-    if family == "fastsam":
-        return fastsam_agreement(reference, candidate, images)
-    if family in ("sam", "sam2"):
+    spec = family_spec(family)
+    if spec.agreement == "embedding_cosine":
+        return clip_agreement(reference, candidate, images)
+    if spec.promptable:
         return sam_agreement(reference, candidate, images)
-    return clip_agreement(reference, candidate, images)
+    return fastsam_agreement(reference, candidate, images)
 
 
 def _means(scores: dict[str, list[float]]) -> dict[str, float]:

@@ -19,18 +19,20 @@ import time
 
 import numpy as np
 
+from segedge.families import family as family_spec
 from segedge.runtime.precision import alternative_precision
 
 
 def one_image(family: str, model, image: np.ndarray) -> None:
     """The per-image work a user times: FastSAM's everything; SAM's encoder and one click; CLIP's
     encoding of four crops of the image."""
-    if family == "fastsam":
-        model.everything(image)
-    elif family in ("sam", "sam2"):
+    spec = family_spec(family)
+    if spec.promptable:
         h, w = image.shape[:2]
         model.set_image(image)
         model.predict(point_coords=[[w / 2, h / 2]], point_labels=[1], multimask_output=True)
+    elif spec.segments_images:
+        model.everything(image)
     else:
         h, w = image.shape[:2]
         model.encode_images(

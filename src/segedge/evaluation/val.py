@@ -25,23 +25,33 @@ from segedge.evaluation.average_precision import MapAccumulator
 from segedge.evaluation.datasets import Dataset, load_dataset, polygons_in_pixels
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
+from segedge.families import FAMILIES
+from segedge.families import family as family_spec
 from segedge.runtime.backends import installed_backends
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.model_base import open_model
 
+# Per val protocol (a family's ``val_protocol`` in segedge.families): the metrics, the one that gates, and how.
 METRICS = {
-    "fastsam": ("mask_mAP50-95", "mask_mAP50", "box_mAP50-95", "box_mAP50"),
-    "sam": ("box_mIoU", "point_mIoU"),
-    "sam2": ("box_mIoU", "point_mIoU"),
+    "yolo_map": ("mask_mAP50-95", "mask_mAP50", "box_mAP50-95", "box_mAP50"),
+    "sam_miou": ("box_mIoU", "point_mIoU"),
 }
-PRIMARY = {"fastsam": "mask_mAP50-95", "sam": "box_mIoU", "sam2": "box_mIoU"}
+PRIMARY = {"yolo_map": "mask_mAP50-95", "sam_miou": "box_mIoU"}
 PROTOCOL = {
-    "fastsam": "ultralytics val (rect=False square letterbox, conf 0.001, iou 0.7, multi-label, max_det 300, "
+    "yolo_map": "ultralytics val (rect=False square letterbox, conf 0.001, iou 0.7, multi-label, max_det 300, "
     "masks at input/4; one-class folders class-agnostic)",
-    "sam": "SAM zero-shot: each object's box as the prompt (one mask), and one click at the point farthest from its "
+    "sam_miou": "SAM zero-shot: each object's box as the prompt (one mask), and one click at the point farthest from its "
     "boundary (highest-scored of three masks); mean IoU at the original resolution",
 }
-PROTOCOL["sam2"] = PROTOCOL["sam"]
+
+
+def val_protocol(family: str) -> str:
+    """The family's val protocol (a key of :data:`METRICS`), else :class:`SegedgeError`."""
+    protocol = family_spec(family).val_protocol
+    if protocol is None:
+        measured = ", ".join(f.name for f in FAMILIES.values() if f.val_protocol)
+        raise SegedgeError(f"val measures {measured} folders, not {family}")
+    return protocol
 
 
 def available_precisions(manifest, backend: str, cpu: CpuCapabilities) -> list[str]:
@@ -91,11 +101,12 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
     box_acc, mask_acc = MapAccumulator(), MapAccumulator()
     ious: dict[str, list[float]] = {k: [] for k in sam_val.PROMPTS}
     times = []
-    single_class = family == "fastsam" and model.num_classes == 1
+    protocol = val_protocol(family)
+    single_class = protocol == "yolo_map" and model.num_classes == 1
     for sample in data.samples:
         rgb = read_image(sample.path, model.max_pixels)
         instances = polygons_in_pixels(sample, rgb.shape[:2])
-        if family == "fastsam":
+        if protocol == "yolo_map":
             t0 = time.perf_counter()
             tensor, geo = model.preprocess(rgb)
             detections, prototypes = model.infer(tensor)
@@ -116,7 +127,7 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
         if on_image:
             on_image()
     ms = float(np.median(times)) if times else float("nan")
-    if family == "fastsam":
+    if protocol == "yolo_map":
         box, mask = box_acc.result(), mask_acc.result()
         return {
             "mask_mAP50-95": mask["mAP50-95"],
@@ -129,7 +140,7 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
 
 def check_classes(manifest, data: Dataset) -> None:
     """A many-class FastSAM / YOLO-seg folder needs the dataset's classes to be its own (same count)."""
-    if manifest.family != "fastsam":
+    if family_spec(manifest.family).val_protocol != "yolo_map":
         return
     num_classes = int(manifest.params.get("num_classes", 0))
     if num_classes != 1 and len(data.names) != num_classes:
@@ -156,8 +167,10 @@ def run_val(
 
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
-    if family not in METRICS:
-        raise SegedgeError(f"{folder.path} is a {family} folder; val measures fastsam, sam and sam2 folders")
+    try:
+        protocol = val_protocol(family)
+    except SegedgeError:
+        raise SegedgeError(f"{folder.path} is a {family} folder; val measures fastsam, sam and sam2 folders") from None
     data = load_dataset(data_path)
     if max_images is not None:
         data.samples = data.samples[:max_images]
@@ -194,9 +207,9 @@ def run_val(
             "instances": data.instance_count,
         },
         "cpu": {**cpu.to_dict(), "class": cpu.precision_class},
-        "protocol": PROTOCOL[family],
-        "metrics": list(METRICS[family]),
-        "primary": PRIMARY[family],
+        "protocol": PROTOCOL[protocol],
+        "metrics": list(METRICS[protocol]),
+        "primary": PRIMARY[protocol],
         "rows": rows,
     }
 
@@ -257,9 +270,11 @@ class ValGate:
 
     def __init__(self, folder, data_path, max_drop: float | None, log=print):
         family = folder.manifest.family
-        if family not in PRIMARY:
-            raise SegedgeError(f"--val measures fastsam, sam and sam2 folders, not {family}")
-        self.family, self.metric, self.max_drop, self.log = family, PRIMARY[family], check_max_drop(max_drop), log
+        try:
+            protocol = val_protocol(family)
+        except SegedgeError:
+            raise SegedgeError(f"--val measures fastsam, sam and sam2 folders, not {family}") from None
+        self.family, self.metric, self.max_drop, self.log = family, PRIMARY[protocol], check_max_drop(max_drop), log
         self.data = load_dataset(data_path)
         check_classes(folder.manifest, self.data)
         self._f32: dict[str, float] = {}

@@ -17,6 +17,7 @@ slower than f32, silently. Parity with PyTorch is measured at ``f32``.
 
 from __future__ import annotations
 
+from segedge.families import family as family_spec
 from segedge.errors import BackendError
 from segedge.manifest import Manifest
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
@@ -160,7 +161,7 @@ def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilitie
                 "auto": auto == "f32",
             }
         )
-        if backend == "openvino" and manifest.family != "clip":
+        if backend == "openvino" and family_spec(manifest.family).segments_images:
             record = bf16_record(manifest, cpu)
             if not cpu.native_bf16:
                 row = {"measured": None, "passed": None, "numbers": "no native bf16 on this CPU: refused"}

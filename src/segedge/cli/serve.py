@@ -1,0 +1,101 @@
+"""``segedge serve``: the click-to-segment page and HTTP API."""
+
+from __future__ import annotations
+
+import sys
+
+from segedge.cli.common import default_backend
+from segedge.cli.options import (
+    add_runtime_options,
+    pixel_count,
+    positive_int,
+    whole_number,
+)
+from segedge.errors import SegedgeError
+
+
+def _serve(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SegedgeError(
+            f"serve needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'"
+        ) from None
+    from segedge.serve.app import create_app
+    from segedge.serve.server import bind, is_loopback, serve_forever
+    from segedge.serve.service import SegmentService
+
+    backend = args.backend or default_backend()
+    sock = bind(args.host, args.port)  # a port in use fails now, before the models load
+    try:
+        service = SegmentService.from_folders(
+            args.models,
+            backend=backend,
+            precision=args.precision,
+            threads=args.threads,
+            clip_dir=args.clip,
+            cache_bytes=args.cache_mb * 2**20,
+            max_upload_bytes=args.max_upload_mb * 2**20,
+            max_pixels=args.max_pixels,
+        )
+        app = create_app(service)
+    except BaseException:
+        sock.close()
+        raise
+    for m in service.model_list():
+        print(f"model {m['name']}: {m['family']} {m['variant']}, {m['backend']} {m['precision']}", file=sys.stderr)
+    if service.clip is not None:
+        print(f"text prompts: CLIP {args.clip}, {service.clip.backend_name} {service.clip.precision}", file=sys.stderr)
+    if not is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine can use the server (there is no login)",
+            file=sys.stderr,
+        )
+    serve_forever(
+        app,
+        sock,
+        announce=lambda url: print(f"segedge serve: listening on {url} (Ctrl-C to stop)", flush=True),
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def register(sub) -> None:
+    """Add this command to the ``segedge`` subcommands ``sub``."""
+    sv = sub.add_parser(
+        "serve",
+        help="a click-to-segment web page and HTTP API on this machine (needs the serve extra)",
+        description="Serve a page where a click becomes a mask, and the HTTP API under it, from model folders. "
+        "No torch, no internet: the page is static and shipped with segedge. Binds 127.0.0.1 (this machine "
+        "only) unless --host says otherwise; there is no login, so expose it only on networks you trust.",
+    )
+    sv.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        dest="models",
+        help="a FastSAM or SAM/MobileSAM model folder; repeat to offer several (the first is the default)",
+    )
+    sv.add_argument("--clip", metavar="CLIP_DIR", help="a CLIP model folder: text prompts for the FastSAM models")
+    sv.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 = every network)"
+    )
+    sv.add_argument("--port", type=whole_number(0), default=8000, help="port (default 8000; 0 = any free port)")
+    add_runtime_options(sv, threads_help="inference threads per model (default: all cores)")
+    sv.add_argument("--max-upload-mb", type=positive_int, default=32, help="largest upload accepted, MiB (default 32)")
+    sv.add_argument(
+        "--max-pixels",
+        type=pixel_count,
+        default=40_000_000,
+        help="largest image accepted, pixels (default 40000000; 0 = no limit)",
+    )
+    sv.add_argument(
+        "--cache-mb",
+        type=whole_number(0),
+        default=1024,
+        help="memory for cached images, embeddings and results, MiB, least recently used dropped first (default 1024)",
+    )
+    sv.add_argument("--access-log", action="store_true", help="log every request")
+    sv.set_defaults(run=_serve)
