@@ -182,3 +182,56 @@ def test_a_mistyped_flag_gets_a_suggestion(capsys):
     with pytest.raises(SystemExit):
         main(["val", "m", "--data", "d", "--zzzz"])
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+
+
+def test_every_error_names_the_path_once(real_folder_640, shared_images, tmp_path):
+    """A bad image in a batch: one line naming it once, the others written."""
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    dog = next(p for p in shared_images if p.name == "sam_dog.jpg")
+    proc = run("segment", bad, dog, "--model", real_folder_640, "--out", tmp_path / "o", "--backend", "onnxruntime")
+    assert proc.returncode == 1 and (tmp_path / "o" / "sam_dog_segedge.png").is_file()
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].count("broken.jpg") == 1, proc.stderr
+
+
+def test_export_checks_the_output_folder_before_the_checkpoint(tmp_path):
+    """A wrong --out fails before the checkpoint is read (or downloaded): here the checkpoint is not even a
+    PyTorch file, and the error is still about the folder."""
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier export")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    for family in ("fastsam", "sam", "mobile-sam", "sam2", "clip"):
+        proc = run("export", family, "--checkpoint", tmp_path / "garbage.pt", "--out", out)
+        assert proc.returncode == 2 and "already exists and is not empty" in proc.stderr, (family, proc.stderr)
+    assert (out / "keep.txt").read_text() == "an earlier export"
+
+
+def test_without_out_each_run_gets_a_new_folder(real_folder_640, shared_images, tmp_path):
+    """ultralytics' manner: runs/segment/predict, then predict2, ...; an earlier run is never overwritten."""
+    dog = next(p for p in shared_images if p.name == "sam_dog.jpg")
+    for _ in range(2):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "segedge",
+                "segment",
+                str(dog),
+                "--model",
+                str(real_folder_640),
+                "--backend",
+                "onnxruntime",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+    runs = tmp_path / "runs" / "segment"
+    assert sorted(p.name for p in runs.iterdir()) == ["predict", "predict2"]
+    for name in ("predict", "predict2"):
+        assert sorted(p.name for p in (runs / name).iterdir()) == ["sam_dog_segedge.json", "sam_dog_segedge.png"]
+    assert "results -> runs/segment/predict2/" in proc.stderr

@@ -31,6 +31,20 @@ class Planned:
     json: Path
 
 
+DEFAULT_RUNS = Path("runs") / "segment"  # `segedge segment` without --out writes runs/segment/predict, predict2, ...
+
+
+def next_run_folder(root: str | os.PathLike = DEFAULT_RUNS, name: str = "predict") -> Path:
+    """The first of ``root/name``, ``root/name2``, ``root/name3``, ... that does not exist yet (ultralytics'
+    ``runs/segment/predict`` numbering): an earlier run is never overwritten."""
+    root = Path(root)
+    for n in range(1, 100_000):
+        candidate = root / (name if n == 1 else f"{name}{n}")
+        if not candidate.exists():
+            return candidate
+    raise SegedgeError(f"{root} holds {name} to {name}99999; pass --out")
+
+
 def out_is_folder(out: str) -> bool:
     """``--out`` names a folder when it is one, ends with a separator, or has no file extension."""
     path = Path(out)

@@ -33,6 +33,9 @@ def _export(args) -> int:
         raise SegedgeError(
             f"export needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'"
         ) from None
+    from segedge.export.common import check_output_folder
+
+    check_output_folder(args.out, args.overwrite)  # before the checkpoint is read or downloaded
     checkpoint = _resolve_checkpoint(args.checkpoint, args.family)
     t0 = time.perf_counter()
     if args.family == "fastsam":

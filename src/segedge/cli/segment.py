@@ -24,10 +24,14 @@ from segedge.stdout import print_line
 
 def _segment(args) -> int:
     from segedge.manifest import load_model_folder
-    from segedge.outputs import out_is_folder, plan_outputs, plan_video_outputs
+    from segedge.outputs import next_run_folder, out_is_folder, plan_outputs, plan_video_outputs
     from segedge.runtime.pipeline import pipelined, sequential
     from segedge.videoio import is_video_source
 
+    if args.out is None:
+        args.out = str(next_run_folder())
+        if not args.quiet:
+            print(f"results -> {args.out}/", file=sys.stderr)
     if args.everything and (args.point or args.box or args.text):
         raise PromptError("--everything keeps all masks; do not combine it with --point, --box or --text")
     if args.text and not args.clip:
@@ -138,7 +142,7 @@ def _segment_images(args, plan, run, model, backend: str) -> list[tuple[Path, st
                     message = _failure_message(exc)
             if message is not None:
                 failures.append((item.image, message))
-                progress.error(f"error: {item.image}: {message}")
+                progress.error(_error_line(item.image, message))
                 if args.json_lines:
                     _emit({"image": str(item.image), "ok": False, "error": message})
                 progress.step()
@@ -185,7 +189,7 @@ def _segment_video(args, item, stages, model, backend: str) -> list[tuple[str, s
         if isinstance(result, Failed):
             message = f"frame {getattr(result.item, 'index', '?')}: {result.message}"
             failures.append((item.source, message))
-            progress.error(f"error: {item.source}: {message}")
+            progress.error(_error_line(item.source, message))
         elif args.json_lines:
             _emit({"video": item.source, "ok": True, **{k: v for k, v in result.to_dict().items() if k != "image"}})
         progress.step()
@@ -216,6 +220,11 @@ def _failure_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, SegedgeError):
         return f"cannot write the result: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
     return str(exc)
+
+
+def _error_line(source, message: str) -> str:
+    """``error: SOURCE: MESSAGE``, naming the source once (most messages start with the path already)."""
+    return f"error: {message}" if message.startswith(str(source)) else f"error: {source}: {message}"
 
 
 def _count_masks(n: int) -> str:
@@ -295,9 +304,9 @@ def register(sub) -> None:
     seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
     seg.add_argument(
         "--out",
-        required=True,
-        help="output file (one image; OUT.mp4 / OUT.jsonl for one video) or folder; "
-        "a path without extension is a folder",
+        default=None,
+        help="output file (one image; OUT.mp4 / OUT.jsonl for one video) or folder; a path without extension is a "
+        "folder (default: a new runs/segment/predict, predict2, ... folder, as ultralytics does)",
     )
     add_prompt_options(seg)
     seg.add_argument("--text", action="append", metavar="TEXT", help="FastSAM text prompt (needs --clip); repeatable")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import (
+    check_output_folder,
     check_checkpoint_file,
     export_graph,
     load_weights,
@@ -78,6 +79,7 @@ def export_clip(
 ) -> Path:
     """Export CLIP ViT-B/32. ``quick_gelu`` defaults to True for OpenAI's archive (OpenAI models use
     QuickGELU) and False for open_clip state dicts (pass True for OpenAI weights saved as a state dict)."""
+    check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import open_clip
     import torch
     from open_clip.tokenizer import default_bpe

@@ -232,6 +232,19 @@ def method_graph(module, method: str):
     return Method().eval()
 
 
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+    """``out_dir`` as a Path if a model folder may be written there, else :class:`SegedgeError`: called before
+    any checkpoint is loaded or downloaded, so a wrong ``--out`` fails in a moment."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SegedgeError(f"--out {out} is a file; give a folder path for the model")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise SegedgeError(
+            f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out"
+        )
+    return out
+
+
 @contextlib.contextmanager
 def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
     """Build a model folder in a temporary sibling and move it into place only when complete.
@@ -241,13 +254,7 @@ def staging_folder(out_dir: str | os.PathLike, overwrite: bool):
     (SIGKILL, power loss) cannot clean up; its staging folder is named with its process id, and the
     next export next to it removes staging folders whose process is gone.
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SegedgeError(f"--out {out} is a file; give a folder path for the model")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise SegedgeError(
-            f"{out} already exists and is not empty; pass --overwrite to replace it or choose another --out"
-        )
+    out = check_output_folder(out_dir, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.pid{os.getpid()}.", suffix=".partial", dir=out.parent))

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import (
+    check_output_folder,
     check_checkpoint_file,
     export_graph,
     finish_manifest,
@@ -159,6 +160,7 @@ def export_fastsam(
     ONNX graph and outputs, unchanged, with its float ``(1, 3, S, S)`` input). The channels-last layouts
     take the ``uint8`` image (:func:`uint8_input_module`).
     """
+    check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
     uint8_input = output_layout in CHANNELS_LAST  # ultralytics' layout keeps ultralytics' whole graph

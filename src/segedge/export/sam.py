@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.sam_arch import IMAGE_SIZE, load_sam
 from segedge.export.sam_attention import group_global_attention
 from segedge.manifest import Manifest
@@ -50,6 +50,7 @@ def export_sam(
     ``expect``: "sam" or "mobile-sam" to insist on one (the CLI subcommand); ``prompt_slots``: the
     decoder's fixed number of prompt tokens (at least 3).
     """
+    check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
     from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide, ImageEncoder, PromptDecoder

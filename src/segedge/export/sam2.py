@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from segedge.errors import CheckpointError
-from segedge.export.common import export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, load_sam2
 from segedge.manifest import Manifest
 
@@ -35,6 +35,7 @@ def export_sam2(
     overwrite: bool = False,
 ) -> Path:
     """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder."""
+    check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
     from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, Sam2PromptDecoder, decoder_parts
