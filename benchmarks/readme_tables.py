@@ -1,4 +1,4 @@
-"""Regenerate the README's benchmark tables for every model family, in one run on this machine.
+"""Regenerate the benchmark tables of docs/benchmarks.md for every model family, in one run on this machine.
 
     python benchmarks/readme_tables.py [--runs 3] [--out benchmarks/results]
 

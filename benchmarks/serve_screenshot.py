@@ -1,4 +1,4 @@
-"""A screenshot of the `segedge serve` page (the README's), taken in headless Chromium.
+"""A screenshot of the `segedge serve` page (docs/serve.md shows it), taken in headless Chromium.
 
     python benchmarks/serve_screenshot.py --model models/fastsam --image ../shared/images/ultralytics_bus.jpg \
         [--everything] [--click 0.5,0.55] [--out docs/serve.png]
