@@ -55,6 +55,8 @@ def _segment(args) -> int:
     _check_family_options(args, family)
     backend = args.backend or default_backend()
     model, stages = _segment_stages(args, folder, family, backend)
+    if args.classes:
+        stages = (*stages[:2], _keep_classes(stages[2], class_ids(args.classes, folder.manifest)))
     run = partial(sequential if args.sequential else pipelined, prepare=stages[0], infer=stages[1], finish=stages[2])
     failures: list[tuple[str, str]] = []
     if plan:
@@ -137,7 +139,7 @@ def _segment_images(args, plan, run, model, backend: str) -> list[tuple[Path, st
             message = _failure_message(result.error) if isinstance(result, Failed) else None
             if message is None:
                 try:
-                    result.write(item.overlay, item.json, with_polygons=args.polygons)
+                    result.write(item.overlay, item.json, args.polygons, _overlay_style(args))
                 except (SegedgeError, MemoryError, OSError) as exc:
                     message = _failure_message(exc)
             if message is not None:
@@ -202,6 +204,7 @@ def _segment_video(args, item, stages, model, backend: str) -> list[tuple[str, s
             jsonl_path=item.jsonl,
             pipeline=not args.sequential,
             on_frame=on_frame,
+            overlay_style=_overlay_style(args),
         )
     finally:
         progress.close()
@@ -220,6 +223,43 @@ def _failure_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, SegedgeError):
         return f"cannot write the result: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
     return str(exc)
+
+
+def _overlay_style(args) -> dict:
+    """What the overlay shows: ``Result.overlay``'s options from --hide-boxes, --hide-labels, --hide-conf."""
+    return {"boxes": not args.hide_boxes, "labels": not args.hide_labels, "conf": not args.hide_conf}
+
+
+def class_ids(text: str, manifest) -> list[int]:
+    """``--classes person,car`` or ``--classes 0,2``: the class ids, checked against the folder's classes."""
+    names = list(manifest.classes)
+    if len(names) < 2:
+        raise SegedgeError(f"--classes keeps some classes of a model with classes; {manifest.family} folders have none")
+    ids = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item.isdigit() and int(item) < len(names):
+            ids.append(int(item))
+        elif item in names:
+            ids.append(names.index(item))
+        else:
+            raise SegedgeError(
+                f"--classes: {item!r} is not a class of this model (give names or ids 0-{len(names) - 1}, "
+                f"e.g. {', '.join(names[:3])})"
+            )
+    if not ids:
+        raise SegedgeError("--classes needs at least one class name or id")
+    return ids
+
+
+def _keep_classes(finish, ids: list[int]):
+    """The ``finish`` stage, keeping only the instances of the classes ``ids``."""
+    import numpy as np
+
+    def keep(*args, **kwargs):
+        result = finish(*args, **kwargs)
+        return result.subset(np.isin(result.class_ids, ids))
+
+    return keep
 
 
 def _error_line(source, message: str) -> str:
@@ -391,6 +431,14 @@ def register(sub) -> None:
         help="one image or frame at a time (default: reading, the network and post-processing overlap)",
     )
     seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
+    seg.add_argument(
+        "--classes",
+        metavar="NAMES_OR_IDS",
+        help="keep only these classes, e.g. person,car or 0,2 (FastSAM / YOLO-seg folders with classes)",
+    )
+    seg.add_argument("--hide-boxes", action="store_true", help="overlay without boxes")
+    seg.add_argument("--hide-labels", action="store_true", help="overlay without labels")
+    seg.add_argument("--hide-conf", action="store_true", help="labels without scores")
     seg.add_argument(
         "--max-pixels",
         type=pixel_count,

@@ -68,10 +68,13 @@ class Result:
             self.frame,
         )
 
-    def overlay(self, alpha: float = 0.5, boxes: bool = True, labels: bool = True) -> np.ndarray:
-        """The image with masks tinted and outlined, boxes and labels drawn: ``(H, W, 3)`` uint8 RGB."""
-        text = [f"{n} {s:.2f}" for n, s in zip(self.labels, self.scores.tolist())] if labels else None
-        return draw_overlay(self.image, self.roi_masks, self.boxes if boxes else None, text, alpha)
+    def overlay(self, alpha: float = 0.5, boxes: bool = True, labels: bool = True, conf: bool = True) -> np.ndarray:
+        """The image with masks tinted and outlined, boxes and labels (``name 0.87``; ``conf=False``: the name
+        only) drawn, each of them optional: ``(H, W, 3)`` uint8 RGB."""
+        text = None
+        if labels:
+            text = [f"{n} {s:.2f}" if conf else n for n, s in zip(self.labels, self.scores.tolist())]
+        return draw_overlay(self.image, self.roi_masks, self.boxes, text, alpha, show_boxes=boxes)
 
     def to_dict(self, rle: bool = True, with_polygons: bool = False) -> dict:
         """JSON-ready description: image size, and per instance box, score, class, area and RLE/polygons."""
@@ -105,7 +108,12 @@ class Result:
         return out
 
     def save(
-        self, out: str | os.PathLike, stem: str | None = None, ext: str = ".png", with_polygons: bool = False
+        self,
+        out: str | os.PathLike,
+        stem: str | None = None,
+        ext: str = ".png",
+        with_polygons: bool = False,
+        overlay_style: dict | None = None,
     ) -> tuple[Path, Path]:
         """Write the overlay image and a JSON file (boxes, scores, RLE masks); both atomically.
 
@@ -115,14 +123,19 @@ class Result:
         """
         stem = stem or (Path(self.source).stem if self.source else "image")
         image_path = resolve_output_path(out, f"{stem}_segedge", ext)
-        return self.write(image_path, image_path.with_suffix(".json"), with_polygons=with_polygons)
+        return self.write(image_path, image_path.with_suffix(".json"), with_polygons, overlay_style)
 
     def write(
-        self, image_path: str | os.PathLike, json_path: str | os.PathLike, with_polygons: bool = False
+        self,
+        image_path: str | os.PathLike,
+        json_path: str | os.PathLike,
+        with_polygons: bool = False,
+        overlay_style: dict | None = None,
     ) -> tuple[Path, Path]:
         """Write the overlay to ``image_path`` and the JSON to ``json_path``, each atomically; both are
-        encoded before either is written, so a failure leaves neither new file."""
-        overlay = encode_image(self.overlay(), Path(image_path).suffix)
+        encoded before either is written, so a failure leaves neither new file. ``overlay_style``: options of
+        :meth:`overlay` (``boxes``, ``labels``, ``conf``)."""
+        overlay = encode_image(self.overlay(**(overlay_style or {})), Path(image_path).suffix)
         text = json.dumps(self.to_dict(with_polygons=with_polygons), ensure_ascii=False) + "\n"
         atomic_write_bytes(image_path, overlay)
         atomic_write_text(json_path, text)

@@ -166,7 +166,9 @@ def segment_stream(model, items: Iterable, *, pipeline: bool = True, **prompts) 
     return runner(items, prepare, infer, finish)
 
 
-def segment_video(source, stages, *, video_path=None, jsonl_path=None, pipeline: bool = True, on_frame=None) -> dict:
+def segment_video(
+    source, stages, *, video_path=None, jsonl_path=None, pipeline: bool = True, on_frame=None, overlay_style=None
+) -> dict:
     """Segment every kept frame of a :class:`~segedge.videoio.VideoSource` with ``stages`` (from
     :func:`segment_stages`), writing the annotated video and/or JSON Lines (one record per frame:
     ``frame``, ``time_s``, RLE masks; or ``ok: false`` with the error). Outputs are renamed into place
@@ -196,7 +198,7 @@ def segment_video(source, stages, *, video_path=None, jsonl_path=None, pipeline:
                     )
             else:
                 if video is not None:
-                    video.write(result.overlay())
+                    video.write(result.overlay(**(overlay_style or {})))
                 if lines is not None:
                     record = result.to_dict()
                     lines.write({"video": source.name, **{k: v for k, v in record.items() if k != "image"}})
