@@ -157,8 +157,14 @@ def test_sam_prompts_equal_the_runtime(client, server, sam_name, sam_tiny_folder
                 assert inst["area"] == int(mask.sum())
 
 
-def test_encoder_runs_once_per_image_even_under_concurrent_clicks(server, sam_name, sam_tiny_folder, shared_images):
-    image = next(p for p in shared_images if p.name == "sam_dog.jpg")
+def test_encoder_runs_once_per_image_even_under_concurrent_clicks(
+    server, sam_name, sam_tiny_folder, shared_images, tmp_path
+):
+    import cv2
+
+    # an image no other test uploads (the server is shared by the module, in any order): its embedding is not cached
+    image = tmp_path / "dog_flipped.png"
+    cv2.imwrite(str(image), cv2.flip(cv2.imread(str(next(p for p in shared_images if p.name == "sam_dog.jpg"))), 1))
     served = server.service.models[sam_name].model
     calls = []
     original = served.embed

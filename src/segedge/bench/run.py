@@ -106,8 +106,8 @@ def run_benchmark(
     notes: list[str] = []
     if configs is None:
         configs, notes = bench_configs(manifest)
-    spec = family_spec(manifest.family)
-    if not spec.segments_images:
+    kind = family_spec(manifest.family)
+    if not kind.segments_images:
         raise SegedgeError(f"bench measures fastsam, sam and sam2 folders; {model_dir} is {manifest.family}")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -128,11 +128,11 @@ def run_benchmark(
         sam_reference,
     )
 
-    if everything and not spec.promptable:
+    if everything and not kind.promptable:
         raise SegedgeError(
             "--everything compares SAM's automatic mask generator; FastSAM folders always segment everything"
         )
-    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if spec.promptable and not everything else None
+    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if kind.promptable and not everything else None
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     if everything:
         ref_stages, ref_e2e, ref_masks = sam_everything_reference(
@@ -184,7 +184,7 @@ def run_benchmark(
             data = json.loads(proc.stdout.strip().splitlines()[-1])
             with np.load(data["masks"]) as saved:
                 ours = {k: saved[k] for k in saved.files}
-            if not spec.promptable or everything:
+            if not kind.promptable or everything:
                 agreement = float(np.mean([matched_iou(ours[k], ref_masks[k]) for k in ref_masks]))
             else:
                 agreement = float(
@@ -225,7 +225,7 @@ def run_benchmark(
         "checkpoint": checkpoint.name,
         "mode": f"everything {everything}x{everything}"
         if everything
-        else ("prompts" if spec.promptable else "everything"),
+        else ("prompts" if kind.promptable else "everything"),
         "images": [Path(p).name for p in paths],
         "image_sizes": [list(a.shape[:2]) for a in arrays],
         "runs": runs,
