@@ -127,12 +127,8 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
         graph = f.mapping(graph, g)
         f.path(f.get(graph, "onnx", f"{g}.onnx"), f"{g}.onnx", (".onnx",))
         f.path(f.get(graph, "openvino", f"{g}.openvino"), f"{g}.openvino", (".xml",))
-        if "onnxruntime" in graph:
-            ort_settings = f.mapping(graph["onnxruntime"], f"{g}.onnxruntime")
-            if not isinstance(ort_settings.get("memory_arena", False), bool):
-                f.fail(
-                    f"{g}.onnxruntime.memory_arena", f"must be true or false, got {_kind(ort_settings['memory_arena'])}"
-                )
+        if "onnxruntime" in graph:  # ONNX Runtime's settings measured at export (runtime/ort_memory.py)
+            _check_ort_record(f, f.mapping(graph["onnxruntime"], f"{g}.onnxruntime"), f"{g}.onnxruntime")
         io: dict[str, tuple[int, ...]] = {}
         for kind in ("inputs", "outputs"):
             tensors = f.get(graph, kind, f"{g}.{kind}")
@@ -165,6 +161,17 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
                     f"quantized.bf16.records.{cls}.passed", f"must be true or false, got {_kind(record.get('passed'))}"
                 )
     {"fastsam": _check_fastsam, "sam": _check_sam, "sam2": _check_sam2, "clip": _check_clip}[family](f, data, shapes)
+
+
+def _check_ort_record(f: _Fields, record: dict, where: str) -> None:
+    """``{"memory_arena": bool, "peak_mib": {"arena": MiB, "no_arena": MiB}, "ms": {...}, "rule": text}``."""
+    if not isinstance(record.get("memory_arena"), bool):
+        f.fail(f"{where}.memory_arena", f"must be true or false, got {_kind(record.get('memory_arena'))}")
+    for key in ("peak_mib", "ms"):
+        if key in record:
+            measured = f.mapping(record[key], f"{where}.{key}")
+            for setting in ("arena", "no_arena"):
+                f.number(f.get(measured, setting, f"{where}.{key}.{setting}"), f"{where}.{key}.{setting}", lo=0)
 
 
 def _shape(f: _Fields, shapes, graph: str, name: str, expected: tuple, what: str) -> tuple[int, ...]:

@@ -135,12 +135,14 @@ def _arena_phrase(record: dict) -> str:
     """How export decided ONNX Runtime's memory arena for a graph (segedge.runtime.ort_memory)."""
     if not record:
         return "off (not measured: exported before segedge measured it; re-export to measure)"
-    peak, ms = record["peak_mib"], record.get("ms", {})
     state = "on" if record["memory_arena"] else "off"
-    return (
-        f"{state} (measured at export: peak {peak['arena']:.0f} MiB with it, {peak['no_arena']:.0f} MiB without; "
-        f"{ms.get('arena', float('nan')):.1f} vs {ms.get('no_arena', float('nan')):.1f} ms per run)"
-    )
+    peak, ms = record.get("peak_mib"), record.get("ms")
+    if not peak:
+        return state
+    phrase = f"{state} (measured at export: peak {peak['arena']:.0f} MiB with it, {peak['no_arena']:.0f} MiB without"
+    if ms:
+        phrase += f"; {ms['arena']:.1f} vs {ms['no_arena']:.1f} ms per run"
+    return phrase + ")"
 
 
 def register(sub) -> None:
