@@ -36,8 +36,9 @@ class Family:
     once and decodes each prompt against that embedding (the SAM kind; ``segment``/``serve`` keep the
     embedding); ``everything``: it has an everything mode; ``multimask``: it can return 3 candidates a
     prompt; ``min_region_area``: its everything mode can remove small regions and holes;
-    ``segments_images``: a segmentation model (CLIP is not); ``everything_defaults``: its everything
-    mode's generator defaults; ``agreement``: what quantize and bf16 gates compare with f32
+    ``segments_images``: a segmentation model (CLIP is not); ``everything_defaults``: the generator
+    defaults in which it differs from the others (segment-anything's 0.88 vs sam2's 0.8 ``pred_iou_thresh``);
+    ``agreement``: what quantize and bf16 gates compare with f32
     (``"mask_iou"`` or ``"embedding_cosine"``); ``calibration``: ``"module:function"`` giving
     ``segedge quantize`` its calibration inputs per graph (export extra); ``val_protocol``: how
     ``segedge val`` measures it (``"yolo_map"``: ultralytics' mask/box mAP; ``"sam_miou"``: box- and
@@ -74,15 +75,6 @@ class Family:
         return _resolve(self.export)
 
 
-# The defaults of segment-anything's SamAutomaticMaskGenerator: SAM 2's generator changes pred_iou_thresh.
-SAM_EVERYTHING_DEFAULTS = {
-    "points_per_side": 32,
-    "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.95,
-    "stability_score_offset": 1.0,
-    "box_nms_thresh": 0.7,
-}
-
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -96,7 +88,7 @@ FAMILIES: dict[str, Family] = {
             everything=True,
             multimask=True,
             min_region_area=True,
-            everything_defaults=SAM_EVERYTHING_DEFAULTS,
+            everything_defaults={"pred_iou_thresh": 0.88},
             calibration="segedge.export.quantize:sam_calibration",
             val_protocol="sam_miou",
         ),
@@ -111,7 +103,7 @@ FAMILIES: dict[str, Family] = {
             everything=True,
             multimask=True,
             min_region_area=False,
-            everything_defaults={**SAM_EVERYTHING_DEFAULTS, "pred_iou_thresh": 0.8},
+            everything_defaults={"pred_iou_thresh": 0.8},
             calibration="segedge.export.quantize:sam_calibration",
             val_protocol="sam_miou",
         ),
@@ -145,11 +137,6 @@ def family(name: str) -> Family:
         return FAMILIES[name]
     except (KeyError, TypeError):
         raise ModelFolderError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
-
-
-def model_class(name: str) -> type:
-    """The runtime class that opens folders of the family ``name``."""
-    return family(name).model_class()
 
 
 def _resolve(reference: str):
