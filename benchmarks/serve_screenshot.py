@@ -1,7 +1,7 @@
 """A screenshot of the `segedge serve` page (docs/serve.md shows it), taken in headless Chromium.
 
     python benchmarks/serve_screenshot.py --model models/fastsam --image ../shared/images/ultralytics_bus.jpg \
-        [--everything] [--click 0.5,0.55] [--out docs/serve.png]
+        [--everything] [--click 0.5,0.55] [--size 1280x800] [--out docs/serve.jpg]
 
 Serves the folder on a free 127.0.0.1 port in this process, opens the page, loads the image, then
 presses "Everything" and/or clicks at the given fractions of the image's width and height.
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--click", help="FX,FY: a click at these fractions of the image's width and height")
     parser.add_argument("--precision", default="f32")
     parser.add_argument("--size", default="1280x720")
-    parser.add_argument("--out", default="docs/serve.png")
+    parser.add_argument("--out", default="docs/serve.jpg", help="a .png or .jpg file")
     args = parser.parse_args()
     service = SegmentService.from_folders(args.model, backend="openvino", precision=args.precision)
     width, height = (int(v) for v in args.size.split("x"))

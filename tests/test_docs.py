@@ -90,3 +90,53 @@ def test_every_documented_command_parses(page, args):
     except SystemExit as exc:
         if exc.code:  # --help / --version exit 0
             pytest.fail(f"{page}: `segedge {' '.join(args)}` does not parse with today's CLI")
+
+
+SKIP_MARK = "<!-- docs-test: skip"  # written on the line before a block that cannot run here, with the reason
+
+
+def _python_blocks(text: str) -> list[str]:
+    """The page's python blocks, in order, but those marked with SKIP_MARK on the line before."""
+    blocks = []
+    for match in FENCE.finditer(text):
+        if match.group(1) != "python":
+            continue
+        before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        if not before.startswith(SKIP_MARK):
+            blocks.append(match.group(2))
+    return blocks
+
+
+PYTHON_PAGES = [page for page in PAGES if _python_blocks(page.read_text())]
+
+
+def test_the_docs_have_python_to_run():
+    assert {p.name for p in PYTHON_PAGES} >= {"README.md", "python-api.md", "sam2.md"}
+
+
+@pytest.mark.parametrize("page", PYTHON_PAGES, ids=lambda p: p.name)
+def test_python_blocks_run(
+    page, tmp_path, monkeypatch, bus, real_folder_640, sam_tiny_folder, clip_folder, sam2_tiny_folder
+):
+    """Every python block of a page runs, in order and in one namespace (as a reader would paste them), in a
+    folder where the names the docs use exist: ``models/fastsam`` (the real YOLOv8n-seg checkpoint),
+    ``models/mobile_sam``, ``models/clip`` and ``models/sam2.1_tiny`` (seeded checkpoints of those
+    architectures) and ``photo.jpg`` (the bus photo, 810x1080)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, folder in (
+        ("fastsam", real_folder_640),
+        ("mobile_sam", sam_tiny_folder),
+        ("clip", clip_folder),
+        ("sam2.1_tiny", sam2_tiny_folder),
+    ):
+        (models / name).symlink_to(folder, target_is_directory=True)
+    (tmp_path / "photo.jpg").write_bytes(bus.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "__docs__"}
+    for i, block in enumerate(_python_blocks(page.read_text())):
+        try:
+            exec(compile(block, f"{page.name}, python block {i + 1}", "exec"), namespace)
+        except Exception as exc:  # the block and the line in the failure message
+            raise AssertionError(f"{page.name}, python block {i + 1} fails: {type(exc).__name__}: {exc}") from exc
+    assert any(tmp_path.iterdir())

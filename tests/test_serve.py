@@ -149,7 +149,7 @@ def test_sam_prompts_equal_the_runtime(client, server, sam_name, sam_tiny_folder
         assert (got == masks).all(), prompts  # the same masks, pixel for pixel
         np.testing.assert_allclose([i["score"] for i in answer["instances"]], scores, atol=1e-5)
         assert answer["model"] == sam_name and answer["precision"] == "f32" and answer["backend"] == "openvino"
-        assert {"decoder", "masks", "encode", "server"} <= set(answer["timings_ms"])
+        assert {"decoder", "masks", "json", "server"} <= set(answer["timings_ms"])
         for inst, mask in zip(answer["instances"], masks):  # boxes are the masks' extents (x2, y2 exclusive)
             ys, xs = np.nonzero(mask)
             if len(xs):
@@ -191,7 +191,7 @@ def test_encoder_runs_once_per_image_even_under_concurrent_clicks(
     assert len(calls) == 1
     assert sum(not a["cached"] for a in answers) == 1
     again = Client(server.url).encode(image_id, sam_name)
-    assert again["cached"] is True and again["timings_ms"]["encoder"] == 0
+    assert again["cached"] is True and "encoder" not in again["timings_ms"]  # no 0 ms row for a stage that did not run
 
 
 def test_fastsam_everything_points_box_and_text_equal_the_runtime(
@@ -217,6 +217,7 @@ def test_fastsam_everything_points_box_and_text_equal_the_runtime(
         assert answer["count"] == want["count"] >= 1, prompts
         assert [i["rle"] for i in answer["instances"]] == [i["rle"] for i in want["instances"]], prompts
         assert answer["cached"] is True  # the prompts select from the cached everything result
+        assert "model" not in answer["timings_ms"] and answer["timings_ms"]["prompt"] >= 0  # only what ran
     other = client.everything(image_id, fastsam_name, conf=0.7)  # other options: computed, then cached on their own
     assert other["count"] == len(model.everything(str(bus), conf=0.7)) < everything["count"]
 
@@ -232,7 +233,8 @@ def test_sam_everything_equals_the_generator_and_reuses_the_embedding(
     # the seeded SAM's masks are noise: open segment-anything's filters so that many masks are compared
     options = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
     answer = client.everything(image_id, sam_name, points_per_side=6, **options)
-    assert answer["timings_ms"]["encoder"] == 0  # the cached embedding was used, the encoder did not run again
+    assert "encoder" not in answer["timings_ms"]  # the cached embedding was used, the encoder did not run again
+    assert answer["timings_ms"]["decoder"] > 0
     generator = SamAutomaticMaskGenerator(Sam(sam_tiny_folder, "openvino", **OPTS), points_per_side=6, **options)
     want = generator.segment(str(dog)).to_dict()
     assert answer["count"] == want["count"] >= 10
@@ -322,10 +324,12 @@ def test_security_headers_and_the_page(client, server):
     assert "default-src 'self'" in response.getheader("Content-Security-Policy")
     assert response.getheader("X-Content-Type-Options") == "nosniff"
     assert "http://" not in page and "https://" not in page  # no CDN: the page works offline
-    from segedge.serve.app import static_files
+    from segedge.serve.app import STATIC, SWAGGER_FILES, static_files
 
-    for route, (body, _) in static_files().items():
-        text = body.decode()
+    files = static_files()
+    assert set(files) == set(STATIC) | set(SWAGGER_FILES)  # /docs has Swagger UI's files
+    for route in STATIC:  # ours name no other host (Swagger UI's bundle is checked in Chromium: no request leaves)
+        text = files[route][0].decode()
         assert "https://" not in text and "http://" not in text, route
     spec = client.call("GET", "/api/openapi.json")
     assert {"/api/images", "/api/predict", "/api/everything", "/api/encode", "/api/models"} <= set(spec["paths"])

@@ -9,7 +9,8 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}`` wit
 - ``POST /api/encode`` ``{model, image_id}``: SAM encodes the image now (cached), so clicks are fast
 - ``POST /api/predict`` ``{model, image_id, points, labels, box, multimask, text}`` -> masks (COCO RLE)
 - ``POST /api/everything`` ``{model, image_id, ...options}`` -> every mask
-- ``GET /api/openapi.json`` the OpenAPI description
+- ``GET /api/openapi.json`` the OpenAPI description; ``GET /docs`` Swagger UI over it (its files come from
+  the ``fastapi-offline`` package, a dependency of the serve extra: no CDN)
 """
 
 import logging
@@ -33,20 +34,38 @@ STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/docs": ("docs.html", "text/html; charset=utf-8"),
+    "/docs/docs.js": ("docs.js", "text/javascript; charset=utf-8"),
 }
+#: Swagger UI's files, served from the fastapi-offline package (route -> file name in its ``static`` folder).
+SWAGGER_FILES = {
+    "/docs/swagger-ui-bundle.js": ("swagger-ui-bundle.js", "text/javascript; charset=utf-8"),
+    "/docs/swagger-ui.css": ("swagger-ui.css", "text/css; charset=utf-8"),
+}
+CSP = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+#: Swagger UI sets style attributes: /docs alone may use inline styles (never inline scripts).
+DOCS_CSP = CSP + "; style-src 'self' 'unsafe-inline'"
 MAX_POINTS = 64
 MAX_TEXT = 200
 
 
 def static_files() -> dict[str, tuple[bytes, str]]:
-    """``route -> (bytes, media type)`` of the page, read from the package once."""
+    """``route -> (bytes, media type)`` of the page and the API docs, read from the packages once. Without
+    fastapi-offline (a serve extra dependency) ``/docs`` says what to install."""
     base = resources.files("segedge.serve") / "static"
-    return {route: ((base / name).read_bytes(), media) for route, (name, media) in STATIC.items()}
+    files = {route: ((base / name).read_bytes(), media) for route, (name, media) in STATIC.items()}
+    try:
+        swagger = resources.files("fastapi_offline") / "static"
+        files.update({route: ((swagger / name).read_bytes(), media) for route, (name, media) in SWAGGER_FILES.items()})
+    except (ModuleNotFoundError, FileNotFoundError):
+        message = b"<p>The API docs page needs fastapi-offline: pip install 'segedge[serve]'. The API's description is <a href='/api/openapi.json'>/api/openapi.json</a>.</p>"
+        files["/docs"] = (message, "text/html; charset=utf-8")
+    return files
 
 
 def create_app(service: SegmentService) -> FastAPI:
@@ -133,6 +152,8 @@ def create_app(service: SegmentService) -> FastAPI:
     async def headers(request: Request, call_next):
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
+        if request.url.path == "/docs":
+            response.headers["Content-Security-Policy"] = DOCS_CSP
         return response
 
     for route in pages:

@@ -238,14 +238,15 @@ class SegmentService:
 
     # -- SAM --------------------------------------------------------------------------------------
     def _embedding(self, served: ServedModel, image_id: str):
-        """``(SamImage, cached, encoder ms)`` for a SAM model and an uploaded image (encoded once)."""
+        """``(SamImage, cached, encoder ms or None when the embedding came from the cache)`` for a SAM model
+        and an uploaded image (encoded once)."""
         key = ("embedding", served.name, image_id)
         t0 = time.perf_counter()
         # the image is looked up only to compute: a cached embedding outlives its evicted image
         state, cached = self.cache.get_or_compute(
             key, lambda: served.model.embed(self._image(image_id)), _embedding_bytes
         )
-        return state, cached, 0.0 if cached else (time.perf_counter() - t0) * 1e3
+        return state, cached, None if cached else (time.perf_counter() - t0) * 1e3
 
     def encode(self, model: str | None, image_id: str) -> dict:
         """Prepare an image for prompts: SAM encodes it (cached); FastSAM runs "everything" (cached)."""
@@ -253,7 +254,7 @@ class SegmentService:
         t0 = time.perf_counter()
         if family(served.family).promptable:
             _, cached, encoder_ms = self._embedding(served, image_id)
-            timings = {"encoder": round(encoder_ms, 2)}
+            timings = _stage("encoder", encoder_ms)
         else:
             _, cached, timings = self._fastsam_everything(served, image_id, {})
         return self._envelope(served, image_id, cached, {"timings_ms": {**timings, "server": _ms(t0)}})
@@ -290,7 +291,7 @@ class SegmentService:
             pred = sam.predict_prediction(points, labels, box, multimask_output=bool(multimask), image=state)
             result = prediction_result(sam, None, pred, None)  # this thread's timings: decoder, then masks
             timings = {
-                "encoder": round(encoder_ms, 2),
+                **_stage("encoder", encoder_ms),
                 "decoder": round(result.timings["decoder"], 2),
                 "masks": round(result.timings["masks"], 2),
             }
@@ -342,7 +343,7 @@ class SegmentService:
             )
 
         result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
-        timings = {"model": 0.0} if cached else {k: round(v, 2) for k, v in result.timings.items()}
+        timings = {} if cached else {k: round(v, 2) for k, v in result.timings.items()}
         return result, cached, timings
 
     def _sam_everything(self, served: ServedModel, image_id: str, options: dict):
@@ -372,11 +373,12 @@ class SegmentService:
             )
             with self._heavy:
                 out = generator.segment(rgb, embedding=state)
-            out.timings = {**generator.timings, "encoder": generator.timings.get("encoder", 0.0) + encoder_ms}
+            ran = {k: v for k, v in generator.timings.items() if k != "encoder"}  # it was given the embedding
+            out.timings = {**_stage("encoder", encoder_ms), **ran}
             return out
 
         result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
-        timings = {"decoder": 0.0} if cached else {k: round(v, 2) for k, v in result.timings.items()}
+        timings = {} if cached else {k: round(v, 2) for k, v in result.timings.items()}
         return result, cached, timings
 
     # -- responses --------------------------------------------------------------------------------
@@ -395,7 +397,7 @@ class SegmentService:
         t1 = time.perf_counter()
         body = result.to_dict()
         body["image"] = image_id
-        timings = {**timings, "encode": _ms(t1), "server": _ms(t0)}
+        timings = {**timings, "json": _ms(t1), "server": _ms(t0)}
         body["timings_ms"] = timings
         return self._envelope(served, image_id, cached, body)
 
@@ -405,6 +407,12 @@ class SegmentService:
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1e3, 2)
+
+
+def _stage(name: str, ms: float | None) -> dict:
+    """``{name: ms}`` for a stage this request ran; ``{}`` when its output came from the cache (a timing
+    row of 0 ms would read as a free stage)."""
+    return {} if ms is None else {name: round(ms, 2)}
 
 
 def _embedding_bytes(state) -> int:

@@ -12,6 +12,8 @@ const S = {
   kind: null,            // "prompt" | "everything"
   masks: [],             // decoded masks of the response: Uint8Array(h * w), row-major, 1 = inside
   selected: 0,           // chosen SAM candidate
+  hidden: new Set(),     // instances of the response not drawn (the list's show boxes)
+  deleted: new Set(),    // instances removed from the list (and from the downloads)
   seq: 0, doneSeq: 0,    // requests sent / answered (stale answers are dropped)
   roundTripMs: null,
   error: null,
@@ -103,17 +105,30 @@ async function imageCall(path, body) {
 function status(text, kind) {
   const el = $("status");
   el.textContent = text;
+  el.title = text;
   el.className = kind || "";
-  if (kind === "error") S.error = text;
+  if (kind !== "busy") S.error = kind === "error" ? text : null;
 }
 
-function showTimings(t, extra) {
+// An error goes to the status line and to a banner over the image, where the user is looking.
+function showError(text) {
+  status(text, "error");
+  $("alert-text").textContent = text;
+  $("alert").hidden = false;
+}
+
+function hideError() { $("alert").hidden = true; }
+
+// The stages this request ran, in ms, and what came from the server's cache (never a "0 ms" row).
+function showTimings(r, roundTripMs) {
   const dl = $("timings");
   dl.innerHTML = "";
-  const rows = Object.entries(t || {}).concat(Object.entries(extra || {}));
+  const rows = Object.entries(r.timings_ms || {}).map(([k, v]) => [k, `${v.toFixed(1)} ms`]);
+  if (r.cached) rows.unshift([S.model.family === "fastsam" ? "everything" : "image embedding", "cached"]);
+  rows.push(["round trip", `${roundTripMs.toFixed(1)} ms`]);
   for (const [k, v] of rows) {
     const dt = document.createElement("dt"); dt.textContent = k;
-    const dd = document.createElement("dd"); dd.textContent = typeof v === "number" ? `${v.toFixed(1)} ms` : v;
+    const dd = document.createElement("dd"); dd.textContent = v;
     dl.append(dt, dd);
   }
 }
@@ -142,21 +157,28 @@ function selectModel(name) {
   $("multimask-row").hidden = !S.model.multimask;
   $("grid").hidden = !S.model.multimask;  // SAM and SAM 2: the generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
+  $("help").innerHTML = S.model.family === "fastsam"
+    ? "<b>click</b> the masks under the point · <b>shift-click</b> or <b>right-click</b> leave out the masks under it ·" +
+      " <b>drag</b> the mask that best fills the box · <b>Esc</b> clear · <b>Ctrl-Z</b> undo"
+    : "<b>click</b> object point · <b>shift-click</b> or <b>right-click</b> background point · <b>drag</b> box ·" +
+      " <b>Esc</b> clear · <b>Ctrl-Z</b> undo";
 }
 
 // ---- image ------------------------------------------------------------------------------------------
 async function openFile(file) {
   if (!file) return;
+  hideError();
   S.file = file;
-  S.bytes = await file.arrayBuffer();
-  try {
-    S.bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-  } catch (e) {
-    status(`${file.name}: the browser cannot show this image (${e.message})`, "error");
-    return;
-  }
   S.imageId = null; S.prepared = false;
   clearPrompts(false);
+  try {
+    S.bytes = await file.arrayBuffer();
+    S.bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  } catch (e) {
+    closeImage();
+    showError(`${file.name}: not an image this page can open (JPEG, PNG, WebP, BMP, TIFF or GIF): open another file`);
+    return;
+  }
   $("drop").hidden = true;
   fitCanvas();
   draw();
@@ -164,8 +186,18 @@ async function openFile(file) {
     await upload();
     await prepare();
   } catch (e) {
-    status(`${file.name}: ${e.message}`, "error");
+    if (!S.imageId) closeImage();  // the server refused the file: do not leave it on screen as if it worked
+    showError(`${file.name}: ${e.message}`);
   }
+}
+
+// No image: the stage shows the drop box again (after a file that could not be opened).
+function closeImage() {
+  S.bitmap = null; S.bytes = null; S.imageId = null; S.width = 0; S.height = 0; S.prepared = false;
+  setMasks(null, null);
+  $("drop").hidden = false;
+  view.style.width = "0px"; view.style.height = "0px";
+  draw();
 }
 
 async function upload() {
@@ -173,7 +205,7 @@ async function upload() {
   const up = await api("/api/images", S.bytes, S.file.type || "application/octet-stream");
   S.imageId = up.image_id; S.width = up.width; S.height = up.height;
   if (S.bitmap && (S.bitmap.width !== up.width || S.bitmap.height !== up.height)) {
-    status(`the server sees ${up.width}×${up.height}, the browser ${S.bitmap.width}×${S.bitmap.height}`, "error");
+    showError(`the server sees ${up.width}×${up.height}, the browser ${S.bitmap.width}×${S.bitmap.height}`);
   }
 }
 
@@ -184,7 +216,7 @@ async function prepare() {
   const t0 = performance.now();
   const r = await imageCall("/api/encode", {});
   S.prepared = true;
-  showTimings(r.timings_ms, { "round trip": performance.now() - t0 });
+  showTimings(r, performance.now() - t0);
   status(`${S.width}×${S.height} ready${r.cached ? " (cached)" : ""}: click on an object`);
 }
 
@@ -225,35 +257,101 @@ async function request(path, body, kind) {
     const r = await imageCall(path, body);
     if (seq !== S.seq) return;  // a newer request is on its way
     S.roundTripMs = performance.now() - t0;
+    hideError();
     setMasks(r, kind);
-    showTimings(r.timings_ms, { "round trip": S.roundTripMs });
-    const n = r.count;
-    status(`${n} mask${n === 1 ? "" : "s"} · ${r.model} ${r.backend} ${r.precision}`);
+    showTimings(r, S.roundTripMs);
+    status(answerText(r, body));
   } catch (e) {
-    if (seq === S.seq) status(e.message, "error");
+    if (seq === S.seq) showError(e.message);
   } finally {
     if (seq === S.seq) S.doneSeq = seq;
     draw();
   }
 }
 
+// The status line for an answer; FastSAM's point rule can leave nothing, and then says why.
+function answerText(r, body) {
+  const n = r.count;
+  let text = `${n} mask${n === 1 ? "" : "s"} · ${r.model} ${r.backend} ${r.precision}`;
+  const labels = (body && body.labels) || [];
+  if (S.model.family === "fastsam" && labels.includes(0)) {
+    text = n === 0
+      ? "no mask left: FastSAM keeps the masks under a + point that are under no − point (Ctrl-Z undoes)"
+      : `${text} · masks under a − point are left out`;
+  }
+  return text;
+}
+
 function setMasks(response, kind) {
   S.response = response; S.kind = kind;
   S.masks = response ? response.instances.map((inst) => decodeRle(inst.rle)) : [];
   S.selected = 0;
+  S.hidden = new Set(); S.deleted = new Set();
   if (response && kind === "prompt" && S.model.multimask) {
     response.instances.forEach((inst, i) => { if (inst.score > response.instances[S.selected].score) S.selected = i; });
   }
-  renderLayer();
-  renderCandidates();
-  for (const id of ["dl-overlay", "dl-mask", "dl-json"]) $(id).disabled = !response || !response.count;
+  refresh();
 }
 
-// Indices of the masks shown: the chosen SAM candidate, else all.
-function shownMasks() {
+// Redraw everything that depends on the masks: the layer, the candidates, the list, the downloads.
+function refresh() {
+  renderLayer();
+  renderCandidates();
+  renderInstances();
+  for (const id of ["dl-overlay", "dl-mask", "dl-json"]) $(id).disabled = !shownMasks().length;
+}
+
+// Indices of the masks listed: the chosen SAM candidate, else all that were not deleted.
+function listedMasks() {
   if (!S.response) return [];
   if (S.kind === "prompt" && S.model.multimask) return S.masks.length ? [S.selected] : [];
-  return S.masks.map((_, i) => i);
+  return S.masks.map((_, i) => i).filter((i) => !S.deleted.has(i));
+}
+
+// Indices of the masks drawn and downloaded: the listed ones not hidden.
+function shownMasks() { return listedMasks().filter((i) => !S.hidden.has(i)); }
+
+// The instance list: colour, class (FastSAM) or mask number (SAM), score, area; show/hide and delete.
+function renderInstances() {
+  const ul = $("instances");
+  ul.innerHTML = "";
+  const listed = listedMasks();
+  if (!listed.length) {
+    const li = document.createElement("li");
+    li.className = "empty";
+    li.textContent = S.response ? "nothing found" : "nothing yet";
+    ul.append(li);
+    return;
+  }
+  for (const i of listed) {
+    const inst = S.response.instances[i];
+    const li = document.createElement("li");
+    li.dataset.index = i;
+    li.className = S.hidden.has(i) ? "hidden-mask" : "";
+    const show = document.createElement("input");
+    show.type = "checkbox"; show.checked = !S.hidden.has(i); show.className = "show";
+    show.setAttribute("aria-label", `show ${instanceName(i)}`);
+    show.onchange = () => { if (show.checked) S.hidden.delete(i); else S.hidden.add(i); refresh(); draw(); };
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = `rgb(${maskColor(i).join(",")})`;
+    const name = document.createElement("span");
+    name.className = "name"; name.textContent = instanceName(i);
+    const num = document.createElement("span");
+    num.className = "num";
+    num.textContent = `${inst.score.toFixed(2)} · ${inst.area.toLocaleString("en")} px`;
+    num.title = S.model.family === "fastsam" ? "confidence · area in image pixels" : "predicted IoU · area in image pixels";
+    const del = document.createElement("button");
+    del.className = "delete"; del.textContent = "×";
+    del.setAttribute("aria-label", `delete ${instanceName(i)}`);
+    del.onclick = () => { S.deleted.add(i); refresh(); draw(); };
+    li.append(show, swatch, name, num, del);
+    ul.append(li);
+  }
+}
+
+function instanceName(i) {
+  return S.model.family === "fastsam" ? `${i + 1} ${S.response.instances[i].label}` : `mask ${i + 1}`;
 }
 
 function renderCandidates() {
@@ -265,7 +363,7 @@ function renderCandidates() {
     b.textContent = `${i + 1} · ${inst.score.toFixed(2)}`;
     b.title = "SAM's predicted IoU";
     if (i === S.selected) b.className = "selected";
-    b.onclick = () => { S.selected = i; renderLayer(); renderCandidates(); draw(); };
+    b.onclick = () => { S.selected = i; S.hidden = new Set(); refresh(); draw(); };
     box.append(b);
   });
 }
@@ -278,6 +376,9 @@ function color(i) {
   return [f(0), f(8), f(4)];
 }
 
+// A prompt's mask is blue; "everything" gives each instance its own colour, kept when others are hidden.
+function maskColor(i) { return S.kind === "prompt" ? [30, 144, 255] : color(i); }
+
 function renderLayer() {
   if (!S.width) { layer = null; return; }
   layer = document.createElement("canvas");
@@ -288,9 +389,8 @@ function renderLayer() {
   const img = lctx.createImageData(S.width, S.height);
   const px = new Uint32Array(img.data.buffer);
   const h = S.height, w = S.width;
-  const single = S.kind === "prompt";
-  shown.forEach((i, n) => {
-    const [r, g, b] = single ? [30, 144, 255] : color(n);
+  shown.forEach((i) => {
+    const [r, g, b] = maskColor(i);
     const value = (150 << 24) | (b << 16) | (g << 8) | r;  // little-endian RGBA
     for (const [a, e] of rleRuns(S.response.instances[i].rle)) {
       for (let j = a; j < e; j++) px[(j % h) * w + Math.floor(j / h)] = value;
@@ -316,6 +416,7 @@ function draw(drag) {
   ctx.drawImage(S.bitmap, 0, 0, view.width, view.height);
   if (layer) ctx.drawImage(layer, 0, 0, view.width, view.height);
   const k = view.width / S.bitmap.width;
+  if (!S.width) return;
   const box = drag || S.box;
   if (box) {
     ctx.strokeStyle = "#ffd400"; ctx.lineWidth = 2;
@@ -401,7 +502,9 @@ $("dl-mask").onclick = () => {
   c.toBlob((b) => save(b, `${stem()}_mask.png`), "image/png");
 };
 $("dl-json").onclick = () => {
-  save(new Blob([JSON.stringify(S.response)], { type: "application/json" }), `${stem()}_segedge.json`);
+  const instances = shownMasks().map((i) => S.response.instances[i]);
+  const record = { ...S.response, count: instances.length, instances: instances };
+  save(new Blob([JSON.stringify(record)], { type: "application/json" }), `${stem()}_segedge.json`);
 };
 
 // ---- wiring -----------------------------------------------------------------------------------------
@@ -409,12 +512,13 @@ $("file").addEventListener("change", (ev) => openFile(ev.target.files[0]));
 $("model").addEventListener("change", async (ev) => {
   selectModel(ev.target.value);
   clearPrompts();
-  if (S.imageId) { try { await prepare(); } catch (e) { status(e.message, "error"); } }
+  if (S.imageId) { try { await prepare(); } catch (e) { showError(e.message); } }
 });
 $("everything").onclick = runEverything;
 $("text-form").addEventListener("submit", (ev) => { ev.preventDefault(); runText($("text").value.trim()); });
 $("undo").onclick = () => { S.points.pop(); S.labels.pop(); if (!S.points.length) S.box = null; draw(); runPrompt(); };
 $("clear").onclick = () => clearPrompts();
+$("alert-close").onclick = hideError;
 $("multimask").addEventListener("change", () => runPrompt());
 document.addEventListener("keydown", (ev) => {
   if (ev.target.tagName === "INPUT") return;
@@ -430,5 +534,6 @@ document.addEventListener("drop", (ev) => {
 });
 window.addEventListener("resize", () => { fitCanvas(); draw(); });
 
-window.segedge = { state: S, decodeRle, rleCounts, maskBits, openFile };
-loadModels().catch((e) => status(`cannot reach the server: ${e.message}`, "error"));
+window.segedge = { state: S, decodeRle, rleCounts, maskBits, openFile, shownMasks, listedMasks };
+renderInstances();
+loadModels().catch((e) => showError(`cannot reach the server: ${e.message}`));
