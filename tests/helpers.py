@@ -167,6 +167,30 @@ def make_sam2_checkpoint(path: Path, variant: str = "tiny", version: str = "2.1"
     return path
 
 
+def make_efficientvit_sam_checkpoint(path: Path, variant: str = "l0", wrapped: bool = False) -> Path:
+    """A seeded EfficientViT-SAM checkpoint built by the official package (``efficientsam``'s model zoo, random
+    weights), saved as a plain state dict (``wrapped``: as ``{"state_dict": ...}``, which its loader also reads)."""
+    import torch
+    from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+    torch.manual_seed(0)
+    state = create_efficientvit_sam_model(f"efficientvit-sam-{variant}", pretrained=False).state_dict()
+    torch.save({"state_dict": state} if wrapped else state, path)
+    _CHECKPOINT_KINDS[str(path)] = f"efficientvit-{variant}"
+    return path
+
+
+def efficientvit_reference(checkpoint: Path):
+    """The efficientsam package's own EfficientViTSamPredictor on the checkpoint, loaded by the package's own
+    loader (``create_efficientvit_sam_model(..., weight_url=checkpoint)``), not through segedge."""
+    from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
+    from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+    variant = _CHECKPOINT_KINDS[str(checkpoint)].split("-", 1)[1]
+    model = create_efficientvit_sam_model(f"efficientvit-sam-{variant}", weight_url=str(checkpoint))
+    return EfficientViTSamPredictor(model.eval())
+
+
 def sam_reference(checkpoint: Path):
     """segment-anything's SamPredictor on the checkpoint. ViT checkpoints of :func:`make_sam_checkpoint` are loaded
     by segment-anything's own builder with its own configuration (strict state-dict load), not through segedge;
@@ -275,11 +299,19 @@ def _pair_records(ref, ours):
 
 
 def assert_generators_agree(
-    checkpoint: Path, folder: Path, image: np.ndarray, backend: str, min_masks: int = 40, sam2: bool = False, **kw
+    checkpoint: Path,
+    folder: Path,
+    image: np.ndarray,
+    backend: str,
+    min_masks: int = 40,
+    sam2: bool = False,
+    efficientvit: bool = False,
+    **kw,
 ):
-    """segedge's SamAutomaticMaskGenerator vs segment-anything's (``sam2``: vs sam2's SAM2AutomaticMaskGenerator)
-    on one image: mask count within 2%, matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability
-    within 0.02, same box/area for equal masks."""
+    """segedge's SamAutomaticMaskGenerator vs segment-anything's (``sam2``: vs sam2's SAM2AutomaticMaskGenerator;
+    ``efficientvit``: vs the efficientsam package's EfficientViTSamAutomaticMaskGenerator) on one image: mask
+    count within 2%, matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability within 0.02, same box/area
+    for equal masks."""
     from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
     if sam2:
@@ -290,6 +322,13 @@ def assert_generators_agree(
 
         ref = SAM2AutomaticMaskGenerator(load_sam2(checkpoint)[0], **kw).generate(image)
         ours = SamAutomaticMaskGenerator(Sam2(folder, backend=backend, precision="f32"), **kw).generate(image)
+    elif efficientvit:
+        from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
+
+        from segedge.runtime.sam import Sam
+
+        ref = EfficientViTSamAutomaticMaskGenerator(efficientvit_reference(checkpoint).model, **kw).generate(image)
+        ours = SamAutomaticMaskGenerator(Sam(folder, backend=backend, precision="f32"), **kw).generate(image)
     else:
         from segment_anything import SamAutomaticMaskGenerator as Reference
 

@@ -277,6 +277,9 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
     size = _check_preprocess(f, data)
     _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
     _shape(f, shapes, "encoder", "image_embeddings", (1, 256, 64, 64), what)
+    frame = f.integer(params.get("prompt_frame", size), "params.prompt_frame", lo=16, hi=1 << 14)
+    if frame != 4 * 256:  # the decoder's 256x256 low-res masks are a quarter of SAM's prompt frame
+        f.fail("params.prompt_frame", f"is {frame}, but SAM's decoder works in a 1024-pixel frame")
     batch = f.integer(params.get("decoder_batch", 1), "params.decoder_batch", lo=1, hi=1024)
     if (batch > 1) != ("decoder_batch" in shapes):
         f.fail(

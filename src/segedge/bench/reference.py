@@ -84,35 +84,59 @@ def _timed_runs(images, runs, warmup, progress, one):
 
 
 def _sam_on_threads(checkpoint, threads):
-    """segment-anything's ``Sam`` for the checkpoint, with torch on ``threads`` (default: all cores)."""
+    """``(model, predictor, preprocess)`` for a SAM-family checkpoint, with torch on ``threads`` (default: all
+    cores): segment-anything's ``Sam`` and ``SamPredictor`` (SAM, MobileSAM), or the efficientsam package's
+    ``EfficientViTSam`` and ``EfficientViTSamPredictor``. ``preprocess(rgb)`` -> ``(x (1, 3, S, S), input_size)``:
+    the encoder's normalised, padded input and the resized image's ``(h, w)`` in the 1024 prompt frame."""
     import torch
+
+    from segedge.export.sam_arch import load_state_dict
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    if any(k.startswith("image_encoder.backbone.") for k in load_state_dict(checkpoint)):
+        from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
+        from efficientsam.segment_anything.utils.transforms import ResizeLongestSide
+
+        from segedge.export.efficientvit_sam import load_efficientvit_sam
+
+        model, _ = load_efficientvit_sam(checkpoint)
+
+        def preprocess(image):
+            frame = ResizeLongestSide.get_preprocess_shape(*image.shape[:2], long_side_length=model.image_size[0])
+            return model.transform(image)[None], tuple(frame)
+
+        return model, EfficientViTSamPredictor(model), preprocess
+
+    from segment_anything import SamPredictor
 
     from segedge.export.sam_arch import load_sam
 
     sam, _ = load_sam(checkpoint)
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    return sam
+    predictor = SamPredictor(sam)
+
+    def preprocess(image):
+        tensor = torch.as_tensor(predictor.transform.apply_image(image)).permute(2, 0, 1).contiguous()[None]
+        return sam.preprocess(tensor), tuple(tensor.shape[-2:])
+
+    return sam, predictor, preprocess
 
 
 def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
-    """``(stages, end_to_end, masks)`` for SamPredictor: preprocessing, encoder, decoder per prompt."""
+    """``(stages, end_to_end, masks)`` for the package's predictor (segment-anything's ``SamPredictor``, or
+    ``EfficientViTSamPredictor``): preprocessing, encoder, decoder per prompt."""
     import torch
-    from segment_anything import SamPredictor
 
-    sam = _sam_on_threads(checkpoint, threads)
-    predictor = SamPredictor(sam)
+    sam, predictor, preprocess = _sam_on_threads(checkpoint, threads)
 
     def one(i, image):
         with torch.no_grad():
             t0 = time.perf_counter()
-            transformed = predictor.transform.apply_image(image)
-            tensor = torch.as_tensor(transformed).permute(2, 0, 1).contiguous()[None]
-            x = sam.preprocess(tensor)
+            x, input_size = preprocess(image)
             t1 = time.perf_counter()
             features = sam.image_encoder(x)
             t2 = time.perf_counter()
         predictor.reset_image()
-        predictor.original_size, predictor.input_size = image.shape[:2], tuple(tensor.shape[-2:])
+        predictor.original_size, predictor.input_size = image.shape[:2], input_size
         predictor.features, predictor.is_image_set = features, True
         decode, found = [], {}
         for j, prompt in enumerate(prompts[i]):
@@ -190,9 +214,15 @@ def sam_everything_reference(
         torch.set_num_threads(threads or os.cpu_count() or 1)
         generator = SAM2AutomaticMaskGenerator(model, points_per_side=points_per_side)
     else:
-        from segment_anything import SamAutomaticMaskGenerator
+        model, predictor, _ = _sam_on_threads(checkpoint, threads)
+        if type(predictor).__name__ == "EfficientViTSamPredictor":
+            from efficientsam.models.efficientvit.sam import (
+                EfficientViTSamAutomaticMaskGenerator as SamAutomaticMaskGenerator,
+            )
+        else:
+            from segment_anything import SamAutomaticMaskGenerator
 
-        generator = SamAutomaticMaskGenerator(_sam_on_threads(checkpoint, threads), points_per_side=points_per_side)
+        generator = SamAutomaticMaskGenerator(model, points_per_side=points_per_side)
 
     def one(i, image):
         with torch.no_grad():

@@ -1,4 +1,4 @@
-"""``segedge export fastsam|sam|mobile-sam|sam2|clip``: a PyTorch checkpoint to a model folder."""
+"""``segedge export fastsam|sam|mobile-sam|efficientvit-sam|sam2|clip``: a PyTorch checkpoint to a model folder."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ def _export(args) -> int:
             from segedge.export.sam2 import export_sam2
         elif args.family == "clip":
             from segedge.export.clip import export_clip
+        elif args.family == "efficientvit-sam":
+            import efficientsam  # noqa: F401  (the architecture package: a clear line if it is missing)
+
+            from segedge.export.efficientvit_sam import export_efficientvit_sam
         else:
             from segedge.export.sam import export_sam
     except ImportError as exc:
@@ -61,6 +65,16 @@ def _export(args) -> int:
         quick = None if args.activation is None else args.activation == "quick_gelu"
         out = export_clip(
             checkpoint, args.out, quick_gelu=quick, simplify=not args.no_simplify, overwrite=args.overwrite
+        )
+    elif args.family == "efficientvit-sam":
+        out = export_efficientvit_sam(
+            checkpoint,
+            args.out,
+            variant=args.variant,
+            prompt_slots=args.prompt_slots,
+            decoder_batch=args.decoder_batch,
+            simplify=not args.no_simplify,
+            overwrite=args.overwrite,
         )
     else:
         out = export_sam(
@@ -126,6 +140,7 @@ def register(sub) -> None:
     for name, what in (
         ("sam", "SAM vit_b / vit_l / vit_h (sam_vit_*.pth)"),
         ("mobile-sam", "MobileSAM (mobile_sam.pt)"),
+        ("efficientvit-sam", "EfficientViT-SAM L0 / L1 / L2 / XL0 / XL1 (efficientvit_sam_*.pt)"),
     ):
         sp = exp_sub.add_parser(
             name,
@@ -134,13 +149,14 @@ def register(sub) -> None:
             "The checkpoint is a plain state dict, loaded with weights_only=True.",
         )
         add_export_options(
-            sp, "path to the checkpoint, or an official name (sam_vit_b, mobile_sam, ...) to download it"
+            sp,
+            "path to the checkpoint, or an official name (sam_vit_b, mobile_sam, efficientvit_sam_l0, ...) to download it",
         )
-        if name == "sam":
+        if name in ("sam", "efficientvit-sam"):
             sp.add_argument(
                 "--variant",
-                choices=("vit_b", "vit_l", "vit_h"),
-                help="override the variant recognised from the weights",
+                choices=("vit_b", "vit_l", "vit_h") if name == "sam" else ("l0", "l1", "l2", "xl0", "xl1"),
+                help="insist on this variant (default: the one recognised from the weights)",
             )
         sp.add_argument(
             "--prompt-slots",

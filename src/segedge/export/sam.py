@@ -28,6 +28,7 @@ DEFAULT_SLOTS = 16  # prompt tokens: a box (2) + up to 14 points, or up to 15 po
 # already runs 4096-token matrix products near this CPU's f32 peak, so batching saves nothing here;
 # it may on many-core CPUs, where one prompt cannot fill every core (export with --decoder-batch N).
 DEFAULT_DECODER_BATCH = 1
+PROMPT_FRAME = 1024  # SAM's prompt encoder frame: prompts and the low-res masks' crop, pixels
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
 IMAGE_SIDE_OUTPUTS = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
@@ -51,14 +52,7 @@ def export_sam(
     decoder's fixed number of prompt tokens (at least 3).
     """
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
-    import torch
-
-    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide, ImageEncoder, PromptDecoder
-
-    if prompt_slots < 3:
-        raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM's padding), got {prompt_slots}")
-    if decoder_batch < 1 or decoder_batch > 1024:
-        raise CheckpointError(f"--decoder-batch must be from 1 to 1024 (1: no batched decoder), got {decoder_batch}")
+    check_decoder_options(prompt_slots, decoder_batch)
     sam, arch = load_sam(checkpoint, variant)
     is_mobile = arch.kind == "tinyvit"
     if expect == "sam" and is_mobile:
@@ -67,7 +61,47 @@ def export_sam(
         raise CheckpointError(
             f"{checkpoint} is a SAM {arch.variant} checkpoint, not MobileSAM; use `segedge export sam`"
         )
-    image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    ckpt = Path(checkpoint)
+    with staging_folder(out_dir, overwrite) as folder:
+        graphs = write_sam_graphs(sam, folder, IMAGE_SIZE, prompt_slots, decoder_batch, simplify)
+        manifest = sam_manifest(
+            variant=arch.variant,
+            graphs=graphs,
+            image_size=IMAGE_SIZE,
+            encoder_source="tinyvit" if is_mobile else "vit",
+            encoder_params={
+                "kind": arch.kind,
+                "embed_dim": arch.embed_dim,
+                "depth": arch.depth,
+                "num_heads": arch.num_heads,
+                "global_attn_indexes": list(arch.global_attn_indexes),
+            },
+            prompt_slots=prompt_slots,
+            decoder_batch=decoder_batch,
+            packages=("torch", "segment-anything", "ultralytics", "onnx", "onnxslim", "openvino"),
+        )
+        finish_manifest(folder, manifest, ckpt)
+    return Path(out_dir)
+
+
+def check_decoder_options(prompt_slots: int, decoder_batch: int) -> None:
+    """Raise :class:`CheckpointError` for decoder sizes no folder can have (before a checkpoint is read)."""
+    if prompt_slots < 3:
+        raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM's padding), got {prompt_slots}")
+    if decoder_batch < 1 or decoder_batch > 1024:
+        raise CheckpointError(f"--decoder-batch must be from 1 to 1024 (1: no batched decoder), got {decoder_batch}")
+
+
+def write_sam_graphs(sam, folder: Path, image_size: int, prompt_slots: int, decoder_batch: int, simplify: bool) -> dict:
+    """Export a SAM-style model's graphs into ``folder``: ``encoder`` (``image (1, 3, S, S)`` with S =
+    ``image_size``), ``decoder`` (+ ``decoder_batch``), ``decoder_image`` and ``decoder_prompt`` (+ its batch).
+    ``sam`` has ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` (segment-anything's ``Sam``,
+    MobileSAM, EfficientViT-SAM). Returns the manifest's ``graphs`` records."""
+    import torch
+
+    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide, ImageEncoder, PromptDecoder
+
+    image = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
         embeddings = sam.image_encoder(image)
 
@@ -80,92 +114,100 @@ def export_sam(
             torch.zeros(batch),
         )
 
-    ckpt = Path(checkpoint)
-    with staging_folder(out_dir, overwrite) as folder:
-        encoder = export_graph(
-            ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify
-        )
-        if group_global_attention(sam.image_encoder, heads_per_group=1):
-            # ViT: the ONNX graph for ONNX Runtime computes global attention one head at a time (same numbers,
-            # a twelfth of the attention maps alive); the IR above keeps all heads at once, which OpenVINO
-            # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
-            export_graph(
-                ImageEncoder(sam).eval(),
-                (image,),
-                folder,
-                "encoder",
-                ["image"],
-                ["image_embeddings"],
-                simplify,
-                openvino=False,
-            )
-        graphs = {"encoder": encoder}
-        graphs["decoder"] = export_graph(
-            PromptDecoder.of_sam(sam).eval(),
-            decoder_inputs(1),
+    encoder = export_graph(
+        ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify
+    )
+    if group_global_attention(sam.image_encoder, heads_per_group=1):
+        # ViT: the ONNX graph for ONNX Runtime computes global attention one head at a time (same numbers,
+        # a twelfth of the attention maps alive); the IR above keeps all heads at once, which OpenVINO
+        # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
+        export_graph(
+            ImageEncoder(sam).eval(),
+            (image,),
             folder,
-            "decoder",
+            "encoder",
+            ["image"],
+            ["image_embeddings"],
+            simplify,
+            openvino=False,
+        )
+    graphs = {"encoder": encoder}
+    graphs["decoder"] = export_graph(
+        PromptDecoder.of_sam(sam).eval(),
+        decoder_inputs(1),
+        folder,
+        "decoder",
+        DECODER_INPUTS,
+        DECODER_OUTPUTS,
+        simplify,
+    )
+    if decoder_batch > 1:
+        graphs["decoder_batch"] = export_graph(
+            PromptDecoder.of_sam(sam).eval(),
+            decoder_inputs(decoder_batch),
+            folder,
+            "decoder_batch",
             DECODER_INPUTS,
             DECODER_OUTPUTS,
             simplify,
         )
-        if decoder_batch > 1:
-            graphs["decoder_batch"] = export_graph(
-                PromptDecoder.of_sam(sam).eval(),
-                decoder_inputs(decoder_batch),
-                folder,
-                "decoder_batch",
-                DECODER_INPUTS,
-                DECODER_OUTPUTS,
-                simplify,
-            )
-        image_side = DecoderImageSide.of_sam(sam).eval()
-        graphs["decoder_image"] = export_graph(
-            image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"], IMAGE_SIDE_OUTPUTS, simplify
+    image_side = DecoderImageSide.of_sam(sam).eval()
+    graphs["decoder_image"] = export_graph(
+        image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"], IMAGE_SIDE_OUTPUTS, simplify
+    )
+    with torch.no_grad():
+        side = tuple(image_side(embeddings))
+    prompt_graphs = {"decoder_prompt": 1, **({"decoder_prompt_batch": decoder_batch} if decoder_batch > 1 else {})}
+    for name, batch in prompt_graphs.items():
+        graphs[name] = export_graph(
+            DecoderPromptSide.of_sam(sam).eval(),
+            (*side, *decoder_inputs(batch)[1:3]),
+            folder,
+            name,
+            PROMPT_SIDE_INPUTS,
+            DECODER_OUTPUTS,
+            simplify,
         )
-        with torch.no_grad():
-            side = tuple(image_side(embeddings))
-        prompt_graphs = {"decoder_prompt": 1, **({"decoder_prompt_batch": decoder_batch} if decoder_batch > 1 else {})}
-        for name, batch in prompt_graphs.items():
-            graphs[name] = export_graph(
-                DecoderPromptSide.of_sam(sam).eval(),
-                (*side, *decoder_inputs(batch)[1:3]),
-                folder,
-                name,
-                PROMPT_SIDE_INPUTS,
-                DECODER_OUTPUTS,
-                simplify,
-            )
-        manifest = Manifest(
-            family="sam",
-            variant=arch.variant,
-            graphs=graphs,
-            preprocess={
-                "kind": "longest_side",
-                "size": [IMAGE_SIZE, IMAGE_SIZE],
-                "resize": "pillow_bilinear",
-                "mean": list(SAM_PIXEL_MEAN),
-                "std": list(SAM_PIXEL_STD),
-                "pad_value": 0.0,
-                "pad": "bottom_right_after_normalisation",
-                "channel_order": "RGB",
-            },
-            source={"format": "state_dict", "encoder": "tinyvit" if is_mobile else "vit"},
-            exporter=tool_versions("torch", "segment-anything", "ultralytics", "onnx", "onnxslim", "openvino"),
-            params={
-                "prompt_slots": prompt_slots,
-                "decoder_batch": decoder_batch,
-                "empty_slot_label": -2,
-                "mask_threshold": 0.0,
-                "low_res_size": 256,
-                "encoder": {
-                    "kind": arch.kind,
-                    "embed_dim": arch.embed_dim,
-                    "depth": arch.depth,
-                    "num_heads": arch.num_heads,
-                    "global_attn_indexes": list(arch.global_attn_indexes),
-                },
-            },
-        )
-        finish_manifest(folder, manifest, ckpt)
-    return Path(out_dir)
+    return graphs
+
+
+def sam_manifest(
+    *,
+    variant: str,
+    graphs: dict,
+    image_size: int,
+    encoder_source: str,
+    encoder_params: dict,
+    prompt_slots: int,
+    decoder_batch: int,
+    packages: tuple[str, ...],
+) -> Manifest:
+    """The ``sam`` family manifest: the encoder sees ``image_size`` squares (the longest side resized to it,
+    Pillow's bilinear, normalised, zero-padded bottom-right); prompts and masks live in the 1024-pixel frame
+    of SAM's prompt encoder (``params.prompt_frame``), whatever the encoder's size."""
+    return Manifest(
+        family="sam",
+        variant=variant,
+        graphs=graphs,
+        preprocess={
+            "kind": "longest_side",
+            "size": [image_size, image_size],
+            "resize": "pillow_bilinear",
+            "mean": list(SAM_PIXEL_MEAN),
+            "std": list(SAM_PIXEL_STD),
+            "pad_value": 0.0,
+            "pad": "bottom_right_after_normalisation",
+            "channel_order": "RGB",
+        },
+        source={"format": "state_dict", "encoder": encoder_source},
+        exporter=tool_versions(*packages),
+        params={
+            "prompt_slots": prompt_slots,
+            "decoder_batch": decoder_batch,
+            "empty_slot_label": -2,
+            "mask_threshold": 0.0,
+            "low_res_size": 256,
+            "prompt_frame": PROMPT_FRAME,
+            "encoder": encoder_params,
+        },
+    )

@@ -62,11 +62,13 @@ def load_state_dict(checkpoint: str | os.PathLike) -> dict:
             f"{path} is not a plain SAM state dict (it holds pickled objects: {type(exc).__name__}); "
             "for FastSAM / YOLO checkpoints use `segedge export fastsam`"
         ) from exc
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]  # some re-saved checkpoints wrap the state dict
+    for wrapper in ("model", "state_dict"):  # re-saved checkpoints (and efficientsam's loader) wrap the state dict
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
     if not isinstance(obj, dict) or not any(str(k).startswith("mask_decoder.") for k in obj):
         raise CheckpointError(
-            f"{path} holds no SAM weights (no mask_decoder.* tensors); pass sam_vit_b/l/h_*.pth or mobile_sam.pt"
+            f"{path} holds no SAM weights (no mask_decoder.* tensors); pass sam_vit_b/l/h_*.pth, mobile_sam.pt "
+            "or efficientvit_sam_*.pt"
         )
     return obj
 
@@ -75,6 +77,8 @@ def infer_arch(state: dict, variant: str | None = None) -> SamArch:
     """The encoder architecture of a SAM state dict (see the module docstring)."""
     if any(k.startswith("image_encoder.layers.") for k in state):
         return SamArch("tinyvit", variant or "mobile_sam")
+    if any(k.startswith("image_encoder.backbone.") for k in state):
+        raise CheckpointError("this is an EfficientViT-SAM checkpoint: use `segedge export efficientvit-sam`")
     key = "image_encoder.patch_embed.proj.weight"
     if key not in state:
         raise CheckpointError("the checkpoint has neither a ViT nor a TinyViT image encoder; is it a SAM checkpoint?")

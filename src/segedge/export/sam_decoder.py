@@ -154,7 +154,9 @@ class DecoderModule(nn.Module):
 
     @classmethod
     def of_sam(cls, sam: nn.Module):
-        return cls(sam.prompt_encoder, sam.mask_decoder, sam.image_encoder.img_size)
+        """Over a segment-anything ``Sam`` (or a module with its prompt encoder and mask decoder, such as
+        EfficientViT-SAM); prompts are in the prompt encoder's frame (1024 pixels for every SAM)."""
+        return cls(sam.prompt_encoder, sam.mask_decoder, sam.prompt_encoder.input_image_size[0])
 
 
 class PromptDecoder(DecoderModule):
@@ -237,7 +239,8 @@ def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):
 
 
 class ImageEncoder(nn.Module):
-    """``image (1, 3, 1024, 1024)`` normalised and padded -> ``image_embeddings (1, 256, 64, 64)``."""
+    """``image (1, 3, S, S)`` normalised and padded (S 1024; 512 for EfficientViT-SAM L0-L2) ->
+    ``image_embeddings (1, 256, 64, 64)``."""
 
     def __init__(self, sam: nn.Module):
         super().__init__()

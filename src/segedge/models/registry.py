@@ -17,7 +17,7 @@ class ModelSpec:
     """One official checkpoint. ``input_size`` is the model's square input side in pixels."""
 
     name: str
-    family: str  # "sam" | "mobile-sam" | "sam2" | "fastsam" | "clip"
+    family: str  # the export command: "sam" | "mobile-sam" | "efficientvit-sam" | "sam2" | "fastsam" | "clip"
     filename: str
     url: str
     sha256: str | None
@@ -30,6 +30,10 @@ _ULTRALYTICS = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
 _SAM2 = "https://dl.fbaipublicfiles.com/segment_anything_2/"
 # SAM 2 checkpoints: Meta publishes no checksums for them (sha256 None: reported as unverified).
 _SAM2_SIZES = {"tiny": "156 MB", "small": "185 MB", "base_plus": "323 MB", "large": "898 MB"}
+# EfficientViT-SAM (MIT HAN Lab, Hugging Face mit-han-lab/efficientvit-sam): no checksums are published beside
+# the links in its README, so sha256 is None (reported as unverified). Encoder input size per variant.
+_EVIT_SAM = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
+_EVIT_SAM_SIZES = {"l0": 512, "l1": 512, "l2": 512, "xl0": 1024, "xl1": 1024}
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -69,6 +73,18 @@ MODELS: dict[str, ModelSpec] = {
             "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f",
             1024,
             "MobileSAM, TinyViT encoder (39 MB)",
+        ),
+        *(
+            ModelSpec(
+                f"efficientvit_sam_{v}",
+                "efficientvit-sam",
+                f"efficientvit_sam_{v}.pt",
+                f"{_EVIT_SAM}efficientvit_sam_{v}.pt",
+                None,
+                size,
+                f"EfficientViT-SAM {v.upper()}, EfficientViT encoder at {size} px",
+            )
+            for v, size in _EVIT_SAM_SIZES.items()
         ),
         ModelSpec(
             "FastSAM-s",
@@ -179,6 +195,8 @@ ALIASES = {
     "sam2.1_s": "sam2.1_hiera_small",
     "sam2.1_b": "sam2.1_hiera_base_plus",
     "sam2.1_l": "sam2.1_hiera_large",
+    **{f"efficientvit-sam-{v}": f"efficientvit_sam_{v}" for v in _EVIT_SAM_SIZES},
+    **{f"efficientvit_sam_{v}.pt": f"efficientvit_sam_{v}" for v in _EVIT_SAM_SIZES},
     "vit-b-32": "clip_vit_b_32",
     "vit-b/32": "clip_vit_b_32",
     "vit-b-32.pt": "clip_vit_b_32",

@@ -42,10 +42,14 @@ class SamTransform:
 
 
 def sam_preprocess(
-    image: np.ndarray, size: int = 1024, mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD
+    image: np.ndarray, size: int = 1024, mean=SAM_PIXEL_MEAN, std=SAM_PIXEL_STD, frame: int | None = None
 ) -> tuple[np.ndarray, SamTransform]:
-    """``HxWx3 uint8`` RGB -> ``(1, 3, size, size)`` float32 and the transform geometry."""
+    """``HxWx3 uint8`` RGB -> ``(1, 3, size, size)`` float32 and the transform geometry into the prompt
+    ``frame`` (default ``size``). EfficientViT-SAM L0-L2 encode 512-pixel squares while prompts and masks
+    stay in SAM's 1024 frame (``EfficientViTSamPredictor``: the encoder input resized to 512, ``input_size``
+    computed for 1024)."""
     h, w = image.shape[:2]
+    frame = size if frame is None else frame
     new_hw = longest_side_shape(h, w, size)
     resized = pil_resize(image, new_hw, "bilinear") if new_hw != (h, w) else image
     out = np.zeros((1, 3, size, size), dtype=np.float32)
@@ -55,4 +59,5 @@ def sam_preprocess(
     view = out[0, :, : new_hw[0], : new_hw[1]]
     np.subtract(chw, m, out=view, dtype=np.float32)
     np.divide(view, s, out=view)
-    return out, SamTransform((h, w), new_hw, size)
+    frame_hw = new_hw if frame == size else longest_side_shape(h, w, frame)
+    return out, SamTransform((h, w), frame_hw, frame)

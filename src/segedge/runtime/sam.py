@@ -86,7 +86,9 @@ class Sam(PerThreadImage, FolderModel):
     IMAGE_TYPE = SamImage
 
     def _setup(self, m) -> None:
-        self.size = int(m.preprocess["size"][0])
+        self.encoder_size = int(m.preprocess["size"][0])  # the encoder's input square, pixels
+        # prompts and masks: SAM's 1024 frame (EfficientViT-SAM L0-L2 encode 512 squares in it); older folders: size
+        self.size = int(m.params.get("prompt_frame", self.encoder_size))
         self.mean = tuple(m.preprocess["mean"])
         self.std = tuple(m.preprocess["std"])
         self.slots = int(m.params["prompt_slots"])
@@ -117,8 +119,9 @@ class Sam(PerThreadImage, FolderModel):
         return state
 
     def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, SamTransform]:
-        """``HxWx3 uint8`` RGB -> ``((1, 3, 1024, 1024) float32, transform)``, segment-anything's preprocessing."""
-        return sam_preprocess(rgb, self.size, self.mean, self.std)
+        """``HxWx3 uint8`` RGB -> ``((1, 3, S, S) float32, transform)``, segment-anything's preprocessing (S: the
+        encoder's size, 1024 but for EfficientViT-SAM L0-L2's 512; the transform maps into the 1024 prompt frame)."""
+        return sam_preprocess(rgb, self.encoder_size, self.mean, self.std, frame=self.size)
 
     def encode(self, tensor: np.ndarray, transform: SamTransform, rgb: np.ndarray) -> SamImage:
         """Run the image encoder (and the split decoder's per-image part) on a :meth:`preprocess` output of ``rgb``."""

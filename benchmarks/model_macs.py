@@ -1,0 +1,146 @@
+"""Multiply-accumulates of every promptable model segedge exports: the image encoder per image and the decoder's
+per-prompt part, counted by PyTorch's FlopCounterMode on the very modules segedge exports, built on the ``meta``
+device (shapes only: no weights, no memory, a second per model).
+
+    python benchmarks/model_macs.py [--markdown benchmarks/results/model_macs.md]
+
+Counted: matrix products and convolutions (FlopCounterMode's ops; element-wise work is not counted, as in the
+publishers' tables). The decoder's per-prompt part is ``decoder_prompt`` (one prompt set, segedge's split
+decoder); its per-image part (``decoder_image``) runs once per image. Checks: EfficientViT-SAM's published MACs
+(35G L0 ... 322G XL1) are what this counts for its encoders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+SLOTS = 16  # segedge's default prompt slots
+
+
+def _gmacs(fn) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops() / 2e9
+
+
+def _params(module) -> float:
+    return sum(p.numel() for p in module.parameters()) / 1e6
+
+
+def sam_like(name: str, model, image_size: int) -> dict:
+    """A segment-anything-style model (SAM, MobileSAM, EfficientViT-SAM): encoder, decoder per image, per prompt."""
+    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide
+
+    image = torch.zeros(1, 3, image_size, image_size)
+    with torch.no_grad():
+        embeddings = model.image_encoder(image)
+        image_side = DecoderImageSide.of_sam(model).eval()
+        side = tuple(image_side(embeddings))
+    prompt_side = DecoderPromptSide.of_sam(model).eval()
+    coords, labels = torch.zeros(1, SLOTS, 2), torch.full((1, SLOTS), -2.0)
+    labels[0, 0] = 1
+    return {
+        "model": name,
+        "input": image_size,
+        "encoder_params_m": _params(model.image_encoder),
+        "encoder_gmacs": _gmacs(lambda: model.image_encoder(image)),
+        "decoder_image_gmacs": _gmacs(lambda: image_side(embeddings)),
+        "decoder_prompt_gmacs": _gmacs(lambda: prompt_side(*side, coords, labels)),
+    }
+
+
+def sam2_row(variant: str) -> dict:
+    from segedge.export.sam2_arch import Sam2Arch, build_sam2
+    from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, decoder_parts
+    from segedge.export.sam_decoder import DecoderImageSide
+
+    model = build_sam2(Sam2Arch(variant, "2.1"))
+    encoder = Sam2ImageEncoder(model).eval()
+    image = torch.zeros(1, 3, 1024, 1024)
+    with torch.no_grad():
+        feats = encoder(image)
+        image_side = DecoderImageSide(*decoder_parts(model)).eval()
+        side = tuple(image_side(feats[0]))
+    prompt_side = Sam2DecoderPromptSide(*decoder_parts(model)).eval()
+    coords, labels = torch.zeros(1, SLOTS, 2), torch.full((1, SLOTS), -2.0)
+    labels[0, 0] = 1
+    return {
+        "model": f"SAM 2.1 hiera_{variant}",
+        "input": 1024,
+        "encoder_params_m": _params(model.image_encoder),
+        "encoder_gmacs": _gmacs(lambda: encoder(image)),
+        "decoder_image_gmacs": _gmacs(lambda: image_side(feats[0])),
+        "decoder_prompt_gmacs": _gmacs(lambda: prompt_side(*side, *feats[1:], coords, labels)),
+    }
+
+
+def _row(fn):
+    """``fn()`` on the meta device when its modules build there, else on the CPU."""
+    try:
+        with torch.device("meta"):
+            return fn()
+    except Exception:  # a constructor read a tensor's value (TinyViT, SAM 2's Hiera; hydra wraps the error)
+        return fn()
+
+
+def rows() -> list[dict]:
+    from segedge.export.sam_arch import OFFICIAL_VIT, SamArch, build_sam
+
+    out = []
+    for variant, (dim, depth, heads, glob) in OFFICIAL_VIT.items():
+        arch = SamArch("vit", variant, dim, depth, heads, glob)
+        out.append(_row(lambda arch=arch: sam_like(f"SAM {arch.variant}", build_sam(arch), 1024)))
+    out.append(_row(lambda: sam_like("MobileSAM", build_sam(SamArch("tinyvit", "mobile_sam")), 1024)))
+    try:
+        from segedge.export.efficientvit_sam import VARIANTS, _build
+    except ImportError as exc:
+        print(f"skipped EfficientViT-SAM: {exc}", file=sys.stderr)
+    else:
+        for variant, zoo_name in VARIANTS.items():
+
+            def one(variant=variant, zoo_name=zoo_name):
+                model = _build(zoo_name).eval()
+                return sam_like(f"EfficientViT-SAM {variant.upper()}", model, int(model.image_size[1]))
+
+            out.append(_row(one))
+    for variant in ("tiny", "small", "base_plus", "large"):
+        try:
+            out.append(_row(lambda variant=variant: sam2_row(variant)))
+        except Exception as exc:  # the sam2 package is optional
+            print(f"skipped SAM 2.1 {variant}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return out
+
+
+def markdown(table: list[dict]) -> str:
+    lines = [
+        "| model | encoder input | encoder params | encoder GMACs | decoder per image GMACs | decoder per prompt GMACs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| {r['model']} | {r['input']} | {r['encoder_params_m']:.1f} M | {r['encoder_gmacs']:.1f} | "
+            f"{r['decoder_image_gmacs']:.2f} | {r['decoder_prompt_gmacs']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--markdown", help="also write the table to this file")
+    args = parser.parse_args()
+    text = markdown(rows())
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(
+            "Counted by `python benchmarks/model_macs.py` (PyTorch FlopCounterMode on the exported modules, "
+            "meta device).\n\n" + text
+        )
+
+
+if __name__ == "__main__":
+    main()
