@@ -263,7 +263,7 @@ def test_fastsam_instance_list_show_hide_delete_and_background_points(page, real
     page.keyboard.up("Shift")
     state = _answered(page, 2)
     assert state["labels"] == [0]
-    (x, y), under = state["points"][0], None
+    x, y = state["points"][0]
     under = masks[:, int(y), int(x)]
     assert under.any() and not under.all()  # the point is on some masks, not all
     want = model.prompt(expected, points=state["points"], point_labels=[0])

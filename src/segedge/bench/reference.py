@@ -2,7 +2,8 @@
 
 FastSAM: ultralytics' ``FastSAM`` predictor with segedge's settings (the folder's thresholds,
 retina masks, square letterbox). SAM / MobileSAM: segment-anything's ``SamPredictor`` on the
-checkpoint (MobileSAM's TinyViT inside it, as the MobileSAM project does). SAM 2: the official
+checkpoint (MobileSAM's TinyViT inside it, as the MobileSAM project does); EfficientViT-SAM: the efficientsam
+package's ``EfficientViTSamPredictor``. SAM 2: the official
 ``sam2`` package's ``SAM2ImagePredictor``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -83,42 +85,57 @@ def _timed_runs(images, runs, warmup, progress, one):
     return stages, e2e, masks
 
 
-def _sam_on_threads(checkpoint, threads):
-    """``(model, predictor, preprocess)`` for a SAM-family checkpoint, with torch on ``threads`` (default: all
-    cores): segment-anything's ``Sam`` and ``SamPredictor`` (SAM, MobileSAM), or the efficientsam package's
-    ``EfficientViTSam`` and ``EfficientViTSamPredictor``. ``preprocess(rgb)`` -> ``(x (1, 3, S, S), input_size)``:
-    the encoder's normalised, padded input and the resized image's ``(h, w)`` in the 1024 prompt frame."""
+class _SamReference(NamedTuple):
+    """A SAM-family checkpoint in its own package: the model, its predictor, the generator class, and
+    ``preprocess(rgb)`` -> ``(x (1, 3, S, S), input_size)``: the encoder's normalised, padded input and the
+    resized image's ``(h, w)`` in the 1024 prompt frame."""
+
+    model: object
+    predictor: object
+    preprocess: Callable
+    generator_class: type
+
+
+def _sam_on_threads(checkpoint, threads) -> _SamReference:
+    """segment-anything's ``Sam``, ``SamPredictor`` and ``SamAutomaticMaskGenerator`` (SAM, MobileSAM), or the
+    efficientsam package's ``EfficientViTSam``, ``EfficientViTSamPredictor`` and
+    ``EfficientViTSamAutomaticMaskGenerator``, for the checkpoint (read once), with torch on ``threads``
+    (default: all cores)."""
     import torch
 
     from segedge.export.sam_arch import load_state_dict
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    if any(k.startswith("image_encoder.backbone.") for k in load_state_dict(checkpoint)):
-        from efficientsam.models.efficientvit.sam import EfficientViTSamPredictor
+    state = load_state_dict(checkpoint)
+    if any(k.startswith("image_encoder.backbone.") for k in state):
+        from efficientsam.models.efficientvit.sam import (
+            EfficientViTSamAutomaticMaskGenerator,
+            EfficientViTSamPredictor,
+        )
         from efficientsam.segment_anything.utils.transforms import ResizeLongestSide
 
-        from segedge.export.efficientvit_sam import load_efficientvit_sam
+        from segedge.export.efficientvit_sam import build_efficientvit_sam
 
-        model, _ = load_efficientvit_sam(checkpoint)
+        model, _ = build_efficientvit_sam(state)
 
         def preprocess(image):
             frame = ResizeLongestSide.get_preprocess_shape(*image.shape[:2], long_side_length=model.image_size[0])
             return model.transform(image)[None], tuple(frame)
 
-        return model, EfficientViTSamPredictor(model), preprocess
+        return _SamReference(model, EfficientViTSamPredictor(model), preprocess, EfficientViTSamAutomaticMaskGenerator)
 
-    from segment_anything import SamPredictor
+    from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
-    from segedge.export.sam_arch import load_sam
+    from segedge.export.sam_arch import build_sam, infer_arch
 
-    sam, _ = load_sam(checkpoint)
+    sam = build_sam(infer_arch(state), state)
     predictor = SamPredictor(sam)
 
     def preprocess(image):
         tensor = torch.as_tensor(predictor.transform.apply_image(image)).permute(2, 0, 1).contiguous()[None]
         return sam.preprocess(tensor), tuple(tensor.shape[-2:])
 
-    return sam, predictor, preprocess
+    return _SamReference(sam, predictor, preprocess, SamAutomaticMaskGenerator)
 
 
 def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
@@ -126,7 +143,7 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
     ``EfficientViTSamPredictor``): preprocessing, encoder, decoder per prompt."""
     import torch
 
-    sam, predictor, preprocess = _sam_on_threads(checkpoint, threads)
+    sam, predictor, preprocess, _ = _sam_on_threads(checkpoint, threads)
 
     def one(i, image):
         with torch.no_grad():
@@ -214,15 +231,8 @@ def sam_everything_reference(
         torch.set_num_threads(threads or os.cpu_count() or 1)
         generator = SAM2AutomaticMaskGenerator(model, points_per_side=points_per_side)
     else:
-        model, predictor, _ = _sam_on_threads(checkpoint, threads)
-        if type(predictor).__name__ == "EfficientViTSamPredictor":
-            from efficientsam.models.efficientvit.sam import (
-                EfficientViTSamAutomaticMaskGenerator as SamAutomaticMaskGenerator,
-            )
-        else:
-            from segment_anything import SamAutomaticMaskGenerator
-
-        generator = SamAutomaticMaskGenerator(model, points_per_side=points_per_side)
+        reference = _sam_on_threads(checkpoint, threads)
+        generator = reference.generator_class(reference.model, points_per_side=points_per_side)
 
     def one(i, image):
         with torch.no_grad():

@@ -79,7 +79,11 @@ def recognise(state: dict, variant: str | None = None) -> str:
 
 def load_efficientvit_sam(checkpoint: str | os.PathLike, variant: str | None = None):
     """``(model, variant)``: the package's ``EfficientViTSam`` (eval mode) with the checkpoint's weights."""
-    state = load_state_dict(checkpoint)
+    return build_efficientvit_sam(load_state_dict(checkpoint), variant)
+
+
+def build_efficientvit_sam(state: dict, variant: str | None = None):
+    """``(model, variant)`` from a state dict already read (see :func:`load_efficientvit_sam`)."""
     name = recognise(state, variant)
     model = _build(VARIANTS[name])
     load_weights(model, state, f"EfficientViT-SAM {name}")
