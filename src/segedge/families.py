@@ -78,8 +78,9 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        # SAM ViT-B/L/H, MobileSAM and EfficientViT-SAM (its L0-L2 encoders take 512-pixel squares; prompts and
-        # masks stay in SAM's 1024 frame, params.prompt_frame): one runtime, one export module each
+        # SAM ViT-B/L/H, MobileSAM, EfficientViT-SAM (its L0-L2 encoders take 512-pixel squares; prompts and
+        # masks stay in SAM's 1024 frame, params.prompt_frame) and HQ-SAM (params.hq: HQ features per image,
+        # one mask per prompt set): one runtime, one export module each
         Family(
             "sam",
             "SAM",

@@ -277,6 +277,13 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
     size = _check_preprocess(f, data)
     _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
     _shape(f, shapes, "encoder", "image_embeddings", (1, 256, 64, 64), what)
+    hq = params.get("hq", False)
+    if not isinstance(hq, bool):
+        f.fail("params.hq", f"must be true or false (HQ-SAM's graphs), got {_kind(hq)}")
+    hq_inputs = (("hq_features", (1, 32, 256, 256)),) if hq else ()
+    if hq:
+        _shape(f, shapes, "encoder", "hq_features", (1, 32, 256, 256), what)
+    masks = 5 if hq else 4  # HQ-SAM's decoders add the HQ token's mask after SAM's four
     frame = f.integer(params.get("prompt_frame", size), "params.prompt_frame", lo=16, hi=1 << 14)
     if frame != 4 * 256:  # the decoder's 256x256 low-res masks are a quarter of SAM's prompt frame
         f.fail("params.prompt_frame", f"is {frame}, but SAM's decoder works in a 1024-pixel frame")
@@ -293,11 +300,12 @@ def _check_sam(f: _Fields, data: dict, shapes) -> None:
             ("point_labels", (b, slots)),
             ("mask_input", (b, 1, 256, 256)),
             ("has_mask_input", (b,)),
-            ("low_res_masks", (b, 4, 256, 256)),
+            ("low_res_masks", (b, masks, 256, 256)),
             ("iou_predictions", (b, 4)),
+            *hq_inputs,
         ):
             _shape(f, shapes, graph, name, shape, what)
-    _check_split_decoder(f, shapes, what, slots, batch)
+    _check_split_decoder(f, shapes, what, slots, batch, extra_inputs=hq_inputs, masks=masks)
 
 
 def _check_split_decoder(
@@ -309,6 +317,7 @@ def _check_split_decoder(
     image_input: str = "image_embeddings",
     extra_inputs: tuple = (),
     extra_outputs: tuple = (),
+    masks: int = 4,
 ) -> None:
     """The optional per-image / per-prompt halves of the decoder (folders exported before them lack them)."""
     split = [g for g in ("decoder_image", "decoder_prompt", "decoder_prompt_batch") if g in shapes]
@@ -331,7 +340,7 @@ def _check_split_decoder(
             (
                 ("point_coords", (b, slots, 2)),
                 ("point_labels", (b, slots)),
-                ("low_res_masks", (b, 4, 256, 256)),
+                ("low_res_masks", (b, masks, 256, 256)),
                 ("iou_predictions", (b, 4)),
             )
             + extra_inputs

@@ -97,8 +97,8 @@ class _SamReference(NamedTuple):
 
 
 def _sam_on_threads(checkpoint, threads) -> _SamReference:
-    """segment-anything's ``Sam``, ``SamPredictor`` and ``SamAutomaticMaskGenerator`` (SAM, MobileSAM), or the
-    efficientsam package's ``EfficientViTSam``, ``EfficientViTSamPredictor`` and
+    """segment-anything's ``Sam``, ``SamPredictor`` and ``SamAutomaticMaskGenerator`` (SAM, MobileSAM; HQ-SAM:
+    segment-anything-hq's), or the efficientsam package's ``EfficientViTSam``, ``EfficientViTSamPredictor`` and
     ``EfficientViTSamAutomaticMaskGenerator``, for the checkpoint (read once), with torch on ``threads``
     (default: all cores)."""
     import torch
@@ -124,11 +124,18 @@ def _sam_on_threads(checkpoint, threads) -> _SamReference:
 
         return _SamReference(model, EfficientViTSamPredictor(model), preprocess, EfficientViTSamAutomaticMaskGenerator)
 
-    from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+    if "mask_decoder.hf_token.weight" in state:  # HQ-SAM: the segment-anything-hq package's own classes
+        from segment_anything_hq import SamAutomaticMaskGenerator, SamPredictor
 
-    from segedge.export.sam_arch import build_sam, infer_arch
+        from segedge.export.hq_sam import build_hq_sam, recognise
 
-    sam = build_sam(infer_arch(state), state)
+        sam = build_hq_sam(recognise(state), state)
+    else:
+        from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+
+        from segedge.export.sam_arch import build_sam, infer_arch
+
+        sam = build_sam(infer_arch(state), state)
     predictor = SamPredictor(sam)
 
     def preprocess(image):
@@ -154,6 +161,8 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
             t2 = time.perf_counter()
         predictor.reset_image()
         predictor.original_size, predictor.input_size = image.shape[:2], input_size
+        if isinstance(features, tuple):  # HQ-SAM's encoders also return the early features its decoder fuses
+            features, predictor.interm_features = features
         predictor.features, predictor.is_image_set = features, True
         decode, found = [], {}
         for j, prompt in enumerate(prompts[i]):

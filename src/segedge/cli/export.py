@@ -1,4 +1,4 @@
-"""``segedge export fastsam|sam|mobile-sam|efficientvit-sam|sam2|clip``: a PyTorch checkpoint to a model folder."""
+"""``segedge export fastsam|sam|mobile-sam|efficientvit-sam|hq-sam|sam2|clip``: a PyTorch checkpoint to a model folder."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from segedge.cli.options import (
 from segedge.errors import SegedgeError
 
 
+VARIANT_CHOICES = {
+    "sam": ("vit_b", "vit_l", "vit_h"),
+    "efficientvit-sam": ("l0", "l1", "l2", "xl0", "xl1"),
+    "hq-sam": ("vit_b", "vit_l", "vit_h", "vit_tiny"),
+}
 UNPICKLE_WARNING = (
     "Loading an ultralytics .pt checkpoint unpickles Python objects, which can run arbitrary code: "
     "export only checkpoints from sources you trust."
@@ -31,6 +36,10 @@ def _export(args) -> int:
             import efficientsam  # noqa: F401  (the architecture package: a clear line if it is missing)
 
             from segedge.export.efficientvit_sam import export_efficientvit_sam
+        elif args.family == "hq-sam":
+            import segment_anything_hq  # noqa: F401  (the architecture package: a clear line if it is missing)
+
+            from segedge.export.hq_sam import export_hq_sam
         else:
             from segedge.export.sam import export_sam
     except ImportError as exc:
@@ -66,8 +75,9 @@ def _export(args) -> int:
         out = export_clip(
             checkpoint, args.out, quick_gelu=quick, simplify=not args.no_simplify, overwrite=args.overwrite
         )
-    elif args.family == "efficientvit-sam":
-        out = export_efficientvit_sam(
+    elif args.family in ("efficientvit-sam", "hq-sam"):
+        export = export_efficientvit_sam if args.family == "efficientvit-sam" else export_hq_sam
+        out = export(
             checkpoint,
             args.out,
             variant=args.variant,
@@ -141,6 +151,7 @@ def register(sub) -> None:
         ("sam", "SAM vit_b / vit_l / vit_h (sam_vit_*.pth)"),
         ("mobile-sam", "MobileSAM (mobile_sam.pt)"),
         ("efficientvit-sam", "EfficientViT-SAM L0 / L1 / L2 / XL0 / XL1 (efficientvit_sam_*.pt)"),
+        ("hq-sam", "HQ-SAM vit_b / vit_l / vit_h and Light HQ-SAM vit_tiny (sam_hq_vit_*.pth)"),
     ):
         sp = exp_sub.add_parser(
             name,
@@ -150,12 +161,13 @@ def register(sub) -> None:
         )
         add_export_options(
             sp,
-            "path to the checkpoint, or an official name (sam_vit_b, mobile_sam, efficientvit_sam_l0, ...) to download it",
+            "path to the checkpoint, or an official name (sam_vit_b, mobile_sam, efficientvit_sam_l0, sam_hq_vit_b, "
+            "...) to download it",
         )
-        if name in ("sam", "efficientvit-sam"):
+        if name != "mobile-sam":
             sp.add_argument(
                 "--variant",
-                choices=("vit_b", "vit_l", "vit_h") if name == "sam" else ("l0", "l1", "l2", "xl0", "xl1"),
+                choices=VARIANT_CHOICES[name],
                 help="insist on this variant (default: the one recognised from the weights)",
             )
         sp.add_argument(

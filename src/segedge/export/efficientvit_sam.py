@@ -24,6 +24,7 @@ from segedge.export.sam import (
     DEFAULT_SLOTS,
     check_decoder_options,
     sam_manifest,
+    sam_modules,
     write_sam_graphs,
 )
 
@@ -112,7 +113,7 @@ def export_efficientvit_sam(
     model, name = load_efficientvit_sam(checkpoint, variant)
     image_size = int(model.image_size[1])  # the encoder's square: 512 (L) or 1024 (XL)
     with staging_folder(out_dir, overwrite) as folder:
-        graphs = write_sam_graphs(model, folder, image_size, prompt_slots, decoder_batch, simplify)
+        graphs = write_sam_graphs(sam_modules(model), folder, image_size, prompt_slots, decoder_batch, simplify)
         manifest = sam_manifest(
             variant=f"efficientvit_sam_{name}",
             graphs=graphs,

@@ -12,6 +12,7 @@ Checkpoints are plain state dicts, loaded with ``weights_only=True``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from segedge.errors import CheckpointError
@@ -63,7 +64,7 @@ def export_sam(
         )
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
-        graphs = write_sam_graphs(sam, folder, IMAGE_SIZE, prompt_slots, decoder_batch, simplify)
+        graphs = write_sam_graphs(sam_modules(sam), folder, IMAGE_SIZE, prompt_slots, decoder_batch, simplify)
         manifest = sam_manifest(
             variant=arch.variant,
             graphs=graphs,
@@ -92,18 +93,49 @@ def check_decoder_options(prompt_slots: int, decoder_batch: int) -> None:
         raise CheckpointError(f"--decoder-batch must be from 1 to 1024 (1: no batched decoder), got {decoder_batch}")
 
 
-def write_sam_graphs(sam, folder: Path, image_size: int, prompt_slots: int, decoder_batch: int, simplify: bool) -> dict:
+@dataclass(frozen=True)
+class SamModules:
+    """The PyTorch modules :func:`write_sam_graphs` exports for one SAM-style model (eval mode).
+
+    ``encoder``: ``image`` -> ``image_embeddings`` and, for HQ-SAM, further per-image outputs named in
+    ``per_image`` (``hq_features``); ``decoder`` (whole decoder), ``image_side`` and ``prompt_side`` (the split
+    decoder) take those per-image outputs as their last inputs, in that order.
+    """
+
+    encoder: object
+    decoder: object
+    image_side: object
+    prompt_side: object
+    per_image: tuple[str, ...] = ()
+
+
+def sam_modules(sam) -> SamModules:
+    """:class:`SamModules` of a model with segment-anything's ``image_encoder``, ``prompt_encoder`` and
+    ``mask_decoder`` (SAM, MobileSAM, EfficientViT-SAM)."""
+    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide, ImageEncoder, PromptDecoder
+
+    return SamModules(
+        ImageEncoder(sam).eval(),
+        PromptDecoder.of_sam(sam).eval(),
+        DecoderImageSide.of_sam(sam).eval(),
+        DecoderPromptSide.of_sam(sam).eval(),
+    )
+
+
+def write_sam_graphs(
+    modules: SamModules, folder: Path, image_size: int, prompt_slots: int, decoder_batch: int, simplify: bool
+) -> dict:
     """Export a SAM-style model's graphs into ``folder``: ``encoder`` (``image (1, 3, S, S)`` with S =
     ``image_size``), ``decoder`` (+ ``decoder_batch``), ``decoder_image`` and ``decoder_prompt`` (+ its batch).
-    ``sam`` has ``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` (segment-anything's ``Sam``,
-    MobileSAM, EfficientViT-SAM). Returns the manifest's ``graphs`` records."""
+    Returns the manifest's ``graphs`` records."""
     import torch
-
-    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide, ImageEncoder, PromptDecoder
 
     image = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
-        embeddings = sam.image_encoder(image)
+        outputs = modules.encoder(image)
+    embeddings, *per_image = outputs if isinstance(outputs, tuple) else (outputs,)
+    per_image = tuple(per_image)
+    extra_names = list(modules.per_image)
 
     def decoder_inputs(batch: int):
         return (
@@ -114,57 +146,38 @@ def write_sam_graphs(sam, folder: Path, image_size: int, prompt_slots: int, deco
             torch.zeros(batch),
         )
 
-    encoder = export_graph(
-        ImageEncoder(sam).eval(), (image,), folder, "encoder", ["image"], ["image_embeddings"], simplify
-    )
-    if group_global_attention(sam.image_encoder, heads_per_group=1):
+    encoder_outputs = ["image_embeddings", *extra_names]
+    encoder = export_graph(modules.encoder, (image,), folder, "encoder", ["image"], encoder_outputs, simplify)
+    if group_global_attention(modules.encoder.image_encoder, heads_per_group=1):
         # ViT: the ONNX graph for ONNX Runtime computes global attention one head at a time (same numbers,
         # a twelfth of the attention maps alive); the IR above keeps all heads at once, which OpenVINO
         # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
-        export_graph(
-            ImageEncoder(sam).eval(),
-            (image,),
-            folder,
-            "encoder",
-            ["image"],
-            ["image_embeddings"],
-            simplify,
-            openvino=False,
-        )
+        export_graph(modules.encoder, (image,), folder, "encoder", ["image"], encoder_outputs, simplify, openvino=False)
     graphs = {"encoder": encoder}
-    graphs["decoder"] = export_graph(
-        PromptDecoder.of_sam(sam).eval(),
-        decoder_inputs(1),
-        folder,
-        "decoder",
-        DECODER_INPUTS,
-        DECODER_OUTPUTS,
-        simplify,
-    )
-    if decoder_batch > 1:
-        graphs["decoder_batch"] = export_graph(
-            PromptDecoder.of_sam(sam).eval(),
-            decoder_inputs(decoder_batch),
+    decoders = {"decoder": 1, **({"decoder_batch": decoder_batch} if decoder_batch > 1 else {})}
+    for name, batch in decoders.items():
+        graphs[name] = export_graph(
+            modules.decoder,
+            (*decoder_inputs(batch), *per_image),
             folder,
-            "decoder_batch",
-            DECODER_INPUTS,
+            name,
+            DECODER_INPUTS + extra_names,
             DECODER_OUTPUTS,
             simplify,
         )
-    image_side = DecoderImageSide.of_sam(sam).eval()
     graphs["decoder_image"] = export_graph(
-        image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"], IMAGE_SIDE_OUTPUTS, simplify
+        modules.image_side, (embeddings,), folder, "decoder_image", ["image_embeddings"], IMAGE_SIDE_OUTPUTS, simplify
     )
     with torch.no_grad():
-        side = tuple(image_side(embeddings))
+        side = tuple(modules.image_side(embeddings))
     prompt_graphs = {"decoder_prompt": 1, **({"decoder_prompt_batch": decoder_batch} if decoder_batch > 1 else {})}
     for name, batch in prompt_graphs.items():
         graphs[name] = export_graph(
-            DecoderPromptSide.of_sam(sam).eval(),
-            (*side, *decoder_inputs(batch)[1:3]),
+            modules.prompt_side,
+            (*side, *decoder_inputs(batch)[1:3], *per_image),
             folder,
             name,
-            PROMPT_SIDE_INPUTS,
+            PROMPT_SIDE_INPUTS + extra_names,
             DECODER_OUTPUTS,
             simplify,
         )
@@ -181,10 +194,12 @@ def sam_manifest(
     prompt_slots: int,
     decoder_batch: int,
     packages: tuple[str, ...],
+    hq: bool = False,
 ) -> Manifest:
     """The ``sam`` family manifest: the encoder sees ``image_size`` squares (the longest side resized to it,
     Pillow's bilinear, normalised, zero-padded bottom-right); prompts and masks live in the 1024-pixel frame
-    of SAM's prompt encoder (``params.prompt_frame``), whatever the encoder's size."""
+    of SAM's prompt encoder (``params.prompt_frame``), whatever the encoder's size. ``hq``: HQ-SAM's graphs (the
+    encoder also gives ``hq_features``, the decoders a fifth, HQ, mask; ``params.hq``)."""
     return Manifest(
         family="sam",
         variant=variant,
@@ -209,5 +224,6 @@ def sam_manifest(
             "low_res_size": 256,
             "prompt_frame": PROMPT_FRAME,
             "encoder": encoder_params,
+            **({"hq": True} if hq else {}),
         },
     )

@@ -73,8 +73,11 @@ def load_state_dict(checkpoint: str | os.PathLike) -> dict:
     return obj
 
 
-def infer_arch(state: dict, variant: str | None = None) -> SamArch:
-    """The encoder architecture of a SAM state dict (see the module docstring)."""
+def infer_arch(state: dict, variant: str | None = None, hq: bool = False) -> SamArch:
+    """The encoder architecture of a SAM state dict (see the module docstring); ``hq``: HQ-SAM's checkpoints
+    (SAM's encoders with HQ-SAM's decoder) are expected, else they are refused naming their command."""
+    if not hq and "mask_decoder.hf_token.weight" in state:
+        raise CheckpointError("this is an HQ-SAM checkpoint: use `segedge export hq-sam`")
     if any(k.startswith("image_encoder.layers.") for k in state):
         return SamArch("tinyvit", variant or "mobile_sam")
     if any(k.startswith("image_encoder.backbone.") for k in state):

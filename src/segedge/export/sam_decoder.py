@@ -209,12 +209,17 @@ class DecoderPromptSide(DecoderModule):
         return masks, dec.iou_prediction_head(queries[:, 0, :])
 
 
-def prompt_side_transformer(module: DecoderModule, image_side: tuple, point_coords, point_labels, extra_tokens: list):
+def prompt_side_transformer(
+    module: DecoderModule, image_side: tuple, point_coords, point_labels, extra_tokens: list, after_tokens: tuple = ()
+):
     """The two-way transformer of the per-prompt part: ``extra_tokens`` (SAM 2's object-score token) go
-    before the IoU and mask tokens. ``(queries (B, T, C), keys (B, HW, C))``."""
+    before the IoU and mask tokens, ``after_tokens`` (HQ-SAM's HQ token) after them.
+    ``(queries (B, T, C), keys (B, HW, C))``."""
     dec = module.mask_decoder
     sparse = point_embeddings(module.prompt_encoder, module.img_size, point_coords, point_labels)
-    output_tokens = torch.cat([*extra_tokens, dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
+    output_tokens = torch.cat(
+        [*extra_tokens, dec.iou_token.weight, dec.mask_tokens.weight, *after_tokens], dim=0
+    ).unsqueeze(0)
     output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
     tokens, *projections = image_side
     return masked_two_way_transformer(
@@ -233,6 +238,12 @@ def hypernetwork_masks(dec: nn.Module, mask_tokens_out, upscaled):
     hyper_in = torch.stack(
         [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(dec.output_hypernetworks_mlps)], dim=1
     )
+    return masks_from_hyper(hyper_in, upscaled)
+
+
+def masks_from_hyper(hyper_in, upscaled):
+    """``hyper_in (B, M, C)`` dotted with every pixel of ``upscaled (B, C, h, w)`` -> ``(B, M, h, w)`` logits,
+    pixel-major (see :func:`hypernetwork_masks`)."""
     b, c, h, w = upscaled.shape
     pixels = upscaled.permute(0, 2, 3, 1).reshape(b, h * w, c)
     return (pixels @ hyper_in.transpose(1, 2)).transpose(1, 2).reshape(b, -1, h, w)

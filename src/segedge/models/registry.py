@@ -17,7 +17,9 @@ class ModelSpec:
     """One official checkpoint. ``input_size`` is the model's square input side in pixels."""
 
     name: str
-    family: str  # the export command: "sam" | "mobile-sam" | "efficientvit-sam" | "sam2" | "fastsam" | "clip"
+    family: (
+        str  # the export command: "sam" | "mobile-sam" | "efficientvit-sam" | "hq-sam" | "sam2" | "fastsam" | "clip"
+    )
     filename: str
     url: str
     sha256: str | None
@@ -34,6 +36,14 @@ _SAM2_SIZES = {"tiny": "156 MB", "small": "185 MB", "base_plus": "323 MB", "larg
 # the links in its README, so sha256 is None (reported as unverified). Encoder input size per variant.
 _EVIT_SAM = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
 _EVIT_SAM_SIZES = {"l0": 512, "l1": 512, "l2": 512, "xl0": 1024, "xl1": 1024}
+# HQ-SAM (SysCV, Hugging Face lkeab/hq-sam, the links in its README): no checksums published (sha256 None).
+_HQ_SAM = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+_HQ_SAM_SIZES = {
+    "vit_b": "ViT-B (379 MB)",
+    "vit_l": "ViT-L (1.2 GB)",
+    "vit_h": "ViT-H (2.6 GB)",
+    "vit_tiny": "Light HQ-SAM, MobileSAM's TinyViT (41 MB)",
+}
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -85,6 +95,12 @@ MODELS: dict[str, ModelSpec] = {
                 f"EfficientViT-SAM {v.upper()}, EfficientViT encoder at {size} px",
             )
             for v, size in _EVIT_SAM_SIZES.items()
+        ),
+        *(
+            ModelSpec(
+                f"sam_hq_{v}", "hq-sam", f"sam_hq_{v}.pth", f"{_HQ_SAM}sam_hq_{v}.pth", None, 1024, f"HQ-SAM {what}"
+            )
+            for v, what in _HQ_SAM_SIZES.items()
         ),
         ModelSpec(
             "FastSAM-s",
@@ -197,6 +213,9 @@ ALIASES = {
     "sam2.1_l": "sam2.1_hiera_large",
     **{f"efficientvit-sam-{v}": f"efficientvit_sam_{v}" for v in _EVIT_SAM_SIZES},
     **{f"efficientvit_sam_{v}.pt": f"efficientvit_sam_{v}" for v in _EVIT_SAM_SIZES},
+    **{f"sam_hq_{v}.pth": f"sam_hq_{v}" for v in _HQ_SAM_SIZES},
+    **{f"hq_sam_{v}": f"sam_hq_{v}" for v in _HQ_SAM_SIZES},
+    **{f"hq-sam-{v.replace('_', '-')}": f"sam_hq_{v}" for v in _HQ_SAM_SIZES},
     "vit-b-32": "clip_vit_b_32",
     "vit-b/32": "clip_vit_b_32",
     "vit-b-32.pt": "clip_vit_b_32",

@@ -29,6 +29,7 @@ from segedge.runtime.sam_common import (  # noqa: F401  (segment_with_prompts, p
     EMPTY,
     PAD,
     SamPrediction,
+    hq_select,
     pixels_hash,
     prediction_result,
     segment_with_prompts,
@@ -43,13 +44,15 @@ class SamImage:
     ``features (1, 256, 64, 64)`` float32 image embeddings; ``transform`` maps original pixels to
     the encoder's 1024 frame; ``image_hash`` the sha256 of the RGB pixels and shape;
     ``decoder_image``: the split decoder's per-image tensors (``image_tokens``, ``t2i_keys``,
-    ``t2i_values``, ``i2t_queries``) when the folder has one, else None.
+    ``t2i_values``, ``i2t_queries``) when the folder has one, else None; ``hq_features (1, 32, 256, 256)``:
+    HQ-SAM's per-image features (HQ-SAM folders only, else None).
     """
 
     features: np.ndarray
     transform: SamTransform
     image_hash: str
     decoder_image: dict | None = field(default=None, compare=False, repr=False)
+    hq_features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -63,8 +66,9 @@ class SamImage:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the arrays this state holds: the embedding and the split decoder's per-image tensors."""
-        return state_nbytes([self.features], self.decoder_image)
+        """Bytes of the arrays this state holds: the embedding (and HQ features), the split decoder's per-image tensors."""
+        extra = [] if self.hq_features is None else [self.hq_features]
+        return state_nbytes([self.features, *extra], self.decoder_image)
 
 
 #: A remainder of at most this share of the batch size runs as single-prompt calls, not a padded batch.
@@ -72,8 +76,9 @@ SINGLE_CALL_SHARE = 0.25
 
 
 class Sam(PerThreadImage, FolderModel):
-    """A SAM / MobileSAM model folder compiled on one backend; use like ``SamPredictor``
-    (options: :class:`FolderModel`).
+    """A SAM / MobileSAM / EfficientViT-SAM / HQ-SAM model folder compiled on one backend; use like
+    ``SamPredictor`` (options: :class:`FolderModel`). HQ-SAM folders (:attr:`hq`) answer as HQ-SAM's predictor
+    does: one mask per prompt set (see :func:`~segedge.runtime.sam_common.hq_select`).
 
     Thread-safe: the current image (:meth:`set_image`, :meth:`load_embedding`) and
     :attr:`timings` belong to the calling thread, so threads sharing one ``Sam`` each predict on the
@@ -82,7 +87,7 @@ class Sam(PerThreadImage, FolderModel):
     """
 
     FAMILY = "sam"
-    HINT = "make one with `segedge export sam|mobile-sam`"
+    HINT = "make one with `segedge export sam|mobile-sam|efficientvit-sam|hq-sam`"
     IMAGE_TYPE = SamImage
 
     def _setup(self, m) -> None:
@@ -93,6 +98,7 @@ class Sam(PerThreadImage, FolderModel):
         self.std = tuple(m.preprocess["std"])
         self.slots = int(m.params["prompt_slots"])
         self.mask_threshold = float(m.params.get("mask_threshold", 0.0))
+        self.hq = bool(m.params.get("hq", False))  # HQ-SAM: hq_features per image, a fifth (HQ) mask per prompt
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
         self.decoder_batch_size = int(m.params.get("decoder_batch", 1))
@@ -125,8 +131,10 @@ class Sam(PerThreadImage, FolderModel):
 
     def encode(self, tensor: np.ndarray, transform: SamTransform, rgb: np.ndarray) -> SamImage:
         """Run the image encoder (and the split decoder's per-image part) on a :meth:`preprocess` output of ``rgb``."""
-        features = self.encoder.run({"image": tensor})["image_embeddings"]
-        return SamImage(features, transform, pixels_hash(rgb), self._decoder_image(features))
+        out = self.encoder.run({"image": tensor})
+        features = out["image_embeddings"]
+        hq = out["hq_features"] if self.hq else None
+        return SamImage(features, transform, pixels_hash(rgb), self._decoder_image(features), hq)
 
     def set_image(self, image: ImageSource, image_format: str = "RGB") -> None:
         """Encode an image and make it this thread's current image (see :meth:`embed`)."""
@@ -147,20 +155,20 @@ class Sam(PerThreadImage, FolderModel):
         """Save the embedding (this thread's current image, or ``image``) with the image's sizes and hash,
         and the model it belongs to (``.npz``)."""
         state = self._need_image(image)
-        return self._write_embedding(
-            path,
-            state,
-            {
-                "image_embeddings": state.features,
-                "original_size": np.array(state.original_size),
-                "input_size": np.array(state.input_size),
-            },
-        )
+        arrays = {
+            "image_embeddings": state.features,
+            "original_size": np.array(state.original_size),
+            "input_size": np.array(state.input_size),
+        }
+        if self.hq:
+            arrays["hq_features"] = state.hq_features
+        return self._write_embedding(path, state, arrays)
 
     def load_embedding(self, path: str | os.PathLike) -> SamImage:
         """Restore an embedding saved by :meth:`save_embedding` for this model as this thread's current
         image (and return it); then :meth:`predict` as usual."""
-        arrays, image_hash = self._read_embedding(path, ("image_embeddings", "original_size", "input_size"))
+        names = ("image_embeddings", "original_size", "input_size") + (("hq_features",) if self.hq else ())
+        arrays, image_hash = self._read_embedding(path, names)
         orig = tuple(int(v) for v in arrays["original_size"])
         inp = tuple(int(v) for v in arrays["input_size"])
         if len(orig) != 2 or len(inp) != 2 or min(orig + inp) < 1 or max(inp) > self.size:
@@ -168,7 +176,8 @@ class Sam(PerThreadImage, FolderModel):
                 f"{path} holds impossible image sizes (original {orig}, input {inp}); encode the image again"
             )
         features = arrays["image_embeddings"].astype(np.float32)
-        state = SamImage(features, SamTransform(orig, inp, self.size), image_hash, self._decoder_image(features))
+        hq = arrays["hq_features"].astype(np.float32) if self.hq else None
+        state = SamImage(features, SamTransform(orig, inp, self.size), image_hash, self._decoder_image(features), hq)
         self._local.image = state
         return state
 
@@ -182,6 +191,7 @@ class Sam(PerThreadImage, FolderModel):
         multimask_output: bool = True,
         return_logits: bool = False,
         image: SamImage | None = None,
+        hq_token_only: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Masks for the prompts on this thread's current image (or on ``image`` from :meth:`embed`),
         like ``SamPredictor.predict``.
@@ -191,9 +201,12 @@ class Sam(PerThreadImage, FolderModel):
         box); ``mask_input (1, 256, 256)`` low-res logits from a previous call (refinement).
         Returns ``masks (C, H, W)`` bool (float logits with ``return_logits``), ``scores (C,)`` and
         ``low_res_logits (C, 256, 256)``, C = 3 with ``multimask_output`` else 1; with B > 1 boxes
-        every output gains a leading ``B`` axis.
+        every output gains a leading ``B`` axis. HQ-SAM folders give C = 1 (HQ-SAM's rule; ``hq_token_only``:
+        the HQ token's mask alone, as in its predictor).
         """
-        pred = self.predict_prediction(point_coords, point_labels, box, mask_input, multimask_output, image)
+        pred = self.predict_prediction(
+            point_coords, point_labels, box, mask_input, multimask_output, image, hq_token_only
+        )
         t0 = time.perf_counter()
         masks = pred.logits() if return_logits else pred.masks()
         self.timings["masks"] = (time.perf_counter() - t0) * 1e3
@@ -209,13 +222,14 @@ class Sam(PerThreadImage, FolderModel):
         mask_input=None,
         multimask_output: bool = True,
         image: SamImage | None = None,
+        hq_token_only: bool = False,
     ) -> SamPrediction:
         """:meth:`predict`'s work up to the low-res logits: a :class:`SamPrediction` (one row per box, or one
         without a box) whose masks, boxes and logits are computed on request. ``Sam2`` has the same method."""
         state = self._need_image(image)
         pts, lab, boxes, low = self.check_prompts(state.original_size, point_coords, point_labels, box, mask_input)
         rows = [(pts, lab, b, low) for b in (boxes if boxes is not None else [None])]
-        return self._predict_rows(state, rows, multimask_output)
+        return self._predict_rows(state, rows, multimask_output, hq_token_only)
 
     def predict_batch(
         self,
@@ -225,6 +239,7 @@ class Sam(PerThreadImage, FolderModel):
         mask_input=None,
         multimask_output: bool = True,
         image: SamImage | None = None,
+        hq_token_only: bool = False,
     ) -> SamPrediction:
         """``N`` prompt sets decoded together, like ``SamPredictor.predict_torch`` but in original pixels.
 
@@ -266,7 +281,7 @@ class Sam(PerThreadImage, FolderModel):
             except PromptError as exc:
                 raise PromptError(f"prompt set {i}: {exc}") from None
             rows.append((pts, lab, None if box is None else box[0], low))
-        return self._predict_rows(state, rows, multimask_output)
+        return self._predict_rows(state, rows, multimask_output, hq_token_only)
 
     def predict_points(self, state: SamImage, points: np.ndarray, multimask_output: bool = True) -> SamPrediction:
         """One foreground click per prompt set: ``points (N, 2)`` xy original pixels (checked by the caller)."""
@@ -274,10 +289,16 @@ class Sam(PerThreadImage, FolderModel):
             state, [(p[None], np.ones(1, np.int64), None, None) for p in points], multimask_output
         )
 
-    def _predict_rows(self, state: SamImage, rows: list, multimask_output: bool) -> SamPrediction:
+    def _predict_rows(
+        self, state: SamImage, rows: list, multimask_output: bool, hq_token_only: bool = False
+    ) -> SamPrediction:
         """Decode checked prompt rows ``(points, labels, box, mask_input)``: batched calls of ``B`` rows while
         enough rows remain, single calls for a short remainder (cheaper than a padded batch). Rows without
         a mask input run the split decoder's per-prompt part when the image has its per-image part."""
+        if hq_token_only and not self.hq:
+            raise PromptError(
+                f"hq_token_only is for HQ-SAM folders; {self.folder.path} is {self.folder.manifest.variant}"
+            )
         t0 = time.perf_counter()
         split = (
             state.decoder_image is not None and self.decoder_prompt is not None and all(row[3] is None for row in rows)
@@ -295,11 +316,14 @@ class Sam(PerThreadImage, FolderModel):
             lows.append(out["low_res_masks"][: len(chunk)])
             ious.append(out["iou_predictions"][: len(chunk)])
             start += len(chunk)
-        pick = slice(1, None) if multimask_output else slice(0, 1)
+        low, iou = np.concatenate(lows), np.concatenate(ious)
+        if self.hq:
+            low, iou = hq_select(low, iou, multimask_output, hq_token_only)
+        else:
+            pick = slice(1, None) if multimask_output else slice(0, 1)
+            low, iou = low[:, pick], iou[:, pick]
         self.timings["decoder"] = (time.perf_counter() - t0) * 1e3
-        return SamPrediction(
-            np.concatenate(lows)[:, pick], np.concatenate(ious)[:, pick], state, self.size, self.mask_threshold
-        )
+        return SamPrediction(low, iou, state, self.size, self.mask_threshold)
 
     def _stack_inputs(self, state: SamImage, rows: list, batch: int, split: bool = False) -> dict[str, np.ndarray]:
         """Decoder inputs for ``rows`` padded to ``batch`` rows (padding rows: every slot empty); for the
@@ -322,6 +346,8 @@ class Sam(PerThreadImage, FolderModel):
             out.update(state.decoder_image)
         else:
             out["image_embeddings"] = state.features
+        if self.hq:
+            out["hq_features"] = state.hq_features
         return out
 
     def check_prompts(self, image_hw, point_coords=None, point_labels=None, box=None, mask_input=None):
@@ -374,10 +400,13 @@ class Sam(PerThreadImage, FolderModel):
             labels[0, n : n + 2] = (2, 3)
         elif n:
             labels[0, n] = PAD  # segment-anything appends a padding point when there is no box
-        return {
+        feeds = {
             "image_embeddings": state.features,
             "point_coords": coords,
             "point_labels": labels,
             "mask_input": low[None] if low is not None else np.zeros((1, 1, 256, 256), np.float32),
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
         }
+        if self.hq:
+            feeds["hq_features"] = state.hq_features
+        return feeds

@@ -51,9 +51,27 @@ def state_nbytes(arrays, decoder_image: dict | None) -> int:
     return sum(int(a.nbytes) for a in arrays) + sum(int(a.nbytes) for a in (decoder_image or {}).values())
 
 
+HQ_MASK = 4  # HQ-SAM's decoders: SAM's four masks (0 single, 1-3 multimask), then the HQ token's mask
+
+
+def hq_select(low: np.ndarray, iou: np.ndarray, multimask_output: bool, hq_token_only: bool = False):
+    """HQ-SAM's one mask per prompt set (``MaskDecoderHQ.forward``): ``low (N, 5, h, w)`` logits and
+    ``iou (N, 4)`` -> ``(low (N, 1, h, w), iou (N, 1))``.
+
+    SAM's mask is the best-scored multimask one (``multimask_output``, first on ties) or the single one; the
+    result is its logits plus the HQ mask's, or the HQ mask's alone with ``hq_token_only``; the score is SAM's
+    predicted IoU of the chosen SAM mask either way.
+    """
+    rows = np.arange(len(iou))
+    pick = np.argmax(iou[:, 1:HQ_MASK], axis=1) + 1 if multimask_output else np.zeros(len(iou), np.int64)
+    hq = low[:, HQ_MASK]
+    chosen = hq if hq_token_only else low[rows, pick] + hq
+    return chosen[:, None].astype(np.float32, copy=False), iou[rows, pick][:, None]
+
+
 @dataclass(frozen=True)
 class SamPrediction:
-    """Decoder outputs for ``N`` prompt sets x ``C`` masks each (C = 3 multimask, else 1).
+    """Decoder outputs for ``N`` prompt sets x ``C`` masks each (C = 3 multimask, else 1; HQ-SAM 1).
 
     ``low_res (N, C, 256, 256)`` logits and ``scores (N, C)`` (SAM's predicted IoU) are computed;
     full-size results are computed on request, each mask only inside the window where it can be
