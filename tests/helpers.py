@@ -191,6 +191,54 @@ def efficientvit_reference(checkpoint: Path):
     return EfficientViTSamPredictor(model.eval())
 
 
+def make_hq_sam_checkpoint(path: Path, kind: str = "tiny", seed: int = 0) -> Path:
+    """A seeded HQ-SAM checkpoint built by the official package (``segment_anything_hq``'s own builders, random
+    weights), saved as a plain state dict as the official ``sam_hq_vit_*.pth`` files are. ``kind``: "tiny"
+    (the reduced ViT of :func:`make_sam_checkpoint`, HQ decoder) or "light" (Light HQ-SAM: MobileSAM's TinyViT)."""
+    import contextlib
+    import io
+    import warnings
+
+    import pytest
+    import torch
+
+    pytest.importorskip("segment_anything_hq", reason="HQ-SAM's reference is the segment-anything-hq package")
+    torch.manual_seed(seed)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the package re-registers timm's TinyViT names
+        from segment_anything_hq.build_sam import _build_sam, build_sam_vit_t
+
+        if kind == "light":
+            sam = build_sam_vit_t()
+        else:
+            dim, depth, heads, glob = VIT_CONFIGS[kind]
+            sam = _build_sam(dim, depth, heads, list(glob), checkpoint=None)
+    torch.save(sam.state_dict(), path)
+    _CHECKPOINT_KINDS[str(path)] = f"hq-{kind}"
+    return path
+
+
+def hq_reference(checkpoint: Path):
+    """segment-anything-hq's SamPredictor on a :func:`make_hq_sam_checkpoint` file, built and loaded by the
+    package's own builder (its loader prints the load report: silenced), not through segedge."""
+    import contextlib
+    import io
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        from segment_anything_hq import SamPredictor
+        from segment_anything_hq.build_sam import _build_sam, build_sam_vit_t
+
+        kind = _CHECKPOINT_KINDS[str(checkpoint)].split("-", 1)[1]
+        if kind == "light":
+            sam = build_sam_vit_t(checkpoint=str(checkpoint))
+        else:
+            dim, depth, heads, glob = VIT_CONFIGS[kind]
+            sam = _build_sam(dim, depth, heads, list(glob), checkpoint=str(checkpoint))
+    return SamPredictor(sam.eval())
+
+
 def sam_reference(checkpoint: Path):
     """segment-anything's SamPredictor on the checkpoint. ViT checkpoints of :func:`make_sam_checkpoint` are loaded
     by segment-anything's own builder with its own configuration (strict state-dict load), not through segedge;
@@ -306,10 +354,12 @@ def assert_generators_agree(
     min_masks: int = 40,
     sam2: bool = False,
     efficientvit: bool = False,
+    hq: bool = False,
     **kw,
 ):
     """segedge's SamAutomaticMaskGenerator vs segment-anything's (``sam2``: vs sam2's SAM2AutomaticMaskGenerator;
-    ``efficientvit``: vs the efficientsam package's EfficientViTSamAutomaticMaskGenerator) on one image: mask
+    ``efficientvit``: vs the efficientsam package's EfficientViTSamAutomaticMaskGenerator; ``hq``: vs
+    segment-anything-hq's SamAutomaticMaskGenerator) on one image: mask
     count within 2%, matched mask IoU >= 0.98 (min 0.9), same crop boxes, stability within 0.02, same box/area
     for equal masks."""
     from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
@@ -322,6 +372,13 @@ def assert_generators_agree(
 
         ref = SAM2AutomaticMaskGenerator(load_sam2(checkpoint)[0], **kw).generate(image)
         ours = SamAutomaticMaskGenerator(Sam2(folder, backend=backend, precision="f32"), **kw).generate(image)
+    elif hq:
+        from segment_anything_hq import SamAutomaticMaskGenerator as Reference
+
+        from segedge.runtime.sam import Sam
+
+        ref = Reference(hq_reference(checkpoint).model, **kw).generate(image)
+        ours = SamAutomaticMaskGenerator(Sam(folder, backend=backend, precision="f32"), **kw).generate(image)
     elif efficientvit:
         from efficientsam.models.efficientvit.sam import EfficientViTSamAutomaticMaskGenerator
 
