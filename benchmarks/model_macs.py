@@ -32,25 +32,24 @@ def _params(module) -> float:
     return sum(p.numel() for p in module.parameters()) / 1e6
 
 
-def sam_like(name: str, model, image_size: int) -> dict:
-    """A segment-anything-style model (SAM, MobileSAM, EfficientViT-SAM): encoder, decoder per image, per prompt."""
-    from segedge.export.sam_decoder import DecoderImageSide, DecoderPromptSide
-
+def sam_like(name: str, modules, image_size: int) -> dict:
+    """A segment-anything-style model (SAM, MobileSAM, EfficientViT-SAM, HQ-SAM) as segedge exports it
+    (:class:`segedge.export.sam.SamModules`): encoder (HQ-SAM's includes its per-image HQ features), decoder per
+    image, per prompt."""
     image = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
-        embeddings = model.image_encoder(image)
-        image_side = DecoderImageSide.of_sam(model).eval()
-        side = tuple(image_side(embeddings))
-    prompt_side = DecoderPromptSide.of_sam(model).eval()
+        outputs = modules.encoder(image)
+        embeddings, *per_image = outputs if isinstance(outputs, tuple) else (outputs,)
+        side = tuple(modules.image_side(embeddings))
     coords, labels = torch.zeros(1, SLOTS, 2), torch.full((1, SLOTS), -2.0)
     labels[0, 0] = 1
     return {
         "model": name,
         "input": image_size,
-        "encoder_params_m": _params(model.image_encoder),
-        "encoder_gmacs": _gmacs(lambda: model.image_encoder(image)),
-        "decoder_image_gmacs": _gmacs(lambda: image_side(embeddings)),
-        "decoder_prompt_gmacs": _gmacs(lambda: prompt_side(*side, coords, labels)),
+        "encoder_params_m": _params(modules.encoder.image_encoder),
+        "encoder_gmacs": _gmacs(lambda: modules.encoder(image)),
+        "decoder_image_gmacs": _gmacs(lambda: modules.image_side(embeddings)),
+        "decoder_prompt_gmacs": _gmacs(lambda: modules.prompt_side(*side, coords, labels, *per_image)),
     }
 
 
@@ -89,13 +88,15 @@ def _row(fn):
 
 
 def rows() -> list[dict]:
+    from segedge.export.sam import sam_modules
     from segedge.export.sam_arch import OFFICIAL_VIT, SamArch, build_sam
 
     out = []
-    for variant, (dim, depth, heads, glob) in OFFICIAL_VIT.items():
-        arch = SamArch("vit", variant, dim, depth, heads, glob)
-        out.append(_row(lambda arch=arch: sam_like(f"SAM {arch.variant}", build_sam(arch), 1024)))
-    out.append(_row(lambda: sam_like("MobileSAM", build_sam(SamArch("tinyvit", "mobile_sam")), 1024)))
+    archs = [SamArch("vit", v, dim, depth, heads, glob) for v, (dim, depth, heads, glob) in OFFICIAL_VIT.items()]
+    for arch in archs:
+        out.append(_row(lambda arch=arch: sam_like(f"SAM {arch.variant}", sam_modules(build_sam(arch)), 1024)))
+    mobile = SamArch("tinyvit", "mobile_sam")
+    out.append(_row(lambda: sam_like("MobileSAM", sam_modules(build_sam(mobile)), 1024)))
     try:
         from segedge.export.efficientvit_sam import VARIANTS, _build
     except ImportError as exc:
@@ -105,9 +106,17 @@ def rows() -> list[dict]:
 
             def one(variant=variant, zoo_name=zoo_name):
                 model = _build(zoo_name).eval()
-                return sam_like(f"EfficientViT-SAM {variant.upper()}", model, int(model.image_size[1]))
+                return sam_like(f"EfficientViT-SAM {variant.upper()}", sam_modules(model), int(model.image_size[1]))
 
             out.append(_row(one))
+    try:
+        from segedge.export.hq_sam import build_hq_sam, hq_sam_modules
+    except ImportError as exc:
+        print(f"skipped HQ-SAM: {exc}", file=sys.stderr)
+    else:
+        for arch in [*archs, SamArch("tinyvit", "vit_tiny")]:
+            name = f"HQ-SAM {arch.variant}" if arch.kind == "vit" else "Light HQ-SAM (vit_tiny)"
+            out.append(_row(lambda arch=arch, name=name: sam_like(name, hq_sam_modules(build_hq_sam(arch)), 1024)))
     for variant in ("tiny", "small", "base_plus", "large"):
         try:
             out.append(_row(lambda variant=variant: sam2_row(variant)))

@@ -20,14 +20,14 @@ from segedge.errors import CheckpointError, PromptError, SegedgeError
 from segedge.imageio import read_image
 from segedge.runtime.sam import Sam
 
-pytest.importorskip("segment_anything_hq", reason="HQ-SAM's reference is the segment-anything-hq package (export extra)")
+pytest.importorskip(
+    "segment_anything_hq", reason="HQ-SAM's reference is the segment-anything-hq package (export extra)"
+)
 
 
 @pytest.fixture(scope="module")
 def hq_ckpts(session_tmp):
-    return {
-        kind: make_hq_sam_checkpoint(session_tmp / f"sam_hq_{kind}_seeded.pth", kind) for kind in ("tiny", "light")
-    }
+    return {kind: make_hq_sam_checkpoint(session_tmp / f"sam_hq_{kind}_seeded.pth", kind) for kind in ("tiny", "light")}
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,25 @@ def test_folder_cli_and_wrong_files(hq_ckpts, hq_folders, sam_tiny_ckpt, sam_tin
     plain.set_image(read_image(bus))
     with pytest.raises(PromptError, match="hq_token_only is for HQ-SAM folders"):
         plain.predict(point_coords=[[10, 10]], point_labels=[1], hq_token_only=True)
+
+
+def test_manifest_schema_checks_the_hq_graphs(hq_folders, sam_tiny_folder):
+    """params.hq must match the graphs: an HQ folder read as plain SAM has a fifth mask too many, a SAM folder
+    marked HQ has no hq_features; each is one line naming the field."""
+    from segedge.errors import ModelFolderError
+    from segedge.manifest_schema import validate_manifest
+
+    hq = json.loads((hq_folders["tiny"] / "segedge.json").read_text())
+    validate_manifest(hq, "hq", "sam")  # as exported: valid
+    hq["params"]["hq"] = False
+    with pytest.raises(
+        ModelFolderError, match=r"low_res_masks' has shape \[1, 5, 256, 256\].*needs \[1, 4, 256, 256\]"
+    ):
+        validate_manifest(hq, "hq", "sam")
+    hq["params"]["hq"] = "yes"
+    with pytest.raises(ModelFolderError, match="params.hq.*must be true or false"):
+        validate_manifest(hq, "hq", "sam")
+    plain = json.loads((sam_tiny_folder / "segedge.json").read_text())
+    plain["params"]["hq"] = True
+    with pytest.raises(ModelFolderError, match="graphs.encoder.*has no tensor named 'hq_features'"):
+        validate_manifest(plain, "sam", "sam")

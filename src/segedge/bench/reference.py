@@ -125,9 +125,9 @@ def _sam_on_threads(checkpoint, threads) -> _SamReference:
         return _SamReference(model, EfficientViTSamPredictor(model), preprocess, EfficientViTSamAutomaticMaskGenerator)
 
     if "mask_decoder.hf_token.weight" in state:  # HQ-SAM: the segment-anything-hq package's own classes
-        from segment_anything_hq import SamAutomaticMaskGenerator, SamPredictor
+        from segedge.export.hq_sam import build_hq_sam, hq_package, recognise
 
-        from segedge.export.hq_sam import build_hq_sam, recognise
+        SamAutomaticMaskGenerator, SamPredictor = hq_package().SamAutomaticMaskGenerator, hq_package().SamPredictor
 
         sam = build_hq_sam(recognise(state), state)
     else:

@@ -37,9 +37,9 @@ def _export(args) -> int:
 
             from segedge.export.efficientvit_sam import export_efficientvit_sam
         elif args.family == "hq-sam":
-            import segment_anything_hq  # noqa: F401  (the architecture package: a clear line if it is missing)
+            from segedge.export.hq_sam import export_hq_sam, hq_package
 
-            from segedge.export.hq_sam import export_hq_sam
+            hq_package()  # the architecture package: a clear line if it is missing
         else:
             from segedge.export.sam import export_sam
     except ImportError as exc:

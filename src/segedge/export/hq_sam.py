@@ -33,6 +33,21 @@ from segedge.export.sam_arch import EMBED_SIZE, IMAGE_SIZE, MOBILE_SAM, WINDOW, 
 HQ_KEY = "mask_decoder.hf_token.weight"
 
 
+def hq_package():
+    """The ``segment_anything_hq`` package, imported without its import-time warnings (it re-registers timm's
+    TinyViT model names); a :class:`CheckpointError` saying how to install it when it is missing."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import segment_anything_hq
+            import segment_anything_hq.modeling  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            "HQ-SAM needs its official package: pip install -c constraints.txt 'segedge[export]'"
+        ) from None
+    return segment_anything_hq
+
+
 def load_state_dict(checkpoint: str | os.PathLike) -> dict:
     """The checkpoint's tensors (``weights_only=True``); refuses SAM checkpoints without HQ-SAM's decoder."""
     from segedge.export.sam_arch import load_state_dict as load_sam_state_dict
@@ -64,16 +79,15 @@ def build_hq_sam(arch: SamArch, state: dict | None = None):
 
     import torch
 
-    with warnings.catch_warnings():  # the package re-registers timm's TinyViT names on import
-        warnings.simplefilter("ignore")
-        from segment_anything_hq.modeling import (
-            ImageEncoderViT,
-            MaskDecoderHQ,
-            PromptEncoder,
-            Sam,
-            TinyViT,
-            TwoWayTransformer,
-        )
+    hq_package()
+    from segment_anything_hq.modeling import (
+        ImageEncoderViT,
+        MaskDecoderHQ,
+        PromptEncoder,
+        Sam,
+        TinyViT,
+        TwoWayTransformer,
+    )
 
     if arch.kind == "tinyvit":
         encoder = TinyViT(
@@ -167,12 +181,7 @@ def export_hq_sam(
     """Export HQ-SAM (ViT-B/L/H or Light HQ-SAM's TinyViT, recognised from the weights) to a SAM folder."""
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     check_decoder_options(prompt_slots, decoder_batch)
-    try:
-        import segment_anything_hq  # noqa: F401
-    except ImportError:
-        raise CheckpointError(
-            "exporting HQ-SAM needs its official package: pip install -c constraints.txt 'segedge[export]'"
-        ) from None
+    hq_package()
     sam, arch = load_hq_sam(checkpoint, variant)
     with staging_folder(out_dir, overwrite) as folder:
         graphs = write_sam_graphs(hq_sam_modules(sam), folder, IMAGE_SIZE, prompt_slots, decoder_batch, simplify)
