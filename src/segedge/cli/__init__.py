@@ -14,11 +14,21 @@ import signal
 import sys
 
 from segedge._version import __version__
-from segedge.cli import bench, export, info, quantize, segment, segment_dataset, serve, val
+from segedge.cli import bench, export, info, label_studio, quantize, segment, segment_dataset, serve, val
 from segedge.cli.options import Parser, join_negative_values
 from segedge.errors import SegedgeError
 
-COMMANDS = (export, quantize, segment, bench, segment_dataset, serve, val, info)  # the order of `segedge --help`
+COMMANDS = (
+    export,
+    quantize,
+    segment,
+    bench,
+    segment_dataset,
+    serve,
+    label_studio,
+    val,
+    info,
+)  # the order of `segedge --help`
 
 
 def build_parser() -> argparse.ArgumentParser:

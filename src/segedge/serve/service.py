@@ -273,8 +273,25 @@ class SegmentService:
         """Masks for a prompt set: ``points (N, 2)`` xy original pixels with ``labels`` (1 object,
         0 background; default all 1), ``box`` xyxy, ``text`` (FastSAM with a CLIP model). SAM gives one
         mask, or its three candidates with ``multimask``; FastSAM selects from its "everything" masks."""
-        served = self._model(model)
         t0 = time.perf_counter()
+        served, result, cached, timings = self.prompt_result(
+            model, image_id, points=points, labels=labels, box=box, multimask=multimask, text=text
+        )
+        return self._result(served, image_id, result, cached, timings, t0)
+
+    def prompt_result(
+        self,
+        model: str | None,
+        image_id: str,
+        *,
+        points=None,
+        labels=None,
+        box=None,
+        multimask: bool = False,
+        text: str | None = None,
+    ):
+        """:meth:`predict`'s work before the JSON: ``(served model, Result, cached, timings ms)``."""
+        served = self._model(model)
         if points is not None and len(points) == 0 and not labels:
             points = labels = None  # "points": [] is no points
         if points is None and box is None and not text:
@@ -311,19 +328,24 @@ class SegmentService:
                 clip=self.clip if text else None,
             )
             timings = {**timings, "prompt": _ms(t1)}
-        return self._result(served, image_id, result, cached, timings, t0)
+        return served, result, cached, timings
 
     # -- everything -------------------------------------------------------------------------------
     def everything(self, model: str | None, image_id: str, **options) -> dict:
         """Every mask: FastSAM (options ``conf``, ``iou``, ``max_det``, ``retina``) or SAM's automatic
         mask generator (:data:`SAM_EVERYTHING`); cached per options."""
-        served = self._model(model)
         t0 = time.perf_counter()
+        served, result, cached, timings = self.everything_result(model, image_id, **options)
+        return self._result(served, image_id, result, cached, timings, t0)
+
+    def everything_result(self, model: str | None, image_id: str, **options):
+        """:meth:`everything`'s work before the JSON: ``(served model, Result, cached, timings ms)``."""
+        served = self._model(model)
         if family(served.family).promptable:
             result, cached, timings = self._sam_everything(served, image_id, options)
         else:
             result, cached, timings = self._fastsam_everything(served, image_id, options)
-        return self._result(served, image_id, result, cached, timings, t0)
+        return served, result, cached, timings
 
     def _fastsam_everything(self, served: ServedModel, image_id: str, options: dict):
         allowed = {"conf", "iou", "max_det", "retina"}

@@ -1,0 +1,120 @@
+"""``segedge label-studio``: a Label Studio ML backend (interactive SAM and pre-annotation) over model folders."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from segedge.cli.common import default_backend
+from segedge.cli.options import add_runtime_options, whole_number
+from segedge.errors import SegedgeError
+
+
+def _label_studio(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SegedgeError(
+            f"label-studio needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'"
+        ) from None
+    from segedge.serve.label_studio import create_app
+    from segedge.serve.ls_images import LabelStudioAccess
+    from segedge.serve.server import bind, is_loopback, serve_forever
+    from segedge.serve.service import SegmentService
+
+    url = (args.label_studio_url or "").rstrip("/") or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise SegedgeError(f"--label-studio-url must start with http:// or https://, got {url!r}")
+    root = Path(args.local_files_root).expanduser() if args.local_files_root else None
+    if root is not None and not root.is_dir():
+        raise SegedgeError(f"--local-files-root {root} is not a folder")
+    access = LabelStudioAccess(url, args.api_key or None, root)
+    sock = bind(args.host, args.port)  # a port in use fails now, before the models load
+    try:
+        service = SegmentService.from_folders(
+            args.models,
+            backend=args.backend or default_backend(),
+            precision=args.precision,
+            threads=args.threads,
+            cache_bytes=args.cache_mb * 2**20,
+        )
+        app = create_app(service, access)
+    except BaseException:
+        sock.close()
+        raise
+    for m in service.model_list():
+        print(f"model {m['name']}: {m['family']} {m['variant']}, {m['backend']} {m['precision']}", file=sys.stderr)
+    if url is None:
+        print(
+            "note: no --label-studio-url: images uploaded to Label Studio cannot be read (only http URLs and "
+            "--local-files-root files)",
+            file=sys.stderr,
+        )
+    elif not args.api_key:
+        print("note: no --api-key: Label Studio will refuse to give segedge its uploaded images", file=sys.stderr)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: anyone who can reach this machine can use it", file=sys.stderr)
+    names = list(service.models)
+    serve_forever(
+        app,
+        sock,
+        announce=lambda where: print(
+            f"segedge label-studio: listening on {where} (Ctrl-C to stop); in Label Studio: Settings -> Model -> "
+            f"Connect Model, URL {where}"
+            + (f" (or {where}/models/NAME for one of {', '.join(names)})" if len(names) > 1 else ""),
+            flush=True,
+        ),
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def register(sub) -> None:
+    """Add this command to the ``segedge`` subcommands ``sub``."""
+    ls = sub.add_parser(
+        "label-studio",
+        help="a Label Studio ML backend: SAM clicks and boxes, pre-annotation (needs the serve extra)",
+        description="Serve model folders to Label Studio as an ML backend (Settings -> Model -> Connect Model): "
+        "smart KeyPointLabels / RectangleLabels prompts answered with SAM's mask, and 'Retrieve predictions' "
+        "with SAM's everything masks or FastSAM/YOLO detections, as BrushLabels (Label Studio's RLE) and "
+        "PolygonLabels. No torch, no GPU.",
+    )
+    ls.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="DIR",
+        dest="models",
+        help="a SAM, MobileSAM, SAM 2.1 or FastSAM/YOLO model folder; repeat to offer several "
+        "(the first at the root URL, each at /models/NAME)",
+    )
+    ls.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ls.add_argument("--port", type=whole_number(0), default=9090, help="port (default 9090, Label Studio's usual)")
+    ls.add_argument(
+        "--label-studio-url",
+        default=os.environ.get("LABEL_STUDIO_URL"),
+        help="Label Studio's address, to read the images uploaded to it (default: $LABEL_STUDIO_URL)",
+    )
+    ls.add_argument(
+        "--api-key",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="a Label Studio API key (legacy token or personal access token) that can read the project's images "
+        "(default: $LABEL_STUDIO_API_KEY)",
+    )
+    ls.add_argument(
+        "--local-files-root",
+        default=os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"),
+        help="read local-storage images from this folder directly when it is on this machine "
+        "(default: $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)",
+    )
+    add_runtime_options(ls, threads_help="inference threads per model (default: all cores)")
+    ls.add_argument(
+        "--cache-mb",
+        type=whole_number(0),
+        default=1024,
+        help="memory for cached images and embeddings, MiB (default 1024)",
+    )
+    ls.add_argument("--access-log", action="store_true", help="log every request")
+    ls.set_defaults(run=_label_studio)

@@ -1,0 +1,250 @@
+"""A Label Studio ML backend over segedge model folders (FastAPI): interactive SAM clicks and boxes, and
+pre-annotation, on a CPU, without torch.
+
+Routes (Label Studio's ML backend protocol; ``/models/{name}/...`` serves one model by name when several are
+given, the bare routes serve the first):
+
+- ``GET /health`` (and ``GET /``): ``{"status": "UP", "model_class": "segedge", "models": [...]}``
+- ``POST /setup`` ``{project, schema}``: checks the labeling config -> ``{"model_version"}``
+- ``POST /predict`` ``{tasks, label_config, project, params: {context}}`` -> ``{"results": [{"result", "score",
+  "model_version"}, ...]}``, one per task. With a smart tool's context (KeyPointLabels +/- clicks,
+  RectangleLabels): SAM's mask for that prompt (one click: the best of SAM's three candidates, as
+  segment-anything advises for an ambiguous click; otherwise its single mask), FastSAM's masks under the prompt.
+  Without (Label Studio's "Retrieve predictions"): SAM folders answer with segment-anything's automatic mask
+  generator, FastSAM / YOLO folders with their detections whose class matches a label (``predicted_values`` or
+  the label's own value; one-class models such as FastSAM take the first label).
+- ``POST /webhook``: acknowledged (segedge does not train), ``GET /metrics``: ``{}``.
+
+Every region is a ``brushlabels`` mask in Label Studio's RLE when the config has ``BrushLabels``, and polygons
+(the outer contour of each piece of the mask that is at least 1% of it, or of its largest piece) when it has ``PolygonLabels``. Errors are ``{"status": "ERROR", "error": "one line"}``, also logged: 400 a bad
+request (context, tasks), 404 an unknown model, 422 a labeling config without brush or polygon labels, 502 an
+image its source would not give; Label Studio shows annotators the status line only. The server stays up. Images are read as :mod:`segedge.serve.ls_images` says, once per URL, and each image's
+SAM embedding is cached between clicks (:class:`~segedge.serve.service.SegmentService`).
+"""
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+
+# No ``from __future__ import annotations`` here: FastAPI reads the annotations at run time.
+import cv2
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from segedge._version import __version__
+from segedge.errors import SegedgeError
+from segedge.families import family
+from segedge.postprocess.encode import polygons
+from segedge.serve.ls_images import ImageFetchError, LabelStudioAccess
+from segedge.serve.ls_protocol import (
+    LabelConfig,
+    LabelConfigError,
+    brush_region,
+    context_prompts,
+    parse_label_config,
+    polygon_region,
+)
+from segedge.serve.service import NotFound, SegmentService
+
+log = logging.getLogger("segedge.label_studio")
+# a mask's pieces smaller than this share of it (or these pixels) get no polygon: specks, not objects
+POLYGON_SHARE = 0.01
+MIN_POLYGON_PX = 16
+URL_CACHE = 256  # image URLs remembered (-> image id) so clicks on one task read its image once
+
+
+class LabelStudioBackend:
+    """The protocol's work over a :class:`SegmentService` (pure of HTTP: the app below is a thin shell)."""
+
+    def __init__(self, service: SegmentService, access: LabelStudioAccess):
+        self.service = service
+        self.access = access
+        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def model_version(self, name: str | None) -> str:
+        served = self.service._model(name)
+        m = served.model
+        return f"segedge-{__version__}:{served.name}:{m.folder.manifest.variant}:{m.backend_name}-{m.precision}"
+
+    def health(self) -> dict:
+        return {"status": "UP", "model_class": "segedge", "models": list(self.service.models)}
+
+    def setup(self, name: str | None, body: dict) -> dict:
+        parse_label_config(body.get("schema") or body.get("label_config") or "")
+        return {"model_version": self.model_version(name)}
+
+    def _image_id(self, value: str, task_id=None) -> str:
+        with self._lock:
+            image_id = self._urls.get(value)
+            if image_id is not None:
+                self._urls.move_to_end(value)
+        if image_id is not None:
+            try:
+                self.service.image_info(image_id)
+                return image_id
+            except NotFound:  # dropped from the image cache: read it again
+                pass
+        image_id = self.service.add_image(self.access.read(value, task_id))["image_id"]
+        with self._lock:
+            self._urls[value] = image_id
+            while len(self._urls) > URL_CACHE:
+                self._urls.popitem(last=False)
+        return image_id
+
+    def predict(self, name: str | None, body: dict) -> dict:
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
+            raise SegedgeError("the request has no tasks (a list of Label Studio tasks)")
+        config = parse_label_config(body.get("label_config") or "")
+        params = body.get("params") or {}
+        prompts = context_prompts(params.get("context") if isinstance(params, dict) else None)
+        version = self.model_version(name)
+        results = []
+        for task in tasks[:1] if prompts is not None else tasks:  # a context belongs to the one task on screen
+            data = task.get("data") if isinstance(task.get("data"), dict) else {}
+            if config.data_key not in data:
+                raise SegedgeError(
+                    f'task {task.get("id")} has no data.{config.data_key} (the <Image value="${config.data_key}"> '
+                    "of the labeling config)"
+                )
+            image_id = self._image_id(data[config.data_key], task.get("id"))
+            t0 = time.perf_counter()
+            regions, score = self._regions(name, image_id, config, prompts)
+            log.info("task %s: %d regions in %.0f ms", task.get("id"), len(regions), (time.perf_counter() - t0) * 1e3)
+            results.append({"result": regions, "score": score, "model_version": version})
+        return {"results": results}
+
+    def _regions(self, name, image_id: str, config: LabelConfig, prompts) -> tuple[list, float]:
+        served = self.service._model(name)
+        promptable = family(served.family).promptable
+        if prompts is not None:
+            single_click = prompts.box is None and len(prompts.points) == 1 and prompts.labels[0] == 1
+            _, result, _, _ = self.service.prompt_result(
+                name,
+                image_id,
+                points=None if prompts.points is None else prompts.points.tolist(),
+                labels=None if prompts.labels is None else prompts.labels.tolist(),
+                box=None if prompts.box is None else prompts.box.tolist(),
+                multimask=promptable and single_click,
+            )
+            if promptable and len(result) > 1:  # one click: the best of SAM's three candidates
+                result = result.subset([int(np.argmax(result.scores))])
+            labels = [prompts.label] * len(result)
+        else:
+            _, result, _, _ = self.service.everything_result(name, image_id)
+            labels = self._class_labels(served, config, result)
+        keep = [i for i, label in enumerate(labels) if label is not False]
+        regions = []
+        masks = result.roi_masks
+        h, w = masks.shape_hw
+        for i in keep:
+            for tag in config.outputs:
+                label = config.label_for(tag, labels[i])
+                score = float(result.scores[i])
+                if tag.kind == "brushlabels":
+                    regions.append(brush_region(tag, config.image_name, label, masks.mask(i), score))
+                else:
+                    for poly in outline_polygons(masks, i):
+                        regions.append(polygon_region(tag, config.image_name, label, poly, (w, h), score))
+        score = float(np.mean([result.scores[i] for i in keep])) if keep else 0.0
+        return regions, score
+
+    @staticmethod
+    def _class_labels(served, config: LabelConfig, result) -> list:
+        """Per detection: the config label its class maps to (a label value, or None: the tag's first label), or
+        False to leave it out. SAM's "everything" masks and one-class models (FastSAM) take the first label."""
+        names = list(getattr(served.model, "names", None) or [])
+        if family(served.family).promptable or len(names) <= 1:
+            return [None] * len(result)
+        out = []
+        for label in result.labels:
+            mapped = next(
+                (t.predicted.get(str(label).lower()) for t in config.outputs if str(label).lower() in t.predicted), None
+            )
+            out.append(mapped if mapped is not None else False)
+        return out
+
+
+def outline_polygons(masks, i: int) -> list[np.ndarray]:
+    """Polygons ``(K, 2)`` xy original pixels for mask ``i`` of ``masks`` (RoiMasks): the outer contour of each
+    piece that is at least ``POLYGON_SHARE`` of the mask, or of the largest piece when none is (a mask always
+    gets an outline)."""
+    pieces = [np.asarray(f, np.float64).reshape(-1, 2) for f in polygons(masks, i)]
+    if not pieces:
+        return []
+    areas = np.array([cv2.contourArea(p.astype(np.float32)) for p in pieces])
+    big = [p for p, a in zip(pieces, areas) if a >= max(MIN_POLYGON_PX, POLYGON_SHARE * areas.sum())]
+    return big or [pieces[int(np.argmax(areas))]]
+
+
+def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:
+    """The FastAPI app of a :class:`LabelStudioBackend` over ``service``."""
+    backend = LabelStudioBackend(service, access)
+    app = FastAPI(title="segedge Label Studio ML backend", version=__version__, docs_url=None, redoc_url=None)
+
+    async def call(fn, *args):
+        try:
+            return await run_in_threadpool(fn, *args)
+        except NotFound as exc:
+            return _error(404, str(exc))
+        except ImageFetchError as exc:  # the image's source failed us: Label Studio shows "502 ... Bad Gateway"
+            return _error(502, str(exc))
+        except LabelConfigError as exc:
+            return _error(422, str(exc))
+        except SegedgeError as exc:
+            return _error(400, str(exc))
+        except Exception:  # a bug: say so in one line, keep serving
+            log.exception("label studio request failed")
+            return _error(500, "segedge failed on this request (see the server's log)")
+
+    async def body_of(request: Request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    for prefix in ("", "/models/{name}"):
+
+        @app.get(prefix + "/health")
+        @app.get(prefix + "/")
+        async def health(name: str = None):
+            if name is not None and name not in service.models:
+                return _error(404, f"no model named {name!r}; this backend has {', '.join(service.models)}")
+            return backend.health()
+
+        @app.post(prefix + "/setup")
+        async def setup(request: Request, name: str = None):
+            body = await body_of(request)
+            if body is None:
+                return _error(400, "the body must be a JSON object")
+            return await call(backend.setup, name, body)
+
+        @app.post(prefix + "/predict")
+        async def predict(request: Request, name: str = None):
+            body = await body_of(request)
+            if body is None:
+                return _error(400, "the body must be a JSON object")
+            return await call(backend.predict, name, body)
+
+        @app.post(prefix + "/webhook")
+        async def webhook(name: str = None):
+            return JSONResponse({"status": "Unknown event"}, status_code=200)
+
+        @app.get(prefix + "/metrics")
+        async def metrics(name: str = None):
+            return {}
+
+    return app
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    """The error as JSON, and as one line in this server's log: Label Studio drops an ML backend's error body
+    and shows annotators only the status line ("400 Client Error: Bad Request for url: ..."), so the reason is
+    also where the person running segedge looks."""
+    log.warning("answered %d: %s", status, message)
+    return JSONResponse({"status": "ERROR", "error": message}, status_code=status)

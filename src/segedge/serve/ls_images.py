@@ -1,0 +1,124 @@
+"""The bytes of a Label Studio task's image, the ways Label Studio gives them.
+
+A task's image value is one of: an upload (``/data/upload/<project>/<file>``, or
+``/storage-data/uploaded/?filepath=...``), a local-storage path (``/data/local-files/?d=<path under
+LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT>``), a cloud storage URI (``s3://``, ``gs://``, ``azure-blob://``) or an
+``http(s)`` URL. Label Studio paths are read through Label Studio (``--label-studio-url`` with an API key), local
+files from the disk when the local-files root is given and holds them; cloud URIs through Label Studio's presign
+endpoint for the task (``/tasks/<id>/presign/?fileuri=...``), as ``label-studio-sdk``'s ``get_local_path``
+does; other URLs are downloaded as they are (the key is sent only to Label Studio's own host).
+
+Label Studio's API keys: a legacy token is sent as ``Authorization: Token <key>``; a personal access token
+(a JWT refresh token, Label Studio's default since 1.18) is exchanged at ``/api/token/refresh/`` for a
+short-lived access token sent as ``Bearer``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segedge.errors import SegedgeError
+
+CLOUD_SCHEMES = ("s3", "gs", "gcs", "azure-blob")
+MAX_IMAGE_BYTES = 64 << 20
+TIMEOUT_S = 30.0
+
+
+class ImageFetchError(SegedgeError):
+    """A task's image could not be read (say which URL and what to do)."""
+
+
+@dataclass
+class LabelStudioAccess:
+    """Where Label Studio is and how to read its files: ``url`` (``http://host:8080``, or None: only http URLs
+    and local files work), ``api_key`` (legacy token or personal access token), ``local_root``
+    (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` when this backend runs where those files are)."""
+
+    url: str | None = None
+    api_key: str | None = None
+    local_root: Path | None = None
+    _access: tuple[str, float] | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _auth_header(self) -> dict[str, str]:
+        if not self.api_key:
+            return {}
+        if self.api_key.count(".") != 2:  # a legacy token
+            return {"Authorization": f"Token {self.api_key}"}
+        with self._lock:  # a personal access token: a refresh token, exchanged for an access token
+            if self._access is None or self._access[1] < time.monotonic():
+                body = json.dumps({"refresh": self.api_key}).encode()
+                request = urllib.request.Request(
+                    f"{self.url}/api/token/refresh/", body, {"Content-Type": "application/json"}
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                        access = json.loads(response.read())["access"]
+                except (urllib.error.URLError, KeyError, ValueError, OSError) as exc:
+                    raise ImageFetchError(
+                        f"Label Studio at {self.url} did not accept the API key ({exc}); copy it again from "
+                        "Account & Settings -> Personal Access Token"
+                    ) from None
+                self._access = (access, time.monotonic() + 240)  # access tokens live 5 minutes
+            return {"Authorization": f"Bearer {self._access[0]}"}
+
+    def read(self, value: str, task_id=None) -> bytes:
+        """The image file's bytes for a task's image value (see the module docstring); ``task_id`` is needed
+        for cloud storage URIs only."""
+        if not isinstance(value, str) or not value:
+            raise ImageFetchError(f"the task's image is {value!r}, not a URL or Label Studio path")
+        parsed = urllib.parse.urlparse(value)
+        if parsed.scheme in ("http", "https"):
+            same_host = self.url is not None and value.startswith(self.url.rstrip("/") + "/")
+            return self._download(value, self._auth_header() if same_host else {})
+        if parsed.scheme in CLOUD_SCHEMES:
+            if task_id is None:
+                raise ImageFetchError(f"{value}: a cloud storage URI needs its task's id to be presigned")
+            path = f"/tasks/{int(task_id)}/presign/?fileuri={urllib.parse.quote(value, safe='')}"
+            return self._download(self._in_label_studio(value, path), self._auth_header())
+        if parsed.scheme or not value.startswith("/"):
+            raise ImageFetchError(
+                f"{value}: not an http(s) URL, a cloud storage URI nor a Label Studio path "
+                "(/data/upload/..., /data/local-files/?d=...)"
+            )
+        if value.startswith("/data/local-files") and self.local_root is not None:
+            relative = urllib.parse.parse_qs(parsed.query).get("d", [""])[0]
+            path = (self.local_root / relative).resolve()
+            if path.is_file() and self.local_root.resolve() in path.parents:
+                return _read_file(path)
+        return self._download(self._in_label_studio(value, value), self._auth_header())
+
+    def _in_label_studio(self, value: str, path: str) -> str:
+        if self.url is None:
+            raise ImageFetchError(
+                f"{value} is a file inside Label Studio: start segedge with --label-studio-url URL --api-key KEY "
+                "(or LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY) so it can read it"
+            )
+        return self.url.rstrip("/") + path
+
+    def _download(self, url: str, headers: dict) -> bytes:
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+                data = response.read(MAX_IMAGE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            hint = " (check --api-key)" if exc.code in (401, 403) else ""
+            raise ImageFetchError(f"{url}: HTTP {exc.code} {exc.reason}{hint}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ImageFetchError(f"{url}: cannot be read ({getattr(exc, 'reason', exc)})") from None
+        if len(data) > MAX_IMAGE_BYTES:
+            raise ImageFetchError(f"{url}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
+        return data
+
+
+def _read_file(path: Path) -> bytes:
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise ImageFetchError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
+    return path.read_bytes()
