@@ -27,6 +27,15 @@ python3 -m venv "$VENV"
 # without its optional CUDA extension (an isolated build would fetch another torch).
 "$VENV/bin/python" -m pip install -q -c constraints.txt "setuptools>=70.1" wheel
 SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q --no-build-isolation -c constraints.txt "sam2==1.1.0"
+# A real Label Studio for tests/test_label_studio.py, in its own venv: its Django and pydantic pins conflict with
+# segedge's extras (one venv would not resolve). Made once; SEGEDGE_LABEL_STUDIO_VENV points elsewhere.
+LS_VENV="${SEGEDGE_LABEL_STUDIO_VENV:-.venv-labelstudio}"
+if [ ! -x "$LS_VENV/bin/label-studio" ]; then
+    echo "installing Label Studio 1.23.2 into $LS_VENV for tests/test_label_studio.py" >&2
+    python3 -m venv "$LS_VENV"
+    "$LS_VENV/bin/python" -m pip install -q "label-studio==1.23.2"
+fi
+export SEGEDGE_LABEL_STUDIO_VENV="$LS_VENV"
 # The browser test of `segedge serve` drives Debian's Chromium; install it when we can (root with apt-get).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing Debian's chromium for tests/test_serve_browser.py" >&2

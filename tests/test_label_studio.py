@@ -401,3 +401,26 @@ def test_label_config_and_rle_are_label_studios():
     for mask in (rng.random((7, 5)) > 0.5, np.ones((1, 1), bool), long_run, np.zeros((64, 64), bool)):
         got = decode(brush_rle(mask)).reshape(*mask.shape, 4)
         assert np.array_equal(got[..., 3] > 0, mask) and np.array_equal(got[..., 0], got[..., 3])
+
+
+def test_without_url_and_key_the_backend_uses_what_label_studio_sends(label_studio, backend, bus):
+    """Started with neither --label-studio-url nor --api-key, the backend reads a project's uploads with the address
+    and the owner's legacy token that Label Studio sends when it connects (/setup), where legacy tokens are on."""
+    from segedge.serve.label_studio import create_app
+    from segedge.serve.ls_images import LabelStudioAccess
+    from segedge.serve.server import start_in_thread
+
+    _, service = backend
+    status, proj = label_studio.call("POST", "/api/projects", {"title": "zero-config", "label_config": CONFIG})
+    task = label_studio.upload(proj["id"], bus)
+    with start_in_thread(create_app(service, LabelStudioAccess())) as bare:
+        status, ml = label_studio.call(
+            "POST", "/api/ml", {"url": bare.url, "project": proj["id"], "is_interactive": True, "title": "bare"}
+        )
+        assert status == 201 and ml["readable_state"] == "Connected", ml
+        click = _keypoint(400, 600, 810, 1080)
+        status, answer = label_studio.call(
+            "POST", f"/api/ml/{ml['id']}/interactive-annotating", {"task": task["id"], "context": {"result": [click]}}
+        )
+    assert status == 200 and "data" in answer, answer
+    assert [r["type"] for r in answer["data"]["result"]].count("brushlabels") == 1

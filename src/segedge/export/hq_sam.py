@@ -28,7 +28,7 @@ from segedge.export.sam import (
     sam_manifest,
     write_sam_graphs,
 )
-from segedge.export.sam_arch import EMBED_SIZE, IMAGE_SIZE, MOBILE_SAM, WINDOW, SamArch, infer_arch
+from segedge.export.sam_arch import IMAGE_SIZE, MOBILE_SAM, SamArch, assemble_sam, encoder_params, infer_arch
 
 HQ_KEY = "mask_decoder.hf_token.weight"
 
@@ -75,73 +75,10 @@ def recognise(state: dict, variant: str | None = None) -> SamArch:
 
 def build_hq_sam(arch: SamArch, state: dict | None = None):
     """A ``segment_anything_hq`` ``Sam`` for ``arch`` (eval mode), loaded from ``state`` when given."""
-    from functools import partial
-
-    import torch
-
-    hq_package()
-    from segment_anything_hq.modeling import (
-        ImageEncoderViT,
-        MaskDecoderHQ,
-        PromptEncoder,
-        Sam,
-        TinyViT,
-        TwoWayTransformer,
-    )
-
-    if arch.kind == "tinyvit":
-        encoder = TinyViT(
-            img_size=IMAGE_SIZE,
-            in_chans=3,
-            num_classes=1000,
-            embed_dims=list(MOBILE_SAM["embed_dims"]),
-            depths=list(MOBILE_SAM["depths"]),
-            num_heads=list(MOBILE_SAM["num_heads"]),
-            window_sizes=list(MOBILE_SAM["window_sizes"]),
-            mlp_ratio=4.0,
-            drop_rate=0.0,
-            drop_path_rate=0.0,
-            use_checkpoint=False,
-            mbconv_expand_ratio=4.0,
-            local_conv_size=3,
-            layer_lr_decay=0.8,
-        )
-        vit_dim = MOBILE_SAM["embed_dims"][2]  # the early feature: TinyViT's second stage, 160 channels
-    else:
-        encoder = ImageEncoderViT(
-            depth=arch.depth,
-            embed_dim=arch.embed_dim,
-            img_size=IMAGE_SIZE,
-            mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=arch.num_heads,
-            patch_size=16,
-            qkv_bias=True,
-            use_rel_pos=True,
-            global_attn_indexes=arch.global_attn_indexes,
-            window_size=WINDOW,
-            out_chans=256,
-        )
-        vit_dim = arch.embed_dim
-    sam = Sam(
-        image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
-            embed_dim=256,
-            image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
-            input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
-            mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoderHQ(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256,
-            iou_head_depth=3,
-            iou_head_hidden_dim=256,
-            vit_dim=vit_dim,
-        ),
-        pixel_mean=[123.675, 116.28, 103.53],
-        pixel_std=[58.395, 57.12, 57.375],
-    )
+    modeling = hq_package().modeling
+    # MaskDecoderHQ fuses the early feature: TinyViT's second stage (160 channels) or the ViT's width
+    vit_dim = MOBILE_SAM["embed_dims"][2] if arch.kind == "tinyvit" else arch.embed_dim
+    sam = assemble_sam(arch, modeling, modeling.MaskDecoderHQ, modeling.TinyViT, vit_dim=vit_dim)
     if state is not None:
         load_weights(sam, state, f"HQ-SAM {arch.variant}")
     return sam.eval()
@@ -190,13 +127,7 @@ def export_hq_sam(
             graphs=graphs,
             image_size=IMAGE_SIZE,
             encoder_source=arch.kind,
-            encoder_params={
-                "kind": arch.kind,
-                "embed_dim": arch.embed_dim,
-                "depth": arch.depth,
-                "num_heads": arch.num_heads,
-                "global_attn_indexes": list(arch.global_attn_indexes),
-            },
+            encoder_params=encoder_params(arch),
             prompt_slots=prompt_slots,
             decoder_batch=decoder_batch,
             packages=("torch", "segment-anything-hq", "onnx", "onnxslim", "openvino"),

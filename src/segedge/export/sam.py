@@ -17,7 +17,7 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
-from segedge.export.sam_arch import IMAGE_SIZE, load_sam
+from segedge.export.sam_arch import IMAGE_SIZE, encoder_params, load_sam
 from segedge.export.sam_attention import group_global_attention
 from segedge.manifest import Manifest
 from segedge.preprocess.resize_longest import SAM_PIXEL_MEAN, SAM_PIXEL_STD
@@ -70,13 +70,7 @@ def export_sam(
             graphs=graphs,
             image_size=IMAGE_SIZE,
             encoder_source="tinyvit" if is_mobile else "vit",
-            encoder_params={
-                "kind": arch.kind,
-                "embed_dim": arch.embed_dim,
-                "depth": arch.depth,
-                "num_heads": arch.num_heads,
-                "global_attn_indexes": list(arch.global_attn_indexes),
-            },
+            encoder_params=encoder_params(arch),
             prompt_slots=prompt_slots,
             decoder_batch=decoder_batch,
             packages=("torch", "segment-anything", "ultralytics", "onnx", "onnxslim", "openvino"),

@@ -108,15 +108,28 @@ def infer_arch(state: dict, variant: str | None = None, hq: bool = False) -> Sam
 
 def build_sam(arch: SamArch, state: dict | None = None):
     """A segment-anything ``Sam`` module for ``arch`` (eval mode), loaded from ``state`` when given."""
+    import segment_anything.modeling as modeling
+
+    tinyvit = None
+    if arch.kind == "tinyvit":
+        from ultralytics.models.sam.modules.tiny_encoder import TinyViT as tinyvit
+    sam = assemble_sam(arch, modeling, modeling.MaskDecoder, tinyvit)
+    if state is not None:
+        load_weights(sam, state, f"the {arch.variant} architecture")
+    return sam.eval()
+
+
+def assemble_sam(arch: SamArch, modeling, decoder_class, tinyvit_class=None, **decoder_args):
+    """A ``Sam`` with SAM's configuration for ``arch`` from a package's classes: ``modeling`` gives ``Sam``,
+    ``ImageEncoderViT``, ``PromptEncoder`` and ``TwoWayTransformer`` (segment-anything's, or a fork's such as
+    HQ-SAM's), ``decoder_class`` the mask decoder (``decoder_args`` its extra arguments), ``tinyvit_class``
+    MobileSAM's encoder for ``tinyvit`` architectures."""
     from functools import partial
 
     import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     if arch.kind == "tinyvit":
-        from ultralytics.models.sam.modules.tiny_encoder import TinyViT
-
-        encoder = TinyViT(
+        encoder = tinyvit_class(
             img_size=IMAGE_SIZE,
             in_chans=3,
             num_classes=1000,
@@ -133,7 +146,7 @@ def build_sam(arch: SamArch, state: dict | None = None):
             layer_lr_decay=0.8,
         )
     else:
-        encoder = ImageEncoderViT(
+        encoder = modeling.ImageEncoderViT(
             depth=arch.depth,
             embed_dim=arch.embed_dim,
             img_size=IMAGE_SIZE,
@@ -147,27 +160,36 @@ def build_sam(arch: SamArch, state: dict | None = None):
             window_size=WINDOW,
             out_chans=256,
         )
-    sam = Sam(
+    return modeling.Sam(
         image_encoder=encoder,
-        prompt_encoder=PromptEncoder(
+        prompt_encoder=modeling.PromptEncoder(
             embed_dim=256,
             image_embedding_size=(EMBED_SIZE, EMBED_SIZE),
             input_image_size=(IMAGE_SIZE, IMAGE_SIZE),
             mask_in_chans=16,
         ),
-        mask_decoder=MaskDecoder(
+        mask_decoder=decoder_class(
             num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
             transformer_dim=256,
             iou_head_depth=3,
             iou_head_hidden_dim=256,
+            **decoder_args,
         ),
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
     )
-    if state is not None:
-        load_weights(sam, state, f"the {arch.variant} architecture")
-    return sam.eval()
+
+
+def encoder_params(arch: SamArch) -> dict:
+    """The manifest's ``params.encoder`` record of a SAM-style encoder."""
+    return {
+        "kind": arch.kind,
+        "embed_dim": arch.embed_dim,
+        "depth": arch.depth,
+        "num_heads": arch.num_heads,
+        "global_attn_indexes": list(arch.global_attn_indexes),
+    }
 
 
 def load_sam(checkpoint: str | os.PathLike, variant: str | None = None):

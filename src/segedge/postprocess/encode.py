@@ -101,10 +101,11 @@ def rle_encode(masks: RoiMasks, i: int, compressed: bool = True) -> dict:
     }
 
 
-def polygons(masks: RoiMasks, i: int, min_area: float = 0.0) -> list[list[float]]:
+def polygons(masks: RoiMasks, i: int, min_area: float = 0.0, min_share: float = 0.0) -> list[list[float]]:
     """Outer contours of mask ``i`` as COCO polygons ``[[x0, y0, x1, y1, ...], ...]`` in pixels.
 
-    Each polygon has at least 3 points; contours with an area under ``min_area`` pixels are dropped.
+    Each polygon has at least 3 points; contours with an area under ``min_area`` pixels are dropped, and with
+    ``min_share`` those under that share of all the contours' area, except the largest (a mask keeps an outline).
     """
     y0, _, x0, _ = (int(v) for v in masks.rois[i])
     crop = masks.crops[i]
@@ -112,10 +113,14 @@ def polygons(masks: RoiMasks, i: int, min_area: float = 0.0) -> list[list[float]
         return []
     padded = np.pad(crop.astype(np.uint8), 1)
     contours, _ = cv2.findContours(padded, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = [c for c in contours if len(c) >= 3]
+    areas = [cv2.contourArea(c) for c in contours]
+    largest = int(np.argmax(areas)) if areas else -1
+    floor = max(min_area, min_share * sum(areas))
     out = []
-    for contour in contours:
-        if len(contour) < 3 or cv2.contourArea(contour) < min_area:
+    for k, (contour, area) in enumerate(zip(contours, areas)):
+        if area < floor and not (min_share > 0 and k == largest):
             continue
         pts = contour.reshape(-1, 2).astype(np.float64) + (x0 - 1, y0 - 1)
-        out.append([round(float(v), 2) for v in pts.reshape(-1)])
+        out.append(pts.reshape(-1).tolist())  # whole pixels: contour points plus the crop's integer offset
     return out

@@ -28,7 +28,6 @@ import time
 from collections import OrderedDict
 
 # No ``from __future__ import annotations`` here: FastAPI reads the annotations at run time.
-import cv2
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -63,6 +62,7 @@ class LabelStudioBackend:
         self.service = service
         self.access = access
         self._urls: OrderedDict[str, str] = OrderedDict()
+        self._projects: dict[str, LabelStudioAccess] = {}  # what /setup told us, per project, where we lack it
         self._lock = threading.Lock()
 
     def model_version(self, name: str | None) -> str:
@@ -74,10 +74,23 @@ class LabelStudioBackend:
         return {"status": "UP", "model_class": "segedge", "models": list(self.service.models)}
 
     def setup(self, name: str | None, body: dict) -> dict:
+        """Check the project's labeling config. Label Studio also sends its address (``hostname``) and the
+        project owner's legacy token (``access_token``): they fill in what ``--label-studio-url`` / ``--api-key``
+        left out, for that project (the token works only where the organization allows legacy tokens)."""
         parse_label_config(body.get("schema") or body.get("label_config") or "")
+        hostname, token = body.get("hostname"), body.get("access_token")
+        if (self.access.url is None or self.access.api_key is None) and (hostname or token):
+            url = self.access.url or (hostname.rstrip("/") if isinstance(hostname, str) and hostname else None)
+            key = self.access.api_key or (token if isinstance(token, str) and token else None)
+            with self._lock:
+                self._projects[_project_id(body)] = LabelStudioAccess(url, key, self.access.local_root)
         return {"model_version": self.model_version(name)}
 
-    def _image_id(self, value: str, task_id=None) -> str:
+    def _access_for(self, body: dict) -> LabelStudioAccess:
+        with self._lock:
+            return self._projects.get(_project_id(body), self.access)
+
+    def _image_id(self, access: LabelStudioAccess, value: str, task_id=None) -> str:
         with self._lock:
             image_id = self._urls.get(value)
             if image_id is not None:
@@ -88,7 +101,7 @@ class LabelStudioBackend:
                 return image_id
             except NotFound:  # dropped from the image cache: read it again
                 pass
-        image_id = self.service.add_image(self.access.read(value, task_id))["image_id"]
+        image_id = self.service.add_image(access.read(value, task_id))["image_id"]
         with self._lock:
             self._urls[value] = image_id
             while len(self._urls) > URL_CACHE:
@@ -111,7 +124,7 @@ class LabelStudioBackend:
                     f'task {task.get("id")} has no data.{config.data_key} (the <Image value="${config.data_key}"> '
                     "of the labeling config)"
                 )
-            image_id = self._image_id(data[config.data_key], task.get("id"))
+            image_id = self._image_id(self._access_for(body), data[config.data_key], task.get("id"))
             t0 = time.perf_counter()
             regions, score = self._regions(name, image_id, config, prompts)
             log.info("task %s: %d regions in %.0f ms", task.get("id"), len(regions), (time.perf_counter() - t0) * 1e3)
@@ -122,6 +135,8 @@ class LabelStudioBackend:
         served = self.service._model(name)
         promptable = family(served.family).promptable
         if prompts is not None:
+            info = self.service.image_info(image_id)
+            prompts = prompts.scaled_to((info["width"], info["height"]))
             single_click = prompts.box is None and len(prompts.points) == 1 and prompts.labels[0] == 1
             _, result, _, _ = self.service.prompt_result(
                 name,
@@ -169,16 +184,17 @@ class LabelStudioBackend:
         return out
 
 
+def _project_id(body: dict) -> str:
+    """The project id of a request (Label Studio sends ``"<id>.<created timestamp>"``)."""
+    return str(body.get("project") or "").split(".", 1)[0]
+
+
 def outline_polygons(masks, i: int) -> list[np.ndarray]:
     """Polygons ``(K, 2)`` xy original pixels for mask ``i`` of ``masks`` (RoiMasks): the outer contour of each
     piece that is at least ``POLYGON_SHARE`` of the mask, or of the largest piece when none is (a mask always
     gets an outline)."""
-    pieces = [np.asarray(f, np.float64).reshape(-1, 2) for f in polygons(masks, i)]
-    if not pieces:
-        return []
-    areas = np.array([cv2.contourArea(p.astype(np.float32)) for p in pieces])
-    big = [p for p, a in zip(pieces, areas) if a >= max(MIN_POLYGON_PX, POLYGON_SHARE * areas.sum())]
-    return big or [pieces[int(np.argmax(areas))]]
+    found = polygons(masks, i, min_area=MIN_POLYGON_PX, min_share=POLYGON_SHARE)
+    return [np.asarray(flat, np.float64).reshape(-1, 2) for flat in found]
 
 
 def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:
@@ -201,12 +217,14 @@ def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:
             log.exception("label studio request failed")
             return _error(500, "segedge failed on this request (see the server's log)")
 
-    async def body_of(request: Request):
+    async def with_body(request: Request, fn, name):
         try:
             body = await request.json()
         except ValueError:
-            return None
-        return body if isinstance(body, dict) else None
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, "the body must be a JSON object")
+        return await call(fn, name, body)
 
     for prefix in ("", "/models/{name}"):
 
@@ -219,17 +237,11 @@ def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:
 
         @app.post(prefix + "/setup")
         async def setup(request: Request, name: str = None):
-            body = await body_of(request)
-            if body is None:
-                return _error(400, "the body must be a JSON object")
-            return await call(backend.setup, name, body)
+            return await with_body(request, backend.setup, name)
 
         @app.post(prefix + "/predict")
         async def predict(request: Request, name: str = None):
-            body = await body_of(request)
-            if body is None:
-                return _error(400, "the body must be a JSON object")
-            return await call(backend.predict, name, body)
+            return await with_body(request, backend.predict, name)
 
         @app.post(prefix + "/webhook")
         async def webhook(name: str = None):

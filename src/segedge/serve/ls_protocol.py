@@ -106,6 +106,16 @@ class Prompts:
     label: str | None
     size: tuple[int, int]
 
+    def scaled_to(self, size: tuple[int, int]) -> Prompts:
+        """The same prompts on the image as segedge reads it, ``size`` (width, height), when Label Studio's
+        ``original_width`` / ``original_height`` differ (an image replaced since, or one it measured otherwise)."""
+        if tuple(size) == tuple(self.size):
+            return self
+        sx, sy = size[0] / self.size[0], size[1] / self.size[1]
+        points = None if self.points is None else self.points * [sx, sy]
+        box = None if self.box is None else self.box * [sx, sy, sx, sy]
+        return Prompts(points, self.labels, box, self.label, tuple(size))
+
 
 def context_prompts(context: dict) -> Prompts | None:
     """The prompts of Label Studio's interactive ``context`` (None when it has none: a "retrieve predictions"
@@ -183,9 +193,9 @@ def brush_rle(mask: np.ndarray) -> list[int]:
     header = [(n * 4, 32), (WORD_SIZE - 1, 5)] + [(s - 1, 4) for s in RLE_SIZES]
     fields = np.concatenate([[v for v, _ in header], fields]).astype(np.int64)
     field_widths = np.concatenate([[b for _, b in header], field_widths]).astype(np.int64)
-    shifts = field_widths[:, None] - 1 - np.arange(32)[None, :]  # MSB first within each field
-    bits = ((fields[:, None] >> np.clip(shifts, 0, None)) & 1)[shifts >= 0].astype(np.uint8)
-    return np.packbits(bits).tolist()  # zero-padded to whole bytes, as Label Studio's encoder does
+    bits = np.unpackbits(fields.astype(">u4").view(np.uint8).reshape(-1, 4), axis=1)  # (fields, 32), MSB first
+    low_bits = np.arange(32)[None, :] >= (32 - field_widths)[:, None]  # each field's last `width` bits
+    return np.packbits(bits[low_bits]).tolist()  # zero-padded to whole bytes, as Label Studio's encoder does
 
 
 def region_id() -> str:
@@ -213,7 +223,7 @@ def brush_region(tag: OutputTag, to_name: str, label: str, mask: np.ndarray, sco
 def polygon_region(tag: OutputTag, to_name: str, label: str, polygon: np.ndarray, size: tuple[int, int], score: float):
     """A ``polygonlabels`` region for ``polygon (K, 2)`` xy original pixels on a ``size`` (width, height) image."""
     w, h = size
-    points = [[round(float(x) * 100 / w, 4), round(float(y) * 100 / h, 4)] for x, y in polygon]
+    points = np.round(np.asarray(polygon, np.float64) * [100 / w, 100 / h], 4).tolist()
     return {
         "id": region_id(),
         "from_name": tag.name,
