@@ -407,3 +407,13 @@ def assert_generators_agree(
         assert abs(o["stability_score"] - r["stability_score"]) < 0.02
         if mask_iou(r["segmentation"], o["segmentation"]) == 1.0:
             assert o["bbox"] == r["bbox"] and o["area"] == r["area"]
+
+
+def run_segedge(*args, timeout: float = 300):
+    """``python -m segedge ARGS`` in a fresh process (as a user runs it): the CompletedProcess, text output."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )

@@ -8,8 +8,6 @@ predictor and automatic mask generator, loaded by the package's own loader.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from helpers import (
     efficientvit_reference,
     make_efficientvit_sam_checkpoint,
     mask_iou,
+    run_segedge,
 )
 from segedge.errors import CheckpointError
 from segedge.imageio import read_image
@@ -123,12 +122,8 @@ def test_folder_and_cli(evit_ckpt, evit_folder, bus, tmp_path):
     assert m.family == "sam" and m.variant == "efficientvit_sam_l0" and m.preprocess["size"] == [512, 512]
     assert m.params["prompt_frame"] == 1024 and m.source["encoder"] == "efficientvit"
     out = tmp_path / "click.png"
-    done = subprocess.run(
-        [sys.executable, "-m", "segedge", "segment", str(bus), "--model", str(evit_folder)]
-        + ["--point", "400,600", "--out", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_segedge(
+        "segment", str(bus), "--model", str(evit_folder), "--point", "400,600", "--out", str(out), "--json"
     )
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.splitlines()[0])
@@ -141,12 +136,8 @@ def test_folder_and_cli(evit_ckpt, evit_folder, bus, tmp_path):
     assert record["count"] == 1 and abs(record["instances"][0]["area"] - int(masks[0].sum())) <= 1e-3 * masks[0].sum()
     assert abs(record["instances"][0]["score"] - float(scores[0])) < 1e-4
 
-    done = subprocess.run(
-        [sys.executable, "-m", "segedge", "export", "efficientvit-sam", "--checkpoint", str(evit_ckpt)]
-        + ["--variant", "xl1", "--out", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_segedge(
+        "export", "efficientvit-sam", "--checkpoint", str(evit_ckpt), "--variant", "xl1", "--out", str(tmp_path / "x")
     )
     assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == (
         "error: --variant xl1 does not match the checkpoint, which is EfficientViT-SAM l0"

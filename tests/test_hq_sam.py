@@ -9,13 +9,11 @@ file, loaded by the package's own loader.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from helpers import PERMISSIVE, assert_generators_agree, hq_reference, make_hq_sam_checkpoint, mask_iou
+from helpers import PERMISSIVE, assert_generators_agree, hq_reference, make_hq_sam_checkpoint, mask_iou, run_segedge
 from segedge.errors import CheckpointError, PromptError, SegedgeError
 from segedge.imageio import read_image
 from segedge.runtime.sam import Sam
@@ -163,12 +161,8 @@ def test_folder_cli_and_wrong_files(hq_ckpts, hq_folders, sam_tiny_ckpt, sam_tin
     assert m.family == "sam" and m.variant == "hq_sam_vit_tiny" and m.params["hq"] is True
     assert [t.name for t in m.graphs["encoder"].outputs] == ["image_embeddings", "hq_features"]
     out = tmp_path / "click.png"
-    done = subprocess.run(
-        [sys.executable, "-m", "segedge", "segment", str(bus), "--model", str(hq_folders["light"])]
-        + ["--point", "400,600", "--out", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_segedge(
+        "segment", str(bus), "--model", str(hq_folders["light"]), "--point", "400,600", "--out", str(out), "--json"
     )
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout.splitlines()[0])
@@ -180,12 +174,8 @@ def test_folder_cli_and_wrong_files(hq_ckpts, hq_folders, sam_tiny_ckpt, sam_tin
     assert record["count"] == 1 and abs(record["instances"][0]["area"] - int(masks[0].sum())) <= 1e-3 * masks[0].sum()
     assert abs(record["instances"][0]["score"] - float(scores[0])) < 1e-4
 
-    done = subprocess.run(
-        [sys.executable, "-m", "segedge", "export", "hq-sam", "--checkpoint", str(hq_ckpts["light"])]
-        + ["--variant", "vit_b", "--out", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = run_segedge(
+        "export", "hq-sam", "--checkpoint", str(hq_ckpts["light"]), "--variant", "vit_b", "--out", str(tmp_path / "x")
     )
     assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == (
         "error: --variant vit_b does not match the checkpoint, which is HQ-SAM vit_tiny"

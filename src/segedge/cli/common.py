@@ -45,3 +45,14 @@ def default_backend() -> str:
     if versions["onnxruntime"]:
         return "onnxruntime"
     raise SegedgeError("no inference backend is installed: pip install 'segedge[openvino]' or 'segedge[onnxruntime]'")
+
+
+def require_serve_extra(command: str) -> None:
+    """One line naming the serve extra when FastAPI or uvicorn is missing (``segedge serve``, ``label-studio``)."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise SegedgeError(
+            f"{command} needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'"
+        ) from None

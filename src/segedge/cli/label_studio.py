@@ -6,19 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-from segedge.cli.common import default_backend
+from segedge.cli.common import default_backend, require_serve_extra
 from segedge.cli.options import add_runtime_options, whole_number
 from segedge.errors import SegedgeError
 
 
 def _label_studio(args) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise SegedgeError(
-            f"label-studio needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'"
-        ) from None
+    require_serve_extra("label-studio")
     from segedge.serve.label_studio import create_app
     from segedge.serve.ls_images import LabelStudioAccess
     from segedge.serve.server import bind, is_loopback, serve_forever

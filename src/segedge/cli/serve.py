@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from segedge.cli.common import default_backend
+from segedge.cli.common import default_backend, require_serve_extra
 from segedge.cli.options import (
     add_runtime_options,
     pixel_count,
     positive_int,
     whole_number,
 )
-from segedge.errors import SegedgeError
 
 
 def _serve(args) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        raise SegedgeError(
-            f"serve needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'"
-        ) from None
+    require_serve_extra("serve")
     from segedge.serve.app import create_app
     from segedge.serve.server import bind, is_loopback, serve_forever
     from segedge.serve.service import SegmentService
