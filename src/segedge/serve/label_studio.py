@@ -66,7 +66,7 @@ class LabelStudioBackend:
         self._lock = threading.Lock()
 
     def model_version(self, name: str | None) -> str:
-        served = self.service._model(name)
+        served = self.service.served(name)
         m = served.model
         return f"segedge-{__version__}:{served.name}:{m.folder.manifest.variant}:{m.backend_name}-{m.precision}"
 
@@ -132,7 +132,7 @@ class LabelStudioBackend:
         return {"results": results}
 
     def _regions(self, name, image_id: str, config: LabelConfig, prompts) -> tuple[list, float]:
-        served = self.service._model(name)
+        served = self.service.served(name)
         promptable = family(served.family).promptable
         if prompts is not None:
             info = self.service.image_info(image_id)

@@ -188,6 +188,10 @@ class SegmentService:
     def model_list(self) -> list[dict]:
         return [m.info(self.clip is not None) for m in self.models.values()]
 
+    def served(self, name: str | None) -> ServedModel:
+        """The served model named ``name`` (None: the default one); :class:`NotFound` naming the others."""
+        return self._model(name)
+
     def _model(self, name: str | None) -> ServedModel:
         if name is None:
             return self.models[self.default_model]
