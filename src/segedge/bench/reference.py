@@ -127,7 +127,8 @@ def _sam_on_threads(checkpoint, threads) -> _SamReference:
     if "mask_decoder.hf_token.weight" in state:  # HQ-SAM: the segment-anything-hq package's own classes
         from segedge.export.hq_sam import build_hq_sam, hq_package, recognise
 
-        SamAutomaticMaskGenerator, SamPredictor = hq_package().SamAutomaticMaskGenerator, hq_package().SamPredictor
+        package = hq_package()
+        SamAutomaticMaskGenerator, SamPredictor = package.SamAutomaticMaskGenerator, package.SamPredictor
 
         sam = build_hq_sam(recognise(state), state)
     else:

@@ -56,3 +56,31 @@ def require_serve_extra(command: str) -> None:
         raise SegedgeError(
             f"{command} needs the serve extra ({exc.name} is missing): pip install 'segedge[serve]'"
         ) from None
+
+
+def serve_models(args, build, announce, notes=lambda service: ()) -> int:
+    """The server commands' life (``segedge serve``, ``label-studio``): bind ``--host``/``--port`` first (a port in
+    use fails before the models load), ``build()`` -> ``(service, app)``, say what is served (``notes(service)``:
+    further stderr lines), warn when reachable from other machines, serve until Ctrl-C; ``announce`` prints the
+    listening line (``announce(url, service)``)."""
+    import sys
+
+    from segedge.serve.server import bind, is_loopback, serve_forever
+
+    sock = bind(args.host, args.port)
+    try:
+        service, app = build()
+    except BaseException:
+        sock.close()
+        raise
+    for m in service.model_list():
+        print(f"model {m['name']}: {m['family']} {m['variant']}, {m['backend']} {m['precision']}", file=sys.stderr)
+    for line in notes(service):
+        print(line, file=sys.stderr)
+    if not is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine can use the server (there is no login)",
+            file=sys.stderr,
+        )
+    serve_forever(app, sock, announce=lambda url: announce(url, service), access_log=args.access_log)
+    return 0

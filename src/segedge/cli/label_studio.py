@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from segedge.cli.common import default_backend, require_serve_extra
+from segedge.cli.common import default_backend, require_serve_extra, serve_models
 from segedge.cli.options import add_runtime_options, whole_number
 from segedge.errors import SegedgeError
 
@@ -15,7 +14,6 @@ def _label_studio(args) -> int:
     require_serve_extra("label-studio")
     from segedge.serve.label_studio import create_app
     from segedge.serve.ls_images import LabelStudioAccess
-    from segedge.serve.server import bind, is_loopback, serve_forever
     from segedge.serve.service import SegmentService
 
     url = (args.label_studio_url or "").rstrip("/") or None
@@ -25,8 +23,8 @@ def _label_studio(args) -> int:
     if root is not None and not root.is_dir():
         raise SegedgeError(f"--local-files-root {root} is not a folder")
     access = LabelStudioAccess(url, args.api_key or None, root)
-    sock = bind(args.host, args.port)  # a port in use fails now, before the models load
-    try:
+
+    def build():
         service = SegmentService.from_folders(
             args.models,
             backend=args.backend or default_backend(),
@@ -34,35 +32,27 @@ def _label_studio(args) -> int:
             threads=args.threads,
             cache_bytes=args.cache_mb * 2**20,
         )
-        app = create_app(service, access)
-    except BaseException:
-        sock.close()
-        raise
-    for m in service.model_list():
-        print(f"model {m['name']}: {m['family']} {m['variant']}, {m['backend']} {m['precision']}", file=sys.stderr)
-    if url is None:
+        return service, create_app(service, access)
+
+    def notes(service):
+        if url is None:
+            yield (
+                "note: no --label-studio-url: images uploaded to Label Studio cannot be read (only http URLs and "
+                "--local-files-root files)"
+            )
+        elif not args.api_key:
+            yield "note: no --api-key: Label Studio will refuse to give segedge its uploaded images"
+
+    def announce(where, service):
+        names = list(service.models)
+        more = f" (or {where}/models/NAME for one of {', '.join(names)})" if len(names) > 1 else ""
         print(
-            "note: no --label-studio-url: images uploaded to Label Studio cannot be read (only http URLs and "
-            "--local-files-root files)",
-            file=sys.stderr,
-        )
-    elif not args.api_key:
-        print("note: no --api-key: Label Studio will refuse to give segedge its uploaded images", file=sys.stderr)
-    if not is_loopback(args.host):
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can use it", file=sys.stderr)
-    names = list(service.models)
-    serve_forever(
-        app,
-        sock,
-        announce=lambda where: print(
             f"segedge label-studio: listening on {where} (Ctrl-C to stop); in Label Studio: Settings -> Model -> "
-            f"Connect Model, URL {where}"
-            + (f" (or {where}/models/NAME for one of {', '.join(names)})" if len(names) > 1 else ""),
+            f"Connect Model, URL {where}{more}",
             flush=True,
-        ),
-        access_log=args.access_log,
-    )
-    return 0
+        )
+
+    return serve_models(args, build, announce, notes)
 
 
 def register(sub) -> None:

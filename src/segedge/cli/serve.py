@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
-from segedge.cli.common import default_backend, require_serve_extra
+from segedge.cli.common import default_backend, require_serve_extra, serve_models
 from segedge.cli.options import (
     add_runtime_options,
     pixel_count,
@@ -16,15 +14,12 @@ from segedge.cli.options import (
 def _serve(args) -> int:
     require_serve_extra("serve")
     from segedge.serve.app import create_app
-    from segedge.serve.server import bind, is_loopback, serve_forever
     from segedge.serve.service import SegmentService
 
-    backend = args.backend or default_backend()
-    sock = bind(args.host, args.port)  # a port in use fails now, before the models load
-    try:
+    def build():
         service = SegmentService.from_folders(
             args.models,
-            backend=backend,
+            backend=args.backend or default_backend(),
             precision=args.precision,
             threads=args.threads,
             clip_dir=args.clip,
@@ -32,26 +27,18 @@ def _serve(args) -> int:
             max_upload_bytes=args.max_upload_mb * 2**20,
             max_pixels=args.max_pixels,
         )
-        app = create_app(service)
-    except BaseException:
-        sock.close()
-        raise
-    for m in service.model_list():
-        print(f"model {m['name']}: {m['family']} {m['variant']}, {m['backend']} {m['precision']}", file=sys.stderr)
-    if service.clip is not None:
-        print(f"text prompts: CLIP {args.clip}, {service.clip.backend_name} {service.clip.precision}", file=sys.stderr)
-    if not is_loopback(args.host):
-        print(
-            f"warning: listening on {args.host}: anyone who can reach this machine can use the server (there is no login)",
-            file=sys.stderr,
-        )
-    serve_forever(
-        app,
-        sock,
-        announce=lambda url: print(f"segedge serve: listening on {url} (Ctrl-C to stop)", flush=True),
-        access_log=args.access_log,
+        return service, create_app(service)
+
+    def notes(service):
+        if service.clip is not None:
+            yield f"text prompts: CLIP {args.clip}, {service.clip.backend_name} {service.clip.precision}"
+
+    return serve_models(
+        args,
+        build,
+        lambda url, service: print(f"segedge serve: listening on {url} (Ctrl-C to stop)", flush=True),
+        notes,
     )
-    return 0
 
 
 def register(sub) -> None:
