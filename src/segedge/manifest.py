@@ -67,11 +67,22 @@ class GraphSpec:
         off (the setting that bounds the peak)."""
         return bool(self.onnxruntime.get("memory_arena", False))
 
+    @property
+    def onnx_data(self) -> str:
+        """The file beside :attr:`onnx` that holds its weights when they are too large for one ONNX
+        file (ONNX external data, written above 2 GiB of weights; listed in ``files`` only then)."""
+        return onnx_data_name(self.onnx)
+
     def input(self, name: str) -> TensorSpec:
         return _by_name(self.inputs, name, "input")
 
     def output(self, name: str) -> TensorSpec:
         return _by_name(self.outputs, name, "output")
+
+
+def onnx_data_name(onnx_name: str) -> str:
+    """The external-data file of an ONNX file (``encoder.onnx`` -> ``encoder.onnx.data``)."""
+    return f"{onnx_name}.data"
 
 
 def _by_name(specs: tuple[TensorSpec, ...], name: str, kind: str) -> TensorSpec:

@@ -15,10 +15,15 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError, SegedgeError
 from segedge.fileio import sha256_file
-from segedge.manifest import GraphSpec, Manifest, TensorSpec, write_manifest
+from segedge.manifest import GraphSpec, Manifest, TensorSpec, onnx_data_name, write_manifest
 
 ONNX_OPSET = 17
 MAX_IR_VERSION = 9
+# An ONNX file is one protobuf message, and protobuf cannot write a message of 2 GiB or more. A graph
+# whose weights pass this many bytes (2 GiB less 128 MiB for the graph itself: SAM ViT-H's encoder
+# has 2.5 GB) is written with its weights in one file beside it, ``<stem>.onnx.data`` (ONNX's
+# external data; ONNX Runtime and OpenVINO read it from the ONNX file's folder).
+EXTERNAL_DATA_ABOVE = 2**31 - 2**27
 
 
 def tool_versions(*names: str) -> dict[str, str]:
@@ -170,10 +175,41 @@ def _export_graph(
     with torch.no_grad():
         expected = module(*example_inputs)
         expected = expected if isinstance(expected, (tuple, list)) else (expected,)
+        model = _trace_to_onnx(module, example_inputs, folder, onnx_path.name, input_names, output_names)
+    large = weight_bytes(model) > EXTERNAL_DATA_ABOVE
+    if simplify and not large:
+        # onnxslim holds the whole model as one message (its shape inference serializes it): above
+        # 2 GiB it cannot run. ONNX Runtime and OpenVINO fold constants and fuse on their own.
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    # Older ONNX Runtime releases refuse IR versions newer than they know; opset 17 needs only IR 8.
+    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
+    _declare_output_shapes(model, expected, onnx_path)
+    save_onnx(model, onnx_path, external_data=large)
+    inputs, outputs = onnx_io(onnx_path)
+    if [t.name for t in outputs] != output_names:
+        raise SegedgeError(f"{onnx_path}: outputs came out as {[t.name for t in outputs]}, expected {output_names}")
+    xml_path = folder / f"{stem}.xml"
+    if openvino:
+        onnx_to_openvino(onnx_path, xml_path)
+    return GraphSpec(onnx=onnx_path.name, openvino=xml_path.name, inputs=inputs, outputs=outputs)
+
+
+def _trace_to_onnx(module, example_inputs, folder: Path, name: str, input_names, output_names):
+    """Trace ``module`` with torch's TorchScript-based exporter and load the result with its weights.
+
+    Traced in a scratch folder inside ``folder``: above 2 GiB torch writes every weight to a file of
+    its own beside the ONNX file, and those must not end up in the model folder."""
+    import onnx
+    import torch
+
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".trace-") as scratch:
+        traced = Path(scratch) / name
         torch.onnx.export(
             module,
             example_inputs,
-            str(onnx_path),
+            str(traced),
             input_names=input_names,
             output_names=output_names,
             opset_version=ONNX_OPSET,
@@ -181,18 +217,14 @@ def _export_graph(
             dynamic_axes=None,
             dynamo=False,
         )
-    import onnx
+        return onnx.load(str(traced))
 
-    model = onnx.load(str(onnx_path))
-    if simplify:
-        import onnxslim
 
-        model = onnxslim.slim(model)
-    # Older ONNX Runtime releases refuse IR versions newer than they know; opset 17 needs only IR 8.
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    # The tracer sometimes leaves symbolic output dims (e.g. after ViT window padding) although every
-    # input is static: write the shapes the traced module really produced. OpenVINO's own shape
-    # inference then confirms them (onnx_to_openvino rejects anything dynamic).
+def _declare_output_shapes(model, expected, onnx_path: Path) -> None:
+    """Write the shapes the traced module really produced (``expected``: its output tensors) on the
+    model's outputs. The tracer sometimes leaves symbolic output dims (e.g. after ViT window padding)
+    although every input is static; OpenVINO's own shape inference then confirms them
+    (:func:`onnx_to_openvino` rejects anything dynamic)."""
     for value, tensor in zip(model.graph.output, expected):
         dims = value.type.tensor_type.shape.dim
         if len(dims) != tensor.dim():
@@ -207,14 +239,46 @@ def _export_graph(
                 raise SegedgeError(
                     f"{onnx_path}: output {value.name} is declared {dim.dim_value}, the module produced {int(size)}"
                 )
-    onnx.save(model, str(onnx_path))
-    inputs, outputs = onnx_io(onnx_path)
-    if [t.name for t in outputs] != output_names:
-        raise SegedgeError(f"{onnx_path}: outputs came out as {[t.name for t in outputs]}, expected {output_names}")
-    xml_path = folder / f"{stem}.xml"
-    if openvino:
-        onnx_to_openvino(onnx_path, xml_path)
-    return GraphSpec(onnx=onnx_path.name, openvino=xml_path.name, inputs=inputs, outputs=outputs)
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the tensors an ``onnx.ModelProto`` carries (initializers and Constant nodes' values),
+    from their shapes and types (loaded or external alike)."""
+    from onnx import AttributeProto, helper
+
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for node in model.graph.node for a in node.attribute if a.type == AttributeProto.TENSOR]
+    total = 0
+    for tensor in tensors:
+        count = 1
+        for d in tensor.dims:
+            count *= int(d)
+        total += count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return total
+
+
+def save_onnx(model, onnx_path: Path, external_data: bool) -> None:
+    """Write ``model`` to ``onnx_path``; with ``external_data`` its weights go to one file beside it
+    (:func:`segedge.manifest.onnx_data_name`), else into the ONNX file. A stale weights file of an earlier export
+    is removed either way."""
+    import onnx
+
+    data_path = onnx_path.with_name(onnx_data_name(onnx_path.name))
+    data_path.unlink(missing_ok=True)
+    if external_data:
+        onnx.save_model(
+            model,
+            str(onnx_path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_path.name,
+            size_threshold=1024,
+            convert_attribute=True,  # Constant nodes' values too (the tracer folds some large ones)
+        )
+        # onnx creates the data file owner-only (0600): give it the ONNX file's mode, as a copy would
+        data_path.chmod(onnx_path.stat().st_mode & 0o777)
+    else:
+        onnx.save_model(model, str(onnx_path))
 
 
 def method_graph(module, method: str):

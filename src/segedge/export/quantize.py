@@ -37,7 +37,7 @@ from segedge.export.common import tool_versions
 from segedge.export.quantize_recipes import Recipe, recipes
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
-from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
+from segedge.manifest import ModelFolder, load_model_folder, onnx_data_name, write_manifest_files
 from segedge.runtime.backends import BACKENDS
 from segedge.families import family as family_spec
 from segedge.runtime.model_base import open_model
@@ -201,7 +201,20 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
             return next(self._items, None)
 
     prepared = out_onnx.with_name(out_onnx.stem + ".pre.onnx")
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    # A graph whose weights are kept beside it (above 2 GiB, segedge.export.common.save_onnx) is
+    # prepared and quantized with external data too; the int8 graph's weights then go to
+    # onnx_data_name(out_onnx), which _move_in and _switch_manifest carry along.
+    large = onnx_path.with_name(onnx_data_name(onnx_path.name)).is_file()
+    external = (
+        dict(
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            external_data_location=onnx_data_name(prepared.name),
+        )
+        if large
+        else {}
+    )
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True, **external)
     quantize_static(
         str(prepared),
         str(out_onnx),
@@ -212,6 +225,7 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,
+        use_external_data_format=large,
         nodes_to_exclude=list(recipe.float_nodes),
         **(
             {
@@ -222,8 +236,9 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
             else {}
         ),
     )
-    prepared.unlink(missing_ok=True)
-    for leftover in out_onnx.parent.glob("*augmented_model*.onnx"):  # the quantizer's temporary files
+    for temporary in (prepared, prepared.with_name(onnx_data_name(prepared.name))):
+        temporary.unlink(missing_ok=True)
+    for leftover in out_onnx.parent.glob("*augmented_model*.onnx*"):  # the quantizer's temporary files
         leftover.unlink(missing_ok=True)
     return "ptq"
 
@@ -237,12 +252,7 @@ def gate_score(measured: dict[str, float]) -> float:
 def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
     """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
     the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
-    staged = {
-        Path(name).with_suffix(ext).as_posix()
-        for per in files.values()
-        for name in per.values()
-        for ext in ((".xml", ".bin") if name.endswith(".xml") else (".onnx",))
-    }
+    staged = {name for per in files.values() for name in per.values() for name in _int8_files(folder.path, name)}
     listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
     manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}}, files=listed)
     return ModelFolder(folder.path, manifest)
@@ -454,16 +464,26 @@ def _measure_speed(
     return record
 
 
+def _int8_files(root: Path, name: str) -> list[str]:
+    """Every file of the int8 graph ``name`` (relative to ``root``): an IR's ``.xml`` and ``.bin``; an
+    ONNX file and, when it was written, its external weights (:func:`segedge.manifest.onnx_data_name`)."""
+    if name.endswith(".xml"):
+        return [name, Path(name).with_suffix(".bin").as_posix()]
+    data = onnx_data_name(name)
+    return [name] + ([data] if (root / data).is_file() else [])
+
+
 def _move_in(root: Path, staging: Path, passed: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """Move the passing files from the staging folder into the model folder (same names, no dot)."""
     final: dict[str, dict[str, str]] = {}
     for g, per_backend in passed.items():
         for backend, rel in per_backend.items():
-            src = root / rel
-            os.replace(src, root / src.name)
-            if backend == "openvino":
-                os.replace(src.with_suffix(".bin"), root / src.with_suffix(".bin").name)
-            final.setdefault(g, {})[backend] = src.name
+            graph_file = root / Path(rel).name
+            for name in _int8_files(root, rel):
+                os.replace(root / name, root / Path(name).name)
+                # onnx writes external data owner-only (0600): the graph file's mode, as a copy would have
+                (root / Path(name).name).chmod(graph_file.stat().st_mode & 0o777)
+            final.setdefault(g, {})[backend] = graph_file.name
     return final
 
 
@@ -471,8 +491,12 @@ def _switch_manifest(folder: ModelFolder, section: dict) -> None:
     """Write the manifest with the new int8 section (atomic), then delete the old int8 files."""
     manifest = folder.manifest
     old = {name for name in manifest.files if ".int8-" in name}
-    new_files = {name for files in section["graphs"].values() for name in files.values()}
-    new_files |= {str(Path(n).with_suffix(".bin")) for n in new_files if n.endswith(".xml")}
+    new_files = {
+        name
+        for files in section["graphs"].values()
+        for graph in files.values()
+        for name in _int8_files(folder.path, graph)
+    }
     files = {k: v for k, v in manifest.files.items() if k not in old}
     for name in sorted(new_files):
         path = folder.path / name

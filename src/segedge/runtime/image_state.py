@@ -75,8 +75,11 @@ class PerThreadImage:
         self._local.image = None
 
     def _model_id(self) -> str:
-        """The encoder's sha256: saved embeddings belong to the model that made them."""
-        return self.folder.manifest.files[self.folder.manifest.graphs["encoder"].onnx]["sha256"]
+        """The encoder's sha256 (its ONNX file's, plus its weights file's when they are kept apart):
+        saved embeddings belong to the model that made them."""
+        files, encoder = self.folder.manifest.files, self.folder.manifest.graphs["encoder"]
+        parts = [files[name]["sha256"] for name in (encoder.onnx, encoder.onnx_data) if name in files]
+        return "+".join(parts)
 
     def _need_image(self, image):
         """``image`` (checked to be an ``IMAGE_TYPE``) or this thread's current image; raises when neither."""
