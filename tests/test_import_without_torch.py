@@ -40,6 +40,7 @@ def test_runtime_preprocess_postprocess_import_without_torch():
         import segedge.models.download, segedge.imageio, segedge.manifest, segedge.manifest_schema, segedge.outputs
         import segedge.runtime.sam_generator, segedge.postprocess.amg
         import segedge.runtime.sam2, segedge.runtime.stream, segedge.runtime.pipeline, segedge.preprocess.resize_square
+        import segedge.runtime.sam2_video, segedge.runtime.track_output, segedge.cli.track
         import segedge.videoio, segedge.data, segedge.serve.service, segedge.serve.app
         import segedge.evaluation.val, segedge.evaluation.bf16_gate, segedge.evaluation.datasets
         assert "torch" not in sys.modules and "onnx" not in sys.modules
@@ -64,6 +65,28 @@ def test_fastsam_runs_without_torch(real_folder_640, shared_images):
     )
     assert proc.returncode == 0, proc.stderr
     assert "openvino" in proc.stdout and "onnxruntime" in proc.stdout
+
+
+def test_tracking_runs_without_torch(sam2_tiny_folder, shared_images, tmp_path):
+    """SAM 2 video tracking (Sam2Video: encoder, memory attention, decoder, memory encoder) with torch unimportable."""
+    from segedge.bench.video_reference import pan_clip
+
+    truck = next(p for p in shared_images if p.name == "sam_truck.jpg")
+    clip = pan_clip(tmp_path / "clip", truck, frames=3, step=40)
+    proc = _run(
+        f"""
+        from segedge import Sam2Video
+        tracker = Sam2Video({str(sam2_tiny_folder)!r}, "onnxruntime")
+        state = tracker.init_state({str(clip)!r})
+        tracker.add_new_points_or_box(state, 0, 1, points=[[320, 240]], labels=[1])
+        frames = [(f, ids, logits.shape) for f, ids, logits in tracker.propagate_in_video(state)]
+        assert frames == [(0, [1], (1, 1, 480, 640)), (1, [1], (1, 1, 480, 640)), (2, [1], (1, 1, 480, 640))], frames
+        assert "torch" not in sys.modules
+        print("tracked", len(frames))
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tracked 3" in proc.stdout
 
 
 def test_val_runs_without_torch(real_folder_640):

@@ -93,7 +93,7 @@ def test_sam20_and_small_match_too(variant, version, session_tmp, shared_images,
     from segedge.export.sam2 import export_sam2
 
     ckpt = make_sam2_checkpoint(session_tmp / f"sam{version}_{variant}.pt", variant, version, seed=1)
-    folder = export_sam2(ckpt, session_tmp / f"sam{version}-{variant}")
+    folder = export_sam2(ckpt, session_tmp / f"sam{version}-{variant}", video=False)
     manifest = json.loads((folder / "segedge.json").read_text())
     assert manifest["variant"] == f"sam{version}_hiera_{variant}".replace("sam2.0", "sam2")
     assert manifest["params"]["version"] == version
@@ -361,7 +361,7 @@ def test_base_plus_matches(session_tmp, bus_rgb, ov_cache):
     from segedge.export.sam2 import export_sam2
 
     ckpt = make_sam2_checkpoint(session_tmp / "sam2.1_base_plus.pt", "base_plus", "2.1", seed=2)
-    folder = export_sam2(ckpt, session_tmp / "sam2.1-base-plus")
+    folder = export_sam2(ckpt, session_tmp / "sam2.1-base-plus", video=False)  # images only (video: tiny)
     assert json.loads((folder / "segedge.json").read_text())["variant"] == "sam2.1_hiera_base_plus"
     ref = _reference(ckpt)
     ref.set_image(bus_rgb)

@@ -17,6 +17,7 @@ __all__ = [
     "Sam",
     "Sam2",
     "Sam2AutomaticMaskGenerator",
+    "Sam2Video",
     "SamAutomaticMaskGenerator",
     "SegedgeError",
     "__version__",
@@ -32,6 +33,7 @@ _LAZY = {
     "Clip": "segedge.runtime.clip",
     "Sam": "segedge.runtime.sam",
     "Sam2": "segedge.runtime.sam2",
+    "Sam2Video": "segedge.runtime.sam2_video",
     "SamAutomaticMaskGenerator": "segedge.runtime.sam_generator",
     "Sam2AutomaticMaskGenerator": "segedge.runtime.sam_generator",  # one class serves both families
     "open_model": "segedge.runtime.model_base",

@@ -387,6 +387,75 @@ def _check_sam2(f: _Fields, data: dict, shapes) -> None:
         extra_inputs=feats[1:],
         extra_outputs=(("object_score_logits", (1, 1)),),
     )
+    if "video" in params:
+        _check_sam2_video(f, f.mapping(params["video"], "params.video"), shapes)
+
+
+def _check_sam2_video(f: _Fields, video: dict, shapes) -> None:
+    """``params.video`` and the video graphs' shapes (:mod:`segedge.export.sam2_video`)."""
+    what = "SAM 2 video"
+    v = "params.video"
+    ints = {}
+    for key, lo, hi in (
+        ("memory_frames", 1, 64),
+        ("cond_frames", 2, 16),
+        ("pointer_slots", 1, 128),
+        ("num_maskmem", 1, 64),
+        ("max_obj_ptrs_in_encoder", 1, 128),
+        ("memory_temporal_stride_for_eval", 1, 1000),
+        ("hidden_dim", 1, 4096),
+        ("mem_dim", 1, 4096),
+        ("tpos_dim", 1, 4096),
+        ("multimask_min_pt_num", 0, 1000),
+        ("multimask_max_pt_num", 0, 1000),
+        ("fill_hole_area", 0, 1 << 20),
+    ):
+        ints[key] = f.integer(f.get(video, key, f"{v}.{key}"), f"{v}.{key}", lo=lo, hi=hi)
+    if ints["memory_frames"] != ints["cond_frames"] + ints["num_maskmem"] - 1:
+        f.fail(f"{v}.memory_frames", "must be cond_frames + num_maskmem - 1")
+    hidden, mem = ints["hidden_dim"], ints["mem_dim"]
+    if hidden % mem:
+        f.fail(f"{v}.mem_dim", f"must divide hidden_dim ({hidden})")
+    no_obj = video.get("no_obj_ptr")
+    if no_obj is not None:
+        f.numbers(no_obj, f"{v}.no_obj_ptr", hidden)
+    _shape(f, shapes, "encoder", "vision_feat", (1, hidden, 64, 64), what)
+    _shape(f, shapes, "decoder", "obj_ptr", (1, 4, hidden), what)
+    specs = f.get(video, "memory_graphs", f"{v}.memory_graphs")
+    if not isinstance(specs, list) or not specs:
+        f.fail(f"{v}.memory_graphs", "must be a non-empty list")
+    for i, spec in enumerate(specs):
+        spec = f.mapping(spec, f"{v}.memory_graphs[{i}]")
+        graph = f.text(f.get(spec, "graph", f"{v}.memory_graphs[{i}].graph"), f"{v}.memory_graphs[{i}].graph")
+        frames = f.integer(
+            f.get(spec, "frames", f"{v}.memory_graphs[{i}].frames"), f"{v}.memory_graphs[{i}].frames", 1, 64
+        )
+        ptrs = f.integer(
+            f.get(spec, "pointers", f"{v}.memory_graphs[{i}].pointers"), f"{v}.memory_graphs[{i}].pointers", 1, 128
+        )
+        for name, shape in (
+            ("vision_feat", (1, hidden, 64, 64)),
+            ("memory", (frames, mem, 64, 64)),
+            ("memory_tpos", (frames,)),
+            ("memory_valid", (frames,)),
+            ("obj_ptrs", (ptrs, hidden)),
+            ("obj_ptr_tpos", (ptrs, ints["tpos_dim"])),
+            ("obj_ptr_valid", (ptrs,)),
+            ("pix_feat", (1, hidden, 64, 64)),
+        ):
+            _shape(f, shapes, graph, name, shape, what)
+    if (specs[-1].get("frames"), specs[-1].get("pointers")) != (ints["memory_frames"], ints["pointer_slots"]):
+        f.fail(f"{v}.memory_graphs", "must end with the graph of memory_frames and pointer_slots")
+    for name, shape in (
+        ("vision_feat", (1, hidden, 64, 64)),
+        ("mask_logits", (1, 1, 256, 256)),
+        ("object_score_logits", (1, 1)),
+        ("binarize", (1,)),
+        ("maskmem_features", (1, mem, 64, 64)),
+    ):
+        _shape(f, shapes, "memory_encoder", name, shape, what)
+    _shape(f, shapes, "mask_downsample", "mask", (1, 1, 1024, 1024), what)
+    _shape(f, shapes, "mask_downsample", "mask_prompt", (1, 1, 256, 256), what)
 
 
 def _check_clip(f: _Fields, data: dict, shapes) -> None:

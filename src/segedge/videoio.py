@@ -32,6 +32,12 @@ def is_video_source(text: str | os.PathLike) -> bool:
     return value.isdigit() or bool(_STREAM.match(value)) or Path(value).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def is_live_source(text: str | os.PathLike) -> bool:
+    """True for a camera index or a stream URL: frames come in order, their count is unknown."""
+    value = os.fspath(text)
+    return value.isdigit() or bool(_STREAM.match(value))
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame: ``index`` in the source (0-based), ``time_s`` seconds, ``rgb (H, W, 3)`` uint8."""

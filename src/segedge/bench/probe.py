@@ -102,17 +102,28 @@ def measure(spec: dict) -> dict:
     }
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. ``VmHWM`` (Linux) starts afresh at exec, unlike
-    ``ru_maxrss``, which would count the parent's memory at fork."""
+def _status_mb(key: str) -> float | None:
+    """A memory line of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB; None where there is none."""
     try:
         with open("/proc/self/status", encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (``VmRSS``, Linux; 0 elsewhere)."""
+    return _status_mb("VmRSS") or 0.0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` (Linux) starts afresh at exec, unlike
+    ``ru_maxrss``, which would count the parent's memory at fork."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _threads(model, backend):

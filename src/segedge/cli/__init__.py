@@ -14,7 +14,7 @@ import signal
 import sys
 
 from segedge._version import __version__
-from segedge.cli import bench, export, info, label_studio, quantize, segment, segment_dataset, serve, val
+from segedge.cli import bench, export, info, label_studio, quantize, segment, segment_dataset, serve, track, val
 from segedge.cli.options import Parser, join_negative_values
 from segedge.errors import SegedgeError
 
@@ -22,6 +22,7 @@ COMMANDS = (
     export,
     quantize,
     segment,
+    track,
     bench,
     segment_dataset,
     serve,

@@ -67,6 +67,8 @@ def _export(args) -> int:
             checkpoint,
             args.out,
             prompt_slots=args.prompt_slots,
+            video=not args.no_video,
+            cond_frames=args.cond_frames,
             simplify=not args.no_simplify,
             overwrite=args.overwrite,
         )
@@ -188,7 +190,8 @@ def register(sub) -> None:
         "sam2",
         help="SAM 2.1 / 2.0, any Hiera size (sam2.1_hiera_*.pt, sam2_hiera_*.pt)",
         description="Export SAM 2.1 or 2.0 (tiny, small, base_plus, large; recognised from the weights) as a "
-        "static image encoder (with the high-resolution features) and prompt decoder. The checkpoint is read "
+        "static image encoder (with the high-resolution features) and prompt decoder, plus the graphs video "
+        "tracking runs (memory encoder, memory attention; `segedge track`). The checkpoint is read "
         "with weights_only=True; the architecture comes from the official sam2 package "
         "(SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0).",
     )
@@ -199,6 +202,14 @@ def register(sub) -> None:
         default=16,
         help="decoder prompt tokens: a box takes 2, each point 1, plus SAM 2's pad (default 16)",
     )
+    s2.add_argument(
+        "--cond-frames",
+        type=int,
+        default=2,
+        help="prompted frames per object the memory bank holds (2-16, default 2; with more, tracking attends "
+        "to the temporally closest, as SAM 2's max_cond_frames_in_attn); each adds 6%% to a tracked frame's time",
+    )
+    s2.add_argument("--no-video", action="store_true", help="images only: leave out the video-tracking graphs")
 
     cl = exp_sub.add_parser(
         "clip",

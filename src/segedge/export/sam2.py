@@ -17,8 +17,12 @@ from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, load_sam2
 from segedge.manifest import Manifest
 
 DEFAULT_SLOTS = 16  # a box (2) + up to 13 points + SAM 2's "not a point" token
-ENCODER_OUTPUTS = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
-DECODER_INPUTS = ENCODER_OUTPUTS + ["point_coords", "point_labels", "mask_input", "has_mask_input"]
+# Prompted (conditioning) frames per object the memory attention graph holds; with more, the tracker
+# attends to the temporally closest ones (SAM 2's max_cond_frames_in_attn rule; sam2's default is no limit).
+DEFAULT_COND_FRAMES = 2
+FEATURES = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
+ENCODER_OUTPUTS = FEATURES + ["vision_feat"]
+DECODER_INPUTS = FEATURES + ["point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions", "object_score_logits"]
 IMAGE_SIDE_OUTPUTS = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
 PROMPT_SIDE_INPUTS = [*IMAGE_SIDE_OUTPUTS, "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels"]
@@ -31,23 +35,31 @@ def export_sam2(
     out_dir: str | os.PathLike,
     *,
     prompt_slots: int = DEFAULT_SLOTS,
+    video: bool = True,
+    cond_frames: int = DEFAULT_COND_FRAMES,
     simplify: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder."""
+    """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder.
+
+    ``video``: also write the graphs video tracking runs (:mod:`segedge.export.sam2_video`), with a
+    memory bank of ``cond_frames`` prompted frames plus SAM 2's ``num_maskmem - 1`` recent ones."""
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
     from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, Sam2PromptDecoder, decoder_parts
+    from segedge.export.sam2_video import Sam2TrackDecoder, write_video_graphs
     from segedge.export.sam_decoder import DecoderImageSide
 
     if prompt_slots < 3:
         raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM 2's pad token), got {prompt_slots}")
+    if video and not 2 <= cond_frames <= 16:
+        raise CheckpointError(f"--cond-frames must be between 2 and 16 (SAM 2 selects at least 2), got {cond_frames}")
     model, arch = load_sam2(checkpoint)
     image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     encoder = Sam2ImageEncoder(model).eval()
     with torch.no_grad():
-        feats = encoder(image)
+        *feats, vision_feat = encoder(image)
     decoder_inputs = (
         *feats,
         torch.zeros(1, prompt_slots, 2),
@@ -60,12 +72,12 @@ def export_sam2(
         graphs = {
             "encoder": export_graph(encoder, (image,), folder, "encoder", ["image"], ENCODER_OUTPUTS, simplify),
             "decoder": export_graph(
-                Sam2PromptDecoder(*decoder_parts(model)).eval(),
+                (Sam2TrackDecoder(model) if video else Sam2PromptDecoder(*decoder_parts(model))).eval(),
                 decoder_inputs,
                 folder,
                 "decoder",
                 DECODER_INPUTS,
-                DECODER_OUTPUTS,
+                DECODER_OUTPUTS + (["obj_ptr"] if video else []),
                 simplify,
             ),
         }
@@ -85,6 +97,10 @@ def export_sam2(
             DECODER_OUTPUTS,
             simplify,
         )
+        video_params = None
+        if video:
+            video_params, video_graphs = write_video_graphs(model, vision_feat, folder, cond_frames, simplify)
+            graphs.update(video_graphs)
         dec = model.sam_mask_decoder
         manifest = Manifest(
             family="sam2",
@@ -110,6 +126,7 @@ def export_sam2(
                 "version": arch.version,
                 "pred_obj_scores": bool(dec.pred_obj_scores),
                 **{k: (bool(v) if isinstance(v, bool) else float(v)) for k, v in POSTPROCESSING.items()},
+                **({"video": video_params} if video_params else {}),
             },
         )
         finish_manifest(folder, manifest, ckpt)

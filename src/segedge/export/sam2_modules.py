@@ -2,7 +2,9 @@
 
 Encoder: ``image (1, 3, 1024, 1024)`` (SAM2Transforms' output) -> ``image_embed (1, 256, 64, 64)``
 (``no_mem_embed`` added, as ``SAM2ImagePredictor.set_image`` does), ``high_res_feats_0 (1, 32, 256, 256)``
-and ``high_res_feats_1 (1, 64, 128, 128)`` (already through the decoder's ``conv_s0`` / ``conv_s1``).
+and ``high_res_feats_1 (1, 64, 128, 128)`` (already through the decoder's ``conv_s0`` / ``conv_s1``), and
+``vision_feat (1, 256, 64, 64)``, the top-level feature without ``no_mem_embed``, which video tracking
+reads (:mod:`segedge.export.sam2_video`).
 
 Decoder (``decoder``): those three, ``point_coords (1, S, 2)`` xy in the 1024 frame, ``point_labels (1, S)``,
 ``mask_input (1, 1, 256, 256)``, ``has_mask_input (1,)`` -> ``low_res_masks (1, 4, 256, 256)``,
@@ -40,10 +42,11 @@ class Sam2ImageEncoder(nn.Module):
     def forward(self, image):
         backbone_out = self.model.forward_image(image)
         _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
+        raw = vision_feats[-1]
         if self.model.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
         feats = [feat.permute(1, 2, 0).reshape(1, -1, *size) for feat, size in zip(vision_feats, FEATURE_SIZES)]
-        return feats[2], feats[0], feats[1]
+        return feats[2], feats[0], feats[1], raw.permute(1, 2, 0).reshape(1, -1, *FEATURE_SIZES[2])
 
 
 def decoder_parts(model: nn.Module) -> tuple:

@@ -1,0 +1,83 @@
+"""sam2's own ``SAM2VideoPredictor``, made to run on a CPU: the reference segedge's tracker is measured against
+(needs the export extra and the sam2 package).
+
+As published it cannot run on a CPU: it stores each frame's memory as bf16 and later feeds it to f32 layers
+("mat1 and mat2 must have the same dtype, but got BFloat16 and Float"; on a GPU autocast hides this). Here the
+stored memory keeps its bf16-rounded values as float32, which is what a GPU run attends to; everything else is
+sam2's, built by its ``build_sam2_video_predictor`` with its post-processing settings and loaded by its strict
+checkpoint loader. Its small-hole filling needs sam2's CUDA extension (sam2 skips it with a warning without
+one): :func:`cpu_connected_components` (scipy, 8-connected, as the extension) stands in.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def sam2_video_predictor(checkpoint: str | os.PathLike, threads: int | None = None):
+    """The CPU ``SAM2VideoPredictor`` for a SAM 2 / 2.1 checkpoint (its configuration recognised from the
+    weights' shapes, then loaded strictly by sam2)."""
+    import torch
+    from sam2 import sam2_video_predictor as official
+    from sam2.build_sam import build_sam2_video_predictor
+    from sam2.utils import misc
+
+    from segedge.export.sam2_arch import infer_arch, load_state_dict
+
+    class CpuSam2VideoPredictor(official.SAM2VideoPredictor):
+        def _run_single_frame_inference(self, *args, **kwargs):
+            out, masks = super()._run_single_frame_inference(*args, **kwargs)
+            if out["maskmem_features"] is not None:
+                out["maskmem_features"] = out["maskmem_features"].float()
+            return out, masks
+
+        def _run_memory_encoder(self, *args, **kwargs):
+            features, pos = super()._run_memory_encoder(*args, **kwargs)
+            return features.float(), pos
+
+    misc.get_connected_components = cpu_connected_components
+    arch = infer_arch(load_state_dict(checkpoint))
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    predictor = build_sam2_video_predictor(arch.config, str(checkpoint), device="cpu")
+    predictor.__class__ = CpuSam2VideoPredictor
+    torch.set_grad_enabled(False)
+    return predictor
+
+
+def cpu_connected_components(mask):
+    """sam2's ``get_connected_components`` (CUDA) on the CPU: ``(labels, areas)`` per pixel of ``mask (N, 1, H, W)``,
+    8-connected components of its nonzero pixels (label 0 and area 0 elsewhere), by scipy.ndimage."""
+    import scipy.ndimage as ndi
+    import torch
+
+    m = mask.cpu().numpy().astype(bool)
+    labels = np.zeros(m.shape, np.int32)
+    areas = np.zeros(m.shape, np.int32)
+    for i in range(m.shape[0]):
+        lab, _ = ndi.label(m[i, 0], structure=np.ones((3, 3), bool))
+        counts = np.bincount(lab.ravel())
+        labels[i, 0] = lab
+        areas[i, 0] = np.where(lab > 0, counts[lab], 0)
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+
+def pan_clip(folder, photo, frames: int = 30, size=(480, 640), step: int = 20):
+    """A real clip for tracking: ``frames`` JPEG frames (SAM 2's folder format, ``00000.jpg`` ...) of a ``size``
+    (H, W) window panning right across ``photo`` by ``step`` pixels a frame (what is at the left edge leaves
+    the picture). Returns the folder."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.open(photo).convert("RGB")
+    h, w = size
+    if image.width < w + (frames - 1) * step or image.height < h:
+        raise ValueError(f"{photo} is too small for {frames} frames of {w}x{h} moving {step} pixels")
+    top = (image.height - h) // 2
+    for i in range(frames):
+        image.crop((i * step, top, i * step + w, top + h)).save(folder / f"{i:05d}.jpg", quality=95)
+    return folder

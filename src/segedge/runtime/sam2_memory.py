@@ -1,0 +1,122 @@
+"""SAM 2's memory bank rules, as pure functions: which past frames and object pointers a frame attends to.
+
+Ports of ``SAM2Base._prepare_memory_conditioned_features`` (frame and pointer selection, temporal
+positions) and ``sam2_utils.select_closest_cond_frames`` / ``get_1d_sine_pe``, for one object. Frame
+indices are video frame numbers; "cond" frames are the ones the user prompted (conditioning frames),
+"non-cond" frames the ones tracking produced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What one frame attends to. ``frames``: ``(frame index, t_pos)`` of each memory frame, cond
+    frames first (t_pos 0), then the recent frames (t_pos 1 = oldest ... num_maskmem - 1 = the previous
+    frame); ``pointers``: ``(frame index, temporal distance)`` of each object pointer, in SAM 2's order."""
+
+    frames: tuple[tuple[int, int], ...]
+    pointers: tuple[tuple[int, int], ...]
+    max_ptrs: int  # min(num_frames, max_obj_ptrs_in_encoder): the pointers' temporal normaliser + 1
+
+
+def select_closest_cond_frames(frame_idx: int, cond: list[int], max_cond: int) -> tuple[list[int], list[int]]:
+    """``(selected, unselected)`` cond frame indices: all of them when ``max_cond`` is -1 or not
+    exceeded; otherwise the closest before ``frame_idx``, the closest at or after it, then the
+    temporally closest others up to ``max_cond`` (sam2's rule, which needs ``max_cond >= 2``)."""
+    if max_cond == -1 or len(cond) <= max_cond:
+        return list(cond), []
+    if max_cond < 2:
+        raise ValueError("SAM 2 selects at least 2 conditioning frames")
+    selected: list[int] = []
+    before = max((t for t in cond if t < frame_idx), default=None)
+    if before is not None:
+        selected.append(before)
+    after = min((t for t in cond if t >= frame_idx), default=None)
+    if after is not None:
+        selected.append(after)
+    rest = sorted((t for t in cond if t not in selected), key=lambda t: abs(t - frame_idx))
+    selected += rest[: max_cond - len(selected)]
+    return selected, [t for t in cond if t not in selected]
+
+
+def memory_plan(
+    frame_idx: int,
+    cond: list[int],
+    tracked: set[int] | dict,
+    *,
+    num_maskmem: int,
+    max_obj_ptrs: int,
+    num_frames: int | None,
+    reverse: bool = False,
+    stride: int = 1,
+    max_cond: int = -1,
+    only_past_ptrs: bool = True,
+    signed_tpos: bool = True,
+) -> MemoryPlan:
+    """The memory frames and pointers for tracking ``frame_idx`` (not an initial conditioning frame).
+
+    ``cond``: the object's cond frame indices (insertion order, as sam2's dict keeps them);
+    ``tracked``: the frames with a non-cond output in the bank. ``num_frames`` None: a stream of
+    unknown length (pointers then reach back ``max_obj_ptrs - 1`` frames)."""
+    selected, unselected = select_closest_cond_frames(frame_idx, cond, max_cond)
+    frames = [(t, 0) for t in selected]
+    for t_pos in range(1, num_maskmem):
+        t_rel = num_maskmem - t_pos  # frames before the current one
+        if t_rel == 1:
+            prev = frame_idx + 1 if reverse else frame_idx - 1
+        elif not reverse:
+            prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+        else:
+            prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+        if prev in tracked or prev in unselected:
+            frames.append((prev, t_pos))
+    max_ptrs = min(num_frames, max_obj_ptrs) if num_frames is not None else max_obj_ptrs
+    sign = -1 if reverse else 1
+    if only_past_ptrs:
+        ptr_cond = [t for t in selected if (t >= frame_idx if reverse else t <= frame_idx)]
+    else:
+        ptr_cond = list(selected)
+    pointers = [(t, (frame_idx - t) * sign if signed_tpos else abs(frame_idx - t)) for t in ptr_cond]
+    for t_diff in range(1, max_ptrs):
+        t = frame_idx + t_diff if reverse else frame_idx - t_diff
+        if t < 0 or (num_frames is not None and t >= num_frames):
+            break
+        if t in tracked or t in unselected:
+            pointers.append((t, t_diff))
+    return MemoryPlan(tuple(frames), tuple(pointers), max_ptrs)
+
+
+def sine_pe(positions: np.ndarray, dim: int, temperature: float = 10000.0) -> np.ndarray:
+    """``get_1d_sine_pe``: ``positions (N,)`` -> ``(N, dim)`` float32, sines then cosines."""
+    half = dim // 2
+    dim_t = np.arange(half, dtype=np.float32)
+    dim_t = np.float32(temperature) ** (2 * (dim_t // 2) / np.float32(half))
+    angles = np.asarray(positions, dtype=np.float32)[:, None] / dim_t.astype(np.float32)
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1).astype(np.float32)
+
+
+def pointer_tpos(plan: MemoryPlan, dim: int) -> np.ndarray:
+    """The sine encodings ``(len(plan.pointers), dim)`` of the pointers' temporal distances, normalised by
+    ``max_ptrs - 1`` as SAM 2 does."""
+    if not plan.pointers:
+        return np.zeros((0, dim), np.float32)
+    dist = np.array([d for _, d in plan.pointers], dtype=np.float32)
+    return sine_pe(dist / np.float32(max(plan.max_ptrs - 1, 1)), dim)
+
+
+def to_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounded to nearest even as ``torch.Tensor.to(torch.bfloat16)``:
+    SAM2VideoPredictor stores every memory frame so (half the bytes of float32)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bf16(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) -> the float32 values they stand for (exact)."""
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)

@@ -1,0 +1,59 @@
+"""What ``segedge track`` writes per frame: the annotated video and one JSON line (see :mod:`segedge.cli.track`).
+
+A record: ``{"video", "frame", "time_s", "objects": [{"id", "visible", "object_score", "area", "box", "rle"}]}``;
+``box`` xyxy in video pixels (x2, y2 exclusive; null for an empty mask), ``rle`` COCO's compressed RLE of the
+mask at the video's size, ``visible`` SAM 2's object score > 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segedge.postprocess.draw import overlay
+from segedge.postprocess.encode import rle_encode
+from segedge.postprocess.masks import RoiMasks
+from segedge.videoio import JsonLinesWriter, VideoWriter
+
+
+def frame_record(name: str, frame: int, fps: float, obj_ids: list, masks: RoiMasks, scores: list) -> dict:
+    """The JSON record of one tracked frame (``masks``: one per object, in ``obj_ids`` order)."""
+    objects = []
+    areas = masks.areas()
+    boxes = masks.extents()
+    for i, (obj, score) in enumerate(zip(obj_ids, scores)):
+        objects.append(
+            {
+                "id": obj,
+                "visible": bool(score is not None and score > 0),
+                "object_score": None if score is None else round(float(score), 4),
+                "area": int(areas[i]),
+                "box": [int(v) for v in boxes[i]] if areas[i] else None,
+                "rle": rle_encode(masks, i),
+            }
+        )
+    return {"video": name, "frame": frame, "time_s": round(frame / fps, 4) if fps else None, "objects": objects}
+
+
+class TrackWriter:
+    """The annotated video and the JSON Lines of a tracking run, each renamed into place by :meth:`close`."""
+
+    def __init__(self, video_path: Path, jsonl_path: Path, state, fps: float):
+        h, w = state.video_hw
+        self.state, self.fps = state, fps
+        self.video = VideoWriter(video_path, fps, (w, h))
+        self.lines = JsonLinesWriter(jsonl_path)
+
+    def write(self, frame: int, obj_ids: list, masks: np.ndarray, scores: list) -> None:
+        """``masks (objects, H, W)`` bool of frame ``frame``; ``scores`` each object's score logit (or None)."""
+        roi = RoiMasks.from_dense(masks)
+        self.lines.write(frame_record(self.state.frames.name, frame, self.fps, obj_ids, roi, scores))
+        rgb = self.state.frames.frame(frame)
+        areas = roi.areas()
+        labels = [f"{obj}" if area else "" for obj, area in zip(obj_ids, areas)]  # colours stay per object
+        self.video.write(overlay(rgb, roi, roi.extents(), labels, show_boxes=False))
+
+    def close(self) -> list[Path]:
+        """Finish both files (what was written stays: every finished frame); returns their paths."""
+        return [p for p in (self.video.close(), self.lines.close()) if p]
