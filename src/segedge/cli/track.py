@@ -101,7 +101,7 @@ def _run(args) -> int:
         raise SegedgeError(f"{args.video} is a camera or stream: say how many frames to track with --max-frames")
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.video).stem if not live else f"camera{args.video}" if args.video.isdigit() else "stream"
-    writer = TrackWriter(out / f"{stem}_track.mp4", out / f"{stem}_track.jsonl", state, fps=_fps(state))
+    writer = TrackWriter(out / f"{stem}_track.mp4", out / f"{stem}_track.jsonl", state, fps=state.frames.fps)
     progress = Progress(total, enabled=not args.quiet, unit="frames")
     t0 = time.perf_counter()
     frames = 0
@@ -126,10 +126,6 @@ def _run(args) -> int:
     return 0
 
 
-def _fps(state) -> float:
-    return float(state.frames.fps or 0.0)
-
-
 def register(sub) -> None:
     """Add this command to the ``segedge`` subcommands ``sub``."""
     tr = sub.add_parser(
@@ -140,27 +136,14 @@ def register(sub) -> None:
     )
     tr.add_argument("video", help="video file, folder of JPEG frames (00000.jpg, ...), camera index or stream URL")
     tr.add_argument("--model", required=True, help="SAM 2 model folder written by `segedge export sam2`")
-    tr.add_argument(
-        "--point",
-        type=prompt_type("point", 2),
-        action="append",
-        metavar="F,X,Y[,OBJ]",
-        help="a click on the object OBJ (default 1) on frame F, in video pixels; repeatable",
-    )
-    tr.add_argument(
-        "--neg-point",
-        type=prompt_type("neg-point", 2),
-        action="append",
-        metavar="F,X,Y[,OBJ]",
-        help="a click on the background of object OBJ on frame F; repeatable",
-    )
-    tr.add_argument(
-        "--box",
-        type=prompt_type("box", 4),
-        action="append",
-        metavar="F,X1,Y1,X2,Y2[,OBJ]",
-        help="a box around object OBJ on frame F; one per object and frame; repeatable",
-    )
+    for kind, count, metavar, what in (
+        ("point", 2, "F,X,Y[,OBJ]", "a click on the object OBJ (default 1) on frame F, in video pixels"),
+        ("neg-point", 2, "F,X,Y[,OBJ]", "a click on the background of object OBJ on frame F"),
+        ("box", 4, "F,X1,Y1,X2,Y2[,OBJ]", "a box around object OBJ on frame F; one per object and frame"),
+    ):
+        tr.add_argument(
+            f"--{kind}", type=prompt_type(kind, count), action="append", metavar=metavar, help=f"{what}; repeatable"
+        )
     tr.add_argument("--out", default=None, help="output folder (default: a new runs/track/track, track2, ... folder)")
     tr.add_argument("--max-frames", type=positive_int, default=None, help="track at most this many frames")
     tr.add_argument(

@@ -252,7 +252,7 @@ def gate_score(measured: dict[str, float]) -> float:
 def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
     """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
     the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
-    staged = {name for per in files.values() for name in per.values() for name in _int8_files(folder.path, name)}
+    staged = {name for per in files.values() for graph in per.values() for name in _int8_files(folder.path, graph)}
     listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
     manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}}, files=listed)
     return ModelFolder(folder.path, manifest)

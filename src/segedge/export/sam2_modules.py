@@ -58,6 +58,11 @@ class Sam2PromptDecoder(DecoderModule):
     def forward(
         self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
     ):
+        queries, keys = self.transformer_out(image_embed, point_coords, point_labels, mask_input, has_mask_input)
+        return _heads_out(self.mask_decoder, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
+
+    def transformer_out(self, image_embed, point_coords, point_labels, mask_input, has_mask_input):
+        """``(queries, keys)``: the output tokens and the image tokens after the two-way transformer."""
         dec = self.mask_decoder
         sparse, dense = prompt_embeddings(
             self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input
@@ -66,10 +71,9 @@ class Sam2PromptDecoder(DecoderModule):
             0
         )
         output_tokens = output_tokens.expand(point_coords.shape[0], -1, -1)
-        queries, keys = masked_two_way_transformer(
+        return masked_two_way_transformer(
             dec.transformer, image_embed + dense, self.dense_pe, output_tokens, sparse, point_labels
         )
-        return _heads_out(dec, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
 
 
 class Sam2DecoderPromptSide(DecoderModule):

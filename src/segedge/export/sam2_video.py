@@ -40,8 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segedge.export.common import export_graph
-from segedge.export.sam2_modules import Sam2PromptDecoder, _extra_tokens, _heads_out
-from segedge.export.sam_decoder import masked_two_way_transformer, prompt_embeddings
+from segedge.export.sam2_modules import Sam2PromptDecoder, _heads_out
 
 GRID = 64  # the 1024-pixel frame's stride-16 feature grid
 LOW_RES = 256
@@ -231,14 +230,7 @@ class Sam2TrackDecoder(Sam2PromptDecoder):
         self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input
     ):
         dec = self.mask_decoder
-        sparse, dense = prompt_embeddings(
-            self.prompt_encoder, self.img_size, point_coords, point_labels, mask_input, has_mask_input
-        )
-        tokens = torch.cat(_extra_tokens(dec) + [dec.iou_token.weight, dec.mask_tokens.weight], dim=0).unsqueeze(0)
-        tokens = tokens.expand(point_coords.shape[0], -1, -1)
-        queries, keys = masked_two_way_transformer(
-            dec.transformer, image_embed + dense, self.dense_pe, tokens, sparse, point_labels
-        )
+        queries, keys = self.transformer_out(image_embed, point_coords, point_labels, mask_input, has_mask_input)
         masks, iou, obj = _heads_out(dec, self.dense_pe, queries, keys, high_res_feats_0, high_res_feats_1)
         s = 1 if dec.pred_obj_scores else 0
         return masks, iou, obj, self.obj_ptr_proj(queries[:, s + 1 : s + 1 + dec.num_mask_tokens, :])

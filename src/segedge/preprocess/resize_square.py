@@ -38,6 +38,21 @@ def sam2_preprocess(image: np.ndarray, size: int = 1024, mean=IMAGENET_MEAN, std
     planes = image.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
     if image.shape[:2] != (size, size):
         planes = resize_antialias(planes, (size, size))
+    return _normalize(planes, mean, std)
+
+
+def sam2_video_preprocess(image: np.ndarray, size: int = 1024, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """``HxWx3 uint8`` RGB -> ``(1, 3, size, size)`` float32 as SAM 2's video predictor loads a frame
+    (``sam2.utils.misc._load_img_as_tensor``): Pillow's default (bicubic) resize of the uint8 image to the
+    square, then /255 and the mean and std, as for images."""
+    from segedge.preprocess.pillow_resize import pil_resize
+
+    square = pil_resize(image, (size, size), "bicubic") if image.shape[:2] != (size, size) else image
+    return _normalize(square.transpose(2, 0, 1).astype(np.float32) / np.float32(255), mean, std)
+
+
+def _normalize(planes: np.ndarray, mean, std) -> np.ndarray:
+    """``(3, H, W)`` float32 in [0, 1] -> ``(1, 3, H, W)`` float32 ``(x - mean) / std``."""
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.asarray(std, dtype=np.float32)[:, None, None]
     return np.ascontiguousarray(((planes - m) / s)[None], dtype=np.float32)

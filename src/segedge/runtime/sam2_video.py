@@ -31,9 +31,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from segedge.errors import ModelFolderError, PromptError
+from segedge.errors import ImageError, ModelFolderError, PromptError
 from segedge.postprocess.holes import fill_small_holes
-from segedge.preprocess.pillow_resize import pil_resize
+from segedge.preprocess.resize_square import resize_antialias, sam2_video_preprocess
 from segedge.runtime.prompt_args import check_boxes, check_points
 from segedge.runtime.sam2 import LOW_RES, Sam2
 from segedge.runtime.sam2_memory import from_bf16, memory_plan, pointer_tpos, to_bf16
@@ -59,13 +59,12 @@ class FrameOutput:
 
 @dataclass
 class ObjectTrack:
-    """Everything known about one object: its prompts per frame, its outputs on prompted (``cond``) and
-    tracked (``non_cond``) frames, outputs of prompts not yet encoded into memory (``temp_*``), and the
-    frames tracked (frame -> tracked in reverse)."""
+    """Everything known about one object: its clicks per frame (to add to with ``clear_old_points=False``), its
+    outputs on prompted (``cond``) and tracked (``non_cond``) frames, outputs of prompts not yet encoded into
+    memory (``temp_*``), and the frames tracked (frame -> tracked in reverse)."""
 
     obj_id: int
     points: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    masks: dict[int, np.ndarray] = field(default_factory=dict)
     cond: dict[int, FrameOutput] = field(default_factory=dict)
     non_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
@@ -77,6 +76,14 @@ class ObjectTrack:
 
     def temp(self, cond: bool) -> dict[int, FrameOutput]:
         return self.temp_cond if cond else self.temp_non_cond
+
+    def find(self, n: int, *temps: dict[int, FrameOutput]) -> FrameOutput | None:
+        """The object's output on frame ``n``: from ``temps`` first (prompts not yet in memory, SAM2VideoPredictor's
+        lookup order), else from the bank (prompted, then tracked frames); None when there is none."""
+        for outputs in (*temps, self.cond, self.non_cond):
+            if n in outputs:
+                return outputs[n]
+        return None
 
 
 @dataclass
@@ -154,7 +161,7 @@ class Sam2Video(Sam2):
         t0 = time.perf_counter()
         rgb = state.frames.frame(frame_idx)
         t1 = time.perf_counter()
-        tensor = self.video_preprocess(rgb)
+        tensor = sam2_video_preprocess(rgb, self.size, self.mean, self.std)
         out = self.encoder.run({"image": tensor})
         _add_time(state, "read", t1 - t0)
         _add_time(state, "encoder", time.perf_counter() - t1)
@@ -162,14 +169,6 @@ class Sam2Video(Sam2):
         while len(state.features) > self.FEATURE_CACHE:
             state.features.popitem(last=False)
         return out
-
-    def video_preprocess(self, rgb: np.ndarray) -> np.ndarray:
-        """``HxWx3`` uint8 RGB -> ``(1, 3, 1024, 1024)`` float32 as SAM 2 loads video frames: Pillow's
-        default (bicubic) resize to the square, then /255 and ImageNet's mean and std."""
-        square = pil_resize(rgb, (self.size, self.size), "bicubic").astype(np.float32) / np.float32(255)
-        m = np.asarray(self.mean, dtype=np.float32)
-        s = np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(((square - m) / s).transpose(2, 0, 1)[None], dtype=np.float32)
 
     # -- prompts -------------------------------------------------------------------------------------
     def add_new_points_or_box(
@@ -215,7 +214,6 @@ class Sam2Video(Sam2):
                 f"{len(new[0]) + 1} slots, but this decoder has {self.slots}; re-export with --prompt-slots {len(new[0]) + 1}"
             )
         obj.points[n] = new
-        obj.masks.pop(n, None)
         return self._prompted(state, obj, n, points=new)
 
     def add_new_mask(self, state: VideoState, frame_idx: int, obj_id, mask) -> tuple[int, list, np.ndarray]:
@@ -227,12 +225,9 @@ class Sam2Video(Sam2):
             raise PromptError(f"mask must be a 2-D (H, W) array, got shape {arr.shape}")
         planes = arr.astype(np.float32)[None]
         if arr.shape != (self.size, self.size):
-            from segedge.preprocess.resize_square import resize_antialias
-
             planes = (resize_antialias(planes, (self.size, self.size)) >= 0.5).astype(np.float32)
         obj = self._object(state, obj_id)
-        obj.masks[n] = planes[0]
-        obj.points.pop(n, None)
+        obj.points.pop(n, None)  # clicks added later start afresh, as in SAM 2
         return self._prompted(state, obj, n, mask=planes[0])
 
     def _prompted(self, state, obj: ObjectTrack, n: int, points=None, mask=None):
@@ -242,7 +237,7 @@ class Sam2Video(Sam2):
         is_cond = is_init  # add_all_frames_to_correct_as_cond=False
         prev = None
         if points is not None:
-            found = obj.temp(is_cond).get(n) or obj.cond.get(n) or obj.non_cond.get(n)
+            found = obj.find(n, obj.temp(is_cond))
             if found is not None:
                 prev = np.clip(found.pred_masks, -32.0, 32.0)
         out = self._track_frame(state, obj, n, is_init, points, mask, reverse, False, prev)
@@ -254,7 +249,7 @@ class Sam2Video(Sam2):
         h, w = state.video_hw
         out = np.full((len(state.objects), 1, h, w), NO_OBJ_SCORE, dtype=np.float32)
         for i, obj in enumerate(state.objects.values()):
-            found = obj.temp(is_cond).get(n) or obj.cond.get(n) or obj.non_cond.get(n)
+            found = obj.find(n, obj.temp(is_cond))
             if found is not None:
                 out[i, 0] = self.upscale(found.pred_masks, (h, w))
         return out
@@ -289,7 +284,7 @@ class Sam2Video(Sam2):
             if state.num_frames is None:
                 try:
                     self._features(state, n)
-                except Exception:  # the stream ended
+                except ImageError:  # the stream ended
                     if state.frames.num_frames is not None:
                         return
                     raise
@@ -313,8 +308,7 @@ class Sam2Video(Sam2):
         result there (not tracked yet, or dropped from the memory bank)."""
         scores = []
         for obj in state.objects.values():
-            found = obj.temp_cond.get(frame_idx) or obj.temp_non_cond.get(frame_idx)
-            found = found or obj.cond.get(frame_idx) or obj.non_cond.get(frame_idx)
+            found = obj.find(frame_idx, obj.temp_cond, obj.temp_non_cond)
             scores.append(None if found is None else float(found.object_score))
         return scores
 
@@ -403,8 +397,6 @@ class Sam2Video(Sam2):
     def _mask_as_output(self, feats, mask: np.ndarray):
         """SAM2Base._use_mask_as_output: a given mask (1024 square, 0/1) as the output, with the pointer
         the decoder makes of it."""
-        from segedge.preprocess.resize_square import resize_antialias
-
         scale, bias = MASK_AS_OUTPUT
         high = mask.astype(np.float32) * np.float32(scale) + np.float32(bias)
         low = resize_antialias(high[None], (LOW_RES, LOW_RES))[0].astype(np.float32)
@@ -442,7 +434,7 @@ class Sam2Video(Sam2):
         tpos = np.zeros(frame_slots, np.int64)
         valid = np.zeros(frame_slots, np.float32)
         for i, (t, t_pos) in enumerate(plan.frames):
-            out = obj.cond.get(t) or obj.non_cond[t]
+            out = obj.find(t)
             memory[i] = from_bf16(out.maskmem)
             tpos[i] = v["num_maskmem"] - t_pos - 1
             valid[i] = 1
@@ -451,7 +443,7 @@ class Sam2Video(Sam2):
         ptr_valid = np.zeros(pointer_slots, np.float32)
         k = len(plan.pointers)
         for i, (t, _) in enumerate(plan.pointers):
-            ptrs[i] = (obj.cond.get(t) or obj.non_cond[t]).obj_ptr
+            ptrs[i] = obj.find(t).obj_ptr
         ptr_tpos[:k] = pointer_tpos(plan, v["tpos_dim"])
         ptr_valid[:k] = 1
         t0 = time.perf_counter()

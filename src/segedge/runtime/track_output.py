@@ -48,10 +48,11 @@ class TrackWriter:
     def write(self, frame: int, obj_ids: list, masks: np.ndarray, scores: list) -> None:
         """``masks (objects, H, W)`` bool of frame ``frame``; ``scores`` each object's score logit (or None)."""
         roi = RoiMasks.from_dense(masks)
-        self.lines.write(frame_record(self.state.frames.name, frame, self.fps, obj_ids, roi, scores))
+        record = frame_record(self.state.frames.name, frame, self.fps, obj_ids, roi, scores)
+        self.lines.write(record)
         rgb = self.state.frames.frame(frame)
-        areas = roi.areas()
-        labels = [f"{obj}" if area else "" for obj, area in zip(obj_ids, areas)]  # colours stay per object
+        # empty masks get no label; their index keeps each object's colour
+        labels = [f"{o['id']}" if o["area"] else "" for o in record["objects"]]
         self.video.write(overlay(rgb, roi, roi.extents(), labels, show_boxes=False))
 
     def close(self) -> list[Path]:

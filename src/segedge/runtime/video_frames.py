@@ -36,6 +36,8 @@ class VideoFrames:
         self._capture = None
         self._next = 0  # the index the open capture reads next
         self._items: list | None = None
+        self._folder = False  # items are a JPEG folder's frames (decoded as SAM 2 decodes them)
+        self._count: int | None = None  # a file's frame count
         self._stream: VideoSource | None = None
         self._stream_iter = None
         self.fps = 0.0  # frames per second when the source says (files, cameras), else 0
@@ -104,23 +106,18 @@ class VideoFrames:
         return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
     def _stream_frame(self, index: int) -> np.ndarray:
-        if index < self._next - 1:
+        """Read on to frame ``index`` (the last frame read is :meth:`frame`'s cache; earlier ones are gone)."""
+        if index < self._next:
             raise ImageError(
                 f"{self.name} is a camera or stream: frames come in order (asked {index} after {self._next - 1})"
             )
-        if index == self._next - 1 and self._last is not None:
-            return self._last
         while self._next <= index:
             frame = next(self._stream_iter, None)
             if frame is None:
                 self.num_frames = self._next
                 raise ImageError(f"{self.name} ended after {self._next} frames")
-            self._last, self._next = frame.rgb, self._next + 1
-        return self._last
-
-    _last = None
-    _count = None
-    _folder = False
+            rgb, self._next = frame.rgb, self._next + 1
+        return rgb
 
     def close(self) -> None:
         if self._capture is not None:
