@@ -283,12 +283,17 @@ def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_pat
     assert "family sam2, variant sam2.1_hiera_tiny" in capsys.readouterr().out
 
 
-def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path):
+def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path, monkeypatch):
     """Both backends' int8 of a SAM 2 folder, calibrated on sampled prompts, gated on a held-out image;
-    the seeded weights' agreement is recorded as measured (the gate here is low: seeded, not real, weights)."""
+    the seeded weights' agreement is recorded as measured (the gate here is low: seeded, not real, weights).
+    The folder has video graphs: the memory graphs the calibration clips ran get int8 too, gated on tracking
+    against f32 tracking (3-frame clips here), and bf16 is gated on tracking when this CPU runs it natively."""
     import shutil
 
     pytest.importorskip("nncf")
+    from segedge.evaluation import tracking_gate
+
+    monkeypatch.setattr(tracking_gate, "CLIP_FRAMES", 3)
     from segedge import Sam2
     from segedge.export.quantize import quantize_folder
     from segedge.export.quantize import calibration_inputs
@@ -311,7 +316,8 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path):
     )
     assert section["speed"] == {}
     assert set(section["agreement"]) == {"openvino", "onnxruntime"}
-    assert set(section["graphs"]) == {"encoder", "decoder", "decoder_prompt"}
+    assert {"encoder", "decoder", "decoder_prompt"} <= set(section["graphs"])
+    _check_tracking_gates(folder, section, read_image(shared_images[2]))
     for measured in section["agreement"].values():
         assert set(measured) >= {"points", "boxes", "points+box", "gate"} and 0.3 <= measured["gate"] <= 1.0
     model = Sam2(folder, "openvino", precision="int8")
@@ -321,6 +327,60 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path):
     masks, scores, _ = model.predict(point_coords=[[200, 200]], point_labels=[1])
     assert model.precision == "int8" and masks.shape[0] == 3 and np.isfinite(scores).all()
     print(f"SAM 2.1 tiny (seeded) int8 agreement with f32: {section['agreement']}")
+
+
+def _check_tracking_gates(folder, section, held_image):
+    """quantize's video part (see test_quantize_adds_a_gated_int8): what it wrote, and its numbers recomputed."""
+    from segedge.evaluation import tracking_gate
+    from segedge.runtime.cpu import cpu_capabilities
+    from segedge.runtime.sam2_video import Sam2Video
+
+    tracking = section["tracking"]
+    assert (tracking["clips"], tracking["frames"], tracking["reference"], tracking["min"]) == (
+        1,
+        3,
+        "openvino f32",
+        0.3,
+    )
+    # the graphs the clips ran (one prompted frame: the 7-frame bank) are quantized; the 8-frame bank stays f32
+    assert "memory_attention_c1" in section["recipe"] and "memory_attention" not in section["recipe"]
+    video_graphs = {"memory_attention_c1", "memory_encoder"}
+    record = tracking["backends"]["openvino"]
+    print(f"openvino int8 tracking agreement with f32 tracking: {record}")
+    assert record["passed"] == (record["gate"] >= 0.3) and record["frames"] == 3 and len(record["clips"]) == 1
+    # ONNX Runtime's quantizer needed over 14 GB for the memory attention: its video graphs stay f32, said so
+    assert (
+        tracking["backends"]["onnxruntime"]["passed"] is False
+        and "f32" in tracking["backends"]["onnxruntime"]["skipped"]
+    )
+    for backend in ("openvino", "onnxruntime"):
+        written = {g for g in video_graphs if backend in section["graphs"].get(g, {})}
+        assert written == (video_graphs if tracking["backends"][backend]["passed"] else set())
+    assert "memory_attention" not in section["graphs"] and "mask_downsample" not in section["graphs"]
+
+    # the recorded numbers are the folder's trackers' agreement, recomputed
+    held = tracking_gate.image_clips([held_image])
+    f32 = Sam2Video(folder, "openvino", precision="f32")
+    reference = [tracking_gate.track_clip(f32, clip) for clip in held]
+    record = tracking["backends"]["openvino"]
+    if record["passed"]:
+        int8 = Sam2Video(folder, "openvino", precision="int8")
+        assert int8.memory_graphs[0][2].precision == "int8" and int8.memory_graphs[1][2].precision == "f32"
+        again = tracking_gate.tracking_agreement(None, int8, held, reference)
+        assert again["clips"] == record["clips"] and again["worst_mask"] == record["worst_mask"]
+    cpu = cpu_capabilities()
+    bf16 = None
+    if cpu.native_bf16:
+        manifest = json.loads((folder / "segedge.json").read_text())
+        bf16 = manifest["quantized"]["bf16"]["records"][cpu.precision_class]["tracking"]
+        measured = tracking_gate.tracking_agreement(
+            None, Sam2Video(folder, "openvino", precision="bf16"), held, reference
+        )
+        print(f"bf16 tracking agreement with f32 tracking: {bf16}")
+        assert measured["clips"] == bf16["clips"] and bf16["passed"] == (bf16["gate"] >= 0.3)
+        assert bf16["gate"] > 0.95, bf16  # bf16 tracking stays close to f32 (0.995 on 4-frame clips by hand)
+    want = "int8" if record["passed"] else ("bf16" if bf16 and bf16["passed"] else "f32")
+    assert Sam2Video(folder, "openvino").precision == want
 
 
 # crops are NumPy around the same graphs: they run on OpenVINO (the faster backend), ONNX Runtime without

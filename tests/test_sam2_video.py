@@ -287,3 +287,99 @@ def test_mask_prompt_agrees_with_sam2_video_predictor(sam2_tiny_ckpt, sam2_tiny_
     ious = [mask_iou(reference[k][1][0], ours[k][1][0]) for k in reference]
     assert np.array_equal(ours[(0, 1)][1][0], reference[(0, 1)][1][0])  # the given mask, as SAM 2 returns it
     assert min(ious) >= 0.99, ious
+
+
+def test_cli_track_sigterm_keeps_the_finished_frames(sam2_tiny_folder, clip, tmp_path):
+    """SIGTERM (what Ctrl-C and service managers send) mid-clip: exit 143, the mp4 and the JSON Lines hold the same
+    finished frames, no partial files."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import cv2
+
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segedge", "track", str(clip), "--model", str(sam2_tiny_folder), "--point", "0,60,240",
+         "--out", str(out), "--precision", "f32", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+    )  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        partial = list(out.glob(".frames_track.partial-*.jsonl")) if out.exists() else []
+        if partial and partial[0].read_text().count("\n") >= 2:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [json.loads(line) for line in (out / "frames_track.jsonl").read_text().splitlines()]
+    assert 2 <= len(lines) < 12 and [r["frame"] for r in lines] == list(range(len(lines)))
+    capture = cv2.VideoCapture(str(out / "frames_track.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+    capture.release()
+    assert not list(out.glob(".*partial*")) and "Traceback" not in err
+
+
+# -- precisions gated on tracking (segedge quantize) --------------------------------------------------
+def test_image_clips_move_a_window_across_the_image():
+    from segedge.evaluation.tracking_gate import clip_prompts, image_clips
+
+    rgb = np.arange(100 * 200 * 3, dtype=np.uint32).reshape(100, 200, 3).astype(np.uint8)
+    (clip,) = image_clips([rgb], frames=5)
+    assert len(clip) == 5 and all(f.shape == (80, 160, 3) for f in clip)
+    assert np.array_equal(clip[0], rgb[:80, :160]) and np.array_equal(clip[-1], rgb[20:, 40:])
+    assert np.array_equal(clip[2], rgb[10:90, 20:180])
+    assert clip_prompts((80, 160)) == [(1, [[80.0, 40.0]]), (2, [[40.0, 48.0]])]
+
+
+def test_auto_tracks_in_a_precision_only_after_its_tracking_gate(sam2_tiny_folder):
+    """Sam2Video's auto: int8 when images' auto is int8 *and* the int8 tracker passed; bf16 on a native-bf16 CPU when
+    bf16 passed its image and tracking gates there; else f32, whatever the image gates say."""
+    import dataclasses
+
+    from segedge.manifest import load_model_folder
+    from segedge.runtime.cpu import CpuCapabilities
+    from segedge.runtime.precision import tracking_precision
+
+    zen4 = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
+    vnni = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
+    base = load_model_folder(sam2_tiny_folder).manifest
+    files = dict(base.files) | {"encoder.int8-x.xml": {}, "decoder.int8-x.xml": {}}
+
+    def manifest(int8_tracking=None, bf16=None):
+        q = {}
+        if int8_tracking is not None:
+            q["int8"] = {
+                "graphs": {
+                    "encoder": {"openvino": "encoder.int8-x.xml"},
+                    "decoder": {"openvino": "decoder.int8-x.xml"},
+                },
+                "tracking": {"backends": {"openvino": {"gate": 0.98, "min": 0.97, "passed": int8_tracking}}},
+            }
+        if bf16 is not None:
+            images, tracking = bf16
+            record = {"gate": 0.99, "min": 0.97, "passed": images}
+            if tracking is not None:
+                record["tracking"] = {"gate": 0.99, "min": 0.97, "passed": tracking}
+            q["bf16"] = {"records": {"avx512_bf16": record}}
+        return dataclasses.replace(base, quantized=q, files=files)
+
+    cases = [
+        (manifest(), zen4, "f32"),  # nothing measured
+        (manifest(int8_tracking=True), zen4, "int8"),
+        (manifest(int8_tracking=True), vnni, "int8"),
+        (manifest(int8_tracking=False), vnni, "f32"),  # images would run int8; tracking did not pass
+        (manifest(int8_tracking=False, bf16=(True, True)), zen4, "bf16"),
+        (manifest(bf16=(True, None)), zen4, "f32"),  # bf16 passed on images, never measured on tracking
+        (manifest(bf16=(True, False)), zen4, "f32"),
+        (manifest(bf16=(False, True)), zen4, "f32"),  # images' auto would not run bf16
+        (manifest(bf16=(True, True)), vnni, "f32"),  # no native bf16 here
+    ]
+    for m, cpu, want in cases:
+        got, why = tracking_precision(m, "openvino", cpu)
+        assert got == want, (m.quantized, cpu.model, got, why)
+    assert tracking_precision(manifest(int8_tracking=True), "onnxruntime", zen4)[0] == "f32"

@@ -62,7 +62,13 @@ def _info(args) -> int:
         shown = ", ".join(m.classes[:10]) + (f", ... ({len(m.classes)} classes)" if len(m.classes) > 10 else "")
         print(f"  classes: {shown}")
     if m.params:
-        print("  params: " + ", ".join(f"{k}={v}" for k, v in m.params.items()))
+        print("  params: " + ", ".join(f"{k}={v}" for k, v in m.params.items() if k != "video"))
+    video = m.params.get("video")
+    if video:
+        banks = ", ".join(
+            f"{g['graph']} ({g['frames']} frames, {g['pointers']} pointers)" for g in video["memory_graphs"]
+        )
+        print(f"  video tracking (segedge track, Sam2Video): memory attention {banks}")
     int8 = m.quantized.get("int8")
     if int8:
         calib = int8["calibration"]
@@ -125,6 +131,12 @@ def _info(args) -> int:
         )
     for backend, (precision, why) in auto.items():
         print(f"  --precision auto on {backend}: {precision} ({why})")
+    if video:
+        from segedge.runtime.precision import tracking_precision
+
+        for backend in auto:
+            precision, why = tracking_precision(m, backend, cpu)
+            print(f"  --precision auto for tracking on {backend}: {precision} ({why})")
     print(f"  files (listed in {MANIFEST_NAME}):")
     for name, meta in m.files.items():
         print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")

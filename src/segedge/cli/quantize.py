@@ -40,6 +40,7 @@ def _quantize(args) -> int:
         measure_speed=not args.no_speed_check,
         val_data=args.val,
         max_drop=args.max_drop,
+        tracking=not args.no_tracking,
         log=lambda line: print(line, file=sys.stderr),
     )
     for backend, measured in section["agreement"].items():
@@ -61,6 +62,22 @@ def _quantize(args) -> int:
         print(f"`--precision auto` on {backend} here: {precision} ({why})")
     for backend, v in section.get("val", {}).items():
         print(f"int8 for {backend}: {val_phrase(v)}")
+    tracking = section.get("tracking")
+    if tracking:
+        from segedge.runtime.precision import tracking_precision
+
+        for backend, r in tracking["backends"].items():
+            if "skipped" in r:
+                print(f"int8 tracking on {backend}: the video graphs stay f32 ({r['skipped']})")
+                continue
+            verdict = "written" if r["passed"] else "not written: the video graphs stay f32"
+            print(
+                f"int8 tracking on {backend}: mask IoU with f32 tracking {r['gate']:.4f} (worst clip; gate "
+                f"{tracking['min']}), worst mask {r['worst_mask']:.4f}; video graphs {verdict}"
+            )
+        for backend in section["agreement"]:
+            precision, why = tracking_precision(manifest, backend)
+            print(f"`segedge track` with --precision auto on {backend} here: {precision} ({why})")
     print(f"{args.model}: int8 added in {time.perf_counter() - t0:.0f} s")
     return 0
 
@@ -97,7 +114,9 @@ def register(sub) -> None:
         description="Quantize every graph of a model folder to int8 (NNCF for OpenVINO, ONNX Runtime's static "
         "quantizer for ONNX Runtime), calibrated on your images, then measure int8 against the folder's f32 on "
         "held-out images (mask IoU per prompt type; CLIP: embedding cosine). An int8 below the gate is never "
-        "written; OpenVINO first retries with accuracy-controlled quantization.",
+        "written; OpenVINO first retries with accuracy-controlled quantization. SAM 2 folders with video graphs: "
+        "the memory graphs too, calibrated on f32 tracking of clips made from the images and gated on tracking "
+        "agreement (bf16 as well, on CPUs with native bf16).",
     )
     qz.add_argument("model", help="model folder written by `segedge export`")
     qz.add_argument(
@@ -150,5 +169,11 @@ def register(sub) -> None:
         "--no-speed-check",
         action="store_true",
         help="do not time int8 against bf16/f32 on this CPU (without that record, --precision auto picks int8 wherever it passed the gate)",
+    )
+    qz.add_argument(
+        "--no-tracking",
+        action="store_true",
+        help="SAM 2 folders with video graphs: leave the video graphs f32 and skip the tracking gates (tracking then "
+        "runs f32 under --precision auto)",
     )
     qz.set_defaults(run=_quantize)

@@ -26,12 +26,16 @@ def _serve(args) -> int:
             cache_bytes=args.cache_mb * 2**20,
             max_upload_bytes=args.max_upload_mb * 2**20,
             max_pixels=args.max_pixels,
+            max_video_bytes=args.max_video_mb * 2**20,
+            max_track_frames=args.max_track_frames,
         )
         return service, create_app(service)
 
     def notes(service):
         if service.clip is not None:
             yield f"text prompts: CLIP {args.clip}, {service.clip.backend_name} {service.clip.precision}"
+        if service.video.models:
+            yield f"video tracking on the page and at /api/videos: {', '.join(service.video.models)}"
 
     return serve_models(
         args,
@@ -56,7 +60,8 @@ def register(sub) -> None:
         required=True,
         metavar="DIR",
         dest="models",
-        help="a FastSAM or SAM/MobileSAM model folder; repeat to offer several (the first is the default)",
+        help="a FastSAM, SAM/MobileSAM or SAM 2 model folder; repeat to offer several (the first is the default); "
+        "SAM 2 folders with video graphs also track video",
     )
     sv.add_argument("--clip", metavar="CLIP_DIR", help="a CLIP model folder: text prompts for the FastSAM models")
     sv.add_argument(
@@ -76,6 +81,15 @@ def register(sub) -> None:
         type=whole_number(0),
         default=1024,
         help="memory for cached images, embeddings and results, MiB, least recently used dropped first (default 1024)",
+    )
+    sv.add_argument(
+        "--max-video-mb", type=positive_int, default=256, help="largest video upload accepted, MiB (default 256)"
+    )
+    sv.add_argument(
+        "--max-track-frames",
+        type=positive_int,
+        default=600,
+        help="most frames one tracking job follows (default 600; a SAM 2 tiny frame takes seconds on a small CPU)",
     )
     sv.add_argument("--access-log", action="store_true", help="log every request")
     sv.set_defaults(run=_serve)

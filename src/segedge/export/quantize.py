@@ -270,6 +270,7 @@ def quantize_folder(
     measure_speed: bool = True,
     val_data: str | os.PathLike | None = None,
     max_drop: float | None = None,
+    tracking: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
@@ -279,7 +280,8 @@ def quantize_folder(
     the record, ``auto`` picks the gated int8 everywhere). ``val_data``: labelled data (``segedge val``'s
     ``--data``); the gate is then the field's metric (mask mAP50-95 for FastSAM, box mIoU for SAM) dropping
     at most ``max_drop`` (default :data:`segedge.evaluation.val.DEFAULT_MAX_DROP`) against f32 on that data,
-    and agreement is recorded beside it. Returns the
+    and agreement is recorded beside it. ``tracking``: a SAM 2 folder with video graphs also gets int8 video graphs,
+    gated on tracking (:mod:`segedge.export.quantize_video`), and bf16 is gated on tracking too. Returns the
     manifest's new ``int8`` section; raises :class:`SegedgeError` (writing nothing) when no backend passes.
     """
     import onnx
@@ -318,6 +320,11 @@ def quantize_folder(
     bf16_gated = (
         _gate_bf16(folder, reference_ov, held, held_paths, threshold, log, val) if "openvino" in backends else None
     )
+    video = _TrackingGate(folder, reference_ov.backend_name, calib, held, threshold, log) if tracking else None
+    if video is not None and not video.active:
+        video = None
+    if video is not None and bf16_gated is not None:
+        video.gate_bf16()
     try:
         for backend in backends:
             t0 = time.perf_counter()
@@ -363,6 +370,11 @@ def quantize_folder(
                 verdict = val.verdict(reference, candidate, backend, "int8")
                 ok = report[backend]["passed"] = verdict["passed"]
                 report[backend]["val"] = verdict
+            if ok and video is not None:
+                video_files, report[backend]["tracking"] = video.quantize(backend, files, staging, tag)
+                if report[backend]["tracking"]["passed"]:
+                    for g, f in video_files.items():
+                        passed.setdefault(g, {}).update(f)
             if ok:
                 for g, f in files.items():
                     passed.setdefault(g, {}).update(f)
@@ -403,11 +415,16 @@ def quantize_folder(
                     else {}
                 ),
             },
-            "agreement": {b: {k: v for k, v in r.items() if k != "val"} for b, r in report.items() if r["passed"]},
+            "agreement": {
+                b: {k: v for k, v in r.items() if k not in ("val", "tracking")}
+                for b, r in report.items()
+                if r["passed"]
+            },
+            **({"tracking": video.section(report)} if video is not None else {}),
             "rejected": {b: r for b, r in report.items() if not r["passed"]},
             **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
             "speed": speed,
-            "recipe": {g: r.describe() for g, r in recipe.items()},
+            "recipe": {g: r.describe() for g, r in {**recipe, **(video.recipes if video else {})}.items()},
             "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
             "calibration": {
                 "count": len(calib_paths),
@@ -421,6 +438,90 @@ def quantize_folder(
         return section
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+class _TrackingGate:
+    """quantize_folder's video part for a SAM 2 folder with video graphs (:mod:`segedge.export.quantize_video`):
+    the f32 tracker's masks on clips of the held-out images, the memory graphs' calibration feeds from clips of the
+    calibration images, then per backend the int8 video graphs and their gate; bf16's tracking gate."""
+
+    MAX_CLIPS = 4  # calibration clips (6 frames, 2 objects: ~10 memory-attention feeds each)
+    MAX_HELD = 2
+
+    def __init__(self, folder: ModelFolder, backend: str, calib, held, threshold: float, log):
+        self.active = folder.manifest.family == "sam2" and bool(folder.manifest.params.get("video"))
+        if not self.active:
+            return
+        from segedge.evaluation.tracking_gate import image_clips, track_clip
+        from segedge.export.quantize_video import video_calibration, video_recipes
+        from segedge.runtime.sam2_video import Sam2Video
+
+        self.folder, self.threshold, self.log = folder, threshold, log
+        self.held_clips = image_clips(held[: self.MAX_HELD])
+        calib_clips = image_clips(calib[: self.MAX_CLIPS])
+        t0 = time.perf_counter()
+        tracker = Sam2Video(folder, backend, precision="f32", cache_dir=False)
+        self.reference = f"{backend} f32"
+        self.reference_masks = [track_clip(tracker, clip) for clip in self.held_clips]
+        self.data = video_calibration(tracker, calib_clips)
+        self.recipes = {g: r for g, r in video_recipes(folder.manifest.params["video"]).items() if g in self.data}
+        log(
+            f"video: f32 tracking of {len(calib_clips)} calibration and {len(self.held_clips)} held-out clips "
+            f"({len(calib_clips[0])} frames, 2 objects) in {time.perf_counter() - t0:.0f} s"
+        )
+
+    def quantize(self, backend: str, image_files, staging: Path, tag: str):
+        from segedge.export.quantize_video import ORT_SKIPPED, quantize_video_graphs
+
+        if backend == "onnxruntime":
+            self.log(f"onnxruntime: video graphs stay f32 ({ORT_SKIPPED})")
+            return {}, {"passed": False, "skipped": ORT_SKIPPED}
+
+        return quantize_video_graphs(
+            self.folder,
+            backend,
+            image_files,
+            staging,
+            tag,
+            self.data,
+            self.held_clips,
+            self.reference_masks,
+            self.threshold,
+            self.log,
+        )
+
+    def gate_bf16(self) -> None:
+        """bf16's tracking agreement, added to this CPU class's bf16 record as ``tracking`` (``Sam2Video``'s auto runs
+        bf16 only when it passed; the images' bf16 keeps its own verdict)."""
+        from segedge.evaluation.bf16_gate import record_bf16
+        from segedge.evaluation.tracking_gate import tracking_agreement
+        from segedge.runtime.cpu import cpu_capabilities
+        from segedge.runtime.precision import bf16_record
+        from segedge.runtime.sam2_video import Sam2Video
+
+        record = bf16_record(self.folder.manifest, cpu_capabilities())
+        if record is None:
+            return
+        candidate = Sam2Video(self.folder, "openvino", precision="bf16", cache_dir=False)
+        measured = tracking_agreement(None, candidate, self.held_clips, self.reference_masks)
+        tracked = {**measured, "min": self.threshold, "passed": measured["gate"] >= self.threshold}
+        self.log(
+            f"openvino bf16 tracking: mask IoU with f32 tracking per held-out clip {measured['clips']}: "
+            + ("passed" if tracked["passed"] else "failed: auto will not run bf16 on this kind of CPU")
+        )
+        record_bf16(self.folder, {**record, "tracking": tracked})
+
+    def section(self, report: dict) -> dict:
+        """The manifest's ``quantized.int8.tracking``."""
+        return {
+            "metric": "mask IoU per frame and object, the int8 tracker against the f32 tracker",
+            "gate": "the worst held-out clip's mean",
+            "min": self.threshold,
+            "reference": self.reference,
+            "clips": len(self.held_clips),
+            "frames": len(self.held_clips[0]) if self.held_clips else 0,
+            "backends": {b: r["tracking"] for b, r in report.items() if "tracking" in r},
+        }
 
 
 def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: float, log, val=None) -> bool | None:

@@ -54,13 +54,18 @@ class FolderModel:
         self.max_pixels = max_pixels_limit(max_pixels)
         self.folder = self._open_folder(model_dir, verify)
         self.backend_name = backend
-        self.precision = resolve_precision(precision, self.folder.manifest, backend)
+        self.precision = self._resolve_precision(precision, self.folder.manifest, backend)
         self._backend_options = dict(backend=backend, precision=self.precision, threads=threads, cache_dir=cache_dir)
         self.graph_backends: dict[str, Backend] = {}
         self._setup(self.folder.manifest)
 
     def _open_folder(self, model_dir, verify: bool) -> ModelFolder:
         return open_model_folder(model_dir, self.FAMILY, verify=verify, hint=self.HINT)
+
+    def _resolve_precision(self, requested: str, manifest: Manifest, backend: str) -> str:
+        """The precision that runs (:func:`~segedge.runtime.precision.resolve_precision`; a class may gate
+        ``auto`` on more, as :class:`~segedge.runtime.sam2_video.Sam2Video` does on tracking)."""
+        return resolve_precision(requested, manifest, backend)
 
     def _compile(self, graph: str) -> Backend:
         self.graph_backends[graph] = open_backend(self.folder, graph, **self._backend_options)

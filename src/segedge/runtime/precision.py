@@ -84,6 +84,27 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
     return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
 
 
+def tracking_precision(manifest: Manifest, backend: str, cpu: CpuCapabilities | None = None) -> tuple[str, str]:
+    """``(precision, why)``: what ``auto`` runs for SAM 2 video tracking (:class:`~segedge.runtime.sam2_video.Sam2Video`).
+    An error in one frame's memory is carried into every later frame, so the image gates are not enough: int8
+    when ``auto`` runs int8 for images on ``backend`` and the int8 tracker passed ``segedge quantize``'s tracking
+    gate (``quantized.int8.tracking``); else bf16 when ``auto`` would run bf16 for images and bf16 passed the
+    tracking gate on this kind of CPU (its bf16 record's ``tracking``); else f32."""
+    cpu = cpu or cpu_capabilities()
+    image_choice = explain_auto(manifest, backend, cpu)[0]
+    tracked = ((manifest.quantized.get("int8") or {}).get("tracking") or {}).get("backends", {}).get(backend)
+    if image_choice == "int8" and tracked and tracked.get("passed"):
+        return "int8", f"the int8 tracker passed its tracking gate ({tracked['gate']} >= {tracked['min']})"
+    if alternative_precision(backend, cpu, manifest) == "bf16":
+        record = (bf16_record(manifest, cpu) or {}).get("tracking")
+        if record and record.get("passed"):
+            return "bf16", f"bf16 passed its tracking gate on this kind of CPU ({record['gate']} >= {record['min']})"
+    return (
+        "f32",
+        "no lower precision passed a tracking gate for this backend and CPU (`segedge quantize` measures them)",
+    )
+
+
 def bf16_record(manifest: Manifest, cpu: CpuCapabilities | str) -> dict | None:
     """The folder's bf16 gate record for this CPU's class (or a class name; :mod:`segedge.evaluation.bf16_gate`), or None."""
     cls = cpu if isinstance(cpu, str) else cpu.precision_class

@@ -115,11 +115,16 @@ class Sam2Video(Sam2):
             raise PromptError(f"keep_frames must be at least 1, got {keep_frames}")
         self.keep_frames = int(keep_frames)
         self._fill_hole_area = fill_hole_area
-        # No precision has passed a gate on tracking yet (the folder's gates are on single images):
-        # "auto" tracks in f32; bf16 and int8 run when asked for.
-        if kwargs.get("precision", "auto") == "auto":
-            kwargs["precision"] = "f32"
         super().__init__(*args, **kwargs)
+
+    def _resolve_precision(self, requested, manifest, backend) -> str:
+        """``auto`` runs a lower precision only when it passed ``segedge quantize``'s tracking gate
+        (:func:`~segedge.runtime.precision.tracking_precision`); an explicit choice runs as for images."""
+        if requested == "auto":
+            from segedge.runtime.precision import tracking_precision
+
+            return tracking_precision(manifest, backend)[0]
+        return super()._resolve_precision(requested, manifest, backend)
 
     def _setup(self, m) -> None:
         super()._setup(m)

@@ -9,11 +9,19 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}`` wit
 - ``POST /api/encode`` ``{model, image_id}``: SAM encodes the image now (cached), so clicks are fast
 - ``POST /api/predict`` ``{model, image_id, points, labels, box, multimask, text}`` -> masks (COCO RLE)
 - ``POST /api/everything`` ``{model, image_id, ...options}`` -> every mask
+- ``POST /api/videos`` the raw video file as the body -> ``{video_id, frames, width, height, fps}``
+- ``GET /api/videos/{video_id}/frames/{n}`` frame ``n`` (0-based) as JPEG
+- ``POST /api/videos/{video_id}/prompt`` ``{model, frame, obj_id, points, labels, box}`` -> every object's mask on
+  that frame (a record of ``segedge track``'s JSON lines); it replaces that object's prompt on that frame
+- ``POST /api/videos/{video_id}/track`` ``{model, max_frames}`` -> a tracking job, run in the background
+- ``GET /api/tracks/{job_id}?since=K`` the job's progress and its records from the K-th on; ``DELETE`` stops it
+- ``POST /api/videos/{video_id}/reset`` ``{model, obj_id}`` forget one object, or all (no ``obj_id``)
 - ``GET /api/openapi.json`` the OpenAPI description; ``GET /docs`` Swagger UI over it (its files come from
   the ``fastapi-offline`` package, a dependency of the serve extra: no CDN)
 """
 
 import logging
+from contextlib import asynccontextmanager
 from importlib import resources
 
 # No ``from __future__ import annotations`` here: FastAPI and pydantic read the annotations at run time.
@@ -33,6 +41,7 @@ log = logging.getLogger("segedge.serve")
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/video.js": ("video.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
     "/docs": ("docs.html", "text/html; charset=utf-8"),
     "/docs/docs.js": ("docs.js", "text/javascript; charset=utf-8"),
@@ -68,6 +77,13 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
+def binary_body(description: str, media: str) -> dict:
+    """OpenAPI's description of a request whose body is a file's raw bytes (``media``: e.g. ``image/*``)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    content = {"application/octet-stream": binary, media: binary}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
 def create_app(service: SegmentService) -> FastAPI:
     """The FastAPI application serving ``service``."""
 
@@ -89,6 +105,26 @@ def create_app(service: SegmentService) -> FastAPI:
         multimask: bool = Field(False, description="SAM: three candidate masks instead of one")
         text: str | None = Field(None, max_length=MAX_TEXT, description="FastSAM with --clip: a text prompt")
 
+    class VideoModel(Strict):
+        model: str | None = Field(None, description="a model that tracks video (default: the first that does)")
+
+    class VideoPromptRequest(VideoModel):
+        frame: int = Field(ge=0, description="0-based frame number")
+        obj_id: int = Field(1, ge=0, description="the object this prompt is for")
+        points: list[tuple[float, float]] | None = Field(
+            None, max_length=MAX_POINTS, description="[[x, y], ...] video pixels"
+        )
+        labels: list[int] | None = Field(
+            None, max_length=MAX_POINTS, description="1 object, 0 background, one per point (default 1)"
+        )
+        box: tuple[float, float, float, float] | None = Field(None, description="[x1, y1, x2, y2] video pixels")
+
+    class TrackRequest(VideoModel):
+        max_frames: int | None = Field(None, ge=1, description="frames to track from the first prompted one")
+
+    class ResetRequest(VideoModel):
+        obj_id: int | None = Field(None, description="the object to forget (default: every object)")
+
     class EverythingRequest(EncodeRequest):
         conf: float | None = Field(None, description="FastSAM: confidence threshold 0-1")
         iou: float | None = Field(None, description="FastSAM: NMS IoU threshold 0-1")
@@ -107,7 +143,13 @@ def create_app(service: SegmentService) -> FastAPI:
             None, description="SAM: NMS IoU threshold between masks' boxes (default 0.7)"
         )
 
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.close()  # tracking jobs stop, uploaded clips are deleted
+
     app = FastAPI(
+        lifespan=lifespan,
         title="segedge serve",
         version=__version__,
         docs_url=None,
@@ -176,36 +218,29 @@ def create_app(service: SegmentService) -> FastAPI:
     def models():
         return {"models": service.model_list(), "default": service.default_model}
 
-    upload_body = {
-        "requestBody": {
-            "required": True,
-            "description": "the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)",
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                "image/*": {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    }
+    upload_body = binary_body("the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)", "image/*")
 
-    @app.post("/api/images", summary="Upload an image (raw bytes as the body) -> image_id", openapi_extra=upload_body)
-    async def upload(request: Request):
-        kind = request.headers.get("content-type", "")
-        if kind.startswith("multipart/"):
+    async def body_bytes(request: Request, limit: int, what: str, example: str) -> bytes:
+        """The request's raw body, refused past ``limit`` bytes (before reading it when its length is given)."""
+        if request.headers.get("content-type", "").startswith("multipart/"):
             raise UnsupportedMedia(
-                "send the file's bytes as the request body, not a form (curl --data-binary @photo.jpg)"
+                f"send the file's bytes as the request body, not a form (curl --data-binary @{example})"
             )
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > service.max_upload_bytes:
-            raise TooLarge(
-                f"the upload is {int(length) / 2**20:.1f} MiB, above the limit of {service.max_upload_bytes / 2**20:g} MiB"
-            )
+        if length and length.isdigit() and int(length) > limit:
+            raise TooLarge(f"the {what} is {int(length) / 2**20:.1f} MiB, above the limit of {limit / 2**20:g} MiB")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > service.max_upload_bytes:
-                raise TooLarge(f"the upload is above the limit of {service.max_upload_bytes / 2**20:g} MiB")
+            if size > limit:
+                raise TooLarge(f"the {what} is above the limit of {limit / 2**20:g} MiB")
             chunks.append(chunk)
-        return await run_in_threadpool(service.add_image, b"".join(chunks))
+        return b"".join(chunks)
+
+    @app.post("/api/images", summary="Upload an image (raw bytes as the body) -> image_id", openapi_extra=upload_body)
+    async def upload(request: Request):
+        data = await body_bytes(request, service.max_upload_bytes, "upload", "photo.jpg")
+        return await run_in_threadpool(service.add_image, data)
 
     @app.get("/api/images/{image_id}", summary="Is this image still on the server? Its size")
     def image(image_id: str):
@@ -231,5 +266,59 @@ def create_app(service: SegmentService) -> FastAPI:
     def everything(req: EverythingRequest):
         options = {k: v for k, v in req.model_dump(exclude={"model", "image_id"}).items() if v is not None}
         return service.everything(req.model, req.image_id, **options)
+
+    # -- video ------------------------------------------------------------------------------------------
+    video = service.video
+    video_body = binary_body("the video file's bytes (MP4, MOV, WebM, MKV, AVI)", "video/*")
+
+    def video_model(name: str | None) -> str:
+        if name is not None:
+            return name
+        if not video.models:
+            raise ServiceError("no served model tracks video: serve a SAM 2 folder exported with its video graphs")
+        return video.models[0]
+
+    @app.post("/api/videos", summary="Upload a video (raw bytes as the body) -> video_id", openapi_extra=video_body)
+    async def upload_video(request: Request):
+        data = await body_bytes(request, video.store.max_bytes, "video", "clip.mp4")
+        return await run_in_threadpool(video.store.add, data)
+
+    @app.get("/api/videos/{video_id}", summary="Is this video still on the server? Its size and frame count")
+    def video_info(video_id: str):
+        return video.store.get(video_id).info()
+
+    @app.get("/api/videos/{video_id}/frames/{index}", summary="One frame of a video as JPEG")
+    def video_frame(video_id: str, index: int):
+        # frames of an id never change (the id is the file's hash)
+        return Response(
+            video.store.frame_jpeg(video_id, index),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=3600"},
+        )
+
+    @app.post("/api/videos/{video_id}/prompt", summary="Prompt an object on a frame -> every object's mask there")
+    def video_prompt(video_id: str, req: VideoPromptRequest):
+        session = video.session(video_model(req.model), video_id)
+        return session.prompt(req.frame, req.obj_id, points=req.points, labels=req.labels, box=req.box)
+
+    @app.post("/api/videos/{video_id}/track", summary="Track the prompted objects forward (a background job)")
+    def video_track(video_id: str, req: TrackRequest):
+        return video.start(video_model(req.model), video_id, req.max_frames)
+
+    @app.post("/api/videos/{video_id}/reset", summary="Forget one object (obj_id) or every object")
+    def video_reset(video_id: str, req: ResetRequest):
+        session = video.session(video_model(req.model), video_id)
+        session.remove(req.obj_id)
+        return {"video_id": video_id, "objects": session.state.obj_ids}
+
+    @app.get("/api/tracks/{job_id}", summary="A tracking job's progress and its records from the since-th on")
+    def track_job(job_id: str, since: int = 0):
+        return video.job(job_id).view(max(0, since))
+
+    @app.delete("/api/tracks/{job_id}", summary="Stop a tracking job after the frame it is on")
+    def stop_track(job_id: str):
+        job = video.job(job_id)
+        job.stop.set()
+        return job.view(len(job.records))
 
     return app

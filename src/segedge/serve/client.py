@@ -78,8 +78,11 @@ class Client:
         return self.call("GET", "/api/models")["models"]
 
     def upload(self, image: str | os.PathLike | bytes) -> dict:
-        data = bytes(image) if isinstance(image, (bytes, bytearray)) else Path(image).read_bytes()
-        status, answer = self.request("POST", "/api/images", data, "application/octet-stream")
+        return self._upload("/api/images", image)
+
+    def _upload(self, path: str, file: str | os.PathLike | bytes) -> dict:
+        data = bytes(file) if isinstance(file, (bytes, bytearray)) else Path(file).read_bytes()
+        status, answer = self.request("POST", path, data, "application/octet-stream")
         if status >= 400:
             raise ServerError(status, answer.get("error", ""))
         return answer
@@ -93,6 +96,30 @@ class Client:
 
     def everything(self, image_id: str, model: str | None = None, **options) -> dict:
         return self.call("POST", "/api/everything", {"model": model, "image_id": image_id, **options})
+
+    # -- video (SAM 2 folders with their video graphs) ---------------------------------------------
+    def upload_video(self, video: str | os.PathLike | bytes) -> dict:
+        """``{video_id, frames, width, height, fps, cached}``."""
+        return self._upload("/api/videos", video)
+
+    def video_prompt(self, video_id: str, frame: int, obj_id: int = 1, model: str | None = None, **prompt) -> dict:
+        """``prompt``: ``points``, ``labels``, ``box`` on ``frame`` for object ``obj_id``; every object's mask there."""
+        body = {"model": model, "frame": frame, "obj_id": obj_id, **prompt}
+        return self.call("POST", f"/api/videos/{video_id}/prompt", body)
+
+    def track(
+        self, video_id: str, model: str | None = None, max_frames: int | None = None, wait: bool = True, poll_s=0.5
+    ) -> dict:
+        """Track the prompted objects forward; with ``wait``, until the job ends: the job with every record."""
+        import time
+
+        job = self.call("POST", f"/api/videos/{video_id}/track", {"model": model, "max_frames": max_frames})
+        records = []
+        while wait and job["status"] == "running":
+            time.sleep(poll_s)
+            job = self.call("GET", f"/api/tracks/{job['job_id']}?since={len(records)}")
+            records += job["records"]
+        return {**job, "records": records, "since": 0} if wait else job
 
 
 def decode_masks(answer: dict) -> np.ndarray:

@@ -64,7 +64,7 @@ def _server(app, access_log: bool):
         app,
         log_level="info" if access_log else "warning",
         access_log=access_log,
-        lifespan="off",
+        lifespan="on",  # the app's shutdown stops tracking jobs and deletes uploaded clips
         timeout_keep_alive=30,
         limit_concurrency=256,
     )

@@ -40,6 +40,9 @@ SIGNATURES = (
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_CACHE_BYTES = 1024 * 2**20
+DEFAULT_MAX_VIDEO_BYTES = 256 * 2**20
+DEFAULT_MAX_VIDEOS = 4
+DEFAULT_MAX_TRACK_FRAMES = 600
 IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 #: SAM "everything" grid sizes the server accepts (a 64x64 grid is 4096 prompts: minutes on 2 cores).
 MAX_POINTS_PER_SIDE = 64
@@ -95,6 +98,7 @@ class ServedModel:
             "multimask": spec.multimask,
             "input_size": list(m.preprocess.get("size", [])),
             "folder": Path(self.model.folder.path).name,
+            "video": bool(m.params.get("video")),  # SAM 2 folders with the video graphs track clips
         }
 
 
@@ -129,6 +133,8 @@ class SegmentService:
     ``models``: :class:`ServedModel` list (the first is the default); ``clip``: a
     :class:`~segedge.runtime.clip.Clip` for FastSAM text prompts, or None. ``cache_bytes`` bounds the
     LRU of images, embeddings and results; ``max_upload_bytes`` and ``max_pixels`` bound one upload.
+    Video (:attr:`video`, :mod:`segedge.serve.video`): ``trackers`` (model name -> callable opening its
+    Sam2Video), ``max_video_bytes`` one clip, ``max_videos`` clips kept, ``max_track_frames`` one job.
     """
 
     def __init__(
@@ -140,6 +146,10 @@ class SegmentService:
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         heavy_jobs: int = 1,
+        trackers: dict | None = None,
+        max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
+        max_videos: int = DEFAULT_MAX_VIDEOS,
+        max_track_frames: int = DEFAULT_MAX_TRACK_FRAMES,
     ):
         if not models:
             raise SegedgeError("serve needs at least one model folder (--model DIR)")
@@ -150,6 +160,17 @@ class SegmentService:
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self._heavy = threading.BoundedSemaphore(max(1, heavy_jobs))  # "everything" runs: queue, do not pile up
+        from segedge.serve.video import VideoService
+
+        # SAM 2 video tracking (serve.video): ``trackers`` maps model names to callables opening their Sam2Video
+        self.video = VideoService(
+            trackers or {},
+            self._heavy,
+            max_track_frames=max_track_frames,
+            max_videos=max_videos,
+            max_bytes=max_video_bytes,
+            max_pixels=self.max_pixels,
+        )
 
     @classmethod
     def from_folders(
@@ -166,7 +187,7 @@ class SegmentService:
         from segedge.manifest import load_model_folder
         from segedge.runtime.model_base import open_model
 
-        served = []
+        served, trackers = [], {}
         for name, path in zip(unique_names([Path(f) for f in folders]), folders):
             folder = load_model_folder(path)
             if not family(folder.manifest.family).segments_images:
@@ -175,6 +196,8 @@ class SegmentService:
                 )
             model = open_model(folder, backend, precision=precision, threads=threads, max_pixels=0)
             served.append(ServedModel(name, folder.manifest.family, model))
+            if folder.manifest.params.get("video"):
+                trackers[name] = _tracker_opener(folder, backend, precision, threads)
         clip = None
         if clip_dir is not None:
             from segedge.runtime.clip import Clip
@@ -182,7 +205,7 @@ class SegmentService:
             if not any("text" in family(m.family).prompts for m in served):
                 raise SegedgeError("--clip gives FastSAM text prompts; serve a FastSAM folder with it")
             clip = Clip(clip_dir, backend, precision=precision, threads=threads)
-        return cls(served, clip, **limits)
+        return cls(served, clip, trackers=trackers, **limits)
 
     # -- lookups ----------------------------------------------------------------------------------
     def model_list(self) -> list[dict]:
@@ -428,7 +451,23 @@ class SegmentService:
         return self._envelope(served, image_id, cached, body)
 
     def stats(self) -> dict:
-        return {"cache": self.cache.stats(), "models": list(self.models)}
+        return {"cache": self.cache.stats(), "models": list(self.models), "videos": len(self.video.store.videos)}
+
+    def close(self) -> None:
+        """Stop tracking jobs and delete uploaded clips (the server calls it when it shuts down)."""
+        self.video.close()
+
+
+def _tracker_opener(folder, backend: str, precision: str, threads):
+    """A callable opening ``folder``'s :class:`~segedge.runtime.sam2_video.Sam2Video` (its video graphs compile on
+    the first video request, not at start-up)."""
+
+    def open_tracker():
+        from segedge.runtime.sam2_video import Sam2Video
+
+        return Sam2Video(folder, backend, precision=precision, threads=threads, max_pixels=0)
+
+    return open_tracker
 
 
 def _ms(t0: float) -> float:

@@ -157,6 +157,7 @@ function selectModel(name) {
   $("multimask-row").hidden = !S.model.multimask;
   $("grid").hidden = !S.model.multimask;  // SAM and SAM 2: the generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
+  $("open-video").hidden = !S.models.some((m) => m.video);  // SAM 2 folders with video graphs: video.js
   $("help").innerHTML = S.model.family === "fastsam"
     ? "<b>click</b> the masks under the point · <b>shift-click</b> or <b>right-click</b> leave out the masks under it ·" +
       " <b>drag</b> the mask that best fills the box · <b>Esc</b> clear · <b>Ctrl-Z</b> undo"
@@ -167,6 +168,8 @@ function selectModel(name) {
 // ---- image ------------------------------------------------------------------------------------------
 async function openFile(file) {
   if (!file) return;
+  if (isVideoFile(file)) { openVideo(file); return; }
+  leaveVideoMode();
   hideError();
   S.file = file;
   S.imageId = null; S.prepared = false;
@@ -228,6 +231,7 @@ function clearPrompts(redraw = true) {
 }
 
 async function runPrompt() {
+  if (V.on) { await videoPrompt(); return; }
   if (!S.imageId) return;
   if (!S.points.length && !S.box) { setMasks(null, null); draw(); return; }
   const single = S.points.length === 1 && !S.box;  // SAM's advice: candidates for one ambiguous click only
@@ -295,6 +299,7 @@ function setMasks(response, kind) {
 
 // Redraw everything that depends on the masks: the layer, the candidates, the list, the downloads.
 function refresh() {
+  if (V.on) { renderVideoLayer(); renderVideoObjects(); return; }
   renderLayer();
   renderCandidates();
   renderInstances();
@@ -402,7 +407,8 @@ function renderLayer() {
 function fitCanvas() {
   if (!S.bitmap) return;
   const stage = $("stage");
-  const scale = Math.min((stage.clientWidth - 8) / S.bitmap.width, (stage.clientHeight - 8) / S.bitmap.height, 1);
+  const bar = V.on ? $("video-bar").offsetHeight : 0;  // the frame scrubber under the picture
+  const scale = Math.min((stage.clientWidth - 8) / S.bitmap.width, (stage.clientHeight - 8 - 2 * bar) / S.bitmap.height, 1);
   const dpr = window.devicePixelRatio || 1;
   view.style.width = `${Math.round(S.bitmap.width * scale)}px`;
   view.style.height = `${Math.round(S.bitmap.height * scale)}px`;
@@ -442,7 +448,7 @@ function imageXY(ev) {
 let down = null;
 view.addEventListener("contextmenu", (ev) => ev.preventDefault());
 view.addEventListener("pointerdown", (ev) => {
-  if (!S.bitmap || !S.imageId) return;
+  if (!S.bitmap || (!S.imageId && !V.on)) return;
   down = { xy: imageXY(ev), x: ev.clientX, y: ev.clientY, background: ev.shiftKey || ev.button === 2 };
   view.setPointerCapture(ev.pointerId);
 });
@@ -502,6 +508,7 @@ $("dl-mask").onclick = () => {
   c.toBlob((b) => save(b, `${stem()}_mask.png`), "image/png");
 };
 $("dl-json").onclick = () => {
+  if (V.on) { downloadTrackJson(); return; }
   const instances = shownMasks().map((i) => S.response.instances[i]);
   const record = { ...S.response, count: instances.length, instances: instances };
   save(new Blob([JSON.stringify(record)], { type: "application/json" }), `${stem()}_segedge.json`);
@@ -511,18 +518,20 @@ $("dl-json").onclick = () => {
 $("file").addEventListener("change", (ev) => openFile(ev.target.files[0]));
 $("model").addEventListener("change", async (ev) => {
   selectModel(ev.target.value);
+  if (V.on) { if (S.model.video) await videoModelChanged(); else leaveVideoMode(); }
+  if (V.on) return;
   clearPrompts();
   if (S.imageId) { try { await prepare(); } catch (e) { showError(e.message); } }
 });
 $("everything").onclick = runEverything;
 $("text-form").addEventListener("submit", (ev) => { ev.preventDefault(); runText($("text").value.trim()); });
-$("undo").onclick = () => { S.points.pop(); S.labels.pop(); if (!S.points.length) S.box = null; draw(); runPrompt(); };
-$("clear").onclick = () => clearPrompts();
+$("undo").onclick = () => { if (V.on) { videoUndo(); return; } S.points.pop(); S.labels.pop(); if (!S.points.length) S.box = null; draw(); runPrompt(); };
+$("clear").onclick = () => (V.on ? videoClear() : clearPrompts());
 $("alert-close").onclick = hideError;
 $("multimask").addEventListener("change", () => runPrompt());
 document.addEventListener("keydown", (ev) => {
   if (ev.target.tagName === "INPUT") return;
-  if (ev.key === "Escape") clearPrompts();
+  if (ev.key === "Escape") { if (V.on) videoClear(); else clearPrompts(); }
   if (ev.key === "z" && (ev.ctrlKey || ev.metaKey)) $("undo").click();
 });
 document.addEventListener("dragover", (ev) => { ev.preventDefault(); document.body.classList.add("dragging"); });

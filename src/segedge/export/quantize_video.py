@@ -1,0 +1,120 @@
+"""int8 of SAM 2's video graphs (memory attention, memory encoder), calibrated on tracking and gated on it.
+
+``segedge quantize`` on a SAM 2 folder with video graphs (:mod:`segedge.export.sam2_video`) runs this after the
+image graphs' int8 passed its gate on a backend:
+
+1. **Calibration**: the folder's f32 tracker follows two objects through a clip made from each calibration
+   image (:func:`segedge.evaluation.tracking_gate.image_clips`); every input the memory graphs receive is kept
+   (:func:`video_calibration`). Only graphs these clips run are quantized: the larger memory-attention bank
+   (objects prompted on two frames) stays f32, as the gate below could not measure it.
+2. **Quantization** (OpenVINO; on ONNX Runtime the video graphs stay f32, :data:`ORT_SKIPPED`): memory attention
+   as a transformer (NNCF's TRANSFORMER type: softmax and LayerNorm stay float), the memory encoder as a CNN
+   (:func:`video_recipes`).
+3. **Gate**: the int8 tracker (int8 image graphs + int8 video graphs) against the f32 tracker on clips made
+   from the held-out images (:func:`segedge.evaluation.tracking_gate.tracking_agreement`): the worst clip's
+   mean mask IoU must reach the gate. Passing graphs join the folder's int8; the record goes to the manifest's
+   ``quantized.int8.tracking``. ``Sam2Video(precision="auto")`` runs int8 only when it passed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from segedge.export.quantize_recipes import Recipe
+
+ATTENTION_NOTES = (
+    "memory attention (self-attention, cross-attention to the memory bank with RoPE): transformer type "
+    "(softmax/LayerNorm float); calibrated on the banks of f32 tracking"
+)
+ORT_SKIPPED = (
+    "ONNX Runtime's static quantizer, calibrating the memory attention (4096 x 28,672 attention maps), took over "
+    "14 GB and was killed on a 24 GB machine; tracking on ONNX Runtime runs f32 under --precision auto"
+)
+ENCODER_NOTES = "memory encoder (mask downsampler + fuser, convolutions): CNN; calibrated on f32 tracking"
+
+
+def video_recipes(video: dict) -> dict[str, Recipe]:
+    """The recipe of each video graph that may be quantized (``video``: the manifest's ``params.video``); the
+    mask downsampler (only for masks given as prompts) stays f32."""
+    out = {g["graph"]: Recipe(g["graph"], True, notes=ATTENTION_NOTES) for g in video["memory_graphs"]}
+    out["memory_encoder"] = Recipe("memory_encoder", False, notes=ENCODER_NOTES)
+    return out
+
+
+class _Recorder:
+    """A backend that keeps a copy of every feed it runs."""
+
+    def __init__(self, backend, store: list):
+        self.backend, self.store = backend, store
+
+    def run(self, feeds: dict) -> dict:
+        self.store.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+        return self.backend.run(feeds)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+
+def video_calibration(tracker, clips: list[list[np.ndarray]]) -> dict[str, list[dict]]:
+    """Graph name -> the feeds an f32 :class:`~segedge.runtime.sam2_video.Sam2Video` ran while tracking ``clips``
+    (``tracker`` is changed: use a tracker made for this); graphs the clips never ran are left out."""
+    from segedge.evaluation.tracking_gate import track_clip
+
+    data: dict[str, list[dict]] = {}
+    specs = tracker.video["memory_graphs"]
+    tracker.memory_graphs = [
+        (frames, pointers, _Recorder(backend, data.setdefault(spec["graph"], [])))
+        for (frames, pointers, backend), spec in zip(tracker.memory_graphs, specs)
+    ]
+    tracker.memory_encoder = _Recorder(tracker.memory_encoder, data.setdefault("memory_encoder", []))
+    for frames in clips:
+        track_clip(tracker, frames)
+    return {g: feeds for g, feeds in data.items() if feeds}
+
+
+def quantize_video_graphs(
+    folder,
+    backend: str,
+    image_files: dict[str, dict[str, str]],
+    staging: Path,
+    tag: str,
+    data: dict[str, list[dict]],
+    held_clips: list[list[np.ndarray]],
+    reference_masks: list,
+    threshold: float,
+    log,
+) -> tuple[dict[str, dict[str, str]], dict]:
+    """Quantize the video graphs for ``backend`` into ``staging`` and gate the whole int8 tracker (``image_files``:
+    the image graphs' int8 candidates, graph -> backend -> path) against f32 tracking (``reference_masks``: the f32
+    tracker's masks on ``held_clips``). Returns ``(video files, record)``; the files pass when ``record["passed"]``."""
+    from segedge.evaluation.tracking_gate import tracking_agreement
+    from segedge.export.quantize import _candidate_folder, quantize_onnxruntime, quantize_openvino
+    from segedge.runtime.sam2_video import Sam2Video
+
+    t0 = time.perf_counter()
+    graphs = folder.manifest.graphs
+    files: dict[str, dict[str, str]] = {}
+    for g, recipe in video_recipes(folder.manifest.params["video"]).items():
+        if g not in data:
+            continue  # never ran on the calibration clips: the gate could not measure it either; stays f32
+        if backend == "openvino":
+            out = staging / f"{g}.int8-{tag}.xml"
+            quantize_openvino(folder.file(graphs[g].openvino), recipe, data[g], out)
+        else:
+            out = staging / f"{g}.int8-{tag}.onnx"
+            quantize_onnxruntime(folder.file(graphs[g].onnx), recipe, data[g], out)
+        files[g] = {backend: out.relative_to(folder.path).as_posix()}
+    candidate = Sam2Video(
+        _candidate_folder(folder, {**image_files, **files}), backend, precision="int8", cache_dir=False
+    )
+    measured = tracking_agreement(None, candidate, held_clips, reference_masks)
+    record = {**measured, "min": threshold, "passed": measured["gate"] >= threshold}
+    verdict = "passed" if record["passed"] else f"missed the gate by {threshold - measured['gate']:.4f}; not written"
+    log(
+        f"{backend} int8 tracking ({time.perf_counter() - t0:.0f} s): mask IoU with f32 tracking per held-out clip "
+        f"{measured['clips']}, worst mask {measured['worst_mask']}: {verdict}"
+    )
+    return files, record
