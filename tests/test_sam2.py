@@ -287,13 +287,13 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path, m
     """Both backends' int8 of a SAM 2 folder, calibrated on sampled prompts, gated on a held-out image;
     the seeded weights' agreement is recorded as measured (the gate here is low: seeded, not real, weights).
     The folder has video graphs: the memory graphs the calibration clips ran get int8 too, gated on tracking
-    against f32 tracking (3-frame clips here), and bf16 is gated on tracking when this CPU runs it natively."""
+    against f32 tracking (2-frame clips here), and bf16 is gated on tracking when this CPU runs it natively."""
     import shutil
 
     pytest.importorskip("nncf")
     from segedge.evaluation import tracking_gate
 
-    monkeypatch.setattr(tracking_gate, "CLIP_FRAMES", 3)
+    monkeypatch.setattr(tracking_gate, "CLIP_FRAMES", 2)
     from segedge import Sam2
     from segedge.export.quantize import quantize_folder
     from segedge.export.quantize import calibration_inputs
@@ -336,18 +336,13 @@ def _check_tracking_gates(folder, section, held_image):
     from segedge.runtime.sam2_video import Sam2Video
 
     tracking = section["tracking"]
-    assert (tracking["clips"], tracking["frames"], tracking["reference"], tracking["min"]) == (
-        1,
-        3,
-        "openvino f32",
-        0.3,
-    )
+    assert (tracking["clips"], tracking["frames"], tracking["reference"]) == (1, 2, "openvino f32")
     # the graphs the clips ran (one prompted frame: the 7-frame bank) are quantized; the 8-frame bank stays f32
     assert "memory_attention_c1" in section["recipe"] and "memory_attention" not in section["recipe"]
     video_graphs = {"memory_attention_c1", "memory_encoder"}
     record = tracking["backends"]["openvino"]
     print(f"openvino int8 tracking agreement with f32 tracking: {record}")
-    assert record["passed"] == (record["gate"] >= 0.3) and record["frames"] == 3 and len(record["clips"]) == 1
+    assert record["passed"] == (record["gate"] >= 0.3) and record["frames"] == 2 and len(record["clips"]) == 1
     # ONNX Runtime's quantizer needed over 14 GB for the memory attention: its video graphs stay f32, said so
     assert (
         tracking["backends"]["onnxruntime"]["passed"] is False
@@ -413,22 +408,3 @@ def test_seeded_checkpoints_are_in_the_official_format(sam2_tiny_ckpt):
     from ultralytics.models.sam.build import build_sam2_t
 
     assert type(build_sam2_t(str(sam2_tiny_ckpt))).__name__ == "SAM2Model"
-
-
-@pytest.mark.slow
-def test_base_plus_matches(session_tmp, bus_rgb, ov_cache):
-    from segedge import Sam2
-    from segedge.export.sam2 import export_sam2
-
-    ckpt = make_sam2_checkpoint(session_tmp / "sam2.1_base_plus.pt", "base_plus", "2.1", seed=2)
-    folder = export_sam2(ckpt, session_tmp / "sam2.1-base-plus", video=False)  # images only (video: tiny)
-    assert json.loads((folder / "segedge.json").read_text())["variant"] == "sam2.1_hiera_base_plus"
-    ref = _reference(ckpt)
-    ref.set_image(bus_rgb)
-    ours = Sam2(folder, "openvino", precision="f32")
-    ours.set_image(bus_rgb)
-    for case in (
-        dict(point_coords=[[400, 500]], point_labels=[1]),
-        dict(box=[100, 200, 600, 900], multimask_output=False),
-    ):
-        _compare(ref, ours, case)
