@@ -205,7 +205,8 @@ class TrackJob:
         seconds = self.seconds if self.status != "running" else time.perf_counter() - self.started
         done = len(self.records)
         state = self.session.state
-        per_frame = {k: round(v / done, 1) for k, v in state.timings.items()} if done else {}  # state: ms
+        # state.timings (ms) grows on the job's thread: list() copies it in one step
+        per_frame = {k: round(v / done, 1) for k, v in list(state.timings.items())} if done else {}
         return {
             "job_id": self.job_id,
             "model": self.session.model_name,
