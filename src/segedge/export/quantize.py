@@ -19,7 +19,6 @@ compared with the folder's f32 pipeline, through the same runtime classes users 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import os
 import secrets
@@ -34,10 +33,11 @@ from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement, clip_crops,
 from segedge.errors import SegedgeError
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
-from segedge.export.quantize_recipes import Recipe, recipes
+from segedge.export.quantize_recipes import recipes
+from segedge.export.quantizers import candidate_folder, int8_files, quantize_onnxruntime, quantize_openvino
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
-from segedge.manifest import ModelFolder, load_model_folder, onnx_data_name, write_manifest_files
+from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
 from segedge.runtime.backends import BACKENDS
 from segedge.families import family as family_spec
 from segedge.runtime.model_base import open_model
@@ -133,129 +133,10 @@ def _decoder_feed(family: str, reference, prompt: dict, low) -> dict:
 
 
 # -- the two quantizers ---------------------------------------------------------------------------
-def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml: Path, validation=None) -> str:
-    """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control). Returns the method."""
-    import logging
-
-    import nncf
-    import openvino as ov
-
-    nncf.set_log_level(logging.ERROR)
-    model = ov.Core().read_model(str(xml_path))
-    dataset = nncf.Dataset(data)
-    kwargs = dict(
-        preset=nncf.QuantizationPreset.MIXED,
-        model_type=nncf.ModelType.TRANSFORMER if recipe.transformer else None,
-        subset_size=len(data),
-        fast_bias_correction=recipe.fast_bias_correction,
-        # OpenVINO splits an ONNX Conv with a bias into "<name>/WithoutBiases" (the convolution) + "<name>" (the Add)
-        ignored_scope=nncf.IgnoredScope(
-            names=[*recipe.float_nodes, *(f"{n}/WithoutBiases" for n in recipe.float_nodes)], validate=False
-        )
-        if recipe.float_nodes
-        else None,
-    )
-    if validation is None:
-        quantized, method = nncf.quantize(model, dataset, **kwargs), "ptq"
-    else:
-        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-        val_data, val_fn, max_drop = validation
-        quantized = nncf.quantize_with_accuracy_control(
-            model,
-            dataset,
-            nncf.Dataset(val_data),
-            val_fn,
-            max_drop=max_drop,
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=8, num_ranking_workers=1
-            ),
-            **kwargs,
-        )
-        method = "accuracy_control"
-    ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
-    return method
-
-
-def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_onnx: Path) -> str:
-    """ONNX Runtime's static QDQ quantization (U8S8, per-channel weights, MinMax) of an ONNX graph.
-
-    Transformer graphs quantize only the operations that carry weights (Conv, Gemm, MatMul with a
-    constant right-hand side): ORT's default also quantized LayerNorm parameters and the
-    activation-by-activation attention products, which measured 0.53 mask IoU on MobileSAM."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._items = iter(data)
-
-        def get_next(self):
-            return next(self._items, None)
-
-    prepared = out_onnx.with_name(out_onnx.stem + ".pre.onnx")
-    # A graph whose weights are kept beside it (above 2 GiB, segedge.export.common.save_onnx) is
-    # prepared and quantized with external data too; the int8 graph's weights then go to
-    # onnx_data_name(out_onnx), which _move_in and _switch_manifest carry along.
-    large = onnx_path.with_name(onnx_data_name(onnx_path.name)).is_file()
-    external = (
-        dict(
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            external_data_location=onnx_data_name(prepared.name),
-        )
-        if large
-        else {}
-    )
-    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True, **external)
-    quantize_static(
-        str(prepared),
-        str(out_onnx),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=False,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-        use_external_data_format=large,
-        nodes_to_exclude=list(recipe.float_nodes),
-        **(
-            {
-                "op_types_to_quantize": ["Conv", "ConvTranspose", "Gemm", "MatMul"],
-                "extra_options": {"MatMulConstBOnly": True},
-            }
-            if recipe.transformer
-            else {}
-        ),
-    )
-    for temporary in (prepared, prepared.with_name(onnx_data_name(prepared.name))):
-        temporary.unlink(missing_ok=True)
-    for leftover in out_onnx.parent.glob("*augmented_model*.onnx*"):  # the quantizer's temporary files
-        leftover.unlink(missing_ok=True)
-    return "ptq"
-
-
 # -- the gate -------------------------------------------------------------------------------------
 def gate_score(measured: dict[str, float]) -> float:
     """The number the gate compares: the worst prompt type's mean agreement."""
     return min(measured.values()) if measured else 0.0
-
-
-def _candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
-    """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
-    the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
-    staged = {name for per in files.values() for graph in per.values() for name in _int8_files(folder.path, graph)}
-    listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
-    manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}}, files=listed)
-    return ModelFolder(folder.path, manifest)
 
 
 def quantize_folder(
@@ -343,7 +224,7 @@ def quantize_folder(
                 if backend == reference_ov.backend_name
                 else open_model(folder, backend, precision="f32", cache_dir=False)
             )
-            candidate = open_model(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+            candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
             measured = agreement(family, reference, candidate, held)
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
@@ -360,7 +241,7 @@ def quantize_folder(
                     methods[g] = quantize_openvino(
                         folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold)
                     )
-                candidate = open_model(_candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+                candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
                 measured = agreement(family, reference, candidate, held)
                 score = gate_score(measured)
                 log(f"{backend} int8 after accuracy control: {measured}")
@@ -565,22 +446,13 @@ def _measure_speed(
     return record
 
 
-def _int8_files(root: Path, name: str) -> list[str]:
-    """Every file of the int8 graph ``name`` (relative to ``root``): an IR's ``.xml`` and ``.bin``; an
-    ONNX file and, when it was written, its external weights (:func:`segedge.manifest.onnx_data_name`)."""
-    if name.endswith(".xml"):
-        return [name, Path(name).with_suffix(".bin").as_posix()]
-    data = onnx_data_name(name)
-    return [name] + ([data] if (root / data).is_file() else [])
-
-
 def _move_in(root: Path, staging: Path, passed: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """Move the passing files from the staging folder into the model folder (same names, no dot)."""
     final: dict[str, dict[str, str]] = {}
     for g, per_backend in passed.items():
         for backend, rel in per_backend.items():
             graph_file = root / Path(rel).name
-            for name in _int8_files(root, rel):
+            for name in int8_files(root, rel):
                 os.replace(root / name, root / Path(name).name)
                 # onnx writes external data owner-only (0600): the graph file's mode, as a copy would have
                 (root / Path(name).name).chmod(graph_file.stat().st_mode & 0o777)
@@ -596,7 +468,7 @@ def _switch_manifest(folder: ModelFolder, section: dict) -> None:
         name
         for files in section["graphs"].values()
         for graph in files.values()
-        for name in _int8_files(folder.path, graph)
+        for name in int8_files(folder.path, graph)
     }
     files = {k: v for k, v in manifest.files.items() if k not in old}
     for name in sorted(new_files):

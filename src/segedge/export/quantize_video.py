@@ -91,7 +91,7 @@ def quantize_video_graphs(
     the image graphs' int8 candidates, graph -> backend -> path) against f32 tracking (``reference_masks``: the f32
     tracker's masks on ``held_clips``). Returns ``(video files, record)``; the files pass when ``record["passed"]``."""
     from segedge.evaluation.tracking_gate import tracking_agreement
-    from segedge.export.quantize import _candidate_folder, quantize_onnxruntime, quantize_openvino
+    from segedge.export.quantizers import candidate_folder, quantize_onnxruntime, quantize_openvino
     from segedge.runtime.sam2_video import Sam2Video
 
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def quantize_video_graphs(
             quantize_onnxruntime(folder.file(graphs[g].onnx), recipe, data[g], out)
         files[g] = {backend: out.relative_to(folder.path).as_posix()}
     candidate = Sam2Video(
-        _candidate_folder(folder, {**image_files, **files}), backend, precision="int8", cache_dir=False
+        candidate_folder(folder, {**image_files, **files}), backend, precision="int8", cache_dir=False
     )
     measured = tracking_agreement(None, candidate, held_clips, reference_masks)
     record = {**measured, "min": threshold, "passed": measured["gate"] >= threshold}

@@ -34,7 +34,8 @@ from starlette.exceptions import HTTPException
 
 from segedge._version import __version__
 from segedge.errors import SegedgeError
-from segedge.serve.service import SegmentService, ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.errors import ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.service import SegmentService
 
 log = logging.getLogger("segedge.serve")
 

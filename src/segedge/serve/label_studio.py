@@ -46,7 +46,8 @@ from segedge.serve.ls_protocol import (
     parse_label_config,
     polygon_region,
 )
-from segedge.serve.service import NotFound, SegmentService
+from segedge.serve.errors import NotFound
+from segedge.serve.service import SegmentService
 
 log = logging.getLogger("segedge.label_studio")
 # a mask's pieces smaller than this share of it (or these pixels) get no polygon: specks, not objects

@@ -26,6 +26,13 @@ from segedge.errors import PromptError, SegedgeError
 from segedge.families import family
 from segedge.imageio import read_image
 from segedge.serve.cache import ByteLru
+from segedge.serve.errors import NotFound, ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.video import (
+    DEFAULT_MAX_TRACK_FRAMES,
+    DEFAULT_MAX_VIDEO_BYTES,
+    DEFAULT_MAX_VIDEOS,
+    VideoService,
+)
 
 #: The file signatures an upload may start with, and their media types.
 SIGNATURES = (
@@ -40,9 +47,6 @@ SIGNATURES = (
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_CACHE_BYTES = 1024 * 2**20
-DEFAULT_MAX_VIDEO_BYTES = 256 * 2**20
-DEFAULT_MAX_VIDEOS = 4
-DEFAULT_MAX_TRACK_FRAMES = 600
 IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 #: SAM "everything" grid sizes the server accepts (a 64x64 grid is 4096 prompts: minutes on 2 cores).
 MAX_POINTS_PER_SIDE = 64
@@ -55,24 +59,6 @@ SAM_EVERYTHING = {
     "stability_score_thresh": 0.95,
     "box_nms_thresh": 0.7,
 }
-
-
-class ServiceError(SegedgeError):
-    """A request the server refuses; ``status`` is the HTTP status code."""
-
-    status = 400
-
-
-class NotFound(ServiceError):
-    status = 404
-
-
-class TooLarge(ServiceError):
-    status = 413
-
-
-class UnsupportedMedia(ServiceError):
-    status = 415
 
 
 @dataclass
@@ -160,8 +146,6 @@ class SegmentService:
         self.max_upload_bytes = int(max_upload_bytes)
         self.max_pixels = int(max_pixels)
         self._heavy = threading.BoundedSemaphore(max(1, heavy_jobs))  # "everything" runs: queue, do not pile up
-        from segedge.serve.video import VideoService
-
         # SAM 2 video tracking (serve.video): ``trackers`` maps model names to callables opening their Sam2Video
         self.video = VideoService(
             trackers or {},

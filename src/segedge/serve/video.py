@@ -33,26 +33,15 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import ImageError, SegedgeError
-from segedge.serve.service import (
-    DEFAULT_MAX_TRACK_FRAMES,
-    DEFAULT_MAX_VIDEO_BYTES,
-    DEFAULT_MAX_VIDEOS,
-    NotFound,
-    ServiceError,
-    TooLarge,
-    UnsupportedMedia,
-)
+from segedge.serve.errors import Busy, NotFound, ServiceError, TooLarge, UnsupportedMedia
 
+DEFAULT_MAX_VIDEO_BYTES = 256 * 2**20
+DEFAULT_MAX_VIDEOS = 4
+DEFAULT_MAX_TRACK_FRAMES = 600
 VIDEO_ID = re.compile(r"^[0-9a-f]{32}$")
 JOB_ID = re.compile(r"^[0-9]{1,12}$")
 JOBS_KEPT = 16  # finished jobs whose records stay readable
 JPEG_QUALITY = 90
-
-
-class Busy(ServiceError):
-    """The session is tracking: it takes no prompt and no second job until the first ends."""
-
-    status = 409
 
 
 def sniff_video(data: bytes) -> str:
