@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from segedge.errors import SegedgeError
 
 
@@ -28,3 +30,13 @@ class Busy(ServiceError):
     """The video session is tracking: it takes no prompt and no second job until the first ends."""
 
     status = 409
+
+
+def upload_id(data: bytes, limit: int, kind: str, called: str) -> str:
+    """The id of an uploaded file (the first 32 hex digits of its sha256), after refusing an empty body or one above
+    ``limit`` bytes; ``kind`` ("image", "video") and ``called`` ("upload", "video") word the messages."""
+    if len(data) == 0:
+        raise ServiceError(f"the request body is empty: send the {kind} file's bytes")
+    if len(data) > limit:
+        raise TooLarge(f"the {called} is {len(data) / 2**20:.1f} MiB, above the limit of {limit / 2**20:g} MiB")
+    return hashlib.sha256(data).hexdigest()[:32]

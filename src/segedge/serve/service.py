@@ -13,7 +13,6 @@ same file again returns the same id and costs nothing; ids never name a file on 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import time
@@ -26,7 +25,7 @@ from segedge.errors import PromptError, SegedgeError
 from segedge.families import family
 from segedge.imageio import read_image
 from segedge.serve.cache import ByteLru
-from segedge.serve.errors import NotFound, ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.errors import NotFound, ServiceError, TooLarge, UnsupportedMedia, upload_id
 from segedge.serve.video import (
     DEFAULT_MAX_TRACK_FRAMES,
     DEFAULT_MAX_VIDEO_BYTES,
@@ -220,13 +219,7 @@ class SegmentService:
     # -- images -----------------------------------------------------------------------------------
     def add_image(self, data: bytes) -> dict:
         """Decode and keep an uploaded image file: ``{image_id, width, height, media_type, cached}``."""
-        if len(data) == 0:
-            raise ServiceError("the request body is empty: send the image file's bytes")
-        if len(data) > self.max_upload_bytes:
-            raise TooLarge(
-                f"the upload is {len(data) / 2**20:.1f} MiB, above the limit of {self.max_upload_bytes / 2**20:g} MiB"
-            )
-        image_id = hashlib.sha256(data).hexdigest()[:32]
+        image_id = upload_id(data, self.max_upload_bytes, "image", "upload")
         media = sniff_format(data)
         rgb = self.cache.get(("image", image_id))
         cached = rgb is not None

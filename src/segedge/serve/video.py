@@ -18,7 +18,6 @@ Video ids are the first 32 hex digits of the sha256 of the uploaded bytes, as im
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import shutil
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import ImageError, SegedgeError
-from segedge.serve.errors import Busy, NotFound, ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.errors import Busy, NotFound, ServiceError, TooLarge, UnsupportedMedia, upload_id
 
 DEFAULT_MAX_VIDEO_BYTES = 256 * 2**20
 DEFAULT_MAX_VIDEOS = 4
@@ -96,14 +95,8 @@ class VideoStore:
         """Keep an uploaded clip: ``{video_id, frames, width, height, fps, cached}``."""
         from segedge.runtime.video_frames import VideoFrames
 
-        if len(data) == 0:
-            raise ServiceError("the request body is empty: send the video file's bytes")
-        if len(data) > self.max_bytes:
-            raise TooLarge(
-                f"the video is {len(data) / 2**20:.1f} MiB, above the limit of {self.max_bytes / 2**20:g} MiB"
-            )
+        video_id = upload_id(data, self.max_bytes, "video", "video")
         suffix = sniff_video(data)
-        video_id = hashlib.sha256(data).hexdigest()[:32]
         with self._lock:
             if video_id in self.videos:
                 self.videos.move_to_end(video_id)
