@@ -201,6 +201,7 @@ def test_uploads_are_bounded_and_deleted(sam2_tiny_folder, clip_mp4, tmp_path):
         f.write(b"\x00" * 16)  # another file, the same frames: another id
     with start_in_thread(create_app(service)) as running:
         client = Client(running.url)
+        assert service.video.store.folder is None  # no temp folder before the first upload
         first = client.upload_video(clip_mp4)["video_id"]
         first_file = next(service.video.store.folder.iterdir())
         with pytest.raises(ServerError) as big:

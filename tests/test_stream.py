@@ -292,7 +292,30 @@ def test_sigterm_keeps_the_finished_frames(real_folder_640, tmp_path, bus):
     lines = (out / "long_segedge.jsonl").read_text().splitlines()
     assert 3 <= len(lines) < 400
     assert [json.loads(line)["frame"] for line in lines] == list(range(len(lines)))
-    assert (out / "long_segedge.mp4").stat().st_size > 0 and not list(out.glob(".*partial*"))
+    capture = cv2.VideoCapture(str(out / "long_segedge.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+    capture.release()
+    assert not list(out.glob(".*partial*"))
+
+
+def test_a_signal_waits_until_the_frame_is_in_every_output():
+    """SIGTERM arriving between the video frame and its JSON line is delivered after both (so an interrupted run's two
+    files hold the same frames); the handlers come back."""
+    from segedge.videoio import one_frame_at_once
+
+    seen = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("signal"))
+    try:
+        with one_frame_at_once():
+            seen.append("video")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            seen.append("line")
+        time.sleep(0.05)
+        assert seen == ["video", "line", "signal"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_bench_video_reports_both_loops(real_folder_640, pan_video, tmp_path, capsys):

@@ -10,9 +10,12 @@ interrupted run leaves the frames it finished, complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +127,27 @@ def _quietly(open_capture):
         return open_capture()
     finally:
         logging.setLogLevel(level)
+
+
+@contextlib.contextmanager
+def one_frame_at_once():
+    """Hold Ctrl-C and SIGTERM while one frame goes into every output (raised again right after), so that an
+    interrupted run's video and JSON Lines hold the same frames. The Python handlers are swapped, not the thread's
+    signal mask: OpenVINO's worker threads would take a masked process signal. Outside the main thread it holds
+    nothing (handlers can only be set there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
+    previous = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in pending:
+            signal.raise_signal(s)
 
 
 def _partial(path: Path) -> Path:

@@ -141,12 +141,14 @@ def write_sam_graphs(
         )
 
     encoder_outputs = ["image_embeddings", *extra_names]
-    encoder = export_graph(modules.encoder, (image,), folder, "encoder", ["image"], encoder_outputs, simplify)
+    encoder = export_graph(
+        modules.encoder, (image,), folder, "encoder", ["image"], encoder_outputs, simplify, expected=outputs
+    )
     if group_global_attention(modules.encoder.image_encoder, heads_per_group=1):
         # ViT: the ONNX graph for ONNX Runtime computes global attention one head at a time (same numbers,
         # a twelfth of the attention maps alive); the IR above keeps all heads at once, which OpenVINO
         # runs faster and fuses anyway. See segedge.export.sam_attention for the measurements.
-        export_graph(modules.encoder, (image,), folder, "encoder", ["image"], encoder_outputs, simplify, openvino=False)
+        export_graph(modules.encoder, (image,), folder, "encoder", ["image"], encoder_outputs, simplify, False, outputs)
     graphs = {"encoder": encoder}
     decoders = {"decoder": 1, **({"decoder_batch": decoder_batch} if decoder_batch > 1 else {})}
     for name, batch in decoders.items():

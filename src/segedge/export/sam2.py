@@ -59,7 +59,8 @@ def export_sam2(
     image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     encoder = Sam2ImageEncoder(model).eval()
     with torch.no_grad():
-        *feats, vision_feat = encoder(image)
+        encoded = encoder(image)
+    *feats, vision_feat = encoded
     decoder_inputs = (
         *feats,
         torch.zeros(1, prompt_slots, 2),
@@ -70,7 +71,9 @@ def export_sam2(
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
         graphs = {
-            "encoder": export_graph(encoder, (image,), folder, "encoder", ["image"], ENCODER_OUTPUTS, simplify),
+            "encoder": export_graph(
+                encoder, (image,), folder, "encoder", ["image"], ENCODER_OUTPUTS, simplify, expected=encoded
+            ),
             "decoder": export_graph(
                 (Sam2TrackDecoder(model) if video else Sam2PromptDecoder(*decoder_parts(model))).eval(),
                 decoder_inputs,

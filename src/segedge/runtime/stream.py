@@ -175,7 +175,7 @@ def segment_video(
     at the end, also when interrupted. ``on_frame(result_or_failed)`` is called per frame in order.
     Returns ``{frames, failed, seconds, fps, written}``."""
     from segedge.runtime.pipeline import Failed
-    from segedge.videoio import JsonLinesWriter, VideoWriter
+    from segedge.videoio import JsonLinesWriter, VideoWriter, one_frame_at_once
 
     fps_out = source.fps / source.every if source.fps else 0.0
     video = VideoWriter(video_path, fps_out, source.size) if video_path is not None else None
@@ -197,11 +197,13 @@ def segment_video(
                         }
                     )
             else:
-                if video is not None:
-                    video.write(result.overlay(**(overlay_style or {})))
-                if lines is not None:
-                    record = result.to_dict()
-                    lines.write({"video": source.name, **{k: v for k, v in record.items() if k != "image"}})
+                drawn = result.overlay(**(overlay_style or {})) if video is not None else None
+                record = result.to_dict() if lines is not None else None
+                with one_frame_at_once():
+                    if video is not None:
+                        video.write(drawn)
+                    if lines is not None:
+                        lines.write({"video": source.name, **{k: v for k, v in record.items() if k != "image"}})
             frames += 1
             if on_frame is not None:
                 on_frame(result)

@@ -14,7 +14,7 @@ import numpy as np
 from segedge.postprocess.draw import overlay
 from segedge.postprocess.encode import rle_encode
 from segedge.postprocess.masks import RoiMasks
-from segedge.videoio import JsonLinesWriter, VideoWriter
+from segedge.videoio import JsonLinesWriter, VideoWriter, one_frame_at_once
 
 
 def frame_record(name: str, frame: int, fps: float, obj_ids: list, masks: RoiMasks, scores: list) -> dict:
@@ -49,11 +49,13 @@ class TrackWriter:
         """``masks (objects, H, W)`` bool of frame ``frame``; ``scores`` each object's score logit (or None)."""
         roi = RoiMasks.from_dense(masks)
         record = frame_record(self.state.frames.name, frame, self.fps, obj_ids, roi, scores)
-        self.lines.write(record)
         rgb = self.state.frames.frame(frame)
         # empty masks get no label; their index keeps each object's colour
         labels = [f"{o['id']}" if o["area"] else "" for o in record["objects"]]
-        self.video.write(overlay(rgb, roi, roi.extents(), labels, show_boxes=False))
+        drawn = overlay(rgb, roi, roi.extents(), labels, show_boxes=False)
+        with one_frame_at_once():
+            self.video.write(drawn)
+            self.lines.write(record)
 
     def close(self) -> list[Path]:
         """Finish both files (what was written stays: every finished frame); returns their paths."""

@@ -84,8 +84,7 @@ class VideoStore:
         max_pixels: int = 0,
         on_evict=lambda video_id: None,
     ):
-        self.folder = Path(tempfile.mkdtemp(prefix="segedge-videos-"))
-        weakref.finalize(self, shutil.rmtree, self.folder, True)  # also when close() is never called
+        self.folder: Path | None = None  # a private temp folder, made at the first upload
         self.max_videos, self.max_bytes, self.max_pixels = int(max_videos), int(max_bytes), int(max_pixels)
         self.videos: OrderedDict[str, StoredVideo] = OrderedDict()
         self._lock = threading.Lock()
@@ -101,7 +100,7 @@ class VideoStore:
             if video_id in self.videos:
                 self.videos.move_to_end(video_id)
                 return {**self.videos[video_id].info(), "cached": True}
-        path = self.folder / f"{video_id}{suffix}"
+        path = self._private_folder() / f"{video_id}{suffix}"
         partial = path.with_name(path.name + ".partial")
         partial.write_bytes(data)
         partial.replace(path)
@@ -122,6 +121,13 @@ class VideoStore:
         for old_id, old in evicted:  # outside the lock: a job on it may take a frame's time to stop
             self._drop(old_id, old)
         return {**video.info(), "cached": False}
+
+    def _private_folder(self) -> Path:
+        with self._lock:
+            if self.folder is None:
+                self.folder = Path(tempfile.mkdtemp(prefix="segedge-videos-"))
+                weakref.finalize(self, shutil.rmtree, self.folder, True)  # also when close() is never called
+            return self.folder
 
     def get(self, video_id: str) -> StoredVideo:
         if not isinstance(video_id, str) or not VIDEO_ID.match(video_id):
@@ -163,7 +169,8 @@ class VideoStore:
             videos, self.videos = list(self.videos.items()), OrderedDict()
         for video_id, video in videos:
             self._drop(video_id, video)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
