@@ -15,7 +15,6 @@ CPU flags are printed beside the numbers (``ONEDNN_MAX_CPU_ISA`` etc. apply to O
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -81,7 +80,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="markdown report (a .json beside it)")
     args = parser.parse_args()
 
-    from segedge.bench.run import system_info
+    from segedge.bench.run import system_info, write_report
     from segedge.bench.video_reference import pan_clip, sam2_video_predictor
     from segedge.runtime.sam2_video import Sam2Video
 
@@ -112,11 +111,7 @@ def main() -> int:
         row["iou_min"], row["iou_mean"], row["masks_compared"] = min(ious), float(np.mean(ious)), len(ious)
     long = long_run(args.model, clip, args.long, args.backends.split(",")[0], args.long_precision) if args.long else []
     report = {"system": system_info(), "frames": args.frames, "reference": ref_row, "rows": rows, "long_rss_mb": long}
-    text = markdown(report)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        Path(args.out).with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    write_report(markdown(report), report, args.out)
     return 0
 
 
@@ -129,13 +124,13 @@ def _summary(result) -> dict:
 
 
 def markdown(report: dict) -> str:
+    from segedge.bench.run import system_line
+
     s = report["system"]
     lines = [
         f"**SAM 2 video tracking**: {report['frames']} frames (640x480), 2 objects, forward; one run each.",
         "",
-        f"CPU: {s['cpu']}, {s['cores']} cores, {s['cpu_kind']}; flags: {s['cpu_flags']}. "
-        + ", ".join(f"{k} {v}" for k, v in s["versions"].items())
-        + ".",
+        system_line(s),
         "",
         "| runtime | precision | frames/s | ms per frame | speed-up vs sam2 | mask IoU vs sam2 (min / mean, masks) | "
         "prompts (s) | ms per frame by stage |",

@@ -9,7 +9,15 @@ import torch
 
 from helpers import mask_iou, run_segedge
 from segedge.bench.video_reference import pan_clip, sam2_video_predictor
-from segedge.runtime.sam2_memory import from_bf16, memory_plan, select_closest_cond_frames, sine_pe, to_bf16
+from segedge.runtime.sam2_memory import (
+    frames_to_forget,
+    from_bf16,
+    memory_plan,
+    memory_reach,
+    select_closest_cond_frames,
+    sine_pe,
+    to_bf16,
+)
 
 pytest.importorskip("sam2", reason="the SAM 2 reference needs the sam2 package (scripts/test.sh installs it)")
 
@@ -61,6 +69,55 @@ def test_memory_plan_reaches_back_six_frames_and_fifteen_pointers():
     back = memory_plan(5, [9], {6, 7, 8, 10}, num_maskmem=7, max_obj_ptrs=16, num_frames=12, reverse=True)
     assert back.frames == ((9, 0), (10, 2), (8, 4), (7, 5), (6, 6)) and back.max_ptrs == 12
     assert back.pointers == ((9, 4), (6, 1), (7, 2), (8, 3), (10, 5))
+
+
+def test_a_bounded_bank_gives_a_second_pass_sams_memories():
+    """Forward 40 frames from a prompt on frame 30 with a 15-frame bank (what one pass needs), then backwards from it:
+    every backward frame sees the memory frames and pointers SAM 2's unbounded bank gives; keeping only the frames
+    nearest the last one tracked would not."""
+    kw = dict(num_maskmem=7, max_obj_ptrs=16, num_frames=100)
+    reach = memory_reach(7, 16)
+    assert reach == 16 and frames_to_forget(range(100), [0], 99, 20, reach) == list(range(17, 80))
+
+    def run(forget):
+        bank, full, plans = set(), set(), []
+        for n in range(31, 71):
+            bank.add(n), full.add(n)
+            bank -= set(forget(bank, n))
+        assert len(bank) <= 15 + 2 * reach + 1
+        for n in range(29, 0, -1):
+            plans.append(
+                memory_plan(n, [30], bank, reverse=True, **kw) == memory_plan(n, [30], full, reverse=True, **kw)
+            )
+            bank.add(n), full.add(n)
+            bank -= set(forget(bank, n))
+        return plans
+
+    assert all(run(lambda bank, n: frames_to_forget(bank, [30], n, 15, reach)))
+    nearest_only = lambda bank, n: sorted(bank, key=lambda t: -abs(t - n))[: max(len(bank) - 15, 0)]  # noqa: E731
+    assert not all(run(nearest_only))
+
+
+def test_track_directions_cover_the_clip():
+    """`segedge track --direction`: the passes (start, frames, reverse) over a 100-frame clip and a stream."""
+    from argparse import Namespace
+
+    from segedge.cli.track import _passes
+    from segedge.errors import SegedgeError
+
+    prompts = {(30, 1): {}, (50, 2): {}}
+
+    def passes(direction, max_frames=None, num_frames=100):
+        return _passes(Namespace(direction=direction, max_frames=max_frames, video="v"), prompts, num_frames)
+
+    assert passes("forward") == [(30, 70, False)] and passes("reverse") == [(50, 51, True)]
+    assert passes("both") == [(30, 70, False), (30, 31, True)]
+    assert passes("both", max_frames=10) == [(30, 10, False), (30, 10, True)]
+    assert _passes(Namespace(direction="both", max_frames=None, video="v"), {(0, 1): {}}, 100) == [(0, 100, False)]
+    assert passes("forward", max_frames=5, num_frames=None) == [(30, 5, False)]
+    for direction, message in (("reverse", "can only be tracked forward"), ("forward", "--max-frames")):
+        with pytest.raises(SegedgeError, match=message):
+            passes(direction, num_frames=None)
 
 
 # -- graphs against sam2's modules -----------------------------------------------------------------
@@ -207,8 +264,9 @@ def test_tracking_agrees_with_sam2_video_predictor(sam2_tiny_folder, clip, refer
 
 # -- segedge track -----------------------------------------------------------------------------------
 def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path):
-    """`segedge track`: the JSON Lines' RLE masks are the tracker's own (same prompts through the Python API),
-    the mp4 has a frame per tracked frame, and bad input gets one line."""
+    """`segedge track --direction both`: the JSON Lines' RLE masks, in frame order, are the tracker's own (same
+    prompts through the Python API, forward then reverse), the mp4 has a frame per tracked frame, and bad input
+    gets one line."""
     import json
 
     import cv2
@@ -218,21 +276,27 @@ def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path)
 
     out = tmp_path / "track out"
     proc = run_segedge(
-        "track", clip, "--model", sam2_tiny_folder, "--point", "0,60,240", "--box", "1,300,150,520,400,2",
-        "--max-frames", "2", "--out", out, "--precision", "f32", "--backend", "openvino",
+        "track", clip, "--model", sam2_tiny_folder, "--point", "1,60,240", "--box", "2,300,150,520,400,2",
+        "--direction", "both", "--max-frames", "2", "--out", out, "--precision", "f32", "--backend", "openvino",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "2 frames, 2 object(s)" in proc.stdout and "frames/s" in proc.stdout
+    assert "3 frames, 2 object(s)" in proc.stdout and "frames/s" in proc.stdout
     records = [json.loads(line) for line in (out / "frames_track.jsonl").read_text().splitlines()]
-    assert [r["frame"] for r in records] == [0, 1]
+    assert [r["frame"] for r in records] == [0, 1, 2]
     capture = cv2.VideoCapture(str(out / "frames_track.mp4"))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     capture.release()
     tracker = Sam2Video(sam2_tiny_folder, "openvino", precision="f32")
     state = tracker.init_state(clip)
-    tracker.add_new_points_or_box(state, 0, 1, points=[[60, 240]], labels=[1])
-    tracker.add_new_points_or_box(state, 1, 2, box=[300, 150, 520, 400])
-    expected = {f: logits[:, 0] > 0 for f, _, logits in tracker.propagate_in_video(state, max_frame_num_to_track=1)}
+    tracker.add_new_points_or_box(state, 1, 1, points=[[60, 240]], labels=[1])
+    tracker.add_new_points_or_box(state, 2, 2, box=[300, 150, 520, 400])
+    expected = {}
+    for reverse in (False, True):  # frame 1 comes twice (object 2 tracked again, the other way): the first is kept
+        for f, _, logits in tracker.propagate_in_video(
+            state, start_frame_idx=1, max_frame_num_to_track=1, reverse=reverse
+        ):
+            expected.setdefault(f, logits[:, 0] > 0)
+    assert sorted(expected) == [0, 1, 2]
     for record in records:
         assert [o["id"] for o in record["objects"]] == [1, 2]
         for obj, mask in zip(record["objects"], expected[record["frame"]]):

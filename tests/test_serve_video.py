@@ -40,7 +40,8 @@ def clip_mp4(tmp_path_factory, shared_images):
 
 @pytest.fixture(scope="module")
 def expected(sam2_tiny_folder, clip_mp4):
-    """Sam2Video on the mp4 with PROMPTS: ``{"prompt": [masks per prompt], "track": {frame: (ids, masks)}}``."""
+    """Sam2Video on the mp4 with PROMPTS: ``{"prompt": [masks per prompt], "track": {frame: (ids, masks)}, "back":
+    {frame: (ids, masks)}}``, the last a reverse pass from the last prompted frame after the forward one."""
     from segedge.runtime.sam2_video import Sam2Video
 
     tracker = Sam2Video(sam2_tiny_folder, "openvino", precision="f32")
@@ -53,7 +54,13 @@ def expected(sam2_tiny_folder, clip_mp4):
         n: (ids, logits[:, 0] > 0)
         for n, ids, logits in tracker.propagate_in_video(state, start_frame_idx=0, max_frame_num_to_track=TRACKED - 1)
     }
-    return {"prompt": prompted, "track": track}
+    back = {
+        n: (ids, logits[:, 0] > 0)
+        for n, ids, logits in tracker.propagate_in_video(
+            state, start_frame_idx=1, max_frame_num_to_track=1, reverse=True
+        )
+    }
+    return {"prompt": prompted, "track": track, "back": back}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +133,13 @@ def test_api_prompts_and_tracks_like_sam2video(server, clip_mp4, expected):
         assert set(record["objects"][0]) == {"id", "visible", "object_score", "area", "box", "rle"}
     assert {"encoder", "memory_attention", "decoder"} <= set(job["ms_per_frame"]) and job["frames_per_s"] > 0
     print(f"served tracking: {job['frames_per_s']} frames/s, ms per frame {job['ms_per_frame']}")
+
+    # back from the last prompted frame (1) to frame 0
+    back = client.track(video, reverse=True)
+    assert (back["status"], back["reverse"], back["start_frame"], back["total"]) == ("done", True, 1, 2)
+    assert [r["frame"] for r in back["records"]] == [1, 0]
+    for record in back["records"]:
+        _same(record, expected["back"][record["frame"]])
 
     # a stopped job ends after the frame it is on and keeps what it finished
     again = client.call("POST", f"/api/videos/{video}/track", {})
@@ -218,8 +232,8 @@ def test_uploads_are_bounded_and_deleted(sam2_tiny_folder, clip_mp4, tmp_path):
 
 # -- the page --------------------------------------------------------------------------------------
 def test_page_click_track_and_scrub(server, clip_mp4, expected, tmp_path):
-    """Open the mp4 on the page, click object 1 on frame 0, box object 2 on frame 1, Track, scrub: every mask
-    the page holds equals Sam2Video's, and the JSON Lines download is the tracked frames."""
+    """Open the mp4 on the page, click object 1 on frame 0, box object 2 on frame 1, Track, Track back, scrub: every
+    mask the page holds equals Sam2Video's, and the JSON Lines download is the tracked frames."""
     from test_serve_browser import ARGS, _chromium
 
     playwright_api = pytest.importorskip("playwright.sync_api")
@@ -279,6 +293,15 @@ def test_page_click_track_and_scrub(server, clip_mp4, expected, tmp_path):
         assert page.input_value("#scrubber") == str(TRACKED - 1)  # it followed the tracking
         assert "tracked 3 / 3 frames" in page.text_content("#track-progress")
         assert page.locator("#instances li[data-object]").count() == 2
+        page.click("#track-back")  # from frame 1 (the last prompted) back to frame 0
+        page.wait_for_function(
+            "window.segedge.video.state.job.reverse && window.segedge.video.state.job.status === 'done'",
+            timeout=120_000,
+        )
+        assert "tracked 2 / 2 frames back from frame 1" in page.text_content("#track-progress")
+        records = page.evaluate("window.segedge.video.state.records")
+        for frame in (0, 1):
+            _same(records[str(frame)], expected["back"][frame])
 
         # scrub back: frame 0 shows its masks; the list follows
         page.fill("#scrubber", "0")

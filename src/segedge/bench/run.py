@@ -47,6 +47,25 @@ def bench_configs(manifest, cpu=None) -> tuple[list[tuple[str, str]], list[str]]
     return rows, notes
 
 
+def write_report(text: str, report: dict, out) -> None:
+    """Print a benchmark's markdown ``text``; with ``out``, write it there and the ``report`` as JSON beside it."""
+    import json
+
+    print(text)
+    if out:
+        Path(out).write_text(text)
+        Path(out).with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+
+
+def system_line(system: dict, versions: bool = True) -> str:
+    """One markdown line for a :func:`system_info` record: CPU, cores, kind, the flags that decide speed, and
+    (``versions``) the packages' versions."""
+    line = f"CPU: {system['cpu']}, {system['cores']} cores, {system['cpu_kind']}; flags: {system['cpu_flags']}."
+    if versions and system.get("versions"):
+        line = line[:-1] + ". " + ", ".join(f"{k} {v}" for k, v in system["versions"].items()) + "."
+    return line
+
+
 def system_info() -> dict:
     cpu = platform.processor() or "unknown"
     try:

@@ -84,13 +84,15 @@ def video_benchmark(
 
 
 def markdown(report: dict) -> str:
+    from segedge.bench.run import system_line
+
     s = report["system"]
     lines = [
         f"**{report['family']} {report['variant']}**: `{report['video']}` ({report['video_size'][0]}x{report['video_size'][1]}, "
         f"{report['records'][0]['frames'] if report['records'] else 0} frames); the whole job per frame (network, post-processing, "
         "annotated mp4, JSON Lines with RLE masks).",
         "",
-        f"CPU: {s['cpu']}, {s['cores']} cores, {s['cpu_kind']}; flags: {s['cpu_flags']}.",
+        system_line(s, versions=False),
         "",
         "| runtime | precision | one at a time, frames/s | pipelined, frames/s | speed-up | same masks |",
         "|---|---|---:|---:|---:|---|",

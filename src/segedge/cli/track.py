@@ -2,7 +2,8 @@
 through a video with SAM 2 (no torch).
 
 Prompts name their frame ``F`` (0-based) and object ``OBJ`` (default 1); coordinates are the video's pixels.
-Tracking runs forward from the first prompted frame (SAM2VideoPredictor's ``propagate_in_video``) and writes
+Tracking runs forward from the first prompted frame (SAM2VideoPredictor's ``propagate_in_video``; ``--direction
+reverse`` back from the last prompted one, ``both`` forward then back, so the whole video) and writes
 ``<video>_track.mp4`` (each object's mask tinted, in one colour per object) and ``<video>_track.jsonl`` (one
 record per frame: per object its COCO RLE, box, area, object score and whether SAM 2 thinks it is visible).
 Both files are renamed into place when tracking ends, also on Ctrl-C or SIGTERM: they hold every frame finished.
@@ -62,6 +63,30 @@ def _prompts(args) -> dict[tuple[int, int], dict]:
     return prompts
 
 
+def _passes(args, prompts: dict, num_frames: int | None) -> list[tuple[int, int, bool]]:
+    """``(start frame, frames, reverse)`` of each tracking pass ``--direction`` asks for: forward from the first
+    prompted frame to the end; reverse from the last prompted frame to frame 0; both = forward, then reverse from the
+    first prompted frame (SAM 2's order: the reverse pass then remembers the forward pass's frames next to the
+    prompt). ``--max-frames`` bounds each pass."""
+    first, last_prompted = min(f for f, _ in prompts), max(f for f, _ in prompts)
+    if num_frames is None:
+        if args.direction != "forward":
+            raise SegedgeError(f"{args.video} is a camera or stream: it can only be tracked forward")
+        if args.max_frames is None:
+            raise SegedgeError(f"{args.video} is a camera or stream: say how many frames to track with --max-frames")
+        return [(first, args.max_frames, False)]
+
+    def bounded(count: int) -> int:
+        return count if args.max_frames is None else min(count, args.max_frames)
+
+    forward = (first, bounded(num_frames - first), False)
+    if args.direction == "forward":
+        return [forward]
+    if args.direction == "reverse":
+        return [(last_prompted, bounded(last_prompted + 1), True)]
+    return [forward, (first, bounded(first + 1), True)] if first > 0 else [forward]
+
+
 def _run(args) -> int:
     from segedge.outputs import check_writable_folder, next_run_folder, out_is_folder
     from segedge.runtime.sam2_video import Sam2Video
@@ -92,28 +117,28 @@ def _run(args) -> int:
             labels=p["labels"] or None,
             box=p["box"],
         )
-    start = min(frame for frame, _ in prompts)
-    last = state.num_frames - 1 if state.num_frames is not None else None
-    total = (last - start + 1) if last is not None else None
-    if args.max_frames is not None:
-        total = args.max_frames if total is None else min(total, args.max_frames)
-    if total is None:
-        raise SegedgeError(f"{args.video} is a camera or stream: say how many frames to track with --max-frames")
+    passes = _passes(args, prompts, state.num_frames)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.video).stem if not live else f"camera{args.video}" if args.video.isdigit() else "stream"
-    writer = TrackWriter(out / f"{stem}_track.mp4", out / f"{stem}_track.jsonl", state, fps=state.frames.fps)
-    progress = Progress(total, enabled=not args.quiet, unit="frames")
+    writer = TrackWriter(
+        out / f"{stem}_track.mp4",
+        out / f"{stem}_track.jsonl",
+        state,
+        fps=state.frames.fps,
+        in_order=args.direction != "forward",
+    )
+    progress = Progress(sum(count for _, count, _ in passes), enabled=not args.quiet, unit="frames")
     t0 = time.perf_counter()
-    frames = 0
     try:
-        for frame, obj_ids, logits in tracker.propagate_in_video(
-            state, start_frame_idx=start, max_frame_num_to_track=total - 1
-        ):
-            writer.write(frame, obj_ids, logits[:, 0] > 0, tracker.object_scores(state, frame))
-            frames += 1
-            progress.step()
+        for start, count, reverse in passes:
+            for frame, obj_ids, logits in tracker.propagate_in_video(
+                state, start_frame_idx=start, max_frame_num_to_track=count - 1, reverse=reverse
+            ):
+                writer.write(frame, obj_ids, logits[:, 0] > 0, tracker.object_scores(state, frame))
+                progress.step()
     finally:
         progress.close()
+        frames = writer.frames
         written = writer.close()
         state.frames.close()
     seconds = time.perf_counter() - t0
@@ -145,7 +170,17 @@ def register(sub) -> None:
             f"--{kind}", type=prompt_type(kind, count), action="append", metavar=metavar, help=f"{what}; repeatable"
         )
     tr.add_argument("--out", default=None, help="output folder (default: a new runs/track/track, track2, ... folder)")
-    tr.add_argument("--max-frames", type=positive_int, default=None, help="track at most this many frames")
+    tr.add_argument(
+        "--direction",
+        choices=("forward", "reverse", "both"),
+        default="forward",
+        help="forward from the first prompted frame (default); reverse from the last prompted frame to the start; "
+        "both: forward, then back from the first prompted frame, so the whole video is tracked. Outputs are in frame "
+        "order (reverse and both write them when tracking ends)",
+    )
+    tr.add_argument(
+        "--max-frames", type=positive_int, default=None, help="track at most this many frames (in each direction)"
+    )
     tr.add_argument(
         "--keep-frames",
         type=whole_number(7),

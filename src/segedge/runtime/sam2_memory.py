@@ -91,6 +91,22 @@ def memory_plan(
     return MemoryPlan(tuple(frames), tuple(pointers), max_ptrs)
 
 
+def memory_reach(num_maskmem: int, max_obj_ptrs: int, stride: int = 1) -> int:
+    """How many frames back :func:`memory_plan` can look: memory frames reach ``(num_maskmem - 1) * stride`` (plus
+    one stride of rounding), pointers ``max_obj_ptrs - 1`` frames. SAM 2.1 defaults: 16."""
+    return max(num_maskmem * stride, max_obj_ptrs)
+
+
+def frames_to_forget(tracked, cond, current: int, keep: int, reach: int) -> list[int]:
+    """Which of an object's ``tracked`` frames (non-cond outputs) to drop: all but the ``keep`` nearest ``current``
+    (the frame just tracked) and those within ``reach`` of a prompted (``cond``) frame. The second kind stays (at
+    most ``2 * reach`` per prompted frame) so that a later pass from a prompted frame, the other way or again, finds
+    the bank SAM 2 would (it keeps every frame)."""
+    nearest = set(sorted(tracked, key=lambda t: (abs(t - current), t))[:keep])
+    cond = list(cond)
+    return sorted(t for t in tracked if t not in nearest and all(abs(t - c) > reach for c in cond))
+
+
 def sine_pe(positions: np.ndarray, dim: int, temperature: float = 10000.0) -> np.ndarray:
     """``get_1d_sine_pe``: ``positions (N,)`` -> ``(N, dim)`` float32, sines then cosines."""
     half = dim // 2

@@ -15,8 +15,8 @@ and the small-hole filling follow SAM2VideoPredictor as built by ``build_sam2_vi
 
 Differences, by design: frames are read when needed (a file, a JPEG folder, a list, or a camera read in
 order), resized with Pillow's bicubic filter as SAM 2 resizes its JPEG frames; the memory bank keeps at
-most ``keep_frames`` tracked frames per object (those nearest the frame last tracked; prompted frames
-always stay), so a long video does not grow in memory (SAM 2 keeps every frame); an object's prompted
+most ``keep_frames`` tracked frames per object (those nearest the frame last tracked; prompted frames and the
+16 frames either side of them always stay, so a pass the other way from a prompt sees SAM 2's bank), so a long video does not grow in memory (SAM 2 keeps every frame); an object's prompted
 frames beyond the folder's ``cond_frames`` are attended to as SAM 2 does with ``max_cond_frames_in_attn``
 (the temporally closest). Coordinates are original video pixels (``normalize_coords=True``) or 0..1.
 """
@@ -36,7 +36,14 @@ from segedge.postprocess.holes import fill_small_holes
 from segedge.preprocess.resize_square import resize_antialias, sam2_video_preprocess
 from segedge.runtime.prompt_args import check_boxes, check_points
 from segedge.runtime.sam2 import LOW_RES, Sam2
-from segedge.runtime.sam2_memory import from_bf16, memory_plan, pointer_tpos, to_bf16
+from segedge.runtime.sam2_memory import (
+    frames_to_forget,
+    from_bf16,
+    memory_plan,
+    memory_reach,
+    pointer_tpos,
+    to_bf16,
+)
 from segedge.runtime.sam_common import PAD
 from segedge.runtime.video_frames import VideoFrames
 
@@ -277,7 +284,8 @@ class Sam2Video(Sam2):
         if reverse:
             if state.num_frames is None:
                 raise PromptError(f"{state.frames.name} is a camera or stream: it can only be tracked forward")
-            stop = max(start - (max_frame_num_to_track or state.num_frames), 0)
+            reach = state.num_frames if max_frame_num_to_track is None else max_frame_num_to_track
+            stop = max(start - reach, 0)
             order = range(start, stop - 1, -1) if start > 0 else range(0)
         else:
             last = None if state.num_frames is None else state.num_frames - 1
@@ -483,10 +491,12 @@ class Sam2Video(Sam2):
         return to_bf16(out[0])
 
     def _forget_far_frames(self, obj: ObjectTrack, n: int) -> None:
-        """Keep at most :attr:`keep_frames` tracked frames of ``obj``: drop those farthest from frame ``n``."""
-        while len(obj.non_cond) > self.keep_frames:
-            far = max(obj.non_cond, key=lambda t: abs(t - n))
-            del obj.non_cond[far]
+        """Keep at most :attr:`keep_frames` tracked frames of ``obj`` (:func:`~segedge.runtime.sam2_memory.
+        frames_to_forget`: those farthest from frame ``n`` go; those a pass from a prompted frame needs stay)."""
+        v = self.video
+        reach = memory_reach(v["num_maskmem"], v["max_obj_ptrs_in_encoder"], v["memory_temporal_stride_for_eval"])
+        for t in frames_to_forget(obj.non_cond, obj.cond, n, self.keep_frames, reach):
+            del obj.non_cond[t]
 
     def _check_frame(self, state: VideoState, frame_idx) -> int:
         try:

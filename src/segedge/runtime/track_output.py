@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.postprocess.draw import overlay
-from segedge.postprocess.encode import rle_encode
+from segedge.postprocess.encode import rle_decode, rle_encode
 from segedge.postprocess.masks import RoiMasks
 from segedge.videoio import JsonLinesWriter, VideoWriter, one_frame_at_once
 
@@ -37,19 +37,34 @@ def frame_record(name: str, frame: int, fps: float, obj_ids: list, masks: RoiMas
 
 
 class TrackWriter:
-    """The annotated video and the JSON Lines of a tracking run, each renamed into place by :meth:`close`."""
+    """The annotated video and the JSON Lines of a tracking run, each renamed into place by :meth:`close`.
 
-    def __init__(self, video_path: Path, jsonl_path: Path, state, fps: float):
+    ``in_order=True`` (a reverse or two-way run): records are kept (RLE, a few KB a frame) and written in frame order
+    by :meth:`close`, the first result of a frame winning; otherwise each frame is written as it comes."""
+
+    def __init__(self, video_path: Path, jsonl_path: Path, state, fps: float, in_order: bool = False):
         h, w = state.video_hw
         self.state, self.fps = state, fps
         self.video = VideoWriter(video_path, fps, (w, h))
         self.lines = JsonLinesWriter(jsonl_path)
+        self.pending: dict[int, dict] | None = {} if in_order else None
 
     def write(self, frame: int, obj_ids: list, masks: np.ndarray, scores: list) -> None:
         """``masks (objects, H, W)`` bool of frame ``frame``; ``scores`` each object's score logit (or None)."""
         roi = RoiMasks.from_dense(masks)
         record = frame_record(self.state.frames.name, frame, self.fps, obj_ids, roi, scores)
-        rgb = self.state.frames.frame(frame)
+        if self.pending is not None:
+            self.pending.setdefault(frame, record)
+        else:
+            self._emit(record, roi)
+
+    @property
+    def frames(self) -> int:
+        """Frames written or waiting to be."""
+        return self.video.frames + len(self.pending or {})
+
+    def _emit(self, record: dict, roi: RoiMasks) -> None:
+        rgb = self.state.frames.frame(record["frame"])
         # empty masks get no label; their index keeps each object's colour
         labels = [f"{o['id']}" if o["area"] else "" for o in record["objects"]]
         drawn = overlay(rgb, roi, roi.extents(), labels, show_boxes=False)
@@ -58,5 +73,16 @@ class TrackWriter:
             self.lines.write(record)
 
     def close(self) -> list[Path]:
-        """Finish both files (what was written stays: every finished frame); returns their paths."""
-        return [p for p in (self.video.close(), self.lines.close()) if p]
+        """Write the frames kept for frame order, then finish both files (what was written stays: every finished
+        frame, also when this is interrupted); returns their paths."""
+        try:
+            pending, self.pending = self.pending or {}, None
+            for frame in sorted(pending):
+                record = pending.pop(frame)
+                h, w = self.state.video_hw
+                dense = [rle_decode(o["rle"]) for o in record["objects"]]
+                masks = np.stack(dense) if dense else np.zeros((0, h, w), bool)
+                self._emit(record, RoiMasks.from_dense(masks))
+        finally:
+            written = [p for p in (self.video.close(), self.lines.close()) if p]
+        return written

@@ -13,7 +13,7 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}`` wit
 - ``GET /api/videos/{video_id}/frames/{n}`` frame ``n`` (0-based) as JPEG
 - ``POST /api/videos/{video_id}/prompt`` ``{model, frame, obj_id, points, labels, box}`` -> every object's mask on
   that frame (a record of ``segedge track``'s JSON lines); it replaces that object's prompt on that frame
-- ``POST /api/videos/{video_id}/track`` ``{model, max_frames}`` -> a tracking job, run in the background
+- ``POST /api/videos/{video_id}/track`` ``{model, max_frames, reverse}`` -> a tracking job, run in the background
 - ``GET /api/tracks/{job_id}?since=K`` the job's progress and its records from the K-th on; ``DELETE`` stops it
 - ``POST /api/videos/{video_id}/reset`` ``{model, obj_id}`` forget one object, or all (no ``obj_id``)
 - ``GET /api/openapi.json`` the OpenAPI description; ``GET /docs`` Swagger UI over it (its files come from
@@ -122,6 +122,7 @@ def create_app(service: SegmentService) -> FastAPI:
 
     class TrackRequest(VideoModel):
         max_frames: int | None = Field(None, ge=1, description="frames to track from the first prompted one")
+        reverse: bool = Field(False, description="track back from the last prompted frame towards frame 0")
 
     class ResetRequest(VideoModel):
         obj_id: int | None = Field(None, description="the object to forget (default: every object)")
@@ -302,9 +303,9 @@ def create_app(service: SegmentService) -> FastAPI:
         session = video.session(video_model(req.model), video_id)
         return session.prompt(req.frame, req.obj_id, points=req.points, labels=req.labels, box=req.box)
 
-    @app.post("/api/videos/{video_id}/track", summary="Track the prompted objects forward (a background job)")
+    @app.post("/api/videos/{video_id}/track", summary="Track the prompted objects forward or back (a background job)")
     def video_track(video_id: str, req: TrackRequest):
-        return video.start(video_model(req.model), video_id, req.max_frames)
+        return video.start(video_model(req.model), video_id, req.max_frames, req.reverse)
 
     @app.post("/api/videos/{video_id}/reset", summary="Forget one object (obj_id) or every object")
     def video_reset(video_id: str, req: ResetRequest):

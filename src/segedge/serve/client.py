@@ -108,12 +108,20 @@ class Client:
         return self.call("POST", f"/api/videos/{video_id}/prompt", body)
 
     def track(
-        self, video_id: str, model: str | None = None, max_frames: int | None = None, wait: bool = True, poll_s=0.5
+        self,
+        video_id: str,
+        model: str | None = None,
+        max_frames: int | None = None,
+        wait: bool = True,
+        poll_s=0.5,
+        reverse: bool = False,
     ) -> dict:
-        """Track the prompted objects forward; with ``wait``, until the job ends: the job with every record."""
+        """Track the prompted objects forward (``reverse``: back from the last prompted frame); with ``wait``, until
+        the job ends: the job with every record, in the order tracked."""
         import time
 
-        job = self.call("POST", f"/api/videos/{video_id}/track", {"model": model, "max_frames": max_frames})
+        payload = {"model": model, "max_frames": max_frames, "reverse": reverse}
+        job = self.call("POST", f"/api/videos/{video_id}/track", payload)
         records = []
         while wait and job["status"] == "running":
             time.sleep(poll_s)

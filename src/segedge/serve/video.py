@@ -182,6 +182,7 @@ class TrackJob:
     session: TrackSession
     start: int
     total: int
+    reverse: bool = False
     status: str = "running"
     records: list = field(default_factory=list)
     error: str | None = None
@@ -203,6 +204,7 @@ class TrackJob:
             "status": self.status,
             "error": self.error,
             "start_frame": self.start,
+            "reverse": self.reverse,
             "total": self.total,
             "done": done,
             "seconds": round(seconds, 2),
@@ -261,8 +263,9 @@ class TrackSession:
             else:
                 self.state.objects.pop(obj_id, None)
 
-    def start(self, job_id: str, max_frames: int, heavy: threading.Semaphore) -> TrackJob:
-        """Track forward from the first prompted frame, at most ``max_frames`` frames, in a thread."""
+    def start(self, job_id: str, max_frames: int, heavy: threading.Semaphore, reverse: bool = False) -> TrackJob:
+        """Track forward from the first prompted frame (``reverse``: back from the last prompted frame, as
+        ``segedge track --direction reverse``), at most ``max_frames`` frames, in a thread."""
         from segedge.errors import PromptError
 
         self._idle()
@@ -271,9 +274,9 @@ class TrackSession:
             prompted = [t for obj in self.state.objects.values() for t in (*obj.cond, *obj.temp_cond)]
             if not prompted:
                 raise PromptError("no object has a prompt yet: click on an object first")
-            start = min(prompted)
-            total = min(max_frames, self.state.num_frames - start)
-            job = TrackJob(job_id, self, start, total)
+            start = max(prompted) if reverse else min(prompted)
+            total = min(max_frames, start + 1 if reverse else self.state.num_frames - start)
+            job = TrackJob(job_id, self, start, total, reverse)
             self.job = job
         threading.Thread(target=self._run, args=(job, heavy), name=f"segedge-track-{job_id}", daemon=True).start()
         return job
@@ -284,7 +287,7 @@ class TrackSession:
         with self.lock:
             self.state.timings.clear()
             frames = self.tracker.propagate_in_video(
-                self.state, start_frame_idx=job.start, max_frame_num_to_track=job.total - 1
+                self.state, start_frame_idx=job.start, max_frame_num_to_track=job.total - 1, reverse=job.reverse
             )
             try:
                 while not job.stop.is_set():
@@ -370,14 +373,14 @@ class VideoService:
                 self._sessions[key] = TrackSession(model, tracker, video)
             return self._sessions[key]
 
-    def start(self, model: str, video_id: str, max_frames: int | None = None) -> dict:
+    def start(self, model: str, video_id: str, max_frames: int | None = None, reverse: bool = False) -> dict:
         limit = self.max_track_frames if max_frames is None else min(int(max_frames), self.max_track_frames)
         if limit < 1:
             raise ServiceError(f"max_frames must be at least 1, got {max_frames}")
         session = self.session(model, video_id)
         with self._lock:
             job_id = str(next(self._ids))
-        job = session.start(job_id, limit, self.heavy)
+        job = session.start(job_id, limit, self.heavy, reverse)
         with self._lock:
             self._jobs[job_id] = job
             finished = [k for k, j in self._jobs.items() if j.status != "running"]

@@ -71,7 +71,7 @@ function enterVideoMode() {
   updateTrackButtons();
   $("track-progress").textContent = "";
   $("help").innerHTML = "<b>click</b> the object on any frame · <b>shift-click</b> background · <b>drag</b> box ·" +
-    " <b>Track</b> follows every object from the first prompted frame · <b>←/→</b> frames · <b>Esc</b> forget all";
+    " <b>Track</b> follows every object from the first prompted frame, <b>◀ Track back</b> from the last one to the start · <b>←/→</b> frames · <b>Esc</b> forget all";
 }
 
 // Another model that tracks: the same clip, its prompts and results start afresh.
@@ -247,12 +247,13 @@ function chooseObject(id) {
 // ---- tracking -------------------------------------------------------------------------------------------------
 let pollTimer = null;
 
-async function startTracking() {
+// Track forward from the first prompted frame, or (reverse) back from the last one towards frame 0.
+async function startTracking(reverse = false) {
   if (!Object.keys(V.prompts).length) { showError("click on an object first: Track follows the prompted objects"); return; }
   const frames = Math.max(1, Number($("track-frames").value) || 1);
   hideError();
   try {
-    V.job = await api(`/api/videos/${V.id}/track`, { model: S.model.name, max_frames: frames });
+    V.job = await api(`/api/videos/${V.id}/track`, { model: S.model.name, max_frames: frames, reverse });
   } catch (e) { showError(e.message); return; }
   V.follow = true;
   updateTrackButtons();
@@ -302,7 +303,8 @@ function showProgress() {
   if (!j) return;
   const rate = j.frames_per_s ? ` · ${j.frames_per_s.toFixed(2)} frames/s` : "";
   const what = { running: "tracking", done: "tracked", stopped: "stopped after", error: "failed after" }[j.status] || j.status;
-  const text = `${what} ${j.done} / ${j.total} frames from frame ${j.start_frame}${rate} (${j.seconds.toFixed(1)} s)`;
+  const way = j.reverse ? " back" : "";
+  const text = `${what} ${j.done} / ${j.total} frames${way} from frame ${j.start_frame}${rate} (${j.seconds.toFixed(1)} s)`;
   $("track-progress").textContent = text;
   status(text, j.status === "running" ? "busy" : "");
   if (j.done) showVideoTimings(j.ms_per_frame, null, true);
@@ -311,6 +313,7 @@ function showProgress() {
 function updateTrackButtons() {
   const running = !!(V.job && V.job.status === "running");
   $("track").disabled = running;
+  $("track-back").disabled = running;
   $("stop").disabled = !running;
   $("dl-json").disabled = !Object.keys(V.records).length;
   $("dl-overlay").disabled = !V.records[V.frame];
@@ -398,7 +401,8 @@ $("prev-frame").onclick = () => { V.follow = false; showFrame(V.frame - 1); };
 $("next-frame").onclick = () => { V.follow = false; showFrame(V.frame + 1); };
 $("object").addEventListener("change", (ev) => chooseObject(Number(ev.target.value)));
 $("new-object").onclick = () => chooseObject(Math.max(...V.objects) + 1);
-$("track").onclick = startTracking;
+$("track").onclick = () => startTracking(false);
+$("track-back").onclick = () => startTracking(true);
 $("stop").onclick = stopTracking;
 document.addEventListener("keydown", (ev) => {
   if (!V.on || ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
