@@ -135,12 +135,15 @@ def test_sam_prompts_equal_the_runtime(client, server, sam_name, sam_tiny_folder
         dict(points=[[400, 500], [200, 300]], labels=[1, 0]),
         dict(box=[100, 200, 600, 900]),
         dict(points=[[300, 600]], labels=[1], box=[100, 200, 600, 900]),
+        dict(points=[[300, 600]]),  # no labels: foreground clicks
+        dict(points=[], box=[100, 200, 600, 900]),  # "points": [] is no points
     ]
     for prompts in cases:
         answer = client.predict(image_id, sam_name, **prompts)
+        points = prompts.get("points") or None
         masks, scores, _ = sam.predict(
-            point_coords=prompts.get("points"),
-            point_labels=prompts.get("labels"),
+            point_coords=points,
+            point_labels=prompts.get("labels", None if points is None else [1] * len(points)),
             box=prompts.get("box"),
             multimask_output=prompts.get("multimask", False),
         )

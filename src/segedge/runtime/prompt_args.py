@@ -17,6 +17,16 @@ def short(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def api_clicks(points, labels) -> tuple:
+    """The HTTP API's clicks as the predictors take them: ``"points": []`` without labels is no points (None, None);
+    points without labels are all foreground (label 1). Shapes and values are checked later, by the predictor."""
+    if points is not None and len(points) == 0 and not labels:
+        return None, None
+    if points is not None and labels is None:
+        labels = [1] * len(points)
+    return points, labels
+
+
 def _as_float_array(value, what: str, last_dim: int) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)

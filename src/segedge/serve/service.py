@@ -24,6 +24,7 @@ import numpy as np
 from segedge.errors import PromptError, SegedgeError
 from segedge.families import family
 from segedge.imageio import read_image
+from segedge.runtime.prompt_args import api_clicks
 from segedge.serve.cache import ByteLru
 from segedge.serve.errors import NotFound, ServiceError, TooLarge, UnsupportedMedia, upload_id
 from segedge.serve.video import (
@@ -296,8 +297,7 @@ class SegmentService:
     ):
         """:meth:`predict`'s work before the JSON: ``(served model, Result, cached, timings ms)``."""
         served = self._model(model)
-        if points is not None and len(points) == 0 and not labels:
-            points = labels = None  # "points": [] is no points
+        points, labels = api_clicks(points, labels)
         if points is None and box is None and not text:
             raise PromptError("give points, a box or (FastSAM with --clip) text")
         if family(served.family).promptable:
@@ -307,8 +307,6 @@ class SegmentService:
 
             state, cached, encoder_ms = self._embedding(served, image_id)
             sam = served.model
-            if labels is None and points is not None:
-                labels = [1] * len(points)
             pred = sam.predict_prediction(points, labels, box, multimask_output=bool(multimask), image=state)
             result = prediction_result(sam, None, pred, None)  # this thread's timings: decoder, then masks
             timings = {

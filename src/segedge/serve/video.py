@@ -235,13 +235,11 @@ class TrackSession:
         ``points (N, 2)`` xy video pixels with ``labels`` (1 object, 0 background; default all 1), and/or a
         ``box`` xyxy. Returns the frame's record (every object's mask there)."""
         from segedge.errors import PromptError
+        from segedge.runtime.prompt_args import api_clicks
 
-        if points is not None and len(points) == 0 and not labels:
-            points = labels = None
+        points, labels = api_clicks(points, labels)
         if points is None and box is None:
             raise PromptError("give points, a box or both")
-        if points is not None and labels is None:
-            labels = [1] * len(points)
         self._idle()
         with self.lock:
             self._idle()
