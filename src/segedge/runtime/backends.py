@@ -21,6 +21,7 @@ import numpy as np
 
 from segedge.errors import BackendError, BackendNotInstalledError, ModelFolderError
 from segedge.manifest import GraphSpec, ModelFolder
+from segedge.runtime.signal_stack import install_own_stack
 
 BACKENDS = ("openvino", "onnxruntime")
 PRECISIONS = ("f32", "bf16", "int8")
@@ -207,6 +208,8 @@ class OpenVinoBackend(Backend):
             compiled = core.compile_model(str(xml_path), device, config)
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO could not compile {xml_path}: {error_reason(exc)}") from exc
+        finally:
+            install_own_stack()  # the plugin left the thread on a stack of the model's (see runtime.signal_stack)
         _io_mismatch(Path(xml_path), "inputs", _ov_shapes(compiled.inputs), self.inputs)
         _io_mismatch(Path(xml_path), "outputs", _ov_shapes(compiled.outputs), self.outputs)
         self.bind(compiled)
