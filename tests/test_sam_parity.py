@@ -281,24 +281,19 @@ def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, 
 
 @pytest.mark.slow
 def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
-    """SAM ViT-B's real shapes (seeded): export, then agreement on one image."""
+    """SAM ViT-B's real shapes (seeded): export, then agreement on one image (OpenVINO), and ONNX Runtime's peak."""
     ckpt = make_sam_checkpoint(session_tmp / "sam_vit_b_01ec64.pth", "vit_b")
     folder = export_sam(ckpt, session_tmp / "sam-vit-b")
     assert load_model_folder(folder).manifest.variant == "vit_b"
     ref = sam_reference(ckpt)
     mean_iou, emb_err, logit_err, _ = _compare(Sam(folder, backend="openvino", precision="f32"), ref, shared_images[:1])
     assert mean_iou >= 0.999 and emb_err < 1e-3 and logit_err < 1e-4  # measured embeddings 1.4e-5 (issue 26)
-    # ONNX Runtime: the ONNX graph computes global attention head by head; its embedding of the same image
-    # (the reference still holds it). The decoder and the generator have the same shapes as MobileSAM's,
-    # tested there on both backends.
-    ort = Sam(folder, backend="onnxruntime", precision="f32")
-    ort.set_image(read_image(shared_images[0]))
-    ort_err = float(np.abs(ort.get_image_embedding() - ref.get_image_embedding().numpy()).max())
-    assert ort_err < 1e-3, ort_err
-    # ONNX Runtime's peak running the encoder, measured by export (segedge.runtime.ort_memory): with all heads at
-    # once it was 3.8 GB (OpenVINO 1.9 GB); head by head 1.66 GB without the arena, which export then turns off
+    # ONNX Runtime runs a graph that computes global attention head by head (its numbers against SamPredictor:
+    # test_reduced_vit_agrees_with_sampredictor[onnxruntime], the same grouping at reduced shapes). Its peak on the
+    # real shapes, measured by export (segedge.runtime.ort_memory, the graph run in a fresh process): with all heads
+    # at once it was 3.8 GB (OpenVINO 1.9 GB); head by head 1.66 GB without the arena, which export then turns off
     record = load_model_folder(folder).manifest.graphs["encoder"].onnxruntime
-    print(f"ViT-B encoder, ONNX Runtime: {record}; embedding error {ort_err:.2e}")
+    print(f"ViT-B encoder, ONNX Runtime: {record}")
     assert record["peak_mib"]["no_arena"] < 2600 and record["memory_arena"] is False, record
 
 
