@@ -64,27 +64,18 @@ def _prompts(args) -> dict[tuple[int, int], dict]:
 
 
 def _passes(args, prompts: dict, num_frames: int | None) -> list[tuple[int, int, bool]]:
-    """``(start frame, frames, reverse)`` of each tracking pass ``--direction`` asks for: forward from the first
-    prompted frame to the end; reverse from the last prompted frame to frame 0; both = forward, then reverse from the
-    first prompted frame (SAM 2's order: the reverse pass then remembers the forward pass's frames next to the
-    prompt). ``--max-frames`` bounds each pass."""
-    first, last_prompted = min(f for f, _ in prompts), max(f for f, _ in prompts)
+    """``(start frame, frames, reverse)`` of each pass ``--direction`` and ``--max-frames`` ask for
+    (:func:`~segedge.runtime.sam2_video.tracking_passes`); a camera or stream: forward only, ``--max-frames`` frames."""
+    from segedge.runtime.sam2_video import tracking_passes
+
+    prompted = [frame for frame, _ in prompts]
     if num_frames is None:
         if args.direction != "forward":
             raise SegedgeError(f"{args.video} is a camera or stream: it can only be tracked forward")
         if args.max_frames is None:
             raise SegedgeError(f"{args.video} is a camera or stream: say how many frames to track with --max-frames")
-        return [(first, args.max_frames, False)]
-
-    def bounded(count: int) -> int:
-        return count if args.max_frames is None else min(count, args.max_frames)
-
-    forward = (first, bounded(num_frames - first), False)
-    if args.direction == "forward":
-        return [forward]
-    if args.direction == "reverse":
-        return [(last_prompted, bounded(last_prompted + 1), True)]
-    return [forward, (first, bounded(first + 1), True)] if first > 0 else [forward]
+        return [(min(prompted), args.max_frames, False)]
+    return tracking_passes(prompted, num_frames, args.direction, args.max_frames)
 
 
 def _run(args) -> int:

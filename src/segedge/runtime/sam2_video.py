@@ -509,6 +509,28 @@ class Sam2Video(Sam2):
         return n
 
 
+def tracking_passes(
+    prompted: Sequence[int], num_frames: int, direction: str, max_frames: int | None = None
+) -> list[tuple[int, int, bool]]:
+    """``(start frame, frames, reverse)`` of each pass over a video of ``num_frames`` frames whose ``prompted`` frames
+    are given: ``forward`` from the first prompted frame to the end; ``reverse`` from the last prompted frame to frame
+    0; ``both`` forward, then back from the first prompted frame (SAM 2's order: the reverse pass then remembers the
+    forward pass's frames next to the prompt). ``max_frames`` bounds each pass. ``segedge track`` and the server's
+    tracking jobs both follow it."""
+
+    def bounded(count: int) -> int:
+        return count if max_frames is None else min(count, max_frames)
+
+    first = min(prompted)
+    forward = (first, bounded(num_frames - first), False)
+    if direction == "forward":
+        return [forward]
+    if direction == "reverse":
+        last = max(prompted)
+        return [(last, bounded(last + 1), True)]
+    return [forward, (first, bounded(first + 1), True)] if first > 0 else [forward]
+
+
 @dataclass(frozen=True)
 class _FrameFeatures:
     """What :meth:`Sam2.decoder_inputs` reads from a state: the feature the decoder sees and the high-res maps."""

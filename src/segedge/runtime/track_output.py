@@ -77,9 +77,9 @@ class TrackWriter:
         frame, also when this is interrupted); returns their paths."""
         try:
             pending, self.pending = self.pending or {}, None
+            h, w = self.state.video_hw
             for frame in sorted(pending):
                 record = pending.pop(frame)
-                h, w = self.state.video_hw
                 dense = [rle_decode(o["rle"]) for o in record["objects"]]
                 masks = np.stack(dense) if dense else np.zeros((0, h, w), bool)
                 self._emit(record, RoiMasks.from_dense(masks))

@@ -265,6 +265,7 @@ class TrackSession:
         """Track forward from the first prompted frame (``reverse``: back from the last prompted frame, as
         ``segedge track --direction reverse``), at most ``max_frames`` frames, in a thread."""
         from segedge.errors import PromptError
+        from segedge.runtime.sam2_video import tracking_passes
 
         self._idle()
         with self.lock:
@@ -272,8 +273,8 @@ class TrackSession:
             prompted = [t for obj in self.state.objects.values() for t in (*obj.cond, *obj.temp_cond)]
             if not prompted:
                 raise PromptError("no object has a prompt yet: click on an object first")
-            start = max(prompted) if reverse else min(prompted)
-            total = min(max_frames, start + 1 if reverse else self.state.num_frames - start)
+            direction = "reverse" if reverse else "forward"
+            ((start, total, _),) = tracking_passes(prompted, self.state.num_frames, direction, max_frames)
             job = TrackJob(job_id, self, start, total, reverse)
             self.job = job
         threading.Thread(target=self._run, args=(job, heavy), name=f"segedge-track-{job_id}", daemon=True).start()
