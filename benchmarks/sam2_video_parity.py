@@ -2,6 +2,11 @@
 
     python benchmarks/sam2_video_parity.py --model DIR --checkpoint CKPT [--frames 30]
         [--backends openvino,onnxruntime] [--out benchmarks/results/sam2_video_parity_small.md]
+    python benchmarks/sam2_video_parity.py --seeded small [--frames 30] [--backends ...] [--out ...]
+
+``--seeded VARIANT`` builds the checkpoint itself (official SAM 2.1 shapes from the sam2 package, ``--seed``), with
+the object-score head's last bias set to ``--present-bias`` (seeded weights judge every object absent otherwise,
+and empty masks on both sides prove nothing), and exports it with its video graphs into a temporary folder.
 
 The clip: ``--frames`` frames (640x480) panning right across ../shared/images/sam_truck.jpg by 20 pixels a frame.
 The session (the edge cases SAM 2 has, on one clip): object 1 clicked near the left edge on frame 0 (the pan takes it
@@ -39,6 +44,24 @@ def events(frames: int) -> list[tuple[str, dict]]:
         ("propagate", dict(start_frame_idx=15)),
         ("propagate", dict(start_frame_idx=frames - 1, reverse=True)),
     ]
+
+
+def seeded_checkpoint(folder: Path, variant: str, seed: int, present_bias: float | None) -> Path:
+    """A seeded SAM 2.1 checkpoint in the official format (``{"model": state dict}``), built from the sam2
+    package's config for ``variant``; ``present_bias``: the value of the object-score head's last bias."""
+    import torch
+
+    from segedge.export.sam2_arch import Sam2Arch, build_sam2
+
+    torch.manual_seed(seed)
+    model = build_sam2(Sam2Arch(variant, "2.1"))
+    state = model.state_dict()
+    if present_bias is not None:
+        state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(present_bias)
+    suffix = "" if present_bias is None else "_present"
+    path = folder / f"sam2.1_hiera_{variant}_seed{seed}{suffix}.pt"
+    torch.save({"model": state}, path)
+    return path
 
 
 def run_session(predictor, clip, steps) -> tuple[dict, float]:
@@ -86,14 +109,20 @@ def compare(reference: dict, ours: dict) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="segedge SAM 2 folder (with video graphs) of the checkpoint")
-    parser.add_argument("--checkpoint", required=True, help="the SAM 2 checkpoint the folder was exported from")
+    parser.add_argument("--model", help="segedge SAM 2 folder (with video graphs) of the checkpoint")
+    parser.add_argument("--checkpoint", help="the SAM 2 checkpoint the folder was exported from")
+    parser.add_argument("--seeded", choices=["tiny", "small", "base_plus", "large"], help="build and export one")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--present-bias", type=float, default=8.0, help="with --seeded: the object-score bias")
+    parser.add_argument("--as-drawn", action="store_true", help="with --seeded: keep the object-score bias as drawn")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--backends", default="openvino,onnxruntime")
     parser.add_argument("--out", default=None, help="markdown report (a .json beside it)")
     args = parser.parse_args()
     if args.frames < 20:
         parser.error("--frames must be at least 20 (the correction is on frame 15)")
+    if bool(args.seeded) == bool(args.model or args.checkpoint) or (not args.seeded and not args.model):
+        parser.error("give --model and --checkpoint, or --seeded VARIANT")
 
     from segedge.bench.run import system_info, write_report
     from segedge.bench.video_reference import pan_clip, sam2_video_predictor
@@ -101,6 +130,13 @@ def main() -> int:
     from segedge.runtime.sam2_video import Sam2Video
 
     tmp = Path(tempfile.mkdtemp(prefix="sam2-video-parity-"))
+    if args.seeded:
+        from segedge.export.sam2 import export_sam2
+
+        bias = None if args.as_drawn else args.present_bias
+        args.checkpoint = seeded_checkpoint(tmp, args.seeded, args.seed, bias)
+        print(f"exporting {args.checkpoint.name}", file=sys.stderr, flush=True)
+        args.model = export_sam2(args.checkpoint, tmp / "model")
     clip = pan_clip(tmp / "frames", SHARED / "images" / "sam_truck.jpg", frames=args.frames)
     steps = events(args.frames)
     print("sam2 SAM2VideoPredictor:", file=sys.stderr)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from helpers import mask_iou, run_segedge
 from segedge.bench.video_reference import pan_clip, sam2_video_predictor
 from segedge.runtime.sam2_memory import (
+    TrackedFrames,
     frames_to_forget,
     from_bf16,
     memory_plan,
@@ -96,6 +99,33 @@ def test_a_bounded_bank_gives_a_second_pass_sams_memories():
     assert all(run(lambda bank, n: frames_to_forget(bank, [30], n, 15, reach)))
     nearest_only = lambda bank, n: sorted(bank, key=lambda t: -abs(t - n))[: max(len(bank) - 15, 0)]  # noqa: E731
     assert not all(run(nearest_only))
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.booleans()), max_size=80))
+def test_tracked_frames_answer_as_sam2s_dict(steps):
+    """TrackedFrames (runs of frames) against SAM2VideoPredictor's ``frames_tracked_per_obj`` dict, for any order of
+    frames tracked forward and back; its runs stay sorted, disjoint and merged."""
+    tracked, reference = TrackedFrames(), {}
+    for n, reverse in steps:
+        tracked[n] = reference[n] = reverse
+    assert len(tracked) == len(reference)
+    for n in range(-1, 42):
+        assert (n in tracked) == (n in reference)
+        assert tracked[n] == reference[n] if n in reference else n not in tracked
+    for (_, last, value), (first, _, other) in zip(tracked.runs, tracked.runs[1:]):
+        assert last < first and (last + 1 < first or value != other)
+
+
+def test_a_long_stream_is_two_runs_of_tracked_frames():
+    """10,000 frames forward, then half of them back: two runs, not 10,000 entries (a camera tracked for a day)."""
+    tracked = TrackedFrames()
+    for n in range(10_000):
+        tracked[n] = False
+    for n in range(4_999, -1, -1):
+        tracked[n] = True
+    assert tracked.runs == [(0, 4_999, True), (5_000, 9_999, False)] and len(tracked) == 10_000
+    with pytest.raises(KeyError):
+        tracked[10_000]
 
 
 def test_track_directions_cover_the_clip():

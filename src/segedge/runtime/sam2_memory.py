@@ -136,3 +136,66 @@ def to_bf16(values: np.ndarray) -> np.ndarray:
 def from_bf16(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) -> the float32 values they stand for (exact)."""
     return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+class TrackedFrames:
+    """Which frames an object was tracked on, and whether last in reverse (SAM2VideoPredictor's
+    ``frames_tracked_per_obj``), kept as runs of consecutive frames with the same direction: a pass adds to one
+    run, so memory grows with the number of passes, not with frames (a camera tracked for days stays small).
+
+    >>> tracked = TrackedFrames()
+    >>> for n in range(10, 20): tracked[n] = False
+    >>> tracked[15] = True
+    >>> tracked.runs, 15 in tracked, tracked[14], tracked[15], 20 in tracked
+    ([(10, 14, False), (15, 15, True), (16, 19, False)], True, False, True, False)
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, int, bool]] = []  # (first, last, reverse), sorted and disjoint
+
+    def _find(self, n: int) -> int:
+        """Index of the first run whose last frame is >= n (len(runs) when none)."""
+        lo, hi = 0, len(self.runs)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.runs[mid][1] < n:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def __contains__(self, n: int) -> bool:
+        i = self._find(n)
+        return i < len(self.runs) and self.runs[i][0] <= n
+
+    def __getitem__(self, n: int) -> bool:
+        i = self._find(n)
+        if i == len(self.runs) or self.runs[i][0] > n:
+            raise KeyError(n)
+        return self.runs[i][2]
+
+    def __setitem__(self, n: int, reverse: bool) -> None:
+        reverse = bool(reverse)
+        i = self._find(n)
+        pieces = [(n, n, reverse)]
+        lo = hi = i  # runs[lo:hi] are replaced by the merged pieces
+        if i < len(self.runs) and self.runs[i][0] <= n:  # n is inside run i: split it around n
+            first, last, value = self.runs[i]
+            pieces = [(first, n - 1, value)] * (first < n) + pieces + [(n + 1, last, value)] * (n < last)
+            hi = i + 1
+        if lo > 0:  # the run before may touch the first piece
+            lo -= 1
+            pieces.insert(0, self.runs[lo])
+        if hi < len(self.runs):
+            pieces.append(self.runs[hi])
+            hi += 1
+        merged: list[tuple[int, int, bool]] = []
+        for first, last, value in pieces:
+            if merged and merged[-1][2] == value and merged[-1][1] + 1 == first:
+                merged[-1] = (merged[-1][0], last, value)
+            else:
+                merged.append((first, last, value))
+        self.runs[lo:hi] = merged
+
+    def __len__(self) -> int:
+        return sum(last - first + 1 for first, last, _ in self.runs)

@@ -37,6 +37,7 @@ from segedge.preprocess.resize_square import resize_antialias, sam2_video_prepro
 from segedge.runtime.prompt_args import check_boxes, check_points
 from segedge.runtime.sam2 import LOW_RES, Sam2
 from segedge.runtime.sam2_memory import (
+    TrackedFrames,
     frames_to_forget,
     from_bf16,
     memory_plan,
@@ -68,7 +69,8 @@ class FrameOutput:
 class ObjectTrack:
     """Everything known about one object: its clicks per frame (to add to with ``clear_old_points=False``), its
     outputs on prompted (``cond``) and tracked (``non_cond``) frames, outputs of prompts not yet encoded into
-    memory (``temp_*``), and the frames tracked (frame -> tracked in reverse)."""
+    memory (``temp_*``), and the frames tracked (frame -> tracked in reverse; runs of frames, so a long stream
+    stays small)."""
 
     obj_id: int
     points: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -76,7 +78,7 @@ class ObjectTrack:
     non_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
-    tracked: dict[int, bool] = field(default_factory=dict)
+    tracked: TrackedFrames = field(default_factory=TrackedFrames)
 
     def outputs(self, cond: bool) -> dict[int, FrameOutput]:
         return self.cond if cond else self.non_cond
