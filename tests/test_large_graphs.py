@@ -16,6 +16,7 @@ from segedge.export import common
 from segedge.export.sam import export_sam
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
+from segedge.runtime.cpu import cpu_capabilities
 from segedge.runtime.sam import Sam
 
 
@@ -123,6 +124,8 @@ def test_int8_of_external_weights(external_folder, shared_images, tmp_path):
     f32.set_image(image)
     int8.set_image(image)
     iou = matched_iou(int8.predict(**click)[0], f32.predict(**click)[0])
+    print(f"ONNX Runtime int8 (external data) vs f32, one click: IoU {iou:.3f} on {cpu_capabilities().flag_summary()}")
+    # without VNNI the int8 is made with 7-bit weights (full 8-bit weights measured 0.59 there: saturation)
     assert iou >= 0.9, iou  # seeded weights: agreement only (the inline folder's OpenVINO int8 measures ~0.95)
 
 

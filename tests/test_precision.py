@@ -140,16 +140,43 @@ def test_auto_never_runs_a_bf16_that_was_not_measured_or_failed(manifest, cpu):
 
 @pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI, OLD, UNKNOWN])
 def test_auto_prefers_a_gated_int8_per_backend(manifest, cpu):
+    gated_here = {"cpu_class": cpu.precision_class}  # measured on this kind of CPU
     only_ov = _with_int8(manifest, ["openvino"])
+    only_ov.quantized["int8"]["agreement"] = {"openvino": gated_here}
     assert resolve_precision("auto", only_ov, "openvino", cpu) == "int8"
     assert resolve_precision("auto", only_ov, "onnxruntime", cpu) == "f32"
     both = _with_int8(manifest, ["openvino", "onnxruntime"])
+    both.quantized["int8"]["agreement"] = {"openvino": gated_here, "onnxruntime": gated_here}
     assert resolve_precision("auto", both, "onnxruntime", cpu) == "int8"
+
+
+@pytest.mark.parametrize("gated_on", [AMX, ZEN4, VNNI, OLD, None])
+@pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI, OLD, UNKNOWN])
+def test_auto_runs_int8_without_vnni_only_when_gated_without_vnni(manifest, cpu, gated_on):
+    """On a CPU without an int8 dot product, ORT's and oneDNN's int8 kernels saturate 8-bit weights (a seeded SAM's
+    int8 agreed 0.59 (ORT) and 0.86 (OpenVINO, 0.95 on VNNI) there): a gate from a VNNI CPU, or one that did not
+    record its CPU (None), says nothing about such a CPU; one from such a CPU (7-bit weights) holds everywhere."""
+    m = _with_int8(manifest, ["openvino", "onnxruntime"])
+    if gated_on is not None:
+        m.quantized["int8"]["agreement"] = {
+            b: {"cpu_class": gated_on.precision_class} for b in ("openvino", "onnxruntime")
+        }
+    blocked = cpu is OLD and gated_on is not OLD
+    for backend in ("openvino", "onnxruntime"):
+        precision, why = explain_auto(m, backend, cpu)
+        assert precision == ("f32" if blocked else "int8"), why
+        if blocked:
+            where = "a CPU it did not record" if gated_on is None else f"another kind ({gated_on.precision_class})"
+            assert where in why and "run `segedge quantize` here" in why
+        assert resolve_precision("int8", m, backend, cpu) == "int8"  # an explicit choice is the user's
 
 
 def _with_speed(manifest, backend, measured_on, int8_ms, other_ms):
     """``manifest`` with int8 for both backends and a speed record for ``backend`` measured on ``measured_on``."""
     m = _with_int8(_with_bf16(manifest, measured_on), ["openvino", "onnxruntime"])
+    m.quantized["int8"]["agreement"] = {
+        b: {"cpu_class": measured_on.precision_class} for b in ("openvino", "onnxruntime")
+    }
     alt = alternative_precision(backend, measured_on, bf16_gated=True)
     record = speed_record(backend, measured_on, {"int8_ms": int8_ms, f"{alt}_ms": other_ms})
     m.quantized["int8"]["speed"] = {backend: record}
@@ -176,9 +203,10 @@ def test_auto_skips_an_int8_measured_slower_on_this_kind_of_cpu(manifest, cpu, a
 
 def test_a_speed_record_from_another_kind_of_cpu_is_not_used(manifest):
     slower_on_zen4 = _with_speed(manifest, "openvino", ZEN4, 1900.0, 1400.0)
-    for cpu in (VNNI, AMX, OLD, UNKNOWN):  # another class: int8 was not measured there, the default rule holds
+    for cpu in (VNNI, AMX, UNKNOWN):  # another class: int8 was not measured there, the default rule holds
         precision, why = explain_auto(slower_on_zen4, "openvino", cpu)
         assert precision == "int8" and "not measured on this kind of CPU" in why
+    assert explain_auto(slower_on_zen4, "openvino", OLD)[0] == "f32"  # gated with VNNI: says nothing there
     ort_slower = _with_speed(manifest, "onnxruntime", VNNI, 80.0, 50.0)  # SAM 2.1 tiny: ORT int8 slower than f32
     assert resolve_precision("auto", ort_slower, "onnxruntime", VNNI) == "f32"
     assert resolve_precision("auto", ort_slower, "onnxruntime", ZEN4) == "int8"

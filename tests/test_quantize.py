@@ -14,12 +14,13 @@ import pytest
 
 from conftest import SHARED, _need
 from helpers import make_sam_checkpoint, matched_iou
-from segedge.errors import SegedgeError
+from segedge.errors import BackendError, SegedgeError
 from segedge.export.quantize import SAM_PROMPTS_PER_IMAGE, calibration_inputs, quantize_folder, split_images
 from segedge.export.quantize_recipes import coordinate_nodes, yolo_decode_nodes
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
+from segedge.runtime.backends import BACKENDS
 from segedge.runtime.cpu import cpu_capabilities
 from segedge.runtime.fastsam import FastSam
 from segedge.runtime.precision import alternative_precision, explain_auto
@@ -58,14 +59,18 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
     loaded = load_model_folder(folder)  # every listed file, int8 ones included, re-hashed
     int8 = loaded.manifest.quantized["int8"]
     assert int8 == json.loads(json.dumps(section))
-    assert loaded.manifest.int8_backends() == ["onnxruntime", "openvino"]
-    xml, onnx_file = int8["graphs"]["model"]["openvino"], int8["graphs"]["model"]["onnxruntime"]
-    for name in (xml, xml.replace(".xml", ".bin"), onnx_file):
+    passing = _passing_backends()
+    assert loaded.manifest.int8_backends() == passing
+    for backend in set(BACKENDS) - set(passing):  # rejected by the mAP gate, with its numbers
+        assert int8["rejected"][backend]["val"]["drop"] > 0.01 and backend not in int8["graphs"]["model"]
+    names = [int8["graphs"]["model"][b] for b in passing]
+    for name in names + [n.replace(".xml", ".bin") for n in names if n.endswith(".xml")]:
         assert loaded.manifest.files[name]["sha256"] == sha256_file(folder / name)
     assert "val mask_mAP50-95 drop <= 0.01" in int8["gate"]["decided_by"]
-    for backend in ("openvino", "onnxruntime"):
+    for backend in passing:
         measured = int8["agreement"][backend]  # recorded beside the val verdict that decided
         assert set(measured) >= {"everything", "points", "boxes", "gate", "method"} and measured["passed"]
+        assert measured["cpu_class"] == cpu_capabilities().precision_class  # where the gate was measured
         assert measured["gate"] == min(measured["everything"], measured["points"], measured["boxes"]) > 0.8
         val = int8["val"][backend]
         assert val["metric"] == "mask_mAP50-95" and val["data"]["instances"] == 562 and val["passed"]
@@ -97,11 +102,23 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
     assert not list(folder.glob(".quantize-*"))
 
 
+def _passing_backends() -> list[str]:
+    """Whose int8 of the real YOLOv8n-seg passes the mAP gate on this kind of CPU. Without VNNI (AVX2 only) the
+    int8 kernels saturate full 8-bit weights, so int8 is made with 7-bit weights there; ONNX Runtime's then lost
+    0.020 mask mAP50-95 (> 0.01, rejected; OpenVINO's passed), on a CPU with VNNI both pass (0.003 and 0.008)."""
+    return ["onnxruntime", "openvino"] if cpu_capabilities().int8_dot is not False else ["openvino"]
+
+
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_auto_runs_int8_and_it_agrees_on_unseen_images(int8_folder, coco_dir, backend):
     folder, _ = int8_folder
     auto = FastSam(folder, backend=backend)  # int8, unless quantize measured it clearly slower on this machine
     assert auto.precision == explain_auto(load_model_folder(folder).manifest, backend)[0]
+    if backend not in _passing_backends():  # rejected by the gate: auto runs f32 and int8 says why it cannot
+        assert auto.precision == "f32"
+        with pytest.raises(BackendError, match=f"no int8 graphs for {backend}"):
+            FastSam(folder, backend=backend, precision="int8")
+        return
     int8 = FastSam(folder, backend=backend, precision="int8")
     f32 = FastSam(folder, backend=backend, precision="f32")
     assert int8.precision == "int8" and int8.backend.precision == "int8" and f32.precision == "f32"

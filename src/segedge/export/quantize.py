@@ -33,12 +33,13 @@ from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement, clip_crops,
 from segedge.errors import SegedgeError
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
-from segedge.export.quantize_recipes import recipes
+from segedge.export.quantize_recipes import int8_saturates, recipes
 from segedge.export.quantizers import candidate_folder, int8_files, quantize_onnxruntime, quantize_openvino
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
 from segedge.runtime.backends import BACKENDS
+from segedge.runtime.cpu import cpu_capabilities
 from segedge.families import family as family_spec
 from segedge.runtime.model_base import open_model
 
@@ -246,7 +247,13 @@ def quantize_folder(
                 score = gate_score(measured)
                 log(f"{backend} int8 after accuracy control: {measured}")
             ok = score >= threshold
-            report[backend] = {**measured, "gate": round(score, 5), "method": methods, "passed": ok}
+            report[backend] = {
+                **measured,
+                "gate": round(score, 5),
+                "method": methods,
+                "cpu_class": cpu_capabilities().precision_class,  # int8's numbers depend on it (precision.py)
+                "passed": ok,
+            }
             if val is not None:  # the field's metric decides; agreement stays in the record
                 verdict = val.verdict(reference, candidate, backend, "int8")
                 ok = report[backend]["passed"] = verdict["passed"]
@@ -305,7 +312,9 @@ def quantize_folder(
             "rejected": {b: r for b, r in report.items() if not r["passed"]},
             **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
             "speed": speed,
-            "recipe": {g: r.describe() for g, r in {**recipe, **(video.recipes if video else {})}.items()},
+            "recipe": {
+                g: r.describe(int8_saturates()) for g, r in {**recipe, **(video.recipes if video else {})}.items()
+            },
             "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
             "calibration": {
                 "count": len(calib_paths),

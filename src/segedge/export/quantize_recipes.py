@@ -31,7 +31,12 @@ Why these choices:
 - **ONNX Runtime**: its own ``quantize_static`` (QDQ, U8S8, per-channel weights, MinMax), not NNCF's
   ONNX output: NNCF's QDQ placement ran *slower* than f32 on ORT (163 vs 103 ms, YOLOv8n-seg), while
   ORT's own quantizer places Q/DQ where its int8 kernels fuse them (70 ms, IoU 0.970). ``reduce_range``
-  (7-bit) was faster still (53 ms) but lost accuracy (0.941) and is off.
+  (7-bit) was faster still (53 ms) but lost accuracy (0.941) and is off on CPUs with VNNI. On a CPU without an
+  int8 dot product (AVX2 only) ORT's U8S8 kernels add pairs of products in 16 bits (``vpmaddubsw``), which
+  saturate with 8-bit weights: ORT's int8 agreed 0.59 with f32 on a seeded SAM there (OpenVINO's, whose oneDNN
+  kernels do the same, 0.86 where a VNNI CPU measured 0.95); quantizing on such a CPU keeps weights to 7 bits on
+  both backends (:func:`int8_saturates`), and ``auto`` runs int8 on one only when it was gated on one
+  (:mod:`segedge.runtime.precision`).
 """
 
 from __future__ import annotations
@@ -52,25 +57,36 @@ class Recipe:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def describe(self) -> dict[str, Any]:
-        """What the manifest records about how this graph was quantized."""
+    def describe(self, seven_bit: bool = False) -> dict[str, Any]:
+        """What the manifest records about how this graph was quantized (``seven_bit``: weights kept to 7 bits, see
+        :func:`int8_saturates`)."""
         return {
             "nncf": {
                 "preset": "mixed",
                 "model_type": "transformer" if self.transformer else None,
                 "fast_bias_correction": self.fast_bias_correction,
                 "float_nodes": len(self.float_nodes),
+                "overflow_fix": "enable" if seven_bit else "nncf default",
             },
             "onnxruntime": {
                 "format": "QDQ",
                 "activations": "uint8 asymmetric",
                 "weights": "int8 symmetric per-channel",
                 "calibration": "minmax",
-                "reduce_range": False,
+                "reduce_range": seven_bit,
                 "float_nodes": len(self.float_nodes),
             },
             "why": self.notes,
         }
+
+
+def int8_saturates(cpu=None) -> bool:
+    """Whether int8 made on ``cpu`` (default: this one) uses 7-bit weights (ONNX Runtime's ``reduce_range``, NNCF's
+    ``overflow_fix``): yes on a CPU without an int8 dot product (no VNNI), whose int8 kernels (ORT's U8S8, oneDNN's
+    AVX2) add pairs of products in 16 bits (``vpmaddubsw``), which saturate with full 8-bit weights."""
+    from segedge.runtime.cpu import cpu_capabilities
+
+    return (cpu or cpu_capabilities()).int8_dot is False
 
 
 def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:

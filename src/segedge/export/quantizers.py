@@ -8,16 +8,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from segedge.export.quantize_recipes import Recipe
+from segedge.export.quantize_recipes import Recipe, int8_saturates
 from segedge.manifest import ModelFolder, onnx_data_name
 
 
 def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml: Path, validation=None) -> str:
-    """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control). Returns the method."""
+    """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control); 7-bit weights
+    (``overflow_fix``) when this CPU has no int8 dot product (:func:`~segedge.export.quantize_recipes.int8_saturates`).
+    Returns the method."""
     import logging
 
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf.set_log_level(logging.ERROR)
     model = ov.Core().read_model(str(xml_path))
@@ -34,8 +37,9 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
         if recipe.float_nodes
         else None,
     )
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE if int8_saturates() else None)
     if validation is None:
-        quantized, method = nncf.quantize(model, dataset, **kwargs), "ptq"
+        quantized, method = nncf.quantize(model, dataset, advanced_parameters=advanced, **kwargs), "ptq"
     else:
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
@@ -50,6 +54,7 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 max_num_iterations=8, num_ranking_workers=1
             ),
+            advanced_quantization_parameters=advanced,
             **kwargs,
         )
         method = "accuracy_control"
@@ -58,7 +63,8 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
 
 
 def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_onnx: Path) -> str:
-    """ONNX Runtime's static QDQ quantization (U8S8, per-channel weights, MinMax) of an ONNX graph.
+    """ONNX Runtime's static QDQ quantization (U8S8, per-channel weights, MinMax) of an ONNX graph; 7-bit weights
+    (``reduce_range``) when this CPU has no int8 dot product (:func:`~segedge.export.quantize_recipes.int8_saturates`).
 
     Transformer graphs quantize only the operations that carry weights (Conv, Gemm, MatMul with a
     constant right-hand side): ORT's default also quantized LayerNorm parameters and the
@@ -100,7 +106,7 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        reduce_range=False,
+        reduce_range=int8_saturates(),
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=CalibrationMethod.MinMax,

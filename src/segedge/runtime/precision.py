@@ -62,6 +62,12 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
     why_alt = _why_alternative(manifest, backend, cpu, alt)
     if backend not in manifest.int8_backends():
         return alt, f"no int8 for {backend} in the folder; {why_alt}"
+    gated_on = int8_gated_elsewhere(manifest, backend, cpu)
+    if gated_on:
+        return alt, (
+            f"the int8 was gated on {gated_on}, and on a CPU without VNNI (this one) int8 kernels saturate 8-bit "
+            f"weights: run `segedge quantize` here to gate one for this CPU; {why_alt}"
+        )
     val = manifest.quantized["int8"].get("val", {}).get(backend)
     if val and not val.get("passed"):
         return alt, (
@@ -82,6 +88,21 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
             f"gated int8, measured faster than {record.get('compared_with')} on this kind of CPU when quantized",
         )
     return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
+
+
+def int8_gated_elsewhere(manifest: Manifest, backend: str, cpu: CpuCapabilities) -> str | None:
+    """Where the folder's int8 for ``backend`` was gated (a phrase) when that gate says nothing about ``cpu``, else
+    None. On a CPU without an int8 dot product (no VNNI) ORT's and oneDNN's int8 kernels add pairs of products in 16
+    bits, which saturate with full 8-bit weights (:func:`segedge.export.quantize_recipes.int8_saturates`): an int8
+    gated on a CPU with VNNI, or on an unrecorded one, is not run by ``auto`` on such a CPU; one gated on such a CPU
+    (made with 7-bit weights) is, everywhere."""
+    if cpu.int8_dot is not False:
+        return None
+    record = (manifest.quantized["int8"].get("agreement") or {}).get(backend) or {}
+    gated = record.get("cpu_class")
+    if gated == "plain":
+        return None
+    return f"a CPU of another kind ({gated})" if gated else "a CPU it did not record"
 
 
 def tracking_precision(manifest: Manifest, backend: str, cpu: CpuCapabilities | None = None) -> tuple[str, str]:
