@@ -8,6 +8,7 @@ indices are video frame numbers; "cond" frames are the ones the user prompted (c
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,14 +156,7 @@ class TrackedFrames:
 
     def _find(self, n: int) -> int:
         """Index of the first run whose last frame is >= n (len(runs) when none)."""
-        lo, hi = 0, len(self.runs)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if self.runs[mid][1] < n:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return bisect_left(self.runs, n, key=lambda run: run[1])
 
     def __contains__(self, n: int) -> bool:
         i = self._find(n)
