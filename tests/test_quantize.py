@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -313,9 +314,15 @@ def test_cli_quantize_info_segment(real_folder_640, shared_images, tmp_path):
     folder = tmp_path / "cli"
     shutil.copytree(real_folder_640, folder)
     vnni = "avx2 avx512f avx512_vnni"  # a CPU class where int8 is the fast path (f32 is what it competes with)
-    proc = _cli("quantize", folder, "--calibration", shared_images[0].parent, "--backend", "openvino", flags=vnni)
+    # The CLI's path, not int8's quality (test_int8_quality_against_ground_truth): one quantization with a low gate.
+    # On a CPU without VNNI the flags above make quantize keep 8-bit weights, which saturate there (0.896 agreement
+    # on an AVX2 EPYC): the default gate would add 140 s of NNCF's accuracy control on such a machine.
+    proc = _cli(
+        "quantize", folder, "--calibration", shared_images[0].parent, "--backend", "openvino",
+        "--min-iou", "0.8", "--no-accuracy-control", flags=vnni,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "int8 for openvino: everything 0.9" in proc.stdout
+    assert re.search(r"int8 for openvino: everything 0\.\d+, points 0\.\d+, boxes 0\.\d+ \(gate 0\.8,", proc.stdout)
     assert "`--precision auto` on openvino here: int8 (gated int8, measured faster than f32" in proc.stdout
     info = _cli("info", folder, flags=vnni).stdout
     assert "int8 (" in info and "openvino: agreement with f32 everything" in info and "nncf" in info

@@ -299,7 +299,7 @@ def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
 
 def test_mobile_sam_generator_agrees(mobile_ckpt, mobile_folder, shared_images):
     """MobileSAM's encoder under the generator (crops are the same NumPy around any SAM-family predictor: tested with
-    SAM in test_sam_generator.py and with SAM 2 in test_sam2.py)."""
+    SAM in test_sam_generator.py)."""
     dog = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
     assert_generators_agree(mobile_ckpt, mobile_folder, dog, "openvino", min_masks=20, points_per_side=6, **PERMISSIVE)
 
