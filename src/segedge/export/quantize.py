@@ -361,11 +361,7 @@ class _TrackingGate:
         )
 
     def quantize(self, backend: str, image_files, staging: Path, tag: str):
-        from segedge.export.quantize_video import ORT_SKIPPED, quantize_video_graphs
-
-        if backend == "onnxruntime":
-            self.log(f"onnxruntime: video graphs stay f32 ({ORT_SKIPPED})")
-            return {}, {"passed": False, "skipped": ORT_SKIPPED}
+        from segedge.export.quantize_video import quantize_video_graphs
 
         return quantize_video_graphs(
             self.folder,

@@ -7,9 +7,9 @@ image graphs' int8 passed its gate on a backend:
    image (:func:`segedge.evaluation.tracking_gate.image_clips`); every input the memory graphs receive is kept
    (:func:`video_calibration`). Only graphs these clips run are quantized: the larger memory-attention bank
    (objects prompted on two frames) stays f32, as the gate below could not measure it.
-2. **Quantization** (OpenVINO; on ONNX Runtime the video graphs stay f32, :data:`ORT_SKIPPED`): memory attention
-   as a transformer (NNCF's TRANSFORMER type: softmax and LayerNorm stay float), the memory encoder as a CNN
-   (:func:`video_recipes`).
+2. **Quantization**, per backend (NNCF for OpenVINO, ONNX Runtime's static QDQ quantizer): memory attention as a
+   transformer (NNCF's TRANSFORMER type, ORT's weight-carrying operations only: softmax and LayerNorm stay
+   float), the memory encoder as a CNN (:func:`video_recipes`).
 3. **Gate**: the int8 tracker (int8 image graphs + int8 video graphs) against the f32 tracker on clips made
    from the held-out images (:func:`segedge.evaluation.tracking_gate.tracking_agreement`): the worst clip's
    mean mask IoU must reach the gate. Passing graphs join the folder's int8; the record goes to the manifest's
@@ -28,10 +28,6 @@ from segedge.export.quantize_recipes import Recipe
 ATTENTION_NOTES = (
     "memory attention (self-attention, cross-attention to the memory bank with RoPE): transformer type "
     "(softmax/LayerNorm float); calibrated on the banks of f32 tracking"
-)
-ORT_SKIPPED = (
-    "ONNX Runtime's static quantizer, calibrating the memory attention (4096 x 28,672 attention maps), took over "
-    "14 GB and was killed on a 24 GB machine; tracking on ONNX Runtime runs f32 under --precision auto"
 )
 ENCODER_NOTES = "memory encoder (mask downsampler + fuser, convolutions): CNN; calibrated on f32 tracking"
 
