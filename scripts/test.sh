@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create a fresh virtual environment (.venv-test), install segedge with every extra (torch pinned by
-# constraints.txt), and run the whole test suite. Extra arguments go to pytest.
+# constraints.txt), and run the whole test suite. Extra arguments go to pytest; `--heavy` runs only the
+# real-shape tests that CI leaves out (SAM ViT-B's real shapes, a graph above 2 GiB: minutes each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export YOLO_OFFLINE=1            # ultralytics: never reach for the network

@@ -23,6 +23,90 @@ def _need(path: Path) -> Path:
     return path
 
 
+# What the CPU is and how many threads it runs come from the machine: emulation is per test (see ``emulate_cpu``)
+ISOLATED_ENV = ("SEGEDGE_CPU_FLAGS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+for _name in ISOLATED_ENV[:3]:
+    if os.environ.pop(_name, None) is not None:
+        print(f"tests/conftest.py: ignoring {_name} from the environment (tests emulate CPU kinds themselves)")
+_ENV_AT_START = {name: os.environ.get(name) for name in ISOLATED_ENV}
+
+
+@pytest.fixture(autouse=True)
+def _isolate_global_state():
+    """Every test starts with the process state the run started with, whatever ran before it in the random order:
+    the CPU-kind and thread variables (ultralytics sets ``OMP_NUM_THREADS=1`` when first imported, and every later
+    subprocess would inherit it), segedge's cached CPU flags, torch's grad mode and thread count (the video reference turns grad off for the
+    process), and sam2's connected components (the video reference replaces them)."""
+    import sys
+
+    sam2_misc = sys.modules.get("sam2.utils.misc")
+    components = getattr(sam2_misc, "get_connected_components", None)
+    if components is not None and components.__module__ != "sam2.utils.misc":
+        components = None  # already replaced: restore the package's own
+    yield
+    for name, value in _ENV_AT_START.items():
+        if os.environ.get(name) != value:
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    cpu = sys.modules.get("segedge.runtime.cpu")
+    if cpu is not None:
+        cpu._from_system.cache_clear()
+    torch = sys.modules.get("torch")
+    if torch is not None:  # grad on and one thread per core, whoever imported torch (ultralytics: one thread)
+        torch.set_grad_enabled(True)
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    sam2_misc = sys.modules.get("sam2.utils.misc")
+    if sam2_misc is not None and sam2_misc.get_connected_components.__module__ != "sam2.utils.misc":
+        sam2_misc.get_connected_components = components or _pristine("sam2.utils.misc", "get_connected_components")
+
+
+def _pristine(module: str, name: str):
+    """``module.name`` as the package defines it (a fresh execution of the module's source)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    return getattr(fresh, name)
+
+
+@pytest.fixture
+def emulate_cpu(monkeypatch):
+    """``emulate_cpu(kind)``: this process and the processes it starts see a CPU of ``kind`` ("amx",
+    "avx512_bf16", "vnni", "avx2_vnni", "plain"): segedge's flags (``SEGEDGE_CPU_FLAGS``) and, for OpenVINO and torch
+    in new processes, oneDNN's instruction-set cap (``ONEDNN_MAX_CPU_ISA``; ATen's for avx2). A cap can only lower what
+    the machine has: asking for a kind above it skips with the reason (SEGEDGE_REQUIRE_ALL lists such skips)."""
+    from segedge.runtime import cpu as cpu_module
+
+    def emulate(kind: str):
+        flags, isa = EMULATED_CPUS[kind]
+        real = cpu_module._from_system().flags or frozenset()
+        if not set(flags.split()) <= real:
+            pytest.skip(f"{CPU_KIND_SKIP} emulating {kind} needs {flags} (this CPU: {sorted(real & set(REPORTED))})")
+        monkeypatch.setenv("SEGEDGE_CPU_FLAGS", flags)
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        if kind == "avx2_vnni":
+            monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+        cpu_module._from_system.cache_clear()
+        return cpu_module.cpu_capabilities()
+
+    yield emulate
+    cpu_module._from_system.cache_clear()
+
+
+CPU_KIND_SKIP = "cpu kind:"  # the one skip SEGEDGE_REQUIRE_ALL lets through: no cap can add instructions
+REPORTED = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+EMULATED_CPUS = {  # kind -> (the flags segedge sees, ONEDNN_MAX_CPU_ISA)
+    "amx": ("avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8", "AVX512_CORE_AMX"),
+    "avx512_bf16": ("avx2 avx512f avx512_vnni avx512_bf16", "AVX512_CORE_BF16"),
+    "vnni": ("avx2 avx512f avx512_vnni", "AVX512_CORE_VNNI"),
+    "avx2_vnni": ("avx2 avx_vnni", "AVX2_VNNI"),
+    "plain": ("avx2", "AVX2"),
+}
+
+
 @pytest.fixture(scope="session")
 def shared_images() -> list[Path]:
     return sorted(_need(IMAGES).glob("*.jpg"))
@@ -49,20 +133,35 @@ def session_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("segedge")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def ov_cache(session_tmp) -> Path:
-    """Keep OpenVINO's compiled-model cache inside the test run."""
+    """Keep segedge's caches (OpenVINO's compiled models, ONNX Runtime's arena measurements) inside the test run,
+    for every test: a run never reads or fills the user's ~/.cache/segedge."""
     path = session_tmp / "ov-cache"
     os.environ["SEGEDGE_CACHE_DIR"] = str(path)
     return path
 
 
 @pytest.fixture(scope="session")
-def real_folder_640(real_checkpoint, session_tmp, ov_cache) -> Path:
+def export_cache(session_tmp, ov_cache):
+    """One export per (checkpoint, options) for the whole run (tests/export_cache.py); at the end every cached
+    folder is re-hashed, so a test that wrote into a shared (hard-linked) file fails the run."""
+    from export_cache import ExportCache
+
+    cache = ExportCache(session_tmp / "exports")
+    yield cache
+    bill = ", ".join(f"{key.split('|')[0].rsplit('.', 1)[-1]} {s:.0f} s" for key, s in cache.log)
+    print(f"\nexport cache: {len(cache.log)} exports ({bill})")
+    problems = cache.verify()
+    assert not problems, f"a test changed a cached export in place: {problems}"
+
+
+@pytest.fixture(scope="session")
+def real_folder_640(real_checkpoint, export_cache) -> Path:
     """The real YOLOv8n-seg checkpoint exported at 640 (the size its quality is documented at)."""
     from segedge.export.fastsam import export_fastsam
 
-    return export_fastsam(real_checkpoint, session_tmp / "yolov8n-seg-640", imgsz=640)
+    return export_cache.folder(export_fastsam, real_checkpoint, name="yolov8n-seg-640", imgsz=640)
 
 
 @pytest.fixture(scope="session")
@@ -74,10 +173,10 @@ def seeded_fastsam_s(session_tmp) -> Path:
 
 
 @pytest.fixture(scope="session")
-def seeded_folder_1024(seeded_fastsam_s, session_tmp, ov_cache) -> Path:
+def seeded_folder_1024(seeded_fastsam_s, export_cache) -> Path:
     from segedge.export.fastsam import export_fastsam
 
-    return export_fastsam(seeded_fastsam_s, session_tmp / "fastsam-s-seeded-1024", imgsz=1024)
+    return export_cache.folder(export_fastsam, seeded_fastsam_s, name="fastsam-s-seeded-1024", imgsz=1024)
 
 
 @pytest.fixture(scope="session")
@@ -89,10 +188,19 @@ def sam_tiny_ckpt(session_tmp) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sam_tiny_folder(sam_tiny_ckpt, session_tmp, ov_cache) -> Path:
+def sam_tiny_folder(sam_tiny_ckpt, export_cache) -> Path:
+    """The seeded reduced-ViT SAM with the optional batched decoder."""
     from segedge.export.sam import export_sam
 
-    return export_sam(sam_tiny_ckpt, session_tmp / "sam-tiny", decoder_batch=16)  # with the optional batched decoder
+    return export_cache.folder(export_sam, sam_tiny_ckpt, name="sam-tiny", decoder_batch=16)
+
+
+@pytest.fixture(scope="session")
+def sam_tiny_plain_folder(sam_tiny_ckpt, export_cache) -> Path:
+    """The same checkpoint with export's defaults (no batched decoder): what quantize, bench and the CLI tests use."""
+    from segedge.export.sam import export_sam
+
+    return export_cache.folder(export_sam, sam_tiny_ckpt, name="sam-tiny-plain")
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +212,10 @@ def clip_ckpt(session_tmp) -> Path:
 
 
 @pytest.fixture(scope="session")
-def clip_folder(clip_ckpt, session_tmp, ov_cache) -> Path:
+def clip_folder(clip_ckpt, export_cache) -> Path:
     from segedge.export.clip import export_clip
 
-    return export_clip(clip_ckpt, session_tmp / "clip")
+    return export_cache.folder(export_clip, clip_ckpt, name="clip")
 
 
 @pytest.fixture(scope="session")
@@ -119,10 +227,10 @@ def sam2_tiny_ckpt(session_tmp) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sam2_tiny_folder(sam2_tiny_ckpt, session_tmp, ov_cache) -> Path:
+def sam2_tiny_folder(sam2_tiny_ckpt, export_cache) -> Path:
     from segedge.export.sam2 import export_sam2
 
-    return export_sam2(sam2_tiny_ckpt, session_tmp / "sam2.1-tiny")
+    return export_cache.folder(export_sam2, sam2_tiny_ckpt, name="sam2.1-tiny")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -133,6 +241,8 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("SEGEDGE_REQUIRE_ALL") == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if CPU_KIND_SKIP in reason:  # a CPU kind no cap can reach here: stays a skip, listed by -ra
+            return
         report.outcome = "failed"
         report.longrepr = (
             f"skipped, but scripts/test.sh runs every test (SEGEDGE_REQUIRE_ALL=1): {reason}; install the "
@@ -150,4 +260,32 @@ def pytest_make_collect_report(collector):
         report.outcome = "failed"
         report.longrepr = (
             f"{collector.nodeid} skipped, but scripts/test.sh runs every test (SEGEDGE_REQUIRE_ALL=1): {reason}"
+        )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--heavy",
+        action="store_true",
+        help="run only the tests marked heavy (real-shape graphs of minutes each; scripts/test.sh --heavy)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """``heavy`` tests (real shapes, > 2 GiB graphs) are not part of the default run (CI's): they are deselected, not
+    skipped, and the terminal summary says how many; ``--heavy`` runs only them."""
+    heavy = config.getoption("--heavy")
+    keep = [item for item in items if (item.get_closest_marker("heavy") is not None) == heavy]
+    dropped = [item for item in items if item not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config._segedge_heavy_deselected = 0 if heavy else len(dropped)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    count = getattr(config, "_segedge_heavy_deselected", 0)
+    if count:
+        terminalreporter.write_line(
+            f"{count} heavy tests not run (real shapes; run them with: scripts/test.sh --heavy)"
         )

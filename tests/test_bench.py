@@ -103,11 +103,8 @@ def test_bench_emulates_an_avx2_vnni_cpu(real_folder_640, real_checkpoint, share
     assert any("NOT emulated" in n for n in data["notes"]) and "emulated avx2_vnni" in proc.stdout
 
 
-def test_bench_sam(session_tmp, shared_images, tmp_path, ov_cache):
-    from segedge.export.sam import export_sam
-
-    ckpt = make_sam_checkpoint(session_tmp / "sam_bench.pth", "tiny", seed=7)
-    folder = export_sam(ckpt, session_tmp / "sam-bench")
+def test_bench_sam(sam_tiny_ckpt, sam_tiny_plain_folder, shared_images, tmp_path):
+    ckpt, folder = sam_tiny_ckpt, sam_tiny_plain_folder
     proc = run(
         "--model",
         folder,

@@ -142,7 +142,7 @@ class _Wide(torch.nn.Module):
         return (x @ self.w[0] @ self.w[1] @ self.w[2].T).tanh()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # minutes on 2 cores: scripts/test.sh --heavy, not CI
 def test_a_graph_above_2gib_exports_and_runs(tmp_path, ov_cache):
     """The real limit, on a graph made large on purpose (SAM ViT-H's encoder itself takes minutes)."""
     from segedge.runtime.backends import OnnxRuntimeBackend, OpenVinoBackend

@@ -279,7 +279,7 @@ def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, 
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # minutes on 2 cores: scripts/test.sh --heavy, not CI
 def test_vit_b_real_shapes(session_tmp, shared_images, ov_cache):
     """SAM ViT-B's real shapes (seeded): export, then agreement on one image (OpenVINO), and ONNX Runtime's peak."""
     ckpt = make_sam_checkpoint(session_tmp / "sam_vit_b_01ec64.pth", "vit_b")

@@ -109,7 +109,8 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
 
 def with_arena_record(folder: Path, graph: GraphSpec) -> GraphSpec:
     """``graph`` with ONNX Runtime's memory-arena choice measured on its ONNX file
-    (:func:`segedge.runtime.ort_memory.arena_record`, two short runs in fresh processes)."""
+    (:func:`segedge.runtime.ort_memory.arena_record`: two short runs per setting in one fresh process, or
+    the measurement cached for the same graph bytes, onnxruntime version and CPU)."""
     from segedge.runtime.ort_memory import arena_record
 
     return dataclasses.replace(graph, onnxruntime=arena_record(folder / graph.onnx, graph.inputs))

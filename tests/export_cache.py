@@ -1,0 +1,97 @@
+"""One export per model per test run.
+
+A test asks for a model folder by (export function, checkpoint, options). The first ask exports it into the run's
+cache, keyed by the checkpoint's sha256 and the options; every later ask with the same key gets the same folder.
+So a checkpoint that four modules test is traced, slimmed, converted and probed once.
+
+A test that changes a folder (quantize adds int8 graphs and rewrites ``segedge.json``, a test that removes a
+file) asks for :meth:`ExportCache.copy`: a fresh folder of hard links to the cached files with its own real copy
+of ``segedge.json``. segedge writes model files only under new names and replaces ``segedge.json`` atomically
+(a new inode), so the links stay as exported. A test must never write *into* a linked file (``open(.., "r+b")``,
+``write_bytes`` on an existing name); copy it with :func:`shutil.copytree` instead. :meth:`ExportCache.verify`
+(run at the end of the session by ``conftest.py``) re-hashes every cached folder and its manifest, so a test that broke this rule
+fails the run instead of silently changing what later tests see.
+
+The checkpoint's path is part of what the references read (``helpers._CHECKPOINT_KINDS``: which architecture a
+seeded file holds), so a cached folder is exported from the checkpoint file the test gave, never from a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from segedge.fileio import sha256_file
+from segedge.manifest import MANIFEST_NAME, load_model_folder
+
+
+class ExportCache:
+    """Exported folders of one test run, under ``root`` (a session temporary folder)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.folders: dict[str, Path] = {}
+        self.log: list[tuple[str, float]] = []  # (key, seconds) of each export done: the run's export bill
+        self.manifests: dict[str, str] = {}  # key -> sha256 of segedge.json as exported
+
+    @staticmethod
+    def key(export: Callable, checkpoint: Path, options: dict) -> str:
+        """``module.function|checkpoint sha256|sorted options`` (values by repr: paths, ints, strings)."""
+        opts = ",".join(f"{k}={options[k]!r}" for k in sorted(options))
+        return f"{export.__module__}.{export.__qualname__}|{sha256_file(checkpoint)}|{opts}"
+
+    def folder(self, export: Callable, checkpoint: str | os.PathLike, name: str | None = None, **options) -> Path:
+        """The folder ``export(checkpoint, out, **options)`` writes, exported once per run. Read only: use
+        :meth:`copy` to change it. ``name``: the folder's own name where a test reads it (served models are named
+        after their folders); the first ask names it, the name is not part of the key."""
+        checkpoint = Path(checkpoint)
+        key = self.key(export, checkpoint, options)
+        if key not in self.folders:
+            out = self.root / f"{len(self.folders):02d}" / (name or f"{export.__name__}-{checkpoint.stem}")
+            start = time.perf_counter()
+            self.folders[key] = Path(export(checkpoint, out, **options))
+            self.log.append((key, time.perf_counter() - start))
+            self.manifests[key] = sha256_file(self.folders[key] / MANIFEST_NAME)
+        return self.folders[key]
+
+    def copy(self, export: Callable, checkpoint: str | os.PathLike, dest: str | os.PathLike, **options) -> Path:
+        """A folder at ``dest`` that a test may change: hard links to the cached export's files, its own
+        ``segedge.json``."""
+        return linked_copy(self.folder(export, checkpoint, **options), dest)
+
+    def verify(self) -> list[str]:
+        """Re-hash every cached folder against its manifest: the problems found (empty when none)."""
+        problems = []
+        for key, folder in self.folders.items():
+            try:
+                if sha256_file(folder / MANIFEST_NAME) != self.manifests[key]:
+                    raise RuntimeError("segedge.json was rewritten (quantize or val on the shared folder?)")
+                load_model_folder(folder)  # checks every listed file's size and sha256
+            except Exception as err:  # noqa: BLE001  (reported, not raised: every folder is checked)
+                problems.append(f"{folder.name} ({key.split('|')[0]}): {err}")
+        return problems
+
+
+def linked_copy(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """``dest`` as a copy of model folder ``folder``: hard links for every file but ``segedge.json``, which is copied
+    (falls back to real copies where the file system has no hard links)."""
+    folder, dest = Path(folder), Path(dest)
+    dest.mkdir(parents=True, exist_ok=False)
+    for path in sorted(folder.rglob("*")):
+        target = dest / path.relative_to(folder)
+        if path.is_dir():
+            target.mkdir(exist_ok=True)
+        elif path.name == MANIFEST_NAME and path.parent == folder:
+            target.write_text(path.read_text())
+        else:
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copy2(path, target)
+    json.loads((dest / MANIFEST_NAME).read_text())  # a folder, not a partial copy
+    return dest
