@@ -143,15 +143,14 @@ def ov_cache(session_tmp) -> Path:
 
 
 @pytest.fixture(scope="session")
-def export_cache(session_tmp, ov_cache):
+def export_cache(session_tmp, ov_cache, request):
     """One export per (checkpoint, options) for the whole run (tests/export_cache.py); at the end every cached
     folder is re-hashed, so a test that wrote into a shared (hard-linked) file fails the run."""
     from export_cache import ExportCache
 
     cache = ExportCache(session_tmp / "exports")
+    request.config._segedge_export_cache = cache  # its bill goes into the terminal summary
     yield cache
-    bill = ", ".join(f"{key.split('|')[0].rsplit('.', 1)[-1]} {s:.0f} s" for key, s in cache.log)
-    print(f"\nexport cache: {len(cache.log)} exports ({bill})")
     problems = cache.verify()
     assert not problems, f"a test changed a cached export in place: {problems}"
 
@@ -284,6 +283,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter, config):
+    cache = getattr(config, "_segedge_export_cache", None)
+    if cache is not None and cache.log:
+        bill = ", ".join(f"{key.split('|')[0].rsplit('.', 1)[-1]} {s:.0f} s" for key, s in cache.log)
+        terminalreporter.write_line(
+            f"export cache: {len(cache.log)} shared exports, {sum(s for _, s in cache.log):.0f} s ({bill})"
+        )
     count = getattr(config, "_segedge_heavy_deselected", 0)
     if count:
         terminalreporter.write_line(

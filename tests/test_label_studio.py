@@ -1,30 +1,46 @@
 """`segedge label-studio` against a real Label Studio: the server from the ``label-studio`` package (its own venv,
 ``.venv-labelstudio``, made by scripts/test.sh: its pins conflict with segedge's), SQLite, driven through its
 REST API as its front end drives it. Masks Label Studio stores are decoded with label-studio-sdk's own brush
-decoder (in that venv) and compared with what ``segedge.Sam`` gives for the same prompt.
+decoder (in that venv) and compared with what ``segedge.Sam`` gives for the same prompt. Also the command itself
+(its options, a real start), the local-files path guard, and that the API key goes to Label Studio's address only.
+Label Studio's database is migrated once per venv (tests/label_studio_server.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import socket
+import shutil
+import signal
 import subprocess
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from label_studio_server import (
+    LEGACY_TOKEN,
+    LabelStudio,
+    Recorder,
+    decode_brushes,
+    keypoint,
+    post,
+    rectangle,
+    rle_pack_decode,
+    running_label_studio,
+)
 
 from segedge.imageio import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 LS_VENV = Path(os.environ.get("SEGEDGE_LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))
-LEGACY_TOKEN = "5e9edbe5e9edbe5e9edbe5e9edbe5e9edbe5e9ed"
 CONFIG = """<View>
   <Image name="image" value="$image"/>
   <BrushLabels name="mask" toName="image">
@@ -35,108 +51,24 @@ CONFIG = """<View>
   <KeyPointLabels name="click" toName="image" smart="true"><Label value="object" smart="true"/></KeyPointLabels>
   <RectangleLabels name="box" toName="image" smart="true"><Label value="bus" smart="true"/></RectangleLabels>
 </View>"""
-DECODE = """
-import json, sys, numpy as np
-from label_studio_sdk.converter.brush import decode_rle
-for i, r in enumerate(json.load(sys.stdin)["regions"]):
-    image = decode_rle(r["value"]["rle"]).reshape(r["original_height"], r["original_width"], 4)
-    np.save(sys.argv[1] + f"/{i}.npy", image[:, :, 3] > 0)
-"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LabelStudio:
-    """A running Label Studio and a client of its REST API (legacy token)."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def call(self, method: str, path: str, body=None, token: str | None = LEGACY_TOKEN, raw: bytes | None = None):
-        headers = {"Authorization": f"Token {token}"} if token else {}
-        data = raw
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.url + path, data, headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                text = response.read()
-                return response.status, json.loads(text) if text else None
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode(errors="replace")
-
-    def upload(self, project: int, path: Path) -> dict:
-        boundary = "segedgeboundary"
-        body = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-                "Content-Type: image/jpeg\r\n\r\n"
-            ).encode()
-            + path.read_bytes()
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
-        request = urllib.request.Request(
-            f"{self.url}/api/projects/{project}/import",
-            body,
-            {"Authorization": f"Token {LEGACY_TOKEN}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            assert response.status == 201
-        status, tasks = self.call("GET", f"/api/tasks?project={project}")
-        return tasks["tasks"][-1]
+def _note(request, text: str) -> None:
+    """Print ``text`` now, past pytest's capture."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\nnote: {text}", flush=True)
 
 
 @pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
+def label_studio(request, tmp_path_factory):
     exe = LS_VENV / "bin" / "label-studio"
     if not exe.exists():
         pytest.skip(f"no Label Studio at {exe}: scripts/test.sh installs it (or set SEGEDGE_LABEL_STUDIO_VENV)")
     data = tmp_path_factory.mktemp("label-studio")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data),
-        "LABEL_STUDIO_USERNAME": "annotator@example.com",
-        "LABEL_STUDIO_PASSWORD": "segedge-test-password",
-        "LABEL_STUDIO_USER_TOKEN": LEGACY_TOKEN,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",  # the test's own calls; segedge uses a personal token
-        "ML_BLOCK_LOCAL_IP": "false",  # the backend runs on this machine (see docs/label-studio.md)
-        "SSRF_PROTECTION_ENABLED": "false",
-        "LATEST_VERSION_CHECK": "false",  # no internet
-    }
-    log = open(data / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(exe), "start", "--no-browser", "--port", str(port), "--data-dir", str(data)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300  # first start: migrations take about a minute here
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"Label Studio did not start: {(data / 'server.log').read_text()[-2000:]}")
-        time.sleep(1)
-    yield LabelStudio(url)
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with running_label_studio(LS_VENV, data, lambda text: _note(request, text)) as (url, seconds):
+        print(f"Label Studio answered /health after {seconds:.1f} s (database migrated beforehand)")
+        yield LabelStudio(url)
 
 
 @pytest.fixture(scope="module")
@@ -175,56 +107,6 @@ def project(label_studio, backend, bus):
     return proj["id"], task, ml["id"]
 
 
-def _decode(regions: list, tmp_path: Path) -> list[np.ndarray]:
-    """Brush regions decoded by label-studio-sdk's own decoder (in Label Studio's venv)."""
-    done = subprocess.run(
-        [str(LS_VENV / "bin" / "python"), "-c", DECODE, str(tmp_path)],
-        input=json.dumps({"regions": regions}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return [np.load(tmp_path / f"{i}.npy") for i in range(len(regions))]
-
-
-def _keypoint(x: float, y: float, w: int, h: int, positive: bool = True) -> dict:
-    return {
-        "original_width": w,
-        "original_height": h,
-        "image_rotation": 0,
-        "value": {"x": x * 100 / w, "y": y * 100 / h, "width": 0.6, "keypointlabels": ["object"]},
-        "is_positive": positive,
-        "id": f"k{x:.0f}",
-        "from_name": "click",
-        "to_name": "image",
-        "type": "keypointlabels",
-        "origin": "manual",
-    }
-
-
-def _rectangle(box, w: int, h: int) -> dict:
-    x0, y0, x1, y1 = box
-    return {
-        "original_width": w,
-        "original_height": h,
-        "image_rotation": 0,
-        "value": {
-            "x": x0 * 100 / w,
-            "y": y0 * 100 / h,
-            "width": (x1 - x0) * 100 / w,
-            "height": (y1 - y0) * 100 / h,
-            "rotation": 0,
-            "rectanglelabels": ["bus"],
-        },
-        "id": "r1",
-        "from_name": "box",
-        "to_name": "image",
-        "type": "rectanglelabels",
-        "origin": "manual",
-    }
-
-
 def test_clicks_and_boxes_stored_as_sam_predicts(label_studio, project, sam_tiny_folder, bus, tmp_path):
     """A click, a + and - pair, and a box, sent as Label Studio's smart tools send them; each answer is accepted
     as an annotation (as the annotator does) and the brush mask Label Studio stores decodes to exactly the mask
@@ -239,13 +121,13 @@ def test_clicks_and_boxes_stored_as_sam_predicts(label_studio, project, sam_tiny
     click, other = (w * 0.45, h * 0.55), (w * 0.2, h * 0.3)
     box = (w * 0.1, h * 0.25, w * 0.9, h * 0.8)
     cases = [
-        ([_keypoint(*click, w, h)], dict(point_coords=[click], point_labels=[1], multimask_output=True), "object"),
+        ([keypoint(*click, w, h)], dict(point_coords=[click], point_labels=[1], multimask_output=True), "object"),
         (
-            [_keypoint(*click, w, h), _keypoint(*other, w, h, positive=False)],
+            [keypoint(*click, w, h), keypoint(*other, w, h, positive=False)],
             dict(point_coords=[click, other], point_labels=[1, 0], multimask_output=False),
             "object",
         ),
-        ([_rectangle(box, w, h)], dict(box=np.array(box), multimask_output=False), "bus"),
+        ([rectangle(box, w, h)], dict(box=np.array(box), multimask_output=False), "bus"),
     ]
     for context, prompt, label in cases:
         t0 = time.perf_counter()
@@ -261,7 +143,7 @@ def test_clicks_and_boxes_stored_as_sam_predicts(label_studio, project, sam_tiny
         status, stored = label_studio.call("POST", f"/api/tasks/{task['id']}/annotations", {"result": regions})
         assert status == 201, stored
         status, stored = label_studio.call("GET", f"/api/annotations/{stored['id']}")
-        (mask,) = _decode([r for r in stored["result"] if r["type"] == "brushlabels"], tmp_path)
+        (mask,) = decode_brushes(LS_VENV, [r for r in stored["result"] if r["type"] == "brushlabels"], tmp_path)
         masks, scores, _ = sam.predict(**prompt)
         want = masks[int(np.argmax(scores))]
         assert want.any() and not want.all()
@@ -320,25 +202,15 @@ def test_bad_requests_get_one_line_and_the_backend_stays_up(label_studio, projec
     url, _ = backend
     project_id, task, ml_id = project
 
-    def post(path, body):
-        request = urllib.request.Request(
-            url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=60) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
     good = {"tasks": [task], "label_config": CONFIG}
-    status, body = post("/predict", {**good, "params": {"context": {"result": [{"type": "keypointlabels"}]}}})
+    status, body = post(url + "/predict", {**good, "params": {"context": {"result": [{"type": "keypointlabels"}]}}})
     assert status == 400 and body["error"] == "context.result[0] is not a Label Studio region (no value)"
     gone = dict(task, data={"image": "/data/upload/999/missing.jpg"})
-    status, body = post("/predict", {**good, "tasks": [gone]})
+    status, body = post(url + "/predict", {**good, "tasks": [gone]})
     assert status == 502 and "/data/upload/999/missing.jpg: HTTP 5" in body["error"]  # Label Studio answers 500
-    status, body = post("/setup", {"project": "1.0", "schema": '<View><Image name="i" value="$image"/></View>'})
+    status, body = post(url + "/setup", {"project": "1.0", "schema": '<View><Image name="i" value="$image"/></View>'})
     assert status == 422 and "no <BrushLabels> or <PolygonLabels>" in body["error"]
-    status, body = post("/models/nope/predict", good)
+    status, body = post(url + "/models/nope/predict", good)
     assert status == 404 and "no model named 'nope'" in body["error"]
     # through Label Studio: it drops the body and shows the status line; the reason is in the backend's log
     with caplog.at_level(logging.WARNING, logger="segedge.label_studio"):
@@ -351,8 +223,8 @@ def test_bad_requests_get_one_line_and_the_backend_stays_up(label_studio, projec
     assert any("needs original_width" in r.getMessage() for r in caplog.records)
     with urllib.request.urlopen(url + "/health", timeout=10) as r:
         assert json.loads(r.read())["status"] == "UP"
-    click = _keypoint(300, 500, 810, 1080)
-    status, body = post("/predict", {**good, "params": {"context": {"result": [click]}}})
+    click = keypoint(300, 500, 810, 1080)
+    status, body = post(url + "/predict", {**good, "params": {"context": {"result": [click]}}})
     assert status == 200 and [r["type"] for r in body["results"][0]["result"]].count("brushlabels") == 1
 
 
@@ -367,39 +239,15 @@ def test_label_config_and_rle_are_label_studios():
     assert (
         config.outputs[0].predicted["person"] == "people" and config.label_for(config.outputs[1], "people") == "object"
     )
-    prompts = context_prompts({"result": [_keypoint(81, 108, 810, 1080), _rectangle((10, 20, 410, 520), 810, 1080)]})
+    prompts = context_prompts({"result": [keypoint(81, 108, 810, 1080), rectangle((10, 20, 410, 520), 810, 1080)]})
     np.testing.assert_allclose(prompts.points, [[81, 108]])
     np.testing.assert_allclose(prompts.box, [10, 20, 410, 520])
-
-    def decode(data: list[int]) -> np.ndarray:  # rle-pack's decode, as label-studio-sdk ports it
-        bits = "".join(f"{b:08b}" for b in data)
-        pos = 0
-
-        def read(n):
-            nonlocal pos
-            pos += n
-            return int(bits[pos - n : pos], 2)
-
-        num, word = read(32), read(5) + 1
-        sizes = [read(4) + 1 for _ in range(4)]
-        out, i = np.zeros(num, np.uint8), 0
-        while i < num:
-            repeat = read(1)
-            j = i + 1 + read(sizes[read(2)])
-            if repeat:
-                out[i:j] = read(word)
-                i = j
-            else:
-                while i < j:
-                    out[i] = read(word)
-                    i += 1
-        return out
 
     rng = np.random.default_rng(0)
     long_run = np.zeros((300, 400), bool)
     long_run[250:, :] = True  # runs longer than one 16-bit length field
     for mask in (rng.random((7, 5)) > 0.5, np.ones((1, 1), bool), long_run, np.zeros((64, 64), bool)):
-        got = decode(brush_rle(mask)).reshape(*mask.shape, 4)
+        got = rle_pack_decode(brush_rle(mask)).reshape(*mask.shape, 4)
         assert np.array_equal(got[..., 3] > 0, mask) and np.array_equal(got[..., 0], got[..., 3])
 
 
@@ -418,9 +266,181 @@ def test_without_url_and_key_the_backend_uses_what_label_studio_sends(label_stud
             "POST", "/api/ml", {"url": bare.url, "project": proj["id"], "is_interactive": True, "title": "bare"}
         )
         assert status == 201 and ml["readable_state"] == "Connected", ml
-        click = _keypoint(400, 600, 810, 1080)
+        click = keypoint(400, 600, 810, 1080)
         status, answer = label_studio.call(
             "POST", f"/api/ml/{ml['id']}/interactive-annotating", {"task": task["id"], "context": {"result": [click]}}
         )
     assert status == 200 and "data" in answer, answer
     assert [r["type"] for r in answer["data"]["result"]].count("brushlabels") == 1
+
+
+# -- the command ------------------------------------------------------------------------------------
+def test_the_command_lists_its_options_and_refuses_bad_values(capsys, monkeypatch, tmp_path):
+    """``segedge label-studio --help`` lists every option; each bad value stops it with exit 2 and one ``error:``
+    line naming the option, before any model loads or the server starts."""
+    from segedge.cli import main
+
+    for name in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def run(*argv):
+        try:
+            code = main(["label-studio", *argv])
+        except SystemExit as exc:
+            code = exc.code
+        return (code, *capsys.readouterr())
+
+    code, out, _ = run("--help")
+    options = "--model --host --port --label-studio-url --api-key --local-files-root --backend --precision --threads"
+    assert code == 0 and all(o in out for o in (*options.split(), "--cache-mb", "--access-log")), out
+    m = str(tmp_path / "model")
+    cases = [
+        ((), "the following arguments are required: --model"),
+        (("--model", m, "--port", "-1"), "argument --port: expected a whole number of at least 0, got '-1'"),
+        (("--model", m, "--port", "70000"), "--port must be from 0 to 65535, got 70000"),
+        (("--model", m, "--prot", "9"), "unrecognized arguments: --prot 9 (--prot: did you mean --port?)"),
+        (
+            ("--model", m, "--cache-mb", "lots"),
+            "argument --cache-mb: expected a whole number of at least 0, got 'lots'",
+        ),
+        (("--model", m, "--threads", "0"), "argument --threads: expected a whole number of at least 1, got '0'"),
+        (("--model", m, "--precision", "f16"), "argument --precision: invalid choice: 'f16'"),
+        (("--model", m, "--backend", "tensorrt"), "argument --backend: invalid choice: 'tensorrt'"),
+        (("--model", m, "--label-studio-url", "localhost:8080"), "--label-studio-url must start with http://"),
+        (("--model", m, "--local-files-root", m), f"--local-files-root {m} is not a folder"),
+        (("--model", m, "--port", "0"), m),  # a folder that is not there
+    ]
+    for argv, reason in cases:
+        code, out, err = run(*argv)
+        errors = [line for line in err.splitlines() if "error:" in line]
+        assert code == 2 and len(errors) == 1 and reason in errors[0], (argv, err)
+        assert "Traceback" not in err and "listening" not in out, (argv, out, err)
+    assert len(cases) == 11
+
+
+def test_the_command_serves_label_studio(label_studio, backend, sam_tiny_folder, bus):
+    """``segedge label-studio`` started as users start it (the API key from $LABEL_STUDIO_API_KEY) answers /health,
+    Label Studio connects to it, and a click on an uploaded image gets the same mask as the backend on a thread."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "LABEL_STUDIO_API_KEY": LEGACY_TOKEN}
+    env.pop("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT", None)
+    argv = ["--model", str(sam_tiny_folder), "--port", "0", "--precision", "f32", "--backend", "openvino"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segedge", "label-studio", *argv, "--label-studio-url", label_studio.url + "/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line and "Connect Model" in line, line
+        url = line.split("listening on ")[1].split()[0]
+        with urllib.request.urlopen(url + "/health", timeout=10) as r:
+            assert json.loads(r.read()) == {"status": "UP", "model_class": "segedge", "models": ["sam-tiny"]}
+        status, proj = label_studio.call("POST", "/api/projects", {"title": "command", "label_config": CONFIG})
+        task = label_studio.upload(proj["id"], bus)
+        status, ml = label_studio.call("POST", "/api/ml", {"url": url, "project": proj["id"], "is_interactive": True})
+        assert status == 201 and ml["readable_state"] == "Connected", ml
+        variant = next(m["variant"] for m in backend[1].model_list() if m["name"] == "sam-tiny")
+        assert ml["model_version"].endswith(f":sam-tiny:{variant}:openvino-f32"), (ml["model_version"], variant)
+        context = {"result": [keypoint(400, 600, 810, 1080)]}
+        status, answer = label_studio.call(
+            "POST", f"/api/ml/{ml['id']}/interactive-annotating", {"task": task["id"], "context": context}
+        )
+        assert status == 200 and "data" in answer, answer
+        status, threaded = post(
+            backend[0] + "/predict", {"tasks": [task], "label_config": CONFIG, "params": {"context": context}}
+        )
+        assert status == 200, threaded
+        threaded = threaded["results"][0]
+        rles = [
+            [g["value"]["rle"] for g in x["result"] if g["type"] == "brushlabels"] for x in (answer["data"], threaded)
+        ]
+        assert len(rles[0]) == 1 and rles[0] == rles[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 143) and "Traceback" not in err, err
+    assert f"model sam-tiny: sam {variant}, openvino f32" in err and "note:" not in err, err
+
+
+# -- what the backend reads, and who gets the key ---------------------------------------------------
+def test_local_files_outside_the_root_are_refused(backend, bus, tmp_path):
+    """A local-files path that leaves --local-files-root (``..``, an absolute path, a symlink out) is refused with
+    one line, neither read from the disk nor asked of Label Studio; a file inside the root is read."""
+    from segedge.serve.label_studio import create_app
+    from segedge.serve.ls_images import ImageFetchError, LabelStudioAccess
+    from segedge.serve.server import start_in_thread
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    shutil.copyfile(bus, root / "sub" / "bus.jpg")
+    shutil.copyfile(bus, tmp_path / "secret.jpg")
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    outside = ["../secret.jpg", "sub/../../secret.jpg", str(tmp_path / "secret.jpg"), "link.jpg"]  # .., abs, link
+    outside.append("sub/../../root/../secret.jpg")
+    with Recorder() as ls:
+        access = LabelStudioAccess(ls.url, LEGACY_TOKEN, root)
+        assert access.read("/data/local-files/?d=sub%2Fbus.jpg") == bus.read_bytes()
+        for d in outside:
+            with pytest.raises(ImageFetchError, match=r"secret\.jpg is outside the local-files root .*: refused"):
+                access.read(f"/data/local-files/?d={urllib.parse.quote(d)}")
+        with pytest.raises(ImageFetchError, match=r"\?d=a%00b: not a file path \(embedded null byte\)"):
+            access.read("/data/local-files/?d=a%00b")
+        with start_in_thread(create_app(backend[1], LabelStudioAccess(None, None, root))) as app:
+            for d, want in (("sub/bus.jpg", 200), ("../secret.jpg", 502)):
+                task = {"id": 1, "data": {"image": f"/data/local-files/?d={d}"}}
+                context = {"result": [keypoint(400, 600, 810, 1080)]}
+                status, answer = post(
+                    app.url + "/predict", {"tasks": [task], "label_config": CONFIG, "params": {"context": context}}
+                )
+                assert status == want, answer
+        assert "outside the local-files root" in answer["error"] and len(outside) == 5
+    assert ls.seen == []  # nothing was forwarded to Label Studio
+
+
+@pytest.mark.parametrize("key", [LEGACY_TOKEN, "personal.access.token"])
+def test_the_api_key_goes_to_label_studio_only(bus, key):
+    """Images at Label Studio's address (its paths, full URLs, a redirect within it) are asked for with the key;
+    an image on another server (127.0.0.1, another port) gets no Authorization header, also where Label Studio's
+    presign endpoint redirects to it (as it does to a cloud's presigned URL). Legacy token and personal token."""
+    from segedge.serve.ls_images import LabelStudioAccess
+
+    jpeg = bus.read_bytes()
+    sent = f"Token {key}" if key == LEGACY_TOKEN else f"Bearer {Recorder.ACCESS}"
+    with Recorder() as ls, Recorder() as other:
+        other.files["/photo.jpg"] = jpeg
+        ls.files["/data/upload/1/photo.jpg"] = jpeg
+        ls.redirects["/data/upload/1/moved.jpg"] = ls.url + "/data/upload/1/photo.jpg"
+        ls.redirects["/tasks/7/presign/?fileuri=s3%3A%2F%2Fbucket%2Fphoto.jpg"] = other.url + "/photo.jpg"
+        access = LabelStudioAccess(ls.url, key)
+        values = ["/data/upload/1/photo.jpg", ls.url + "/data/upload/1/photo.jpg", "/data/upload/1/moved.jpg"]
+        values += [other.url + "/photo.jpg", "s3://bucket/photo.jpg"]
+        assert [access.read(v, task_id=7) for v in values] == [jpeg] * 5
+    got = [h.get("Authorization") for method, _, h in ls.seen if method == "GET"]
+    assert got == [sent] * 5  # the three reads, the redirect's target, the presign
+    assert [path for _, path, _ in other.seen] == ["/photo.jpg"] * 2
+    assert all(key not in v and Recorder.ACCESS not in v for _, _, h in other.seen for v in h.values()), other.seen
+    assert all(k.lower() != "authorization" for _, _, h in other.seen for k in h), other.seen
+
+
+def test_an_image_on_another_host_gets_no_key_through_label_studio(label_studio, backend, bus):
+    """A Label Studio task whose image is on another server: the click works and that server sees no key."""
+    jpeg = bus.read_bytes()
+    status, proj = label_studio.call("POST", "/api/projects", {"title": "elsewhere", "label_config": CONFIG})
+    with Recorder() as other:
+        other.files["/bus.jpg"] = jpeg
+        status, _ = label_studio.call("POST", f"/api/projects/{proj['id']}/import", [{"image": other.url + "/bus.jpg"}])
+        assert status == 201
+        status, tasks = label_studio.call("GET", f"/api/tasks?project={proj['id']}")
+        status, ml = label_studio.call(
+            "POST", "/api/ml", {"url": backend[0], "project": proj["id"], "is_interactive": True}
+        )
+        assert status == 201 and ml["readable_state"] == "Connected", ml
+        context = {"result": [keypoint(400, 600, 810, 1080)]}
+        status, answer = label_studio.call(
+            "POST", f"/api/ml/{ml['id']}/interactive-annotating", {"task": tasks["tasks"][0]["id"], "context": context}
+        )
+    assert status == 200 and [r["type"] for r in answer["data"]["result"]].count("brushlabels") == 1, answer
+    assert [path for _, path, _ in other.seen] == ["/bus.jpg"]
+    assert all(k.lower() != "authorization" for _, _, h in other.seen for k in h), other.seen

@@ -6,7 +6,9 @@ LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT>``), a cloud storage URI (``s3://``, ``gs
 ``http(s)`` URL. Label Studio paths are read through Label Studio (``--label-studio-url`` with an API key), local
 files from the disk when the local-files root is given and holds them; cloud URIs through Label Studio's presign
 endpoint for the task (``/tasks/<id>/presign/?fileuri=...``), as ``label-studio-sdk``'s ``get_local_path``
-does; other URLs are downloaded as they are (the key is sent only to Label Studio's own host).
+does; other URLs are downloaded as they are. The key is sent only to Label Studio's own address (scheme, host and
+port), also across redirects: the presign endpoint redirects to the cloud's presigned URL, which gets no key. A
+local-files path that leaves the local-files root (``..``, an absolute path elsewhere, a symlink out) is refused.
 
 Label Studio's API keys: a legacy token is sent as ``Authorization: Token <key>``; a personal access token
 (a JWT refresh token, Label Studio's default since 1.18) is exchanged at ``/api/token/refresh/`` for a
@@ -90,8 +92,14 @@ class LabelStudioAccess:
             )
         if value.startswith("/data/local-files") and self.local_root is not None:
             relative = urllib.parse.parse_qs(parsed.query).get("d", [""])[0]
-            path = (self.local_root / relative).resolve()
-            if path.is_file() and self.local_root.resolve() in path.parents:
+            root = self.local_root.resolve()
+            try:
+                path = (root / relative).resolve()
+            except (ValueError, OSError) as exc:  # a NUL byte, a symlink loop
+                raise ImageFetchError(f"{value}: not a file path ({exc})") from None
+            if path != root and root not in path.parents:
+                raise ImageFetchError(f"{value}: {path} is outside the local-files root {root}: refused")
+            if path.is_file():
                 return _read_file(path)
         return self._download(self._in_label_studio(value, value), self._auth_header())
 
@@ -106,7 +114,7 @@ class LabelStudioAccess:
     def _download(self, url: str, headers: dict) -> bytes:
         request = urllib.request.Request(url, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            with _OPENER.open(request, timeout=TIMEOUT_S) as response:
                 data = response.read(MAX_IMAGE_BYTES + 1)
         except urllib.error.HTTPError as exc:
             hint = " (check --api-key)" if exc.code in (401, 403) else ""
@@ -116,6 +124,30 @@ class LabelStudioAccess:
         if len(data) > MAX_IMAGE_BYTES:
             raise ImageFetchError(f"{url}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
         return data
+
+
+def _origin(url: str) -> tuple:
+    """``(scheme, host, port)`` of ``url`` (the default port filled in), or ``(url,)`` when its port is not a number."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        return scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        return (url,)
+
+
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects copy every header, ``Authorization`` too: drop it when the redirect leaves the origin
+    (scheme, host, port) that the key was sent to (Label Studio's presign -> the cloud's presigned URL)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_KeyStaysHome)
 
 
 def _read_file(path: Path) -> bytes:
