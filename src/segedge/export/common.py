@@ -185,9 +185,10 @@ def _export_graph(
     if simplify and not large:
         # onnxslim holds the whole model as one message (its shape inference serializes it): above
         # 2 GiB it cannot run. ONNX Runtime and OpenVINO fold constants and fuse on their own.
-        import onnxslim
+        # segedge.export.slim: onnxslim.slim's graph, without re-serialising the weights every pass.
+        from segedge.export.slim import slim
 
-        model = onnxslim.slim(model)
+        model = slim(model)
     # Older ONNX Runtime releases refuse IR versions newer than they know; opset 17 needs only IR 8.
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     _declare_output_shapes(model, expected, onnx_path)
