@@ -1,4 +1,6 @@
-"""The `segedge` command end to end (subprocesses, as users run it)."""
+"""The `segedge` command end to end: as users run it (`python -m segedge` in a fresh process) where the process is
+what is tested (the entry point, exit status, stdout/stderr as pipes, the working folder), and in this process
+(`segedge.cli.main`) for error cases, which check only the status and the one line on stderr."""
 
 import json
 import subprocess
@@ -8,14 +10,35 @@ import cv2
 import numpy as np
 import pytest
 
+from segedge.cli import main
+
 
 def run(*args, check=False):
+    """``python -m segedge ARGS`` in a new process: the CompletedProcess."""
     proc = subprocess.run(
         [sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=600
     )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """``segedge ARGS`` in this process: ``(exit status, stdout, stderr)``; argparse's exit counts as a status. An
+    uncaught exception (the traceback a user would see) propagates and fails the test."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single ``error: ...`` line of stderr (asserting there is exactly one and no traceback)."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 def test_info_on_exported_folder(real_folder_640):
@@ -118,32 +141,31 @@ def test_no_detections_is_not_an_error(real_folder_640, tmp_path):
         (["--point", "nan,3"], "contain NaN"),
     ],
 )
-def test_bad_prompts(real_folder_640, shared_images, tmp_path, args, message):
-    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"][0]
-    proc = run("segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", *args)
-    assert proc.returncode == 2
-    assert message in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_prompts(capsys, real_folder_640, bus, tmp_path, args, message):
+    code, _, err = cli(capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", *args)
+    assert code == 2
+    assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()  # nothing written on a bad prompt
 
 
-def test_bad_inputs(real_folder_640, tmp_path):
+def test_bad_inputs(capsys, real_folder_640, tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    proc = run("segment", tmp_path / "broken.jpg", "--model", real_folder_640, "--out", tmp_path / "o")
-    assert proc.returncode == 2 and "broken.jpg could not be decoded" in proc.stderr
-    proc = run("segment", tmp_path / "missing.jpg", "--model", real_folder_640, "--out", tmp_path / "o")
-    assert proc.returncode == 2 and "image file not found" in proc.stderr
-    proc = run("segment", tmp_path / "broken.jpg", "--model", tmp_path / "nomodel", "--out", tmp_path / "o")
-    assert proc.returncode == 2 and "model folder not found" in proc.stderr
-    proc = run("segment", tmp_path / "broken.jpg", "--model", real_folder_640, "--out", tmp_path / "o.gif")
-    assert proc.returncode == 2 and "cannot write .gif images" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    for image, model, out, message in (
+        ("broken.jpg", real_folder_640, "o", "broken.jpg could not be decoded"),
+        ("missing.jpg", real_folder_640, "o", "image file not found"),
+        ("broken.jpg", tmp_path / "nomodel", "o", "model folder not found"),
+        ("broken.jpg", real_folder_640, "o.gif", "cannot write .gif images"),
+    ):
+        code, _, err = cli(capsys, "segment", tmp_path / image, "--model", model, "--out", tmp_path / out)
+        assert code == 2 and message in one_error_line(err), (message, err)
+    assert not (tmp_path / "o").exists()
 
 
-def test_export_cli_errors(tmp_path):
-    proc = run("export", "fastsam", "--checkpoint", tmp_path / "nothing.pt", "--out", tmp_path / "m")
-    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
-    help_text = run("export", "fastsam", "--help").stdout
-    assert "unpickles" in help_text
+def test_export_cli_errors(capsys, tmp_path):
+    code, _, err = cli(capsys, "export", "fastsam", "--checkpoint", tmp_path / "nothing.pt", "--out", tmp_path / "m")
+    assert code == 2 and "checkpoint not found" in one_error_line(err)
+    code, help_text, _ = cli(capsys, "export", "fastsam", "--help")
+    assert code == 0 and "unpickles" in help_text
 
 
 def test_a_closed_pipe_ends_quietly_and_the_batch_goes_on(real_folder_640, shared_images, tmp_path):
@@ -172,8 +194,6 @@ def test_a_closed_pipe_ends_quietly_and_the_batch_goes_on(real_folder_640, share
 
 
 def test_a_mistyped_flag_gets_a_suggestion(capsys):
-    from segedge.cli import main
-
     with pytest.raises(SystemExit) as stop:
         main(["segment", "photo.jpg", "--model", "m", "--out", "o", "--piont", "1,2"])
     assert stop.value.code == 2
@@ -184,18 +204,19 @@ def test_a_mistyped_flag_gets_a_suggestion(capsys):
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
 
 
-def test_every_error_names_the_path_once(real_folder_640, shared_images, tmp_path):
+def test_every_error_names_the_path_once(capsys, real_folder_640, shared_images, tmp_path):
     """A bad image in a batch: one line naming it once, the others written."""
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     dog = next(p for p in shared_images if p.name == "sam_dog.jpg")
-    proc = run("segment", bad, dog, "--model", real_folder_640, "--out", tmp_path / "o", "--backend", "onnxruntime")
-    assert proc.returncode == 1 and (tmp_path / "o" / "sam_dog_segedge.png").is_file()
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and lines[0].count("broken.jpg") == 1, proc.stderr
+    code, _, err = cli(
+        capsys, "segment", bad, dog, "--model", real_folder_640, "--out", tmp_path / "o", "--backend", "onnxruntime"
+    )
+    assert code == 1 and (tmp_path / "o" / "sam_dog_segedge.png").is_file()
+    assert one_error_line(err).count("broken.jpg") == 1, err
 
 
-def test_export_checks_the_output_folder_before_the_checkpoint(tmp_path):
+def test_export_checks_the_output_folder_before_the_checkpoint(capsys, tmp_path):
     """A wrong --out fails before the checkpoint is read (or downloaded): here the checkpoint is not even a
     PyTorch file, and the error is still about the folder."""
     out = tmp_path / "taken"
@@ -203,9 +224,10 @@ def test_export_checks_the_output_folder_before_the_checkpoint(tmp_path):
     (out / "keep.txt").write_text("an earlier export")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     for family in ("fastsam", "sam", "mobile-sam", "sam2", "clip"):
-        proc = run("export", family, "--checkpoint", tmp_path / "garbage.pt", "--out", out)
-        assert proc.returncode == 2 and "already exists and is not empty" in proc.stderr, (family, proc.stderr)
+        code, _, err = cli(capsys, "export", family, "--checkpoint", tmp_path / "garbage.pt", "--out", out)
+        assert code == 2 and "already exists and is not empty" in one_error_line(err), (family, err)
     assert (out / "keep.txt").read_text() == "an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt", "taken"]  # no staging folder either
 
 
 def test_without_out_each_run_gets_a_new_folder(real_folder_640, shared_images, tmp_path):
@@ -235,3 +257,35 @@ def test_without_out_each_run_gets_a_new_folder(real_folder_640, shared_images, 
     for name in ("predict", "predict2"):
         assert sorted(p.name for p in (runs / name).iterdir()) == ["sam_dog_segedge.json", "sam_dog_segedge.png"]
     assert "results -> runs/segment/predict2/" in proc.stderr
+
+
+def test_export_overwrite_replaces_an_earlier_folder(capsys, sam_tiny_ckpt, sam_tiny_folder, bus, tmp_path):
+    """`segedge export sam --overwrite` over a non-empty folder: the earlier files are gone, the new folder loads
+    (every file's size and sha256 checked) and predicts what the same checkpoint's folder exported through the API
+    predicts; no staging or backup folder is left beside it."""
+    from segedge.manifest import load_model_folder
+    from segedge.runtime.sam import Sam
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier export")
+    (out / "segedge.json").write_text("{}")
+    code, stdout, err = cli(capsys, "export", "sam", "--checkpoint", sam_tiny_ckpt, "--out", out, "--overwrite")
+    assert code == 0, err
+    assert f"exported {sam_tiny_ckpt} -> {out}" in stdout
+    assert not (out / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    folder = load_model_folder(out, family="sam")
+    assert {"encoder", "decoder"} <= set(folder.manifest.graphs)
+    answers = []
+    for path in (out, sam_tiny_folder):
+        sam = Sam(path, "openvino", precision="f32")
+        sam.set_image(bus)
+        answers.append(sam.predict(point_coords=[[400, 500], [200, 300]], point_labels=[1, 0], multimask_output=True))
+    (masks, scores, logits), (want_masks, want_scores, want_logits) = answers
+    assert masks.shape == want_masks.shape == (3, 1080, 810)
+    assert all(0 < m.sum() < m.size for m in masks)  # neither empty nor full: the comparison compares something
+    # the same checkpoint, prompt slots and decoder graph: measured bit-identical (max abs logit difference 0.0)
+    np.testing.assert_array_equal(masks, want_masks)
+    np.testing.assert_array_equal(logits, want_logits)
+    np.testing.assert_array_equal(scores, want_scores)

@@ -123,3 +123,44 @@ def test_parquet_output_and_cli(real_folder_640, corpus, tmp_path, capsys):
         == 2
     )
     assert "no images" in capsys.readouterr().err
+
+
+def test_cli_everything_on_a_sam_folder(capsys, monkeypatch, sam_tiny_folder, bus, tmp_path):
+    """`segedge segment-dataset --everything` on a SAM folder: the command asks for "everything" (and refuses it with
+    --point), and the actor given that request writes the automatic mask generator's masks for each image, exactly as
+    the generator run here gives them. The actor runs in this process: the seeded SAM's masks are noise that the
+    generator's default filters drop (0 masks from its 32 x 32 points, 127 s through Ray here), so the generator's
+    options are opened here, which only a monkeypatch in this process can do."""
+    from functools import partial
+
+    import segedge.data as data
+    import segedge.runtime.sam_generator as sam_generator
+    from segedge import Sam
+    from segedge.cli import main
+
+    asked = {}
+
+    def segment_dataset(inputs, model, out, **kwargs):  # what the command asks of the Ray run
+        asked.update(kwargs)
+        return dict.fromkeys(("done", "failed", "skipped", "seconds", "images_per_s"), 0)
+
+    monkeypatch.setattr(data, "segment_dataset", segment_dataset)
+    argv = ["segment-dataset", str(bus), "--model", str(sam_tiny_folder), "--out", str(tmp_path / "o"), "--everything"]
+    assert main(argv) == 0 and asked["prompts"] == {"everything": True}
+    assert main([*argv, "--point", "10,10"]) == 2
+    assert "--everything keeps all masks; do not combine it with --point or --box" in capsys.readouterr().err
+    # the seeded SAM's masks are noise: open segment-anything's filters so that many masks are compared
+    options = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
+    monkeypatch.setattr(
+        sam_generator, "SamAutomaticMaskGenerator", partial(sam_generator.SamAutomaticMaskGenerator, **options)
+    )
+    out = tmp_path / "everything"
+    out.mkdir()
+    actor = data.Segmenter(str(sam_tiny_folder), str(out), "jsonl", "openvino", "f32", None, dict(asked["prompts"]))
+    assert actor({"path": [str(bus)], "bytes": [bus.read_bytes()]})["ok"] == [True]
+    (record,) = data.read_results(str(out)).values()
+    model = Sam(sam_tiny_folder, "openvino", precision="f32")
+    want = sam_generator.SamAutomaticMaskGenerator(model).segment(str(bus)).to_dict()
+    assert record["ok"] and record["precision"] == "f32" and record["count"] == want["count"] >= 10
+    assert [i["rle"] for i in record["instances"]] == [i["rle"] for i in want["instances"]]
+    assert [i["score"] for i in record["instances"]] == [i["score"] for i in want["instances"]]

@@ -115,5 +115,5 @@ def test_the_command_line_imports_nothing_heavy_until_a_command_runs():
         "import sys\nfrom segedge.cli import build_parser\nbuild_parser().format_help()\n"
         "heavy = {'torch', 'cv2', 'numpy', 'openvino', 'onnxruntime'} & set(sys.modules)\nprint(sorted(heavy))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -124,6 +124,8 @@ def test_wrong_family_requested(tmp_path):
 def test_cli_info_reports_broken_folder(tmp_path):
     folder = make_folder(tmp_path)
     (folder / "model.onnx").write_bytes(b"changed!!!")
-    proc = subprocess.run([sys.executable, "-m", "segedge", "info", str(folder)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "segedge", "info", str(folder)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "error:" in proc.stderr and "model.onnx" in proc.stderr and "Traceback" not in proc.stderr

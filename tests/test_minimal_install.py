@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_runtime_only_environment(real_folder_640, shared_images, tmp_path):
     venv = tmp_path / "edge-venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
     proc = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", f"{ROOT}[onnxruntime]"], capture_output=True, text=True, timeout=900
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     listed = subprocess.run(
-        [str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+        [str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     names = {p["name"].lower() for p in json.loads(listed)}
     assert {"numpy", "opencv-python-headless", "pillow", "onnxruntime", "segedge"} <= names

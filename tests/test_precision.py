@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -232,15 +229,32 @@ def test_explicit_choices_are_checked(manifest):
         resolve_precision("fp16", manifest, "openvino", AMX)
 
 
-def _cli(*args, flags=None):
-    env = dict(os.environ, CI="true")
+def _cli(monkeypatch, capsys, *args, flags=None, isa=None):
+    """``segedge ARGS`` in this process, seeing the CPU flags ``flags`` (``$SEGEDGE_CPU_FLAGS``) or this CPU capped at
+    oneDNN's ``isa`` (``$ONEDNN_MAX_CPU_ISA``; only segedge's choice reads it here: the refusals below come before
+    anything runs): ``(returncode, stdout, stderr)`` like a finished process."""
+    from types import SimpleNamespace
+
+    from segedge.cli import main
+
+    monkeypatch.delenv("SEGEDGE_CPU_FLAGS", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     if flags is not None:
-        env["SEGEDGE_CPU_FLAGS"] = flags
-    return subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, env=env)
+        monkeypatch.setenv("SEGEDGE_CPU_FLAGS", flags)
+    if isa is not None:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
-def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_images, tmp_path):
+def test_cli_refuses_emulated_bf16_and_auto_runs_f32(monkeypatch, capsys, real_folder_640, shared_images, tmp_path):
     proc = _cli(
+        monkeypatch,
+        capsys,
         "segment",
         shared_images[0],
         "--model",
@@ -256,6 +270,8 @@ def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_ima
     assert len(lines) == 1 and "no native bf16" in lines[0] and "--precision f32 or int8" in lines[0], proc.stderr
     assert not (tmp_path / "a").exists()
     proc = _cli(
+        monkeypatch,
+        capsys,
         "segment",
         shared_images[0],
         "--model",
@@ -268,6 +284,8 @@ def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_ima
     assert "(openvino f32)" in proc.stdout
     # native bf16, but bf16 never passed a gate for this folder: auto runs f32; an explicit bf16 runs
     proc = _cli(
+        monkeypatch,
+        capsys,
         "segment",
         shared_images[0],
         "--model",
@@ -278,6 +296,8 @@ def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_ima
     )
     assert proc.returncode == 0 and "(openvino f32)" in proc.stdout, proc.stderr
     proc = _cli(
+        monkeypatch,
+        capsys,
         "segment",
         shared_images[0],
         "--model",
@@ -291,8 +311,8 @@ def test_cli_refuses_emulated_bf16_and_auto_runs_f32(real_folder_640, shared_ima
     assert proc.returncode == 0 and "(openvino bf16)" in proc.stdout, proc.stderr
 
 
-def test_info_shows_cpu_and_auto(real_folder_640):
-    out = _cli("info", real_folder_640, flags="avx2 avx512_vnni").stdout
+def test_info_shows_cpu_and_auto(monkeypatch, capsys, real_folder_640):
+    out = _cli(monkeypatch, capsys, "info", real_folder_640, flags="avx2 avx512_vnni").stdout
     assert "VNNI without native bf16" in out and "avx512_vnni" in out and "-avx512_bf16" in out
     assert "--precision auto on openvino: f32 (no int8 for openvino in the folder; no native bf16 on this CPU)" in out
     assert "--precision auto on onnxruntime: f32 (no int8 for onnxruntime in the folder" in out
@@ -336,29 +356,23 @@ def test_onednn_isa_cap_is_the_emulated_cpu_kind(monkeypatch, isa, kind, bf16):
     assert cpu_capabilities() == ZEN4
 
 
-def test_cli_refuses_bf16_under_an_avx2_vnni_cap(real_folder_640, shared_images, tmp_path):
-    env = dict(os.environ, CI="true", ONEDNN_MAX_CPU_ISA="AVX2_VNNI")
-    env.pop("SEGEDGE_CPU_FLAGS", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segedge",
-            "segment",
-            str(shared_images[0]),
-            "--model",
-            str(real_folder_640),
-            "--out",
-            str(tmp_path / "a"),
-            "--precision",
-            "bf16",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
+def test_cli_refuses_bf16_under_an_avx2_vnni_cap(monkeypatch, capsys, real_folder_640, shared_images, tmp_path):
+    proc = _cli(
+        monkeypatch,
+        capsys,
+        "segment",
+        shared_images[0],
+        "--model",
+        real_folder_640,
+        "--out",
+        tmp_path / "a",
+        "--precision",
+        "bf16",
+        isa="AVX2_VNNI",
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "no native bf16" in lines[0], proc.stderr
+    assert not (tmp_path / "a").exists()
 
 
 def test_precision_table_says_what_was_measured(manifest):

@@ -474,7 +474,7 @@ def test_stale_staging_folders_are_removed(tmp_path):
     from segedge.export.common import staging_folder
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead.wait(timeout=60)
     stale = tmp_path / f".model.pid{dead.pid}.abc123.partial"
     live = tmp_path / f".model.pid{os.getpid()}.def456.partial"
     other = tmp_path / f".other.pid{dead.pid}.abc123.partial"

@@ -1,16 +1,12 @@
 """segedge serve: the cache, the HTTP API against the runtime's own answers, limits, errors, load, the CLI.
 
-The server runs in this process on a free 127.0.0.1 port (``start_in_thread``); the browser test is
-tests/test_serve_browser.py.
+The server runs in this process on a free 127.0.0.1 port (``start_in_thread``); the command (``segedge serve``,
+its options) is tests/test_serve_cli.py, the browser test tests/test_serve_browser.py.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -377,92 +373,6 @@ def test_masks_decode_like_pycocotools(client, sam_name, bus):
         ours = rle_decode(inst["rle"])
         theirs = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()})
         assert (ours == theirs.astype(bool)).all()
-
-
-# -- the command ------------------------------------------------------------------------------------
-def _serve_process(*args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "segedge", "serve", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def test_cli_serves_until_sigterm(sam_tiny_folder, bus):
-    proc = _serve_process("--model", str(sam_tiny_folder), "--port", "0", "--precision", "f32")
-    try:
-        line = proc.stdout.readline()
-        assert "listening on http://127.0.0.1:" in line, line + proc.stderr.read()
-        url = line.split("listening on ")[1].split()[0]
-        client = Client(url)
-        image_id = client.upload(bus)["image_id"]
-        answer = client.predict(image_id, points=[[400, 500]])
-        assert answer["count"] == 1 and answer["precision"] == "f32"
-        client.close()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode in (0, 143), err
-    assert "Traceback" not in err
-
-
-def test_cli_refuses_a_port_in_use_and_wrong_folders(sam_tiny_folder, clip_folder, tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen(1)
-        port = taken.getsockname()[1]
-        proc = subprocess.run(
-            [sys.executable, "-m", "segedge", "serve", "--model", str(sam_tiny_folder), "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    assert proc.returncode == 2 and "the port is in use" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "segedge", "serve", "--model", str(clip_folder), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "pass it as --clip" in proc.stderr
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segedge",
-            "serve",
-            "--model",
-            str(sam_tiny_folder),
-            "--clip",
-            str(clip_folder),
-            "--port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "serve a FastSAM folder with it" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, "-m", "segedge", "serve", "--model", str(tmp_path / "missing"), "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 2 and "missing" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_cli_defaults_to_this_machine_only():
-    from segedge.cli import build_parser
-
-    args = build_parser().parse_args(["serve", "--model", "m"])
-    assert args.host == "127.0.0.1" and args.port == 8000
-    from segedge.serve.server import is_loopback
-
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
 
 
 def test_sam2_models_are_served(sam2_tiny_folder, bus):

@@ -299,23 +299,44 @@ def test_sigterm_keeps_the_finished_frames(real_folder_640, tmp_path, bus):
 
 
 def test_a_signal_waits_until_the_frame_is_in_every_output():
-    """SIGTERM arriving between the video frame and its JSON line is delivered after both (so an interrupted run's two
-    files hold the same frames); the handlers come back."""
+    """SIGTERM and Ctrl-C arriving between the video frame and its JSON line are delivered after both (so an
+    interrupted run's two files hold the same frames); the handlers found before come back. The
+    test installs its own handlers and restores the ones it found: a run started in the background inherits SIGINT
+    ignored (SIG_IGN), not Python's default, and must pass as well."""
     from segedge.videoio import one_frame_at_once
 
     seen = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: seen.append("signal"))
+
+    def on_term(*_):
+        seen.append("term")
+
+    def on_int(*_):
+        seen.append("int")
+
+    found = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_int)
     try:
         with one_frame_at_once():
             seen.append("video")
             os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
             seen.append("line")
         time.sleep(0.05)
-        assert seen == ["video", "line", "signal"]
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert seen[:2] == ["video", "line"] and sorted(seen[2:]) == ["int", "term"]  # each once, after the line
+        assert signal.getsignal(signal.SIGTERM) is on_term and signal.getsignal(signal.SIGINT) is on_int
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup / `&`: Ctrl-C held, then still ignored
+        with one_frame_at_once():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            seen.append("ignored")
+        time.sleep(0.05)
+        assert seen[4:] == ["ignored"] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in found.items():
+            signal.signal(s, handler)
+    assert {s: signal.getsignal(s) for s in found} == found
 
 
 def test_bench_video_reports_both_loops(real_folder_640, pan_video, tmp_path, capsys):
