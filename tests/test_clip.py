@@ -262,14 +262,17 @@ def test_cli_text_prompt(real_folder_640, clip_folder, shared_images, tmp_path):
         str(tmp_path / "o"),
     ]
     proc = subprocess.run(
-        run + ["--clip", str(clip_folder), "--text", "the yellow dog", "--conf", "0.1"], capture_output=True, text=True
+        run + ["--clip", str(clip_folder), "--text", "the yellow dog", "--conf", "0.1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o" / "fastsam_dogs_segedge.json").read_text())["count"] == 1
-    proc = subprocess.run(run + ["--text", "the yellow dog"], capture_output=True, text=True)
+    proc = subprocess.run(run + ["--text", "the yellow dog"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--text needs --clip" in proc.stderr and "segedge export clip" in proc.stderr
     proc = subprocess.run(
-        run + ["--clip", str(tmp_path / "nothing"), "--text", "a dog"], capture_output=True, text=True
+        run + ["--clip", str(tmp_path / "nothing"), "--text", "a dog"], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 2 and "segedge export clip" in proc.stderr and "Traceback" not in proc.stderr
 
