@@ -20,6 +20,17 @@ def truck(shared_images):
     return read_image(next(p for p in shared_images if p.name == "sam_truck.jpg"))  # 1800x1200
 
 
+def _fills(masks: np.ndarray) -> np.ndarray:
+    """Share of the image each of ``masks`` (..., H, W) bool covers, flattened to (M,)."""
+    flat = masks.reshape(-1, masks.shape[-2] * masks.shape[-1])
+    return np.count_nonzero(flat, axis=1) / flat.shape[1]
+
+
+def _nonempty_ious(expected: np.ndarray, got: np.ndarray) -> list[float]:
+    """IoU of each pair of ``(M, H, W)`` masks where at least one side is non-empty (empty-vs-empty proves nothing)."""
+    return [mask_iou(a, b) for a, b in zip(expected, got) if a.any() or b.any()]
+
+
 def _boxes(h, w, n, seed=0):
     rng = np.random.default_rng(seed)
     x0, y0 = rng.uniform(0, 0.6 * w, n), rng.uniform(0, 0.6 * h, n)
@@ -60,10 +71,22 @@ def test_batch_equals_predict_torch(sam_tiny_ckpt, sam_tiny_folder, truck, backe
             multimask_output=True,
         )
     assert pred.low_res.shape == (n, 3, 256, 256) and pred.scores.shape == (n, 3)
-    assert np.abs(pred.low_res - rl.numpy()).max() < 1e-2 and np.abs(pred.scores - rs.numpy()).max() < 1e-3
-    masks = pred.masks()
-    ious = [mask_iou(a, b) for a, b in zip(masks.reshape(-1, h, w), rm.numpy().reshape(-1, h, w))]
-    assert np.mean(ious) >= 0.99 and min(ious) >= 0.95, (np.mean(ious), min(ious))
+    logit_err = float(np.abs(pred.low_res - rl.numpy()).max())
+    score_err = float(np.abs(pred.scores - rs.numpy()).max())
+    ref_masks = rm.numpy().reshape(-1, h, w)
+    fills = _fills(ref_masks)
+    ious = _nonempty_ious(ref_masks, pred.masks().reshape(-1, h, w))
+    print(
+        f"{backend} n={n}: max |logit err| {logit_err:.2e} (logits up to {float(np.abs(rl).max()):.3f}), "
+        f"score err {score_err:.2e}, {len(ious)} masks, IoU mean {np.mean(ious):.5f} min {min(ious):.4f}, "
+        f"fills {fills.min():.3f}..{fills.max():.3f}"
+    )
+    # measured (2-core AMD EPYC, avx512f avx512_vnni avx512_bf16, both backends, every n): logits <= 8.5e-7 (of
+    # logits up to 0.40), scores <= 2.1e-7, every IoU 1.0 (fills 0.015 to 0.93)
+    assert logit_err < 1e-5 and score_err < 2e-6
+    # the masks compared are neither empty nor full, all 3 of every prompt set
+    assert ((fills > 0.001) & (fills < 0.999)).all() and len(ious) == 3 * n, (np.round(fills, 4), len(ious))
+    assert min(ious) >= 0.999, (np.mean(ious), min(ious))
     # every row equals its own single call: padding rows and the remainder rule change nothing
     for i in (0, n - 1):
         m1, s1, l1 = model.predict(points[i], labels[i], boxes[i], image=state)
@@ -78,6 +101,7 @@ def test_multi_box_predict_uses_the_batch(sam_tiny_folder, truck):
     boxes = _boxes(h, w, 20, seed=3)
     masks, scores, low = model.predict(box=boxes, multimask_output=False)
     assert masks.shape == (20, 1, h, w) and scores.shape == (20, 1) and low.shape == (20, 1, 256, 256)
+    assert ((_fills(masks[[0, 7, 19]]) > 0.001) & (_fills(masks[[0, 7, 19]]) < 0.999)).all()  # compared: not empty
     for i in (0, 7, 19):
         m1, s1, _ = model.predict(box=boxes[i], multimask_output=False)
         assert mask_iou(m1[0], masks[i, 0]) > 0.999 and abs(float(s1[0] - scores[i, 0])) < 1e-5
@@ -95,11 +119,13 @@ def test_windowed_masks_equal_the_full_upscale(sam_tiny_folder, truck):
     np.testing.assert_array_equal(roi.dense(), full > 0)
     expected = (full > 1).sum(axis=(1, 2)) / np.maximum((full > -1).sum(axis=(1, 2)), 1)
     np.testing.assert_allclose(stability, expected, atol=1e-4)
+    fills = _fills(full > 0)
+    # all 36 masks compared are neither empty nor full (measured fills 0.034 to 0.85)
+    assert len(fills) == 36 and ((fills > 0.001) & (fills < 0.999)).all(), np.round(fills, 4)
     boxes = pred.boxes().reshape(-1, 4)
     for b, m in zip(boxes, full > 0):
         ys, xs = np.nonzero(m)
-        if ys.size:
-            assert tuple(b) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert tuple(b) == ((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if ys.size else (0, 0, 0, 0))
     # an all-negative mask: empty, no window, nothing computed
     empty = roi_masks_from_low_res(np.full((1, 256, 256), -3, np.float32), state.input_size, state.original_size)
     assert empty.rois.tolist() == [[0, 0, 0, 0]] and not empty.dense().any()
@@ -123,6 +149,7 @@ def test_masks_at_a_requested_size(sam_tiny_folder, truck):
     pred = model.predict_batch(boxes=_boxes(*truck.shape[:2], 3, seed=9), image=state)
     small = pred.masks(output_hw=(300, 450))
     assert small.shape == (3, 3, 300, 450)
+    assert ((_fills(small) > 0.001) & (_fills(small) < 0.999)).all(), np.round(_fills(small), 4)
     np.testing.assert_array_equal(small, pred.logits(output_hw=(300, 450)) > 0)
     np.testing.assert_array_equal(pred.masks(), pred.masks(output_hw=(1200, 1800)))  # the original size is the default
     with pytest.raises(PromptError, match="output_hw must be"):

@@ -36,11 +36,14 @@ def dog(shared_images):
     [((534, 800), 0, 512 / 1500), ((534, 800), 1, 512 / 1500), ((1200, 1800), 2, 0.3), ((97, 61), 1, 0.5)],
 )
 def test_crop_boxes_and_grids(size, layers, ratio):
-    assert amg.generate_crop_boxes(size, layers, ratio) == sa_amg.generate_crop_boxes(size, layers, ratio)
-    for ours, ref in zip(
-        amg.build_all_layer_point_grids(32, layers, 2), sa_amg.build_all_layer_point_grids(32, layers, 2)
-    ):
-        np.testing.assert_array_equal(ours, ref)
+    boxes = amg.generate_crop_boxes(size, layers, ratio)
+    assert boxes == sa_amg.generate_crop_boxes(size, layers, ratio) and len(boxes[0]) == sum(
+        4**i for i in range(layers + 1)
+    )
+    ours, ref = amg.build_all_layer_point_grids(32, layers, 2), sa_amg.build_all_layer_point_grids(32, layers, 2)
+    assert len(ours) == len(ref) == layers + 1  # one grid per layer, each compared
+    for a, b in zip(ours, ref):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_edge_filter_and_boxes():
@@ -63,6 +66,7 @@ def test_small_regions_match(mode, where):
     also where the box touches the image border or leaves only thin strips outside."""
     rng = np.random.default_rng({"middle": 1, "corner": 2, "full_width": 3}[where])
     h, w = 120, 160
+    changes = 0
     for _ in range(10):
         mask = np.zeros((h, w), bool)
         y0, x0 = {"middle": (30, 40), "corner": (0, 0), "full_width": (2, 0)}[where]
@@ -77,6 +81,9 @@ def test_small_regions_match(mode, where):
             out[ry0:ry1, rx0:rx1] = crop
             np.testing.assert_array_equal(out, ref)
             assert changed == ref_changed
+            changes += bool(ref_changed)
+    # regions removed in most cases, not a comparison of unchanged masks (measured 21 to 30 of 30)
+    assert changes >= 15, changes
 
 
 # -- the generator against segment-anything -----------------------------------------------------------
@@ -147,12 +154,11 @@ def test_generator_defaults_and_rle(sam_tiny_ckpt, sam_tiny_folder, dog):
     uncompressed = SamAutomaticMaskGenerator(
         gen.model, points_per_side=6, output_mode="uncompressed_rle", **PERMISSIVE
     ).generate(dog)
-    from pycocotools import mask as mask_utils
-
-    for rec in uncompressed[:5]:
+    assert len(uncompressed) == len(found) == len(ours)
+    for rec, coco in zip(uncompressed, ours):  # the same masks in the other RLE form, every one of them
         decoded = mask_utils.decode(mask_utils.frPyObjects(rec["segmentation"], *rec["segmentation"]["size"]))
-        assert decoded.sum() == rec["area"]
-    assert len(found) == len(ours)
+        assert decoded.sum() == rec["area"] == coco["area"] > 0
+        assert np.array_equal(decoded, mask_utils.decode(coco["segmentation"]))
 
 
 def test_generator_errors(sam_tiny_folder):

@@ -67,19 +67,29 @@ def test_split_equals_whole_decoder_and_segment_anything(sam_tiny_ckpt, sam_tiny
         dict(box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8]),
         dict(point_coords=[[w * 0.5, h * 0.5]], point_labels=[1], box=[w * 0.2, h * 0.2, w * 0.7, h * 0.8]),
     ]
-    worst = 0.0
+    worst = {"split vs whole logits": 0.0, "split vs whole scores": 0.0, "vs reference logits": 0.0}
+    worst["vs reference scores"] = 0.0
+    ious, fills = [], []
     for prompt in prompts:
         for multimask in (True, False):
             masks, scores, low = split.predict(**prompt, multimask_output=multimask, image=state)
             assert split.timings["decoder"] > 0
             m2, s2, l2 = whole.predict(**prompt, multimask_output=multimask, image=old_state)
-            worst = max(worst, float(np.abs(low - l2).max()))
-            np.testing.assert_allclose(scores, s2, atol=1e-4)
-            np.testing.assert_allclose(low, l2, atol=1e-3)
             rm, rs, rl = ref.predict(**{k: np.asarray(v) for k, v in prompt.items()}, multimask_output=multimask)
-            np.testing.assert_allclose(scores, rs, atol=1e-3)
-            assert min(mask_iou(a, b) for a, b in zip(masks, rm)) >= 0.99
-    print(f"{backend}: split vs whole decoder, max |logit difference| {worst:.2e}")
+            for key, err in zip(worst, (low - l2, scores - s2, low - rl, scores - rs)):
+                worst[key] = max(worst[key], float(np.abs(err).max()))
+            ious += [mask_iou(a, b) for a, b in zip(masks, rm) if a.any() or b.any()]
+            fills += [float(m.mean()) for m in rm]
+    print(
+        f"{backend}: {len(ious)} masks, min IoU {min(ious):.5f}, " + ", ".join(f"{k} {v:.1e}" for k, v in worst.items())
+    )
+    # measured (2-core AMD EPYC, avx512f avx512_vnni avx512_bf16, both backends): split vs whole 0 (bit-equal), vs
+    # segment-anything logits <= 6.9e-7 (of logits up to 0.4), scores <= 1.2e-7, every IoU 1.0
+    assert worst["split vs whole logits"] < 1e-6 and worst["split vs whole scores"] < 1e-6
+    assert worst["vs reference logits"] < 1e-5 and worst["vs reference scores"] < 2e-6
+    fills = np.array(fills)
+    assert len(fills) == 16 and ((fills > 0.001) & (fills < 0.999)).all(), np.round(fills, 4)  # neither empty nor full
+    assert len(ious) == 16 and min(ious) >= 0.999
     # refinement with a mask input runs the whole decoder: same as the folder without the split
     m1, s1, l1 = split.predict(point_coords=[[w * 0.4, h * 0.5]], point_labels=[1], mask_input=low[:1], image=state)
     m2, s2, l2 = whole.predict(point_coords=[[w * 0.4, h * 0.5]], point_labels=[1], mask_input=low[:1], image=old_state)
@@ -105,7 +115,17 @@ def test_split_batch_equals_predict_torch(sam_tiny_ckpt, sam_tiny_folder, truck,
             torch.as_tensor(ref.transform.apply_boxes(boxes, (h, w)), dtype=torch.float32),
             multimask_output=False,
         )
-    assert np.abs(pred.low_res - rl.numpy()).max() < 1e-2 and np.abs(pred.scores - rs.numpy()).max() < 1e-3
+    logit_err = float(np.abs(pred.low_res - rl.numpy()).max())
+    score_err = float(np.abs(pred.scores - rs.numpy()).max())
+    vh, vw = ((s + 3) // 4 for s in state.input_size)  # the image's part of the 256x256 low-res frame
+    fills = (rl.numpy()[:, 0, :vh, :vw] > 0).mean(axis=(1, 2))
+    print(f"{backend}: 37 boxes, max |logit err| {logit_err:.2e} (logits up to {float(np.abs(rl).max()):.3f}), "
+          f"score err {score_err:.2e}, low-res fills {fills.min():.3f}..{fills.max():.3f}")  # fmt: skip
+    # measured (2-core AMD EPYC, avx512f avx512_vnni avx512_bf16, both backends): logits <= 6.1e-7 (of logits up to
+    # 0.26), scores <= 1.6e-7; low-res fills 0.28 to 0.49
+    assert logit_err < 1e-5 and score_err < 2e-6
+    # the 37 masks compared (the logits' signs) are neither empty nor full
+    assert pred.low_res.shape == (37, 1, 256, 256) and ((fills > 0.001) & (fills < 0.999)).all(), np.round(fills, 4)
 
 
 def test_embedding_round_trip_keeps_the_split(sam_tiny_folder, truck, tmp_path):
