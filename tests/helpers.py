@@ -132,16 +132,16 @@ def make_sam_checkpoint(path: Path, kind: str = "tiny", seed: int = 0) -> Path:
     """A seeded SAM-family checkpoint in the official format: a plain state dict saved with torch.save.
 
     ``kind``: "tiny" (reduced ViT, fast), "vit_b" (SAM ViT-B's real shapes), "mobile" (MobileSAM's
-    TinyViT). ViT kinds come from segment-anything's own builder (``build_sam._build_sam``); MobileSAM's
-    TinyViT from ultralytics' module inside segment-anything's ``Sam`` (what the MobileSAM project does).
+    TinyViT). ViT kinds come from segment-anything's own builder (``build_sam._build_sam``); MobileSAM from
+    ultralytics' own ``build_mobile_sam`` (its keys are mobile_sam.pt's: ultralytics loads that file strictly).
     """
     import torch
 
     torch.manual_seed(seed)
     if kind == "mobile":
-        from segedge.export.sam_arch import SamArch, build_sam
+        from ultralytics.models.sam.build import build_mobile_sam
 
-        sam = build_sam(SamArch("tinyvit", "mobile_sam"))
+        sam = build_mobile_sam()
     else:
         from segment_anything.build_sam import _build_sam
 
@@ -152,19 +152,48 @@ def make_sam_checkpoint(path: Path, kind: str = "tiny", seed: int = 0) -> Path:
     return path
 
 
+# sam2's own config file for each (variant, version) (sam2/configs/ in the sam2 package), written here rather than
+# read from segedge, so that a wrong setting in segedge's SAM 2 loader cannot also be in the reference
+SAM2_CONFIGS = {
+    ("tiny", "2.1"): "configs/sam2.1/sam2.1_hiera_t.yaml",
+    ("small", "2.1"): "configs/sam2.1/sam2.1_hiera_s.yaml",
+    ("base_plus", "2.1"): "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    ("large", "2.1"): "configs/sam2.1/sam2.1_hiera_l.yaml",
+    ("tiny", "2.0"): "configs/sam2/sam2_hiera_t.yaml",
+    ("small", "2.0"): "configs/sam2/sam2_hiera_s.yaml",
+    ("base_plus", "2.0"): "configs/sam2/sam2_hiera_b+.yaml",
+    ("large", "2.0"): "configs/sam2/sam2_hiera_l.yaml",
+}
+
+
 def make_sam2_checkpoint(path: Path, variant: str = "tiny", version: str = "2.1", seed: int = 0) -> Path:
     """A seeded SAM 2 checkpoint in the official format: ``{"model": state_dict}`` saved with torch.save,
-    built from the official sam2 package's config for that variant and version (skips without sam2)."""
+    built by the official sam2 package (``sam2.build_sam.build_sam2``) from its own config for that variant
+    and version (skips without sam2)."""
     import pytest
     import torch
 
     pytest.importorskip("sam2", reason="the SAM 2 reference needs the sam2 package (scripts/test.sh installs it)")
-    from segedge.export.sam2_arch import Sam2Arch, build_sam2
+    from sam2.build_sam import build_sam2
 
     torch.manual_seed(seed)
-    model = build_sam2(Sam2Arch(variant, version))
+    model = build_sam2(SAM2_CONFIGS[(variant, version)], ckpt_path=None, device="cpu")
     torch.save({"model": model.state_dict()}, path)
+    _CHECKPOINT_KINDS[str(path)] = SAM2_CONFIGS[(variant, version)]
     return path
+
+
+def sam2_config(checkpoint: Path) -> str:
+    """The sam2 config file a :func:`make_sam2_checkpoint` file was built from."""
+    return _CHECKPOINT_KINDS[str(checkpoint)]
+
+
+def sam2_reference_model(checkpoint: Path):
+    """sam2's ``SAM2Base`` for a :func:`make_sam2_checkpoint` file, built and loaded (strictly) by sam2's own
+    ``build_sam2`` with the image predictor's post-processing, not through segedge."""
+    from sam2.build_sam import build_sam2
+
+    return build_sam2(sam2_config(checkpoint), str(checkpoint), device="cpu")
 
 
 def make_efficientvit_sam_checkpoint(path: Path, variant: str = "l0", wrapped: bool = False) -> Path:
@@ -239,11 +268,28 @@ def hq_reference(checkpoint: Path):
     return SamPredictor(sam.eval())
 
 
+def mobile_sam_module():
+    """MobileSAM as the MobileSAM project assembles it: a TinyViT image encoder (ultralytics' ``build_mobile_sam``
+    builds it, with ultralytics' configuration) inside segment-anything's ``Sam`` with segment-anything's own
+    prompt encoder and mask decoder (those of its ``build_sam._build_sam``; the reduced ViT it builds is replaced).
+    Random weights, eval mode; nothing from segedge."""
+    from segment_anything.build_sam import _build_sam
+    from ultralytics.models.sam.build import build_mobile_sam
+
+    sam = _build_sam(*TINY_VIT[1:4], list(TINY_VIT[4]), checkpoint=None)
+    sam.image_encoder = build_mobile_sam().image_encoder
+    return sam.eval()
+
+
+SAM_REGISTRY_BY_DIM = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # segment-anything's sam_model_registry names
+
+
 def sam_reference(checkpoint: Path):
-    """segment-anything's SamPredictor on the checkpoint. ViT checkpoints of :func:`make_sam_checkpoint` are loaded
-    by segment-anything's own builder with its own configuration (strict state-dict load), not through segedge;
-    MobileSAM (no segment-anything builder: its TinyViT inside a segment-anything Sam is what the MobileSAM
-    project's predictor is) goes through segedge's loader."""
+    """segment-anything's SamPredictor on the checkpoint, built and loaded (strict state-dict load) without
+    segedge: ViT checkpoints of :func:`make_sam_checkpoint` by segment-anything's own builder with its own
+    configuration; MobileSAM by :func:`mobile_sam_module`. Other files (official ones, in the benchmarks): by the
+    image encoder's keys, MobileSAM or segment-anything's ``sam_model_registry`` entry of that ViT width."""
+    import torch
     from segment_anything import SamPredictor
 
     kind = _CHECKPOINT_KINDS.get(str(checkpoint))
@@ -252,26 +298,40 @@ def sam_reference(checkpoint: Path):
 
         dim, depth, heads, glob = VIT_CONFIGS[kind]
         return SamPredictor(_build_sam(dim, depth, heads, list(glob), checkpoint=str(checkpoint)).eval())
-    from segedge.export.sam_arch import load_sam
+    state = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    if kind == "mobile" or (kind is None and any(k.startswith("image_encoder.layers.") for k in state)):
+        sam = mobile_sam_module()
+        sam.load_state_dict(state, strict=True)
+        return SamPredictor(sam)
+    if kind is None and "image_encoder.patch_embed.proj.weight" in state:
+        from segment_anything import sam_model_registry
 
-    sam, _ = load_sam(checkpoint)
-    return SamPredictor(sam)
+        name = SAM_REGISTRY_BY_DIM[int(state["image_encoder.patch_embed.proj.weight"].shape[0])]
+        return SamPredictor(sam_model_registry[name](checkpoint=str(checkpoint)).eval())
+    raise ValueError(f"{checkpoint}: no segment-anything reference for this checkpoint (kind {kind!r})")
 
 
 def make_clip_checkpoint(path: Path, fmt: str = "openai", seed: int = 0) -> Path:
     """A seeded CLIP ViT-B/32 (QuickGELU, as OpenAI's) from open_clip's architecture code.
 
     ``fmt="openai"`` writes a TorchScript archive like OpenAI's ``ViT-B-32.pt`` (traced
-    ``encode_image`` / ``encode_text``, same tensor names); ``fmt="open_clip"`` a plain state dict.
+    ``encode_image`` / ``encode_text``, same tensor names, the attention mask a traced constant rather than a
+    tensor, as there: open_clip's loader takes the archive strictly); ``fmt="open_clip"`` a plain state dict.
+    The weights OpenAI stores in float16 (open_clip's ``convert_weights_to_lp`` picks them) hold float16 values,
+    as there: open_clip's loader keeps those weights in float16, so it reads back what segedge reads.
     """
     import open_clip
     import torch
+    from open_clip.model import convert_weights_to_lp
 
     torch.manual_seed(seed)
     model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).eval()
+    convert_weights_to_lp(model)
+    model.float()
     if fmt == "open_clip":
         torch.save(model.state_dict(), path)
         return path
+    model.attn_mask = model._buffers.pop("attn_mask")  # a plain attribute: traced as a constant
     tokens = torch.zeros(1, 77, dtype=torch.long)
     tokens[0, :2] = torch.tensor([49406, 49407])
     traced = torch.jit.trace_module(
@@ -288,11 +348,8 @@ class OpenClipForUltralytics:
     def __init__(self, checkpoint: Path):
         import open_clip
 
-        from segedge.export.clip import load_clip_state
-
-        state, _ = load_clip_state(checkpoint)
-        self.model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True).eval()
-        self.model.load_state_dict(state)
+        # open_clip's own loader for OpenAI's TorchScript archives (builds the model from the archive's tensors)
+        self.model = open_clip.load_openai_model(str(checkpoint), device="cpu").eval()
         self.image_preprocess = open_clip.image_transform(
             224, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
         )
@@ -367,10 +424,9 @@ def assert_generators_agree(
     if sam2:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        from segedge.export.sam2_arch import load_sam2
         from segedge.runtime.sam2 import Sam2
 
-        ref = SAM2AutomaticMaskGenerator(load_sam2(checkpoint)[0], **kw).generate(image)
+        ref = SAM2AutomaticMaskGenerator(sam2_reference_model(checkpoint), **kw).generate(image)
         ours = SamAutomaticMaskGenerator(Sam2(folder, backend=backend, precision="f32"), **kw).generate(image)
     elif hq:
         from segment_anything_hq import SamAutomaticMaskGenerator as Reference
@@ -417,3 +473,41 @@ def run_segedge(*args, timeout: float = 300):
     return subprocess.run(
         [sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    """``segedge ARGS`` in this process (for CLI behaviour where the process itself is not what is tested):
+    ``(exit status, stdout, stderr)``; argparse's exit counts as a status. An uncaught exception (the traceback a
+    user would see) propagates and fails the test."""
+    from segedge.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single ``error: ...`` line of stderr (asserting there is exactly one and no traceback)."""
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def nonempty_ious(expected: np.ndarray, got: np.ndarray) -> list[float]:
+    """IoU of each pair of ``(M, H, W)`` masks where at least one side is non-empty (empty-vs-empty proves nothing)."""
+    return [mask_iou(a, b) for a, b in zip(expected, got) if a.any() or b.any()]
+
+
+def cli_json_masks(record: dict) -> np.ndarray:
+    """``(N, H, W)`` bool masks of the JSON file `segedge segment --json` wrote, decoded by pycocotools (not segedge)."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    saved = json.loads(Path(record["json"]).read_text())
+    assert [i["area"] for i in saved["instances"]] == [i["area"] for i in record["instances"]]
+    rles = [dict(i["rle"], counts=i["rle"]["counts"].encode()) for i in saved["instances"]]
+    return np.stack([mask_utils.decode(r).astype(bool) for r in rles]) if rles else np.zeros((0, 1, 1), bool)

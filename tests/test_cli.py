@@ -10,35 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import one_error_line, run_cli, run_segedge
 from segedge.cli import main
 
 
 def run(*args, check=False):
     """``python -m segedge ARGS`` in a new process: the CompletedProcess."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True, timeout=600
-    )
+    proc = run_segedge(*args, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    """``segedge ARGS`` in this process: ``(exit status, stdout, stderr)``; argparse's exit counts as a status. An
-    uncaught exception (the traceback a user would see) propagates and fails the test."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    """The single ``error: ...`` line of stderr (asserting there is exactly one and no traceback)."""
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 def test_info_on_exported_folder(real_folder_640):
@@ -142,7 +123,7 @@ def test_no_detections_is_not_an_error(real_folder_640, tmp_path):
     ],
 )
 def test_bad_prompts(capsys, real_folder_640, bus, tmp_path, args, message):
-    code, _, err = cli(capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", *args)
+    code, _, err = run_cli(capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", *args)
     assert code == 2
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()  # nothing written on a bad prompt
@@ -156,15 +137,17 @@ def test_bad_inputs(capsys, real_folder_640, tmp_path):
         ("broken.jpg", tmp_path / "nomodel", "o", "model folder not found"),
         ("broken.jpg", real_folder_640, "o.gif", "cannot write .gif images"),
     ):
-        code, _, err = cli(capsys, "segment", tmp_path / image, "--model", model, "--out", tmp_path / out)
+        code, _, err = run_cli(capsys, "segment", tmp_path / image, "--model", model, "--out", tmp_path / out)
         assert code == 2 and message in one_error_line(err), (message, err)
     assert not (tmp_path / "o").exists()
 
 
 def test_export_cli_errors(capsys, tmp_path):
-    code, _, err = cli(capsys, "export", "fastsam", "--checkpoint", tmp_path / "nothing.pt", "--out", tmp_path / "m")
+    code, _, err = run_cli(
+        capsys, "export", "fastsam", "--checkpoint", tmp_path / "nothing.pt", "--out", tmp_path / "m"
+    )
     assert code == 2 and "checkpoint not found" in one_error_line(err)
-    code, help_text, _ = cli(capsys, "export", "fastsam", "--help")
+    code, help_text, _ = run_cli(capsys, "export", "fastsam", "--help")
     assert code == 0 and "unpickles" in help_text
 
 
@@ -209,7 +192,7 @@ def test_every_error_names_the_path_once(capsys, real_folder_640, shared_images,
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     dog = next(p for p in shared_images if p.name == "sam_dog.jpg")
-    code, _, err = cli(
+    code, _, err = run_cli(
         capsys, "segment", bad, dog, "--model", real_folder_640, "--out", tmp_path / "o", "--backend", "onnxruntime"
     )
     assert code == 1 and (tmp_path / "o" / "sam_dog_segedge.png").is_file()
@@ -224,7 +207,7 @@ def test_export_checks_the_output_folder_before_the_checkpoint(capsys, tmp_path)
     (out / "keep.txt").write_text("an earlier export")
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     for family in ("fastsam", "sam", "mobile-sam", "sam2", "clip"):
-        code, _, err = cli(capsys, "export", family, "--checkpoint", tmp_path / "garbage.pt", "--out", out)
+        code, _, err = run_cli(capsys, "export", family, "--checkpoint", tmp_path / "garbage.pt", "--out", out)
         assert code == 2 and "already exists and is not empty" in one_error_line(err), (family, err)
     assert (out / "keep.txt").read_text() == "an earlier export"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["garbage.pt", "taken"]  # no staging folder either
@@ -270,7 +253,7 @@ def test_export_overwrite_replaces_an_earlier_folder(capsys, sam_tiny_ckpt, sam_
     out.mkdir()
     (out / "keep.txt").write_text("an earlier export")
     (out / "segedge.json").write_text("{}")
-    code, stdout, err = cli(capsys, "export", "sam", "--checkpoint", sam_tiny_ckpt, "--out", out, "--overwrite")
+    code, stdout, err = run_cli(capsys, "export", "sam", "--checkpoint", sam_tiny_ckpt, "--out", out, "--overwrite")
     assert code == 0, err
     assert f"exported {sam_tiny_ckpt} -> {out}" in stdout
     assert not (out / "keep.txt").exists()

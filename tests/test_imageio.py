@@ -2,12 +2,17 @@
 
 import io
 import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import run_cli
 from segedge.errors import ImageError
 from segedge.imageio import read_image, resolve_output_path, write_image
 
@@ -133,3 +138,50 @@ def test_write_errors(tmp_path):
         write_image(tmp_path / "x.gif", rgb_pattern())
     with pytest.raises(ImageError, match="has no file extension"):
         write_image(tmp_path / "x", rgb_pattern())
+
+
+# -- a pixel limit (issue 12), checked from the header before decoding -------------------------------------------
+def huge_png(path: Path, w: int, h: int) -> Path:
+    """A valid all-black gray PNG of w x h, written row by row (never held in memory)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (w + 1)
+    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pixel_limit_refuses_before_decoding(tmp_path, bus):
+    big = huge_png(tmp_path / "big.png", 12_000, 12_000)  # 144 MP, a 140 kB file
+    assert big.stat().st_size < 1_000_000
+    code = (
+        "import sys\n"
+        "from segedge.bench.probe import peak_rss_mb\n"
+        "from segedge.imageio import read_image\n"
+        "from segedge.errors import ImageError\n"
+        "try:\n    read_image(sys.argv[1])\nexcept ImageError as exc:\n    print(exc)\n"
+        "print(int(peak_rss_mb()))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120)
+    message, peak_mb = proc.stdout.strip().splitlines()
+    assert (
+        "is 12000x12000 = 144.0 megapixels, above the limit of 100 megapixels" in message and "--max-pixels" in message
+    )
+    assert int(peak_mb) < 300, f"peak RSS {peak_mb} MB: the image was decoded"  # decoding alone takes 432 MB
+    with pytest.raises(ImageError, match="above the limit of 0.5 megapixels"):
+        read_image(bus, max_pixels=500_000)
+    with pytest.raises(ImageError, match="image array"):
+        read_image(np.zeros((2000, 2000, 3), np.uint8), max_pixels=1_000_000)
+    assert read_image(bus, max_pixels=0).shape == (1080, 810, 3)
+
+
+def test_cli_max_pixels(capsys, real_folder_640, bus, tmp_path):
+    code, _, err = run_cli(
+        capsys, "segment", bus, "--model", real_folder_640, "--out", tmp_path / "o", "--max-pixels", "500000"
+    )
+    assert code == 2 and "810x1080 = 0.9 megapixels, above the limit of 0.5 megapixels" in err
+    assert not (tmp_path / "o").exists()

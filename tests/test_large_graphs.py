@@ -106,6 +106,7 @@ def test_int8_of_external_weights(external_folder, shared_images, tmp_path):
         backends=("onnxruntime",),
         accuracy_control=False,
         measure_speed=False,
+        min_held_out=1,
         log=lambda _: None,
     )
     folder = load_model_folder(copy)  # every listed file present with its sha256

@@ -45,14 +45,38 @@ def int8_folder(real_folder_640, shared_images, tmp_path_factory, ov_cache):
     return folder, section
 
 
-def test_split_holds_out_a_fifth():
-    paths = [f"{i}.jpg" for i in range(11)]
-    calib, held = split_images(paths)
-    assert held == paths[-2:] and calib == paths[:-2]
+def test_split_holds_out_enough_images_and_never_tunes_on_them():
+    from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES as least
+
+    paths = [f"{i}.jpg" for i in range(128)]  # the default calibration set's size: a fifth (25) held out
+    calib, tuning, held = split_images(paths)
+    assert held == paths[-25:] and tuning == paths[-50:-25] and calib == paths[:-50]
+    paths = [f"{i}.jpg" for i in range(40)]  # a fifth is 8: the least a gate needs is held out instead
+    calib, tuning, held = split_images(paths)
+    assert len(held) == least and held == paths[-least:] and len(tuning) == (40 - least) // 4
+    assert not set(tuning) & set(held) and not set(calib) & set(tuning) and calib + tuning + held == paths
     assert split_images(paths, subset=3)[0] == paths[:3]
-    assert split_images(paths[:2]) == (paths[:1], paths[1:2])
-    with pytest.raises(SegedgeError, match="at least 2 calibration images"):
-        split_images(paths[:1])
+    # with --val the labelled data gates: a fifth is held out for the agreement record, at least one
+    assert split_images(paths[:11], gate_elsewhere=True) == (paths[:9], [], paths[9:11])
+    assert split_images(paths[:6], min_held_out=1) == (paths[:5], [], paths[5:6])  # the expert's override
+    with pytest.raises(SegedgeError, match=rf"quantize needs {least + 1} or more images here \(got 11\).*--val DATA"):
+        split_images(paths[:11])  # the issue's 6 photos + 5 COCO images: 2 held out said nothing
+    with pytest.raises(SegedgeError, match="needs 2 or more images"):
+        split_images(paths[:1], min_held_out=1)
+
+
+def test_lower_bound_is_students():
+    """The gate's lower 95% bound: one-sided Student t, checked against numbers computed by hand (scipy's t.ppf)."""
+    from segedge.evaluation.gate_stats import lower_bound, summarise, t95
+
+    assert (t95(1), t95(9), t95(15), t95(17), t95(500)) == (6.314, 1.833, 1.753, 1.753, 1.645)
+    values = [0.9, 1.0, 0.95, 0.99, 0.97]  # mean 0.962, sd 0.03962
+    assert abs(lower_bound(values) - (0.962 - 2.132 * 0.039623 / 5**0.5)) < 1e-5
+    assert lower_bound([0.9]) == 0.9 and lower_bound([]) == 0.0
+    rows = [{"points": 0.9, "boxes": 1.0}, {"points": 1.0, "boxes": 1.0}]
+    summary = summarise(rows)
+    assert summary["points"] == 0.95 and summary["images"] == 2 and summary["mean_gate"] == 0.95
+    assert summary["gate"] == summary["lower_bound"]["points"] == round(0.95 - 6.314 * 0.070711 / 2**0.5, 5)
 
 
 def test_manifest_records_the_gated_int8(int8_folder, shared_images):
@@ -73,6 +97,7 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
         assert set(measured) >= {"everything", "points", "boxes", "gate", "method"} and measured["passed"]
         assert measured["cpu_class"] == cpu_capabilities().precision_class  # where the gate was measured
         assert measured["gate"] == min(measured["everything"], measured["points"], measured["boxes"]) > 0.8
+        assert measured["images"] == 1 and int8["gate"]["held_out_images"] == 1  # one image: its bound is its value
         val = int8["val"][backend]
         assert val["metric"] == "mask_mAP50-95" and val["data"]["instances"] == 562 and val["passed"]
         assert val["drop"] == pytest.approx(val["f32"] - val["value"], abs=2e-5) and val["drop"] <= 0.01
@@ -205,6 +230,7 @@ def test_missed_gate_writes_nothing(real_folder_640, shared_images, tmp_path):
         quantize_folder(
             folder,
             shared_images[:4],
+            min_held_out=1,
             min_iou=0.9999,
             accuracy_control=False,
             backends=("openvino",),
@@ -227,7 +253,7 @@ def test_requantize_replaces_the_previous_int8(int8_folder, shared_images, tmp_p
     linked_copy(int8_folder[0], folder)
     old = set(load_model_folder(folder).manifest.files)
     quantize_folder(
-        folder, shared_images[:3], backends=("onnxruntime",), min_iou=0.9, log=lambda _: None
+        folder, shared_images[:3], backends=("onnxruntime",), min_iou=0.9, min_held_out=1, log=lambda _: None
     )  # 2 photos calibrate
     m = load_model_folder(folder).manifest
     assert m.int8_backends() == ["onnxruntime"]
@@ -294,7 +320,13 @@ def test_sam_int8_runs_the_split_decoder_in_int8(sam_tiny_plain_folder, tmp_path
 
     folder = linked_copy(sam_tiny_plain_folder, tmp_path / "sam")
     section = quantize_folder(
-        folder, shared_images[:3], min_iou=0.3, accuracy_control=False, backends=("openvino",), log=lambda _: None
+        folder,
+        shared_images[:3],
+        min_iou=0.3,
+        accuracy_control=False,
+        backends=("openvino",),
+        min_held_out=1,
+        log=lambda _: None,
     )
     assert set(section["graphs"]) == {"encoder", "decoder", "decoder_prompt"}
     int8 = Sam(folder, "openvino", precision="int8")
@@ -327,19 +359,34 @@ def _cli(*args, flags=None):
     )
 
 
-def test_cli_quantize_info_segment(real_folder_640, shared_images, tmp_path, capsys):
+def test_cli_quantize_info_segment(real_folder_640, shared_images, coco128, tmp_path, capsys):
     folder = tmp_path / "cli"
     linked_copy(real_folder_640, folder)
     vnni = "avx2 avx512f avx512_vnni"  # a CPU class where int8 is the fast path (f32 is what it competes with)
     # The CLI's path, not int8's quality (test_int8_quality_against_ground_truth): one quantization with a low gate.
     # On a CPU without VNNI the flags above make quantize keep 8-bit weights, which saturate there (0.896 agreement
     # on an AVX2 EPYC): the default gate would add 140 s of NNCF's accuracy control on such a machine.
+    # --subset: 2 of the photos calibrate; --val/--max-drop: the gate is the mask mAP50-95 drop on coco128-seg's 80
+    # labelled images (enough for auto: the 6 photos alone hold out too few), at most 0.5 (a wide gate: what is tested
+    # is that the options reach the record)
     proc = _cli(
         "quantize", folder, "--calibration", shared_images[0].parent, "--backend", "openvino",
-        "--min-iou", "0.8", "--no-accuracy-control", flags=vnni,
+        "--min-iou", "0.8", "--no-accuracy-control", "--subset", "2",
+        "--val", coco128, "--max-drop", "0.5", flags=vnni,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert re.search(r"int8 for openvino: everything 0\.\d+, points 0\.\d+, boxes 0\.\d+ \(gate 0\.8,", proc.stdout)
+    section = load_model_folder(folder).manifest.quantized["int8"]
+    photos = sorted(p.name for p in shared_images[0].parent.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    held = section["calibration"]["held_out"]
+    assert section["calibration"]["count"] == 2 and len(held) == max(1, len(photos) // 5), section["calibration"]
+    used = [i["name"] for i in section["calibration"]["images"]] + [i["name"] for i in held]
+    assert len(set(used)) == len(used) and set(used) <= set(photos)  # calibration and held-out never overlap
+    v = section["val"]["openvino"]
+    assert v["metric"] == "mask_mAP50-95" and v["max_drop"] == 0.5 and v["passed"] and v["drop"] <= 0.5, v
+    assert section["gate"]["decided_by"].startswith("val mask_mAP50-95 drop <= 0.5 on ")
+    assert "int8 for openvino: val mask_mAP50-95 " in proc.stdout
+    pattern = r"int8 for openvino: everything 0\.\d+, points 0\.\d+, boxes 0\.\d+ on 1 held-out images \(gate 0\.8;"
+    assert re.search(pattern, proc.stdout), proc.stdout
     assert "`--precision auto` on openvino here: int8 (gated int8, measured faster than f32" in proc.stdout
     info = _cli("info", folder, flags=vnni).stdout
     assert "int8 (" in info and "openvino: agreement with f32 everything" in info and "nncf" in info
@@ -357,5 +404,6 @@ def test_cli_quantize_info_segment(real_folder_640, shared_images, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert "no int8 graphs for onnxruntime (it has int8 for openvino only)" in err
-    assert main(["quantize", str(folder), "--calibration", str(shared_images[0])]) == 2
-    assert "at least 2 calibration images" in capsys.readouterr().err
+    assert main(["quantize", str(folder), "--calibration", str(shared_images[0].parent)]) == 2
+    err = capsys.readouterr().err  # 6 photos: too few to hold out the 16 a gate needs, said before any work
+    assert "error: quantize needs 17 or more images here (got 6)" in err and "--val DATA" in err, err

@@ -10,6 +10,7 @@ shows that empty slots change nothing.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,12 +34,12 @@ CASES = [
 
 
 def _reference(checkpoint):
+    """sam2's SAM2ImagePredictor, the model built and loaded by sam2's own build_sam2 (not segedge's loader)."""
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from segedge.export.sam2_arch import load_sam2
+    from helpers import sam2_reference_model
 
-    model, _ = load_sam2(checkpoint)
-    return SAM2ImagePredictor(model)
+    return SAM2ImagePredictor(sam2_reference_model(checkpoint))
 
 
 def _compare(ref, ours, case):
@@ -66,6 +67,14 @@ def test_sam21_tiny_matches_sam2_image_predictor(sam2_tiny_ckpt, sam2_tiny_folde
     ref.set_image(bus_rgb)
     ours = Sam2(sam2_tiny_folder, backend, precision="f32")
     ours.set_image(bus_rgb)
+    # the single-mask fallback's settings are sam2's (the prompts below do not all reach them: a wrong delta or
+    # threshold in segedge's export, e.g. 0.5 for both, left every case below equal)
+    dec = ref.model.sam_mask_decoder
+    assert (ours.dynamic, ours.stability_delta, ours.stability_thresh) == (
+        dec.dynamic_multimask_via_stability,
+        dec.dynamic_multimask_stability_delta,
+        dec.dynamic_multimask_stability_thresh,
+    )
     assert np.abs(ours.get_image_embedding() - ref.get_image_embedding().numpy()).max() < 1e-4
     # prompts without a mask input run the split decoder's per-prompt part; refinements the whole decoder
     calls = {"decoder_prompt": 0, "decoder": 0}
@@ -87,7 +96,9 @@ def test_sam21_tiny_matches_sam2_image_predictor(sam2_tiny_ckpt, sam2_tiny_folde
     assert logits.dtype == np.float32 and ((logits > 0) == masks).all()
 
 
-@pytest.mark.parametrize("variant,version", [("tiny", "2.0"), ("small", "2.1")])
+# SAM 2.1 small's real shapes (a 40 s export and parity) run with `scripts/test.sh --heavy`: tiny 2.1 (above) and
+# tiny 2.0 prove the same code paths in CI; small adds only its larger Hiera stages.
+@pytest.mark.parametrize("variant,version", [("tiny", "2.0"), pytest.param("small", "2.1", marks=pytest.mark.heavy)])
 def test_sam20_and_small_match_too(variant, version, session_tmp, shared_images, ov_cache):
     from segedge import Sam2
     from segedge.export.sam2 import export_sam2
@@ -284,49 +295,66 @@ def test_cli_exports_and_segments(sam2_tiny_ckpt, sam2_tiny_folder, bus, tmp_pat
 
 
 def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path, monkeypatch):
-    """Both backends' int8 of a SAM 2 folder, calibrated on sampled prompts, gated on a held-out image;
-    the seeded weights' agreement is recorded as measured (the gate here is low: seeded, not real, weights).
-    The folder has video graphs: the memory graphs the calibration clips ran get int8 too, gated on tracking
-    against f32 tracking (2-frame clips here), and bf16 is gated on tracking when this CPU runs it natively."""
+    """Both backends' int8 of a SAM 2 folder, calibrated on sampled prompts (2 images), held to the default gate (the
+    worst prompt type's mean mask IoU with f32 on the held-out image >= 0.97); the recorded numbers are recomputed
+    from the folder. The folder has video graphs: the memory graphs the calibration clips ran get int8 too, gated on
+    tracking against f32 tracking at the same 0.97; bf16 is gated on tracking when this CPU runs it natively. To keep
+    the suite's time (this was its slowest test, 238 s), the clips here are 2 frames with one object (the gate's own
+    clips: 6 frames, two objects; a tracked frame costs ~3.5 s per object on 2 cores). Whichever verdict each
+    backend gets, the test checks what it implies (written or not, what auto tracks in)."""
     import shutil
 
     pytest.importorskip("nncf")
     from segedge.evaluation import tracking_gate
 
     monkeypatch.setattr(tracking_gate, "CLIP_FRAMES", 2)
+    one_object = tracking_gate.clip_prompts
+    monkeypatch.setattr(tracking_gate, "clip_prompts", lambda hw: one_object(hw)[:1])
     from segedge import Sam2
-    from segedge.export.quantize import quantize_folder
-    from segedge.export.quantize import calibration_inputs
+    from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement
+    from segedge.export import quantize
 
+    calibrations = []  # what quantize calibrates on: (the f32 reference it ran, the graphs' inputs)
+    measure = quantize.calibration_inputs
+
+    def spy(family, reference, images, *args):
+        calibrations.append((reference, measure(family, reference, images, *args)))
+        return calibrations[-1][1]
+
+    monkeypatch.setattr(quantize, "calibration_inputs", spy)
     folder = tmp_path / "sam2"
     shutil.copytree(sam2_tiny_folder, folder)
-    ref = Sam2(folder, "onnxruntime", precision="f32")
-    data = calibration_inputs("sam2", ref, [read_image(p) for p in shared_images[:1]])
+    # (the speed record is tested with the FastSAM and SAM folders in test_quantize.py)
+    section = quantize.quantize_folder(
+        folder, shared_images[:3], accuracy_control=False, measure_speed=False, min_held_out=1, log=print
+    )
+    ((ref, data),) = calibrations
     labels = np.concatenate([d["point_labels"].ravel() for d in data["decoder"]])
-    assert {1.0, 2.0, 3.0, -1.0, -2.0} <= set(labels.tolist()) and len(data["encoder"]) == 1
+    assert {1.0, 2.0, 3.0, -1.0, -2.0} <= set(labels.tolist()) and len(data["encoder"]) == 2  # 2 calibration images
     assert any(d["has_mask_input"][0] == 1.0 for d in data["decoder"]) and set(data["decoder"][0]) == set(
         ref.decoder.inputs
     )
     # the split decoder's per-prompt part is calibrated on the same prompts (those without a mask input)
     assert len(data["decoder_prompt"]) == sum(d["has_mask_input"][0] == 0.0 for d in data["decoder"])
     assert all(set(d) == set(ref.decoder_prompt.inputs) for d in data["decoder_prompt"])
-    # (the speed record is tested with the FastSAM and SAM folders in test_quantize.py)
-    section = quantize_folder(
-        folder, shared_images[:3], min_iou=0.3, accuracy_control=False, measure_speed=False, log=lambda _: None
-    )
-    assert section["speed"] == {}
-    assert set(section["agreement"]) == {"openvino", "onnxruntime"}
-    assert {"encoder", "decoder", "decoder_prompt"} <= set(section["graphs"])
-    _check_tracking_gates(folder, section, read_image(shared_images[2]))
-    for measured in section["agreement"].values():
-        assert set(measured) >= {"points", "boxes", "points+box", "gate"} and 0.3 <= measured["gate"] <= 1.0
-    model = Sam2(folder, "openvino", precision="int8")
-    # prompts without a mask input run the int8 per-prompt graph; the per-image part stays f32
-    assert model.decoder_prompt.precision == "int8" and model.decoder_image.precision == "f32"
-    model.set_image(str(shared_images[0]))
-    masks, scores, _ = model.predict(point_coords=[[200, 200]], point_labels=[1])
-    assert model.precision == "int8" and masks.shape[0] == 3 and np.isfinite(scores).all()
     print(f"SAM 2.1 tiny (seeded) int8 agreement with f32: {section['agreement']}")
+    assert section["gate"]["min"] == DEFAULT_MIN_IOU == 0.97 and section["speed"] == {}
+    assert [i["name"] for i in section["calibration"]["held_out"]] == [shared_images[2].name]
+    assert set(section["agreement"]) == {"openvino", "onnxruntime"} and section["rejected"] == {}
+    assert {"encoder", "decoder", "decoder_prompt"} <= set(section["graphs"])
+    for measured in section["agreement"].values():
+        types = [measured[t] for t in ("points", "boxes", "points+box")]
+        assert measured["passed"] and measured["gate"] == min(types) >= DEFAULT_MIN_IOU, measured
+    # the recorded agreement is the folder's int8 against its f32, recomputed on the held-out image (OpenVINO)
+    held = read_image(shared_images[2])
+    int8 = Sam2(folder, "openvino", precision="int8")
+    # prompts without a mask input run the int8 per-prompt graph; the per-image part stays f32
+    assert int8.precision == "int8" and int8.decoder_prompt.precision == "int8"
+    assert int8.decoder_image.precision == "f32"
+    again = agreement("sam2", Sam2(folder, "openvino", precision="f32"), int8, [held])
+    assert again == {k: section["agreement"]["openvino"][k] for k in again}, again
+    _check_tracking_gates(folder, section, held)
+    _check_files_written(folder, section)
 
 
 def _check_tracking_gates(folder, section, held_image):
@@ -336,28 +364,35 @@ def _check_tracking_gates(folder, section, held_image):
     from segedge.runtime.sam2_video import Sam2Video
 
     tracking = section["tracking"]
-    assert (tracking["clips"], tracking["frames"], tracking["reference"]) == (1, 2, "openvino f32")
+    assert (tracking["clips"], tracking["frames"], tracking["reference"], tracking["min"]) == (
+        1,
+        2,
+        "openvino f32",
+        0.97,
+    )
     # the graphs the clips ran (one prompted frame: the 7-frame bank) are quantized; the 8-frame bank stays f32
     assert "memory_attention_c1" in section["recipe"] and "memory_attention" not in section["recipe"]
     video_graphs = {"memory_attention_c1", "memory_encoder"}
     assert set(tracking["backends"]) == {"openvino", "onnxruntime"}
-    for backend, record in tracking["backends"].items():
-        print(f"{backend} int8 tracking agreement with f32 tracking: {record}")
-        assert record["passed"] == (record["gate"] >= 0.3) and record["frames"] == 2 and len(record["clips"]) == 1
-        written = {g for g in video_graphs if backend in section["graphs"].get(g, {})}
-        assert written == (video_graphs if record["passed"] else set())
-    assert "memory_attention" not in section["graphs"] and "mask_downsample" not in section["graphs"]
-
-    # the recorded numbers are the folder's trackers' agreement, recomputed
     held = tracking_gate.image_clips([held_image])
     f32 = Sam2Video(folder, "openvino", precision="f32")
     reference = [tracking_gate.track_clip(f32, clip) for clip in held]
-    record = tracking["backends"]["openvino"]
-    if record["passed"]:
-        int8 = Sam2Video(folder, "openvino", precision="int8")
-        assert int8.memory_graphs[0][2].precision == "int8" and int8.memory_graphs[1][2].precision == "f32"
-        again = tracking_gate.tracking_agreement(None, int8, held, reference)
-        assert again["clips"] == record["clips"] and again["worst_mask"] == record["worst_mask"]
+    verdicts = {}
+    for backend, record in tracking["backends"].items():
+        print(f"{backend} int8 tracking agreement with f32 tracking: {record}")
+        assert record["passed"] == (record["gate"] >= 0.97) and record["frames"] == 2 and len(record["clips"]) == 1
+        assert record["objects"] == 1 and record["gate"] >= 0.8, record
+        written = {g for g in video_graphs if backend in section["graphs"].get(g, {})}
+        assert written == (video_graphs if record["passed"] else set())
+        verdicts[backend] = record["passed"]
+        if record["passed"]:  # the recorded numbers are the folder's int8 tracker's, recomputed
+            int8 = Sam2Video(folder, backend, precision="int8")
+            assert int8.memory_graphs[0][2].precision == "int8" and int8.memory_graphs[1][2].precision == "f32"
+            again = tracking_gate.tracking_agreement(None, int8, held, reference)
+            assert again["clips"] == record["clips"] and again["worst_mask"] == record["worst_mask"]
+    print(f"int8 tracking verdicts at the 0.97 gate: {verdicts}")
+    assert "memory_attention" not in section["graphs"] and "mask_downsample" not in section["graphs"]
+
     cpu = cpu_capabilities()
     bf16 = None
     if cpu.native_bf16:
@@ -367,10 +402,26 @@ def _check_tracking_gates(folder, section, held_image):
             None, Sam2Video(folder, "openvino", precision="bf16"), held, reference
         )
         print(f"bf16 tracking agreement with f32 tracking: {bf16}")
-        assert measured["clips"] == bf16["clips"] and bf16["passed"] == (bf16["gate"] >= 0.3)
-        assert bf16["gate"] > 0.95, bf16  # bf16 tracking stays close to f32 (0.995 on 4-frame clips by hand)
-    want = "int8" if record["passed"] else ("bf16" if bf16 and bf16["passed"] else "f32")
-    assert Sam2Video(folder, "openvino").precision == want
+        assert measured["clips"] == bf16["clips"] and bf16["passed"] == (bf16["gate"] >= 0.97)
+        assert bf16["gate"] > 0.95, bf16  # bf16 tracking stays close to f32 (0.9966 here, 0.995 on 4-frame clips)
+    # every gate here was measured on 1 held-out image (min_held_out=1, to keep the suite short): too few for auto,
+    # which tracks in f32 and says why (--precision int8 / bf16 still run what passed)
+    assert Sam2Video(folder, "openvino").precision == "f32"
+    from segedge.manifest import load_model_folder
+    from segedge.runtime.precision import explain_auto
+
+    why = explain_auto(load_model_folder(folder).manifest, "openvino")[1]
+    assert "gated on 1 held-out image, fewer than the 16 a gate needs" in why, why
+
+
+def _check_files_written(folder, section):
+    """Exactly the int8 files the manifest lists are on disk (a rejected backend's or graph's files are not), and no
+    staging folder is left."""
+    listed = {Path(f).stem for files in section["graphs"].values() for f in files.values()}
+    on_disk = {".".join(p.name.split(".")[:2]) for p in folder.iterdir() if ".int8-" in p.name}
+    assert on_disk == listed and not list(folder.glob(".quantize-*")), on_disk ^ listed
+    suffixes = {p.suffix for p in folder.iterdir() if ".int8-" in p.name}
+    assert suffixes == {".xml", ".bin", ".onnx"}, suffixes
 
 
 # Crops are the same NumPy around any SAM-family predictor (segedge.runtime.sam_generator); they are compared with

@@ -3,13 +3,15 @@ against sam2's SAM2VideoPredictor on a real clip (seeded SAM 2.1 tiny), both bac
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import mask_iou, run_segedge
+from helpers import mask_iou, one_error_line, run_cli, run_segedge, sam2_config
 from segedge.bench.video_reference import pan_clip, sam2_video_predictor
 from segedge.runtime.sam2_memory import (
     TrackedFrames,
@@ -35,9 +37,9 @@ def clip(tmp_path_factory, shared_images):
 
 @pytest.fixture(scope="module")
 def model(sam2_tiny_ckpt):
-    from segedge.export.sam2_arch import load_sam2
+    from helpers import sam2_reference_model
 
-    return load_sam2(sam2_tiny_ckpt)[0]
+    return sam2_reference_model(sam2_tiny_ckpt)  # built and loaded by sam2's own build_sam2, not segedge
 
 
 # -- pure rules -------------------------------------------------------------------------------------
@@ -266,7 +268,9 @@ SHORT = EVENTS[:2] + [("propagate", dict(max_frame_num_to_track=4))]  # a prefix
 
 @pytest.fixture(scope="module")
 def reference_results(sam2_tiny_ckpt, clip):
-    return _session(sam2_video_predictor(sam2_tiny_ckpt), clip, EVENTS)
+    return _session(
+        sam2_video_predictor(sam2_tiny_ckpt, config=sam2_config(sam2_tiny_ckpt), fill_hole_area=0), clip, EVENTS
+    )
 
 
 @pytest.mark.slow
@@ -277,23 +281,32 @@ def test_tracking_agrees_with_sam2_video_predictor(sam2_tiny_folder, clip, refer
     from segedge.runtime.sam2_video import Sam2Video
 
     events = EVENTS if backend == "openvino" else SHORT
-    ours = _session(Sam2Video(sam2_tiny_folder, backend, precision="f32"), clip, events)
+    # hole filling off on both sides (sam2's needs its CUDA extension): tested on its own at the end of the file
+    ours = _session(Sam2Video(sam2_tiny_folder, backend, precision="f32", fill_hole_area=0), clip, events)
     reference = {key: reference_results[key] for key in ours}
-    ious = {}
+    ious, pairs = {}, 0
     for key, (ids, masks) in reference.items():
         assert ours[key][0] == ids, key
+        assert len(ours[key][1]) == len(masks) == len(ids), key
         for obj, a, b in zip(ids, masks, ours[key][1]):
-            ious[(*key, obj)] = mask_iou(a, b) if a.any() or b.any() else 1.0
+            pairs += 1
+            if a.any() or b.any():  # both empty (the object out of the picture) agree, but prove nothing
+                ious[(*key, obj)] = mask_iou(a, b)
     worst = sorted(ious.items(), key=lambda kv: kv[1])[:5]
     fills = [m.mean() for _, masks in reference.values() for m in masks]
-    print(f"{backend}: {len(ious)} masks (step, frame, object), worst IoU {worst}; median fill {np.median(fills):.3f}")
-    assert len(ious) == (29 if backend == "openvino" else 13)  # (1 + 2 + 12 + 2 + 4 + 8) or (1 + 2 + 10)
+    print(
+        f"{backend}: {pairs} masks (step, frame, object), {len(ious)} not empty on both sides, worst IoU {worst}; "
+        f"median fill {np.median(fills):.3f}"
+    )
+    assert pairs == (29 if backend == "openvino" else 13)  # (1 + 2 + 12 + 2 + 4 + 8) or (1 + 2 + 10)
+    # measured (2-core AMD EPYC, avx512f avx512_vnni avx512_bf16): 28 of 29 and 12 of 13 not empty, worst IoU 0.99999
+    assert len(ious) >= (28 if backend == "openvino" else 12), len(ious)
     assert 0.01 < np.median(fills) < 0.99  # the comparison means something only on masks neither empty nor full
     assert min(ious.values()) >= 0.99
 
 
 # -- segedge track -----------------------------------------------------------------------------------
-def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path):
+def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path, capsys):
     """`segedge track --direction both`: the JSON Lines' RLE masks, in frame order, are the tracker's own (same
     prompts through the Python API, forward then reverse), the mp4 has a frame per tracked frame, and bad input
     gets one line."""
@@ -301,7 +314,8 @@ def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path)
 
     import cv2
 
-    from segedge.postprocess.encode import rle_decode
+    from pycocotools import mask as mask_utils  # decodes the written RLE independently of segedge
+
     from segedge.runtime.sam2_video import Sam2Video
 
     out = tmp_path / "track out"
@@ -327,11 +341,15 @@ def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path)
         ):
             expected.setdefault(f, logits[:, 0] > 0)
     assert sorted(expected) == [0, 1, 2]
+    filled = 0
     for record in records:
-        assert [o["id"] for o in record["objects"]] == [1, 2]
+        assert [o["id"] for o in record["objects"]] == [1, 2] and len(expected[record["frame"]]) == 2
         for obj, mask in zip(record["objects"], expected[record["frame"]]):
-            assert np.array_equal(rle_decode(obj["rle"]), mask), (record["frame"], obj["id"])
+            written = mask_utils.decode(dict(obj["rle"], counts=obj["rle"]["counts"].encode())).astype(bool)
+            assert np.array_equal(written, mask), (record["frame"], obj["id"])
             assert obj["area"] == int(mask.sum()) and obj["visible"] == (obj["object_score"] > 0)
+            filled += bool(0 < mask.mean() < 0.99)
+    assert filled == 6, filled  # the 6 masks compared are neither empty nor full (measured)
     assert sorted(p.name for p in out.iterdir()) == ["frames_track.jsonl", "frames_track.mp4"]  # no partial files
 
     for args, message in (
@@ -340,9 +358,83 @@ def test_cli_track_writes_video_and_json_lines(sam2_tiny_folder, clip, tmp_path)
         (["--point", "0,10,10", "--out", str(tmp_path / "x.mp4")], "must be a folder"),
         (["--point", "0,10"], "expects F,X,Y[,OBJ]"),
     ):
-        proc = run_segedge("track", clip, "--model", sam2_tiny_folder, *args)
-        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
-        assert "Traceback" not in proc.stderr
+        code, _, err = run_cli(capsys, "track", clip, "--model", sam2_tiny_folder, *args)  # in process: the message
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+
+
+def _written_masks(jsonl: Path) -> dict[int, list[np.ndarray]]:
+    """``{frame: [mask per object]}`` of a track JSON Lines file, the RLE decoded by pycocotools (not segedge)."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    return {
+        r["frame"]: [
+            mask_utils.decode(dict(o["rle"], counts=o["rle"]["counts"].encode())).astype(bool) for o in r["objects"]
+        ]
+        for r in records
+    }
+
+
+def test_cli_track_reads_an_mp4_file_and_a_stream(sam2_tiny_folder, clip, tmp_path, capsys):
+    """`segedge track` on an .mp4 file and on the same video served over HTTP (a stream: frames in order, count unknown,
+    prompts on frame 0 only): the written masks are the tracker's own on the frames OpenCV decodes from the file, the
+    output keeps the file's frame rate, and a prompt after frame 0 of a stream gets one line. One object over two
+    frames (a tracked frame of the seeded tiny model costs ~3.5 s per object on 2 cores)."""
+    import functools
+    import http.server
+    import threading
+
+    import cv2
+
+    from segedge.imageio import read_image
+    from segedge.runtime.sam2_video import Sam2Video
+
+    frames = [read_image(p) for p in sorted(Path(clip).glob("*.jpg"))[:3]]
+    h, w = frames[0].shape[:2]
+    video = tmp_path / "web" / "pan.mp4"
+    video.parent.mkdir()
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 12, (w, h))
+    for rgb in frames:
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    capture, decoded = cv2.VideoCapture(str(video)), []
+    while (got := capture.read())[0]:
+        decoded.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+    capture.release()
+    assert len(decoded) == 3
+
+    tracker = Sam2Video(sam2_tiny_folder, "openvino", precision="f32")
+    state = tracker.init_state(decoded)  # a list of arrays: what OpenCV decoded, read independently of `track`
+    tracker.add_new_points_or_box(state, 0, 2, box=[300, 150, 520, 400])
+    expected = {f: logits[0, 0] > 0 for f, _, logits in tracker.propagate_in_video(state, max_frame_num_to_track=1)}
+    assert sorted(expected) == [0, 1] and all(0.01 < m.mean() < 0.99 for m in expected.values())
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(video.parent))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/pan.mp4"
+    prompts = ["--box", "0,300,150,520,400,2", "--max-frames", "2", "--precision", "f32", "--quiet"]
+    try:
+        for source, stem in ((video, "pan"), (url, "stream")):
+            out = tmp_path / f"out-{stem}"
+            code, _, err = run_cli(capsys, "track", source, "--model", sam2_tiny_folder, *prompts, "--out", out)
+            assert code == 0, err
+            assert sorted(p.name for p in out.iterdir()) == [f"{stem}_track.jsonl", f"{stem}_track.mp4"]
+            written = _written_masks(out / f"{stem}_track.jsonl")
+            assert sorted(written) == [0, 1], (source, sorted(written))
+            for f, masks in written.items():
+                assert len(masks) == 1 and np.array_equal(masks[0], expected[f]), (source, f)
+            result = cv2.VideoCapture(str(out / f"{stem}_track.mp4"))
+            assert int(result.get(cv2.CAP_PROP_FRAME_COUNT)) == 2 and round(result.get(cv2.CAP_PROP_FPS)) == 12
+            result.release()
+        code, _, err = run_cli(capsys, "track", url, "--model", sam2_tiny_folder, "--point", "2,60,240")
+        assert code == 2 and "is a camera or stream: prompts can only be on frame 0" in one_error_line(err)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_images_only_folder_says_how_to_track(sam2_tiny_folder, tmp_path):
@@ -375,11 +467,16 @@ def test_mask_prompt_agrees_with_sam2_video_predictor(sam2_tiny_ckpt, sam2_tiny_
         ("add_new_mask", dict(frame_idx=1, obj_id=5, mask=mask)),
         ("propagate", dict(max_frame_num_to_track=3)),
     ]
-    ours = _session(Sam2Video(sam2_tiny_folder, "openvino", precision="f32"), clip, events)
-    reference = _session(sam2_video_predictor(sam2_tiny_ckpt), clip, events)
+    ours = _session(Sam2Video(sam2_tiny_folder, "openvino", precision="f32", fill_hole_area=0), clip, events)
+    reference = _session(
+        sam2_video_predictor(sam2_tiny_ckpt, config=sam2_config(sam2_tiny_ckpt), fill_hole_area=0), clip, events
+    )
     assert ours.keys() == reference.keys() == {(0, 1), (1, 1), (1, 2), (1, 3), (1, 4)}
     ious = [mask_iou(reference[k][1][0], ours[k][1][0]) for k in reference]
+    fills = [float(reference[k][1][0].mean()) for k in reference]
+    print(f"mask prompt: IoU {np.round(ious, 5)}, reference fills {np.round(fills, 3)}")
     assert np.array_equal(ours[(0, 1)][1][0], reference[(0, 1)][1][0])  # the given mask, as SAM 2 returns it
+    assert all(0.01 < f < 0.99 for f in fills), fills  # 5 masks compared, none empty (IoU 1.0 on nothing) or full
     assert min(ious) >= 0.99, ious
 
 
@@ -477,3 +574,45 @@ def test_auto_tracks_in_a_precision_only_after_its_tracking_gate(sam2_tiny_folde
         got, why = tracking_precision(m, "openvino", cpu)
         assert got == want, (m.quantized, cpu.model, got, why)
     assert tracking_precision(manifest(int8_tracking=True), "onnxruntime", zen4)[0] == "f32"
+
+
+# -- small-hole filling (off in the tracker comparisons above: sam2's needs its CUDA extension) -------
+def test_hole_filling_matches_sam2_with_opencv_components(sam2_tiny_ckpt, sam2_tiny_folder, monkeypatch):
+    """segedge's hole filling (what Sam2Video shows and stores) against sam2's own ``fill_holes_in_mask_scores``, its
+    CUDA connected components replaced by OpenCV's (8-connected, as the extension's) written here: random low-res
+    logits with holes of every size (exact zeros count as background), several largest areas; and the folder fills
+    the holes sam2's video predictor fills (its ``fill_hole_area``)."""
+    import cv2
+    from sam2.build_sam import build_sam2_video_predictor
+    from sam2.utils import misc
+
+    from segedge.manifest import load_model_folder
+    from segedge.postprocess.holes import fill_small_holes
+
+    def opencv_components(mask):
+        """sam2's get_connected_components: labels and areas of the nonzero pixels of ``mask (N, 1, H, W)``."""
+        m = mask.numpy().astype(np.uint8)
+        labels, areas = np.zeros(m.shape, np.int32), np.zeros(m.shape, np.int32)
+        for i in range(m.shape[0]):
+            _, lab, stats, _ = cv2.connectedComponentsWithStats(m[i, 0], connectivity=8)
+            labels[i, 0], areas[i, 0] = lab, np.where(lab > 0, stats[lab, cv2.CC_STAT_AREA], 0)
+        return torch.from_numpy(labels), torch.from_numpy(areas)
+
+    monkeypatch.setattr(misc, "get_connected_components", opencv_components)
+    rng = np.random.default_rng(0)
+    filled, compared = 0, 0
+    for case in range(12):
+        hw = (256, 256) if case % 3 else (int(rng.integers(40, 300)), int(rng.integers(40, 300)))
+        noise = cv2.GaussianBlur(rng.normal(0, 1, hw).astype(np.float32), (0, 0), float(rng.uniform(0.6, 3)))
+        logits = np.round((noise / noise.std() + rng.uniform(0.3, 1.5)) * 4) / 4  # mostly object; exact zeros too
+        for max_area in (1, 8, 40):
+            want = misc.fill_holes_in_mask_scores(torch.from_numpy(logits)[None, None], max_area)[0, 0].numpy()
+            got = fill_small_holes(logits, max_area)
+            assert got.dtype == np.float32 and np.array_equal(got, want), (case, max_area, (got != want).sum())
+            filled += int((want != logits).sum())
+            compared += 1
+    print(f"hole filling: {compared} masks, {filled} pixels filled by sam2's code")
+    assert compared == 36 and filled >= 5000  # measured 53774 pixels filled (4-connected components differ on 31/36)
+    assert np.array_equal(fill_small_holes(logits, 0), logits)  # 0: off (what the comparisons above run)
+    sam2_area = build_sam2_video_predictor(sam2_config(sam2_tiny_ckpt), None, device="cpu").fill_hole_area
+    assert load_model_folder(sam2_tiny_folder).manifest.params["video"]["fill_hole_area"] == sam2_area == 8

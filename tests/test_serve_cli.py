@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from helpers import run_cli  # noqa: E402
 from segedge.serve.client import Client, ServerError  # noqa: E402
 
 
@@ -61,18 +62,6 @@ def test_cli_serves_until_sigterm(sam_tiny_folder, bus):
     assert "Traceback" not in err
 
 
-def _cli(capsys, *args) -> tuple[int, str, str]:
-    """``segedge ARGS`` in this process: ``(exit status, stdout, stderr)`` (argparse's exit counts as a status)."""
-    from segedge.cli import main
-
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as stop:
-        code = stop.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture()
 def never_serve(monkeypatch):
     """``segedge serve`` in this process must stop before it serves: serving (which would block the test) fails."""
@@ -90,14 +79,14 @@ def test_cli_refuses_a_port_in_use_and_wrong_folders(capsys, never_serve, sam_ti
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        code, _, err = _cli(capsys, "serve", "--model", sam_tiny_folder, "--port", port)
+        code, _, err = run_cli(capsys, "serve", "--model", sam_tiny_folder, "--port", port)
     assert code == 2 and "the port is in use" in err and "Traceback" not in err
     for args, message in (
         (["--model", clip_folder], "pass it as --clip"),
         (["--model", sam_tiny_folder, "--clip", clip_folder], "serve a FastSAM folder with it"),
         (["--model", tmp_path / "missing"], "missing"),
     ):
-        code, _, err = _cli(capsys, "serve", *args, "--port", "0")
+        code, _, err = run_cli(capsys, "serve", *args, "--port", "0")
         lines = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2 and len(lines) == 1 and message in lines[0] and "Traceback" not in err, (args, err)
 
@@ -113,7 +102,7 @@ def test_cli_refuses_a_port_in_use_and_wrong_folders(capsys, never_serve, sam_ti
     ],
 )
 def test_cli_limit_options_are_checked(capsys, option, value, message):
-    code, _, err = _cli(capsys, "serve", "--model", "m", option, value)
+    code, _, err = run_cli(capsys, "serve", "--model", "m", option, value)
     assert code == 2 and message in err.strip().splitlines()[-1], err
 
 
@@ -141,7 +130,7 @@ def test_cli_limits_reach_the_service(capsys, monkeypatch, sam_tiny_folder, bus,
     monkeypatch.setattr(app_module, "create_app", record_app)
     monkeypatch.setattr(server_module, "serve_forever", record_serving)
     limits = ["--max-upload-mb", "1", "--max-video-mb", "2", "--max-track-frames", "7", "--cache-mb", "3"]
-    code, _, err = _cli(capsys, "serve", "--model", sam_tiny_folder, "--port", "0", "--precision", "f32", *limits)
+    code, _, err = run_cli(capsys, "serve", "--model", sam_tiny_folder, "--port", "0", "--precision", "f32", *limits)
     assert code == 0 and f"model {sam_tiny_folder.name}: sam" in err and built["port"] > 0, err
     service = built["service"]
     assert (service.max_upload_bytes, service.video.store.max_bytes) == (2**20, 2 * 2**20)

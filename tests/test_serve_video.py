@@ -314,6 +314,27 @@ def test_page_click_track_and_scrub(server, clip_mp4, expected, tmp_path):
         assert info.value.suggested_filename == "truck pan_track.jsonl"
         assert [r["frame"] for r in lines] == list(range(TRACKED)) and lines[0]["video"] == "truck pan.mp4"
         assert [o["rle"] for o in lines[2]["objects"]] == [o["rle"] for o in records["2"]["objects"]]
+
+        # per-object reset: on frame 0, object 1's only prompt undone -> the server forgets object 1 alone (SAM 2 cannot
+        # take one prompt back), the page drops its masks everywhere, and object 2's masks stay as they were
+        model, video_id = page.evaluate("[window.segedge.state.model.name, window.segedge.video.state.id]")
+        session = server.service.video.session(model, video_id)
+        assert sorted(session.state.objects) == [1, 2]
+        page.select_option("#object", "1")  # its change event loads object 1's prompt on this frame
+        page.wait_for_function("window.segedge.state.points.length === 1")
+        done = page.evaluate("window.segedge.video.state.promptDone")
+        page.click("#undo")
+        answered(done + 1)
+        assert sorted(session.state.objects) == [2]  # the server's tracking state: object 1 gone, object 2 kept
+        after = page.evaluate("window.segedge.video.state.records")
+        assert "0:1" not in page.evaluate("window.segedge.video.state.prompts")
+        kept = 0
+        for frame, record in after.items():
+            assert [o["id"] for o in record["objects"]] == [2], (frame, record["objects"])
+            assert record["objects"][0]["rle"] == records[frame]["objects"][-1]["rle"]  # object 2 untouched
+            kept += 1
+        assert kept == TRACKED
+        assert "object 1's prompt on frame 0 removed" in page.text_content("#status")
         page.screenshot(path=str(tmp_path / "video.png"))
         assert errors == []
         context.close()

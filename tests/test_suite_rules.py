@@ -31,7 +31,7 @@ EXPORTS_ALLOWED = {
     "test_export_errors.py": "export's refusals and a failed export leaving nothing",
     "test_sam_parity.py": "MobileSAM's folder (module fixture), the refusals, the heavy ViT-B real shapes",
     "test_clip.py": "export's refusal of a non-CLIP checkpoint",
-    "test_sam2.py": "SAM 2.0 tiny and 2.1 small image-only exports (one each), export's refusals",
+    "test_sam2.py": "SAM 2.0 tiny and 2.1 small (heavy) image-only exports (one each), export's refusals",
     "test_efficientvit_sam.py": "EfficientViT-SAM's folder (module fixture)",
     "test_hq_sam.py": "HQ-SAM's folders (module fixture)",
     "test_large_graphs.py": "graphs forced to external data, a graph above 2 GiB (heavy)",

@@ -92,7 +92,7 @@ FAMILIES: dict[str, Family] = {
             multimask=True,
             min_region_area=True,
             everything_defaults={"pred_iou_thresh": 0.88},
-            calibration="segedge.export.quantize:sam_calibration",
+            calibration="segedge.export.quantize_calibration:sam_calibration",
             val_protocol="sam_miou",
         ),
         # sam2's SAM2AutomaticMaskGenerator: pred_iou_thresh 0.8; its small-region removal needs sam2's CUDA extension
@@ -107,7 +107,7 @@ FAMILIES: dict[str, Family] = {
             multimask=True,
             min_region_area=False,
             everything_defaults={"pred_iou_thresh": 0.8},
-            calibration="segedge.export.quantize:sam_calibration",
+            calibration="segedge.export.quantize_calibration:sam_calibration",
             val_protocol="sam_miou",
         ),
         Family(
@@ -117,7 +117,7 @@ FAMILIES: dict[str, Family] = {
             "segedge.export.fastsam:export_fastsam",
             prompts=("point", "box", "text"),
             everything=True,
-            calibration="segedge.export.quantize:fastsam_calibration",
+            calibration="segedge.export.quantize_calibration:fastsam_calibration",
             val_protocol="yolo_map",
         ),
         Family(
@@ -127,7 +127,7 @@ FAMILIES: dict[str, Family] = {
             "segedge.export.clip:export_clip",
             segments_images=False,
             agreement="embedding_cosine",
-            calibration="segedge.export.quantize:clip_calibration",
+            calibration="segedge.export.quantize_calibration:clip_calibration",
         ),
     )
 }

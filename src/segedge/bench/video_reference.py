@@ -5,8 +5,12 @@ As published it cannot run on a CPU: it stores each frame's memory as bf16 and l
 ("mat1 and mat2 must have the same dtype, but got BFloat16 and Float"; on a GPU autocast hides this). Here the
 stored memory keeps its bf16-rounded values as float32, which is what a GPU run attends to; everything else is
 sam2's, built by its ``build_sam2_video_predictor`` with its post-processing settings and loaded by its strict
-checkpoint loader. Its small-hole filling needs sam2's CUDA extension (sam2 skips it with a warning without
-one): :func:`cpu_connected_components` (scipy, 8-connected, as the extension) stands in.
+checkpoint loader.
+
+Small-hole filling (sam2's ``fill_hole_area``, 8 in its build) needs sam2's CUDA extension (sam2 skips it with a
+warning without one). ``fill_hole_area=0`` turns it off (what the tests compare against, with segedge's filling off
+too: segedge's filling is tested on its own against OpenCV); with it on, :func:`cpu_connected_components` (scipy,
+8-connected, as the extension) stands in while the predictor runs a frame, and sam2 is left as it was after.
 """
 
 from __future__ import annotations
@@ -15,20 +19,31 @@ import os
 
 import numpy as np
 
+SAM2_FILL_HOLE_AREA = 8  # build_sam2_video_predictor's ``++model.fill_hole_area=8``
 
-def sam2_video_predictor(checkpoint: str | os.PathLike, threads: int | None = None):
-    """The CPU ``SAM2VideoPredictor`` for a SAM 2 / 2.1 checkpoint (its configuration recognised from the
-    weights' shapes, then loaded strictly by sam2)."""
+
+def sam2_video_predictor(
+    checkpoint: str | os.PathLike,
+    threads: int | None = None,
+    config: str | None = None,
+    fill_hole_area: int = SAM2_FILL_HOLE_AREA,
+):
+    """The CPU ``SAM2VideoPredictor`` for a SAM 2 / 2.1 checkpoint, loaded strictly by sam2. ``config``: sam2's config
+    file (``configs/sam2.1/sam2.1_hiera_t.yaml`` ...; default: recognised from the weights' shapes by segedge);
+    ``fill_hole_area``: the largest hole filled, in low-res (256x256) mask pixels, 0 for none."""
     import torch
     from sam2 import sam2_video_predictor as official
     from sam2.build_sam import build_sam2_video_predictor
     from sam2.utils import misc
 
-    from segedge.export.sam2_arch import infer_arch, load_state_dict
-
     class CpuSam2VideoPredictor(official.SAM2VideoPredictor):
         def _run_single_frame_inference(self, *args, **kwargs):
-            out, masks = super()._run_single_frame_inference(*args, **kwargs)
+            cuda_components = misc.get_connected_components
+            misc.get_connected_components = cpu_connected_components
+            try:
+                out, masks = super()._run_single_frame_inference(*args, **kwargs)
+            finally:
+                misc.get_connected_components = cuda_components
             if out["maskmem_features"] is not None:
                 out["maskmem_features"] = out["maskmem_features"].float()
             return out, masks
@@ -37,11 +52,14 @@ def sam2_video_predictor(checkpoint: str | os.PathLike, threads: int | None = No
             features, pos = super()._run_memory_encoder(*args, **kwargs)
             return features.float(), pos
 
-    misc.get_connected_components = cpu_connected_components
-    arch = infer_arch(load_state_dict(checkpoint))
+    if config is None:
+        from segedge.export.sam2_arch import infer_arch, load_state_dict
+
+        config = infer_arch(load_state_dict(checkpoint)).config
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    predictor = build_sam2_video_predictor(arch.config, str(checkpoint), device="cpu")
+    predictor = build_sam2_video_predictor(config, str(checkpoint), device="cpu")
     predictor.__class__ = CpuSam2VideoPredictor
+    predictor.fill_hole_area = int(fill_hole_area)  # what sam2 reads before each frame's filling
     torch.set_grad_enabled(False)
     return predictor
 

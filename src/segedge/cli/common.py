@@ -12,7 +12,9 @@ from segedge.errors import SegedgeError
 
 def agreement_scores(measured: dict) -> str:
     """``everything 0.9877, points 0.9888, ...``: the per-prompt-type agreement of an int8 record."""
-    return ", ".join(f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k != "gate")
+    return ", ".join(
+        f"{k} {v:.4f}" for k, v in measured.items() if isinstance(v, float) and k not in ("gate", "mean_gate")
+    )
 
 
 def expand_images(items: list[str]) -> list[Path]:

@@ -16,7 +16,7 @@ def _info(args) -> int:
     from segedge.runtime.backends import installed_backends
 
     from segedge.runtime.cpu import cpu_capabilities
-    from segedge.runtime.precision import explain_auto, val_phrase
+    from segedge.runtime.precision import explain_auto, gated_on_too_few, val_phrase
 
     backends = installed_backends()
     cpu = cpu_capabilities()
@@ -74,17 +74,22 @@ def _info(args) -> int:
         calib = int8["calibration"]
         print(
             f"  int8 ({int8['created']}): calibrated on {calib['count']} image(s), gated on {len(calib['held_out'])} held out; "
-            f"gate {int8['gate']['metric']} >= {int8['gate']['min']} (worst prompt type)"
+            f"gate {int8['gate']['metric']} >= {int8['gate']['min']} (worst prompt type"
+            f"{'' if 'held_out_images' not in int8['gate'] else ', its lower 95% bound over the held-out images'})"
         )
         for backend, measured in int8["agreement"].items():
             files = ", ".join(f"{g}: {f[backend]}" for g, f in int8["graphs"].items() if backend in f)
-            print(f"    {backend}: agreement with f32 {agreement_scores(measured)}; {files}")
+            few = gated_on_too_few(measured, int8.get("val", {}).get(backend))
+            counted = f" on {measured['images']} held-out images" if "images" in measured else ""
+            enough = f" (too few for --precision auto: {few})" if few else ""
+            print(f"    {backend}: agreement with f32 {agreement_scores(measured)}{counted}{enough}; {files}")
             speed = int8.get("speed", {}).get(backend)
             if speed:
                 alt = speed["compared_with"]
                 print(
                     f"    {backend}: speed when quantized on {speed['cpu']} ({speed['cpu_class']}): int8 {speed['int8_ms']:.1f} ms, "
                     f"{alt} {speed[f'{alt}_ms']:.1f} ms per image"
+                    + (f", noise ±{100 * speed['noise']:.0f}%" if "noise" in speed else "")
                 )
         for backend, v in int8.get("val", {}).items():
             print(f"    {backend}: {val_phrase(v)}: {'passed' if v['passed'] else 'failed'}")
@@ -103,7 +108,8 @@ def _info(args) -> int:
         parts = []
         if rec.get("agreement"):
             scores = ", ".join(f"{k} {v:.4f}" for k, v in rec["agreement"].items())
-            parts.append(f"agreement with f32 {scores} (worst {rec.get('gate')} vs gate {rec.get('min')})")
+            counted = f" on {rec['images']} held-out images" if "images" in rec else ""
+            parts.append(f"agreement with f32 {scores}{counted} (worst {rec.get('gate')} vs gate {rec.get('min')})")
         if "val" in rec:
             parts.append(val_phrase(rec["val"]))
         print(

@@ -11,6 +11,7 @@ from segedge.cli.options import (
     fraction_type,
 )
 from segedge.errors import SegedgeError
+from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES
 
 
 def _quantize(args) -> int:
@@ -41,11 +42,13 @@ def _quantize(args) -> int:
         val_data=args.val,
         max_drop=args.max_drop,
         tracking=not args.no_tracking,
+        min_held_out=args.min_held_out,
         log=lambda line: print(line, file=sys.stderr),
     )
     for backend, measured in section["agreement"].items():
         print(
-            f"int8 for {backend}: {agreement_scores(measured)} (gate {section['gate']['min']}, worst {measured['gate']:.4f})"
+            f"int8 for {backend}: {agreement_scores(measured)} on {measured.get('images', '?')} held-out images (gate "
+            f"{section['gate']['min']}; worst type's lower 95% bound {measured['gate']:.4f})"
         )
     for backend, measured in section["rejected"].items():
         if "val" in measured:
@@ -121,8 +124,8 @@ def register(sub) -> None:
         nargs="+",
         default=None,
         metavar="IMAGE_OR_FOLDER",
-        help="calibration images or folders, or the name of a public set (coco128); the last fifth (at least one "
-        "image) is held out to measure agreement. Default: coco128, 128 COCO photos downloaded once (7 MB); "
+        help="calibration images or folders, or the name of a public set (coco128); the last fifth (at least "
+        f"{MIN_HELD_OUT_IMAGES} images) is held out to measure agreement. Default: coco128, 128 COCO photos downloaded once (7 MB); "
         "images like the ones the model will see are better",
     )
     qz.add_argument(
@@ -132,7 +135,11 @@ def register(sub) -> None:
         help="use at most N images to calibrate (default: all but the held-out ones)",
     )
     qz.add_argument(
-        "--min-iou", type=float, default=None, help="gate: the worst prompt type's mean mask IoU vs f32 (default 0.97)"
+        "--min-iou",
+        type=float,
+        default=None,
+        help="gate: the worst prompt type's mask IoU vs f32, its lower 95%% confidence bound over the held-out images "
+        "(default 0.97)",
     )
     qz.add_argument(
         "--min-cosine",
@@ -146,6 +153,15 @@ def register(sub) -> None:
         action="append",
         dest="backends",
         help="quantize for this backend only (repeatable; default: both)",
+    )
+    qz.add_argument(
+        "--min-held-out",
+        type=int,
+        default=MIN_HELD_OUT_IMAGES,
+        metavar="N",
+        help=f"the fewest held-out images the agreement gate accepts (default {MIN_HELD_OUT_IMAGES}, a fifth of the "
+        "images when that is more); fewer are refused. A lower N gates anyway, but --precision auto will not run "
+        "what such a gate passed (--precision int8 will). With --val, the labelled data's images count instead",
     )
     qz.add_argument(
         "--no-accuracy-control",

@@ -134,5 +134,11 @@ def agreement(family: str, reference, candidate, images) -> dict[str, float]:
     return fastsam_agreement(reference, candidate, images)
 
 
+def agreement_rows(family: str, reference, candidate, images) -> list[dict[str, float]]:
+    """:func:`agreement` image by image (``{prompt type: value}`` per image), for a gate that needs the spread
+    between images (:func:`segedge.evaluation.gate_stats.summarise`)."""
+    return [agreement(family, reference, candidate, [image]) for image in images]
+
+
 def _means(scores: dict[str, list[float]]) -> dict[str, float]:
     return {k: round(float(np.mean(v)), 5) for k, v in scores.items() if v}

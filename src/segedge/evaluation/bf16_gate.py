@@ -6,7 +6,8 @@ per folder and per CPU class, like int8: the bf16 pipeline against the same fold
 held-out images, mask IoU per prompt type (:mod:`segedge.evaluation.agreement`), the worst type against the
 gate (default :data:`DEFAULT_MIN_IOU`, int8's). The record lands in the manifest as
 ``quantized.bf16.records[<cpu class>]``:
-``{"cpu", "cpu_class", "created", "agreement": {...}, "gate", "min", "passed", "held_out": [names]}``;
+``{"cpu", "cpu_class", "created", "agreement": {...}, "lower_bound": {...}, "images", "gate", "min", "passed",
+"held_out": [names]}`` (the gate: the worst type's lower 95% bound over the images, :mod:`segedge.evaluation.gate_stats`);
 ``segedge val --record`` adds ``"val"`` (the metric's drop) to the same record and can fail it.
 
 Torch-free: ``segedge quantize`` calls it after int8, and so can any runtime-only install.
@@ -37,19 +38,23 @@ def measure_bf16(
     record) and return the record (not yet written; see :func:`record_bf16`). ``reference``: the folder's
     OpenVINO f32 model when the caller has one compiled. ``val``: a :class:`segedge.evaluation.val.ValGate`;
     its verdict (the metric's drop on labelled data) is recorded and decides ``passed``."""
-    from segedge.evaluation.agreement import agreement
+    from segedge.evaluation.agreement import agreement_rows
+    from segedge.evaluation.gate_stats import summarise
 
     cpu = cpu or cpu_capabilities()
     family = folder.manifest.family
     reference = reference or open_model(folder, "openvino", precision="f32", cache_dir=False)
     candidate = open_model(folder, "openvino", precision="bf16", cache_dir=False)
-    measured = agreement(family, reference, candidate, images)
-    score = min(measured.values()) if measured else 0.0
+    summary = summarise(agreement_rows(family, reference, candidate, images))
+    measured = {k: v for k, v in summary.items() if isinstance(v, float) and k not in ("gate", "mean_gate")}
+    score = summary["gate"]  # the worst type's lower 95% bound over the images (segedge.evaluation.gate_stats)
     record = {
         "cpu": cpu.model,
         "cpu_class": cpu.precision_class,
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "agreement": {k: round(v, 5) for k, v in measured.items()},
+        "lower_bound": summary["lower_bound"],
+        "images": summary["images"],
         "gate": round(score, 5),
         "min": min_iou,
         "passed": score >= min_iou,

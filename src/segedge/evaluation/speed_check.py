@@ -6,11 +6,11 @@ OpenVINO, per image: SAM ViT-B encoder int8 1901 ms vs bf16 1411 ms, MobileSAM 1
 YOLOv8n-seg 1024 int8 32 vs bf16 43; ONNX Runtime's int8 of the SAM 2.1 tiny encoder is slower than its
 f32. So after a backend's int8 passes the accuracy gate, quantize times it against the precision
 ``auto`` would otherwise run on this CPU (bf16 on OpenVINO when the CPU has native bf16, else f32), on
-the held-out images, interleaved, and records both with the CPU's class. On a CPU of the same class,
-``auto`` then skips an int8 measured clearly slower
-(:data:`segedge.runtime.precision.SLOWER`); on any other CPU, or for folders
-quantized before this record existed, ``auto`` keeps int8 (on CPUs without native bf16, the common
-edge CPUs, int8 is the fast path).
+the held-out images, interleaved, and records both with the CPU's class and the timing noise measured. On a CPU
+of the same class, ``auto`` then runs int8 only when it was measured faster beyond that noise: a tie goes to the more
+accurate precision (:func:`segedge.runtime.precision.int8_not_clearly_faster`); on any other CPU, or for folders
+quantized before this record existed, ``auto`` keeps int8 (on CPUs without native bf16, the common edge CPUs, int8 is
+the fast path).
 """
 
 from __future__ import annotations
@@ -40,12 +40,18 @@ def one_image(family: str, model, image: np.ndarray) -> None:
         )
 
 
+# The smallest timing noise assumed: two interleaved runs of the same graph on an idle 2-core machine differ by ~2-3%.
+MIN_NOISE = 0.03
+
+
 def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray], repeats: int = 3) -> dict:
     """Milliseconds per image of two loaded models of one folder (int8 and the alternative), one warm-up
     each, then ``repeats`` interleaved rounds; per image the fastest round counts (the least disturbed),
-    summed over ``images`` and divided by their count."""
+    summed over ``images`` and divided by their count. ``noise``: the relative timing noise measured here, the
+    median over images and models of ``(slowest - fastest) / fastest`` round (at least :data:`MIN_NOISE`): two
+    precisions closer than that were not told apart."""
     models = {"int8": int8_model, other_model.precision: other_model}
-    best = {name: [float("inf")] * len(images) for name in models}
+    rounds = {name: [[] for _ in images] for name in models}
     for model in models.values():
         one_image(family, model, images[0])
     for _ in range(repeats):
@@ -53,12 +59,16 @@ def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray]
             for name, model in models.items():
                 t0 = time.perf_counter()
                 one_image(family, model, image)
-                best[name][i] = min(best[name][i], (time.perf_counter() - t0) * 1e3)
-    return {f"{name}_ms": round(float(np.mean(v)), 2) for name, v in best.items()}
+                rounds[name][i].append((time.perf_counter() - t0) * 1e3)
+    spreads = [(max(r) - min(r)) / min(r) for per_image in rounds.values() for r in per_image if min(r) > 0]
+    noise = max(MIN_NOISE, float(np.median(spreads))) if spreads and repeats > 1 else MIN_NOISE
+    timings = {f"{name}_ms": round(float(np.mean([min(r) for r in v])), 2) for name, v in rounds.items()}
+    return {**timings, "noise": round(noise, 3)}
 
 
 def speed_record(backend: str, cpu, timings: dict) -> dict:
-    """What the manifest keeps: the CPU it was measured on, the precision compared with, both timings."""
+    """What the manifest keeps: the CPU it was measured on, the precision compared with, both timings and the
+    measured ``noise`` (relative; see :func:`compare_speed`)."""
     compared = [k[: -len("_ms")] for k in timings if k.endswith("_ms") and k != "int8_ms"]
     return {
         "cpu": cpu.model,

@@ -6,10 +6,14 @@ QDQ quantizer on the ONNX graph) every graph of the family is quantized with its
 compared with the folder's f32 pipeline, through the same runtime classes users call, on images
 **held out** from calibration: mask IoU per prompt type (:mod:`segedge.evaluation.agreement`).
 
-- Below the gate (``min_iou``; CLIP: ``min_cosine``) OpenVINO retries with NNCF's accuracy-controlled
-  quantization, whose metric is the same agreement on the held-out images (on the calibration
-  images PTQ already looks good, so accuracy control would stop at once: measured); the gate then
-  decides again, and the manifest records that the method was accuracy control.
+- The gate (``min_iou``; CLIP: ``min_cosine``) is compared with the worst prompt type's lower 95% confidence
+  bound over the held-out images (:mod:`segedge.evaluation.gate_stats`), and needs at least
+  :data:`~segedge.evaluation.gate_stats.MIN_HELD_OUT_IMAGES` of them (``min_held_out`` lowers it: the record
+  says so and ``--precision auto`` then does not run what such a gate passed).
+- Below the gate OpenVINO retries with NNCF's accuracy-controlled quantization, tuned on images set aside from
+  calibration (:func:`~segedge.export.quantize_calibration.split_images`), never on the held-out ones: tuned on
+  the gate's own 2 images, an int8 passed at 0.984 and agreed 0.952 on 40 unseen ones. The gate then decides
+  again, and the manifest records that the method was accuracy control.
 - A backend whose int8 misses the gate is not written. If none passes, nothing is written and the
   error says by how much it missed.
 - Files are built in a hidden staging folder and moved in under new names; the manifest switches
@@ -29,10 +33,12 @@ from typing import Callable
 
 import numpy as np
 
-from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement, clip_crops, sam_prompts
+from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement_rows
+from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES, summarise
 from segedge.errors import SegedgeError
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
+from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
 from segedge.export.quantize_recipes import int8_saturates, recipes
 from segedge.export.quantizers import candidate_folder, int8_files, quantize_onnxruntime, quantize_openvino
 from segedge.fileio import sha256_file
@@ -44,100 +50,14 @@ from segedge.families import family as family_spec
 from segedge.runtime.model_base import open_model
 
 DEFAULT_MIN_COSINE = 0.98
-SAM_PROMPTS_PER_IMAGE = 6  # prompt sets per calibration image for the decoder (x3 kinds, + refinements)
 
 
-def split_images(paths: list[Path], subset: int | None = None) -> tuple[list[Path], list[Path]]:
-    """``(calibration, held_out)``: the last fifth (at least one image) is held out to measure
-    agreement; ``subset`` caps how many of the rest calibrate."""
-    if len(paths) < 2:
-        raise SegedgeError(
-            f"quantize needs at least 2 calibration images (got {len(paths)}): most calibrate, at least one is held "
-            "out to measure int8 against f32; pass more images or a folder (10-300 typical photos of your use case)"
-        )
-    held = max(1, len(paths) // 5)
-    calib = paths[:-held]
-    if subset is not None:
-        if subset < 1:
-            raise SegedgeError(f"--subset must be at least 1, got {subset}")
-        calib = calib[:subset]
-    return calib, paths[-held:]
-
-
-def calibration_inputs(family: str, reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
-    """Input dicts for every graph to quantize, from ``images`` (``HxWx3`` RGB) through the f32
-    ``reference`` model (the decoder needs the encoder's embeddings and prompts on them): the family's
-    ``calibration`` function (:mod:`segedge.families`)."""
-    return family_spec(family).calibration_function()(reference, images, seed)
-
-
-def fastsam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
-    """FastSAM: the letterboxed images."""
-    return {"model": [{"images": reference.preprocess(im)[0]} for im in images]}
-
-
-def clip_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
-    """CLIP: batches of random crops (what FastSAM's text prompts feed the image encoder)."""
-    from segedge.runtime.clip import clip_preprocess
-
-    rng = np.random.default_rng(seed)
-    crops = [
-        clip_preprocess(c, reference.size, reference.mean, reference.std)
-        for im in images
-        for c in clip_crops(im, rng, reference.batch)
-    ]
-    batches = [
-        np.stack(crops[i : i + reference.batch]) for i in range(0, len(crops) - reference.batch + 1, reference.batch)
-    ]
-    return {"image_encoder": [{"images": b} for b in batches]}
-
-
-def sam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
-    """SAM and SAM 2: the encoder's images, and the decoders' inputs for prompts sampled on each image."""
-    family = reference.FAMILY
-    rng = np.random.default_rng(seed)
-    encoder, decoder, prompt_side = [], [], []
-    for im in images:
-        encoder.append({"image": reference.preprocess(im)[0]})
-        reference.set_image(im)
-        for p in sam_prompts(reference, rng, SAM_PROMPTS_PER_IMAGE):
-            decoder.append(_decoder_feed(family, reference, p, None))
-            if reference.decoder_prompt is not None:  # the split decoder's per-prompt part, same prompt
-                prompt_side.append(_prompt_side_feed(reference, decoder[-1]))
-            if p["type"] == "points":  # a refinement step: the click again, with the previous low-res logits
-                low = reference.predict(
-                    point_coords=p["point_coords"], point_labels=p["point_labels"], multimask_output=False
-                )[2]
-                decoder.append(_decoder_feed(family, reference, dict(p, box=None), low))
-    return {"encoder": encoder, "decoder": decoder, **({"decoder_prompt": prompt_side} if prompt_side else {})}
-
-
-def _prompt_side_feed(reference, whole: dict) -> dict:
-    """The inputs of ``decoder_prompt`` (the split decoder's per-prompt part) for the prompt of ``whole``
-    (a whole-decoder feed without a mask input) on the reference's current image: the prompt (and, for
-    SAM 2, the high-resolution features) from ``whole``, the rest from the image's ``decoder_image``."""
-    per_image = reference.image.decoder_image
-    return {name: whole[name] if name in whole else per_image[name] for name in reference.decoder_prompt.inputs}
-
-
-def _decoder_feed(family: str, reference, prompt: dict, low) -> dict:
-    """The decoder's inputs for one sampled prompt set on the reference's current image (SAM or SAM 2)."""
-    if family == "sam2":
-        ((pts, lab, checked_low),) = reference.check_prompts(
-            reference.image.orig_hw, prompt["point_coords"], prompt["point_labels"], prompt["box"], low
-        )
-        return reference.decoder_inputs(reference.image, pts, lab, checked_low)
-    pts, lab, boxes, _ = reference.check_prompts(
-        reference.original_size, prompt["point_coords"], prompt["point_labels"], prompt["box"]
-    )
-    return reference.decoder_inputs(pts, lab, None if boxes is None else boxes[0], low)
-
-
-# -- the two quantizers ---------------------------------------------------------------------------
-# -- the gate -------------------------------------------------------------------------------------
 def gate_score(measured: dict[str, float]) -> float:
-    """The number the gate compares: the worst prompt type's mean agreement."""
-    return min(measured.values()) if measured else 0.0
+    """The number the gate compares: the worst prompt type's lower 95% confidence bound over the held-out images
+    (:func:`segedge.evaluation.gate_stats.summarise`), or for a record without one, the worst type's mean."""
+    if "gate" in measured:
+        return measured["gate"]
+    return min(v for v in measured.values() if isinstance(v, float)) if measured else 0.0
 
 
 def quantize_folder(
@@ -153,6 +73,7 @@ def quantize_folder(
     val_data: str | os.PathLike | None = None,
     max_drop: float | None = None,
     tracking: bool = True,
+    min_held_out: int = MIN_HELD_OUT_IMAGES,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
@@ -165,6 +86,7 @@ def quantize_folder(
     and agreement is recorded beside it. ``tracking``: a SAM 2 folder with video graphs also gets int8 video graphs,
     gated on tracking (:mod:`segedge.export.quantize_video`), and bf16 is gated on tracking too. Returns the
     manifest's new ``int8`` section; raises :class:`SegedgeError` (writing nothing) when no backend passes.
+    ``min_held_out``: the fewest held-out images the agreement gate accepts (see the module doc).
     """
     import onnx
 
@@ -179,14 +101,20 @@ def quantize_folder(
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
     val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
     max_drop = val.max_drop if val is not None else None
-    calib_paths, held_paths = split_images([Path(p) for p in calibration], subset)
+    calib_paths, tuning_paths, held_paths = split_images(
+        [Path(p) for p in calibration], subset, min_held_out, gate_elsewhere=val is not None
+    )
     calib = [read_image(p) for p in calib_paths]
+    tuning = [read_image(p) for p in tuning_paths]
     held = [read_image(p) for p in held_paths]
     graphs = folder.manifest.graphs
     recipe = recipes(
         family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()}
     )
-    log(f"calibrating on {len(calib)} image(s), {len(held)} held out to measure agreement")
+    log(
+        f"calibrating on {len(calib)} image(s), {len(tuning)} set aside for accuracy control, {len(held)} held out to "
+        "measure agreement"
+    )
     reference_ov = open_model(
         folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False
     )
@@ -226,28 +154,33 @@ def quantize_folder(
                 else open_model(folder, backend, precision="f32", cache_dir=False)
             )
             candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
-            measured = agreement(family, reference, candidate, held)
+            measured = summarise(agreement_rows(family, reference, candidate, held))
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
-            if score < threshold and accuracy_control and backend == "openvino" and val is None:
-                log(f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization")
+            if score < threshold and accuracy_control and backend == "openvino" and val is None and not tuning:
+                log(f"{backend}: {score:.4f} is below {threshold}; too few images to set aside for accuracy control")
+            elif score < threshold and accuracy_control and backend == "openvino" and val is None:
+                log(
+                    f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization, tuned "
+                    f"on {len(tuning)} images set aside (never the held-out ones the gate measures)"
+                )
                 for g, r in recipe.items():
 
                     def validate(compiled, items, g=g, candidate=candidate, reference=reference):
                         candidate.graph_backends[g].bind(compiled)
-                        per_image = [gate_score(agreement(family, reference, candidate, [im])) for im in items]
+                        per_image = [min(r.values()) for r in agreement_rows(family, reference, candidate, items)]
                         return float(np.mean(per_image)), per_image
 
                     out = staging / f"{g}.int8-{tag}.xml"
                     methods[g] = quantize_openvino(
-                        folder.file(graphs[g].openvino), r, data[g], out, validation=(held, validate, 1.0 - threshold)
+                        folder.file(graphs[g].openvino), r, data[g], out, validation=(tuning, validate, 1.0 - threshold)
                     )
                 candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
-                measured = agreement(family, reference, candidate, held)
+                measured = summarise(agreement_rows(family, reference, candidate, held))
                 score = gate_score(measured)
                 log(f"{backend} int8 after accuracy control: {measured}")
             ok = score >= threshold
-            report[backend] = {
+            report[backend] = {  # "gate": the lower bound the threshold was compared with; "images": how many
                 **measured,
                 "gate": round(score, 5),
                 "method": methods,
@@ -296,7 +229,10 @@ def quantize_folder(
                 "metric": family_spec(family).agreement,
                 "min": threshold,
                 "measured_on": "held-out images",
-                "per_prompt_type": "mean over prompts; the gate takes the worst type",
+                "per_prompt_type": "mean over prompts; the gate takes the worst type's lower 95% confidence bound over "
+                "the held-out images",
+                "held_out_images": len(held_paths),
+                "enough_images": MIN_HELD_OUT_IMAGES,
                 **(
                     {"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"}
                     if val is not None
@@ -320,6 +256,7 @@ def quantize_folder(
                 "count": len(calib_paths),
                 "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
                 "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in held_paths],
+                "tuning": [{"name": p.name, "sha256": sha256_file(p)} for p in tuning_paths],
                 **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family_spec(family).promptable else {}),
             },
         }

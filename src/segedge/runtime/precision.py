@@ -3,8 +3,9 @@
 ``auto`` (the default) picks, for one backend:
 
 1. ``int8`` when the folder holds an int8 for this backend that passed ``segedge quantize``'s
-   accuracy gate, unless quantize measured it clearly slower (:data:`SLOWER`) than the next choice
-   on a CPU of this CPU's class (:func:`int8_measured_slower`; :mod:`segedge.evaluation.speed_check`);
+   accuracy gate, unless quantize timed it on a CPU of this CPU's class and it was not faster than the next
+   choice beyond the timing noise measured there: slower, or a tie, which goes to the more accurate precision
+   (:func:`int8_not_clearly_faster`; :mod:`segedge.evaluation.speed_check`);
 2. else ``bf16`` on OpenVINO when the CPU runs bf16 natively (AMX or AVX512_BF16) **and** bf16 passed
    its accuracy gate on a CPU of this class (``segedge quantize`` measures it:
    :mod:`segedge.evaluation.bf16_gate`); never measured or failed: no bf16;
@@ -23,6 +24,19 @@ from segedge.manifest import Manifest
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 
 PRECISIONS = ("f32", "bf16", "int8")
+
+# The fewest held-out images a gate may be measured on for auto to run what it passed (segedge.evaluation.gate_stats
+# takes the lower 95% bound over them). Measured with benchmarks/int8_generalisation.py (YOLOv8n-seg at 1024, OpenVINO
+# int8, per-image agreement on 80 coco128-seg images): docs/precision.md "How many held-out images".
+MIN_HELD_OUT_IMAGES = 16
+
+
+def enough_images(count: int | None) -> bool:
+    """Whether a gate measured on ``count`` images may decide what ``auto`` runs (None: a record from before the count
+    was kept, taken as it is)."""
+    return count is None or count >= MIN_HELD_OUT_IMAGES
+
+
 CHOICES = ("auto", *PRECISIONS)
 
 
@@ -69,6 +83,12 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
             f"weights: run `segedge quantize` here to gate one for this CPU; {why_alt}"
         )
     val = manifest.quantized["int8"].get("val", {}).get(backend)
+    few = gated_on_too_few(manifest.quantized["int8"].get("agreement", {}).get(backend), val)
+    if few:
+        return alt, (
+            f"the int8 was gated on {few}, fewer than the {MIN_HELD_OUT_IMAGES} a gate needs before auto runs what it "
+            f"passed (--precision int8 runs it; `segedge quantize` with more images gates it properly); {why_alt}"
+        )
     if val and not val.get("passed"):
         return alt, (
             f"the gated int8 failed `segedge val` ({val['metric']} dropped {val['drop']:.4f} > {val['max_drop']}); "
@@ -77,16 +97,11 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
     record = manifest.quantized["int8"].get("speed", {}).get(backend)
     if record and record.get("compared_with") != alt:
         record = None  # measured against a precision auto would not run here
-    if int8_measured_slower(record, backend, cpu):
-        return alt, (
-            f"the gated int8 was measured slower on this kind of CPU ({cpu.precision_class}): {record['int8_ms']:.0f} ms "
-            f"vs {alt} {record[f'{alt}_ms']:.0f} ms per image when quantized"
-        )
+    instead = int8_not_clearly_faster(record, backend, cpu, manifest)
+    if instead:
+        return instead
     if record and record.get("cpu_class") == cpu.precision_class:
-        return (
-            "int8",
-            f"gated int8, measured faster than {record.get('compared_with')} on this kind of CPU when quantized",
-        )
+        return "int8", f"gated int8, measured faster than {alt} on this kind of CPU when quantized ({_timings(record)})"
     return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
 
 
@@ -133,14 +148,26 @@ def bf16_record(manifest: Manifest, cpu: CpuCapabilities | str) -> dict | None:
 
 
 def bf16_passed(manifest: Manifest, cpu: CpuCapabilities) -> bool:
-    """True when bf16 was measured on a CPU of this class and passed every gate recorded."""
+    """True when bf16 was measured on a CPU of this class, on enough images, and passed every gate recorded."""
     record = bf16_record(manifest, cpu)
-    return bool(record and record.get("passed"))
+    return bool(record and record.get("passed") and not gated_on_too_few(record, record.get("val")))
 
 
-# int8 is skipped only when the alternative took less than this fraction of int8's time: timings on a
-# shared machine move by 10-30%, and without a clear difference int8 (smaller, cooler) stays.
-SLOWER = 0.9
+def gated_on_too_few(record: dict | None, val: dict | None = None) -> str | None:
+    """What a gate record was measured on (``"2 held-out images"``) when that is too few for ``auto`` to run what it
+    passed (:data:`~segedge.evaluation.gate_stats.MIN_HELD_OUT_IMAGES`), else None. A ``val`` verdict (labelled data
+    decided) counts its data's images; a record from before the count was kept (no ``images``) is taken as it is."""
+    if val and isinstance((val.get("data") or {}).get("images"), int):
+        images = val["data"]["images"]
+        return None if enough_images(images) else f"{images} labelled images ({val['data'].get('source', 'val')})"
+    images = (record or {}).get("images")
+    if enough_images(images):
+        return None
+    return f"{images} held-out image{'s' if images != 1 else ''}"
+
+
+# The timing noise assumed for speed records written before quantize measured it (relative).
+DEFAULT_NOISE = 0.10
 
 
 def alternative_precision(
@@ -163,6 +190,12 @@ def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt
     if not cpu.native_bf16:
         return "no native bf16 on this CPU"
     record = bf16_record(manifest, cpu)
+    few = gated_on_too_few(record, (record or {}).get("val"))
+    if record is not None and record.get("passed") and few:
+        return (
+            f"bf16 passed a gate on only {few} on this kind of CPU (auto needs {MIN_HELD_OUT_IMAGES}; --precision bf16 "
+            "runs it)"
+        )
     if record is None:
         return (
             "bf16 was never measured on this kind of CPU, so auto does not run it (`segedge quantize` measures it; "
@@ -171,9 +204,14 @@ def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt
     return f"bf16 failed its accuracy gate on this kind of CPU ({record.get('gate')} < {record.get('min')})"
 
 
-def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities) -> str | None:
-    """The precision to run instead of int8 when ``record`` (from :func:`segedge.evaluation.speed_check.speed_record`) was measured on a
-    CPU of this CPU's class and found int8 clearly slower than that precision; else ``None``."""
+def int8_not_clearly_faster(
+    record: dict | None, backend: str, cpu: CpuCapabilities, manifest: Manifest | None = None
+) -> tuple[str, str] | None:
+    """``(precision, why)`` to run instead of int8 when ``record`` (:func:`segedge.evaluation.speed_check.speed_record`)
+    was measured on a CPU of this CPU's class and int8 was not faster than the alternative beyond the noise measured
+    with it (``record["noise"]``, relative; :data:`DEFAULT_NOISE` for older records): slower, or a tie, which goes to
+    the more accurate precision (f32 is the reference; bf16 unless int8's gate agreement was higher than bf16's);
+    else ``None``."""
     if not record or cpu.flags is None or record.get("cpu_class") != cpu.precision_class:
         return None
     alt = alternative_precision(backend, cpu, bf16_gated=record.get("compared_with") == "bf16")
@@ -182,7 +220,34 @@ def int8_measured_slower(record: dict | None, backend: str, cpu: CpuCapabilities
     int8_ms, alt_ms = record.get("int8_ms"), record.get(f"{alt}_ms")
     if not isinstance(int8_ms, (int, float)) or not isinstance(alt_ms, (int, float)):
         return None
-    return alt if alt_ms < SLOWER * int8_ms else None
+    noise = record.get("noise", DEFAULT_NOISE)
+    if int8_ms < alt_ms * (1 - noise):
+        return None  # clearly faster
+    where = f"on this kind of CPU ({cpu.precision_class}) when quantized: {_timings(record)}"
+    if int8_ms > alt_ms * (1 + noise):
+        return alt, f"the gated int8 was measured slower {where}"
+    int8_gate = (
+        ((manifest.quantized.get("int8") or {}).get("agreement", {}).get(backend) or {}).get("gate")
+        if manifest
+        else None
+    )
+    bf16_gate = (bf16_record(manifest, cpu) or {}).get("gate") if manifest and alt == "bf16" else None
+    if (
+        alt == "bf16"
+        and isinstance(int8_gate, (int, float))
+        and isinstance(bf16_gate, (int, float))
+        and int8_gate > bf16_gate
+    ):
+        return None  # a tie, and int8 agreed better with f32 than bf16 did
+    accuracy = f" (agreement with f32: bf16 {bf16_gate:.4f}, int8 {int8_gate:.4f})" if int8_gate and bf16_gate else ""
+    return alt, f"int8 and {alt} timed within the measured noise {where}; a tie runs the more accurate {alt}{accuracy}"
+
+
+def _timings(record: dict) -> str:
+    alt = record["compared_with"]
+    noise = record.get("noise")
+    measured = f"noise ±{100 * noise:.0f}%" if noise is not None else f"noise assumed ±{100 * DEFAULT_NOISE:.0f}%"
+    return f"int8 {record['int8_ms']:.1f} ms vs {alt} {record[f'{alt}_ms']:.1f} ms per image, {measured}"
 
 
 def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilities | None = None) -> list[dict]:
