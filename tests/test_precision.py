@@ -314,6 +314,10 @@ def test_cli_offers_every_precision():
     from segedge.runtime.precision import CHOICES
 
     assert PRECISION_CHOICES == CHOICES  # the CLI copies them to keep `segedge --help` free of backend imports
+    from segedge.cli.options import MIN_HELD_OUT_IMAGES as cli_floor
+    from segedge.runtime.precision import MIN_HELD_OUT_IMAGES
+
+    assert cli_floor == MIN_HELD_OUT_IMAGES  # the default of `segedge quantize --min-held-out`, copied likewise
 
 
 def test_cli_offers_every_output_layout():

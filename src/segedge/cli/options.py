@@ -10,6 +10,7 @@ from segedge.image_formats import READ_EXTENSIONS
 
 IMAGE_SUFFIXES = frozenset(READ_EXTENSIONS)  # image files taken from a folder
 PRECISION_CHOICES = ("auto", "f32", "bf16", "int8")  # segedge.runtime.precision.CHOICES, without importing the runtime
+MIN_HELD_OUT_IMAGES = 16  # segedge.runtime.precision.MIN_HELD_OUT_IMAGES, likewise (tests/test_precision.py checks)
 
 
 # segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from segedge.cli.common import agreement_scores, expand_images
 from segedge.cli.options import (
+    MIN_HELD_OUT_IMAGES,
     fraction_type,
 )
 from segedge.errors import SegedgeError
-from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES
 
 
 def _quantize(args) -> int:
