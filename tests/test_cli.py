@@ -272,3 +272,17 @@ def test_export_overwrite_replaces_an_earlier_folder(capsys, sam_tiny_ckpt, sam_
     np.testing.assert_array_equal(masks, want_masks)
     np.testing.assert_array_equal(logits, want_logits)
     np.testing.assert_array_equal(scores, want_scores)
+
+
+def test_progress_says_how_long_is_left(monkeypatch):
+    """The progress line (segment, segment-dataset, quantize's gates) gives the rate and, until the end, the time
+    left at that rate."""
+    import segedge.progress as progress_module
+
+    clock = iter([100.0, 104.0, 108.0, 108.0])  # created at 100 s; 2 of 4 done at 104 s; all 4 at 108 s
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    bar = progress_module.Progress(4, enabled=False, unit="held-out images")
+    bar.done = 2
+    assert bar._status() == "2/4 held-out images, 0.5/s, ~4 s left"
+    bar.done, bar.label = 4, "openvino int8 gate"
+    assert bar._status() == "4/4 held-out images, 0.5/s openvino int8 gate"

@@ -387,6 +387,7 @@ def test_cli_quantize_info_segment(real_folder_640, shared_images, coco128, tmp_
     assert "int8 for openvino: val mask_mAP50-95 " in proc.stdout
     pattern = r"int8 for openvino: everything 0\.\d+, points 0\.\d+, boxes 0\.\d+ on 1 held-out images \(gate 0\.8;"
     assert re.search(pattern, proc.stdout), proc.stdout
+    assert "progress: 1/1 held-out images" in proc.stderr and "openvino int8 gate" in proc.stderr  # the gate's line
     assert "`--precision auto` on openvino here: int8 (gated int8, measured faster than f32" in proc.stdout
     info = _cli("info", folder, flags=vnni).stdout
     assert "int8 (" in info and "openvino: agreement with f32 everything" in info and "nncf" in info

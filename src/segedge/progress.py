@@ -47,7 +47,9 @@ class Progress:
 
     def _status(self) -> str:
         rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-        return f"{self.done}/{self.total} {self.unit}, {rate:.1f}/s {self.label}".rstrip()
+        left = (self.total - self.done) / rate if 0 < self.done < self.total and rate > 0 else None
+        eta = f", ~{left:.0f} s left" if left is not None else ""
+        return f"{self.done}/{self.total} {self.unit}, {rate:.1f}/s{eta} {self.label}".rstrip()
 
     def _clear(self) -> None:
         if self.tty:

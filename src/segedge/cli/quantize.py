@@ -44,6 +44,7 @@ def _quantize(args) -> int:
         tracking=not args.no_tracking,
         min_held_out=args.min_held_out,
         log=lambda line: print(line, file=sys.stderr),
+        progress=True,
     )
     for backend, measured in section["agreement"].items():
         print(

@@ -134,10 +134,15 @@ def agreement(family: str, reference, candidate, images) -> dict[str, float]:
     return fastsam_agreement(reference, candidate, images)
 
 
-def agreement_rows(family: str, reference, candidate, images) -> list[dict[str, float]]:
+def agreement_rows(family: str, reference, candidate, images, on_image=None) -> list[dict[str, float]]:
     """:func:`agreement` image by image (``{prompt type: value}`` per image), for a gate that needs the spread
-    between images (:func:`segedge.evaluation.gate_stats.summarise`)."""
-    return [agreement(family, reference, candidate, [image]) for image in images]
+    between images (:func:`segedge.evaluation.gate_stats.summarise`); ``on_image()`` after each image."""
+    rows = []
+    for image in images:
+        rows.append(agreement(family, reference, candidate, [image]))
+        if on_image:
+            on_image()
+    return rows
 
 
 def _means(scores: dict[str, list[float]]) -> dict[str, float]:

@@ -75,6 +75,7 @@ def quantize_folder(
     tracking: bool = True,
     min_held_out: int = MIN_HELD_OUT_IMAGES,
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> dict:
     """Quantize every graph of a model folder for ``backends``, gate, and record what passed.
 
@@ -86,7 +87,8 @@ def quantize_folder(
     and agreement is recorded beside it. ``tracking``: a SAM 2 folder with video graphs also gets int8 video graphs,
     gated on tracking (:mod:`segedge.export.quantize_video`), and bf16 is gated on tracking too. Returns the
     manifest's new ``int8`` section; raises :class:`SegedgeError` (writing nothing) when no backend passes.
-    ``min_held_out``: the fewest held-out images the agreement gate accepts (see the module doc).
+    ``min_held_out``: the fewest held-out images the agreement gate accepts (see the module doc). ``progress``: a
+    progress line (images done, rate, time left) on stderr while each gate measures the held-out images.
     """
     import onnx
 
@@ -154,7 +156,7 @@ def quantize_folder(
                 else open_model(folder, backend, precision="f32", cache_dir=False)
             )
             candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
-            measured = summarise(agreement_rows(family, reference, candidate, held))
+            measured = _gate(family, reference, candidate, held, f"{backend} int8 gate", progress)
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
             if score < threshold and accuracy_control and backend == "openvino" and val is None and not tuning:
@@ -176,7 +178,7 @@ def quantize_folder(
                         folder.file(graphs[g].openvino), r, data[g], out, validation=(tuning, validate, 1.0 - threshold)
                     )
                 candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
-                measured = summarise(agreement_rows(family, reference, candidate, held))
+                measured = _gate(family, reference, candidate, held, f"{backend} int8 gate", progress)
                 score = gate_score(measured)
                 log(f"{backend} int8 after accuracy control: {measured}")
             ok = score >= threshold
@@ -345,6 +347,18 @@ class _TrackingGate:
             "frames": len(self.held_clips[0]) if self.held_clips else 0,
             "backends": {b: r["tracking"] for b, r in report.items() if "tracking" in r},
         }
+
+
+def _gate(family: str, reference, candidate, held: list[np.ndarray], label: str, progress: bool) -> dict:
+    """The gate's record over the held-out images (:func:`segedge.evaluation.gate_stats.summarise`), with a progress
+    line when asked (the gates are most of a long quantize: every held-out image runs both pipelines)."""
+    from segedge.progress import Progress
+
+    bar = Progress(len(held), enabled=progress, unit="held-out images")
+    try:
+        return summarise(agreement_rows(family, reference, candidate, held, on_image=lambda: bar.step(label)))
+    finally:
+        bar.close()
 
 
 def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: float, log, val=None) -> bool | None:
