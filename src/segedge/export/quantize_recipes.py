@@ -26,6 +26,12 @@ Why these choices:
   prompt without a mask input runs), calibrated on the same prompts; ``decoder_image`` runs once per
   image and stays f32. MobileSAM, OpenVINO, per prompt: f32 13.6 ms, int8 9.7, bf16 8.8 (the whole
   decoder f32: 16.9), Zen 4.
+- **SAM decoders: products of two activations float** (:func:`attention_products`: the two-way transformer's
+  q·kᵀ and softmax·v, and the mask product of the hypernetwork outputs with the upscaled embedding). OpenVINO's int8 kernels for them are wrong on AMX: a seeded tiny SAM's
+  int8 ``decoder_prompt`` agreed 0.50 (low-res mask IoU) with f32 on a Xeon with AMX and 0.966 on the same IR files
+  under ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI``; with the 12 quantizers ahead of those products removed, 0.967 on
+  AMX (weights and activations of the linear layers stay int8; the click then agrees 0.95 on both). The encoders'
+  int8 measured the same on both ISAs (cosine 0.99974 with f32) and is unchanged.
 - **CLIP image encoder**: TRANSFORMER. The text encoder is not quantized: it runs once per distinct
   text and its embeddings are cached, so int8 would save nothing a user notices.
 - **ONNX Runtime**: its own ``quantize_static`` (QDQ, U8S8, per-channel weights, MinMax), not NNCF's
@@ -105,10 +111,13 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
         encoder = (
             "ViT/TinyViT" if family == "sam" else "Hiera + FPN neck"
         ) + ": transformer type (SmoothQuant; softmax/LayerNorm float)"
-        coords = "transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) kept float"
+        coords = (
+            "transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) and the "
+            "attention products (q·kᵀ, softmax·v: OpenVINO's int8 for them is wrong on AMX) kept float"
+        )
         out = {
             "encoder": Recipe("encoder", True, notes=encoder),
-            "decoder": Recipe("decoder", True, coordinate_nodes(onnx_models["decoder"], "point_coords"), notes=coords),
+            "decoder": Recipe("decoder", True, _decoder_float_nodes(onnx_models["decoder"]), notes=coords),
         }
         if (
             "decoder_prompt" in onnx_models
@@ -116,7 +125,7 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
             out["decoder_prompt"] = Recipe(
                 "decoder_prompt",
                 True,
-                coordinate_nodes(onnx_models["decoder_prompt"], "point_coords"),
+                _decoder_float_nodes(onnx_models["decoder_prompt"]),
                 notes=coords + "; calibrated on the same sampled prompts without a mask input",
             )
         return out
@@ -142,6 +151,23 @@ def yolo_decode_nodes(model) -> tuple[str, ...]:
     scope = next(n for n in names if marker in n).split(marker)[0] + "/"
     branches = ("/cv2.", "/cv3.", "/cv4.", "/proto/", "/one2one_cv")
     return tuple(n for n in names if n.startswith(scope) and not any(b in n[len(scope) - 1 :] for b in branches))
+
+
+def _decoder_float_nodes(model) -> tuple[str, ...]:
+    """A SAM decoder's nodes kept float: the click's coordinate path and the attention products."""
+    return coordinate_nodes(model, "point_coords") + attention_products(model)
+
+
+def attention_products(model) -> tuple[str, ...]:
+    """MatMul nodes whose two inputs are both activations (neither an initializer nor a Constant's output): in a
+    transformer, the attention products q·kᵀ and softmax·v (in SAM's decoder also the final mask product)."""
+    constants = {i.name for i in model.graph.initializer}
+    constants.update(o for n in model.graph.node if n.op_type == "Constant" for o in n.output)
+    return tuple(
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and len(n.input) == 2 and not any(i in constants for i in n.input)
+    )
 
 
 def coordinate_nodes(model, input_name: str) -> tuple[str, ...]:
