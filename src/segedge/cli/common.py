@@ -17,6 +17,14 @@ def agreement_scores(measured: dict) -> str:
     )
 
 
+def measured_on(record: dict) -> str:
+    """`` on 18 held-out images (74 objects)``: what a gate record was measured on; empty for older records."""
+    if "images" not in record:
+        return ""
+    objects = f" ({record['objects']} objects)" if "objects" in record else ""
+    return f" on {record['images']} held-out images{objects}"
+
+
 def expand_images(items: list[str]) -> list[Path]:
     """Files as given, folders as their image files (by extension, hidden files skipped), in order."""
     paths: list[Path] = []

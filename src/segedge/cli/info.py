@@ -7,7 +7,7 @@ import sys
 
 from segedge.families import family as family_spec
 from segedge._version import __version__
-from segedge.cli.common import agreement_scores
+from segedge.cli.common import agreement_scores, measured_on
 from segedge.stdout import print_line
 
 
@@ -80,7 +80,7 @@ def _info(args) -> int:
         for backend, measured in int8["agreement"].items():
             files = ", ".join(f"{g}: {f[backend]}" for g, f in int8["graphs"].items() if backend in f)
             few = gated_on_too_few(measured, int8.get("val", {}).get(backend))
-            counted = f" on {measured['images']} held-out images" if "images" in measured else ""
+            counted = measured_on(measured)
             enough = f" (too few for --precision auto: {few})" if few else ""
             print(f"    {backend}: agreement with f32 {agreement_scores(measured)}{counted}{enough}; {files}")
             speed = int8.get("speed", {}).get(backend)
@@ -108,7 +108,7 @@ def _info(args) -> int:
         parts = []
         if rec.get("agreement"):
             scores = ", ".join(f"{k} {v:.4f}" for k, v in rec["agreement"].items())
-            counted = f" on {rec['images']} held-out images" if "images" in rec else ""
+            counted = measured_on(rec)
             parts.append(f"agreement with f32 {scores}{counted} (worst {rec.get('gate')} vs gate {rec.get('min')})")
         if "val" in rec:
             parts.append(val_phrase(rec["val"]))

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from segedge.cli.common import agreement_scores, expand_images
+from segedge.cli.common import agreement_scores, expand_images, measured_on
 from segedge.cli.options import (
     MIN_HELD_OUT_IMAGES,
     fraction_type,
@@ -48,7 +48,7 @@ def _quantize(args) -> int:
     )
     for backend, measured in section["agreement"].items():
         print(
-            f"int8 for {backend}: {agreement_scores(measured)} on {measured.get('images', '?')} held-out images (gate "
+            f"int8 for {backend}: {agreement_scores(measured)}{measured_on(measured)} (gate "
             f"{section['gate']['min']}; worst type's lower 95% bound {measured['gate']:.4f})"
         )
     for backend, measured in section["rejected"].items():

@@ -8,7 +8,9 @@ measured through the whole runtime pipeline, per prompt type. Pure runtime code:
   ``boxes`` (a box around the reference's mask of that click, single mask), ``points+box``.
 - CLIP: ``embedding_cosine`` between the two image embeddings of the same crops.
 
-Every number is a mean over prompts/images; 1.0 means identical masks.
+Every number is a mean over prompts/images; 1.0 means identical masks. Each result also says how many objects
+were compared (``"objects"``: FastSAM's reference masks, SAM's sampled prompt sets, CLIP's crops), so that a gate
+record can say what it was measured on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 from segedge.families import family as family_spec
 from segedge.evaluation.metrics import mask_iou, matched_iou
+
+OBJECTS = "objects"  # the key of the compared-object count in a result (not a score)
 
 # the agreement gate's default, for int8 (segedge quantize) and bf16 (segedge.evaluation.bf16_gate) alike: the worst
 # prompt type's mean mask IoU against f32
@@ -41,9 +45,11 @@ def _interior_point(mask: np.ndarray) -> tuple[float, float]:
 def fastsam_agreement(reference, candidate, images, per_image: int = 5) -> dict[str, float]:
     """Mean IoU per prompt type of ``candidate`` vs ``reference`` (two :class:`FastSam`) on ``images``."""
     scores: dict[str, list[float]] = {k: [] for k in MASK_TYPES["fastsam"]}
+    objects = 0
     for image in images:
         ref, cand = reference.everything(image), candidate.everything(image)
         ref_masks = ref.masks
+        objects += len(ref_masks)
         scores["everything"].append(matched_iou(cand.masks, ref_masks))
         order = np.argsort(-ref_masks.reshape(len(ref_masks), -1).sum(1))[:per_image] if len(ref_masks) else []
         for i in order:
@@ -55,7 +61,7 @@ def fastsam_agreement(reference, candidate, images, per_image: int = 5) -> dict[
             a = reference.prompt(ref, boxes=box).masks
             b = candidate.prompt(cand, boxes=box).masks
             scores["boxes"].append(mask_iou(b.any(0) if len(b) else np.zeros(ref_masks.shape[1:], bool), a.any(0)))
-    return _means(scores)
+    return {**_means(scores), OBJECTS: objects}
 
 
 def sam_prompts(reference, rng: np.random.Generator, count: int) -> list[dict]:
@@ -90,9 +96,11 @@ def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 
     sampled with :func:`sam_prompts` on the reference (the same ones for both)."""
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {k: [] for k in MASK_TYPES["sam"]}
+    objects = 0
     for image in images:
         reference.set_image(image)
         candidate.set_image(image)
+        objects += per_image
         for p in sam_prompts(reference, rng, per_image):
             multimask = p["type"] == "points"
             args = dict(
@@ -101,7 +109,7 @@ def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 
             a = reference.predict(**args)[0]
             b = candidate.predict(**args)[0]
             scores[p["type"]].extend(mask_iou(x, y) for x, y in zip(b, a))
-    return _means(scores)
+    return {**_means(scores), OBJECTS: objects}
 
 
 def clip_crops(image: np.ndarray, rng: np.random.Generator, count: int) -> list[np.ndarray]:
@@ -121,11 +129,17 @@ def clip_agreement(reference, candidate, images, per_image: int = 8, seed: int =
     rng = np.random.default_rng(seed)
     crops = [c for image in images for c in clip_crops(image, rng, per_image)]
     a, b = reference.encode_images(crops), candidate.encode_images(crops)
-    return {"embedding_cosine": round(float(np.mean(np.sum(a * b, axis=1))), 5)}
+    return {"embedding_cosine": round(float(np.mean(np.sum(a * b, axis=1))), 5), OBJECTS: len(crops)}
+
+
+def prompt_scores(result: dict) -> dict[str, float]:
+    """An agreement result's scores (prompt type -> value), without its object count."""
+    return {k: v for k, v in result.items() if k != OBJECTS}
 
 
 def agreement(family: str, reference, candidate, images) -> dict[str, float]:
-    """Per-prompt-type agreement for a model ``family``; see the module docstring."""
+    """Per-prompt-type agreement for a model ``family`` and the number of objects compared (``"objects"``); see the
+    module docstring."""
     spec = family_spec(family)
     if spec.agreement == "embedding_cosine":
         return clip_agreement(reference, candidate, images)

@@ -55,6 +55,7 @@ def measure_bf16(
         "agreement": {k: round(v, 5) for k, v in measured.items()},
         "lower_bound": summary["lower_bound"],
         "images": summary["images"],
+        **({"objects": summary["objects"]} if "objects" in summary else {}),
         "gate": round(score, 5),
         "min": min_iou,
         "passed": score >= min_iou,

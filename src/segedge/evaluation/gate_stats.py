@@ -43,7 +43,12 @@ def summarise(rows: list[dict[str, float]]) -> dict:
     """One gate record from per-image rows (``{prompt type: agreement}`` each, :func:`agreement rows
     <segedge.evaluation.agreement.agreement_rows>`): the mean per type (as before), ``"lower_bound"`` per type,
     ``"gate"`` = the worst type's lower bound (what is compared with the threshold), ``"mean_gate"`` = the worst
-    type's mean, and ``"images"`` = how many images it was measured on."""
+    type's mean, ``"images"`` = how many images it was measured on and ``"objects"`` = how many objects (masks,
+    prompts, crops) they held, when the rows count them (``"objects"``, :mod:`segedge.evaluation.agreement`)."""
+    from segedge.evaluation.agreement import OBJECTS  # the count's key (agreement imports the family registry)
+
+    counts = [r[OBJECTS] for r in rows if OBJECTS in r]
+    rows = [{k: v for k, v in r.items() if k != OBJECTS} for r in rows]
     types = list(dict.fromkeys(k for r in rows for k in r))
     per_type = {k: [r[k] for r in rows if k in r] for k in types}
     means = {k: round(float(np.mean(v)), 5) for k, v in per_type.items() if v}
@@ -54,4 +59,5 @@ def summarise(rows: list[dict[str, float]]) -> dict:
         "gate": min(bounds.values()) if bounds else 0.0,
         "mean_gate": min(means.values()) if means else 0.0,
         "images": len(rows),
+        **({OBJECTS: int(sum(counts))} if counts else {}),
     }

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement_rows
+from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement_rows, prompt_scores
 from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES, summarise
 from segedge.errors import SegedgeError
 from segedge.evaluation.val import ValGate
@@ -170,7 +170,9 @@ def quantize_folder(
 
                     def validate(compiled, items, g=g, candidate=candidate, reference=reference):
                         candidate.graph_backends[g].bind(compiled)
-                        per_image = [min(r.values()) for r in agreement_rows(family, reference, candidate, items)]
+                        per_image = [
+                            min(prompt_scores(r).values()) for r in agreement_rows(family, reference, candidate, items)
+                        ]
                         return float(np.mean(per_image)), per_image
 
                     out = staging / f"{g}.int8-{tag}.xml"
