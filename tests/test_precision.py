@@ -169,6 +169,32 @@ def test_auto_runs_int8_without_vnni_only_when_gated_without_vnni(manifest, cpu,
         assert resolve_precision("int8", m, backend, cpu) == "int8"  # an explicit choice is the user's
 
 
+@pytest.mark.parametrize("gated_on", [AMX, ZEN4, VNNI, None])
+@pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI])
+def test_auto_runs_no_int8_with_quantized_attention_products_on_amx_unless_gated_there(manifest, cpu, gated_on):
+    """OpenVINO's int8 products of two activations are wrong on AMX (a seeded SAM's int8 decoder clicked 0.40 against
+    f32 there, 0.95 on VNNI: tests/test_int8_sam.py). An int8 quantized before segedge kept them float (its recipe has
+    no ``float_products``) runs on AMX only if it was gated on AMX; one made since runs everywhere."""
+    transformer = {"model_type": "transformer", "preset": "mixed"}
+    for recipe, old in (
+        ({"decoder": {"nncf": transformer}}, True),
+        ({"decoder": {"nncf": {**transformer, "float_products": 15}}}, False),
+    ):
+        m = _with_int8(manifest, ["openvino", "onnxruntime"])
+        m.quantized["int8"]["recipe"] = recipe
+        if gated_on is not None:
+            m.quantized["int8"]["agreement"] = {
+                b: {"cpu_class": gated_on.precision_class} for b in ("openvino", "onnxruntime")
+            }
+        blocked = old and cpu is AMX and gated_on is not AMX
+        precision, why = explain_auto(m, "openvino", cpu)
+        assert (precision != "int8") == blocked, (precision, why)  # blocked: what auto runs without int8
+        if blocked:
+            assert "OpenVINO's int8 kernels get wrong on AMX" in why and "run `segedge quantize` here" in why, why
+        assert explain_auto(m, "onnxruntime", cpu)[0] == "int8"  # ONNX Runtime's kernels were not the problem
+        assert resolve_precision("int8", m, "openvino", cpu) == "int8"  # an explicit choice is the user's
+
+
 def _with_speed(manifest, backend, measured_on, int8_ms, other_ms, noise=None, int8_gate=None):
     """``manifest`` with int8 for both backends and a speed record for ``backend`` measured on ``measured_on`` (with
     the timing ``noise`` quantize measured; None: a record from before it did); bf16 passed its gate there (0.99)."""

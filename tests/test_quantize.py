@@ -301,7 +301,8 @@ def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, sam_ti
     assert len(products) == 15 and {ops[n] for n in products} == {"MatMul"}
     weights = {i.name for i in decoder.graph.initializer}
     assert not any(i in weights for n in decoder.graph.node if n.name in products for i in n.input)
-    assert recipes("sam", {"encoder": None, "decoder": decoder})["decoder"].float_nodes == coords + products
+    recipe = recipes("sam", {"encoder": None, "decoder": decoder})["decoder"]
+    assert recipe.float_nodes == coords + products and recipe.describe()["nncf"]["float_products"] == 15
 
 
 def test_sam_decoder_calibrated_on_sampled_prompts(sam_tiny_plain_folder, shared_images):

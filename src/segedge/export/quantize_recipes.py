@@ -59,6 +59,7 @@ class Recipe:
     graph: str
     transformer: bool
     float_nodes: tuple[str, ...] = ()
+    float_products: int = 0  # how many of float_nodes are products of two activations (attention_products)
     fast_bias_correction: bool = True
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +73,7 @@ class Recipe:
                 "model_type": "transformer" if self.transformer else None,
                 "fast_bias_correction": self.fast_bias_correction,
                 "float_nodes": len(self.float_nodes),
+                **({"float_products": self.float_products} if self.transformer else {}),
                 "overflow_fix": "enable" if seven_bit else "nncf default",
             },
             "onnxruntime": {
@@ -117,16 +119,15 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
         )
         out = {
             "encoder": Recipe("encoder", True, notes=encoder),
-            "decoder": Recipe("decoder", True, _decoder_float_nodes(onnx_models["decoder"]), notes=coords),
+            "decoder": _decoder_recipe("decoder", onnx_models["decoder"], coords),
         }
         if (
             "decoder_prompt" in onnx_models
         ):  # the split decoder's per-prompt part; decoder_image runs once per image, f32
-            out["decoder_prompt"] = Recipe(
+            out["decoder_prompt"] = _decoder_recipe(
                 "decoder_prompt",
-                True,
-                _decoder_float_nodes(onnx_models["decoder_prompt"]),
-                notes=coords + "; calibrated on the same sampled prompts without a mask input",
+                onnx_models["decoder_prompt"],
+                coords + "; calibrated on the same sampled prompts without a mask input",
             )
         return out
     if family == "clip":
@@ -153,9 +154,11 @@ def yolo_decode_nodes(model) -> tuple[str, ...]:
     return tuple(n for n in names if n.startswith(scope) and not any(b in n[len(scope) - 1 :] for b in branches))
 
 
-def _decoder_float_nodes(model) -> tuple[str, ...]:
-    """A SAM decoder's nodes kept float: the click's coordinate path and the attention products."""
-    return coordinate_nodes(model, "point_coords") + attention_products(model)
+def _decoder_recipe(graph: str, model, notes: str) -> Recipe:
+    """A SAM decoder's recipe: transformer type, the click's coordinate path and the products of two activations
+    kept float."""
+    products = attention_products(model)
+    return Recipe(graph, True, coordinate_nodes(model, "point_coords") + products, len(products), notes=notes)
 
 
 def attention_products(model) -> tuple[str, ...]:

@@ -76,12 +76,9 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
     why_alt = _why_alternative(manifest, backend, cpu, alt)
     if backend not in manifest.int8_backends():
         return alt, f"no int8 for {backend} in the folder; {why_alt}"
-    gated_on = int8_gated_elsewhere(manifest, backend, cpu)
-    if gated_on:
-        return alt, (
-            f"the int8 was gated on {gated_on}, and on a CPU without VNNI (this one) int8 kernels saturate 8-bit "
-            f"weights: run `segedge quantize` here to gate one for this CPU; {why_alt}"
-        )
+    elsewhere = int8_gated_elsewhere(manifest, backend, cpu)
+    if elsewhere:
+        return alt, f"{elsewhere}: run `segedge quantize` here to gate one for this CPU; {why_alt}"
     val = manifest.quantized["int8"].get("val", {}).get(backend)
     few = gated_on_too_few(manifest.quantized["int8"].get("agreement", {}).get(backend), val)
     if few:
@@ -106,18 +103,38 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
 
 
 def int8_gated_elsewhere(manifest: Manifest, backend: str, cpu: CpuCapabilities) -> str | None:
-    """Where the folder's int8 for ``backend`` was gated (a phrase) when that gate says nothing about ``cpu``, else
-    None. On a CPU without an int8 dot product (no VNNI) ORT's and oneDNN's int8 kernels add pairs of products in 16
-    bits, which saturate with full 8-bit weights (:func:`segedge.export.quantize_recipes.int8_saturates`): an int8
-    gated on a CPU with VNNI, or on an unrecorded one, is not run by ``auto`` on such a CPU; one gated on such a CPU
-    (made with 7-bit weights) is, everywhere."""
-    if cpu.int8_dot is not False:
-        return None
-    record = (manifest.quantized["int8"].get("agreement") or {}).get(backend) or {}
-    gated = record.get("cpu_class")
-    if gated == "plain":
-        return None
-    return f"a CPU of another kind ({gated})" if gated else "a CPU it did not record"
+    """Why the folder's int8 for ``backend`` must not run on ``cpu`` by default (its gate, measured on another kind of
+    CPU, says nothing about this one's int8 kernels), else None. Two such cases, both measured:
+
+    - a CPU without an int8 dot product (no VNNI): ORT's and oneDNN's int8 kernels add pairs of products in 16 bits,
+      which saturate with full 8-bit weights (:func:`segedge.export.quantize_recipes.int8_saturates`). An int8 gated
+      on a CPU with VNNI, or on an unrecorded one, is not run there; one gated on such a CPU (7-bit weights) is.
+    - AMX with OpenVINO: its int8 products of two activations are wrong there (a seeded SAM's int8 clicked 0.40 against
+      f32, 0.95 on VNNI). An int8 whose transformer graphs quantized those products (``float_products`` missing from
+      its recipe: quantized before segedge kept them float), gated on another kind of CPU, is not run on AMX."""
+    int8 = manifest.quantized["int8"]
+    gated = ((int8.get("agreement") or {}).get(backend) or {}).get("cpu_class")
+    where = f"a CPU of another kind ({gated})" if gated else "a CPU it did not record"
+    if cpu.int8_dot is False and gated != "plain":
+        return (
+            f"the int8 was gated on {where}, and on a CPU without VNNI (this one) int8 kernels saturate 8-bit weights"
+        )
+    if cpu.amx and backend == "openvino" and gated != "amx" and products_quantized(int8.get("recipe") or {}):
+        return (
+            f"the int8 was gated on {where} and quantizes its attention products, which OpenVINO's int8 kernels get "
+            "wrong on AMX (this CPU)"
+        )
+    return None
+
+
+def products_quantized(recipe: dict) -> list[str]:
+    """The graphs of an int8 ``recipe`` record (``quantized.int8.recipe``) quantized as transformers before segedge
+    kept their products of two activations float (no ``float_products`` in their NNCF record)."""
+    return [
+        g
+        for g, r in recipe.items()
+        if r.get("nncf", {}).get("model_type") == "transformer" and "float_products" not in r["nncf"]
+    ]
 
 
 def tracking_precision(manifest: Manifest, backend: str, cpu: CpuCapabilities | None = None) -> tuple[str, str]:
