@@ -45,10 +45,10 @@ def summarise(rows: list[dict[str, float]]) -> dict:
     ``"gate"`` = the worst type's lower bound (what is compared with the threshold), ``"mean_gate"`` = the worst
     type's mean, ``"images"`` = how many images it was measured on and ``"objects"`` = how many objects (masks,
     prompts, crops) they held, when the rows count them (``"objects"``, :mod:`segedge.evaluation.agreement`)."""
-    from segedge.evaluation.agreement import OBJECTS  # the count's key (agreement imports the family registry)
+    from segedge.evaluation.agreement import OBJECTS, prompt_scores  # (agreement imports the family registry)
 
     counts = [r[OBJECTS] for r in rows if OBJECTS in r]
-    rows = [{k: v for k, v in r.items() if k != OBJECTS} for r in rows]
+    rows = [prompt_scores(r) for r in rows]
     types = list(dict.fromkeys(k for r in rows for k in r))
     per_type = {k: [r[k] for r in rows if k in r] for k in types}
     means = {k: round(float(np.mean(v)), 5) for k, v in per_type.items() if v}
