@@ -166,10 +166,24 @@ SAM2_CONFIGS = {
 }
 
 
-def make_sam2_checkpoint(path: Path, variant: str = "tiny", version: str = "2.1", seed: int = 0) -> Path:
+def sam2_size_overrides(image_size: int) -> list[str]:
+    """hydra overrides that build sam2's config at ``image_size`` pixels (its ``image_size`` and the memory
+    attention's RoPE grid, S/16), as a checkpoint trained at that size is built; none at sam2's own 1024."""
+    grid = image_size // 16
+    if image_size == 1024:
+        return []
+    return [f"++model.image_size={image_size}"] + [
+        f"++model.memory_attention.layer.{a}.feat_sizes=[{grid},{grid}]" for a in ("self_attention", "cross_attention")
+    ]
+
+
+def make_sam2_checkpoint(
+    path: Path, variant: str = "tiny", version: str = "2.1", seed: int = 0, image_size: int = 1024
+) -> Path:
     """A seeded SAM 2 checkpoint in the official format: ``{"model": state_dict}`` saved with torch.save,
     built by the official sam2 package (``sam2.build_sam.build_sam2``) from its own config for that variant
-    and version (skips without sam2)."""
+    and version (skips without sam2). ``image_size``: the size its references run at (the weights are the same
+    at any size; the tests' tiny 2.1 runs at 512, where a frame costs a fifth of 1024's)."""
     import pytest
     import torch
 
@@ -179,21 +193,38 @@ def make_sam2_checkpoint(path: Path, variant: str = "tiny", version: str = "2.1"
     torch.manual_seed(seed)
     model = build_sam2(SAM2_CONFIGS[(variant, version)], ckpt_path=None, device="cpu")
     torch.save({"model": model.state_dict()}, path)
-    _CHECKPOINT_KINDS[str(path)] = SAM2_CONFIGS[(variant, version)]
+    _CHECKPOINT_KINDS[str(path)] = (SAM2_CONFIGS[(variant, version)], image_size)
     return path
 
 
 def sam2_config(checkpoint: Path) -> str:
     """The sam2 config file a :func:`make_sam2_checkpoint` file was built from."""
-    return _CHECKPOINT_KINDS[str(checkpoint)]
+    return _CHECKPOINT_KINDS[str(checkpoint)][0]
+
+
+def sam2_image_size(checkpoint: Path) -> int:
+    """The image size a :func:`make_sam2_checkpoint` file's references run at (1024 unless it was made for another)."""
+    return _CHECKPOINT_KINDS[str(checkpoint)][1]
 
 
 def sam2_reference_model(checkpoint: Path):
     """sam2's ``SAM2Base`` for a :func:`make_sam2_checkpoint` file, built and loaded (strictly) by sam2's own
-    ``build_sam2`` with the image predictor's post-processing, not through segedge."""
+    ``build_sam2`` with the image predictor's post-processing, not through segedge, at the checkpoint's size."""
     from sam2.build_sam import build_sam2
 
-    return build_sam2(sam2_config(checkpoint), str(checkpoint), device="cpu")
+    overrides = sam2_size_overrides(sam2_image_size(checkpoint))
+    return build_sam2(sam2_config(checkpoint), str(checkpoint), device="cpu", hydra_overrides_extra=overrides)
+
+
+def sam2_image_predictor(checkpoint: Path):
+    """sam2's ``SAM2ImagePredictor`` on :func:`sam2_reference_model`; at a size other than 1024 its feature sizes,
+    which sam2 hard-codes for 1024, are set for that size (S/4, S/8, S/16), as its own code computes them."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(sam2_reference_model(checkpoint))
+    size = predictor.model.image_size
+    predictor._bb_feat_sizes = [(size // s, size // s) for s in (4, 8, 16)]
+    return predictor
 
 
 def make_efficientvit_sam_checkpoint(path: Path, variant: str = "l0", wrapped: bool = False) -> Path:
@@ -426,7 +457,9 @@ def assert_generators_agree(
 
         from segedge.runtime.sam2 import Sam2
 
-        ref = SAM2AutomaticMaskGenerator(sam2_reference_model(checkpoint), **kw).generate(image)
+        generator = SAM2AutomaticMaskGenerator(sam2_reference_model(checkpoint), **kw)
+        generator.predictor = sam2_image_predictor(checkpoint)  # the feature sizes of the checkpoint's image size
+        ref = generator.generate(image)
         ours = SamAutomaticMaskGenerator(Sam2(folder, backend=backend, precision="f32"), **kw).generate(image)
     elif hq:
         from segment_anything_hq import SamAutomaticMaskGenerator as Reference

@@ -35,11 +35,9 @@ CASES = [
 
 def _reference(checkpoint):
     """sam2's SAM2ImagePredictor, the model built and loaded by sam2's own build_sam2 (not segedge's loader)."""
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from helpers import sam2_image_predictor
 
-    from helpers import sam2_reference_model
-
-    return SAM2ImagePredictor(sam2_reference_model(checkpoint))
+    return sam2_image_predictor(checkpoint)
 
 
 def _compare(ref, ours, case):
@@ -184,6 +182,12 @@ def test_wrong_checkpoints_and_prompts_are_clear(sam2_tiny_folder, sam_tiny_ckpt
 
     with pytest.raises(CheckpointError, match="a SAM 1 checkpoint: use `segedge export sam`"):
         export_sam2(sam_tiny_ckpt, tmp_path / "x")
+    for size in (500, 128, 4096):  # refused before the checkpoint is read (a SAM 1 file here)
+        with pytest.raises(
+            CheckpointError, match=f"--imgsz for SAM 2 must be a multiple of 32 from 256 to 2048.*{size}"
+        ):
+            export_sam2(sam_tiny_ckpt, tmp_path / "x", image_size=size)
+    assert not (tmp_path / "x").exists()
     model = Sam2(sam2_tiny_folder, "onnxruntime", precision="f32")
     with pytest.raises(SegedgeError, match="no image is set"):
         model.predict(point_coords=[[1, 1]], point_labels=[1])
@@ -194,7 +198,7 @@ def test_wrong_checkpoints_and_prompts_are_clear(sam2_tiny_folder, sam_tiny_ckpt
         (dict(box=[500, 10, 100, 20]), "empty or inverted"),
         (dict(point_coords=[[1, 1]]), "point_labels must be given"),
         (dict(), "give point_coords"),
-        (dict(mask_input=np.zeros((3, 64, 64))), "mask_input must be"),
+        (dict(mask_input=np.zeros((3, 64, 64))), r"mask_input must be low-res logits of shape \(1, 128, 128\)"),
     ):
         with pytest.raises(PromptError, match=words):
             model.predict(**kwargs)

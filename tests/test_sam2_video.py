@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import mask_iou, one_error_line, run_cli, run_segedge, sam2_config
+from helpers import mask_iou, one_error_line, run_cli, run_segedge, sam2_config, sam2_image_size
 from segedge.bench.video_reference import pan_clip, sam2_video_predictor
 from segedge.runtime.sam2_memory import (
     TrackedFrames,
@@ -165,11 +165,14 @@ def test_memory_graphs_match_sam2(model, sam2_tiny_folder, backend):
     folder = load_model_folder(sam2_tiny_folder)
     video = folder.manifest.params["video"]
     assert [(g["frames"], g["pointers"]) for g in video["memory_graphs"]] == [(7, 16), (8, 17)]
+    size = model.image_size
+    grid, low_side = size // 16, size // 4  # sam2's model, at the test checkpoint's size (512: 32 and 128)
+    assert folder.manifest.preprocess["size"] == [size, size] and grid == model.sam_image_embedding_size
     g = torch.Generator().manual_seed(3)
-    vision = torch.randn(1, 256, 64, 64, generator=g)
+    vision = torch.randn(1, 256, grid, grid, generator=g)
     for spec in video["memory_graphs"]:
         frames, pointers = spec["frames"], spec["pointers"]
-        memory = torch.randn(frames, 64, 64, 64, generator=g)
+        memory = torch.randn(frames, 64, grid, grid, generator=g)
         tpos_index = torch.tensor([6, 4, 5] + [0] * (frames - 3))
         valid = torch.tensor([1.0, 1.0, 1.0] + [0.0] * (frames - 3))
         ptrs = torch.randn(pointers, 256, generator=g)
@@ -179,7 +182,7 @@ def test_memory_graphs_match_sam2(model, sam2_tiny_folder, backend):
         ptr_valid = torch.zeros(pointers)
         ptr_valid[:4] = 1
         with torch.no_grad():
-            mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, 64, 64, 64)).flatten(2).permute(2, 0, 1)
+            mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, 64, grid, grid)).flatten(2).permute(2, 0, 1)
             parts = [memory[i : i + 1].flatten(2).permute(2, 0, 1) for i in range(3)]
             pos = [mem_pos + model.maskmem_tpos_enc[tpos_index[i]] for i in range(3)]
             obj = ptrs[:4].reshape(4, 1, 4, 64).permute(0, 2, 1, 3).flatten(0, 1)
@@ -192,7 +195,7 @@ def test_memory_graphs_match_sam2(model, sam2_tiny_folder, backend):
                 memory_pos=torch.cat(pos + [obj_pos]),
                 num_obj_ptr_tokens=16,
             )
-            expected = expected.permute(1, 2, 0).reshape(1, 256, 64, 64).numpy()
+            expected = expected.permute(1, 2, 0).reshape(1, 256, grid, grid).numpy()
         attention = open_backend(folder, spec["graph"], backend=backend, precision="f32", cache_dir=False)
         got = attention.run(
             {
@@ -210,14 +213,14 @@ def test_memory_graphs_match_sam2(model, sam2_tiny_folder, backend):
         assert err < 1e-3, err
 
     encoder = open_backend(folder, "memory_encoder", backend=backend, precision="f32", cache_dir=False)
-    low = torch.randn(1, 1, 256, 256, generator=g) * 4
+    low = torch.randn(1, 1, low_side, low_side, generator=g) * 4
     model.binarize_mask_from_pts_for_mem_enc = True
     for binarize in (False, True):
         for score in (2.5, -1.5):
-            high = torch.nn.functional.interpolate(low, size=(1024, 1024), mode="bilinear", align_corners=False)
+            high = torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
             with torch.no_grad():
                 expected, _ = model._encode_new_memory(
-                    [vision.flatten(2).permute(2, 0, 1)], [(64, 64)], high, torch.tensor([[score]]), binarize
+                    [vision.flatten(2).permute(2, 0, 1)], [(grid, grid)], high, torch.tensor([[score]]), binarize
                 )
             got = encoder.run(
                 {
@@ -266,11 +269,18 @@ EVENTS = [
 SHORT = EVENTS[:2] + [("propagate", dict(max_frame_num_to_track=4))]  # a prefix of EVENTS' results
 
 
+def _reference_predictor(checkpoint):
+    """sam2's SAM2VideoPredictor (built by sam2's build_sam2_video_predictor, on the CPU) for the test checkpoint,
+    at its image size, hole filling off (tested on its own below)."""
+    size = sam2_image_size(checkpoint)
+    predictor = sam2_video_predictor(checkpoint, config=sam2_config(checkpoint), fill_hole_area=0, image_size=size)
+    assert predictor.image_size == size and predictor.sam_image_embedding_size == size // 16
+    return predictor
+
+
 @pytest.fixture(scope="module")
 def reference_results(sam2_tiny_ckpt, clip):
-    return _session(
-        sam2_video_predictor(sam2_tiny_ckpt, config=sam2_config(sam2_tiny_ckpt), fill_hole_area=0), clip, EVENTS
-    )
+    return _session(_reference_predictor(sam2_tiny_ckpt), clip, EVENTS)
 
 
 @pytest.mark.slow
@@ -468,9 +478,7 @@ def test_mask_prompt_agrees_with_sam2_video_predictor(sam2_tiny_ckpt, sam2_tiny_
         ("propagate", dict(max_frame_num_to_track=3)),
     ]
     ours = _session(Sam2Video(sam2_tiny_folder, "openvino", precision="f32", fill_hole_area=0), clip, events)
-    reference = _session(
-        sam2_video_predictor(sam2_tiny_ckpt, config=sam2_config(sam2_tiny_ckpt), fill_hole_area=0), clip, events
-    )
+    reference = _session(_reference_predictor(sam2_tiny_ckpt), clip, events)
     assert ours.keys() == reference.keys() == {(0, 1), (1, 1), (1, 2), (1, 3), (1, 4)}
     ious = [mask_iou(reference[k][1][0], ours[k][1][0]) for k in reference]
     fills = [float(reference[k][1][0].mean()) for k in reference]

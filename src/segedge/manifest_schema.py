@@ -318,17 +318,19 @@ def _check_split_decoder(
     extra_inputs: tuple = (),
     extra_outputs: tuple = (),
     masks: int = 4,
+    grid: int = 64,
 ) -> None:
-    """The optional per-image / per-prompt halves of the decoder (folders exported before them lack them)."""
+    """The optional per-image / per-prompt halves of the decoder (folders exported before them lack them);
+    ``grid``: the image embedding's side (64; S/16 for a SAM 2 exported at S pixels), low-res masks 4x that."""
     split = [g for g in ("decoder_image", "decoder_prompt", "decoder_prompt_batch") if g in shapes]
     if not split:
         return
     wanted = ["decoder_image", "decoder_prompt"] + (["decoder_prompt_batch"] if batch > 1 else [])
     if sorted(split) != sorted(wanted):
         f.fail("graphs", f"has {', '.join(split)}, but a split decoder needs exactly {', '.join(wanted)}")
-    _shape(f, shapes, "decoder_image", image_input, (1, 256, 64, 64), what)
-    tokens = _shape(f, shapes, "decoder_image", "image_tokens", (1, 4096, 256), what)
-    heads = _shape(f, shapes, "decoder_image", "t2i_keys", (1, None, 4096, None), what)
+    _shape(f, shapes, "decoder_image", image_input, (1, 256, grid, grid), what)
+    tokens = _shape(f, shapes, "decoder_image", "image_tokens", (1, grid * grid, 256), what)
+    heads = _shape(f, shapes, "decoder_image", "t2i_keys", (1, None, grid * grid, None), what)
     projections = ("t2i_keys", "t2i_values", "i2t_queries")
     for name in projections:
         _shape(f, shapes, "decoder_image", name, heads, what)
@@ -340,7 +342,7 @@ def _check_split_decoder(
             (
                 ("point_coords", (b, slots, 2)),
                 ("point_labels", (b, slots)),
-                ("low_res_masks", (b, masks, 256, 256)),
+                ("low_res_masks", (b, masks, 4 * grid, 4 * grid)),
                 ("iou_predictions", (b, 4)),
             )
             + extra_inputs
@@ -360,18 +362,23 @@ def _check_sam2(f: _Fields, data: dict, shapes) -> None:
     for key in ("mean", "std"):
         f.get(pre, key, f"preprocess.{key}")
     size = _check_preprocess(f, data)
+    if size % 32:
+        f.fail("preprocess.size", f"is {size}, but SAM 2 runs at a multiple of 32 pixels (1024 is its own)")
+    g, low = size // 16, size // 4  # the image embedding's grid and the low-res masks' side: 64 and 256 at 1024
+    if f.integer(params.get("low_res_size", low), "params.low_res_size") != low:
+        f.fail("params.low_res_size", f"must be a quarter of preprocess.size ({low})")
     feats = (
-        ("image_embed", (1, 256, 64, 64)),
-        ("high_res_feats_0", (1, 32, 256, 256)),
-        ("high_res_feats_1", (1, 64, 128, 128)),
+        ("image_embed", (1, 256, g, g)),
+        ("high_res_feats_0", (1, 32, low, low)),
+        ("high_res_feats_1", (1, 64, 2 * g, 2 * g)),
     )
     _shape(f, shapes, "encoder", "image", (1, 3, size, size), what)
     for name, shape in feats + (
         ("point_coords", (1, slots, 2)),
         ("point_labels", (1, slots)),
-        ("mask_input", (1, 1, 256, 256)),
+        ("mask_input", (1, 1, low, low)),
         ("has_mask_input", (1,)),
-        ("low_res_masks", (1, 4, 256, 256)),
+        ("low_res_masks", (1, 4, low, low)),
         ("iou_predictions", (1, 4)),
         ("object_score_logits", (1, 1)),
     ):
@@ -386,13 +393,16 @@ def _check_sam2(f: _Fields, data: dict, shapes) -> None:
         image_input="image_embed",
         extra_inputs=feats[1:],
         extra_outputs=(("object_score_logits", (1, 1)),),
+        grid=g,
     )
     if "video" in params:
-        _check_sam2_video(f, f.mapping(params["video"], "params.video"), shapes)
+        _check_sam2_video(f, f.mapping(params["video"], "params.video"), shapes, size)
 
 
-def _check_sam2_video(f: _Fields, video: dict, shapes) -> None:
-    """``params.video`` and the video graphs' shapes (:mod:`segedge.export.sam2_video`)."""
+def _check_sam2_video(f: _Fields, video: dict, shapes, size: int) -> None:
+    """``params.video`` and the video graphs' shapes (:mod:`segedge.export.sam2_video`) for a model of ``size``
+    pixels a side."""
+    g, low = size // 16, size // 4
     what = "SAM 2 video"
     v = "params.video"
     ints = {}
@@ -419,7 +429,7 @@ def _check_sam2_video(f: _Fields, video: dict, shapes) -> None:
     no_obj = video.get("no_obj_ptr")
     if no_obj is not None:
         f.numbers(no_obj, f"{v}.no_obj_ptr", hidden)
-    _shape(f, shapes, "encoder", "vision_feat", (1, hidden, 64, 64), what)
+    _shape(f, shapes, "encoder", "vision_feat", (1, hidden, g, g), what)
     _shape(f, shapes, "decoder", "obj_ptr", (1, 4, hidden), what)
     specs = f.get(video, "memory_graphs", f"{v}.memory_graphs")
     if not isinstance(specs, list) or not specs:
@@ -434,28 +444,28 @@ def _check_sam2_video(f: _Fields, video: dict, shapes) -> None:
             f.get(spec, "pointers", f"{v}.memory_graphs[{i}].pointers"), f"{v}.memory_graphs[{i}].pointers", 1, 128
         )
         for name, shape in (
-            ("vision_feat", (1, hidden, 64, 64)),
-            ("memory", (frames, mem, 64, 64)),
+            ("vision_feat", (1, hidden, g, g)),
+            ("memory", (frames, mem, g, g)),
             ("memory_tpos", (frames,)),
             ("memory_valid", (frames,)),
             ("obj_ptrs", (ptrs, hidden)),
             ("obj_ptr_tpos", (ptrs, ints["tpos_dim"])),
             ("obj_ptr_valid", (ptrs,)),
-            ("pix_feat", (1, hidden, 64, 64)),
+            ("pix_feat", (1, hidden, g, g)),
         ):
             _shape(f, shapes, graph, name, shape, what)
     if (specs[-1].get("frames"), specs[-1].get("pointers")) != (ints["memory_frames"], ints["pointer_slots"]):
         f.fail(f"{v}.memory_graphs", "must end with the graph of memory_frames and pointer_slots")
     for name, shape in (
-        ("vision_feat", (1, hidden, 64, 64)),
-        ("mask_logits", (1, 1, 256, 256)),
+        ("vision_feat", (1, hidden, g, g)),
+        ("mask_logits", (1, 1, low, low)),
         ("object_score_logits", (1, 1)),
         ("binarize", (1,)),
-        ("maskmem_features", (1, mem, 64, 64)),
+        ("maskmem_features", (1, mem, g, g)),
     ):
         _shape(f, shapes, "memory_encoder", name, shape, what)
-    _shape(f, shapes, "mask_downsample", "mask", (1, 1, 1024, 1024), what)
-    _shape(f, shapes, "mask_downsample", "mask_prompt", (1, 1, 256, 256), what)
+    _shape(f, shapes, "mask_downsample", "mask", (1, 1, size, size), what)
+    _shape(f, shapes, "mask_downsample", "mask_prompt", (1, 1, low, low), what)
 
 
 def _check_clip(f: _Fields, data: dict, shapes) -> None:

@@ -181,18 +181,18 @@ def sam_reference(checkpoint, images, prompts, runs, warmup, progress=None, thre
     return _timed_runs(images, runs, warmup, progress, one)
 
 
-def sam2_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
+def sam2_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None, image_size=1024):
     """``(stages, end_to_end, masks)`` for sam2's ``SAM2ImagePredictor``: its transforms, the encoder (what
-    ``set_image`` runs after them), the decoder per prompt."""
+    ``set_image`` runs after them), the decoder per prompt; the model at ``image_size`` pixels (the folder's)."""
     import torch
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from segedge.export.sam2_arch import load_sam2
+    from segedge.export.sam2_arch import feature_grids, load_sam2
 
-    model, _ = load_sam2(checkpoint)
+    model, _ = load_sam2(checkpoint, image_size)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     predictor = SAM2ImagePredictor(model)
-    sizes = predictor._bb_feat_sizes
+    predictor._bb_feat_sizes = sizes = feature_grids(image_size)  # sam2 hard-codes 1024's
 
     def one(i, image):
         with torch.no_grad():
@@ -225,21 +225,22 @@ def sam2_reference(checkpoint, images, prompts, runs, warmup, progress=None, thr
 
 
 def sam_everything_reference(
-    checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None, sam2: bool = False
+    checkpoint, images, points_per_side, runs, warmup, progress=None, threads=None, sam2: bool = False, image_size=1024
 ):
     """``(stages, end_to_end, masks)`` for segment-anything's ``SamAutomaticMaskGenerator`` (``sam2``: sam2's
-    ``SAM2AutomaticMaskGenerator``) with its defaults, no crops, on each image: the whole generation,
-    encoder included."""
+    ``SAM2AutomaticMaskGenerator``, the model at ``image_size`` pixels) with its defaults, no crops, on each
+    image: the whole generation, encoder included."""
     import torch
 
     if sam2:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        from segedge.export.sam2_arch import load_sam2
+        from segedge.export.sam2_arch import feature_grids, load_sam2
 
-        model, _ = load_sam2(checkpoint)
+        model, _ = load_sam2(checkpoint, image_size)
         torch.set_num_threads(threads or os.cpu_count() or 1)
         generator = SAM2AutomaticMaskGenerator(model, points_per_side=points_per_side)
+        generator.predictor._bb_feat_sizes = feature_grids(image_size)  # sam2 hard-codes 1024's
     else:
         reference = _sam_on_threads(checkpoint, threads)
         generator = reference.generator_class(reference.model, points_per_side=points_per_side)

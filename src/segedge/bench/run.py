@@ -155,12 +155,21 @@ def run_benchmark(
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     if everything:
         ref_stages, ref_e2e, ref_masks = sam_everything_reference(
-            checkpoint, arrays, everything, runs, warmup, bar, threads, sam2=manifest.family == "sam2"
+            checkpoint,
+            arrays,
+            everything,
+            runs,
+            warmup,
+            bar,
+            threads,
+            sam2=manifest.family == "sam2",
+            image_size=int(manifest.preprocess["size"][0]),
         )
     elif manifest.family == "fastsam":
         ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
     elif manifest.family == "sam2":
-        ref_stages, ref_e2e, ref_masks = sam2_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
+        size = int(manifest.preprocess["size"][0])
+        ref_stages, ref_e2e, ref_masks = sam2_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads, size)
     else:
         ref_stages, ref_e2e, ref_masks = sam_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
     rows = [

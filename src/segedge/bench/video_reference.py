@@ -27,10 +27,12 @@ def sam2_video_predictor(
     threads: int | None = None,
     config: str | None = None,
     fill_hole_area: int = SAM2_FILL_HOLE_AREA,
+    image_size: int = 1024,
 ):
     """The CPU ``SAM2VideoPredictor`` for a SAM 2 / 2.1 checkpoint, loaded strictly by sam2. ``config``: sam2's config
     file (``configs/sam2.1/sam2.1_hiera_t.yaml`` ...; default: recognised from the weights' shapes by segedge);
-    ``fill_hole_area``: the largest hole filled, in low-res (256x256) mask pixels, 0 for none."""
+    ``fill_hole_area``: the largest hole filled, in low-res (256x256) mask pixels, 0 for none; ``image_size``: the
+    square the model runs at (1024, SAM 2's own; another for a folder exported with ``--imgsz``)."""
     import torch
     from sam2 import sam2_video_predictor as official
     from sam2.build_sam import build_sam2_video_predictor
@@ -57,7 +59,11 @@ def sam2_video_predictor(
 
         config = infer_arch(load_state_dict(checkpoint)).config
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    predictor = build_sam2_video_predictor(config, str(checkpoint), device="cpu")
+    from segedge.export.sam2_arch import size_overrides
+
+    predictor = build_sam2_video_predictor(
+        config, str(checkpoint), device="cpu", hydra_overrides_extra=size_overrides(image_size)
+    )
     predictor.__class__ = CpuSam2VideoPredictor
     predictor.fill_hole_area = int(fill_hole_area)  # what sam2 reads before each frame's filling
     torch.set_grad_enabled(False)

@@ -69,6 +69,7 @@ def _export(args) -> int:
             prompt_slots=args.prompt_slots,
             video=not args.no_video,
             cond_frames=args.cond_frames,
+            image_size=args.imgsz,
             simplify=not args.no_simplify,
             overwrite=args.overwrite,
         )
@@ -210,6 +211,13 @@ def register(sub) -> None:
         "to the temporally closest, as SAM 2's max_cond_frames_in_attn); each adds 6%% to a tracked frame's time",
     )
     s2.add_argument("--no-video", action="store_true", help="images only: leave out the video-tracking graphs")
+    s2.add_argument(
+        "--imgsz",
+        type=int,
+        default=1024,
+        help="square input size in pixels, multiple of 32 from 256 to 2048 (default 1024, SAM 2's own; another "
+        "size only for a checkpoint trained at it: the weights do not record it)",
+    )
 
     cl = exp_sub.add_parser(
         "clip",

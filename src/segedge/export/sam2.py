@@ -2,7 +2,7 @@
 
 See :mod:`segedge.export.sam2_modules` for the graphs and :mod:`segedge.export.sam2_arch` for how a
 checkpoint is recognised. Preprocessing is SAM2Transforms': the RGB image scaled to [0, 1], resized to
-1024x1024 (aspect ratio not kept; bilinear with antialiasing, as torchvision's ``Resize`` on a tensor),
+1024x1024 (or the size given to ``--imgsz``; aspect ratio not kept; bilinear with antialiasing, as torchvision's ``Resize`` on a tensor),
 normalised with ImageNet's mean and std; written into the manifest like the other families.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
-from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, load_sam2
+from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, check_image_size, load_sam2
 from segedge.manifest import Manifest
 
 DEFAULT_SLOTS = 16  # a box (2) + up to 13 points + SAM 2's "not a point" token
@@ -37,13 +37,16 @@ def export_sam2(
     prompt_slots: int = DEFAULT_SLOTS,
     video: bool = True,
     cond_frames: int = DEFAULT_COND_FRAMES,
+    image_size: int = IMAGE_SIZE,
     simplify: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Export a SAM 2 / 2.1 checkpoint (any Hiera size, recognised from the weights) to a model folder.
 
     ``video``: also write the graphs video tracking runs (:mod:`segedge.export.sam2_video`), with a
-    memory bank of ``cond_frames`` prompted frames plus SAM 2's ``num_maskmem - 1`` recent ones."""
+    memory bank of ``cond_frames`` prompted frames plus SAM 2's ``num_maskmem - 1`` recent ones.
+    ``image_size``: the square SAM 2 runs at, pixels (1024, its own; a multiple of 32 from 256 to 2048, for
+    checkpoints trained at another size: every grid scales with it, S/16 a side for the image embedding)."""
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
@@ -51,12 +54,14 @@ def export_sam2(
     from segedge.export.sam2_video import Sam2TrackDecoder, write_video_graphs
     from segedge.export.sam_decoder import DecoderImageSide
 
+    check_image_size(image_size)
     if prompt_slots < 3:
         raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM 2's pad token), got {prompt_slots}")
     if video and not 2 <= cond_frames <= 16:
         raise CheckpointError(f"--cond-frames must be between 2 and 16 (SAM 2 selects at least 2), got {cond_frames}")
-    model, arch = load_sam2(checkpoint)
-    image = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    model, arch = load_sam2(checkpoint, image_size)
+    image = torch.zeros(1, 3, image_size, image_size)
+    low_res = image_size // 4
     encoder = Sam2ImageEncoder(model).eval()
     with torch.no_grad():
         encoded = encoder(image)
@@ -65,7 +70,7 @@ def export_sam2(
         *feats,
         torch.zeros(1, prompt_slots, 2),
         torch.full((1, prompt_slots), -2.0),
-        torch.zeros(1, 1, 256, 256),
+        torch.zeros(1, 1, low_res, low_res),
         torch.zeros(1),
     )
     ckpt = Path(checkpoint)
@@ -111,7 +116,7 @@ def export_sam2(
             graphs=graphs,
             preprocess={
                 "kind": "resize_square",
-                "size": [IMAGE_SIZE, IMAGE_SIZE],
+                "size": [image_size, image_size],
                 "resize": "torch_bilinear_antialias",
                 "scale": 1 / 255,
                 "mean": list(IMAGENET_MEAN),
@@ -124,7 +129,7 @@ def export_sam2(
                 "prompt_slots": prompt_slots,
                 "empty_slot_label": -2,
                 "mask_threshold": 0.0,
-                "low_res_size": 256,
+                "low_res_size": low_res,
                 "low_res_clamp": 32.0,
                 "version": arch.version,
                 "pred_obj_scores": bool(dec.pred_obj_scores),

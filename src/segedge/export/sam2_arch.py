@@ -26,7 +26,7 @@ HIERA = {
     "base_plus": (112, 24, "hiera_b+"),
     "large": (144, 48, "hiera_l"),
 }
-IMAGE_SIZE = 1024
+IMAGE_SIZE = 1024  # SAM 2's own; a checkpoint does not record it (the weights are the same at any size)
 #: ``build_sam2(..., apply_postprocessing=True)``: what SAM2ImagePredictor runs with
 POSTPROCESSING = {
     "dynamic_multimask_via_stability": True,
@@ -101,8 +101,42 @@ def infer_arch(state: dict) -> Sam2Arch:
     return Sam2Arch(variant, version)
 
 
-def build_sam2(arch: Sam2Arch, state: dict | None = None):
-    """The official ``SAM2Base`` module for ``arch`` (eval mode, CPU), loaded from ``state`` when given."""
+def check_image_size(image_size: int) -> int:
+    """``image_size`` if SAM 2 can run at it (a multiple of 32 from 256 to 2048: Hiera's last stage has stride
+    32), else a :class:`CheckpointError` saying so."""
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or not 256 <= image_size <= 2048
+        or image_size % 32
+    ):
+        raise CheckpointError(
+            f"--imgsz for SAM 2 must be a multiple of 32 from 256 to 2048 (1024 is SAM 2's own), got {image_size!r}"
+        )
+    return image_size
+
+
+def size_overrides(image_size: int = IMAGE_SIZE) -> list[str]:
+    """hydra overrides for sam2's configs that build the model at ``image_size`` pixels a side: the model's
+    ``image_size`` and its memory attention's RoPE grid (``image_size / 16``); none at SAM 2's own 1024."""
+    if image_size == IMAGE_SIZE:
+        return []
+    grid = image_size // 16
+    return [f"++model.image_size={image_size}"] + [
+        f"++model.memory_attention.layer.{attn}.feat_sizes=[{grid},{grid}]"
+        for attn in ("self_attention", "cross_attention")
+    ]
+
+
+def feature_grids(image_size: int) -> list[tuple[int, int]]:
+    """``SAM2ImagePredictor._bb_feat_sizes`` for a model of ``image_size`` pixels (sam2 hard-codes 1024's
+    ``[(256, 256), (128, 128), (64, 64)]``): S/4, S/8, S/16 a side."""
+    return [(image_size // s, image_size // s) for s in (4, 8, 16)]
+
+
+def build_sam2(arch: Sam2Arch, state: dict | None = None, image_size: int = IMAGE_SIZE):
+    """The official ``SAM2Base`` module for ``arch`` (eval mode, CPU) at ``image_size`` pixels a side, loaded
+    from ``state`` when given."""
     try:
         from hydra import compose
         from hydra.utils import instantiate
@@ -112,7 +146,7 @@ def build_sam2(arch: Sam2Arch, state: dict | None = None):
     except ImportError as exc:
         raise CheckpointError(f"{INSTALL_HINT} ({exc.name} is missing)") from None
     overrides = [f"++model.sam_mask_decoder_extra_args.{k}={str(v).lower()}" for k, v in POSTPROCESSING.items()]
-    cfg = compose(config_name=arch.config, overrides=overrides)
+    cfg = compose(config_name=arch.config, overrides=overrides + size_overrides(check_image_size(image_size)))
     OmegaConf.resolve(cfg)
     model = instantiate(cfg.model, _recursive_=True)
     if state is not None:
@@ -120,8 +154,9 @@ def build_sam2(arch: Sam2Arch, state: dict | None = None):
     return model.eval()
 
 
-def load_sam2(checkpoint: str | os.PathLike):
-    """``(model, arch)`` from a checkpoint file."""
+def load_sam2(checkpoint: str | os.PathLike, image_size: int = IMAGE_SIZE):
+    """``(model, arch)`` from a checkpoint file, built for ``image_size`` pixels a side."""
+    check_image_size(image_size)  # before the checkpoint is read
     state = load_state_dict(checkpoint)
     arch = infer_arch(state)
-    return build_sam2(arch, state), arch
+    return build_sam2(arch, state, image_size), arch

@@ -4,7 +4,8 @@ Encoder: ``image (1, 3, 1024, 1024)`` (SAM2Transforms' output) -> ``image_embed 
 (``no_mem_embed`` added, as ``SAM2ImagePredictor.set_image`` does), ``high_res_feats_0 (1, 32, 256, 256)``
 and ``high_res_feats_1 (1, 64, 128, 128)`` (already through the decoder's ``conv_s0`` / ``conv_s1``), and
 ``vision_feat (1, 256, 64, 64)``, the top-level feature without ``no_mem_embed``, which video tracking
-reads (:mod:`segedge.export.sam2_video`).
+reads (:mod:`segedge.export.sam2_video`). Shapes are given at SAM 2's own 1024 pixels; a model exported at
+another size S (``--imgsz``) has grids of S/4, S/8 and S/16 and low-res masks of S/4 a side.
 
 Decoder (``decoder``): those three, ``point_coords (1, S, 2)`` xy in the 1024 frame, ``point_labels (1, S)``,
 ``mask_input (1, 1, 256, 256)``, ``has_mask_input (1,)`` -> ``low_res_masks (1, 4, 256, 256)``,
@@ -23,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segedge.export.sam2_arch import feature_grids
 from segedge.export.sam_decoder import (
     DecoderModule,
     hypernetwork_masks,
@@ -30,8 +32,6 @@ from segedge.export.sam_decoder import (
     prompt_embeddings,
     prompt_side_transformer,
 )
-
-FEATURE_SIZES = ((256, 256), (128, 128), (64, 64))
 
 
 class Sam2ImageEncoder(nn.Module):
@@ -45,8 +45,9 @@ class Sam2ImageEncoder(nn.Module):
         raw = vision_feats[-1]
         if self.model.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-        feats = [feat.permute(1, 2, 0).reshape(1, -1, *size) for feat, size in zip(vision_feats, FEATURE_SIZES)]
-        return feats[2], feats[0], feats[1], raw.permute(1, 2, 0).reshape(1, -1, *FEATURE_SIZES[2])
+        sizes = feature_grids(self.model.image_size)
+        feats = [feat.permute(1, 2, 0).reshape(1, -1, *size) for feat, size in zip(vision_feats, sizes)]
+        return feats[2], feats[0], feats[1], raw.permute(1, 2, 0).reshape(1, -1, *sizes[2])
 
 
 def decoder_parts(model: nn.Module) -> tuple:

@@ -2,8 +2,9 @@
 besides the image encoder and the prompt decoder (:mod:`segedge.export.sam2_modules`).
 
 All tensors are for one object (SAM 2's video predictor also runs each object on its own). Feature
-maps are the 64x64 grid of the 1024-pixel model frame; "vision_feat" is the image encoder's top-level
-feature *without* ``no_mem_embed`` (SAM2Base's ``current_vision_feats[-1]``).
+maps are the 64x64 grid of the 1024-pixel model frame (shapes below are at 1024; a model exported at S pixels has
+an S/16 grid and S/4 low-res masks); "vision_feat" is the image encoder's top-level feature *without*
+``no_mem_embed`` (SAM2Base's ``current_vision_feats[-1]``).
 
 Memory encoder (``memory_encoder``): ``vision_feat (1, 256, 64, 64)``, ``mask_logits (1, 1, 256, 256)``
 (the low-res mask logits of the frame; upsampled to 1024 inside, as SAM 2 does before encoding),
@@ -41,10 +42,6 @@ from torch import nn
 
 from segedge.export.common import export_graph
 from segedge.export.sam2_modules import Sam2PromptDecoder, _heads_out
-
-GRID = 64  # the 1024-pixel frame's stride-16 feature grid
-LOW_RES = 256
-IMAGE_SIZE = 1024
 
 
 def rope_tables(attn: nn.Module, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,18 +101,19 @@ class MemoryAttentionGraph(nn.Module):
         self.attention = model.memory_attention
         self.frames, self.pointers, self.chunks = frames, pointers, chunks
         self.hidden, self.mem_dim = model.hidden_dim, model.mem_dim
+        self.grid = grid = model.sam_image_embedding_size  # the stride-16 feature grid: 64 a side at 1024
         self.split = self.hidden // self.mem_dim  # tokens per pointer
         self.maskmem_tpos_enc = model.maskmem_tpos_enc  # (num_maskmem, 1, 1, mem_dim)
         self.obj_ptr_tpos_proj = model.obj_ptr_tpos_proj
         self.add_tpos = model.add_tpos_enc_to_obj_ptrs
         with torch.no_grad():  # sine encodings: they depend on the grid's size only
-            curr_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, self.hidden, GRID, GRID))
-            mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, self.mem_dim, GRID, GRID))
+            curr_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, self.hidden, grid, grid))
+            mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, self.mem_dim, grid, grid))
         self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2).contiguous())  # (1, 4096, 256)
         self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2)[0].contiguous())  # (4096, 64)
         layer = self.attention.layers[0]
         for name, attn in (("self", layer.self_attn), ("cross", layer.cross_attn_image)):
-            cos, sin = rope_tables(attn, GRID * GRID)
+            cos, sin = rope_tables(attn, grid * grid)
             self.register_buffer(f"{name}_cos", cos)
             self.register_buffer(f"{name}_sin", sin)
 
@@ -132,10 +130,10 @@ class MemoryAttentionGraph(nn.Module):
         else:
             ptr_pos = torch.zeros_like(obj_ptr_tpos[:, : self.mem_dim])
         ptr_pos = ptr_pos.repeat_interleave(self.split, dim=0)
-        keys = torch.cat([tokens.reshape(f * GRID * GRID, self.mem_dim), ptrs], dim=0).unsqueeze(0)
-        keys_pos = torch.cat([pos.reshape(f * GRID * GRID, self.mem_dim), ptr_pos], dim=0).unsqueeze(0)
+        keys = torch.cat([tokens.reshape(f * self.grid**2, self.mem_dim), ptrs], dim=0).unsqueeze(0)
+        keys_pos = torch.cat([pos.reshape(f * self.grid**2, self.mem_dim), ptr_pos], dim=0).unsqueeze(0)
         valid = torch.cat(
-            [memory_valid.repeat_interleave(GRID * GRID), obj_ptr_valid.repeat_interleave(self.split)], dim=0
+            [memory_valid.repeat_interleave(self.grid**2), obj_ptr_valid.repeat_interleave(self.split)], dim=0
         )
         bias = torch.where(valid > 0.5, torch.zeros_like(valid), torch.full_like(valid, float("-inf")))
         return keys, keys_pos, bias
@@ -148,14 +146,14 @@ class MemoryAttentionGraph(nn.Module):
         out = vision_feat.flatten(2).transpose(1, 2)  # (1, 4096, 256)
         if att.pos_enc_at_input:
             out = out + 0.1 * self.curr_pos
-        n_rope = self.frames * GRID * GRID
+        n_rope = self.frames * self.grid**2
         for layer in att.layers:
             out = out + self._self_attention(layer, out)
             out = out + self._cross_attention(layer, out, keys, keys_pos, bias, n_rope)
             hidden = layer.norm3(out)
             out = out + layer.linear2(layer.activation(layer.linear1(hidden)))
         out = att.norm(out)
-        return out.transpose(1, 2).reshape(1, self.hidden, GRID, GRID)
+        return out.transpose(1, 2).reshape(1, self.hidden, self.grid, self.grid)
 
     def _self_attention(self, layer, tgt):
         a = layer.self_attn
@@ -177,7 +175,7 @@ class MemoryAttentionGraph(nn.Module):
         qh, kh = _heads(a.q_proj(q), a.num_heads), _heads(a.k_proj(k), a.num_heads)
         qh = rotate(qh, self.cross_cos, self.cross_sin)
         # the memory frames' keys rotate with the query grid's tables, repeated per frame; pointers do not
-        reps = n_rope // (GRID * GRID)
+        reps = n_rope // (self.grid**2)
         k_rope = rotate(kh[:, :, :n_rope], self.cross_cos.repeat(reps, 1), self.cross_sin.repeat(reps, 1))
         kh = torch.cat([k_rope, kh[:, :, n_rope:]], dim=2)
         return a.out_proj(_attend(qh, kh, keys.unsqueeze(1), bias, self.chunks, v_proj=a.v_proj))
@@ -191,9 +189,12 @@ class MemoryEncoderGraph(nn.Module):
         self.encoder = model.memory_encoder
         self.scale, self.bias = float(model.sigmoid_scale_for_mem_enc), float(model.sigmoid_bias_for_mem_enc)
         self.no_obj_embed_spatial = model.no_obj_embed_spatial  # (1, mem_dim) or None
+        self.image_size = model.image_size
 
     def forward(self, vision_feat, mask_logits, object_score_logits, binarize):
-        high_res = F.interpolate(mask_logits, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+        high_res = F.interpolate(
+            mask_logits, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+        )
         mask = torch.where(binarize.reshape(1, 1, 1, 1) > 0.5, (high_res > 0).float(), torch.sigmoid(high_res))
         mask = mask * self.scale + self.bias
         enc = self.encoder
@@ -302,7 +303,8 @@ def write_video_graphs(model: nn.Module, vision_feat: torch.Tensor, folder, cond
     params = video_params(model, cond_frames)
     mem_dim = params["mem_dim"]
     graphs = {}
-    low = torch.zeros(1, 1, LOW_RES, LOW_RES)
+    size, grid = model.image_size, model.sam_image_embedding_size
+    low = torch.zeros(1, 1, size // 4, size // 4)
     graphs["memory_encoder"] = export_graph(
         MemoryEncoderGraph(model).eval(),
         (vision_feat, low, torch.ones(1, 1), torch.zeros(1)),
@@ -316,7 +318,7 @@ def write_video_graphs(model: nn.Module, vision_feat: torch.Tensor, folder, cond
         frames, pointers = spec["frames"], spec["pointers"]
         example = (
             vision_feat,
-            torch.zeros(frames, mem_dim, GRID, GRID),
+            torch.zeros(frames, mem_dim, grid, grid),
             torch.zeros(frames, dtype=torch.int64),
             torch.ones(frames),
             torch.zeros(pointers, params["hidden_dim"]),
@@ -334,7 +336,7 @@ def write_video_graphs(model: nn.Module, vision_feat: torch.Tensor, folder, cond
         )
     graphs["mask_downsample"] = export_graph(
         MaskDownsampleGraph(model).eval(),
-        (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),),
+        (torch.zeros(1, 1, size, size),),
         folder,
         "mask_downsample",
         ["mask"],

@@ -33,13 +33,11 @@ from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes, check_points, short
 from segedge.runtime.sam_common import EMPTY, PAD, SamPrediction, pixels_hash, state_nbytes
 
-LOW_RES = 256
-
 
 @dataclass(frozen=True)
 class Sam2Image:
     """One encoded image: ``image_embed (1, 256, 64, 64)``, ``high_res_feats`` ``(1, 32, 256, 256)`` and
-    ``(1, 64, 128, 128)`` float32, the original ``(H, W)`` and the sha256 of its pixels; ``decoder_image``:
+    ``(1, 64, 128, 128)`` float32 (at SAM 2's 1024 pixels; S/16, S/4 and S/8 a side at S), the original ``(H, W)`` and the sha256 of its pixels; ``decoder_image``:
     the split decoder's per-image tensors when the folder has one (see :class:`~segedge.runtime.sam.SamImage`).
     Immutable."""
 
@@ -55,7 +53,7 @@ class Sam2Image:
 
     @property
     def input_size(self) -> tuple[int, int]:  # for SamPrediction: SAM 2 has no padded frame
-        return (LOW_RES, LOW_RES)
+        return tuple(self.high_res_feats[0].shape[-2:])  # the low-res masks' size: S/4 a side
 
     @property
     def features(self) -> np.ndarray:
@@ -87,6 +85,8 @@ class Sam2(PerThreadImage, FolderModel):
         self.stability_delta = float(p.get("dynamic_multimask_stability_delta", 0.05))
         self.stability_thresh = float(p.get("dynamic_multimask_stability_thresh", 0.98))
         self.clamp = float(p.get("low_res_clamp", 32.0))
+        self.low_res = int(p.get("low_res_size", self.size // 4))  # low-res mask logits, S/4 a side (256 at 1024)
+        self.grid = self.size // 16  # the image embedding's grid (64 at 1024)
         self.encoder = self._compile("encoder")
         self.decoder = self._compile("decoder")
         self._compile_split_decoder(m)
@@ -317,12 +317,13 @@ class Sam2(PerThreadImage, FolderModel):
         if mask_input is None:
             return None
         arr = np.asarray(mask_input, dtype=np.float32)
-        if arr.shape == (LOW_RES, LOW_RES):
+        side = self.low_res
+        if arr.shape == (side, side):
             arr = arr[None]
-        if arr.shape == (1, 1, LOW_RES, LOW_RES):
+        if arr.shape == (1, 1, side, side):
             arr = arr[0]
-        if arr.shape != (1, LOW_RES, LOW_RES):
-            raise PromptError(f"mask_input must be low-res logits of shape (1, 256, 256), got {arr.shape}")
+        if arr.shape != (1, side, side):
+            raise PromptError(f"mask_input must be low-res logits of shape (1, {side}, {side}), got {arr.shape}")
         if not np.isfinite(arr).all():
             raise PromptError("mask_input contains NaN or infinity")
         return arr
@@ -343,13 +344,13 @@ class Sam2(PerThreadImage, FolderModel):
             "high_res_feats_1": state.high_res_feats[1],
             "point_coords": coords,
             "point_labels": labels,
-            "mask_input": low[None] if low is not None else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32),
+            "mask_input": low[None] if low is not None else np.zeros((1, 1, self.low_res, self.low_res), np.float32),
             "has_mask_input": np.ones(1, np.float32) if low is not None else np.zeros(1, np.float32),
         }
 
     def upscale(self, low_res: np.ndarray, orig_hw) -> np.ndarray:
-        """``(..., 256, 256)`` logits -> ``(..., H, W)`` float32, SAM 2's bilinear resize."""
-        return upscale_logits(low_res, (LOW_RES, LOW_RES), tuple(orig_hw), None)
+        """``(..., S/4, S/4)`` logits -> ``(..., H, W)`` float32, SAM 2's bilinear resize."""
+        return upscale_logits(low_res, low_res.shape[-2:], tuple(orig_hw), None)
 
 
 def _ndim(value) -> int:

@@ -35,7 +35,7 @@ from segedge.errors import ImageError, ModelFolderError, PromptError
 from segedge.postprocess.holes import fill_small_holes
 from segedge.preprocess.resize_square import resize_antialias, sam2_video_preprocess
 from segedge.runtime.prompt_args import check_boxes, check_points
-from segedge.runtime.sam2 import LOW_RES, Sam2
+from segedge.runtime.sam2 import Sam2
 from segedge.runtime.sam2_memory import (
     TrackedFrames,
     frames_to_forget,
@@ -231,7 +231,7 @@ class Sam2Video(Sam2):
         return self._prompted(state, obj, n, points=new)
 
     def add_new_mask(self, state: VideoState, frame_idx: int, obj_id, mask) -> tuple[int, list, np.ndarray]:
-        """A mask ``(H, W)`` bool (any size: resized to SAM 2's 1024 square) for object ``obj_id`` on
+        """A mask ``(H, W)`` bool (any size: resized to the model's square, 1024 for SAM 2's own) for object ``obj_id`` on
         ``frame_idx``; returns as :meth:`add_new_points_or_box`."""
         n = self._check_frame(state, frame_idx)
         arr = np.asarray(mask)
@@ -410,11 +410,11 @@ class Sam2Video(Sam2):
         return (ptr + (np.float32(1) - lam) * self.no_obj_ptr).astype(np.float32)
 
     def _mask_as_output(self, feats, mask: np.ndarray):
-        """SAM2Base._use_mask_as_output: a given mask (1024 square, 0/1) as the output, with the pointer
+        """SAM2Base._use_mask_as_output: a given mask (the model's square, 1024 for SAM 2's own; 0/1) as the output, with the pointer
         the decoder makes of it."""
         scale, bias = MASK_AS_OUTPUT
         high = mask.astype(np.float32) * np.float32(scale) + np.float32(bias)
-        low = resize_antialias(high[None], (LOW_RES, LOW_RES))[0].astype(np.float32)
+        low = resize_antialias(high[None], (self.low_res, self.low_res))[0].astype(np.float32)
         prompt = self.mask_downsample.run({"mask": mask.astype(np.float32)[None, None]})["mask_prompt"]
         frame = _FrameFeatures(feats["vision_feat"], (feats["high_res_feats_0"], feats["high_res_feats_1"]))
         feed = self.decoder_inputs(frame, np.zeros((1, 2)), np.array([PAD], dtype=np.int64), prompt[0])
@@ -445,7 +445,7 @@ class Sam2Video(Sam2):
         frame_slots, pointer_slots, graph = next(
             g for g in self.memory_graphs if len(plan.frames) <= g[0] and len(plan.pointers) <= g[1]
         )
-        memory = np.zeros((frame_slots, mem_dim, 64, 64), np.float32)
+        memory = np.zeros((frame_slots, mem_dim, self.grid, self.grid), np.float32)
         tpos = np.zeros(frame_slots, np.int64)
         valid = np.zeros(frame_slots, np.float32)
         for i, (t, t_pos) in enumerate(plan.frames):
