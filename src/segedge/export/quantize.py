@@ -40,7 +40,13 @@ from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
 from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
 from segedge.export.quantize_recipes import int8_saturates, recipes
-from segedge.export.quantizers import candidate_folder, int8_files, quantize_onnxruntime, quantize_openvino
+from segedge.export.quantizers import (
+    accuracy_control_skip,
+    candidate_folder,
+    int8_files,
+    quantize_onnxruntime,
+    quantize_openvino,
+)
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
@@ -159,8 +165,9 @@ def quantize_folder(
             measured = _gate(family, reference, candidate, held, f"{backend} int8 gate", progress)
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
-            if score < threshold and accuracy_control and backend == "openvino" and val is None and not tuning:
-                log(f"{backend}: {score:.4f} is below {threshold}; too few images to set aside for accuracy control")
+            skip = accuracy_control_skip(score, threshold, len(tuning)) if score < threshold else None
+            if score < threshold and accuracy_control and backend == "openvino" and val is None and skip:
+                log(f"{backend}: {score:.4f} is below {threshold}; {skip}")
             elif score < threshold and accuracy_control and backend == "openvino" and val is None:
                 log(
                     f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization, tuned "

@@ -12,6 +12,30 @@ from segedge.export.quantize_recipes import Recipe, int8_saturates
 from segedge.manifest import ModelFolder, onnx_data_name
 
 
+#: the widest miss accuracy control is tried on. It reverts quantized layers to float a few at a time, re-ranking all
+#: of them (every layer group on the tuning images) whenever a step makes things worse: on 2 cores 4-5 minutes a
+#: ranking for YOLOv8n-seg at 1024. Measured (docs/precision.md): a 0.019 miss closed (0.951 -> 0.984); a 0.081 miss
+#: narrowed to 0.033 and failed; a 0.105 miss did not move (0.865 -> 0.860) in 19 minutes.
+MAX_ACCURACY_CONTROL_GAP = 0.05
+
+
+def accuracy_control_skip(score: float, threshold: float, tuning_images: int) -> str | None:
+    """Why NNCF's accuracy control does not run after a PTQ whose gate score (lower bound) is ``score`` < ``threshold``,
+    with ``tuning_images`` set aside to tune on; None when it runs."""
+    if not tuning_images:
+        return "too few images to set aside for accuracy control"
+    if threshold - score > MAX_ACCURACY_CONTROL_GAP:
+        return (
+            f"{threshold - score:.3f} short: accuracy control is tried on misses up to {MAX_ACCURACY_CONTROL_GAP} "
+            "(wider ones it did not close, in 10-20 minutes on 2 cores); more calibration images of what the model will "
+            "see, or bf16, are the way there"
+        )
+    return None
+
+
+RANKING_IMAGES = 8  # NNCF accuracy control's ranking subset (its default is 300: every tuning image here)
+
+
 def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml: Path, validation=None) -> str:
     """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control); 7-bit weights
     (``overflow_fix``) when this CPU has no int8 dot product (:func:`~segedge.export.quantize_recipes.int8_saturates`).
@@ -52,7 +76,11 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
             max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=8, num_ranking_workers=1
+                # each ranking validates every layer group on this many of the tuning images (the worst-agreeing
+                # ones): 8 instead of all 16 of an 80-image set halves the minutes a ranking takes
+                max_num_iterations=8,
+                num_ranking_workers=1,
+                ranking_subset_size=min(RANKING_IMAGES, len(val_data)),
             ),
             advanced_quantization_parameters=advanced,
             **kwargs,
