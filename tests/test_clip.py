@@ -293,7 +293,9 @@ def test_quantize_clip_image_encoder(clip_folder, shared_images, tmp_path):
 
     folder = tmp_path / "clip-int8"
     shutil.copytree(clip_folder, folder)
-    section = quantize_folder(folder, shared_images, backends=("openvino",), min_held_out=1, log=print)
+    section = quantize_folder(
+        folder, shared_images, backends=("openvino",), min_held_out=1, measure_speed=False, log=print
+    )  # (the speed record is tested with FastSAM and SAM folders in test_quantize.py)
     assert set(section["graphs"]) == {"image_encoder"}
     cosine = section["agreement"]["openvino"]["embedding_cosine"]
     assert section["gate"]["metric"] == "embedding_cosine" and cosine >= 0.98

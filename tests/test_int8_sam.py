@@ -48,6 +48,7 @@ def sam_int8_folder(sam_tiny_plain_folder, tmp_path_factory, shared_images) -> t
         accuracy_control=False,
         backends=("openvino",),
         min_held_out=1,
+        measure_speed=False,  # (the speed record is tested in test_quantize.py)
         log=lambda _: None,
     )
     return folder, section

@@ -20,6 +20,15 @@ def truck(shared_images):
     return read_image(next(p for p in shared_images if p.name == "sam_truck.jpg"))  # 1800x1200
 
 
+@pytest.fixture(scope="module")
+def reference_on_truck(sam_tiny_ckpt, truck):
+    """segment-anything's SamPredictor with the truck set: built and encoded once for every case below (the
+    prompts differ; the image and model do not)."""
+    ref = sam_reference(sam_tiny_ckpt)
+    ref.set_image(truck)
+    return ref
+
+
 def _fills(masks: np.ndarray) -> np.ndarray:
     """Share of the image each of ``masks`` (..., H, W) bool covers, flattened to (M,)."""
     flat = masks.reshape(-1, masks.shape[-2] * masks.shape[-1])
@@ -46,10 +55,9 @@ def test_manifest_records_the_batch(sam_tiny_folder):
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 @pytest.mark.parametrize("n", [37, 33, 3])  # 2 batches + a padded one; 2 batches + 1 single call; singles only
-def test_batch_equals_predict_torch(sam_tiny_ckpt, sam_tiny_folder, truck, backend, n):
+def test_batch_equals_predict_torch(reference_on_truck, sam_tiny_folder, truck, backend, n):
     model = Sam(sam_tiny_folder, backend=backend, precision="f32")
-    ref = sam_reference(sam_tiny_ckpt)
-    ref.set_image(truck)
+    ref = reference_on_truck
     state = model.embed(truck)
     h, w = truck.shape[:2]
     boxes = _boxes(h, w, n)
