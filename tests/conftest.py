@@ -222,7 +222,7 @@ def clip_folder(clip_ckpt, export_cache) -> Path:
 def sam2_tiny_ckpt(session_tmp) -> Path:
     """A seeded SAM 2.1 Hiera-tiny checkpoint in the official format ({"model": state dict}), run at 512 pixels
     (``export sam2 --imgsz 512``; its references too): a frame costs a fifth of 1024's, and the SAM 2 tests are most
-    of the suite's model time. SAM 2's own 1024 runs in test_sam2.py's 2.0 parity."""
+    of the suite's model time. SAM 2's own 1024 runs with ``scripts/test.sh --heavy`` (test_sam2.py)."""
     from helpers import make_sam2_checkpoint
 
     return make_sam2_checkpoint(session_tmp / "sam2.1_hiera_tiny_seeded.pt", "tiny", "2.1", image_size=SAM2_TEST_SIZE)

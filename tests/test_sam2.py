@@ -94,18 +94,26 @@ def test_sam21_tiny_matches_sam2_image_predictor(sam2_tiny_ckpt, sam2_tiny_folde
     assert logits.dtype == np.float32 and ((logits > 0) == masks).all()
 
 
-# SAM 2.1 small's real shapes (a 40 s export and parity) run with `scripts/test.sh --heavy`: tiny 2.1 (above) and
-# tiny 2.0 prove the same code paths in CI; small adds only its larger Hiera stages.
-@pytest.mark.parametrize("variant,version", [("tiny", "2.0"), pytest.param("small", "2.1", marks=pytest.mark.heavy)])
-def test_sam20_and_small_match_too(variant, version, session_tmp, shared_images, ov_cache):
+# SAM 2.0 tiny at 512 (2.0's own modules; every grid follows image_size, proved above with 2.1 at 512) runs in CI;
+# SAM 2's own 1024 (the default export, a 40 s export and parity) and SAM 2.1 small's real shapes run with
+# `scripts/test.sh --heavy`.
+@pytest.mark.parametrize(
+    "variant,version,size",
+    [
+        ("tiny", "2.0", 512),
+        pytest.param("tiny", "2.1", 1024, marks=pytest.mark.heavy),
+        pytest.param("small", "2.1", 1024, marks=pytest.mark.heavy),
+    ],
+)
+def test_sam20_and_small_match_too(variant, version, size, session_tmp, shared_images, ov_cache):
     from segedge import Sam2
     from segedge.export.sam2 import export_sam2
 
-    ckpt = make_sam2_checkpoint(session_tmp / f"sam{version}_{variant}.pt", variant, version, seed=1)
-    folder = export_sam2(ckpt, session_tmp / f"sam{version}-{variant}", video=False)
+    ckpt = make_sam2_checkpoint(session_tmp / f"sam{version}_{variant}.pt", variant, version, seed=1, image_size=size)
+    folder = export_sam2(ckpt, session_tmp / f"sam{version}-{variant}-{size}", video=False, image_size=size)
     manifest = json.loads((folder / "segedge.json").read_text())
     assert manifest["variant"] == f"sam{version}_hiera_{variant}".replace("sam2.0", "sam2")
-    assert manifest["params"]["version"] == version
+    assert manifest["params"]["version"] == version and manifest["preprocess"]["size"] == [size, size]
     image = read_image(next(p for p in shared_images if p.name == "sam_dog.jpg"))
     ref = _reference(ckpt)
     ref.set_image(image)
