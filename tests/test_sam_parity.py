@@ -71,10 +71,9 @@ def test_preprocess_equals_segment_anything(tiny_ckpt, shared_images):
 def test_padding_slots_are_masked_out(tiny_ckpt):
     """Measured: padding a prompt with SAM's "not a point" tokens (what segment-anything's ONNX export
     does) changes the logits; segedge's masked empty slots reproduce the unpadded model."""
-    from segedge.export.sam_arch import load_sam
     from segedge.export.sam_decoder import PromptDecoder
 
-    sam, _ = load_sam(tiny_ckpt)
+    sam = sam_reference(tiny_ckpt).model  # built and loaded by segment-anything's own builder, not segedge's loader
     dec = PromptDecoder.of_sam(sam).eval()
     torch.manual_seed(1)
     emb = torch.randn(1, 256, 64, 64)
