@@ -165,10 +165,11 @@ def quantize_folder(
             measured = _gate(family, reference, candidate, held, f"{backend} int8 gate", progress)
             score = gate_score(measured)
             log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
-            skip = accuracy_control_skip(score, threshold, len(tuning)) if score < threshold else None
-            if score < threshold and accuracy_control and backend == "openvino" and val is None and skip:
+            retry = score < threshold and accuracy_control and backend == "openvino" and val is None
+            skip = accuracy_control_skip(score, threshold, len(tuning)) if retry else None
+            if skip:
                 log(f"{backend}: {score:.4f} is below {threshold}; {skip}")
-            elif score < threshold and accuracy_control and backend == "openvino" and val is None:
+            elif retry:
                 log(
                     f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization, tuned "
                     f"on {len(tuning)} images set aside (never the held-out ones the gate measures)"
