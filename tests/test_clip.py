@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import OpenClipForUltralytics, make_clip_checkpoint, mask_iou
-from segedge.errors import CheckpointError, ModelFolderError, PromptError
+from helpers import OpenClipForUltralytics, make_clip_checkpoint, mask_iou, run_cli
+from segedge.errors import CheckpointError, ModelFolderError, PromptError, SegedgeError
 from segedge.export.clip import export_clip
 from segedge.runtime.clip import Clip, clip_preprocess
 from segedge.runtime.clip_tokenizer import ClipTokenizer
@@ -217,6 +217,19 @@ def test_text_prompt_errors(real_folder_640, clip_folder, shared_images, tmp_pat
         Clip(broken, verify=False)
     with pytest.raises(ModelFolderError, match="holds a fastsam model, not a clip model"):
         Clip(real_folder_640)
+
+
+def test_segment_refuses_a_clip_folder_as_the_model(clip_folder, shared_images, tmp_path, capsys):
+    """CLIP encodes images and texts but segments nothing: `segment --model CLIP_DIR` says so in one line (through
+    the registry's segments_images), before any image is read, and writes nothing."""
+    from segedge.runtime.stream import segment_stages
+
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "segment", shared_images[0], "--model", clip_folder, "--out", out, "--quiet")
+    assert code == 2 and "is a CLIP folder, which does not segment images" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    with pytest.raises(SegedgeError, match="CLIP folders do not segment images"):
+        segment_stages(Clip(clip_folder, backend="onnxruntime"))
 
 
 def test_nothing_touches_the_network(clip_folder, real_folder_640, shared_images, monkeypatch):

@@ -336,18 +336,19 @@ def test_info_shows_cpu_and_auto(monkeypatch, capsys, real_folder_640):
 
 
 def test_cli_offers_every_precision():
-    from segedge.cli.options import PRECISION_CHOICES
-    from segedge.runtime.precision import CHOICES
-
-    assert PRECISION_CHOICES == CHOICES  # the CLI copies them to keep `segedge --help` free of backend imports
+    """One vocabulary (segedge.precisions, free of heavy imports): the CLI, the runtime and quantize read it."""
+    from segedge import precisions
     from segedge.cli.options import MIN_HELD_OUT_IMAGES as cli_floor
-    from segedge.runtime.precision import MIN_HELD_OUT_IMAGES
+    from segedge.cli.options import PRECISION_CHOICES
+    from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES as gate_floor
+    from segedge.runtime.precision import CHOICES, MIN_HELD_OUT_IMAGES
 
-    assert cli_floor == MIN_HELD_OUT_IMAGES  # the default of `segedge quantize --min-held-out`, copied likewise
+    assert PRECISION_CHOICES is CHOICES is precisions.CHOICES == ("auto", "f32", "bf16", "int8")
+    assert cli_floor is MIN_HELD_OUT_IMAGES is gate_floor is precisions.MIN_HELD_OUT_IMAGES
 
 
 def test_cli_offers_every_output_layout():
-    from segedge.cli.options import OUTPUT_LAYOUTS
+    from segedge.export_options import OUTPUT_LAYOUTS
     from segedge.export.yolo_head import LAYOUT
     from segedge.postprocess.yolo_seg import LAYOUTS
 

@@ -236,8 +236,9 @@ def test_memory_graphs_match_sam2(model, sam2_tiny_folder, backend):
 
 # -- the tracker against SAM2VideoPredictor ---------------------------------------------------------
 def _session(predictor, clip, events):
-    """Run ``events`` on a predictor with SAM2VideoPredictor's verbs; returns {(step, frame): (obj_ids, masks)}."""
-    state = predictor.init_state(str(clip))
+    """Run ``events`` on a predictor with SAM2VideoPredictor's verbs (its keywords too: ``video_path``); returns
+    {(step, frame): (obj_ids, masks)}."""
+    state = predictor.init_state(video_path=str(clip))
     results = {}
     for step, (verb, kwargs) in enumerate(events):
         if verb == "propagate":
@@ -445,6 +446,19 @@ def test_cli_track_reads_an_mp4_file_and_a_stream(sam2_tiny_folder, clip, tmp_pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_init_state_takes_the_video_once(sam2_tiny_folder, clip):
+    """``init_state(video)`` or SAM2VideoPredictor's ``init_state(video_path=...)`` (the parity runs above use the
+    keyword); neither or both is one clear line."""
+    from segedge.errors import PromptError
+    from segedge.runtime.sam2_video import Sam2Video
+
+    tracker = Sam2Video(sam2_tiny_folder, "onnxruntime", precision="f32")
+    assert tracker.init_state(str(clip)).num_frames == tracker.init_state(video_path=str(clip)).num_frames == 6
+    for args, kwargs in (((), {}), ((str(clip),), {"video_path": str(clip)})):
+        with pytest.raises(PromptError, match=r"init_state takes the video once"):
+            tracker.init_state(*args, **kwargs)
 
 
 def test_images_only_folder_says_how_to_track(sam2_tiny_folder, tmp_path):

@@ -179,7 +179,7 @@ def test_generator_errors(sam_tiny_folder):
     ):
         with pytest.raises(SegedgeError, match=message):
             SamAutomaticMaskGenerator(model, **kwargs)
-    with pytest.raises(SegedgeError, match="needs a segedge.Sam or segedge.Sam2 model"):
+    with pytest.raises(SegedgeError, match="needs a SAM model or a SAM 2 model, got"):
         SamAutomaticMaskGenerator("models/sam")
 
 

@@ -35,7 +35,7 @@ def mobile_ckpt(session_tmp):
 
 @pytest.fixture(scope="module")
 def mobile_folder(mobile_ckpt, session_tmp, ov_cache):
-    return export_sam(mobile_ckpt, session_tmp / "mobile-sam", expect="mobile-sam")
+    return export_sam(mobile_ckpt, session_tmp / "mobile-sam", mobile=True)
 
 
 # -- preprocessing ---------------------------------------------------------------------------------
@@ -292,9 +292,9 @@ def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, 
     arch = infer_arch(load_state_dict(tiny_ckpt))
     assert (arch.embed_dim, arch.depth, arch.num_heads, arch.global_attn_indexes) == (96, 2, 2, (1,))
     with pytest.raises(CheckpointError, match="MobileSAM checkpoint; use `segedge export mobile-sam`"):
-        export_sam(mobile_ckpt, tmp_path / "x", expect="sam")
+        export_sam(mobile_ckpt, tmp_path / "x", mobile=False)
     with pytest.raises(CheckpointError, match="not MobileSAM; use `segedge export sam`"):
-        export_sam(tiny_ckpt, tmp_path / "x", expect="mobile-sam")
+        export_sam(tiny_ckpt, tmp_path / "x", mobile=True)
     with pytest.raises(CheckpointError, match="not a plain SAM state dict.*segedge export fastsam"):
         export_sam(real_checkpoint, tmp_path / "x")
     from segedge.runtime.fastsam import FastSam

@@ -60,6 +60,22 @@ def test_models_and_health(client, sam_name, fastsam_name):
     assert models[sam_name]["family"] == "sam" and models[sam_name]["multimask"]
     assert models[fastsam_name]["prompts"] == ["point", "box", "everything", "text"]  # text: --clip was given
     assert all(m["backend"] == "openvino" and m["precision"] == "f32" for m in models.values())
+    # what the page reads instead of family names (issue 39), from each family's registry entry
+    sam, fastsam = models[sam_name], models[fastsam_name]
+    assert (sam["title"], sam["encodes_once"], sam["point_rule"], sam["score_name"], sam["class_labels"]) == (
+        "SAM",
+        True,
+        "prompt",
+        "predicted IoU",
+        False,
+    )
+    assert (fastsam["title"], fastsam["encodes_once"], fastsam["point_rule"], fastsam["score_name"]) == (
+        "FastSAM",
+        False,
+        "select",
+        "confidence",
+    )
+    assert fastsam["class_labels"] is True
     assert client.call("GET", "/api/health")["status"] == "ok"
 
 

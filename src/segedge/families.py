@@ -23,15 +23,30 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from segedge import export_options as ex
 from segedge.errors import ModelFolderError
+
+
+# segment-anything's SamAutomaticMaskGenerator defaults (its crop_n_layers as crop_layers, min_mask_region_area as
+# min_region_area): where `segment --everything`, the server and SamAutomaticMaskGenerator start; a family's
+# ``everything_defaults`` overrides some (sam2's pred_iou_thresh 0.8). ultralytics' DEFAULT_CFG idea: one table.
+EVERYTHING_DEFAULTS: dict[str, Any] = {
+    "points_per_side": 32,
+    "crop_layers": 0,
+    "min_region_area": 0,
+    "pred_iou_thresh": 0.88,
+    "stability_score_thresh": 0.95,
+    "stability_score_offset": 1.0,
+    "box_nms_thresh": 0.7,
+}
 
 
 @dataclass(frozen=True)
 class Family:
     """One model family.
 
-    ``runtime``/``export``: ``"module:attribute"`` of its runtime class (a ``FolderModel``) and of its
-    export function (``None``: not exported on its own). Capabilities: ``prompts`` is the prompt kinds
+    ``runtime``: ``"module:attribute"`` of its runtime class (a ``FolderModel``); ``exports``: the
+    ``segedge export NAME`` entries that make its folders (:mod:`segedge.export_options`). Capabilities: ``prompts`` is the prompt kinds
     it decodes (``"point"``, ``"box"``, ``"text"`` through CLIP); ``promptable``: it encodes an image
     once and decodes each prompt against that embedding (the SAM kind; ``segment``/``serve`` keep the
     embedding); ``everything``: it has an everything mode; ``multimask``: it can return 3 candidates a
@@ -48,7 +63,7 @@ class Family:
     name: str
     title: str
     runtime: str
-    export: str | None
+    exports: tuple[ex.ExportEntry, ...]
     prompts: tuple[str, ...] = ()
     promptable: bool = False
     everything: bool = False
@@ -58,21 +73,43 @@ class Family:
     everything_defaults: dict[str, Any] = field(default_factory=dict)
     agreement: str = "mask_iou"
     calibration: str | None = None  # "module:function" giving quantize's calibration inputs per graph
+    schema: str | None = None  # "module:function": the family's own segedge.json checks (segedge.schemas)
+    quantize_recipe: str | None = None  # "module:function": onnx models -> int8 Recipe per graph (quantize_recipes)
     val_protocol: str | None = None  # how `segedge val` measures it: "yolo_map" or "sam_miou" (evaluation.val)
+    point_rule: str = "prompt"  # the page's clicks: "prompt" (object/background points) or "select" (FastSAM's rule)
+    score_name: str = "predicted IoU"  # what an instance's score is, as the page says it
+    bench: str | None = None  # "module:function": `segedge bench`'s PyTorch reference (segedge.bench.reference)
+    bench_everything: str | None = None  # the same for --everything (the package's automatic mask generator)
+
+    def everything_options(self) -> dict[str, Any]:
+        """Its everything mode's defaults: :data:`EVERYTHING_DEFAULTS` with the family's own."""
+        return {**EVERYTHING_DEFAULTS, **self.everything_defaults}
 
     def model_class(self) -> type:
         """The runtime class that opens this family's folders (imported now)."""
         return _resolve(self.runtime)
 
+    def schema_function(self):
+        """``f(fields, manifest dict, {graph: {tensor: shape}})``: the family's own manifest checks."""
+        return _resolve(self.schema)
+
+    def recipe_function(self):
+        """``f({graph: onnx.ModelProto}) -> {graph: Recipe}``: what ``segedge quantize`` does to each graph."""
+        if self.quantize_recipe is None:
+            raise ModelFolderError(f"{self.title} folders have no int8 recipe")
+        return _resolve(self.quantize_recipe)
+
     def calibration_function(self):
         """``f(reference_model, images, seed) -> {graph: [input dicts]}`` for ``segedge quantize``."""
         return _resolve(self.calibration)
 
-    def export_function(self):
-        """The export entry point (needs the export extra: torch)."""
-        if self.export is None:
-            raise ModelFolderError(f"{self.title} folders are not exported on their own")
-        return _resolve(self.export)
+    def bench_function(self, everything: bool = False):
+        """``segedge bench``'s PyTorch reference for this family (needs torch and the family's package)."""
+        return _resolve(self.bench_everything if everything else self.bench)
+
+    def export_functions(self) -> list:
+        """The export functions of its entries (needs the export extra: torch)."""
+        return [entry.load() for entry in self.exports]
 
 
 FAMILIES: dict[str, Family] = {
@@ -85,53 +122,98 @@ FAMILIES: dict[str, Family] = {
             "sam",
             "SAM",
             "segedge.runtime.sam:Sam",
-            "segedge.export.sam:export_sam",
+            (
+                ex.sam_entry(
+                    "sam",
+                    "SAM vit_b / vit_l / vit_h (sam_vit_*.pth)",
+                    "segedge.export.sam:export_sam",
+                    ("vit_b", "vit_l", "vit_h"),
+                    fixed={"mobile": False},
+                ),
+                ex.sam_entry(
+                    "mobile-sam",
+                    "MobileSAM (mobile_sam.pt)",
+                    "segedge.export.sam:export_sam",
+                    None,
+                    fixed={"mobile": True},
+                ),
+                ex.sam_entry(
+                    "efficientvit-sam",
+                    "EfficientViT-SAM L0 / L1 / L2 / XL0 / XL1 (efficientvit_sam_*.pt)",
+                    "segedge.export.efficientvit_sam:export_efficientvit_sam",
+                    ("l0", "l1", "l2", "xl0", "xl1"),
+                    requires="efficientsam",
+                ),
+                ex.sam_entry(
+                    "hq-sam",
+                    "HQ-SAM vit_b / vit_l / vit_h and Light HQ-SAM vit_tiny (sam_hq_vit_*.pth)",
+                    "segedge.export.hq_sam:export_hq_sam",
+                    ("vit_b", "vit_l", "vit_h", "vit_tiny"),
+                    requires="segedge.export.hq_sam:hq_package",
+                ),
+            ),  # fmt: skip
             prompts=("point", "box"),
             promptable=True,
             everything=True,
             multimask=True,
             min_region_area=True,
             everything_defaults={"pred_iou_thresh": 0.88},
+            schema="segedge.schemas.sam:check",
+            quantize_recipe="segedge.export.quantize_recipes:sam_recipes",
             calibration="segedge.export.quantize_calibration:sam_calibration",
             val_protocol="sam_miou",
+            bench="segedge.bench.reference:sam_bench",
+            bench_everything="segedge.bench.reference:sam_everything_bench",
         ),
         # sam2's SAM2AutomaticMaskGenerator: pred_iou_thresh 0.8; its small-region removal needs sam2's CUDA extension
         Family(
             "sam2",
             "SAM 2",
             "segedge.runtime.sam2:Sam2",
-            "segedge.export.sam2:export_sam2",
+            (ex.SAM2,),
             prompts=("point", "box"),
             promptable=True,
             everything=True,
             multimask=True,
             min_region_area=False,
             everything_defaults={"pred_iou_thresh": 0.8},
+            schema="segedge.schemas.sam2:check",
+            quantize_recipe="segedge.export.quantize_recipes:sam2_recipes",
             calibration="segedge.export.quantize_calibration:sam_calibration",
             val_protocol="sam_miou",
+            bench="segedge.bench.reference:sam2_bench",
+            bench_everything="segedge.bench.reference:sam2_everything_bench",
         ),
         Family(
             "fastsam",
             "FastSAM",
             "segedge.runtime.fastsam:FastSam",
-            "segedge.export.fastsam:export_fastsam",
+            (ex.FASTSAM,),
             prompts=("point", "box", "text"),
             everything=True,
+            point_rule="select",
+            score_name="confidence",
+            schema="segedge.schemas.fastsam:check",
+            quantize_recipe="segedge.export.quantize_recipes:yolo_recipes",
             calibration="segedge.export.quantize_calibration:fastsam_calibration",
             val_protocol="yolo_map",
+            bench="segedge.bench.reference:fastsam_bench",
         ),
         Family(
             "clip",
             "CLIP",
             "segedge.runtime.clip:Clip",
-            "segedge.export.clip:export_clip",
+            (ex.CLIP,),
             segments_images=False,
             agreement="embedding_cosine",
+            schema="segedge.schemas.clip:check",
+            quantize_recipe="segedge.export.quantize_recipes:clip_recipes",
             calibration="segedge.export.quantize_calibration:clip_calibration",
         ),
     )
 }
 FAMILY_NAMES = tuple(FAMILIES)
+EXPORTS: dict[str, ex.ExportEntry] = {e.name: e for f in FAMILIES.values() for e in f.exports}  # CLI name -> entry
 
 
 def family(name: str) -> Family:
@@ -140,6 +222,11 @@ def family(name: str) -> Family:
         return FAMILIES[name]
     except (KeyError, TypeError):
         raise ModelFolderError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})") from None
+
+
+def family_names(capability: str) -> str:
+    """The families that have ``capability`` (a :class:`Family` field that is set), for messages: "sam, sam2"."""
+    return ", ".join(name for name, spec in FAMILIES.items() if getattr(spec, capability))
 
 
 def _resolve(reference: str):

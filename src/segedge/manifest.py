@@ -212,7 +212,7 @@ class ModelFolder:
             ) from None
 
 
-def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: str | None = None) -> ModelFolder:
+def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: str | None = None) -> ModelFolder:  # noqa: C901 (see pyproject)
     """Open and check a model folder.
 
     Checks, in order: the folder exists, ``segedge.json`` parses and has a known format version and

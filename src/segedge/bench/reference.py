@@ -270,3 +270,35 @@ def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:
             "multimask_output": False,
         },
     ]
+
+
+# -- one signature for every family, named by its registry entry (segedge.families: Family.bench, .bench_everything)
+# ``(checkpoint, images, manifest, prompts, runs, warmup, progress, threads) -> (stages, end_to_end, masks)``;
+# the everything kind takes ``points_per_side`` in place of ``prompts``.
+def fastsam_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
+    """ultralytics' own predictor (``prompts`` unused: FastSAM segments everything)."""
+    return fastsam_reference(checkpoint, images, manifest, runs, warmup, progress, threads)
+
+
+def sam_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
+    """segment-anything's (or MobileSAM's) ``SamPredictor`` on ``prompts``."""
+    return sam_reference(checkpoint, images, prompts, runs, warmup, progress, threads)
+
+
+def sam2_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
+    """sam2's ``SAM2ImagePredictor`` at the folder's image size on ``prompts``."""
+    size = int(manifest.preprocess["size"][0])
+    return sam2_reference(checkpoint, images, prompts, runs, warmup, progress, threads, size)
+
+
+def sam_everything_bench(checkpoint, images, manifest, points_per_side, runs, warmup, progress=None, threads=None):
+    """segment-anything's ``SamAutomaticMaskGenerator``."""
+    return sam_everything_reference(checkpoint, images, points_per_side, runs, warmup, progress, threads)
+
+
+def sam2_everything_bench(checkpoint, images, manifest, points_per_side, runs, warmup, progress=None, threads=None):
+    """sam2's ``SAM2AutomaticMaskGenerator`` at the folder's image size."""
+    size = int(manifest.preprocess["size"][0])
+    return sam_everything_reference(
+        checkpoint, images, points_per_side, runs, warmup, progress, threads, sam2=True, image_size=size
+    )

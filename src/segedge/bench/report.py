@@ -8,6 +8,7 @@ import os
 import cv2
 import numpy as np
 
+from segedge.families import family
 from segedge.fileio import atomic_write_text
 from segedge.imageio import write_image
 
@@ -20,7 +21,7 @@ def markdown(report: dict) -> str:
     s = report["system"]
     versions = ", ".join(f"{k} {v}" for k, v in s["versions"].items())
     threads = "; ".join(f"{r['runtime']} {r['precision']}: {r['threads']}" for r in report["records"])
-    sam = report["family"] in ("sam", "sam2")
+    sam = family(report["family"]).promptable
     everything = str(report.get("mode", "")).startswith("everything ")
     lines = [
         f"**{report['family']} {report['variant']}** ({report['checkpoint']}, {report.get('mode', 'default')}) on {len(report['images'])} image(s) "

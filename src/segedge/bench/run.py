@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segedge.families import FAMILIES, family_names
 from segedge.families import family as family_spec
 from segedge.evaluation.metrics import mask_iou, matched_iou, summarize
 from segedge.errors import SegedgeError
@@ -126,8 +127,8 @@ def run_benchmark(
     if configs is None:
         configs, notes = bench_configs(manifest)
     kind = family_spec(manifest.family)
-    if not kind.segments_images:
-        raise SegedgeError(f"bench measures fastsam, sam and sam2 folders; {model_dir} is {manifest.family}")
+    if not kind.bench:
+        raise SegedgeError(f"bench measures {family_names('bench')} folders; {model_dir} is {manifest.family}")
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise SegedgeError(f"checkpoint not found: {checkpoint}")
@@ -139,39 +140,19 @@ def run_benchmark(
         )
     paths = [str(p) for p in images]
     arrays = [read_image(p) for p in paths]
-    from segedge.bench.reference import (
-        fastsam_reference,
-        sam2_reference,
-        sam_everything_reference,
-        sam_prompts,
-        sam_reference,
-    )
-
-    if everything and not kind.promptable:
+    if everything and not kind.bench_everything:
         raise SegedgeError(
-            "--everything compares SAM's automatic mask generator; FastSAM folders always segment everything"
+            f"--everything compares {' and '.join(f.title for f in FAMILIES.values() if f.bench_everything)} "
+            f"automatic mask generators; {kind.title} folders always segment everything"
         )
+    from segedge.bench.reference import sam_prompts
+
     prompts = [sam_prompts(a.shape[:2]) for a in arrays] if kind.promptable and not everything else None
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
-    if everything:
-        ref_stages, ref_e2e, ref_masks = sam_everything_reference(
-            checkpoint,
-            arrays,
-            everything,
-            runs,
-            warmup,
-            bar,
-            threads,
-            sam2=manifest.family == "sam2",
-            image_size=int(manifest.preprocess["size"][0]),
-        )
-    elif manifest.family == "fastsam":
-        ref_stages, ref_e2e, ref_masks = fastsam_reference(checkpoint, arrays, manifest, runs, warmup, bar, threads)
-    elif manifest.family == "sam2":
-        size = int(manifest.preprocess["size"][0])
-        ref_stages, ref_e2e, ref_masks = sam2_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads, size)
-    else:
-        ref_stages, ref_e2e, ref_masks = sam_reference(checkpoint, arrays, prompts, runs, warmup, bar, threads)
+    reference = kind.bench_function(everything=bool(everything))
+    ref_stages, ref_e2e, ref_masks = reference(
+        checkpoint, arrays, manifest, everything or prompts, runs, warmup, bar, threads
+    )
     rows = [
         {
             "runtime": "pytorch",
@@ -199,51 +180,10 @@ def run_benchmark(
                 "everything": everything,
                 "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz"),
             }
-            spec_path = Path(tmp) / "spec.json"
-            spec_path.write_text(json.dumps(spec))
-            proc = subprocess.run(
-                [sys.executable, "-m", "segedge.bench.probe", str(spec_path)], capture_output=True, text=True
-            )
-            if proc.returncode != 0:
-                tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
-                bar.write(f"{backend} {precision}: failed ({tail})")
-                bar.step(f"{backend} {precision}")
-                continue
-            data = json.loads(proc.stdout.strip().splitlines()[-1])
-            with np.load(data["masks"]) as saved:
-                ours = {k: saved[k] for k in saved.files}
-            if not kind.promptable or everything:
-                agreement = float(np.mean([matched_iou(ours[k], ref_masks[k]) for k in ref_masks]))
-            else:
-                agreement = float(
-                    np.mean(
-                        [
-                            mask_iou(a, b)
-                            for k in ref_masks
-                            for a, b in zip(
-                                ours[k].reshape(-1, *ours[k].shape[-2:]),
-                                ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:]),
-                            )
-                        ]
-                    )
-                )
-            e2e = summarize(data["end_to_end"])
-            rows.append(
-                {
-                    "runtime": backend,
-                    "precision": data["precision"],
-                    "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
-                    "end_to_end_ms": e2e["median"],
-                    "speedup_vs_pytorch": round(rows[0]["end_to_end_ms"] / e2e["median"], 3),
-                    "iou_vs_reference": round(agreement, 5),
-                    "cold_start_ms": {
-                        k: (round(v, 1) if v is not None else None) for k, v in data["cold_start"].items()
-                    },
-                    "peak_rss_mb": round(data["peak_rss_mb"], 1),
-                    "threads": data["threads"],
-                    "torch_imported": data["torch_imported"],
-                }
-            )
+            row = _probe_row(spec, Path(tmp), ref_masks, matched=not kind.promptable or bool(everything), bar=bar)
+            if row is not None:
+                row["speedup_vs_pytorch"] = round(rows[0]["end_to_end_ms"] / row["end_to_end_ms"], 3)
+                rows.append(row)
             bar.step(f"{backend} {precision}")
     bar.close()
     return {
@@ -261,4 +201,45 @@ def run_benchmark(
         "system": system_info(),
         "records": rows,
         "notes": notes,
+    }
+
+
+def _probe_row(spec: dict, tmp: Path, ref_masks: dict, matched: bool, bar) -> dict | None:
+    """One segedge configuration (``spec``: backend, precision, images, prompts) measured in its own process
+    (:mod:`segedge.bench.probe`, which never imports torch), as a report row; its masks compared with the reference's
+    (``matched``: best-match IoU of mask sets, else IoU of each prompt's masks in order). None (and a line) if the
+    process failed."""
+    spec_path = tmp / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run([sys.executable, "-m", "segedge.bench.probe", str(spec_path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
+        bar.write(f"{spec['backend']} {spec['precision']}: failed ({tail})")
+        return None
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(data["masks"]) as saved:
+        ours = {k: saved[k] for k in saved.files}
+    if matched:
+        agreement = float(np.mean([matched_iou(ours[k], ref_masks[k]) for k in ref_masks]))
+    else:
+        pairs = [
+            (a, b)
+            for k in ref_masks
+            for a, b in zip(
+                ours[k].reshape(-1, *ours[k].shape[-2:]), ref_masks[k].reshape(-1, *ref_masks[k].shape[-2:])
+            )
+        ]
+        agreement = float(np.mean([mask_iou(a, b) for a, b in pairs]))
+    e2e = summarize(data["end_to_end"])
+    return {
+        "runtime": spec["backend"],
+        "precision": data["precision"],
+        "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
+        "end_to_end_ms": e2e["median"],
+        "speedup_vs_pytorch": None,  # the caller's: against the PyTorch row of the same run
+        "iou_vs_reference": round(agreement, 5),
+        "cold_start_ms": {k: (round(v, 1) if v is not None else None) for k, v in data["cold_start"].items()},
+        "peak_rss_mb": round(data["peak_rss_mb"], 1),
+        "threads": data["threads"],
+        "torch_imported": data["torch_imported"],
     }

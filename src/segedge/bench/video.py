@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from segedge.families import family as family_spec
+from segedge.families import family_names
 from segedge.errors import SegedgeError
 from segedge.manifest import load_model_folder
 from segedge.progress import Progress
@@ -30,7 +31,10 @@ def video_benchmark(
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
     if not family_spec(family).segments_images:
-        raise SegedgeError(f"{model_dir} is a CLIP folder; bench --video needs a fastsam, sam or sam2 folder")
+        raise SegedgeError(
+            f"{model_dir} is a {family_spec(family).title} folder; bench --video needs a "
+            f"{family_names('segments_images')} folder"
+        )
     notes: list[str] = []
     if configs is None:
         configs, notes = bench_configs(folder.manifest)

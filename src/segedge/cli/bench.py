@@ -108,7 +108,7 @@ def register(sub) -> None:
         "images in one run, with mask agreement beside every timing. Each segedge row runs in its own "
         "runtime-only process, so its cold start and peak memory are a deployment's.",
     )
-    bench.add_argument("--model", required=True, help="model folder (fastsam or sam)")
+    bench.add_argument("--model", required=True, help="model folder written by `segedge export` (a segmentation model)")
     bench.add_argument(
         "--checkpoint",
         help="the checkpoint the folder was exported from (the PyTorch reference; not needed with --video)",

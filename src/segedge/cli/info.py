@@ -9,6 +9,7 @@ from segedge.families import family as family_spec
 from segedge._version import __version__
 from segedge.cli.common import agreement_scores, measured_on
 from segedge.stdout import print_line
+from segedge.export_options import DEFAULTS_SOURCES
 
 
 def _info(args) -> int:
@@ -16,7 +17,7 @@ def _info(args) -> int:
     from segedge.runtime.backends import installed_backends
 
     from segedge.runtime.cpu import cpu_capabilities
-    from segedge.runtime.precision import explain_auto, gated_on_too_few, val_phrase
+    from segedge.runtime.precision import explain_auto
 
     backends = installed_backends()
     cpu = cpu_capabilities()
@@ -41,10 +42,16 @@ def _info(args) -> int:
     print(f"  cpu flags ({cpu.source}): {cpu.flag_summary()}")
     if folder is None:
         return 0
+    _print_folder(folder, args.no_verify, cpu, auto)
+    return 0
+
+
+def _print_folder(folder, no_verify: bool, cpu, auto: dict) -> None:
+    """What ``info MODEL_DIR`` prints of a folder: its manifest, graphs, precisions and what auto runs."""
     from segedge.manifest import MANIFEST_NAME
 
     m = folder.manifest
-    print(f"model folder {folder.path} ({'verified' if not args.no_verify else 'sizes checked'})")
+    print(f"model folder {folder.path} ({'verified' if not no_verify else 'sizes checked'})")
     print(f"  family {m.family}, variant {m.variant}, format v{m.format_version}, created {m.created}")
     print(f"  source {m.source.get('checkpoint')} sha256 {m.source.get('sha256', '?')}")
     print("  exported with " + ", ".join(f"{k} {v}" for k, v in m.exporter.items()))
@@ -69,6 +76,37 @@ def _info(args) -> int:
             f"{g['graph']} ({g['frames']} frames, {g['pointers']} pointers)" for g in video["memory_graphs"]
         )
         print(f"  video tracking (segedge track, Sam2Video): memory attention {banks}")
+    _print_int8(m)
+    _print_bf16(m)
+    from segedge.runtime.precision import precision_table
+
+    print(f"  precisions on this CPU ({cpu.precision_class}):")
+    for row in precision_table(m, list(auto), cpu):
+        state = (
+            {None: "-", True: "passed", False: "FAILED"}[row["passed"]]
+            if row["measured"] is not False
+            else "not measured"
+        )
+        print(
+            f"    {row['backend']:<11} {row['precision']:<4} {state:<12} {row['numbers']}{'   <- auto' if row['auto'] else ''}"
+        )
+    for backend, (precision, why) in auto.items():
+        print(f"  --precision auto on {backend}: {precision} ({why})")
+    if video:
+        from segedge.runtime.precision import tracking_precision
+
+        for backend in auto:
+            precision, why = tracking_precision(m, backend, cpu)
+            print(f"  --precision auto for tracking on {backend}: {precision} ({why})")
+    print(f"  files (listed in {MANIFEST_NAME}):")
+    for name, meta in m.files.items():
+        print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")
+
+
+def _print_int8(m) -> None:
+    """The int8 section: calibration, each backend's gate (and speed), what was rejected."""
+    from segedge.runtime.precision import gated_on_too_few, val_phrase
+
     int8 = m.quantized.get("int8")
     if int8:
         calib = int8["calibration"]
@@ -103,6 +141,12 @@ def _info(args) -> int:
         print("    tools: " + ", ".join(f"{k} {v}" for k, v in int8["tools"].items()))
     else:
         print("  int8: none (add one with `segedge quantize MODEL_DIR --calibration IMAGES...`)")
+
+
+def _print_bf16(m) -> None:
+    """The bf16 gates measured per CPU class, and the folder's YOLO defaults."""
+    from segedge.runtime.precision import val_phrase
+
     bf16_records = (m.quantized.get("bf16") or {}).get("records", {})
     for cls, rec in bf16_records.items():
         parts = []
@@ -118,35 +162,11 @@ def _info(args) -> int:
     if not bf16_records and family_spec(m.family).segments_images:
         print("  bf16: never measured (auto runs bf16 only where it passed a gate: `segedge quantize` measures it)")
     if "agnostic" in m.params:
-        who = "FastSAM's" if m.params.get("defaults") == "fastsam" else "ultralytics' predict"
+        who = DEFAULTS_SOURCES.get(m.params.get("defaults"), "ultralytics' predict")
         nms = "class-agnostic" if m.params["agnostic"] else "per class"
         print(
             f"  defaults ({who}): conf {m.params.get('conf')}, iou {m.params.get('iou')}, NMS {nms}, max_det {m.params.get('max_det')}"
         )
-    from segedge.runtime.precision import precision_table
-
-    print(f"  precisions on this CPU ({cpu.precision_class}):")
-    for row in precision_table(m, list(auto), cpu):
-        state = (
-            {None: "-", True: "passed", False: "FAILED"}[row["passed"]]
-            if row["measured"] is not False
-            else "not measured"
-        )
-        print(
-            f"    {row['backend']:<11} {row['precision']:<4} {state:<12} {row['numbers']}{'   <- auto' if row['auto'] else ''}"
-        )
-    for backend, (precision, why) in auto.items():
-        print(f"  --precision auto on {backend}: {precision} ({why})")
-    if video:
-        from segedge.runtime.precision import tracking_precision
-
-        for backend in auto:
-            precision, why = tracking_precision(m, backend, cpu)
-            print(f"  --precision auto for tracking on {backend}: {precision} ({why})")
-    print(f"  files (listed in {MANIFEST_NAME}):")
-    for name, meta in m.files.items():
-        print(f"    {name:<24} {meta['bytes']:>12,d} bytes  sha256 {meta['sha256'][:16]}...")
-    return 0
 
 
 def _arena_phrase(record: dict) -> str:

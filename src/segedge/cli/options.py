@@ -6,15 +6,10 @@ import argparse
 import re
 
 from segedge.image_formats import READ_EXTENSIONS
-
+from segedge.precisions import CHOICES as PRECISION_CHOICES
+from segedge.precisions import MIN_HELD_OUT_IMAGES  # noqa: F401  (quantize's --min-held-out default)
 
 IMAGE_SUFFIXES = frozenset(READ_EXTENSIONS)  # image files taken from a folder
-PRECISION_CHOICES = ("auto", "f32", "bf16", "int8")  # segedge.runtime.precision.CHOICES, without importing the runtime
-MIN_HELD_OUT_IMAGES = 16  # segedge.runtime.precision.MIN_HELD_OUT_IMAGES, likewise (tests/test_precision.py checks)
-
-
-# segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
-OUTPUT_LAYOUTS = ("channels_last_logits", "channels_last", "ultralytics")
 
 
 def point_type(text: str) -> tuple[float, float, int]:

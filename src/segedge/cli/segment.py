@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from functools import partial
 from pathlib import Path
 
 from segedge.cli.common import default_backend, expand_images
-from segedge.cli.options import (
-    add_prompt_options,
-    add_runtime_options,
-    fraction_type,
-    pixel_count,
-    positive_int,
-    whole_number,
-)
+from segedge.cli.segment_options import add_segment_options, check_family_options
 from segedge.errors import PromptError, SegedgeError
+from segedge.families import EVERYTHING_DEFAULTS
 from segedge.progress import Progress
 from segedge.stdout import print_line
 
@@ -52,7 +45,7 @@ def _segment(args) -> int:
     video_plan = plan_video_outputs(videos, args.out) if videos else []
     folder = load_model_folder(args.model)
     family = folder.manifest.family
-    _check_family_options(args, family)
+    check_family_options(args, family)
     backend = args.backend or default_backend()
     model, stages = _segment_stages(args, folder, family, backend)
     if args.classes:
@@ -120,9 +113,9 @@ def _segment_stages(args, folder, family: str, backend: str):
         }
         generator = SamAutomaticMaskGenerator(
             model,
-            points_per_side=args.points_per_side or 32,
-            crop_n_layers=args.crop_layers or 0,
-            min_mask_region_area=args.min_region_area or 0,
+            points_per_side=args.points_per_side or EVERYTHING_DEFAULTS["points_per_side"],
+            crop_n_layers=args.crop_layers or EVERYTHING_DEFAULTS["crop_layers"],
+            min_mask_region_area=args.min_region_area or EVERYTHING_DEFAULTS["min_region_area"],
             **thresholds,
         )
         return model, segment_stages(model, generator=generator)
@@ -275,181 +268,8 @@ def _emit(record: dict) -> None:
     print_line(json.dumps(record, ensure_ascii=False))  # a closed pipe (`| head`) drops the line, the batch goes on
 
 
-def _check_family_options(args, family: str) -> None:
-    """Refuse options that do nothing for this model family (rather than ignoring them)."""
-    from segedge.families import family as family_spec
-
-    sam_everything = (
-        ("--points-per-side", args.points_per_side is not None),
-        ("--crop-layers", args.crop_layers is not None),
-        ("--min-region-area", args.min_region_area is not None),
-        ("--pred-iou-thresh", args.pred_iou_thresh is not None),
-        ("--stability-score-thresh", args.stability_score_thresh is not None),
-        ("--stability-score-offset", args.stability_score_offset is not None),
-        ("--box-nms-thresh", args.box_nms_thresh is not None),
-    )
-    spec = family_spec(family)
-    if not spec.promptable:
-        wrong = [flag for flag, used in (("--multimask", args.multimask),) + sam_everything if used]
-        if wrong:
-            raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a {spec.title} folder")
-        return
-    if args.min_region_area and not spec.min_region_area:
-        raise SegedgeError(
-            f"--min-region-area is not supported for {spec.title} folders (sam2 does it with its CUDA extension, "
-            "and skips it on CPUs)"
-        )
-    if spec.promptable:
-        wrong = [
-            flag
-            for flag, used in (
-                ("--conf", args.conf is not None),
-                ("--iou", args.iou is not None),
-                ("--max-det", args.max_det is not None),
-                ("--low-res", args.low_res),
-                ("--agnostic-nms", args.agnostic_nms is not None),
-                ("--text", bool(args.text)),
-            )
-            if used
-        ]
-        if wrong:
-            raise SegedgeError(
-                f"{', '.join(wrong)}: FastSAM options; {args.model} is a SAM folder, which takes "
-                "--point, --box, --multimask or --everything"
-            )
-        if args.everything:
-            if args.multimask:
-                raise SegedgeError(
-                    "--multimask is for prompts; --everything keeps every mask that passes segment-anything's filters"
-                )
-            return
-        wrong = [flag for flag, used in sam_everything if used]
-        if wrong:
-            raise SegedgeError(f"{', '.join(wrong)}: options of --everything; add --everything or drop them")
-        if not (args.point or args.box):
-            raise PromptError("SAM needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything")
-        return
-    raise SegedgeError(f"{args.model} is a {family} model folder; segment needs a fastsam, sam or sam2 folder")
-
-
 def register(sub) -> None:
     """Add this command to the ``segedge`` subcommands ``sub``."""
     seg = sub.add_parser("segment", help="segment images with a model folder (no torch needed)")
-    seg.add_argument(
-        "images",
-        nargs="+",
-        metavar="INPUT",
-        help="image files, folders of images, video files, camera indices (0, 1, ...) or stream URLs (rtsp://...)",
-    )
-    seg.add_argument("--model", required=True, help="model folder written by `segedge export`")
-    seg.add_argument(
-        "--out",
-        default=None,
-        help="output file (one image; OUT.mp4 / OUT.jsonl for one video) or folder; a path without extension is a "
-        "folder (default: a new runs/segment/predict, predict2, ... folder, as ultralytics does)",
-    )
-    add_prompt_options(seg)
-    seg.add_argument("--text", action="append", metavar="TEXT", help="FastSAM text prompt (needs --clip); repeatable")
-    seg.add_argument("--clip", metavar="CLIP_DIR", help="CLIP model folder from `segedge export clip`, for --text")
-    seg.add_argument("--everything", action="store_true", help="keep every mask (the default when no prompt is given)")
-    add_runtime_options(seg)
-    seg.add_argument(
-        "--conf",
-        type=fraction_type,
-        default=None,
-        help="FastSAM: confidence threshold, 0-1 (default: the model folder's)",
-    )
-    seg.add_argument(
-        "--iou", type=fraction_type, default=None, help="FastSAM: NMS IoU threshold, 0-1 (default: the model folder's)"
-    )
-    seg.add_argument("--max-det", type=positive_int, default=None, help="FastSAM: maximum detections per image")
-    seg.add_argument(
-        "--agnostic-nms",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="FastSAM / YOLO-seg: NMS across classes (--no-agnostic-nms: per class); default: the folder's "
-        "(FastSAM checkpoints agnostic, YOLO-seg with classes per class, as ultralytics predicts)",
-    )
-    seg.add_argument(
-        "--low-res", action="store_true", help="FastSAM: faster masks built at model resolution (blockier edges)"
-    )
-    seg.add_argument(
-        "--multimask", action="store_true", help="SAM: write SAM's three candidate masks per prompt instead of one"
-    )
-    seg.add_argument(
-        "--points-per-side",
-        type=positive_int,
-        default=None,
-        help="SAM --everything: grid points per side (default 32, segment-anything's)",
-    )
-    seg.add_argument(
-        "--crop-layers",
-        type=int,
-        choices=(0, 1, 2, 3),
-        default=None,
-        help="SAM --everything: also run on 4, 16, ... overlapping crops (segment-anything's crop_n_layers; default 0)",
-    )
-    seg.add_argument(
-        "--min-region-area",
-        type=whole_number(0),
-        default=None,
-        help="SAM --everything: remove holes and islands smaller than this many pixels (default 0)",
-    )
-    seg.add_argument(
-        "--pred-iou-thresh",
-        type=fraction_type,
-        default=None,
-        help="SAM --everything: keep masks whose predicted IoU is above this (default 0.88; SAM 2: 0.8)",
-    )
-    seg.add_argument(
-        "--stability-score-thresh",
-        type=fraction_type,
-        default=None,
-        help="SAM --everything: keep masks whose stability score is above this (default 0.95)",
-    )
-    seg.add_argument(
-        "--stability-score-offset",
-        type=float,
-        default=None,
-        help="SAM --everything: logit offset of the stability score (default 1.0)",
-    )
-    seg.add_argument(
-        "--box-nms-thresh",
-        type=fraction_type,
-        default=None,
-        help="SAM --everything: box IoU above which the lower-scored mask is dropped (default 0.7; 1 = off)",
-    )
-    seg.add_argument(
-        "--every", type=positive_int, default=None, help="videos: segment one frame in N (default every frame)"
-    )
-    seg.add_argument(
-        "--max-frames", type=positive_int, default=None, help="videos, cameras, streams: stop after N segmented frames"
-    )
-    seg.add_argument(
-        "--sequential",
-        action="store_true",
-        help="one image or frame at a time (default: reading, the network and post-processing overlap)",
-    )
-    seg.add_argument("--polygons", action="store_true", help="also write polygons in the JSON")
-    seg.add_argument(
-        "--classes",
-        metavar="NAMES_OR_IDS",
-        help="keep only these classes, e.g. person,car or 0,2 (FastSAM / YOLO-seg folders with classes)",
-    )
-    seg.add_argument("--hide-boxes", action="store_true", help="overlay without boxes")
-    seg.add_argument("--hide-labels", action="store_true", help="overlay without labels")
-    seg.add_argument("--hide-conf", action="store_true", help="labels without scores")
-    seg.add_argument(
-        "--max-pixels",
-        type=pixel_count,
-        default=None,
-        help="refuse images with more pixels (default 100000000, or $SEGEDGE_MAX_PIXELS; 0 = no limit)",
-    )
-    seg.add_argument(
-        "--json",
-        action="store_true",
-        dest="json_lines",
-        help="print one JSON record per image to stdout (results and errors) instead of text lines",
-    )
-    seg.add_argument("--quiet", action="store_true", help="print nothing but errors (and --json records)")
+    add_segment_options(seg)
     seg.set_defaults(run=_segment)

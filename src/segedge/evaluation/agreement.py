@@ -26,12 +26,9 @@ OBJECTS = "objects"  # the key of the compared-object count in a result (not a s
 # prompt type's mean mask IoU against f32
 DEFAULT_MIN_IOU = 0.97
 
-MASK_TYPES = {
-    "fastsam": ("everything", "points", "boxes"),
-    "sam": ("points", "boxes", "points+box"),
-    "sam2": ("points", "boxes", "points+box"),
-    "clip": ("embedding_cosine",),
-}
+# what each measure compares (its prompt types), in the order gates report them
+EVERYTHING_TYPES = ("everything", "points", "boxes")  # fastsam_agreement: "everything" masks, then FastSAM's prompts
+PROMPT_TYPES = ("points", "boxes", "points+box")  # sam_agreement: prompt sets on an embedding (SAM, SAM 2)
 
 
 def _interior_point(mask: np.ndarray) -> tuple[float, float]:
@@ -44,7 +41,7 @@ def _interior_point(mask: np.ndarray) -> tuple[float, float]:
 
 def fastsam_agreement(reference, candidate, images, per_image: int = 5) -> dict[str, float]:
     """Mean IoU per prompt type of ``candidate`` vs ``reference`` (two :class:`FastSam`) on ``images``."""
-    scores: dict[str, list[float]] = {k: [] for k in MASK_TYPES["fastsam"]}
+    scores: dict[str, list[float]] = {k: [] for k in EVERYTHING_TYPES}
     objects = 0
     for image in images:
         ref, cand = reference.everything(image), candidate.everything(image)
@@ -95,7 +92,7 @@ def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 
     """Mean mask IoU per prompt type of ``candidate`` vs ``reference`` (two :class:`Sam`); prompts are
     sampled with :func:`sam_prompts` on the reference (the same ones for both)."""
     rng = np.random.default_rng(seed)
-    scores: dict[str, list[float]] = {k: [] for k in MASK_TYPES["sam"]}
+    scores: dict[str, list[float]] = {k: [] for k in PROMPT_TYPES}
     objects = 0
     for image in images:
         reference.set_image(image)

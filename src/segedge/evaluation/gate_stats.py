@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from segedge.runtime.precision import MIN_HELD_OUT_IMAGES  # noqa: F401  (the rule lives there)
+from segedge.precisions import MIN_HELD_OUT_IMAGES  # noqa: F401  (the vocabulary lives there)
 
 # one-sided 95% quantiles of Student's t by degrees of freedom (beyond the table: the nearest smaller entry's, which is
 # conservative; the normal's 1.645 in the limit)

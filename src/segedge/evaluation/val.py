@@ -27,6 +27,7 @@ from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.families import FAMILIES
 from segedge.families import family as family_spec
+from segedge.families import family_names
 from segedge.runtime.backends import installed_backends
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.model_base import open_model
@@ -170,7 +171,9 @@ def run_val(
     try:
         protocol = val_protocol(family)
     except SegedgeError:
-        raise SegedgeError(f"{folder.path} is a {family} folder; val measures fastsam, sam and sam2 folders") from None
+        raise SegedgeError(
+            f"{folder.path} is a {family} folder; val measures {family_names('val_protocol')} folders"
+        ) from None
     data = load_dataset(data_path)
     if max_images is not None:
         data.samples = data.samples[:max_images]
@@ -273,7 +276,7 @@ class ValGate:
         try:
             protocol = val_protocol(family)
         except SegedgeError:
-            raise SegedgeError(f"--val measures fastsam, sam and sam2 folders, not {family}") from None
+            raise SegedgeError(f"--val measures {family_names('val_protocol')} folders, not {family}") from None
         self.family, self.metric, self.max_drop, self.log = family, PRIMARY[protocol], check_max_drop(max_drop), log
         self.data = load_dataset(data_path)
         check_classes(folder.manifest, self.data)

@@ -37,6 +37,7 @@ from segedge.export.common import (
 )
 from segedge.export.yolo_head import CHANNELS_LAST, LAYOUT, check_against_ultralytics, use_channels_last_head
 from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
+from segedge.export_options import YOLO_IMGSZ
 from segedge.manifest import Manifest
 from segedge.postprocess.yolo_seg import LAYOUTS, OUTPUT_NAMES
 
@@ -142,7 +143,7 @@ def uint8_input_module(model):
 def export_fastsam(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
-    imgsz: int = 1024,
+    imgsz: int = YOLO_IMGSZ,
     *,
     variant: str | None = None,
     simplify: bool = True,

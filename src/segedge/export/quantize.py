@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +41,7 @@ from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
 from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
 from segedge.export.quantize_recipes import int8_saturates, recipes
+from segedge.export.quantize_video import TrackingGate
 from segedge.export.quantizers import (
     accuracy_control_skip,
     candidate_folder,
@@ -96,6 +98,86 @@ def quantize_folder(
     ``min_held_out``: the fewest held-out images the agreement gate accepts (see the module doc). ``progress``: a
     progress line (images done, rate, time left) on stderr while each gate measures the held-out images.
     """
+    run = _prepare(
+        model_dir, calibration, subset, min_iou, min_cosine, backends, val_data, max_drop, min_held_out, log, progress
+    )
+    folder = run.folder
+    bf16_gated = _gate_bf16(folder, run.reference, run.held, run.held_paths, run.threshold, log, run.val) if (
+        "openvino" in backends
+    ) else None  # fmt: skip
+    video = (
+        TrackingGate(folder, run.reference.backend_name, run.calib, run.held, run.threshold, log) if tracking else None
+    )
+    if video is not None and not video.active:
+        video = None
+    if video is not None and bf16_gated is not None:
+        video.gate_bf16()
+    for stale in folder.path.glob(".quantize-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    run.staging.mkdir()
+    passed: dict[str, dict[str, str]] = {}
+    report: dict[str, dict] = {}
+    speed: dict[str, dict] = {}
+    try:
+        for backend in backends:
+            files, report[backend], reference, candidate = _quantize_backend(run, backend, accuracy_control)
+            ok = report[backend]["passed"]
+            if ok and video is not None:
+                video_files, report[backend]["tracking"] = video.quantize(backend, files, run.staging, run.tag)
+                if report[backend]["tracking"]["passed"]:
+                    for g, f in video_files.items():
+                        passed.setdefault(g, {}).update(f)
+            if ok:
+                for g, f in files.items():
+                    passed.setdefault(g, {}).update(f)
+                if measure_speed:
+                    speed[backend] = _measure_speed(run.family, folder, reference, candidate, run.held, log, bf16_gated)
+            else:
+                log(_miss_line(run, backend, report[backend]))
+        if not passed:
+            raise SegedgeError(_nothing_passed(run, report))
+        section = _section(run, report, speed, video)
+        section["graphs"] = _move_in(folder.path, run.staging, passed)
+        _switch_manifest(folder, section)
+        return section
+    finally:
+        shutil.rmtree(run.staging, ignore_errors=True)
+
+
+@dataclass
+class _Run:
+    """What every backend's quantization shares (:func:`_prepare`): the folder and its family, the gate, the images
+    (paths, and decoded ``(H, W, 3)`` uint8 RGB), each graph's recipe and calibration inputs, the f32 reference
+    model, and the staging folder the int8 files are built in before they move in."""
+
+    folder: ModelFolder
+    family: str
+    threshold: float
+    val: ValGate | None
+    max_drop: float | None
+    calib_paths: list[Path]
+    tuning_paths: list[Path]
+    held_paths: list[Path]
+    calib: list[np.ndarray]
+    tuning: list[np.ndarray]
+    held: list[np.ndarray]
+    recipe: dict
+    data: dict[str, list[dict]]
+    reference: object
+    log: Callable[[str], None]
+    progress: bool
+    tag: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    @property
+    def staging(self) -> Path:
+        return self.folder.path / f".quantize-{self.tag}"
+
+
+def _prepare(
+    model_dir, calibration, subset, min_iou, min_cosine, backends, val_data, max_drop, min_held_out, log, progress
+) -> _Run:
+    """Check the arguments, split and read the images, load each graph's recipe, open the f32 reference and compute
+    the calibration inputs (:mod:`segedge.export.quantize_calibration`)."""
     import onnx
 
     for b in backends:
@@ -103,18 +185,14 @@ def quantize_folder(
             raise SegedgeError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
-    cosine = family_spec(family).agreement == "embedding_cosine"
-    threshold = min_cosine if cosine else min_iou
+    threshold = min_cosine if family_spec(family).agreement == "embedding_cosine" else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
     val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
-    max_drop = val.max_drop if val is not None else None
     calib_paths, tuning_paths, held_paths = split_images(
         [Path(p) for p in calibration], subset, min_held_out, gate_elsewhere=val is not None
     )
-    calib = [read_image(p) for p in calib_paths]
-    tuning = [read_image(p) for p in tuning_paths]
-    held = [read_image(p) for p in held_paths]
+    calib, tuning, held = ([read_image(p) for p in paths] for paths in (calib_paths, tuning_paths, held_paths))
     graphs = folder.manifest.graphs
     recipe = recipes(
         family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()}
@@ -123,240 +201,149 @@ def quantize_folder(
         f"calibrating on {len(calib)} image(s), {len(tuning)} set aside for accuracy control, {len(held)} held out to "
         "measure agreement"
     )
-    reference_ov = open_model(
+    reference = open_model(
         folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False
     )
-    data = calibration_inputs(family, reference_ov, calib)
-    tag = secrets.token_hex(4)
-    staging = folder.path / f".quantize-{tag}"
-    for stale in folder.path.glob(".quantize-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    staging.mkdir()
-    passed: dict[str, dict[str, str]] = {}
-    report: dict[str, dict] = {}
-    speed: dict[str, dict] = {}
-    bf16_gated = (
-        _gate_bf16(folder, reference_ov, held, held_paths, threshold, log, val) if "openvino" in backends else None
+    data = calibration_inputs(family, reference, calib)
+    return _Run(
+        folder, family, threshold, val, val.max_drop if val is not None else None, calib_paths, tuning_paths,
+        held_paths, calib, tuning, held, recipe, data, reference, log, progress,
+    )  # fmt: skip
+
+
+def _quantize_backend(run: _Run, backend: str, accuracy_control: bool):
+    """Quantize every graph for ``backend``, gate the int8 pipeline against f32 on the held-out images (OpenVINO:
+    once more with accuracy control after a near miss) and, with ``--val``, measure the field's metric.
+    ``(files {graph: {backend: path}}, record, reference, candidate)``; ``record["passed"]`` is the verdict."""
+    folder, graphs = run.folder, run.folder.manifest.graphs
+    t0 = time.perf_counter()
+    files: dict[str, dict[str, str]] = {}
+    methods = {}
+    for g, r in run.recipe.items():
+        if backend == "openvino":
+            out = run.staging / f"{g}.int8-{run.tag}.xml"
+            methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, run.data[g], out)
+        else:
+            out = run.staging / f"{g}.int8-{run.tag}.onnx"
+            methods[g] = quantize_onnxruntime(folder.file(graphs[g].onnx), r, run.data[g], out)
+        files[g] = {backend: out.relative_to(folder.path).as_posix()}
+    reference = (
+        run.reference
+        if backend == run.reference.backend_name
+        else open_model(folder, backend, precision="f32", cache_dir=False)
     )
-    video = _TrackingGate(folder, reference_ov.backend_name, calib, held, threshold, log) if tracking else None
-    if video is not None and not video.active:
-        video = None
-    if video is not None and bf16_gated is not None:
-        video.gate_bf16()
-    try:
-        for backend in backends:
-            t0 = time.perf_counter()
-            files: dict[str, dict[str, str]] = {}
-            methods = {}
-            for g, r in recipe.items():
-                if backend == "openvino":
-                    out = staging / f"{g}.int8-{tag}.xml"
-                    methods[g] = quantize_openvino(folder.file(graphs[g].openvino), r, data[g], out)
-                else:
-                    out = staging / f"{g}.int8-{tag}.onnx"
-                    methods[g] = quantize_onnxruntime(folder.file(graphs[g].onnx), r, data[g], out)
-                files[g] = {backend: out.relative_to(folder.path).as_posix()}
-            reference = (
-                reference_ov
-                if backend == reference_ov.backend_name
-                else open_model(folder, backend, precision="f32", cache_dir=False)
-            )
-            candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
-            measured = _gate(family, reference, candidate, held, f"{backend} int8 gate", progress)
-            score = gate_score(measured)
-            log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
-            retry = score < threshold and accuracy_control and backend == "openvino" and val is None
-            skip = accuracy_control_skip(score, threshold, len(tuning)) if retry else None
-            if skip:
-                log(f"{backend}: {score:.4f} is below {threshold}; {skip}")
-            elif retry:
-                log(
-                    f"{backend}: {score:.4f} is below {threshold}; trying NNCF's accuracy-controlled quantization, tuned "
-                    f"on {len(tuning)} images set aside (never the held-out ones the gate measures)"
-                )
-                for g, r in recipe.items():
-
-                    def validate(compiled, items, g=g, candidate=candidate, reference=reference):
-                        candidate.graph_backends[g].bind(compiled)
-                        per_image = [
-                            min(prompt_scores(r).values()) for r in agreement_rows(family, reference, candidate, items)
-                        ]
-                        return float(np.mean(per_image)), per_image
-
-                    out = staging / f"{g}.int8-{tag}.xml"
-                    methods[g] = quantize_openvino(
-                        folder.file(graphs[g].openvino), r, data[g], out, validation=(tuning, validate, 1.0 - threshold)
-                    )
-                candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
-                measured = _gate(family, reference, candidate, held, f"{backend} int8 gate", progress)
-                score = gate_score(measured)
-                log(f"{backend} int8 after accuracy control: {measured}")
-            ok = score >= threshold
-            report[backend] = {  # "gate": the lower bound the threshold was compared with; "images": how many
-                **measured,
-                "gate": round(score, 5),
-                "method": methods,
-                "cpu_class": cpu_capabilities().precision_class,  # int8's numbers depend on it (precision.py)
-                "passed": ok,
-            }
-            if val is not None:  # the field's metric decides; agreement stays in the record
-                verdict = val.verdict(reference, candidate, backend, "int8")
-                ok = report[backend]["passed"] = verdict["passed"]
-                report[backend]["val"] = verdict
-            if ok and video is not None:
-                video_files, report[backend]["tracking"] = video.quantize(backend, files, staging, tag)
-                if report[backend]["tracking"]["passed"]:
-                    for g, f in video_files.items():
-                        passed.setdefault(g, {}).update(f)
-            if ok:
-                for g, f in files.items():
-                    passed.setdefault(g, {}).update(f)
-                if measure_speed:
-                    speed[backend] = _measure_speed(family, folder, reference, candidate, held, log, bf16_gated)
-            elif val is not None:
-                v = report[backend]["val"]
-                log(
-                    f"{backend}: int8 dropped {v['metric']} by {v['drop']:.4f} > {max_drop} on {val.data.source}; not written"
-                )
-            else:
-                log(
-                    f"{backend}: int8 missed the gate by {threshold - score:.4f} ({score:.4f} < {threshold}); not written"
-                )
-        if not passed:
-            if val is not None:
-                misses = "; ".join(f"{b} dropped {r['val']['drop']:.4f}" for b, r in report.items())
-                raise SegedgeError(
-                    f"int8 lost more than {max_drop} {val.metric} against f32 on every backend ({misses}); nothing was "
-                    "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable"
-                )
-            misses = "; ".join(f"{b} {r['gate']:.4f} (short by {threshold - r['gate']:.4f})" for b, r in report.items())
-            raise SegedgeError(
-                f"int8 missed the accuracy gate {threshold} on every backend ({misses}); nothing was written. Calibrate "
-                "with more (and more typical) images, or lower --min-iou if that agreement is enough for you"
-            )
-        section = {
-            "graphs": {},
-            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "gate": {
-                "metric": family_spec(family).agreement,
-                "min": threshold,
-                "measured_on": "held-out images",
-                "per_prompt_type": "mean over prompts; the gate takes the worst type's lower 95% confidence bound over "
-                "the held-out images",
-                "held_out_images": len(held_paths),
-                "enough_images": MIN_HELD_OUT_IMAGES,
-                **(
-                    {"decided_by": f"val {val.metric} drop <= {max_drop} on {val.data.source}"}
-                    if val is not None
-                    else {}
-                ),
-            },
-            "agreement": {
-                b: {k: v for k, v in r.items() if k not in ("val", "tracking")}
-                for b, r in report.items()
-                if r["passed"]
-            },
-            **({"tracking": video.section(report)} if video is not None else {}),
-            "rejected": {b: r for b, r in report.items() if not r["passed"]},
-            **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
-            "speed": speed,
-            "recipe": {
-                g: r.describe(int8_saturates()) for g, r in {**recipe, **(video.recipes if video else {})}.items()
-            },
-            "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
-            "calibration": {
-                "count": len(calib_paths),
-                "images": [{"name": p.name, "sha256": sha256_file(p)} for p in calib_paths],
-                "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in held_paths],
-                "tuning": [{"name": p.name, "sha256": sha256_file(p)} for p in tuning_paths],
-                **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if family_spec(family).promptable else {}),
-            },
-        }
-        section["graphs"] = _move_in(folder.path, staging, passed)
-        _switch_manifest(folder, section)
-        return section
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+    measured = _gate(run.family, reference, candidate, run.held, f"{backend} int8 gate", run.progress)
+    score = gate_score(measured)
+    run.log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
+    retry = score < run.threshold and accuracy_control and backend == "openvino" and run.val is None
+    skip = accuracy_control_skip(score, run.threshold, len(run.tuning)) if retry else None
+    if skip:
+        run.log(f"{backend}: {score:.4f} is below {run.threshold}; {skip}")
+    elif retry:
+        candidate = _accuracy_control(run, files, methods, reference, candidate, score)
+        measured = _gate(run.family, reference, candidate, run.held, f"{backend} int8 gate", run.progress)
+        score = gate_score(measured)
+        run.log(f"{backend} int8 after accuracy control: {measured}")
+    record = {  # "gate": the lower bound the threshold was compared with; "images": how many
+        **measured,
+        "gate": round(score, 5),
+        "method": methods,
+        "cpu_class": cpu_capabilities().precision_class,  # int8's numbers depend on it (precision.py)
+        "passed": score >= run.threshold,
+    }
+    if run.val is not None:  # the field's metric decides; agreement stays in the record
+        verdict = run.val.verdict(reference, candidate, backend, "int8")
+        record["passed"], record["val"] = verdict["passed"], verdict
+    return files, record, reference, candidate
 
 
-class _TrackingGate:
-    """quantize_folder's video part for a SAM 2 folder with video graphs (:mod:`segedge.export.quantize_video`):
-    the f32 tracker's masks on clips of the held-out images, the memory graphs' calibration feeds from clips of the
-    calibration images, then per backend the int8 video graphs and their gate; bf16's tracking gate."""
+def _accuracy_control(run: _Run, files, methods, reference, candidate, score: float):
+    """OpenVINO's int8 again with NNCF's accuracy control, tuned on the images set aside (never the gate's): each
+    graph's ranking measures the worst prompt type per tuning image. The new int8 candidate (``methods`` updated)."""
+    run.log(
+        f"openvino: {score:.4f} is below {run.threshold}; trying NNCF's accuracy-controlled quantization, tuned "
+        f"on {len(run.tuning)} images set aside (never the held-out ones the gate measures)"
+    )
+    graphs = run.folder.manifest.graphs
+    for g, r in run.recipe.items():
 
-    MAX_CLIPS = 4  # calibration clips (6 frames, 2 objects: ~10 memory-attention feeds each)
-    MAX_HELD = 2
+        def validate(compiled, items, g=g, candidate=candidate, reference=reference):
+            candidate.graph_backends[g].bind(compiled)
+            rows = agreement_rows(run.family, reference, candidate, items)
+            per_image = [min(prompt_scores(row).values()) for row in rows]
+            return float(np.mean(per_image)), per_image
 
-    def __init__(self, folder: ModelFolder, backend: str, calib, held, threshold: float, log):
-        self.active = folder.manifest.family == "sam2" and bool(folder.manifest.params.get("video"))
-        if not self.active:
-            return
-        from segedge.evaluation.tracking_gate import image_clips, track_clip
-        from segedge.export.quantize_video import video_calibration, video_recipes
-        from segedge.runtime.sam2_video import Sam2Video
-
-        self.folder, self.threshold, self.log = folder, threshold, log
-        self.held_clips = image_clips(held[: self.MAX_HELD])
-        calib_clips = image_clips(calib[: self.MAX_CLIPS])
-        t0 = time.perf_counter()
-        tracker = Sam2Video(folder, backend, precision="f32", cache_dir=False)
-        self.reference = f"{backend} f32"
-        self.reference_masks = [track_clip(tracker, clip) for clip in self.held_clips]
-        self.data = video_calibration(tracker, calib_clips)
-        self.recipes = {g: r for g, r in video_recipes(folder.manifest.params["video"]).items() if g in self.data}
-        log(
-            f"video: f32 tracking of {len(calib_clips)} calibration and {len(self.held_clips)} held-out clips "
-            f"({len(calib_clips[0])} frames, 2 objects) in {time.perf_counter() - t0:.0f} s"
+        out = run.staging / f"{g}.int8-{run.tag}.xml"
+        methods[g] = quantize_openvino(
+            run.folder.file(graphs[g].openvino),
+            r,
+            run.data[g],
+            out,
+            validation=(run.tuning, validate, 1.0 - run.threshold),
         )
+    return open_model(candidate_folder(run.folder, files), "openvino", precision="int8", cache_dir=False)
 
-    def quantize(self, backend: str, image_files, staging: Path, tag: str):
-        from segedge.export.quantize_video import quantize_video_graphs
 
-        return quantize_video_graphs(
-            self.folder,
-            backend,
-            image_files,
-            staging,
-            tag,
-            self.data,
-            self.held_clips,
-            self.reference_masks,
-            self.threshold,
-            self.log,
+def _miss_line(run: _Run, backend: str, record: dict) -> str:
+    if run.val is not None:
+        v = record["val"]
+        return f"{backend}: int8 dropped {v['metric']} by {v['drop']:.4f} > {run.max_drop} on {run.val.data.source}; not written"
+    score = record["gate"]
+    return (
+        f"{backend}: int8 missed the gate by {run.threshold - score:.4f} ({score:.4f} < {run.threshold}); not written"
+    )
+
+
+def _nothing_passed(run: _Run, report: dict) -> str:
+    if run.val is not None:
+        misses = "; ".join(f"{b} dropped {r['val']['drop']:.4f}" for b, r in report.items())
+        return (
+            f"int8 lost more than {run.max_drop} {run.val.metric} against f32 on every backend ({misses}); nothing was "
+            "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable"
         )
+    misses = "; ".join(f"{b} {r['gate']:.4f} (short by {run.threshold - r['gate']:.4f})" for b, r in report.items())
+    return (
+        f"int8 missed the accuracy gate {run.threshold} on every backend ({misses}); nothing was written. Calibrate "
+        "with more (and more typical) images, or lower --min-iou if that agreement is enough for you"
+    )
 
-    def gate_bf16(self) -> None:
-        """bf16's tracking agreement, added to this CPU class's bf16 record as ``tracking`` (``Sam2Video``'s auto runs
-        bf16 only when it passed; the images' bf16 keeps its own verdict)."""
-        from segedge.evaluation.bf16_gate import record_bf16
-        from segedge.evaluation.tracking_gate import tracking_agreement
-        from segedge.runtime.cpu import cpu_capabilities
-        from segedge.runtime.precision import bf16_record
-        from segedge.runtime.sam2_video import Sam2Video
 
-        record = bf16_record(self.folder.manifest, cpu_capabilities())
-        if record is None:
-            return
-        candidate = Sam2Video(self.folder, "openvino", precision="bf16", cache_dir=False)
-        measured = tracking_agreement(None, candidate, self.held_clips, self.reference_masks)
-        tracked = {**measured, "min": self.threshold, "passed": measured["gate"] >= self.threshold}
-        self.log(
-            f"openvino bf16 tracking: mask IoU with f32 tracking per held-out clip {measured['clips']}: "
-            + ("passed" if tracked["passed"] else "failed: auto will not run bf16 on this kind of CPU")
-        )
-        record_bf16(self.folder, {**record, "tracking": tracked})
-
-    def section(self, report: dict) -> dict:
-        """The manifest's ``quantized.int8.tracking``."""
-        return {
-            "metric": "mask IoU per frame and object, the int8 tracker against the f32 tracker",
-            "gate": "the worst held-out clip's mean",
-            "min": self.threshold,
-            "reference": self.reference,
-            "clips": len(self.held_clips),
-            "frames": len(self.held_clips[0]) if self.held_clips else 0,
-            "backends": {b: r["tracking"] for b, r in report.items() if "tracking" in r},
-        }
+def _section(run: _Run, report: dict, speed: dict, video) -> dict:
+    """The manifest's new ``quantized.int8`` (without ``graphs``, which the move-in fills)."""
+    val, spec = run.val, family_spec(run.family)
+    return {
+        "graphs": {},
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "gate": {
+            "metric": spec.agreement,
+            "min": run.threshold,
+            "measured_on": "held-out images",
+            "per_prompt_type": "mean over prompts; the gate takes the worst type's lower 95% confidence bound over "
+            "the held-out images",
+            "held_out_images": len(run.held_paths),
+            "enough_images": MIN_HELD_OUT_IMAGES,
+            **({"decided_by": f"val {val.metric} drop <= {run.max_drop} on {val.data.source}"} if val else {}),
+        },
+        "agreement": {
+            b: {k: v for k, v in r.items() if k not in ("val", "tracking")} for b, r in report.items() if r["passed"]
+        },
+        **({"tracking": video.section(report)} if video is not None else {}),
+        "rejected": {b: r for b, r in report.items() if not r["passed"]},
+        **({"val": {b: r["val"] for b, r in report.items() if r["passed"]}} if val is not None else {}),
+        "speed": speed,
+        "recipe": {
+            g: r.describe(int8_saturates()) for g, r in {**run.recipe, **(video.recipes if video else {})}.items()
+        },
+        "tools": tool_versions("nncf", "openvino", "onnxruntime", "onnx"),
+        "calibration": {
+            "count": len(run.calib_paths),
+            "images": [{"name": p.name, "sha256": sha256_file(p)} for p in run.calib_paths],
+            "held_out": [{"name": p.name, "sha256": sha256_file(p)} for p in run.held_paths],
+            "tuning": [{"name": p.name, "sha256": sha256_file(p)} for p in run.tuning_paths],
+            **({"decoder_prompts_per_image": SAM_PROMPTS_PER_IMAGE} if spec.promptable else {}),
+        },
+    }
 
 
 def _gate(family: str, reference, candidate, held: list[np.ndarray], label: str, progress: bool) -> dict:

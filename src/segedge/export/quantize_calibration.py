@@ -81,21 +81,20 @@ def clip_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict
 
 def sam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
     """SAM and SAM 2: the encoder's images, and the decoders' inputs for prompts sampled on each image."""
-    family = reference.FAMILY
     rng = np.random.default_rng(seed)
     encoder, decoder, prompt_side = [], [], []
     for im in images:
         encoder.append({"image": reference.preprocess(im)[0]})
         reference.set_image(im)
         for p in sam_prompts(reference, rng, SAM_PROMPTS_PER_IMAGE):
-            decoder.append(_decoder_feed(family, reference, p, None))
+            decoder.append(reference.prompt_feed(p, None))
             if reference.decoder_prompt is not None:  # the split decoder's per-prompt part, same prompt
                 prompt_side.append(_prompt_side_feed(reference, decoder[-1]))
             if p["type"] == "points":  # a refinement step: the click again, with the previous low-res logits
                 low = reference.predict(
                     point_coords=p["point_coords"], point_labels=p["point_labels"], multimask_output=False
                 )[2]
-                decoder.append(_decoder_feed(family, reference, dict(p, box=None), low))
+                decoder.append(reference.prompt_feed(dict(p, box=None), low))
     return {"encoder": encoder, "decoder": decoder, **({"decoder_prompt": prompt_side} if prompt_side else {})}
 
 
@@ -105,19 +104,6 @@ def _prompt_side_feed(reference, whole: dict) -> dict:
     SAM 2, the high-resolution features) from ``whole``, the rest from the image's ``decoder_image``."""
     per_image = reference.image.decoder_image
     return {name: whole[name] if name in whole else per_image[name] for name in reference.decoder_prompt.inputs}
-
-
-def _decoder_feed(family: str, reference, prompt: dict, low) -> dict:
-    """The decoder's inputs for one sampled prompt set on the reference's current image (SAM or SAM 2)."""
-    if family == "sam2":
-        ((pts, lab, checked_low),) = reference.check_prompts(
-            reference.image.orig_hw, prompt["point_coords"], prompt["point_labels"], prompt["box"], low
-        )
-        return reference.decoder_inputs(reference.image, pts, lab, checked_low)
-    pts, lab, boxes, _ = reference.check_prompts(
-        reference.original_size, prompt["point_coords"], prompt["point_labels"], prompt["box"]
-    )
-    return reference.decoder_inputs(pts, lab, None if boxes is None else boxes[0], low)
 
 
 # -- the two quantizers ---------------------------------------------------------------------------

@@ -50,6 +50,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from segedge.families import family as family_spec
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -99,44 +101,54 @@ def int8_saturates(cpu=None) -> bool:
 
 def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
     """The recipe of every graph to quantize in a ``family`` folder (``onnx_models``: graph name ->
-    loaded ``onnx.ModelProto`` of the f32 graph). Graphs left out are not quantized."""
-    if family == "fastsam":
-        return {
-            "model": Recipe(
-                "model",
-                False,
-                yolo_decode_nodes(onnx_models["model"]),
-                notes="CNN; box decoding (DFL, anchors, strides) float: in NumPy, or kept float in older layouts' graphs",
-            )
-        }
-    if family in ("sam", "sam2"):
-        encoder = (
-            "ViT/TinyViT" if family == "sam" else "Hiera + FPN neck"
-        ) + ": transformer type (SmoothQuant; softmax/LayerNorm float)"
-        coords = (
-            "transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) and the "
-            "attention products (q·kᵀ, softmax·v: OpenVINO's int8 for them is wrong on AMX) kept float"
+    loaded ``onnx.ModelProto`` of the f32 graph), from the family's entry (``Family.quantize_recipe``, one of the
+    functions below). Graphs left out are not quantized."""
+    return family_spec(family).recipe_function()(onnx_models)
+
+
+def yolo_recipes(onnx_models: dict[str, Any]) -> dict[str, Recipe]:
+    """FastSAM / YOLO-seg: one CNN graph."""
+    return {
+        "model": Recipe(
+            "model",
+            False,
+            yolo_decode_nodes(onnx_models["model"]),
+            notes="CNN; box decoding (DFL, anchors, strides) float: in NumPy, or kept float in older layouts' graphs",
         )
-        out = {
-            "encoder": Recipe("encoder", True, notes=encoder),
-            "decoder": _decoder_recipe("decoder", onnx_models["decoder"], coords),
-        }
-        if (
-            "decoder_prompt" in onnx_models
-        ):  # the split decoder's per-prompt part; decoder_image runs once per image, f32
-            out["decoder_prompt"] = _decoder_recipe(
-                "decoder_prompt",
-                onnx_models["decoder_prompt"],
-                coords + "; calibrated on the same sampled prompts without a mask input",
-            )
-        return out
-    if family == "clip":
-        return {
-            "image_encoder": Recipe(
-                "image_encoder", True, notes="ViT-B/32: transformer type; the text encoder stays f32 (cached per text)"
-            )
-        }
-    raise ValueError(f"no int8 recipe for family {family!r}")
+    }
+
+
+def sam_recipes(onnx_models: dict[str, Any], encoder: str = "ViT/TinyViT") -> dict[str, Recipe]:
+    """SAM-kind folders: the image encoder and the decoders (whole, and the split decoder's per-prompt part)."""
+    coords = (
+        "transformer type; the prompt encoder's coordinate projection (Fourier features, sin/cos) and the "
+        "attention products (q·kᵀ, softmax·v: OpenVINO's int8 for them is wrong on AMX) kept float"
+    )
+    out = {
+        "encoder": Recipe("encoder", True, notes=encoder + ": transformer type (SmoothQuant; softmax/LayerNorm float)"),
+        "decoder": _decoder_recipe("decoder", onnx_models["decoder"], coords),
+    }
+    if "decoder_prompt" in onnx_models:  # the split decoder's per-prompt part; decoder_image runs once per image, f32
+        out["decoder_prompt"] = _decoder_recipe(
+            "decoder_prompt",
+            onnx_models["decoder_prompt"],
+            coords + "; calibrated on the same sampled prompts without a mask input",
+        )
+    return out
+
+
+def sam2_recipes(onnx_models: dict[str, Any]) -> dict[str, Recipe]:
+    """SAM 2: as SAM's, with its Hiera encoder (the video graphs: :mod:`segedge.export.quantize_video`)."""
+    return sam_recipes(onnx_models, "Hiera + FPN neck")
+
+
+def clip_recipes(onnx_models: dict[str, Any]) -> dict[str, Recipe]:
+    """CLIP: the image encoder only."""
+    return {
+        "image_encoder": Recipe(
+            "image_encoder", True, notes="ViT-B/32: transformer type; the text encoder stays f32 (cached per text)"
+        )
+    }
 
 
 def yolo_decode_nodes(model) -> tuple[str, ...]:

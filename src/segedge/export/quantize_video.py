@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.export.quantize_recipes import Recipe
+from segedge.manifest import ModelFolder
 
 ATTENTION_NOTES = (
     "memory attention (self-attention, cross-attention to the memory bank with RoPE): transformer type "
@@ -114,3 +115,80 @@ def quantize_video_graphs(
         f"{measured['clips']}, worst mask {measured['worst_mask']}: {verdict}"
     )
     return files, record
+
+
+class TrackingGate:
+    """quantize_folder's video part for a SAM 2 folder with video graphs (:mod:`segedge.export.quantize_video`):
+    the f32 tracker's masks on clips of the held-out images, the memory graphs' calibration feeds from clips of the
+    calibration images, then per backend the int8 video graphs and their gate; bf16's tracking gate."""
+
+    MAX_CLIPS = 4  # calibration clips (6 frames, 2 objects: ~10 memory-attention feeds each)
+    MAX_HELD = 2
+
+    def __init__(self, folder: ModelFolder, backend: str, calib, held, threshold: float, log):
+        self.active = bool(folder.manifest.params.get("video"))  # the folder has video-tracking graphs
+        if not self.active:
+            return
+        from segedge.evaluation.tracking_gate import image_clips, track_clip
+        from segedge.runtime.sam2_video import Sam2Video
+
+        self.folder, self.threshold, self.log = folder, threshold, log
+        self.held_clips = image_clips(held[: self.MAX_HELD])
+        calib_clips = image_clips(calib[: self.MAX_CLIPS])
+        t0 = time.perf_counter()
+        tracker = Sam2Video(folder, backend, precision="f32", cache_dir=False)
+        self.reference = f"{backend} f32"
+        self.reference_masks = [track_clip(tracker, clip) for clip in self.held_clips]
+        self.data = video_calibration(tracker, calib_clips)
+        self.recipes = {g: r for g, r in video_recipes(folder.manifest.params["video"]).items() if g in self.data}
+        log(
+            f"video: f32 tracking of {len(calib_clips)} calibration and {len(self.held_clips)} held-out clips "
+            f"({len(calib_clips[0])} frames, 2 objects) in {time.perf_counter() - t0:.0f} s"
+        )
+
+    def quantize(self, backend: str, image_files, staging: Path, tag: str):
+        return quantize_video_graphs(
+            self.folder,
+            backend,
+            image_files,
+            staging,
+            tag,
+            self.data,
+            self.held_clips,
+            self.reference_masks,
+            self.threshold,
+            self.log,
+        )
+
+    def gate_bf16(self) -> None:
+        """bf16's tracking agreement, added to this CPU class's bf16 record as ``tracking`` (``Sam2Video``'s auto runs
+        bf16 only when it passed; the images' bf16 keeps its own verdict)."""
+        from segedge.evaluation.bf16_gate import record_bf16
+        from segedge.evaluation.tracking_gate import tracking_agreement
+        from segedge.runtime.cpu import cpu_capabilities
+        from segedge.runtime.precision import bf16_record
+        from segedge.runtime.sam2_video import Sam2Video
+
+        record = bf16_record(self.folder.manifest, cpu_capabilities())
+        if record is None:
+            return
+        candidate = Sam2Video(self.folder, "openvino", precision="bf16", cache_dir=False)
+        measured = tracking_agreement(None, candidate, self.held_clips, self.reference_masks)
+        tracked = {**measured, "min": self.threshold, "passed": measured["gate"] >= self.threshold}
+        self.log(
+            f"openvino bf16 tracking: mask IoU with f32 tracking per held-out clip {measured['clips']}: "
+            + ("passed" if tracked["passed"] else "failed: auto will not run bf16 on this kind of CPU")
+        )
+        record_bf16(self.folder, {**record, "tracking": tracked})
+
+    def section(self, report: dict) -> dict:
+        """The manifest's ``quantized.int8.tracking``."""
+        return {
+            "metric": "mask IoU per frame and object, the int8 tracker against the f32 tracker",
+            "gate": "the worst held-out clip's mean",
+            "min": self.threshold,
+            "reference": self.reference,
+            "clips": len(self.held_clips),
+            "frames": len(self.held_clips[0]) if self.held_clips else 0,
+            "backends": {b: r["tracking"] for b, r in report.items() if "tracking" in r},
+        }

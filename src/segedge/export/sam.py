@@ -19,16 +19,17 @@ from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.sam_arch import IMAGE_SIZE, encoder_params, load_sam
 from segedge.export.sam_attention import group_global_attention
+from segedge.export_options import DECODER_BATCH, PROMPT_SLOTS
 from segedge.manifest import Manifest
 from segedge.preprocess.resize_longest import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
-DEFAULT_SLOTS = 16  # prompt tokens: a box (2) + up to 14 points, or up to 15 points + SAM's pad token
+DEFAULT_SLOTS = PROMPT_SLOTS  # prompt tokens: a box (2) + up to 14 points, or up to 15 points + SAM's pad token
 # Prompt sets per call of the optional batched decoder. 1 (none) by default: measured on a 2-core
 # AMD EPYC (avx512_bf16, avx512_vnni), MobileSAM decoder, OpenVINO f32 ms per prompt: B=1 24.2, B=4 27.6,
 # B=16 27.2, B=64 28.7 (bf16: 12.9, 12.9, 12.7, 13.8); ONNX Runtime B=1 34.8, B=16 34.5. One prompt
 # already runs 4096-token matrix products near this CPU's f32 peak, so batching saves nothing here;
 # it may on many-core CPUs, where one prompt cannot fill every core (export with --decoder-batch N).
-DEFAULT_DECODER_BATCH = 1
+DEFAULT_DECODER_BATCH = DECODER_BATCH
 PROMPT_FRAME = 1024  # SAM's prompt encoder frame: prompts and the low-res masks' crop, pixels
 DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions"]
@@ -41,7 +42,7 @@ def export_sam(
     out_dir: str | os.PathLike,
     *,
     variant: str | None = None,
-    expect: str | None = None,
+    mobile: bool | None = None,
     prompt_slots: int = DEFAULT_SLOTS,
     decoder_batch: int = DEFAULT_DECODER_BATCH,
     simplify: bool = True,
@@ -49,16 +50,16 @@ def export_sam(
 ) -> Path:
     """Export SAM (vit_b/l/h, recognised from the weights) or MobileSAM to a model folder.
 
-    ``expect``: "sam" or "mobile-sam" to insist on one (the CLI subcommand); ``prompt_slots``: the
+    ``mobile``: True (MobileSAM) or False (a SAM ViT) to insist on one (the CLI subcommand; None: either); ``prompt_slots``: the
     decoder's fixed number of prompt tokens (at least 3).
     """
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     check_decoder_options(prompt_slots, decoder_batch)
     sam, arch = load_sam(checkpoint, variant)
     is_mobile = arch.kind == "tinyvit"
-    if expect == "sam" and is_mobile:
+    if mobile is False and is_mobile:
         raise CheckpointError(f"{checkpoint} is a MobileSAM checkpoint; use `segedge export mobile-sam`")
-    if expect == "mobile-sam" and not is_mobile:
+    if mobile is True and not is_mobile:
         raise CheckpointError(
             f"{checkpoint} is a SAM {arch.variant} checkpoint, not MobileSAM; use `segedge export sam`"
         )

@@ -14,12 +14,13 @@ from pathlib import Path
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, check_image_size, load_sam2
+from segedge.export_options import COND_FRAMES, PROMPT_SLOTS
 from segedge.manifest import Manifest
 
-DEFAULT_SLOTS = 16  # a box (2) + up to 13 points + SAM 2's "not a point" token
+DEFAULT_SLOTS = PROMPT_SLOTS  # a box (2) + up to 13 points + SAM 2's "not a point" token
 # Prompted (conditioning) frames per object the memory attention graph holds; with more, the tracker
 # attends to the temporally closest ones (SAM 2's max_cond_frames_in_attn rule; sam2's default is no limit).
-DEFAULT_COND_FRAMES = 2
+DEFAULT_COND_FRAMES = COND_FRAMES
 FEATURES = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
 ENCODER_OUTPUTS = FEATURES + ["vision_feat"]
 DECODER_INPUTS = FEATURES + ["point_coords", "point_labels", "mask_input", "has_mask_input"]
@@ -109,33 +110,39 @@ def export_sam2(
         if video:
             video_params, video_graphs = write_video_graphs(model, vision_feat, folder, cond_frames, simplify)
             graphs.update(video_graphs)
-        dec = model.sam_mask_decoder
-        manifest = Manifest(
-            family="sam2",
-            variant=arch.name,
-            graphs=graphs,
-            preprocess={
-                "kind": "resize_square",
-                "size": [image_size, image_size],
-                "resize": "torch_bilinear_antialias",
-                "scale": 1 / 255,
-                "mean": list(IMAGENET_MEAN),
-                "std": list(IMAGENET_STD),
-                "channel_order": "RGB",
-            },
-            source={"format": "sam2_checkpoint", "version": arch.version, "hiera": arch.variant},
-            exporter=tool_versions("torch", "sam2", "onnx", "onnxslim", "openvino"),
-            params={
-                "prompt_slots": prompt_slots,
-                "empty_slot_label": -2,
-                "mask_threshold": 0.0,
-                "low_res_size": low_res,
-                "low_res_clamp": 32.0,
-                "version": arch.version,
-                "pred_obj_scores": bool(dec.pred_obj_scores),
-                **{k: (bool(v) if isinstance(v, bool) else float(v)) for k, v in POSTPROCESSING.items()},
-                **({"video": video_params} if video_params else {}),
-            },
-        )
+        manifest = _manifest(model, arch, graphs, image_size, prompt_slots, video_params)
         finish_manifest(folder, manifest, ckpt)
     return Path(out_dir)
+
+
+def _manifest(model, arch, graphs: dict, image_size: int, prompt_slots: int, video_params: dict | None) -> Manifest:
+    """The folder's ``segedge.json`` for ``graphs``: SAM 2's preprocessing at ``image_size``, its decoder's params
+    and postprocessing (``build_sam2(..., apply_postprocessing=True)``), the video graphs' params if any."""
+    dec = model.sam_mask_decoder
+    return Manifest(
+        family="sam2",
+        variant=arch.name,
+        graphs=graphs,
+        preprocess={
+            "kind": "resize_square",
+            "size": [image_size, image_size],
+            "resize": "torch_bilinear_antialias",
+            "scale": 1 / 255,
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "channel_order": "RGB",
+        },
+        source={"format": "sam2_checkpoint", "version": arch.version, "hiera": arch.variant},
+        exporter=tool_versions("torch", "sam2", "onnx", "onnxslim", "openvino"),
+        params={
+            "prompt_slots": prompt_slots,
+            "empty_slot_label": -2,
+            "mask_threshold": 0.0,
+            "low_res_size": image_size // 4,
+            "low_res_clamp": 32.0,
+            "version": arch.version,
+            "pred_obj_scores": bool(dec.pred_obj_scores),
+            **{k: (bool(v) if isinstance(v, bool) else float(v)) for k, v in POSTPROCESSING.items()},
+            **({"video": video_params} if video_params else {}),
+        },
+    )

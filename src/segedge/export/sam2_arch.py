@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from segedge.errors import CheckpointError
 from segedge.export.common import check_checkpoint_file, load_weights
+from segedge.export_options import SAM2_IMAGE_SIZE
 
 #: variant -> (Hiera embed dim, block count, config file stem)
 HIERA = {
@@ -26,7 +27,7 @@ HIERA = {
     "base_plus": (112, 24, "hiera_b+"),
     "large": (144, 48, "hiera_l"),
 }
-IMAGE_SIZE = 1024  # SAM 2's own; a checkpoint does not record it (the weights are the same at any size)
+IMAGE_SIZE = SAM2_IMAGE_SIZE  # SAM 2's own; a checkpoint does not record it (the weights are the same at any size)
 #: ``build_sam2(..., apply_postprocessing=True)``: what SAM2ImagePredictor runs with
 POSTPROCESSING = {
     "dynamic_multimask_via_stability": True,

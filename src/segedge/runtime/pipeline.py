@@ -45,7 +45,7 @@ def _failure_message(exc: BaseException) -> str:
     return str(exc)
 
 
-def pipelined(
+def pipelined(  # noqa: C901 (see pyproject)
     items: Iterable, prepare: Callable, infer: Callable, finish: Callable, depth: int = DEFAULT_DEPTH
 ) -> Iterator:
     """``finish(infer(prepare(item)))`` for each item, in order, with the three stages overlapping.

@@ -23,21 +23,13 @@ from segedge.errors import BackendError
 from segedge.manifest import Manifest
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 
-PRECISIONS = ("f32", "bf16", "int8")
-
-# The fewest held-out images a gate may be measured on for auto to run what it passed (segedge.evaluation.gate_stats
-# takes the lower 95% bound over them). Measured with benchmarks/int8_generalisation.py (YOLOv8n-seg at 1024, OpenVINO
-# int8, per-image agreement on 80 coco128-seg images): docs/precision.md "How many held-out images".
-MIN_HELD_OUT_IMAGES = 16
+from segedge.precisions import CHOICES, MIN_HELD_OUT_IMAGES, PRECISIONS  # noqa: F401  (the vocabulary lives there)
 
 
 def enough_images(count: int | None) -> bool:
     """Whether a gate measured on ``count`` images may decide what ``auto`` runs (None: a record from before the count
     was kept, taken as it is)."""
     return count is None or count >= MIN_HELD_OUT_IMAGES
-
-
-CHOICES = ("auto", *PRECISIONS)
 
 
 def resolve_precision(requested: str, manifest: Manifest, backend: str, cpu: CpuCapabilities | None = None) -> str:

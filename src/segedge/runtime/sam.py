@@ -383,6 +383,15 @@ class Sam(PerThreadImage, FolderModel):
             raise PromptError("mask_input contains NaN or infinity")
         return arr
 
+    def prompt_feed(self, prompt: dict, low) -> dict[str, np.ndarray]:
+        """The decoder's inputs for one prompt dict (``point_coords``, ``point_labels``, ``box``; see
+        :func:`segedge.evaluation.agreement.sam_prompts`) and low-res logits ``low`` (or None) on the current image:
+        what quantize calibrates the decoder on."""
+        pts, lab, boxes, _ = self.check_prompts(
+            self.original_size, prompt["point_coords"], prompt["point_labels"], prompt["box"]
+        )
+        return self.decoder_inputs(pts, lab, None if boxes is None else boxes[0], low)
+
     def decoder_inputs(self, pts, lab, box, low, image: SamImage | None = None) -> dict[str, np.ndarray]:
         """The decoder's named inputs for checked prompts (original pixels) on ``image`` (default: this
         thread's current image): coordinates mapped to the 1024 frame, unused slots marked empty, SAM's

@@ -328,6 +328,14 @@ class Sam2(PerThreadImage, FolderModel):
             raise PromptError("mask_input contains NaN or infinity")
         return arr
 
+    def prompt_feed(self, prompt: dict, low) -> dict[str, np.ndarray]:
+        """The decoder's inputs for one prompt dict (``point_coords``, ``point_labels``, ``box``) and low-res logits
+        ``low`` (or None) on the current image: what quantize calibrates the decoder on (as ``Sam.prompt_feed``)."""
+        ((pts, lab, checked_low),) = self.check_prompts(
+            self.image.orig_hw, prompt["point_coords"], prompt["point_labels"], prompt["box"], low
+        )
+        return self.decoder_inputs(self.image, pts, lab, checked_low)
+
     def decoder_inputs(self, state: Sam2Image, pts: np.ndarray, lab: np.ndarray, low) -> dict[str, np.ndarray]:
         """The decoder's named inputs: prompts (1024 frame) in the first slots, SAM 2's pad token after
         them, the rest empty."""

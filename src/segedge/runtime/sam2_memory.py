@@ -193,3 +193,35 @@ class TrackedFrames:
 
     def __len__(self) -> int:
         return sum(last - first + 1 for first, last, _ in self.runs)
+
+
+def memory_feed(plan: MemoryPlan, find, video: dict, slots: tuple[int, int], grid: int) -> dict[str, np.ndarray]:
+    """The memory-attention graph's bank inputs for ``plan`` (:func:`memory_plan`), padded to the graph's ``slots``
+    ``(frames, pointers)``: ``memory (F, mem_dim, grid, grid)`` float32 from each planned frame's bf16 memory,
+    ``memory_tpos (F,)`` int64 (SAM 2's ``num_maskmem - t_pos - 1``), ``memory_valid (F,)``, ``obj_ptrs (P, hidden)``,
+    ``obj_ptr_tpos (P, tpos_dim)``, ``obj_ptr_valid (P,)`` (1 for a used slot). ``find(t)``: frame ``t``'s output
+    (its ``maskmem`` and ``obj_ptr``); ``video``: the folder's ``params.video``."""
+    frame_slots, pointer_slots = slots
+    memory = np.zeros((frame_slots, video["mem_dim"], grid, grid), np.float32)
+    tpos = np.zeros(frame_slots, np.int64)
+    valid = np.zeros(frame_slots, np.float32)
+    for i, (t, t_pos) in enumerate(plan.frames):
+        memory[i] = from_bf16(find(t).maskmem)
+        tpos[i] = video["num_maskmem"] - t_pos - 1
+        valid[i] = 1
+    ptrs = np.zeros((pointer_slots, video["hidden_dim"]), np.float32)
+    ptr_tpos = np.zeros((pointer_slots, video["tpos_dim"]), np.float32)
+    ptr_valid = np.zeros(pointer_slots, np.float32)
+    k = len(plan.pointers)
+    for i, (t, _) in enumerate(plan.pointers):
+        ptrs[i] = find(t).obj_ptr
+    ptr_tpos[:k] = pointer_tpos(plan, video["tpos_dim"])
+    ptr_valid[:k] = 1
+    return {
+        "memory": memory,
+        "memory_tpos": tpos,
+        "memory_valid": valid,
+        "obj_ptrs": ptrs,
+        "obj_ptr_tpos": ptr_tpos,
+        "obj_ptr_valid": ptr_valid,
+    }

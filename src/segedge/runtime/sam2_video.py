@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -37,79 +36,20 @@ from segedge.preprocess.resize_square import resize_antialias, sam2_video_prepro
 from segedge.runtime.prompt_args import check_boxes, check_points
 from segedge.runtime.sam2 import Sam2
 from segedge.runtime.sam2_memory import (
-    TrackedFrames,
     frames_to_forget,
-    from_bf16,
+    memory_feed,
     memory_plan,
     memory_reach,
-    pointer_tpos,
     to_bf16,
 )
 from segedge.runtime.sam_common import PAD
 from segedge.runtime.video_frames import VideoFrames
+from segedge.runtime.video_state import FrameOutput, ObjectTrack, VideoState
+from segedge.runtime.video_state import tracking_passes as tracking_passes  # re-exported: the old import path
 
 NO_OBJ_SCORE = np.float32(-1024.0)  # SAM 2's logit for "no object here"
 DEFAULT_KEEP_FRAMES = 64
 MASK_AS_OUTPUT = (20.0, -10.0)  # SAM 2's logits for a given mask: 1 -> +10, 0 -> -10
-
-
-@dataclass
-class FrameOutput:
-    """One object's result on one frame (SAM 2's compact output): ``pred_masks (256, 256)`` float32 low-res
-    logits (after hole filling), ``obj_ptr (hidden,)`` float32, ``object_score`` (logit: > 0 present),
-    ``maskmem`` the encoded memory ``(64, 64, 64)`` as bfloat16 bits (None until encoded)."""
-
-    pred_masks: np.ndarray
-    obj_ptr: np.ndarray
-    object_score: float
-    maskmem: np.ndarray | None = None
-
-
-@dataclass
-class ObjectTrack:
-    """Everything known about one object: its clicks per frame (to add to with ``clear_old_points=False``), its
-    outputs on prompted (``cond``) and tracked (``non_cond``) frames, outputs of prompts not yet encoded into
-    memory (``temp_*``), and the frames tracked (frame -> tracked in reverse; runs of frames, so a long stream
-    stays small)."""
-
-    obj_id: int
-    points: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    cond: dict[int, FrameOutput] = field(default_factory=dict)
-    non_cond: dict[int, FrameOutput] = field(default_factory=dict)
-    temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
-    temp_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
-    tracked: TrackedFrames = field(default_factory=TrackedFrames)
-
-    def outputs(self, cond: bool) -> dict[int, FrameOutput]:
-        return self.cond if cond else self.non_cond
-
-    def temp(self, cond: bool) -> dict[int, FrameOutput]:
-        return self.temp_cond if cond else self.temp_non_cond
-
-    def find(self, n: int, *temps: dict[int, FrameOutput]) -> FrameOutput | None:
-        """The object's output on frame ``n``: from ``temps`` first (prompts not yet in memory, SAM2VideoPredictor's
-        lookup order), else from the bank (prompted, then tracked frames); None when there is none."""
-        for outputs in (*temps, self.cond, self.non_cond):
-            if n in outputs:
-                return outputs[n]
-        return None
-
-
-@dataclass
-class VideoState:
-    """A video being tracked (SAM 2's ``inference_state``): its frames, size ``(H, W)``, frame count (None for a
-    camera or stream), the objects in the order they were added, and a small cache of encoded frames."""
-
-    frames: VideoFrames
-    video_hw: tuple[int, int]
-    num_frames: int | None
-    objects: OrderedDict = field(default_factory=OrderedDict)
-    features: OrderedDict = field(default_factory=OrderedDict)
-    timings: dict = field(default_factory=dict)
-
-    @property
-    def obj_ids(self) -> list[int]:
-        return list(self.objects)
 
 
 class Sam2Video(Sam2):
@@ -152,10 +92,13 @@ class Sam2Video(Sam2):
         self.mask_downsample = self._compile("mask_downsample")
 
     # -- state ---------------------------------------------------------------------------------------
-    def init_state(self, video: str | os.PathLike | Sequence) -> VideoState:
+    def init_state(self, video: str | os.PathLike | Sequence | None = None, *, video_path=None) -> VideoState:
         """A tracking state for ``video``: a video file, a folder of JPEG frames (``00000.jpg`` ...), a list
-        of images (paths or ``HxWx3`` uint8 RGB), or a camera index / stream URL (tracked forward only)."""
-        frames = VideoFrames(video, self.max_pixels)
+        of images (paths or ``HxWx3`` uint8 RGB), or a camera index / stream URL (tracked forward only).
+        ``video_path=``: the same, by SAM2VideoPredictor's keyword (code written for it runs unchanged)."""
+        if (video is None) == (video_path is None):
+            raise PromptError("init_state takes the video once: init_state(video) or init_state(video_path=...)")
+        frames = VideoFrames(video if video_path is None else video_path, self.max_pixels)
         return VideoState(frames, frames.size, frames.num_frames)
 
     def reset_state(self, state: VideoState) -> None:
@@ -441,38 +384,12 @@ class Sam2Video(Sam2):
             only_past_ptrs=v["only_obj_ptrs_in_the_past_for_eval"],
             signed_tpos=v["use_signed_tpos_enc_to_obj_ptrs"],
         )
-        mem_dim, hidden = v["mem_dim"], v["hidden_dim"]
         frame_slots, pointer_slots, graph = next(
             g for g in self.memory_graphs if len(plan.frames) <= g[0] and len(plan.pointers) <= g[1]
         )
-        memory = np.zeros((frame_slots, mem_dim, self.grid, self.grid), np.float32)
-        tpos = np.zeros(frame_slots, np.int64)
-        valid = np.zeros(frame_slots, np.float32)
-        for i, (t, t_pos) in enumerate(plan.frames):
-            out = obj.find(t)
-            memory[i] = from_bf16(out.maskmem)
-            tpos[i] = v["num_maskmem"] - t_pos - 1
-            valid[i] = 1
-        ptrs = np.zeros((pointer_slots, hidden), np.float32)
-        ptr_tpos = np.zeros((pointer_slots, v["tpos_dim"]), np.float32)
-        ptr_valid = np.zeros(pointer_slots, np.float32)
-        k = len(plan.pointers)
-        for i, (t, _) in enumerate(plan.pointers):
-            ptrs[i] = obj.find(t).obj_ptr
-        ptr_tpos[:k] = pointer_tpos(plan, v["tpos_dim"])
-        ptr_valid[:k] = 1
+        feed = memory_feed(plan, obj.find, v, (frame_slots, pointer_slots), self.grid)
         t0 = time.perf_counter()
-        out = graph.run(
-            {
-                "vision_feat": vision_feat,
-                "memory": memory,
-                "memory_tpos": tpos,
-                "memory_valid": valid,
-                "obj_ptrs": ptrs,
-                "obj_ptr_tpos": ptr_tpos,
-                "obj_ptr_valid": ptr_valid,
-            }
-        )["pix_feat"]
+        out = graph.run({"vision_feat": vision_feat, **feed})["pix_feat"]
         _add_time(state, "memory_attention", time.perf_counter() - t0)
         return out
 
@@ -509,28 +426,6 @@ class Sam2Video(Sam2):
             last = "?" if state.num_frames is None else state.num_frames - 1
             raise PromptError(f"frame {n} is outside the video (frames 0 to {last})")
         return n
-
-
-def tracking_passes(
-    prompted: Sequence[int], num_frames: int, direction: str, max_frames: int | None = None
-) -> list[tuple[int, int, bool]]:
-    """``(start frame, frames, reverse)`` of each pass over a video of ``num_frames`` frames whose ``prompted`` frames
-    are given: ``forward`` from the first prompted frame to the end; ``reverse`` from the last prompted frame to frame
-    0; ``both`` forward, then back from the first prompted frame (SAM 2's order: the reverse pass then remembers the
-    forward pass's frames next to the prompt). ``max_frames`` bounds each pass. ``segedge track`` and the server's
-    tracking jobs both follow it."""
-
-    def bounded(count: int) -> int:
-        return count if max_frames is None else min(count, max_frames)
-
-    first = min(prompted)
-    forward = (first, bounded(num_frames - first), False)
-    if direction == "forward":
-        return [forward]
-    if direction == "reverse":
-        last = max(prompted)
-        return [(last, bounded(last + 1), True)]
-    return [forward, (first, bounded(first + 1), True)] if first > 0 else [forward]
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segedge.families import family
+from segedge.families import EVERYTHING_DEFAULTS, FAMILIES
 from segedge.errors import SegedgeError
 from segedge.imageio import ImageSource, read_image
 from segedge.postprocess import amg
@@ -29,9 +30,11 @@ from segedge.postprocess.encode import rle_counts, rle_encode
 from segedge.postprocess.masks import RoiMasks
 from segedge.postprocess.sam_masks import roi_masks_from_low_res
 from segedge.runtime.prompt_args import check_count, check_fraction
-from segedge.runtime.sam import Sam, SamImage
 from segedge.runtime.sam_common import pixels_hash
-from segedge.runtime.sam2 import Sam2, Sam2Image
+
+if TYPE_CHECKING:
+    from segedge.runtime.sam import Sam, SamImage
+    from segedge.runtime.sam2 import Sam2, Sam2Image
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -104,29 +107,28 @@ class SamAutomaticMaskGenerator:
     def __init__(
         self,
         model: Sam | Sam2,
-        points_per_side: int | None = 32,
+        points_per_side: int | None = EVERYTHING_DEFAULTS["points_per_side"],
         points_per_batch: int = 64,
         pred_iou_thresh: float | None = None,
-        stability_score_thresh: float = 0.95,
-        stability_score_offset: float = 1.0,
-        box_nms_thresh: float = 0.7,
-        crop_n_layers: int = 0,
+        stability_score_thresh: float = EVERYTHING_DEFAULTS["stability_score_thresh"],
+        stability_score_offset: float = EVERYTHING_DEFAULTS["stability_score_offset"],
+        box_nms_thresh: float = EVERYTHING_DEFAULTS["box_nms_thresh"],
+        crop_n_layers: int = EVERYTHING_DEFAULTS["crop_layers"],
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
         crop_n_points_downscale_factor: int = 1,
         point_grids: list[np.ndarray] | None = None,
-        min_mask_region_area: int = 0,
+        min_mask_region_area: int = EVERYTHING_DEFAULTS["min_region_area"],
         output_mode: str = "binary_mask",
         multimask_output: bool = True,
         use_m2m: bool = False,
     ):
-        if not isinstance(model, (Sam, Sam2)):
-            raise SegedgeError(
-                f"SamAutomaticMaskGenerator needs a segedge.Sam or segedge.Sam2 model, got {type(model).__name__}"
-            )
-        spec = family(model.FAMILY)
+        spec = FAMILIES.get(getattr(model, "FAMILY", None))
+        if spec is None or not spec.promptable:
+            takes = " or ".join(f"a {f.title} model" for f in FAMILIES.values() if f.promptable and f.everything)
+            raise SegedgeError(f"SamAutomaticMaskGenerator needs {takes}, got {type(model).__name__}")
         if pred_iou_thresh is None:  # each reference's default
-            pred_iou_thresh = spec.everything_defaults["pred_iou_thresh"]
+            pred_iou_thresh = spec.everything_options()["pred_iou_thresh"]
         if use_m2m:
             raise SegedgeError("use_m2m (sam2's mask-to-mask refinement) is not supported; leave it False")
         if not isinstance(multimask_output, bool):
@@ -216,9 +218,7 @@ class SamAutomaticMaskGenerator:
         rgb = read_image(image, self.model.max_pixels)
         self.timings = {"encoder": 0.0, "decoder": 0.0, "masks": 0.0}
         h, w = rgb.shape[:2]
-        if embedding is not None and (
-            not isinstance(embedding, (SamImage, Sam2Image)) or embedding.image_hash != pixels_hash(rgb)
-        ):
+        if embedding is not None and (getattr(embedding, "image_hash", None) != pixels_hash(rgb)):
             raise SegedgeError("embedding must be what the model's embed() made of this same image")
         crop_boxes, layers = amg.generate_crop_boxes((h, w), self.crop_n_layers, self.crop_overlap_ratio)
         found = MaskSet.cat(

@@ -20,6 +20,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from segedge.errors import SegedgeError
+from segedge.families import family
 from segedge.imageio import read_image
 from segedge.runtime.pipeline import pipelined, sequential
 
@@ -65,15 +67,16 @@ def segment_stages(
     """``(prepare, infer, finish)`` for ``model`` (FastSam, Sam or Sam2) with these prompts, or with
     ``generator`` (a SamAutomaticMaskGenerator: "everything" for SAM / SAM 2). FastSAM thresholds and
     ``agnostic`` left None take the folder's defaults."""
-    from segedge.runtime.fastsam import FastSam
-
+    spec = family(model.FAMILY)
+    if not spec.segments_images:
+        raise SegedgeError(f"{spec.title} folders do not segment images; give a segmentation model folder")
     if generator is not None:
         return _generator_stages(model, generator)
-    if isinstance(model, FastSam):
-        return _fastsam_stages(
-            model, points, point_labels, boxes, texts, clip, dict(conf=conf, iou=iou, max_det=max_det), retina, agnostic
-        )
-    return _sam_stages(model, points, point_labels, boxes, multimask)
+    if spec.promptable:  # encode once, decode the prompts against the embedding
+        return _sam_stages(model, points, point_labels, boxes, multimask)
+    return _fastsam_stages(
+        model, points, point_labels, boxes, texts, clip, dict(conf=conf, iou=iou, max_det=max_det), retina, agnostic
+    )
 
 
 def _fastsam_stages(model, points, labels, boxes, texts, clip, options, retina, agnostic=None):

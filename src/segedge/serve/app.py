@@ -28,13 +28,20 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from segedge._version import __version__
 from segedge.errors import SegedgeError
 from segedge.serve.errors import ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.requests import (
+    EncodeRequest,
+    EverythingRequest,
+    PredictRequest,
+    ResetRequest,
+    TrackRequest,
+    VideoPromptRequest,
+)
 from segedge.serve.service import SegmentService
 
 log = logging.getLogger("segedge.serve")
@@ -60,8 +67,6 @@ SECURITY_HEADERS = {
 }
 #: Swagger UI sets style attributes: /docs alone may use inline styles (never inline scripts).
 DOCS_CSP = CSP + "; style-src 'self' 'unsafe-inline'"
-MAX_POINTS = 64
-MAX_TEXT = 200
 
 
 def static_files() -> dict[str, tuple[bytes, str]]:
@@ -85,65 +90,8 @@ def binary_body(description: str, media: str) -> dict:
     return {"requestBody": {"required": True, "description": description, "content": content}}
 
 
-def create_app(service: SegmentService) -> FastAPI:
+def create_app(service: SegmentService) -> FastAPI:  # noqa: C901 (see pyproject)
     """The FastAPI application serving ``service``."""
-
-    class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    class EncodeRequest(Strict):
-        model: str | None = Field(None, description="model name from /api/models (default: the first)")
-        image_id: str = Field(description="from POST /api/images")
-
-    class PredictRequest(EncodeRequest):
-        points: list[tuple[float, float]] | None = Field(
-            None, max_length=MAX_POINTS, description="[[x, y], ...] original pixels"
-        )
-        labels: list[int] | None = Field(
-            None, max_length=MAX_POINTS, description="1 object, 0 background, one per point (default 1)"
-        )
-        box: tuple[float, float, float, float] | None = Field(None, description="[x1, y1, x2, y2] original pixels")
-        multimask: bool = Field(False, description="SAM: three candidate masks instead of one")
-        text: str | None = Field(None, max_length=MAX_TEXT, description="FastSAM with --clip: a text prompt")
-
-    class VideoModel(Strict):
-        model: str | None = Field(None, description="a model that tracks video (default: the first that does)")
-
-    class VideoPromptRequest(VideoModel):
-        frame: int = Field(ge=0, description="0-based frame number")
-        obj_id: int = Field(1, ge=0, description="the object this prompt is for")
-        points: list[tuple[float, float]] | None = Field(
-            None, max_length=MAX_POINTS, description="[[x, y], ...] video pixels"
-        )
-        labels: list[int] | None = Field(
-            None, max_length=MAX_POINTS, description="1 object, 0 background, one per point (default 1)"
-        )
-        box: tuple[float, float, float, float] | None = Field(None, description="[x1, y1, x2, y2] video pixels")
-
-    class TrackRequest(VideoModel):
-        max_frames: int | None = Field(None, ge=1, description="frames to track from the first prompted one")
-        reverse: bool = Field(False, description="track back from the last prompted frame towards frame 0")
-
-    class ResetRequest(VideoModel):
-        obj_id: int | None = Field(None, description="the object to forget (default: every object)")
-
-    class EverythingRequest(EncodeRequest):
-        conf: float | None = Field(None, description="FastSAM: confidence threshold 0-1")
-        iou: float | None = Field(None, description="FastSAM: NMS IoU threshold 0-1")
-        max_det: int | None = Field(None, description="FastSAM: most masks kept")
-        retina: bool | None = Field(None, description="FastSAM: masks at full resolution (default true)")
-        points_per_side: int | None = Field(None, description="SAM: grid points per side (default 32, at most 64)")
-        crop_layers: int | None = Field(None, description="SAM: crop layers 0-2 (default 0)")
-        min_region_area: int | None = Field(None, ge=0, description="SAM: remove holes/islands below this many pixels")
-        pred_iou_thresh: float | None = Field(
-            None, description="SAM: keep masks whose predicted IoU is above (default 0.88)"
-        )
-        stability_score_thresh: float | None = Field(
-            None, description="SAM: keep masks at least this stable (default 0.95)"
-        )
-        box_nms_thresh: float | None = Field(
-            None, description="SAM: NMS IoU threshold between masks' boxes (default 0.7)"
-        )
 
     @asynccontextmanager
     async def lifespan(app):
@@ -162,43 +110,7 @@ def create_app(service: SegmentService) -> FastAPI:
     app.state.service = service
     pages = static_files()
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    @app.exception_handler(ServiceError)
-    async def service_error(request: Request, exc: ServiceError):
-        return error(exc.status, str(exc))
-
-    @app.exception_handler(SegedgeError)
-    async def segedge_error(request: Request, exc: SegedgeError):
-        return error(400, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(MemoryError)
-    async def out_of_memory(request: Request, exc: MemoryError):
-        return error(503, "the server ran out of memory for this request; try a smaller image")
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception):
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
-
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if request.url.path == "/docs":
-            response.headers["Content-Security-Policy"] = DOCS_CSP
-        return response
+    _add_error_handlers(app)
 
     for route in pages:
 
@@ -269,8 +181,56 @@ def create_app(service: SegmentService) -> FastAPI:
         options = {k: v for k, v in req.model_dump(exclude={"model", "image_id"}).items() if v is not None}
         return service.everything(req.model, req.image_id, **options)
 
-    # -- video ------------------------------------------------------------------------------------------
-    video = service.video
+    _add_video_routes(app, service.video, body_bytes)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every failure answers ``{"error": one line}`` with its HTTP status (never a traceback); security headers on
+    every response."""
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(SegedgeError)
+    async def segedge_error(request: Request, exc: SegedgeError):
+        return error(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(MemoryError)
+    async def out_of_memory(request: Request, exc: MemoryError):
+        return error(503, "the server ran out of memory for this request; try a smaller image")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if request.url.path == "/docs":
+            response.headers["Content-Security-Policy"] = DOCS_CSP
+        return response
+
+
+def _add_video_routes(app: FastAPI, video, body_bytes) -> None:
+    """``/api/videos`` and ``/api/tracks``: upload a clip, prompt objects on frames, track them as background jobs
+    (``video``: the service's :class:`~segedge.serve.video.VideoService`)."""
     video_body = binary_body("the video file's bytes (MP4, MOV, WebM, MKV, AVI)", "video/*")
 
     def video_model(name: str | None) -> str:
@@ -322,5 +282,3 @@ def create_app(service: SegmentService) -> FastAPI:
         job = video.job(job_id)
         job.stop.set()
         return job.view(len(job.records))
-
-    return app

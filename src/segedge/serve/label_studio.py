@@ -198,7 +198,7 @@ def outline_polygons(masks, i: int) -> list[np.ndarray]:
     return [np.asarray(flat, np.float64).reshape(-1, 2) for flat in found]
 
 
-def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:
+def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:  # noqa: C901 (see pyproject)
     """The FastAPI app of a :class:`LabelStudioBackend` over ``service``."""
     backend = LabelStudioBackend(service, access)
     app = FastAPI(title="segedge Label Studio ML backend", version=__version__, docs_url=None, redoc_url=None)

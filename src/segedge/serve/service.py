@@ -16,17 +16,17 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from segedge.errors import PromptError, SegedgeError
-from segedge.families import family
+from segedge.families import EVERYTHING_DEFAULTS, family
 from segedge.imageio import read_image
 from segedge.runtime.prompt_args import api_clicks
 from segedge.serve.cache import ByteLru
-from segedge.serve.errors import NotFound, ServiceError, TooLarge, UnsupportedMedia, upload_id
+from segedge.serve.errors import NotFound, ServiceError, TooLarge, upload_id
+from segedge.serve.served import ServedModel, embedding_bytes, result_bytes, sniff_format, unique_names
 from segedge.serve.video import (
     DEFAULT_MAX_TRACK_FRAMES,
     DEFAULT_MAX_VIDEO_BYTES,
@@ -34,83 +34,18 @@ from segedge.serve.video import (
     VideoService,
 )
 
-#: The file signatures an upload may start with, and their media types.
-SIGNATURES = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"BM", "image/bmp"),
-    (b"II*\x00", "image/tiff"),
-    (b"MM\x00*", "image/tiff"),
-)
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_CACHE_BYTES = 1024 * 2**20
 IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 #: SAM "everything" grid sizes the server accepts (a 64x64 grid is 4096 prompts: minutes on 2 cores).
 MAX_POINTS_PER_SIDE = 64
-#: SAM "everything" options and their defaults (segment-anything's, but for crop_n_layers' name).
+#: SAM "everything" options the server takes, and their defaults (segedge.families.EVERYTHING_DEFAULTS)
 SAM_EVERYTHING = {
-    "points_per_side": 32,
-    "crop_layers": 0,
-    "min_region_area": 0,
-    "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.95,
-    "box_nms_thresh": 0.7,
+    k: EVERYTHING_DEFAULTS[k]
+    for k in ("points_per_side", "crop_layers", "min_region_area", "pred_iou_thresh", "stability_score_thresh")
+    + ("box_nms_thresh",)
 }
-
-
-@dataclass
-class ServedModel:
-    """One model folder opened for serving under ``name`` (the folder's name, made unique)."""
-
-    name: str
-    family: str
-    model: object  # segedge.FastSam or segedge.Sam
-
-    def info(self, text: bool) -> dict:
-        m = self.model.folder.manifest
-        spec = family(self.family)
-        prompts = [p for p in spec.prompts if p != "text"] + (["everything"] if spec.everything else [])
-        prompts += ["text"] if text and "text" in spec.prompts else []
-        return {
-            "name": self.name,
-            "family": self.family,
-            "variant": m.variant,
-            "backend": self.model.backend_name,
-            "precision": self.model.precision,
-            "prompts": prompts,
-            "multimask": spec.multimask,
-            "input_size": list(m.preprocess.get("size", [])),
-            "folder": Path(self.model.folder.path).name,
-            "video": bool(m.params.get("video")),  # SAM 2 folders with the video graphs track clips
-        }
-
-
-def unique_names(folders: list[Path]) -> list[str]:
-    """The folders' names, with ``-2``, ``-3``, ... added where two are the same."""
-    names: list[str] = []
-    for folder in folders:
-        base = Path(folder).resolve().name or "model"
-        name, i = base, 1
-        while name in names:
-            i += 1
-            name = f"{base}-{i}"
-        names.append(name)
-    return names
-
-
-def sniff_format(data: bytes) -> str:
-    """The media type of an uploaded image from its first bytes (JPEG, PNG, WebP, BMP, TIFF, GIF);
-    raises :class:`UnsupportedMedia` for anything else. The decoder checks the rest."""
-    head = bytes(data[:16])
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    for signature, media in SIGNATURES:
-        if head.startswith(signature):
-            return media
-    raise UnsupportedMedia("not an image of an accepted type (JPEG, PNG, WebP, BMP, TIFF, GIF)")
 
 
 class SegmentService:
@@ -249,7 +184,7 @@ class SegmentService:
         t0 = time.perf_counter()
         # the image is looked up only to compute: a cached embedding outlives its evicted image
         state, cached = self.cache.get_or_compute(
-            key, lambda: served.model.embed(self._image(image_id)), _embedding_bytes
+            key, lambda: served.model.embed(self._image(image_id)), embedding_bytes
         )
         return state, cached, None if cached else (time.perf_counter() - t0) * 1e3
 
@@ -366,7 +301,7 @@ class SegmentService:
                 retina=retina,
             )
 
-        result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
+        result, cached = self.cache.get_or_compute(key, compute, result_bytes)
         timings = {} if cached else {k: round(v, 2) for k, v in result.timings.items()}
         return result, cached, timings
 
@@ -374,8 +309,8 @@ class SegmentService:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
         _reject_unknown(options, set(SAM_EVERYTHING), "SAM")
-        defaults = family(served.family).everything_defaults
-        chosen = {**SAM_EVERYTHING, "pred_iou_thresh": defaults["pred_iou_thresh"], **options}
+        defaults = family(served.family).everything_options()
+        chosen = {**{k: defaults[k] for k in SAM_EVERYTHING}, **options}
         side, crops = chosen["points_per_side"], chosen["crop_layers"]
         if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_POINTS_PER_SIDE:
             raise PromptError(f"points_per_side must be a whole number from 1 to {MAX_POINTS_PER_SIDE}, got {side!r}")
@@ -401,7 +336,7 @@ class SegmentService:
             out.timings = {**_stage("encoder", encoder_ms), **ran}
             return out
 
-        result, cached = self.cache.get_or_compute(key, compute, _result_bytes)
+        result, cached = self.cache.get_or_compute(key, compute, result_bytes)
         timings = {} if cached else {k: round(v, 2) for k, v in result.timings.items()}
         return result, cached, timings
 
@@ -453,18 +388,6 @@ def _stage(name: str, ms: float | None) -> dict:
     """``{name: ms}`` for a stage this request ran; ``{}`` when its output came from the cache (a timing
     row of 0 ms would read as a free stage)."""
     return {} if ms is None else {name: round(ms, 2)}
-
-
-def _embedding_bytes(state) -> int:
-    """Bytes of a SAM (one feature map) or SAM 2 (three) encoded image, with the split decoder's per-image
-    tensors (about 10 MiB more than the embedding on SAM)."""
-    return state.nbytes + 4096
-
-
-def _result_bytes(result) -> int:
-    """Bytes a cached Result holds beyond its image (which the image cache already counts)."""
-    masks = sum(int(c.nbytes) for c in result.roi_masks.crops)
-    return masks + result.boxes.nbytes + result.scores.nbytes + 64 * len(result) + 4096
 
 
 def _reject_unknown(options: dict, allowed: set, family: str) -> None:

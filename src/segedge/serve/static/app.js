@@ -124,7 +124,7 @@ function showTimings(r, roundTripMs) {
   const dl = $("timings");
   dl.innerHTML = "";
   const rows = Object.entries(r.timings_ms || {}).map(([k, v]) => [k, `${v.toFixed(1)} ms`]);
-  if (r.cached) rows.unshift([S.model.family === "fastsam" ? "everything" : "image embedding", "cached"]);
+  if (r.cached) rows.unshift([S.model.encodes_once ? "image embedding" : "everything", "cached"]);
   rows.push(["round trip", `${roundTripMs.toFixed(1)} ms`]);
   for (const [k, v] of rows) {
     const dt = document.createElement("dt"); dt.textContent = k;
@@ -158,7 +158,7 @@ function selectModel(name) {
   $("grid").hidden = !S.model.multimask;  // SAM and SAM 2: the generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
   $("open-video").hidden = !S.models.some((m) => m.video);  // SAM 2 folders with video graphs: video.js
-  $("help").innerHTML = S.model.family === "fastsam"
+  $("help").innerHTML = S.model.point_rule === "select"
     ? "<b>click</b> the masks under the point · <b>shift-click</b> or <b>right-click</b> leave out the masks under it ·" +
       " <b>drag</b> the mask that best fills the box · <b>Esc</b> clear · <b>Ctrl-Z</b> undo"
     : "<b>click</b> object point · <b>shift-click</b> or <b>right-click</b> background point · <b>drag</b> box ·" +
@@ -215,7 +215,7 @@ async function upload() {
 // SAM: encode now so the first click is fast; FastSAM: find every mask now (prompts select from them).
 async function prepare() {
   S.prepared = false;
-  status(S.model.family === "fastsam" ? "segmenting…" : "encoding the image…", "busy");
+  status(S.model.encodes_once ? "encoding the image…" : "segmenting…", "busy");
   const t0 = performance.now();
   const r = await imageCall("/api/encode", {});
   S.prepared = true;
@@ -273,14 +273,14 @@ async function request(path, body, kind) {
   }
 }
 
-// The status line for an answer; FastSAM's point rule can leave nothing, and then says why.
+// The status line for an answer; FastSAM's point rule ("select") can leave nothing, and then says why.
 function answerText(r, body) {
   const n = r.count;
   let text = `${n} mask${n === 1 ? "" : "s"} · ${r.model} ${r.backend} ${r.precision}`;
   const labels = (body && body.labels) || [];
-  if (S.model.family === "fastsam" && labels.includes(0)) {
+  if (S.model.point_rule === "select" && labels.includes(0)) {
     text = n === 0
-      ? "no mask left: FastSAM keeps the masks under a + point that are under no − point (Ctrl-Z undoes)"
+      ? `no mask left: ${S.model.title} keeps the masks under a + point that are under no − point (Ctrl-Z undoes)`
       : `${text} · masks under a − point are left out`;
   }
   return text;
@@ -345,7 +345,7 @@ function renderInstances() {
     const num = document.createElement("span");
     num.className = "num";
     num.textContent = `${inst.score.toFixed(2)} · ${inst.area.toLocaleString("en")} px`;
-    num.title = S.model.family === "fastsam" ? "confidence · area in image pixels" : "predicted IoU · area in image pixels";
+    num.title = `${S.model.score_name} · area in image pixels`;
     const del = document.createElement("button");
     del.className = "delete"; del.textContent = "×";
     del.setAttribute("aria-label", `delete ${instanceName(i)}`);
@@ -356,7 +356,7 @@ function renderInstances() {
 }
 
 function instanceName(i) {
-  return S.model.family === "fastsam" ? `${i + 1} ${S.response.instances[i].label}` : `mask ${i + 1}`;
+  return S.model.class_labels ? `${i + 1} ${S.response.instances[i].label}` : `mask ${i + 1}`;
 }
 
 function renderCandidates() {
