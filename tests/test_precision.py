@@ -136,6 +136,33 @@ def test_auto_never_runs_a_bf16_that_was_not_measured_or_failed(manifest, cpu):
     assert resolve_precision("bf16", manifest, "openvino", cpu) == "bf16"  # an explicit choice is the user's
 
 
+@pytest.mark.parametrize("cpu", [AMX, ZEN4])
+def test_auto_runs_a_gated_bf16_only_when_it_was_measured_faster_than_f32(manifest, cpu):
+    """Issue 38's rule for bf16 too: MobileSAM under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 on the AMX Xeon passed its
+    bf16 gate (0.982) but timed bf16 775 ms vs f32 549 ms (benchmarks/results/int8_per_cpu_kind_mobile_sam_amx.md),
+    and auto ran bf16. With the speed quantize now records beside the gate: slower or a tie -> f32, faster -> bf16;
+    a record without speed (before it was kept) keeps bf16; an explicit --precision bf16 is the user's."""
+
+    def timed(bf16_ms, f32_ms, noise=0.05):
+        m = _with_bf16(manifest, cpu)
+        m.quantized["bf16"]["records"][cpu.precision_class]["speed"] = {
+            "bf16_ms": bf16_ms, "f32_ms": f32_ms, "noise": noise,
+        }  # fmt: skip
+        return m
+
+    precision, why = explain_auto(timed(775.4, 549.3), "openvino", cpu)
+    assert precision == "f32" and why.endswith(
+        "bf16 passed its accuracy gate but was measured slower than f32 on this kind of CPU (bf16 775.4 ms vs f32 "
+        "549.3 ms per image, noise ±5%)"
+    ), why
+    precision, why = explain_auto(timed(100.0, 103.0), "openvino", cpu)  # 3% apart, noise 5%
+    assert precision == "f32" and "a tie runs the more accurate f32" in why, why
+    assert explain_auto(timed(315.8, 615.7), "openvino", cpu)[0] == "bf16"  # MobileSAM on AMX: bf16 2x faster
+    assert explain_auto(_with_bf16(manifest, cpu), "openvino", cpu)[0] == "bf16"  # no speed kept: the gate decides
+    assert resolve_precision("bf16", timed(775.4, 549.3), "openvino", cpu) == "bf16"
+    assert resolve_precision("auto", timed(775.4, 549.3), "onnxruntime", cpu) == "f32"
+
+
 @pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI, OLD, UNKNOWN])
 def test_auto_prefers_a_gated_int8_per_backend(manifest, cpu):
     gated_here = {"cpu_class": cpu.precision_class}  # measured on this kind of CPU

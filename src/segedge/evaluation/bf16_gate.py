@@ -24,6 +24,9 @@ from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.model_base import open_model
 
 
+SPEED_IMAGES = 4  # held-out images bf16 and f32 are timed on (3 interleaved rounds each)
+
+
 def measure_bf16(
     folder: ModelFolder,
     images,
@@ -64,6 +67,14 @@ def measure_bf16(
     if val is not None:  # the field's metric decides; agreement stays in the record
         record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
         record["passed"] = record["val"]["passed"]
+    if record["passed"]:  # is it faster than f32 here? auto runs it only when clearly so (runtime.precision)
+        from segedge.evaluation.speed_check import compare_speed
+
+        speed = compare_speed(family, candidate, reference, list(images)[:SPEED_IMAGES])
+        record["speed"] = {**speed, "measured_on": f"{min(len(images), SPEED_IMAGES)} held-out images, ms per image "
+                           "(fastest of 3 interleaved rounds)"}  # fmt: skip
+        log(f"openvino bf16 speed on this kind of CPU: bf16 {speed['bf16_ms']} ms, f32 {speed['f32_ms']} ms per image "
+            f"(noise ±{100 * speed['noise']:.0f}%)")  # fmt: skip
     verdict = "passed" if record["passed"] else "failed: --precision auto will not run bf16 on this kind of CPU"
     log(
         f"openvino bf16 agreement with f32 on held-out images ({cpu.precision_class}): {record['agreement']}, "

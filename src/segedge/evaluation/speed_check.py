@@ -44,13 +44,13 @@ def one_image(family: str, model, image: np.ndarray) -> None:
 MIN_NOISE = 0.03
 
 
-def compare_speed(family: str, int8_model, other_model, images: list[np.ndarray], repeats: int = 3) -> dict:
-    """Milliseconds per image of two loaded models of one folder (int8 and the alternative), one warm-up
-    each, then ``repeats`` interleaved rounds; per image the fastest round counts (the least disturbed),
-    summed over ``images`` and divided by their count. ``noise``: the relative timing noise measured here, the
-    median over images and models of ``(slowest - fastest) / fastest`` round (at least :data:`MIN_NOISE`): two
-    precisions closer than that were not told apart."""
-    models = {"int8": int8_model, other_model.precision: other_model}
+def compare_speed(family: str, candidate, other_model, images: list[np.ndarray], repeats: int = 3) -> dict:
+    """Milliseconds per image (``{precision}_ms``) of two loaded models of one folder (int8 or bf16, and what auto
+    would otherwise run), one warm-up each, then ``repeats`` interleaved rounds; per image the fastest round counts
+    (the least disturbed), summed over ``images`` and divided by their count. ``noise``: the relative timing noise
+    measured here, the median over images and models of ``(slowest - fastest) / fastest`` round (at least
+    :data:`MIN_NOISE`): two precisions closer than that were not told apart."""
+    models = {candidate.precision: candidate, other_model.precision: other_model}
     rounds = {name: [[] for _ in images] for name in models}
     for model in models.values():
         one_image(family, model, images[0])

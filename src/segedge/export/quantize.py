@@ -389,7 +389,8 @@ def _measure_speed(
 
     cpu = cpu_capabilities()
     backend = reference.backend_name
-    alt = alternative_precision(backend, cpu, bf16_gated=bool(bf16_gated))
+    # bf16 when it passed its gate here and was measured faster than f32 (its record, written just before)
+    alt = alternative_precision(backend, cpu, folder.manifest) if bf16_gated else "f32"
     other = reference if alt == "f32" else open_model(folder, backend, precision=alt, cache_dir=False)
     record = speed_record(backend, cpu, compare_speed(family, candidate, other, held))
     log(

@@ -187,8 +187,28 @@ def alternative_precision(
     if backend != "openvino" or not cpu.native_bf16:
         return "f32"
     if bf16_gated is None:
-        bf16_gated = manifest is not None and bf16_passed(manifest, cpu)
+        bf16_gated = manifest is not None and bf16_passed(manifest, cpu) and not bf16_not_clearly_faster(manifest, cpu)
     return "bf16" if bf16_gated else "f32"
+
+
+def bf16_not_clearly_faster(manifest: Manifest, cpu: CpuCapabilities) -> str | None:
+    """Why ``auto`` runs f32 rather than a gated bf16 on this kind of CPU: bf16's record has its speed against f32
+    (``speed``: ``bf16_ms``, ``f32_ms``, ``noise``; :func:`segedge.evaluation.bf16_gate.measure_bf16`) and bf16 was
+    not faster beyond the noise: slower, or a tie, which goes to the more accurate f32. None otherwise (faster, or
+    not measured: records from before the speed was kept)."""
+    speed = (bf16_record(manifest, cpu) or {}).get("speed") or {}
+    bf16_ms, f32_ms = speed.get("bf16_ms"), speed.get("f32_ms")
+    if not isinstance(bf16_ms, (int, float)) or not isinstance(f32_ms, (int, float)):
+        return None
+    noise = speed.get("noise", DEFAULT_NOISE)
+    if bf16_ms < f32_ms * (1 - noise):
+        return None
+    timed = f"bf16 {bf16_ms:.1f} ms vs f32 {f32_ms:.1f} ms per image, noise ±{100 * noise:.0f}%"
+    if bf16_ms > f32_ms * (1 + noise):
+        return f"bf16 passed its accuracy gate but was measured slower than f32 on this kind of CPU ({timed})"
+    return (
+        f"bf16 and f32 timed within the measured noise on this kind of CPU ({timed}); a tie runs the more accurate f32"
+    )
 
 
 def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt: str) -> str:
@@ -198,6 +218,9 @@ def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt
         return "ONNX Runtime runs f32 or int8"
     if not cpu.native_bf16:
         return "no native bf16 on this CPU"
+    slower = bf16_passed(manifest, cpu) and bf16_not_clearly_faster(manifest, cpu)
+    if slower:
+        return slower
     record = bf16_record(manifest, cpu)
     few = gated_on_too_few(record, (record or {}).get("val"))
     if record is not None and record.get("passed") and few:
