@@ -36,11 +36,14 @@ def measure_bf16(
     reference=None,
     log=print,
     val=None,
+    measure_speed: bool = True,
 ) -> dict:
     """Run the bf16 gate on ``images`` (``HxWx3`` RGB arrays held out from calibration; ``names`` for the
     record) and return the record (not yet written; see :func:`record_bf16`). ``reference``: the folder's
     OpenVINO f32 model when the caller has one compiled. ``val``: a :class:`segedge.evaluation.val.ValGate`;
-    its verdict (the metric's drop on labelled data) is recorded and decides ``passed``."""
+    its verdict (the metric's drop on labelled data) is recorded and decides ``passed``. ``measure_speed``: when bf16
+    passed, also time it against f32 (``speed``; quantize's ``--no-speed-check`` leaves it out, and auto then keeps the
+    gate's verdict)."""
     from segedge.evaluation.agreement import agreement_rows
     from segedge.evaluation.gate_stats import summarise
 
@@ -67,7 +70,9 @@ def measure_bf16(
     if val is not None:  # the field's metric decides; agreement stays in the record
         record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
         record["passed"] = record["val"]["passed"]
-    if record["passed"]:  # is it faster than f32 here? auto runs it only when clearly so (runtime.precision)
+    if (
+        record["passed"] and measure_speed
+    ):  # is it faster than f32 here? auto runs it only when clearly so (runtime.precision)
         from segedge.evaluation.speed_check import compare_speed
 
         speed = compare_speed(family, candidate, reference, list(images)[:SPEED_IMAGES])

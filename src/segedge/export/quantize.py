@@ -102,7 +102,7 @@ def quantize_folder(
         model_dir, calibration, subset, min_iou, min_cosine, backends, val_data, max_drop, min_held_out, log, progress
     )
     folder = run.folder
-    bf16_gated = _gate_bf16(folder, run.reference, run.held, run.held_paths, run.threshold, log, run.val) if (
+    bf16_gated = _gate_bf16(folder, run, measure_speed) if (
         "openvino" in backends
     ) else None  # fmt: skip
     video = (
@@ -358,7 +358,7 @@ def _gate(family: str, reference, candidate, held: list[np.ndarray], label: str,
         bar.close()
 
 
-def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: float, log, val=None) -> bool | None:
+def _gate_bf16(folder: ModelFolder, run: _Run, measure_speed: bool) -> bool | None:
     """On a CPU with native bf16, bf16's gate on the held-out images (:mod:`segedge.evaluation.bf16_gate`; with
     ``val``, the metric's drop decides), recorded in the manifest; returns whether it passed (None: not
     measured, no native bf16 or a CLIP folder)."""
@@ -369,12 +369,13 @@ def _gate_bf16(folder: ModelFolder, reference, held, held_paths, threshold: floa
     if (
         not cpu.native_bf16
         or not family_spec(folder.manifest.family).segments_images
-        or reference.backend_name != "openvino"
+        or run.reference.backend_name != "openvino"
     ):
         return None
     record = measure_bf16(
-        folder, held, [p.name for p in held_paths], threshold, cpu, reference=reference, log=log, val=val
-    )
+        folder, run.held, [p.name for p in run.held_paths], run.threshold, cpu, reference=run.reference, log=run.log,
+        val=run.val, measure_speed=measure_speed,
+    )  # fmt: skip
     record_bf16(folder, record)
     return record["passed"]
 
