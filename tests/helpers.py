@@ -49,17 +49,24 @@ def make_fastsam_checkpoint(path: Path, scale: str = "s", seed: int = 0, nc: int
         for seq in head.cv2:  # box branch: moderate DFL logits so boxes vary in size
             seq[-1].weight.mul_(BOX_GAIN)
     model.names = {i: ("object" if nc == 1 else f"class{i}") for i in range(nc)}
-    model.args = {"task": "segment", "imgsz": 1024}
+    return save_ultralytics_checkpoint(model, path, f"yolov8{scale}-seg.yaml", 1024, "8.0.120", "2023-06-21T00:00:00")
+
+
+def save_ultralytics_checkpoint(model, path: Path, yaml: str, imgsz: int, version: str, date: str) -> Path:
+    """``model`` saved the way ultralytics saves a trained checkpoint (half weights, train args)."""
+    import torch
+
+    model.args = {"task": "segment", "imgsz": imgsz}
     ckpt = {
-        "date": "2023-06-21T00:00:00",
-        "version": "8.0.120",
+        "date": date,
+        "version": version,
         "epoch": -1,
         "best_fitness": None,
         "model": model.half(),
         "ema": None,
         "updates": None,
         "optimizer": None,
-        "train_args": {"task": "segment", "imgsz": 1024, "model": f"yolov8{scale}-seg.yaml"},
+        "train_args": {"task": "segment", "imgsz": imgsz, "model": yaml},
     }
     torch.save(ckpt, path)
     return path

@@ -4,7 +4,9 @@ functions; one way to open any folder; no import circle in the package."""
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from segedge import families
 from segedge.errors import ModelFolderError
 from segedge.manifest import load_model_folder
+from segedge.precisions import PRECISIONS
 from segedge.runtime.model_base import FolderModel, open_model
 
 PACKAGE = Path(families.__file__).parent
@@ -20,7 +23,7 @@ PACKAGE = Path(families.__file__).parent
 def test_every_family_resolves_to_its_own_classes_and_functions():
     from segedge.manifest import FAMILIES
 
-    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "fastsam", "clip")
+    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "fastsam", "yolo", "clip")
     for name, spec in families.FAMILIES.items():
         cls = spec.model_class()
         assert issubclass(cls, FolderModel) and cls.FAMILY == name
@@ -28,7 +31,9 @@ def test_every_family_resolves_to_its_own_classes_and_functions():
         assert spec.exports and all(families.EXPORTS[e.name] is e for e in spec.exports)
         assert spec.agreement in ("mask_iou", "embedding_cosine")
         assert set(spec.prompts) <= {"point", "box", "text"}
-    with pytest.raises(ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, clip\)"):
+    with pytest.raises(
+        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, clip\)"
+    ):
         families.family("sam3")
 
 
@@ -154,6 +159,31 @@ def test_family_names_are_compared_only_in_the_registry():
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if re.search(rf"""["'`]({quoted})["'`]""", line):
                 found.append(f"{path.relative_to(PACKAGE)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def _precision_literals(source: str) -> list[int]:
+    """Lines where a string token is exactly a precision name ("int8", "bf16", "f32"; docstrings are longer tokens)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return [t.start[0] for t in tokens if t.type == tokenize.STRING and t.string.strip("'\"") in PRECISIONS]
+
+
+def test_the_precision_vocabulary_is_written_in_one_module():
+    """Issue 39: "int8", "bf16" and "f32" are written in segedge.precisions; everything else names its constants.
+    The one exception is OpenVINO's own hint vocabulary, which happens to spell them the same."""
+    sample = 'if precision == "int8":\n    """a docstring about "int8" and "bf16" precisions"""\nx = {"f32": 1}\n'
+    assert _precision_literals(sample) == [1, 3]
+    found, scanned = [], 0
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "precisions.py":
+            continue
+        scanned += 1
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines()
+        for number in _precision_literals(source):
+            if "INFERENCE_PRECISION_HINT" not in lines[number - 1]:
+                found.append(f"{path.relative_to(PACKAGE)}:{number}: {lines[number - 1].strip()}")
+    assert scanned > 100
     assert not found, "\n".join(found)
 
 

@@ -76,6 +76,9 @@ def test_models_and_health(client, sam_name, fastsam_name):
         "confidence",
     )
     assert fastsam["class_labels"] is True
+    # the run-time options each takes, from its entry's groups (segedge.parameters)
+    assert fastsam["options"] == ["conf", "iou", "max_det"]
+    assert sam["options"][:2] == ["points_per_side", "crop_layers"] and len(sam["options"]) == 7
     assert client.call("GET", "/api/health")["status"] == "ok"
 
 

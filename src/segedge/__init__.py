@@ -20,6 +20,7 @@ __all__ = [
     "Sam2Video",
     "SamAutomaticMaskGenerator",
     "SegedgeError",
+    "Yolo",
     "__version__",
     "load_model_folder",
     "open_model",
@@ -30,6 +31,7 @@ __all__ = [
 # Public names, imported on first use: `import segedge` stays cheap and free of any backend import.
 _LAZY = {
     "FastSam": "segedge.runtime.fastsam",
+    "Yolo": "segedge.runtime.yolo",
     "Clip": "segedge.runtime.clip",
     "Sam": "segedge.runtime.sam",
     "Sam2": "segedge.runtime.sam2",

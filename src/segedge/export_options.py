@@ -21,6 +21,7 @@ DECODER_BATCH = 1  # prompt sets per call of the batched decoder; 1: none (on 2 
 COND_FRAMES = 2  # SAM 2's prompted frames per object in the memory bank
 SAM2_IMAGE_SIZE = 1024  # SAM 2's own; a checkpoint does not record it
 YOLO_IMGSZ = 1024  # FastSAM's training size
+YOLO_PREDICT_IMGSZ = 640  # ultralytics' default (cfg/default.yaml imgsz), what YOLO-seg checkpoints are trained at
 # segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
 OUTPUT_LAYOUTS = ("channels_last_logits", "channels_last", "ultralytics")
 # a YOLO-seg folder's params.defaults -> whose thresholds they are (conf, iou, NMS, max_det), as `info` says it
@@ -169,6 +170,40 @@ FASTSAM = ExportEntry(
             str,
             OUTPUT_LAYOUTS[0],
             OUTPUT_LAYOUTS,
+        ),
+    ),  # fmt: skip
+    note=UNPICKLE_WARNING,
+)
+YOLO = ExportEntry(
+    "yolo",
+    "YOLO26-seg, YOLO11-seg or YOLOv8-seg .pt (n/s/m/l/x)",
+    "Export an ultralytics YOLO segmentation checkpoint: YOLO26-seg (its end-to-end head decoded without NMS, as "
+    "ultralytics does), YOLO11-seg or YOLOv8-seg, with ultralytics' predict defaults. " + UNPICKLE_WARNING,
+    "path to the .pt file, or an official name (yolo26n-seg, yolo11s-seg, ...) to download it",
+    "segedge.export.yolo:export_yolo",
+    (
+        Option(
+            "--imgsz",
+            "imgsz",
+            f"square input size in pixels, multiple of 32 (default {YOLO_PREDICT_IMGSZ}, ultralytics')",
+            int,
+            YOLO_PREDICT_IMGSZ,
+        ),
+        Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
+        Option(
+            "--output-layout",
+            "output_layout",
+            "as `segedge export fastsam`; an end-to-end (YOLO26) head exports with channels_last_logits only",
+            str,
+            OUTPUT_LAYOUTS[0],
+            OUTPUT_LAYOUTS,
+        ),
+        Option(
+            "--nms",
+            "end2end",
+            "YOLO26: export the one-to-many head, decoded with NMS (ultralytics 8.4's predict default); default: the "
+            "end-to-end one-to-one head, NMS-free (ultralytics' nms=False)",
+            action="store_false",
         ),
     ),  # fmt: skip
     note=UNPICKLE_WARNING,

@@ -25,20 +25,9 @@ from typing import Any
 
 from segedge import export_options as ex
 from segedge.errors import ModelFolderError
+from segedge.parameters import EVERYTHING_DEFAULTS, Param, group
 
-
-# segment-anything's SamAutomaticMaskGenerator defaults (its crop_n_layers as crop_layers, min_mask_region_area as
-# min_region_area): where `segment --everything`, the server and SamAutomaticMaskGenerator start; a family's
-# ``everything_defaults`` overrides some (sam2's pred_iou_thresh 0.8). ultralytics' DEFAULT_CFG idea: one table.
-EVERYTHING_DEFAULTS: dict[str, Any] = {
-    "points_per_side": 32,
-    "crop_layers": 0,
-    "min_region_area": 0,
-    "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.95,
-    "stability_score_offset": 1.0,
-    "box_nms_thresh": 0.7,
-}
+__all__ = ["EVERYTHING_DEFAULTS", "EXPORTS", "FAMILIES", "FAMILY_NAMES", "Family", "family", "family_names"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +42,9 @@ class Family:
     prompt; ``min_region_area``: its everything mode can remove small regions and holes;
     ``segments_images``: a segmentation model (CLIP is not); ``everything_defaults``: the generator
     defaults in which it differs from the others (segment-anything's 0.88 vs sam2's 0.8 ``pred_iou_thresh``);
-    ``agreement``: what quantize and bf16 gates compare with f32
+    ``parameters``: the groups of run-time options it takes, declared in :mod:`segedge.parameters` (the CLI's
+    flags, the API's fields and the runtime's checks come from there); ``agreement``: what quantize and bf16
+    gates compare with f32
     (``"mask_iou"`` or ``"embedding_cosine"``); ``calibration``: ``"module:function"`` giving
     ``segedge quantize`` its calibration inputs per graph (export extra); ``val_protocol``: how
     ``segedge val`` measures it (``"yolo_map"``: ultralytics' mask/box mAP; ``"sam_miou"``: box- and
@@ -80,10 +71,15 @@ class Family:
     score_name: str = "predicted IoU"  # what an instance's score is, as the page says it
     bench: str | None = None  # "module:function": `segedge bench`'s PyTorch reference (segedge.bench.reference)
     bench_everything: str | None = None  # the same for --everything (the package's automatic mask generator)
+    parameters: tuple[str, ...] = ()  # the run-time option groups it takes (segedge.parameters: "detection", ...)
 
     def everything_options(self) -> dict[str, Any]:
         """Its everything mode's defaults: :data:`EVERYTHING_DEFAULTS` with the family's own."""
         return {**EVERYTHING_DEFAULTS, **self.everything_defaults}
+
+    def options(self) -> tuple[Param, ...]:
+        """Every run-time option it takes (:mod:`segedge.parameters`), in declaration order."""
+        return tuple(p for name in self.parameters for p in group(name))
 
     def model_class(self) -> type:
         """The runtime class that opens this family's folders (imported now)."""
@@ -158,6 +154,7 @@ FAMILIES: dict[str, Family] = {
             multimask=True,
             min_region_area=True,
             everything_defaults={"pred_iou_thresh": 0.88},
+            parameters=("everything",),
             schema="segedge.schemas.sam:check",
             quantize_recipe="segedge.export.quantize_recipes:sam_recipes",
             calibration="segedge.export.quantize_calibration:sam_calibration",
@@ -177,6 +174,7 @@ FAMILIES: dict[str, Family] = {
             multimask=True,
             min_region_area=False,
             everything_defaults={"pred_iou_thresh": 0.8},
+            parameters=("everything",),
             schema="segedge.schemas.sam2:check",
             quantize_recipe="segedge.export.quantize_recipes:sam2_recipes",
             calibration="segedge.export.quantize_calibration:sam_calibration",
@@ -192,8 +190,27 @@ FAMILIES: dict[str, Family] = {
             prompts=("point", "box", "text"),
             everything=True,
             point_rule="select",
+            parameters=("detection",),
             score_name="confidence",
             schema="segedge.schemas.fastsam:check",
+            quantize_recipe="segedge.export.quantize_recipes:yolo_recipes",
+            calibration="segedge.export.quantize_calibration:fastsam_calibration",
+            val_protocol="yolo_map",
+            bench="segedge.bench.reference:fastsam_bench",
+        ),
+        # YOLO26 / YOLO11 / YOLOv8-seg with their classes: FastSAM's graph and prompts, ultralytics' predict defaults,
+        # and YOLO26's end-to-end head decoded by top-k without NMS (runtime/yolo.py)
+        Family(
+            "yolo",
+            "YOLO-seg",
+            "segedge.runtime.yolo:Yolo",
+            (ex.YOLO,),
+            prompts=("point", "box"),
+            everything=True,
+            point_rule="select",
+            parameters=("detection",),
+            score_name="confidence",
+            schema="segedge.schemas.yolo:check",
             quantize_recipe="segedge.export.quantize_recipes:yolo_recipes",
             calibration="segedge.export.quantize_calibration:fastsam_calibration",
             val_protocol="yolo_map",

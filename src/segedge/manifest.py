@@ -18,6 +18,7 @@ from typing import Any
 from segedge.errors import ModelFolderError
 from segedge.families import FAMILY_NAMES as FAMILIES
 from segedge.fileio import atomic_write_text, sha256_file
+from segedge.precisions import INT8
 
 MANIFEST_NAME = "segedge.json"
 FORMAT_NAME = "segedge-model"
@@ -175,11 +176,11 @@ class Manifest:
     def int8_file(self, graph: str, backend: str) -> str | None:
         """The int8 file of ``graph`` for ``backend`` (``.xml`` for OpenVINO, ``.onnx`` for ONNX
         Runtime), or None when the folder has no gated int8 of it."""
-        return self.quantized.get("int8", {}).get("graphs", {}).get(graph, {}).get(backend)
+        return self.quantized.get(INT8, {}).get("graphs", {}).get(graph, {}).get(backend)
 
     def int8_backends(self) -> list[str]:
         """Backends with a gated int8 of at least one graph."""
-        graphs = self.quantized.get("int8", {}).get("graphs", {})
+        graphs = self.quantized.get(INT8, {}).get("graphs", {})
         return sorted({b for files in graphs.values() for b in files})
 
 
@@ -245,7 +246,7 @@ def load_model_folder(path: str | os.PathLike, *, verify: bool = True, family: s
                 raise ModelFolderError(
                     f"{manifest_path}: graph {graph_name!r} needs {needed}, which the manifest does not list; re-export"
                 )
-    for graph_name, files in manifest.quantized.get("int8", {}).get("graphs", {}).items():
+    for graph_name, files in manifest.quantized.get(INT8, {}).get("graphs", {}).items():
         for backend, name in files.items():
             needed = [name] + ([str(Path(name).with_suffix(".bin"))] if backend == "openvino" else [])
             for item in needed:

@@ -18,6 +18,7 @@ from typing import Any
 
 from segedge.errors import ModelFolderError
 from segedge.families import family as family_spec
+from segedge.precisions import BF16, INT8
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 DTYPES = ("float32", "int64", "int32", "float16", "uint8", "bool")
@@ -129,10 +130,10 @@ def validate_manifest(data: dict, where: str, family: str) -> None:
         shapes[gname] = _check_graph(f, gname, graph)
 
     quantized = f.mapping(f.get(data, "quantized", "quantized", {}) or {}, "quantized")
-    if "int8" in quantized:
-        _check_int8(f, f.mapping(quantized["int8"], "quantized.int8"), graphs)
-    if "bf16" in quantized:
-        records = f.mapping(f.mapping(quantized["bf16"], "quantized.bf16").get("records", {}), "quantized.bf16.records")
+    if INT8 in quantized:
+        _check_int8(f, f.mapping(quantized[INT8], "quantized.int8"), graphs)
+    if BF16 in quantized:
+        records = f.mapping(f.mapping(quantized[BF16], "quantized.bf16").get("records", {}), "quantized.bf16.records")
         for cls, record in records.items():
             record = f.mapping(record, f"quantized.bf16.records.{cls}")
             if not isinstance(record.get("passed"), bool):

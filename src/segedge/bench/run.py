@@ -14,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from segedge.errors import SegedgeError
+from segedge.evaluation.metrics import mask_iou, matched_iou, summarize
 from segedge.families import FAMILIES, family_names
 from segedge.families import family as family_spec
-from segedge.evaluation.metrics import mask_iou, matched_iou, summarize
-from segedge.errors import SegedgeError
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
+from segedge.precisions import BF16, F32, INT8
 from segedge.progress import Progress
 
 
@@ -31,18 +32,18 @@ def bench_configs(manifest, cpu=None) -> tuple[list[tuple[str, str]], list[str]]
 
     cpu = cpu or cpu_capabilities()
     int8 = manifest.int8_backends()
-    rows, notes = [("onnxruntime", "f32")], []
+    rows, notes = [("onnxruntime", F32)], []
     if "onnxruntime" in int8:
-        rows.append(("onnxruntime", "int8"))
-    rows.append(("openvino", "f32"))
+        rows.append(("onnxruntime", INT8))
+    rows.append(("openvino", F32))
     if cpu.native_bf16 is False:
         notes.append(
             "OpenVINO bf16 not measured: this CPU has no native bf16 (no AMX, no AVX512_BF16), OpenVINO would emulate it"
         )
     else:
-        rows.append(("openvino", "bf16"))
+        rows.append(("openvino", BF16))
     if "openvino" in int8:
-        rows.append(("openvino", "int8"))
+        rows.append(("openvino", INT8))
     if not int8:
         notes.append("no int8 rows: the folder has no int8 (add one with `segedge quantize`)")
     return rows, notes
@@ -156,7 +157,7 @@ def run_benchmark(
     rows = [
         {
             "runtime": "pytorch",
-            "precision": "f32",
+            "precision": F32,
             "stages": {k: summarize(v) for k, v in ref_stages.items()} | {"end_to_end": summarize(ref_e2e)},
             "end_to_end_ms": summarize(ref_e2e)["median"],
             "speedup_vs_pytorch": 1.0,

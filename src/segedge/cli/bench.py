@@ -12,7 +12,7 @@ from segedge.cli.options import (
     positive_int,
 )
 from segedge.errors import SegedgeError
-
+from segedge.parameters import PARAMETERS
 
 # bench --emulate: the environment that makes oneDNN (OpenVINO's CPU plugin, PyTorch) run as another CPU kind
 EMULATE = {
@@ -46,8 +46,9 @@ def _bench(args) -> int:
             EMULATE[args.emulate]
         )  # read by oneDNN when torch / OpenVINO start (here and in each row's process)
     try:
-        from segedge.bench.run import run_benchmark
         import torch  # noqa: F401  (the PyTorch reference)
+
+        from segedge.bench.run import run_benchmark
     except ImportError as exc:
         raise SegedgeError(
             f"bench runs the PyTorch reference and needs the export extra ({exc.name} is missing): "
@@ -132,7 +133,10 @@ def register(sub) -> None:
         action="store_true",
         help="SAM folders: time segment-anything's automatic mask generator against segedge's instead of prompts",
     )
-    bench.add_argument("--points-per-side", type=positive_int, default=32, help="grid for --everything (default 32)")
+    grid = PARAMETERS["points_per_side"]
+    bench.add_argument(
+        grid.flag, type=positive_int, default=grid.default, help=f"grid for --everything (default {grid.default})"
+    )
     bench.add_argument(
         "--emulate",
         choices=tuple(EMULATE),

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import sys
 
-from segedge.families import family as family_spec
 from segedge._version import __version__
 from segedge.cli.common import agreement_scores, measured_on
-from segedge.stdout import print_line
 from segedge.export_options import DEFAULTS_SOURCES
+from segedge.families import family as family_spec
+from segedge.precisions import BF16, INT8
+from segedge.stdout import print_line
 
 
 def _info(args) -> int:
     from segedge.manifest import load_model_folder
     from segedge.runtime.backends import installed_backends
-
     from segedge.runtime.cpu import cpu_capabilities
     from segedge.runtime.precision import explain_auto
 
@@ -107,7 +107,7 @@ def _print_int8(m) -> None:
     """The int8 section: calibration, each backend's gate (and speed), what was rejected."""
     from segedge.runtime.precision import gated_on_too_few, val_phrase
 
-    int8 = m.quantized.get("int8")
+    int8 = m.quantized.get(INT8)
     if int8:
         calib = int8["calibration"]
         print(
@@ -147,7 +147,7 @@ def _print_bf16(m) -> None:
     """The bf16 gates measured per CPU class, and the folder's YOLO defaults."""
     from segedge.runtime.precision import val_phrase
 
-    bf16_records = (m.quantized.get("bf16") or {}).get("records", {})
+    bf16_records = (m.quantized.get(BF16) or {}).get("records", {})
     for cls, rec in bf16_records.items():
         parts = []
         if rec.get("agreement"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 
 from segedge.image_formats import READ_EXTENSIONS
@@ -60,6 +61,17 @@ def whole_number(minimum: int):
 
 
 positive_int = whole_number(1)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: any finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def csv_choices(choices: tuple[str, ...]):

@@ -8,9 +8,8 @@ from functools import partial
 from pathlib import Path
 
 from segedge.cli.common import default_backend, expand_images
-from segedge.cli.segment_options import add_segment_options, check_family_options
+from segedge.cli.segment_options import add_segment_options, check_family_options, everything_options
 from segedge.errors import PromptError, SegedgeError
-from segedge.families import EVERYTHING_DEFAULTS
 from segedge.progress import Progress
 from segedge.stdout import print_line
 
@@ -101,23 +100,7 @@ def _segment_stages(args, folder, family: str, backend: str):
     if args.everything:
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
-        thresholds = {
-            name: value
-            for name, value in (
-                ("pred_iou_thresh", args.pred_iou_thresh),
-                ("stability_score_thresh", args.stability_score_thresh),
-                ("stability_score_offset", args.stability_score_offset),
-                ("box_nms_thresh", args.box_nms_thresh),
-            )
-            if value is not None
-        }
-        generator = SamAutomaticMaskGenerator(
-            model,
-            points_per_side=args.points_per_side or EVERYTHING_DEFAULTS["points_per_side"],
-            crop_n_layers=args.crop_layers or EVERYTHING_DEFAULTS["crop_layers"],
-            min_mask_region_area=args.min_region_area or EVERYTHING_DEFAULTS["min_region_area"],
-            **thresholds,
-        )
+        generator = SamAutomaticMaskGenerator(model, **everything_options(args, family))
         return model, segment_stages(model, generator=generator)
     return model, segment_stages(model, points=points, point_labels=labels, boxes=args.box, multimask=args.multimask)
 

@@ -1,5 +1,5 @@
 """``segedge segment``'s options, in groups, and which of them fit which family (a folder's family refuses the
-options it would ignore). Defaults come from :data:`segedge.families.EVERYTHING_DEFAULTS`, as the server's do."""
+options it would ignore). The model's options are declared in :mod:`segedge.parameters`, as the server's are."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import argparse
 from segedge.cli.options import (
     add_prompt_options,
     add_runtime_options,
+    finite_float,
     fraction_type,
     pixel_count,
     positive_int,
     whole_number,
 )
 from segedge.errors import PromptError, SegedgeError
-from segedge.families import EVERYTHING_DEFAULTS, family
+from segedge.families import FAMILIES, family
+from segedge.parameters import GROUP_TITLES, PARAMETERS, Param, check_values, group, runtime_keywords
 
 
 def add_segment_options(seg: argparse.ArgumentParser) -> None:
@@ -46,16 +48,10 @@ def _add_inputs(seg) -> None:
 
 
 def _add_model_options(seg) -> None:
-    seg.add_argument(
-        "--conf",
-        type=fraction_type,
-        default=None,
-        help="FastSAM: confidence threshold, 0-1 (default: the model folder's)",
-    )
-    seg.add_argument(
-        "--iou", type=fraction_type, default=None, help="FastSAM: NMS IoU threshold, 0-1 (default: the model folder's)"
-    )
-    seg.add_argument("--max-det", type=positive_int, default=None, help="FastSAM: maximum detections per image")
+    """The declared run-time options (:mod:`segedge.parameters`) as flags, plus the FastSAM and SAM switches."""
+    for param in PARAMETERS.values():
+        kind = dict(type=int, choices=param.choices) if param.kind == "choice" else dict(type=_ARG_TYPES[param.kind])
+        seg.add_argument(param.flag, default=None, help=_param_help(param), **kind)
     seg.add_argument(
         "--agnostic-nms",
         action=argparse.BooleanOptionalAction,
@@ -69,50 +65,22 @@ def _add_model_options(seg) -> None:
     seg.add_argument(
         "--multimask", action="store_true", help="SAM: write SAM's three candidate masks per prompt instead of one"
     )
-    seg.add_argument(
-        "--points-per-side",
-        type=positive_int,
-        default=None,
-        help=f"SAM --everything: grid points per side (default {EVERYTHING_DEFAULTS['points_per_side']}, segment-anything's)",
+
+
+#: argparse types of the declared kinds (the CLI's own "expected ..." messages).
+_ARG_TYPES = {"fraction": fraction_type, "count": positive_int, "whole": whole_number(0), "number": finite_float}
+
+
+def _param_help(param: Param) -> str:
+    """``"SAM --everything: grid points per side (default 32)"``, with the families that default otherwise."""
+    if param.default is None:
+        return f"{GROUP_TITLES[param.group]}: {param.help} (default: the model folder's)"
+    others = "".join(
+        f"; {spec.title}: {spec.everything_defaults[param.name]}"
+        for spec in FAMILIES.values()
+        if spec.everything_defaults.get(param.name, param.default) != param.default
     )
-    seg.add_argument(
-        "--crop-layers",
-        type=int,
-        choices=(0, 1, 2, 3),
-        default=None,
-        help="SAM --everything: also run on 4, 16, ... overlapping crops (segment-anything's crop_n_layers; default 0)",
-    )
-    seg.add_argument(
-        "--min-region-area",
-        type=whole_number(0),
-        default=None,
-        help=f"SAM --everything: remove holes and islands smaller than this many pixels (default {EVERYTHING_DEFAULTS['min_region_area']})",
-    )
-    seg.add_argument(
-        "--pred-iou-thresh",
-        type=fraction_type,
-        default=None,
-        help=f"SAM --everything: keep masks whose predicted IoU is above this (default {EVERYTHING_DEFAULTS['pred_iou_thresh']}; SAM 2: "
-        f"{family('sam2').everything_options()['pred_iou_thresh']})",
-    )
-    seg.add_argument(
-        "--stability-score-thresh",
-        type=fraction_type,
-        default=None,
-        help=f"SAM --everything: keep masks whose stability score is above this (default {EVERYTHING_DEFAULTS['stability_score_thresh']})",
-    )
-    seg.add_argument(
-        "--stability-score-offset",
-        type=float,
-        default=None,
-        help=f"SAM --everything: logit offset of the stability score (default {EVERYTHING_DEFAULTS['stability_score_offset']})",
-    )
-    seg.add_argument(
-        "--box-nms-thresh",
-        type=fraction_type,
-        default=None,
-        help=f"SAM --everything: box IoU above which the lower-scored mask is dropped (default {EVERYTHING_DEFAULTS['box_nms_thresh']}; 1 = off)",
-    )
+    return f"{GROUP_TITLES[param.group]}: {param.help} (default {param.default}{others})"
 
 
 def _add_outputs(seg) -> None:
@@ -152,48 +120,33 @@ def _add_outputs(seg) -> None:
 
 
 def check_family_options(args, family_name: str) -> None:
-    """Refuse options that do nothing for this model family (rather than ignoring them)."""
-    sam_everything = (
-        ("--points-per-side", args.points_per_side is not None),
-        ("--crop-layers", args.crop_layers is not None),
-        ("--min-region-area", args.min_region_area is not None),
-        ("--pred-iou-thresh", args.pred_iou_thresh is not None),
-        ("--stability-score-thresh", args.stability_score_thresh is not None),
-        ("--stability-score-offset", args.stability_score_offset is not None),
-        ("--box-nms-thresh", args.box_nms_thresh is not None),
-    )
+    """Refuse options that do nothing for this model family (rather than ignoring them): the family's entry lists the
+    option groups it takes (:attr:`segedge.families.Family.parameters`)."""
     spec = family(family_name)
     if not spec.segments_images:
         raise SegedgeError(
             f"{args.model} is a {spec.title} folder, which does not segment images; give a segmentation model "
             f"folder with --model (and a {spec.title} folder with --clip for --text)"
         )
+    given = [p for p in PARAMETERS.values() if getattr(args, p.name) is not None]
+    switches = (
+        ("--low-res", args.low_res, "detection"),
+        ("--agnostic-nms", args.agnostic_nms is not None, "detection"),
+        ("--text", bool(args.text), "detection"),
+        ("--multimask", args.multimask, "everything"),
+    )
+    foreign = [(p.flag, p.group) for p in given if p.group not in spec.parameters]
+    foreign += [(flag, group) for flag, used, group in switches if used and group not in spec.parameters]
+    if foreign:
+        flags, groups = ", ".join(f for f, _ in foreign), {g for _, g in foreign}
+        titles = " and ".join(sorted(GROUP_TITLES[g].split(" ")[0] for g in groups))
+        raise SegedgeError(f"{flags}: {titles} options; {args.model} is a {spec.title} folder{_takes(spec)}")
     if not spec.promptable:
-        wrong = [flag for flag, used in (("--multimask", args.multimask),) + sam_everything if used]
-        if wrong:
-            raise SegedgeError(f"{', '.join(wrong)}: SAM options; {args.model} is a {spec.title} folder")
         return
     if args.min_region_area and not spec.min_region_area:
         raise SegedgeError(
             f"--min-region-area is not supported for {spec.title} folders (sam2 does it with its CUDA extension, "
             "and skips it on CPUs)"
-        )
-    wrong = [
-        flag
-        for flag, used in (
-            ("--conf", args.conf is not None),
-            ("--iou", args.iou is not None),
-            ("--max-det", args.max_det is not None),
-            ("--low-res", args.low_res),
-            ("--agnostic-nms", args.agnostic_nms is not None),
-            ("--text", bool(args.text)),
-        )
-        if used
-    ]
-    if wrong:
-        raise SegedgeError(
-            f"{', '.join(wrong)}: FastSAM options; {args.model} is a {spec.title} folder, which takes "
-            "--point, --box, --multimask or --everything"
         )
     if args.everything:
         if args.multimask:
@@ -201,10 +154,24 @@ def check_family_options(args, family_name: str) -> None:
                 "--multimask is for prompts; --everything keeps every mask that passes segment-anything's filters"
             )
         return
-    wrong = [flag for flag, used in sam_everything if used]
-    if wrong:
-        raise SegedgeError(f"{', '.join(wrong)}: options of --everything; add --everything or drop them")
+    if given:
+        raise SegedgeError(
+            f"{', '.join(p.flag for p in given)}: options of --everything; add --everything or drop them"
+        )
     if not (args.point or args.box):
         raise PromptError(
             f"{spec.title} needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything"
         )
+
+
+def _takes(spec) -> str:
+    if spec.promptable:
+        return ", which takes --point, --box, --multimask or --everything"
+    return ""
+
+
+def everything_options(args, family_name: str) -> dict:
+    """``segment --everything``'s options for ``SamAutomaticMaskGenerator`` (its keywords): the flags given, the
+    family's defaults for the rest, checked by their declarations."""
+    given = {p.name: getattr(args, p.name) for p in group("everything")}
+    return runtime_keywords(check_values("everything", given, family(family_name).everything_options()))

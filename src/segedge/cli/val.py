@@ -10,6 +10,7 @@ from segedge.cli.options import (
     fraction_type,
     positive_int,
 )
+from segedge.precisions import BF16, F32, INT8
 
 
 def _val(args) -> int:
@@ -70,7 +71,7 @@ def register(sub) -> None:
     )
     va.add_argument(
         "--precision",
-        type=csv_choices(("f32", "bf16", "int8")),
+        type=csv_choices((F32, BF16, INT8)),
         default=None,
         dest="precisions",
         help="comma-separated precisions, e.g. f32,int8 (default: f32, bf16 where the CPU runs it natively on "

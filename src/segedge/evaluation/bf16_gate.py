@@ -20,9 +20,9 @@ from pathlib import Path
 
 from segedge.evaluation.agreement import DEFAULT_MIN_IOU
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
+from segedge.precisions import BF16, F32
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.model_base import open_model
-
 
 SPEED_IMAGES = 4  # held-out images bf16 and f32 are timed on (3 interleaved rounds each)
 
@@ -49,8 +49,8 @@ def measure_bf16(
 
     cpu = cpu or cpu_capabilities()
     family = folder.manifest.family
-    reference = reference or open_model(folder, "openvino", precision="f32", cache_dir=False)
-    candidate = open_model(folder, "openvino", precision="bf16", cache_dir=False)
+    reference = reference or open_model(folder, "openvino", precision=F32, cache_dir=False)
+    candidate = open_model(folder, "openvino", precision=BF16, cache_dir=False)
     summary = summarise(agreement_rows(family, reference, candidate, images))
     measured = {k: v for k, v in summary.items() if isinstance(v, float) and k not in ("gate", "mean_gate")}
     score = summary["gate"]  # the worst type's lower 95% bound over the images (segedge.evaluation.gate_stats)
@@ -68,7 +68,7 @@ def measure_bf16(
         "held_out": list(names),
     }
     if val is not None:  # the field's metric decides; agreement stays in the record
-        record["val"] = val.verdict(reference, candidate, "openvino", "bf16")
+        record["val"] = val.verdict(reference, candidate, "openvino", BF16)
         record["passed"] = record["val"]["passed"]
     if (
         record["passed"] and measure_speed
@@ -93,7 +93,7 @@ def record_bf16(folder: ModelFolder | str, record: dict) -> None:
     a loaded :class:`ModelFolder`'s manifest is updated in place too."""
     folder = folder if isinstance(folder, ModelFolder) else load_model_folder(folder, verify=False)
     manifest = folder.manifest
-    section = dict(manifest.quantized.get("bf16") or {})
+    section = dict(manifest.quantized.get(BF16) or {})
     section["records"] = {**section.get("records", {}), record["cpu_class"]: record}
-    manifest.quantized = {**manifest.quantized, "bf16": section}
+    manifest.quantized = {**manifest.quantized, BF16: section}
     write_manifest_files(Path(folder.path), manifest, dict(manifest.files))

@@ -23,11 +23,11 @@ from segedge.errors import SegedgeError
 from segedge.evaluation import sam_val, yolo_val
 from segedge.evaluation.average_precision import MapAccumulator
 from segedge.evaluation.datasets import Dataset, load_dataset, polygons_in_pixels
+from segedge.families import FAMILIES, family_names
+from segedge.families import family as family_spec
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
-from segedge.families import FAMILIES
-from segedge.families import family as family_spec
-from segedge.families import family_names
+from segedge.precisions import BF16, F32, INT8
 from segedge.runtime.backends import installed_backends
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.model_base import open_model
@@ -57,11 +57,11 @@ def val_protocol(family: str) -> str:
 
 def available_precisions(manifest, backend: str, cpu: CpuCapabilities) -> list[str]:
     """What ``val`` measures by default on ``backend``: f32, bf16 (OpenVINO, native bf16), int8 (gated in the folder)."""
-    out = ["f32"]
+    out = [F32]
     if backend == "openvino" and cpu.native_bf16:
-        out.append("bf16")
+        out.append(BF16)
     if backend in manifest.int8_backends():
-        out.append("int8")
+        out.append(INT8)
     return out
 
 
@@ -83,14 +83,12 @@ def plan_rows(
         can = available_precisions(manifest, backend, cpu)
         if precisions:
             for p in precisions:
-                if p not in ("f32", "bf16", "int8"):
+                if p not in (F32, BF16, INT8):
                     raise SegedgeError(f"unknown precision {p!r}; choose from f32, bf16, int8")
-                if p not in can and (p != "bf16" or backend != "openvino"):
-                    why = (
-                        "no gated int8 in the folder (segedge quantize)" if p == "int8" else "ONNX Runtime has no bf16"
-                    )
+                if p not in can and (p != BF16 or backend != "openvino"):
+                    why = "no gated int8 in the folder (segedge quantize)" if p == INT8 else "ONNX Runtime has no bf16"
                     raise SegedgeError(f"--precision {p} on {backend}: {why}")
-            want = ["f32"] + [p for p in precisions if p != "f32"]  # f32 is the baseline of every drop
+            want = [F32] + [p for p in precisions if p != F32]  # f32 is the baseline of every drop
         else:
             want = can
         rows += [(backend, p) for p in want]
@@ -186,7 +184,7 @@ def run_val(
         for backend, precision in rows_plan:
             model = open_model(folder, backend, precision=precision, threads=threads)
             metrics, ms = evaluate(model, family, data, on_image=lambda b=backend, p=precision: bar.step(f"{b} {p}"))
-            base = next((r["metrics"] for r in rows if r["backend"] == backend and r["precision"] == "f32"), metrics)
+            base = next((r["metrics"] for r in rows if r["backend"] == backend and r["precision"] == F32), metrics)
             rows.append(
                 {
                     "backend": backend,
@@ -233,7 +231,7 @@ def markdown(result: dict) -> str:
     ]
     for r in result["rows"]:
         values = " | ".join(f"{r['metrics'][k]:.4f}" for k in names)
-        drop = "-" if r["precision"] == "f32" else f"{r['drop'][primary]:+.4f}"
+        drop = "-" if r["precision"] == F32 else f"{r['drop'][primary]:+.4f}"
         lines.append(f"| {r['backend']} | {r['precision']} | {values} | {drop} | {r['ms_per_image']:.1f} |")
     return "\n".join(lines)
 
@@ -250,7 +248,7 @@ def val_verdict(metric: str, value: float, f32: float, max_drop: float, data: di
     return {
         "metric": metric,
         "value": round(value, 5),
-        "f32": round(f32, 5),
+        F32: round(f32, 5),
         "drop": round(drop, 5),
         "max_drop": max_drop,
         "passed": bool(drop <= max_drop + 1e-9),
@@ -319,13 +317,13 @@ def record_val(model_dir, result: dict, max_drop: float | None = None) -> dict[s
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     verdicts = {}
     for row in result["rows"]:
-        if row["precision"] == "f32":
+        if row["precision"] == F32:
             continue
         drop = row["drop"][result["primary"]]
         value = row["metrics"][result["primary"]]
         verdict = val_verdict(result["primary"], value, value + drop, max_drop, result["data"], created)
         verdicts[f"{row['backend']} {row['precision']}"] = verdict
-        if row["precision"] == "bf16":
+        if row["precision"] == BF16:
             from segedge.runtime.precision import bf16_record
 
             previous = bf16_record(folder.manifest, cpu_class) or {}
@@ -333,8 +331,8 @@ def record_val(model_dir, result: dict, max_drop: float | None = None) -> dict[s
             agreement_ok = "gate" not in previous or previous["gate"] >= previous.get("min", 0)  # measured by quantize
             record["passed"] = bool(agreement_ok and verdict["passed"])
             record_bf16(folder, record)
-        elif row["precision"] == "int8":
-            int8 = folder.manifest.quantized["int8"]
+        elif row["precision"] == INT8:
+            int8 = folder.manifest.quantized[INT8]
             int8["val"] = {**int8.get("val", {}), row["backend"]: verdict}
             write_manifest_files(folder.path, folder.manifest, dict(folder.manifest.files))
     return verdicts

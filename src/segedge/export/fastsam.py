@@ -35,7 +35,13 @@ from segedge.export.common import (
     staging_folder,
     tool_versions,
 )
-from segedge.export.yolo_head import CHANNELS_LAST, LAYOUT, check_against_ultralytics, use_channels_last_head
+from segedge.export.yolo_head import (
+    CHANNELS_LAST,
+    LAYOUT,
+    check_against_ultralytics,
+    ultralytics_reference,
+    use_channels_last_head,
+)
 from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
 from segedge.export_options import YOLO_IMGSZ
 from segedge.manifest import Manifest
@@ -48,6 +54,15 @@ DEFAULT_MAX_DET = 300
 # ultralytics' predict defaults (cfg/default.yaml: conf 0.25, iou 0.7, agnostic_nms False), for a YOLO-seg with classes
 YOLO_CONF = 0.25
 YOLO_IOU = 0.7
+#: the params of a YOLO-seg with classes: ultralytics' predict defaults, boxes as predicted
+ULTRALYTICS_PREDICT = {
+    "defaults": "ultralytics_predict",
+    "conf": YOLO_CONF,
+    "iou": YOLO_IOU,
+    "agnostic": False,
+    "adjust_boxes": False,
+    "max_det": DEFAULT_MAX_DET,
+}
 
 
 def default_thresholds(num_classes: int) -> dict:
@@ -64,21 +79,16 @@ def default_thresholds(num_classes: int) -> dict:
             "adjust_boxes": True,
             "max_det": DEFAULT_MAX_DET,
         }
-    return {
-        "defaults": "ultralytics_predict",
-        "conf": YOLO_CONF,
-        "iou": YOLO_IOU,
-        "agnostic": False,
-        "adjust_boxes": False,
-        "max_det": DEFAULT_MAX_DET,
-    }
+    return dict(ULTRALYTICS_PREDICT)
 
 
-def load_yolo_seg(checkpoint: str | os.PathLike):
-    """Load an ultralytics segmentation checkpoint as an eval-mode float32 ``SegmentationModel``.
+def load_yolo_seg(checkpoint: str | os.PathLike, end2end: bool = False):
+    """Load an ultralytics segmentation checkpoint as an eval-mode, fused float32 ``SegmentationModel``.
 
-    Raises :class:`CheckpointError` for files that are not ultralytics checkpoints (e.g. a SAM
-    state dict), detection-only models and end-to-end (NMS-free) heads.
+    A YOLO26 head has two branch sets: one-to-many (NMS after it; ultralytics 8.4's predict default) and one-to-one
+    (end to end, NMS-free; its ``nms=False``). ``end2end`` picks the one-to-one set where the checkpoint has it;
+    fusing then drops the other. Raises :class:`CheckpointError` for files that are not ultralytics checkpoints
+    (e.g. a SAM state dict), detection-only models, and a checkpoint that kept only the branch not asked for.
     """
     path = check_checkpoint_file(checkpoint)
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -89,7 +99,7 @@ def load_yolo_seg(checkpoint: str | os.PathLike):
     from ultralytics.nn.tasks import load_checkpoint
 
     try:
-        model, _ = load_checkpoint(str(path), device="cpu", fuse=True)
+        model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
     except Exception as exc:
         raise CheckpointError(
             f"{path} could not be loaded as an ultralytics checkpoint ({type(exc).__name__}: "
@@ -102,8 +112,15 @@ def load_yolo_seg(checkpoint: str | os.PathLike):
             f"{path} is an ultralytics model with a {kind} head, not a segmentation model; "
             "FastSAM export needs FastSAM-s/-x or a YOLO*-seg checkpoint"
         )
-    if getattr(head, "end2end", False):
-        raise CheckpointError(f"{path} has an end-to-end (NMS-free) head, which segedge does not export yet")
+    has_one2one, has_one2many = getattr(head, "one2one_cv2", None) is not None, head.cv2 is not None
+    if not has_one2many and not end2end:
+        raise CheckpointError(
+            f"{path} kept only its end-to-end (NMS-free) head: export it with `segedge export yolo`, which decodes "
+            "it without NMS as ultralytics does"
+        )
+    if has_one2one:
+        head.end2end = end2end  # before fusing, which keeps the selected branches only
+    model.fuse(verbose=False)
     return model.float().eval()
 
 
@@ -151,7 +168,7 @@ def export_fastsam(
     output_layout: str = LAYOUT,
     split_c2f: bool = True,
 ) -> Path:
-    """Export a FastSAM / YOLO-seg checkpoint to a model folder at ``out_dir``; returns its path.
+    """Export a FastSAM / YOLO-seg checkpoint to a ``fastsam`` model folder at ``out_dir``; returns its path.
 
     ``imgsz`` (pixels, multiple of 32) is the square static input size; FastSAM is trained at 1024.
     ``output_layout``: ``"channels_last_logits"`` (default) or ``"channels_last"``
@@ -159,8 +176,39 @@ def export_fastsam(
     channels_last 34, channels_last_logits another ~9% less; both come with the exact rewrite of
     :mod:`segedge.export.yolo_layers`, ~7% less int8 time), or ``"ultralytics"`` (ultralytics' own
     ONNX graph and outputs, unchanged, with its float ``(1, 3, S, S)`` input). The channels-last layouts
-    take the ``uint8`` image (:func:`uint8_input_module`).
+    take the ``uint8`` image (:func:`uint8_input_module`). Thresholds: :func:`default_thresholds`.
     """
+    return export_yolo_seg(
+        checkpoint,
+        out_dir,
+        imgsz,
+        family="fastsam",
+        thresholds=lambda head: default_thresholds(int(head.nc)),
+        variant=variant,
+        simplify=simplify,
+        overwrite=overwrite,
+        output_layout=output_layout,
+        split_c2f=split_c2f,
+    )
+
+
+def export_yolo_seg(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    imgsz: int,
+    *,
+    family: str,
+    thresholds,
+    variant: str | None = None,
+    simplify: bool = True,
+    overwrite: bool = False,
+    output_layout: str = LAYOUT,
+    split_c2f: bool = True,
+    end2end: bool = False,
+) -> Path:
+    """:func:`export_fastsam`'s work for any ultralytics segmentation checkpoint, written as a ``family`` folder;
+    ``thresholds(head) -> dict`` gives the folder's default params (conf, iou, ...); ``end2end``: export a YOLO26
+    head's one-to-one (NMS-free) branches where the checkpoint has them (:func:`load_yolo_seg`)."""
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
@@ -169,7 +217,7 @@ def export_fastsam(
         raise CheckpointError(f"output_layout must be one of {', '.join(LAYOUTS)}; got {output_layout!r}")
     if imgsz % 32 or imgsz < 64:
         raise CheckpointError(f"--imgsz must be a multiple of 32 and at least 64, got {imgsz}")
-    model = load_yolo_seg(checkpoint)
+    model = load_yolo_seg(checkpoint, end2end)
     head = model.model[-1]
     for module in model.modules():  # ultralytics' own export switches
         if hasattr(module, "export"):
@@ -182,7 +230,7 @@ def export_fastsam(
     image = torch.zeros(1, 3, imgsz, imgsz)
     probe = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        detections, prototypes = model(probe)  # ultralytics' own head: the reference for ours
+        detections, prototypes = ultralytics_reference(model, probe)  # ultralytics' own head: the reference for ours
         expected_det = (1, 4 + nc + head.nm, detections.shape[2])
         if tuple(detections.shape) != expected_det or prototypes.shape[1] != head.nm:
             raise CheckpointError(f"unexpected head outputs {tuple(detections.shape)} / {tuple(prototypes.shape)}")
@@ -210,7 +258,7 @@ def export_fastsam(
                 wrap(model), (example,), folder, "model", ["images"], outputs, simplify, openvino=False
             )
         manifest = Manifest(
-            family="fastsam",
+            family=family,
             variant=variant,
             graphs={"model": graph},
             preprocess={
@@ -234,7 +282,7 @@ def export_fastsam(
                 "anchors": int(detections.shape[2]),
                 "output_layout": output_layout,
                 **({"layer_rewrites": rewrites} if rewrites else {}),  # export/yolo_layers.py
-                **default_thresholds(nc),
+                **thresholds(head),
             },
         )
         finish_manifest(folder, manifest, ckpt)

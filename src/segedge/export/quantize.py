@@ -34,9 +34,9 @@ from typing import Callable
 
 import numpy as np
 
+from segedge.errors import SegedgeError
 from segedge.evaluation.agreement import DEFAULT_MIN_IOU, agreement_rows, prompt_scores
 from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES, summarise
-from segedge.errors import SegedgeError
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
 from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
@@ -49,12 +49,13 @@ from segedge.export.quantizers import (
     quantize_onnxruntime,
     quantize_openvino,
 )
+from segedge.families import family as family_spec
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
+from segedge.precisions import F32, INT8
 from segedge.runtime.backends import BACKENDS
 from segedge.runtime.cpu import cpu_capabilities
-from segedge.families import family as family_spec
 from segedge.runtime.model_base import open_model
 
 DEFAULT_MIN_COSINE = 0.98
@@ -202,7 +203,7 @@ def _prepare(
         "measure agreement"
     )
     reference = open_model(
-        folder, "openvino" if "openvino" in backends else backends[0], precision="f32", cache_dir=False
+        folder, "openvino" if "openvino" in backends else backends[0], precision=F32, cache_dir=False
     )
     data = calibration_inputs(family, reference, calib)
     return _Run(
@@ -230,9 +231,9 @@ def _quantize_backend(run: _Run, backend: str, accuracy_control: bool):
     reference = (
         run.reference
         if backend == run.reference.backend_name
-        else open_model(folder, backend, precision="f32", cache_dir=False)
+        else open_model(folder, backend, precision=F32, cache_dir=False)
     )
-    candidate = open_model(candidate_folder(folder, files), backend, precision="int8", cache_dir=False)
+    candidate = open_model(candidate_folder(folder, files), backend, precision=INT8, cache_dir=False)
     measured = _gate(run.family, reference, candidate, run.held, f"{backend} int8 gate", run.progress)
     score = gate_score(measured)
     run.log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
@@ -253,7 +254,7 @@ def _quantize_backend(run: _Run, backend: str, accuracy_control: bool):
         "passed": score >= run.threshold,
     }
     if run.val is not None:  # the field's metric decides; agreement stays in the record
-        verdict = run.val.verdict(reference, candidate, backend, "int8")
+        verdict = run.val.verdict(reference, candidate, backend, INT8)
         record["passed"], record["val"] = verdict["passed"], verdict
     return files, record, reference, candidate
 
@@ -282,7 +283,7 @@ def _accuracy_control(run: _Run, files, methods, reference, candidate, score: fl
             out,
             validation=(run.tuning, validate, 1.0 - run.threshold),
         )
-    return open_model(candidate_folder(run.folder, files), "openvino", precision="int8", cache_dir=False)
+    return open_model(candidate_folder(run.folder, files), "openvino", precision=INT8, cache_dir=False)
 
 
 def _miss_line(run: _Run, backend: str, record: dict) -> str:
@@ -391,8 +392,8 @@ def _measure_speed(
     cpu = cpu_capabilities()
     backend = reference.backend_name
     # bf16 when it passed its gate here and was measured faster than f32 (its record, written just before)
-    alt = alternative_precision(backend, cpu, folder.manifest) if bf16_gated else "f32"
-    other = reference if alt == "f32" else open_model(folder, backend, precision=alt, cache_dir=False)
+    alt = alternative_precision(backend, cpu, folder.manifest) if bf16_gated else F32
+    other = reference if alt == F32 else open_model(folder, backend, precision=alt, cache_dir=False)
     record = speed_record(backend, cpu, compare_speed(family, candidate, other, held))
     log(
         f"{backend} speed per held-out image on this CPU ({record['cpu_class']}): int8 {record['int8_ms']:.1f} ms, "
@@ -429,7 +430,7 @@ def _switch_manifest(folder: ModelFolder, section: dict) -> None:
     for name in sorted(new_files):
         path = folder.path / name
         files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest.quantized = {**manifest.quantized, "int8": section}
+    manifest.quantized = {**manifest.quantized, INT8: section}
     write_manifest_files(folder.path, manifest, files)
     for name in old - set(files):
         (folder.path / name).unlink(missing_ok=True)

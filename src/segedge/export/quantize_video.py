@@ -25,6 +25,7 @@ import numpy as np
 
 from segedge.export.quantize_recipes import Recipe
 from segedge.manifest import ModelFolder
+from segedge.precisions import BF16, F32, INT8
 
 ATTENTION_NOTES = (
     "memory attention (self-attention, cross-attention to the memory bank with RoPE): transformer type "
@@ -104,9 +105,7 @@ def quantize_video_graphs(
             out = staging / f"{g}.int8-{tag}.onnx"
             quantize_onnxruntime(folder.file(graphs[g].onnx), recipe, data[g], out)
         files[g] = {backend: out.relative_to(folder.path).as_posix()}
-    candidate = Sam2Video(
-        candidate_folder(folder, {**image_files, **files}), backend, precision="int8", cache_dir=False
-    )
+    candidate = Sam2Video(candidate_folder(folder, {**image_files, **files}), backend, precision=INT8, cache_dir=False)
     measured = tracking_agreement(None, candidate, held_clips, reference_masks)
     record = {**measured, "min": threshold, "passed": measured["gate"] >= threshold}
     verdict = "passed" if record["passed"] else f"missed the gate by {threshold - measured['gate']:.4f}; not written"
@@ -136,7 +135,7 @@ class TrackingGate:
         self.held_clips = image_clips(held[: self.MAX_HELD])
         calib_clips = image_clips(calib[: self.MAX_CLIPS])
         t0 = time.perf_counter()
-        tracker = Sam2Video(folder, backend, precision="f32", cache_dir=False)
+        tracker = Sam2Video(folder, backend, precision=F32, cache_dir=False)
         self.reference = f"{backend} f32"
         self.reference_masks = [track_clip(tracker, clip) for clip in self.held_clips]
         self.data = video_calibration(tracker, calib_clips)
@@ -172,7 +171,7 @@ class TrackingGate:
         record = bf16_record(self.folder.manifest, cpu_capabilities())
         if record is None:
             return
-        candidate = Sam2Video(self.folder, "openvino", precision="bf16", cache_dir=False)
+        candidate = Sam2Video(self.folder, "openvino", precision=BF16, cache_dir=False)
         measured = tracking_agreement(None, candidate, self.held_clips, self.reference_masks)
         tracked = {**measured, "min": self.threshold, "passed": measured["gate"] >= self.threshold}
         self.log(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from segedge.export.quantize_recipes import Recipe, int8_saturates
 from segedge.manifest import ModelFolder, onnx_data_name
-
+from segedge.precisions import INT8
 
 #: the widest miss accuracy control is tried on. It reverts quantized layers to float a few at a time, re-ranking all
 #: of them (every layer group on the tuning images) whenever a step makes things worse: on 2 cores 4-5 minutes a
@@ -161,7 +161,7 @@ def candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> M
     the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
     staged = {name for per in files.values() for graph in per.values() for name in int8_files(folder.path, graph)}
     listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
-    manifest = dataclasses.replace(folder.manifest, quantized={"int8": {"graphs": files}}, files=listed)
+    manifest = dataclasses.replace(folder.manifest, quantized={INT8: {"graphs": files}}, files=listed)
     return ModelFolder(folder.path, manifest)
 
 

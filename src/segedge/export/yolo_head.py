@@ -42,20 +42,35 @@ def use_channels_last_head(head, layout: str = LAYOUT) -> None:
         raise ValueError(f"layout must be one of {CHANNELS_LAST}, got {layout!r}")
     if getattr(head, "xyxy", False):
         raise CheckpointError("this segmentation head decodes boxes as xyxy; segedge's FastSAM runtime expects xywh")
+    if head.end2end and layout != LOGITS:
+        raise CheckpointError(f"an end-to-end (NMS-free) head exports with the {LOGITS!r} layout only, not {layout!r}")
     head.forward = types.MethodType(_logits_forward if layout == LOGITS else _channels_last_forward, head)
+
+
+def _branches(head) -> tuple:
+    """The (box, class, mask) convolution branches ``head`` infers with: an end-to-end head's one-to-one ones."""
+    if head.end2end:
+        return head.one2one_cv2, head.one2one_cv3, head.one2one_cv4
+    return head.cv2, head.cv3, head.cv4
+
+
+def _prototypes(head, feats):
+    """``(1, nm, S/4, S/4)``: YOLO26's ``Proto26`` fuses every level (it has ``feat_refine``), the others read the
+    stride-8 map."""
+    return head.proto(feats if hasattr(head.proto, "feat_refine") else feats[0])
 
 
 def _logits_forward(self, feats):
     import torch
 
     outputs = []
-    for branch in (self.cv2, self.cv3, self.cv4):  # box distribution, class logits, mask coefficients
+    for branch in _branches(self):  # box distribution, class logits, mask coefficients
         rows = []
         for i in range(self.nl):
             level = branch[i](feats[i])  # (1, C, h, w)
             rows.append(level.permute(0, 2, 3, 1).reshape(1, -1, level.shape[1]))  # (1, h*w, C)
         outputs.append(torch.cat(rows, 1))  # (1, A, C)
-    return (*outputs, self.proto(feats[0]).permute(0, 2, 3, 1))
+    return (*outputs, _prototypes(self, feats).permute(0, 2, 3, 1))
 
 
 def _channels_last_forward(self, feats):
@@ -77,6 +92,29 @@ def _channels_last_forward(self, feats):
     xywh = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), -1) * strides
     detections = torch.cat([xywh, cls.sigmoid(), coeffs], -1)
     return detections, prototypes
+
+
+def ultralytics_reference(model, probe) -> tuple:
+    """ultralytics' own outputs for ``probe (1, 3, S, S)``, every anchor decoded: ``(detections (1, 4 + nc + nm, A)``
+    with xywh boxes, ``prototypes (1, nm, S/4, S/4))``. An end-to-end head returns its top-k rows instead, so its
+    one-to-one branches are read through ultralytics' own ``forward_head`` and ``_inference`` on the features the
+    head received (boxes come xyxy there, made xywh), before any top-k: the graph ends before it too."""
+    from ultralytics.utils.ops import xyxy2xywh
+
+    head = model.model[-1]
+    if not head.end2end:
+        return model(probe)
+    seen = []
+    hook = head.register_forward_pre_hook(lambda module, args: seen.append(list(args[0])))
+    try:
+        _, prototypes = model(probe)
+    finally:
+        hook.remove()
+    feats = seen[-1]
+    decoded = head._inference(head.forward_head(feats, **head.one2one))  # (1, 4 + nc + nm, A), boxes xyxy
+    decoded = decoded.clone()
+    decoded[:, :4] = xyxy2xywh(decoded[:, :4].transpose(1, 2)).transpose(1, 2)
+    return decoded, prototypes
 
 
 def _limit(reference) -> float:

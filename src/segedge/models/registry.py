@@ -17,9 +17,7 @@ class ModelSpec:
     """One official checkpoint. ``input_size`` is the model's square input side in pixels."""
 
     name: str
-    family: (
-        str  # the export command: "sam" | "mobile-sam" | "efficientvit-sam" | "hq-sam" | "sam2" | "fastsam" | "clip"
-    )
+    family: str  # the export command: "sam" | "mobile-sam" | "efficientvit-sam" | "hq-sam" | "sam2" | "fastsam" | "yolo" | ...
     filename: str
     url: str
     sha256: str | None
@@ -38,6 +36,8 @@ _EVIT_SAM = "https://huggingface.co/mit-han-lab/efficientvit-sam/resolve/main/"
 _EVIT_SAM_SIZES = {"l0": 512, "l1": 512, "l2": 512, "xl0": 1024, "xl1": 1024}
 # HQ-SAM (SysCV, Hugging Face lkeab/hq-sam, the links in its README): no checksums published (sha256 None).
 _HQ_SAM = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
+# ultralytics' YOLO segmentation checkpoints (release assets, no published checksums: sha256 None), per generation
+_YOLO_SEG = {"yolo26": "YOLO26", "yolo11": "YOLO11"}
 _HQ_SAM_SIZES = {
     "vit_b": "ViT-B (379 MB)",
     "vit_l": "ViT-L (1.2 GB)",
@@ -122,6 +122,14 @@ MODELS: dict[str, ModelSpec] = {
         ),
         *(
             ModelSpec(
+                f"{gen}{size}-seg", "yolo", f"{gen}{size}-seg.pt", f"{_ULTRALYTICS}{gen}{size}-seg.pt", None, 640, what
+            )
+            for gen, title in _YOLO_SEG.items()
+            for size in "nsmlx"
+            for what in (f"{title}-seg {size} (80 COCO classes)",)
+        ),
+        *(
+            ModelSpec(
                 f"sam2.1_hiera_{v}",
                 "sam2",
                 f"sam2.1_hiera_{v}.pt",
@@ -196,6 +204,7 @@ ALIASES = {
     "fastsam-x": "FastSAM-x",
     "fastsam_x": "FastSAM-x",
     "fastsam-x.pt": "FastSAM-x",
+    **{f"{gen}{size}-seg.pt": f"{gen}{size}-seg" for gen in _YOLO_SEG for size in "nsmlx"},
     "mobile-sam": "mobile_sam",
     "mobilesam": "mobile_sam",
     "mobile_sam.pt": "mobile_sam",

@@ -91,27 +91,28 @@ def score_to_logit(score: float) -> float:
     return float(np.log(score) - np.log1p(-score))
 
 
-def dfl_xywh(distribution: np.ndarray, centres: np.ndarray, strides: np.ndarray) -> np.ndarray:
-    """Decode boxes as ultralytics' ``Detect`` head does: ``distribution (n, 4 * R)`` DFL logits (per box side
-    l, t, r, b: ``R`` bins; ``R = 1`` means plain distances) -> ``(n, 4)`` xywh in model-input pixels.
-
-    Each side's distance is the expectation of a softmax over its bins (stride units); the box is
-    ``centre -/+ distance``, times the anchor's stride. ``centres (n, 2)``, ``strides (n,)``: the
-    anchors' entries of an :class:`AnchorGrid`.
-    """
+def dfl_distances(distribution: np.ndarray) -> np.ndarray:
+    """``distribution (n, 4 * R)`` DFL logits (per box side l, t, r, b: ``R`` bins; ``R = 1`` means plain distances)
+    -> ``(n, 4)`` ltrb distances in stride units: each side's expectation of a softmax over its bins."""
     n = distribution.shape[0]
     bins = distribution.shape[1] // 4
     d = distribution.astype(np.float32, copy=False).reshape(n, 4, bins)
-    if bins > 1:
-        e = np.exp(d - d.max(axis=2, keepdims=True))
-        dist = (e / e.sum(axis=2, keepdims=True)) @ np.arange(bins, dtype=np.float32)  # (n, 4) ltrb
-    else:
-        dist = d[:, :, 0]
+    if bins == 1:
+        return d[:, :, 0]
+    e = np.exp(d - d.max(axis=2, keepdims=True))
+    return (e / e.sum(axis=2, keepdims=True)) @ np.arange(bins, dtype=np.float32)
+
+
+def dfl_xywh(distribution: np.ndarray, centres: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """Decode boxes as ultralytics' ``Detect`` head does: ``distribution (n, 4 * R)`` (:func:`dfl_distances`) ->
+    ``(n, 4)`` xywh in model-input pixels: ``centre -/+ distance``, times the anchor's stride. ``centres (n, 2)``,
+    ``strides (n,)``: the anchors' entries of an :class:`AnchorGrid`."""
+    dist = dfl_distances(distribution)
     x1y1, x2y2 = centres - dist[:, :2], centres + dist[:, 2:]
     return np.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], axis=1) * strides[:, None]
 
 
-def _logits_outputs(detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def logits_outputs(detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(box_distribution (A, 4R), class_logits (A, nc), mask_coefficients (A, nm))``, checked, batch dropped."""
     names = OUTPUT_NAMES[LOGITS][:3]
     if not isinstance(detections, (tuple, list)) or len(detections) != 3:
@@ -128,7 +129,7 @@ def _logits_outputs(detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def decode_all(detections, grid: AnchorGrid) -> np.ndarray:
     """``(A, 4 + nc + nm)`` detection rows (xywh pixels, class scores, coefficients) from a
     ``channels_last_logits`` tuple: every anchor decoded (what the other layouts' graphs output)."""
-    box, cls, coeffs = _logits_outputs(detections)
+    box, cls, coeffs = logits_outputs(detections)
     return np.concatenate([dfl_xywh(box, grid.centres, grid.strides), sigmoid(cls), coeffs], axis=1)
 
 
@@ -141,7 +142,7 @@ def decode_candidates(
     The logits are compared with ``conf``'s logit (the sigmoid is monotonic), with a small margin;
     the sigmoid then runs on those rows only and the exact ``score > conf`` test decides.
     """
-    box, cls, coeffs = _logits_outputs(detections)
+    box, cls, coeffs = logits_outputs(detections)
     if len(grid.strides) != box.shape[0]:
         raise ValueError(f"the outputs have {box.shape[0]} anchors, the anchor grid {len(grid.strides)}")
     cand = np.flatnonzero((cls > score_to_logit(conf) - 1e-3).any(axis=1))
@@ -278,6 +279,15 @@ def instances_from_outputs(
     Detections whose mask is empty after cropping are dropped, as ultralytics does.
     """
     cands = decode_and_nms(detections, num_classes, conf, iou, max_det, agnostic, classes, layout=layout, grid=grid)
+    return instances_from_candidates(cands, prototypes, geo, retina, layout)
+
+
+def instances_from_candidates(
+    cands: Candidates, prototypes: np.ndarray, geo: Letterbox, retina: bool = True, layout: str = "ultralytics"
+) -> InstanceSet:
+    """Kept detections (model-input frame, from :func:`decode_and_nms` or the end-to-end
+    :func:`segedge.postprocess.yolo_topk.decode_topk`) -> :class:`InstanceSet` at the original resolution, masks
+    from ``prototypes`` (in ``layout``) as :func:`instances_from_outputs` describes."""
     protos, proto_hw = prototype_matrix(prototypes, layout)
     boxes_orig = geo.boxes_to_original(cands.boxes)
     if retina:

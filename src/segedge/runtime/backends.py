@@ -21,10 +21,10 @@ import numpy as np
 
 from segedge.errors import BackendError, BackendNotInstalledError, ModelFolderError
 from segedge.manifest import GraphSpec, ModelFolder
+from segedge.precisions import BF16, F32, INT8, PRECISIONS
 from segedge.runtime.signal_stack import install_own_stack
 
 BACKENDS = ("openvino", "onnxruntime")
-PRECISIONS = ("f32", "bf16", "int8")
 
 
 def default_cache_dir() -> Path:
@@ -166,7 +166,7 @@ class OpenVinoBackend(Backend):
         xml_path: Path,
         graph: GraphSpec,
         *,
-        precision: str = "f32",
+        precision: str = F32,
         threads: int | None = None,
         cache_dir: str | os.PathLike | None | bool = None,
         device: str = "CPU",
@@ -186,7 +186,7 @@ class OpenVinoBackend(Backend):
         config: dict[str, object] = {
             "PERFORMANCE_HINT": "LATENCY",
             # int8 graphs carry their own quantize/dequantize ops; what stays float runs in f32
-            "INFERENCE_PRECISION_HINT": {"f32": "f32", "bf16": "bf16", "int8": "f32"}[precision],
+            "INFERENCE_PRECISION_HINT": {F32: "f32", BF16: "bf16", INT8: "f32"}[precision],  # OpenVINO's names
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -270,10 +270,10 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: Path, graph: GraphSpec, *, precision: str = "f32", threads: int | None = None):
+    def __init__(self, onnx_path: Path, graph: GraphSpec, *, precision: str = F32, threads: int | None = None):
         super().__init__(graph)
         threads = check_threads(threads)
-        if precision not in ("f32", "int8"):
+        if precision not in (F32, INT8):
             raise BackendError(
                 f"ONNX Runtime runs these models in f32 or int8, not {precision}; use backend='openvino' for {precision}"
             )
@@ -326,7 +326,7 @@ def open_backend(
     graph_name: str,
     backend: str = "openvino",
     *,
-    precision: str = "f32",
+    precision: str = F32,
     threads: int | None = None,
     cache_dir: str | os.PathLike | None | bool = None,
 ) -> Backend:
@@ -340,9 +340,9 @@ def open_backend(
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     graph = folder.graph(graph_name)
-    int8 = folder.manifest.int8_file(graph_name, backend) if precision == "int8" else None
-    if precision == "int8" and int8 is None:
-        precision = "f32"
+    int8 = folder.manifest.int8_file(graph_name, backend) if precision == INT8 else None
+    if precision == INT8 and int8 is None:
+        precision = F32
     if backend == "openvino":
         return OpenVinoBackend(
             folder.file(int8 or graph.openvino), graph, precision=precision, threads=threads, cache_dir=cache_dir

@@ -14,11 +14,20 @@ import numpy as np
 
 from segedge.errors import PromptError
 from segedge.imageio import ImageSource, read_image
+from segedge.parameters import check_values
 from segedge.postprocess.prompts import select, select_by_similarity, text_crops
-from segedge.postprocess.yolo_seg import LOGITS, OUTPUT_NAMES, anchor_grid, fastsam_adjust_boxes, instances_from_outputs
+from segedge.postprocess.yolo_seg import (
+    LOGITS,
+    OUTPUT_NAMES,
+    Candidates,
+    anchor_grid,
+    decode_and_nms,
+    fastsam_adjust_boxes,
+    instances_from_candidates,
+)
 from segedge.preprocess.letterbox import Letterbox, letterbox, to_nchw_float
 from segedge.runtime.model_base import FolderModel
-from segedge.runtime.prompt_args import check_boxes, check_classes, check_count, check_fraction, check_points
+from segedge.runtime.prompt_args import check_boxes, check_classes, check_points
 from segedge.runtime.result import Result
 
 GRAPH = "model"
@@ -106,12 +115,8 @@ class FastSam(FolderModel):
     def check_options(self, conf=None, iou=None, max_det=None, classes=None) -> dict:
         """``{conf, iou, max_det, classes}`` with the folder's defaults filled in, checked (conf and iou in
         [0, 1], max_det >= 1, class ids of this model); raises :class:`PromptError` saying which is wrong."""
-        return {
-            "conf": check_fraction(self.defaults["conf"] if conf is None else conf, "conf"),
-            "iou": check_fraction(self.defaults["iou"] if iou is None else iou, "iou"),
-            "max_det": check_count(self.defaults["max_det"] if max_det is None else max_det, "max_det"),
-            "classes": check_classes(classes, self.num_classes),
-        }
+        checked = check_values("detection", {"conf": conf, "iou": iou, "max_det": max_det}, self.defaults)
+        return {**checked, "classes": check_classes(classes, self.num_classes)}
 
     def _everything(self, rgb, source, t0, options: dict, retina, agnostic) -> Result:
         tensor, geo = self.preprocess(rgb)
@@ -139,21 +144,24 @@ class FastSam(FolderModel):
         if agnostic is None:
             agnostic = self.defaults["agnostic"]
         t2 = time.perf_counter()
-        inst = instances_from_outputs(
-            detections,
-            prototypes,
-            geo,
-            self.num_classes,
-            **options,
-            agnostic=bool(agnostic),
-            retina=bool(retina),
-            layout=self.output_layout,
-            grid=self.anchor_grid,
-        )
+        cands = self.decode(detections, options, bool(agnostic))
+        inst = instances_from_candidates(cands, prototypes, geo, bool(retina), self.output_layout)
         boxes = fastsam_adjust_boxes(inst.boxes, geo.orig_hw) if self.adjust_boxes else inst.boxes
         timings = dict(timings or {})
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         return Result(rgb, boxes, inst.scores, inst.class_ids, inst.masks, self.names, timings, source)
+
+    def decode(self, detections, options: dict, agnostic: bool) -> Candidates:
+        """The detections kept from the network's per-anchor outputs, in the model-input frame: confidence filter and
+        NMS (:func:`~segedge.postprocess.yolo_seg.decode_and_nms`); ``options``: conf, iou, max_det, classes."""
+        return decode_and_nms(
+            detections,
+            self.num_classes,
+            **options,
+            agnostic=agnostic,
+            layout=self.output_layout,
+            grid=self.anchor_grid,
+        )
 
     def prompt(self, result: Result, *, points=None, point_labels=None, boxes=None, texts=None, clip=None) -> Result:
         """Select masks of an :meth:`everything` result with FastSAM's prompt rules.

@@ -15,6 +15,7 @@ import numpy as np
 
 from segedge.errors import SegedgeError
 from segedge.fileio import atomic_write_bytes
+from segedge.precisions import INT8
 
 
 def use_split_decoder(m, precision: str, backend: str) -> bool:
@@ -25,7 +26,7 @@ def use_split_decoder(m, precision: str, backend: str) -> bool:
     26.5 vs 25.6 ms per prompt with masks)."""
     if "decoder_image" not in m.graphs or "decoder_prompt" not in m.graphs:
         return False
-    if precision == "int8":
+    if precision == INT8:
         return m.int8_file("decoder", backend) is None or m.int8_file("decoder_prompt", backend) is not None
     return True
 

@@ -18,12 +18,12 @@ slower than f32, silently. Parity with PyTorch is measured at ``f32``.
 
 from __future__ import annotations
 
-from segedge.families import family as family_spec
 from segedge.errors import BackendError
+from segedge.families import family as family_spec
 from segedge.manifest import Manifest
+from segedge.precisions import BF16, F32, INT8, MIN_HELD_OUT_IMAGES
+from segedge.precisions import CHOICES, PRECISIONS  # noqa: F401  (re-exported: the vocabulary lives there)
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
-
-from segedge.precisions import CHOICES, MIN_HELD_OUT_IMAGES, PRECISIONS  # noqa: F401  (the vocabulary lives there)
 
 
 def enough_images(count: int | None) -> bool:
@@ -41,13 +41,13 @@ def resolve_precision(requested: str, manifest: Manifest, backend: str, cpu: Cpu
     has_int8 = backend in manifest.int8_backends()
     if requested == "auto":
         return explain_auto(manifest, backend, cpu)[0]
-    if requested == "int8" and not has_int8:
+    if requested == INT8 and not has_int8:
         where = f" (it has int8 for {', '.join(manifest.int8_backends())} only)" if manifest.int8_backends() else ""
         raise BackendError(
             f"this model folder has no int8 graphs for {backend}{where}: make them with "
             "`segedge quantize MODEL_DIR --calibration IMAGES...`, or use --precision f32"
         )
-    if requested == "bf16":
+    if requested == BF16:
         if backend != "openvino":
             raise BackendError(
                 "ONNX Runtime runs these models in f32 or int8, not bf16; use backend='openvino' for bf16"
@@ -71,8 +71,8 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
     elsewhere = int8_gated_elsewhere(manifest, backend, cpu)
     if elsewhere:
         return alt, f"{elsewhere}: run `segedge quantize` here to gate one for this CPU; {why_alt}"
-    val = manifest.quantized["int8"].get("val", {}).get(backend)
-    few = gated_on_too_few(manifest.quantized["int8"].get("agreement", {}).get(backend), val)
+    val = manifest.quantized[INT8].get("val", {}).get(backend)
+    few = gated_on_too_few(manifest.quantized[INT8].get("agreement", {}).get(backend), val)
     if few:
         return alt, (
             f"the int8 was gated on {few}, fewer than the {MIN_HELD_OUT_IMAGES} a gate needs before auto runs what it "
@@ -83,15 +83,15 @@ def explain_auto(manifest: Manifest, backend: str, cpu: CpuCapabilities | None =
             f"the gated int8 failed `segedge val` ({val['metric']} dropped {val['drop']:.4f} > {val['max_drop']}); "
             f"{why_alt}"
         )
-    record = manifest.quantized["int8"].get("speed", {}).get(backend)
+    record = manifest.quantized[INT8].get("speed", {}).get(backend)
     if record and record.get("compared_with") != alt:
         record = None  # measured against a precision auto would not run here
     instead = int8_not_clearly_faster(record, backend, cpu, manifest)
     if instead:
         return instead
     if record and record.get("cpu_class") == cpu.precision_class:
-        return "int8", f"gated int8, measured faster than {alt} on this kind of CPU when quantized ({_timings(record)})"
-    return "int8", "gated int8 (its speed was not measured on this kind of CPU)"
+        return INT8, f"gated int8, measured faster than {alt} on this kind of CPU when quantized ({_timings(record)})"
+    return INT8, "gated int8 (its speed was not measured on this kind of CPU)"
 
 
 def int8_gated_elsewhere(manifest: Manifest, backend: str, cpu: CpuCapabilities) -> str | None:
@@ -104,7 +104,7 @@ def int8_gated_elsewhere(manifest: Manifest, backend: str, cpu: CpuCapabilities)
     - AMX with OpenVINO: its int8 products of two activations are wrong there (a seeded SAM's int8 clicked 0.40 against
       f32, 0.95 on VNNI). An int8 whose transformer graphs quantized those products (``float_products`` missing from
       its recipe: quantized before segedge kept them float), gated on another kind of CPU, is not run on AMX."""
-    int8 = manifest.quantized["int8"]
+    int8 = manifest.quantized[INT8]
     gated = ((int8.get("agreement") or {}).get(backend) or {}).get("cpu_class")
     where = f"a CPU of another kind ({gated})" if gated else "a CPU it did not record"
     if cpu.int8_dot is False and gated != "plain":
@@ -137,15 +137,15 @@ def tracking_precision(manifest: Manifest, backend: str, cpu: CpuCapabilities | 
     tracking gate on this kind of CPU (its bf16 record's ``tracking``); else f32."""
     cpu = cpu or cpu_capabilities()
     image_choice = explain_auto(manifest, backend, cpu)[0]
-    tracked = ((manifest.quantized.get("int8") or {}).get("tracking") or {}).get("backends", {}).get(backend)
-    if image_choice == "int8" and tracked and tracked.get("passed"):
-        return "int8", f"the int8 tracker passed its tracking gate ({tracked['gate']} >= {tracked['min']})"
-    if alternative_precision(backend, cpu, manifest) == "bf16":
+    tracked = ((manifest.quantized.get(INT8) or {}).get("tracking") or {}).get("backends", {}).get(backend)
+    if image_choice == INT8 and tracked and tracked.get("passed"):
+        return INT8, f"the int8 tracker passed its tracking gate ({tracked['gate']} >= {tracked['min']})"
+    if alternative_precision(backend, cpu, manifest) == BF16:
         record = (bf16_record(manifest, cpu) or {}).get("tracking")
         if record and record.get("passed"):
-            return "bf16", f"bf16 passed its tracking gate on this kind of CPU ({record['gate']} >= {record['min']})"
+            return BF16, f"bf16 passed its tracking gate on this kind of CPU ({record['gate']} >= {record['min']})"
     return (
-        "f32",
+        F32,
         "no lower precision passed a tracking gate for this backend and CPU (`segedge quantize` measures them)",
     )
 
@@ -153,7 +153,7 @@ def tracking_precision(manifest: Manifest, backend: str, cpu: CpuCapabilities | 
 def bf16_record(manifest: Manifest, cpu: CpuCapabilities | str) -> dict | None:
     """The folder's bf16 gate record for this CPU's class (or a class name; :mod:`segedge.evaluation.bf16_gate`), or None."""
     cls = cpu if isinstance(cpu, str) else cpu.precision_class
-    return (manifest.quantized.get("bf16") or {}).get("records", {}).get(cls)
+    return (manifest.quantized.get(BF16) or {}).get("records", {}).get(cls)
 
 
 def bf16_passed(manifest: Manifest, cpu: CpuCapabilities) -> bool:
@@ -185,10 +185,10 @@ def alternative_precision(
     """What ``auto`` runs on ``backend`` when it does not run int8: bf16 on OpenVINO with native bf16 when bf16
     passed its gate on this CPU class (``bf16_gated``, else read from ``manifest``), else f32."""
     if backend != "openvino" or not cpu.native_bf16:
-        return "f32"
+        return F32
     if bf16_gated is None:
         bf16_gated = manifest is not None and bf16_passed(manifest, cpu) and not bf16_not_clearly_faster(manifest, cpu)
-    return "bf16" if bf16_gated else "f32"
+    return BF16 if bf16_gated else F32
 
 
 def bf16_not_clearly_faster(manifest: Manifest, cpu: CpuCapabilities) -> str | None:
@@ -212,7 +212,7 @@ def bf16_not_clearly_faster(manifest: Manifest, cpu: CpuCapabilities) -> str | N
 
 
 def _why_alternative(manifest: Manifest, backend: str, cpu: CpuCapabilities, alt: str) -> str:
-    if alt == "bf16":
+    if alt == BF16:
         return "the CPU runs bf16 natively and bf16 passed its accuracy gate on this kind of CPU"
     if backend != "openvino":
         return "ONNX Runtime runs f32 or int8"
@@ -246,7 +246,7 @@ def int8_not_clearly_faster(
     else ``None``."""
     if not record or cpu.flags is None or record.get("cpu_class") != cpu.precision_class:
         return None
-    alt = alternative_precision(backend, cpu, bf16_gated=record.get("compared_with") == "bf16")
+    alt = alternative_precision(backend, cpu, bf16_gated=record.get("compared_with") == BF16)
     if record.get("compared_with") != alt:
         return None
     int8_ms, alt_ms = record.get("int8_ms"), record.get(f"{alt}_ms")
@@ -259,13 +259,11 @@ def int8_not_clearly_faster(
     if int8_ms > alt_ms * (1 + noise):
         return alt, f"the gated int8 was measured slower {where}"
     int8_gate = (
-        ((manifest.quantized.get("int8") or {}).get("agreement", {}).get(backend) or {}).get("gate")
-        if manifest
-        else None
+        ((manifest.quantized.get(INT8) or {}).get("agreement", {}).get(backend) or {}).get("gate") if manifest else None
     )
-    bf16_gate = (bf16_record(manifest, cpu) or {}).get("gate") if manifest and alt == "bf16" else None
+    bf16_gate = (bf16_record(manifest, cpu) or {}).get("gate") if manifest and alt == BF16 else None
     if (
-        alt == "bf16"
+        alt == BF16
         and isinstance(int8_gate, (int, float))
         and isinstance(bf16_gate, (int, float))
         and int8_gate > bf16_gate
@@ -293,11 +291,11 @@ def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilitie
         rows.append(
             {
                 "backend": backend,
-                "precision": "f32",
+                "precision": F32,
                 "measured": None,
                 "passed": None,
                 "numbers": "the reference (parity with PyTorch is tested at f32)",
-                "auto": auto == "f32",
+                "auto": auto == F32,
             }
         )
         if backend == "openvino" and family_spec(manifest.family).segments_images:
@@ -312,9 +310,9 @@ def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilitie
                     "passed": bool(record.get("passed")),
                     "numbers": _gate_numbers(record, record.get("val")),
                 }
-            rows.append({"backend": backend, "precision": "bf16", **row, "auto": auto == "bf16"})
+            rows.append({"backend": backend, "precision": BF16, **row, "auto": auto == BF16})
         if backend in manifest.int8_backends():
-            int8 = manifest.quantized["int8"]
+            int8 = manifest.quantized[INT8]
             agreement = int8.get("agreement", {}).get(backend, {})
             val = int8.get("val", {}).get(backend)
             speed = int8.get("speed", {}).get(backend)
@@ -334,11 +332,11 @@ def precision_table(manifest: Manifest, backends: list[str], cpu: CpuCapabilitie
             rows.append(
                 {
                     "backend": backend,
-                    "precision": "int8",
+                    "precision": INT8,
                     "measured": True,
                     "passed": not (val and not val.get("passed")),
                     "numbers": numbers,
-                    "auto": auto == "int8",
+                    "auto": auto == INT8,
                 }
             )
     return rows

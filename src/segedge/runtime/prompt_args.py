@@ -9,12 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from segedge.errors import PromptError
+from segedge.parameters import check_count, check_fraction, short
 
-
-def short(value, limit: int = 80) -> str:
-    """``repr(value)`` on one line, cut to ``limit`` characters (error messages stay one short line)."""
-    text = " ".join(repr(value).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+__all__ = ["api_clicks", "check_boxes", "check_classes", "check_count", "check_fraction", "check_points", "short"]
 
 
 def api_clicks(points, labels) -> tuple:
@@ -81,24 +78,6 @@ def check_boxes(boxes, shape_hw: tuple[int, int]) -> np.ndarray:
                 f"box {short(box.tolist())} goes outside the {w}x{h} image; keep 0 <= x <= {w}, 0 <= y <= {h}"
             )
     return arr
-
-
-def check_fraction(value, name: str) -> float:
-    """A threshold in ``[0, 1]`` (``conf``, ``iou``) as a float; raises :class:`PromptError`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not 0 <= float(value) <= 1
-    ):
-        raise PromptError(f"{name} must be a number from 0 to 1, got {short(value)}")
-    return float(value)
-
-
-def check_count(value, name: str) -> int:
-    """A count of at least 1 (``max_det``) as an int; raises :class:`PromptError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise PromptError(f"{name} must be a whole number of at least 1, got {short(value)}")
-    return int(value)
 
 
 def check_classes(classes, num_classes: int) -> list[int] | None:

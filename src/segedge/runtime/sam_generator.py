@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from segedge.families import EVERYTHING_DEFAULTS, FAMILIES
 from segedge.errors import SegedgeError
+from segedge.families import FAMILIES
 from segedge.imageio import ImageSource, read_image
+from segedge.parameters import EVERYTHING_DEFAULTS, PARAMETERS, check_count, check_fraction, check_whole
 from segedge.postprocess import amg
 from segedge.postprocess.boxes import nms
 from segedge.postprocess.encode import rle_counts, rle_encode
 from segedge.postprocess.masks import RoiMasks
 from segedge.postprocess.sam_masks import roi_masks_from_low_res
-from segedge.runtime.prompt_args import check_count, check_fraction
 from segedge.runtime.sam_common import pixels_hash
 
 if TYPE_CHECKING:
@@ -139,10 +139,10 @@ class SamAutomaticMaskGenerator:
         if output_mode not in OUTPUT_MODES:
             raise SegedgeError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
         self.model = model
-        self.crop_n_layers = _count(crop_n_layers, "crop_n_layers", zero=True)
+        self.crop_n_layers = check_whole(crop_n_layers, "crop_n_layers")
         if point_grids is None:
-            per_side = _count(points_per_side, "points_per_side")
-            downscale = _count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor")
+            per_side = PARAMETERS["points_per_side"].check(points_per_side)
+            downscale = check_count(crop_n_points_downscale_factor, "crop_n_points_downscale_factor")
             # segment-anything gives crop layer i int(points_per_side / downscale**i) points per side; none is a
             # ZeroDivisionError deep inside its grid code (and was in ours): refuse it here, in one line
             if downscale > 1 and (
@@ -164,13 +164,13 @@ class SamAutomaticMaskGenerator:
                 )
         self.point_grids = grids
         self.points_per_batch = check_count(points_per_batch, "points_per_batch")
-        self.pred_iou_thresh = _number(pred_iou_thresh, "pred_iou_thresh")
-        self.stability_score_thresh = check_fraction(stability_score_thresh, "stability_score_thresh")
-        self.stability_score_offset = _number(stability_score_offset, "stability_score_offset")
-        self.box_nms_thresh = check_fraction(box_nms_thresh, "box_nms_thresh")
+        self.pred_iou_thresh = PARAMETERS["pred_iou_thresh"].check(pred_iou_thresh)
+        self.stability_score_thresh = PARAMETERS["stability_score_thresh"].check(stability_score_thresh)
+        self.stability_score_offset = PARAMETERS["stability_score_offset"].check(stability_score_offset)
+        self.box_nms_thresh = PARAMETERS["box_nms_thresh"].check(box_nms_thresh)
         self.crop_nms_thresh = check_fraction(crop_nms_thresh, "crop_nms_thresh")
         self.crop_overlap_ratio = check_fraction(crop_overlap_ratio, "crop_overlap_ratio")
-        self.min_mask_region_area = _count(min_mask_region_area, "min_mask_region_area", zero=True)
+        self.min_mask_region_area = check_whole(min_mask_region_area, "min_mask_region_area")
         if self.min_mask_region_area and not spec.min_region_area:
             # sam2 turns it into SAM2ImagePredictor's max_hole_area / max_sprinkle_area, filled in the low-res masks by
             # its CUDA extension; on a CPU the reference skips that step (with a warning), so there is nothing to match
@@ -346,19 +346,3 @@ def _roi_masks(state, low: np.ndarray, model: Sam, offset: float):
     return roi_masks_from_low_res(
         low, state.input_size, state.original_size, model.upscale_size, model.mask_threshold, offset
     )
-
-
-def _number(value, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not np.isfinite(value)
-    ):
-        raise SegedgeError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _count(value, name: str, zero: bool = False) -> int:
-    if zero and isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value == 0:
-        return 0
-    return check_count(value, name)

@@ -1,11 +1,11 @@
 """The JSON bodies the HTTP API accepts (pydantic models: FastAPI checks them and lists them in the OpenAPI
-schema). Unknown fields are refused (``extra="forbid"``); defaults of the "everything" options come from
-:data:`segedge.families.EVERYTHING_DEFAULTS`."""
+schema). Unknown fields are refused (``extra="forbid"``); the "everything" options are declared in
+:mod:`segedge.parameters`."""
 
 # No ``from __future__ import annotations`` here: pydantic reads the annotations at run time.
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from segedge.families import EVERYTHING_DEFAULTS
+from segedge.parameters import GROUP_TITLES, PARAMETERS, Param
 
 MAX_POINTS = 64
 MAX_TEXT = 200
@@ -57,28 +57,20 @@ class ResetRequest(VideoModel):
     obj_id: int | None = Field(None, description="the object to forget (default: every object)")
 
 
-class EverythingRequest(EncodeRequest):
-    conf: float | None = Field(None, description="FastSAM: confidence threshold 0-1")
-    iou: float | None = Field(None, description="FastSAM: NMS IoU threshold 0-1")
-    max_det: int | None = Field(None, description="FastSAM: most masks kept")
-    retina: bool | None = Field(None, description="FastSAM: masks at full resolution (default true)")
-    points_per_side: int | None = Field(
-        None,
-        description=f"SAM: grid points per side (default {EVERYTHING_DEFAULTS['points_per_side']}, at most 64)",
-    )
-    crop_layers: int | None = Field(
-        None, description=f"SAM: crop layers 0-2 (default {EVERYTHING_DEFAULTS['crop_layers']})"
-    )
-    min_region_area: int | None = Field(None, ge=0, description="SAM: remove holes/islands below this many pixels")
-    pred_iou_thresh: float | None = Field(
-        None,
-        description=f"SAM: keep masks whose predicted IoU is above (default {EVERYTHING_DEFAULTS['pred_iou_thresh']}; SAM 2 0.8)",
-    )
-    stability_score_thresh: float | None = Field(
-        None,
-        description=f"SAM: keep masks at least this stable (default {EVERYTHING_DEFAULTS['stability_score_thresh']})",
-    )
-    box_nms_thresh: float | None = Field(
-        None,
-        description=f"SAM: NMS IoU threshold between masks' boxes (default {EVERYTHING_DEFAULTS['box_nms_thresh']})",
-    )
+def _option_field(param: Param):
+    """A request field for a declared run-time option: its type and help from :mod:`segedge.parameters` (the service
+    checks the range with the same declaration, answering 400 with one line)."""
+    default = "the model folder's" if param.default is None else param.default
+    limit = "" if param.serve_max is None else f"; at most {param.serve_max} here"
+    words = f"{GROUP_TITLES[param.group]}: {param.help} (default {default}{limit})"
+    return (param.python_type | None, Field(None, description=words))
+
+
+#: ``POST /api/everything``'s body: the declared options of every family's everything mode, plus FastSAM's
+#: ``retina``; the service checks that the model's family takes the ones given.
+EverythingRequest = create_model(
+    "EverythingRequest",
+    __base__=EncodeRequest,
+    retina=(bool | None, Field(None, description="FastSAM: masks at full resolution (default true)")),
+    **{p.name: _option_field(p) for p in PARAMETERS.values()},
+)

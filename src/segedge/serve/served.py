@@ -49,6 +49,7 @@ class ServedModel:
             "point_rule": spec.point_rule,
             "score_name": spec.score_name,
             "class_labels": not spec.promptable,  # instances carry class names
+            "options": [p.name for p in spec.options()],  # its run-time options (segedge.parameters)
             "input_size": list(m.preprocess.get("size", [])),
             "folder": Path(self.model.folder.path).name,
             "video": bool(m.params.get("video")),  # SAM 2 folders with the video graphs track clips

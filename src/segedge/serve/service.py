@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import PromptError, SegedgeError
-from segedge.families import EVERYTHING_DEFAULTS, family
+from segedge.families import family
 from segedge.imageio import read_image
+from segedge.parameters import check_values, runtime_keywords
 from segedge.runtime.prompt_args import api_clicks
 from segedge.serve.cache import ByteLru
 from segedge.serve.errors import NotFound, ServiceError, TooLarge, upload_id
@@ -38,14 +39,6 @@ DEFAULT_MAX_UPLOAD_BYTES = 32 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_CACHE_BYTES = 1024 * 2**20
 IMAGE_ID = re.compile(r"^[0-9a-f]{32}$")
-#: SAM "everything" grid sizes the server accepts (a 64x64 grid is 4096 prompts: minutes on 2 cores).
-MAX_POINTS_PER_SIDE = 64
-#: SAM "everything" options the server takes, and their defaults (segedge.families.EVERYTHING_DEFAULTS)
-SAM_EVERYTHING = {
-    k: EVERYTHING_DEFAULTS[k]
-    for k in ("points_per_side", "crop_layers", "min_region_area", "pred_iou_thresh", "stability_score_thresh")
-    + ("box_nms_thresh",)
-}
 
 
 class SegmentService:
@@ -270,7 +263,7 @@ class SegmentService:
     # -- everything -------------------------------------------------------------------------------
     def everything(self, model: str | None, image_id: str, **options) -> dict:
         """Every mask: FastSAM (options ``conf``, ``iou``, ``max_det``, ``retina``) or SAM's automatic
-        mask generator (:data:`SAM_EVERYTHING`); cached per options."""
+        mask generator (the "everything" options of :mod:`segedge.parameters`); cached per options."""
         t0 = time.perf_counter()
         served, result, cached, timings = self.everything_result(model, image_id, **options)
         return self._result(served, image_id, result, cached, timings, t0)
@@ -285,11 +278,12 @@ class SegmentService:
         return served, result, cached, timings
 
     def _fastsam_everything(self, served: ServedModel, image_id: str, options: dict):
-        allowed = {"conf", "iou", "max_det", "retina"}
-        _reject_unknown(options, allowed, "FastSAM")
+        options = dict(options)
+        retina = bool(options.pop("retina", True))
         model = served.model
-        checked = model.check_options(options.get("conf"), options.get("iou"), options.get("max_det"))
-        retina = bool(options.get("retina", True))
+        checked = check_values(
+            "detection", options, model.defaults, serving=True, who=f"{family(served.family).title} everything"
+        )
         key = ("everything", served.name, image_id, checked["conf"], checked["iou"], checked["max_det"], retina)
 
         def compute():
@@ -308,28 +302,19 @@ class SegmentService:
     def _sam_everything(self, served: ServedModel, image_id: str, options: dict):
         from segedge.runtime.sam_generator import SamAutomaticMaskGenerator
 
-        _reject_unknown(options, set(SAM_EVERYTHING), "SAM")
-        defaults = family(served.family).everything_options()
-        chosen = {**{k: defaults[k] for k in SAM_EVERYTHING}, **options}
-        side, crops = chosen["points_per_side"], chosen["crop_layers"]
-        if not isinstance(side, int) or isinstance(side, bool) or not 1 <= side <= MAX_POINTS_PER_SIDE:
-            raise PromptError(f"points_per_side must be a whole number from 1 to {MAX_POINTS_PER_SIDE}, got {side!r}")
-        if crops not in (0, 1, 2):
-            raise PromptError(f"crop_layers must be 0, 1 or 2, got {crops!r}")
-        key = ("everything", served.name, image_id, *(chosen[k] for k in SAM_EVERYTHING))
+        chosen = check_values(
+            "everything",
+            options,
+            family(served.family).everything_options(),
+            serving=True,
+            who=f"{family(served.family).title} everything",
+        )
+        key = ("everything", served.name, image_id, *chosen.values())
 
         def compute():
             rgb = self._image(image_id)
             state, _, encoder_ms = self._embedding(served, image_id)
-            generator = SamAutomaticMaskGenerator(
-                served.model,
-                points_per_side=side,
-                crop_n_layers=crops,
-                min_mask_region_area=chosen["min_region_area"],
-                pred_iou_thresh=chosen["pred_iou_thresh"],
-                stability_score_thresh=chosen["stability_score_thresh"],
-                box_nms_thresh=chosen["box_nms_thresh"],
-            )
+            generator = SamAutomaticMaskGenerator(served.model, **runtime_keywords(chosen))
             with self._heavy:
                 out = generator.segment(rgb, embedding=state)
             ran = {k: v for k, v in generator.timings.items() if k != "encoder"}  # it was given the embedding
@@ -388,11 +373,3 @@ def _stage(name: str, ms: float | None) -> dict:
     """``{name: ms}`` for a stage this request ran; ``{}`` when its output came from the cache (a timing
     row of 0 ms would read as a free stage)."""
     return {} if ms is None else {name: round(ms, 2)}
-
-
-def _reject_unknown(options: dict, allowed: set, family: str) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise PromptError(
-            f"{', '.join(unknown)}: not options of {family} everything (it takes {', '.join(sorted(allowed))})"
-        )

@@ -155,7 +155,7 @@ function selectModel(name) {
   $("model-info").textContent = `${S.model.variant} · ${S.model.backend} ${S.model.precision}`;
   $("text-form").hidden = !S.model.prompts.includes("text");
   $("multimask-row").hidden = !S.model.multimask;
-  $("grid").hidden = !S.model.multimask;  // SAM and SAM 2: the generator's grid
+  $("grid").hidden = !S.model.options.includes("points_per_side");  // the everything generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
   $("open-video").hidden = !S.models.some((m) => m.video);  // SAM 2 folders with video graphs: video.js
   $("help").innerHTML = S.model.point_rule === "select"
@@ -243,7 +243,7 @@ async function runPrompt() {
 async function runEverything() {
   if (!S.imageId) return;
   S.points = []; S.labels = []; S.box = null;
-  const body = S.model.multimask ? { points_per_side: Number($("grid").value) } : {};
+  const body = S.model.options.includes("points_per_side") ? { points_per_side: Number($("grid").value) } : {};
   status("finding every mask…", "busy");
   await request("/api/everything", body, "everything");
 }

@@ -1,0 +1,77 @@
+"""End-to-end (NMS-free) decoding of YOLO26-seg's one-to-one head in NumPy, as ultralytics 8.4 does it.
+
+A YOLO26 checkpoint with ``end2end=True`` is trained so that one anchor answers for one object: ultralytics picks the
+best ``k`` (anchor, class) pairs by score (``Detect.get_topk_index``: the ``k`` anchors with the best class score,
+then the best ``k`` pairs among their ``k x nc`` scores; class-agnostic: one pair per anchor) and keeps those above
+``conf`` (``utils/nms.non_max_suppression`` with ``end2end``), with no NMS. ``k`` is ``max(max_det, 300)`` (the
+predictor's ``set_head_attr``), capped at the anchor count; the first ``max_det`` kept rows are the result.
+
+Inputs are the ``channels_last_logits`` tensors of :mod:`segedge.postprocess.yolo_seg` (the one-to-one branches'
+own outputs): ``box_distribution (1, A, 4)`` (plain distances, ``reg_max = 1``), ``class_logits (1, A, nc)``,
+``mask_coefficients (1, A, nm)``. Boxes are ``anchor -/+ distance`` times the stride, xyxy, as ultralytics'
+``dist2bbox(xywh=False)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segedge.postprocess.yolo_seg import AnchorGrid, Candidates, logits_outputs, dfl_distances, sigmoid
+
+#: ultralytics' predictor sets the head's top-k to at least this many (class filtering needs candidates)
+MIN_TOPK = 300
+
+
+def topk_index(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest of ``values (n,)``, largest first (ties: the lower index first)."""
+    k = min(int(k), values.shape[0])
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    part = np.argpartition(-values, k - 1)[:k] if k < values.shape[0] else np.arange(values.shape[0])
+    return part[np.lexsort((part, -values[part]))]
+
+
+def topk_pairs(class_logits: np.ndarray, k: int, agnostic: bool = False):
+    """ultralytics' ``get_topk_index`` on ``class_logits (A, nc)``: ``(anchors (k,), class ids (k,), scores (k,))``,
+    best first. Anchors are ranked by their best logit (the sigmoid keeps the order), pairs by sigmoid score."""
+    best = class_logits.max(axis=1)
+    anchors = topk_index(best, k)
+    if agnostic:
+        return anchors, class_logits[anchors].argmax(axis=1).astype(np.int64), sigmoid(best[anchors])
+    scores = sigmoid(class_logits[anchors]).ravel()  # (k * nc,)
+    pairs = topk_index(scores, len(anchors))
+    nc = class_logits.shape[1]
+    return anchors[pairs // nc], (pairs % nc).astype(np.int64), scores[pairs]
+
+
+def decode_topk(
+    detections,
+    conf: float,
+    grid: AnchorGrid,
+    max_det: int = 300,
+    agnostic: bool = False,
+    classes: list[int] | None = None,
+) -> Candidates:
+    """The end-to-end head's detections above ``conf`` (module docstring): :class:`Candidates` in the model-input
+    frame, best first, at most ``max_det``; ``classes`` keeps only those class ids (before the ``max_det`` cut, as
+    ultralytics filters them)."""
+    box, cls, coeffs = logits_outputs(detections)
+    if len(grid.strides) != box.shape[0]:
+        raise ValueError(f"the outputs have {box.shape[0]} anchors, the anchor grid {len(grid.strides)}")
+    anchors, class_ids, scores = topk_pairs(cls, max(int(max_det), MIN_TOPK), agnostic)
+    keep = scores > conf
+    if classes is not None:
+        keep &= np.isin(class_ids, np.asarray(classes, dtype=np.int64))
+    sel = np.flatnonzero(keep)[: int(max_det)]
+    anchors, class_ids, scores = anchors[sel], class_ids[sel], scores[sel]
+    dist = dfl_distances(box[anchors])  # (n, 4) ltrb, stride units
+    centres, strides = grid.centres[anchors], grid.strides[anchors][:, None]
+    boxes = np.concatenate([centres - dist[:, :2], centres + dist[:, 2:]], axis=1) * strides
+    return Candidates(boxes.astype(np.float32), scores, class_ids, np.ascontiguousarray(coeffs[anchors]), anchors)
+
+
+def topk_rows(detections, grid: AnchorGrid, k: int, agnostic: bool = False) -> np.ndarray:
+    """``(k, 6 + nm)`` rows ``[x1, y1, x2, y2, score, class, coefficients]``: what ultralytics' end-to-end export
+    outputs before its confidence filter (the export compares the two)."""
+    c = decode_topk(detections, -1.0, grid, k, agnostic)
+    return np.concatenate([c.boxes, c.scores[:, None], c.class_ids[:, None].astype(np.float32), c.coeffs], axis=1)
