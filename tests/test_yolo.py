@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED, _need
 from helpers import reference_masks, run_cli
 from yolo_helpers import make_yolo_checkpoint, ultralytics_predict
 
@@ -155,3 +156,54 @@ def test_damaged_decoding_is_refused(yolo26_folder, tmp_path):
     (copy / "segedge.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match="params.decoding.*must be 'nms' or 'topk'"):
         load_model_folder(copy)
+
+
+def _pseudo_labelled(checkpoint: Path, images: list[Path], root: Path) -> Path:
+    """A YOLO-format segmentation dataset whose labels are ultralytics' own end-to-end predictions (conf 0.5) of the
+    seeded checkpoint on ``images``: a seeded model scores ~0 on real labels, which would make any two vals agree.
+    Its boxes are found again (box mAP50-95 ~0.85); its masks are speckled noise whose outline polygons cover little
+    of them (mask mAP ~0.006): the mask numbers are compared too, but the box numbers carry the test. The mask
+    assembly is the code `test_val.py` compares with ultralytics' val on the real YOLOv8n-seg."""
+    import shutil
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for path in images:
+        shutil.copy(path, root / "images" / path.name)
+        result = ultralytics_predict(checkpoint, path, conf=0.5, nms=False)
+        lines = [
+            f"{int(c)} " + " ".join(f"{v:.6f}" for v in polygon.ravel())
+            for c, polygon in zip(result.boxes.cls.tolist(), result.masks.xyn if len(result) else [])
+            if len(polygon) >= 3
+        ]
+        (root / "labels" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
+    names = "\n".join(f"  {i}: class{i}" for i in range(80))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n{names}\n")
+    return root / "data.yaml"
+
+
+def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp_path):
+    """`segedge val` on the end-to-end folder = ultralytics' val with nms=False, within 0.005 (both backends)."""
+    from ultralytics import YOLO
+
+    from segedge.evaluation.val import run_val
+
+    images = sorted((_need(SHARED / "coco128-seg") / "images").glob("*.jpg"))[:12]
+    data = _pseudo_labelled(yolo26_ckpt, images, tmp_path / "pseudo")
+    theirs = YOLO(str(yolo26_ckpt)).val(
+        data=str(data), imgsz=640, batch=1, rect=False, plots=False, verbose=False, device="cpu", nms=False,
+        project=str(tmp_path / "ultra-val"), save_json=False,
+    )  # fmt: skip
+    expected = {
+        "box_mAP50-95": theirs.box.map,
+        "box_mAP50": theirs.box.map50,
+        "mask_mAP50-95": theirs.seg.map,
+        "mask_mAP50": theirs.seg.map50,
+    }
+    result = run_val(yolo26_folder, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+    assert result["data"]["images"] == 12 and result["data"]["instances"] >= 40
+    assert expected["box_mAP50-95"] > 0.5  # the labels are found: a comparison of real numbers
+    for row in result["rows"]:
+        for name, value in expected.items():
+            print(f"{row['backend']} {name}: segedge {row['metrics'][name]:.4f}, ultralytics {value:.4f}")
+            assert abs(row["metrics"][name] - value) <= 0.005, (row["backend"], name, row["metrics"][name], value)

@@ -111,7 +111,13 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
             detections, prototypes = model.infer(tensor)
             times.append((time.perf_counter() - t0) * 1e3)
             pred = yolo_val.val_predictions(
-                detections, prototypes, model.num_classes, model.input_hw, model.output_layout, model.anchor_grid
+                detections,
+                prototypes,
+                model.num_classes,
+                model.input_hw,
+                model.output_layout,
+                model.anchor_grid,
+                decoding=getattr(model, "decoding", "nms"),  # a yolo folder's end-to-end head: top-k, no NMS
             )
             gt = yolo_val.val_targets(instances, geo)
             gt_cls = np.zeros_like(gt.classes) if single_class else gt.classes

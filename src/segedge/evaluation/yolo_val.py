@@ -27,6 +27,7 @@ import numpy as np
 from segedge.evaluation.datasets import Instance
 from segedge.postprocess.boxes import batched_nms, xywh_to_xyxy
 from segedge.postprocess.yolo_seg import candidate_rows, prototype_matrix
+from segedge.postprocess.yolo_topk import decode_topk
 from segedge.preprocess.letterbox import Letterbox
 
 VAL_CONF = 0.001
@@ -69,18 +70,18 @@ def val_predictions(
     iou: float = VAL_IOU,
     max_det: int = VAL_MAX_DET,
     agnostic: bool = False,
+    decoding: str = "nms",
 ) -> ValPredictions:
-    """The network's outputs (as :meth:`FastSam.infer` returns them) -> :class:`ValPredictions`."""
-    _, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
-    rows, cls = np.nonzero(class_scores > conf)  # multi-label, row-major as torch.where
-    scores = class_scores[rows, cls]
-    boxes = xywh_to_xyxy(xywh[rows])
-    coeffs = coeffs[rows]
-    if len(scores) > MAX_NMS:
-        top = np.argsort(-scores, kind="stable")[:MAX_NMS]
-        boxes, scores, cls, coeffs = boxes[top], scores[top], cls[top], coeffs[top]
-    keep = batched_nms(boxes, scores, cls.astype(np.int64), iou, agnostic or num_classes == 1)[:max_det]
-    boxes, scores, cls, coeffs = boxes[keep], scores[keep], cls[keep].astype(np.int64), coeffs[keep]
+    """The network's outputs (as :meth:`FastSam.infer` returns them) -> :class:`ValPredictions`. ``decoding``: the
+    folder's (``params.decoding``): ``"nms"`` is ultralytics val's multi-label NMS; ``"topk"`` an end-to-end head's
+    top-k pairs above ``conf`` (ultralytics' val with ``nms=False``, :mod:`segedge.postprocess.yolo_topk`)."""
+    if decoding == "topk":
+        kept = decode_topk(detections, conf, grid, max_det, agnostic)
+        boxes, scores, cls, coeffs = kept.boxes, kept.scores, kept.class_ids, kept.coeffs
+    else:
+        boxes, scores, cls, coeffs = _nms_predictions(
+            detections, num_classes, layout, grid, conf, iou, max_det, agnostic
+        )
     protos, (mh, mw) = prototype_matrix(prototypes, layout)
     masks = (coeffs.astype(np.float32) @ protos.astype(np.float32)).reshape(-1, mh, mw) > 0
     ratio = np.array([mw / input_hw[1], mh / input_hw[0]] * 2, np.float32)
@@ -90,6 +91,21 @@ def val_predictions(
     inside_y = (rows_[None] >= scaled[:, 1:2]) & (rows_[None] < scaled[:, 3:4])  # (D, mh)
     masks &= inside_y[:, :, None] & inside_x[:, None, :]
     return ValPredictions(boxes.astype(np.float32), scores.astype(np.float32), cls, masks)
+
+
+def _nms_predictions(detections, num_classes, layout, grid, conf, iou, max_det, agnostic) -> tuple:
+    """ultralytics val's NMS: multi-label candidates (every class score above ``conf``), NMS per class, ``max_det``:
+    ``(boxes (D, 4) xyxy model-input pixels, scores (D,), classes (D,) int64, coefficients (D, nm))``."""
+    _, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
+    rows, cls = np.nonzero(class_scores > conf)  # multi-label, row-major as torch.where
+    scores = class_scores[rows, cls]
+    boxes = xywh_to_xyxy(xywh[rows])
+    coeffs = coeffs[rows]
+    if len(scores) > MAX_NMS:
+        top = np.argsort(-scores, kind="stable")[:MAX_NMS]
+        boxes, scores, cls, coeffs = boxes[top], scores[top], cls[top], coeffs[top]
+    keep = batched_nms(boxes, scores, cls.astype(np.int64), iou, agnostic or num_classes == 1)[:max_det]
+    return boxes[keep], scores[keep], cls[keep].astype(np.int64), coeffs[keep]
 
 
 def resample_polygon(points: np.ndarray, n: int = SEGMENT_POINTS) -> np.ndarray:
