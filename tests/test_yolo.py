@@ -207,3 +207,51 @@ def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp
         for name, value in expected.items():
             print(f"{row['backend']} {name}: segedge {row['metrics'][name]:.4f}, ultralytics {value:.4f}")
             assert abs(row["metrics"][name] - value) <= 0.005, (row["backend"], name, row["metrics"][name], value)
+
+
+def test_bench_compares_with_ultralytics_yolo_predictor(yolo26_ckpt, yolo26_folder, photos, tmp_path):
+    """`segedge bench` on a yolo folder times ultralytics' YOLO predictor (nms=False for the end-to-end head) and
+    measures each row's masks against it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "b.json"
+    args = ["--model", yolo26_folder, "--checkpoint", yolo26_ckpt, "--images", photos[0], "--runs", "1", "--json", out]
+    proc = subprocess.run(
+        [sys.executable, "-m", "segedge", "bench", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["family"] == "yolo"
+    rows = {(r["runtime"], r["precision"]): r for r in report["records"]}
+    assert ("pytorch", "f32") in rows and len(rows) >= 3
+    for key in (("openvino", "f32"), ("onnxruntime", "f32")):
+        assert rows[key]["iou_vs_reference"] >= 0.99, (key, rows[key])
+
+
+def test_the_server_serves_a_yolo_folder(yolo26_folder, photos):
+    """The page's API on a yolo folder, from its family entry alone: everything (its top-k, its class names), a click
+    selecting one of those masks, the options it takes; options of another family refused in one line."""
+    from segedge.errors import PromptError
+    from segedge.serve.served import ServedModel
+    from segedge.serve.service import SegmentService
+
+    model = Yolo(yolo26_folder, backend="openvino")
+    service = SegmentService([ServedModel("y26", "yolo", model)])
+    info = ServedModel("y26", "yolo", model).info(text=False)
+    assert (info["title"], info["point_rule"], info["class_labels"], info["options"]) == (
+        "YOLO-seg",
+        "select",
+        True,
+        ["conf", "iou", "max_det"],
+    )
+    image_id = service.add_image(photos[0].read_bytes())["image_id"]
+    direct = model.everything(photos[0])
+    body = service.everything(None, image_id)
+    assert body["family"] == "yolo" and body["count"] == len(direct) >= 30
+    assert [i["label"] for i in body["instances"]] == direct.labels
+    x1, y1, x2, y2 = direct.boxes[0]
+    clicked = service.predict(None, image_id, points=[[(x1 + x2) / 2, (y1 + y2) / 2]])
+    assert clicked["count"] >= 1
+    with pytest.raises(PromptError, match="points_per_side: not options of YOLO-seg everything"):
+        service.everything(None, image_id, points_per_side=8)

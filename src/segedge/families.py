@@ -214,7 +214,7 @@ FAMILIES: dict[str, Family] = {
             quantize_recipe="segedge.export.quantize_recipes:yolo_recipes",
             calibration="segedge.export.quantize_calibration:fastsam_calibration",
             val_protocol="yolo_map",
-            bench="segedge.bench.reference:fastsam_bench",
+            bench="segedge.bench.reference:yolo_bench",
         ),
         Family(
             "clip",

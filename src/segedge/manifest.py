@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from segedge.errors import ModelFolderError
+from segedge.families import EXPORTS
 from segedge.families import FAMILY_NAMES as FAMILIES
 from segedge.fileio import atomic_write_text, sha256_file
 from segedge.precisions import INT8
@@ -24,7 +25,7 @@ MANIFEST_NAME = "segedge.json"
 FORMAT_NAME = "segedge-model"
 FORMAT_VERSION = 1
 
-_EXPORT_HINT = "export one with `segedge export fastsam|sam|mobile-sam|clip --checkpoint CKPT --out DIR`"
+_EXPORT_HINT = f"export one with `segedge export {'|'.join(EXPORTS)} --checkpoint CKPT --out DIR`"
 
 
 @dataclass(frozen=True)

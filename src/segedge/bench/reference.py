@@ -18,19 +18,21 @@ import numpy as np
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None, threads=None):
+def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None, threads=None, yolo=False):
     """``(stages, end_to_end, masks)``: ultralytics' own stage times and its masks of the last run.
 
     ultralytics sets torch to ``cores - 1`` threads when it picks the CPU (1 thread on 2 cores); the
-    reference is given ``threads`` (default: all cores) like every other row, after that setup.
+    reference is given ``threads`` (default: all cores) like every other row, after that setup. ``yolo``: its
+    ``YOLO`` predictor (a ``yolo`` folder) instead of ``FastSAM``'s, end to end (``nms=False``) for a top-k folder.
     """
     import torch
-    from ultralytics import FastSAM
+    from ultralytics import YOLO, FastSAM
     from ultralytics.utils.ops import scale_masks
 
-    model = FastSAM(str(checkpoint))
+    model = (YOLO if yolo else FastSAM)(str(checkpoint))
     imgsz = int(manifest.preprocess["size"][0])
     conf, iou = float(manifest.params["conf"]), float(manifest.params["iou"])
+    extra = {"nms": False} if manifest.params.get("decoding") == "topk" else {}
     model.predict(
         np.ascontiguousarray(images[0][:, :, ::-1]),
         imgsz=imgsz,
@@ -40,6 +42,7 @@ def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None,
         rect=False,
         device="cpu",
         verbose=False,
+        **extra,
     )  # sets the predictor up (and torch's thread count)
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
@@ -47,7 +50,7 @@ def fastsam_reference(checkpoint, images, manifest, runs, warmup, progress=None,
         bgr = np.ascontiguousarray(image[:, :, ::-1])
         t0 = time.perf_counter()
         result = model.predict(
-            bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False
+            bgr, imgsz=imgsz, conf=conf, iou=iou, retina_masks=True, rect=False, device="cpu", verbose=False, **extra
         )[0]
         total = (time.perf_counter() - t0) * 1e3
         parts = {
@@ -278,6 +281,11 @@ def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:
 def fastsam_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
     """ultralytics' own predictor (``prompts`` unused: FastSAM segments everything)."""
     return fastsam_reference(checkpoint, images, manifest, runs, warmup, progress, threads)
+
+
+def yolo_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
+    """ultralytics' ``YOLO`` predictor (``nms=False`` for an end-to-end folder; ``prompts`` unused)."""
+    return fastsam_reference(checkpoint, images, manifest, runs, warmup, progress, threads, yolo=True)
 
 
 def sam_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
