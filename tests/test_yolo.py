@@ -158,25 +158,40 @@ def test_damaged_decoding_is_refused(yolo26_folder, tmp_path):
         load_model_folder(copy)
 
 
+LABELLED_IMAGES = 10
+# photos on which the seeded model fires everywhere saturate its scores (sigmoid 1.0 for hundreds of pairs): which of
+# the tied pairs make the top 300 is then torch.topk's arbitrary order, not a rule segedge could follow
+MAX_LABELS = 100
+
+
 def _pseudo_labelled(checkpoint: Path, images: list[Path], root: Path) -> Path:
     """A YOLO-format segmentation dataset whose labels are ultralytics' own end-to-end predictions (conf 0.5) of the
     seeded checkpoint on ``images``: a seeded model scores ~0 on real labels, which would make any two vals agree.
-    Its boxes are found again (box mAP50-95 ~0.85); its masks are speckled noise whose outline polygons cover little
-    of them (mask mAP ~0.006): the mask numbers are compared too, but the box numbers carry the test. The mask
-    assembly is the code `test_val.py` compares with ultralytics' val on the real YOLOv8n-seg."""
+    Its boxes are found again (box mAP50-95 0.934; decoded with NMS 0.810); its masks are speckled noise whose
+    outline polygons cover little of them (mask mAP ~0.01): the mask numbers are compared too, but the box numbers
+    carry the test. The mask assembly is the code `test_val.py` compares with ultralytics' val on YOLOv8n-seg."""
     import shutil
+
+    from ultralytics import YOLO
 
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
+    model, kept = YOLO(str(checkpoint)), 0
     for path in images:
+        if kept == LABELLED_IMAGES:
+            break
+        options = dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5, nms=False)
+        result = model.predict(str(path), **options)[0]
+        if not 5 <= len(result) <= MAX_LABELS:
+            continue
         shutil.copy(path, root / "images" / path.name)
-        result = ultralytics_predict(checkpoint, path, conf=0.5, nms=False)
         lines = [
             f"{int(c)} " + " ".join(f"{v:.6f}" for v in polygon.ravel())
-            for c, polygon in zip(result.boxes.cls.tolist(), result.masks.xyn if len(result) else [])
+            for c, polygon in zip(result.boxes.cls.tolist(), result.masks.xyn)
             if len(polygon) >= 3
         ]
         (root / "labels" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
+        kept += 1
     names = "\n".join(f"  {i}: class{i}" for i in range(80))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n{names}\n")
     return root / "data.yaml"
@@ -188,7 +203,7 @@ def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp
 
     from segedge.evaluation.val import run_val
 
-    images = sorted((_need(SHARED / "coco128-seg") / "images").glob("*.jpg"))[:12]
+    images = sorted((_need(SHARED / "coco128-seg") / "images").glob("*.jpg"))
     data = _pseudo_labelled(yolo26_ckpt, images, tmp_path / "pseudo")
     theirs = YOLO(str(yolo26_ckpt)).val(
         data=str(data), imgsz=640, batch=1, rect=False, plots=False, verbose=False, device="cpu", nms=False,
@@ -201,7 +216,7 @@ def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp
         "mask_mAP50": theirs.seg.map50,
     }
     result = run_val(yolo26_folder, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
-    assert result["data"]["images"] == 12 and result["data"]["instances"] >= 40
+    assert result["data"]["images"] == LABELLED_IMAGES and result["data"]["instances"] >= 40
     assert expected["box_mAP50-95"] > 0.5  # the labels are found: a comparison of real numbers
     for row in result["rows"]:
         for name, value in expected.items():

@@ -6,6 +6,11 @@ then the best ``k`` pairs among their ``k x nc`` scores; class-agnostic: one pai
 ``conf`` (``utils/nms.non_max_suppression`` with ``end2end``), with no NMS. ``k`` is ``max(max_det, 300)`` (the
 predictor's ``set_head_attr``), capped at the anchor count; the first ``max_det`` kept rows are the result.
 
+Ties: where float32 sigmoid scores are equal (a score saturated at 1.0), ultralytics' order among them is
+``torch.topk``'s, which no rule reproduces; here anchors are ranked by their logit (finer than the score) and equal
+values by index. Only pairs tied at the 300th place can then differ, and a trained model rarely scores hundreds of
+pairs at exactly 1.0.
+
 Inputs are the ``channels_last_logits`` tensors of :mod:`segedge.postprocess.yolo_seg` (the one-to-one branches'
 own outputs): ``box_distribution (1, A, 4)`` (plain distances, ``reg_max = 1``), ``class_logits (1, A, nc)``,
 ``mask_coefficients (1, A, nm)``. Boxes are ``anchor -/+ distance`` times the stride, xyxy, as ultralytics'
