@@ -22,6 +22,7 @@ EXPORTS = {  # segedge's export entry points (a whole folder, or one traced grap
     "export_clip",
     "export_hq_sam",
     "export_efficientvit_sam",
+    "export_yolo",
     "export_graph",
 }
 WAITS = {"wait", "communicate"}
@@ -38,6 +39,7 @@ EXPORTS_ALLOWED = {
     "test_fastsam_parity.py": "the ultralytics output layout (an export option nothing else uses)",
     "test_quantize.py": "the channels_last layout at 256 (decoding nodes kept float)",
     "test_export_slim.py": "export_graph through the cheap slimming path",
+    "test_yolo.py": "export fastsam's refusal of a YOLO26 checkpoint that kept only its end-to-end head",
 }
 
 
