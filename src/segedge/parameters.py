@@ -103,6 +103,11 @@ class Param:
         """``int`` or ``float``: what the CLI parses and the API declares."""
         return int if self.kind in ("count", "whole", "choice") else float
 
+    def describe(self, more: str = "") -> str:
+        """``"SAM --everything: grid points per side (default 32<more>)"``: the help the CLI and the API show."""
+        default = ": the model folder's" if self.default is None else f" {self.default}"
+        return f"{GROUP_TITLES[self.group]}: {self.help} (default{default}{more})"
+
     def check(self, value, serving: bool = False):
         """``value`` checked and converted (int or float); with ``serving`` also within :attr:`serve_max`.
         Raises :class:`PromptError` with one line naming the option, the range and the value."""

@@ -73,14 +73,12 @@ _ARG_TYPES = {"fraction": fraction_type, "count": positive_int, "whole": whole_n
 
 def _param_help(param: Param) -> str:
     """``"SAM --everything: grid points per side (default 32)"``, with the families that default otherwise."""
-    if param.default is None:
-        return f"{GROUP_TITLES[param.group]}: {param.help} (default: the model folder's)"
     others = "".join(
         f"; {spec.title}: {spec.everything_defaults[param.name]}"
         for spec in FAMILIES.values()
-        if spec.everything_defaults.get(param.name, param.default) != param.default
+        if param.default is not None and spec.everything_defaults.get(param.name, param.default) != param.default
     )
-    return f"{GROUP_TITLES[param.group]}: {param.help} (default {param.default}{others})"
+    return param.describe(others)
 
 
 def _add_outputs(seg) -> None:

@@ -103,13 +103,25 @@ def dfl_distances(distribution: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=2, keepdims=True)) @ np.arange(bins, dtype=np.float32)
 
 
+def _corners(distribution: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x1y1, x2y2)``, each ``(n, 2)`` in stride units: ``centre -/+ distance`` (:func:`dfl_distances`)."""
+    dist = dfl_distances(distribution)
+    return centres - dist[:, :2], centres + dist[:, 2:]
+
+
 def dfl_xywh(distribution: np.ndarray, centres: np.ndarray, strides: np.ndarray) -> np.ndarray:
     """Decode boxes as ultralytics' ``Detect`` head does: ``distribution (n, 4 * R)`` (:func:`dfl_distances`) ->
     ``(n, 4)`` xywh in model-input pixels: ``centre -/+ distance``, times the anchor's stride. ``centres (n, 2)``,
     ``strides (n,)``: the anchors' entries of an :class:`AnchorGrid`."""
-    dist = dfl_distances(distribution)
-    x1y1, x2y2 = centres - dist[:, :2], centres + dist[:, 2:]
+    x1y1, x2y2 = _corners(distribution, centres)
     return np.concatenate([(x1y1 + x2y2) / 2, x2y2 - x1y1], axis=1) * strides[:, None]
+
+
+def dfl_xyxy(distribution: np.ndarray, centres: np.ndarray, strides: np.ndarray) -> np.ndarray:
+    """:func:`dfl_xywh`'s boxes as ``(n, 4)`` xyxy, as an end-to-end head decodes them (ultralytics'
+    ``dist2bbox(xywh=False)``)."""
+    x1y1, x2y2 = _corners(distribution, centres)
+    return np.concatenate([x1y1, x2y2], axis=1) * strides[:, None]
 
 
 def logits_outputs(detections) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segedge.postprocess.yolo_seg import AnchorGrid, Candidates, logits_outputs, dfl_distances, sigmoid
+from segedge.postprocess.yolo_seg import AnchorGrid, Candidates, dfl_xyxy, logits_outputs, sigmoid
 
 #: ultralytics' predictor sets the head's top-k to at least this many (class filtering needs candidates)
 MIN_TOPK = 300
@@ -69,14 +69,5 @@ def decode_topk(
         keep &= np.isin(class_ids, np.asarray(classes, dtype=np.int64))
     sel = np.flatnonzero(keep)[: int(max_det)]
     anchors, class_ids, scores = anchors[sel], class_ids[sel], scores[sel]
-    dist = dfl_distances(box[anchors])  # (n, 4) ltrb, stride units
-    centres, strides = grid.centres[anchors], grid.strides[anchors][:, None]
-    boxes = np.concatenate([centres - dist[:, :2], centres + dist[:, 2:]], axis=1) * strides
+    boxes = dfl_xyxy(box[anchors], grid.centres[anchors], grid.strides[anchors])
     return Candidates(boxes.astype(np.float32), scores, class_ids, np.ascontiguousarray(coeffs[anchors]), anchors)
-
-
-def topk_rows(detections, grid: AnchorGrid, k: int, agnostic: bool = False) -> np.ndarray:
-    """``(k, 6 + nm)`` rows ``[x1, y1, x2, y2, score, class, coefficients]``: what ultralytics' end-to-end export
-    outputs before its confidence filter (the export compares the two)."""
-    c = decode_topk(detections, -1.0, grid, k, agnostic)
-    return np.concatenate([c.boxes, c.scores[:, None], c.class_ids[:, None].astype(np.float32), c.coeffs], axis=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from segedge.manifest_schema import Fields, describe
 from segedge.schemas import fastsam
 
-DECODINGS = ("nms", "topk")  # segedge.runtime.yolo.DECODINGS, without importing the runtime
+DECODINGS = ("nms", "topk")  # how detections are picked: NMS, or an end-to-end head's top-k (runtime/yolo.py)
 
 
 def check(f: Fields, data: dict, shapes) -> None:

@@ -5,7 +5,7 @@ schema). Unknown fields are refused (``extra="forbid"``); the "everything" optio
 # No ``from __future__ import annotations`` here: pydantic reads the annotations at run time.
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from segedge.parameters import GROUP_TITLES, PARAMETERS, Param
+from segedge.parameters import PARAMETERS, Param
 
 MAX_POINTS = 64
 MAX_TEXT = 200
@@ -60,10 +60,8 @@ class ResetRequest(VideoModel):
 def _option_field(param: Param):
     """A request field for a declared run-time option: its type and help from :mod:`segedge.parameters` (the service
     checks the range with the same declaration, answering 400 with one line)."""
-    default = "the model folder's" if param.default is None else param.default
     limit = "" if param.serve_max is None else f"; at most {param.serve_max} here"
-    words = f"{GROUP_TITLES[param.group]}: {param.help} (default {default}{limit})"
-    return (param.python_type | None, Field(None, description=words))
+    return (param.python_type | None, Field(None, description=param.describe(limit)))
 
 
 #: ``POST /api/everything``'s body: the declared options of every family's everything mode, plus FastSAM's
