@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from segedge.export_options import DEFAULTS_SOURCES
 from segedge.manifest_schema import Fields, describe, graph_shape, check_preprocess
 
 
@@ -15,6 +16,9 @@ def check(f: Fields, data: dict, shapes) -> None:
             f.number(params[key], f"params.{key}", 0, 1)
     if "max_det" in params:
         f.integer(params["max_det"], "params.max_det", lo=1)
+    source = params.get("defaults", "fastsam")
+    if not isinstance(source, str) or source not in DEFAULTS_SOURCES:
+        f.fail("params.defaults", f"must be one of {', '.join(map(repr, DEFAULTS_SOURCES))}, got {describe(source)}")
     for key in ("agnostic", "adjust_boxes"):
         if key in params and not isinstance(params[key], bool):
             f.fail(f"params.{key}", f"must be true or false, got {describe(params[key])}")
