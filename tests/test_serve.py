@@ -413,17 +413,19 @@ def test_cache_counts_the_split_decoders_per_image_tensors(sam_tiny_folder, bus)
 
 def test_clip_text_cache_keeps_the_most_recent_texts_only(clip_folder):
     """The server feeds user text to CLIP's text cache: it must stay bounded (least recently used out)."""
-    from segedge.runtime.clip import TEXT_CACHE_ENTRIES, Clip
+    from segedge.runtime.clip import Clip
+    from segedge.runtime.text_cache import TEXT_CACHE_ENTRIES
 
     assert 64 <= TEXT_CACHE_ENTRIES <= 100_000
     clip = Clip(clip_folder, backend="openvino", **OPTS)
-    clip.text_cache_entries = 3
+    clip.text_embeddings.entries = 3
     first = clip.encode_text("a dog")
     for text in ("a cat", "a car", "a dog", "a bus", "a tree"):  # "a dog" used again: it stays
         clip.encode_text(text)
-    assert list(clip._text_cache) == ["a dog", "a bus", "a tree"]
+    assert list(clip.text_embeddings._cache) == ["a dog", "a bus", "a tree"]
+    assert clip.text_embeddings.encoder_calls == 5  # six texts, "a dog" twice: encoded once
     np.testing.assert_array_equal(clip.encode_text("a dog"), first)
     np.testing.assert_allclose(
         clip.encode_text("a cat"), Clip(clip_folder, backend="openvino", **OPTS).encode_text("a cat"), atol=1e-6
     )
-    assert len(clip._text_cache) == 3
+    assert len(clip.text_embeddings._cache) == 3

@@ -21,11 +21,17 @@ DECODER_BATCH = 1  # prompt sets per call of the batched decoder; 1: none (on 2 
 COND_FRAMES = 2  # SAM 2's prompted frames per object in the memory bank
 SAM2_IMAGE_SIZE = 1024  # SAM 2's own; a checkpoint does not record it
 YOLO_IMGSZ = 1024  # FastSAM's training size
+CLASS_SLOTS = 80  # YOLOE: class embeddings one call takes (ultralytics' default vocabulary size)
+VISUAL_SLOTS = 8  # YOLOE: visual-prompt classes one reference image gives
 YOLO_PREDICT_IMGSZ = 640  # ultralytics' default (cfg/default.yaml imgsz), what YOLO-seg checkpoints are trained at
 # segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
 OUTPUT_LAYOUTS = ("channels_last_logits", "channels_last", "ultralytics")
 # a YOLO-seg folder's params.defaults -> whose thresholds they are (conf, iou, NMS, max_det), as `info` says it
-DEFAULTS_SOURCES = {"fastsam": "FastSAM's", "ultralytics_predict": "ultralytics' predict"}
+DEFAULTS_SOURCES = {
+    "fastsam": "FastSAM's",
+    "ultralytics_predict": "ultralytics' predict",
+    "yoloe_predict": "ultralytics' YOLOE predict",
+}
 UNPICKLE_WARNING = (
     "Loading an ultralytics .pt checkpoint unpickles Python objects, which can run arbitrary code: "
     "export only checkpoints from sources you trust."
@@ -203,6 +209,53 @@ YOLO = ExportEntry(
             "end2end",
             "YOLO26: export the one-to-many head, decoded with NMS (ultralytics 8.4's predict default); default: the "
             "end-to-end one-to-one head, NMS-free (ultralytics' nms=False)",
+            action="store_false",
+        ),
+    ),  # fmt: skip
+    note=UNPICKLE_WARNING,
+)
+YOLOE = ExportEntry(
+    "yoloe",
+    "YOLOE-11 / YOLOE-26 -seg .pt (n/s/m/l/x), the vocabulary kept open",
+    "Export an ultralytics YOLOE segmentation checkpoint with its class embeddings as a graph input and its text "
+    "encoder beside it, so `segedge segment --text NAME ...` detects any classes without a new export. "
+    + UNPICKLE_WARNING,
+    "path to the YOLOE .pt file, or an official name (yoloe-11s-seg, yoloe-26s-seg, ...) to download it",
+    "segedge.export.yoloe:export_yoloe",
+    (
+        Option(
+            "--imgsz",
+            "imgsz",
+            f"square input size in pixels, multiple of 32 (default {YOLO_PREDICT_IMGSZ}, ultralytics')",
+            int,
+            YOLO_PREDICT_IMGSZ,
+        ),
+        Option(
+            "--text-encoder",
+            "text_encoder",
+            "the text model's weights: ultralytics' mobileclip_blt.ts (YOLOE-11) or mobileclip2_b.ts (YOLOE-26), or "
+            "OpenAI's ViT-B-32.pt (default: downloaded by ultralytics for the model the checkpoint names)",
+            str,
+        ),
+        Option(
+            "--class-slots",
+            "class_slots",
+            f"most classes one call detects (1-1024, default {CLASS_SLOTS}); unused slots cost a little time",
+            int,
+            CLASS_SLOTS,
+        ),
+        Option(
+            "--visual-slots",
+            "visual_slots",
+            f"most visual-prompt classes one reference image gives (1-64, default {VISUAL_SLOTS})",
+            int,
+            VISUAL_SLOTS,
+        ),
+        Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
+        Option(
+            "--nms",
+            "end2end",
+            "YOLOE-26: export the one-to-many head, decoded with NMS; default: the end-to-end head, NMS-free",
             action="store_false",
         ),
     ),  # fmt: skip

@@ -72,6 +72,7 @@ class Family:
     bench: str | None = None  # "module:function": `segedge bench`'s PyTorch reference (segedge.bench.reference)
     bench_everything: str | None = None  # the same for --everything (the package's automatic mask generator)
     parameters: tuple[str, ...] = ()  # the run-time option groups it takes (segedge.parameters: "detection", ...)
+    vocabulary: bool = False  # open vocabulary: text prompts name the classes it detects (YOLOE), no CLIP needed
 
     def everything_options(self) -> dict[str, Any]:
         """Its everything mode's defaults: :data:`EVERYTHING_DEFAULTS` with the family's own."""
@@ -215,6 +216,21 @@ FAMILIES: dict[str, Family] = {
             calibration="segedge.export.quantize_calibration:fastsam_calibration",
             val_protocol="yolo_map",
             bench="segedge.bench.reference:yolo_bench",
+        ),
+        # YOLOE: a YOLO-seg whose class embeddings are a graph input; text prompts are its class names (runtime/yoloe.py)
+        Family(
+            "yoloe",
+            "YOLOE",
+            "segedge.runtime.yoloe:Yoloe",
+            (ex.YOLOE,),
+            prompts=("point", "box", "text"),
+            everything=True,
+            point_rule="select",
+            parameters=("detection",),
+            score_name="confidence",
+            vocabulary=True,
+            schema="segedge.schemas.yoloe:check",
+            val_protocol="yolo_map",
         ),
         Family(
             "clip",

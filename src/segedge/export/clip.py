@@ -68,6 +68,13 @@ def load_clip_state(checkpoint: str | os.PathLike) -> tuple[dict, str]:
     return state, fmt
 
 
+def copy_vocabulary(folder: Path) -> None:
+    """CLIP's BPE vocabulary (open_clip's copy of OpenAI's file) into ``folder`` as :data:`VOCAB_FILE`."""
+    from open_clip.tokenizer import default_bpe
+
+    shutil.copyfile(default_bpe(), folder / VOCAB_FILE)
+
+
 def export_clip(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -82,7 +89,6 @@ def export_clip(
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import open_clip
     import torch
-    from open_clip.tokenizer import default_bpe
 
     state, fmt = load_clip_state(checkpoint)
     quick = (fmt == "openai-torchscript") if quick_gelu is None else quick_gelu
@@ -106,7 +112,7 @@ def export_clip(
         text_graph = export_graph(
             method_graph(model, "encode_text"), (tokens,), folder, "text_encoder", ["tokens"], ["text_embeds"], simplify
         )
-        shutil.copyfile(default_bpe(), folder / VOCAB_FILE)
+        copy_vocabulary(folder)
         manifest = Manifest(
             family="clip",
             variant="ViT-B-32",

@@ -9,17 +9,14 @@ image, ``CenterCrop(224)``, ``ToTensor``, ``Normalize``), reproduced bit-exactly
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 
-from segedge.errors import ModelFolderError, SegedgeError
+from segedge.errors import ModelFolderError
 from segedge.preprocess.pillow_resize import pil_resize
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.clip_tokenizer import ClipTokenizer
+from segedge.runtime.text_cache import TextEmbeddings
 
-TEXT_CACHE_ENTRIES = 1024  # text embeddings kept (2 KiB each): the most recently used; the rest are recomputed
 EXPORT_HINT = "export one with `segedge export clip --checkpoint ViT-B-32.pt --out DIR`"
 
 
@@ -59,33 +56,15 @@ class Clip(FolderModel):
         self.image_encoder = self._compile("image_encoder")
         self.text_encoder = self._compile("text_encoder")
         self.batch = int(self.image_encoder.inputs["images"][0])
-        # most recently used texts first out last; bounded: a server feeds it whatever users type
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.text_cache_entries = TEXT_CACHE_ENTRIES
-        self._cache_lock = threading.Lock()  # threads share the cache; an embedding may be computed twice, never torn
+        self.text_embeddings = TextEmbeddings(self._encode_one)
 
     def encode_text(self, texts: str | list[str]) -> np.ndarray:
         """``(M, 512)`` L2-normalised text embeddings (each text is encoded once, then cached)."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        if not texts:
-            raise SegedgeError("no text given")
-        if any(not isinstance(t, str) for t in texts):
-            raise SegedgeError(f"texts must be strings, got {[type(t).__name__ for t in texts]}")
-        found: dict[str, np.ndarray] = {}
-        for text in texts:
-            with self._cache_lock:
-                cached = self._text_cache.get(text)
-                if cached is not None:
-                    self._text_cache.move_to_end(text)
-            if cached is None:
-                emb = self.text_encoder.run({"tokens": self.tokenizer(text)})["text_embeds"][0]
-                cached = emb / np.linalg.norm(emb)
-                with self._cache_lock:
-                    self._text_cache[text] = cached
-                    while len(self._text_cache) > self.text_cache_entries:
-                        self._text_cache.popitem(last=False)
-            found[text] = cached
-        return np.stack([found[t] for t in texts])
+        return self.text_embeddings(texts)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        emb = self.text_encoder.run({"tokens": self.tokenizer(text)})["text_embeds"][0]
+        return emb / np.linalg.norm(emb)
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """``(N, 512)`` L2-normalised embeddings of ``HxWx3 uint8`` RGB images, run in fixed batches."""

@@ -1,0 +1,295 @@
+"""YOLOE-seg checkpoint (YOLOE-11 / YOLOE-26 / YOLOE-v8, n to x) -> a ``yoloe`` model folder whose vocabulary stays
+open: the class embeddings are an input of the detection graph, not baked into it as ultralytics' own export does.
+
+Graphs, all static:
+
+- ``model``: ``images (1, S, S, 3) uint8`` and ``class_embeddings (1, K, 512) float32`` (K = ``params.class_slots``,
+  default 80; unused slots are zeros and their columns ignored) in; the YOLO-seg outputs of
+  :mod:`segedge.export.fastsam` out (``box_distribution``, ``class_logits (1, A, K)``, ``mask_coefficients``,
+  ``prototypes``). The class logits are the head's own contrastive ones: ``BN(features) . normalize(embedding) *
+  exp(logit_scale) + bias`` per level.
+- ``text_encoder``: ``tokens (1, 77) int64 -> class_embedding (1, 512)``: the text model the checkpoint names
+  (``mobileclip:blt``, ``mobileclip2:b`` or ``clip:ViT-B/32``), then the head's ``reprta`` and L2 normalisation, i.e.
+  ultralytics' ``YOLOEModel.get_text_pe`` for one class. Tokens come from CLIP's BPE (:mod:`segedge.runtime.
+  clip_tokenizer`; the vocabulary goes into the folder).
+- ``visual_prompt``: ``images`` and ``prompt_masks (1, Q, S/8, S/8)`` (Q = ``params.visual_slots``; one mask per
+  class, 1 inside its example boxes) -> ``prompt_embeddings (1, Q, 512)``: the head's SAVPE, ultralytics'
+  ``get_visual_pe``. Those embeddings go into ``model`` as class embeddings: "find more of these" on other images.
+
+A checkpoint with class embeddings (``model.pe``, what ``YOLOE.set_classes`` stores) keeps them as the folder's default
+vocabulary (``class_embeddings.npy`` with ``classes``). YOLOE-26's end-to-end head is exported and decoded by top-k as
+YOLO26's (``params.decoding``, :mod:`segedge.export.yolo`); ``end2end=False`` takes its one-to-many head with NMS.
+
+Loading an ultralytics ``.pt`` unpickles Python objects, which can run code: only export checkpoints from sources
+you trust.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+from pathlib import Path
+
+from segedge.errors import CheckpointError
+from segedge.export.common import (
+    check_checkpoint_file,
+    check_output_folder,
+    export_graph,
+    finish_manifest,
+    staging_folder,
+    tool_versions,
+)
+from segedge.export.fastsam import ULTRALYTICS_PREDICT
+from segedge.export.text_tower import TEXT_MODELS, load_text_tower
+from segedge.export.yolo_head import check_against_ultralytics, ultralytics_reference
+from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
+from segedge.export_options import CLASS_SLOTS, VISUAL_SLOTS, YOLO_PREDICT_IMGSZ
+from segedge.manifest import Manifest
+from segedge.postprocess.yolo_seg import LOGITS, OUTPUT_NAMES
+
+EMBEDDINGS_FILE = "class_embeddings.npy"
+#: ultralytics' YOLOE predict defaults: its predict defaults, but NMS across classes (``YOLOE.predict``'s
+#: ``agnostic_nms=True``: a box named by two of the user's words is one object)
+YOLOE_PREDICT = {**ULTRALYTICS_PREDICT, "defaults": "yoloe_predict", "agnostic": True}
+
+
+def load_yoloe(checkpoint: str | os.PathLike, end2end: bool = True):
+    """An eval-mode, fused float32 ``YOLOESegModel`` from an ultralytics YOLOE segmentation checkpoint; ``end2end``
+    picks a YOLOE-26 head's one-to-one branches (as :func:`segedge.export.fastsam.load_yolo_seg`). Refuses, in one
+    line each: other files, detection-only YOLOE, prompt-free (``-pf``) checkpoints and heads whose class embeddings
+    were fused into their weights."""
+    path = check_checkpoint_file(checkpoint)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.nn.modules.head import YOLOEDetect
+    from ultralytics.nn.tasks import load_checkpoint
+
+    try:
+        model, _ = load_checkpoint(str(path), device="cpu", fuse=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path} could not be loaded as an ultralytics checkpoint ({type(exc).__name__}: {first}); "
+            "pass a YOLOE-11/26 -seg .pt file"
+        ) from exc
+    head = model.model[-1] if hasattr(model, "model") else None
+    if not isinstance(head, YOLOEDetect):
+        kind = type(head).__name__ if head is not None else type(model).__name__
+        raise CheckpointError(
+            f"{path} has a {kind} head, not YOLOE's; YOLO-seg checkpoints export with `segedge export yolo`"
+        )
+    if not hasattr(head, "cv5"):
+        raise CheckpointError(f"{path} is a YOLOE detection checkpoint; segedge exports YOLOE -seg checkpoints")
+    if hasattr(head, "lrpc"):
+        raise CheckpointError(
+            f"{path} is a prompt-free (-pf) YOLOE checkpoint, not supported yet; export the prompted checkpoint"
+        )
+    if head.is_fused:
+        raise CheckpointError(
+            f"{path} has its class embeddings fused into the head (a fixed vocabulary); export the checkpoint "
+            "as trained, before set_classes + fuse"
+        )
+    if getattr(head, "one2one_cv2", None) is not None:
+        head.end2end = end2end
+    model.fuse(verbose=False)
+    return model.float().eval()
+
+
+def _prompted_forward(self, x):
+    """A YOLOE head's per-anchor outputs (:data:`~segedge.postprocess.yolo_seg.OUTPUT_NAMES` ``[LOGITS]``) for
+    ``x = [P3, P4, P5, class_embeddings (1, K, E)]``: box distribution, contrastive class logits ``(1, A, K)``, mask
+    coefficients, and channels-last prototypes."""
+    import torch
+
+    feats, embeddings = x[:3], x[3]
+    prefix = "one2one_" if self.end2end else ""
+    box, cls, contrastive, mask = (getattr(self, prefix + name) for name in ("cv2", "cv3", "cv4", "cv5"))
+
+    def rows(level):  # (1, C, h, w) -> (1, h*w, C)
+        return level.permute(0, 2, 3, 1).reshape(1, -1, level.shape[1])
+
+    levels = range(self.nl)
+    outputs = (
+        torch.cat([rows(box[i](feats[i])) for i in levels], 1),
+        torch.cat([rows(contrastive[i](cls[i](feats[i]), embeddings)) for i in levels], 1),
+        torch.cat([rows(mask[i](feats[i])) for i in levels], 1),
+    )
+    if hasattr(self.proto, "feat_refine"):  # YOLOE-26's Proto26 fuses every level
+        prototypes = self.proto(list(feats), return_semantic=False)
+    else:
+        prototypes = self.proto(feats[0])
+    return (*outputs, prototypes.permute(0, 2, 3, 1))
+
+
+def prompted_graph(model):
+    """``model`` as ``forward(images (1, S, S, 3) uint8, class_embeddings (1, K, E))``: embeddings fed where
+    ultralytics feeds visual-prompt embeddings (``predict(vpe=...)``: used as given, no ``reprta``)."""
+    import torch
+
+    class Prompted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, images, class_embeddings):
+            return self.inner.predict(images.permute(0, 3, 1, 2).float() / 255.0, vpe=class_embeddings)
+
+    return Prompted().eval()
+
+
+def visual_graph(model):
+    """``forward(images (1, S, S, 3) uint8, prompt_masks (1, Q, S/8, S/8)) -> (1, Q, E)``: ultralytics'
+    ``get_visual_pe`` (the head's SAVPE on the image's features, one L2-normalised embedding per mask)."""
+    import torch
+
+    class Visual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, images, prompt_masks):
+            x = images.permute(0, 3, 1, 2).float() / 255.0
+            return self.inner.predict(x, vpe=prompt_masks, return_vpe=True)
+
+    return Visual().eval()
+
+
+def text_graph(tower, head):
+    """``tokens (1, 77) -> class_embedding (1, E)``: the text tower's normalised embedding through ``head.reprta``,
+    normalised (ultralytics' ``get_text_pe`` then ``get_tpe``)."""
+    import torch
+    import torch.nn.functional as F
+
+    class Text(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tower, self.reprta = tower, head.reprta
+
+        def forward(self, tokens):
+            feats = F.normalize(self.tower.encode_text(tokens), dim=-1)
+            return F.normalize(self.reprta(feats[:, None]), dim=-1)[:, 0]
+
+    return Text().eval()
+
+
+def export_yoloe(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    imgsz: int = YOLO_PREDICT_IMGSZ,
+    *,
+    text_encoder: str | os.PathLike | None = None,
+    class_slots: int = CLASS_SLOTS,
+    visual_slots: int = VISUAL_SLOTS,
+    variant: str | None = None,
+    simplify: bool = True,
+    overwrite: bool = False,
+    split_c2f: bool = True,
+    end2end: bool = True,
+) -> Path:
+    """Export a YOLOE segmentation checkpoint to a ``yoloe`` folder at ``out_dir`` (module docstring); returns its
+    path. ``text_encoder``: the text model's weights (ultralytics' ``mobileclip_blt.ts`` / ``mobileclip2_b.ts``,
+    OpenAI's ``ViT-B-32.pt``; default: downloaded by ultralytics for the name the checkpoint records).
+    ``class_slots``: class embeddings one call takes (1-1024); ``visual_slots``: visual-prompt classes one reference
+    image gives (1-64)."""
+    check_output_folder(out_dir, overwrite)
+    import numpy as np
+    import torch
+
+    if imgsz % 32 or imgsz < 64:
+        raise CheckpointError(f"--imgsz must be a multiple of 32 and at least 64, got {imgsz}")
+    if not 1 <= class_slots <= 1024:
+        raise CheckpointError(f"--class-slots must be 1-1024, got {class_slots}")
+    if not 1 <= visual_slots <= min(class_slots, 64):
+        raise CheckpointError(f"--visual-slots must be 1-{min(class_slots, 64)}, got {visual_slots}")
+    model = load_yoloe(checkpoint, end2end)
+    head = model.model[-1]
+    text_model = str(getattr(model, "text_model", None) or model.yaml.get("text_model", "mobileclip:blt"))
+    if text_model not in TEXT_MODELS:
+        raise CheckpointError(f"the checkpoint names text model {text_model!r}; segedge knows {', '.join(TEXT_MODELS)}")
+    tower = load_text_tower(text_model, text_encoder)
+    for module in model.modules():
+        if hasattr(module, "export"):
+            module.export, module.format, module.dynamic = True, "onnx", False
+    builtin = getattr(model, "pe", None)
+    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+    embed = int(head.embed)
+    probe = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    probe_embeddings = torch.nn.functional.normalize(
+        torch.randn(1, class_slots, embed, generator=torch.Generator().manual_seed(1)), dim=-1
+    )
+    strides = [int(s) for s in head.stride.tolist()]
+    with torch.no_grad():
+        model.pe = probe_embeddings  # ultralytics' forward reads its classes' embeddings from here
+        reference = ultralytics_reference(model, probe)
+        head.forward = types.MethodType(_prompted_forward, head)
+        rewrites = rewrite_for_int8(model)
+        graph_model = prompted_graph(model)
+        check_against_ultralytics(reference, model.predict(probe, vpe=probe_embeddings), imgsz, strides)
+        ir_model = graph_model
+        if split_c2f:
+            ir_model = prompted_graph(copy.deepcopy(model))
+            rewrites["c2f_split_openvino"] = split_c2f_inputs(ir_model.inner)
+            check_against_ultralytics(reference, ir_model.inner.predict(probe, vpe=probe_embeddings), imgsz, strides)
+        text = text_graph(tower, head)
+    ckpt = Path(checkpoint)
+    example = (torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8), probe_embeddings)
+    outputs = list(OUTPUT_NAMES[LOGITS])
+    with staging_folder(out_dir, overwrite) as folder:
+        graph = export_graph(ir_model, example, folder, "model", ["images", "class_embeddings"], outputs, simplify)
+        if ir_model is not graph_model:
+            graph = export_graph(
+                graph_model, example, folder, "model", ["images", "class_embeddings"], outputs, simplify,
+                openvino=False,
+            )  # fmt: skip
+        tokens = torch.zeros(1, 77, dtype=torch.long)
+        tokens[0, 0], tokens[0, 1] = 49406, 49407
+        text_spec = export_graph(text, (tokens,), folder, "text_encoder", ["tokens"], ["class_embedding"], simplify)
+        masks = torch.zeros(1, visual_slots, imgsz // 8, imgsz // 8)
+        masks[..., : imgsz // 16, : imgsz // 16] = 1.0
+        visual_spec = export_graph(
+            visual_graph(model), (example[0], masks), folder, "visual_prompt", ["images", "prompt_masks"],
+            ["prompt_embeddings"], simplify,
+        )  # fmt: skip
+        from segedge.export.clip import VOCAB_FILE, copy_vocabulary
+
+        copy_vocabulary(folder)
+        classes = None
+        if builtin is not None and tuple(builtin.shape) == (1, len(names), embed):
+            np.save(folder / EMBEDDINGS_FILE, builtin[0].float().numpy())
+            classes = [str(names[i]) for i in range(len(names))]
+        manifest = Manifest(
+            family="yoloe",
+            variant=variant or ckpt.stem,
+            graphs={"model": graph, "text_encoder": text_spec, "visual_prompt": visual_spec},
+            preprocess={
+                "kind": "letterbox",
+                "size": [imgsz, imgsz],
+                "pad_value": 114,
+                "mean": [0.0, 0.0, 0.0],
+                "std": [255.0, 255.0, 255.0],
+                "channel_order": "RGB",
+                "resize": "bilinear",
+                "tensor": "uint8_nhwc",
+            },
+            source={"format": "ultralytics", "text_model": text_model},
+            exporter=tool_versions("torch", "ultralytics", "open-clip-torch", "onnx", "onnxslim", "openvino"),
+            params={
+                **({"default_classes": classes, "class_embeddings": EMBEDDINGS_FILE} if classes else {}),
+                "num_classes": class_slots,
+                "class_slots": class_slots,
+                "visual_slots": visual_slots,
+                "embed_dim": embed,
+                "num_mask_coefficients": int(head.nm),
+                "strides": strides,
+                "anchors": int(reference[0].shape[2]),
+                "output_layout": LOGITS,
+                "vocabulary": VOCAB_FILE,
+                "context_length": 77,
+                **({"layer_rewrites": rewrites} if rewrites else {}),
+                **YOLOE_PREDICT,
+                "decoding": "topk" if head.end2end else "nms",
+            },
+        )
+        finish_manifest(folder, manifest, ckpt)
+    return Path(out_dir)
+
