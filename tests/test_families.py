@@ -23,7 +23,7 @@ PACKAGE = Path(families.__file__).parent
 def test_every_family_resolves_to_its_own_classes_and_functions():
     from segedge.manifest import FAMILIES
 
-    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "fastsam", "yolo", "clip")
+    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "fastsam", "yolo", "yoloe", "clip")
     for name, spec in families.FAMILIES.items():
         cls = spec.model_class()
         assert issubclass(cls, FolderModel) and cls.FAMILY == name
@@ -32,7 +32,7 @@ def test_every_family_resolves_to_its_own_classes_and_functions():
         assert spec.agreement in ("mask_iou", "embedding_cosine")
         assert set(spec.prompts) <= {"point", "box", "text"}
     with pytest.raises(
-        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, clip\)"
+        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, yoloe, clip\)"
     ):
         families.family("sam3")
 

@@ -96,7 +96,7 @@ def test_unknown_family(tmp_path):
     folder = make_folder(tmp_path)
     _edit(folder, family="sam3")
     with pytest.raises(
-        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, clip\)"
+        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, yoloe, clip\)"
     ):
         load_model_folder(folder)
 

@@ -230,6 +230,8 @@ FAMILIES: dict[str, Family] = {
             score_name="confidence",
             vocabulary=True,
             schema="segedge.schemas.yoloe:check",
+            quantize_recipe="segedge.export.quantize_recipes:yolo_recipes",
+            calibration="segedge.export.quantize_calibration:yoloe_calibration",
             val_protocol="yolo_map",
         ),
         Family(

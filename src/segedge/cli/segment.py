@@ -8,7 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from segedge.cli.common import default_backend, expand_images
-from segedge.cli.segment_options import add_segment_options, check_family_options, everything_options
+from segedge.cli.segment_options import add_segment_options, check_family_options, everything_options, vocabulary
 from segedge.errors import PromptError, SegedgeError
 from segedge.progress import Progress
 from segedge.stdout import print_line
@@ -24,15 +24,8 @@ def _segment(args) -> int:
         args.out = str(next_run_folder())
         if not args.quiet:
             print(f"results -> {args.out}/", file=sys.stderr)
-    if args.everything and (args.point or args.box or args.text):
-        raise PromptError("--everything keeps all masks; do not combine it with --point, --box or --text")
-    if args.text and not args.clip:
-        raise SegedgeError(
-            "--text needs --clip CLIP_DIR, a CLIP model folder; make one with "
-            "`segedge export clip --checkpoint ViT-B-32.pt --out models/clip`"
-        )
-    if args.clip and not args.text:
-        raise SegedgeError("--clip is only used with --text; add --text or drop --clip")
+    if args.everything and (args.point or args.box):
+        raise PromptError("--everything keeps all masks; do not combine it with --point or --box")
     videos = [s for s in args.images if is_video_source(s)]
     others = [s for s in args.images if not is_video_source(s)]
     if (args.every is not None or args.max_frames is not None) and not videos:
@@ -78,9 +71,12 @@ def _segment_stages(args, folder, family: str, backend: str):
         labels = [lab for _, _, lab in args.point]
     options = dict(backend=backend, precision=args.precision, threads=args.threads, max_pixels=args.max_pixels)
     model = open_model(folder, **options)
-    if not family_spec(family).promptable:  # FastSAM: prompts select among its everything masks
+    spec = family_spec(family)
+    if spec.vocabulary:  # YOLOE: --text and --refer-* name the classes it detects
+        vocabulary(model, args)
+    if not spec.promptable:  # FastSAM: prompts select among its everything masks
         clip = None
-        if args.text:
+        if args.text and not spec.vocabulary:
             from segedge.runtime.clip import Clip
 
             clip = Clip(args.clip, **options)
@@ -89,7 +85,7 @@ def _segment_stages(args, folder, family: str, backend: str):
             points=points,
             point_labels=labels,
             boxes=args.box,
-            texts=args.text,
+            texts=None if clip is None else [t for group in args.text for t in group],
             clip=clip,
             conf=args.conf,
             iou=args.iou,

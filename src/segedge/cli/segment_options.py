@@ -8,6 +8,7 @@ import argparse
 from segedge.cli.options import (
     add_prompt_options,
     add_runtime_options,
+    box_type,
     finite_float,
     fraction_type,
     pixel_count,
@@ -15,7 +16,7 @@ from segedge.cli.options import (
     whole_number,
 )
 from segedge.errors import PromptError, SegedgeError
-from segedge.families import FAMILIES, family
+from segedge.families import FAMILIES, family, family_names
 from segedge.parameters import GROUP_TITLES, PARAMETERS, Param, check_values, group, runtime_keywords
 
 
@@ -41,8 +42,31 @@ def _add_inputs(seg) -> None:
         "folder (default: a new runs/segment/predict, predict2, ... folder, as ultralytics does)",
     )
     add_prompt_options(seg)
-    seg.add_argument("--text", action="append", metavar="TEXT", help="FastSAM text prompt (needs --clip); repeatable")
-    seg.add_argument("--clip", metavar="CLIP_DIR", help="CLIP model folder from `segedge export clip`, for --text")
+    seg.add_argument(
+        "--text",
+        action="append",
+        metavar="TEXT",
+        nargs="+",
+        help="text prompts: YOLOE folders detect these classes (--text person 'red car'); FastSAM keeps the masks "
+        "CLIP finds most like each (needs --clip); repeatable",
+    )
+    seg.add_argument(
+        "--clip", metavar="CLIP_DIR", help="CLIP model folder from `segedge export clip`, for FastSAM --text"
+    )
+    seg.add_argument(
+        "--refer-image",
+        metavar="IMAGE",
+        help="YOLOE visual prompt: an image with examples of what to find, boxed with --refer-box",
+    )
+    seg.add_argument(
+        "--refer-box",
+        type=box_type,
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="YOLOE visual prompt: a box around an example on --refer-image, in its pixels; every box is an example "
+        "of one class, named by --refer-name (with --text, classes of both kinds are detected); repeatable",
+    )
+    seg.add_argument("--refer-name", default="object", help="YOLOE: the name of the --refer-box class (default object)")
     seg.add_argument("--everything", action="store_true", help="keep every mask (the default when no prompt is given)")
     add_runtime_options(seg)
 
@@ -133,6 +157,7 @@ def check_family_options(args, family_name: str) -> None:
         ("--text", bool(args.text), "detection"),
         ("--multimask", args.multimask, "everything"),
     )
+    _check_text_options(args, spec)
     foreign = [(p.flag, p.group) for p in given if p.group not in spec.parameters]
     foreign += [(flag, group) for flag, used, group in switches if used and group not in spec.parameters]
     if foreign:
@@ -160,6 +185,47 @@ def check_family_options(args, family_name: str) -> None:
         raise PromptError(
             f"{spec.title} needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything"
         )
+
+
+def _check_text_options(args, spec) -> None:
+    """``--text`` names classes for an open-vocabulary folder (YOLOE), else needs ``--clip``; the visual-prompt
+    options come together and only for open-vocabulary folders."""
+    refer = args.refer_image is not None or bool(args.refer_box) or args.refer_name != "object"
+    if spec.vocabulary:
+        if args.clip:
+            raise SegedgeError(f"--clip is for FastSAM; {spec.title} folders read --text with their own text encoder")
+        if refer and (args.refer_image is None or not args.refer_box):
+            raise PromptError("a visual prompt needs both --refer-image IMAGE and at least one --refer-box X1,Y1,X2,Y2")
+        return
+    if refer:
+        raise SegedgeError(
+            f"--refer-image / --refer-box / --refer-name are visual prompts of open-vocabulary folders "
+            f"({family_names('vocabulary')}); {args.model} is a {spec.title} folder"
+        )
+    if args.text and args.everything:
+        raise PromptError("--everything keeps all masks; do not combine it with --text")
+    if args.text and not args.clip:
+        raise SegedgeError(
+            "--text needs --clip CLIP_DIR, a CLIP model folder; make one with "
+            "`segedge export clip --checkpoint ViT-B-32.pt --out models/clip` (or use a YOLOE folder, which reads "
+            "--text itself)"
+        )
+    if args.clip and not args.text:
+        raise SegedgeError("--clip is only used with --text; add --text or drop --clip")
+
+
+def vocabulary(model, args) -> None:
+    """Set an open-vocabulary ``model``'s classes from ``--text`` names and ``--refer-*`` examples (text classes
+    first); nothing given: the folder's built-in classes."""
+    import numpy as np
+
+    names = [t for group in args.text or [] for t in group]
+    parts = [model.embed_classes(names)] if names else []
+    if args.refer_box:
+        parts.append(model.refer(args.refer_image, args.refer_box))
+        names.append(args.refer_name)
+    if parts:
+        model.set_vocabulary(names, np.concatenate(parts))
 
 
 def _takes(spec) -> str:

@@ -47,7 +47,11 @@ def load_weights(module, state: dict, fits: str):
     """Load ``state`` into ``module`` (an ``nn.Module``) with every tensor accounted for both ways, else
     :class:`CheckpointError` saying what the checkpoint ``fits`` not (e.g. "the vit_b architecture") and
     which tensors are missing or unexpected. Returns ``module``."""
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape
+        first = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc)[:200])
+        raise CheckpointError(f"the checkpoint does not fit {fits}: {first}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"the checkpoint does not fit {fits}: {len(missing)} missing tensors "

@@ -140,6 +140,21 @@ def _reject_plain_state_dict(path: Path, torch) -> None:
     raise CheckpointError(f"{path} is a plain state dict, not a FastSAM/YOLO-seg checkpoint; {hint}")
 
 
+def letterbox_preprocess(imgsz: int, uint8_input: bool = True) -> dict:
+    """The manifest's ``preprocess`` of an ultralytics model: its letterbox (grey 114, bilinear) into ``imgsz``
+    squares, RGB 0-1; ``uint8_input``: the graph takes the letterboxed uint8 image and scales it itself."""
+    return {
+        "kind": "letterbox",
+        "size": [imgsz, imgsz],
+        "pad_value": 114,
+        "mean": [0.0, 0.0, 0.0],
+        "std": [255.0, 255.0, 255.0],
+        "channel_order": "RGB",
+        "resize": "bilinear",
+        "tensor": "uint8_nhwc" if uint8_input else "float32_nchw",
+    }
+
+
 def uint8_input_module(model):
     """``model`` (input ``(1, 3, S, S)`` float RGB 0-1) behind an input of ``(1, S, S, 3) uint8`` RGB: the
     graph converts, divides by 255 (ultralytics' ``im / 255``) and transposes, so the runtime feeds the
@@ -261,17 +276,7 @@ def export_yolo_seg(
             family=family,
             variant=variant,
             graphs={"model": graph},
-            preprocess={
-                "kind": "letterbox",
-                "size": [imgsz, imgsz],
-                "pad_value": 114,
-                "mean": [0.0, 0.0, 0.0],
-                "std": [255.0, 255.0, 255.0],
-                "channel_order": "RGB",
-                "resize": "bilinear",
-                # uint8_nhwc: the graph takes the letterboxed image and applies mean/std itself
-                "tensor": "uint8_nhwc" if uint8_input else "float32_nchw",
-            },
+            preprocess=letterbox_preprocess(imgsz, uint8_input),
             source={"format": "ultralytics"},
             exporter=tool_versions("torch", "ultralytics", "onnx", "onnxslim", "openvino"),
             classes=names,

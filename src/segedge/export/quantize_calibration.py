@@ -63,6 +63,17 @@ def fastsam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> d
     return {"model": [{"images": reference.preprocess(im)[0]} for im in images]}
 
 
+def yoloe_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """YOLOE: the letterboxed images with the class embeddings of the folder's built-in classes (the vocabulary the
+    gates then measure with); the text and visual-prompt encoders stay float32 (they run once per class)."""
+    if not reference.names:
+        raise SegedgeError(
+            "this YOLOE folder has no built-in classes to calibrate and measure int8 with; export a checkpoint that "
+            "holds class embeddings (ultralytics' YOLOE.set_classes, then save)"
+        )
+    return {"model": [{"images": reference.preprocess(im)[0], **reference.embeddings_feed()} for im in images]}
+
+
 def clip_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
     """CLIP: batches of random crops (what FastSAM's text prompts feed the image encoder)."""
     from segedge.runtime.clip import clip_preprocess

@@ -41,7 +41,9 @@ def read_tensors(path: Path) -> dict:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path} is neither a TorchScript archive nor a tensor state dict ({type(exc).__name__})")
+        raise CheckpointError(
+            f"{path} is neither a TorchScript archive nor a tensor state dict ({type(exc).__name__})"
+        ) from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

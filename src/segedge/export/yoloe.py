@@ -40,7 +40,7 @@ from segedge.export.common import (
     staging_folder,
     tool_versions,
 )
-from segedge.export.fastsam import ULTRALYTICS_PREDICT
+from segedge.export.fastsam import ULTRALYTICS_PREDICT, letterbox_preprocess
 from segedge.export.text_tower import TEXT_MODELS, load_text_tower
 from segedge.export.yolo_head import check_against_ultralytics, ultralytics_reference
 from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
@@ -193,7 +193,6 @@ def export_yoloe(
     image gives (1-64)."""
     check_output_folder(out_dir, overwrite)
     import numpy as np
-    import torch
 
     if imgsz % 32 or imgsz < 64:
         raise CheckpointError(f"--imgsz must be a multiple of 32 and at least 64, got {imgsz}")
@@ -207,85 +206,32 @@ def export_yoloe(
     if text_model not in TEXT_MODELS:
         raise CheckpointError(f"the checkpoint names text model {text_model!r}; segedge knows {', '.join(TEXT_MODELS)}")
     tower = load_text_tower(text_model, text_encoder)
-    for module in model.modules():
-        if hasattr(module, "export"):
-            module.export, module.format, module.dynamic = True, "onnx", False
     builtin = getattr(model, "pe", None)
     names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
-    embed = int(head.embed)
-    probe = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
-    probe_embeddings = torch.nn.functional.normalize(
-        torch.randn(1, class_slots, embed, generator=torch.Generator().manual_seed(1)), dim=-1
-    )
-    strides = [int(s) for s in head.stride.tolist()]
-    with torch.no_grad():
-        model.pe = probe_embeddings  # ultralytics' forward reads its classes' embeddings from here
-        reference = ultralytics_reference(model, probe)
-        head.forward = types.MethodType(_prompted_forward, head)
-        rewrites = rewrite_for_int8(model)
-        graph_model = prompted_graph(model)
-        check_against_ultralytics(reference, model.predict(probe, vpe=probe_embeddings), imgsz, strides)
-        ir_model = graph_model
-        if split_c2f:
-            ir_model = prompted_graph(copy.deepcopy(model))
-            rewrites["c2f_split_openvino"] = split_c2f_inputs(ir_model.inner)
-            check_against_ultralytics(reference, ir_model.inner.predict(probe, vpe=probe_embeddings), imgsz, strides)
-        text = text_graph(tower, head)
+    graphs, params = _checked_graphs(model, imgsz, class_slots, split_c2f)
     ckpt = Path(checkpoint)
-    example = (torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8), probe_embeddings)
-    outputs = list(OUTPUT_NAMES[LOGITS])
     with staging_folder(out_dir, overwrite) as folder:
-        graph = export_graph(ir_model, example, folder, "model", ["images", "class_embeddings"], outputs, simplify)
-        if ir_model is not graph_model:
-            graph = export_graph(
-                graph_model, example, folder, "model", ["images", "class_embeddings"], outputs, simplify,
-                openvino=False,
-            )  # fmt: skip
-        tokens = torch.zeros(1, 77, dtype=torch.long)
-        tokens[0, 0], tokens[0, 1] = 49406, 49407
-        text_spec = export_graph(text, (tokens,), folder, "text_encoder", ["tokens"], ["class_embedding"], simplify)
-        masks = torch.zeros(1, visual_slots, imgsz // 8, imgsz // 8)
-        masks[..., : imgsz // 16, : imgsz // 16] = 1.0
-        visual_spec = export_graph(
-            visual_graph(model), (example[0], masks), folder, "visual_prompt", ["images", "prompt_masks"],
-            ["prompt_embeddings"], simplify,
-        )  # fmt: skip
+        specs = _write_graphs(folder, graphs, text_graph(tower, head), model, imgsz, visual_slots, simplify)
         from segedge.export.clip import VOCAB_FILE, copy_vocabulary
 
         copy_vocabulary(folder)
-        classes = None
-        if builtin is not None and tuple(builtin.shape) == (1, len(names), embed):
+        if builtin is not None and tuple(builtin.shape) == (1, len(names), int(head.embed)):
             np.save(folder / EMBEDDINGS_FILE, builtin[0].float().numpy())
-            classes = [str(names[i]) for i in range(len(names))]
+            params["default_classes"] = [str(names[i]) for i in range(len(names))]
+            params["class_embeddings"] = EMBEDDINGS_FILE
         manifest = Manifest(
             family="yoloe",
             variant=variant or ckpt.stem,
-            graphs={"model": graph, "text_encoder": text_spec, "visual_prompt": visual_spec},
-            preprocess={
-                "kind": "letterbox",
-                "size": [imgsz, imgsz],
-                "pad_value": 114,
-                "mean": [0.0, 0.0, 0.0],
-                "std": [255.0, 255.0, 255.0],
-                "channel_order": "RGB",
-                "resize": "bilinear",
-                "tensor": "uint8_nhwc",
-            },
+            graphs=specs,
+            preprocess=letterbox_preprocess(imgsz),
             source={"format": "ultralytics", "text_model": text_model},
             exporter=tool_versions("torch", "ultralytics", "open-clip-torch", "onnx", "onnxslim", "openvino"),
             params={
-                **({"default_classes": classes, "class_embeddings": EMBEDDINGS_FILE} if classes else {}),
-                "num_classes": class_slots,
+                **params,
                 "class_slots": class_slots,
                 "visual_slots": visual_slots,
-                "embed_dim": embed,
-                "num_mask_coefficients": int(head.nm),
-                "strides": strides,
-                "anchors": int(reference[0].shape[2]),
-                "output_layout": LOGITS,
                 "vocabulary": VOCAB_FILE,
                 "context_length": 77,
-                **({"layer_rewrites": rewrites} if rewrites else {}),
                 **YOLOE_PREDICT,
                 "decoding": "topk" if head.end2end else "nms",
             },
@@ -293,3 +239,65 @@ def export_yoloe(
         finish_manifest(folder, manifest, ckpt)
     return Path(out_dir)
 
+
+def _checked_graphs(model, imgsz: int, class_slots: int, split_c2f: bool) -> tuple[dict, dict]:
+    """``({"onnx": module, "ir": module, "embeddings": probe (1, K, E)}, params)``: the detection graph in export
+    mode (:func:`prompted_graph`), each checked against ultralytics' own head on a probe image and probe embeddings
+    (:func:`~segedge.export.yolo_head.check_against_ultralytics`), the IR's with OpenVINO's C2f split."""
+    import torch
+
+    head = model.model[-1]
+    for module in model.modules():
+        if hasattr(module, "export"):
+            module.export, module.format, module.dynamic = True, "onnx", False
+    probe = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
+    embeddings = torch.randn(1, class_slots, int(head.embed), generator=torch.Generator().manual_seed(1))
+    embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+    strides = [int(s) for s in head.stride.tolist()]
+    with torch.no_grad():
+        model.pe = embeddings  # ultralytics' forward reads its classes' embeddings from here
+        reference = ultralytics_reference(model, probe)
+        head.forward = types.MethodType(_prompted_forward, head)
+        rewrites = rewrite_for_int8(model)
+        check_against_ultralytics(reference, model.predict(probe, vpe=embeddings), imgsz, strides)
+        graphs = {"onnx": prompted_graph(model), "embeddings": embeddings}
+        graphs["ir"] = graphs["onnx"]
+        if split_c2f:
+            graphs["ir"] = prompted_graph(copy.deepcopy(model))
+            rewrites["c2f_split_openvino"] = split_c2f_inputs(graphs["ir"].inner)
+            check_against_ultralytics(reference, graphs["ir"].inner.predict(probe, vpe=embeddings), imgsz, strides)
+    params = {
+        "num_classes": class_slots,
+        "embed_dim": int(head.embed),
+        "num_mask_coefficients": int(head.nm),
+        "strides": strides,
+        "anchors": int(reference[0].shape[2]),
+        "output_layout": LOGITS,
+        **({"layer_rewrites": rewrites} if rewrites else {}),
+    }
+    return graphs, params
+
+
+def _write_graphs(folder: Path, graphs: dict, text, model, imgsz: int, visual_slots: int, simplify: bool) -> dict:
+    """The folder's three graphs (module docstring) written to ``folder``: ``{name: GraphSpec}``."""
+    import torch
+
+    image = torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8)
+    inputs, outputs = ["images", "class_embeddings"], list(OUTPUT_NAMES[LOGITS])
+    example = (image, graphs["embeddings"])
+    spec = export_graph(graphs["ir"], example, folder, "model", inputs, outputs, simplify)
+    if graphs["ir"] is not graphs["onnx"]:  # the ONNX (ONNX Runtime's graph) without the IR-only rewrite
+        spec = export_graph(graphs["onnx"], example, folder, "model", inputs, outputs, simplify, openvino=False)
+    tokens = torch.zeros(1, 77, dtype=torch.long)
+    tokens[0, 0], tokens[0, 1] = 49406, 49407  # start and end of text
+    masks = torch.zeros(1, visual_slots, imgsz // 8, imgsz // 8)
+    masks[..., : imgsz // 16, : imgsz // 16] = 1.0
+    with torch.no_grad():
+        return {
+            "model": spec,
+            "text_encoder": export_graph(text, (tokens,), folder, "text_encoder", ["tokens"], ["class_embedding"], simplify),
+            "visual_prompt": export_graph(
+                visual_graph(model), (image, masks), folder, "visual_prompt", ["images", "prompt_masks"],
+                ["prompt_embeddings"], simplify,
+            ),
+        }  # fmt: skip

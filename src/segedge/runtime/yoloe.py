@@ -93,6 +93,10 @@ class Yoloe(Yolo):
         out = self.visual_encoder.run({"images": tensor, "prompt_masks": masks})["prompt_embeddings"]
         return out[0, : len(unique)]
 
+    def embeddings_feed(self) -> dict[str, np.ndarray]:
+        """The detection graph's ``class_embeddings`` input for the current classes, ``(1, class_slots, E)``."""
+        return {EMBEDDINGS_INPUT: self._padded}
+
     def infer(self, tensor: np.ndarray) -> tuple:
         """:meth:`FastSam.infer` with the current classes' embeddings; ``class_logits`` cut to those classes."""
         if not self.names:
@@ -100,7 +104,7 @@ class Yoloe(Yolo):
                 "this YOLOE folder has no built-in classes: name the classes to find (--text NAME ..., "
                 "or set_classes([...]))"
             )
-        out = self.backend.run({"images": tensor, EMBEDDINGS_INPUT: self._padded})
+        out = self.backend.run({"images": tensor, **self.embeddings_feed()})
         box, logits, coefficients, prototypes = (out[name] for name in OUTPUT_NAMES[self.output_layout])
         return (box, logits[..., : self.num_classes], coefficients), prototypes
 

@@ -14,7 +14,9 @@ def check(f: Fields, data: dict, shapes) -> None:
     params = data.get("params", {})
     slots = f.integer(f.get(params, "class_slots", "params.class_slots"), "params.class_slots", lo=1, hi=1024)
     if params.get("num_classes") != slots:
-        f.fail("params.num_classes", f"must equal params.class_slots ({slots}), got {describe(params.get('num_classes'))}")
+        f.fail(
+            "params.num_classes", f"must equal params.class_slots ({slots}), got {describe(params.get('num_classes'))}"
+        )
     dim = f.integer(f.get(params, "embed_dim", "params.embed_dim"), "params.embed_dim", lo=1, hi=4096)
     graph_shape(f, shapes, "model", "class_embeddings", (1, slots, dim), what)
     graph_shape(f, shapes, "text_encoder", "tokens", (1, None), what)

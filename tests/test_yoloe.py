@@ -1,0 +1,268 @@
+"""YOLOE-11-seg and YOLOE-26-seg through `segedge export yoloe`, the vocabulary open at run time: seeded checkpoints
+built from ultralytics' own yaml files and a seeded MobileCLIP-B TorchScript text encoder (what ultralytics loads),
+compared with ultralytics' own YOLOE predictor given the same class embeddings or the same visual prompts, on both
+backends; the text encoder and tokens against the TorchScript one and open_clip's tokenizer; the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import reference_masks, run_cli
+from yoloe_helpers import CLASSES, make_text_encoder, make_yoloe_checkpoint, text_embeddings, ultralytics_yoloe_predict
+
+from segedge.errors import CheckpointError, PromptError
+from segedge.manifest import load_model_folder
+from segedge.runtime.yoloe import Yoloe
+
+PHOTOS = ("sam_groceries.jpg", "sam_truck.jpg")
+NAMES = ["person", "bus", "bag of groceries", "red car"]  # the classes prompted (CLASSES' order differs)
+REFER = ("sam_truck.jpg", [[75, 275, 1725, 850], [425, 600, 700, 875]], [0, 1])  # image, example boxes, labels
+
+
+@pytest.fixture(scope="module")
+def photos(shared_images) -> list[Path]:
+    return [p for p in shared_images if p.name in PHOTOS]
+
+
+@pytest.fixture(scope="module")
+def text_encoder(session_tmp) -> Path:
+    return make_text_encoder(session_tmp / "mobileclip_blt.ts")
+
+
+@pytest.fixture(scope="module")
+def yoloe11(session_tmp, shared_images, text_encoder, export_cache) -> tuple[Path, Path]:
+    """``(checkpoint, folder)`` of a seeded YOLOE-11n-seg (one-to-many head, NMS)."""
+    from segedge.export.yoloe import export_yoloe
+
+    ckpt = make_yoloe_checkpoint(session_tmp / "yoloe-11n-seg.pt", "yoloe-11n-seg.yaml", shared_images, text_encoder)
+    return ckpt, export_cache.folder(export_yoloe, ckpt, name="yoloe-11n-seg", text_encoder=str(text_encoder))
+
+
+@pytest.fixture(scope="module")
+def yoloe26(session_tmp, shared_images, text_encoder, export_cache) -> tuple[Path, Path]:
+    """``(checkpoint, folder)`` of a seeded YOLOE-26n-seg (end-to-end head, top-k without NMS)."""
+    from segedge.export.yoloe import export_yoloe
+
+    ckpt = make_yoloe_checkpoint(session_tmp / "yoloe-26n-seg.pt", "yoloe-26n-seg.yaml", shared_images, text_encoder)
+    return ckpt, export_cache.folder(export_yoloe, ckpt, name="yoloe-26n-seg", text_encoder=str(text_encoder))
+
+
+def _matched(ours, ref, photo: str) -> int:
+    """Every ultralytics detection has its own one of ours with the same class, box corners within 0.5 px and score
+    within 1e-4, and their masks IoU >= 0.99; the counts equal. Order is not compared: pairs whose scores differ by
+    float32 rounding swap places between backends. Returns how many were matched."""
+    ref_boxes, ref_cls, ref_conf = (
+        ref.boxes.xyxy.numpy(),
+        ref.boxes.cls.numpy().astype(np.int64),
+        ref.boxes.conf.numpy(),
+    )
+    assert len(ours) == len(ref_boxes), (photo, len(ours), len(ref_boxes))
+    ref_masks = reference_masks(ref, ours.masks.shape[1:])
+    free = np.ones(len(ours), bool)
+    for i in range(len(ref_boxes)):
+        near = free & (ours.class_ids == ref_cls[i]) & (np.abs(ours.boxes - ref_boxes[i]).max(axis=1) <= 0.5)
+        near &= np.abs(ours.scores - ref_conf[i]) <= 1e-4
+        assert near.any(), (photo, i, ref_boxes[i], ref_cls[i])
+        j = int(np.flatnonzero(near)[0])
+        free[j] = False
+        got, want = ours.masks[j], ref_masks[i]
+        assert (got & want).sum() / max((got | want).sum(), 1) >= 0.99, (photo, i)
+    assert 0 < float(ours.masks.mean()) < 0.5  # masks neither empty nor full
+    return len(ref_boxes)
+
+
+def test_text_encoder_and_tokens_match_the_torchscript_one(yoloe11, text_encoder):
+    """Tokens = open_clip's tokenizer (the BPE ultralytics' clip.tokenize uses); class embeddings = ultralytics'
+    get_text_pe with the TorchScript encoder (its reprta included), cosine >= 0.9999, on both backends; one
+    text-encoder call per new class, none for a class seen before."""
+    import open_clip
+    from ultralytics import YOLOE
+
+    ckpt, folder = yoloe11
+    names = [*NAMES, "traffic light", "a PHOTO of   dogs!", "café au lait", "x" * 300]  # long: cut at 77 tokens
+    torch_model = YOLOE(str(ckpt)).model
+    expected = text_embeddings(torch_model, text_encoder, names[:7])[0].numpy()
+    for backend in ("openvino", "onnxruntime"):
+        model = Yoloe(folder, backend=backend, precision="f32")
+        tokens = np.concatenate([model.tokenizer(n) for n in names])
+        assert np.array_equal(tokens, open_clip.tokenize(names).numpy())
+        got = model.embed_classes(names[:7])
+        assert got.shape == (7, 512) and np.abs(got - expected).max() < 2e-5
+        assert (np.sum(got * expected, axis=1) >= 0.9999).all()
+        assert model.text_embeddings.encoder_calls == 7
+        model.set_classes(names[:3] + ["zebra"])
+        assert model.text_embeddings.encoder_calls == 8 and model.names == names[:3] + ["zebra"]
+
+
+def _text_parity(checkpoint: Path, folder: Path, text_encoder: Path, photos: list[Path], **reference_options) -> int:
+    """Text prompts on both backends vs ultralytics' YOLOE predictor with set_classes(names, the same embeddings),
+    one reference per photo; returns how many detections were matched."""
+    embeddings = text_embeddings(_torch(checkpoint), text_encoder, NAMES)
+    models = [Yoloe(folder, backend=b, precision="f32") for b in ("openvino", "onnxruntime")]
+    for model in models:
+        model.set_classes(NAMES)
+    compared = 0
+    for photo in photos:
+        ref = ultralytics_yoloe_predict(checkpoint, photo, NAMES, embeddings, retina_masks=True, **reference_options)
+        compared += sum(_matched(model.everything(photo), ref, photo.name) for model in models)
+    return compared
+
+
+def test_yoloe11_text_classes_match_ultralytics(yoloe11, text_encoder, photos):
+    """YOLOE-11's one-to-many head with NMS across classes (ultralytics' YOLOE default): boxes within 0.5 px, masks
+    IoU >= 0.99, on both backends."""
+    ckpt, folder = yoloe11
+    m = load_model_folder(folder).manifest
+    assert (m.params["decoding"], m.params["agnostic"], m.params["class_slots"]) == ("nms", True, 80)
+    assert m.graphs["model"].input("class_embeddings").shape == (1, 80, 512)
+    assert _text_parity(ckpt, folder, text_encoder, photos) >= 2 * 60
+
+
+def test_yoloe26_end_to_end_matches_ultralytics_without_nms(yoloe26, text_encoder, photos):
+    """YOLOE-26's one-to-one head decoded by top-k (no NMS) = ultralytics' YOLOE predict with nms=False."""
+    ckpt, folder = yoloe26
+    assert load_model_folder(folder).manifest.params["decoding"] == "topk"
+    assert _text_parity(ckpt, folder, text_encoder, photos[1:], nms=False) >= 2 * 50
+
+
+@pytest.mark.parametrize("which", ["yoloe11", "yoloe26"])
+def test_visual_prompts_match_ultralytics(which, request, shared_images, photos):
+    """Boxes on a reference image -> SAVPE class embeddings -> detections on another photo, as ultralytics' YOLOE
+    predict(refer_image=..., visual_prompts=...) with its YOLOEVPSegPredictor."""
+    from ultralytics import YOLOE
+    from ultralytics.models.yolo.yoloe import YOLOEVPSegPredictor
+
+    ckpt, folder = request.getfixturevalue(which)
+    refer = next(p for p in shared_images if p.name == REFER[0])
+    boxes, labels = np.asarray(REFER[1], np.float32), np.asarray(REFER[2])
+    target = next(p for p in photos if p.name != REFER[0])
+    prompts = dict(bboxes=boxes.copy(), cls=labels)
+    options = dict(imgsz=640, rect=False, device="cpu", verbose=False, retina_masks=True)
+    if which == "yoloe26":
+        options["nms"] = False
+    ref = YOLOE(str(ckpt)).predict(
+        str(target), refer_image=str(refer), visual_prompts=prompts, predictor=YOLOEVPSegPredictor, **options
+    )[0]
+    model = Yoloe(folder, backend="openvino", precision="f32")
+    model.set_vocabulary(["object0", "object1"], model.refer(refer, boxes, labels))
+    assert _matched(model.everything(target), ref, target.name) >= 30
+    with pytest.raises(PromptError, match="one integer class label per box"):
+        model.refer(refer, boxes, [0.5, 1])
+
+
+def test_built_in_classes_are_the_default(yoloe11, photos):
+    """A checkpoint that holds class embeddings (YOLOE.set_classes saved) keeps them: no prompt needed, ultralytics'
+    predict on the checkpoint as it is."""
+    ckpt, folder = yoloe11
+    params = load_model_folder(folder).manifest.params
+    assert params["default_classes"] == list(CLASSES)
+    model = Yoloe(folder, backend="onnxruntime", precision="f32")
+    assert model.names == list(CLASSES)
+    from ultralytics import YOLOE
+
+    ref = YOLOE(str(ckpt)).predict(
+        str(photos[1]), imgsz=640, rect=False, device="cpu", verbose=False, retina_masks=True
+    )
+    assert _matched(model.everything(photos[1]), ref[0], photos[1].name) >= 20
+
+
+def test_cli_text_and_visual_prompts(yoloe11, shared_images, photos, tmp_path, capsys):
+    """`segment --text A B --refer-image I --refer-box ...`: text classes then the visual one, by name, in the JSON;
+    wrong combinations are one line each."""
+    _, folder = yoloe11
+    refer = next(p for p in shared_images if p.name == REFER[0])
+    box = ",".join(str(v) for v in REFER[1][0])
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, "segment", str(photos[0]), "--model", str(folder), "--text", "person", "red car",
+        "--refer-image", str(refer), "--refer-box", box, "--refer-name", "truck", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads(next(out.glob("*.json")).read_text())
+    names = {i["label"] for i in record["instances"]}
+    assert record["count"] >= 20 and names <= {"person", "red car", "truck"} and "truck" in names
+    for args, message in (
+        (["--clip", str(folder), "--text", "dog"], "--clip is for FastSAM"),
+        (["--refer-box", box], "needs both --refer-image"),
+        (["--text", *[f"class {i}" for i in range(81)]], "at most 80 per call"),
+        (["--text", "dog", "dog"], "class names repeat"),
+    ):
+        code, _, err = run_cli(capsys, "segment", str(photos[0]), "--model", str(folder), "--out", str(out), *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_refusals(yoloe11, text_encoder, tmp_path):
+    """A YOLO-seg checkpoint, a fused (fixed-vocabulary) YOLOE and a text encoder of another shape are refused in one
+    line before anything is written."""
+    import torch
+    from helpers import save_ultralytics_checkpoint
+    from ultralytics import YOLOE
+    from ultralytics.nn.tasks import SegmentationModel
+
+    from segedge.export.yoloe import export_yoloe
+
+    ckpt, _ = yoloe11
+    yolo = SegmentationModel("yolo11n-seg.yaml", verbose=False)
+    yolo = save_ultralytics_checkpoint(
+        yolo, tmp_path / "yolo11n-seg.pt", "yolo11n-seg.yaml", 640, "8.4.0", "2026-01-14"
+    )
+    with pytest.raises(CheckpointError, match="not YOLOE's; YOLO-seg checkpoints export with `segedge export yolo`"):
+        export_yoloe(yolo, tmp_path / "a", text_encoder=text_encoder)
+    fused = YOLOE(str(ckpt))
+    fused.model.model[-1].fuse(fused.model.pe)
+    fused.save(tmp_path / "fused.pt")
+    with pytest.raises(CheckpointError, match="class embeddings fused into the head"):
+        export_yoloe(tmp_path / "fused.pt", tmp_path / "b", text_encoder=text_encoder)
+    torch.save({"token_embedding.weight": torch.zeros(10, 8)}, tmp_path / "small.pt")
+    with pytest.raises(CheckpointError, match="does not fit MobileCLIP-B's text encoder"):
+        export_yoloe(ckpt, tmp_path / "c", text_encoder=tmp_path / "small.pt")
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_text_tower_reads_mobileclip_names(text_encoder, tmp_path):
+    """ultralytics' mobileclip_blt.ts holds apple's MobileCLIP names (``text_encoder.embedding_layer``, ...): the same
+    tensors under those names give the same text tower as under open_clip's."""
+    import open_clip
+    import torch
+
+    from segedge.export.text_tower import load_text_tower, read_tensors
+
+    rules = {
+        "token_embedding.weight": "embedding_layer.weight",
+        "ln_final.": "final_layer_norm.",
+        "text_projection": "projection_layer",
+        "ln_1.": "pre_norm_mha.0.",
+        "attn.in_proj_": "pre_norm_mha.1.qkv_proj.",
+        "attn.out_proj.": "pre_norm_mha.1.out_proj.",
+        "ln_2.": "pre_norm_ffn.0.",
+        "mlp.c_fc.": "pre_norm_ffn.1.",
+        "mlp.c_proj.": "pre_norm_ffn.4.",
+        "resblocks.": "",
+    }
+    apple = {"text_encoder.image_encoder_is_ignored": torch.zeros(3)}
+    for key, value in read_tensors(text_encoder).items():
+        if not key.startswith("clip.text.") or key.endswith("attn_mask"):
+            continue
+        name = key.removeprefix("clip.text.")
+        if name == "positional_embedding":
+            apple["text_encoder.positional_embedding.pos_embed.pos_embed"] = value.reshape(1, 1, *value.shape)
+            continue
+        for old, new in rules.items():
+            name = name.replace(old, new)
+        apple["text_encoder." + name] = value
+    assert len(apple) == 1 + 5 + 12 * 12
+    torch.save(apple, tmp_path / "apple.pt")
+    tokens = open_clip.tokenize(NAMES)
+    with torch.no_grad():
+        ours = load_text_tower("mobileclip:blt", tmp_path / "apple.pt").encode_text(tokens)
+        theirs = load_text_tower("mobileclip:blt", text_encoder).encode_text(tokens)
+    assert ours.shape == (4, 512) and torch.equal(ours, theirs)
+
+
+def _torch(checkpoint: Path):
+    from ultralytics import YOLOE
+
+    return YOLOE(str(checkpoint)).model
