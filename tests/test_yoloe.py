@@ -266,3 +266,43 @@ def _torch(checkpoint: Path):
     from ultralytics import YOLOE
 
     return YOLOE(str(checkpoint)).model
+
+
+def test_the_page_api_and_label_studio_ask_for_classes_by_name(yoloe11, photos, tmp_path):
+    """The server: /api/models offers text (the classes to find), a text prompt "person, red car" and /api/everything's
+    classes run those classes, no text runs the built-in ones; Label Studio's pre-annotation asks for the project's
+    labels by name (predicted_values included) and stores each detection under its label."""
+    import shutil
+
+    from segedge.serve.label_studio import LabelStudioBackend
+    from segedge.serve.ls_images import LabelStudioAccess
+    from segedge.serve.served import ServedModel
+    from segedge.serve.service import SegmentService
+
+    _, folder = yoloe11
+    served = ServedModel("ye", "yoloe", Yoloe(folder, backend="openvino", precision="f32"))
+    service = SegmentService([served])
+    info = served.info(text=False)
+    assert "text" in info["prompts"] and info["text_names_classes"] and info["classes"] == list(CLASSES)
+    image_id = service.add_image(photos[0].read_bytes())["image_id"]
+    direct = Yoloe(folder, backend="openvino", precision="f32")
+    builtin = direct.everything(photos[0])
+    direct.set_classes(["person", "red car"])
+    expected = direct.everything(photos[0])
+    body = service.predict(None, image_id, text="person, red car")
+    assert body["count"] == len(expected) >= 20 and [i["label"] for i in body["instances"]] == expected.labels
+    body = service.everything(None, image_id)
+    assert body["count"] == len(builtin) >= 20 and [i["label"] for i in body["instances"]] == builtin.labels
+    direct.set_classes(["bus"])
+    assert service.everything(None, image_id, classes=["bus"])["count"] == len(direct.everything(photos[0])) >= 5
+    with pytest.raises(PromptError, match="class names separated by commas"):
+        service.predict(None, image_id, text=" , ")
+
+    config = """<View><Image name="image" value="$image"/><BrushLabels name="mask" toName="image">
+      <Label value="people" predicted_values="person"/><Label value="red car"/></BrushLabels></View>"""
+    shutil.copyfile(photos[0], tmp_path / "photo.jpg")
+    backend = LabelStudioBackend(service, LabelStudioAccess(None, None, tmp_path))
+    task = {"id": 1, "data": {"image": "/data/local-files/?d=photo.jpg"}}
+    regions = backend.predict(None, {"tasks": [task], "label_config": config})["results"][0]["result"]
+    got = sorted(r["value"]["brushlabels"][0] for r in regions)
+    assert got == sorted({"person": "people", "red car": "red car"}[n] for n in expected.labels)

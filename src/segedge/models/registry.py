@@ -38,6 +38,12 @@ _EVIT_SAM_SIZES = {"l0": 512, "l1": 512, "l2": 512, "xl0": 1024, "xl1": 1024}
 _HQ_SAM = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
 # ultralytics' YOLO segmentation checkpoints (release assets, no published checksums: sha256 None), per generation
 _YOLO_SEG = {"yolo26": "YOLO26", "yolo11": "YOLO11"}
+# YOLOE segmentation checkpoints (open vocabulary): YOLOE-11 s/m/l from the v8.3.0 assets, YOLOE-26 n-x from v8.4.0;
+# their text encoders (mobileclip_blt.ts / mobileclip2_b.ts) are fetched by ultralytics at export
+_YOLOE_SEG = {
+    "yoloe-11": ("https://github.com/ultralytics/assets/releases/download/v8.3.0/", "sml"),
+    "yoloe-26": (_ULTRALYTICS, "nsmlx"),
+}
 _HQ_SAM_SIZES = {
     "vit_b": "ViT-B (379 MB)",
     "vit_l": "ViT-L (1.2 GB)",
@@ -129,6 +135,12 @@ MODELS: dict[str, ModelSpec] = {
             for what in (f"{title}-seg {size} (80 COCO classes)",)
         ),
         *(
+            ModelSpec(f"{gen}{size}-seg", "yoloe", f"{gen}{size}-seg.pt", f"{base}{gen}{size}-seg.pt", None, 640, what)
+            for gen, (base, sizes) in _YOLOE_SEG.items()
+            for size in sizes
+            for what in (f"{gen.upper()}-seg {size}, open vocabulary (text and visual prompts)",)
+        ),
+        *(
             ModelSpec(
                 f"sam2.1_hiera_{v}",
                 "sam2",
@@ -205,6 +217,7 @@ ALIASES = {
     "fastsam_x": "FastSAM-x",
     "fastsam-x.pt": "FastSAM-x",
     **{f"{gen}{size}-seg.pt": f"{gen}{size}-seg" for gen in _YOLO_SEG for size in "nsmlx"},
+    **{f"{gen}{size}-seg.pt": f"{gen}{size}-seg" for gen, (_, sizes) in _YOLOE_SEG.items() for size in sizes},
     "mobile-sam": "mobile_sam",
     "mobilesam": "mobile_sam",
     "mobile_sam.pt": "mobile_sam",

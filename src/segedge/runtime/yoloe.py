@@ -47,7 +47,15 @@ class Yoloe(Yolo):
         if m.params.get("class_embeddings"):
             names = [str(n) for n in m.params["default_classes"]]
             embeddings = np.load(self.folder.file(m.params["class_embeddings"]), allow_pickle=False)
+        self.builtin = (names, embeddings)
         self.set_vocabulary(names, embeddings)
+
+    def use_classes(self, names: list[str] | None) -> None:
+        """:meth:`set_classes` with ``names``, or back to the folder's built-in classes for None."""
+        if names is None:
+            self.set_vocabulary(*self.builtin)
+        else:
+            self.set_classes(names)
 
     def _encode_one(self, text: str) -> np.ndarray:
         if self.text_encoder is None:

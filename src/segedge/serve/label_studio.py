@@ -12,7 +12,8 @@ given, the bare routes serve the first):
   segment-anything advises for an ambiguous click; otherwise its single mask), FastSAM's masks under the prompt.
   Without (Label Studio's "Retrieve predictions"): SAM folders answer with segment-anything's automatic mask
   generator, FastSAM / YOLO folders with their detections whose class matches a label (``predicted_values`` or
-  the label's own value; one-class models such as FastSAM take the first label).
+  the label's own value; one-class models such as FastSAM take the first label); YOLOE folders detect the project's
+  labels themselves: their names are its text prompts.
 - ``POST /webhook``: acknowledged (segedge does not train), ``GET /metrics``: ``{}``.
 
 Every region is a ``brushlabels`` mask in Label Studio's RLE when the config has ``BrushLabels``, and polygons
@@ -151,7 +152,9 @@ class LabelStudioBackend:
                 result = result.subset([int(np.argmax(result.scores))])
             labels = [prompts.label] * len(result)
         else:
-            _, result, _, _ = self.service.everything_result(name, image_id)
+            # an open-vocabulary model (YOLOE) is asked for the project's labels by name
+            classes = config.class_names() if family(served.family).vocabulary else None
+            _, result, _, _ = self.service.everything_result(name, image_id, classes=classes)
             labels = self._class_labels(served, config, result)
         keep = [i for i, label in enumerate(labels) if label is not False]
         regions = []
@@ -173,7 +176,7 @@ class LabelStudioBackend:
     def _class_labels(served, config: LabelConfig, result) -> list:
         """Per detection: the config label its class maps to (a label value, or None: the tag's first label), or
         False to leave it out. SAM's "everything" masks and one-class models (FastSAM) take the first label."""
-        names = list(getattr(served.model, "names", None) or [])
+        names = list(result.names or [])  # the result's own: an open-vocabulary model's change per request
         if family(served.family).promptable or len(names) <= 1:
             return [None] * len(result)
         out = []

@@ -58,6 +58,11 @@ class LabelConfig:
         """``wanted`` (a smart tool's label) when ``tag`` has it, else the tag's first label."""
         return wanted if wanted in tag.labels else tag.labels[0]
 
+    def class_names(self) -> list[str]:
+        """The class names the project's labels stand for (``predicted_values``, else the label values; lower case),
+        each once, in the config's order: what an open-vocabulary model is asked to find."""
+        return list(dict.fromkeys(name for tag in self.outputs for name in tag.predicted))
+
 
 def parse_label_config(xml: str) -> LabelConfig:
     """The :class:`LabelConfig` of a project's XML; :class:`LabelConfigError` when it has no ``Image`` with a

@@ -3,6 +3,8 @@ schema). Unknown fields are refused (``extra="forbid"``); the "everything" optio
 :mod:`segedge.parameters`."""
 
 # No ``from __future__ import annotations`` here: pydantic reads the annotations at run time.
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from segedge.parameters import PARAMETERS, Param
@@ -70,5 +72,9 @@ EverythingRequest = create_model(
     "EverythingRequest",
     __base__=EncodeRequest,
     retina=(bool | None, Field(None, description="FastSAM: masks at full resolution (default true)")),
+    classes=(
+        list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]] | None,
+        Field(None, max_length=80, description="YOLOE: the class names to find (default: the model's built-in ones)"),
+    ),
     **{p.name: _option_field(p) for p in PARAMETERS.values()},
 )

@@ -4,7 +4,8 @@ uploaded bytes, and how many bytes a cached embedding or result holds (:mod:`seg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from segedge.families import family
@@ -29,12 +30,14 @@ class ServedModel:
     name: str
     family: str
     model: object  # segedge.FastSam or segedge.Sam
+    # an open-vocabulary model's classes are its state: one request at a time sets them and runs (serve/service.py)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def info(self, text: bool) -> dict:
         m = self.model.folder.manifest
         spec = family(self.family)
         prompts = [p for p in spec.prompts if p != "text"] + (["everything"] if spec.everything else [])
-        prompts += ["text"] if text and "text" in spec.prompts else []
+        prompts += ["text"] if (text or spec.vocabulary) and "text" in spec.prompts else []
         return {
             "name": self.name,
             "family": self.family,
@@ -49,6 +52,8 @@ class ServedModel:
             "point_rule": spec.point_rule,
             "score_name": spec.score_name,
             "class_labels": not spec.promptable,  # instances carry class names
+            "text_names_classes": spec.vocabulary,  # text is the classes to find (YOLOE), not a mask picked by CLIP
+            "classes": list(getattr(self.model, "names", []) or []) if spec.vocabulary else [],
             "options": [p.name for p in spec.options()],  # its run-time options (segedge.parameters)
             "input_size": list(m.preprocess.get("size", [])),
             "folder": Path(self.model.folder.path).name,

@@ -245,17 +245,24 @@ class SegmentService:
         else:
             if multimask:
                 raise PromptError("multimask is for SAM models; FastSAM picks from its own masks")
-            if text and self.clip is None:
+            vocabulary = family(served.family).vocabulary
+            if text and self.clip is None and not vocabulary:
                 raise PromptError("text prompts need a CLIP model: start the server with --clip CLIP_DIR")
-            everything, cached, timings = self._fastsam_everything(served, image_id, {})
+            classes = class_list(text) if vocabulary and text else None  # YOLOE: the text names the classes
+            everything, cached, timings = self._fastsam_everything(served, image_id, {}, classes)
             t1 = time.perf_counter()
-            result = served.model.prompt(
-                everything,
-                points=points,
-                point_labels=labels,
-                boxes=None if box is None else [box],
-                texts=[text] if text else None,
-                clip=self.clip if text else None,
+            spatial = points is not None or box is not None
+            result = (
+                served.model.prompt(
+                    everything,
+                    points=points,
+                    point_labels=labels,
+                    boxes=None if box is None else [box],
+                    texts=[text] if text and not vocabulary else None,
+                    clip=self.clip if text and not vocabulary else None,
+                )
+                if spatial or not vocabulary
+                else everything
             )
             timings = {**timings, "prompt": _ms(t1)}
         return served, result, cached, timings
@@ -268,25 +275,30 @@ class SegmentService:
         served, result, cached, timings = self.everything_result(model, image_id, **options)
         return self._result(served, image_id, result, cached, timings, t0)
 
-    def everything_result(self, model: str | None, image_id: str, **options):
-        """:meth:`everything`'s work before the JSON: ``(served model, Result, cached, timings ms)``."""
+    def everything_result(self, model: str | None, image_id: str, classes: list[str] | None = None, **options):
+        """:meth:`everything`'s work before the JSON: ``(served model, Result, cached, timings ms)``; ``classes``:
+        the class names an open-vocabulary (YOLOE) model detects this time (default: its built-in ones)."""
         served = self._model(model)
+        if classes is not None and not family(served.family).vocabulary:
+            raise PromptError(f"classes by name are for open-vocabulary models; {served.name} has fixed classes")
         if family(served.family).promptable:
             result, cached, timings = self._sam_everything(served, image_id, options)
         else:
-            result, cached, timings = self._fastsam_everything(served, image_id, options)
+            result, cached, timings = self._fastsam_everything(served, image_id, options, classes)
         return served, result, cached, timings
 
-    def _fastsam_everything(self, served: ServedModel, image_id: str, options: dict):
+    def _fastsam_everything(self, served: ServedModel, image_id: str, options: dict, classes=None):
         options = dict(options)
         retina = bool(options.pop("retina", True))
         model = served.model
         checked = check_values(
             "detection", options, model.defaults, serving=True, who=f"{family(served.family).title} everything"
         )
+        vocabulary = tuple(classes) if classes else None
         key = ("everything", served.name, image_id, checked["conf"], checked["iou"], checked["max_det"], retina)
+        key += (vocabulary,) if family(served.family).vocabulary else ()
 
-        def compute():
+        def run():
             return model.everything(
                 self._image(image_id),
                 conf=checked["conf"],
@@ -294,6 +306,13 @@ class SegmentService:
                 max_det=checked["max_det"],
                 retina=retina,
             )
+
+        def compute():
+            if not family(served.family).vocabulary:
+                return run()
+            with served.lock:  # the classes are the model's state until the next request sets them
+                model.use_classes(list(vocabulary) if vocabulary else None)
+                return run()
 
         result, cached = self.cache.get_or_compute(key, compute, result_bytes)
         timings = {} if cached else {k: round(v, 2) for k, v in result.timings.items()}
@@ -373,3 +392,14 @@ def _stage(name: str, ms: float | None) -> dict:
     """``{name: ms}`` for a stage this request ran; ``{}`` when its output came from the cache (a timing
     row of 0 ms would read as a free stage)."""
     return {} if ms is None else {name: round(ms, 2)}
+
+
+MAX_CLASSES_TEXT = 80  # names one text may give an open-vocabulary model
+
+
+def class_list(text: str) -> list[str]:
+    """``"person, red car"`` -> ``["person", "red car"]``: an open-vocabulary model's classes from one text."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names or len(names) > MAX_CLASSES_TEXT:
+        raise PromptError(f"give 1 to {MAX_CLASSES_TEXT} class names separated by commas, got {text!r}")
+    return names

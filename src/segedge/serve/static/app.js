@@ -154,6 +154,10 @@ function selectModel(name) {
   $("model").value = S.model.name;
   $("model-info").textContent = `${S.model.variant} · ${S.model.backend} ${S.model.precision}`;
   $("text-form").hidden = !S.model.prompts.includes("text");
+  // an open-vocabulary model (YOLOE) finds the classes the text names; FastSAM keeps the mask CLIP matches
+  $("text").placeholder = S.model.text_names_classes
+    ? `classes to find, e.g. ${S.model.classes.slice(0, 2).join(", ") || "person, red car"}`
+    : "text prompt, e.g. a dog";
   $("multimask-row").hidden = !S.model.multimask;
   $("grid").hidden = !S.model.options.includes("points_per_side");  // the everything generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
