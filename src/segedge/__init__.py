@@ -21,6 +21,7 @@ __all__ = [
     "SamAutomaticMaskGenerator",
     "SegedgeError",
     "Yolo",
+    "Yoloe",
     "__version__",
     "load_model_folder",
     "open_model",
@@ -32,6 +33,7 @@ __all__ = [
 _LAZY = {
     "FastSam": "segedge.runtime.fastsam",
     "Yolo": "segedge.runtime.yolo",
+    "Yoloe": "segedge.runtime.yoloe",
     "Clip": "segedge.runtime.clip",
     "Sam": "segedge.runtime.sam",
     "Sam2": "segedge.runtime.sam2",

@@ -32,6 +32,7 @@ from segedge.export.common import (
     export_graph,
     finish_manifest,
     method_graph,
+    one_torch_thread,
     staging_folder,
     tool_versions,
 )
@@ -244,7 +245,7 @@ def export_yolo_seg(
     names = [str(names_attr.get(i, i)) for i in range(nc)]
     image = torch.zeros(1, 3, imgsz, imgsz)
     probe = torch.rand(1, 3, imgsz, imgsz, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
+    with torch.no_grad(), one_torch_thread():  # the checks compare rewrites, not thread splits
         detections, prototypes = ultralytics_reference(model, probe)  # ultralytics' own head: the reference for ours
         expected_det = (1, 4 + nc + head.nm, detections.shape[2])
         if tuple(detections.shape) != expected_det or prototypes.shape[1] != head.nm:

@@ -37,6 +37,7 @@ from segedge.export.common import (
     check_output_folder,
     export_graph,
     finish_manifest,
+    one_torch_thread,
     staging_folder,
     tool_versions,
 )
@@ -254,7 +255,7 @@ def _checked_graphs(model, imgsz: int, class_slots: int, split_c2f: bool) -> tup
     embeddings = torch.randn(1, class_slots, int(head.embed), generator=torch.Generator().manual_seed(1))
     embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
     strides = [int(s) for s in head.stride.tolist()]
-    with torch.no_grad():
+    with torch.no_grad(), one_torch_thread():
         model.pe = embeddings  # ultralytics' forward reads its classes' embeddings from here
         reference = ultralytics_reference(model, probe)
         head.forward = types.MethodType(_prompted_forward, head)
