@@ -32,6 +32,15 @@ def cpu_flags() -> list[str]:
     return [f for f in FLAGS if f in have]
 
 
+def emulation() -> str:
+    """How this run's CPU kind came about: native, or emulated with ``ONEDNN_MAX_CPU_ISA`` (OpenVINO and PyTorch)."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if not isa:
+        return "native, not emulated"
+    aten = os.environ.get("ATEN_CPU_CAPABILITY")
+    return f"emulated: ONEDNN_MAX_CPU_ISA={isa}" + (f", ATEN_CPU_CAPABILITY={aten}" if aten else "")
+
+
 def timed(fn, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
@@ -97,7 +106,7 @@ def main() -> int:
     lines = [
         f"# YOLO26n-seg 640 end to end, {args.image.name}, median of {args.runs} interleaved runs",
         "",
-        f"CPU: {os.cpu_count()} cores, flags: {' '.join(flags)} (native, not emulated). "
+        f"CPU: {os.cpu_count()} cores, flags: {' '.join(flags)} ({emulation()}). "
         f"Checkpoint: {'seeded from yolo26n-seg.yaml' if args.checkpoint is None else ckpt.name}. "
         f"Detections: segedge {counts['segedge']}, ultralytics OpenVINO {counts['ultralytics openvino']}. "
         "ultralytics' OpenVINO run compiles with OpenVINO's default inference precision, which is bf16 on CPUs with "
