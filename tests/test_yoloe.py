@@ -243,7 +243,7 @@ def test_text_tower_reads_mobileclip_names(text_encoder, tmp_path):
         "resblocks.": "",
     }
     apple = {"text_encoder.image_encoder_is_ignored": torch.zeros(3)}
-    for key, value in read_tensors(text_encoder).items():
+    for key, value in read_tensors(text_encoder)[0].items():
         if not key.startswith("clip.text.") or key.endswith("attn_mask"):
             continue
         name = key.removeprefix("clip.text.")

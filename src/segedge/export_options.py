@@ -151,6 +151,10 @@ def sam_entry(name: str, what: str, function: str, variants: tuple[str, ...] | N
     )  # fmt: skip
 
 
+PREDICT_IMGSZ_OPTION = Option(
+    "--imgsz", "imgsz", f"square input size in pixels, multiple of 32 (default {YOLO_PREDICT_IMGSZ}, ultralytics')",
+    int, YOLO_PREDICT_IMGSZ,
+)  # fmt: skip
 FASTSAM = ExportEntry(
     "fastsam",
     "FastSAM-s/-x or any YOLOv8/YOLO11-seg .pt",
@@ -188,13 +192,7 @@ YOLO = ExportEntry(
     "path to the .pt file, or an official name (yolo26n-seg, yolo11s-seg, ...) to download it",
     "segedge.export.yolo:export_yolo",
     (
-        Option(
-            "--imgsz",
-            "imgsz",
-            f"square input size in pixels, multiple of 32 (default {YOLO_PREDICT_IMGSZ}, ultralytics')",
-            int,
-            YOLO_PREDICT_IMGSZ,
-        ),
+        PREDICT_IMGSZ_OPTION,
         Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
         Option(
             "--output-layout",
@@ -223,13 +221,7 @@ YOLOE = ExportEntry(
     "path to the YOLOE .pt file, or an official name (yoloe-11s-seg, yoloe-26s-seg, ...) to download it",
     "segedge.export.yoloe:export_yoloe",
     (
-        Option(
-            "--imgsz",
-            "imgsz",
-            f"square input size in pixels, multiple of 32 (default {YOLO_PREDICT_IMGSZ}, ultralytics')",
-            int,
-            YOLO_PREDICT_IMGSZ,
-        ),
+        PREDICT_IMGSZ_OPTION,
         Option(
             "--text-encoder",
             "text_encoder",

@@ -38,23 +38,12 @@ _META_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")  
 
 def load_clip_state(checkpoint: str | os.PathLike) -> tuple[dict, str]:
     """``(state_dict, format)``: format "openai-torchscript" or "state_dict"."""
-    import torch
+
+    from segedge.export.text_tower import read_tensors
 
     path = check_checkpoint_file(checkpoint)
-    try:
-        state, fmt = torch.jit.load(str(path), map_location="cpu").state_dict(), "openai-torchscript"
-    except Exception:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"{path} is neither a TorchScript CLIP archive nor a tensor state dict ({type(exc).__name__})"
-            ) from exc
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            obj = obj["state_dict"]
-        if not isinstance(obj, dict):
-            raise CheckpointError(f"{path} does not hold a CLIP state dict") from None
-        state, fmt = {k.removeprefix("module."): v for k, v in obj.items()}, "state_dict"
+    state, fmt = read_tensors(path)
+    fmt = "openai-torchscript" if fmt == "torchscript" else fmt
     state = {k: v for k, v in state.items() if k not in _META_KEYS}
     needed = ("visual.conv1.weight", "token_embedding.weight", "positional_embedding", "text_projection")
     if not all(k in state for k in needed):

@@ -30,12 +30,13 @@ TEXT_MODELS = {
 _ROOTS = ("token_embedding.weight", "positional_embedding", "transformer.resblocks.", "ln_final.", "text_projection")
 
 
-def read_tensors(path: Path) -> dict:
-    """The tensors of a TorchScript archive or a (possibly nested) state dict, by name."""
+def read_tensors(path: Path) -> tuple[dict, str]:
+    """``(tensors by name, format)`` of a TorchScript archive (``"torchscript"``: only its tensors are read) or a
+    (possibly nested, possibly DataParallel-prefixed) state dict (``"state_dict"``); else :class:`CheckpointError`."""
     import torch
 
     try:
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), "torchscript"
     except Exception:
         pass
     try:
@@ -48,7 +49,7 @@ def read_tensors(path: Path) -> dict:
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds no tensors by name")
-    return obj
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}, "state_dict"
 
 
 def text_state(tensors: dict, source: str) -> dict:
@@ -121,7 +122,7 @@ def load_text_tower(text_model: str, weights: str | os.PathLike | None):
     path = check_checkpoint_file(weights)
     cfg = get_model_config(arch)
     tower = _build_text_tower(cfg["embed_dim"], cfg["text_cfg"], quick_gelu=quick)
-    state = text_state(read_tensors(path), str(path))
+    state = text_state(read_tensors(path)[0], str(path))
     tower = load_weights(tower, {k: v.float() for k, v in state.items()}, f"{arch}'s text encoder ({text_model})")
 
     class Tower(torch.nn.Module):
