@@ -284,7 +284,7 @@ def test_bad_prompts(tiny_folder, shared_images, kwargs, message):
     assert message in str(info.value)
 
 
-def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, tmp_path):
+def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, sam_tiny_plain_folder, tmp_path):
     from segedge.errors import CheckpointError
     from segedge.export.sam_arch import infer_arch, load_state_dict
 
@@ -299,8 +299,10 @@ def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, 
         export_sam(real_checkpoint, tmp_path / "x")
     from segedge.runtime.fastsam import FastSam
 
+    # a SAM folder given to FastSam: tiny_ckpt's export with export's defaults, from the session's export cache (what
+    # export_sam(tiny_ckpt, ...) writes, exported once for the quantize, bench and CLI tests)
     with pytest.raises(ModelFolderError, match="holds a sam model"):
-        FastSam(export_sam(tiny_ckpt, tmp_path / "t"))
+        FastSam(sam_tiny_plain_folder)
     assert not (tmp_path / "x").exists()
 
 
