@@ -21,6 +21,7 @@ from helpers import (
     make_hq_sam_checkpoint,
     mask_iou,
     nonempty_ious,
+    run_cli,
     run_segedge,
 )
 from segedge.errors import CheckpointError, PromptError, SegedgeError
@@ -189,9 +190,9 @@ def test_everything_agrees_with_the_packages_generator(hq_ckpts, hq_folders, bus
     )
 
 
-def test_folder_cli_and_wrong_files(hq_ckpts, hq_folders, sam_tiny_ckpt, sam_tiny_folder, bus, tmp_path):
-    """The folder is a SAM folder with params.hq; `segedge segment --point` gives the package's mask; --variant
-    is checked; SAM and HQ-SAM checkpoints given to the other's command name the right one; hq_token_only on a
+def test_folder_cli_and_wrong_files(hq_ckpts, hq_folders, sam_tiny_ckpt, sam_tiny_folder, bus, tmp_path, capsys):
+    """The folder is a SAM folder with params.hq; `segedge segment --point` (a fresh process) gives the package's mask;
+    --variant is checked (in process: only the message is tested); SAM and HQ-SAM checkpoints given to the other's command name the right one; hq_token_only on a
     plain SAM folder says what it is for."""
     from segedge.export.hq_sam import load_state_dict, recognise
     from segedge.export.sam_arch import infer_arch
@@ -221,10 +222,11 @@ def test_folder_cli_and_wrong_files(hq_ckpts, hq_folders, sam_tiny_ckpt, sam_tin
     assert record["count"] == 1 and 0.01 < fill < 0.99 and iou >= 0.9999
     assert abs(record["instances"][0]["score"] - float(scores[0])) < 1e-4
 
-    done = run_segedge(
-        "export", "hq-sam", "--checkpoint", str(hq_ckpts["light"]), "--variant", "vit_b", "--out", str(tmp_path / "x")
+    capsys.readouterr()
+    code, _, err = run_cli(
+        capsys, "export", "hq-sam", "--checkpoint", hq_ckpts["light"], "--variant", "vit_b", "--out", tmp_path / "x"
     )
-    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == (
+    assert code != 0 and err.strip().splitlines()[-1] == (
         "error: --variant vit_b does not match the checkpoint, which is HQ-SAM vit_tiny"
     )
     assert not (tmp_path / "x").exists()
