@@ -165,6 +165,16 @@ def real_folder_640(real_checkpoint, export_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_640_f32_val(real_folder_640) -> dict:
+    """``segedge val`` of :func:`real_folder_640` in f32 on coco128-seg, both backends (:func:`run_val`'s result),
+    measured once: test_val holds it to ultralytics' own val, test_quantize holds the f32 quantize recorded to it."""
+    from segedge.evaluation.val import run_val
+
+    data = _need(SHARED / "coco128-seg" / "data.yaml")
+    return run_val(real_folder_640, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+
+
+@pytest.fixture(scope="session")
 def seeded_fastsam_s(session_tmp) -> Path:
     """A seeded one-class FastSAM-s checkpoint (YOLOv8s-seg, nc=1) in ultralytics' .pt format."""
     from helpers import make_fastsam_checkpoint

@@ -46,8 +46,8 @@ def ultralytics_val_640(real_checkpoint, coco128, tmp_path_factory):
     return {"mask_mAP50-95": r.seg.map, "mask_mAP50": r.seg.map50, "box_mAP50-95": r.box.map, "box_mAP50": r.box.map50}
 
 
-def test_val_matches_ultralytics_val_on_both_backends(real_folder_640, coco128, ultralytics_val_640):
-    result = run_val(real_folder_640, coco128, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+def test_val_matches_ultralytics_val_on_both_backends(real_640_f32_val, ultralytics_val_640):
+    result = real_640_f32_val  # run_val of the real folder in f32 on coco128-seg, both backends (conftest.py)
     assert result["data"]["images"] == 80 and result["data"]["instances"] == 562
     assert [(r["backend"], r["precision"]) for r in result["rows"]] == [("openvino", "f32"), ("onnxruntime", "f32")]
     for row in result["rows"]:
