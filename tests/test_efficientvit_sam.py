@@ -20,6 +20,7 @@ from helpers import (
     make_efficientvit_sam_checkpoint,
     mask_iou,
     nonempty_ious,
+    run_cli,
     run_segedge,
 )
 from segedge.errors import CheckpointError
@@ -121,9 +122,10 @@ def test_everything_agrees_with_the_packages_generator(evit_ckpt, evit_folder, b
     )
 
 
-def test_folder_and_cli(evit_ckpt, evit_folder, bus, tmp_path):
-    """A SAM folder with a 512 encoder in the 1024 prompt frame; `segedge segment` with a click gives the
-    package's mask; the export command checks --variant and names the right command for other checkpoints."""
+def test_folder_and_cli(evit_ckpt, evit_folder, bus, tmp_path, capsys):
+    """A SAM folder with a 512 encoder in the 1024 prompt frame; `segedge segment` with a click (a fresh process) gives
+    the package's mask; the export command checks --variant (in process: only the message is tested) and names the
+    right command for other checkpoints."""
     from segedge.manifest import load_model_folder
 
     m = load_model_folder(evit_folder).manifest
@@ -150,10 +152,11 @@ def test_folder_and_cli(evit_ckpt, evit_folder, bus, tmp_path):
     assert record["count"] == 1 and 0.01 < fill < 0.99 and iou >= 0.9999
     assert abs(record["instances"][0]["score"] - float(scores[0])) < 1e-4
 
-    done = run_segedge(
-        "export", "efficientvit-sam", "--checkpoint", str(evit_ckpt), "--variant", "xl1", "--out", str(tmp_path / "x")
+    capsys.readouterr()
+    code, _, err = run_cli(
+        capsys, "export", "efficientvit-sam", "--checkpoint", evit_ckpt, "--variant", "xl1", "--out", tmp_path / "x"
     )
-    assert done.returncode != 0 and done.stderr.strip().splitlines()[-1] == (
+    assert code != 0 and err.strip().splitlines()[-1] == (
         "error: --variant xl1 does not match the checkpoint, which is EfficientViT-SAM l0"
     )
     assert not (tmp_path / "x").exists()
