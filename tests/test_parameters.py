@@ -52,7 +52,7 @@ def test_cli_flags_and_api_fields_come_from_the_declarations():
     assert "(default 32)" in flags["--points-per-side"].help
     assert "SAM 2: 0.8" in flags["--pred-iou-thresh"].help and "SAM: 0.88" not in flags["--pred-iou-thresh"].help
     fields = EverythingRequest.model_fields
-    assert set(fields) == {"model", "image_id", "retina", *PARAMETERS}
+    assert set(fields) == {"model", "image_id", "retina", "classes", *PARAMETERS}  # classes: YOLOE, by name
     assert "at most 64 here" in fields["points_per_side"].description
     assert fields["crop_layers"].annotation == int | None and fields["conf"].annotation == float | None
 
