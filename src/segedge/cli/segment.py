@@ -85,7 +85,7 @@ def _segment_stages(args, folder, family: str, backend: str):
             points=points,
             point_labels=labels,
             boxes=args.box,
-            texts=None if clip is None else [t for group in args.text for t in group],
+            texts=args.text if clip is not None else None,
             clip=clip,
             conf=args.conf,
             iou=args.iou,

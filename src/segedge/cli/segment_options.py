@@ -44,7 +44,7 @@ def _add_inputs(seg) -> None:
     add_prompt_options(seg)
     seg.add_argument(
         "--text",
-        action="append",
+        action="extend",
         metavar="TEXT",
         nargs="+",
         help="text prompts: YOLOE folders detect these classes (--text person 'red car'); FastSAM keeps the masks "
@@ -219,7 +219,7 @@ def vocabulary(model, args) -> None:
     first); nothing given: the folder's built-in classes."""
     import numpy as np
 
-    names = [t for group in args.text or [] for t in group]
+    names = list(args.text or [])
     parts = [model.embed_classes(names)] if names else []
     if args.refer_box:
         parts.append(model.refer(args.refer_image, args.refer_box))

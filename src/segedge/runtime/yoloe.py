@@ -70,7 +70,7 @@ class Yoloe(Yolo):
         """Detect ``names`` from now on (class ids are their positions); raises :class:`PromptError` for an empty
         list, more names than the folder's ``class_slots``, duplicates or empty names."""
         names = check_class_names(names, self.class_slots)
-        self.set_vocabulary(names, self.embed_classes(names))
+        self.set_vocabulary(names, self.text_embeddings(names))
 
     def set_vocabulary(self, names: list[str], embeddings: np.ndarray) -> None:
         """Detect ``names`` with their ``embeddings (len(names), E)`` (text or visual prompt embeddings)."""
