@@ -64,5 +64,6 @@ fi
 "$VENV/bin/ruff" check . || { echo "error: ruff check found problems (see above)" >&2; exit 1; }
 "$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --check . >&2; echo "error: files not formatted: run '$VENV/bin/ruff format .'" >&2; exit 1; }
 # The suite runs in a random order: pytest-randomly prints "Using --randomly-seed=N" (repeat an order with
-# --randomly-seed=N, file order with -p no:randomly).
-exec "$VENV/bin/python" -m pytest "$@"
+# --randomly-seed=N, file order with -p no:randomly), in two pytest-xdist workers that take a test file each at a
+# time (SEGEDGE_TEST_WORKERS=0: one process; docs/development.md says what the two workers share).
+exec "$VENV/bin/python" -m pytest -n "${SEGEDGE_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -143,14 +143,21 @@ def ov_cache(session_tmp) -> Path:
     return path
 
 
+def shared_exports_root(config) -> Path:
+    """Where the run's exports go: beside the workers' own temporary folders (pytest-xdist gives each worker
+    ``<run>/popen-gwN``), so that both workers share them; in one process, the run's temporary folder."""
+    base = config._tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "segedge-exports"
+
+
 @pytest.fixture(scope="session")
 def export_cache(session_tmp, ov_cache, request):
-    """One export per (checkpoint, options) for the whole run (tests/export_cache.py); at the end every cached
-    folder is re-hashed, so a test that wrote into a shared (hard-linked) file fails the run."""
+    """One export per (checkpoint, options) for the whole run, shared by the workers (tests/export_cache.py); at the
+    end every cached folder this worker used is re-hashed, so a test that wrote into a shared (hard-linked) file fails
+    the run."""
     from export_cache import ExportCache
 
-    cache = ExportCache(session_tmp / "exports")
-    request.config._segedge_export_cache = cache  # its bill goes into the terminal summary
+    cache = ExportCache(shared_exports_root(request.config))
     yield cache
     problems = cache.verify()
     assert not problems, f"a test changed a cached export in place: {problems}"
@@ -309,12 +316,11 @@ def pytest_terminal_summary(terminalreporter, config):
             f"time by test file ({sum(by_file.values()) / 60:.1f} min in tests): "
             + ", ".join(f"{Path(name).name} {secs:.0f} s" for name, secs in ranked)
         )
-    cache = getattr(config, "_segedge_export_cache", None)
-    if cache is not None and cache.log:
-        bill = ", ".join(f"{key.split('|')[0].rsplit('.', 1)[-1]} {s:.0f} s" for key, s in cache.log)
-        terminalreporter.write_line(
-            f"export cache: {len(cache.log)} shared exports, {sum(s for _, s in cache.log):.0f} s ({bill})"
-        )
+    bill_file = shared_exports_root(config) / "bill.txt"  # every worker's exports (export_cache.py)
+    if bill_file.exists():
+        log = [(name, float(s)) for name, s in (line.split("\t") for line in bill_file.read_text().splitlines())]
+        bill = ", ".join(f"{name} {s:.0f} s" for name, s in log)
+        terminalreporter.write_line(f"export cache: {len(log)} shared exports, {sum(s for _, s in log):.0f} s ({bill})")
     count = getattr(config, "_segedge_heavy_deselected", 0)
     if count:
         terminalreporter.write_line(

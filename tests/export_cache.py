@@ -14,10 +14,16 @@ fails the run instead of silently changing what later tests see.
 
 The checkpoint's path is part of what the references read (``helpers._CHECKPOINT_KINDS``: which architecture a
 seeded file holds), so a cached folder is exported from the checkpoint file the test gave, never from a copy.
+
+The suite runs in two pytest-xdist workers (``scripts/test.sh``): they share one cache folder, one export per key
+for both, under a file lock per key (the second worker to ask waits for the first's export). Seeded checkpoints are
+built the same way in each worker, so their sha256 (the key) is the same.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -46,17 +52,29 @@ class ExportCache:
         return f"{export.__module__}.{export.__qualname__}|{sha256_file(checkpoint)}|{opts}"
 
     def folder(self, export: Callable, checkpoint: str | os.PathLike, name: str | None = None, **options) -> Path:
-        """The folder ``export(checkpoint, out, **options)`` writes, exported once per run. Read only: use
-        :meth:`copy` to change it. ``name``: the folder's own name where a test reads it (served models are named
-        after their folders); the first ask names it, the name is not part of the key."""
+        """The folder ``export(checkpoint, out, **options)`` writes, exported once per run (by whichever worker asks
+        first). Read only: use :meth:`copy` to change it. ``name``: the folder's own name where a test reads it
+        (served models are named after their folders); the first ask names it, the name is not part of the key."""
         checkpoint = Path(checkpoint)
         key = self.key(export, checkpoint, options)
         if key not in self.folders:
-            out = self.root / f"{len(self.folders):02d}" / (name or f"{export.__name__}-{checkpoint.stem}")
-            start = time.perf_counter()
-            self.folders[key] = Path(export(checkpoint, out, **options))
-            self.log.append((key, time.perf_counter() - start))
-            self.manifests[key] = sha256_file(self.folders[key] / MANIFEST_NAME)
+            slot = self.root / hashlib.sha256(key.encode()).hexdigest()[:16]
+            with open(f"{slot}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                done = slot / "done.json"
+                if done.exists():
+                    folder = slot / json.loads(done.read_text())["name"]
+                else:
+                    out = slot / (name or f"{export.__name__}-{checkpoint.stem}")
+                    start = time.perf_counter()
+                    folder = Path(export(checkpoint, out, **options))
+                    seconds = time.perf_counter() - start
+                    self.log.append((key, seconds))
+                    with open(self.root / "bill.txt", "a") as bill:
+                        bill.write(f"{key.split('|')[0].rsplit('.', 1)[-1]}\t{seconds:.1f}\n")
+                    done.write_text(json.dumps({"name": folder.name, "key": key}))
+            self.folders[key] = folder
+            self.manifests[key] = sha256_file(folder / MANIFEST_NAME)
         return self.folders[key]
 
     def copy(self, export: Callable, checkpoint: str | os.PathLike, dest: str | os.PathLike, **options) -> Path:

@@ -120,7 +120,8 @@ def test_raw_outputs_pytorch_vs_backends(torch_model, runtimes, shared_images, r
             worst[name] = [max(a, b) for a, b in zip(w, (box_err, score_err, coef_err, proto_err))]
     for name, (box_err, score_err, coef_err, proto_err) in worst.items():
         record_property(
-            f"{name}_max_abs_err", {"box_px": box_err, "score": score_err, "coeff": coef_err, "proto": proto_err}
+            f"{name}_max_abs_err",  # plain floats: pytest-xdist sends properties between processes
+            {"box_px": float(box_err), "score": float(score_err), "coeff": float(coef_err), "proto": float(proto_err)},
         )
         print(f"{name}: box {box_err:.2e} px, score {score_err:.2e}, coeff {coef_err:.2e}, proto {proto_err:.2e}")
         assert box_err < 2e-2 and score_err < 1e-3 and coef_err < 1e-2 and proto_err < 1e-2, (name, worst[name])
