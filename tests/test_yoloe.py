@@ -14,6 +14,7 @@ from helpers import reference_masks, run_cli
 from yoloe_helpers import CLASSES, make_text_encoder, make_yoloe_checkpoint, text_embeddings, ultralytics_yoloe_predict
 
 from segedge.errors import CheckpointError, PromptError
+from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.yoloe import Yoloe
 
@@ -76,25 +77,54 @@ def _matched(ours, ref, photo: str) -> int:
 
 def test_text_encoder_and_tokens_match_the_torchscript_one(yoloe11, text_encoder):
     """Tokens = open_clip's tokenizer (the BPE ultralytics' clip.tokenize uses); class embeddings = ultralytics'
-    get_text_pe with the TorchScript encoder (its reprta included), cosine >= 0.9999, on both backends; one
-    text-encoder call per new class, none for a class seen before."""
+    get_text_pe with the TorchScript encoder (its reprta included, all 77 positions), cosine >= 0.9999, on both
+    backends, from the folder's 24-token graph: 7 names of 1-22 tokens in one call of 8; a 23-token name refused in
+    one line; one text-encoder call per new class, none for one seen."""
     import open_clip
     from ultralytics import YOLOE
 
     ckpt, folder = yoloe11
-    names = [*NAMES, "traffic light", "a PHOTO of   dogs!", "café au lait", "x" * 300]  # long: cut at 77 tokens
+    longest = "a small red car parked beside the tall green tree at the left edge of the old road on a sunny day"  # 22
+    names = [*NAMES, "traffic light", "a PHOTO of   dogs!", longest, "café au lait", "x" * 300]  # cut at 77 tokens
     torch_model = YOLOE(str(ckpt)).model
-    expected = text_embeddings(torch_model, text_encoder, names[:7])[0].numpy()
+    expected = text_embeddings(torch_model, text_encoder, names[:8])[0].numpy()
     for backend in ("openvino", "onnxruntime"):
         model = Yoloe(folder, backend=backend, precision="f32")
+        assert model.text_batch == (8, 24)
         tokens = np.concatenate([model.tokenizer(n) for n in names])
         assert np.array_equal(tokens, open_clip.tokenize(names).numpy())
-        got = model.embed_classes(names[:7])
-        assert got.shape == (7, 512) and np.abs(got - expected).max() < 2e-5
+        runs = _count_runs(model)
+        got = model.embed_classes(names[:8])
+        assert runs == {"text_encoder": 1}  # 8 new names, one call
+        assert got.shape == (8, 512) and np.abs(got - expected).max() < 2e-5
         assert (np.sum(got * expected, axis=1) >= 0.9999).all()
-        assert model.text_embeddings.encoder_calls == 7
-        model.set_classes(names[:3] + ["zebra"])
-        assert model.text_embeddings.encoder_calls == 8 and model.names == names[:3] + ["zebra"]
+        assert model.text_embeddings.encoder_calls == 8
+        model.set_classes(names[:3] + ["zebra", "striped horse"])
+        assert model.text_embeddings.encoder_calls == 10 and model.names == names[:3] + ["zebra", "striped horse"]
+        assert runs == {"text_encoder": 2}  # two new names, one more call
+        with pytest.raises(PromptError, match=r"longer than this folder's text encoder takes \(22 tokens"):
+            model.set_classes([longest.replace("sunny", "sunny summer")])  # 23 BPE tokens
+        assert model.names == names[:3] + ["zebra", "striped horse"]
+
+
+def _count_runs(model: Yoloe) -> dict[str, int]:
+    """``{graph: runs}`` of the graphs ``model`` compiles from now on, counted as they run."""
+    runs: dict[str, int] = {}
+    compile_graph = model._compile
+
+    def counting(name, *args, **kwargs):
+        compiled, runs[name] = compile_graph(name, *args, **kwargs), 0
+        run = compiled.run
+
+        def counted(feed):
+            runs[name] += 1
+            return run(feed)
+
+        compiled.run = counted
+        return compiled
+
+    model._compile = counting
+    return runs
 
 
 def _text_parity(checkpoint: Path, folder: Path, text_encoder: Path, photos: list[Path], **reference_options) -> int:
@@ -220,6 +250,53 @@ def test_export_refusals(yoloe11, text_encoder, tmp_path):
     with pytest.raises(CheckpointError, match="does not fit MobileCLIP-B's text encoder"):
         export_yoloe(ckpt, tmp_path / "c", text_encoder=tmp_path / "small.pt")
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+@pytest.mark.parametrize("which", ["yoloe11", "yoloe26"])
+def test_prompt_free_matches_ultralytics(which, request, text_encoder, shared_images, photos, session_tmp, capsys):
+    """A prompt-free (-pf) checkpoint (ultralytics' set_vocab recipe on the seeded one, 14 names, a third of the
+    P3/P4 anchors below its proposal filter) exports with its fixed vocabulary; on both backends every detection is
+    matched to ultralytics' YOLOE predictor on the -pf checkpoint (class, box 0.5 px, score 1e-4, mask IoU >= 0.99;
+    YOLOE-11: NMS on each anchor's best class, YOLOE-26: top-k); the graph drops the anchors ultralytics' filter
+    drops; class names and visual prompts are refused in one line."""
+    from yoloe_helpers import PF_VOCABULARY, make_prompt_free_checkpoint
+
+    from segedge.export.yoloe import export_yoloe
+    from segedge.export.yoloe_prompt_free import DROPPED
+
+    ckpt, _ = request.getfixturevalue(which)
+    pf = make_prompt_free_checkpoint(session_tmp / f"{which}-pf.pt", ckpt, text_encoder, shared_images)
+    folder = request.getfixturevalue("export_cache").folder(export_yoloe, pf, name=f"{which}-pf")
+    m = load_model_folder(folder).manifest
+    assert m.params["prompt_free"] and m.classes == list(PF_VOCABULARY) and m.params["class_topk"] == 8
+    assert set(m.graphs) == {"model"} and m.params["decoding"] == ("topk" if which == "yoloe26" else "nms")
+    refs = {photo.name: ultralytics_yoloe_predict(pf, photo, None, None, retina_masks=True) for photo in photos}
+    compared = 0
+    for backend in ("openvino", "onnxruntime"):
+        model = Yoloe(folder, backend=backend, precision="f32")
+        for photo in photos:
+            compared += _matched(model.everything(photo), refs[photo.name], photo.name)
+        (_, logits, _, ids), _ = model.infer(model.preprocess(read_image(photos[0]))[0])
+        p3_p4 = logits[0, : 80 * 80 + 40 * 40, 0]
+        assert 0.15 < float((p3_p4 == DROPPED).mean()) < 0.5 and not (logits[0, 80 * 80 + 40 * 40 :] == DROPPED).any()
+        assert ids.shape == logits.shape == (1, 8400, 8) and (np.diff(logits[0], axis=1) <= 0).all()
+        with pytest.raises(PromptError, match="fixed vocabulary of 14 classes and takes no class names"):
+            model.set_classes(["cat"])
+        with pytest.raises(PromptError, match="fixed vocabulary of 14 classes and takes no visual prompts"):
+            model.refer(photos[0], [[0, 0, 9, 9]])
+    assert compared >= (300 if which == "yoloe11" else 400), compared
+    code, _, err = run_cli(
+        capsys,
+        "segment",
+        str(photos[0]),
+        "--model",
+        str(folder),
+        "--text",
+        "cat",
+        "--out",
+        str(session_tmp / f"{which}-pf-out"),
+    )
+    assert code == 2 and "fixed vocabulary" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_text_tower_reads_mobileclip_names(text_encoder, tmp_path):

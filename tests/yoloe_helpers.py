@@ -107,5 +107,45 @@ def ultralytics_yoloe_predict(checkpoint: Path, image: Path, names, embeddings, 
     from ultralytics import YOLOE
 
     model = YOLOE(str(checkpoint))
-    model.set_classes(list(names), embeddings)
+    if names is not None:  # None: the checkpoint's own classes (a prompt-free one takes none)
+        model.set_classes(list(names), embeddings)
     return model.predict(str(image), imgsz=imgsz, rect=False, device="cpu", verbose=False, **options)[0]
+
+
+#: a prompt-free checkpoint's vocabulary here: the prompted classes and others (ultralytics' own: 4585 RAM tags)
+PF_VOCABULARY = (*CLASSES, "zebra", "giraffe", "tree", "window", "wheel", "road", "sky", "building")
+PF_DROPPED = 0.3  # about this share of P3/P4 anchors fails the proposal filter on the calibration photos
+
+
+def make_prompt_free_checkpoint(path: Path, prompted: Path, text_encoder: Path, images: list[Path]) -> Path:
+    """A prompt-free (``-pf``) checkpoint made from the seeded ``prompted`` one with ultralytics' own recipe
+    (``get_vocab`` on the prompted model, ``set_vocab`` on the prompt-free one; ``get_vocab`` with the embeddings
+    given, since it would download the text model): :data:`PF_VOCABULARY` fused into LRPC heads. The proposal
+    filter (``pf``: the first channel of what was the embedding conv) is shifted so that :data:`PF_DROPPED` of the
+    P3/P4 anchors fall below ultralytics' 0.001 on ``images``: the filter has work to do."""
+    import copy
+
+    import torch
+    from ultralytics import YOLOE
+
+    model = YOLOE(str(prompted)).model.eval()
+    if getattr(model.model[-1], "one2one_cv2", None) is not None:  # YOLOE-26: its end-to-end branch, as exported
+        model.model[-1].end2end = True
+    names = list(PF_VOCABULARY)
+    unfused = copy.deepcopy(model)
+    unfused.set_classes(names, text_embeddings(model, text_encoder, names))
+    head = unfused.model[-1]
+    head.fuse(unfused.pe)  # what get_vocab does once it has the embeddings
+    vocab = torch.nn.ModuleList(c[-1] for c in (head.one2one_cv3 if head.end2end else head.cv3))
+    model.set_vocab(vocab, names)
+    lrpc = model.model[-1].one2one_lrpc if hasattr(model.model[-1], "one2one_lrpc") else model.model[-1].lrpc
+    seen = []
+    hooks = [h.pf.register_forward_hook(lambda m, i, o: seen.append(o[:, 0].flatten())) for h in lrpc if h.enabled]
+    with torch.no_grad():
+        model.predict(_photos(images, 640))
+        for h in hooks:
+            h.remove()
+        shift = math.log(0.001 / 0.999) - float(torch.cat(seen).quantile(PF_DROPPED))
+        for h in lrpc:
+            h.pf.bias[0] += shift
+    return save_ultralytics_checkpoint(model, path, Path(prompted).stem + ".yaml", 640, "8.4.0", "2026-01-14T00:00:00")

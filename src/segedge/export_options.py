@@ -23,6 +23,7 @@ SAM2_IMAGE_SIZE = 1024  # SAM 2's own; a checkpoint does not record it
 YOLO_IMGSZ = 1024  # FastSAM's training size
 CLASS_SLOTS = 80  # YOLOE: class embeddings one call takes (ultralytics' default vocabulary size)
 VISUAL_SLOTS = 8  # YOLOE: visual-prompt classes one reference image gives
+TEXT_TOKENS = 24  # YOLOE: tokens of the longest class name its text encoder takes (start and end included)
 YOLO_PREDICT_IMGSZ = 640  # ultralytics' default (cfg/default.yaml imgsz), what YOLO-seg checkpoints are trained at
 # segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
 OUTPUT_LAYOUTS = ("channels_last_logits", "channels_last", "ultralytics")
@@ -242,6 +243,14 @@ YOLOE = ExportEntry(
             f"most visual-prompt classes one reference image gives (1-64, default {VISUAL_SLOTS})",
             int,
             VISUAL_SLOTS,
+        ),
+        Option(
+            "--text-tokens",
+            "text_tokens",
+            f"longest class name the text encoder takes, in CLIP tokens with start and end (3-77, default "
+            f"{TEXT_TOKENS}: about {4 * (TEXT_TOKENS - 2)} characters; 77 takes every name ultralytics takes, 2-3x slower)",
+            int,
+            TEXT_TOKENS,
         ),
         Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
         Option(

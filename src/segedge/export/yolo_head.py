@@ -158,3 +158,12 @@ def check_against_ultralytics(reference: tuple, ours: tuple, imgsz: int, strides
             f"channels-last head differs from ultralytics' (boxes {box_err:.3g} px, scores/coefficients "
             f"{rest_err:.3g}, prototypes {proto_err:.3g}): this head is not supported"
         )
+
+
+def prototypes_of(head, x) -> "torch.Tensor":  # noqa: F821
+    """Channels-last mask prototypes ``(1, S/4, S/4, nm)`` of a YOLO(E)-seg head for ``x = [P3, P4, P5, ...]``."""
+    if hasattr(head.proto, "feat_refine"):  # YOLO26's Proto26 fuses every level
+        prototypes = head.proto(list(x[:3]), return_semantic=False)
+    else:
+        prototypes = head.proto(x[0])
+    return prototypes.permute(0, 2, 3, 1)

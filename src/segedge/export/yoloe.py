@@ -8,13 +8,19 @@ Graphs, all static:
   :mod:`segedge.export.fastsam` out (``box_distribution``, ``class_logits (1, A, K)``, ``mask_coefficients``,
   ``prototypes``). The class logits are the head's own contrastive ones: ``BN(features) . normalize(embedding) *
   exp(logit_scale) + bias`` per level.
-- ``text_encoder``: ``tokens (1, 77) int64 -> class_embedding (1, 512)``: the text model the checkpoint names
-  (``mobileclip:blt``, ``mobileclip2:b`` or ``clip:ViT-B/32``), then the head's ``reprta`` and L2 normalisation, i.e.
-  ultralytics' ``YOLOEModel.get_text_pe`` for one class. Tokens come from CLIP's BPE (:mod:`segedge.runtime.
-  clip_tokenizer`; the vocabulary goes into the folder).
+- ``text_encoder``: ``tokens (8, L) int64 -> class_embedding (8, 512)`` (``params.text_batch = [8, L]``: 8 names per
+  call, unused rows an empty name; L = ``--text-tokens``, default 24, start and end of text included): the text
+  model the checkpoint names (``mobileclip:blt``, ``mobileclip2:b`` or ``clip:ViT-B/32``) on the first L of CLIP's
+  77 positions, then the head's ``reprta`` and L2 normalisation, i.e. ultralytics' ``YOLOEModel.get_text_pe``.
+  Exact, not an approximation: the text transformer is causal and pools the end-of-text token, so no position after
+  it reaches the embedding (checked at export against the 77-position model). A longer name is refused at run time;
+  ``--text-tokens 77`` takes every name ultralytics takes, at 2-3x the cost. Tokens come from CLIP's BPE
+  (:mod:`segedge.runtime.clip_tokenizer`; the vocabulary goes into the folder).
 - ``visual_prompt``: ``images`` and ``prompt_masks (1, Q, S/8, S/8)`` (Q = ``params.visual_slots``; one mask per
   class, 1 inside its example boxes) -> ``prompt_embeddings (1, Q, 512)``: the head's SAVPE, ultralytics'
   ``get_visual_pe``. Those embeddings go into ``model`` as class embeddings: "find more of these" on other images.
+
+A prompt-free (``-pf``) checkpoint has a fixed vocabulary instead: :mod:`segedge.export.yoloe_prompt_free`.
 
 A checkpoint with class embeddings (``model.pe``, what ``YOLOE.set_classes`` stores) keeps them as the folder's default
 vocabulary (``class_embeddings.npy`` with ``classes``). YOLOE-26's end-to-end head is exported and decoded by top-k as
@@ -43,13 +49,18 @@ from segedge.export.common import (
 )
 from segedge.export.fastsam import ULTRALYTICS_PREDICT, letterbox_preprocess
 from segedge.export.text_tower import TEXT_MODELS, load_text_tower
-from segedge.export.yolo_head import check_against_ultralytics, ultralytics_reference
+from segedge.export.yolo_head import check_against_ultralytics, prototypes_of, ultralytics_reference
 from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
-from segedge.export_options import CLASS_SLOTS, VISUAL_SLOTS, YOLO_PREDICT_IMGSZ
+from segedge.export.yoloe_prompt_free import export_prompt_free, is_prompt_free
+from segedge.export_options import CLASS_SLOTS, TEXT_TOKENS, VISUAL_SLOTS, YOLO_PREDICT_IMGSZ
 from segedge.manifest import Manifest
 from segedge.postprocess.yolo_seg import LOGITS, OUTPUT_NAMES
 
 EMBEDDINGS_FILE = "class_embeddings.npy"
+# names per call of the text encoder (tokens per name: export_options.TEXT_TOKENS). Measured on a 2-core AMX Xeon
+# (benchmarks/results/yoloe_text_graph_amx.md, OpenVINO f32 / bf16): 8 x 24 tokens 78 / 22 ms per call, 1 x 24
+# 23 / 9: a list of 20 new names 235 / 65 ms instead of 456 / 175; one new name costs a whole call (78 / 22 ms).
+TEXT_NAMES_PER_CALL = 8
 #: ultralytics' YOLOE predict defaults: its predict defaults, but NMS across classes (``YOLOE.predict``'s
 #: ``agnostic_nms=True``: a box named by two of the user's words is one object)
 YOLOE_PREDICT = {**ULTRALYTICS_PREDICT, "defaults": "yoloe_predict", "agnostic": True}
@@ -58,8 +69,8 @@ YOLOE_PREDICT = {**ULTRALYTICS_PREDICT, "defaults": "yoloe_predict", "agnostic":
 def load_yoloe(checkpoint: str | os.PathLike, end2end: bool = True):
     """An eval-mode, fused float32 ``YOLOESegModel`` from an ultralytics YOLOE segmentation checkpoint; ``end2end``
     picks a YOLOE-26 head's one-to-one branches (as :func:`segedge.export.fastsam.load_yolo_seg`). Refuses, in one
-    line each: other files, detection-only YOLOE, prompt-free (``-pf``) checkpoints and heads whose class embeddings
-    were fused into their weights."""
+    line each: other files, detection-only YOLOE and heads whose class embeddings were fused into their weights
+    (prompt-free ``-pf`` heads are fused by design: :mod:`segedge.export.yoloe_prompt_free`)."""
     path = check_checkpoint_file(checkpoint)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics.nn.modules.head import YOLOEDetect
@@ -81,11 +92,7 @@ def load_yoloe(checkpoint: str | os.PathLike, end2end: bool = True):
         )
     if not hasattr(head, "cv5"):
         raise CheckpointError(f"{path} is a YOLOE detection checkpoint; segedge exports YOLOE -seg checkpoints")
-    if hasattr(head, "lrpc"):
-        raise CheckpointError(
-            f"{path} is a prompt-free (-pf) YOLOE checkpoint, not supported yet; export the prompted checkpoint"
-        )
-    if head.is_fused:
+    if head.is_fused and not hasattr(head, "lrpc"):  # a prompt-free head is fused by set_vocab
         raise CheckpointError(
             f"{path} has its class embeddings fused into the head (a fixed vocabulary); export the checkpoint "
             "as trained, before set_classes + fuse"
@@ -115,11 +122,7 @@ def _prompted_forward(self, x):
         torch.cat([rows(contrastive[i](cls[i](feats[i]), embeddings)) for i in levels], 1),
         torch.cat([rows(mask[i](feats[i])) for i in levels], 1),
     )
-    if hasattr(self.proto, "feat_refine"):  # YOLOE-26's Proto26 fuses every level
-        prototypes = self.proto(list(feats), return_semantic=False)
-    else:
-        prototypes = self.proto(feats[0])
-    return (*outputs, prototypes.permute(0, 2, 3, 1))
+    return (*outputs, prototypes_of(self, feats))
 
 
 def prompted_graph(model):
@@ -155,11 +158,16 @@ def visual_graph(model):
     return Visual().eval()
 
 
-def text_graph(tower, head):
-    """``tokens (1, 77) -> class_embedding (1, E)``: the text tower's normalised embedding through ``head.reprta``,
-    normalised (ultralytics' ``get_text_pe`` then ``get_tpe``)."""
+def text_graph(tower, head, context: int | None = None):
+    """``tokens (B, context) -> class_embedding (B, E)``: the text tower's normalised embedding through
+    ``head.reprta``, normalised (ultralytics' ``get_text_pe`` then ``get_tpe``). ``context`` below the tower's 77
+    positions keeps the first ``context`` of its causal mask (exact for names whose end-of-text token falls inside)."""
     import torch
     import torch.nn.functional as F
+
+    if context is not None and context < tower.text.attn_mask.shape[0]:
+        tower = copy.deepcopy(tower)
+        tower.text.attn_mask = tower.text.attn_mask[:context, :context].clone()
 
     class Text(torch.nn.Module):
         def __init__(self):
@@ -181,6 +189,7 @@ def export_yoloe(
     text_encoder: str | os.PathLike | None = None,
     class_slots: int = CLASS_SLOTS,
     visual_slots: int = VISUAL_SLOTS,
+    text_tokens: int = TEXT_TOKENS,
     variant: str | None = None,
     simplify: bool = True,
     overwrite: bool = False,
@@ -191,7 +200,7 @@ def export_yoloe(
     path. ``text_encoder``: the text model's weights (ultralytics' ``mobileclip_blt.ts`` / ``mobileclip2_b.ts``,
     OpenAI's ``ViT-B-32.pt``; default: downloaded by ultralytics for the name the checkpoint records).
     ``class_slots``: class embeddings one call takes (1-1024); ``visual_slots``: visual-prompt classes one reference
-    image gives (1-64)."""
+    image gives (1-64); ``text_tokens``: the longest class name's tokens, start and end of text included (3-77)."""
     check_output_folder(out_dir, overwrite)
     import numpy as np
 
@@ -199,9 +208,19 @@ def export_yoloe(
         raise CheckpointError(f"--imgsz must be a multiple of 32 and at least 64, got {imgsz}")
     if not 1 <= class_slots <= 1024:
         raise CheckpointError(f"--class-slots must be 1-1024, got {class_slots}")
+    if not 3 <= text_tokens <= 77:
+        raise CheckpointError(f"--text-tokens must be 3-77 (CLIP's context), got {text_tokens}")
     if not 1 <= visual_slots <= min(class_slots, 64):
         raise CheckpointError(f"--visual-slots must be 1-{min(class_slots, 64)}, got {visual_slots}")
     model = load_yoloe(checkpoint, end2end)
+    if is_prompt_free(model):
+        if text_encoder is not None:
+            raise CheckpointError(
+                f"{checkpoint} is a prompt-free (-pf) checkpoint: it takes no text, drop --text-encoder"
+            )
+        return export_prompt_free(
+            model, checkpoint, out_dir, imgsz, variant, simplify, split_c2f, overwrite, YOLOE_PREDICT
+        )
     head = model.model[-1]
     text_model = str(getattr(model, "text_model", None) or model.yaml.get("text_model", "mobileclip:blt"))
     if text_model not in TEXT_MODELS:
@@ -212,7 +231,7 @@ def export_yoloe(
     graphs, params = _checked_graphs(model, imgsz, class_slots, split_c2f)
     ckpt = Path(checkpoint)
     with staging_folder(out_dir, overwrite) as folder:
-        specs = _write_graphs(folder, graphs, text_graph(tower, head), model, imgsz, visual_slots, simplify)
+        specs = _write_graphs(folder, graphs, (tower, head, text_tokens), model, imgsz, visual_slots, simplify)
         from segedge.export.clip import VOCAB_FILE, copy_vocabulary
 
         copy_vocabulary(folder)
@@ -233,6 +252,7 @@ def export_yoloe(
                 "visual_slots": visual_slots,
                 "vocabulary": VOCAB_FILE,
                 "context_length": 77,
+                "text_batch": [TEXT_NAMES_PER_CALL, text_tokens],
                 **YOLOE_PREDICT,
                 "decoding": "topk" if head.end2end else "nms",
             },
@@ -280,7 +300,8 @@ def _checked_graphs(model, imgsz: int, class_slots: int, split_c2f: bool) -> tup
 
 
 def _write_graphs(folder: Path, graphs: dict, text, model, imgsz: int, visual_slots: int, simplify: bool) -> dict:
-    """The folder's three graphs (module docstring) written to ``folder``: ``{name: GraphSpec}``."""
+    """The folder's three graphs (module docstring) written to ``folder``: ``{name: GraphSpec}``; ``text`` is
+    ``(tower, head, tokens per name)``."""
     import torch
 
     image = torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8)
@@ -289,8 +310,9 @@ def _write_graphs(folder: Path, graphs: dict, text, model, imgsz: int, visual_sl
     spec = export_graph(graphs["ir"], example, folder, "model", inputs, outputs, simplify)
     if graphs["ir"] is not graphs["onnx"]:  # the ONNX (ONNX Runtime's graph) without the IR-only rewrite
         spec = export_graph(graphs["onnx"], example, folder, "model", inputs, outputs, simplify, openvino=False)
-    tokens = torch.zeros(1, 77, dtype=torch.long)
-    tokens[0, 0], tokens[0, 1] = 49406, 49407  # start and end of text
+    tower, head, length = text
+    text = text_graph(tower, head, context=length)
+    tokens = _check_text_graph(text_graph(tower, head), text, length)
     masks = torch.zeros(1, visual_slots, imgsz // 8, imgsz // 8)
     masks[..., : imgsz // 16, : imgsz // 16] = 1.0
     with torch.no_grad():
@@ -302,3 +324,26 @@ def _write_graphs(folder: Path, graphs: dict, text, model, imgsz: int, visual_sl
                 ["prompt_embeddings"], simplify,
             ),
         }  # fmt: skip
+
+
+def _check_text_graph(full, short, length: int):
+    """Probe tokens ``(B, length)`` (B = :data:`TEXT_NAMES_PER_CALL` names of 1 to ``length - 2`` random BPE tokens)
+    after checking that ``short`` (the first ``length`` positions) gives the 77-position model's embeddings for them
+    (max abs <= 1e-5; else :class:`CheckpointError`)."""
+    import torch
+
+    count = TEXT_NAMES_PER_CALL
+    generator = torch.Generator().manual_seed(2)
+    tokens = torch.zeros(count, 77, dtype=torch.long)
+    for row in range(count):
+        n = 1 + row * (length - 3) // max(count - 1, 1)  # 1 .. length-2 tokens between start and end of text
+        tokens[row, 0], tokens[row, n + 1] = 49406, 49407
+        tokens[row, 1 : n + 1] = torch.randint(256, 49406, (n,), generator=generator)
+    with torch.no_grad(), one_torch_thread():
+        want, got = full(tokens), short(tokens[:, :length])
+    error = float((want - got).abs().max())
+    if not error <= 1e-5:
+        raise CheckpointError(
+            f"the {length}-token text graph differs from the 77-token one by {error:.2g} (limit 1e-5)"
+        )
+    return tokens[:, :length].clone()

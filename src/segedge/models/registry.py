@@ -142,6 +142,20 @@ MODELS: dict[str, ModelSpec] = {
         ),
         *(
             ModelSpec(
+                f"{gen}{size}-seg-pf",
+                "yoloe",
+                f"{gen}{size}-seg-pf.pt",
+                f"{base}{gen}{size}-seg-pf.pt",
+                None,
+                640,
+                what,
+            )
+            for gen, (base, sizes) in _YOLOE_SEG.items()
+            for size in sizes
+            for what in (f"{gen.upper()}-seg {size} prompt-free (its own 4585-name vocabulary)",)
+        ),
+        *(
+            ModelSpec(
                 f"sam2.1_hiera_{v}",
                 "sam2",
                 f"sam2.1_hiera_{v}.pt",
@@ -218,6 +232,7 @@ ALIASES = {
     "fastsam-x.pt": "FastSAM-x",
     **{f"{gen}{size}-seg.pt": f"{gen}{size}-seg" for gen in _YOLO_SEG for size in "nsmlx"},
     **{f"{gen}{size}-seg.pt": f"{gen}{size}-seg" for gen, (_, sizes) in _YOLOE_SEG.items() for size in sizes},
+    **{f"{gen}{size}-seg-pf.pt": f"{gen}{size}-seg-pf" for gen, (_, sizes) in _YOLOE_SEG.items() for size in sizes},
     "mobile-sam": "mobile_sam",
     "mobilesam": "mobile_sam",
     "mobile_sam.pt": "mobile_sam",

@@ -233,15 +233,19 @@ def decode_and_nms(
     max_nms: int = 30000,
     layout: str = "ultralytics",
     grid: AnchorGrid | None = None,
+    column_ids: np.ndarray | None = None,
 ) -> Candidates:
     """Confidence filter, box decoding, xywh -> xyxy, best class, optional class filter, NMS, ``max_det``.
 
     ``detections`` in ``layout`` (module docstring; ``channels_last_logits`` also needs the model's
     :class:`AnchorGrid`). ``agnostic=True`` is FastSAM's class-agnostic NMS; ``False`` keeps
-    overlapping boxes of different classes.
+    overlapping boxes of different classes. ``column_ids (A, T)``: the class of each logit column per anchor,
+    when the logits are each anchor's T best (a prompt-free YOLOE folder) rather than one column per class.
     """
     cand, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
     class_ids = class_scores.argmax(axis=1).astype(np.int64)
+    if column_ids is not None:
+        class_ids = column_ids[cand, class_ids].astype(np.int64)
     scores = class_scores.max(axis=1)
     if classes is not None:
         keep = np.isin(class_ids, np.asarray(classes, dtype=np.int64))

@@ -56,14 +56,18 @@ def decode_topk(
     max_det: int = 300,
     agnostic: bool = False,
     classes: list[int] | None = None,
+    column_ids: np.ndarray | None = None,
 ) -> Candidates:
     """The end-to-end head's detections above ``conf`` (module docstring): :class:`Candidates` in the model-input
     frame, best first, at most ``max_det``; ``classes`` keeps only those class ids (before the ``max_det`` cut, as
-    ultralytics filters them)."""
+    ultralytics filters them). ``column_ids (A, T)``: the class of each logit column per anchor when the logits are
+    each anchor's T best (:func:`~segedge.postprocess.yolo_seg.decode_and_nms`)."""
     box, cls, coeffs = logits_outputs(detections)
     if len(grid.strides) != box.shape[0]:
         raise ValueError(f"the outputs have {box.shape[0]} anchors, the anchor grid {len(grid.strides)}")
     anchors, class_ids, scores = topk_pairs(cls, max(int(max_det), MIN_TOPK), agnostic)
+    if column_ids is not None:
+        class_ids = column_ids[anchors, class_ids].astype(np.int64)
     keep = scores > conf
     if classes is not None:
         keep &= np.isin(class_ids, np.asarray(classes, dtype=np.int64))

@@ -56,15 +56,15 @@ class Clip(FolderModel):
         self.image_encoder = self._compile("image_encoder")
         self.text_encoder = self._compile("text_encoder")
         self.batch = int(self.image_encoder.inputs["images"][0])
-        self.text_embeddings = TextEmbeddings(self._encode_one)
+        self.text_embeddings = TextEmbeddings(self._encode_texts)
 
     def encode_text(self, texts: str | list[str]) -> np.ndarray:
         """``(M, 512)`` L2-normalised text embeddings (each text is encoded once, then cached)."""
         return self.text_embeddings(texts)
 
-    def _encode_one(self, text: str) -> np.ndarray:
-        emb = self.text_encoder.run({"tokens": self.tokenizer(text)})["text_embeds"][0]
-        return emb / np.linalg.norm(emb)
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        emb = np.concatenate([self.text_encoder.run({"tokens": self.tokenizer(t)})["text_embeds"] for t in texts])
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
 
     def encode_images(self, images: list[np.ndarray]) -> np.ndarray:
         """``(N, 512)`` L2-normalised embeddings of ``HxWx3 uint8`` RGB images, run in fixed batches."""

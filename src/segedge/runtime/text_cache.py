@@ -16,10 +16,11 @@ TEXT_CACHE_ENTRIES = 1024  # 2 KiB each at 512 float32
 
 
 class TextEmbeddings:
-    """``encode(text) -> (E,)`` float32 behind a cache; :meth:`__call__` embeds a list of texts, ``(M, E)``. Counts
-    the encoder's calls (:attr:`encoder_calls`): one per text not seen recently."""
+    """``encode(texts) -> (M, E)`` float32 behind a cache; :meth:`__call__` embeds a list of texts, ``(M, E)``, and
+    hands the encoder only the distinct texts not seen recently, all in one call (the encoder may batch them).
+    :attr:`encoder_calls` counts the texts encoded: one per new text."""
 
-    def __init__(self, encode: Callable[[str], np.ndarray], entries: int = TEXT_CACHE_ENTRIES):
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], entries: int = TEXT_CACHE_ENTRIES):
         self.encode = encode
         self.entries = entries
         self.encoder_calls = 0
@@ -33,17 +34,20 @@ class TextEmbeddings:
         if any(not isinstance(t, str) for t in texts):
             raise SegedgeError(f"texts must be strings, got {[type(t).__name__ for t in texts]}")
         found: dict[str, np.ndarray] = {}
-        for text in texts:
-            with self._lock:
-                cached = self._cache.get(text)
-                if cached is not None:
+        with self._lock:
+            for text in texts:
+                if text in self._cache:
                     self._cache.move_to_end(text)
-            if cached is None:
-                cached = np.asarray(self.encode(text), np.float32)
-                with self._lock:
-                    self.encoder_calls += 1
-                    self._cache[text] = cached
-                    while len(self._cache) > self.entries:
-                        self._cache.popitem(last=False)
-            found[text] = cached
+                    found[text] = self._cache[text]
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
+        if missing:
+            encoded = np.asarray(self.encode(missing), np.float32)
+            if encoded.shape[0] != len(missing):
+                raise SegedgeError(f"the text encoder gave {encoded.shape[0]} embeddings for {len(missing)} texts")
+            with self._lock:
+                self.encoder_calls += len(missing)
+                for text, row in zip(missing, encoded):
+                    self._cache[text] = found[text] = row
+                while len(self._cache) > self.entries:
+                    self._cache.popitem(last=False)
         return np.stack([found[t] for t in texts])

@@ -35,13 +35,7 @@ def check(f: Fields, data: dict, shapes) -> None:
         f.fail("graphs.model tensor 'images'", f"must be a square multiple of 32, got {s}x{s2}")
     layout = params.get("output_layout", "ultralytics")
     if layout == "channels_last_logits":
-        anchors = _anchor_count(f, params, s)
-        _, _, sides = graph_shape(f, shapes, "model", "box_distribution", (1, anchors, None), what)
-        if sides % 4:
-            f.fail("graphs.model tensor 'box_distribution'", f"must have 4 x bins channels (4 box sides), got {sides}")
-        graph_shape(f, shapes, "model", "class_logits", (1, anchors, nc), what)
-        graph_shape(f, shapes, "model", "mask_coefficients", (1, anchors, nm), what)
-        graph_shape(f, shapes, "model", "prototypes", (1, s // 4, s // 4, nm), what)
+        _check_logits_outputs(f, params, shapes, s, nc, nm)
     elif layout == "channels_last":
         graph_shape(f, shapes, "model", "detections", (1, None, 4 + nc + nm), what)
         graph_shape(f, shapes, "model", "prototypes", (1, s // 4, s // 4, nm), what)
@@ -53,6 +47,23 @@ def check(f: Fields, data: dict, shapes) -> None:
             "params.output_layout", f"must be 'channels_last_logits', 'channels_last' or 'ultralytics', got {layout!r}"
         )
     check_preprocess(f, data, s)
+
+
+def _check_logits_outputs(f: Fields, params: dict, shapes, s: int, nc: int, nm: int) -> None:
+    """The per-anchor outputs of a ``channels_last_logits`` graph at input size ``s``."""
+    what = "fastsam"
+    anchors = _anchor_count(f, params, s)
+    _, _, sides = graph_shape(f, shapes, "model", "box_distribution", (1, anchors, None), what)
+    if sides % 4:
+        f.fail("graphs.model tensor 'box_distribution'", f"must have 4 x bins channels (4 box sides), got {sides}")
+    # a prompt-free YOLOE folder keeps each anchor's best classes: logits and ids (1, A, T)
+    topk = params.get("class_topk")
+    width = nc if topk is None else f.integer(topk, "params.class_topk", lo=1, hi=nc)
+    graph_shape(f, shapes, "model", "class_logits", (1, anchors, width), what)
+    if topk is not None:
+        graph_shape(f, shapes, "model", "class_ids", (1, anchors, width), what)
+    graph_shape(f, shapes, "model", "mask_coefficients", (1, anchors, nm), what)
+    graph_shape(f, shapes, "model", "prototypes", (1, s // 4, s // 4, nm), what)
 
 
 def _anchor_count(f: Fields, params: dict, size: int) -> int:

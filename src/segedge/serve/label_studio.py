@@ -153,7 +153,7 @@ class LabelStudioBackend:
             labels = [prompts.label] * len(result)
         else:
             # an open-vocabulary model (YOLOE) is asked for the project's labels by name
-            classes = config.class_names() if family(served.family).vocabulary else None
+            classes = config.class_names() if served.open_vocabulary else None
             _, result, _, _ = self.service.everything_result(name, image_id, classes=classes)
             labels = self._class_labels(served, config, result)
         keep = [i for i, label in enumerate(labels) if label is not False]

@@ -33,11 +33,17 @@ class ServedModel:
     # an open-vocabulary model's classes are its state: one request at a time sets them and runs (serve/service.py)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    @property
+    def open_vocabulary(self) -> bool:
+        """Whether requests name the classes to find (YOLOE; not a prompt-free YOLOE folder's fixed vocabulary)."""
+        return family(self.family).vocabulary and not getattr(self.model, "prompt_free", False)
+
     def info(self, text: bool) -> dict:
         m = self.model.folder.manifest
         spec = family(self.family)
+        vocabulary = self.open_vocabulary
         prompts = [p for p in spec.prompts if p != "text"] + (["everything"] if spec.everything else [])
-        prompts += ["text"] if (text or spec.vocabulary) and "text" in spec.prompts else []
+        prompts += ["text"] if (text or vocabulary) and "text" in spec.prompts else []
         return {
             "name": self.name,
             "family": self.family,
@@ -52,8 +58,8 @@ class ServedModel:
             "point_rule": spec.point_rule,
             "score_name": spec.score_name,
             "class_labels": not spec.promptable,  # instances carry class names
-            "text_names_classes": spec.vocabulary,  # text is the classes to find (YOLOE), not a mask picked by CLIP
-            "classes": list(getattr(self.model, "names", []) or []) if spec.vocabulary else [],
+            "text_names_classes": vocabulary,  # text is the classes to find (YOLOE), not a mask picked by CLIP
+            "classes": list(getattr(self.model, "names", []) or []) if vocabulary else [],
             "options": [p.name for p in spec.options()],  # its run-time options (segedge.parameters)
             "input_size": list(m.preprocess.get("size", [])),
             "folder": Path(self.model.folder.path).name,

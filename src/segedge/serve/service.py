@@ -245,7 +245,7 @@ class SegmentService:
         else:
             if multimask:
                 raise PromptError("multimask is for SAM models; FastSAM picks from its own masks")
-            vocabulary = family(served.family).vocabulary
+            vocabulary = served.open_vocabulary
             if text and self.clip is None and not vocabulary:
                 raise PromptError("text prompts need a CLIP model: start the server with --clip CLIP_DIR")
             classes = class_list(text) if vocabulary and text else None  # YOLOE: the text names the classes
@@ -279,7 +279,7 @@ class SegmentService:
         """:meth:`everything`'s work before the JSON: ``(served model, Result, cached, timings ms)``; ``classes``:
         the class names an open-vocabulary (YOLOE) model detects this time (default: its built-in ones)."""
         served = self._model(model)
-        if classes is not None and not family(served.family).vocabulary:
+        if classes is not None and not served.open_vocabulary:
             raise PromptError(f"classes by name are for open-vocabulary models; {served.name} has fixed classes")
         if family(served.family).promptable:
             result, cached, timings = self._sam_everything(served, image_id, options)
@@ -296,7 +296,7 @@ class SegmentService:
         )
         vocabulary = tuple(classes) if classes else None
         key = ("everything", served.name, image_id, checked["conf"], checked["iou"], checked["max_det"], retina)
-        key += (vocabulary,) if family(served.family).vocabulary else ()
+        key += (vocabulary,) if served.open_vocabulary else ()
 
         def run():
             return model.everything(
@@ -308,7 +308,7 @@ class SegmentService:
             )
 
         def compute():
-            if not family(served.family).vocabulary:
+            if not served.open_vocabulary:
                 return run()
             with served.lock:  # the classes are the model's state until the next request sets them
                 model.use_classes(list(vocabulary) if vocabulary else None)
