@@ -147,8 +147,8 @@ def prompt_free_graphs(model, imgsz: int, split_c2f: bool) -> tuple[dict, dict]:
 
 
 def _same_outputs(before: tuple, after: tuple) -> None:
-    """Raise :class:`CheckpointError` unless the graph's outputs after a rewrite equal those before (float32 rounding;
-    class ids where their logits are not within rounding of the next one)."""
+    """Raise :class:`CheckpointError` unless the graph's outputs after a rewrite equal those before within float32
+    rounding. Class ids are not compared: two classes whose logits are equal within rounding may swap places."""
     limit = 1e-4 * max(1.0, float(before[4].abs().max()))
     for name, old, new in zip(OUTPUTS, before, after):
         if name == "class_ids":
