@@ -66,9 +66,7 @@ def fastsam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> d
 def yoloe_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
     """YOLOE: the letterboxed images with the class embeddings of the folder's built-in classes (the vocabulary the
     gates then measure with); the text and visual-prompt encoders stay float32 (they run once per class). A
-    prompt-free folder: the images alone (its vocabulary is in its weights)."""
-    if reference.prompt_free:
-        return {"model": [{"images": reference.preprocess(im)[0]} for im in images]}
+    prompt-free folder's feed is the images alone (its vocabulary is in its weights: no embeddings to feed)."""
     if not reference.names:
         raise SegedgeError(
             "this YOLOE folder has no built-in classes to calibrate and measure int8 with; export a checkpoint that "

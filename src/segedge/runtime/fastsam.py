@@ -151,9 +151,10 @@ class FastSam(FolderModel):
         timings["postprocess"] = (time.perf_counter() - t2) * 1e3
         return Result(rgb, boxes, inst.scores, inst.class_ids, inst.masks, self.names, timings, source)
 
-    def decode(self, detections, options: dict, agnostic: bool) -> Candidates:
+    def decode(self, detections, options: dict, agnostic: bool, column_ids=None) -> Candidates:
         """The detections kept from the network's per-anchor outputs, in the model-input frame: confidence filter and
-        NMS (:func:`~segedge.postprocess.yolo_seg.decode_and_nms`); ``options``: conf, iou, max_det, classes."""
+        NMS (:func:`~segedge.postprocess.yolo_seg.decode_and_nms`); ``options``: conf, iou, max_det, classes;
+        ``column_ids (A, T)``: the class of each logit column when the logits are each anchor's T best."""
         return decode_and_nms(
             detections,
             self.num_classes,
@@ -161,6 +162,7 @@ class FastSam(FolderModel):
             agnostic=agnostic,
             layout=self.output_layout,
             grid=self.anchor_grid,
+            column_ids=column_ids,
         )
 
     def prompt(self, result: Result, *, points=None, point_labels=None, boxes=None, texts=None, clip=None) -> Result:

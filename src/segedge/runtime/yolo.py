@@ -29,10 +29,10 @@ class Yolo(FastSam):
         super()._setup(m)
         self.decoding = str(m.params.get("decoding", "nms"))
 
-    def decode(self, detections, options: dict, agnostic: bool) -> Candidates:
+    def decode(self, detections, options: dict, agnostic: bool, column_ids=None) -> Candidates:
         """:meth:`FastSam.decode`, or for an end-to-end folder the top-k pairs above ``conf`` (no NMS)."""
         if self.decoding != "topk":
-            return super().decode(detections, options, agnostic)
+            return super().decode(detections, options, agnostic, column_ids)
         return decode_topk(
-            detections, options["conf"], self.anchor_grid, options["max_det"], agnostic, options["classes"]
+            detections, options["conf"], self.anchor_grid, options["max_det"], agnostic, options["classes"], column_ids
         )

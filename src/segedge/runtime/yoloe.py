@@ -20,8 +20,7 @@ from segedge.errors import PromptError
 from segedge.imageio import ImageSource, read_image
 from segedge.preprocess.visual_prompts import prompt_masks
 from segedge.runtime.prompt_args import check_boxes
-from segedge.postprocess.yolo_seg import OUTPUT_NAMES, Candidates, decode_and_nms
-from segedge.postprocess.yolo_topk import decode_topk
+from segedge.postprocess.yolo_seg import OUTPUT_NAMES, Candidates
 from segedge.runtime.clip_tokenizer import ClipTokenizer
 from segedge.runtime.text_cache import TextEmbeddings
 from segedge.runtime.yolo import Yolo
@@ -42,7 +41,6 @@ class Yoloe(Yolo):
         self.prompt_free = bool(m.params.get("prompt_free"))
         if self.prompt_free:  # a fixed vocabulary (segedge.export.yoloe_prompt_free): names from the manifest
             self.class_slots, self.visual_slots, self.builtin = self.num_classes, 0, None
-            self.class_topk = int(m.params["class_topk"])
             return
         self.class_slots = int(m.params["class_slots"])
         self.embed_dim = int(m.params["embed_dim"])
@@ -88,9 +86,10 @@ class Yoloe(Yolo):
         if self.text_encoder is None:
             self.text_encoder = self._compile("text_encoder")
         out = np.zeros((len(texts), self.embed_dim), np.float32)
+        empty = self.tokenizer("")[:, :length]
         for start in range(0, len(texts), count):
             chunk = tokens[start : start + count, :length]
-            batch = np.tile(self.tokenizer("")[:, :length], (count, 1))
+            batch = np.tile(empty, (count, 1))
             batch[: len(chunk)] = chunk
             out[start : start + len(chunk)] = self.text_encoder.run({"tokens": batch})["class_embedding"][: len(chunk)]
         return out
@@ -139,17 +138,14 @@ class Yoloe(Yolo):
         return out[0, : len(unique)]
 
     def embeddings_feed(self) -> dict[str, np.ndarray]:
-        """The detection graph's ``class_embeddings`` input for the current classes, ``(1, class_slots, E)``."""
-        return {EMBEDDINGS_INPUT: self._padded}
+        """The detection graph's ``class_embeddings`` input for the current classes, ``(1, class_slots, E)``; none for
+        a prompt-free folder (its vocabulary is in its weights)."""
+        return {} if self.prompt_free else {EMBEDDINGS_INPUT: self._padded}
 
     def infer(self, tensor: np.ndarray) -> tuple:
         """:meth:`FastSam.infer` with the current classes' embeddings; ``class_logits`` cut to those classes. A
         prompt-free folder's detections are ``(box_distribution, class_logits (1, A, T), mask_coefficients,
         class_ids (1, A, T))``: each anchor's T best classes (:meth:`decode`)."""
-        if self.prompt_free:
-            out = self.backend.run({"images": tensor})
-            box, logits, coefficients, prototypes = (out[name] for name in OUTPUT_NAMES[self.output_layout])
-            return (box, logits, coefficients, out["class_ids"]), prototypes
         if not self.names:
             raise PromptError(
                 "this YOLOE folder has no built-in classes: name the classes to find (--text NAME ..., "
@@ -157,6 +153,8 @@ class Yoloe(Yolo):
             )
         out = self.backend.run({"images": tensor, **self.embeddings_feed()})
         box, logits, coefficients, prototypes = (out[name] for name in OUTPUT_NAMES[self.output_layout])
+        if self.prompt_free:
+            return (box, logits, coefficients, out["class_ids"]), prototypes
         return (box, logits[..., : self.num_classes], coefficients), prototypes
 
     def decode(self, detections, options: dict, agnostic: bool) -> Candidates:
@@ -164,15 +162,7 @@ class Yoloe(Yolo):
         if len(detections) == 3:
             return super().decode(detections, options, agnostic)
         *logits, ids = detections
-        if self.decoding == "topk":
-            return decode_topk(
-                tuple(logits), options["conf"], self.anchor_grid, options["max_det"], agnostic, options["classes"],
-                column_ids=ids[0],
-            )  # fmt: skip
-        return decode_and_nms(
-            tuple(logits), self.class_topk, **options, agnostic=agnostic, layout=self.output_layout,
-            grid=self.anchor_grid, column_ids=ids[0],
-        )  # fmt: skip
+        return super().decode(tuple(logits), options, agnostic, column_ids=ids[0])
 
 
 def check_class_names(names, slots: int) -> list[str]:
