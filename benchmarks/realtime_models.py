@@ -2,6 +2,7 @@
 FastSAM-s, YOLO11n-seg, YOLO26n-seg and YOLOE (11s and 26n, 20 text classes), at 640 on one photo.
 
     python benchmarks/realtime_models.py [--runs 10] [--markdown benchmarks/results/realtime_models_<kind>.md]
+    ONEDNN_MAX_CPU_ISA=AVX2_VNNI ATEN_CPU_CAPABILITY=avx2 python benchmarks/realtime_models.py  # an N100's kind, emulated
 
 Each model is built seeded from ultralytics' own yaml (tests/yolo_helpers.py, tests/yoloe_helpers.py: BatchNorm
 recalibrated, logits raised so that tens of detections pass conf 0.25; FastSAM-s is YOLOv8s-seg with one class, run
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -23,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from yolo26_vs_ultralytics import cpu_flags, timed  # noqa: E402
+from yolo26_vs_ultralytics import cpu_flags, emulation, timed  # noqa: E402
 from yoloe_vocabulary import NAMES  # noqa: E402
 
 # (name, yaml, classes, export, published COCO val2017 mask mAP50-95 with its source)
@@ -96,7 +98,7 @@ def main() -> int:
     lines = [
         f"# Real-time segmenters at 640, {args.image.name}, segedge OpenVINO end to end, median of {args.runs}",
         "",
-        f"CPU: {os.cpu_count()} cores, flags: {' '.join(flags)} (native, not emulated). Seeded checkpoints "
+        f"CPU: {os.cpu_count()} cores, flags: {' '.join(flags)} ({emulation()}). Seeded checkpoints "
         "(benchmarks/realtime_models.py): times hold for the real models, detections do not.",
         "",
         "| model | GMACs at 640 | "
@@ -109,8 +111,10 @@ def main() -> int:
         lines.append(f"| {name} | {macs:.1f} | {cells} | {count} | {published} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = args.markdown or ROOT / "benchmarks" / "results" / f"realtime_models_{cpu_capabilities().precision_class}.md"
+    kind = cpu_capabilities().precision_class + ("_emulated" if os.environ.get("ONEDNN_MAX_CPU_ISA") else "")
+    out = args.markdown or ROOT / "benchmarks" / "results" / f"realtime_models_{kind}.md"
     out.write_text(text)
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -185,6 +185,10 @@ def test_a_mistyped_flag_gets_a_suggestion(capsys):
     with pytest.raises(SystemExit):
         main(["val", "m", "--data", "d", "--zzzz"])
     assert "did you mean" not in capsys.readouterr().err  # nothing close: no guess
+    with pytest.raises(SystemExit):  # another command's option: no guess from val's own (once: --help)
+        main(["val", "--model", "m", "--data", "d"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("(--model is not an option of segedge val: see segedge val -h)"), err
 
 
 def test_every_error_names_the_path_once(capsys, real_folder_640, shared_images, tmp_path):

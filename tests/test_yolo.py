@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import SHARED, _need
 from helpers import reference_masks, run_cli
-from yolo_helpers import make_yolo_checkpoint, ultralytics_predict
+from yolo_helpers import LABELLED_IMAGES, make_yolo_checkpoint, pseudo_labelled, ultralytics_predict
 
 from segedge.errors import CheckpointError, ModelFolderError
 from segedge.manifest import load_model_folder
@@ -158,45 +158,6 @@ def test_damaged_decoding_is_refused(yolo26_folder, tmp_path):
         load_model_folder(copy)
 
 
-LABELLED_IMAGES = 6
-# photos on which the seeded model fires everywhere saturate its scores (sigmoid 1.0 for hundreds of pairs): which of
-# the tied pairs make the top 300 is then torch.topk's arbitrary order, not a rule segedge could follow
-MAX_LABELS = 100
-
-
-def _pseudo_labelled(checkpoint: Path, images: list[Path], root: Path) -> Path:
-    """A YOLO-format segmentation dataset whose labels are ultralytics' own end-to-end predictions (conf 0.5) of the
-    seeded checkpoint on ``images``: a seeded model scores ~0 on real labels, which would make any two vals agree.
-    Its boxes are found again (box mAP50-95 0.936; 10 photos decoded with NMS: 0.810); its masks are speckled noise whose
-    outline polygons cover little of them (mask mAP ~0.01): the mask numbers are compared too, but the box numbers
-    carry the test. The mask assembly is the code `test_val.py` compares with ultralytics' val on YOLOv8n-seg."""
-    import shutil
-
-    from ultralytics import YOLO
-
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    model, kept = YOLO(str(checkpoint)), 0
-    for path in images:
-        if kept == LABELLED_IMAGES:
-            break
-        options = dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5, nms=False)
-        result = model.predict(str(path), **options)[0]
-        if not 5 <= len(result) <= MAX_LABELS:
-            continue
-        shutil.copy(path, root / "images" / path.name)
-        lines = [
-            f"{int(c)} " + " ".join(f"{v:.6f}" for v in polygon.ravel())
-            for c, polygon in zip(result.boxes.cls.tolist(), result.masks.xyn)
-            if len(polygon) >= 3
-        ]
-        (root / "labels" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
-        kept += 1
-    names = "\n".join(f"  {i}: class{i}" for i in range(80))
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames:\n{names}\n")
-    return root / "data.yaml"
-
-
 def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp_path):
     """`segedge val` on the end-to-end folder = ultralytics' val with nms=False, within 0.005 (both backends)."""
     from ultralytics import YOLO
@@ -204,7 +165,10 @@ def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp
     from segedge.evaluation.val import run_val
 
     images = sorted((_need(SHARED / "coco128-seg") / "images").glob("*.jpg"))
-    data = _pseudo_labelled(yolo26_ckpt, images, tmp_path / "pseudo")
+    model = YOLO(str(yolo26_ckpt))
+    options = dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5, nms=False)
+    names = [f"class{i}" for i in range(80)]
+    data = pseudo_labelled(lambda path: model.predict(str(path), **options)[0], images, tmp_path / "pseudo", names)
     theirs = YOLO(str(yolo26_ckpt)).val(
         data=str(data), imgsz=640, batch=1, rect=False, plots=False, verbose=False, device="cpu", nms=False,
         project=str(tmp_path / "ultra-val"), save_json=False,

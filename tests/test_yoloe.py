@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from helpers import reference_masks, run_cli
 from yoloe_helpers import CLASSES, make_text_encoder, make_yoloe_checkpoint, text_embeddings, ultralytics_yoloe_predict
 
@@ -383,3 +384,148 @@ def test_the_page_api_and_label_studio_ask_for_classes_by_name(yoloe11, photos, 
     regions = backend.predict(None, {"tasks": [task], "label_config": config})["results"][0]["result"]
     got = sorted(r["value"]["brushlabels"][0] for r in regions)
     assert got == sorted({"person": "people", "red car": "red car"}[n] for n in expected.labels)
+
+
+def test_the_pages_text_box_finds_the_classes_it_names(yoloe11, photos):
+    """In headless Chromium: a YOLOE folder shows the text box (its placeholder names classes); Everything on an
+    opened photo lists the built-in classes; typing "person, red car" and Enter lists those classes only, and every
+    mask the page holds equals ``Yoloe.everything``'s with those classes, pixel for pixel."""
+    from test_serve_browser import ARGS, _answered, _chromium, _rows, _unpack
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
+    from segedge.serve.app import create_app
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    _, folder = yoloe11
+    photo = photos[0]
+    direct = Yoloe(folder, backend="openvino", precision="f32")
+    builtin = direct.everything(photo)
+    direct.set_classes(["person", "red car"])
+    expected = direct.everything(photo)
+    h, w = read_image(photo).shape[:2]
+    assert (
+        len(expected) >= 10
+        and set(expected.labels) == {"person", "red car"}
+        and set(builtin.labels) - {"person", "red car"}
+    )
+    service = SegmentService.from_folders([folder], backend="openvino", precision="f32")
+    with start_in_thread(create_app(service)) as server, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        page = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True).new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.goto(server.url + "/")
+        page.wait_for_function("window.segedge && window.segedge.state.ready", timeout=10_000)
+        assert page.is_visible("#text") and page.get_attribute("#text", "placeholder").startswith(
+            "classes to find, e.g. "
+        )
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("window.segedge.state.prepared", timeout=60_000)
+        page.click("#everything")
+        state = _answered(page, 1)
+        assert [i["label"] for i in state["response"]["instances"]] == builtin.labels
+        page.fill("#text", "person, red car")
+        page.press("#text", "Enter")
+        state = _answered(page, 2)
+        assert state["kind"] == "prompt" and state["response"]["count"] == len(expected)
+        assert [i["label"] for i in state["response"]["instances"]] == expected.labels
+        assert [r["name"] for r in _rows(page)] == [f"{i + 1} {label}" for i, label in enumerate(expected.labels)]
+        for bits, mask in zip(state["bits"], expected.masks, strict=True):
+            assert (_unpack(bits, (h, w)) == mask).all()
+        browser.close()
+    assert errors == []
+
+
+VAL_OPTIONS = dict(imgsz=640, batch=1, rect=False, plots=False, verbose=False, device="cpu", save_json=False)
+
+
+def _ultralytics_val(checkpoint: Path, data: Path, project: Path) -> dict[str, float]:
+    from ultralytics import YOLOE
+
+    r = YOLOE(str(checkpoint)).val(data=str(data), project=str(project), **VAL_OPTIONS)
+    return {"box_mAP50-95": r.box.map, "box_mAP50": r.box.map50, "mask_mAP50-95": r.seg.map, "mask_mAP50": r.seg.map50}
+
+
+def _same_metrics(result: dict, expected: dict[str, float], tolerance: float) -> None:
+    for row in result["rows"]:
+        for name, value in expected.items():
+            print(f"{row['backend']} {name}: segedge {row['metrics'][name]:.4f}, ultralytics {value:.4f}")
+            assert abs(row["metrics"][name] - value) <= tolerance, (row["backend"], name, row["metrics"][name], value)
+
+
+def test_val_prompts_the_data_names_as_ultralytics_yoloe_val_does(yoloe11, text_encoder, tmp_path, monkeypatch):
+    """`segedge val` on a prompted YOLOE folder detects the data's class names (ultralytics' YOLOE val: its names are
+    the text prompts, not the checkpoint's built-in classes): box and mask mAP equal to ``YOLOE(...).val`` within 0.005
+    on both backends, on labels the seeded model finds (its own predictions of NAMES at conf 0.5)."""
+    from ultralytics import YOLOE
+    from ultralytics.nn.tasks import YOLOEModel
+    from yolo_helpers import LABELLED_IMAGES, pseudo_labelled
+
+    from segedge.evaluation.val import run_val
+
+    ckpt, folder = yoloe11
+    labeller = YOLOE(str(ckpt))
+    labeller.set_classes(NAMES, text_embeddings(labeller.model, text_encoder, NAMES))
+    options = dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5)
+    images = sorted((SHARED / "coco128-seg" / "images").glob("*.jpg"))
+    data = pseudo_labelled(lambda p: labeller.predict(str(p), **options)[0], images, tmp_path / "pseudo", NAMES)
+    # ultralytics' val embeds the names with its text model (a download): the same seeded encoder instead
+    monkeypatch.setattr(
+        YOLOEModel, "get_text_pe", lambda self, names, *a, **k: text_embeddings(self, text_encoder, names)
+    )
+    expected = _ultralytics_val(ckpt, data, tmp_path / "ultra-val")
+    result = run_val(folder, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+    assert result["data"]["images"] == LABELLED_IMAGES and result["data"]["instances"] >= 100
+    assert expected["box_mAP50-95"] > 0.2  # the labels are found: a comparison of real numbers
+    _same_metrics(result, expected, 0.005)
+
+
+def test_val_of_a_prompt_free_folder_matches_its_vocabulary_by_name(
+    yoloe11, text_encoder, shared_images, session_tmp, export_cache, tmp_path, capsys
+):
+    """A prompt-free folder keeps its vocabulary; val matches the data's class names to it by name. Exported with all
+    14 classes per anchor it equals ultralytics' val of the -pf checkpoint within 0.005 (both backends); the default
+    folder (8 per anchor) is measured as it runs; listing the names in another order gives the same numbers; a name
+    the vocabulary lacks is refused in one line."""
+    from ultralytics import YOLOE
+    from yolo_helpers import pseudo_labelled
+    from yoloe_helpers import PF_VOCABULARY, make_prompt_free_checkpoint
+
+    from segedge.evaluation.val import run_val
+    from segedge.export.yoloe import export_yoloe
+
+    ckpt, _ = yoloe11
+    pf = make_prompt_free_checkpoint(session_tmp / "yoloe11-pf.pt", ckpt, text_encoder, shared_images)
+    every = export_cache.folder(export_yoloe, pf, name="yoloe11-pf-every-class", class_topk=len(PF_VOCABULARY))
+    default = export_cache.folder(export_yoloe, pf, name="yoloe11-pf")
+    labeller, options = YOLOE(str(pf)), dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5)
+    images = sorted((SHARED / "coco128-seg" / "images").glob("*.jpg"))
+    data = pseudo_labelled(lambda p: labeller.predict(str(p), **options)[0], images, tmp_path / "pf", PF_VOCABULARY)
+    expected = _ultralytics_val(pf, data, tmp_path / "ultra-val")
+    result = run_val(every, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+    assert result["data"]["instances"] >= 100 and expected["box_mAP50-95"] > 0.05
+    _same_metrics(result, expected, 0.005)
+
+    # the same labels under the vocabulary's names in reverse order: the same numbers
+    reverse = tmp_path / "reverse"
+    (reverse / "labels").mkdir(parents=True)
+    (reverse / "images").symlink_to(tmp_path / "pf" / "images")
+    last = len(PF_VOCABULARY) - 1
+    for path in (tmp_path / "pf" / "labels").glob("*.txt"):
+        rows = [line.split(" ", 1) for line in path.read_text().splitlines() if line]
+        (reverse / "labels" / path.name).write_text("".join(f"{last - int(c)} {rest}\n" for c, rest in rows))
+    listed = "".join(f"  {i}: {name}\n" for i, name in enumerate(reversed(PF_VOCABULARY)))
+    (reverse / "data.yaml").write_text(f"path: {reverse}\ntrain: images\nval: images\nnames:\n{listed}")
+    ours = run_val(default, data, backends=["openvino"], precisions=["f32"], progress=False)["rows"][0]["metrics"]
+    again = run_val(default, reverse / "data.yaml", backends=["openvino"], precisions=["f32"], progress=False)
+    assert again["rows"][0]["metrics"] == pytest.approx(ours, abs=1e-9)  # classes averaged in another order
+    print(f"8 classes per anchor: {ours}; every class: {result['rows'][0]['metrics']}")
+
+    (reverse / "data.yaml").write_text(f"path: {reverse}\ntrain: images\nval: images\nnames:\n{listed}  14: unicorn\n")
+    code, _, err = run_cli(capsys, "val", str(default), "--data", str(reverse), "--backend", "openvino")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "1 of the data's 15 classes are not in this prompt-free folder's vocabulary of 14 names ('unicorn')" in err

@@ -23,6 +23,7 @@ SAM2_IMAGE_SIZE = 1024  # SAM 2's own; a checkpoint does not record it
 YOLO_IMGSZ = 1024  # FastSAM's training size
 CLASS_SLOTS = 80  # YOLOE: class embeddings one call takes (ultralytics' default vocabulary size)
 VISUAL_SLOTS = 8  # YOLOE: visual-prompt classes one reference image gives
+CLASS_TOPK = 8  # YOLOE prompt-free: classes kept per anchor (the graph's class_logits / class_ids width)
 TEXT_TOKENS = 24  # YOLOE: tokens of the longest class name its text encoder takes (start and end included)
 YOLO_PREDICT_IMGSZ = 640  # ultralytics' default (cfg/default.yaml imgsz), what YOLO-seg checkpoints are trained at
 # segedge.postprocess.yolo_seg.LAYOUTS (the first is the export's default), without importing OpenCV for `--help`
@@ -251,6 +252,14 @@ YOLOE = ExportEntry(
             f"{TEXT_TOKENS}: about {4 * (TEXT_TOKENS - 2)} characters; 77 takes every name ultralytics takes, 2-3x slower)",
             int,
             TEXT_TOKENS,
+        ),
+        Option(
+            "--class-topk",
+            "class_topk",
+            f"prompt-free (-pf) checkpoints: classes kept per anchor, best first (1-64, default {CLASS_TOPK}); a "
+            "detection needs more only when several of an anchor's classes pass the confidence threshold",
+            int,
+            CLASS_TOPK,
         ),
         Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
         Option(

@@ -117,22 +117,43 @@ def join_negative_values(argv: list[str]) -> list[str]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with a suggestion for a mistyped option (``--piont`` -> ``did you mean --point?``)."""
+    """argparse with a suggestion for a mistyped option (``--piont`` -> ``did you mean --point?``), drawn from the
+    options of the command given (``segedge val --model x``: ``--model`` is not one of val's)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(args) if args is not None else []
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         import difflib
 
         if message.startswith("unrecognized arguments:"):
-            known = sorted(_option_strings(self))
+            command = _command(self, getattr(self, "_argv", []))
+            known = sorted(_option_strings(command or self))
+            elsewhere = _option_strings(self)
             hints = []
             for word in message.split(":", 1)[1].split():
-                if word.startswith("--"):
-                    close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1, cutoff=0.6)
-                    if close:
-                        hints.append(f"{word}: did you mean {close[0]}?")
+                if not word.startswith("--"):
+                    continue
+                option = word.split("=", 1)[0]
+                close = difflib.get_close_matches(option, [k for k in known if k != "--help"], n=1, cutoff=0.6)
+                if command is not None and option in elsewhere:
+                    hints.append(f"{option} is not an option of {command.prog}: see {command.prog} -h")
+                elif close:
+                    hints.append(f"{word}: did you mean {close[0]}?")
             if hints:
                 message = f"{message} ({'; '.join(hints)})"
         super().error(message)
+
+
+def _command(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser | None:
+    """The subcommand's parser ``argv`` names (its first word that is one), else None."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word in argv:
+                if word in action.choices:
+                    return action.choices[word]
+    return None
 
 
 def _option_strings(parser: argparse.ArgumentParser) -> set[str]:

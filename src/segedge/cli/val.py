@@ -52,7 +52,8 @@ def register(sub) -> None:
         "val",
         help="what each precision costs in the field's metric, on your labelled data (no torch needed)",
         description="Measure a model folder on labelled images, every backend x precision in one run: FastSAM / "
-        "YOLO-seg folders get box and mask mAP50-95 / mAP50 computed as ultralytics' val does (rect=False); "
+        "YOLO-seg / YOLOE folders get box and mask mAP50-95 / mAP50 computed as ultralytics' val does (rect=False; "
+        "YOLOE detects the data's class names); "
         "SAM / MobileSAM / SAM 2 folders get box-prompt and centre-point mask mIoU (the SAM papers' zero-shot "
         "protocol). Each row shows its drop against f32 and the milliseconds per image.",
     )

@@ -4,7 +4,8 @@ One run measures every backend x precision the folder can run here (f32 always; 
 the CPU runs it natively; int8 where the folder holds a gated int8), on the same images:
 
 - FastSAM / YOLO-seg folders: box and mask mAP50-95 and mAP50 (:mod:`segedge.evaluation.yolo_val`,
-  ultralytics' ``val`` with ``rect=False``);
+  ultralytics' ``val`` with ``rect=False``); YOLOE folders the same on the data's class names (ultralytics' YOLOE
+  val: its names are the text prompts; a prompt-free folder's vocabulary matched to them by name);
 - SAM / MobileSAM / SAM 2 folders: box-prompt and centre-point mask mIoU (:mod:`segedge.evaluation.sam_val`).
 
 Each row also has its drop against the same backend's f32 and the median milliseconds per image of
@@ -96,7 +97,9 @@ def plan_rows(
 
 
 def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str, float], float]:
-    """``(metrics, median ms per image)`` of one compiled ``model`` on ``data``; ``on_image()`` after each image."""
+    """``(metrics, median ms per image)`` of one compiled ``model`` on ``data``; ``on_image()`` after each image.
+    An open-vocabulary model is first given the data's class names (:func:`use_data_classes`)."""
+    class_map = use_data_classes(model, family, data)
     box_acc, mask_acc = MapAccumulator(), MapAccumulator()
     ious: dict[str, list[float]] = {k: [] for k in sam_val.PROMPTS}
     times = []
@@ -118,6 +121,7 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
                 model.output_layout,
                 model.anchor_grid,
                 decoding=getattr(model, "decoding", "nms"),  # a yolo folder's end-to-end head: top-k, no NMS
+                class_map=class_map,
             )
             gt = yolo_val.val_targets(instances, geo)
             gt_cls = np.zeros_like(gt.classes) if single_class else gt.classes
@@ -143,9 +147,30 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
     return {f"{k}_mIoU": float(np.mean(v)) if v else float("nan") for k, v in ious.items()}, ms
 
 
+def use_data_classes(model, family: str, data: Dataset) -> np.ndarray | None:
+    """An open-vocabulary (YOLOE) model measured on ``data``'s classes, as ultralytics' YOLOE val does: a prompted
+    folder detects the data's names from now on (its text prompts; class i is the data's class i); a prompt-free
+    folder keeps its vocabulary and gets ``(V,)`` its classes' data class ids (-1: not labelled, left out).
+    None for other models. :class:`SegedgeError` for names the model cannot take."""
+    if not family_spec(family).vocabulary:
+        return None
+    names = [n.split("/", 1)[0] for n in data.names]
+    if getattr(model, "prompt_free", False):
+        try:
+            return yolo_val.vocabulary_classes(model.names, names, "this prompt-free folder")
+        except ValueError as e:
+            raise SegedgeError(f"{data.source}: {e}") from None
+    try:
+        model.set_classes(names)
+    except SegedgeError as e:
+        raise SegedgeError(f"{data.source}: its class names as text prompts: {e}") from None
+    return None
+
+
 def check_classes(manifest, data: Dataset) -> None:
-    """A many-class FastSAM / YOLO-seg folder needs the dataset's classes to be its own (same count)."""
-    if family_spec(manifest.family).val_protocol != "yolo_map":
+    """A many-class FastSAM / YOLO-seg folder needs the dataset's classes to be its own (same count); an
+    open-vocabulary one takes any names (:func:`use_data_classes`)."""
+    if family_spec(manifest.family).val_protocol != "yolo_map" or family_spec(manifest.family).vocabulary:
         return
     num_classes = int(manifest.params.get("num_classes", 0))
     if num_classes != 1 and len(data.names) != num_classes:

@@ -14,7 +14,8 @@ static-shape folder sees), reproduced on the folder's own outputs:
 - IoU (boxes, and masks at input / 4) and matching: :mod:`segedge.evaluation.average_precision`.
 
 One-class folders (FastSAM) are evaluated class-agnostically (ultralytics' ``single_cls``): every labelled
-object counts, whatever its class.
+object counts, whatever its class. Open-vocabulary folders (YOLOE) are measured on the data's own class names
+(:func:`vocabulary_classes`).
 """
 
 from __future__ import annotations
@@ -71,16 +72,22 @@ def val_predictions(
     max_det: int = VAL_MAX_DET,
     agnostic: bool = False,
     decoding: str = "nms",
+    class_map: np.ndarray | None = None,
 ) -> ValPredictions:
     """The network's outputs (as :meth:`FastSam.infer` returns them) -> :class:`ValPredictions`. ``decoding``: the
     folder's (``params.decoding``): ``"nms"`` is ultralytics val's multi-label NMS; ``"topk"`` an end-to-end head's
-    top-k pairs above ``conf`` (ultralytics' val with ``nms=False``, :mod:`segedge.postprocess.yolo_topk`)."""
+    top-k pairs above ``conf`` (ultralytics' val with ``nms=False``, :mod:`segedge.postprocess.yolo_topk`).
+    A prompt-free folder's detections carry a 4th array, ``class_ids (1, A, T)`` (each anchor's T best classes);
+    ``class_map (V,)`` (:func:`vocabulary_classes`) then turns its classes into the data's, -1 left out."""
+    column_ids = None
+    if len(detections) == 4:
+        detections, column_ids = restrict_columns(detections, class_map)
     if decoding == "topk":
-        kept = decode_topk(detections, conf, grid, max_det, agnostic)
+        kept = decode_topk(detections, conf, grid, max_det, agnostic, column_ids=column_ids)
         boxes, scores, cls, coeffs = kept.boxes, kept.scores, kept.class_ids, kept.coeffs
     else:
         boxes, scores, cls, coeffs = _nms_predictions(
-            detections, num_classes, layout, grid, conf, iou, max_det, agnostic
+            detections, num_classes, layout, grid, conf, iou, max_det, agnostic, column_ids
         )
     protos, (mh, mw) = prototype_matrix(prototypes, layout)
     masks = (coeffs.astype(np.float32) @ protos.astype(np.float32)).reshape(-1, mh, mw) > 0
@@ -93,12 +100,15 @@ def val_predictions(
     return ValPredictions(boxes.astype(np.float32), scores.astype(np.float32), cls, masks)
 
 
-def _nms_predictions(detections, num_classes, layout, grid, conf, iou, max_det, agnostic) -> tuple:
+def _nms_predictions(detections, num_classes, layout, grid, conf, iou, max_det, agnostic, column_ids=None) -> tuple:
     """ultralytics val's NMS: multi-label candidates (every class score above ``conf``), NMS per class, ``max_det``:
-    ``(boxes (D, 4) xyxy model-input pixels, scores (D,), classes (D,) int64, coefficients (D, nm))``."""
-    _, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
+    ``(boxes (D, 4) xyxy model-input pixels, scores (D,), classes (D,) int64, coefficients (D, nm))``;
+    ``column_ids (A, T)``: the class of each logit column per anchor (a prompt-free folder's)."""
+    anchors, xywh, class_scores, coeffs = candidate_rows(detections, num_classes, conf, layout, grid)
     rows, cls = np.nonzero(class_scores > conf)  # multi-label, row-major as torch.where
     scores = class_scores[rows, cls]
+    if column_ids is not None:
+        cls = column_ids[anchors[rows], cls]
     boxes = xywh_to_xyxy(xywh[rows])
     coeffs = coeffs[rows]
     if len(scores) > MAX_NMS:
@@ -106,6 +116,38 @@ def _nms_predictions(detections, num_classes, layout, grid, conf, iou, max_det, 
         boxes, scores, cls, coeffs = boxes[top], scores[top], cls[top], coeffs[top]
     keep = batched_nms(boxes, scores, cls.astype(np.int64), iou, agnostic or num_classes == 1)[:max_det]
     return boxes[keep], scores[keep], cls[keep].astype(np.int64), coeffs[keep]
+
+
+def vocabulary_classes(vocabulary: list[str], names: list[str], what: str) -> np.ndarray:
+    """A fixed vocabulary (a prompt-free YOLOE folder's classes) measured on data labelled ``names``: ``(V,)`` int64,
+    the data's class id of each vocabulary class (matched by name, case and surrounding spaces ignored, ultralytics'
+    ``name/alias`` read as ``name``), -1 for classes the data does not label. Raises ValueError naming the data's
+    classes the vocabulary lacks (``what``: the model, for the message)."""
+    index = {v.strip().lower(): i for i, v in enumerate(vocabulary)}
+    wanted = [n.split("/", 1)[0].strip().lower() for n in names]
+    missing = [n for n in wanted if n not in index]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(
+            f"{len(missing)} of the data's {len(names)} classes are not in {what}'s vocabulary of {len(vocabulary)} "
+            f"names ({shown}): label the data with names of its vocabulary"
+        )
+    out = np.full(len(vocabulary), -1, np.int64)
+    out[[index[n] for n in wanted]] = np.arange(len(wanted))
+    return out
+
+
+def restrict_columns(detections, class_map: np.ndarray | None) -> tuple[tuple, np.ndarray]:
+    """A prompt-free folder's ``(box_distribution, class_logits (1, A, T), mask_coefficients, class_ids (1, A, T))``
+    -> ``((box_distribution, class_logits, mask_coefficients), column_ids (A, T))``: with ``class_map``, columns of
+    classes mapped to -1 get logit -inf (never above conf) and the others the data's class ids."""
+    box, logits, coeffs, ids = detections
+    ids = np.asarray(ids)[0]
+    if class_map is None:
+        return (box, logits, coeffs), ids
+    mapped = class_map[ids]
+    logits = np.where(mapped[None] >= 0, logits, np.float32(-np.inf)).astype(np.float32)
+    return (box, logits, coeffs), np.maximum(mapped, 0)
 
 
 def resample_polygon(points: np.ndarray, n: int = SEGMENT_POINTS) -> np.ndarray:

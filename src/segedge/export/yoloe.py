@@ -52,7 +52,7 @@ from segedge.export.text_tower import TEXT_MODELS, load_text_tower
 from segedge.export.yolo_head import check_against_ultralytics, prototypes_of, ultralytics_reference
 from segedge.export.yolo_layers import rewrite_for_int8, split_c2f_inputs
 from segedge.export.yoloe_prompt_free import export_prompt_free, is_prompt_free
-from segedge.export_options import CLASS_SLOTS, TEXT_TOKENS, VISUAL_SLOTS, YOLO_PREDICT_IMGSZ
+from segedge.export_options import CLASS_SLOTS, CLASS_TOPK, TEXT_TOKENS, VISUAL_SLOTS, YOLO_PREDICT_IMGSZ
 from segedge.manifest import Manifest
 from segedge.postprocess.yolo_seg import LOGITS, OUTPUT_NAMES
 
@@ -190,6 +190,7 @@ def export_yoloe(
     class_slots: int = CLASS_SLOTS,
     visual_slots: int = VISUAL_SLOTS,
     text_tokens: int = TEXT_TOKENS,
+    class_topk: int = CLASS_TOPK,
     variant: str | None = None,
     simplify: bool = True,
     overwrite: bool = False,
@@ -200,7 +201,8 @@ def export_yoloe(
     path. ``text_encoder``: the text model's weights (ultralytics' ``mobileclip_blt.ts`` / ``mobileclip2_b.ts``,
     OpenAI's ``ViT-B-32.pt``; default: downloaded by ultralytics for the name the checkpoint records).
     ``class_slots``: class embeddings one call takes (1-1024); ``visual_slots``: visual-prompt classes one reference
-    image gives (1-64); ``text_tokens``: the longest class name's tokens, start and end of text included (3-77)."""
+    image gives (1-64); ``text_tokens``: the longest class name's tokens, start and end of text included (3-77);
+    ``class_topk``: a prompt-free checkpoint's classes kept per anchor (1-64)."""
     check_output_folder(out_dir, overwrite)
     import numpy as np
 
@@ -210,6 +212,8 @@ def export_yoloe(
         raise CheckpointError(f"--class-slots must be 1-1024, got {class_slots}")
     if not 3 <= text_tokens <= 77:
         raise CheckpointError(f"--text-tokens must be 3-77 (CLIP's context), got {text_tokens}")
+    if not 1 <= class_topk <= 64:
+        raise CheckpointError(f"--class-topk must be 1-64, got {class_topk}")
     if not 1 <= visual_slots <= min(class_slots, 64):
         raise CheckpointError(f"--visual-slots must be 1-{min(class_slots, 64)}, got {visual_slots}")
     model = load_yoloe(checkpoint, end2end)
@@ -219,8 +223,10 @@ def export_yoloe(
                 f"{checkpoint} is a prompt-free (-pf) checkpoint: it takes no text, drop --text-encoder"
             )
         return export_prompt_free(
-            model, checkpoint, out_dir, imgsz, variant, simplify, split_c2f, overwrite, YOLOE_PREDICT
+            model, checkpoint, out_dir, imgsz, variant, simplify, split_c2f, overwrite, YOLOE_PREDICT, class_topk
         )
+    if class_topk != CLASS_TOPK:
+        raise CheckpointError(f"--class-topk is for prompt-free (-pf) checkpoints; {checkpoint} takes class names")
     head = model.model[-1]
     text_model = str(getattr(model, "text_model", None) or model.yaml.get("text_model", "mobileclip:blt"))
     if text_model not in TEXT_MODELS:

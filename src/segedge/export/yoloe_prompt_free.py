@@ -12,7 +12,7 @@ Graph ``model``, static: ``images (1, S, S, 3) uint8`` -> ``box_distribution (1,
 ``class_ids (1, A, T)`` int64 (their classes), ``mask_coefficients (1, A, 32)``, ``prototypes``. Every logit would be
 ``(1, A, 4585)``, 154 MB per image at 640; NMS needs each anchor's best class only, and the end-to-end head's top-k
 (YOLOE-26, not agnostic) its T best: exact while no anchor has more than T classes above ``conf``
-(T = :data:`CLASS_TOPK`).
+(T = ``class_topk``, :data:`~segedge.export_options.CLASS_TOPK` by default).
 
 There is no text or visual-prompt graph: set_vocab removed the layers that compare features with embeddings.
 """
@@ -27,7 +27,6 @@ from segedge.export.common import one_torch_thread
 #: ultralytics' ``forward_lrpc``: an anchor of an enabled LRPC level stays if its proposal score is above this
 PF_CONF = 0.001
 #: class logits kept per anchor in the graph's outputs
-CLASS_TOPK = 8
 #: the logit of a dropped anchor's classes (sigmoid: 0.0 in float32, as ultralytics' -inf)
 DROPPED = -1.0e4
 OUTPUTS = ("box_distribution", "class_logits", "class_ids", "mask_coefficients", "prototypes")
@@ -66,10 +65,10 @@ def _dense_forward(self, x):
     return torch.cat(boxes, 1), torch.cat(logits, 1), coefficients, prototypes_of(self, x)
 
 
-def _topk_forward(self, x):
-    """The graph's outputs (module docstring) for ``x = [P3, P4, P5]``."""
+def _topk_forward(self, x, topk: int):
+    """The graph's outputs (module docstring) for ``x = [P3, P4, P5]``, each anchor's ``topk`` best classes."""
     box, logits, coefficients, prototypes = _dense_forward(self, x)
-    best, ids = logits.topk(min(CLASS_TOPK, logits.shape[-1]), dim=-1)
+    best, ids = logits.topk(min(topk, logits.shape[-1]), dim=-1)
     return box, best, ids, coefficients, prototypes
 
 
@@ -116,7 +115,7 @@ def check_prompt_free(model, imgsz: int) -> None:
         raise CheckpointError(f"prompt-free head differs from ultralytics' ({bad or 'dropped anchors'}): not supported")
 
 
-def prompt_free_graphs(model, imgsz: int, split_c2f: bool) -> tuple[dict, dict]:
+def prompt_free_graphs(model, imgsz: int, split_c2f: bool, topk: int) -> tuple[dict, dict]:
     """``({"onnx": graph, "ir": graph}, layer_rewrites)`` of a prompt-free checkpoint in export mode: checked against
     ultralytics (:func:`check_prompt_free`), then the int8-friendly rewrites and (IR only) OpenVINO's C2f split, each
     checked to leave the outputs as they were (:func:`_same_outputs`)."""
@@ -131,7 +130,7 @@ def prompt_free_graphs(model, imgsz: int, split_c2f: bool) -> tuple[dict, dict]:
     for module in model.modules():
         if hasattr(module, "export"):
             module.export, module.format, module.dynamic = True, "onnx", False
-    head.forward = types.MethodType(_topk_forward, head)
+    head.forward = types.MethodType(lambda self, x: _topk_forward(self, x, topk), head)
     probe = (torch.rand(1, imgsz, imgsz, 3, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
     with torch.no_grad(), one_torch_thread():
         before = prompt_free_graph(model)(probe)
@@ -158,10 +157,19 @@ def _same_outputs(before: tuple, after: tuple) -> None:
 
 
 def export_prompt_free(
-    model, checkpoint, out_dir, imgsz: int, variant, simplify: bool, split_c2f: bool, overwrite: bool, predict: dict
+    model,
+    checkpoint,
+    out_dir,
+    imgsz: int,
+    variant,
+    simplify: bool,
+    split_c2f: bool,
+    overwrite: bool,
+    predict: dict,
+    class_topk: int,
 ):
     """Write the folder of a prompt-free checkpoint (module docstring) to ``out_dir``; returns its path. ``predict``:
-    the decoding defaults to record (YOLOE's predict defaults)."""
+    the decoding defaults to record (YOLOE's predict defaults); ``class_topk``: classes kept per anchor."""
     from pathlib import Path
 
     import torch
@@ -173,7 +181,7 @@ def export_prompt_free(
 
     head = model.model[-1]
     names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
-    graphs, rewrites = prompt_free_graphs(model, imgsz, split_c2f)
+    graphs, rewrites = prompt_free_graphs(model, imgsz, split_c2f, class_topk)
     image = torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8)
     with staging_folder(out_dir, overwrite) as folder:
         with torch.no_grad():

@@ -38,9 +38,10 @@ _EVIT_SAM_SIZES = {"l0": 512, "l1": 512, "l2": 512, "xl0": 1024, "xl1": 1024}
 _HQ_SAM = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
 # ultralytics' YOLO segmentation checkpoints (release assets, no published checksums: sha256 None), per generation
 _YOLO_SEG = {"yolo26": "YOLO26", "yolo11": "YOLO11"}
-# YOLOE segmentation checkpoints (open vocabulary): YOLOE-11 s/m/l from the v8.3.0 assets, YOLOE-26 n-x from v8.4.0;
-# their text encoders (mobileclip_blt.ts / mobileclip2_b.ts) are fetched by ultralytics at export
+# YOLOE segmentation checkpoints (open vocabulary): YOLOE-v8 and YOLOE-11 s/m/l from the v8.3.0 assets, YOLOE-26 n-x
+# from v8.4.0; their text encoders (mobileclip_blt.ts / mobileclip2_b.ts) are fetched by ultralytics at export
 _YOLOE_SEG = {
+    "yoloe-v8": ("https://github.com/ultralytics/assets/releases/download/v8.3.0/", "sml"),
     "yoloe-11": ("https://github.com/ultralytics/assets/releases/download/v8.3.0/", "sml"),
     "yoloe-26": (_ULTRALYTICS, "nsmlx"),
 }
@@ -138,7 +139,7 @@ MODELS: dict[str, ModelSpec] = {
             ModelSpec(f"{gen}{size}-seg", "yoloe", f"{gen}{size}-seg.pt", f"{base}{gen}{size}-seg.pt", None, 640, what)
             for gen, (base, sizes) in _YOLOE_SEG.items()
             for size in sizes
-            for what in (f"{gen.upper()}-seg {size}, open vocabulary (text and visual prompts)",)
+            for what in (f"{gen.upper().replace('-V8', '-v8')}-seg {size}, open vocabulary (text and visual prompts)",)
         ),
         *(
             ModelSpec(
@@ -152,7 +153,7 @@ MODELS: dict[str, ModelSpec] = {
             )
             for gen, (base, sizes) in _YOLOE_SEG.items()
             for size in sizes
-            for what in (f"{gen.upper()}-seg {size} prompt-free (its own 4585-name vocabulary)",)
+            for what in (f"{gen.upper().replace('-V8', '-v8')}-seg {size} prompt-free (its own 4585-name vocabulary)",)
         ),
         *(
             ModelSpec(
