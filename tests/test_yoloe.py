@@ -253,6 +253,21 @@ def test_export_refusals(yoloe11, text_encoder, tmp_path):
     assert not any((tmp_path / n).exists() for n in "abc")
 
 
+# classes kept per anchor: YOLOE-11's folder keeps all 14 (--class-topk, and what val compares with ultralytics' val
+# needs), YOLOE-26's the default 8
+PF_TOPK = {"yoloe11": 14, "yoloe26": 8}
+
+
+def _prompt_free(which: str, ckpt: Path, text_encoder, shared_images, session_tmp, export_cache) -> tuple[Path, Path]:
+    """``(checkpoint, folder)`` of the prompt-free checkpoint made from the seeded ``which`` one."""
+    from yoloe_helpers import make_prompt_free_checkpoint
+
+    from segedge.export.yoloe import export_yoloe
+
+    pf = make_prompt_free_checkpoint(session_tmp / f"{which}-pf.pt", ckpt, text_encoder, shared_images)
+    return pf, export_cache.folder(export_yoloe, pf, name=f"{which}-pf", class_topk=PF_TOPK[which])
+
+
 @pytest.mark.parametrize("which", ["yoloe11", "yoloe26"])
 def test_prompt_free_matches_ultralytics(which, request, text_encoder, shared_images, photos, session_tmp, capsys):
     """A prompt-free (-pf) checkpoint (ultralytics' set_vocab recipe on the seeded one, 14 names, a third of the
@@ -260,16 +275,17 @@ def test_prompt_free_matches_ultralytics(which, request, text_encoder, shared_im
     matched to ultralytics' YOLOE predictor on the -pf checkpoint (class, box 0.5 px, score 1e-4, mask IoU >= 0.99;
     YOLOE-11: NMS on each anchor's best class, YOLOE-26: top-k); the graph drops the anchors ultralytics' filter
     drops; class names and visual prompts are refused in one line."""
-    from yoloe_helpers import PF_VOCABULARY, make_prompt_free_checkpoint
+    from yoloe_helpers import PF_VOCABULARY
 
-    from segedge.export.yoloe import export_yoloe
     from segedge.export.yoloe_prompt_free import DROPPED
 
     ckpt, _ = request.getfixturevalue(which)
-    pf = make_prompt_free_checkpoint(session_tmp / f"{which}-pf.pt", ckpt, text_encoder, shared_images)
-    folder = request.getfixturevalue("export_cache").folder(export_yoloe, pf, name=f"{which}-pf")
+    pf, folder = _prompt_free(
+        which, ckpt, text_encoder, shared_images, session_tmp, request.getfixturevalue("export_cache")
+    )
     m = load_model_folder(folder).manifest
-    assert m.params["prompt_free"] and m.classes == list(PF_VOCABULARY) and m.params["class_topk"] == 8
+    topk = PF_TOPK[which]
+    assert m.params["prompt_free"] and m.classes == list(PF_VOCABULARY) and m.params["class_topk"] == topk
     assert set(m.graphs) == {"model"} and m.params["decoding"] == ("topk" if which == "yoloe26" else "nms")
     refs = {photo.name: ultralytics_yoloe_predict(pf, photo, None, None, retina_masks=True) for photo in photos}
     compared = 0
@@ -280,7 +296,7 @@ def test_prompt_free_matches_ultralytics(which, request, text_encoder, shared_im
         (_, logits, _, ids), _ = model.infer(model.preprocess(read_image(photos[0]))[0])
         p3_p4 = logits[0, : 80 * 80 + 40 * 40, 0]
         assert 0.15 < float((p3_p4 == DROPPED).mean()) < 0.5 and not (logits[0, 80 * 80 + 40 * 40 :] == DROPPED).any()
-        assert ids.shape == logits.shape == (1, 8400, 8) and (np.diff(logits[0], axis=1) <= 0).all()
+        assert ids.shape == logits.shape == (1, 8400, topk) and (np.diff(logits[0], axis=1) <= 0).all()
         with pytest.raises(PromptError, match="fixed vocabulary of 14 classes and takes no class names"):
             model.set_classes(["cat"])
         with pytest.raises(PromptError, match="fixed vocabulary of 14 classes and takes no visual prompts"):
@@ -487,26 +503,23 @@ def test_val_prompts_the_data_names_as_ultralytics_yoloe_val_does(yoloe11, text_
 def test_val_of_a_prompt_free_folder_matches_its_vocabulary_by_name(
     yoloe11, text_encoder, shared_images, session_tmp, export_cache, tmp_path, capsys
 ):
-    """A prompt-free folder keeps its vocabulary; val matches the data's class names to it by name. Exported with all
-    14 classes per anchor it equals ultralytics' val of the -pf checkpoint within 0.005 (both backends); the default
-    folder (8 per anchor) is measured as it runs; listing the names in another order gives the same numbers; a name
-    the vocabulary lacks is refused in one line."""
+    """A prompt-free folder keeps its vocabulary; val matches the data's class names to it by name. With all 14
+    classes kept per anchor (--class-topk 14) it equals ultralytics' val of the -pf checkpoint within 0.005 (both
+    backends); listing the names in another order gives the same numbers; a name the vocabulary lacks is refused in
+    one line."""
     from ultralytics import YOLOE
     from yolo_helpers import pseudo_labelled
-    from yoloe_helpers import PF_VOCABULARY, make_prompt_free_checkpoint
+    from yoloe_helpers import PF_VOCABULARY
 
     from segedge.evaluation.val import run_val
-    from segedge.export.yoloe import export_yoloe
 
-    ckpt, _ = yoloe11
-    pf = make_prompt_free_checkpoint(session_tmp / "yoloe11-pf.pt", ckpt, text_encoder, shared_images)
-    every = export_cache.folder(export_yoloe, pf, name="yoloe11-pf-every-class", class_topk=len(PF_VOCABULARY))
-    default = export_cache.folder(export_yoloe, pf, name="yoloe11-pf")
+    pf, folder = _prompt_free("yoloe11", yoloe11[0], text_encoder, shared_images, session_tmp, export_cache)
+    assert load_model_folder(folder).manifest.params["class_topk"] == len(PF_VOCABULARY)
     labeller, options = YOLOE(str(pf)), dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5)
     images = sorted((SHARED / "coco128-seg" / "images").glob("*.jpg"))
     data = pseudo_labelled(lambda p: labeller.predict(str(p), **options)[0], images, tmp_path / "pf", PF_VOCABULARY)
     expected = _ultralytics_val(pf, data, tmp_path / "ultra-val")
-    result = run_val(every, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+    result = run_val(folder, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
     assert result["data"]["instances"] >= 100 and expected["box_mAP50-95"] > 0.05
     _same_metrics(result, expected, 0.005)
 
@@ -520,12 +533,11 @@ def test_val_of_a_prompt_free_folder_matches_its_vocabulary_by_name(
         (reverse / "labels" / path.name).write_text("".join(f"{last - int(c)} {rest}\n" for c, rest in rows))
     listed = "".join(f"  {i}: {name}\n" for i, name in enumerate(reversed(PF_VOCABULARY)))
     (reverse / "data.yaml").write_text(f"path: {reverse}\ntrain: images\nval: images\nnames:\n{listed}")
-    ours = run_val(default, data, backends=["openvino"], precisions=["f32"], progress=False)["rows"][0]["metrics"]
-    again = run_val(default, reverse / "data.yaml", backends=["openvino"], precisions=["f32"], progress=False)
+    again = run_val(folder, reverse / "data.yaml", backends=["openvino"], precisions=["f32"], progress=False)
+    ours = result["rows"][0]["metrics"]
     assert again["rows"][0]["metrics"] == pytest.approx(ours, abs=1e-9)  # classes averaged in another order
-    print(f"8 classes per anchor: {ours}; every class: {result['rows'][0]['metrics']}")
 
     (reverse / "data.yaml").write_text(f"path: {reverse}\ntrain: images\nval: images\nnames:\n{listed}  14: unicorn\n")
-    code, _, err = run_cli(capsys, "val", str(default), "--data", str(reverse), "--backend", "openvino")
+    code, _, err = run_cli(capsys, "val", str(folder), "--data", str(reverse), "--backend", "openvino")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "1 of the data's 15 classes are not in this prompt-free folder's vocabulary of 14 names ('unicorn')" in err
