@@ -64,6 +64,7 @@ def main() -> int:
     from segedge.export.yolo import export_yolo
     from segedge.export.yoloe import export_yoloe
     from segedge.imageio import read_image
+    from segedge.precisions import BF16, F32
     from segedge.runtime.cpu import cpu_capabilities
     from segedge.runtime.model_base import open_model
 
@@ -71,8 +72,8 @@ def main() -> int:
     photos = sorted((SHARED / "images").glob("*.jpg"))
     rgb = read_image(args.image)
     encoder = make_text_encoder(work / "mobileclip_blt.ts")
-    precisions = ["f32"] + (["bf16"] if cpu_capabilities().native_bf16 else [])
-    rows = []
+    precisions = [F32] + ([BF16] if cpu_capabilities().native_bf16 else [])
+    built = []  # (name, GMACs, {precision: compiled model}, published)
     for name, yaml, classes, kind, published in MODELS:
         ckpt = work / yaml.replace(".yaml", ".pt")
         if kind == "yoloe":
@@ -84,19 +85,34 @@ def main() -> int:
         torch_model, _ = load_checkpoint(str(ckpt), device="cpu")
         torch_model = torch_model.float().eval()
         macs = gmacs(torch_model) if kind != "yoloe" else gmacs(lambda x, m=torch_model: m.predict(x, tpe=None))
-        times = {}
+        models = {}
         for precision in precisions:
-            model = open_model(folder, backend="openvino", precision=precision)
+            models[precision] = open_model(folder, backend="openvino", precision=precision)
             if kind == "yoloe":
-                model.set_classes(NAMES)
-            model.everything(rgb), model.everything(rgb)
-            times[precision] = statistics.median(timed(lambda m=model: m.everything(rgb), args.runs))
-            count = len(model.everything(rgb))
-        rows.append((name, macs, times, count, published))
-        print(rows[-1], flush=True)
+                models[precision].set_classes(NAMES)
+            models[precision].everything(rgb), models[precision].everything(rgb)  # warm-up
+        built.append((name, macs, models, published))
+        print(f"built {name}", flush=True)
+    # interleaved: each round runs every model x precision once, so a slow spell of the machine hits all of them
+    times = {(name, p): [] for name, _, models, _ in built for p in models}
+    for _ in range(args.runs):
+        for name, _, models, _ in built:
+            for p, model in models.items():
+                times[name, p] += timed(lambda m=model: m.everything(rgb), 1)
+    rows = [
+        (
+            name,
+            macs,
+            {p: statistics.median(times[name, p]) for p in models},
+            len(models[F32].everything(rgb)),
+            published,
+        )
+        for name, macs, models, published in built
+    ]
     flags = cpu_flags()
     lines = [
-        f"# Real-time segmenters at 640, {args.image.name}, segedge OpenVINO end to end, median of {args.runs}",
+        f"# Real-time segmenters at 640, {args.image.name}, segedge OpenVINO end to end, median of {args.runs} "
+        "interleaved rounds",
         "",
         f"CPU: {os.cpu_count()} cores, flags: {' '.join(flags)} ({emulation()}). Seeded checkpoints "
         "(benchmarks/realtime_models.py): times hold for the real models, detections do not.",
@@ -111,7 +127,8 @@ def main() -> int:
         lines.append(f"| {name} | {macs:.1f} | {cells} | {count} | {published} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    kind = cpu_capabilities().precision_class + ("_emulated" if os.environ.get("ONEDNN_MAX_CPU_ISA") else "")
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    kind = f"{isa.lower()}_emulated" if isa else cpu_capabilities().precision_class
     out = args.markdown or ROOT / "benchmarks" / "results" / f"realtime_models_{kind}.md"
     out.write_text(text)
     shutil.rmtree(work, ignore_errors=True)

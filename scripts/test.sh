@@ -28,6 +28,10 @@ python3 -m venv "$VENV"
 # without its optional CUDA extension (an isolated build would fetch another torch).
 "$VENV/bin/python" -m pip install -q -c constraints.txt "setuptools>=70.1" wheel
 SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q --no-build-isolation -c constraints.txt "sam2==1.1.0"
+# SAM 3's reference for tests/test_sam3.py: the official sam3 package without its pins (it pins numpy < 2.4, which
+# segedge's extras are past; what its image model imports runs on this numpy), plus the one dependency it needs
+# that the extras do not bring.
+"$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt "sam3==0.1.4" "einops>=0.8,<0.9"
 # A real Label Studio for tests/test_label_studio.py, in its own venv: its Django and pydantic pins conflict with
 # segedge's extras (one venv would not resolve). Made once; SEGEDGE_LABEL_STUDIO_VENV points elsewhere.
 LS_VENV="${SEGEDGE_LABEL_STUDIO_VENV:-.venv-labelstudio}"

@@ -23,18 +23,20 @@ PACKAGE = Path(families.__file__).parent
 def test_every_family_resolves_to_its_own_classes_and_functions():
     from segedge.manifest import FAMILIES
 
-    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "fastsam", "yolo", "yoloe", "clip")
+    assert FAMILIES == families.FAMILY_NAMES == ("sam", "sam2", "sam3", "fastsam", "yolo", "yoloe", "clip")
     for name, spec in families.FAMILIES.items():
         cls = spec.model_class()
         assert issubclass(cls, FolderModel) and cls.FAMILY == name
-        assert all(callable(f) for f in spec.export_functions()) and callable(spec.calibration_function())
+        assert all(callable(f) for f in spec.export_functions())
+        # every family the commands run can be quantized; one they do not run yet (SAM 3) is refused first
+        assert callable(spec.calibration_function()) if spec.commands else spec.calibration is None
         assert spec.exports and all(families.EXPORTS[e.name] is e for e in spec.exports)
         assert spec.agreement in ("mask_iou", "embedding_cosine")
         assert set(spec.prompts) <= {"point", "box", "text"}
     with pytest.raises(
-        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, yoloe, clip\)"
+        ModelFolderError, match=r"unknown model family 'sam4' \(known: sam, sam2, sam3, fastsam, yolo, yoloe, clip\)"
     ):
-        families.family("sam3")
+        families.family("sam4")
 
 
 def test_rules_live_in_the_registry():

@@ -94,9 +94,9 @@ def test_unknown_format_version(tmp_path):
 
 def test_unknown_family(tmp_path):
     folder = make_folder(tmp_path)
-    _edit(folder, family="sam3")
+    _edit(folder, family="sam4")
     with pytest.raises(
-        ModelFolderError, match=r"unknown model family 'sam3' \(known: sam, sam2, fastsam, yolo, yoloe, clip\)"
+        ModelFolderError, match=r"unknown model family 'sam4' \(known: sam, sam2, sam3, fastsam, yolo, yoloe, clip\)"
     ):
         load_model_folder(folder)
 

@@ -18,6 +18,7 @@ __all__ = [
     "Sam2",
     "Sam2AutomaticMaskGenerator",
     "Sam2Video",
+    "Sam3",
     "SamAutomaticMaskGenerator",
     "SegedgeError",
     "Yolo",
@@ -38,6 +39,7 @@ _LAZY = {
     "Sam": "segedge.runtime.sam",
     "Sam2": "segedge.runtime.sam2",
     "Sam2Video": "segedge.runtime.sam2_video",
+    "Sam3": "segedge.runtime.sam3",
     "SamAutomaticMaskGenerator": "segedge.runtime.sam_generator",
     "Sam2AutomaticMaskGenerator": "segedge.runtime.sam_generator",  # one class serves both families
     "open_model": "segedge.runtime.model_base",

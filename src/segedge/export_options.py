@@ -271,6 +271,28 @@ YOLOE = ExportEntry(
     ),  # fmt: skip
     note=UNPICKLE_WARNING,
 )
+SAM3 = ExportEntry(
+    "sam3",
+    "SAM 3 (sam3.pt): every instance of a concept, from a text or example boxes",
+    "Export SAM 3 as static graphs split where the work splits: the image encoder (once per image), the text "
+    "encoder (once per text), and the grounding graph (per prompt: text and up to --box-slots example boxes -> "
+    "every instance's box, score and mask). The architecture comes from the sam3 package (pip install --no-deps "
+    "sam3==0.1.4), sized from the checkpoint; the checkpoint is read with weights_only=True. Not yet: clicks and "
+    "video.",
+    "path to sam3.pt (the official checkpoint layout)",
+    "segedge.export.sam3:export_sam3",
+    (
+        Option(
+            "--box-slots",
+            "box_slots",
+            "example boxes one prompt takes (1-16, default 4); unused slots cost a little time",
+            int,
+            4,
+        ),
+        Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
+    ),
+    requires="sam3",
+)
 SAM2 = ExportEntry(
     "sam2",
     "SAM 2.1 / 2.0, any Hiera size (sam2.1_hiera_*.pt, sam2_hiera_*.pt)",

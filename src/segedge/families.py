@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from segedge import export_options as ex
-from segedge.errors import ModelFolderError
+from segedge.errors import ModelFolderError, SegedgeError
 from segedge.parameters import EVERYTHING_DEFAULTS, Param, group
 
 __all__ = ["EVERYTHING_DEFAULTS", "EXPORTS", "FAMILIES", "FAMILY_NAMES", "Family", "family", "family_names"]
@@ -73,6 +73,7 @@ class Family:
     bench_everything: str | None = None  # the same for --everything (the package's automatic mask generator)
     parameters: tuple[str, ...] = ()  # the run-time option groups it takes (segedge.parameters: "detection", ...)
     vocabulary: bool = False  # open vocabulary: text prompts name the classes it detects (YOLOE), no CLIP needed
+    commands: bool = True  # segment, serve, bench, quantize run its folders (False: export, info and Python only)
 
     def everything_options(self) -> dict[str, Any]:
         """Its everything mode's defaults: :data:`EVERYTHING_DEFAULTS` with the family's own."""
@@ -183,6 +184,14 @@ FAMILIES: dict[str, Family] = {
             bench="segedge.bench.reference:sam2_bench",
             bench_everything="segedge.bench.reference:sam2_everything_bench",
         ),
+        # SAM 3: a concept (text and / or example boxes) -> every instance; clicks and video not exported yet
+        Family(
+            "sam3",
+            "SAM 3",
+            "segedge.runtime.sam3:Sam3",
+            (ex.SAM3,),
+            commands=False,
+        ),
         Family(
             "fastsam",
             "FastSAM",
@@ -267,3 +276,14 @@ def family_names(capability: str) -> str:
 def _resolve(reference: str):
     module, _, attribute = reference.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def require_commands(family_name: str, command: str) -> None:
+    """:class:`SegedgeError` in one line when ``segedge COMMAND`` does not run ``family_name``'s folders yet."""
+    spec = family(family_name)
+    if not spec.commands:
+        runtime = spec.runtime.split(":")[1]
+        raise SegedgeError(
+            f"segedge {command} does not run {spec.title} folders yet: use segedge.{runtime} from Python "
+            f"(docs/{family_name}.md)"
+        )

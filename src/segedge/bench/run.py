@@ -16,7 +16,7 @@ import numpy as np
 
 from segedge.errors import SegedgeError
 from segedge.evaluation.metrics import mask_iou, matched_iou, summarize
-from segedge.families import FAMILIES, family_names
+from segedge.families import FAMILIES, family_names, require_commands
 from segedge.families import family as family_spec
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
@@ -124,6 +124,7 @@ def run_benchmark(
 
     folder = load_model_folder(model_dir)
     manifest = folder.manifest
+    require_commands(manifest.family, "bench")
     notes: list[str] = []
     if configs is None:
         configs, notes = bench_configs(manifest)

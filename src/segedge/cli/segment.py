@@ -10,6 +10,7 @@ from pathlib import Path
 from segedge.cli.common import default_backend, expand_images
 from segedge.cli.segment_options import add_segment_options, check_family_options, everything_options, vocabulary
 from segedge.errors import PromptError, SegedgeError
+from segedge.families import require_commands
 from segedge.progress import Progress
 from segedge.stdout import print_line
 
@@ -37,6 +38,7 @@ def _segment(args) -> int:
     video_plan = plan_video_outputs(videos, args.out) if videos else []
     folder = load_model_folder(args.model)
     family = folder.manifest.family
+    require_commands(family, "segment")
     check_family_options(args, family)
     backend = args.backend or default_backend()
     model, stages = _segment_stages(args, folder, family, backend)

@@ -50,6 +50,7 @@ from segedge.export.quantizers import (
     quantize_openvino,
 )
 from segedge.families import family as family_spec
+from segedge.families import require_commands
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import ModelFolder, load_model_folder, write_manifest_files
@@ -186,6 +187,7 @@ def _prepare(
             raise SegedgeError(f"unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     folder = load_model_folder(model_dir)
     family = folder.manifest.family
+    require_commands(family, "quantize")
     threshold = min_cosine if family_spec(family).agreement == "embedding_cosine" else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")

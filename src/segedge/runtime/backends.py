@@ -210,8 +210,8 @@ class OpenVinoBackend(Backend):
             raise BackendError(f"OpenVINO could not compile {xml_path}: {error_reason(exc)}") from exc
         finally:
             install_own_stack()  # the plugin left the thread on a stack of the model's (see runtime.signal_stack)
-        _io_mismatch(Path(xml_path), "inputs", _ov_shapes(compiled.inputs), self.inputs)
-        _io_mismatch(Path(xml_path), "outputs", _ov_shapes(compiled.outputs), self.outputs)
+        _io_mismatch(Path(xml_path), "inputs", _ov_shapes(compiled.inputs, self.inputs), self.inputs)
+        _io_mismatch(Path(xml_path), "outputs", _ov_shapes(compiled.outputs, self.outputs), self.outputs)
         self.bind(compiled)
 
     def bind(self, compiled) -> None:
@@ -233,12 +233,15 @@ class OpenVinoBackend(Backend):
             return {name: request.get_tensor(port).data.copy() for name, port in ports.items()}
 
 
-def _ov_shapes(ports) -> dict[str, tuple]:
-    """``{name: shape}`` of OpenVINO ports (dynamic dimensions as text, e.g. ``"?"``)."""
+def _ov_shapes(ports, declared) -> dict[str, tuple]:
+    """``{name: shape}`` of OpenVINO ports (dynamic dimensions as text, e.g. ``"?"``), each named by the name the
+    manifest ``declared`` for it when it has several (a compiled model gives an input that feeds an operation it
+    removed, e.g. a Gather of the only batch row, that operation's output name too)."""
     shapes = {}
     for port in ports:
         partial = port.get_partial_shape()
-        shapes[port.get_any_name()] = tuple(partial.to_shape()) if partial.is_static else tuple(str(d) for d in partial)
+        names = sorted(set(port.get_names()) & set(declared)) or [port.get_any_name()]
+        shapes[names[0]] = tuple(partial.to_shape()) if partial.is_static else tuple(str(d) for d in partial)
     return shapes
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import PromptError, SegedgeError
-from segedge.families import family
+from segedge.families import family, require_commands
 from segedge.imageio import read_image
 from segedge.parameters import check_values, runtime_keywords
 from segedge.runtime.prompt_args import api_clicks
@@ -102,6 +102,7 @@ class SegmentService:
         served, trackers = [], {}
         for name, path in zip(unique_names([Path(f) for f in folders]), folders):
             folder = load_model_folder(path)
+            require_commands(folder.manifest.family, "serve")
             if not family(folder.manifest.family).segments_images:
                 raise SegedgeError(
                     f"{path} is a CLIP folder; pass it as --clip (for FastSAM text prompts), not --model"

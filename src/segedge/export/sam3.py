@@ -1,0 +1,266 @@
+"""``segedge export sam3``: SAM 3's concept segmentation ("every yellow bus", from a text or example boxes) as
+static graphs split where the work splits.
+
+- ``image_encoder``: ``image (1, 3, 1008, 1008)`` float32 (the photo squashed to 1008 x 1008, ``(x/255 - 0.5) /
+  0.5``) -> ``fpn_288 (1, 256, 288, 288)``, ``fpn_144 (1, 256, 144, 144)``, ``fpn_72 (1, 256, 72, 72)``: the ViT
+  (its RoPE in real arithmetic, :func:`~segedge.export.sam3_arch.real_rope`) and the neck; once per image.
+- ``text_encoder``: ``tokens (1, 32)`` int64 (CLIP's BPE, 32 positions) -> ``text_features (32, 1, 256)``; once
+  per prompt text (cached at run time). Its padding mask is ``tokens == 0``.
+- ``grounding``: the three feature maps, ``text_features``, ``text_padding (1, 32)`` bool, and ``box_slots``
+  example boxes ``boxes (1, K, 4)`` (cx, cy, w, h in 0-1 of the image), ``box_labels (1, K)`` int64 (1 positive,
+  0 negative), ``box_padding (1, K)`` bool (True: unused slot) -> ``logits (1, 200)``, ``boxes_cxcywh (1, 200, 4)``
+  (0-1), ``presence (1, 1)`` (a logit), ``mask_logits (1, 200, 288, 288)``: the geometry encoder, the fusion
+  encoder, the DETR decoder with its presence token, the dot-product scorer and the mask head; per prompt set.
+  The package encodes the boxes given and appends a CLS token; unused slots here are masked out of every
+  attention and pooling that reads them, which gives the same numbers (checked at export against the package with
+  no box, and with two).
+
+What the ``sam3`` package's ``Sam3Processor`` does around them (thresholds, boxes to pixels, masks resized to the
+image) is :mod:`segedge.runtime.sam3`. Not exported yet: the interactive (click) decoder and video tracking.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+
+from segedge.errors import CheckpointError
+from segedge.export.clip import VOCAB_FILE, copy_vocabulary
+from segedge.export.common import (
+    check_checkpoint_file,
+    check_output_folder,
+    export_graph,
+    finish_manifest,
+    one_torch_thread,
+    staging_folder,
+    tool_versions,
+)
+from segedge.export.sam3_arch import CONTEXT_LENGTH, IMAGE_SIZE, bpe_path, build_sam3, real_rope
+from segedge.manifest import Manifest
+
+BOX_SLOTS = 4  # example boxes one grounding call takes
+FEATURES = ("fpn_288", "fpn_144", "fpn_72")
+GROUNDING_OUTPUTS = ("logits", "boxes_cxcywh", "presence", "mask_logits")
+# the graphs against the package's own modules on a probe image, float32 on the CPU
+CHECK_ATOL = {"features": 1e-4, "logits": 1e-3, "masks": 1e-3}
+
+
+def _image_encoder(model):
+    import torch
+
+    class ImageEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = model.backbone
+
+        def forward(self, image):
+            features = self.backbone.forward_image(image)["backbone_fpn"]
+            return tuple(features)
+
+    return ImageEncoder().eval()
+
+
+def _text_encoder(model):
+    import torch
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.text = model.backbone.language_backbone
+
+        def forward(self, tokens):
+            _, memory = self.text.encoder(tokens)  # (1, 32, width)
+            return self.text.resizer(memory.transpose(0, 1))  # (32, 1, 256): sequence first, as the package
+
+    return TextEncoder().eval()
+
+
+def _boxes_geometry(geometry):
+    """The geometry encoder's forward for box prompts in fixed slots (``box_mask`` True: an unused slot), the CLS
+    token after them. The package's own forward also encodes zero points and packs the valid boxes to the front
+    with data-dependent scatters; the padded slots are masked keys here instead."""
+    import torch
+
+    def forward(self, geo_prompt, img_feats, img_sizes, img_pos_embeds=None):
+        seq_img, seq_pos = img_feats[-1], img_pos_embeds[-1]
+        h, w = img_sizes[-1]
+        x = self.img_pre_norm(seq_img)
+        n, c = x.shape[-2:]
+        x = x.permute(1, 2, 0).reshape(n, c, h, w)
+        boxes, mask = self._encode_boxes(geo_prompt.box_embeddings, geo_prompt.box_mask, geo_prompt.box_labels, x)
+        cls = self.cls_embed.weight.view(1, 1, self.d_model).expand(1, seq_img.shape[1], self.d_model)
+        embeds = torch.cat([boxes, cls], 0)
+        mask = torch.cat([mask, torch.zeros(mask.shape[0], 1, dtype=torch.bool)], 1)
+        embeds = self.norm(self.final_proj(embeds))
+        for layer in self.encode:
+            embeds = layer(tgt=embeds, memory=seq_img, tgt_key_padding_mask=mask, pos=seq_pos)
+        return self.encode_norm(embeds), mask
+
+    geometry.forward = types.MethodType(forward, geometry)
+
+
+def _grounding(model, position_72):
+    import torch
+    from sam3.model.data_misc import FindStage
+    from sam3.model.geometry_encoders import Prompt
+
+    class Grounding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.register_buffer("position_72", position_72, persistent=False)
+
+        def forward(self, fpn_288, fpn_144, fpn_72, text_features, text_padding, boxes, box_labels, box_padding):
+            unused = torch.zeros(1)  # the neck's position encodings of the finer levels: not read by the heads
+            backbone_out = {
+                "backbone_fpn": [fpn_288, fpn_144, fpn_72],
+                "vision_pos_enc": [unused, unused, self.position_72],
+                "language_features": text_features,
+                "language_mask": text_padding,
+            }
+            find = FindStage(
+                img_ids=torch.tensor([0]), text_ids=torch.tensor([0]), input_boxes=None, input_boxes_mask=None,
+                input_boxes_label=None, input_points=None, input_points_mask=None,
+            )  # fmt: skip
+            prompt = Prompt(
+                box_embeddings=boxes.transpose(0, 1), box_mask=box_padding, box_labels=box_labels.transpose(0, 1)
+            )
+            out = self.model.forward_grounding(
+                backbone_out=backbone_out, find_input=find, find_target=None, geometric_prompt=prompt
+            )
+            return out["pred_logits"][..., 0], out["pred_boxes"], out["presence_logit_dec"], out["pred_masks"]
+
+    return Grounding().eval()
+
+
+def probe_inputs(box_slots: int):
+    """A seeded probe image (1, 3, 1008, 1008) and the graph-side inputs of a text prompt ``"a bus"`` with two
+    example boxes (one positive, one negative) in ``box_slots`` slots."""
+    import torch
+
+    from segedge.runtime.clip_tokenizer import ClipTokenizer
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g) * 2 - 1
+    tokens = torch.from_numpy(ClipTokenizer(bpe_path())(["a bus"], CONTEXT_LENGTH))
+    boxes = torch.zeros(1, box_slots, 4)
+    boxes[0, :2] = torch.tensor([[0.5, 0.5, 0.4, 0.3], [0.3, 0.6, 0.2, 0.2]])
+    labels = torch.zeros(1, box_slots, dtype=torch.long)
+    labels[0, 0] = 1
+    padding = torch.ones(1, box_slots, dtype=torch.bool)
+    padding[0, :2] = False
+    return image, tokens, boxes, labels, padding
+
+
+def _package_grounding(model, features, text_features, tokens, boxes, labels):
+    """The package's own ``forward_grounding`` (its geometry encoder as shipped) on precomputed features, as
+    ``Sam3Processor`` calls it; ``boxes (n, 4)`` cx cy w h (n may be 0)."""
+    import torch
+    from sam3.model.data_misc import FindStage
+
+    find = FindStage(
+        img_ids=torch.tensor([0]), text_ids=torch.tensor([0]), input_boxes=None, input_boxes_mask=None,
+        input_boxes_label=None, input_points=None, input_points_mask=None,
+    )  # fmt: skip
+    prompt = model._get_dummy_prompt()
+    if len(boxes):
+        prompt.append_boxes(boxes.view(-1, 1, 4), labels.view(-1, 1).bool())
+    out = model.forward_grounding(
+        backbone_out={**features, "language_features": text_features, "language_mask": tokens == 0},
+        find_input=find, find_target=None, geometric_prompt=prompt,
+    )  # fmt: skip
+    return out["pred_logits"][..., 0], out["pred_boxes"], out["presence_logit_dec"], out["pred_masks"]
+
+
+def _compare(what: str, ours, theirs, atol: dict) -> None:
+    """Raise :class:`CheckpointError` unless the grounding outputs ``ours`` equal the package's ``theirs``."""
+    for name, a, b in zip(GROUNDING_OUTPUTS, ours, theirs):
+        limit = atol["masks"] if name == "mask_logits" else atol["logits"]
+        err = float((a - b).abs().max())
+        if not err <= limit:
+            raise CheckpointError(
+                f"SAM 3's grounding in fixed box slots differs from the package's ({what}, {name}: {err:.2e})"
+            )
+
+
+def export_sam3(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    box_slots: int = BOX_SLOTS,
+    variant: str | None = None,
+    simplify: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Export a SAM 3 checkpoint (the official ``sam3.pt`` layout) to a ``sam3`` folder at ``out_dir`` (module
+    docstring); returns its path. ``box_slots``: example boxes one prompt takes (1-16)."""
+    import torch
+
+    check_output_folder(out_dir, overwrite)
+    path = check_checkpoint_file(checkpoint)
+    if not 1 <= box_slots <= 16:
+        raise CheckpointError(f"--box-slots must be 1-16, got {box_slots}")
+    model, sizes = build_sam3(path)
+    image, tokens, boxes, labels, padding = probe_inputs(box_slots)
+    with torch.no_grad(), one_torch_thread():
+        complex_rope = model.backbone.forward_image(image)
+        real_rope(model)
+        features = model.backbone.forward_image(image)
+        for a, b in zip(complex_rope["backbone_fpn"], features["backbone_fpn"]):
+            if not float((a - b).abs().max()) <= CHECK_ATOL["features"]:
+                raise CheckpointError("SAM 3's ViT with real RoPE differs from the package's: not supported")
+        text = model.backbone.forward_text(["a bus"], device="cpu")
+        text_features = text["language_features"]
+        used = int((~padding[0]).sum())
+        references = {
+            n: _package_grounding(model, features, text_features, tokens, boxes[0, :n], labels[0, :n])
+            for n in (0, used)
+        }
+        _boxes_geometry(model.geometry_encoder)
+        grounding = _grounding(model, features["vision_pos_enc"][-1])
+        fpn = tuple(features["backbone_fpn"])
+        inputs = (*fpn, text_features, tokens == 0, boxes, labels, padding)
+        _compare("two boxes", grounding(*inputs), references[used], CHECK_ATOL)
+        _compare("text only", grounding(*inputs[:-1], torch.ones_like(padding)), references[0], CHECK_ATOL)
+    with staging_folder(out_dir, overwrite) as folder, torch.no_grad():
+        graphs = {
+            "image_encoder": export_graph(
+                _image_encoder(model), (image,), folder, "image_encoder", ["image"], list(FEATURES), simplify,
+                expected=fpn,
+            ),
+            "text_encoder": export_graph(
+                _text_encoder(model), (tokens,), folder, "text_encoder", ["tokens"], ["text_features"], simplify
+            ),
+            "grounding": export_graph(
+                grounding, inputs, folder, "grounding",
+                [*FEATURES, "text_features", "text_padding", "boxes", "box_labels", "box_padding"],
+                list(GROUNDING_OUTPUTS), simplify,
+            ),
+        }  # fmt: skip
+        copy_vocabulary(folder)
+        manifest = Manifest(
+            family="sam3",
+            variant=variant or path.stem,
+            graphs=graphs,
+            preprocess={
+                "kind": "resize_square",
+                "size": [IMAGE_SIZE, IMAGE_SIZE],
+                "resize": "torch_bilinear_antialias_uint8",
+                "scale": 1 / 255,
+                "mean": [0.5, 0.5, 0.5],
+                "std": [0.5, 0.5, 0.5],
+            },
+            source={"format": "sam3"},
+            exporter=tool_versions("torch", "sam3", "onnx", "onnxslim", "openvino"),
+            params={
+                "box_slots": box_slots,
+                "context_length": CONTEXT_LENGTH,
+                "vocabulary": VOCAB_FILE,
+                "confidence": 0.5,  # Sam3Processor's default threshold on sigmoid(logit) x sigmoid(presence)
+                "visual_text": "visual",  # the text Sam3Processor encodes for a prompt of boxes alone
+                "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+            },
+        )
+        finish_manifest(folder, manifest, path)
+    return Path(out_dir)

@@ -1,0 +1,170 @@
+"""SAM 3 at run time: every instance of a concept named by a text or shown by example boxes, without torch, as
+the ``sam3`` package's ``Sam3Processor`` finds them.
+
+>>> sam3 = Sam3("models/sam3")                                     # doctest: +SKIP
+>>> sam3.set_image("street.jpg")                                   # doctest: +SKIP
+>>> found = sam3.segment(text="yellow bus")                         # doctest: +SKIP
+>>> found.boxes, found.scores, found.masks                          # doctest: +SKIP
+
+The image encoder runs once per :meth:`set_image`; a text runs the text encoder once (cached by text); each
+:meth:`segment` runs the grounding graph once. The processor's rules are kept: a query is an instance when
+``sigmoid(logit) * sigmoid(presence) > 0.5`` (``confidence``); its box (cx, cy, w, h in 0-1) becomes corners in
+pixels; its 288 x 288 mask logits are resized bilinearly to the image and thresholded at 0 (``sigmoid > 0.5``). No
+NMS, as the processor. Boxes alone are prompted with the text "visual", as the processor does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from segedge.errors import PromptError
+from segedge.imageio import ImageSource, read_image
+from segedge.postprocess.sam_masks import upscale_logits
+from segedge.preprocess.torch_uint8_resize import resize_uint8
+from segedge.runtime.clip_tokenizer import ClipTokenizer
+from segedge.runtime.model_base import FolderModel
+from segedge.runtime.prompt_args import check_boxes
+from segedge.runtime.text_cache import TextEmbeddings
+
+FEATURES = ("fpn_288", "fpn_144", "fpn_72")
+
+
+@dataclass(frozen=True)
+class Sam3Image:
+    """One encoded image: the three feature maps ``(1, 256, 288, 288)``, ``(1, 256, 144, 144)``, ``(1, 256, 72,
+    72)`` float32 and the original ``(H, W)``."""
+
+    features: tuple[np.ndarray, np.ndarray, np.ndarray]
+    orig_hw: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Sam3Instances:
+    """What :meth:`Sam3.segment` found, best first: ``boxes (N, 4)`` xyxy original pixels, ``scores (N,)``
+    (``sigmoid(logit) * sigmoid(presence)``), ``masks (N, H, W)`` bool, ``presence`` (the concept's presence
+    probability in the image)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    masks: np.ndarray
+    presence: float
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def preprocess(rgb: np.ndarray, size: int) -> np.ndarray:
+    """``HxWx3 uint8`` RGB -> ``(1, 3, size, size)`` float32 as ``Sam3Processor``'s transform: the uint8 image
+    squashed to ``size`` x ``size`` (bilinear with antialiasing on uint8: :mod:`~segedge.preprocess.torch_uint8_resize`),
+    then ``(x / 255 - 0.5) / 0.5``."""
+    square = resize_uint8(rgb, (size, size))
+    planes = square.transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    return np.ascontiguousarray(((planes - np.float32(0.5)) / np.float32(0.5))[None])
+
+
+def cxcywh_boxes(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``(N, 4)`` xyxy pixels -> ``(N, 4)`` float32 cx, cy, w, h in 0-1 of an ``hw`` image."""
+    h, w = hw
+    b = np.asarray(boxes, np.float32)
+    return np.stack(
+        [(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h, (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], 1
+    ).astype(np.float32)
+
+
+class Sam3(FolderModel):
+    """A SAM 3 folder on one backend (options: :class:`~segedge.runtime.model_base.FolderModel`)."""
+
+    FAMILY = "sam3"
+    HINT = "make one with `segedge export sam3`"
+
+    def _setup(self, m) -> None:
+        self.size = int(m.preprocess["size"][0])
+        self.box_slots = int(m.params["box_slots"])
+        self.context_length = int(m.params["context_length"])
+        self.confidence = float(m.params["confidence"])
+        self.visual_text = str(m.params["visual_text"])
+        self.tokenizer = ClipTokenizer(self.folder.file(m.params["vocabulary"]))
+        self.image_encoder = self._compile("image_encoder")
+        self.grounding = self._compile("grounding")
+        self.text_encoder = None  # compiled on the first text
+        self.texts = TextEmbeddings(self._encode_texts)
+        self.image: Sam3Image | None = None
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """``(len(texts), 32 * 256)``: each text's ``text_features`` flattened (for the text cache)."""
+        if self.text_encoder is None:
+            self.text_encoder = self._compile("text_encoder")
+        tokens = self.tokenizer(texts, self.context_length)
+        return np.stack([self.text_encoder.run({"tokens": t[None]})["text_features"].ravel() for t in tokens])
+
+    def embed(self, image: ImageSource) -> Sam3Image:
+        """Run the image encoder on ``image`` (path, array or bytes)."""
+        rgb = read_image(image, self.max_pixels)
+        out = self.image_encoder.run({"image": preprocess(rgb, self.size)})
+        return Sam3Image(tuple(out[name] for name in FEATURES), rgb.shape[:2])
+
+    def set_image(self, image: ImageSource) -> None:
+        """Encode ``image``; :meth:`segment` then prompts it."""
+        self.image = self.embed(image)
+
+    def segment(
+        self, text: str | None = None, boxes=None, box_labels=None, *, image: Sam3Image | None = None
+    ) -> Sam3Instances:
+        """Every instance of the concept ``text`` names and / or ``boxes (N, 4)`` (xyxy pixels of examples on this
+        image; ``box_labels (N,)``: 1 an example, 0 a counter-example; default all 1) show. At most
+        ``params.box_slots`` boxes. Raises :class:`~segedge.errors.PromptError` for no prompt or bad boxes."""
+        state = image or self.image
+        if state is None:
+            raise PromptError("no image: call set_image(...) first")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise PromptError(f"the text prompt must be a non-empty string, got {text!r}")
+        if text is None and boxes is None:
+            raise PromptError("give a text, example boxes, or both")
+        xyxy = np.zeros((0, 4), np.float32) if boxes is None else check_boxes(boxes, state.orig_hw)
+        if len(xyxy) > self.box_slots:
+            raise PromptError(
+                f"at most {self.box_slots} example boxes per prompt (this folder's box slots), got {len(xyxy)}"
+            )
+        labels = np.ones(len(xyxy), np.int64) if box_labels is None else np.asarray(box_labels)
+        if labels.shape != (len(xyxy),) or not np.isin(labels, (0, 1)).all():
+            raise PromptError(f"give one label per box, 1 (example) or 0 (counter-example), got {box_labels!r}")
+        features = self.texts([text if text is not None else self.visual_text])[0].reshape(-1, 1, 256)
+        k = self.box_slots
+        slots = np.zeros((1, k, 4), np.float32)
+        slots[0, : len(xyxy)] = cxcywh_boxes(xyxy, state.orig_hw)
+        slot_labels = np.zeros((1, k), np.int64)
+        slot_labels[0, : len(xyxy)] = labels
+        padding = np.ones((1, k), bool)
+        padding[0, : len(xyxy)] = False
+        tokens = self.tokenizer([text if text is not None else self.visual_text], self.context_length)
+        out = self.grounding.run(
+            {
+                **dict(zip(FEATURES, state.features)),
+                "text_features": features.astype(np.float32),
+                "text_padding": tokens == 0,
+                "boxes": slots,
+                "box_labels": slot_labels,
+                "box_padding": padding,
+            }
+        )
+        return instances(out, state.orig_hw, self.confidence)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x.astype(np.float64)))
+
+
+def instances(out: dict[str, np.ndarray], hw: tuple[int, int], confidence: float) -> Sam3Instances:
+    """The grounding graph's outputs -> the instances above ``confidence`` (``Sam3Processor``'s post-processing,
+    module docstring), in query order."""
+    h, w = hw
+    presence = float(_sigmoid(out["presence"]).ravel()[0])
+    scores = _sigmoid(out["logits"][0]) * presence
+    keep = np.flatnonzero(scores > confidence)
+    cx, cy, bw, bh = out["boxes_cxcywh"][0, keep].astype(np.float32).T
+    boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * np.float32([w, h, w, h])
+    logits = out["mask_logits"][0, keep]
+    masks = upscale_logits(logits, (h, w), (h, w), size=None) > 0 if len(keep) else np.zeros((0, h, w), bool)
+    return Sam3Instances(boxes.astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32), masks, presence)
