@@ -120,11 +120,11 @@ def _nms_predictions(detections, num_classes, layout, grid, conf, iou, max_det, 
 
 def vocabulary_classes(vocabulary: list[str], names: list[str], what: str) -> np.ndarray:
     """A fixed vocabulary (a prompt-free YOLOE folder's classes) measured on data labelled ``names``: ``(V,)`` int64,
-    the data's class id of each vocabulary class (matched by name, case and surrounding spaces ignored, ultralytics'
-    ``name/alias`` read as ``name``), -1 for classes the data does not label. Raises ValueError naming the data's
+    the data's class id of each vocabulary class (matched by name, case and surrounding spaces ignored), -1 for
+    classes the data does not label. Raises ValueError naming the data's
     classes the vocabulary lacks (``what``: the model, for the message)."""
     index = {v.strip().lower(): i for i, v in enumerate(vocabulary)}
-    wanted = [n.split("/", 1)[0].strip().lower() for n in names]
+    wanted = [n.strip().lower() for n in names]
     missing = [n for n in wanted if n not in index]
     if missing:
         shown = ", ".join(repr(n) for n in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")

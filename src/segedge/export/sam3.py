@@ -100,9 +100,19 @@ def _boxes_geometry(geometry):
     geometry.forward = types.MethodType(forward, geometry)
 
 
-def _grounding(model, position_72):
+def _find_stage():
+    """What ``Sam3Processor`` passes as ``find_input``: image 0 with text 0, no batched prompts."""
     import torch
     from sam3.model.data_misc import FindStage
+
+    return FindStage(
+        img_ids=torch.tensor([0]), text_ids=torch.tensor([0]), input_boxes=None, input_boxes_mask=None,
+        input_boxes_label=None, input_points=None, input_points_mask=None,
+    )  # fmt: skip
+
+
+def _grounding(model, position_72):
+    import torch
     from sam3.model.geometry_encoders import Prompt
 
     class Grounding(torch.nn.Module):
@@ -119,10 +129,7 @@ def _grounding(model, position_72):
                 "language_features": text_features,
                 "language_mask": text_padding,
             }
-            find = FindStage(
-                img_ids=torch.tensor([0]), text_ids=torch.tensor([0]), input_boxes=None, input_boxes_mask=None,
-                input_boxes_label=None, input_points=None, input_points_mask=None,
-            )  # fmt: skip
+            find = _find_stage()
             prompt = Prompt(
                 box_embeddings=boxes.transpose(0, 1), box_mask=box_padding, box_labels=box_labels.transpose(0, 1)
             )
@@ -156,13 +163,8 @@ def probe_inputs(box_slots: int):
 def _package_grounding(model, features, text_features, tokens, boxes, labels):
     """The package's own ``forward_grounding`` (its geometry encoder as shipped) on precomputed features, as
     ``Sam3Processor`` calls it; ``boxes (n, 4)`` cx cy w h (n may be 0)."""
-    import torch
-    from sam3.model.data_misc import FindStage
 
-    find = FindStage(
-        img_ids=torch.tensor([0]), text_ids=torch.tensor([0]), input_boxes=None, input_boxes_mask=None,
-        input_boxes_label=None, input_points=None, input_points_mask=None,
-    )  # fmt: skip
+    find = _find_stage()
     prompt = model._get_dummy_prompt()
     if len(boxes):
         prompt.append_boxes(boxes.view(-1, 1, 4), labels.view(-1, 1).bool())
