@@ -308,8 +308,8 @@ def test_requantize_replaces_the_previous_int8_and_makes_7bit_weights_without_vn
 ):
     """Quantizing again replaces the previous int8 files; here as on a CPU without VNNI (emulated: segedge's flags,
     which decide the recipe), whose int8 kernels saturate full 8-bit weights: the weights are made with 7 bits
-    (ONNX Runtime's reduce_range: |w| <= 64, where this machine's own int8 in the fixture reaches 127) and the record
-    says so."""
+    (ONNX Runtime's reduce_range: |w| <= 64, where the fixture's int8, made for this machine, reaches 127 if it has
+    VNNI; on a CPU without, the fixture's weights are 7-bit already, the same range) and the record says so."""
     folder = tmp_path / "again"
     linked_copy(int8_folder[0], folder)
     before = load_model_folder(folder).manifest
@@ -320,6 +320,9 @@ def test_requantize_replaces_the_previous_int8_and_makes_7bit_weights_without_vn
         for b, f in g.items()
         if b == "onnxruntime"
     }
+    from segedge.runtime.cpu import cpu_capabilities
+
+    machine_dot = cpu_capabilities().int8_dot  # the fixture's recipe: full 8 bits only where this CPU has VNNI
     cpu = emulate_cpu("plain")
     assert cpu.int8_dot is False and cpu.precision_class == "plain"
     quantize_folder(
@@ -335,7 +338,11 @@ def test_requantize_replaces_the_previous_int8_and_makes_7bit_weights_without_vn
     assert m.quantized["int8"]["recipe"]["model"]["onnxruntime"]["reduce_range"] is True
     seven = _weight_range(folder / next(iter(int8_files)))
     print(f"int8 weight range: {full} on this CPU's own recipe, {seven} without VNNI (emulated)")
-    assert full == {127} and seven <= 64
+    assert seven <= 64
+    if machine_dot:
+        assert full == {127}
+    else:  # 7-bit already; or none: on an AVX2-only Zen 4 the fixture's 7-bit int8 lost 0.020 mask mAP, not written
+        assert max(full, default=0) <= 64
 
 
 def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, sam_tiny_plain_folder, tmp_path):

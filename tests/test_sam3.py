@@ -1,7 +1,8 @@
 """SAM 3 through `segedge export sam3` and `segedge.Sam3`: a seeded SAM 3 built by the `sam3` package's own builder at
 reduced sizes (tests/sam3_helpers.py), compared with the package's `Sam3Processor` on a photo it was not calibrated
-on: text prompts, example boxes, both together with a counter-example, on both backends; the preprocessing and the
-tokens against the package's; the sizes read from a checkpoint; errors in one line."""
+on: text prompts, example boxes, both together with a counter-example, on both backends; clicks and boxes against
+the package's own interactive predictor (``predict_inst``); the preprocessing, the tokens and the hole filling against
+the package's; the sizes read from a checkpoint; errors in one line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ pytest.importorskip("sam3", reason="SAM 3's reference needs the sam3 package (sc
 
 from sam3_helpers import SEEDED, make_sam3_checkpoint, sam3_processor  # noqa: E402
 
-from segedge.errors import CheckpointError, PromptError  # noqa: E402
+from segedge.errors import CheckpointError, PromptError, SegedgeError  # noqa: E402
 from segedge.runtime.sam3 import Sam3, preprocess  # noqa: E402
 
 CALIBRATION = ("ultralytics_bus.jpg", "sam_truck.jpg")
@@ -25,6 +26,13 @@ PROMPTS = (
     ("person", None, None),
     (None, [[200, 100, 600, 450]], [1]),
     ("bag", [[200, 100, 600, 450], [50, 50, 200, 200]], [1, 0]),
+)
+# (points xy, their labels, box xyxy, multimask_output): as Sam3Image.predict_inst takes them
+CLICKS = (
+    ([[400, 250]], [1], None, True),
+    ([[400, 250]], [1], None, False),
+    (None, None, [200, 100, 600, 450], False),
+    ([[400, 250], [150, 120]], [1, 0], [200, 100, 600, 450], True),
 )
 
 
@@ -38,6 +46,12 @@ def sam3_folder(sam3_ckpt, export_cache) -> Path:
     from segedge.export.sam3 import export_sam3
 
     return export_cache.folder(export_sam3, sam3_ckpt, name="sam3-seeded")
+
+
+@pytest.fixture(scope="module")
+def processor(sam3_ckpt):
+    """The package's ``Sam3Processor`` on the seeded checkpoint (built once: the tests only read it)."""
+    return sam3_processor(sam3_ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +72,11 @@ def _reference(processor, image, text, boxes, labels) -> dict:
     return {k: state[k].numpy() for k in ("boxes", "scores")} | {"masks": state["masks"][:, 0].numpy()}
 
 
-def test_sam3_finds_what_sam3_processor_finds(sam3_ckpt, sam3_folder, photo):
+def test_sam3_finds_what_sam3_processor_finds(processor, sam3_folder, photo):
     """Every prompt kind on both backends: the same instances in the same order as Sam3Processor, scores within 1e-4,
     boxes within 0.5 px, masks IoU >= 0.99; the instances are many and their masks neither empty nor full."""
     from PIL import Image
 
-    processor = sam3_processor(sam3_ckpt)
     image = Image.open(photo).convert("RGB")
     references = [_reference(processor, image, *prompt) for prompt in PROMPTS]
     compared = 0
@@ -82,7 +95,7 @@ def test_sam3_finds_what_sam3_processor_finds(sam3_ckpt, sam3_folder, photo):
     assert compared >= 2 * 40, compared
 
 
-def test_preprocessing_and_tokens_are_the_packages(sam3_ckpt, shared_images):
+def test_preprocessing_and_tokens_are_the_packages(processor, shared_images):
     """The uint8 resize equals torchvision's bit for bit, shrinking and growing; the image tensor equals
     Sam3Processor's transform within float32 rounding;
     the tokens equal the package's tokenizer's, long texts cut at 32 with the end token last."""
@@ -94,7 +107,6 @@ def test_preprocessing_and_tokens_are_the_packages(sam3_ckpt, shared_images):
 
     from segedge.preprocess.torch_uint8_resize import resize_uint8
 
-    processor = sam3_processor(sam3_ckpt)
     checked = 0
     for path in shared_images[:4]:
         image = Image.open(path).convert("RGB")
@@ -129,11 +141,19 @@ def test_bad_input_is_one_clear_error(sam3_folder, photo, sam_tiny_ckpt, tmp_pat
         export_sam3(sam_tiny_ckpt, tmp_path / "a")
     with pytest.raises(CheckpointError, match="--box-slots must be 1-16"):
         export_sam3(sam_tiny_ckpt, tmp_path / "b", box_slots=0)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(CheckpointError, match="--prompt-slots must be 3-64"):
+        export_sam3(sam_tiny_ckpt, tmp_path / "c", prompt_slots=2)
+    assert not any((tmp_path / name).exists() for name in "abc")
     model = Sam3(sam3_folder, "onnxruntime", precision="f32")
     with pytest.raises(PromptError, match="no image"):
         model.segment(text="bus")
+    with pytest.raises(SegedgeError, match="no image is set"):
+        model.predict(point_coords=[[10, 10]], point_labels=[1])
     model.set_image(photo)
+    with pytest.raises(PromptError, match="need 18 slots, but this decoder has 16"):
+        model.predict(point_coords=[[10, 10]] * 17, point_labels=[1] * 17)
+    with pytest.raises(PromptError, match=r"mask_input must be low-res logits of shape \(1, 288, 288\)"):
+        model.predict(point_coords=[[10, 10]], point_labels=[1], mask_input=np.zeros((1, 256, 256)))
     with pytest.raises(PromptError, match="give a text, example boxes, or both"):
         model.segment()
     with pytest.raises(PromptError, match="at most 4 example boxes"):
@@ -142,3 +162,85 @@ def test_bad_input_is_one_clear_error(sam3_folder, photo, sam_tiny_ckpt, tmp_pat
         model.segment(boxes=[[0, 0, 10, 10]], box_labels=[2])
     with pytest.raises(PromptError, match="non-empty string"):
         model.segment(text="  ")
+
+
+def test_clicks_match_sam3s_interactive_predictor(processor, sam3_folder, photo):
+    """Points, a box, both, single and multimask, and a second click with the first's low-res logits as mask input,
+    on both backends: scores within 1e-4, low-res logits within 1e-3, masks at the image size IoU >= 0.99 (after the
+    predictor's filling of holes up to 256 low-res pixels), neither empty nor full; as many masks as the package."""
+    pytest.importorskip("skimage", reason="the package fills a click's holes only with scikit-image (scripts/test.sh)")
+    from PIL import Image
+
+    state = processor.set_image(Image.open(photo).convert("RGB"))
+
+    def arr(value):
+        return None if value is None else np.asarray(value, np.float32)
+
+    references = [
+        processor.model.predict_inst(
+            state, point_coords=arr(pts), point_labels=arr(labels), box=arr(box), multimask_output=multi
+        )
+        for pts, labels, box, multi in CLICKS
+    ]
+    first_low = references[1][2]  # the single mask of one click, given back with a second click
+    again = ([[300, 200]], [1])
+    references.append(
+        processor.model.predict_inst(
+            state, point_coords=arr(again[0]), point_labels=arr(again[1]), mask_input=first_low, multimask_output=False
+        )
+    )
+    compared, worst = 0, {"score": 0.0, "low": 0.0, "iou": 1.0}
+    for backend in ("openvino", "onnxruntime"):
+        model = Sam3(sam3_folder, backend, precision="f32")
+        model.set_image(photo)
+        outputs = [model.predict(arr(p), arr(lb), arr(b), multimask_output=m) for p, lb, b, m in CLICKS]
+        outputs.append(model.predict(arr(again[0]), arr(again[1]), mask_input=outputs[1][2], multimask_output=False))
+        for (masks, scores, low), (ref_masks, ref_scores, ref_low) in zip(outputs, references, strict=True):
+            assert masks.shape == ref_masks.shape and low.shape == ref_low.shape == (len(scores), 288, 288)
+            worst["score"] = max(worst["score"], float(np.abs(scores - ref_scores).max()))
+            worst["low"] = max(worst["low"], float(np.abs(low - ref_low).max()))
+            for mine, theirs in zip(masks, ref_masks > 0, strict=True):
+                assert 0 < theirs.mean() < 1
+                worst["iou"] = min(worst["iou"], (mine & theirs).sum() / (mine | theirs).sum())
+                compared += 1
+    print(f"SAM 3 clicks vs predict_inst, {compared} masks: {worst}")
+    assert worst["score"] <= 1e-4 and worst["low"] <= 1e-3 and worst["iou"] >= 0.99, worst
+    assert compared == 2 * (3 + 1 + 1 + 3 + 1), compared
+
+
+def test_small_holes_are_filled_as_the_package_fills_them():
+    """A click's low-res logits with background holes of 1-400 pixels: the masks at the image size equal the package's
+    ``SAM2Transforms.postprocess_masks`` with SAM 3's ``max_hole_area`` 256 (8-connected holes, filled with +10);
+    the returned low-res logits stay unfilled."""
+    pytest.importorskip("skimage", reason="the package fills holes only with scikit-image (scripts/test.sh)")
+    import torch
+    from sam3.model.utils.sam1_utils import SAM2Transforms
+
+    from segedge.export.sam3 import MAX_HOLE_AREA
+    from segedge.postprocess.holes import fill_small_holes
+    from segedge.postprocess.sam_masks import upscale_logits
+    from segedge.runtime.sam2_prompting import HOLE_LOGIT
+
+    rng = np.random.default_rng(0)
+    low = np.full((288, 288), 4.0, np.float32) + rng.normal(0, 0.5, (288, 288)).astype(np.float32)
+    low[:, :40] = -5.0  # background touching the border: not a hole
+    sizes = [1, 2, 9, 50, 255, 256, 257, 400]
+    for i, side in enumerate(sizes):  # square-ish holes of exactly `side` pixels along a row
+        y, x = 20 + 30 * i, 60
+        w = int(np.ceil(np.sqrt(side)))
+        hole = np.zeros((w, w), bool).ravel()
+        hole[:side] = True
+        low[y : y + w, x : x + w][hole.reshape(w, w)] = -3.0
+    low[280, 280] = -1.0
+    low[281, 281] = -1.0  # two diagonal pixels: one 8-connected hole of 2
+    theirs = (
+        SAM2Transforms(1008, 0.0, max_hole_area=MAX_HOLE_AREA)
+        .postprocess_masks(torch.from_numpy(low)[None, None], (534, 800))[0, 0]
+        .numpy()
+    )
+    filled = fill_small_holes(low, MAX_HOLE_AREA, HOLE_LOGIT)
+    ours = upscale_logits(filled[None], (288, 288), (534, 800), None)[0]
+    assert np.abs(ours - theirs).max() <= 1e-3  # float32 rounding of the bilinear weights, logits up to 10
+    changed = filled != low
+    assert changed.sum() == sum(s for s in sizes if s <= MAX_HOLE_AREA) + 2  # every small hole, no big one
+    assert np.array_equal((ours > 0), (theirs > 0))

@@ -276,9 +276,9 @@ SAM3 = ExportEntry(
     "SAM 3 (sam3.pt): every instance of a concept, from a text or example boxes",
     "Export SAM 3 as static graphs split where the work splits: the image encoder (once per image), the text "
     "encoder (once per text), and the grounding graph (per prompt: text and up to --box-slots example boxes -> "
-    "every instance's box, score and mask). The architecture comes from the sam3 package (pip install --no-deps "
-    "sam3==0.1.4), sized from the checkpoint; the checkpoint is read with weights_only=True. Not yet: clicks and "
-    "video.",
+    "every instance's box, score and mask), and the click decoder (SAM 2.1's, for points and boxes). The "
+    "architecture comes from the sam3 package (pip install --no-deps sam3==0.1.4), sized from the checkpoint; the "
+    "checkpoint is read with weights_only=True. Not yet: video.",
     "path to sam3.pt (the official checkpoint layout)",
     "segedge.export.sam3:export_sam3",
     (
@@ -289,6 +289,7 @@ SAM3 = ExportEntry(
             int,
             4,
         ),
+        prompt_slots(", plus SAM 2's pad"),
         Option("--variant", "variant", "name recorded in the manifest (default: the checkpoint's file name)", str),
     ),
     requires="sam3",

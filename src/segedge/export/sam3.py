@@ -15,8 +15,15 @@ static graphs split where the work splits.
   attention and pooling that reads them, which gives the same numbers (checked at export against the package with
   no box, and with two).
 
-What the ``sam3`` package's ``Sam3Processor`` does around them (thresholds, boxes to pixels, masks resized to the
-image) is :mod:`segedge.runtime.sam3`. Not exported yet: the interactive (click) decoder and video tracking.
+- ``decoder``: clicks and boxes, SAM 3's interactive predictor (SAM 2.1's prompt encoder and mask decoder at 1008
+  pixels: :class:`~segedge.export.sam2_modules.Sam2PromptDecoder`), on three more outputs of ``image_encoder`` from
+  the ViT's second neck: ``image_embed (1, 256, 72, 72)`` (``no_mem_embed`` added), ``high_res_feats_0 (1, 32, 288,
+  288)``, ``high_res_feats_1 (1, 64, 144, 144)`` (through the decoder's ``conv_s0`` / ``conv_s1``), as
+  ``Sam3Processor.set_image`` and ``Sam3Image.predict_inst`` prepare them. Inputs and outputs as SAM 2's decoder
+  (:mod:`segedge.export.sam2_modules`) with low-res masks of 288.
+
+What the ``sam3`` package does around them (thresholds, boxes to pixels, masks resized to the image, small holes of
+a click's mask filled) is :mod:`segedge.runtime.sam3`. Not exported yet: video tracking.
 """
 
 from __future__ import annotations
@@ -37,10 +44,16 @@ from segedge.export.common import (
     tool_versions,
 )
 from segedge.export.sam3_arch import CONTEXT_LENGTH, IMAGE_SIZE, bpe_path, build_sam3, real_rope
+from segedge.export_options import PROMPT_SLOTS
 from segedge.manifest import Manifest
 
 BOX_SLOTS = 4  # example boxes one grounding call takes
 FEATURES = ("fpn_288", "fpn_144", "fpn_72")
+CLICK_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")  # the interactive decoder's image inputs
+DECODER_INPUTS = [*CLICK_FEATURES, "point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["low_res_masks", "iou_predictions", "object_score_logits"]
+LOW_RES = 288  # the click decoder's mask logits, a side: 4 x the 72 x 72 grid (1008 / 14 px patches)
+MAX_HOLE_AREA = 256  # SAM3InteractiveImagePredictor's default: background holes of the 288-pixel logits filled
 GROUNDING_OUTPUTS = ("logits", "boxes_cxcywh", "presence", "mask_logits")
 # the graphs against the package's own modules on a probe image, float32 on the CPU
 CHECK_ATOL = {"features": 1e-4, "logits": 1e-3, "masks": 1e-3}
@@ -49,16 +62,46 @@ CHECK_ATOL = {"features": 1e-4, "logits": 1e-3, "masks": 1e-3}
 def _image_encoder(model):
     import torch
 
+    tracker = model.inst_interactive_predictor.model
+
     class ImageEncoder(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.backbone = model.backbone
+            self.conv_s0 = tracker.sam_mask_decoder.conv_s0
+            self.conv_s1 = tracker.sam_mask_decoder.conv_s1
+            self.no_mem_embed = tracker.no_mem_embed
 
         def forward(self, image):
-            features = self.backbone.forward_image(image)["backbone_fpn"]
-            return tuple(features)
+            out = self.backbone.forward_image(image)
+            s0, s1, s2 = out["sam2_backbone_out"]["backbone_fpn"][-3:]
+            embed = s2 + self.no_mem_embed.view(1, -1, 1, 1)  # predict_inst adds it to the coarsest level
+            return (*out["backbone_fpn"], embed, self.conv_s0(s0), self.conv_s1(s1))
 
     return ImageEncoder().eval()
+
+
+def _click_decoder(model):
+    from segedge.export.sam2_modules import Sam2PromptDecoder
+
+    tracker = model.inst_interactive_predictor.model
+    return Sam2PromptDecoder(tracker.sam_prompt_encoder, tracker.sam_mask_decoder, IMAGE_SIZE).eval()
+
+
+def _click_params(model, prompt_slots: int) -> dict:
+    """The interactive predictor's rules for the manifest (:mod:`segedge.runtime.sam2_prompting` reads them)."""
+    dec = model.inst_interactive_predictor.model.sam_mask_decoder
+    return {
+        "prompt_slots": prompt_slots,
+        "empty_slot_label": -2,
+        "mask_threshold": 0.0,
+        "low_res_size": LOW_RES,
+        "low_res_clamp": 32.0,
+        "max_hole_area": MAX_HOLE_AREA,
+        "dynamic_multimask_via_stability": bool(dec.dynamic_multimask_via_stability),
+        "dynamic_multimask_stability_delta": float(dec.dynamic_multimask_stability_delta),
+        "dynamic_multimask_stability_thresh": float(dec.dynamic_multimask_stability_thresh),
+    }
 
 
 def _text_encoder(model):
@@ -160,6 +203,18 @@ def probe_inputs(box_slots: int):
     return image, tokens, boxes, labels, padding
 
 
+def _click_probe(features, prompt_slots: int) -> tuple:
+    """The click decoder's inputs for a box and a click (1008 frame) on ``features`` (its three image inputs)."""
+    import torch
+
+    coords = torch.zeros(1, prompt_slots, 2)
+    coords[0, :3] = torch.tensor([[200.0, 150.0], [700.0, 600.0], [450.0, 380.0]])
+    labels = torch.full((1, prompt_slots), -2.0)
+    labels[0, :4] = torch.tensor([2.0, 3.0, 1.0, -1.0])
+    side = features[1].shape[-1]  # the low-res masks: high_res_feats_0's size (288: 4 x the 72 grid of 14 px)
+    return (*features, coords, labels, torch.zeros(1, 1, side, side), torch.zeros(1))
+
+
 def _package_grounding(model, features, text_features, tokens, boxes, labels):
     """The package's own ``forward_grounding`` (its geometry encoder as shipped) on precomputed features, as
     ``Sam3Processor`` calls it; ``boxes (n, 4)`` cx cy w h (n may be 0)."""
@@ -191,18 +246,22 @@ def export_sam3(
     out_dir: str | os.PathLike,
     *,
     box_slots: int = BOX_SLOTS,
+    prompt_slots: int = PROMPT_SLOTS,
     variant: str | None = None,
     simplify: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Export a SAM 3 checkpoint (the official ``sam3.pt`` layout) to a ``sam3`` folder at ``out_dir`` (module
-    docstring); returns its path. ``box_slots``: example boxes one prompt takes (1-16)."""
+    docstring); returns its path. ``box_slots``: example boxes one prompt takes (1-16); ``prompt_slots``: the click
+    decoder's prompt tokens (a box counts 2, plus SAM 2's "not a point" token)."""
     import torch
 
     check_output_folder(out_dir, overwrite)
     path = check_checkpoint_file(checkpoint)
     if not 1 <= box_slots <= 16:
         raise CheckpointError(f"--box-slots must be 1-16, got {box_slots}")
+    if not 3 <= prompt_slots <= 64:
+        raise CheckpointError(f"--prompt-slots must be 3-64 (a box and SAM 2's pad token at least), got {prompt_slots}")
     model, sizes = build_sam3(path)
     image, tokens, boxes, labels, padding = probe_inputs(box_slots)
     with torch.no_grad(), one_torch_thread():
@@ -222,14 +281,16 @@ def export_sam3(
         _boxes_geometry(model.geometry_encoder)
         grounding = _grounding(model, features["vision_pos_enc"][-1])
         fpn = tuple(features["backbone_fpn"])
+        encoder = _image_encoder(model)
+        encoded = encoder(image)
         inputs = (*fpn, text_features, tokens == 0, boxes, labels, padding)
         _compare("two boxes", grounding(*inputs), references[used], CHECK_ATOL)
         _compare("text only", grounding(*inputs[:-1], torch.ones_like(padding)), references[0], CHECK_ATOL)
     with staging_folder(out_dir, overwrite) as folder, torch.no_grad():
         graphs = {
             "image_encoder": export_graph(
-                _image_encoder(model), (image,), folder, "image_encoder", ["image"], list(FEATURES), simplify,
-                expected=fpn,
+                encoder, (image,), folder, "image_encoder", ["image"], [*FEATURES, *CLICK_FEATURES], simplify,
+                expected=encoded,
             ),
             "text_encoder": export_graph(
                 _text_encoder(model), (tokens,), folder, "text_encoder", ["tokens"], ["text_features"], simplify
@@ -238,6 +299,10 @@ def export_sam3(
                 grounding, inputs, folder, "grounding",
                 [*FEATURES, "text_features", "text_padding", "boxes", "box_labels", "box_padding"],
                 list(GROUNDING_OUTPUTS), simplify,
+            ),
+            "decoder": export_graph(
+                _click_decoder(model), _click_probe(encoded[3:], prompt_slots), folder, "decoder", DECODER_INPUTS,
+                DECODER_OUTPUTS, simplify,
             ),
         }  # fmt: skip
         copy_vocabulary(folder)
@@ -262,6 +327,7 @@ def export_sam3(
                 "confidence": 0.5,  # Sam3Processor's default threshold on sigmoid(logit) x sigmoid(presence)
                 "visual_text": "visual",  # the text Sam3Processor encodes for a prompt of boxes alone
                 "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+                **_click_params(model, prompt_slots),
             },
         )
         finish_manifest(folder, manifest, path)

@@ -7,7 +7,9 @@ the ``sam3`` package's ``Sam3Processor`` finds them.
 >>> found.boxes, found.scores, found.masks                          # doctest: +SKIP
 
 The image encoder runs once per :meth:`set_image`; a text runs the text encoder once (cached by text); each
-:meth:`segment` runs the grounding graph once. The processor's rules are kept: a query is an instance when
+:meth:`segment` runs the grounding graph once; each :meth:`predict` (clicks and boxes, ``SamPredictor``'s API as SAM
+3's ``predict_inst`` has it) runs the click decoder once per prompt set, with SAM 2's prompt rules
+(:mod:`segedge.runtime.sam2_prompting`; coordinates in original-image pixels). The processor's rules are kept: a query is an instance when
 ``sigmoid(logit) * sigmoid(presence) > 0.5`` (``confidence``); its box (cx, cy, w, h in 0-1) becomes corners in
 pixels; its 288 x 288 mask logits are resized bilinearly to the image and thresholded at 0 (``sigmoid > 0.5``). No
 NMS, as the processor. Boxes alone are prompted with the text "visual", as the processor does.
@@ -15,7 +17,8 @@ NMS, as the processor. Boxes alone are prompted with the text "visual", as the p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,20 +27,46 @@ from segedge.imageio import ImageSource, read_image
 from segedge.postprocess.sam_masks import upscale_logits
 from segedge.preprocess.torch_uint8_resize import resize_uint8
 from segedge.runtime.clip_tokenizer import ClipTokenizer
+from segedge.runtime.image_state import PerThreadImage
 from segedge.runtime.model_base import FolderModel
 from segedge.runtime.prompt_args import check_boxes
+from segedge.runtime.sam2_prompting import Sam2Prompting
+from segedge.runtime.sam_common import pixels_hash, state_nbytes
 from segedge.runtime.text_cache import TextEmbeddings
 
 FEATURES = ("fpn_288", "fpn_144", "fpn_72")
+FEATURE_WIDTH = 256  # the grounding graph's text features: (32, 1, 256)
 
 
 @dataclass(frozen=True)
 class Sam3Image:
-    """One encoded image: the three feature maps ``(1, 256, 288, 288)``, ``(1, 256, 144, 144)``, ``(1, 256, 72,
-    72)`` float32 and the original ``(H, W)``."""
+    """One encoded image: the detector's three feature maps ``fpn`` (``(1, 256, 288, 288)``, ``(1, 256, 144, 144)``,
+    ``(1, 256, 72, 72)``), the click decoder's ``image_embed (1, 256, 72, 72)`` and ``high_res_feats`` (``(1, 32,
+    288, 288)``, ``(1, 64, 144, 144)``), all float32, the original ``(H, W)`` and the sha256 of its pixels.
+    Immutable."""
 
-    features: tuple[np.ndarray, np.ndarray, np.ndarray]
+    fpn: tuple[np.ndarray, np.ndarray, np.ndarray]
+    image_embed: np.ndarray
+    high_res_feats: tuple[np.ndarray, np.ndarray]
     orig_hw: tuple[int, int]
+    image_hash: str
+    decoder_image: None = field(default=None, compare=False, repr=False)  # no split click decoder (yet)
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.orig_hw
+
+    @property
+    def input_size(self) -> tuple[int, int]:  # the click decoder's low-res masks' size (no padded frame)
+        return tuple(self.high_res_feats[0].shape[-2:])
+
+    @property
+    def features(self) -> np.ndarray:
+        return self.image_embed
+
+    @property
+    def nbytes(self) -> int:
+        return state_nbytes([*self.fpn, self.image_embed, *self.high_res_feats], None)
 
 
 @dataclass(frozen=True)
@@ -73,11 +102,14 @@ def cxcywh_boxes(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     ).astype(np.float32)
 
 
-class Sam3(FolderModel):
-    """A SAM 3 folder on one backend (options: :class:`~segedge.runtime.model_base.FolderModel`)."""
+class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
+    """A SAM 3 folder on one backend (options: :class:`~segedge.runtime.model_base.FolderModel`). Thread-safe like
+    :class:`~segedge.runtime.sam2.Sam2`: the current image is per thread; share a :class:`Sam3Image` from
+    :meth:`embed` as ``image=``."""
 
     FAMILY = "sam3"
     HINT = "make one with `segedge export sam3`"
+    IMAGE_TYPE = Sam3Image
 
     def _setup(self, m) -> None:
         self.size = int(m.preprocess["size"][0])
@@ -90,7 +122,11 @@ class Sam3(FolderModel):
         self.grounding = self._compile("grounding")
         self.text_encoder = None  # compiled on the first text
         self.texts = TextEmbeddings(self._encode_texts)
-        self.image: Sam3Image | None = None
+        self.read_prompt_params(m.params)
+        self.decoder = self._compile("decoder")
+        self.decoder_prompt = None
+        self.upscale_size = None  # click masks: low-res straight to the original size
+        self._local = threading.local()
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         """``(len(texts), 32 * 256)``: each text's ``text_features`` flattened (for the text cache)."""
@@ -103,11 +139,17 @@ class Sam3(FolderModel):
         """Run the image encoder on ``image`` (path, array or bytes)."""
         rgb = read_image(image, self.max_pixels)
         out = self.image_encoder.run({"image": preprocess(rgb, self.size)})
-        return Sam3Image(tuple(out[name] for name in FEATURES), rgb.shape[:2])
+        return Sam3Image(
+            tuple(out[name] for name in FEATURES),
+            out["image_embed"],
+            (out["high_res_feats_0"], out["high_res_feats_1"]),
+            tuple(rgb.shape[:2]),
+            pixels_hash(rgb),
+        )
 
     def set_image(self, image: ImageSource) -> None:
-        """Encode ``image``; :meth:`segment` then prompts it."""
-        self.image = self.embed(image)
+        """Encode ``image`` and make it this thread's current image; :meth:`segment` and :meth:`predict` prompt it."""
+        self._local.image = self.embed(image)
 
     def segment(
         self, text: str | None = None, boxes=None, box_labels=None, *, image: Sam3Image | None = None
@@ -130,7 +172,8 @@ class Sam3(FolderModel):
         labels = np.ones(len(xyxy), np.int64) if box_labels is None else np.asarray(box_labels)
         if labels.shape != (len(xyxy),) or not np.isin(labels, (0, 1)).all():
             raise PromptError(f"give one label per box, 1 (example) or 0 (counter-example), got {box_labels!r}")
-        features = self.texts([text if text is not None else self.visual_text])[0].reshape(-1, 1, 256)
+        prompt_text = text if text is not None else self.visual_text
+        features = self.texts([prompt_text])[0].reshape(-1, 1, FEATURE_WIDTH)
         k = self.box_slots
         slots = np.zeros((1, k, 4), np.float32)
         slots[0, : len(xyxy)] = cxcywh_boxes(xyxy, state.orig_hw)
@@ -138,10 +181,10 @@ class Sam3(FolderModel):
         slot_labels[0, : len(xyxy)] = labels
         padding = np.ones((1, k), bool)
         padding[0, : len(xyxy)] = False
-        tokens = self.tokenizer([text if text is not None else self.visual_text], self.context_length)
+        tokens = self.tokenizer([prompt_text], self.context_length)
         out = self.grounding.run(
             {
-                **dict(zip(FEATURES, state.features)),
+                **dict(zip(FEATURES, state.fpn)),
                 "text_features": features.astype(np.float32),
                 "text_padding": tokens == 0,
                 "boxes": slots,

@@ -83,6 +83,7 @@ class SamPrediction:
     image: EncodedImage
     size: int
     threshold: float
+    filled: np.ndarray | None = None  # low_res with small holes filled, where the masks come from (SAM 3)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -101,7 +102,7 @@ class SamPrediction:
         size instead: e.g. a preview); with ``stability_offset`` also segment-anything's stability
         scores ``(N * C,)``."""
         return roi_masks_from_low_res(
-            self.low_res, self.image.input_size, self._hw(output_hw), self.size, self.threshold, stability_offset
+            self._mask_logits, self.image.input_size, self._hw(output_hw), self.size, self.threshold, stability_offset
         )
 
     def masks(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -118,7 +119,11 @@ class SamPrediction:
 
     def logits(self, output_hw: tuple[int, int] | None = None) -> np.ndarray:
         """``(N, C, H, W)`` float32 logits at the original size or ``output_hw`` (every pixel of every mask)."""
-        return upscale_logits(self.low_res, self.image.input_size, self._hw(output_hw), self.size)
+        return upscale_logits(self._mask_logits, self.image.input_size, self._hw(output_hw), self.size)
+
+    @property
+    def _mask_logits(self) -> np.ndarray:
+        return self.low_res if self.filled is None else self.filled
 
 
 def segment_with_prompts(model, image: ImageSource, points=None, labels=None, boxes=None, multimask: bool = False):
