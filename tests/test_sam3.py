@@ -6,6 +6,7 @@ the package's; the sizes read from a checkpoint; errors in one line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 pytest.importorskip("sam3", reason="SAM 3's reference needs the sam3 package (scripts/test.sh installs it)")
 
 from sam3_helpers import SEEDED, make_sam3_checkpoint, sam3_processor  # noqa: E402
+
+from helpers import run_cli  # noqa: E402
 
 from segedge.errors import CheckpointError, PromptError, SegedgeError  # noqa: E402
 from segedge.runtime.sam3 import Sam3, preprocess  # noqa: E402
@@ -244,3 +247,60 @@ def test_small_holes_are_filled_as_the_package_fills_them():
     changed = filled != low
     assert changed.sum() == sum(s for s in sizes if s <= MAX_HOLE_AREA) + 2  # every small hole, no big one
     assert np.array_equal((ours > 0), (theirs > 0))
+
+
+def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp_path, capsys):
+    """`segedge segment --text A B --exemplar ... --counter-exemplar ...` writes every instance `Sam3.segment` finds
+    for each text with those boxes (class: the text), `--exemplar` alone the boxes' concept, `--point` predict's mask;
+    the commands that do not run SAM 3 folders yet, and wrong mixes of prompts, are one line each."""
+    from segedge.postprocess.encode import rle_decode
+
+    model = Sam3(sam3_folder, "openvino", precision="f32")
+    model.set_image(photo)
+    example, counter = [200, 100, 600, 450], [50, 50, 200, 200]
+    runs = (
+        (["--text", "bus", "bag", "--exemplar", "200,100,600,450", "--counter-exemplar", "50,50,200,200"],
+         {"bus": model.segment("bus", [example, counter], [1, 0]), "bag": model.segment("bag", [example, counter], [1, 0])}),
+        (["--exemplar", "200,100,600,450"], {"exemplar": model.segment(boxes=[example])}),
+    )  # fmt: skip
+    compared = 0
+    for args, want in runs:
+        out = tmp_path / f"out{compared}"
+        code, _, err = run_cli(
+            capsys, "segment", photo, "--model", sam3_folder, "--backend", "openvino", "--out", out, *args
+        )
+        assert code == 0, err
+        record = json.loads(next(out.glob("*.json")).read_text())
+        assert record["count"] == sum(len(f) for f in want.values()) >= 5
+        for label, found in want.items():
+            mine = [i for i in record["instances"] if i["label"] == label]
+            assert len(mine) == len(found)
+            for item, box, score, mask in zip(mine, found.boxes, found.scores, found.masks, strict=True):
+                assert abs(item["score"] - score) <= 1e-5 and np.abs(np.array(item["box_xyxy"]) - box).max() <= 0.01
+                assert np.array_equal(rle_decode(item["rle"]), mask)
+                compared += 1
+    assert compared >= 10, compared
+    out = tmp_path / "click"
+    code, _, err = run_cli(capsys, "segment", photo, "--model", sam3_folder, "--point", "400,250", "--out", out)
+    assert code == 0, err
+    (item,) = json.loads(next(out.glob("*.json")).read_text())["instances"]
+    masks, scores, _ = model.predict(point_coords=[[400, 250]], point_labels=[1], multimask_output=False)
+    assert abs(item["score"] - scores[0]) <= 1e-4 and np.array_equal(rle_decode(item["rle"]), masks[0])
+    for args, message in (
+        (["--text", "bus", "--point", "10,10"], "use one kind per run"),
+        (["--everything"], "--everything is not supported for SAM 3"),
+        (["--counter-exemplar", "1,1,20,20"], "--counter-exemplar needs a concept"),
+        (["--text", "bus", "--clip", str(sam3_folder)], "--clip is not an option of SAM 3"),
+        (["--exemplar", "1,1,20,20"] * 5, "at most 4 example boxes"),
+        ([], "SAM 3 needs a prompt"),
+    ):
+        code, _, err = run_cli(capsys, "segment", photo, "--model", sam3_folder, "--out", tmp_path / "bad", *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    for args in (
+        ["serve", "--model", sam3_folder],
+        ["bench", "--model", sam3_folder, "--checkpoint", photo],
+        ["quantize", sam3_folder],
+    ):
+        code, _, err = run_cli(capsys, *args)
+        assert code != 0 and f"segedge {args[0]} does not run SAM 3 folders yet" in err, err
+        assert len(err.strip().splitlines()) == 1, err

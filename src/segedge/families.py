@@ -30,6 +30,9 @@ from segedge.parameters import EVERYTHING_DEFAULTS, Param, group
 __all__ = ["EVERYTHING_DEFAULTS", "EXPORTS", "FAMILIES", "FAMILY_NAMES", "Family", "family", "family_names"]
 
 
+COMMANDS = ("segment", "serve", "bench", "quantize")  # the commands that run a model folder
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family.
@@ -73,7 +76,8 @@ class Family:
     bench_everything: str | None = None  # the same for --everything (the package's automatic mask generator)
     parameters: tuple[str, ...] = ()  # the run-time option groups it takes (segedge.parameters: "detection", ...)
     vocabulary: bool = False  # open vocabulary: text prompts name the classes it detects (YOLOE), no CLIP needed
-    commands: bool = True  # segment, serve, bench, quantize run its folders (False: export, info and Python only)
+    commands: tuple[str, ...] = COMMANDS  # the commands that run its folders (export, info and Python run all)
+    concepts: bool = False  # a text and / or example boxes name a concept and every instance is found (SAM 3)
 
     def everything_options(self) -> dict[str, Any]:
         """Its everything mode's defaults: :data:`EVERYTHING_DEFAULTS` with the family's own."""
@@ -184,13 +188,17 @@ FAMILIES: dict[str, Family] = {
             bench="segedge.bench.reference:sam2_bench",
             bench_everything="segedge.bench.reference:sam2_everything_bench",
         ),
-        # SAM 3: a concept (text and / or example boxes) -> every instance; clicks and video not exported yet
+        # SAM 3: a concept (text and / or example boxes) -> every instance, and SAM 2.1's clicks; video not yet
         Family(
             "sam3",
             "SAM 3",
             "segedge.runtime.sam3:Sam3",
             (ex.SAM3,),
-            commands=False,
+            prompts=("point", "box", "text"),
+            promptable=True,
+            multimask=True,
+            concepts=True,
+            commands=("segment",),
         ),
         Family(
             "fastsam",
@@ -281,7 +289,7 @@ def _resolve(reference: str):
 def require_commands(family_name: str, command: str) -> None:
     """:class:`SegedgeError` in one line when ``segedge COMMAND`` does not run ``family_name``'s folders yet."""
     spec = family(family_name)
-    if not spec.commands:
+    if command not in spec.commands:
         runtime = spec.runtime.split(":")[1]
         raise SegedgeError(
             f"segedge {command} does not run {spec.title} folders yet: use segedge.{runtime} from Python "

@@ -22,8 +22,11 @@ def _quantize(args) -> int:
         raise SegedgeError(
             f"quantize needs the export extra ({exc.name} is missing): pip install -c constraints.txt 'segedge[export]'"
         ) from None
+    from segedge.families import require_commands
+    from segedge.manifest import load_model_folder
     from segedge.runtime.precision import val_phrase
 
+    require_commands(load_model_folder(args.model, verify=False).manifest.family, "quantize")  # before any download
     images = calibration_images(args.calibration)
     if args.val:  # a wrong --val path fails now, not after the quantization
         from segedge.evaluation.datasets import load_dataset
@@ -57,7 +60,6 @@ def _quantize(args) -> int:
             print(f"int8 for {backend}: not written, {v['metric']} dropped {v['drop']:.4f} > {v['max_drop']}")
         else:
             print(f"int8 for {backend}: not written, {measured['gate']:.4f} < {section['gate']['min']}")
-    from segedge.manifest import load_model_folder
     from segedge.runtime.precision import explain_auto
 
     manifest = load_model_folder(args.model, verify=False).manifest

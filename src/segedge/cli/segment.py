@@ -74,6 +74,12 @@ def _segment_stages(args, folder, family: str, backend: str):
     options = dict(backend=backend, precision=args.precision, threads=args.threads, max_pixels=args.max_pixels)
     model = open_model(folder, **options)
     spec = family_spec(family)
+    if spec.concepts and (args.text or args.exemplar or args.counter_exemplar):  # SAM 3: every instance of a concept
+        from segedge.runtime.stream import concept_stages
+
+        boxes = [*(args.exemplar or []), *(args.counter_exemplar or [])]
+        labels = [1] * len(args.exemplar or []) + [0] * len(args.counter_exemplar or [])
+        return model, concept_stages(model, args.text or [], boxes or None, labels or None)
     if spec.vocabulary:  # YOLOE: --text and --refer-* name the classes it detects
         vocabulary(model, args)
     if not spec.promptable:  # FastSAM: prompts select among its everything masks

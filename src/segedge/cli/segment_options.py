@@ -47,8 +47,24 @@ def _add_inputs(seg) -> None:
         action="extend",
         metavar="TEXT",
         nargs="+",
-        help="text prompts: YOLOE folders detect these classes (--text person 'red car'); FastSAM keeps the masks "
-        "CLIP finds most like each (needs --clip); repeatable",
+        help="text prompts: YOLOE folders detect these classes (--text person 'red car'); SAM 3 finds every "
+        "instance of each concept ('yellow bus'); FastSAM keeps the masks CLIP finds most like each (needs --clip); "
+        "repeatable",
+    )
+    seg.add_argument(
+        "--exemplar",
+        type=box_type,
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="SAM 3: a box around an example on the image; every instance like it is found (with --text: of that "
+        "concept); repeatable",
+    )
+    seg.add_argument(
+        "--counter-exemplar",
+        type=box_type,
+        action="append",
+        metavar="X1,Y1,X2,Y2",
+        help="SAM 3: a box around something that is not the concept; repeatable",
     )
     seg.add_argument(
         "--clip", metavar="CLIP_DIR", help="CLIP model folder from `segedge export clip`, for FastSAM --text"
@@ -154,9 +170,18 @@ def check_family_options(args, family_name: str) -> None:
     switches = (
         ("--low-res", args.low_res, "detection"),
         ("--agnostic-nms", args.agnostic_nms is not None, "detection"),
-        ("--text", bool(args.text), "detection"),
+        ("--text", bool(args.text) and not spec.concepts, "detection"),
         ("--multimask", args.multimask, "everything"),
     )
+    exemplars = bool(args.exemplar or args.counter_exemplar)
+    if exemplars and not spec.concepts:
+        raise SegedgeError(
+            f"--exemplar / --counter-exemplar are concept prompts of {family_names('concepts')} folders; "
+            f"{args.model} is a {spec.title} folder"
+        )
+    if spec.concepts and (args.text or exemplars):
+        _check_concept_options(args, spec)
+        return
     _check_text_options(args, spec)
     foreign = [(p.flag, p.group) for p in given if p.group not in spec.parameters]
     foreign += [(flag, group) for flag, used, group in switches if used and group not in spec.parameters]
@@ -171,6 +196,11 @@ def check_family_options(args, family_name: str) -> None:
             f"--min-region-area is not supported for {spec.title} folders (sam2 does it with its CUDA extension, "
             "and skips it on CPUs)"
         )
+    if args.everything and not spec.everything:
+        raise SegedgeError(
+            f"--everything is not supported for {spec.title} folders: give --text or --exemplar to find every instance "
+            "of a concept"
+        )
     if args.everything:
         if args.multimask:
             raise SegedgeError(
@@ -182,9 +212,28 @@ def check_family_options(args, family_name: str) -> None:
             f"{', '.join(p.flag for p in given)}: options of --everything; add --everything or drop them"
         )
     if not (args.point or args.box):
+        other = "--text TEXT or --exemplar X1,Y1,X2,Y2" if spec.concepts else "--everything"
+        raise PromptError(f"{spec.title} needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or {other}")
+
+
+def _check_concept_options(args, spec) -> None:
+    """SAM 3's concept prompts (``--text``, ``--exemplar``, ``--counter-exemplar``) find every instance: no clicks,
+    no --everything, no CLIP, no class filter."""
+    if args.point or args.box:
         raise PromptError(
-            f"{spec.title} needs a prompt: give --point X,Y[,LABEL] and/or --box X1,Y1,X2,Y2, or --everything"
+            "--point / --box are clicks on one object; --text / --exemplar find every instance of a concept: use one "
+            "kind per run"
         )
+    for flag, used in (
+        ("--everything", args.everything),
+        ("--multimask", args.multimask),
+        ("--clip", args.clip),
+        ("--refer-image / --refer-box", args.refer_image is not None or bool(args.refer_box)),
+    ):
+        if used:
+            raise SegedgeError(f"{flag} is not an option of {spec.title}'s concept prompts (--text, --exemplar)")
+    if args.counter_exemplar and not (args.text or args.exemplar):
+        raise PromptError("--counter-exemplar needs a concept: add --text or --exemplar")
 
 
 def _check_text_options(args, spec) -> None:
@@ -229,6 +278,8 @@ def vocabulary(model, args) -> None:
 
 
 def _takes(spec) -> str:
+    if spec.concepts:
+        return ", which takes --text, --exemplar, --counter-exemplar, --point, --box or --multimask"
     if spec.promptable:
         return ", which takes --point, --box, --multimask or --everything"
     return ""

@@ -138,7 +138,15 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
     def embed(self, image: ImageSource) -> Sam3Image:
         """Run the image encoder on ``image`` (path, array or bytes)."""
         rgb = read_image(image, self.max_pixels)
-        out = self.image_encoder.run({"image": preprocess(rgb, self.size)})
+        return self.encode(self.preprocess(rgb)[0], None, rgb)
+
+    def preprocess(self, rgb: np.ndarray) -> tuple[np.ndarray, None]:
+        """``HxWx3 uint8`` RGB -> ``((1, 3, 1008, 1008) float32, None)``: :func:`preprocess` (no geometry to keep)."""
+        return preprocess(rgb, self.size), None
+
+    def encode(self, tensor: np.ndarray, transform, rgb: np.ndarray) -> Sam3Image:
+        """Run the image encoder on a :meth:`preprocess` output of ``rgb``."""
+        out = self.image_encoder.run({"image": tensor})
         return Sam3Image(
             tuple(out[name] for name in FEATURES),
             out["image_embed"],
@@ -151,6 +159,23 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         """Encode ``image`` and make it this thread's current image; :meth:`segment` and :meth:`predict` prompt it."""
         self._local.image = self.embed(image)
 
+    def check_concept(self, image_hw, text: str | None, boxes=None, box_labels=None) -> tuple[np.ndarray, np.ndarray]:
+        """``(boxes (N, 4) float32 xyxy, labels (N,) int64)`` of a concept prompt on an ``image_hw`` image, checked;
+        raises :class:`~segedge.errors.PromptError` in one line (:meth:`segment`'s rules)."""
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise PromptError(f"the text prompt must be a non-empty string, got {text!r}")
+        if text is None and boxes is None:
+            raise PromptError("give a text, example boxes, or both")
+        xyxy = np.zeros((0, 4), np.float32) if boxes is None else check_boxes(boxes, image_hw)
+        if len(xyxy) > self.box_slots:
+            raise PromptError(
+                f"at most {self.box_slots} example boxes per prompt (this folder's box slots), got {len(xyxy)}"
+            )
+        labels = np.ones(len(xyxy), np.int64) if box_labels is None else np.asarray(box_labels)
+        if labels.shape != (len(xyxy),) or not np.isin(labels, (0, 1)).all():
+            raise PromptError(f"give one label per box, 1 (example) or 0 (counter-example), got {box_labels!r}")
+        return xyxy, labels.astype(np.int64)
+
     def segment(
         self, text: str | None = None, boxes=None, box_labels=None, *, image: Sam3Image | None = None
     ) -> Sam3Instances:
@@ -160,18 +185,7 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         state = image or self.image
         if state is None:
             raise PromptError("no image: call set_image(...) first")
-        if text is not None and (not isinstance(text, str) or not text.strip()):
-            raise PromptError(f"the text prompt must be a non-empty string, got {text!r}")
-        if text is None and boxes is None:
-            raise PromptError("give a text, example boxes, or both")
-        xyxy = np.zeros((0, 4), np.float32) if boxes is None else check_boxes(boxes, state.orig_hw)
-        if len(xyxy) > self.box_slots:
-            raise PromptError(
-                f"at most {self.box_slots} example boxes per prompt (this folder's box slots), got {len(xyxy)}"
-            )
-        labels = np.ones(len(xyxy), np.int64) if box_labels is None else np.asarray(box_labels)
-        if labels.shape != (len(xyxy),) or not np.isin(labels, (0, 1)).all():
-            raise PromptError(f"give one label per box, 1 (example) or 0 (counter-example), got {box_labels!r}")
+        xyxy, labels = self.check_concept(state.orig_hw, text, boxes, box_labels)
         prompt_text = text if text is not None else self.visual_text
         features = self.texts([prompt_text])[0].reshape(-1, 1, FEATURE_WIDTH)
         k = self.box_slots
@@ -211,3 +225,24 @@ def instances(out: dict[str, np.ndarray], hw: tuple[int, int], confidence: float
     logits = out["mask_logits"][0, keep]
     masks = upscale_logits(logits, (h, w), (h, w), size=None) > 0 if len(keep) else np.zeros((0, h, w), bool)
     return Sam3Instances(boxes.astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32), masks, presence)
+
+
+def concept_result(model: Sam3, rgb: np.ndarray, state: Sam3Image, texts, boxes=None, box_labels=None, source=None):
+    """A :class:`~segedge.runtime.result.Result` of every instance of each text in ``texts`` (its class: the text's
+    index, its name: the text), each prompted with the example ``boxes`` too; with no text, the boxes' own concept
+    (one class, "exemplar"). What ``segedge segment --text / --exemplar`` writes."""
+    from segedge.postprocess.masks import RoiMasks
+    from segedge.runtime.result import Result
+
+    prompts = list(texts) or [None]
+    found = [model.segment(text=t, boxes=boxes, box_labels=box_labels, image=state) for t in prompts]
+    h, w = state.orig_hw
+    return Result(
+        rgb,
+        np.concatenate([f.boxes for f in found]).reshape(-1, 4),
+        np.concatenate([f.scores for f in found]).astype(np.float32),
+        np.concatenate([np.full(len(f), i, np.int64) for i, f in enumerate(found)]),
+        RoiMasks.from_dense(np.concatenate([f.masks for f in found]).reshape(-1, h, w)),
+        [t if t is not None else "exemplar" for t in prompts],
+        source=source,
+    )

@@ -147,6 +147,31 @@ def _sam_stages(model, points, labels, boxes, multimask):
     return prepare, infer, finish
 
 
+def concept_stages(model, texts, boxes=None, box_labels=None) -> tuple[Callable, Callable, Callable]:
+    """``(prepare, infer, finish)`` for SAM 3's concept prompts: every instance of each text (one class each),
+    with example ``boxes (N, 4)`` xyxy and ``box_labels (N,)`` (1 example, 0 counter-example) on every image;
+    checked before the encoder runs (:func:`segedge.runtime.sam3.concept_result`)."""
+    from segedge.runtime.sam3 import concept_result
+
+    def prepare(item):
+        t0 = time.perf_counter()
+        rgb, source = _read(model, item)
+        for text in list(texts) or [None]:
+            model.check_concept(rgb.shape[:2], text, boxes, box_labels)
+        tensor, _ = model.preprocess(rgb)
+        return {"item": item, "rgb": rgb, "source": source, "tensor": tensor, "timings": {"preprocess": _ms(t0)}}
+
+    def infer(job):
+        t0 = time.perf_counter()
+        state = model.encode(job.pop("tensor"), None, job["rgb"])
+        t1 = time.perf_counter()
+        result = concept_result(model, job["rgb"], state, texts, boxes, box_labels, job["source"])
+        result.timings = {**job["timings"], "encoder": (t1 - t0) * 1e3, "grounding": _ms(t1)}
+        return _framed(job["item"], result)
+
+    return prepare, infer, lambda result: result
+
+
 def _generator_stages(model, generator):
     def prepare(item):
         t0 = time.perf_counter()
