@@ -218,7 +218,7 @@ def check_family_options(args, family_name: str) -> None:
 
 def _check_concept_options(args, spec) -> None:
     """SAM 3's concept prompts (``--text``, ``--exemplar``, ``--counter-exemplar``) find every instance: no clicks,
-    no --everything, no CLIP, no class filter."""
+    no --everything or --multimask, no CLIP, no YOLOE visual prompts."""
     if args.point or args.box:
         raise PromptError(
             "--point / --box are clicks on one object; --text / --exemplar find every instance of a concept: use one "

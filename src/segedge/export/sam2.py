@@ -13,7 +13,7 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
-from segedge.export.sam2_arch import IMAGE_SIZE, POSTPROCESSING, check_image_size, load_sam2
+from segedge.export.sam2_arch import IMAGE_SIZE, check_image_size, load_sam2
 from segedge.export_options import COND_FRAMES, PROMPT_SLOTS
 from segedge.manifest import Manifest
 
@@ -118,6 +118,8 @@ def export_sam2(
 def _manifest(model, arch, graphs: dict, image_size: int, prompt_slots: int, video_params: dict | None) -> Manifest:
     """The folder's ``segedge.json`` for ``graphs``: SAM 2's preprocessing at ``image_size``, its decoder's params
     and postprocessing (``build_sam2(..., apply_postprocessing=True)``), the video graphs' params if any."""
+    from segedge.export.sam2_modules import prompt_params
+
     dec = model.sam_mask_decoder
     return Manifest(
         family="sam2",
@@ -135,14 +137,9 @@ def _manifest(model, arch, graphs: dict, image_size: int, prompt_slots: int, vid
         source={"format": "sam2_checkpoint", "version": arch.version, "hiera": arch.variant},
         exporter=tool_versions("torch", "sam2", "onnx", "onnxslim", "openvino"),
         params={
-            "prompt_slots": prompt_slots,
-            "empty_slot_label": -2,
-            "mask_threshold": 0.0,
-            "low_res_size": image_size // 4,
-            "low_res_clamp": 32.0,
+            **prompt_params(dec, prompt_slots, image_size // 4),
             "version": arch.version,
             "pred_obj_scores": bool(dec.pred_obj_scores),
-            **{k: (bool(v) if isinstance(v, bool) else float(v)) for k, v in POSTPROCESSING.items()},
             **({"video": video_params} if video_params else {}),
         },
     )

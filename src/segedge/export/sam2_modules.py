@@ -55,6 +55,21 @@ def decoder_parts(model: nn.Module) -> tuple:
     return model.sam_prompt_encoder, model.sam_mask_decoder, model.image_size
 
 
+def prompt_params(mask_decoder: nn.Module, prompt_slots: int, low_res: int) -> dict:
+    """The manifest params of a SAM 2-style prompt decoder that :mod:`segedge.runtime.sam2_prompting` reads (its
+    slots, low-res size and SAM 2's single-mask fallback, read from ``mask_decoder``); SAM 2 and SAM 3 write them."""
+    return {
+        "prompt_slots": prompt_slots,
+        "empty_slot_label": -2,
+        "mask_threshold": 0.0,
+        "low_res_size": low_res,
+        "low_res_clamp": 32.0,
+        "dynamic_multimask_via_stability": bool(mask_decoder.dynamic_multimask_via_stability),
+        "dynamic_multimask_stability_delta": float(mask_decoder.dynamic_multimask_stability_delta),
+        "dynamic_multimask_stability_thresh": float(mask_decoder.dynamic_multimask_stability_thresh),
+    }
+
+
 class Sam2PromptDecoder(DecoderModule):
     def forward(
         self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input, has_mask_input

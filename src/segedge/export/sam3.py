@@ -73,7 +73,10 @@ def _image_encoder(model):
             self.no_mem_embed = tracker.no_mem_embed
 
         def forward(self, image):
-            out = self.backbone.forward_image(image)
+            return self.outputs(self.backbone.forward_image(image))
+
+        def outputs(self, out: dict) -> tuple:
+            """The graph's six outputs from ``backbone.forward_image``'s dict (export reuses its own forward)."""
             s0, s1, s2 = out["sam2_backbone_out"]["backbone_fpn"][-3:]
             embed = s2 + self.no_mem_embed.view(1, -1, 1, 1)  # predict_inst adds it to the coarsest level
             return (*out["backbone_fpn"], embed, self.conv_s0(s0), self.conv_s1(s1))
@@ -89,19 +92,12 @@ def _click_decoder(model):
 
 
 def _click_params(model, prompt_slots: int) -> dict:
-    """The interactive predictor's rules for the manifest (:mod:`segedge.runtime.sam2_prompting` reads them)."""
+    """The interactive predictor's rules for the manifest (:mod:`segedge.runtime.sam2_prompting` reads them): SAM 2's,
+    and its hole filling."""
+    from segedge.export.sam2_modules import prompt_params
+
     dec = model.inst_interactive_predictor.model.sam_mask_decoder
-    return {
-        "prompt_slots": prompt_slots,
-        "empty_slot_label": -2,
-        "mask_threshold": 0.0,
-        "low_res_size": LOW_RES,
-        "low_res_clamp": 32.0,
-        "max_hole_area": MAX_HOLE_AREA,
-        "dynamic_multimask_via_stability": bool(dec.dynamic_multimask_via_stability),
-        "dynamic_multimask_stability_delta": float(dec.dynamic_multimask_stability_delta),
-        "dynamic_multimask_stability_thresh": float(dec.dynamic_multimask_stability_thresh),
-    }
+    return {**prompt_params(dec, prompt_slots, LOW_RES), "max_hole_area": MAX_HOLE_AREA}
 
 
 def _text_encoder(model):
@@ -268,6 +264,8 @@ def export_sam3(
         complex_rope = model.backbone.forward_image(image)
         real_rope(model)
         features = model.backbone.forward_image(image)
+        encoder = _image_encoder(model)
+        encoded = encoder.outputs(features)  # the image encoder's outputs, without running the ViT again
         for a, b in zip(complex_rope["backbone_fpn"], features["backbone_fpn"]):
             if not float((a - b).abs().max()) <= CHECK_ATOL["features"]:
                 raise CheckpointError("SAM 3's ViT with real RoPE differs from the package's: not supported")
@@ -281,8 +279,6 @@ def export_sam3(
         _boxes_geometry(model.geometry_encoder)
         grounding = _grounding(model, features["vision_pos_enc"][-1])
         fpn = tuple(features["backbone_fpn"])
-        encoder = _image_encoder(model)
-        encoded = encoder(image)
         inputs = (*fpn, text_features, tokens == 0, boxes, labels, padding)
         _compare("two boxes", grounding(*inputs), references[used], CHECK_ATOL)
         _compare("text only", grounding(*inputs[:-1], torch.ones_like(padding)), references[0], CHECK_ATOL)
