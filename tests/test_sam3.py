@@ -21,7 +21,7 @@ from helpers import run_cli  # noqa: E402
 from segedge.errors import CheckpointError, PromptError, SegedgeError  # noqa: E402
 from segedge.runtime.sam3 import Sam3, preprocess  # noqa: E402
 
-CALIBRATION = ("ultralytics_bus.jpg", "sam_truck.jpg")
+CALIBRATION = ("ultralytics_bus.jpg",)
 HELD_OUT = "sam_groceries.jpg"  # 800 x 534
 # (text, example boxes xyxy, their labels): as Sam3Processor takes them (set_text_prompt, add_geometric_prompt)
 PROMPTS = (
@@ -62,10 +62,11 @@ def photo(shared_images) -> Path:
     return next(p for p in shared_images if p.name == HELD_OUT)
 
 
-def _reference(processor, image, text, boxes, labels) -> dict:
-    """Sam3Processor's instances: a text, then each example box (cx, cy, w, h in 0-1) as its own call."""
-    h, w = image.height, image.width
-    state = processor.set_image(image)
+def _reference(processor, state, text, boxes, labels) -> dict:
+    """Sam3Processor's instances on the image of ``state`` (``set_image``'s): a text, then each example box (cx, cy,
+    w, h in 0-1) as its own call."""
+    h, w = state["original_height"], state["original_width"]
+    processor.reset_all_prompts(state)
     if text is not None:
         processor.set_text_prompt(text, state)
     for (x0, y0, x1, y1), label in zip(boxes or [], labels or []):
@@ -80,8 +81,8 @@ def test_sam3_finds_what_sam3_processor_finds(processor, sam3_folder, photo):
     boxes within 0.5 px, masks IoU >= 0.99; the instances are many and their masks neither empty nor full."""
     from PIL import Image
 
-    image = Image.open(photo).convert("RGB")
-    references = [_reference(processor, image, *prompt) for prompt in PROMPTS]
+    state = processor.set_image(Image.open(photo).convert("RGB"))
+    references = [_reference(processor, state, *prompt) for prompt in PROMPTS]
     compared = 0
     for backend in ("openvino", "onnxruntime"):
         model = Sam3(sam3_folder, backend, precision="f32")
