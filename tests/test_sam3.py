@@ -298,10 +298,227 @@ def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp
         code, _, err = run_cli(capsys, "segment", photo, "--model", sam3_folder, "--out", tmp_path / "bad", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     for args in (
-        ["serve", "--model", sam3_folder],
         ["bench", "--model", sam3_folder, "--checkpoint", photo],
         ["quantize", sam3_folder],
     ):
         code, _, err = run_cli(capsys, *args)
         assert code != 0 and f"segedge {args[0]} does not run SAM 3 folders yet" in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_path):
+    """The server on a SAM 3 folder: /api/models offers text (concepts) and clicks, no "everything"; a text "bus,
+    person" finds what ``Sam3.segment`` finds for each (same counts, scores, masks pixel for pixel, instances named
+    by their text), a box with the text is an example of it, clicks alone run the click decoder, text with clicks is
+    refused in one line; the image is encoded once. Label Studio: "retrieve predictions" asks for the project's
+    labels as concepts (predicted_values included), a TextArea's text is a concept prompt."""
+    import shutil
+
+    from segedge.postprocess.encode import rle_decode
+    from segedge.serve.label_studio import LabelStudioBackend
+    from segedge.serve.ls_images import LabelStudioAccess
+    from segedge.serve.ls_protocol import context_prompts
+    from segedge.serve.service import SegmentService
+
+    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
+    (served,) = service.models.values()
+    info = served.info(text=False)
+    assert info["text_finds_concepts"] and "text" in info["prompts"] and "point" in info["prompts"]
+    assert "everything" not in info["prompts"] and info["multimask"]
+    image_id = service.add_image(photo.read_bytes())["image_id"]
+    direct = Sam3(sam3_folder, "openvino", precision="f32")
+    direct.set_image(photo)
+    found = {t: direct.segment(text=t) for t in ("bus", "person")}
+    body = service.predict(None, image_id, text="bus, person")
+    assert body["count"] == len(found["bus"]) + len(found["person"]) and len(found["bus"]) >= 5
+    assert [i["label"] for i in body["instances"]] == ["bus"] * len(found["bus"]) + ["person"] * len(found["person"])
+    expected_masks = [*found["bus"].masks, *found["person"].masks]
+    expected_scores = np.concatenate([found["bus"].scores, found["person"].scores])
+    assert np.abs(np.array([i["score"] for i in body["instances"]]) - expected_scores).max() <= 1e-5
+    for got, want in zip(body["instances"], expected_masks, strict=True):
+        assert np.array_equal(rle_decode(got["rle"]), want)
+    assert "encoder" in body["timings_ms"] and not body["cached"]
+
+    box = [200, 100, 600, 450]
+    again = service.predict(None, image_id, text="bag", box=box)
+    with_box = direct.segment(text="bag", boxes=[box])
+    assert again["cached"] and "encoder" not in again["timings_ms"]  # the embedding from the first request
+    assert again["count"] == len(with_box) >= 5 and {i["label"] for i in again["instances"]} == {"bag"}
+    click = service.predict(None, image_id, points=[[400, 250]], labels=[1])
+    masks, scores, _ = direct.predict(np.array([[400, 250]]), np.array([1]), multimask_output=False)
+    assert click["count"] == 1 and np.array_equal(rle_decode(click["instances"][0]["rle"]), masks[0])
+    with pytest.raises(PromptError, match="send clicks without text"):
+        service.predict(None, image_id, text="bus", points=[[400, 250]])
+
+    config = """<View><Image name="image" value="$image"/><BrushLabels name="mask" toName="image">
+      <Label value="vehicle" predicted_values="bus"/><Label value="person"/></BrushLabels>
+      <TextArea name="prompt" toName="image"/></View>"""
+    shutil.copyfile(photo, tmp_path / "photo.jpg")
+    backend = LabelStudioBackend(service, LabelStudioAccess(None, None, tmp_path))
+    task = {"id": 1, "data": {"image": "/data/local-files/?d=photo.jpg"}}
+    regions = backend.predict(None, {"tasks": [task], "label_config": config})["results"][0]["result"]
+    expected = ["vehicle"] * len(found["bus"]) + ["person"] * len(found["person"])
+    assert sorted(r["value"]["brushlabels"][0] for r in regions) == sorted(expected)
+    context = {"result": [{"type": "textarea", "from_name": "prompt", "to_name": "image", "value": {"text": ["bus"]}}]}
+    assert context_prompts(context).text == "bus"
+    body = {"tasks": [task], "label_config": config, "params": {"context": context}}
+    regions = backend.predict(None, body)["results"][0]["result"]
+    assert [r["value"]["brushlabels"][0] for r in regions] == ["vehicle"] * len(found["bus"])
+    click = {"type": "keypointlabels", "original_width": 800, "original_height": 534, "is_positive": 1}
+    click["value"] = {"x": 50, "y": 50, "keypointlabels": ["person"]}
+    body["params"]["context"]["result"].append(click)
+    with pytest.raises(PromptError, match="not with keypoints"):
+        backend.predict(None, body)
+    body["params"]["context"]["result"][0]["value"]["text"] = [" "]
+    with pytest.raises(PromptError, match="textarea region without text"):
+        backend.predict(None, body)
+
+
+def test_the_pages_text_box_finds_concepts(sam3_folder, photo):
+    """In headless Chromium: a SAM 3 folder shows the text box (its placeholder asks for concepts); typing "bus,
+    person" and Enter lists every instance under its concept's name, and every mask the page holds equals
+    ``Sam3.segment``'s pixel for pixel."""
+    from test_serve_browser import ARGS, _answered, _chromium, _rows, _unpack
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if _chromium() is None:
+        pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
+    from segedge.serve.app import create_app
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    direct = Sam3(sam3_folder, "openvino", precision="f32")
+    direct.set_image(photo)
+    found = [(t, direct.segment(text=t)) for t in ("bus", "person")]
+    labels = [t for t, f in found for _ in range(len(f))]
+    masks = [m for _, f in found for m in f.masks]
+    assert len(masks) >= 10
+    h, w = masks[0].shape
+    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
+    with start_in_thread(create_app(service)) as server, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        page = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True).new_page()
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+        page.goto(server.url + "/")
+        page.wait_for_function("window.segedge && window.segedge.state.ready", timeout=10_000)
+        assert page.is_visible("#text") and page.get_attribute("#text", "placeholder").startswith("concepts to find")
+        assert not page.is_visible("#everything")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("window.segedge.state.prepared", timeout=120_000)
+        page.fill("#text", "bus, person")
+        page.press("#text", "Enter")
+        state = _answered(page, 1)  # the photo's encoding is not a numbered request
+        assert state["kind"] == "prompt" and [i["label"] for i in state["response"]["instances"]] == labels
+        assert [r["name"] for r in _rows(page)] == [f"{i + 1} {label}" for i, label in enumerate(labels)]
+        for bits, mask in zip(state["bits"], masks, strict=True):
+            assert (_unpack(bits, (h, w)) == mask).all()
+        browser.close()
+    assert errors == []
+
+
+VAL_NAMES = ["bus", "person", "bag"]
+
+
+def _package_detections(processor, image, names):
+    """Sam3Processor's every query above 0.001 for each name (the package's own masks and boxes), the 100 best of the
+    image: ``(boxes (D, 4), scores (D,), classes (D,), masks (D, H, W))`` best first."""
+    import torch
+
+    state = processor.set_image(image)
+    found = []
+    for c, name in enumerate(names):
+        processor.reset_all_prompts(state)
+        processor.set_text_prompt(name, state)
+        for box, score, mask in zip(state["boxes"], state["scores"], state["masks"][:, 0]):
+            found.append((float(score), c, box, mask))
+    found.sort(key=lambda f: -f[0])
+    found = found[:100]
+    return (
+        torch.stack([f[2] for f in found]),
+        torch.tensor([f[0] for f in found]),
+        torch.tensor([f[1] for f in found]),
+        torch.stack([f[3] for f in found]),
+    )
+
+
+def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder, shared_images, tmp_path):
+    """`segedge val` on a SAM 3 folder: the data's class names are the text prompts, every query a detection; box and
+    mask mAP equal, within 0.01 on both backends, ultralytics' own matching and AP (``match_predictions``,
+    ``ap_per_class``) over the package's ``Sam3Processor`` detections (threshold 0.001, the 100 best per image), on
+    labels the seeded model finds (the package's instances at its threshold 0.5: real labels would score ~0)."""
+    import types
+
+    import cv2
+    import torch
+    from PIL import Image
+    from ultralytics.data.utils import polygon2mask
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils.metrics import ap_per_class, box_iou, mask_iou
+
+    from segedge.evaluation.val import run_val
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    photos = [p for p in shared_images if p.name in ("sam_groceries.jpg", "ultralytics_bus.jpg", "sam_dog.jpg")]
+    assert len(photos) >= 2
+    labels = {}
+    try:
+        for path in photos:
+            image = Image.open(path).convert("RGB")
+            image.thumbnail((640, 640))  # the package upscales every kept query's mask to the image: keep it small
+            image.save(data / "images" / path.name, quality=95)
+            image = Image.open(data / "images" / path.name).convert("RGB")
+            w, h = image.size
+            rows = []
+            state = processor.set_image(image)
+            for c, name in enumerate(VAL_NAMES):
+                processor.reset_all_prompts(state)
+                processor.set_text_prompt(name, state)
+                for mask in state["masks"][:, 0].numpy():
+                    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                    outline = max(contours, key=cv2.contourArea).reshape(-1, 2) if contours else None
+                    if outline is not None and len(outline) >= 3:
+                        rows.append((c, outline.astype(np.float32)))
+            labels[path.name] = (rows, (h, w))
+            (data / "labels" / f"{path.stem}.txt").write_text(
+                "".join(f"{c} " + " ".join(f"{v:.6f}" for v in (p / [w, h]).ravel()) + "\n" for c, p in rows)
+            )
+        (data / "data.yaml").write_text(
+            f"path: {data}\ntrain: images\nval: images\nnames:\n"
+            + "".join(f"  {i}: {n}\n" for i, n in enumerate(VAL_NAMES))
+        )
+        processor.set_confidence_threshold(0.001)
+        matcher = types.SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
+        stats = {"box": [], "mask": []}
+        for path in photos:
+            image = Image.open(data / "images" / path.name).convert("RGB")
+            rows, (h, w) = labels[path.name]
+            gt_cls = torch.tensor([c for c, _ in rows])
+            polys = [np.asarray(p, np.float32) for _, p in rows]
+            gt_masks = torch.from_numpy(np.stack([polygon2mask((h, w), [p.ravel()], 1, 1) for p in polys]))
+            gt_boxes = torch.tensor(np.array([[*p.min(0), *p.max(0)] for p in polys]))
+            boxes, scores, classes, masks = _package_detections(processor, image, VAL_NAMES)
+            for kind, iou in (
+                ("box", box_iou(gt_boxes, boxes.float())),
+                ("mask", mask_iou(gt_masks.view(len(rows), -1).float(), masks.reshape(len(masks), -1).float())),
+            ):
+                tp = BaseValidator.match_predictions(matcher, classes, gt_cls, iou)
+                stats[kind].append((tp.numpy(), scores.numpy(), classes.numpy(), gt_cls.numpy()))
+    finally:
+        processor.set_confidence_threshold(0.5)
+    expected = {}
+    for kind in ("box", "mask"):
+        tp, conf, pred_cls, target_cls = (np.concatenate(x) for x in zip(*stats[kind]))
+        ap = ap_per_class(tp, conf, pred_cls, target_cls)[5]
+        expected[f"{kind}_mAP50-95"], expected[f"{kind}_mAP50"] = float(ap.mean()), float(ap[:, 0].mean())
+    result = run_val(
+        sam3_folder, data / "data.yaml", backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False
+    )
+    assert result["data"]["instances"] >= 30 and expected["box_mAP50-95"] > 0.3, (result["data"], expected)
+    for row in result["rows"]:
+        for name, value in expected.items():
+            print(f"{row['backend']} {name}: segedge {row['metrics'][name]:.4f}, package + ultralytics {value:.4f}")
+            assert abs(row["metrics"][name] - value) <= 0.01, (row["backend"], name, row["metrics"][name], value)

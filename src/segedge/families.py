@@ -69,7 +69,7 @@ class Family:
     calibration: str | None = None  # "module:function" giving quantize's calibration inputs per graph
     schema: str | None = None  # "module:function": the family's own segedge.json checks (segedge.schemas)
     quantize_recipe: str | None = None  # "module:function": onnx models -> int8 Recipe per graph (quantize_recipes)
-    val_protocol: str | None = None  # how `segedge val` measures it: "yolo_map" or "sam_miou" (evaluation.val)
+    val_protocol: str | None = None  # how `segedge val` measures it: "yolo_map", "sam_miou", "concept_map" (val.py)
     point_rule: str = "prompt"  # the page's clicks: "prompt" (object/background points) or "select" (FastSAM's rule)
     score_name: str = "predicted IoU"  # what an instance's score is, as the page says it
     bench: str | None = None  # "module:function": `segedge bench`'s PyTorch reference (segedge.bench.reference)
@@ -198,7 +198,8 @@ FAMILIES: dict[str, Family] = {
             promptable=True,
             multimask=True,
             concepts=True,
-            commands=("segment",),
+            commands=("segment", "serve"),
+            val_protocol="concept_map",
         ),
         Family(
             "fastsam",

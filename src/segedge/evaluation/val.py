@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from segedge.errors import SegedgeError
-from segedge.evaluation import sam_val, yolo_val
+from segedge.evaluation import concept_val, sam_val, yolo_val
 from segedge.evaluation.average_precision import MapAccumulator
 from segedge.evaluation.datasets import Dataset, load_dataset, polygons_in_pixels
 from segedge.families import FAMILIES, family_names
@@ -37,13 +37,16 @@ from segedge.runtime.model_base import open_model
 METRICS = {
     "yolo_map": ("mask_mAP50-95", "mask_mAP50", "box_mAP50-95", "box_mAP50"),
     "sam_miou": ("box_mIoU", "point_mIoU"),
+    "concept_map": ("mask_mAP50-95", "mask_mAP50", "box_mAP50-95", "box_mAP50"),
 }
-PRIMARY = {"yolo_map": "mask_mAP50-95", "sam_miou": "box_mIoU"}
+PRIMARY = {"yolo_map": "mask_mAP50-95", "sam_miou": "box_mIoU", "concept_map": "mask_mAP50-95"}
 PROTOCOL = {
     "yolo_map": "ultralytics val (rect=False square letterbox, conf 0.001, iou 0.7, multi-label, max_det 300, "
     "masks at input/4; one-class folders class-agnostic)",
     "sam_miou": "SAM zero-shot: each object's box as the prompt (one mask), and one click at the point farthest from its "
     "boundary (highest-scored of three masks); mean IoU at the original resolution",
+    "concept_map": "SAM 3: each class name a text prompt, every query a detection (score sigmoid(logit) x presence), "
+    "the 100 best per image above 0.001, boxes and masks at the original resolution; ultralytics' AP",
 }
 
 
@@ -127,6 +130,13 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
             gt_cls = np.zeros_like(gt.classes) if single_class else gt.classes
             box_acc.add(yolo_val.box_iou(gt.boxes, pred.boxes), pred.classes, pred.scores, gt_cls)
             mask_acc.add(yolo_val.mask_iou(gt.masks, pred.masks), pred.classes, pred.scores, gt_cls)
+        elif protocol == "concept_map":
+            t0 = time.perf_counter()
+            pred = concept_val.concept_predictions(model, rgb, concept_names(data))
+            times.append((time.perf_counter() - t0) * 1e3)
+            gt_boxes, gt_cls, gt_masks = concept_val.label_targets(instances, rgb.shape[:2])
+            box_acc.add(yolo_val.box_iou(gt_boxes, pred.boxes), pred.classes, pred.scores, gt_cls)
+            mask_acc.add(yolo_val.mask_iou(gt_masks, pred.masks), pred.classes, pred.scores, gt_cls)
         else:
             t0 = time.perf_counter()
             for k, v in sam_val.sam_image_ious(model, rgb, instances).items():
@@ -136,7 +146,7 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
         if on_image:
             on_image()
     ms = float(np.median(times)) if times else float("nan")
-    if protocol == "yolo_map":
+    if protocol in ("yolo_map", "concept_map"):
         box, mask = box_acc.result(), mask_acc.result()
         return {
             "mask_mAP50-95": mask["mAP50-95"],
@@ -147,6 +157,11 @@ def evaluate(model, family: str, data: Dataset, on_image=None) -> tuple[dict[str
     return {f"{k}_mIoU": float(np.mean(v)) if v else float("nan") for k, v in ious.items()}, ms
 
 
+def concept_names(data: Dataset) -> list[str]:
+    """The data's class names as text prompts (YOLOE's and SAM 3's): ``"person/people"`` -> ``"person"``."""
+    return [n.split("/", 1)[0] for n in data.names]
+
+
 def use_data_classes(model, family: str, data: Dataset) -> np.ndarray | None:
     """An open-vocabulary (YOLOE) model measured on ``data``'s classes, as ultralytics' YOLOE val does: a prompted
     folder detects the data's names from now on (its text prompts; class i is the data's class i); a prompt-free
@@ -154,7 +169,7 @@ def use_data_classes(model, family: str, data: Dataset) -> np.ndarray | None:
     None for other models. :class:`SegedgeError` for names the model cannot take."""
     if not family_spec(family).vocabulary:
         return None
-    names = [n.split("/", 1)[0] for n in data.names]
+    names = concept_names(data)
     if getattr(model, "prompt_free", False):
         try:
             return yolo_val.vocabulary_classes(model.names, names, "this prompt-free folder")

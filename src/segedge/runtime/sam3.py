@@ -185,6 +185,16 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         state = image or self.image
         if state is None:
             raise PromptError("no image: call set_image(...) first")
+        return instances(self.ground(text, boxes, box_labels, image=state), state.orig_hw, self.confidence)
+
+    def ground(self, text: str | None = None, boxes=None, box_labels=None, *, image: Sam3Image | None = None) -> dict:
+        """The grounding graph's raw outputs for a concept prompt (:meth:`segment`'s arguments), every query kept:
+        ``logits (1, Q)``, ``boxes_cxcywh (1, Q, 4)`` (0-1), ``presence (1, 1)``, ``mask_logits (1, Q, 288, 288)``;
+        :func:`instances` turns them into instances. What ``segedge val`` scores (every query, not just those above
+        the threshold)."""
+        state = image or self.image
+        if state is None:
+            raise PromptError("no image: call set_image(...) first")
         xyxy, labels = self.check_concept(state.orig_hw, text, boxes, box_labels)
         prompt_text = text if text is not None else self.visual_text
         features = self.texts([prompt_text])[0].reshape(-1, 1, FEATURE_WIDTH)
@@ -196,7 +206,7 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         padding = np.ones((1, k), bool)
         padding[0, : len(xyxy)] = False
         tokens = self.tokenizer([prompt_text], self.context_length)
-        out = self.grounding.run(
+        return self.grounding.run(
             {
                 **dict(zip(FEATURES, state.fpn)),
                 "text_features": features.astype(np.float32),
@@ -206,20 +216,24 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
                 "box_padding": padding,
             }
         )
-        return instances(out, state.orig_hw, self.confidence)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-x.astype(np.float64)))
 
 
-def instances(out: dict[str, np.ndarray], hw: tuple[int, int], confidence: float) -> Sam3Instances:
+def query_scores(out: dict[str, np.ndarray]) -> np.ndarray:
+    """``(Q,)`` float64 score of every query of the grounding outputs ``out``: ``sigmoid(logit) * sigmoid(presence)``."""
+    return _sigmoid(out["logits"][0]) * float(_sigmoid(out["presence"]).ravel()[0])
+
+
+def instances(out: dict[str, np.ndarray], hw: tuple[int, int], confidence: float, keep=None) -> Sam3Instances:
     """The grounding graph's outputs -> the instances above ``confidence`` (``Sam3Processor``'s post-processing,
-    module docstring), in query order."""
+    module docstring), in query order; ``keep``: these query indices instead (in that order), whatever their score."""
     h, w = hw
     presence = float(_sigmoid(out["presence"]).ravel()[0])
-    scores = _sigmoid(out["logits"][0]) * presence
-    keep = np.flatnonzero(scores > confidence)
+    scores = query_scores(out)
+    keep = np.flatnonzero(scores > confidence) if keep is None else np.asarray(keep, np.int64).reshape(-1)
     cx, cy, bw, bh = out["boxes_cxcywh"][0, keep].astype(np.float32).T
     boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * np.float32([w, h, w, h])
     logits = out["mask_logits"][0, keep]

@@ -13,7 +13,9 @@ given, the bare routes serve the first):
   Without (Label Studio's "Retrieve predictions"): SAM folders answer with segment-anything's automatic mask
   generator, FastSAM / YOLO folders with their detections whose class matches a label (``predicted_values`` or
   the label's own value; one-class models such as FastSAM take the first label); YOLOE folders detect the project's
-  labels themselves: their names are its text prompts.
+  labels themselves: their names are its text prompts. SAM 3 folders find every instance of each label's name
+  (its concepts); interactively, a ``<TextArea>``'s text is a concept prompt (with a rectangle: an example of
+  it), its instances labelled by name where a label takes it, else by the smart tool's label.
 - ``POST /webhook``: acknowledged (segedge does not train), ``GET /metrics``: ``{}``.
 
 Every region is a ``brushlabels`` mask in Label Studio's RLE when the config has ``BrushLabels``, and polygons
@@ -35,7 +37,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from segedge._version import __version__
-from segedge.errors import SegedgeError
+from segedge.errors import PromptError, SegedgeError
 from segedge.families import family
 from segedge.postprocess.encode import polygons
 from segedge.serve.ls_images import ImageFetchError, LabelStudioAccess
@@ -48,7 +50,7 @@ from segedge.serve.ls_protocol import (
     polygon_region,
 )
 from segedge.serve.errors import NotFound
-from segedge.serve.service import SegmentService
+from segedge.serve.service import SegmentService, class_list
 
 log = logging.getLogger("segedge.label_studio")
 # a mask's pieces smaller than this share of it (or these pixels) get no polygon: specks, not objects
@@ -135,8 +137,20 @@ class LabelStudioBackend:
 
     def _regions(self, name, image_id: str, config: LabelConfig, prompts) -> tuple[list, float]:
         served = self.service.served(name)
-        promptable = family(served.family).promptable
-        if prompts is not None:
+        spec = family(served.family)
+        promptable = spec.promptable
+        if prompts is not None and prompts.text is not None:
+            # a TextArea's text: SAM 3 finds every instance of each concept (the rectangle, if any, an example)
+            if not spec.concepts:
+                raise PromptError(f"text prompts from a TextArea need a SAM 3 folder; {served.name} is {spec.title}")
+            info = self.service.image_info(image_id)
+            prompts = prompts.scaled_to((info["width"], info["height"]))
+            if prompts.points is not None:
+                raise PromptError("send the text with a rectangle (an example of it) or alone, not with keypoints")
+            box = None if prompts.box is None else [prompts.box.tolist()]
+            _, result, _, _ = self.service.concepts_result(name, image_id, class_list(prompts.text), box)
+            labels = [config.predicted_label(label, prompts.label) for label in result.labels]
+        elif prompts is not None:
             info = self.service.image_info(image_id)
             prompts = prompts.scaled_to((info["width"], info["height"]))
             single_click = prompts.box is None and len(prompts.points) == 1 and prompts.labels[0] == 1
@@ -151,6 +165,9 @@ class LabelStudioBackend:
             if promptable and len(result) > 1:  # one click: the best of SAM's three candidates
                 result = result.subset([int(np.argmax(result.scores))])
             labels = [prompts.label] * len(result)
+        elif spec.concepts:  # SAM 3: the project's labels are its concepts, each instance under its own label
+            _, result, _, _ = self.service.concepts_result(name, image_id, config.class_names())
+            labels = self._class_labels(served, config, result)
         else:
             # an open-vocabulary model (YOLOE) is asked for the project's labels by name
             classes = config.class_names() if served.open_vocabulary else None
@@ -177,15 +194,10 @@ class LabelStudioBackend:
         """Per detection: the config label its class maps to (a label value, or None: the tag's first label), or
         False to leave it out. SAM's "everything" masks and one-class models (FastSAM) take the first label."""
         names = list(result.names or [])  # the result's own: an open-vocabulary model's change per request
-        if family(served.family).promptable or len(names) <= 1:
+        spec = family(served.family)
+        if (spec.promptable and not spec.concepts) or len(names) <= 1:
             return [None] * len(result)
-        out = []
-        for label in result.labels:
-            mapped = next(
-                (t.predicted.get(str(label).lower()) for t in config.outputs if str(label).lower() in t.predicted), None
-            )
-            out.append(mapped if mapped is not None else False)
-        return out
+        return [config.predicted_label(label, False) for label in result.labels]
 
 
 def _project_id(body: dict) -> str:

@@ -63,6 +63,12 @@ class LabelConfig:
         each once, in the config's order: what an open-vocabulary model is asked to find."""
         return list(dict.fromkeys(name for tag in self.outputs for name in tag.predicted))
 
+    def predicted_label(self, name: str, default):
+        """The label value a model's class ``name`` stands for (a label's value or one of its ``predicted_values``,
+        any case), or ``default`` when no label takes it."""
+        key = str(name).lower()
+        return next((t.predicted[key] for t in self.outputs if key in t.predicted), default)
+
 
 def parse_label_config(xml: str) -> LabelConfig:
     """The :class:`LabelConfig` of a project's XML; :class:`LabelConfigError` when it has no ``Image`` with a
@@ -103,38 +109,48 @@ def parse_label_config(xml: str) -> LabelConfig:
 @dataclass(frozen=True)
 class Prompts:
     """An interactive request's prompts in original pixels: ``points (N, 2)`` xy with ``labels (N,)`` (1 object,
-    0 background), ``box (4,)`` xyxy or None, the smart tool's ``label`` and the image's ``(width, height)``."""
+    0 background), ``box (4,)`` xyxy or None, the smart tool's ``label``, the image's ``(width, height)`` (None
+    for a text alone) and a ``TextArea``'s ``text`` (SAM 3's concepts, comma-separated) or None."""
 
     points: np.ndarray | None
     labels: np.ndarray | None
     box: np.ndarray | None
     label: str | None
-    size: tuple[int, int]
+    size: tuple[int, int] | None
+    text: str | None = None
 
     def scaled_to(self, size: tuple[int, int]) -> Prompts:
         """The same prompts on the image as segedge reads it, ``size`` (width, height), when Label Studio's
         ``original_width`` / ``original_height`` differ (an image replaced since, or one it measured otherwise)."""
-        if tuple(size) == tuple(self.size):
+        if self.size is None or tuple(size) == tuple(self.size):
             return self
         sx, sy = size[0] / self.size[0], size[1] / self.size[1]
         points = None if self.points is None else self.points * [sx, sy]
         box = None if self.box is None else self.box * [sx, sy, sx, sy]
-        return Prompts(points, self.labels, box, self.label, tuple(size))
+        return Prompts(points, self.labels, box, self.label, tuple(size), self.text)
 
 
 def context_prompts(context: dict) -> Prompts | None:
     """The prompts of Label Studio's interactive ``context`` (None when it has none: a "retrieve predictions"
-    request). Several rectangles: the last one drawn counts (SAM takes one box per prompt set)."""
+    request). Several rectangles: the last one drawn counts (SAM takes one box per prompt set). A ``textarea``
+    region (a ``<TextArea>`` the annotator typed in) is a text prompt: its lines joined by commas."""
     if not context:
         return None
     if not isinstance(context, dict) or not isinstance(context.get("result"), list):
         raise PromptError('context must be {"result": [keypoint or rectangle regions]}, as Label Studio sends it')
-    points, labels, box, label, size = [], [], None, None, None
+    points, labels, box, label, size, text = [], [], None, None, None, None
     for i, region in enumerate(context["result"]):
         where = f"context.result[{i}]"
         if not isinstance(region, dict) or not isinstance(region.get("value"), dict):
             raise PromptError(f"{where} is not a Label Studio region (no value)")
         kind, value = region.get("type"), region["value"]
+        if kind == "textarea":
+            lines = value.get("text")
+            lines = [lines] if isinstance(lines, str) else lines
+            if not isinstance(lines, list) or not all(isinstance(t, str) for t in lines) or not "".join(lines).strip():
+                raise PromptError(f"{where} is a textarea region without text (value.text: a list of strings)")
+            text = ", ".join(t.strip() for t in lines if t.strip())
+            continue
         try:
             w, h = int(region["original_width"]), int(region["original_height"])
             x, y = float(value["x"]) * w / 100, float(value["y"]) * h / 100
@@ -155,8 +171,10 @@ def context_prompts(context: dict) -> Prompts | None:
                 raise PromptError(f"{where} is a rectangle without value.width and value.height (percent)") from None
             box = np.array([x, y, x + bw, y + bh], np.float64)
         else:
-            raise PromptError(f"{where} is a {kind!r} region; smart prompts are keypointlabels and rectanglelabels")
-    if not points and box is None:
+            raise PromptError(
+                f"{where} is a {kind!r} region; smart prompts are keypointlabels, rectanglelabels and textarea"
+            )
+    if not points and box is None and text is None:
         return None
     return Prompts(
         np.array(points, np.float64) if points else None,
@@ -164,6 +182,7 @@ def context_prompts(context: dict) -> Prompts | None:
         box,
         label,
         size,
+        text,
     )
 
 

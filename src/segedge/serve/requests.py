@@ -31,7 +31,12 @@ class PredictRequest(EncodeRequest):
     )
     box: tuple[float, float, float, float] | None = Field(None, description="[x1, y1, x2, y2] original pixels")
     multimask: bool = Field(False, description="SAM: three candidate masks instead of one")
-    text: str | None = Field(None, max_length=MAX_TEXT, description="FastSAM with --clip: a text prompt")
+    text: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="FastSAM with --clip: a text prompt; YOLOE: the classes to find; SAM 3: the concepts to find, "
+        "comma-separated (the box, if any, an example)",
+    )
 
 
 class VideoModel(Strict):

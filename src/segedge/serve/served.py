@@ -43,7 +43,7 @@ class ServedModel:
         spec = family(self.family)
         vocabulary = self.open_vocabulary
         prompts = [p for p in spec.prompts if p != "text"] + (["everything"] if spec.everything else [])
-        prompts += ["text"] if (text or vocabulary) and "text" in spec.prompts else []
+        prompts += ["text"] if (text or vocabulary or spec.concepts) and "text" in spec.prompts else []
         return {
             "name": self.name,
             "family": self.family,
@@ -59,6 +59,7 @@ class ServedModel:
             "score_name": spec.score_name,
             "class_labels": not spec.promptable,  # instances carry class names
             "text_names_classes": vocabulary,  # text is the classes to find (YOLOE), not a mask picked by CLIP
+            "text_finds_concepts": spec.concepts,  # text: every instance of each concept, a box with it an example
             "classes": list(getattr(self.model, "names", []) or []) if vocabulary else [],
             "options": [p.name for p in spec.options()],  # its run-time options (segedge.parameters)
             "input_size": list(m.preprocess.get("size", [])),

@@ -205,8 +205,9 @@ class SegmentService:
         text: str | None = None,
     ) -> dict:
         """Masks for a prompt set: ``points (N, 2)`` xy original pixels with ``labels`` (1 object,
-        0 background; default all 1), ``box`` xyxy, ``text`` (FastSAM with a CLIP model). SAM gives one
-        mask, or its three candidates with ``multimask``; FastSAM selects from its "everything" masks."""
+        0 background; default all 1), ``box`` xyxy, ``text`` (FastSAM with a CLIP model; YOLOE's classes; SAM 3's
+        concepts). SAM gives one mask, or its three candidates with ``multimask``; FastSAM selects from its
+        "everything" masks; SAM 3 with a text finds every instance of each concept (:meth:`concepts_result`)."""
         t0 = time.perf_counter()
         served, result, cached, timings = self.prompt_result(
             model, image_id, points=points, labels=labels, box=box, multimask=multimask, text=text
@@ -229,6 +230,13 @@ class SegmentService:
         points, labels = api_clicks(points, labels)
         if points is None and box is None and not text:
             raise PromptError("give points, a box or (FastSAM with --clip) text")
+        if text and family(served.family).concepts:
+            if points is not None or multimask:
+                raise PromptError(
+                    f"{family(served.family).title} finds every instance a text names (a box with it is an example); "
+                    "send clicks without text"
+                )
+            return self.concepts_result(served.name, image_id, class_list(text), [box] if box is not None else None)
         if family(served.family).promptable:
             if text:
                 raise PromptError("text prompts are for FastSAM models (with --clip); SAM takes points and a box")
@@ -267,6 +275,20 @@ class SegmentService:
             )
             timings = {**timings, "prompt": _ms(t1)}
         return served, result, cached, timings
+
+    def concepts_result(self, model: str | None, image_id: str, texts: list[str], boxes=None):
+        """Every instance of each concept (SAM 3): one class per text in ``texts``, each prompted with the example
+        ``boxes`` (xyxy original pixels) too; the image is encoded once (cached with the clicks' embedding).
+        ``(served model, Result, cached, timings ms)`` as :meth:`prompt_result`."""
+        from segedge.runtime.sam3 import concept_result
+
+        served = self._model(model)
+        if not family(served.family).concepts:
+            raise PromptError(f"{served.name} does not find concepts by text; SAM 3 folders do")
+        state, cached, encoder_ms = self._embedding(served, image_id)
+        t1 = time.perf_counter()
+        result = concept_result(served.model, self._image(image_id), state, texts, boxes=boxes)
+        return served, result, cached, {**_stage("encoder", encoder_ms), "concepts": _ms(t1)}
 
     # -- everything -------------------------------------------------------------------------------
     def everything(self, model: str | None, image_id: str, **options) -> dict:

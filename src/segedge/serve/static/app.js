@@ -155,9 +155,10 @@ function selectModel(name) {
   $("model-info").textContent = `${S.model.variant} · ${S.model.backend} ${S.model.precision}`;
   $("text-form").hidden = !S.model.prompts.includes("text");
   // an open-vocabulary model (YOLOE) finds the classes the text names; FastSAM keeps the mask CLIP matches
+  // SAM 3 finds every instance of each concept the text names (a box drawn before is an example of it)
   $("text").placeholder = S.model.text_names_classes
     ? `classes to find, e.g. ${S.model.classes.slice(0, 2).join(", ") || "person, red car"}`
-    : "text prompt, e.g. a dog";
+    : S.model.text_finds_concepts ? "concepts to find, e.g. yellow bus, person" : "text prompt, e.g. a dog";
   $("multimask-row").hidden = !S.model.multimask;
   $("grid").hidden = !S.model.options.includes("points_per_side");  // the everything generator's grid
   $("everything").hidden = !S.model.prompts.includes("everything");
@@ -254,8 +255,10 @@ async function runEverything() {
 
 async function runText(text) {
   if (!S.imageId || !text) return;
+  const body = { text: text };
+  if (S.model.text_finds_concepts && S.box) body.box = S.box;  // SAM 3: the box is an example of the concept
   S.points = []; S.labels = []; S.box = null;
-  await request("/api/predict", { text: text }, "prompt");
+  await request("/api/predict", body, "prompt");
 }
 
 async function request(path, body, kind) {
@@ -265,6 +268,7 @@ async function request(path, body, kind) {
     const r = await imageCall(path, body);
     if (seq !== S.seq) return;  // a newer request is on its way
     S.roundTripMs = performance.now() - t0;
+    S.labelled = S.model.class_labels || Boolean(body && body.text);  // SAM 3's concepts: named by their text
     hideError();
     setMasks(r, kind);
     showTimings(r, S.roundTripMs);
@@ -290,12 +294,15 @@ function answerText(r, body) {
   return text;
 }
 
+// Whether the answer is SAM's candidates for one prompt (pick one), not instances (SAM 3's concepts: list them all).
+function candidates() { return S.kind === "prompt" && S.model.multimask && !S.labelled; }
+
 function setMasks(response, kind) {
   S.response = response; S.kind = kind;
   S.masks = response ? response.instances.map((inst) => decodeRle(inst.rle)) : [];
   S.selected = 0;
   S.hidden = new Set(); S.deleted = new Set();
-  if (response && kind === "prompt" && S.model.multimask) {
+  if (response && candidates()) {
     response.instances.forEach((inst, i) => { if (inst.score > response.instances[S.selected].score) S.selected = i; });
   }
   refresh();
@@ -313,7 +320,7 @@ function refresh() {
 // Indices of the masks listed: the chosen SAM candidate, else all that were not deleted.
 function listedMasks() {
   if (!S.response) return [];
-  if (S.kind === "prompt" && S.model.multimask) return S.masks.length ? [S.selected] : [];
+  if (candidates()) return S.masks.length ? [S.selected] : [];
   return S.masks.map((_, i) => i).filter((i) => !S.deleted.has(i));
 }
 
@@ -360,13 +367,13 @@ function renderInstances() {
 }
 
 function instanceName(i) {
-  return S.model.class_labels ? `${i + 1} ${S.response.instances[i].label}` : `mask ${i + 1}`;
+  return S.labelled ? `${i + 1} ${S.response.instances[i].label}` : `mask ${i + 1}`;
 }
 
 function renderCandidates() {
   const box = $("candidates");
   box.innerHTML = "";
-  if (!S.response || S.kind !== "prompt" || !S.model.multimask || S.masks.length < 2) return;
+  if (!S.response || !candidates() || S.masks.length < 2) return;
   S.response.instances.forEach((inst, i) => {
     const b = document.createElement("button");
     b.textContent = `${i + 1} · ${inst.score.toFixed(2)}`;
