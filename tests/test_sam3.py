@@ -421,36 +421,16 @@ def test_the_pages_text_box_finds_concepts(sam3_folder, photo):
 VAL_NAMES = ["bus", "person", "bag"]
 
 
-def _package_detections(processor, image, names):
-    """Sam3Processor's every query above 0.001 for each name (the package's own masks and boxes), the 100 best of the
-    image: ``(boxes (D, 4), scores (D,), classes (D,), masks (D, H, W))`` best first."""
-    import torch
-
-    state = processor.set_image(image)
-    found = []
-    for c, name in enumerate(names):
-        processor.reset_all_prompts(state)
-        processor.set_text_prompt(name, state)
-        for box, score, mask in zip(state["boxes"], state["scores"], state["masks"][:, 0]):
-            found.append((float(score), c, box, mask))
-    found.sort(key=lambda f: -f[0])
-    found = found[:100]
-    return (
-        torch.stack([f[2] for f in found]),
-        torch.tensor([f[0] for f in found]),
-        torch.tensor([f[1] for f in found]),
-        torch.stack([f[3] for f in found]),
-    )
-
-
 def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder, shared_images, tmp_path):
     """`segedge val` on a SAM 3 folder: the data's class names are the text prompts, every query a detection; box and
     mask mAP equal, within 0.01 on both backends, ultralytics' own matching and AP (``match_predictions``,
     ``ap_per_class``) over the package's ``Sam3Processor`` detections (threshold 0.001, the 100 best per image), on
-    labels the seeded model finds (the package's instances at its threshold 0.5: real labels would score ~0)."""
+    labels the seeded model finds: the boxes of the package's instances at its threshold 0.5, as rectangles (real
+    labels would score ~0; the seeded masks are speckle, whose outlines would make poor labels). The box numbers
+    carry the test (measured 0.771 / 0.995 on both sides); the mask numbers are compared too but are near 0 (speckle
+    against rectangles: 0.0003 / 0.0013)."""
     import types
 
-    import cv2
     import torch
     from PIL import Image
     from ultralytics.data.utils import polygon2mask
@@ -462,9 +442,10 @@ def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder,
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
     (data / "labels").mkdir()
-    photos = [p for p in shared_images if p.name in ("sam_groceries.jpg", "ultralytics_bus.jpg", "sam_dog.jpg")]
-    assert len(photos) >= 2
-    labels = {}
+    photos = [p for p in shared_images if p.name in ("sam_groceries.jpg", "ultralytics_bus.jpg")]
+    matcher = types.SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
+    stats = {"box": [], "mask": []}
+    processor.set_confidence_threshold(0.001)
     try:
         for path in photos:
             image = Image.open(path).convert("RGB")
@@ -472,43 +453,44 @@ def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder,
             image.save(data / "images" / path.name, quality=95)
             image = Image.open(data / "images" / path.name).convert("RGB")
             w, h = image.size
-            rows = []
-            state = processor.set_image(image)
+            state, found = processor.set_image(image), []
             for c, name in enumerate(VAL_NAMES):
                 processor.reset_all_prompts(state)
                 processor.set_text_prompt(name, state)
-                for mask in state["masks"][:, 0].numpy():
-                    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                    outline = max(contours, key=cv2.contourArea).reshape(-1, 2) if contours else None
-                    if outline is not None and len(outline) >= 3:
-                        rows.append((c, outline.astype(np.float32)))
-            labels[path.name] = (rows, (h, w))
+                found += [(float(s), c, b, m) for b, s, m in zip(state["boxes"], state["scores"], state["masks"][:, 0])]
+            found = sorted(found, key=lambda f: -f[0])[:100]
+            corners = [
+                (c, b.numpy()[[0, 1, 2, 1, 2, 3, 0, 3]].reshape(4, 2).clip(0, [w, h]))
+                for s, c, b, _ in found
+                if s > 0.5
+            ]
+            rects = [(c, r) for c, r in corners if np.ptp(r, 0).min() >= 2]  # inside the image, not degenerate
             (data / "labels" / f"{path.stem}.txt").write_text(
-                "".join(f"{c} " + " ".join(f"{v:.6f}" for v in (p / [w, h]).ravel()) + "\n" for c, p in rows)
+                "".join(f"{c} " + " ".join(f"{v:.6f}" for v in (r / [w, h]).ravel()) + "\n" for c, r in rects)
             )
-        (data / "data.yaml").write_text(
-            f"path: {data}\ntrain: images\nval: images\nnames:\n"
-            + "".join(f"  {i}: {n}\n" for i, n in enumerate(VAL_NAMES))
-        )
-        processor.set_confidence_threshold(0.001)
-        matcher = types.SimpleNamespace(iouv=torch.linspace(0.5, 0.95, 10))
-        stats = {"box": [], "mask": []}
-        for path in photos:
-            image = Image.open(data / "images" / path.name).convert("RGB")
-            rows, (h, w) = labels[path.name]
-            gt_cls = torch.tensor([c for c, _ in rows])
-            polys = [np.asarray(p, np.float32) for _, p in rows]
-            gt_masks = torch.from_numpy(np.stack([polygon2mask((h, w), [p.ravel()], 1, 1) for p in polys]))
+            # ultralytics' own reading of those labels: boxes their extents, masks their polygons filled
+            polys = [r for _, r in rects]
+            gt_cls = torch.tensor([c for c, _ in rects])
             gt_boxes = torch.tensor(np.array([[*p.min(0), *p.max(0)] for p in polys]))
-            boxes, scores, classes, masks = _package_detections(processor, image, VAL_NAMES)
+            gt_masks = torch.from_numpy(np.stack([polygon2mask((h, w), [p.ravel()], 1, 1) for p in polys]))
+            boxes, scores, classes, masks = (
+                torch.stack([f[2] for f in found]),
+                torch.tensor([f[0] for f in found]),
+                torch.tensor([f[1] for f in found]),
+                torch.stack([f[3] for f in found]),
+            )
             for kind, iou in (
                 ("box", box_iou(gt_boxes, boxes.float())),
-                ("mask", mask_iou(gt_masks.view(len(rows), -1).float(), masks.reshape(len(masks), -1).float())),
+                ("mask", mask_iou(gt_masks.view(len(polys), -1).float(), masks.reshape(len(masks), -1).float())),
             ):
                 tp = BaseValidator.match_predictions(matcher, classes, gt_cls, iou)
                 stats[kind].append((tp.numpy(), scores.numpy(), classes.numpy(), gt_cls.numpy()))
     finally:
         processor.set_confidence_threshold(0.5)
+    (data / "data.yaml").write_text(
+        f"path: {data}\ntrain: images\nval: images\nnames:\n"
+        + "".join(f"  {i}: {n}\n" for i, n in enumerate(VAL_NAMES))
+    )
     expected = {}
     for kind in ("box", "mask"):
         tp, conf, pred_cls, target_cls = (np.concatenate(x) for x in zip(*stats[kind]))
@@ -517,7 +499,8 @@ def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder,
     result = run_val(
         sam3_folder, data / "data.yaml", backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False
     )
-    assert result["data"]["instances"] >= 30 and expected["box_mAP50-95"] > 0.3, (result["data"], expected)
+    assert result["data"]["instances"] >= 20 and expected["box_mAP50-95"] > 0.5, (result["data"], expected)
+    assert 0 < expected["mask_mAP50"] < expected["box_mAP50"]
     for row in result["rows"]:
         for name, value in expected.items():
             print(f"{row['backend']} {name}: segedge {row['metrics'][name]:.4f}, package + ultralytics {value:.4f}")
