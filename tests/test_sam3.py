@@ -423,7 +423,7 @@ VAL_NAMES = ["bus", "person", "bag"]
 
 def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder, shared_images, tmp_path):
     """`segedge val` on a SAM 3 folder: the data's class names are the text prompts, every query a detection; box and
-    mask mAP equal, within 0.01 on both backends, ultralytics' own matching and AP (``match_predictions``,
+    mask mAP equal, within 0.01 (OpenVINO), ultralytics' own matching and AP (``match_predictions``,
     ``ap_per_class``) over the package's ``Sam3Processor`` detections (threshold 0.001, the 100 best per image), on
     labels the seeded model finds: the boxes of the package's instances at its threshold 0.5, as rectangles (real
     labels would score ~0; the seeded masks are speckle, whose outlines would make poor labels). The box numbers
@@ -496,9 +496,8 @@ def test_val_measures_concepts_as_the_package_finds_them(processor, sam3_folder,
         tp, conf, pred_cls, target_cls = (np.concatenate(x) for x in zip(*stats[kind]))
         ap = ap_per_class(tp, conf, pred_cls, target_cls)[5]
         expected[f"{kind}_mAP50-95"], expected[f"{kind}_mAP50"] = float(ap.mean()), float(ap[:, 0].mean())
-    result = run_val(
-        sam3_folder, data / "data.yaml", backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False
-    )
+    # one backend: their parity is test_sam3_finds_what_sam3_processor_finds's
+    result = run_val(sam3_folder, data / "data.yaml", backends=["openvino"], precisions=["f32"], progress=False)
     assert result["data"]["instances"] >= 20 and expected["box_mAP50-95"] > 0.5, (result["data"], expected)
     assert 0 < expected["mask_mAP50"] < expected["box_mAP50"]
     for row in result["rows"]:
