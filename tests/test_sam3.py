@@ -52,6 +52,34 @@ def sam3_folder(sam3_ckpt, export_cache) -> Path:
 
 
 @pytest.fixture(scope="module")
+def sam3_models(sam3_folder):
+    """``sam3_models(backend)``: the module's one compiled f32 OpenVINO ``Sam3`` (ONNX Runtime's: a new one, freed by
+    the test that asked). A compiled SAM 3 holds gigabytes: compiled afresh in each test (twice for the server tests)
+    it took a worker to 18 GB and the OOM killer; kept for the module, ONNX Runtime's arena would hold ~2.5 GB more."""
+    compiled = {}
+
+    def get(backend: str) -> Sam3:
+        if backend != "openvino":
+            return Sam3(sam3_folder, backend, precision="f32")
+        if backend not in compiled:
+            compiled[backend] = Sam3(sam3_folder, backend, precision="f32")
+        return compiled[backend]
+
+    yield get
+    compiled.clear()
+
+
+def _service(sam3_models):
+    """A SegmentService serving the module's compiled OpenVINO SAM 3 (as ``from_folders`` opens one)."""
+    from segedge.families import require_commands
+    from segedge.serve.served import ServedModel
+    from segedge.serve.service import SegmentService
+
+    require_commands("sam3", "serve")  # what from_folders checks first
+    return SegmentService([ServedModel("sam3", "sam3", sam3_models("openvino"))])
+
+
+@pytest.fixture(scope="module")
 def processor(sam3_ckpt):
     """The package's ``Sam3Processor`` on the seeded checkpoint (built once: the tests only read it)."""
     return sam3_processor(sam3_ckpt)
@@ -76,7 +104,7 @@ def _reference(processor, state, text, boxes, labels) -> dict:
     return {k: state[k].numpy() for k in ("boxes", "scores")} | {"masks": state["masks"][:, 0].numpy()}
 
 
-def test_sam3_finds_what_sam3_processor_finds(processor, sam3_folder, photo):
+def test_sam3_finds_what_sam3_processor_finds(processor, sam3_folder, photo, sam3_models):
     """Every prompt kind on both backends: the same instances in the same order as Sam3Processor, scores within 1e-4,
     boxes within 0.5 px, masks IoU >= 0.99; the instances are many and their masks neither empty nor full."""
     from PIL import Image
@@ -85,7 +113,7 @@ def test_sam3_finds_what_sam3_processor_finds(processor, sam3_folder, photo):
     references = [_reference(processor, state, *prompt) for prompt in PROMPTS]
     compared = 0
     for backend in ("openvino", "onnxruntime"):
-        model = Sam3(sam3_folder, backend, precision="f32")
+        model = sam3_models(backend)
         model.set_image(photo)
         for (text, boxes, labels), ref in zip(PROMPTS, references, strict=True):
             got = model.segment(text=text, boxes=boxes, box_labels=labels)
@@ -168,7 +196,7 @@ def test_bad_input_is_one_clear_error(sam3_folder, photo, sam_tiny_ckpt, tmp_pat
         model.segment(text="  ")
 
 
-def test_clicks_match_sam3s_interactive_predictor(processor, sam3_folder, photo):
+def test_clicks_match_sam3s_interactive_predictor(processor, sam3_folder, photo, sam3_models):
     """Points, a box, both, single and multimask, and a second click with the first's low-res logits as mask input,
     on both backends: scores within 1e-4, low-res logits within 1e-3, masks at the image size IoU >= 0.99 (after the
     predictor's filling of holes up to 256 low-res pixels), neither empty nor full; as many masks as the package."""
@@ -195,7 +223,7 @@ def test_clicks_match_sam3s_interactive_predictor(processor, sam3_folder, photo)
     )
     compared, worst = 0, {"score": 0.0, "low": 0.0, "iou": 1.0}
     for backend in ("openvino", "onnxruntime"):
-        model = Sam3(sam3_folder, backend, precision="f32")
+        model = sam3_models(backend)
         model.set_image(photo)
         outputs = [model.predict(arr(p), arr(lb), arr(b), multimask_output=m) for p, lb, b, m in CLICKS]
         outputs.append(model.predict(arr(again[0]), arr(again[1]), mask_input=outputs[1][2], multimask_output=False))
@@ -250,13 +278,13 @@ def test_small_holes_are_filled_as_the_package_fills_them():
     assert np.array_equal((ours > 0), (theirs > 0))
 
 
-def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp_path, capsys):
+def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp_path, capsys, sam3_models):
     """`segedge segment --text A B --exemplar ... --counter-exemplar ...` writes every instance `Sam3.segment` finds
     for each text with those boxes (class: the text), `--exemplar` alone the boxes' concept, `--point` predict's mask;
     the commands that do not run SAM 3 folders yet, and wrong mixes of prompts, are one line each."""
     from segedge.postprocess.encode import rle_decode
 
-    model = Sam3(sam3_folder, "openvino", precision="f32")
+    model = sam3_models("openvino")
     model.set_image(photo)
     example, counter = [200, 100, 600, 450], [50, 50, 200, 200]
     runs = (
@@ -306,7 +334,7 @@ def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp
         assert len(err.strip().splitlines()) == 1, err
 
 
-def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_path):
+def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_path, sam3_models):
     """The server on a SAM 3 folder: /api/models offers text (concepts) and clicks, no "everything"; a text "bus,
     person" finds what ``Sam3.segment`` finds for each (same counts, scores, masks pixel for pixel, instances named
     by their text), a box with the text is an example of it, clicks alone run the click decoder, text with clicks is
@@ -318,15 +346,14 @@ def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_pat
     from segedge.serve.label_studio import LabelStudioBackend
     from segedge.serve.ls_images import LabelStudioAccess
     from segedge.serve.ls_protocol import context_prompts
-    from segedge.serve.service import SegmentService
 
-    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
+    service = _service(sam3_models)
     (served,) = service.models.values()
     info = served.info(text=False)
     assert info["text_finds_concepts"] and "text" in info["prompts"] and "point" in info["prompts"]
     assert "everything" not in info["prompts"] and info["multimask"]
     image_id = service.add_image(photo.read_bytes())["image_id"]
-    direct = Sam3(sam3_folder, "openvino", precision="f32")
+    direct = sam3_models("openvino")
     direct.set_image(photo)
     found = {t: direct.segment(text=t) for t in ("bus", "person")}
     body = service.predict(None, image_id, text="bus, person")
@@ -374,7 +401,7 @@ def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_pat
         backend.predict(None, body)
 
 
-def test_the_pages_text_box_finds_concepts(sam3_folder, photo):
+def test_the_pages_text_box_finds_concepts(sam3_folder, photo, sam3_models):
     """In headless Chromium: a SAM 3 folder shows the text box (its placeholder asks for concepts); typing "bus,
     person" and Enter lists every instance under its concept's name, and every mask the page holds equals
     ``Sam3.segment``'s pixel for pixel."""
@@ -385,16 +412,15 @@ def test_the_pages_text_box_finds_concepts(sam3_folder, photo):
         pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
     from segedge.serve.app import create_app
     from segedge.serve.server import start_in_thread
-    from segedge.serve.service import SegmentService
 
-    direct = Sam3(sam3_folder, "openvino", precision="f32")
+    direct = sam3_models("openvino")
     direct.set_image(photo)
     found = [(t, direct.segment(text=t)) for t in ("bus", "person")]
     labels = [t for t, f in found for _ in range(len(f))]
     masks = [m for _, f in found for m in f.masks]
     assert len(masks) >= 10
     h, w = masks[0].shape
-    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
+    service = _service(sam3_models)
     with start_in_thread(create_app(service)) as server, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
         page = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True).new_page()
