@@ -55,7 +55,7 @@ def sam3_folder(sam3_ckpt, export_cache) -> Path:
 def sam3_models(sam3_folder):
     """``sam3_models(backend)``: the module's one compiled f32 OpenVINO ``Sam3`` (ONNX Runtime's: a new one, freed by
     the test that asked). A compiled SAM 3 holds gigabytes: compiled afresh in each test (twice for the server tests)
-    it took a worker to 18 GB and the OOM killer; kept for the module, ONNX Runtime's arena would hold ~2.5 GB more."""
+    it took a worker to 18 GB and the OOM killer; ONNX Runtime's session is not kept, its memory returns after each test."""
     compiled = {}
 
     def get(backend: str) -> Sam3:
