@@ -405,13 +405,9 @@ def test_the_pages_text_box_finds_concepts(sam3_folder, photo, sam3_models):
     """In headless Chromium: a SAM 3 folder shows the text box (its placeholder asks for concepts); typing "bus,
     person" and Enter lists every instance under its concept's name, and every mask the page holds equals
     ``Sam3.segment``'s pixel for pixel."""
-    from test_serve_browser import ARGS, _answered, _chromium, _rows, _unpack
+    from test_serve_browser import _answered, _rows, _unpack, served_page
 
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if _chromium() is None:
-        pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
     from segedge.serve.app import create_app
-    from segedge.serve.server import start_in_thread
 
     direct = sam3_models("openvino")
     direct.set_image(photo)
@@ -420,15 +416,7 @@ def test_the_pages_text_box_finds_concepts(sam3_folder, photo, sam3_models):
     masks = [m for _, f in found for m in f.masks]
     assert len(masks) >= 10
     h, w = masks[0].shape
-    service = _service(sam3_models)
-    with start_in_thread(create_app(service)) as server, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
-        page = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True).new_page()
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.goto(server.url + "/")
-        page.wait_for_function("window.segedge && window.segedge.state.ready", timeout=10_000)
+    with served_page(create_app(_service(sam3_models))) as page:
         assert page.is_visible("#text") and page.get_attribute("#text", "placeholder").startswith("concepts to find")
         assert not page.is_visible("#everything")
         page.set_input_files("#file", str(photo))
@@ -440,8 +428,6 @@ def test_the_pages_text_box_finds_concepts(sam3_folder, photo, sam3_models):
         assert [r["name"] for r in _rows(page)] == [f"{i + 1} {label}" for i, label in enumerate(labels)]
         for bits, mask in zip(state["bits"], masks, strict=True):
             assert (_unpack(bits, (h, w)) == mask).all()
-        browser.close()
-    assert errors == []
 
 
 VAL_NAMES = ["bus", "person", "bag"]

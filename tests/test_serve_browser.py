@@ -9,6 +9,7 @@ Needs the system Chromium (scripts/test.sh installs Debian's ``chromium`` when r
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -70,21 +71,44 @@ WIDE = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}  # an iPhone 12-15 in portrait, in CSS pixels
 
 
-@pytest.fixture()
-def page(browser, server, request):
+def ready_page(browser, url: str, viewport=WIDE):
+    """segedge's page at ``url`` in a new browser context (downloads accepted), once its script is ready; the page's
+    errors and console errors collect in ``page.errors``, the seconds to ready in ``page.ready_s``."""
     # the page's Content-Security-Policy forbids eval, which Playwright's wait_for_function uses: bypass it in tests
-    viewport = getattr(request, "param", WIDE)
     context = browser.new_context(viewport=viewport, bypass_csp=True, accept_downloads=True)
     pg = context.new_page()
     pg.errors = []
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
     pg.on("console", lambda msg: pg.errors.append(msg.text) if msg.type == "error" else None)
     t0 = time.perf_counter()
-    pg.goto(server.url + "/")
+    pg.goto(url + "/")
     pg.wait_for_function("window.segedge && window.segedge.state.ready", timeout=10_000)
     pg.ready_s = time.perf_counter() - t0
+    return pg
+
+
+@contextlib.contextmanager
+def served_page(app):
+    """For another module's test: ``app`` (segedge's FastAPI app) served in a thread and its page open in headless
+    Chromium (:func:`ready_page`); when the block ends, the page had no errors. Skips, saying so, without Chromium."""
+    from segedge.serve.server import start_in_thread
+
+    if _chromium() is None:
+        pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
+    with start_in_thread(app) as server, playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=_chromium(), args=ARGS)
+        pg = ready_page(chromium, server.url)
+        yield pg
+        pg.context.close()
+        chromium.close()
+    assert pg.errors == []
+
+
+@pytest.fixture()
+def page(browser, server, request):
+    pg = ready_page(browser, server.url, getattr(request, "param", WIDE))
     yield pg
-    context.close()
+    pg.context.close()
 
 
 def _answered(pg, n: int) -> dict:

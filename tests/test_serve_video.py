@@ -235,20 +235,14 @@ def test_uploads_are_bounded_and_deleted(sam2_tiny_folder, clip_mp4, tmp_path):
 def test_page_click_track_and_scrub(server, clip_mp4, expected, tmp_path):
     """Open the mp4 on the page, click object 1 on frame 0, box object 2 on frame 1, Track, Track back, scrub: every
     mask the page holds equals Sam2Video's, and the JSON Lines download is the tracked frames."""
-    from test_serve_browser import ARGS, _chromium
+    from test_serve_browser import ARGS, _chromium, ready_page
 
     playwright_api = pytest.importorskip("playwright.sync_api")
     if _chromium() is None:
         pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True, accept_downloads=True)
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.goto(server.url + "/")
-        page.wait_for_function("window.segedge && window.segedge.state.ready", timeout=10_000)
+        page = ready_page(browser, server.url)
         assert page.is_visible("#open-video")
         page.set_input_files("#video-file", str(clip_mp4))
         page.wait_for_function("window.segedge.video.state.on && window.segedge.state.bitmap", timeout=60_000)
@@ -336,6 +330,6 @@ def test_page_click_track_and_scrub(server, clip_mp4, expected, tmp_path):
         assert kept == TRACKED
         assert "object 1's prompt on frame 0 removed" in page.text_content("#status")
         page.screenshot(path=str(tmp_path / "video.png"))
-        assert errors == []
-        context.close()
+        assert page.errors == []
+        page.context.close()
         browser.close()

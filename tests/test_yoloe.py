@@ -406,13 +406,9 @@ def test_the_pages_text_box_finds_the_classes_it_names(yoloe11, photos):
     """In headless Chromium: a YOLOE folder shows the text box (its placeholder names classes); Everything on an
     opened photo lists the built-in classes; typing "person, red car" and Enter lists those classes only, and every
     mask the page holds equals ``Yoloe.everything``'s with those classes, pixel for pixel."""
-    from test_serve_browser import ARGS, _answered, _chromium, _rows, _unpack
+    from test_serve_browser import _answered, _rows, _unpack, served_page
 
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if _chromium() is None:
-        pytest.skip("no Chromium here: apt-get install chromium (scripts/test.sh does it when run as root)")
     from segedge.serve.app import create_app
-    from segedge.serve.server import start_in_thread
     from segedge.serve.service import SegmentService
 
     _, folder = yoloe11
@@ -428,14 +424,7 @@ def test_the_pages_text_box_finds_the_classes_it_names(yoloe11, photos):
         and set(builtin.labels) - {"person", "red car"}
     )
     service = SegmentService.from_folders([folder], backend="openvino", precision="f32")
-    with start_in_thread(create_app(service)) as server, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=ARGS)
-        page = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True).new_page()
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.goto(server.url + "/")
-        page.wait_for_function("window.segedge && window.segedge.state.ready", timeout=10_000)
+    with served_page(create_app(service)) as page:
         assert page.is_visible("#text") and page.get_attribute("#text", "placeholder").startswith(
             "classes to find, e.g. "
         )
@@ -452,8 +441,6 @@ def test_the_pages_text_box_finds_the_classes_it_names(yoloe11, photos):
         assert [r["name"] for r in _rows(page)] == [f"{i + 1} {label}" for i, label in enumerate(expected.labels)]
         for bits, mask in zip(state["bits"], expected.masks, strict=True):
             assert (_unpack(bits, (h, w)) == mask).all()
-        browser.close()
-    assert errors == []
 
 
 VAL_OPTIONS = dict(imgsz=640, batch=1, rect=False, plots=False, verbose=False, device="cpu", save_json=False)

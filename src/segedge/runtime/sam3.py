@@ -182,10 +182,8 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         """Every instance of the concept ``text`` names and / or ``boxes (N, 4)`` (xyxy pixels of examples on this
         image; ``box_labels (N,)``: 1 an example, 0 a counter-example; default all 1) show. At most
         ``params.box_slots`` boxes. Raises :class:`~segedge.errors.PromptError` for no prompt or bad boxes."""
-        state = image or self.image
-        if state is None:
-            raise PromptError("no image: call set_image(...) first")
-        return instances(self.ground(text, boxes, box_labels, image=state), state.orig_hw, self.confidence)
+        out = self.ground(text, boxes, box_labels, image=image)  # checks the prompt and that there is an image
+        return instances(out, (image or self.image).orig_hw, self.confidence)
 
     def ground(self, text: str | None = None, boxes=None, box_labels=None, *, image: Sam3Image | None = None) -> dict:
         """The grounding graph's raw outputs for a concept prompt (:meth:`segment`'s arguments), every query kept:
