@@ -198,7 +198,8 @@ FAMILIES: dict[str, Family] = {
             promptable=True,
             multimask=True,
             concepts=True,
-            commands=("segment", "serve"),
+            commands=("segment", "serve", "quantize"),
+            quantize_recipe="segedge.export.quantize_recipes:sam3_recipes",
             val_protocol="concept_map",
         ),
         Family(

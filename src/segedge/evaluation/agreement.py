@@ -6,6 +6,8 @@ measured through the whole runtime pipeline, per prompt type. Pure runtime code:
   (each reference mask's box, best-IoU selection).
 - SAM / MobileSAM: ``points`` (one click, SAM's three candidates compared index by index),
   ``boxes`` (a box around the reference's mask of that click, single mask), ``points+box``.
+- SAM 3: ``text`` (every instance of a few common concepts, matched), ``exemplar`` (the instances of one example
+  box) and SAM's three click types (:func:`concept_agreement`).
 - CLIP: ``embedding_cosine`` between the two image embeddings of the same crops.
 
 Every number is a mean over prompts/images; 1.0 means identical masks. Each result also says how many objects
@@ -88,15 +90,19 @@ def sam_prompts(reference, rng: np.random.Generator, count: int) -> list[dict]:
     return prompts
 
 
-def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 0) -> dict[str, float]:
+def sam_agreement(
+    reference, candidate, images, per_image: int = 4, seed: int = 0, image_set: bool = False
+) -> dict[str, float]:
     """Mean mask IoU per prompt type of ``candidate`` vs ``reference`` (two :class:`Sam`); prompts are
-    sampled with :func:`sam_prompts` on the reference (the same ones for both)."""
+    sampled with :func:`sam_prompts` on the reference (the same ones for both). ``image_set``: both models already
+    have the (one) image set."""
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {k: [] for k in PROMPT_TYPES}
     objects = 0
     for image in images:
-        reference.set_image(image)
-        candidate.set_image(image)
+        if not image_set:
+            reference.set_image(image)
+            candidate.set_image(image)
         objects += per_image
         for p in sam_prompts(reference, rng, per_image):
             multimask = p["type"] == "points"
@@ -106,6 +112,40 @@ def sam_agreement(reference, candidate, images, per_image: int = 4, seed: int = 
             a = reference.predict(**args)[0]
             b = candidate.predict(**args)[0]
             scores[p["type"]].extend(mask_iou(x, y) for x, y in zip(b, a))
+    return {**_means(scores), OBJECTS: objects}
+
+
+CONCEPT_TEXTS = ("person", "car", "bag", "bottle")  # concept_agreement's texts: common things, found in most photos
+CONCEPT_TYPES = ("text", "exemplar")  # concept_agreement's own prompt types (its clicks: PROMPT_TYPES)
+
+
+def concept_agreement(reference, candidate, images, texts=CONCEPT_TEXTS, per_image: int = 2) -> dict[str, float]:
+    """SAM 3 (two :class:`~segedge.runtime.sam3.Sam3`): per image, every instance each of ``texts`` finds (``text``:
+    :func:`~segedge.evaluation.metrics.matched_iou` of the two instance sets, so a missing or an extra instance counts
+    0), the instances one example box finds (``exemplar``: the reference's best-scoring instance's box over all texts,
+    clipped to the image, or the middle of the image when none was found), and ``per_image`` click prompt sets (:func:`sam_prompts` through
+    ``predict``). ``objects``: the reference's instances compared plus the click prompt sets."""
+    scores: dict[str, list[float]] = {k: [] for k in (*CONCEPT_TYPES, *PROMPT_TYPES)}
+    objects = 0
+    for image in images:
+        reference.set_image(image)
+        candidate.set_image(image)
+        h, w = image.shape[:2]
+        best, example = -1.0, [w * 0.25, h * 0.25, w * 0.75, h * 0.75]
+        for text in texts:
+            a, b = reference.segment(text=text), candidate.segment(text=text)
+            scores["text"].append(matched_iou(b.masks, a.masks))
+            objects += len(a)
+            box = np.clip(a.boxes[0], 0, [w, h, w, h]) if len(a) else None  # the package's boxes may leave the image
+            if box is not None and a.scores[0] > best and min(box[2] - box[0], box[3] - box[1]) >= 2:
+                best, example = float(a.scores[0]), box.tolist()
+        a, b = reference.segment(boxes=[example]), candidate.segment(boxes=[example])
+        scores["exemplar"].append(matched_iou(b.masks, a.masks))
+        objects += len(a)
+        clicks = sam_agreement(reference, candidate, [image], per_image=per_image, image_set=True)
+        for k in PROMPT_TYPES:
+            scores[k].append(clicks[k])
+        objects += clicks[OBJECTS]
     return {**_means(scores), OBJECTS: objects}
 
 
@@ -140,6 +180,8 @@ def agreement(family: str, reference, candidate, images) -> dict[str, float]:
     spec = family_spec(family)
     if spec.agreement == "embedding_cosine":
         return clip_agreement(reference, candidate, images)
+    if spec.concepts:
+        return concept_agreement(reference, candidate, images)
     if spec.promptable:
         return sam_agreement(reference, candidate, images)
     return fastsam_agreement(reference, candidate, images)

@@ -24,10 +24,14 @@ from segedge.runtime.precision import alternative_precision
 
 
 def one_image(family: str, model, image: np.ndarray) -> None:
-    """The per-image work a user times: FastSAM's everything; SAM's encoder and one click; CLIP's
+    """The per-image work a user times: FastSAM's everything; SAM's encoder and one click; SAM 3's encoder and one
+    text; CLIP's
     encoding of four crops of the image."""
     spec = family_spec(family)
-    if spec.promptable:
+    if spec.concepts:
+        model.set_image(image)
+        model.segment(text="person")
+    elif spec.promptable:
         h, w = image.shape[:2]
         model.set_image(image)
         model.predict(point_coords=[[w / 2, h / 2]], point_labels=[1], multimask_output=True)

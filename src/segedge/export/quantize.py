@@ -40,7 +40,7 @@ from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES, summarise
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
 from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
-from segedge.export.quantize_recipes import int8_saturates, recipes
+from segedge.export.quantize_recipes import int8_saturates, offered_backends, recipes
 from segedge.export.quantize_video import TrackingGate
 from segedge.export.quantizers import (
     accuracy_control_skip,
@@ -103,7 +103,7 @@ def quantize_folder(
     run = _prepare(
         model_dir, calibration, subset, min_iou, min_cosine, backends, val_data, max_drop, min_held_out, log, progress
     )
-    folder = run.folder
+    folder, backends = run.folder, run.backends
     bf16_gated = _gate_bf16(folder, run, measure_speed) if (
         "openvino" in backends
     ) else None  # fmt: skip
@@ -168,6 +168,7 @@ class _Run:
     reference: object
     log: Callable[[str], None]
     progress: bool
+    backends: tuple[str, ...]  # those asked for that the family's recipes make an int8 for
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
 
     @property
@@ -191,26 +192,30 @@ def _prepare(
     threshold = min_cosine if family_spec(family).agreement == "embedding_cosine" else min_iou
     if not 0.0 < threshold <= 1.0:
         raise SegedgeError(f"the gate must be in (0, 1], got {threshold}")
+    graphs = folder.manifest.graphs
+    recipe = recipes(
+        family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()}
+    )
+    backends = offered_backends(family, recipe, backends, log)
+    weights_only = all(r.weights_only for r in recipe.values())  # no calibration data
     val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
     calib_paths, tuning_paths, held_paths = split_images(
         [Path(p) for p in calibration], subset, min_held_out, gate_elsewhere=val is not None
     )
     calib, tuning, held = ([read_image(p) for p in paths] for paths in (calib_paths, tuning_paths, held_paths))
-    graphs = folder.manifest.graphs
-    recipe = recipes(
-        family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()}
-    )
     log(
-        f"calibrating on {len(calib)} image(s), {len(tuning)} set aside for accuracy control, {len(held)} held out to "
-        "measure agreement"
+        f"int8 weights (data-free), {len(held)} held-out image(s) to measure agreement"
+        if weights_only
+        else f"calibrating on {len(calib)} image(s), {len(tuning)} set aside for accuracy control, {len(held)} held out "
+        "to measure agreement"
     )
     reference = open_model(
         folder, "openvino" if "openvino" in backends else backends[0], precision=F32, cache_dir=False
     )
-    data = calibration_inputs(family, reference, calib)
+    data = {g: [] for g in recipe} if weights_only else calibration_inputs(family, reference, calib)
     return _Run(
         folder, family, threshold, val, val.max_drop if val is not None else None, calib_paths, tuning_paths,
-        held_paths, calib, tuning, held, recipe, data, reference, log, progress,
+        held_paths, calib, tuning, held, recipe, data, reference, log, progress, backends,
     )  # fmt: skip
 
 
@@ -240,6 +245,7 @@ def _quantize_backend(run: _Run, backend: str, accuracy_control: bool):
     score = gate_score(measured)
     run.log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
     retry = score < run.threshold and accuracy_control and backend == "openvino" and run.val is None
+    retry = retry and not any(r.weights_only for r in run.recipe.values())  # no statistics to tune
     skip = accuracy_control_skip(score, run.threshold, len(run.tuning)) if retry else None
     if skip:
         run.log(f"{backend}: {score:.4f} is below {run.threshold}; {skip}")
@@ -306,9 +312,14 @@ def _nothing_passed(run: _Run, report: dict) -> str:
             "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable"
         )
     misses = "; ".join(f"{b} {r['gate']:.4f} (short by {run.threshold - r['gate']:.4f})" for b, r in report.items())
+    how = (
+        "Its int8 compresses weights without data (more images measure it better but do not change it): keep f32"
+        if all(r.weights_only for r in run.recipe.values())
+        else "Calibrate with more (and more typical) images"
+    )
     return (
-        f"int8 missed the accuracy gate {run.threshold} on every backend ({misses}); nothing was written. Calibrate "
-        "with more (and more typical) images, or lower --min-iou if that agreement is enough for you"
+        f"int8 missed the accuracy gate {run.threshold} on every backend ({misses}); nothing was written. {how}, "
+        "or lower --min-iou if that agreement is enough for you"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from segedge.export.quantize_recipes import Recipe, int8_saturates
+from segedge.export.quantize_recipes import WEIGHTS_MODE, Recipe, int8_saturates
 from segedge.manifest import ModelFolder, onnx_data_name
 from segedge.precisions import INT8
 
@@ -37,7 +37,8 @@ RANKING_IMAGES = 8  # NNCF accuracy control's ranking subset (its default is 300
 
 
 def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml: Path, validation=None) -> str:
-    """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control); 7-bit weights
+    """NNCF PTQ of an IR (``validation``: ``(dataset, fn, max_drop)`` for accuracy control), or its data-free weight
+    compression for a ``weights_only`` recipe (method ``"weights"``); 7-bit weights
     (``overflow_fix``) when this CPU has no int8 dot product (:func:`~segedge.export.quantize_recipes.int8_saturates`).
     Returns the method."""
     import logging
@@ -48,6 +49,10 @@ def quantize_openvino(xml_path: Path, recipe: Recipe, data: list[dict], out_xml:
 
     nncf.set_log_level(logging.ERROR)
     model = ov.Core().read_model(str(xml_path))
+    if recipe.weights_only:  # data-free: int8 weights, float activations
+        compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode(WEIGHTS_MODE))
+        ov.save_model(compressed, str(out_xml), compress_to_fp16=False)
+        return "weights"
     dataset = nncf.Dataset(data)
     kwargs = dict(
         preset=nncf.QuantizationPreset.MIXED,
