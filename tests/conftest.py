@@ -206,18 +206,12 @@ def sam_tiny_ckpt(session_tmp) -> Path:
 
 @pytest.fixture(scope="session")
 def sam_tiny_folder(sam_tiny_ckpt, export_cache) -> Path:
-    """The seeded reduced-ViT SAM with the optional batched decoder."""
+    """The seeded reduced-ViT SAM with the optional batched decoder: what every test of that checkpoint's folder uses
+    (quantize, bench and the CLI tests too: quantize leaves the batch graphs f32, bench times the others; one export
+    instead of two). The export's defaults are exported by test_cli (through the CLI) and test_large_graphs."""
     from segedge.export.sam import export_sam
 
     return export_cache.folder(export_sam, sam_tiny_ckpt, name="sam-tiny", decoder_batch=16)
-
-
-@pytest.fixture(scope="session")
-def sam_tiny_plain_folder(sam_tiny_ckpt, export_cache) -> Path:
-    """The same checkpoint with export's defaults (no batched decoder): what quantize, bench and the CLI tests use."""
-    from segedge.export.sam import export_sam
-
-    return export_cache.folder(export_sam, sam_tiny_ckpt, name="sam-tiny-plain")
 
 
 @pytest.fixture(scope="session")

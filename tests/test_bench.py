@@ -103,8 +103,8 @@ def test_bench_emulates_an_avx2_vnni_cpu(real_folder_640, real_checkpoint, share
     assert any("NOT emulated" in n for n in data["notes"]) and "emulated avx2_vnni" in proc.stdout
 
 
-def test_bench_sam(sam_tiny_ckpt, sam_tiny_plain_folder, shared_images, tmp_path):
-    ckpt, folder = sam_tiny_ckpt, sam_tiny_plain_folder
+def test_bench_sam(sam_tiny_ckpt, sam_tiny_folder, shared_images, tmp_path):
+    ckpt, folder = sam_tiny_ckpt, sam_tiny_folder
     proc = run(
         "--model",
         folder,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from export_cache import linked_copy
 from helpers import OpenClipForUltralytics, make_clip_checkpoint, mask_iou, run_cli
 from segedge.errors import CheckpointError, ModelFolderError, PromptError, SegedgeError
 from segedge.export.clip import export_clip
@@ -163,10 +164,12 @@ def _ultralytics_results(result):
     )
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_text_prompt_matches_ultralytics(
-    real_folder_640, real_checkpoint, clip_folder, reference_clip, shared_images, backend, monkeypatch
+    real_folder_640, real_checkpoint, clip_folder, reference_clip, shared_images, monkeypatch
 ):
+    """FastSAM's text prompt through CLIP equals ultralytics' (OpenVINO; the selection after the graphs is NumPy, and
+    CLIP's ONNX Runtime graphs are compared with PyTorch in test_embeddings_match_pytorch)."""
+    backend = "openvino"
     monkeypatch.setitem(sys.modules, "clip", types.ModuleType("clip"))  # ultralytics imports it; we bring our own
     from ultralytics import FastSAM
 
@@ -208,10 +211,7 @@ def test_text_prompt_errors(real_folder_640, clip_folder, shared_images, tmp_pat
         model.prompt(result, texts="a dog")
     with pytest.raises(ModelFolderError, match="segedge export clip --checkpoint ViT-B-32.pt"):
         Clip(tmp_path / "no-clip-here")
-    broken = tmp_path / "broken-clip"
-    import shutil
-
-    shutil.copytree(clip_folder, broken)
+    broken = linked_copy(clip_folder, tmp_path / "broken-clip")  # hard links: removing one leaves the cache's
     (broken / "text_encoder.bin").unlink()
     with pytest.raises(ModelFolderError, match=r"text_encoder\.bin .*missing.*segedge export clip"):
         Clip(broken, verify=False)
@@ -298,14 +298,11 @@ def test_cli_text_prompt(real_folder_640, clip_folder, shared_images, tmp_path, 
 
 def test_quantize_clip_image_encoder(clip_folder, shared_images, tmp_path):
     """int8 for CLIP's image encoder (the text encoder stays f32), gated on embedding cosine."""
-    import shutil
-
     from segedge.export.quantize import quantize_folder
     from segedge.imageio import read_image
     from segedge.manifest import load_model_folder
 
-    folder = tmp_path / "clip-int8"
-    shutil.copytree(clip_folder, folder)
+    folder = linked_copy(clip_folder, tmp_path / "clip-int8")  # quantize writes new files and a new segedge.json
     section = quantize_folder(
         folder, shared_images, backends=("openvino",), min_held_out=1, measure_speed=False, log=print
     )  # (the speed record is tested with FastSAM and SAM folders in test_quantize.py)

@@ -268,9 +268,10 @@ def test_ultralytics_layout_folder_gives_the_same_masks(real_checkpoint, runtime
     assert total >= 10
 
 
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
-def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, shared_images, backend):
-    """FastSAM's real shape: one class, YOLOv8s-seg, 1024 input (seeded weights, low threshold)."""
+def test_end_to_end_seeded_fastsam_s(seeded_fastsam_s, seeded_folder_1024, shared_images):
+    """FastSAM's real shape: one class, YOLOv8s-seg, 1024 input (seeded weights, low threshold), on OpenVINO (ONNX
+    Runtime runs the same layers and head layout end to end at 640 above, and on the raw outputs)."""
+    backend = "openvino"
     m = load_model_folder(seeded_folder_1024).manifest
     assert m.params["num_classes"] == 1 and m.classes == ["object"]
     assert [t.shape for t in m.graphs["model"].outputs] == [

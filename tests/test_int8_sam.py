@@ -39,9 +39,9 @@ print(json.dumps({"click": matched_iou(b[0], a[0]), "refine": matched_iou(d[0], 
 
 
 @pytest.fixture(scope="module")
-def sam_int8_folder(sam_tiny_plain_folder, tmp_path_factory, shared_images) -> tuple[Path, dict]:
+def sam_int8_folder(sam_tiny_folder, tmp_path_factory, shared_images) -> tuple[Path, dict]:
     """The seeded tiny SAM quantized for OpenVINO on this machine (a low gate: seeded weights, agreement only)."""
-    folder = linked_copy(sam_tiny_plain_folder, tmp_path_factory.mktemp("int8") / "sam")
+    folder = linked_copy(sam_tiny_folder, tmp_path_factory.mktemp("int8") / "sam")
     section = quantize_folder(
         folder,
         shared_images[:3],

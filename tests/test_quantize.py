@@ -345,7 +345,7 @@ def test_requantize_replaces_the_previous_int8_and_makes_7bit_weights_without_vn
         assert max(full, default=0) <= 64
 
 
-def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, sam_tiny_plain_folder, tmp_path):
+def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, sam_tiny_folder, tmp_path):
     import onnx
 
     from segedge.export.fastsam import export_fastsam
@@ -362,7 +362,7 @@ def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, sam_ti
     ops = {n.op_type for n in yolo.graph.node if n.name in decode}
     assert {"Softmax", "MatMul", "Sub", "Add", "Mul"} <= ops, ops  # DFL expectation, ltrb -> xywh, times stride
     assert not any(b in n for n in decode for b in ("/cv2.", "/cv3.", "/cv4.", "/proto/"))
-    decoder = onnx.load(str(sam_tiny_plain_folder / "decoder.onnx"))
+    decoder = onnx.load(str(sam_tiny_folder / "decoder.onnx"))
     coords = coordinate_nodes(decoder, "point_coords")
     ops = {n.name: n.op_type for n in decoder.graph.node}
     assert {"Sin", "Cos", "MatMul"} <= {ops[n] for n in coords}
@@ -377,10 +377,10 @@ def test_recipes_keep_coordinates_float(real_folder_640, real_checkpoint, sam_ti
     assert recipe.float_nodes == coords + products and recipe.describe()["nncf"]["float_products"] == 15
 
 
-def test_sam_decoder_calibrated_on_sampled_prompts(sam_tiny_plain_folder, shared_images):
+def test_sam_decoder_calibrated_on_sampled_prompts(sam_tiny_folder, shared_images):
     from segedge.runtime.sam import Sam
 
-    ref = Sam(sam_tiny_plain_folder, backend="onnxruntime", precision="f32")
+    ref = Sam(sam_tiny_folder, backend="onnxruntime", precision="f32")
     images = [read_image(p) for p in shared_images[:2]]
     data = calibration_inputs("sam", ref, images)
     assert len(data["encoder"]) == 2

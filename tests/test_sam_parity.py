@@ -206,8 +206,12 @@ def _compare(ours: Sam, runs: list[tuple]):
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_reduced_vit_agrees_with_sampredictor(tiny_ckpt, tiny_folder, shared_images, reference_runs, backend):
+    # one image of each shape: sam_groceries has sam_dog's 800 x 534, sam_truck (1800 x 1200, 42% of all the pixels)
+    # its 3:2 (preprocessing is compared on all six in test_preprocess_equals_segment_anything)
+    shapes = [p for p in shared_images if p.name not in ("sam_groceries.jpg", "sam_truck.jpg")]
+    assert len(shapes) == 4
     mean_iou, emb_err, logit_err, score_err = _compare(
-        Sam(tiny_folder, backend=backend, precision="f32"), reference_runs(tiny_ckpt, shared_images)
+        Sam(tiny_folder, backend=backend, precision="f32"), reference_runs(tiny_ckpt, shapes)
     )
     assert mean_iou >= 0.999
     # measured (2-core AMD EPYC, both backends): embeddings <= 1.1e-5, low-res logits <= 9.0e-7, scores <= 2.7e-7;
@@ -284,7 +288,7 @@ def test_bad_prompts(tiny_folder, shared_images, kwargs, message):
     assert message in str(info.value)
 
 
-def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, sam_tiny_plain_folder, tmp_path):
+def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, sam_tiny_folder, tmp_path):
     from segedge.errors import CheckpointError
     from segedge.export.sam_arch import infer_arch, load_state_dict
 
@@ -299,10 +303,9 @@ def test_export_recognises_and_rejects(tiny_ckpt, mobile_ckpt, real_checkpoint, 
         export_sam(real_checkpoint, tmp_path / "x")
     from segedge.runtime.fastsam import FastSam
 
-    # a SAM folder given to FastSam: tiny_ckpt's export with export's defaults, from the session's export cache (what
-    # export_sam(tiny_ckpt, ...) writes, exported once for the quantize, bench and CLI tests)
+    # a SAM folder given to FastSam: tiny_ckpt's export, from the session's export cache
     with pytest.raises(ModelFolderError, match="holds a sam model"):
-        FastSam(sam_tiny_plain_folder)
+        FastSam(sam_tiny_folder)
     assert not (tmp_path / "x").exists()
 
 

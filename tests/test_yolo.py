@@ -159,7 +159,8 @@ def test_damaged_decoding_is_refused(yolo26_folder, tmp_path):
 
 
 def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp_path):
-    """`segedge val` on the end-to-end folder = ultralytics' val with nms=False, within 0.005 (both backends)."""
+    """`segedge val` on the end-to-end folder = ultralytics' val with nms=False, within 0.005 (OpenVINO: val's
+    code is NumPy after the graph, whose backend parity the tests above measure)."""
     from ultralytics import YOLO
 
     from segedge.evaluation.val import run_val
@@ -179,7 +180,7 @@ def test_val_matches_ultralytics_val_without_nms(yolo26_ckpt, yolo26_folder, tmp
         "mask_mAP50-95": theirs.seg.map,
         "mask_mAP50": theirs.seg.map50,
     }
-    result = run_val(yolo26_folder, data, backends=["openvino", "onnxruntime"], precisions=["f32"], progress=False)
+    result = run_val(yolo26_folder, data, backends=["openvino"], precisions=["f32"], progress=False)
     assert result["data"]["images"] == LABELLED_IMAGES and result["data"]["instances"] >= 40
     assert expected["box_mAP50-95"] > 0.5  # the labels are found: a comparison of real numbers
     for row in result["rows"]:
