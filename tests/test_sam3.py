@@ -282,7 +282,7 @@ def test_small_holes_are_filled_as_the_package_fills_them():
 def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp_path, capsys, sam3_models):
     """`segedge segment --text A B --exemplar ... --counter-exemplar ...` writes every instance `Sam3.segment` finds
     for each text with those boxes (class: the text), `--exemplar` alone the boxes' concept, `--point` predict's mask;
-    the commands that do not run SAM 3 folders yet, and wrong mixes of prompts, are one line each."""
+    and wrong mixes of prompts are one line each."""
     from segedge.postprocess.encode import rle_decode
 
     model = sam3_models("openvino")
@@ -326,9 +326,29 @@ def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp
     ):
         code, _, err = run_cli(capsys, "segment", photo, "--model", sam3_folder, "--out", tmp_path / "bad", *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
-    code, _, err = run_cli(capsys, "bench", "--model", sam3_folder, "--checkpoint", photo)
-    assert code != 0 and "segedge bench does not run SAM 3 folders yet" in err, err
-    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_bench_times_texts_and_a_click_against_the_package(sam3_ckpt, sam3_folder, photo, capsys):
+    """`segedge bench` on a SAM 3 folder: the package's Sam3Processor and predict_inst against segedge's OpenVINO f32
+    on the same image, texts and click: the image encoder, a first text, the next texts (uncached on both sides), a
+    click; segedge's masks match the package's (every instance of each text, and the click's) with IoU >= 0.99."""
+    from segedge.bench.report import markdown
+    from segedge.bench.run import run_benchmark
+
+    report = run_benchmark(
+        sam3_folder, sam3_ckpt, [photo], runs=1, warmup=0, configs=[("openvino", "f32")], progress=False
+    )  # (the CLI's own rows and options: test_bench.py)
+    assert report["mode"] == "concepts" and "| image encoder | first text | next text | click |" in markdown(report)
+    rows = {(r["runtime"], r["precision"]): r for r in report["records"]}
+    assert set(rows) == {("pytorch", "f32"), ("openvino", "f32")}, set(rows)
+    for row in rows.values():
+        assert {"encoder", "text", "next_text", "click", "end_to_end"} <= set(row["stages"]), row["stages"]
+    ours = rows[("openvino", "f32")]
+    print(f"SAM 3 bench (seeded): {ours['iou_vs_reference']} IoU over {ours['reference_masks']} masks, "
+          f"{ours['speedup_vs_pytorch']}x")  # fmt: skip
+    assert ours["iou_vs_reference"] >= 0.99 and ours["reference_masks"] >= 10, ours
+    code, _, err = run_cli(capsys, "bench", "--model", sam3_folder, "--checkpoint", sam3_ckpt, "--everything")
+    assert code == 2 and "SAM 3 folders have no everything mode" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_int8_weights_of_the_encoders_are_gated(sam3_ckpt, export_cache, sam3_models, shared_images, tmp_path, capsys):

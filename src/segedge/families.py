@@ -188,7 +188,8 @@ FAMILIES: dict[str, Family] = {
             bench="segedge.bench.reference:sam2_bench",
             bench_everything="segedge.bench.reference:sam2_everything_bench",
         ),
-        # SAM 3: a concept (text and / or example boxes) -> every instance, and SAM 2.1's clicks; video not yet
+        # SAM 3: a concept (text and / or example boxes) -> every instance, and SAM 2.1's clicks; video not yet (its
+        # folders run every command)
         Family(
             "sam3",
             "SAM 3",
@@ -198,8 +199,8 @@ FAMILIES: dict[str, Family] = {
             promptable=True,
             multimask=True,
             concepts=True,
-            commands=("segment", "serve", "quantize"),
             quantize_recipe="segedge.export.quantize_recipes:sam3_recipes",
+            bench="segedge.bench.reference:sam3_bench",
             val_protocol="concept_map",
         ),
         Family(

@@ -1,7 +1,7 @@
 """One segedge configuration measured in a runtime-only process (never imports torch).
 
 ``python -m segedge.bench.probe SPEC.json``: SPEC holds the model folder, backend, precision,
-image paths, runs, warm-up and (SAM) prompts. Prints one JSON object: cold start (compile without a
+image paths, runs, warm-up and (SAM) prompts (SAM 3: texts and a click per image). Prints one JSON object: cold start (compile without a
 cache, and load from OpenVINO's cache), per-stage times, end-to-end times, peak resident memory, and
 the path of an ``.npz`` with the masks of the last run (for the agreement check).
 """
@@ -51,6 +51,7 @@ def measure(spec: dict) -> dict:
         model = _open(spec, False)
         cold["cached_ms"] = None
     promptable = family_spec(model.FAMILY).promptable
+    concepts = family_spec(model.FAMILY).concepts
     stages: dict[str, list[float]] = {}
     e2e: list[float] = []
     masks: dict[str, np.ndarray] = {}
@@ -66,6 +67,8 @@ def measure(spec: dict) -> dict:
                 total = (time.perf_counter() - t0) * 1e3
                 parts = {k: v for k, v in generator.timings.items() if k != "total"}
                 masks[f"img{i}"] = found.masks.dense()
+            elif concepts:
+                parts, total = _concepts(model, image, spec["prompts"][i], masks, f"img{i}")
             elif not promptable:
                 t0 = time.perf_counter()
                 result = model.everything(image)
@@ -100,6 +103,30 @@ def measure(spec: dict) -> dict:
         "precision": model.precision,
         "torch_imported": "torch" in sys.modules,
     }
+
+
+def _concepts(model, image: np.ndarray, prompts: dict, masks: dict, key: str) -> tuple[dict, float]:
+    """SAM 3 on one image: the image encoder (``encoder``, with its preprocessing), each of ``prompts["texts"]``
+    uncached (text encoder + grounding: ``text`` the first, ``next_text`` the median of the others) and one click
+    (``click``, xy ``prompts["click"]``); ``(stage ms, end to end ms = encoder + first text)``. Masks go to ``masks``
+    as ``{key}_t{j}`` (every instance of text j) and ``{key}_click``."""
+    t0 = time.perf_counter()
+    model.set_image(image)
+    parts = {"encoder": (time.perf_counter() - t0) * 1e3}
+    model.texts.clear()  # each text as a user's first ask of it (the cache would make the timed runs free)
+    texts = []
+    for j, text in enumerate(prompts["texts"]):
+        t1 = time.perf_counter()
+        masks[f"{key}_t{j}"] = model.segment(text=text).masks
+        texts.append((time.perf_counter() - t1) * 1e3)
+    parts["text"], parts["next_text"] = texts[0], float(np.median(texts[1:]))
+    t1 = time.perf_counter()
+    found, _, _ = model.predict(
+        point_coords=np.array([prompts["click"]]), point_labels=np.array([1]), multimask_output=False
+    )
+    parts["click"] = (time.perf_counter() - t1) * 1e3
+    masks[f"{key}_click"] = found
+    return parts, parts["encoder"] + parts["text"]
 
 
 def _status_mb(key: str) -> float | None:

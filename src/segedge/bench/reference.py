@@ -4,7 +4,8 @@ FastSAM: ultralytics' ``FastSAM`` predictor with segedge's settings (the folder'
 retina masks, square letterbox). SAM / MobileSAM: segment-anything's ``SamPredictor`` on the
 checkpoint (MobileSAM's TinyViT inside it, as the MobileSAM project does); EfficientViT-SAM: the efficientsam
 package's ``EfficientViTSamPredictor``. SAM 2: the official
-``sam2`` package's ``SAM2ImagePredictor``.
+``sam2`` package's ``SAM2ImagePredictor``. SAM 3: the ``sam3`` package's ``Sam3Processor`` (texts) and its
+interactive predictor (a click).
 """
 
 from __future__ import annotations
@@ -275,6 +276,56 @@ def sam_prompts(image_hw: tuple[int, int]) -> list[dict]:
     ]
 
 
+BENCH_TEXTS = ("person", "car", "dog")  # SAM 3's bench: a first text and two more on the same image
+
+
+def concept_prompts(image_hw: tuple[int, int]) -> dict:
+    """SAM 3's bench prompts for one image: :data:`BENCH_TEXTS` and one click in the middle (xy original pixels)."""
+    h, w = image_hw
+    return {"texts": list(BENCH_TEXTS), "click": [w * 0.5, h * 0.5]}
+
+
+def sam3_reference(checkpoint, images, prompts, runs, warmup, progress=None, threads=None):
+    """``(stages, end_to_end, masks)`` for the sam3 package's ``Sam3Processor`` (its threshold 0.5) on the
+    checkpoint: ``set_image`` (``encoder``: its transform and the image encoder), each of :func:`concept_prompts`'
+    texts after ``reset_all_prompts`` (``text`` the first, ``next_text`` the median of the others: the package encodes
+    a text each time) and the click through its interactive predictor (``click``: ``predict_inst``, one mask);
+    end to end = encoder + first text, as segedge's probe times it."""
+    import torch
+    from PIL import Image
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    from segedge.export.sam3_arch import build_sam3
+
+    model, _ = build_sam3(checkpoint)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    processor = Sam3Processor(model, device="cpu")
+
+    def one(i, image):
+        pil, found, texts = Image.fromarray(image), {}, []
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            state = processor.set_image(pil)
+            parts = {"encoder": (time.perf_counter() - t0) * 1e3}
+            for j, text in enumerate(prompts[i]["texts"]):
+                t1 = time.perf_counter()
+                processor.reset_all_prompts(state)
+                processor.set_text_prompt(text, state)
+                texts.append((time.perf_counter() - t1) * 1e3)
+                found[f"_t{j}"] = state["masks"][:, 0].numpy().astype(bool)
+            click = np.array([prompts[i]["click"]], np.float32)
+            t1 = time.perf_counter()
+            masks, _, _ = model.predict_inst(
+                state, point_coords=click, point_labels=np.array([1], np.float32), multimask_output=False
+            )
+            parts["click"] = (time.perf_counter() - t1) * 1e3
+        found["_click"] = masks > 0 if masks.dtype != bool else masks
+        parts["text"], parts["next_text"] = texts[0], float(np.median(texts[1:]))
+        return parts, parts["encoder"] + parts["text"], found
+
+    return _timed_runs(images, runs, warmup, progress, one)
+
+
 # -- one signature for every family, named by its registry entry (segedge.families: Family.bench, .bench_everything)
 # ``(checkpoint, images, manifest, prompts, runs, warmup, progress, threads) -> (stages, end_to_end, masks)``;
 # the everything kind takes ``points_per_side`` in place of ``prompts``.
@@ -297,6 +348,11 @@ def sam2_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=Non
     """sam2's ``SAM2ImagePredictor`` at the folder's image size on ``prompts``."""
     size = int(manifest.preprocess["size"][0])
     return sam2_reference(checkpoint, images, prompts, runs, warmup, progress, threads, size)
+
+
+def sam3_bench(checkpoint, images, manifest, prompts, runs, warmup, progress=None, threads=None):
+    """The sam3 package's ``Sam3Processor`` and interactive predictor on :func:`concept_prompts`."""
+    return sam3_reference(checkpoint, images, prompts, runs, warmup, progress, threads)
 
 
 def sam_everything_bench(checkpoint, images, manifest, points_per_side, runs, warmup, progress=None, threads=None):

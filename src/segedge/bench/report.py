@@ -38,6 +38,8 @@ def markdown(report: dict) -> str:
     keys = ["encoder", "decoder_per_prompt"] if sam else ["model", "postprocess"]
     if everything:  # segedge splits the generator into encoder / decoder / masks; PyTorch's is one number
         middle, keys = ["encoder", "decoder (all points)", "masks"], ["encoder", "decoder", "masks"]
+    if family(report["family"]).concepts:  # SAM 3: the image, a first text, more texts on it, a click
+        middle, keys = ["image encoder", "first text", "next text", "click"], ["encoder", "text", "next_text", "click"]
     lines.append(
         "| runtime | precision | preprocess | "
         + " | ".join(middle)

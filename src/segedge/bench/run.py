@@ -145,11 +145,15 @@ def run_benchmark(
     if everything and not kind.bench_everything:
         raise SegedgeError(
             f"--everything compares {' and '.join(f.title for f in FAMILIES.values() if f.bench_everything)} "
-            f"automatic mask generators; {kind.title} folders always segment everything"
+            f"automatic mask generators; {kind.title} folders "
+            + ("always segment everything" if kind.everything else "have no everything mode")
         )
-    from segedge.bench.reference import sam_prompts
+    from segedge.bench.reference import concept_prompts, sam_prompts
 
-    prompts = [sam_prompts(a.shape[:2]) for a in arrays] if kind.promptable and not everything else None
+    if kind.concepts:  # SAM 3: texts and a click per image
+        prompts = [concept_prompts(a.shape[:2]) for a in arrays]
+    else:
+        prompts = [sam_prompts(a.shape[:2]) for a in arrays] if kind.promptable and not everything else None
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     reference = kind.bench_function(everything=bool(everything))
     ref_stages, ref_e2e, ref_masks = reference(
@@ -182,7 +186,8 @@ def run_benchmark(
                 "everything": everything,
                 "masks_out": str(Path(tmp) / f"{backend}-{precision}.npz"),
             }
-            row = _probe_row(spec, Path(tmp), ref_masks, matched=not kind.promptable or bool(everything), bar=bar)
+            matched = not kind.promptable or bool(everything) or kind.concepts  # instance sets, not one per prompt
+            row = _probe_row(spec, Path(tmp), ref_masks, matched=matched, bar=bar)
             if row is not None:
                 row["speedup_vs_pytorch"] = round(rows[0]["end_to_end_ms"] / row["end_to_end_ms"], 3)
                 rows.append(row)
@@ -195,7 +200,7 @@ def run_benchmark(
         "checkpoint": checkpoint.name,
         "mode": f"everything {everything}x{everything}"
         if everything
-        else ("prompts" if kind.promptable else "everything"),
+        else ("concepts" if kind.concepts else "prompts" if kind.promptable else "everything"),
         "images": [Path(p).name for p in paths],
         "image_sizes": [list(a.shape[:2]) for a in arrays],
         "runs": runs,
@@ -240,6 +245,7 @@ def _probe_row(spec: dict, tmp: Path, ref_masks: dict, matched: bool, bar) -> di
         "end_to_end_ms": e2e["median"],
         "speedup_vs_pytorch": None,  # the caller's: against the PyTorch row of the same run
         "iou_vs_reference": round(agreement, 5),
+        "reference_masks": sum(len(m.reshape(-1, *m.shape[-2:])) for m in ref_masks.values()),  # what it compared
         "cold_start_ms": {k: (round(v, 1) if v is not None else None) for k, v in data["cold_start"].items()},
         "peak_rss_mb": round(data["peak_rss_mb"], 1),
         "threads": data["threads"],

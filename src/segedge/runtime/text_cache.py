@@ -27,6 +27,11 @@ class TextEmbeddings:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()  # threads share the cache; an embedding may be computed twice, never torn
 
+    def clear(self) -> None:
+        """Forget every cached embedding (a benchmark timing the text encoder each time)."""
+        with self._lock:
+            self._cache.clear()
+
     def __call__(self, texts: str | list[str]) -> np.ndarray:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
