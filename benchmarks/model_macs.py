@@ -74,7 +74,56 @@ def sam2_row(variant: str) -> dict:
         "encoder_params_m": _params(model.image_encoder),
         "encoder_gmacs": _gmacs(lambda: encoder(image)),
         "decoder_image_gmacs": _gmacs(lambda: image_side(feats[0])),
-        "decoder_prompt_gmacs": _gmacs(lambda: prompt_side(*side, *feats[1:], coords, labels)),
+        # feats: image_embed, high_res_feats_0, high_res_feats_1 (and the video graphs' raw features, not a decoder input)
+        "decoder_prompt_gmacs": _gmacs(lambda: prompt_side(*side, *feats[1:3], coords, labels)),
+    }
+
+
+def sam3_row() -> dict:
+    """SAM 3 at its official sizes as segedge exports it (:mod:`segedge.export.sam3`), built on the CPU (its builder
+    moves the model to a device, which meta tensors refuse; random weights, about 20 s and 3.5 GB): the image encoder
+    (ViT + necks, 1008 px, per image), the click decoder (per prompt), and SAM 3's own parts: the text encoder (per
+    distinct text) and the grounding graph (detector and mask head, per text or example set)."""
+    from segedge.export.sam3 import (
+        _boxes_geometry,
+        _click_decoder,
+        _click_probe,
+        _grounding,
+        _image_encoder,
+        _text_encoder,
+        probe_inputs,
+    )
+    from segedge.export.sam3_arch import OFFICIAL, bpe_path, cpu_patches, real_rope, sized_builder
+
+    cpu_patches()
+    with sized_builder(OFFICIAL) as mb:
+        model = mb.build_sam3_image_model(
+            bpe_path=bpe_path(), device="cpu", eval_mode=True, load_from_HF=False, enable_inst_interactivity=True,
+            checkpoint_path=None,
+        )  # fmt: skip
+    real_rope(model)
+    image, tokens, boxes, labels, padding = probe_inputs(4)
+    encoder, text_encoder = _image_encoder(model), _text_encoder(model)
+    with torch.no_grad():
+        features = model.backbone.forward_image(image)
+        encoded = encoder.outputs(features)
+        text = text_encoder(tokens)
+    _boxes_geometry(model.geometry_encoder)
+    grounding = _grounding(model, features["vision_pos_enc"][-1])
+    inputs = (*features["backbone_fpn"], text, tokens == 0, boxes, labels, padding)
+    clicks = _click_decoder(model)
+    probe = _click_probe(encoded[3:], SLOTS)
+    return {
+        "model": "SAM 3",
+        "input": 1008,
+        "encoder_params_m": _params(model.backbone.vision_backbone),
+        "encoder_gmacs": _gmacs(lambda: encoder(image)),
+        "decoder_image_gmacs": 0.0,  # SAM 2's per-image part of the click decoder is in the image encoder graph here
+        "decoder_prompt_gmacs": _gmacs(lambda: clicks(*probe)),
+        "text_params_m": _params(model.backbone.language_backbone),
+        "text_gmacs": _gmacs(lambda: text_encoder(tokens)),
+        "grounding_params_m": _params(model) - _params(model.backbone) - _params(model.inst_interactive_predictor),
+        "grounding_gmacs": _gmacs(lambda: grounding(*inputs)),
     }
 
 
@@ -117,6 +166,10 @@ def rows() -> list[dict]:
         for arch in [*archs, SamArch("tinyvit", "vit_tiny")]:
             name = f"HQ-SAM {arch.variant}" if arch.kind == "vit" else "Light HQ-SAM (vit_tiny)"
             out.append(_row(lambda arch=arch, name=name: sam_like(name, hq_sam_modules(build_hq_sam(arch)), 1024)))
+    try:
+        out.append(sam3_row())
+    except ImportError as exc:  # the sam3 package is optional
+        print(f"skipped SAM 3: {exc}", file=sys.stderr)
     for variant in ("tiny", "small", "base_plus", "large"):
         try:
             out.append(_row(lambda variant=variant: sam2_row(variant)))
@@ -135,6 +188,19 @@ def markdown(table: list[dict]) -> str:
             f"| {r['model']} | {r['input']} | {r['encoder_params_m']:.1f} M | {r['encoder_gmacs']:.1f} | "
             f"{r['decoder_image_gmacs']:.2f} | {r['decoder_prompt_gmacs']:.2f} |"
         )
+    concepts = [r for r in table if "text_gmacs" in r]
+    if concepts:
+        lines += [
+            "",
+            "| model | text encoder params | text encoder GMACs (per distinct text) | grounding params | "
+            "grounding GMACs (per text or example set) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in concepts:
+            lines.append(
+                f"| {r['model']} | {r['text_params_m']:.1f} M | {r['text_gmacs']:.1f} | {r['grounding_params_m']:.1f} M "
+                f"| {r['grounding_gmacs']:.1f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,8 @@
 reduced sizes (tests/sam3_helpers.py), compared with the package's `Sam3Processor` on a photo it was not calibrated
 on: text prompts, example boxes, both together with a counter-example, on both backends; clicks and boxes against
 the package's own interactive predictor (``predict_inst``); the preprocessing, the tokens and the hole filling against
-the package's; the sizes read from a checkpoint; errors in one line."""
+the package's; the sizes read from a checkpoint; errors in one line; the CLI, the page, Label Studio and val; the bench
+against the package; int8 weights through quantize's gate."""
 
 from __future__ import annotations
 
@@ -358,12 +359,15 @@ def test_int8_weights_of_the_encoders_are_gated(sam3_ckpt, export_cache, sam3_mo
     under half the f32 bytes; `auto` does not run an int8 gated on 1 image; ONNX Runtime is refused in one line. The
     seeded model's instances sit at the processor's 0.5 (its scores are calibrated to pass about 12 queries a prompt),
     so flips weigh here as they would not on the real weights: the gate is lowered to 0.9 (measured on the AVX2 EPYC:
-    text 0.96-0.97, exemplar 0.96-0.98, clicks 0.996)."""
+    text 0.96-0.98, exemplar 0.96-0.98, clicks 0.996). Quantize runs as the CLI in its own process: its two compiled
+    SAM 3s (f32 reference, int8 candidate) would otherwise stay in this worker's peak memory (18.7 GB in a full run)."""
+    import subprocess
+    import sys
+
     import openvino as ov
 
     from segedge.errors import BackendError
-    from segedge.evaluation.agreement import CONCEPT_TYPES, PROMPT_TYPES, OBJECTS, concept_agreement
-    from segedge.export.quantize import quantize_folder
+    from segedge.evaluation.agreement import CONCEPT_TYPES, OBJECTS, PROMPT_TYPES, concept_agreement
     from segedge.export.sam3 import export_sam3
     from segedge.manifest import load_model_folder
     from segedge.runtime.precision import explain_auto
@@ -373,7 +377,13 @@ def test_int8_weights_of_the_encoders_are_gated(sam3_ckpt, export_cache, sam3_mo
     code, _, err = run_cli(capsys, "quantize", folder, "--calibration", *photos, "--backend", "onnxruntime")
     assert code != 0 and "SAM 3 folders get int8 for openvino only; use --backend openvino" in err, err
     assert len(err.strip().splitlines()) == 1, err
-    section = quantize_folder(folder, photos, min_iou=0.9, measure_speed=False, min_held_out=1, log=print)
+    args = ["quantize", folder, "--calibration", *photos, "--min-held-out", "1", "--min-iou", "0.9", "--no-speed-check"]
+    proc = subprocess.run([sys.executable, "-m", "segedge", *map(str, args)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (
+        "onnxruntime: SAM 3 folders get int8 for openvino only; onnxruntime runs them in f32 (skipped)" in proc.stderr
+    )
+    section = json.loads((folder / "segedge.json").read_text())["quantized"]["int8"]
     assert set(section["agreement"]) == {"openvino"} and section["rejected"] == {}
     assert section["graphs"].keys() == {"image_encoder", "text_encoder"}
     assert all(set(per) == {"openvino"} for per in section["graphs"].values())
@@ -393,7 +403,7 @@ def test_int8_weights_of_the_encoders_are_gated(sam3_ckpt, export_cache, sam3_mo
 
     int8 = Sam3(folder, "openvino", precision="int8")
     assert (int8.image_encoder.precision, int8.text_encoder, int8.grounding.precision) == ("int8", None, "f32")
-    again = concept_agreement(sam3_models("openvino"), int8, [read_image(photos[-1])])
+    again = concept_agreement(sam3_models("openvino"), int8, [read_image(photos[-1])])  # the record, recomputed
     assert int8.text_encoder.precision == "int8" and int8.decoder.precision == "f32"
     for kind in CONCEPT_TYPES + PROMPT_TYPES:
         assert again[kind] == pytest.approx(measured[kind], abs=1e-5), kind

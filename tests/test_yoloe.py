@@ -258,18 +258,30 @@ def test_export_refusals(yoloe11, text_encoder, tmp_path):
 PF_TOPK = {"yoloe11": 14, "yoloe26": 8}
 
 
-def _prompt_free(which: str, ckpt: Path, text_encoder, shared_images, session_tmp, export_cache) -> tuple[Path, Path]:
-    """``(checkpoint, folder)`` of the prompt-free checkpoint made from the seeded ``which`` one."""
+@pytest.fixture(scope="module")
+def prompt_free(yoloe11, yoloe26, text_encoder, shared_images, session_tmp, export_cache):
+    """``prompt_free(which) -> (checkpoint, folder)``: the prompt-free checkpoint made from the seeded ``which`` one
+    (``"yoloe11"``, ``"yoloe26"``) and its folder, made once for the module (two tests read YOLOE-11's). The seeded
+    ones are set up here, outside any test's captured output: ultralytics binds its log handler to the stream of its
+    first import, and a test's ``capsys`` stream is closed after it."""
     from yoloe_helpers import make_prompt_free_checkpoint
 
     from segedge.export.yoloe import export_yoloe
 
-    pf = make_prompt_free_checkpoint(session_tmp / f"{which}-pf.pt", ckpt, text_encoder, shared_images)
-    return pf, export_cache.folder(export_yoloe, pf, name=f"{which}-pf", class_topk=PF_TOPK[which])
+    made: dict[str, tuple[Path, Path]] = {}
+
+    def get(which: str) -> tuple[Path, Path]:
+        if which not in made:
+            ckpt, _ = {"yoloe11": yoloe11, "yoloe26": yoloe26}[which]
+            pf = make_prompt_free_checkpoint(session_tmp / f"{which}-pf.pt", ckpt, text_encoder, shared_images)
+            made[which] = pf, export_cache.folder(export_yoloe, pf, name=f"{which}-pf", class_topk=PF_TOPK[which])
+        return made[which]
+
+    return get
 
 
 @pytest.mark.parametrize("which", ["yoloe11", "yoloe26"])
-def test_prompt_free_matches_ultralytics(which, request, text_encoder, shared_images, photos, session_tmp, capsys):
+def test_prompt_free_matches_ultralytics(which, prompt_free, photos, session_tmp, capsys):
     """A prompt-free (-pf) checkpoint (ultralytics' set_vocab recipe on the seeded one, 14 names, a third of the
     P3/P4 anchors below its proposal filter) exports with its fixed vocabulary; on both backends every detection is
     matched to ultralytics' YOLOE predictor on the -pf checkpoint (class, box 0.5 px, score 1e-4, mask IoU >= 0.99;
@@ -279,10 +291,7 @@ def test_prompt_free_matches_ultralytics(which, request, text_encoder, shared_im
 
     from segedge.export.yoloe_prompt_free import DROPPED
 
-    ckpt, _ = request.getfixturevalue(which)
-    pf, folder = _prompt_free(
-        which, ckpt, text_encoder, shared_images, session_tmp, request.getfixturevalue("export_cache")
-    )
+    pf, folder = prompt_free(which)
     m = load_model_folder(folder).manifest
     topk = PF_TOPK[which]
     assert m.params["prompt_free"] and m.classes == list(PF_VOCABULARY) and m.params["class_topk"] == topk
@@ -488,9 +497,7 @@ def test_val_prompts_the_data_names_as_ultralytics_yoloe_val_does(yoloe11, text_
     _same_metrics(result, expected, 0.005)
 
 
-def test_val_of_a_prompt_free_folder_matches_its_vocabulary_by_name(
-    yoloe11, text_encoder, shared_images, session_tmp, export_cache, tmp_path, capsys
-):
+def test_val_of_a_prompt_free_folder_matches_its_vocabulary_by_name(prompt_free, tmp_path, capsys):
     """A prompt-free folder keeps its vocabulary; val matches the data's class names to it by name. With all 14
     classes kept per anchor (--class-topk 14) it equals ultralytics' val of the -pf checkpoint within 0.005
     (OpenVINO); listing the names in another order gives the same numbers; a name the vocabulary lacks is refused in
@@ -501,7 +508,7 @@ def test_val_of_a_prompt_free_folder_matches_its_vocabulary_by_name(
 
     from segedge.evaluation.val import run_val
 
-    pf, folder = _prompt_free("yoloe11", yoloe11[0], text_encoder, shared_images, session_tmp, export_cache)
+    pf, folder = prompt_free("yoloe11")
     assert load_model_folder(folder).manifest.params["class_topk"] == len(PF_VOCABULARY)
     labeller, options = YOLOE(str(pf)), dict(imgsz=640, rect=False, device="cpu", verbose=False, conf=0.5)
     images = sorted((SHARED / "coco128-seg" / "images").glob("*.jpg"))
