@@ -120,11 +120,15 @@ CONCEPT_TYPES = ("text", "exemplar")  # concept_agreement's own prompt types (it
 
 
 def concept_agreement(reference, candidate, images, texts=CONCEPT_TEXTS, per_image: int = 2) -> dict[str, float]:
-    """SAM 3 (two :class:`~segedge.runtime.sam3.Sam3`): per image, every instance each of ``texts`` finds (``text``:
-    :func:`~segedge.evaluation.metrics.matched_iou` of the two instance sets, so a missing or an extra instance counts
-    0), the instances one example box finds (``exemplar``: the reference's best-scoring instance's box over all texts,
-    clipped to the image, or the middle of the image when none was found), and ``per_image`` click prompt sets (:func:`sam_prompts` through
-    ``predict``). ``objects``: the reference's instances compared plus the click prompt sets."""
+    """SAM 3 (two :class:`~segedge.runtime.sam3.Sam3`), per image:
+
+    - ``text``: every instance each of ``texts`` finds, the two sets matched
+      (:func:`~segedge.evaluation.metrics.matched_iou`: a missing or an extra instance counts 0);
+    - ``exemplar``: the instances one example box finds (the reference's best-scoring instance's box over all texts,
+      clipped to the image; the middle of the image when none was found);
+    - SAM's click types: ``per_image`` prompt sets (:func:`sam_prompts`) through ``predict``.
+
+    ``objects``: the reference's instances compared plus the click prompt sets."""
     scores: dict[str, list[float]] = {k: [] for k in (*CONCEPT_TYPES, *PROMPT_TYPES)}
     objects = 0
     for image in images:
