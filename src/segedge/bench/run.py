@@ -142,18 +142,7 @@ def run_benchmark(
         )
     paths = [str(p) for p in images]
     arrays = [read_image(p) for p in paths]
-    if everything and not kind.bench_everything:
-        raise SegedgeError(
-            f"--everything compares {' and '.join(f.title for f in FAMILIES.values() if f.bench_everything)} "
-            f"automatic mask generators; {kind.title} folders "
-            + ("always segment everything" if kind.everything else "have no everything mode")
-        )
-    from segedge.bench.reference import concept_prompts, sam_prompts
-
-    if kind.concepts:  # SAM 3: texts and a click per image
-        prompts = [concept_prompts(a.shape[:2]) for a in arrays]
-    else:
-        prompts = [sam_prompts(a.shape[:2]) for a in arrays] if kind.promptable and not everything else None
+    prompts = _prompts(kind, arrays, everything)
     bar = Progress(warmup + runs + len(configs), enabled=progress, unit="steps")
     reference = kind.bench_function(everything=bool(everything))
     ref_stages, ref_e2e, ref_masks = reference(
@@ -209,6 +198,22 @@ def run_benchmark(
         "records": rows,
         "notes": notes,
     }
+
+
+def _prompts(kind, arrays: list, everything: int | None) -> list | None:
+    """What each image is prompted with on both sides: SAM 3's texts and a click, the SAM kind's prompt sets, or
+    nothing (everything modes); ``--everything`` on a family whose generator bench does not compare is refused."""
+    from segedge.bench.reference import concept_prompts, sam_prompts
+
+    if everything and not kind.bench_everything:
+        raise SegedgeError(
+            f"--everything compares {' and '.join(f.title for f in FAMILIES.values() if f.bench_everything)} "
+            f"automatic mask generators; {kind.title} folders "
+            + ("always segment everything" if kind.everything else "have no everything mode")
+        )
+    if kind.concepts:  # SAM 3: texts and a click per image
+        return [concept_prompts(a.shape[:2]) for a in arrays]
+    return [sam_prompts(a.shape[:2]) for a in arrays] if kind.promptable and not everything else None
 
 
 def _probe_row(spec: dict, tmp: Path, ref_masks: dict, matched: bool, bar) -> dict | None:
