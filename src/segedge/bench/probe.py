@@ -1,9 +1,10 @@
 """One segedge configuration measured in a runtime-only process (never imports torch).
 
 ``python -m segedge.bench.probe SPEC.json``: SPEC holds the model folder, backend, precision,
-image paths, runs, warm-up and (SAM) prompts (SAM 3: texts and a click per image). Prints one JSON object: cold start (compile without a
-cache, and load from OpenVINO's cache), per-stage times, end-to-end times, peak resident memory, and
-the path of an ``.npz`` with the masks of the last run (for the agreement check).
+image paths, runs, warm-up and (SAM) prompts (SAM 3: texts and a click per image). Prints one JSON
+object: cold start (compile without a cache, and load from OpenVINO's cache), per-stage times,
+end-to-end times, peak resident memory, and the path of an ``.npz`` with the masks of the last run
+(for the agreement check).
 """
 
 from __future__ import annotations

@@ -25,8 +25,7 @@ from segedge.runtime.precision import alternative_precision
 
 def one_image(family: str, model, image: np.ndarray) -> None:
     """The per-image work a user times: FastSAM's everything; SAM's encoder and one click; SAM 3's encoder and one
-    text; CLIP's
-    encoding of four crops of the image."""
+    text; CLIP's encoding of four crops of the image."""
     spec = family_spec(family)
     if spec.concepts:
         model.set_image(image)

@@ -51,6 +51,7 @@ class PerThreadImage:
         return self._local.timings
 
     is_image_set = property(lambda self: self.image is not None)
+    original_size = property(lambda self: None if self.image is None else self.image.original_size)  # (H, W) pixels
 
     def _compile_split_decoder(self, m) -> None:
         """Compile the folder's split decoder (``decoder_image``, ``decoder_prompt``, and

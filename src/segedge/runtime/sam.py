@@ -143,7 +143,6 @@ class Sam(PerThreadImage, FolderModel):
     # SamPredictor's attributes, for this thread's current image
     features = property(lambda self: None if self.image is None else self.image.features)
     transform = property(lambda self: None if self.image is None else self.image.transform)
-    original_size = property(lambda self: None if self.image is None else self.image.original_size)
     input_size = property(lambda self: None if self.image is None else self.image.input_size)
     image_hash = property(lambda self: None if self.image is None else self.image.image_hash)
 

@@ -117,7 +117,6 @@ class Sam2(Sam2Prompting, PerThreadImage, FolderModel):
         self.reset_image()
 
     _orig_hw = property(lambda self: None if self.image is None else [self.image.orig_hw])
-    original_size = property(lambda self: None if self.image is None else self.image.orig_hw)
 
     def get_image_embedding(self) -> np.ndarray:
         """The current image's ``image_embed``, ``(1, 256, 64, 64)`` float32."""

@@ -159,8 +159,6 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         """Encode ``image`` and make it this thread's current image; :meth:`segment` and :meth:`predict` prompt it."""
         self._local.image = self.embed(image)
 
-    original_size = property(lambda self: None if self.image is None else self.image.orig_hw)  # (H, W) of the image
-
     def check_concept(self, image_hw, text: str | None, boxes=None, box_labels=None) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes (N, 4) float32 xyxy, labels (N,) int64)`` of a concept prompt on an ``image_hw`` image, checked;
         raises :class:`~segedge.errors.PromptError` in one line (:meth:`segment`'s rules)."""
