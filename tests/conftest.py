@@ -215,6 +215,39 @@ def sam_tiny_folder(sam_tiny_ckpt, export_cache) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mobile_sam_ckpt(session_tmp) -> Path:
+    """A seeded MobileSAM checkpoint (ultralytics' own builder, mobile_sam.pt's keys)."""
+    from helpers import make_sam_checkpoint
+
+    return make_sam_checkpoint(session_tmp / "mobile_sam.pt", "mobile")
+
+
+@pytest.fixture(scope="session")
+def mobile_sam_folder(mobile_sam_ckpt, export_cache) -> Path:
+    from segedge.export.sam import export_sam
+
+    return export_cache.folder(export_sam, mobile_sam_ckpt, name="mobile-sam", mobile=True)
+
+
+@pytest.fixture(scope="session")
+def sam3_ckpt(session_tmp, shared_images) -> Path:
+    """A seeded reduced SAM 3 in the official checkpoint layout (tests/sam3_helpers.py), its scores calibrated on
+    ultralytics' bus photo."""
+    pytest.importorskip("sam3", reason="the SAM 3 reference needs the sam3 package (scripts/test.sh installs it)")
+    from sam3_helpers import make_sam3_checkpoint
+
+    bus = [p for p in shared_images if p.name == "ultralytics_bus.jpg"]
+    return make_sam3_checkpoint(session_tmp / "sam3-seeded.pt", bus)
+
+
+@pytest.fixture(scope="session")
+def sam3_folder(sam3_ckpt, export_cache) -> Path:
+    from segedge.export.sam3 import export_sam3
+
+    return export_cache.folder(export_sam3, sam3_ckpt, name="sam3-seeded")
+
+
+@pytest.fixture(scope="session")
 def clip_ckpt(session_tmp) -> Path:
     """A seeded CLIP ViT-B/32 in OpenAI's TorchScript-archive format."""
     from helpers import make_clip_checkpoint

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("sam3", reason="SAM 3's reference needs the sam3 package (scripts/test.sh installs it)")
 
-from sam3_helpers import SEEDED, make_sam3_checkpoint, sam3_processor  # noqa: E402
+from sam3_helpers import SEEDED, sam3_processor  # noqa: E402
 
 from helpers import run_cli  # noqa: E402
 
@@ -23,7 +23,6 @@ from segedge.errors import CheckpointError, PromptError, SegedgeError  # noqa: E
 from segedge.imageio import read_image  # noqa: E402
 from segedge.runtime.sam3 import Sam3, preprocess  # noqa: E402
 
-CALIBRATION = ("ultralytics_bus.jpg",)
 HELD_OUT = "sam_groceries.jpg"  # 800 x 534
 # (text, example boxes xyxy, their labels): as Sam3Processor takes them (set_text_prompt, add_geometric_prompt)
 PROMPTS = (
@@ -39,18 +38,6 @@ CLICKS = (
     (None, None, [200, 100, 600, 450], False),
     ([[400, 250], [150, 120]], [1, 0], [200, 100, 600, 450], True),
 )
-
-
-@pytest.fixture(scope="module")
-def sam3_ckpt(session_tmp, shared_images) -> Path:
-    return make_sam3_checkpoint(session_tmp / "sam3-seeded.pt", [p for p in shared_images if p.name in CALIBRATION])
-
-
-@pytest.fixture(scope="module")
-def sam3_folder(sam3_ckpt, export_cache) -> Path:
-    from segedge.export.sam3 import export_sam3
-
-    return export_cache.folder(export_sam3, sam3_ckpt, name="sam3-seeded")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,13 @@ def tiny_folder(sam_tiny_folder):
 
 
 @pytest.fixture(scope="module")
-def mobile_ckpt(session_tmp):
-    return make_sam_checkpoint(session_tmp / "mobile_sam.pt", "mobile")
+def mobile_ckpt(mobile_sam_ckpt):
+    return mobile_sam_ckpt
 
 
 @pytest.fixture(scope="module")
-def mobile_folder(mobile_ckpt, session_tmp, ov_cache):
-    return export_sam(mobile_ckpt, session_tmp / "mobile-sam", mobile=True)
+def mobile_folder(mobile_sam_folder):
+    return mobile_sam_folder
 
 
 # -- preprocessing ---------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ EMULATE = {
 
 
 def _bench(args) -> int:
+    if args.kernels:
+        return _kernels(args)
     if args.video:
         from segedge.bench.video import markdown, video_benchmark
 
@@ -87,6 +89,27 @@ def _bench(args) -> int:
     return 0
 
 
+def _kernels(args) -> int:
+    """``--kernels``: every graph's time per OpenVINO kernel and the reference kernels' share."""
+    from segedge.bench.kernels import markdown, profile_folder
+    from segedge.bench.run import system_info, system_line
+
+    if args.runs < 1:
+        raise SegedgeError("--runs must be at least 1")
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise SegedgeError("--kernels profiles OpenVINO's CPU kernels: pip install openvino") from None
+    profiles = profile_folder(args.model, args.kernels, args.runs, args.threads)
+    text = markdown(profiles, system_line(system_info()))
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps([p.to_dict() for p in profiles], indent=1) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(text + "\n")
+    return 0
+
+
 def _default_images() -> list[Path]:
     shared = (
         Path(__file__).resolve().parents[3] / "shared" / "images" / "sam_truck.jpg"
@@ -144,6 +167,14 @@ def register(sub) -> None:
         help="run OpenVINO and PyTorch as another CPU kind on this AVX-512 machine: avx2_vnni (N100, Core 12th-14th "
         "gen, Core Ultra) or avx512_vnni (a VNNI-only Xeon/Core without bf16), through oneDNN's ISA cap; "
         "ONNX Runtime's own kernels do not read it, so its rows are marked not emulated",
+    )
+    bench.add_argument(
+        "--kernels",
+        nargs="?",
+        const="f32",
+        choices=("f32", "bf16"),
+        help="instead: profile every OpenVINO graph of the folder on this CPU (PERF_COUNT) at f32 (default) or bf16: "
+        "time per kernel and the share of OpenVINO's reference (ref_*) kernels; needs no checkpoint and no PyTorch",
     )
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     bench.set_defaults(run=_bench)

@@ -18,6 +18,7 @@ from pathlib import Path
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.sam_arch import IMAGE_SIZE, encoder_params, load_sam
+from segedge.export.qkv_split import split_qkv_projections
 from segedge.export.sam_attention import group_global_attention
 from segedge.export_options import DECODER_BATCH, PROMPT_SLOTS
 from segedge.manifest import Manifest
@@ -125,6 +126,7 @@ def write_sam_graphs(
     Returns the manifest's ``graphs`` records."""
     import torch
 
+    split_qkv_projections(modules.encoder)  # TinyViT: no reference Split kernel in OpenVINO (segedge.export.qkv_split)
     image = torch.zeros(1, 3, image_size, image_size)
     with torch.no_grad():
         outputs = modules.encoder(image)

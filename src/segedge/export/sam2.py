@@ -13,6 +13,7 @@ from pathlib import Path
 
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
+from segedge.export.qkv_split import split_qkv_projections
 from segedge.export.sam2_arch import IMAGE_SIZE, check_image_size, load_sam2
 from segedge.export_options import COND_FRAMES, PROMPT_SLOTS
 from segedge.manifest import Manifest
@@ -61,6 +62,7 @@ def export_sam2(
     if video and not 2 <= cond_frames <= 16:
         raise CheckpointError(f"--cond-frames must be between 2 and 16 (SAM 2 selects at least 2), got {cond_frames}")
     model, arch = load_sam2(checkpoint, image_size)
+    split_qkv_projections(model.image_encoder)  # Hiera: no reference Split kernel in OpenVINO (export.qkv_split)
     image = torch.zeros(1, 3, image_size, image_size)
     low_res = image_size // 4
     encoder = Sam2ImageEncoder(model).eval()

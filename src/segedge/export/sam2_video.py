@@ -22,7 +22,8 @@ distance, :func:`segedge.runtime.sam2_memory.pointer_tpos`) and ``obj_ptr_valid 
 for a frame that is not an initial conditioning frame). Empty slots are masked out of the cross
 attention (their logits are -inf before the softmax), so they never move the result: the output equals
 SAM 2's with only the used slots, whatever the capacity. Rotary encodings (complex in sam2) are
-computed with real cosines and sines.
+computed with real cosines and sines, folded into the query and key projections
+(:mod:`segedge.export.rope_fold`).
 
 Mask downsampler (``mask_downsample``): ``mask (1, 1, 1024, 1024)`` -> ``(1, 1, 256, 256)``, the 4x4
 stride-4 convolution SAM 2 uses to turn a mask prompt (``add_new_mask``) into an object pointer.
@@ -41,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segedge.export.common import export_graph
+from segedge.export.rope_fold import pair_swapped, rotation_tables
 from segedge.export.sam2_modules import Sam2PromptDecoder, _heads_out
 
 
@@ -50,15 +52,6 @@ def rope_tables(attn: nn.Module, tokens: int) -> tuple[torch.Tensor, torch.Tenso
     side = int(math.isqrt(tokens))
     freqs = attn.compute_cis(end_x=side, end_y=side)
     return freqs.real.float().contiguous(), freqs.imag.float().contiguous()
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """sam2's ``apply_rotary_enc`` on ``x (B, heads, N, D)`` with real tables ``(N, D/2)``: each pair of
-    channels (2i, 2i+1) is the complex number it multiplies by ``cos + i sin``."""
-    b, h, n, d = x.shape
-    pairs = x.reshape(b, h, n, d // 2, 2)
-    re, im = pairs[..., 0], pairs[..., 1]
-    return torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1).reshape(b, h, n, d)
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -113,9 +106,12 @@ class MemoryAttentionGraph(nn.Module):
         self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2)[0].contiguous())  # (4096, 64)
         layer = self.attention.layers[0]
         for name, attn in (("self", layer.self_attn), ("cross", layer.cross_attn_image)):
-            cos, sin = rope_tables(attn, grid * grid)
-            self.register_buffer(f"{name}_cos", cos)
-            self.register_buffer(f"{name}_sin", sin)
+            c, s = rotation_tables(*rope_tables(attn, grid * grid), attn.num_heads)  # (4096, 256) each
+            self.register_buffer(f"{name}_c", c)
+            self.register_buffer(f"{name}_s", s)
+        for layer in self.attention.layers:  # the rotation folded into the projections (segedge.export.rope_fold)
+            for attn in (layer.self_attn, layer.cross_attn_image):
+                attn.q_swapped, attn.k_swapped = pair_swapped(attn.q_proj), pair_swapped(attn.k_proj)
 
     def memory_tokens(self, memory, memory_tpos, memory_valid, obj_ptrs, obj_ptr_tpos, obj_ptr_valid):
         """``(tokens (1, K, 64), pos (1, K, 64), bias (K,))`` with K = F*4096 + P*4: SAM 2's concatenation
@@ -159,25 +155,21 @@ class MemoryAttentionGraph(nn.Module):
         a = layer.self_attn
         x = layer.norm1(tgt)
         q = x + self.curr_pos if layer.pos_enc_at_attn else x
-        qh, kh, vh = (
-            _heads(a.q_proj(q), a.num_heads),
-            _heads(a.k_proj(q), a.num_heads),
-            _heads(a.v_proj(x), a.num_heads),
-        )
-        qh, kh = rotate(qh, self.self_cos, self.self_sin), rotate(kh, self.self_cos, self.self_sin)
-        return a.out_proj(_attend(qh, kh, vh, None, self.chunks))
+        qh = _heads(a.q_proj(q) * self.self_c + a.q_swapped(q) * self.self_s, a.num_heads)
+        kh = _heads(a.k_proj(q) * self.self_c + a.k_swapped(q) * self.self_s, a.num_heads)
+        return a.out_proj(_attend(qh, kh, _heads(a.v_proj(x), a.num_heads), None, self.chunks))
 
     def _cross_attention(self, layer, tgt, keys, keys_pos, bias, n_rope):
         a = layer.cross_attn_image
         x = layer.norm2(tgt)
         q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
         k = keys + keys_pos if layer.pos_enc_at_cross_attn_keys else keys
-        qh, kh = _heads(a.q_proj(q), a.num_heads), _heads(a.k_proj(k), a.num_heads)
-        qh = rotate(qh, self.cross_cos, self.cross_sin)
+        qh = _heads(a.q_proj(q) * self.cross_c + a.q_swapped(q) * self.cross_s, a.num_heads)
         # the memory frames' keys rotate with the query grid's tables, repeated per frame; pointers do not
-        reps = n_rope // (self.grid**2)
-        k_rope = rotate(kh[:, :, :n_rope], self.cross_cos.repeat(reps, 1), self.cross_sin.repeat(reps, 1))
-        kh = torch.cat([k_rope, kh[:, :, n_rope:]], dim=2)
+        frames, width = n_rope // self.grid**2, a.k_proj.out_features
+        kp, ks = a.k_proj(k), a.k_swapped(k[:, :n_rope])  # (1, K, 256), (1, F*4096, 256)
+        k_rope = kp[:, :n_rope].reshape(frames, -1, width) * self.cross_c + ks.reshape(frames, -1, width) * self.cross_s
+        kh = _heads(torch.cat([k_rope.reshape(1, n_rope, width), kp[:, n_rope:]], dim=1), a.num_heads)
         return a.out_proj(_attend(qh, kh, keys.unsqueeze(1), bias, self.chunks, v_proj=a.v_proj))
 
 
