@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segedge.precisions import F32
+
 #: at most this share of a graph's time may go to ``ref_*`` kernels (issue 42's bound)
 REFERENCE_SHARE_LIMIT = 0.01
 
@@ -82,8 +84,8 @@ def random_inputs(compiled, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def profile_graph(xml: str | Path, precision: str = "f32", runs: int = 3, threads: int | None = None) -> KernelProfile:
-    """Compile ``xml`` on the CPU with ``PERF_COUNT`` (``precision``: "f32" or "bf16", the inference precision
+def profile_graph(xml: str | Path, precision: str = F32, runs: int = 3, threads: int | None = None) -> KernelProfile:
+    """Compile ``xml`` on the CPU with ``PERF_COUNT`` (``precision``: f32 or bf16, OpenVINO's inference precision
     hint), run it once to warm up and ``runs`` times more, and add up the nodes' times."""
     import openvino as ov
 
@@ -121,7 +123,7 @@ def profile_graph(xml: str | Path, precision: str = "f32", runs: int = 3, thread
     )
 
 
-def profile_folder(folder, precision: str = "f32", runs: int = 3, threads: int | None = None) -> list[KernelProfile]:
+def profile_folder(folder, precision: str = F32, runs: int = 3, threads: int | None = None) -> list[KernelProfile]:
     """:func:`profile_graph` for every graph of a segedge model folder (its f32 IRs), in the manifest's order."""
     from segedge.manifest import load_model_folder
 

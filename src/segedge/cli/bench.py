@@ -13,6 +13,7 @@ from segedge.cli.options import (
 )
 from segedge.errors import SegedgeError
 from segedge.parameters import PARAMETERS
+from segedge.precisions import BF16, F32
 
 # bench --emulate: the environment that makes oneDNN (OpenVINO's CPU plugin, PyTorch) run as another CPU kind
 EMULATE = {
@@ -171,8 +172,8 @@ def register(sub) -> None:
     bench.add_argument(
         "--kernels",
         nargs="?",
-        const="f32",
-        choices=("f32", "bf16"),
+        const=F32,
+        choices=(F32, BF16),
         help="instead: profile every OpenVINO graph of the folder on this CPU (PERF_COUNT) at f32 (default) or bf16: "
         "time per kernel and the share of OpenVINO's reference (ref_*) kernels; needs no checkpoint and no PyTorch",
     )
