@@ -6,7 +6,10 @@
 ``--seeded mobile|vit_b|tiny`` builds a seeded checkpoint in the official format (it times the same
 as the real one). Reports per backend and precision: preprocessing, image encoder, decoder per prompt
 (network only, and with upscaling to the original size), and mask IoU against PyTorch on 8 prompts.
-Medians over --runs after one warm-up.
+Then one click's split as ``Sam.predict`` spends it (the per-prompt decoder graph with its input packing, the
+masks' upscaling to the image and threshold) and, from OpenVINO's PERF_COUNT, the decoder graph's own split by
+kernel. bf16 rows only where the CPU has native bf16 (segedge refuses emulated bf16). Medians over --runs after
+one warm-up; the CPU's flags head the output.
 """
 
 from __future__ import annotations
@@ -70,7 +73,15 @@ def main() -> int:
         ref_out = [ref.predict(**p) for p in prompts]
         dec = _median_ms(lambda: ref.predict(**prompts[0]), args.runs * 4)
         rows.append(("PyTorch (segment-anything)", "f32", None, enc, None, dec, 1.0))
-        for backend, precision in (("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")):
+        from segedge.bench.kernels import profile_graph
+        from segedge.bench.run import system_info, system_line
+        from segedge.runtime.cpu import cpu_capabilities
+
+        combos = [("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")]
+        if not cpu_capabilities().native_bf16():
+            combos.remove(("openvino", "bf16"))
+        clicks = []
+        for backend, precision in combos:
             model = Sam(folder, backend=backend, precision=precision)
             model.set_image(image)
             pre = _median_ms(lambda model=model: model.set_image(image), args.runs)
@@ -86,8 +97,16 @@ def main() -> int:
             net = _median_ms(lambda model=model, inputs=inputs: model.decoder.run(inputs), args.runs * 4)
             full = _median_ms(lambda model=model: model.predict(**prompts[0]), args.runs * 4)
             ious = [mask_iou(a, b) for p, r in zip(prompts, ref_out) for a, b in zip(r[0], model.predict(**p)[0])]
+            split = {"decoder": [], "masks": []}
+            for _ in range(args.runs * 4):
+                model.predict(**prompts[0])
+                for key in split:
+                    split[key].append(model.timings[key])
+            clicks.append((backend, precision, *(statistics.median(v) for v in split.values())))
             rows.append((f"segedge {backend}", precision, pre_only, enc_only, net, full, float(np.mean(ious))))
+        kernels = profile_graph(Path(folder) / "decoder_prompt.xml", runs=args.runs)
     base = rows[0][3]
+    print("\n" + system_line(system_info()))
     print(
         f"\n{ckpt.name if args.checkpoint else 'seeded ' + args.seeded}, image {Path(args.image).name} ({w}x{h}), "
         f"medians, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}\n"
@@ -100,6 +119,14 @@ def main() -> int:
         pre_s = "incl." if pre is None else f"{pre:.1f}"
         net_s = "-" if net is None else f"{net:.1f}"
         print(f"| {name} | {precision} | {pre_s} | {enc:.1f} | {base / enc:.2f}x | {net_s} | {full:.1f} | {iou:.4f} |")
+    print("\nOne click (1 point, 3 masks) as Sam.predict spends it, medians:\n")
+    print("| backend | precision | decoder graph + inputs ms | masks to image size ms | total ms |")
+    print("|---|---|---:|---:|---:|")
+    for backend, precision, decoder, masks in clicks:
+        print(f"| {backend} | {precision} | {decoder:.1f} | {masks:.1f} | {decoder + masks:.1f} |")
+    print(f"\nThe per-prompt decoder graph by kernel (OpenVINO f32 PERF_COUNT, {kernels.total_ms:.1f} ms profiled):\n")
+    for node_type, exec_type, ms in kernels.top(8):
+        print(f"- {node_type} {exec_type}: {ms:.1f} ms ({ms / kernels.total_ms:.0%})")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Rotary position encodings folded into the query and key projections (export side: needs torch).
 
-SAM 2's memory attention and SAM 3's ViT rotate each pair of channels ``(2i, 2i+1)`` of the projected
+SAM 2's memory attention (and SAM 3's ViT) rotate each pair of channels ``(2i, 2i+1)`` of the projected
 queries and keys by an angle (``apply_rotary_enc``, complex in the packages). Written in real arithmetic
 the obvious way (split each pair, rotate, stack the halves back) it traces to an ONNX ``Concat`` of
 ``(..., D/2, 1)`` pieces, which OpenVINO's CPU plugin runs with its reference kernel, one float at a time:
@@ -15,6 +15,11 @@ channels of each pair,
 where ``C`` repeats each pair's cosine on both channels, ``S`` holds ``(-sin, +sin)``, and ``P W`` is ``W``
 with the rows of each pair exchanged (:func:`pair_swapped`): one more Linear of the same size, then
 element-wise products that OpenVINO fuses, and nothing to split or concatenate.
+
+The extra Linear doubles the query and key weights. SAM 2's memory attention holds 0.5 MB of them; SAM 3's ViT
+would gain 268 MB at f32 (two thirds of its qkv weights) and a (72 x 72 x 1024) table pair that int8 weight
+compression does not shrink, so it reorders each head's channels instead and stacks two halves
+(:func:`segedge.export.sam3_arch.real_rope`).
 """
 
 from __future__ import annotations

@@ -218,43 +218,50 @@ def build_sam3(checkpoint: str | os.PathLike):
 
 def real_rope(model) -> int:
     """Apply the ViT's rotary position embedding with real cos / sin tables instead of complex multiplication
-    (``sam3/model/vitdet.py``'s ``apply_rotary_enc``), folded into separate query and key projections
-    (:mod:`segedge.export.rope_fold`): the same numbers, in operations ONNX has and OpenVINO runs without reference
-    Split / Concat kernels. Blocks of the same size share their tables (one constant each in the graph). Returns how
-    many attention layers were changed."""
-    from segedge.export.qkv_split import linear_rows
-    from segedge.export.rope_fold import pair_swapped, rotation_tables
+    (``sam3/model/vitdet.py``'s ``apply_rotary_enc``): the same numbers, in operations ONNX has. Returns how many
+    attention layers were changed.
 
-    tables: dict[tuple, tuple] = {}
+    The qkv rows of each head's queries and keys are reordered so that the pairs' real parts come first and their
+    imaginary parts second (``q . k`` is unchanged: both move alike). The rotation then splits and stacks two
+    halves of a head instead of ``D/2`` single floats, which OpenVINO's reference Concat took 3.1% of the seeded
+    encoder's time for (:mod:`segedge.export.rope_fold` says why the ViT does not fold it into its projections)."""
+    import torch
+
+    def rotate(x, cos, sin):  # (B, heads, N, D): the D/2 real parts, then the D/2 imaginary parts
+        re_, im = x.float().chunk(2, dim=-1)
+        return torch.cat([re_ * cos - im * sin, re_ * sin + im * cos], -1)
+
+    def apply_rope(self, q, k):
+        if not self.use_rope:
+            return q, k
+        return rotate(q, self.rope_cos, self.rope_sin).type_as(q), rotate(k, self.rope_cos, self.rope_sin).type_as(k)
+
     changed = 0
     for block in model.backbone.vision_backbone.trunk.blocks:
         attn = block.attn
-        if not getattr(attn, "use_rope", False):
-            continue
-        if attn.use_rel_pos or attn.cls_token:
-            raise CheckpointError("SAM 3's ViT with relative positions or a class token is not supported")
-        dim, side = attn.qkv.in_features, tuple(attn.input_size)
-        key = (side, attn.num_heads, dim)
-        if key not in tables:
-            c, s = rotation_tables(attn.freqs_cis.real.float(), attn.freqs_cis.imag.float(), attn.num_heads)
-            tables[key] = (c.reshape(*side, dim), s.reshape(*side, dim))  # (H, W, dim): the 4-D tokens' layout
-        attn.register_buffer("rope_c", tables[key][0])  # the same tensor in each block: one initializer
-        attn.register_buffer("rope_s", tables[key][1])
-        for i, name in enumerate(("q_only", "k_only", "v_only")):
-            setattr(attn, name, linear_rows(attn.qkv, range(i * dim, (i + 1) * dim)))
-        attn.q_swapped, attn.k_swapped = pair_swapped(attn.qkv, 0, dim), pair_swapped(attn.qkv, dim, dim)
-        attn.forward = types.MethodType(_folded_rope_forward, attn)
-        changed += 1
+        if getattr(attn, "use_rope", False):
+            attn.register_buffer("rope_cos", attn.freqs_cis.real.clone(), persistent=False)
+            attn.register_buffer("rope_sin", attn.freqs_cis.imag.clone(), persistent=False)
+            _halves_first(attn.qkv, attn.num_heads)
+            attn._apply_rope = types.MethodType(apply_rope, attn)
+            changed += 1
     return changed
 
 
-def _folded_rope_forward(self, x):
-    # sam3/model/vitdet.py's Attention.forward for 4-D tokens (B, H, W, C), RoPE folded into the projections
-    import torch.nn.functional as F
+def _halves_first(qkv, heads: int) -> None:
+    """Reorder the query and key rows of a fused ``qkv`` Linear (``3 x heads x D`` outputs) in place: in each head,
+    channels 0, 2, 4, ... then 1, 3, 5, ... (values untouched)."""
+    import torch
 
-    b, h, w, _ = x.shape
-    q = self.q_only(x) * self.rope_c + self.q_swapped(x) * self.rope_s
-    k = self.k_only(x) * self.rope_c + self.k_swapped(x) * self.rope_s
-    q, k, v = (t.reshape(b, h * w, self.num_heads, -1).transpose(1, 2) for t in (q, k, self.v_only(x)))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+    dim = qkv.out_features // 3
+    head_dim = dim // heads
+    within = torch.cat([torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)])
+    order = torch.arange(qkv.out_features)
+    for part in (0, 1):  # queries, keys
+        for h in range(heads):
+            start = part * dim + h * head_dim
+            order[start : start + head_dim] = start + within
+    with torch.no_grad():
+        qkv.weight.copy_(qkv.weight[order])
+        if qkv.bias is not None:
+            qkv.bias.copy_(qkv.bias[order])
