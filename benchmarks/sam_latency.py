@@ -78,7 +78,7 @@ def main() -> int:
         from segedge.runtime.cpu import cpu_capabilities
 
         combos = [("openvino", "f32"), ("openvino", "bf16"), ("onnxruntime", "f32")]
-        if not cpu_capabilities().native_bf16():
+        if not cpu_capabilities().native_bf16:
             combos.remove(("openvino", "bf16"))
         clicks = []
         for backend, precision in combos:
