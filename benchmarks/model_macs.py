@@ -58,7 +58,12 @@ def sam2_row(variant: str) -> dict:
     from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, decoder_parts
     from segedge.export.sam_decoder import DecoderImageSide
 
-    model = build_sam2(Sam2Arch(variant, "2.1"))
+    if variant == "edgetam":
+        from segedge.export.edgetam_arch import build_edgetam
+
+        model = build_edgetam()
+    else:
+        model = build_sam2(Sam2Arch(variant, "2.1"))
     encoder = Sam2ImageEncoder(model).eval()
     image = torch.zeros(1, 3, 1024, 1024)
     with torch.no_grad():
@@ -69,7 +74,7 @@ def sam2_row(variant: str) -> dict:
     coords, labels = torch.zeros(1, SLOTS, 2), torch.full((1, SLOTS), -2.0)
     labels[0, 0] = 1
     return {
-        "model": f"SAM 2.1 hiera_{variant}",
+        "model": "EdgeTAM (RepViT-M1)" if variant == "edgetam" else f"SAM 2.1 hiera_{variant}",
         "input": 1024,
         "encoder_params_m": _params(model.image_encoder),
         "encoder_gmacs": _gmacs(lambda: encoder(image)),
@@ -170,7 +175,7 @@ def rows() -> list[dict]:
         out.append(sam3_row())
     except ImportError as exc:  # the sam3 package is optional
         print(f"skipped SAM 3: {exc}", file=sys.stderr)
-    for variant in ("tiny", "small", "base_plus", "large"):
+    for variant in ("tiny", "small", "base_plus", "large", "edgetam"):
         try:
             out.append(_row(lambda variant=variant: sam2_row(variant)))
         except Exception as exc:  # the sam2 package is optional

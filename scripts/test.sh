@@ -37,6 +37,17 @@ SAM2_BUILD_CUDA=0 "$VENV/bin/python" -m pip install -q --no-build-isolation -c c
 # that the extras do not bring, and scikit-image, without which its click predictor skips filling small holes.
 "$VENV/bin/python" -m pip install -q --no-deps -c constraints.txt "sam3==0.1.4" "einops>=0.8,<0.9"
 "$VENV/bin/python" -m pip install -q -c constraints.txt "scikit-image>=0.24"
+# EdgeTAM's reference for tests/test_edgetam.py: its official package (edgetam-dimos, pure Python) installs under the
+# import name sam2, so it gets a venv of its own. A .pth line there puts the test venv's packages (torch, timm, hydra)
+# after the venv's own, so `import sam2` in it is EdgeTAM's and nothing heavy is installed twice (27 MB, seconds).
+ET_VENV="${SEGEDGE_EDGETAM_VENV:-.venv-edgetam}"
+if [ ! -x "$ET_VENV/bin/python" ]; then
+    python3 -m venv "$ET_VENV"
+fi
+"$ET_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$ET_VENV/purelib.txt"
+"$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$(cat "$ET_VENV/purelib.txt")/segedge_test_venv.pth"
+"$ET_VENV/bin/python" -m pip install -q --no-deps "edgetam-dimos==1.0.1"
+export SEGEDGE_EDGETAM_VENV="$(cd "$ET_VENV" && pwd)"
 # A real Label Studio for tests/test_label_studio.py, in its own venv: its Django and pydantic pins conflict with
 # segedge's extras (one venv would not resolve). Made once; SEGEDGE_LABEL_STUDIO_VENV points elsewhere.
 LS_VENV="${SEGEDGE_LABEL_STUDIO_VENV:-.venv-labelstudio}"

@@ -294,6 +294,20 @@ SAM3 = ExportEntry(
     ),
     requires="sam3",
 )
+# the options of a folder that tracks video (SAM 2 and EdgeTAM exports)
+_SAM2_TRACKING = (
+    prompt_slots(", plus SAM 2's pad"),
+    Option(
+        "--cond-frames",
+        "cond_frames",
+        f"prompted frames per object the memory bank holds (2-16, default {COND_FRAMES}; with more, tracking "
+        "attends to the temporally closest, as SAM 2's max_cond_frames_in_attn); each adds 6%% to a tracked "
+        "frame's time",
+        int,
+        COND_FRAMES,
+    ),
+    Option("--no-video", "video", "images only: leave out the video-tracking graphs", action="store_false"),
+)  # fmt: skip
 SAM2 = ExportEntry(
     "sam2",
     "SAM 2.1 / 2.0, any Hiera size (sam2.1_hiera_*.pt, sam2_hiera_*.pt)",
@@ -305,17 +319,7 @@ SAM2 = ExportEntry(
     "path to the .pt file, or an official name (sam2.1_hiera_tiny, ...) to download it",
     "segedge.export.sam2:export_sam2",
     (
-        prompt_slots(", plus SAM 2's pad"),
-        Option(
-            "--cond-frames",
-            "cond_frames",
-            f"prompted frames per object the memory bank holds (2-16, default {COND_FRAMES}; with more, tracking "
-            "attends to the temporally closest, as SAM 2's max_cond_frames_in_attn); each adds 6%% to a tracked "
-            "frame's time",
-            int,
-            COND_FRAMES,
-        ),
-        Option("--no-video", "video", "images only: leave out the video-tracking graphs", action="store_false"),
+        *_SAM2_TRACKING,
         Option(
             "--imgsz",
             "image_size",
@@ -325,6 +329,18 @@ SAM2 = ExportEntry(
             SAM2_IMAGE_SIZE,
         ),
     ),  # fmt: skip
+)
+EDGETAM = ExportEntry(
+    "edgetam",
+    "EdgeTAM, SAM 2.1's on-device tracker (edgetam.pt)",
+    "Export EdgeTAM (facebookresearch/EdgeTAM: a RepViT-M1 image encoder and a spatial perceiver that shrinks each "
+    "memory frame to 512 tokens; 1024 pixels) as a SAM 2 folder: the image encoder, prompt decoder and the video "
+    "graphs, run by the same tracker (`segedge track`). Built from the official sam2 package and timm "
+    "(SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0 timm); read with "
+    "weights_only=True.",
+    "path to edgetam.pt, or edgetam to download it",
+    "segedge.export.sam2:export_edgetam",
+    _SAM2_TRACKING,
 )
 CLIP = ExportEntry(
     "clip",

@@ -173,7 +173,7 @@ FAMILIES: dict[str, Family] = {
             "sam2",
             "SAM 2",
             "segedge.runtime.sam2:Sam2",
-            (ex.SAM2,),
+            (ex.SAM2, ex.EDGETAM),  # EdgeTAM folders are SAM 2 folders (variant "edgetam") with a smaller memory
             prompts=("point", "box"),
             promptable=True,
             everything=True,

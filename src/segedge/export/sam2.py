@@ -14,7 +14,7 @@ from pathlib import Path
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.qkv_split import split_qkv_projections
-from segedge.export.sam2_arch import IMAGE_SIZE, check_image_size, load_sam2
+from segedge.export.sam2_arch import EDGETAM, IMAGE_SIZE, check_image_size, load_sam2, load_state_dict
 from segedge.export_options import COND_FRAMES, PROMPT_SLOTS
 from segedge.manifest import Manifest
 
@@ -53,6 +53,7 @@ def export_sam2(
     import torch
 
     from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, Sam2PromptDecoder, decoder_parts
+    from segedge.export.edgetam_video import video_graph_classes
     from segedge.export.sam2_video import Sam2TrackDecoder, write_video_graphs
     from segedge.export.sam_decoder import DecoderImageSide
 
@@ -110,11 +111,43 @@ def export_sam2(
         )
         video_params = None
         if video:
-            video_params, video_graphs = write_video_graphs(model, vision_feat, folder, cond_frames, simplify)
+            classes = video_graph_classes(model)  # SAM 2's or EdgeTAM's memory graphs
+            video_params, video_graphs = write_video_graphs(model, vision_feat, folder, cond_frames, simplify, classes)
             graphs.update(video_graphs)
         manifest = _manifest(model, arch, graphs, image_size, prompt_slots, video_params)
         finish_manifest(folder, manifest, ckpt)
     return Path(out_dir)
+
+
+def export_edgetam(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    prompt_slots: int = DEFAULT_SLOTS,
+    video: bool = True,
+    cond_frames: int = DEFAULT_COND_FRAMES,
+    simplify: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Export an EdgeTAM checkpoint (``edgetam.pt``: RepViT-M1 trunk, spatial perceiver; 1024 pixels) to a SAM 2
+    folder (family ``sam2``, variant ``edgetam``): the same graphs and tracker as SAM 2.1, EdgeTAM's memory
+    (:mod:`segedge.export.edgetam_video`). A SAM 2 / 2.1 checkpoint is refused with the command that takes it."""
+    from segedge.export.edgetam_arch import is_edgetam
+
+    check_output_folder(out_dir, overwrite)
+    if not is_edgetam(load_state_dict(checkpoint)):
+        raise CheckpointError(
+            f"{checkpoint} is a SAM 2 checkpoint, not EdgeTAM (no spatial_perceiver.* tensors): use `segedge export sam2`"
+        )
+    return export_sam2(
+        checkpoint,
+        out_dir,
+        prompt_slots=prompt_slots,
+        video=video,
+        cond_frames=cond_frames,
+        simplify=simplify,
+        overwrite=overwrite,
+    )
 
 
 def _manifest(model, arch, graphs: dict, image_size: int, prompt_slots: int, video_params: dict | None) -> Manifest:
@@ -136,8 +169,12 @@ def _manifest(model, arch, graphs: dict, image_size: int, prompt_slots: int, vid
             "std": list(IMAGENET_STD),
             "channel_order": "RGB",
         },
-        source={"format": "sam2_checkpoint", "version": arch.version, "hiera": arch.variant},
-        exporter=tool_versions("torch", "sam2", "onnx", "onnxslim", "openvino"),
+        source=(
+            {"format": "edgetam_checkpoint", "version": arch.version, "trunk": "repvit_m1"}
+            if arch.name == EDGETAM
+            else {"format": "sam2_checkpoint", "version": arch.version, "hiera": arch.variant}
+        ),
+        exporter=tool_versions("torch", "sam2", "timm", "onnx", "onnxslim", "openvino"),
         params={
             **prompt_params(dec, prompt_slots, image_size // 4),
             "version": arch.version,

@@ -27,6 +27,7 @@ HIERA = {
     "base_plus": (112, 24, "hiera_b+"),
     "large": (144, 48, "hiera_l"),
 }
+EDGETAM = "edgetam"  # SAM 2.1 with a RepViT trunk and a spatial perceiver (segedge.export.edgetam_arch)
 IMAGE_SIZE = SAM2_IMAGE_SIZE  # SAM 2's own; a checkpoint does not record it (the weights are the same at any size)
 #: ``build_sam2(..., apply_postprocessing=True)``: what SAM2ImagePredictor runs with
 POSTPROCESSING = {
@@ -52,6 +53,8 @@ class Sam2Arch:
 
     @property
     def name(self) -> str:
+        if self.variant == EDGETAM:
+            return EDGETAM
         return f"sam{self.version}_hiera_{self.variant}".replace("sam2.0", "sam2")
 
 
@@ -156,8 +159,15 @@ def build_sam2(arch: Sam2Arch, state: dict | None = None, image_size: int = IMAG
 
 
 def load_sam2(checkpoint: str | os.PathLike, image_size: int = IMAGE_SIZE):
-    """``(model, arch)`` from a checkpoint file, built for ``image_size`` pixels a side."""
+    """``(model, arch)`` from a checkpoint file, built for ``image_size`` pixels a side (SAM 2 / 2.1 by its Hiera
+    trunk, or EdgeTAM, which runs at 1024 only)."""
     check_image_size(image_size)  # before the checkpoint is read
     state = load_state_dict(checkpoint)
+    from segedge.export import edgetam_arch
+
+    if edgetam_arch.is_edgetam(state):
+        if image_size != edgetam_arch.IMAGE_SIZE:
+            raise CheckpointError(f"EdgeTAM runs at {edgetam_arch.IMAGE_SIZE} pixels only (its rotary grids are fixed)")
+        return edgetam_arch.build_edgetam(state, POSTPROCESSING), Sam2Arch(EDGETAM, "2.1")
     arch = infer_arch(state)
     return build_sam2(arch, state, image_size), arch

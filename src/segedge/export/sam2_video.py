@@ -104,6 +104,7 @@ class MemoryAttentionGraph(nn.Module):
             mem_pos = model.memory_encoder.position_encoding(torch.zeros(1, self.mem_dim, grid, grid))
         self.register_buffer("curr_pos", curr_pos.flatten(2).transpose(1, 2).contiguous())  # (1, 4096, 256)
         self.register_buffer("mem_pos", mem_pos.flatten(2).transpose(1, 2)[0].contiguous())  # (4096, 64)
+        self.frame_tokens = grid * grid  # memory tokens per frame
         layer = self.attention.layers[0]
         for name, attn in (("self", layer.self_attn), ("cross", layer.cross_attn_image)):
             c, s = rotation_tables(*rope_tables(attn, grid * grid), attn.num_heads)  # (4096, 256) each
@@ -117,22 +118,27 @@ class MemoryAttentionGraph(nn.Module):
         """``(tokens (1, K, 64), pos (1, K, 64), bias (K,))`` with K = F*4096 + P*4: SAM 2's concatenation
         of memory frames then pointer tokens, and the -inf bias of empty slots."""
         f = memory.shape[0]
-        tokens = memory.flatten(2).transpose(1, 2)  # (F, 4096, 64)
+        tokens = self.frame_token_rows(memory)  # (F, 4096, 64)
         tpos = self.maskmem_tpos_enc[:, 0, 0, :][memory_tpos]  # (F, 64)
         pos = self.mem_pos.unsqueeze(0) + tpos.unsqueeze(1)
         ptrs = obj_ptrs.reshape(self.pointers * self.split, self.mem_dim)  # each pointer -> its 64-dim slices
         if self.add_tpos:
             ptr_pos = self.obj_ptr_tpos_proj(obj_ptr_tpos)  # (P, mem_dim)
         else:
-            ptr_pos = torch.zeros_like(obj_ptr_tpos[:, : self.mem_dim])
+            ptr_pos = obj_ptr_tpos[:, : self.mem_dim] * 0.0  # zeros that keep the input in the graph (one feed)
         ptr_pos = ptr_pos.repeat_interleave(self.split, dim=0)
-        keys = torch.cat([tokens.reshape(f * self.grid**2, self.mem_dim), ptrs], dim=0).unsqueeze(0)
-        keys_pos = torch.cat([pos.reshape(f * self.grid**2, self.mem_dim), ptr_pos], dim=0).unsqueeze(0)
+        keys = torch.cat([tokens.reshape(f * self.frame_tokens, self.mem_dim), ptrs], dim=0).unsqueeze(0)
+        keys_pos = torch.cat([pos.reshape(f * self.frame_tokens, self.mem_dim), ptr_pos], dim=0).unsqueeze(0)
         valid = torch.cat(
-            [memory_valid.repeat_interleave(self.grid**2), obj_ptr_valid.repeat_interleave(self.split)], dim=0
+            [memory_valid.repeat_interleave(self.frame_tokens), obj_ptr_valid.repeat_interleave(self.split)], dim=0
         )
         bias = torch.where(valid > 0.5, torch.zeros_like(valid), torch.full_like(valid, float("-inf")))
         return keys, keys_pos, bias
+
+    @staticmethod
+    def frame_token_rows(memory: torch.Tensor) -> torch.Tensor:
+        """The bank's frames as token rows: ``(F, 64, 64, 64) -> (F, 4096, 64)``."""
+        return memory.flatten(2).transpose(1, 2)
 
     def forward(self, vision_feat, memory, memory_tpos, memory_valid, obj_ptrs, obj_ptr_tpos, obj_ptr_valid):
         keys, keys_pos, bias = self.memory_tokens(
@@ -142,7 +148,7 @@ class MemoryAttentionGraph(nn.Module):
         out = vision_feat.flatten(2).transpose(1, 2)  # (1, 4096, 256)
         if att.pos_enc_at_input:
             out = out + 0.1 * self.curr_pos
-        n_rope = self.frames * self.grid**2
+        n_rope = self.frames * self.frame_tokens
         for layer in att.layers:
             out = out + self._self_attention(layer, out)
             out = out + self._cross_attention(layer, out, keys, keys_pos, bias, n_rope)
@@ -165,12 +171,18 @@ class MemoryAttentionGraph(nn.Module):
         q = x + self.curr_pos if layer.pos_enc_at_cross_attn_queries else x
         k = keys + keys_pos if layer.pos_enc_at_cross_attn_keys else keys
         qh = _heads(a.q_proj(q) * self.cross_c + a.q_swapped(q) * self.cross_s, a.num_heads)
-        # the memory frames' keys rotate with the query grid's tables, repeated per frame; pointers do not
-        frames, width = n_rope // self.grid**2, a.k_proj.out_features
-        kp, ks = a.k_proj(k), a.k_swapped(k[:, :n_rope])  # (1, K, 256), (1, F*4096, 256)
-        k_rope = kp[:, :n_rope].reshape(frames, -1, width) * self.cross_c + ks.reshape(frames, -1, width) * self.cross_s
-        kh = _heads(torch.cat([k_rope.reshape(1, n_rope, width), kp[:, n_rope:]], dim=1), a.num_heads)
+        kp = a.k_proj(k)  # (1, K, 256)
+        k_mem = self.rotate_memory_keys(a, kp[:, :n_rope], k[:, :n_rope])
+        kh = _heads(torch.cat([k_mem.reshape(1, n_rope, -1), kp[:, n_rope:]], dim=1), a.num_heads)  # pointers: no RoPE
         return a.out_proj(_attend(qh, kh, keys.unsqueeze(1), bias, self.chunks, v_proj=a.v_proj))
+
+    def rotate_memory_keys(self, attn, projected, keys):
+        """The memory frames' keys after projection, ``projected (1, F*4096, 256)``, rotated with the query grid's
+        tables, repeated per frame; ``keys (1, F*4096, 64)``: before projection (for the swapped projection)."""
+        width = projected.shape[-1]
+        frames = projected.shape[1] // self.frame_tokens
+        swapped = attn.k_swapped(keys).reshape(frames, -1, width)
+        return projected.reshape(frames, -1, width) * self.cross_c + swapped * self.cross_s
 
 
 class MemoryEncoderGraph(nn.Module):
@@ -195,6 +207,8 @@ class MemoryEncoderGraph(nn.Module):
         if self.no_obj_embed_spatial is not None:
             absent = 1.0 - (object_score_logits > 0).float()  # (1, 1)
             feats = feats + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        else:  # SAM 2.0, EdgeTAM: the score is not used; zero keeps the input in the graph (one feed for all)
+            feats = feats + object_score_logits[..., None, None] * 0.0
         return feats
 
 
@@ -284,22 +298,31 @@ def video_params(model: nn.Module, cond_frames: int) -> dict:
     }
 
 
-def write_video_graphs(model: nn.Module, vision_feat: torch.Tensor, folder, cond_frames: int, simplify: bool):
+def write_video_graphs(
+    model: nn.Module, vision_feat: torch.Tensor, folder, cond_frames: int, simplify: bool, classes: tuple = ()
+):
     """Export ``memory_encoder``, the memory attention graphs (``params["memory_graphs"]``) and
     ``mask_downsample`` into ``folder``; returns
-    ``(video_params(...), {name: GraphSpec})``. ``vision_feat``: an encoder output to trace with."""
+    ``(video_params(...), {name: GraphSpec})``. ``vision_feat``: an encoder output to trace with; ``classes``:
+    the memory encoder and attention graph classes (default SAM 2's; EdgeTAM's, :mod:`segedge.export.edgetam_video`)."""
     if not model.directly_add_no_mem_embed or model.num_maskmem < 1:
         raise ValueError(
             "segedge's SAM 2 tracker follows the official configs (directly_add_no_mem_embed, a memory bank)"
         )
     params = video_params(model, cond_frames)
-    mem_dim = params["mem_dim"]
+    encoder_graph, attention_graph = classes or (MemoryEncoderGraph, MemoryAttentionGraph)
     graphs = {}
-    size, grid = model.image_size, model.sam_image_embedding_size
+    size = model.image_size
     low = torch.zeros(1, 1, size // 4, size // 4)
+    encoder = encoder_graph(model).eval()
+    encoder_inputs = (vision_feat, low, torch.ones(1, 1), torch.zeros(1))
+    with torch.no_grad():
+        memory_shape = list(encoder(*encoder_inputs).shape[1:])  # one frame: (64, 64, 64); EdgeTAM's (512, 64)
+    if memory_shape != [params["mem_dim"], model.sam_image_embedding_size, model.sam_image_embedding_size]:
+        params["memory_shape"] = memory_shape
     graphs["memory_encoder"] = export_graph(
-        MemoryEncoderGraph(model).eval(),
-        (vision_feat, low, torch.ones(1, 1), torch.zeros(1)),
+        encoder,
+        encoder_inputs,
         folder,
         "memory_encoder",
         MEMORY_ENCODER_INPUTS,
@@ -310,7 +333,7 @@ def write_video_graphs(model: nn.Module, vision_feat: torch.Tensor, folder, cond
         frames, pointers = spec["frames"], spec["pointers"]
         example = (
             vision_feat,
-            torch.zeros(frames, mem_dim, grid, grid),
+            torch.zeros(frames, *memory_shape),
             torch.zeros(frames, dtype=torch.int64),
             torch.ones(frames),
             torch.zeros(pointers, params["hidden_dim"]),
@@ -318,7 +341,7 @@ def write_video_graphs(model: nn.Module, vision_feat: torch.Tensor, folder, cond
             torch.ones(pointers),
         )
         graphs[spec["graph"]] = export_graph(
-            MemoryAttentionGraph(model, frames, pointers).eval(),
+            attention_graph(model, frames, pointers).eval(),
             example,
             folder,
             spec["graph"],

@@ -180,6 +180,15 @@ MODELS: dict[str, ModelSpec] = {
             for v, size in _SAM2_SIZES.items()
         ),
         ModelSpec(
+            "edgetam",
+            "edgetam",
+            "edgetam.pt",
+            "https://huggingface.co/facebook/EdgeTAM/resolve/main/edgetam.pt",
+            None,
+            1024,
+            "EdgeTAM, SAM 2.1 with a RepViT-M1 encoder and a spatial perceiver (facebookresearch/EdgeTAM)",
+        ),
+        ModelSpec(
             "clip_vit_b_32",
             "clip",
             "ViT-B-32.pt",
@@ -246,6 +255,7 @@ ALIASES = {
     **{f"sam2.1_hiera_{v}.pt": f"sam2.1_hiera_{v}" for v in _SAM2_SIZES},
     **{f"sam2_hiera_{v}.pt": f"sam2_hiera_{v}" for v in _SAM2_SIZES},
     "sam2.1_t": "sam2.1_hiera_tiny",
+    "edgetam.pt": "edgetam",
     "sam2.1_s": "sam2.1_hiera_small",
     "sam2.1_b": "sam2.1_hiera_base_plus",
     "sam2.1_l": "sam2.1_hiera_large",

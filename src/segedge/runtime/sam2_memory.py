@@ -197,12 +197,13 @@ class TrackedFrames:
 
 def memory_feed(plan: MemoryPlan, find, video: dict, slots: tuple[int, int], grid: int) -> dict[str, np.ndarray]:
     """The memory-attention graph's bank inputs for ``plan`` (:func:`memory_plan`), padded to the graph's ``slots``
-    ``(frames, pointers)``: ``memory (F, mem_dim, grid, grid)`` float32 from each planned frame's bf16 memory,
+    ``(frames, pointers)``: ``memory (F, mem_dim, grid, grid)`` float32 from each planned frame's bf16 memory (EdgeTAM's
+    ``(F, 512, mem_dim)``: ``video["memory_shape"]`` when given),
     ``memory_tpos (F,)`` int64 (SAM 2's ``num_maskmem - t_pos - 1``), ``memory_valid (F,)``, ``obj_ptrs (P, hidden)``,
     ``obj_ptr_tpos (P, tpos_dim)``, ``obj_ptr_valid (P,)`` (1 for a used slot). ``find(t)``: frame ``t``'s output
     (its ``maskmem`` and ``obj_ptr``); ``video``: the folder's ``params.video``."""
     frame_slots, pointer_slots = slots
-    memory = np.zeros((frame_slots, video["mem_dim"], grid, grid), np.float32)
+    memory = np.zeros((frame_slots, *video.get("memory_shape", (video["mem_dim"], grid, grid))), np.float32)
     tpos = np.zeros(frame_slots, np.int64)
     valid = np.zeros(frame_slots, np.float32)
     for i, (t, t_pos) in enumerate(plan.frames):

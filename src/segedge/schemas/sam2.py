@@ -84,6 +84,11 @@ def _check_sam2_video(f: Fields, video: dict, shapes, size: int) -> None:
     no_obj = video.get("no_obj_ptr")
     if no_obj is not None:
         f.numbers(no_obj, f"{v}.no_obj_ptr", hidden)
+    # one memory frame: SAM 2's (mem_dim, grid, grid) map, or EdgeTAM's perceiver tokens (512, mem_dim)
+    memory = video.get("memory_shape", [mem, g, g])
+    if not isinstance(memory, list) or not memory or not all(type(d) is int and d > 0 for d in memory):
+        f.fail(f"{v}.memory_shape", "must be a list of positive integers (one memory frame's shape)")
+        memory = [mem, g, g]
     graph_shape(f, shapes, "encoder", "vision_feat", (1, hidden, g, g), what)
     graph_shape(f, shapes, "decoder", "obj_ptr", (1, 4, hidden), what)
     specs = f.get(video, "memory_graphs", f"{v}.memory_graphs")
@@ -100,7 +105,7 @@ def _check_sam2_video(f: Fields, video: dict, shapes, size: int) -> None:
         )
         for name, shape in (
             ("vision_feat", (1, hidden, g, g)),
-            ("memory", (frames, mem, g, g)),
+            ("memory", (frames, *memory)),
             ("memory_tpos", (frames,)),
             ("memory_valid", (frames,)),
             ("obj_ptrs", (ptrs, hidden)),
@@ -116,7 +121,7 @@ def _check_sam2_video(f: Fields, video: dict, shapes, size: int) -> None:
         ("mask_logits", (1, 1, low, low)),
         ("object_score_logits", (1, 1)),
         ("binarize", (1,)),
-        ("maskmem_features", (1, mem, g, g)),
+        ("maskmem_features", (1, *memory)),
     ):
         graph_shape(f, shapes, "memory_encoder", name, shape, what)
     graph_shape(f, shapes, "mask_downsample", "mask", (1, 1, size, size), what)
