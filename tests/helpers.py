@@ -551,3 +551,20 @@ def cli_json_masks(record: dict) -> np.ndarray:
     assert [i["area"] for i in saved["instances"]] == [i["area"] for i in record["instances"]]
     rles = [dict(i["rle"], counts=i["rle"]["counts"].encode()) for i in saved["instances"]]
     return np.stack([mask_utils.decode(r).astype(bool) for r in rles]) if rles else np.zeros((0, 1, 1), bool)
+
+
+def video_session(predictor, clip, events) -> dict:
+    """Run ``events`` (``[(verb, kwargs)]``: SAM2VideoPredictor's verbs and keywords, ``"propagate"`` for
+    ``propagate_in_video``) on a predictor, segedge's or a package's; returns ``{(step, frame): (obj_ids, bool masks
+    (N, H, W))}``."""
+    state = predictor.init_state(video_path=str(clip))
+    results = {}
+    for step, (verb, kwargs) in enumerate(events):
+        if verb == "propagate":
+            outputs = predictor.propagate_in_video(state, **kwargs)
+        else:
+            outputs = [getattr(predictor, verb)(state, **kwargs)]
+        for frame, ids, logits in outputs:
+            arr = logits.numpy() if hasattr(logits, "numpy") else logits
+            results[(step, frame)] = (list(ids), arr[:, 0] > 0)
+    return results

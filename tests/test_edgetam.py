@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import mask_iou, one_error_line, run_cli
+from helpers import mask_iou, one_error_line, run_cli, video_session
 from segedge.bench.video_reference import pan_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,9 +55,9 @@ def edgetam_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def edgetam_folder(edgetam_ckpt, export_cache) -> Path:
-    from segedge.export.sam2 import export_edgetam
+    from segedge.export.sam2 import export_sam2
 
-    return export_cache.folder(export_edgetam, edgetam_ckpt, name="edgetam")
+    return export_cache.folder(export_sam2, edgetam_ckpt, name="edgetam", edgetam=True)  # `segedge export edgetam`
 
 
 @pytest.fixture(scope="module")
@@ -78,21 +78,11 @@ def reference(edgetam_ckpt, clip, tmp_path_factory) -> dict:
 
 
 def _ours(folder: Path, backend: str, clip: Path, events) -> dict:
+    """segedge's tracker on ``events``: ``{(step, frame, obj): bool mask}``."""
     from segedge.runtime.sam2_video import Sam2Video
 
-    tracker = Sam2Video(folder, backend, precision="f32")
-    state = tracker.init_state(video_path=str(clip))
-    out = {}
-    for step, (verb, kwargs) in enumerate(events):
-        calls = (
-            tracker.propagate_in_video(state, **kwargs)
-            if verb == "propagate"
-            else [tracker.add_new_points_or_box(state, **kwargs)]
-        )
-        for frame, ids, logits in calls:
-            for obj, mask in zip(ids, logits[:, 0] > 0):
-                out[(step, frame, obj)] = mask
-    return out
+    session = video_session(Sam2Video(folder, backend, precision="f32"), clip, events)
+    return {(*key, obj): mask for key, (ids, masks) in session.items() for obj, mask in zip(ids, masks)}
 
 
 @pytest.mark.slow

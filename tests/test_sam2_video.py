@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import mask_iou, one_error_line, run_cli, run_segedge, sam2_config, sam2_image_size
+from helpers import mask_iou, one_error_line, run_cli, run_segedge, sam2_config, sam2_image_size, video_session
 from segedge.bench.video_reference import pan_clip, sam2_video_predictor
 from segedge.runtime.sam2_memory import (
     TrackedFrames,
@@ -235,26 +235,6 @@ def test_memory_graphs_match_sam2(model, sam2_tiny_folder, backend):
 
 
 # -- the tracker against SAM2VideoPredictor ---------------------------------------------------------
-def _session(predictor, clip, events):
-    """Run ``events`` on a predictor with SAM2VideoPredictor's verbs (its keywords too: ``video_path``); returns
-    {(step, frame): (obj_ids, masks)}."""
-    state = predictor.init_state(video_path=str(clip))
-    results = {}
-    for step, (verb, kwargs) in enumerate(events):
-        if verb == "propagate":
-            for frame, ids, logits in predictor.propagate_in_video(state, **kwargs):
-                results[(step, frame)] = (list(ids), _bool(logits))
-        else:
-            frame, ids, logits = getattr(predictor, verb)(state, **kwargs)
-            results[(step, frame)] = (list(ids), _bool(logits))
-    return results
-
-
-def _bool(logits):
-    arr = logits.numpy() if isinstance(logits, torch.Tensor) else logits
-    return arr[:, 0] > 0
-
-
 EVENTS = [
     # object 1: a click near the left edge on frame 0; the pan takes it out of the picture by frame 2
     ("add_new_points_or_box", dict(frame_idx=0, obj_id=1, points=[[60, 240]], labels=[1])),
@@ -281,7 +261,7 @@ def _reference_predictor(checkpoint):
 
 @pytest.fixture(scope="module")
 def reference_results(sam2_tiny_ckpt, clip):
-    return _session(_reference_predictor(sam2_tiny_ckpt), clip, EVENTS)
+    return video_session(_reference_predictor(sam2_tiny_ckpt), clip, EVENTS)
 
 
 @pytest.mark.slow
@@ -293,7 +273,7 @@ def test_tracking_agrees_with_sam2_video_predictor(sam2_tiny_folder, clip, refer
 
     events = EVENTS if backend == "openvino" else SHORT
     # hole filling off on both sides (sam2's needs its CUDA extension): tested on its own at the end of the file
-    ours = _session(Sam2Video(sam2_tiny_folder, backend, precision="f32", fill_hole_area=0), clip, events)
+    ours = video_session(Sam2Video(sam2_tiny_folder, backend, precision="f32", fill_hole_area=0), clip, events)
     reference = {key: reference_results[key] for key in ours}
     ious, pairs = {}, 0
     for key, (ids, masks) in reference.items():
@@ -491,8 +471,8 @@ def test_mask_prompt_agrees_with_sam2_video_predictor(sam2_tiny_ckpt, sam2_tiny_
         ("add_new_mask", dict(frame_idx=1, obj_id=5, mask=mask)),
         ("propagate", dict(max_frame_num_to_track=3)),
     ]
-    ours = _session(Sam2Video(sam2_tiny_folder, "openvino", precision="f32", fill_hole_area=0), clip, events)
-    reference = _session(_reference_predictor(sam2_tiny_ckpt), clip, events)
+    ours = video_session(Sam2Video(sam2_tiny_folder, "openvino", precision="f32", fill_hole_area=0), clip, events)
+    reference = video_session(_reference_predictor(sam2_tiny_ckpt), clip, events)
     assert ours.keys() == reference.keys() == {(0, 1), (1, 1), (1, 2), (1, 3), (1, 4)}
     ious = [mask_iou(reference[k][1][0], ours[k][1][0]) for k in reference]
     fills = [float(reference[k][1][0].mean()) for k in reference]

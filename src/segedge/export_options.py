@@ -339,8 +339,9 @@ EDGETAM = ExportEntry(
     "(SAM2_BUILD_CUDA=0 pip install --no-build-isolation -c constraints.txt sam2==1.1.0 timm); read with "
     "weights_only=True.",
     "path to edgetam.pt, or edgetam to download it",
-    "segedge.export.sam2:export_edgetam",
+    "segedge.export.sam2:export_sam2",
     _SAM2_TRACKING,
+    fixed={"edgetam": True},
 )
 CLIP = ExportEntry(
     "clip",

@@ -14,7 +14,7 @@ from pathlib import Path
 from segedge.errors import CheckpointError
 from segedge.export.common import check_output_folder, export_graph, finish_manifest, staging_folder, tool_versions
 from segedge.export.qkv_split import split_qkv_projections
-from segedge.export.sam2_arch import EDGETAM, IMAGE_SIZE, check_image_size, load_sam2, load_state_dict
+from segedge.export.sam2_arch import EDGETAM, IMAGE_SIZE, check_image_size, load_sam2
 from segedge.export_options import COND_FRAMES, PROMPT_SLOTS
 from segedge.manifest import Manifest
 
@@ -40,6 +40,7 @@ def export_sam2(
     video: bool = True,
     cond_frames: int = DEFAULT_COND_FRAMES,
     image_size: int = IMAGE_SIZE,
+    edgetam: bool | None = None,
     simplify: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -48,7 +49,9 @@ def export_sam2(
     ``video``: also write the graphs video tracking runs (:mod:`segedge.export.sam2_video`), with a
     memory bank of ``cond_frames`` prompted frames plus SAM 2's ``num_maskmem - 1`` recent ones.
     ``image_size``: the square SAM 2 runs at, pixels (1024, its own; a multiple of 32 from 256 to 2048, for
-    checkpoints trained at another size: every grid scales with it, S/16 a side for the image embedding)."""
+    checkpoints trained at another size: every grid scales with it, S/16 a side for the image embedding).
+    ``edgetam``: True for ``segedge export edgetam`` (the checkpoint must be EdgeTAM's: a SAM 2 file is refused with
+    the command that takes it); None takes either (an EdgeTAM folder is a SAM 2 folder, variant ``edgetam``)."""
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
@@ -62,7 +65,7 @@ def export_sam2(
         raise CheckpointError(f"--prompt-slots must be at least 3 (a box and SAM 2's pad token), got {prompt_slots}")
     if video and not 2 <= cond_frames <= 16:
         raise CheckpointError(f"--cond-frames must be between 2 and 16 (SAM 2 selects at least 2), got {cond_frames}")
-    model, arch = load_sam2(checkpoint, image_size)
+    model, arch = load_sam2(checkpoint, image_size, edgetam)
     split_qkv_projections(model.image_encoder)  # Hiera: no reference Split kernel in OpenVINO (export.qkv_split)
     image = torch.zeros(1, 3, image_size, image_size)
     low_res = image_size // 4
@@ -117,37 +120,6 @@ def export_sam2(
         manifest = _manifest(model, arch, graphs, image_size, prompt_slots, video_params)
         finish_manifest(folder, manifest, ckpt)
     return Path(out_dir)
-
-
-def export_edgetam(
-    checkpoint: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    prompt_slots: int = DEFAULT_SLOTS,
-    video: bool = True,
-    cond_frames: int = DEFAULT_COND_FRAMES,
-    simplify: bool = True,
-    overwrite: bool = False,
-) -> Path:
-    """Export an EdgeTAM checkpoint (``edgetam.pt``: RepViT-M1 trunk, spatial perceiver; 1024 pixels) to a SAM 2
-    folder (family ``sam2``, variant ``edgetam``): the same graphs and tracker as SAM 2.1, EdgeTAM's memory
-    (:mod:`segedge.export.edgetam_video`). A SAM 2 / 2.1 checkpoint is refused with the command that takes it."""
-    from segedge.export.edgetam_arch import is_edgetam
-
-    check_output_folder(out_dir, overwrite)
-    if not is_edgetam(load_state_dict(checkpoint)):
-        raise CheckpointError(
-            f"{checkpoint} is a SAM 2 checkpoint, not EdgeTAM (no spatial_perceiver.* tensors): use `segedge export sam2`"
-        )
-    return export_sam2(
-        checkpoint,
-        out_dir,
-        prompt_slots=prompt_slots,
-        video=video,
-        cond_frames=cond_frames,
-        simplify=simplify,
-        overwrite=overwrite,
-    )
 
 
 def _manifest(model, arch, graphs: dict, image_size: int, prompt_slots: int, video_params: dict | None) -> Manifest:

@@ -158,13 +158,17 @@ def build_sam2(arch: Sam2Arch, state: dict | None = None, image_size: int = IMAG
     return model.eval()
 
 
-def load_sam2(checkpoint: str | os.PathLike, image_size: int = IMAGE_SIZE):
+def load_sam2(checkpoint: str | os.PathLike, image_size: int = IMAGE_SIZE, edgetam: bool | None = None):
     """``(model, arch)`` from a checkpoint file, built for ``image_size`` pixels a side (SAM 2 / 2.1 by its Hiera
-    trunk, or EdgeTAM, which runs at 1024 only)."""
+    trunk, or EdgeTAM, which runs at 1024 only). ``edgetam=True``: refuse anything but an EdgeTAM checkpoint."""
     check_image_size(image_size)  # before the checkpoint is read
     state = load_state_dict(checkpoint)
     from segedge.export import edgetam_arch
 
+    if edgetam and not edgetam_arch.is_edgetam(state):
+        raise CheckpointError(
+            f"{checkpoint} is a SAM 2 checkpoint, not EdgeTAM (no spatial_perceiver.* tensors): use `segedge export sam2`"
+        )
     if edgetam_arch.is_edgetam(state):
         if image_size != edgetam_arch.IMAGE_SIZE:
             raise CheckpointError(f"EdgeTAM runs at {edgetam_arch.IMAGE_SIZE} pixels only (its rotary grids are fixed)")
