@@ -20,12 +20,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import contextlib
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+LS_VENV = Path(os.environ.get("SEGEDGE_LABEL_STUDIO_VENV", Path(__file__).resolve().parents[1] / ".venv-labelstudio"))
 LEGACY_TOKEN = "5e9edbe5e9edbe5e9edbe5e9edbe5e9edbe5e9ed"
 TEMPLATE = "segedge-migrated"  # a data folder inside Label Studio's venv holding the migrated database
 DATABASE = "label_studio.sqlite3"
@@ -301,3 +304,22 @@ def decode_brushes(venv: Path, regions: list, tmp_path: Path) -> list[np.ndarray
     )
     assert done.returncode == 0, done.stderr
     return [np.load(tmp_path / f"{i}.npy") for i in range(len(regions))]
+
+
+def _note(request, text: str) -> None:
+    """Print ``text`` now, past pytest's capture."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\nnote: {text}", flush=True)
+
+
+def label_studio_for_module(request, tmp_path_factory):
+    """A running Label Studio (:class:`LabelStudio`) on a copy of the migrated database: a test module's
+    ``label_studio = pytest.fixture(scope="module", name="label_studio")(label_studio_for_module)``."""
+    exe = LS_VENV / "bin" / "label-studio"
+    if not exe.exists():
+        pytest.skip(f"no Label Studio at {exe}: scripts/test.sh installs it (or set SEGEDGE_LABEL_STUDIO_VENV)")
+    data = tmp_path_factory.mktemp("label-studio")
+    with running_label_studio(LS_VENV, data, lambda text: _note(request, text)) as (url, seconds):
+        print(f"Label Studio answered /health after {seconds:.1f} s (database migrated beforehand)")
+        yield LabelStudio(url)

@@ -8,7 +8,6 @@ Label Studio's database is migrated once per venv (tests/label_studio_server.py)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -20,27 +19,24 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from label_studio_server import (
     LEGACY_TOKEN,
-    LabelStudio,
+    LS_VENV,
     Recorder,
     decode_brushes,
     keypoint,
+    label_studio_for_module,
     post,
     rectangle,
     rle_pack_decode,
-    running_label_studio,
 )
 
 from segedge.imageio import read_image
 
-ROOT = Path(__file__).resolve().parents[1]
-LS_VENV = Path(os.environ.get("SEGEDGE_LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))
 CONFIG = """<View>
   <Image name="image" value="$image"/>
   <BrushLabels name="mask" toName="image">
@@ -53,22 +49,7 @@ CONFIG = """<View>
 </View>"""
 
 
-def _note(request, text: str) -> None:
-    """Print ``text`` now, past pytest's capture."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        print(f"\nnote: {text}", flush=True)
-
-
-@pytest.fixture(scope="module")
-def label_studio(request, tmp_path_factory):
-    exe = LS_VENV / "bin" / "label-studio"
-    if not exe.exists():
-        pytest.skip(f"no Label Studio at {exe}: scripts/test.sh installs it (or set SEGEDGE_LABEL_STUDIO_VENV)")
-    data = tmp_path_factory.mktemp("label-studio")
-    with running_label_studio(LS_VENV, data, lambda text: _note(request, text)) as (url, seconds):
-        print(f"Label Studio answered /health after {seconds:.1f} s (database migrated beforehand)")
-        yield LabelStudio(url)
+label_studio = pytest.fixture(scope="module", name="label_studio")(label_studio_for_module)
 
 
 @pytest.fixture(scope="module")

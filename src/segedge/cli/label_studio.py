@@ -32,7 +32,7 @@ def _label_studio(args) -> int:
             threads=args.threads,
             cache_bytes=args.cache_mb * 2**20,
         )
-        return service, create_app(service, access)
+        return service, create_app(service, access, args.track_frames)
 
     def notes(service):
         if url is None:
@@ -63,7 +63,7 @@ def register(sub) -> None:
         description="Serve model folders to Label Studio as an ML backend (Settings -> Model -> Connect Model): "
         "smart KeyPointLabels / RectangleLabels prompts answered with SAM's mask, and 'Retrieve predictions' "
         "with SAM's everything masks or FastSAM/YOLO detections, as BrushLabels (Label Studio's RLE) and "
-        "PolygonLabels. No torch, no GPU.",
+        "PolygonLabels; video projects' VideoRectangle objects tracked by SAM 2.1 / EdgeTAM. No torch, no GPU.",
     )
     ls.add_argument(
         "--model",
@@ -71,7 +71,7 @@ def register(sub) -> None:
         required=True,
         metavar="DIR",
         dest="models",
-        help="a SAM, MobileSAM, SAM 2.1 or FastSAM/YOLO model folder; repeat to offer several "
+        help="a SAM, MobileSAM, SAM 2.1, EdgeTAM, SAM 3 or FastSAM/YOLO model folder; repeat to offer several "
         "(the first at the root URL, each at /models/NAME)",
     )
     ls.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -99,6 +99,13 @@ def register(sub) -> None:
         type=whole_number(0),
         default=1024,
         help="memory for cached images and embeddings, MiB (default 1024)",
+    )
+    ls.add_argument(
+        "--track-frames",
+        type=whole_number(1),
+        default=None,
+        help="video projects: frames SAM 2 tracks past the last keyframe per request (default 10, as Label "
+        "Studio's own SAM 2 backend; a SAM 2 or EdgeTAM folder with video graphs)",
     )
     ls.add_argument("--access-log", action="store_true", help="log every request")
     ls.set_defaults(run=_label_studio)

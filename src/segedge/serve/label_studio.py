@@ -15,7 +15,9 @@ given, the bare routes serve the first):
   the label's own value; one-class models such as FastSAM take the first label); YOLOE folders detect the project's
   labels themselves: their names are its text prompts. SAM 3 folders find every instance of each label's name
   (its concepts); interactively, a ``<TextArea>``'s text is a concept prompt (with a rectangle: an example of
-  it), its instances labelled by name where a label takes it, else by the smart tool's label.
+  it), its instances labelled by name where a label takes it, else by the smart tool's label. A video project
+  (``<Video>`` with ``<VideoRectangle>``): every object of the context tracked on by a SAM 2 / EdgeTAM folder's
+  video graphs, each answered as its region with one keyframe per tracked frame (:mod:`segedge.serve.ls_video`).
 - ``POST /webhook``: acknowledged (segedge does not train), ``GET /metrics``: ``{}``.
 
 Every region is a ``brushlabels`` mask in Label Studio's RLE when the config has ``BrushLabels``, and polygons
@@ -50,6 +52,16 @@ from segedge.serve.ls_protocol import (
     polygon_region,
 )
 from segedge.serve.errors import NotFound
+from segedge.serve.ls_video import (
+    TRACK_FRAMES,
+    VideoConfig,
+    check_framerate,
+    parse_video_config,
+    tracked_sequence,
+    tracking_plan,
+    video_objects,
+    video_region,
+)
 from segedge.serve.service import SegmentService, class_list
 
 log = logging.getLogger("segedge.label_studio")
@@ -62,10 +74,12 @@ URL_CACHE = 256  # image URLs remembered (-> image id) so clicks on one task rea
 class LabelStudioBackend:
     """The protocol's work over a :class:`SegmentService` (pure of HTTP: the app below is a thin shell)."""
 
-    def __init__(self, service: SegmentService, access: LabelStudioAccess):
+    def __init__(self, service: SegmentService, access: LabelStudioAccess, track_frames: int | None = None):
         self.service = service
         self.access = access
+        self.track_frames = TRACK_FRAMES if track_frames is None else int(track_frames)
         self._urls: OrderedDict[str, str] = OrderedDict()
+        self._videos: dict[str, str] = {}  # video URL -> video id in the service's store
         self._projects: dict[str, LabelStudioAccess] = {}  # what /setup told us, per project, where we lack it
         self._lock = threading.Lock()
 
@@ -81,7 +95,14 @@ class LabelStudioBackend:
         """Check the project's labeling config. Label Studio also sends its address (``hostname``) and the
         project owner's legacy token (``access_token``): they fill in what ``--label-studio-url`` / ``--api-key``
         left out, for that project (the token works only where the organization allows legacy tokens)."""
-        parse_label_config(body.get("schema") or body.get("label_config") or "")
+        schema = body.get("schema") or body.get("label_config") or ""
+        if parse_video_config(schema) is None:
+            parse_label_config(schema)
+        elif self.service.served(name).name not in self.service.video.models:
+            raise LabelConfigError(
+                f"this project labels video; {self.service.served(name).name} does not track video: connect a SAM 2.1 "
+                "or EdgeTAM folder exported with its video graphs"
+            )
         hostname, token = body.get("hostname"), body.get("access_token")
         if (self.access.url is None or self.access.api_key is None) and (hostname or token):
             url = self.access.url or (hostname.rstrip("/") if isinstance(hostname, str) and hostname else None)
@@ -116,9 +137,13 @@ class LabelStudioBackend:
         tasks = body.get("tasks")
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, dict) for t in tasks):
             raise SegedgeError("the request has no tasks (a list of Label Studio tasks)")
-        config = parse_label_config(body.get("label_config") or "")
         params = body.get("params") or {}
-        prompts = context_prompts(params.get("context") if isinstance(params, dict) else None)
+        context = params.get("context") if isinstance(params, dict) else None
+        video = parse_video_config(body.get("label_config") or "")
+        if video is not None:  # a video project: its context's objects tracked (none without: nothing to track)
+            return {"results": [self._track(name, body, video, tasks[0], context)] if context else []}
+        config = parse_label_config(body.get("label_config") or "")
+        prompts = context_prompts(context)
         version = self.model_version(name)
         results = []
         for task in tasks[:1] if prompts is not None else tasks:  # a context belongs to the one task on screen
@@ -134,6 +159,59 @@ class LabelStudioBackend:
             log.info("task %s: %d regions in %.0f ms", task.get("id"), len(regions), (time.perf_counter() - t0) * 1e3)
             results.append({"result": regions, "score": score, "model_version": version})
         return {"results": results}
+
+    def _track(self, name, body: dict, config: VideoConfig, task: dict, context) -> dict:
+        """One task's videorectangle regions, each object of ``context`` tracked on (:mod:`segedge.serve.ls_video`)."""
+        served, videos = self.service.served(name), self.service.video
+        data = task.get("data") if isinstance(task.get("data"), dict) else {}
+        if config.data_key not in data:
+            raise SegedgeError(
+                f'task {task.get("id")} has no data.{config.data_key} (the <Video value="${config.data_key}"> '
+                "of the labeling config)"
+            )
+        value = data[config.data_key]
+        with self._lock:
+            video_id = self._videos.get(value)
+        try:
+            info = videos.store.get(video_id).info() if video_id else None
+        except NotFound:  # dropped from the store: read it again
+            info = None
+        if info is None:
+            raw = self._access_for(body).read(value, task.get("id"), videos.store.max_bytes, "video")
+            info = videos.store.add(raw)
+            with self._lock:
+                self._videos[value] = info["video_id"]
+                while len(self._videos) > URL_CACHE:
+                    self._videos.pop(next(iter(self._videos)))
+        check_framerate(config, info["fps"])
+        session = videos.session(served.name, info["video_id"])
+        size, fps = (info["width"], info["height"]), info["fps"]
+        objects = video_objects(context, size, info["frames"])
+        start, total, prompts = tracking_plan(objects, info["frames"], min(self.track_frames, videos.max_track_frames))
+        t0 = time.perf_counter()
+        tracked = session.track_boxes(prompts, start, total, videos.heavy) if total else {}
+        log.info(
+            "task %s: %d objects tracked over %d frames in %.0f ms",
+            task.get("id"),
+            len(objects),
+            total,
+            (time.perf_counter() - t0) * 1e3,
+        )
+        regions, scores = [], []
+        for k, obj in enumerate(objects):
+            if obj.ended:
+                continue
+            boxes = {f: per[k][0] for f, per in tracked.items() if k in per}
+            mine = [per[k][1] for f, per in tracked.items() if k in per and f > obj.last and per[k][1] is not None]
+            score = float(np.mean(1 / (1 + np.exp(-np.array(mine))))) if mine else 1.0
+            scores.append(score)
+            sequence = tracked_sequence(obj, boxes, size, fps)
+            regions.append(video_region(obj, config, sequence, info["frames"], fps, score))
+        return {
+            "result": regions,
+            "score": float(np.mean(scores)) if scores else 0.0,
+            "model_version": self.model_version(name),
+        }
 
     def _regions(self, name, image_id: str, config: LabelConfig, prompts) -> tuple[list, float]:
         served = self.service.served(name)
@@ -212,9 +290,12 @@ def outline_polygons(masks, i: int) -> list[np.ndarray]:
     return [np.asarray(flat, np.float64).reshape(-1, 2) for flat in found]
 
 
-def create_app(service: SegmentService, access: LabelStudioAccess) -> FastAPI:  # noqa: C901 (see pyproject)
-    """The FastAPI app of a :class:`LabelStudioBackend` over ``service``."""
-    backend = LabelStudioBackend(service, access)
+def create_app(  # noqa: C901 (see pyproject)
+    service: SegmentService, access: LabelStudioAccess, track_frames: int | None = None
+) -> FastAPI:
+    """The FastAPI app of a :class:`LabelStudioBackend` over ``service`` (``track_frames``: video frames tracked
+    past the last keyframe per request, :data:`~segedge.serve.ls_video.TRACK_FRAMES` when None)."""
+    backend = LabelStudioBackend(service, access, track_frames)
     app = FastAPI(title="segedge Label Studio ML backend", version=__version__, docs_url=None, redoc_url=None)
 
     async def call(fn, *args):

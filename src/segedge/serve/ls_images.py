@@ -71,20 +71,20 @@ class LabelStudioAccess:
                 self._access = (access, time.monotonic() + 240)  # access tokens live 5 minutes
             return {"Authorization": f"Bearer {self._access[0]}"}
 
-    def read(self, value: str, task_id=None) -> bytes:
-        """The image file's bytes for a task's image value (see the module docstring); ``task_id`` is needed
-        for cloud storage URIs only."""
+    def read(self, value: str, task_id=None, max_bytes: int = MAX_IMAGE_BYTES, what: str = "image") -> bytes:
+        """The file's bytes for a task's image (or video: ``what``) value (see the module docstring), at most
+        ``max_bytes``; ``task_id`` is needed for cloud storage URIs only."""
         if not isinstance(value, str) or not value:
-            raise ImageFetchError(f"the task's image is {value!r}, not a URL or Label Studio path")
+            raise ImageFetchError(f"the task's {what} is {value!r}, not a URL or Label Studio path")
         parsed = urllib.parse.urlparse(value)
         if parsed.scheme in ("http", "https"):
             same_host = self.url is not None and value.startswith(self.url.rstrip("/") + "/")
-            return self._download(value, self._auth_header() if same_host else {})
+            return self._download(value, self._auth_header() if same_host else {}, max_bytes)
         if parsed.scheme in CLOUD_SCHEMES:
             if task_id is None:
                 raise ImageFetchError(f"{value}: a cloud storage URI needs its task's id to be presigned")
             path = f"/tasks/{int(task_id)}/presign/?fileuri={urllib.parse.quote(value, safe='')}"
-            return self._download(self._in_label_studio(value, path), self._auth_header())
+            return self._download(self._in_label_studio(value, path), self._auth_header(), max_bytes)
         if parsed.scheme or not value.startswith("/"):
             raise ImageFetchError(
                 f"{value}: not an http(s) URL, a cloud storage URI nor a Label Studio path "
@@ -100,8 +100,8 @@ class LabelStudioAccess:
             if path != root and root not in path.parents:
                 raise ImageFetchError(f"{value}: {path} is outside the local-files root {root}: refused")
             if path.is_file():
-                return _read_file(path)
-        return self._download(self._in_label_studio(value, value), self._auth_header())
+                return _read_file(path, max_bytes)
+        return self._download(self._in_label_studio(value, value), self._auth_header(), max_bytes)
 
     def _in_label_studio(self, value: str, path: str) -> str:
         if self.url is None:
@@ -111,18 +111,18 @@ class LabelStudioAccess:
             )
         return self.url.rstrip("/") + path
 
-    def _download(self, url: str, headers: dict) -> bytes:
+    def _download(self, url: str, headers: dict, max_bytes: int) -> bytes:
         request = urllib.request.Request(url, headers=headers)
         try:
             with _OPENER.open(request, timeout=TIMEOUT_S) as response:
-                data = response.read(MAX_IMAGE_BYTES + 1)
+                data = response.read(max_bytes + 1)
         except urllib.error.HTTPError as exc:
             hint = " (check --api-key)" if exc.code in (401, 403) else ""
             raise ImageFetchError(f"{url}: HTTP {exc.code} {exc.reason}{hint}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise ImageFetchError(f"{url}: cannot be read ({getattr(exc, 'reason', exc)})") from None
-        if len(data) > MAX_IMAGE_BYTES:
-            raise ImageFetchError(f"{url}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
+        if len(data) > max_bytes:
+            raise ImageFetchError(f"{url}: larger than {max_bytes >> 20} MiB")
         return data
 
 
@@ -150,7 +150,7 @@ class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_KeyStaysHome)
 
 
-def _read_file(path: Path) -> bytes:
-    if path.stat().st_size > MAX_IMAGE_BYTES:
-        raise ImageFetchError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    if path.stat().st_size > max_bytes:
+        raise ImageFetchError(f"{path}: larger than {max_bytes >> 20} MiB")
     return path.read_bytes()

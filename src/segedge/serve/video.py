@@ -280,6 +280,31 @@ class TrackSession:
         threading.Thread(target=self._run, args=(job, heavy), name=f"segedge-track-{job_id}", daemon=True).start()
         return job
 
+    def track_boxes(self, prompts: list, start: int, total: int, heavy: threading.Semaphore) -> dict:
+        """In this thread (Label Studio's request): forget every object, prompt ``prompts`` ``[(frame, obj_id,
+        box xyxy)]``, track ``total`` frames forward from ``start``. Returns ``{frame: {obj_id: (box xyxy (4,)
+        float32, x2/y2 exclusive, or None for an empty mask, object score logit)}}``."""
+        from segedge.postprocess.masks import RoiMasks
+
+        self._idle()
+        with self.lock:
+            self._idle()
+            self.tracker.reset_state(self.state)
+            for frame, obj_id, box in prompts:
+                self.tracker.add_new_points_or_box(self.state, frame, obj_id, box=box)
+            steps = self.tracker.propagate_in_video(self.state, start_frame_idx=start, max_frame_num_to_track=total - 1)
+            out = {}
+            try:
+                while (step := _next_under(heavy, steps)) is not None:
+                    frame, ids, logits = step
+                    masks = RoiMasks.from_dense(logits[:, 0] > 0)
+                    boxes, areas = masks.extents(), masks.areas()
+                    scores = self.tracker.object_scores(self.state, frame)
+                    out[frame] = {o: (boxes[i] if areas[i] else None, scores[i]) for i, o in enumerate(ids)}
+            finally:
+                steps.close()
+        return out
+
     def _run(self, job: TrackJob, heavy: threading.Semaphore) -> None:
         import logging
 
@@ -290,9 +315,7 @@ class TrackSession:
             )
             try:
                 while not job.stop.is_set():
-                    with heavy:
-                        step = next(frames, None)
-                    if step is None:
+                    if (step := _next_under(heavy, frames)) is None:
                         break
                     job.records.append(self._record(*step))
                 job.status = "stopped" if job.stop.is_set() else "done"
@@ -410,3 +433,9 @@ class VideoService:
         for job in jobs:
             job.stop.set()
         self.store.close()
+
+
+def _next_under(heavy: threading.Semaphore, steps):
+    """The next tracked frame of ``steps`` (a generator), computed holding the service's heavy-work slot."""
+    with heavy:
+        return next(steps, None)
