@@ -229,6 +229,67 @@ def test_clicks_match_sam3s_interactive_predictor(processor, sam3_folder, photo,
     assert compared == 2 * (3 + 1 + 1 + 3 + 1), compared
 
 
+def _interior_click(found) -> tuple[tuple[int, int], int]:
+    """A click deep inside one of ``found``'s instances (the pixel farthest from its mask's edge, over every instance)
+    and the instance it refines (:func:`segedge.runtime.sam3.instance_at`)."""
+    import cv2
+
+    from segedge.runtime.sam3 import instance_at
+
+    depth = [cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) for m in found.masks]
+    best = int(np.argmax([d.max() for d in depth]))
+    y, x = np.unravel_index(int(np.argmax(depth[best])), depth[best].shape)
+    _, index = instance_at([found], x + 0.5, y + 0.5)
+    return (int(x) + 0.5, int(y) + 0.5), index
+
+
+def _in_any_box(boxes, x, y) -> bool:
+    return bool(((boxes[:, 0] <= x) & (x <= boxes[:, 2]) & (boxes[:, 1] <= y) & (y <= boxes[:, 3])).any())
+
+
+def test_a_click_refines_an_instance_found_by_text(processor, photo, sam3_models):
+    """Point refinement after a text: the instance under the click is prompted again with its box and the clicks, as
+    the package's predict_inst(point_coords, point_labels, box=its box) gives it (IoU >= 0.99, both backends, a click
+    and a click + counter-click); the other instances and every score stay as the text found them."""
+    from PIL import Image
+
+    from segedge.runtime.sam3 import concept_result
+
+    state = processor.set_image(Image.open(photo).convert("RGB"))
+    ref = _reference(processor, state, "person", None, None)
+    compared = 0
+    for backend in ("openvino", "onnxruntime"):
+        model = sam3_models(backend)
+        model.set_image(photo)
+        found = model.segment(text="person")
+        assert len(found) == len(ref["scores"]) >= 5
+        (x, y), i = _interior_click(found)
+        x0, y0, x1, y1 = found.boxes[i]
+        counter = next(
+            ((cx, cy) for cx, cy in ((x0 + 2, y0 + 2), (x1 - 3, y1 - 3), (x0 + 2, y1 - 3)) if not found.masks[i, int(cy), int(cx)]),
+            None,
+        )  # fmt: skip
+        assert counter is not None
+        for points, labels in (([[x, y]], [1]), ([[x, y], list(counter)], [1, 0])):
+            want, _, _ = processor.model.predict_inst(
+                state,
+                point_coords=np.asarray(points, np.float32),
+                point_labels=np.asarray(labels, np.float32),
+                box=np.asarray(ref["boxes"][i], np.float32),
+                multimask_output=False,
+            )
+            result = concept_result(model, np.asarray(Image.open(photo).convert("RGB")), model.image, ["person"],
+                                    clicks=(points, labels))  # fmt: skip
+            got = result.masks
+            theirs = want[0] > 0
+            assert 0 < theirs.mean() < 1 and (got[i] & theirs).sum() / (got[i] | theirs).sum() >= 0.99
+            others = [k for k in range(len(found)) if k != i]
+            assert all(np.array_equal(got[k], found.masks[k]) for k in others)
+            assert np.array_equal(result.scores, found.scores)
+            compared += 1
+    assert compared == 4
+
+
 def test_small_holes_are_filled_as_the_package_fills_them():
     """A click's low-res logits with background holes of 1-400 pixels: the masks at the image size equal the package's
     ``SAM2Transforms.postprocess_masks`` with SAM 3's ``max_hole_area`` 256 (8-connected holes, filled with +10);
@@ -304,8 +365,23 @@ def test_segment_command_finds_concepts_and_takes_clicks(sam3_folder, photo, tmp
     (item,) = json.loads(next(out.glob("*.json")).read_text())["instances"]
     masks, scores, _ = model.predict(point_coords=[[400, 250]], point_labels=[1], multimask_output=False)
     assert abs(item["score"] - scores[0]) <= 1e-4 and np.array_equal(rle_decode(item["rle"]), masks[0])
+    # a click with a text refines the instance it is on; a click on none is one line
+    person = model.segment("person")
+    (x, y), index = _interior_click(person)
+    refined = model.refine(person, index, [[x, y]], [1])
+    out = tmp_path / "refine"
+    code, _, err = run_cli(capsys, "segment", photo, "--model", sam3_folder, "--text", "person", "--point", f"{x},{y}", "--out", out)  # fmt: skip
+    assert code == 0, err
+    items = json.loads(next(out.glob("*.json")).read_text())["instances"]
+    assert len(items) == len(person) >= 5 and not np.array_equal(refined.masks[index], person.masks[index])
+    for item, mask in zip(items, refined.masks, strict=True):
+        assert np.array_equal(rle_decode(item["rle"]), mask)
+    empty = np.argwhere(~person.masks.any(axis=0))
+    outside = next((int(c), int(r)) for r, c in empty if not _in_any_box(person.boxes, c, r))
+    code, _, err = run_cli(capsys, "segment", photo, "--model", sam3_folder, "--text", "person", "--point", f"{outside[0]},{outside[1]}", "--out", tmp_path / "none")  # fmt: skip
+    assert code == 2 and "is on no instance of 'person'" in err and len(err.strip().splitlines()) == 1, err
     for args, message in (
-        (["--text", "bus", "--point", "10,10"], "use one kind per run"),
+        (["--text", "bus", "--box", "1,1,20,20"], "an example box is --exemplar"),
         (["--everything"], "--everything is not supported for SAM 3"),
         (["--counter-exemplar", "1,1,20,20"], "--counter-exemplar needs a concept"),
         (["--text", "bus", "--clip", str(sam3_folder)], "--clip is not an option of SAM 3"),
@@ -405,10 +481,13 @@ def test_int8_weights_of_the_encoders_are_gated(sam3_ckpt, export_cache, sam3_mo
 def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_path, sam3_models):
     """The server on a SAM 3 folder: /api/models offers text (concepts) and clicks, no "everything"; a text "bus,
     person" finds what ``Sam3.segment`` finds for each (same counts, scores, masks pixel for pixel, instances named
-    by their text), a box with the text is an example of it, clicks alone run the click decoder, text with clicks is
-    refused in one line; the image is encoded once. Label Studio: "retrieve predictions" asks for the project's
-    labels as concepts (predicted_values included), a TextArea's text is a concept prompt."""
+    by their text), a box with the text is an example of it, clicks alone run the click decoder, a click with a text
+    refines the instance it is on; the image is encoded once. Label Studio: "retrieve predictions" asks for the project's
+    labels as concepts (predicted_values included), a TextArea's text is a concept prompt, a keypoint with it refines
+    the instance it is on."""
     import shutil
+
+    from label_studio_server import rle_pack_decode
 
     from segedge.postprocess.encode import rle_decode
     from segedge.serve.label_studio import LabelStudioBackend
@@ -442,8 +521,12 @@ def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_pat
     click = service.predict(None, image_id, points=[[400, 250]], labels=[1])
     masks, scores, _ = direct.predict(np.array([[400, 250]]), np.array([1]), multimask_output=False)
     assert click["count"] == 1 and np.array_equal(rle_decode(click["instances"][0]["rle"]), masks[0])
-    with pytest.raises(PromptError, match="send clicks without text"):
-        service.predict(None, image_id, text="bus", points=[[400, 250]])
+    (x, y), index = _interior_click(found["person"])
+    refined = service.predict(None, image_id, text="person", points=[[x, y]], labels=[1])
+    want = direct.refine(found["person"], index, [[x, y]], [1]).masks
+    assert refined["count"] == len(want) and refined["cached"]
+    for got, mask in zip(refined["instances"], want, strict=True):
+        assert np.array_equal(rle_decode(got["rle"]), mask)
 
     config = """<View><Image name="image" value="$image"/><BrushLabels name="mask" toName="image">
       <Label value="vehicle" predicted_values="bus"/><Label value="person"/></BrushLabels>
@@ -459,11 +542,18 @@ def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_pat
     body = {"tasks": [task], "label_config": config, "params": {"context": context}}
     regions = backend.predict(None, body)["results"][0]["result"]
     assert [r["value"]["brushlabels"][0] for r in regions] == ["vehicle"] * len(found["bus"])
+    (x, y), index = _interior_click(found["bus"])
     click = {"type": "keypointlabels", "original_width": 800, "original_height": 534, "is_positive": 1}
-    click["value"] = {"x": 50, "y": 50, "keypointlabels": ["person"]}
+    click["value"] = {"x": x * 100 / 800, "y": y * 100 / 534, "keypointlabels": ["person"]}
     body["params"]["context"]["result"].append(click)
-    with pytest.raises(PromptError, match="not with keypoints"):
-        backend.predict(None, body)
+    regions = backend.predict(None, body)["results"][0]["result"]
+    want = direct.refine(found["bus"], index, [[x, y]], [1]).masks
+    assert (
+        len(regions) == len(want) and want[index].any() and not np.array_equal(want[index], found["bus"].masks[index])
+    )
+    for region, mask in zip(regions, want, strict=True):
+        got = rle_pack_decode(region["value"]["rle"]).reshape(*mask.shape, 4)[..., 3] > 0
+        assert np.array_equal(got, mask) and region["value"]["brushlabels"] == ["vehicle"]
     body["params"]["context"]["result"][0]["value"]["text"] = [" "]
     with pytest.raises(PromptError, match="textarea region without text"):
         backend.predict(None, body)
@@ -472,9 +562,10 @@ def test_the_page_api_and_label_studio_find_concepts(sam3_folder, photo, tmp_pat
 def test_the_pages_text_box_finds_concepts(sam3_folder, photo, sam3_models):
     """In headless Chromium: a SAM 3 folder shows the text box (its placeholder asks for concepts); typing "bus,
     person" and Enter lists every instance under its concept's name, and every mask the page holds equals
-    ``Sam3.segment``'s pixel for pixel."""
-    from test_serve_browser import _answered, _rows, _unpack, served_page
+    ``Sam3.segment``'s pixel for pixel; a click on one of them then refines it (``Sam3.refine``), the others kept."""
+    from test_serve_browser import _answered, _at, _rows, _unpack, served_page
 
+    from segedge.runtime.sam3 import instance_at
     from segedge.serve.app import create_app
 
     direct = sam3_models("openvino")
@@ -495,6 +586,18 @@ def test_the_pages_text_box_finds_concepts(sam3_folder, photo, sam3_models):
         assert state["kind"] == "prompt" and [i["label"] for i in state["response"]["instances"]] == labels
         assert [r["name"] for r in _rows(page)] == [f"{i + 1} {label}" for i, label in enumerate(labels)]
         for bits, mask in zip(state["bits"], masks, strict=True):
+            assert (_unpack(bits, (h, w)) == mask).all()
+        # a click on an instance refines it: the page sends the text with the click
+        (x, y), index = _interior_click(found[1][1])
+        page.mouse.click(*_at(page, x / w, y / h))
+        state = _answered(page, 2)
+        (point,) = state["points"]
+        k, i = instance_at([f for _, f in found], *point)  # across both concepts, as the server picks
+        found[k] = (found[k][0], direct.refine(found[k][1], i, [point], [1]))
+        assert [i["label"] for i in state["response"]["instances"]] == labels
+        refined = [m for _, f in found for m in f.masks]
+        assert sum(not np.array_equal(a, b) for a, b in zip(refined, masks)) == 1
+        for bits, mask in zip(state["bits"], refined, strict=True):
             assert (_unpack(bits, (h, w)) == mask).all()
 
 

@@ -79,7 +79,8 @@ def _segment_stages(args, folder, family: str, backend: str):
 
         boxes = [*(args.exemplar or []), *(args.counter_exemplar or [])]
         labels = [1] * len(args.exemplar or []) + [0] * len(args.counter_exemplar or [])
-        return model, concept_stages(model, args.text or [], boxes or None, labels or None)
+        clicks = (points, [lab for _, _, lab in args.point]) if args.point else None  # refine the instance clicked
+        return model, concept_stages(model, args.text or [], boxes or None, labels or None, clicks)
     if spec.vocabulary:  # YOLOE: --text and --refer-* name the classes it detects
         vocabulary(model, args)
     if not spec.promptable:  # FastSAM: prompts select among its everything masks

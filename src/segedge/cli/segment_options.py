@@ -217,12 +217,13 @@ def check_family_options(args, family_name: str) -> None:
 
 
 def _check_concept_options(args, spec) -> None:
-    """SAM 3's concept prompts (``--text``, ``--exemplar``, ``--counter-exemplar``) find every instance: no clicks,
-    no --everything or --multimask, no CLIP, no YOLOE visual prompts."""
-    if args.point or args.box:
+    """SAM 3's concept prompts (``--text``, ``--exemplar``, ``--counter-exemplar``) find every instance; ``--point``
+    clicks refine the instance under the first object click. No --box (an example is --exemplar), no --everything or
+    --multimask, no CLIP, no YOLOE visual prompts."""
+    if args.box:
         raise PromptError(
-            "--point / --box are clicks on one object; --text / --exemplar find every instance of a concept: use one "
-            "kind per run"
+            "--box is a click-box on one object; with --text, an example box is --exemplar X1,Y1,X2,Y2 (and --point "
+            "clicks refine the instance they are on)"
         )
     for flag, used in (
         ("--everything", args.everything),

@@ -185,6 +185,32 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         out = self.ground(text, boxes, box_labels, image=image)  # checks the prompt and that there is an image
         return instances(out, (image or self.image).orig_hw, self.confidence)
 
+    def refine(
+        self, found: Sam3Instances, index: int, point_coords, point_labels=None, *, image: Sam3Image | None = None
+    ) -> Sam3Instances:
+        """``found`` with instance ``index`` re-segmented by clicks: the click decoder prompted with the instance's
+        box and ``point_coords (N, 2)`` xy original pixels, ``point_labels (N,)`` (1 object, 0 background; default
+        all 1), one mask, as the package's ``predict_inst(point_coords=..., point_labels=..., box=found.boxes[index],
+        multimask_output=False)``. Its mask is replaced and its box becomes the new mask's (x2, y2 exclusive; kept
+        when the mask comes out empty); scores and presence are the concept's, kept."""
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < len(found):
+            raise PromptError(f"no instance {index!r} to refine: the concept has {len(found)}")
+        if point_labels is None and point_coords is not None:
+            point_labels = np.ones(len(np.asarray(point_coords).reshape(-1, 2)), np.int64)
+        mask = self.predict(
+            point_coords=point_coords,
+            point_labels=point_labels,
+            box=found.boxes[index],
+            multimask_output=False,
+            image=image,
+        )[0][0]
+        masks, boxes = found.masks.copy(), found.boxes.copy()
+        masks[index] = mask
+        ys, xs = np.nonzero(mask)
+        if xs.size:
+            boxes[index] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        return Sam3Instances(boxes, found.scores, masks, found.presence)
+
     def ground(self, text: str | None = None, boxes=None, box_labels=None, *, image: Sam3Image | None = None) -> dict:
         """The grounding graph's raw outputs for a concept prompt (:meth:`segment`'s arguments), every query kept:
         ``logits (1, Q)``, ``boxes_cxcywh (1, Q, 4)`` (0-1), ``presence (1, 1)``, ``mask_logits (1, Q, 288, 288)``;
@@ -239,15 +265,49 @@ def instances(out: dict[str, np.ndarray], hw: tuple[int, int], confidence: float
     return Sam3Instances(boxes.astype(np.float32).reshape(-1, 4), scores[keep].astype(np.float32), masks, presence)
 
 
-def concept_result(model: Sam3, rgb: np.ndarray, state: Sam3Image, texts, boxes=None, box_labels=None, source=None):
+def instance_at(found: list[Sam3Instances], x: float, y: float) -> tuple[int, int] | None:
+    """``(concept, instance)`` a click at ``(x, y)`` (original pixels) refines: the best-scored instance whose mask
+    holds the pixel, else the best-scored whose box holds the point; None when no instance is there."""
+    col, row = int(np.floor(x)), int(np.floor(y))
+    hits_mask, hits_box = [], []
+    for k, f in enumerate(found):
+        for i in range(len(f)):
+            h, w = f.masks.shape[1:]
+            if 0 <= row < h and 0 <= col < w and f.masks[i, row, col]:
+                hits_mask.append((float(f.scores[i]), k, i))
+            x0, y0, x1, y1 = f.boxes[i]
+            if x0 <= x <= x1 and y0 <= y <= y1:
+                hits_box.append((float(f.scores[i]), k, i))
+    hits = hits_mask or hits_box
+    return None if not hits else max(hits)[1:]
+
+
+def concept_result(
+    model: Sam3, rgb: np.ndarray, state: Sam3Image, texts, boxes=None, box_labels=None, source=None, clicks=None
+):
     """A :class:`~segedge.runtime.result.Result` of every instance of each text in ``texts`` (its class: the text's
     index, its name: the text), each prompted with the example ``boxes`` too; with no text, the boxes' own concept
-    (one class, "exemplar"). What ``segedge segment --text / --exemplar`` writes."""
+    (one class, "exemplar"). ``clicks``: ``(points (N, 2), labels (N,))`` refine the instance under the first
+    object click (:func:`instance_at`, :meth:`Sam3.refine`). What ``segedge segment --text / --exemplar`` writes."""
     from segedge.postprocess.masks import RoiMasks
     from segedge.runtime.result import Result
 
     prompts = list(texts) or [None]
     found = [model.segment(text=t, boxes=boxes, box_labels=box_labels, image=state) for t in prompts]
+    if clicks is not None:
+        points, labels = np.asarray(clicks[0], np.float64).reshape(-1, 2), np.asarray(clicks[1]).reshape(-1)
+        if not (labels == 1).any():
+            raise PromptError("a click that refines an instance must be on it (label 1); add one")
+        x, y = points[int(np.argmax(labels == 1))]
+        where = instance_at(found, x, y)
+        if where is None:
+            named = ", ".join(repr(t) for t in prompts if t is not None) or "the example boxes' concept"
+            raise PromptError(
+                f"the click at ({x:g}, {y:g}) is on no instance of {named} ({sum(map(len, found))} found): click on "
+                "one to refine it, or drop the text to segment a new object"
+            )
+        k, i = where
+        found[k] = model.refine(found[k], i, points, labels, image=state)
     h, w = state.orig_hw
     return Result(
         rgb,

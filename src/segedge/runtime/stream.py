@@ -147,10 +147,11 @@ def _sam_stages(model, points, labels, boxes, multimask):
     return prepare, infer, finish
 
 
-def concept_stages(model, texts, boxes=None, box_labels=None) -> tuple[Callable, Callable, Callable]:
+def concept_stages(model, texts, boxes=None, box_labels=None, clicks=None) -> tuple[Callable, Callable, Callable]:
     """``(prepare, infer, finish)`` for SAM 3's concept prompts: every instance of each text (one class each),
-    with example ``boxes (N, 4)`` xyxy and ``box_labels (N,)`` (1 example, 0 counter-example) on every image;
-    checked before the encoder runs (:func:`segedge.runtime.sam3.concept_result`)."""
+    with example ``boxes (N, 4)`` xyxy and ``box_labels (N,)`` (1 example, 0 counter-example) on every image, and
+    ``clicks`` ``(points, labels)`` refining the instance clicked; checked before the encoder runs
+    (:func:`segedge.runtime.sam3.concept_result`)."""
     from segedge.runtime.sam3 import concept_result
 
     def prepare(item):
@@ -165,7 +166,7 @@ def concept_stages(model, texts, boxes=None, box_labels=None) -> tuple[Callable,
         t0 = time.perf_counter()
         state = model.encode(job.pop("tensor"), None, job["rgb"])
         t1 = time.perf_counter()
-        result = concept_result(model, job["rgb"], state, texts, boxes, box_labels, job["source"])
+        result = concept_result(model, job["rgb"], state, texts, boxes, box_labels, job["source"], clicks)
         result.timings = {**job["timings"], "encoder": (t1 - t0) * 1e3, "grounding": _ms(t1)}
         return _framed(job["item"], result)
 

@@ -221,13 +221,13 @@ class LabelStudioBackend:
             info = self.service.image_info(image_id)
             prompts = prompts.scaled_to((info["width"], info["height"]))
         if prompts is not None and prompts.text is not None:
-            # a TextArea's text: SAM 3 finds every instance of each concept (the rectangle, if any, an example)
+            # a TextArea's text: SAM 3 finds every instance of each concept (the rectangle, if any, an example;
+            # keypoints refine the instance they are on)
             if not spec.concepts:
                 raise PromptError(f"text prompts from a TextArea need a SAM 3 folder; {served.name} is {spec.title}")
-            if prompts.points is not None:
-                raise PromptError("send the text with a rectangle (an example of it) or alone, not with keypoints")
             box = None if prompts.box is None else [prompts.box.tolist()]
-            _, result, _, _ = self.service.concepts_result(name, image_id, class_list(prompts.text), box)
+            clicks = None if prompts.points is None else (prompts.points, prompts.labels)
+            _, result, _, _ = self.service.concepts_result(name, image_id, class_list(prompts.text), box, clicks)
             labels = [config.predicted_label(label, prompts.label) for label in result.labels]
         elif prompts is not None:
             single_click = prompts.box is None and len(prompts.points) == 1 and prompts.labels[0] == 1

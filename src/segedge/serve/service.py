@@ -230,13 +230,11 @@ class SegmentService:
         points, labels = api_clicks(points, labels)
         if points is None and box is None and not text:
             raise PromptError("give points, a box or (FastSAM with --clip) text")
-        if text and family(served.family).concepts:
-            if points is not None or multimask:
-                raise PromptError(
-                    f"{family(served.family).title} finds every instance a text names (a box with it is an example); "
-                    "send clicks without text"
-                )
-            return self.concepts_result(served.name, image_id, class_list(text), [box] if box is not None else None)
+        if text and family(served.family).concepts:  # every instance; a box is an example, clicks refine one
+            if multimask:
+                raise PromptError(f"{family(served.family).title} gives one mask per instance of a text: no multimask")
+            clicks = None if points is None else (points, labels)
+            return self.concepts_result(served.name, image_id, class_list(text), None if box is None else [box], clicks)
         if family(served.family).promptable:
             if text:
                 raise PromptError("text prompts are for FastSAM models (with --clip); SAM takes points and a box")
@@ -276,10 +274,11 @@ class SegmentService:
             timings = {**timings, "prompt": _ms(t1)}
         return served, result, cached, timings
 
-    def concepts_result(self, model: str | None, image_id: str, texts: list[str], boxes=None):
+    def concepts_result(self, model: str | None, image_id: str, texts: list[str], boxes=None, clicks=None):
         """Every instance of each concept (SAM 3): one class per text in ``texts``, each prompted with the example
-        ``boxes`` (xyxy original pixels) too; the image is encoded once (cached with the clicks' embedding).
-        ``(served model, Result, cached, timings ms)`` as :meth:`prompt_result`."""
+        ``boxes`` (xyxy original pixels) too, ``clicks`` ``(points, labels)`` refining the instance clicked; the
+        image is encoded once (cached with the clicks' embedding). ``(served model, Result, cached, timings ms)``
+        as :meth:`prompt_result`."""
         from segedge.runtime.sam3 import concept_result
 
         served = self._model(model)
@@ -287,7 +286,7 @@ class SegmentService:
             raise PromptError(f"{served.name} does not find concepts by text; SAM 3 folders do")
         state, cached, encoder_ms = self._embedding(served, image_id)
         t1 = time.perf_counter()
-        result = concept_result(served.model, self._image(image_id), state, texts, boxes=boxes)
+        result = concept_result(served.model, self._image(image_id), state, texts, boxes=boxes, clicks=clicks)
         return served, result, cached, {**_stage("encoder", encoder_ms), "concepts": _ms(t1)}
 
     # -- everything -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ const S = {
   file: null, bytes: null, bitmap: null,
   imageId: null, width: 0, height: 0, prepared: false,
   points: [], labels: [], box: null,
+  concept: null,         // SAM 3: the text of the instances on screen (clicks refine the one they are on)
   response: null,        // the last mask response (segedge segment's JSON schema)
   kind: null,            // "prompt" | "everything"
   masks: [],             // decoded masks of the response: Uint8Array(h * w), row-major, 1 = inside
@@ -230,7 +231,7 @@ async function prepare() {
 
 // ---- prompts ----------------------------------------------------------------------------------------
 function clearPrompts(redraw = true) {
-  S.points = []; S.labels = []; S.box = null;
+  S.points = []; S.labels = []; S.box = null; S.concept = null;
   setMasks(null, null);
   if (redraw) draw();
 }
@@ -238,10 +239,12 @@ function clearPrompts(redraw = true) {
 async function runPrompt() {
   if (V.on) { await videoPrompt(); return; }
   if (!S.imageId) return;
+  if (!S.points.length && !S.box && S.concept) { await runText(S.concept); return; }  // the refining clicks undone
   if (!S.points.length && !S.box) { setMasks(null, null); draw(); return; }
   const single = S.points.length === 1 && !S.box;  // SAM's advice: candidates for one ambiguous click only
   const body = { points: S.points.length ? S.points : null, labels: S.points.length ? S.labels : null, box: S.box };
-  if (S.model.multimask) body.multimask = $("multimask").checked && single;
+  if (S.concept && S.points.length && !S.box) body.text = S.concept;  // SAM 3: clicks refine the instance they are on
+  else if (S.model.multimask) body.multimask = $("multimask").checked && single;
   await request("/api/predict", body, "prompt");
 }
 
@@ -258,6 +261,7 @@ async function runText(text) {
   const body = { text: text };
   if (S.model.text_finds_concepts && S.box) body.box = S.box;  // SAM 3: the box is an example of the concept
   S.points = []; S.labels = []; S.box = null;
+  S.concept = S.model.text_finds_concepts ? text : null;  // the clicks that follow refine one of its instances
   await request("/api/predict", body, "prompt");
 }
 
