@@ -50,12 +50,12 @@ def _serve_folder(folder: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
     return f"http://127.0.0.1:{server.server_address[1]}", server
 
 
-def _start_backend(args) -> tuple[subprocess.Popen, str]:
+def _start_backend(args, extra: tuple = ()) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "segedge", "label-studio", "--model", args.model, "--port", str(port)]
-    cmd += ["--backend", args.backend, "--precision", args.precision]
+    cmd += ["--backend", args.backend, "--precision", args.precision, *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

@@ -165,6 +165,20 @@ class LabelStudio:
         return tasks["tasks"][-1]
 
 
+def retrieve_predictions(studio: LabelStudio, project: int, task: dict) -> list[dict]:
+    """Label Studio's "Retrieve predictions" on every task of ``project`` (the data manager's action), then the
+    predictions it stored for ``task``."""
+    status, out = studio.call(
+        "POST",
+        f"/api/dm/actions?id=retrieve_tasks_predictions&project={project}",
+        {"selectedItems": {"all": True, "excluded": []}},
+    )
+    assert status == 200, out
+    status, predictions = studio.call("GET", f"/api/predictions?task={task['id']}")
+    assert status == 200, predictions
+    return predictions
+
+
 class Recorder:
     """An HTTP server on 127.0.0.1 (a free port) that records every request as ``(method, path, headers)`` in
     ``seen`` and answers ``GET`` from ``files`` (path with query -> bytes) or ``redirects`` (-> 303 Location), and

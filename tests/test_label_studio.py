@@ -32,6 +32,7 @@ from label_studio_server import (
     label_studio_for_module,
     post,
     rectangle,
+    retrieve_predictions,
     rle_pack_decode,
 )
 
@@ -159,14 +160,8 @@ def test_retrieve_predictions_maps_detections_to_labels(label_studio, backend, b
         {"url": backend[0] + "/models/yolov8n-seg-640", "project": proj["id"], "title": "segedge yolo"},
     )
     assert status == 201 and ml["readable_state"] == "Connected", ml
-    status, out = label_studio.call(
-        "POST",
-        f"/api/dm/actions?id=retrieve_tasks_predictions&project={proj['id']}",
-        {"selectedItems": {"all": True, "excluded": []}},
-    )
-    assert status == 200, out
-    status, predictions = label_studio.call("GET", f"/api/predictions?task={task['id']}")
-    assert status == 200 and len(predictions) == 1, predictions
+    predictions = retrieve_predictions(label_studio, proj["id"], task)
+    assert len(predictions) == 1, predictions
     regions = predictions[0]["result"]
     ours = FastSam(real_folder_640, backend="openvino", precision="f32").everything(read_image(bus))
     wanted = {"bus": "bus", "person": "people"}

@@ -358,3 +358,33 @@ def test_upscale_signs_match_pytorch(orig_hw):
     assert np.abs(ours - ref).max() < 1e-2
     np.testing.assert_array_equal(ours > 0, ref > 0)
     np.testing.assert_array_equal(upscale_logits_exact(low, input_hw, orig_hw) > 0, ref > 0)
+
+
+@pytest.mark.parametrize("size", [1024, None])
+@pytest.mark.parametrize("orig_hw", [(1200, 1800), (480, 640), (301, 300)])
+def test_signs_stay_exact_where_steps_are_local(orig_hw, size):
+    """Logits that hover near 0 (steps ~0.01) beside a few filled holes (+10, as SAM 2's hole filling writes): the
+    exact recomputation's band follows each pixel's own neighbourhood, not the holes' steps, and every sign still
+    equals PyTorch's, for SAM's two resizes (``size=1024``) and SAM 2's one (``None``), whole and in windows."""
+    import torch.nn.functional as F
+
+    from segedge.postprocess.sam_masks import roi_masks_from_low_res, upscale_logits
+
+    rng = np.random.default_rng(orig_hw[1])
+    low = (rng.normal(size=(2, 256, 256)) * 0.01).astype(np.float32)
+    holes = rng.integers(0, 256, size=(2, 40, 2))
+    for k in range(2):
+        low[k, holes[k, :, 0], holes[k, :, 1]] = 10.0
+    low[1, 100:140, 60:90] += 0.5  # an object: one window around it
+    t = torch.from_numpy(low)[None]
+    input_hw = longest_side_shape(*orig_hw)
+    if size is None:
+        ref = F.interpolate(t, orig_hw, mode="bilinear", align_corners=False)[0].numpy()
+    else:
+        big = F.interpolate(t, (size, size), mode="bilinear", align_corners=False)[..., : input_hw[0], : input_hw[1]]
+        ref = F.interpolate(big, orig_hw, mode="bilinear", align_corners=False)[0].numpy()
+    near = int((np.abs(ref) < 1e-3).sum())
+    assert near > 1000, near  # many pixels for the band to decide
+    np.testing.assert_array_equal(upscale_logits(low, input_hw, orig_hw, size) > 0, ref > 0)
+    roi = roi_masks_from_low_res(low, input_hw, orig_hw, size, threshold=0.05)  # windows around the object
+    np.testing.assert_array_equal(roi.dense(), ref > 0.05)

@@ -26,8 +26,6 @@ FEATURES = ["image_embed", "high_res_feats_0", "high_res_feats_1"]
 ENCODER_OUTPUTS = FEATURES + ["vision_feat"]
 DECODER_INPUTS = FEATURES + ["point_coords", "point_labels", "mask_input", "has_mask_input"]
 DECODER_OUTPUTS = ["low_res_masks", "iou_predictions", "object_score_logits"]
-IMAGE_SIDE_OUTPUTS = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
-PROMPT_SIDE_INPUTS = [*IMAGE_SIDE_OUTPUTS, "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -55,10 +53,9 @@ def export_sam2(
     check_output_folder(out_dir, overwrite)  # before any checkpoint is read
     import torch
 
-    from segedge.export.sam2_modules import Sam2DecoderPromptSide, Sam2ImageEncoder, Sam2PromptDecoder, decoder_parts
     from segedge.export.edgetam_video import video_graph_classes
+    from segedge.export.sam2_modules import Sam2ImageEncoder, Sam2PromptDecoder, decoder_parts, export_split_decoder
     from segedge.export.sam2_video import Sam2TrackDecoder, write_video_graphs
-    from segedge.export.sam_decoder import DecoderImageSide
 
     check_image_size(image_size)
     if prompt_slots < 3:
@@ -96,22 +93,8 @@ def export_sam2(
                 simplify,
             ),
         }
-        # the split decoder (segedge.export.sam_decoder): per image, then per prompt without a mask input
-        image_side = DecoderImageSide(*decoder_parts(model)).eval()
-        graphs["decoder_image"] = export_graph(
-            image_side, (feats[0],), folder, "decoder_image", ["image_embed"], IMAGE_SIDE_OUTPUTS, simplify
-        )
-        with torch.no_grad():
-            side = tuple(image_side(feats[0]))
-        graphs["decoder_prompt"] = export_graph(
-            Sam2DecoderPromptSide(*decoder_parts(model)).eval(),
-            (*side, *feats[1:], *decoder_inputs[3:5]),
-            folder,
-            "decoder_prompt",
-            PROMPT_SIDE_INPUTS,
-            DECODER_OUTPUTS,
-            simplify,
-        )
+        # the split decoder: per image, then per prompt without a mask input
+        graphs.update(export_split_decoder(decoder_parts(model), decoder_inputs, folder, DECODER_OUTPUTS, simplify))
         video_params = None
         if video:
             classes = video_graph_classes(model)  # SAM 2's or EdgeTAM's memory graphs

@@ -131,3 +131,35 @@ def _heads_out(dec: nn.Module, dense_pe, queries, keys, high_res_feats_0, high_r
     iou = dec.iou_prediction_head(queries[:, s, :])
     obj = dec.pred_obj_score_head(queries[:, 0, :]) if dec.pred_obj_scores else 10.0 * torch.ones_like(iou[:, :1])
     return masks, iou, obj
+
+
+IMAGE_SIDE_OUTPUTS = ["image_tokens", "t2i_keys", "t2i_values", "i2t_queries"]
+PROMPT_SIDE_INPUTS = [*IMAGE_SIDE_OUTPUTS, "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels"]
+
+
+def export_split_decoder(parts: tuple, decoder_inputs: tuple, folder, outputs: list, simplify: bool) -> dict:
+    """Write the split decoder of a SAM 2-style decoder (``parts``: prompt encoder, mask decoder, image size; SAM 2
+    and SAM 3's click decoder): ``decoder_image`` on ``image_embed`` (once per image) and ``decoder_prompt`` (per
+    prompt without a mask input), traced on the whole decoder's probe ``decoder_inputs`` (image_embed, the two
+    high-res maps, point_coords, point_labels, ...). Returns their graph entries."""
+    from segedge.export.common import export_graph
+    from segedge.export.sam_decoder import DecoderImageSide
+
+    image_side = DecoderImageSide(*parts).eval()
+    graphs = {
+        "decoder_image": export_graph(
+            image_side, decoder_inputs[:1], folder, "decoder_image", ["image_embed"], IMAGE_SIDE_OUTPUTS, simplify
+        )
+    }
+    with torch.no_grad():
+        side = tuple(image_side(decoder_inputs[0]))
+    graphs["decoder_prompt"] = export_graph(
+        Sam2DecoderPromptSide(*parts).eval(),
+        (*side, *decoder_inputs[1:5]),
+        folder,
+        "decoder_prompt",
+        PROMPT_SIDE_INPUTS,
+        outputs,
+        simplify,
+    )
+    return graphs

@@ -20,7 +20,8 @@ static graphs split where the work splits.
   the ViT's second neck: ``image_embed (1, 256, 72, 72)`` (``no_mem_embed`` added), ``high_res_feats_0 (1, 32, 288,
   288)``, ``high_res_feats_1 (1, 64, 144, 144)`` (through the decoder's ``conv_s0`` / ``conv_s1``), as
   ``Sam3Processor.set_image`` and ``Sam3Image.predict_inst`` prepare them. Inputs and outputs as SAM 2's decoder
-  (:mod:`segedge.export.sam2_modules`) with low-res masks of 288.
+  (:mod:`segedge.export.sam2_modules`) with low-res masks of 288. Also split as SAM 2's: ``decoder_image`` (once per
+  image, on ``image_embed``) and ``decoder_prompt`` (per click or box without a mask input).
 
 What the ``sam3`` package does around them (thresholds, boxes to pixels, masks resized to the image, small holes of
 a click's mask filled) is :mod:`segedge.runtime.sam3`. Not exported yet: video tracking.
@@ -84,11 +85,16 @@ def _image_encoder(model):
     return ImageEncoder().eval()
 
 
+def _click_parts(model) -> tuple:
+    """``(prompt_encoder, mask_decoder, image size)`` of the interactive predictor: SAM 2's decoder parts."""
+    tracker = model.inst_interactive_predictor.model
+    return tracker.sam_prompt_encoder, tracker.sam_mask_decoder, IMAGE_SIZE
+
+
 def _click_decoder(model):
     from segedge.export.sam2_modules import Sam2PromptDecoder
 
-    tracker = model.inst_interactive_predictor.model
-    return Sam2PromptDecoder(tracker.sam_prompt_encoder, tracker.sam_mask_decoder, IMAGE_SIZE).eval()
+    return Sam2PromptDecoder(*_click_parts(model)).eval()
 
 
 def _click_params(model, prompt_slots: int) -> dict:
@@ -252,6 +258,8 @@ def export_sam3(
     decoder's prompt tokens (a box counts 2, plus SAM 2's "not a point" token)."""
     import torch
 
+    from segedge.export.sam2_modules import export_split_decoder
+
     check_output_folder(out_dir, overwrite)
     path = check_checkpoint_file(checkpoint)
     if not 1 <= box_slots <= 16:
@@ -299,6 +307,10 @@ def export_sam3(
             "decoder": export_graph(
                 _click_decoder(model), _click_probe(encoded[3:], prompt_slots), folder, "decoder", DECODER_INPUTS,
                 DECODER_OUTPUTS, simplify,
+            ),
+            # the click decoder split as SAM 2's: once per image, then per prompt without a mask input
+            **export_split_decoder(
+                _click_parts(model), _click_probe(encoded[3:], prompt_slots), folder, DECODER_OUTPUTS, simplify
             ),
         }  # fmt: skip
         copy_vocabulary(folder)

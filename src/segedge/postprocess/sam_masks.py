@@ -57,6 +57,31 @@ def sam_axis_taps(low_res: int, size: int | None, input_hw: tuple[int, int], ori
     return tuple(out)
 
 
+def local_steps(m: np.ndarray) -> np.ndarray:
+    """``(L, L)`` float32: at each low-res cell ``(i, j)``, the largest step between neighbouring logits of ``m`` in
+    rows ``i - 1 .. i + _TAPS`` and columns ``j - 1 .. j + _TAPS``: what an output pixel whose first tap is ``(i, j)``
+    reads, one cell wider each way (OpenCV's positions may reach one cell further)."""
+    m = np.asarray(m, np.float32)
+    dy, dx = np.abs(np.diff(m, axis=0)), np.abs(np.diff(m, axis=1))
+    steps = np.zeros_like(m)
+    for d, lo, hi in ((dy, np.s_[:-1, :], np.s_[1:, :]), (dx, np.s_[:, :-1], np.s_[:, 1:])):
+        np.maximum(steps[lo], d, out=steps[lo])
+        np.maximum(steps[hi], d, out=steps[hi])
+    kernel = np.ones((_TAPS + 2, _TAPS + 2), np.uint8)
+    return cv2.dilate(steps, kernel, anchor=(1, 1), borderType=cv2.BORDER_REPLICATE)
+
+
+def near_threshold(m, values, ys, xs, threshold: float, taps, rounding: float, offset=(0, 0)):
+    """Of the candidate pixels ``(ys, xs)`` of ``values`` (output pixels ``(ys + offset[0], xs + offset[1])``),
+    those whose logit may sit on the wrong side of ``threshold``: within :data:`BAND_PER_STEP` x the largest step
+    among the low-res logits they read (:func:`local_steps`), plus ``rounding`` (of the values' arithmetic). The
+    candidates come from the same test with the largest step of the whole map, which is cheaper to run."""
+    (iy, _), (ix, _) = taps
+    local = local_steps(m)[iy[ys + offset[0], 0], ix[xs + offset[1], 0]]
+    keep = np.abs(values[ys, xs] - threshold) <= BAND_PER_STEP * local + rounding
+    return ys[keep], xs[keep]
+
+
 def _exact_at(m: np.ndarray, ys: np.ndarray, xs: np.ndarray, taps) -> np.ndarray:
     """PyTorch's upscaled logit at pixels ``(ys, xs)``: 16 weighted low-res values each."""
     (iy, wy), (ix, wx) = taps
@@ -103,6 +128,7 @@ def upscale_logits(
         if taps is None:
             taps = sam_axis_taps(int(m.shape[-1]), size, tuple(input_hw), tuple(orig_hw))
         xs, ys = near.reshape(-1, 2).T  # (N, 1, 2) or (N, 2) depending on the OpenCV version
+        ys, xs = near_threshold(m, out[k], ys, xs, 0.0, taps, 1e-6 * float(np.abs(m).max()))
         out[k, ys, xs] = _exact_at(m, ys, xs, taps)
     return out.reshape(*lead, h, w)
 
@@ -156,9 +182,10 @@ def window_logits(
     y0, y1, x0, x1 = window
     block = resample_block(low, maps[0], maps[1], (y0, y1), (x0, x1))
     step = max(float(np.abs(np.diff(low, axis=0)).max()), float(np.abs(np.diff(low, axis=1)).max()))
-    band = BAND_PER_STEP * step + 1e-5 * float(np.abs(low).max())  # float32 matmul rounding of the values
-    ys, xs = np.nonzero(np.abs(block - threshold) <= band)
+    rounding = 1e-5 * float(np.abs(low).max())  # float32 matmul rounding of the values
+    ys, xs = np.nonzero(np.abs(block - threshold) <= BAND_PER_STEP * step + rounding)
     if ys.size and taps is not None:
+        ys, xs = near_threshold(low, block, ys, xs, threshold, taps, rounding, (y0, x0))
         block[ys, xs] = _exact_at(low, ys + y0, xs + x0, taps)
     return block
 

@@ -50,7 +50,7 @@ class Sam3Image:
     high_res_feats: tuple[np.ndarray, np.ndarray]
     orig_hw: tuple[int, int]
     image_hash: str
-    decoder_image: None = field(default=None, compare=False, repr=False)  # no split click decoder (yet)
+    decoder_image: dict | None = field(default=None, compare=False, repr=False)  # the split click decoder's
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -66,7 +66,7 @@ class Sam3Image:
 
     @property
     def nbytes(self) -> int:
-        return state_nbytes([*self.fpn, self.image_embed, *self.high_res_feats], None)
+        return state_nbytes([*self.fpn, self.image_embed, *self.high_res_feats], self.decoder_image)
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
         self.texts = TextEmbeddings(self._encode_texts)
         self.read_prompt_params(m.params)
         self.decoder = self._compile("decoder")
-        self.decoder_prompt = None
+        self._compile_split_decoder(m)  # folders exported before the split run the whole decoder for every click
         self.upscale_size = None  # click masks: low-res straight to the original size
         self._local = threading.local()
 
@@ -153,6 +153,7 @@ class Sam3(Sam2Prompting, PerThreadImage, FolderModel):
             (out["high_res_feats_0"], out["high_res_feats_1"]),
             tuple(rgb.shape[:2]),
             pixels_hash(rgb),
+            self._decoder_image(out["image_embed"]),
         )
 
     def set_image(self, image: ImageSource) -> None:

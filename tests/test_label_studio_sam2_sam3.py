@@ -1,8 +1,13 @@
-"""`segedge label-studio` on a video project of a real Label Studio: several objects drawn as VideoRectangle keyframes
-are tracked on by SAM 2 (the seeded SAM 2.1 tiny folder with its video graphs), each answered as its own region
-with one keyframe per tracked frame; Label Studio stores them and label-studio-sdk's validator accepts them. The
-boxes are those of the masks segedge's Sam2Video gives for the same prompts (its parity with SAM2VideoPredictor is
-test_sam2_video.py's). Also the pure rules of :mod:`segedge.serve.ls_video` and the one-line refusals.
+"""`segedge label-studio` in a real Label Studio with the newer families (test_label_studio.py has SAM and YOLO):
+
+- a video project: several objects drawn as VideoRectangle keyframes are tracked on by SAM 2 (the seeded SAM 2.1
+  tiny folder with its video graphs), each answered as its own region with one keyframe per tracked frame; Label
+  Studio stores them and label-studio-sdk's validator accepts them. The boxes are those of the masks segedge's
+  Sam2Video gives for the same prompts (its parity with SAM2VideoPredictor is test_sam2_video.py's). Also the pure
+  rules of :mod:`segedge.serve.ls_video` and the one-line refusals.
+- SAM 3: "Retrieve predictions" finds the project's labels as concepts, a TextArea's text every instance of it, and a
+  keypoint sent with the text refines the instance it is on; the brushes Label Studio stores decode (label-studio-sdk's
+  decoder) to ``Sam3.segment``'s / ``Sam3.refine``'s masks (their parity with the package is test_sam3.py's).
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from label_studio_server import LEGACY_TOKEN, LS_VENV, label_studio_for_module, post
+from label_studio_server import (
+    LEGACY_TOKEN,
+    LS_VENV,
+    decode_brushes,
+    keypoint,
+    label_studio_for_module,
+    post,
+    retrieve_predictions,
+)
 
 from segedge.errors import PromptError
 from segedge.serve.ls_protocol import LabelConfigError
@@ -183,6 +196,71 @@ def test_refusals_are_one_line_and_the_backend_stays_up(label_studio, video_proj
     assert any("is not a videorectangle region" in r.getMessage() for r in caplog.records)
     status, body = post(url + "/predict", {**good, "params": {"context": {"result": [truck]}}})
     assert status == 200 and len(body["results"][0]["result"][0]["value"]["sequence"]) > 1, body
+
+
+SAM3_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <BrushLabels name="mask" toName="image"><Label value="vehicle" predicted_values="bus"/><Label value="person"/></BrushLabels>
+  <TextArea name="prompt" toName="image" editable="true"/>
+  <KeyPointLabels name="click" toName="image" smart="true"><Label value="person" smart="true"/></KeyPointLabels>
+</View>"""
+
+
+def test_sam3_concepts_and_a_refining_click_through_label_studio(label_studio, sam3_folder, shared_images, tmp_path):
+    """A SAM 3 folder connected to a project: "Retrieve predictions" stores every bus (as "vehicle") and person; a
+    TextArea's "bus" through the interactive endpoint answers every bus; with a keypoint on one of them, that one is
+    refined. Each answer is stored as an annotation and its brushes decode to segedge's masks pixel for pixel."""
+    from segedge.runtime.sam3 import Sam3, instance_at
+    from segedge.serve.label_studio import create_app
+    from segedge.serve.ls_images import LabelStudioAccess
+    from segedge.serve.server import start_in_thread
+    from segedge.serve.service import SegmentService
+
+    photo = next(p for p in shared_images if p.name == "sam_groceries.jpg")
+    direct = Sam3(sam3_folder, "openvino", precision="f32")
+    direct.set_image(photo)
+    found = {t: direct.segment(text=t) for t in ("bus", "person")}
+    assert len(found["bus"]) >= 5 and len(found["person"]) >= 1
+    h, w = found["bus"].masks.shape[1:]
+    depth = [cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) for m in found["bus"].masks]
+    y, x = np.unravel_index(int(np.argmax(depth[int(np.argmax([d.max() for d in depth]))])), (h, w))
+    (_, index), click = instance_at([found["bus"]], x + 0.5, y + 0.5), (x + 0.5, y + 0.5)
+    refined = direct.refine(found["bus"], index, [click], [1])
+    assert not np.array_equal(refined.masks[index], found["bus"].masks[index])
+    del direct
+
+    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
+    with start_in_thread(create_app(service, LabelStudioAccess(label_studio.url, LEGACY_TOKEN))) as running:
+        status, proj = label_studio.call("POST", "/api/projects", {"title": "sam3", "label_config": SAM3_CONFIG})
+        assert status == 201, proj
+        task = label_studio.upload(proj["id"], photo)
+        body = {"url": running.url, "project": proj["id"], "is_interactive": True, "title": "segedge sam3"}
+        status, ml = label_studio.call("POST", "/api/ml", body)
+        assert status == 201 and ml["readable_state"] == "Connected", ml
+        predictions = retrieve_predictions(label_studio, proj["id"], task)
+        assert len(predictions) == 1, predictions
+        labels = sorted(r["value"]["brushlabels"][0] for r in predictions[0]["result"])
+        assert labels == sorted(["vehicle"] * len(found["bus"]) + ["person"] * len(found["person"]))
+
+        text = {"type": "textarea", "from_name": "prompt", "to_name": "image", "value": {"text": ["bus"]}}
+        compared = 0
+        for context, want in (([text], found["bus"].masks), ([text, keypoint(*click, w, h)], refined.masks)):
+            status, answer = label_studio.call(
+                "POST",
+                f"/api/ml/{ml['id']}/interactive-annotating",
+                {"task": task["id"], "context": {"result": context}},
+            )
+            assert status == 200 and "data" in answer, answer
+            regions = answer["data"]["result"]
+            assert [r["value"]["brushlabels"] for r in regions] == [["vehicle"]] * len(want)
+            status, stored = label_studio.call("POST", f"/api/tasks/{task['id']}/annotations", {"result": regions})
+            assert status == 201, stored
+            status, stored = label_studio.call("GET", f"/api/annotations/{stored['id']}")
+            masks = decode_brushes(LS_VENV, stored["result"], tmp_path)
+            for got, mask in zip(masks, want, strict=True):
+                assert got.shape == (h, w) and np.array_equal(got, mask)
+                compared += 1
+        assert compared == 2 * len(found["bus"])
 
 
 # -- pure rules ------------------------------------------------------------------------------------------
