@@ -19,6 +19,7 @@ import json
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,8 +59,11 @@ def _predict(url: str, task: dict, regions: list) -> tuple[float, list]:
     body = {"tasks": [task], "label_config": CONFIG, "params": {"context": {"result": regions}}}
     request = urllib.request.Request(url + "/predict", json.dumps(body).encode(), {"Content-Type": "application/json"})
     t0 = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=3600) as response:
-        answer = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=3600) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"the backend answered {exc.code}: {exc.read().decode(errors='replace')}") from None
     return (time.perf_counter() - t0) * 1e3, answer["results"][0]["result"]
 
 
@@ -74,7 +78,8 @@ def main() -> int:
     parser.add_argument("--precision", default="f32")
     parser.add_argument("--markdown")
     args = parser.parse_args()
-    flags = cpu_capabilities()
+    cpu = cpu_capabilities()
+    flags = f"{cpu.model}, {cpu.flag_summary()}"
     print(f"CPU flags: {flags}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(args.video) if args.video else _clip(Path(tmp), args.frames)

@@ -298,6 +298,10 @@ def test_plan_prompts_the_latest_keyframes_and_skips_ended_objects():
     assert [f for f, k, _ in prompts] == list(range(7 - PROMPT_FRAMES, 7)) and {k for _, k, _ in prompts} == {0}
     assert tracking_plan(objects, 9, 10)[:2] == (6, 3)  # the video's end
     assert tracking_plan(objects[1:], 100, 10) == (0, 0, [])
+    edge = _region("e", "truck", [(1, (0, 1, 640, 480))])
+    edge["value"]["sequence"][0].update(y=0.20833, height=100.00000001)  # percentages that round past the edge
+    (obj,) = video_objects({"result": [edge]}, SIZE, 100)
+    assert obj.keyframes[0][1].tolist() == [0.0, 0.9999839999999999, 640.0, 480.0]
     for bad, match in [
         ({"result": [{"type": "rectanglelabels", "value": {}}]}, "not a videorectangle"),
         ({"result": [_region("c", "truck", [])]}, "no keyframes"),

@@ -130,6 +130,15 @@ class Prompts:
         return Prompts(points, self.labels, box, self.label, tuple(size), self.text)
 
 
+def percent_box(x: float, y: float, width: float, height: float, size: tuple[int, int]) -> np.ndarray:
+    """A Label Studio rectangle (top-left ``x``, ``y`` and ``width``, ``height`` in percent) -> ``(4,)`` xyxy pixels
+    of a ``size`` (width, height) image, clipped to it: percentages round, and a box drawn to the edge comes back as
+    480.00000000000006 px."""
+    w, h = size
+    box = np.array([x * w / 100, y * h / 100, (x + width) * w / 100, (y + height) * h / 100], np.float64)
+    return np.clip(box, 0, [w, h, w, h])
+
+
 def context_prompts(context: dict) -> Prompts | None:
     """The prompts of Label Studio's interactive ``context`` (None when it has none: a "retrieve predictions"
     request). Several rectangles: the last one drawn counts (SAM takes one box per prompt set). A ``textarea``
@@ -166,10 +175,11 @@ def context_prompts(context: dict) -> Prompts | None:
             labels.append(1 if int(region.get("is_positive", 1)) else 0)
         elif kind == "rectanglelabels":
             try:
-                bw, bh = float(value["width"]) * w / 100, float(value["height"]) * h / 100
+                box = percent_box(
+                    float(value["x"]), float(value["y"]), float(value["width"]), float(value["height"]), (w, h)
+                )
             except (KeyError, TypeError, ValueError):
                 raise PromptError(f"{where} is a rectangle without value.width and value.height (percent)") from None
-            box = np.array([x, y, x + bw, y + bh], np.float64)
         else:
             raise PromptError(
                 f"{where} is a {kind!r} region; smart prompts are keypointlabels, rectanglelabels and textarea"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segedge.errors import PromptError
-from segedge.serve.ls_protocol import LabelConfigError
+from segedge.serve.ls_protocol import LabelConfigError, percent_box
 
 TRACK_FRAMES = 10  # frames tracked past the last keyframe per request (as Label Studio's own SAM 2 backend)
 PROMPT_FRAMES = 4  # keyframes of one object prompted (its latest): earlier ones add memory cost, not accuracy
@@ -115,7 +115,6 @@ def video_objects(context: dict | None, size: tuple[int, int], num_frames: int) 
         return []
     if not isinstance(context, dict) or not isinstance(context.get("result"), list):
         raise PromptError('context must be {"result": [videorectangle regions]}, as Label Studio sends it')
-    w, h = size
     objects = []
     for i, region in enumerate(context["result"]):
         where = f"context.result[{i}]"
@@ -129,14 +128,12 @@ def video_objects(context: dict | None, size: tuple[int, int], num_frames: int) 
         for j, item in enumerate(sequence):
             try:
                 frame = int(item["frame"]) - 1
-                x, y = float(item["x"]) * w / 100, float(item["y"]) * h / 100
-                bw, bh = float(item["width"]) * w / 100, float(item["height"]) * h / 100
+                box = percent_box(*(float(item[k]) for k in ("x", "y", "width", "height")), size)
             except (KeyError, TypeError, ValueError):
                 raise PromptError(
                     f"{where}.value.sequence[{j}] needs frame, x, y, width and height (percent of the frame)"
                 ) from None
-            box = np.array([x, y, x + bw, y + bh], np.float64)
-            if not (0 <= frame < num_frames) or not np.isfinite(box).all() or bw <= 0 or bh <= 0:
+            if not (0 <= frame < num_frames) or not np.isfinite(box).all() or not (box[2:] > box[:2]).all():
                 raise PromptError(
                     f"{where}.value.sequence[{j}]: frame {frame + 1} of {num_frames} or its box {box.round(1)} "
                     "is not on the video"
