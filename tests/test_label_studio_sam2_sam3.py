@@ -35,6 +35,7 @@ from segedge.serve.ls_video import (
     PROMPT_FRAMES,
     VideoObject,
     parse_video_config,
+    tracked_regions,
     tracked_sequence,
     tracking_plan,
     video_objects,
@@ -322,3 +323,17 @@ def test_a_vanishing_object_ends_its_track_and_comes_back():
     # gone right after the keyframe: the keyframe itself ends the track
     sequence = tracked_sequence(obj, {1: None, 2: box}, SIZE, FPS)
     assert [(s["frame"], s["enabled"]) for s in sequence] == [(1, False), (3, True)]
+
+
+def test_regions_keep_ids_and_labels_and_score_the_tracked_frames():
+    live, ended = _region("a", "truck", [(1, (64, 48, 128, 96))]), _region("b", "wheel", [(1, (0, 0, 64, 48))])
+    ended["value"]["sequence"][-1]["enabled"] = False
+    objects = video_objects({"result": [live, ended]}, SIZE, FRAMES)
+    box = np.array([64, 48, 128, 96], np.float32)
+    tracked = {0: {0: (box, 9.0), 1: (box, 9.0)}, 1: {0: (box, 0.0)}, 2: {0: (None, -2.0)}}
+    regions, score = tracked_regions(objects, tracked, parse_video_config(CONFIG), SIZE, FRAMES, FPS)
+    assert [(r["id"], r["value"]["labels"], r["type"]) for r in regions] == [("a", ["truck"], "videorectangle")]
+    assert [(s["frame"], s["enabled"]) for s in regions[0]["value"]["sequence"]] == [(1, True), (2, False)]
+    sigmoid = 1 / (1 + np.exp(-np.array([0.0, -2.0])))
+    assert score == pytest.approx(sigmoid.mean()) and regions[0]["score"] == pytest.approx(score)
+    assert regions[0]["value"]["framesCount"] == FRAMES and regions[0]["value"]["duration"] == FRAMES / FPS

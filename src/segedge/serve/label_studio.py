@@ -57,10 +57,9 @@ from segedge.serve.ls_video import (
     VideoConfig,
     check_framerate,
     parse_video_config,
-    tracked_sequence,
+    tracked_regions,
     tracking_plan,
     video_objects,
-    video_region,
 )
 from segedge.serve.service import SegmentService, class_list
 
@@ -98,11 +97,8 @@ class LabelStudioBackend:
         schema = body.get("schema") or body.get("label_config") or ""
         if parse_video_config(schema) is None:
             parse_label_config(schema)
-        elif self.service.served(name).name not in self.service.video.models:
-            raise LabelConfigError(
-                f"this project labels video; {self.service.served(name).name} does not track video: connect a SAM 2.1 "
-                "or EdgeTAM folder exported with its video graphs"
-            )
+        else:
+            self._require_tracker(name)
         hostname, token = body.get("hostname"), body.get("access_token")
         if (self.access.url is None or self.access.api_key is None) and (hostname or token):
             url = self.access.url or (hostname.rstrip("/") if isinstance(hostname, str) and hostname else None)
@@ -160,9 +156,19 @@ class LabelStudioBackend:
             results.append({"result": regions, "score": score, "model_version": version})
         return {"results": results}
 
+    def _require_tracker(self, name) -> str:
+        """The served model's name, when it tracks video (a SAM 2 / EdgeTAM folder with video graphs)."""
+        served = self.service.served(name).name
+        if served not in self.service.video.models:
+            raise LabelConfigError(
+                f"this project labels video; {served} does not track video: connect a SAM 2.1 or EdgeTAM folder "
+                "exported with its video graphs"
+            )
+        return served
+
     def _track(self, name, body: dict, config: VideoConfig, task: dict, context) -> dict:
         """One task's videorectangle regions, each object of ``context`` tracked on (:mod:`segedge.serve.ls_video`)."""
-        served, videos = self.service.served(name), self.service.video
+        model, videos = self._require_tracker(name), self.service.video
         data = task.get("data") if isinstance(task.get("data"), dict) else {}
         if config.data_key not in data:
             raise SegedgeError(
@@ -184,7 +190,7 @@ class LabelStudioBackend:
                 while len(self._videos) > URL_CACHE:
                     self._videos.pop(next(iter(self._videos)))
         check_framerate(config, info["fps"])
-        session = videos.session(served.name, info["video_id"])
+        session = videos.session(model, info["video_id"])
         size, fps = (info["width"], info["height"]), info["fps"]
         objects = video_objects(context, size, info["frames"])
         start, total, prompts = tracking_plan(objects, info["frames"], min(self.track_frames, videos.max_track_frames))
@@ -197,21 +203,8 @@ class LabelStudioBackend:
             total,
             (time.perf_counter() - t0) * 1e3,
         )
-        regions, scores = [], []
-        for k, obj in enumerate(objects):
-            if obj.ended:
-                continue
-            boxes = {f: per[k][0] for f, per in tracked.items() if k in per}
-            mine = [per[k][1] for f, per in tracked.items() if k in per and f > obj.last and per[k][1] is not None]
-            score = float(np.mean(1 / (1 + np.exp(-np.array(mine))))) if mine else 1.0
-            scores.append(score)
-            sequence = tracked_sequence(obj, boxes, size, fps)
-            regions.append(video_region(obj, config, sequence, info["frames"], fps, score))
-        return {
-            "result": regions,
-            "score": float(np.mean(scores)) if scores else 0.0,
-            "model_version": self.model_version(name),
-        }
+        regions, score = tracked_regions(objects, tracked, config, size, info["frames"], fps)
+        return {"result": regions, "score": score, "model_version": self.model_version(name)}
 
     def _regions(self, name, image_id: str, config: LabelConfig, prompts) -> tuple[list, float]:
         served = self.service.served(name)

@@ -204,3 +204,20 @@ def video_region(obj: VideoObject, config: VideoConfig, sequence: list, frames: 
         "value": out_value,
         "score": float(score),
     }
+
+
+def tracked_regions(objects: list[VideoObject], tracked: dict, config: VideoConfig, size, frames: int, fps: float):
+    """``(regions, score)``: each live object's region with its tracked keyframes (:func:`tracked_sequence`) from
+    ``tracked`` (``{frame: {object index: (box or None, object score logit or None)}}``,
+    :meth:`~segedge.serve.video.TrackSession.track_boxes`), and the request's score: the mean over objects of their
+    mean ``sigmoid(object score)`` on the frames tracked for them (1 for an object with none)."""
+    regions, scores = [], []
+    for k, obj in enumerate(objects):
+        if obj.ended:
+            continue
+        boxes = {f: per[k][0] for f, per in tracked.items() if k in per}
+        logits = [per[k][1] for f, per in tracked.items() if k in per and f > obj.last and per[k][1] is not None]
+        score = float(np.mean(1 / (1 + np.exp(-np.asarray(logits, np.float64))))) if logits else 1.0
+        scores.append(score)
+        regions.append(video_region(obj, config, tracked_sequence(obj, boxes, size, fps), frames, fps, score))
+    return regions, float(np.mean(scores)) if scores else 0.0
