@@ -35,7 +35,7 @@ class PredictRequest(EncodeRequest):
         None,
         max_length=MAX_TEXT,
         description="FastSAM with --clip: a text prompt; YOLOE: the classes to find; SAM 3: the concepts to find, "
-        "comma-separated (the box, if any, an example)",
+        "comma-separated (the box, if any, an example; points refine the instance the first object point is on)",
     )
 
 
