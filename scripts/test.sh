@@ -48,13 +48,14 @@ fi
 "$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' >"$(cat "$ET_VENV/purelib.txt")/segedge_test_venv.pth"
 "$ET_VENV/bin/python" -m pip install -q --no-deps "edgetam-dimos==1.0.1"
 export SEGEDGE_EDGETAM_VENV="$(cd "$ET_VENV" && pwd)"
-# A real Label Studio for tests/test_label_studio.py, in its own venv: its Django and pydantic pins conflict with
-# segedge's extras (one venv would not resolve). Made once; SEGEDGE_LABEL_STUDIO_VENV points elsewhere.
+# A real Label Studio for tests/test_label_studio*.py, in its own venv: its Django and pydantic pins conflict with
+# segedge's extras (one venv would not resolve). Made once; SEGEDGE_LABEL_STUDIO_VENV points elsewhere. Its
+# dependencies are held at the versions it was tested with (scripts/label-studio-constraints.txt).
 LS_VENV="${SEGEDGE_LABEL_STUDIO_VENV:-.venv-labelstudio}"
 if [ ! -x "$LS_VENV/bin/label-studio" ]; then
     echo "installing Label Studio 1.23.2 into $LS_VENV for tests/test_label_studio.py" >&2
     python3 -m venv "$LS_VENV"
-    "$LS_VENV/bin/python" -m pip install -q "label-studio==1.23.2"
+    "$LS_VENV/bin/python" -m pip install -q -c scripts/label-studio-constraints.txt "label-studio==1.23.2"
 fi
 # Its first start on a fresh data folder runs about a minute of Django migrations: run them once, here, into a
 # template database that each test run copies (tests/label_studio_server.py; every label-studio command migrates
