@@ -218,7 +218,10 @@ def test_sam3_concepts_and_a_refining_click_through_label_studio(label_studio, s
     from segedge.serve.service import SegmentService
 
     photo = next(p for p in shared_images if p.name == "sam_groceries.jpg")
-    direct = Sam3(sam3_folder, "openvino", precision="f32")
+    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
+    (served,) = service.models.values()
+    direct = served.model  # the backend's own compiled Sam3 (one SAM 3 compiled in this test, not two)
+    assert isinstance(direct, Sam3)
     direct.set_image(photo)
     found = {t: direct.segment(text=t) for t in ("bus", "person")}
     assert len(found["bus"]) >= 5 and len(found["person"]) >= 1
@@ -228,9 +231,8 @@ def test_sam3_concepts_and_a_refining_click_through_label_studio(label_studio, s
     (_, index), click = instance_at([found["bus"]], x + 0.5, y + 0.5), (x + 0.5, y + 0.5)
     refined = direct.refine(found["bus"], index, [click], [1])
     assert not np.array_equal(refined.masks[index], found["bus"].masks[index])
-    del direct
+    direct.reset_image()
 
-    service = SegmentService.from_folders([sam3_folder], backend="openvino", precision="f32")
     with start_in_thread(create_app(service, LabelStudioAccess(label_studio.url, LEGACY_TOKEN))) as running:
         status, proj = label_studio.call("POST", "/api/projects", {"title": "sam3", "label_config": SAM3_CONFIG})
         assert status == 201, proj
