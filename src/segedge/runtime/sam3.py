@@ -272,8 +272,8 @@ def instance_at(found: list[Sam3Instances], x: float, y: float) -> tuple[int, in
     col, row = int(np.floor(x)), int(np.floor(y))
     hits_mask, hits_box = [], []
     for k, f in enumerate(found):
+        h, w = f.masks.shape[1:]
         for i in range(len(f)):
-            h, w = f.masks.shape[1:]
             if 0 <= row < h and 0 <= col < w and f.masks[i, row, col]:
                 hits_mask.append((float(f.scores[i]), k, i))
             x0, y0, x1, y1 = f.boxes[i]

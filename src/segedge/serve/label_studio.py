@@ -78,7 +78,7 @@ class LabelStudioBackend:
         self.access = access
         self.track_frames = TRACK_FRAMES if track_frames is None else int(track_frames)
         self._urls: OrderedDict[str, str] = OrderedDict()
-        self._videos: dict[str, str] = {}  # video URL -> video id in the service's store
+        self._videos: OrderedDict[str, str] = OrderedDict()  # video URL -> video id in the service's store
         self._projects: dict[str, LabelStudioAccess] = {}  # what /setup told us, per project, where we lack it
         self._lock = threading.Lock()
 
@@ -111,23 +111,29 @@ class LabelStudioBackend:
         with self._lock:
             return self._projects.get(_project_id(body), self.access)
 
-    def _image_id(self, access: LabelStudioAccess, value: str, task_id=None) -> str:
+    def _remembered(self, cache: OrderedDict, value: str, key: str, info, load) -> dict:
+        """What a task's file URL ``value`` was read into: ``info(id)`` (its info dict; :class:`NotFound` once the
+        service dropped it) for the id ``cache`` remembers, else ``load()`` (reads and keeps the file; its dict
+        holds the id under ``key``). ``cache``: URL -> id, the :data:`URL_CACHE` most recently used."""
         with self._lock:
-            image_id = self._urls.get(value)
-            if image_id is not None:
-                self._urls.move_to_end(value)
-        if image_id is not None:
+            known = cache.get(value)
+            if known is not None:
+                cache.move_to_end(value)
+        if known is not None:
             try:
-                self.service.image_info(image_id)
-                return image_id
-            except NotFound:  # dropped from the image cache: read it again
+                return info(known)
+            except NotFound:  # dropped from the service's cache or store: read it again
                 pass
-        image_id = self.service.add_image(access.read(value, task_id))["image_id"]
+        found = load()
         with self._lock:
-            self._urls[value] = image_id
-            while len(self._urls) > URL_CACHE:
-                self._urls.popitem(last=False)
-        return image_id
+            cache[value] = found[key]
+            while len(cache) > URL_CACHE:
+                cache.popitem(last=False)
+        return found
+
+    def _image_id(self, access: LabelStudioAccess, value: str, task_id=None) -> str:
+        load = lambda: self.service.add_image(access.read(value, task_id))  # noqa: E731
+        return self._remembered(self._urls, value, "image_id", self.service.image_info, load)["image_id"]
 
     def predict(self, name: str | None, body: dict) -> dict:
         tasks = body.get("tasks")
@@ -175,20 +181,9 @@ class LabelStudioBackend:
                 f'task {task.get("id")} has no data.{config.data_key} (the <Video value="${config.data_key}"> '
                 "of the labeling config)"
             )
-        value = data[config.data_key]
-        with self._lock:
-            video_id = self._videos.get(value)
-        try:
-            info = videos.store.get(video_id).info() if video_id else None
-        except NotFound:  # dropped from the store: read it again
-            info = None
-        if info is None:
-            raw = self._access_for(body).read(value, task.get("id"), videos.store.max_bytes, "video")
-            info = videos.store.add(raw)
-            with self._lock:
-                self._videos[value] = info["video_id"]
-                while len(self._videos) > URL_CACHE:
-                    self._videos.pop(next(iter(self._videos)))
+        value, access = data[config.data_key], self._access_for(body)
+        load = lambda: videos.store.add(access.read(value, task.get("id"), videos.store.max_bytes, "video"))  # noqa: E731
+        info = self._remembered(self._videos, value, "video_id", lambda i: videos.store.get(i).info(), load)
         check_framerate(config, info["fps"])
         session = videos.session(model, info["video_id"])
         size, fps = (info["width"], info["height"]), info["fps"]
