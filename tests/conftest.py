@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import memory_watch
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("CI", "true")  # keeps OpenVINO / ultralytics telemetry off the network
 
@@ -279,12 +281,23 @@ def sam2_tiny_folder(sam2_tiny_ckpt, export_cache) -> Path:
     return export_cache.folder(export_sam2, sam2_tiny_ckpt, name="sam2.1-tiny", image_size=SAM2_TEST_SIZE)
 
 
+def pytest_sessionstart(session):
+    memory_watch.start()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    memory_watch.on_test_start()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under ``SEGEDGE_REQUIRE_ALL=1`` (what ``scripts/test.sh`` sets, so CI) a skipped test fails: a suite that
     skips for a missing component (../shared, Chromium, a package) must not go green on what it did not run."""
     outcome = yield
     report = outcome.get_result()
+    if call.when == "teardown":
+        report.user_properties.extend(memory_watch.on_test_end())
     if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("SEGEDGE_REQUIRE_ALL") == "1":
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if CPU_KIND_SKIP in reason:  # a CPU kind no cap can reach here: stays a skip, listed by -ra
@@ -330,7 +343,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """The export bill, the heavy tests left out, and the run's time by test file (setup + call + teardown)."""
+    """The export bill, the heavy tests left out, the run's time by test file (setup + call + teardown) and the
+    memory its tests took (memory_watch)."""
     by_file: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -348,6 +362,11 @@ def pytest_terminal_summary(terminalreporter, config):
         log = [(name, float(s)) for name, s in (line.split("\t") for line in bill_file.read_text().splitlines())]
         bill = ", ".join(f"{name} {s:.0f} s" for name, s in log)
         terminalreporter.write_line(f"export cache: {len(log)} shared exports, {sum(s for _, s in log):.0f} s ({bill})")
+    teardowns = [
+        r for reports in terminalreporter.stats.values() for r in reports if getattr(r, "when", "") == "teardown"
+    ]
+    for line in memory_watch.summary(teardowns):
+        terminalreporter.write_line(line)
     count = getattr(config, "_segedge_heavy_deselected", 0)
     if count:
         terminalreporter.write_line(
