@@ -86,5 +86,8 @@ fi
 "$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --check . >&2; echo "error: files not formatted: run '$VENV/bin/ruff format .'" >&2; exit 1; }
 # The suite runs in a random order: pytest-randomly prints "Using --randomly-seed=N" (repeat an order with
 # --randomly-seed=N, file order with -p no:randomly), in two pytest-xdist workers that take a test file each at a
-# time (SEGEDGE_TEST_WORKERS=0: one process; docs/development.md says what the two workers share).
-exec "$VENV/bin/python" -m pytest -n "${SEGEDGE_TEST_WORKERS:-2}" --dist loadfile "$@"
+# time (SEGEDGE_TEST_WORKERS=0: one process; docs/development.md says what the two workers share; tests/worker_plan.py
+# which files go first and which never run at the same time). A worker that crashes (the kernel kills it when the
+# machine runs out of memory) ends the run with that test named, instead of a new worker re-running its whole file
+# and crashing again until CI's time is gone.
+exec "$VENV/bin/python" -m pytest -n "${SEGEDGE_TEST_WORKERS:-2}" --dist loadfile --max-worker-restart=0 "$@"

@@ -290,6 +290,13 @@ def pytest_runtest_protocol(item, nextitem):
     memory_watch.on_test_start()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a test file's last test (its module fixtures torn down): its freed memory goes back to the machine."""
+    if nextitem is None or getattr(nextitem, "module", None) is not getattr(item, "module", None):
+        memory_watch.release_freed_memory()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under ``SEGEDGE_REQUIRE_ALL=1`` (what ``scripts/test.sh`` sets, so CI) a skipped test fails: a suite that
@@ -372,3 +379,14 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(
             f"{count} heavy tests not run (real shapes; run them with: scripts/test.sh --heavy)"
         )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (scripts/test.sh) as planned in tests/worker_plan.py: the SAM 3 files in one worker, the
+    longest files first."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from worker_plan import PlannedFileScheduling
+
+    return PlannedFileScheduling(config, log)

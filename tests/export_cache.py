@@ -15,6 +15,8 @@ fails the run instead of silently changing what later tests see.
 The checkpoint's path is part of what the references read (``helpers._CHECKPOINT_KINDS``: which architecture a
 seeded file holds), so a cached folder is exported from the checkpoint file the test gave, never from a copy.
 
+Each export runs in a process of its own (``_in_child_process``), so what it took is returned to the machine.
+
 The suite runs in two pytest-xdist workers (``scripts/test.sh``): they share one cache folder, one export per key
 for both, under a file lock per key (the second worker to ask waits for the first's export). Seeded checkpoints are
 built the same way in each worker, so their sha256 (the key) is the same.
@@ -67,7 +69,7 @@ class ExportCache:
                 else:
                     out = slot / (name or f"{export.__name__}-{checkpoint.stem}")
                     start = time.perf_counter()
-                    folder = Path(export(checkpoint, out, **options))
+                    folder = Path(_in_child_process(export, checkpoint, out, options))
                     seconds = time.perf_counter() - start
                     self.log.append((key, seconds))
                     with open(self.root / "bill.txt", "a") as bill:
@@ -93,6 +95,17 @@ class ExportCache:
             except Exception as err:  # noqa: BLE001  (reported, not raised: every folder is checked)
                 problems.append(f"{folder.name} ({key.split('|')[0]}): {err}")
         return problems
+
+
+def _in_child_process(export: Callable, checkpoint: Path, out: Path, options: dict) -> str:
+    """``export(checkpoint, out, **options)`` in a new process: an export's peak memory (the torch model, its trace,
+    the graphs being converted: 8 GB for SAM 3) leaves with that process instead of staying in the worker's resident
+    memory, where the next file's models came on top of it (two workers share 24 GB)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as child:
+        return str(child.submit(export, checkpoint, out, **options).result())
 
 
 def linked_copy(folder: str | os.PathLike, dest: str | os.PathLike) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 _SAMPLE_S = 0.25
 _lowest_available_kb: list[int] = []  # [lowest since the current test started], shared with the sampler thread
+_rss_at_start_kb: list[int] = []  # [the worker's resident memory when the current test started]
 _lock = threading.Lock()
 
 
@@ -27,11 +28,11 @@ def _meminfo_kb(field: str) -> int | None:
     return None
 
 
-def _own_peak_kb() -> int | None:
-    """This process's peak resident memory (VmHWM) since the last reset, in kB."""
+def _own_kb(field: str) -> int | None:
+    """This process's ``VmHWM`` (peak resident memory since the last reset) or ``VmRSS`` (now), in kB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         return None
@@ -53,7 +54,7 @@ def start() -> None:
     if _meminfo_kb("MemAvailable") is None:
         return
     _reset()
-    threading.Thread(target=_sample_forever, name="segedge-memory-watch", daemon=True).start()
+    threading.Thread(target=_sample_forever, name="test-memory-watch", daemon=True).start()
 
 
 def _reset() -> None:
@@ -63,20 +64,37 @@ def _reset() -> None:
         pass
     with _lock:
         _lowest_available_kb[:] = [_meminfo_kb("MemAvailable") or 0]
+    _rss_at_start_kb[:] = [_own_kb("VmRSS") or 0]
 
 
 def on_test_start() -> None:
     _reset()
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the kernel (glibc's ``malloc_trim``): what a finished
+    test file freed (a compiled model, an exported graph) otherwise stays in the worker's resident memory."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def on_test_end() -> list[tuple[str, float]]:
-    """``user_properties`` for the test's teardown report: its worker's peak and the machine's lowest available, GB."""
-    peak = _own_peak_kb()
+    """``user_properties`` for the test's teardown report (GB): its worker's peak, how far that was above the worker's
+    memory when the test started (what the test itself took), and the machine's lowest available."""
+    peak = _own_kb("VmHWM")
     with _lock:
         lowest = _lowest_available_kb[0] if _lowest_available_kb else None
     props = []
     if peak is not None:
         props.append(("worker_peak_gb", peak / 1048576))
+        if _rss_at_start_kb:
+            props.append(("test_took_gb", (peak - _rss_at_start_kb[0]) / 1048576))
     if lowest:
         props.append(("lowest_available_gb", lowest / 1048576))
     return props
@@ -85,18 +103,26 @@ def on_test_end() -> list[tuple[str, float]]:
 def summary(reports) -> list[str]:
     """Lines for the terminal summary from the teardown reports: the files whose tests took the most memory."""
     peak_by_file: dict[str, float] = {}
+    took_by_file: dict[str, float] = {}
     lowest: tuple[float, str] | None = None
     for report in reports:
         props = dict(getattr(report, "user_properties", ()) or ())
         name = Path(report.nodeid.split("::", 1)[0]).name
         if "worker_peak_gb" in props:
             peak_by_file[name] = max(peak_by_file.get(name, 0.0), props["worker_peak_gb"])
+        if "test_took_gb" in props:
+            took_by_file[name] = max(took_by_file.get(name, 0.0), props["test_took_gb"])
         if "lowest_available_gb" in props and (lowest is None or props["lowest_available_gb"] < lowest[0]):
             lowest = (props["lowest_available_gb"], report.nodeid)
     if not peak_by_file:
         return []
-    ranked = sorted(peak_by_file.items(), key=lambda kv: -kv[1])[:12]
-    lines = ["peak memory of a worker by test file (GB): " + ", ".join(f"{n} {gb:.1f}" for n, gb in ranked)]
+    lines = []
+    for what, by_file in (
+        ("peak memory of a worker", peak_by_file),
+        ("most a test took above its start", took_by_file),
+    ):
+        ranked = sorted(by_file.items(), key=lambda kv: -kv[1])[:12]
+        lines.append(f"{what}, by test file (GB): " + ", ".join(f"{n} {gb:.1f}" for n, gb in ranked))
     if lowest is not None:
         lines.append(f"lowest available memory on the machine: {lowest[0]:.1f} GB, during {lowest[1]}")
     return lines

@@ -93,3 +93,20 @@ def test_exports_come_from_the_cache():
     assert seen >= 10, seen
     assert set(EXPORTS_ALLOWED) == exporting, set(EXPORTS_ALLOWED) ^ exporting  # the list says what is there
     assert not stray, f"take these folders from the export cache (tests/export_cache.py) or list why: {stray}"
+
+
+def test_the_worker_plan_names_files_that_exist_and_groups_sam3():
+    """tests/worker_plan.py: every file it times or groups exists (a renamed file would silently fall out of the plan:
+    its SAM 3 tests back in parallel with the others'), the SAM 3 files form one work unit, and units go out longest
+    first."""
+    from worker_plan import SAME_WORKER, SECONDS, expected_seconds, work_unit
+
+    named = set(SAME_WORKER) | set(SECONDS)
+    missing = sorted(name for name in named if not (TESTS / name).is_file())
+    assert not missing and len(named) >= 30, missing
+    units = {work_unit(f"tests/{name}::test_x") for name in SAME_WORKER}
+    assert units == {"sam3"}, units
+    assert work_unit("tests/test_cli.py::test_x[a::b]") == "tests/test_cli.py"
+    sam3 = expected_seconds("sam3", [f"tests/{name}::t" for name in SAME_WORKER])
+    assert sam3 == sum(SECONDS[name] for name in SAME_WORKER)
+    assert expected_seconds("tests/test_new.py", ["tests/test_new.py::a", "tests/test_new.py::b"]) == 4.0
