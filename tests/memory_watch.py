@@ -18,25 +18,24 @@ _rss_at_start_kb: list[int] = []  # [the worker's resident memory when the curre
 _lock = threading.Lock()
 
 
-def _meminfo_kb(field: str) -> int | None:
+def _proc_kb(file: str, field: str) -> int | None:
+    """``field`` of ``/proc/<file>`` in kB: ``meminfo``'s ``MemAvailable``, ``self/status``'s ``VmHWM`` (this process's
+    peak resident memory since the last reset) or ``VmRSS`` (now); None where there is no such file."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in Path("/proc", file).read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         return None
     return None
+
+
+def _meminfo_kb(field: str) -> int | None:
+    return _proc_kb("meminfo", field)
 
 
 def _own_kb(field: str) -> int | None:
-    """This process's ``VmHWM`` (peak resident memory since the last reset) or ``VmRSS`` (now), in kB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+    return _proc_kb("self/status", field)
 
 
 def _sample_forever() -> None:
