@@ -353,11 +353,14 @@ def pytest_terminal_summary(terminalreporter, config):
     """The export bill, the heavy tests left out, the run's time by test file (setup + call + teardown) and the
     memory its tests took (memory_watch)."""
     by_file: dict[str, float] = {}
+    teardowns = []  # they carry memory_watch's measures
     for reports in terminalreporter.stats.values():
         for report in reports:
             if getattr(report, "when", None) in ("setup", "call", "teardown"):
                 name = report.nodeid.split("::", 1)[0]
                 by_file[name] = by_file.get(name, 0.0) + float(getattr(report, "duration", 0.0))
+                if report.when == "teardown":
+                    teardowns.append(report)
     if by_file:
         ranked = sorted(by_file.items(), key=lambda kv: -kv[1])
         terminalreporter.write_line(
@@ -369,9 +372,6 @@ def pytest_terminal_summary(terminalreporter, config):
         log = [(name, float(s)) for name, s in (line.split("\t") for line in bill_file.read_text().splitlines())]
         bill = ", ".join(f"{name} {s:.0f} s" for name, s in log)
         terminalreporter.write_line(f"export cache: {len(log)} shared exports, {sum(s for _, s in log):.0f} s ({bill})")
-    teardowns = [
-        r for reports in terminalreporter.stats.values() for r in reports if getattr(r, "when", "") == "teardown"
-    ]
     for line in memory_watch.summary(teardowns):
         terminalreporter.write_line(line)
     count = getattr(config, "_segedge_heavy_deselected", 0)

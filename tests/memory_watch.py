@@ -52,11 +52,12 @@ def start() -> None:
     """Start the sampler (once per process: a worker, or the single process of ``-n 0``)."""
     if _meminfo_kb("MemAvailable") is None:
         return
-    _reset()
+    on_test_start()
     threading.Thread(target=_sample_forever, name="test-memory-watch", daemon=True).start()
 
 
-def _reset() -> None:
+def on_test_start() -> None:
+    """Start measuring a test: the worker's peak, its memory now, the machine's lowest available."""
     try:  # 5 resets VmHWM to the current RSS (proc(5), clear_refs)
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -64,10 +65,6 @@ def _reset() -> None:
     with _lock:
         _lowest_available_kb[:] = [_meminfo_kb("MemAvailable") or 0]
     _rss_at_start_kb[:] = [_own_kb("VmRSS") or 0]
-
-
-def on_test_start() -> None:
-    _reset()
 
 
 def _forget_fastapi_endpoints(models) -> None:

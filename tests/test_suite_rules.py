@@ -99,7 +99,7 @@ def test_the_worker_plan_names_files_that_exist_and_groups_sam3():
     """tests/worker_plan.py: every file it times or groups exists (a renamed file would silently fall out of the plan:
     its SAM 3 tests back in parallel with the others'), the SAM 3 files form one work unit, and units go out longest
     first."""
-    from worker_plan import SAME_WORKER, SECONDS, expected_seconds, work_unit
+    from worker_plan import SAME_WORKER, SECONDS, expected_seconds, longest_unit, work_unit
 
     named = set(SAME_WORKER) | set(SECONDS)
     missing = sorted(name for name in named if not (TESTS / name).is_file())
@@ -107,6 +107,14 @@ def test_the_worker_plan_names_files_that_exist_and_groups_sam3():
     units = {work_unit(f"tests/{name}::test_x") for name in SAME_WORKER}
     assert units == {"sam3"}, units
     assert work_unit("tests/test_cli.py::test_x[a::b]") == "tests/test_cli.py"
-    sam3 = expected_seconds("sam3", [f"tests/{name}::t" for name in SAME_WORKER])
-    assert sam3 == sum(SECONDS[name] for name in SAME_WORKER)
-    assert expected_seconds("tests/test_new.py", ["tests/test_new.py::a", "tests/test_new.py::b"]) == 4.0
+    sam3 = [f"tests/{name}::t{i}" for name in SAME_WORKER for i in range(3)]  # three tests per file: counted once
+    assert expected_seconds(sam3) == sum(SECONDS[name] for name in SAME_WORKER)
+    assert expected_seconds(["tests/test_new.py::a", "tests/test_new.py::b"]) == 4.0
+    queue = {  # many short tests (loadfile's first pick: the most tests) against few long ones
+        "tests/test_new.py": {f"tests/test_new.py::t{i}": False for i in range(50)},
+        "sam3": {nodeid: False for nodeid in sam3},
+        "tests/test_cli.py": {"tests/test_cli.py::a": False},
+    }
+    assert longest_unit(queue) == "sam3"
+    del queue["sam3"]
+    assert longest_unit(queue) == "tests/test_new.py"  # 100 s by its count, against test_cli's measured seconds

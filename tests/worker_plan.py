@@ -76,11 +76,17 @@ def work_unit(nodeid: str) -> str:
     return SAME_WORKER.get(Path(file).name, file)
 
 
-def expected_seconds(unit: str, nodeids: list[str]) -> float:
-    files = {nodeid.split("::", 1)[0] for nodeid in nodeids}
-    known = sum(SECONDS.get(Path(f).name, 0.0) for f in files)
-    unknown = sum(1 for n in nodeids if Path(n.split("::", 1)[0]).name not in SECONDS)
-    return known + unknown * SECONDS_PER_UNLISTED_TEST
+def expected_seconds(nodeids: list[str]) -> float:
+    """Seconds a work unit's tests are expected to take: its files' measured seconds, 2 s per test of a file not
+    listed."""
+    names = [Path(nodeid.split("::", 1)[0]).name for nodeid in nodeids]
+    listed = sum(SECONDS[name] for name in set(names) if name in SECONDS)
+    return listed + sum(name not in SECONDS for name in names) * SECONDS_PER_UNLISTED_TEST
+
+
+def longest_unit(workqueue: dict[str, dict[str, bool]]) -> str:
+    """The work unit to hand out next: the one expected to take longest (``workqueue``: unit -> {nodeid: done})."""
+    return max(workqueue, key=lambda unit: expected_seconds(list(workqueue[unit])))
 
 
 class PlannedFileScheduling(LoadFileScheduling):
@@ -91,6 +97,5 @@ class PlannedFileScheduling(LoadFileScheduling):
 
     def _assign_work_unit(self, node) -> None:
         """Hand ``node`` the longest work unit left (``loadfile`` hands out the first in its queue)."""
-        longest = max(self.workqueue, key=lambda unit: expected_seconds(unit, list(self.workqueue[unit])))
-        self.workqueue.move_to_end(longest, last=False)
+        self.workqueue.move_to_end(longest_unit(self.workqueue), last=False)
         super()._assign_work_unit(node)
