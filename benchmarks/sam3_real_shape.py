@@ -8,7 +8,8 @@ sizes with random weights (the text encoder's tensors the package leaves uniniti
 saved as ``sam3.pt`` is laid out. Each step runs in its own process, timed, its peak resident memory read by
 ``/usr/bin/time`` (``Maximum resident set size``):
 
-1. build and save the checkpoint;
+1. build and save the checkpoint (steps 1-3 are skipped when their output is in ``--work``; their records from
+   the run that made it, ``steps.json`` there, are reported);
 2. ``segedge export sam3`` (weights above 2 GiB as external data); the folder's file sizes;
 3. ``segedge quantize --backend openvino --min-held-out 1 --min-iou 0.01 --no-speed-check``: int8 weights of the
    encoders. Random weights find no instance on either side, so its gate says nothing here: it is forced
@@ -83,7 +84,10 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     ckpt, folder, py = work / "sam3.pt", work / "sam3", sys.executable
-    steps: dict[str, dict] = {}
+    # a step done by an earlier run (the checkpoint, the folder, its int8) keeps that run's record
+    record_file = work / "steps.json"
+    steps: dict[str, dict] = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    steps = {name: steps[name] for name in ("build", "export", "quantize") if name in steps}
     log = print
     if not ckpt.is_file():
         steps["build"] = timed([py, "-c", BUILD, str(ckpt)], log)
@@ -99,6 +103,7 @@ def main() -> int:
              "openvino", "--min-held-out", "1", "--min-iou", "0.01", "--no-speed-check"], log,
         )  # fmt: skip
         files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
+    record_file.write_text(json.dumps(steps, indent=1))
     for precision in ("f32", "int8"):
         steps[f"segment_{precision}"] = timed(
             [py, "-m", "segedge", "segment", args.image, "--model", str(folder), "--text", "person", "--backend",

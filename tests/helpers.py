@@ -568,3 +568,24 @@ def video_session(predictor, clip, events) -> dict:
             arr = logits.numpy() if hasattr(logits, "numpy") else logits
             results[(step, frame)] = (list(ids), arr[:, 0] > 0)
     return results
+
+
+def graph_folder(folder: Path, nodes: list, inputs: list, outputs: list, weights: dict[str, np.ndarray]):
+    """A model folder with one generic graph ``g`` (ONNX + OpenVINO IR) made of ONNX ``nodes`` over ``inputs`` and
+    ``outputs`` (``onnx.ValueInfoProto``) and the named ``weights``: a :class:`~segedge.manifest.ModelFolder`
+    without a family's schema, for testing backends on graphs built in the test."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from segedge.export.common import onnx_io, onnx_to_openvino
+    from segedge.manifest import GraphSpec, Manifest, ModelFolder, write_manifest
+
+    initializers = [numpy_helper.from_array(value, name) for name, value in weights.items()]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    onnx.save(model, folder / "g.onnx")
+    onnx_to_openvino(folder / "g.onnx", folder / "g.xml")
+    graph_inputs, graph_outputs = onnx_io(folder / "g.onnx")
+    manifest = Manifest("fastsam", "g", {"g": GraphSpec("g.onnx", "g.xml", graph_inputs, graph_outputs)}, {}, {}, {})
+    write_manifest(folder, manifest)
+    return ModelFolder(folder, manifest)

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import graph_folder
 from segedge.errors import BackendError, BackendNotInstalledError
-from segedge.manifest import GraphSpec, Manifest, ModelFolder, write_manifest
 from segedge.runtime.backends import open_backend
 from segedge.runtime.cpu import cpu_capabilities
 
@@ -15,44 +15,26 @@ from segedge.runtime.cpu import cpu_capabilities
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     """A model folder whose graph computes y = x @ W + b (static 2x8 -> 2x4) and z = relu(x)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from segedge.export.common import onnx_io, onnx_to_openvino
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
     w = rng.normal(size=(8, 4)).astype(np.float32)
     b = rng.normal(size=(4,)).astype(np.float32)
-    graph = helper.make_graph(
+    folder = graph_folder(
+        tmp_path_factory.mktemp("tiny"),
         [
             helper.make_node("MatMul", ["x", "W"], ["xw"]),
             helper.make_node("Add", ["xw", "b"], ["y"]),
             helper.make_node("Relu", ["x"], ["z"]),
         ],
-        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
         [
             helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
             helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 8]),
         ],
-        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+        {"W": w, "b": b},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
-    folder = tmp_path_factory.mktemp("tiny")
-    onnx.save(model, folder / "g.onnx")
-    onnx_to_openvino(folder / "g.onnx", folder / "g.xml")
-    inputs, outputs = onnx_io(folder / "g.onnx")
-    manifest = Manifest(
-        family="fastsam",
-        variant="tiny",
-        graphs={"g": GraphSpec("g.onnx", "g.xml", inputs, outputs)},
-        preprocess={},
-        source={},
-        exporter={},
-    )
-    write_manifest(folder, manifest)
-    # a generic graph, not a family's: skip the family schema that load_model_folder applies
-    return ModelFolder(folder, manifest), w, b
+    return folder, w, b
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])

@@ -22,6 +22,7 @@ import numpy as np
 from segedge.errors import BackendError, BackendNotInstalledError, ModelFolderError
 from segedge.manifest import GraphSpec, ModelFolder
 from segedge.precisions import BF16, F32, INT8, PRECISIONS
+from segedge.runtime.mapped_weights import release_mapped_pages
 from segedge.runtime.signal_stack import install_own_stack
 
 BACKENDS = ("openvino", "onnxruntime")
@@ -220,6 +221,8 @@ class OpenVinoBackend(Backend):
             install_own_stack()  # the plugin left the thread on a stack of the model's (see runtime.signal_stack)
         _io_mismatch(Path(xml_path), "inputs", _ov_shapes(compiled.inputs, self.inputs), self.inputs)
         _io_mismatch(Path(xml_path), "outputs", _ov_shapes(compiled.outputs, self.outputs), self.outputs)
+        # the weights compilation read stay mapped beside the plugin's copies (twice the memory): give them back
+        release_mapped_pages([Path(xml_path).with_suffix(".bin"), *([self.cache_dir] if self.cache_dir else [])])
         self.bind(compiled)
 
     def bind(self, compiled) -> None:
