@@ -25,30 +25,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def families(work: Path) -> dict:
     """``{name: export(out_dir)}``, each building its seeded checkpoint in ``work`` first when it is not there."""
     import helpers
+    from segedge.export.clip import export_clip
+    from segedge.export.efficientvit_sam import export_efficientvit_sam
+    from segedge.export.hq_sam import export_hq_sam
 
-    def efficientvit(out):
-        from segedge.export.efficientvit_sam import export_efficientvit_sam
+    def seeded(checkpoint: str, make, export_checkpoint):
+        """``export_checkpoint(work / checkpoint, out)``, ``make(path)`` building that checkpoint first (once)."""
 
-        ckpt = work / "efficientvit-sam-l0.pt"
-        if not ckpt.is_file():
-            helpers.make_efficientvit_sam_checkpoint(ckpt, "l0")
-        return export_efficientvit_sam(ckpt, out)
+        def export(out):
+            ckpt = work / checkpoint
+            if not ckpt.is_file():
+                make(ckpt)
+            return export_checkpoint(ckpt, out)
 
-    def light_hq(out):
-        from segedge.export.hq_sam import export_hq_sam
-
-        ckpt = work / "hq-sam-light.pt"
-        if not ckpt.is_file():
-            helpers.make_hq_sam_checkpoint(ckpt, "light")
-        return export_hq_sam(ckpt, out)
-
-    def clip(out):
-        from segedge.export.clip import export_clip
-
-        ckpt = work / "clip-vit-b32.pt"
-        if not ckpt.is_file():
-            helpers.make_clip_checkpoint(ckpt)
-        return export_clip(ckpt, out)
+        return export
 
     def yoloe(yaml):
         def export(out):
@@ -66,9 +56,17 @@ def families(work: Path) -> dict:
         return export
 
     return {
-        "efficientvit_sam_l0": efficientvit,
-        "hq_sam_light": light_hq,
-        "clip_vit_b32": clip,
+        "efficientvit_sam_l0": seeded(
+            "efficientvit-sam-l0.pt",
+            lambda path: helpers.make_efficientvit_sam_checkpoint(path, "l0"),
+            export_efficientvit_sam,
+        ),
+        "hq_sam_light": seeded(
+            "hq-sam-light.pt",
+            lambda path: helpers.make_hq_sam_checkpoint(path, "light"),
+            export_hq_sam,
+        ),
+        "clip_vit_b32": seeded("clip-vit-b32.pt", helpers.make_clip_checkpoint, export_clip),
         "yoloe_11n_seg": yoloe("yoloe-11n-seg.yaml"),
         "yoloe_26n_seg": yoloe("yoloe-26n-seg.yaml"),
     }

@@ -29,7 +29,10 @@ def read_only_file_mappings(maps_text: str, paths: Iterable[Path]) -> list[tuple
     files, folders = set(), []
     for path in paths:
         name = os.path.realpath(path)
-        (folders.append(name.rstrip("/") + "/") if os.path.isdir(name) else files.add(name))
+        if os.path.isdir(name):
+            folders.append(name.rstrip("/") + "/")
+        else:
+            files.add(name)
     ranges = []
     for line in maps_text.splitlines():
         fields = line.split(maxsplit=5)
