@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from segedge.errors import BackendError, BackendNotInstalledError, ModelFolderError
 from segedge.manifest import GraphSpec, ModelFolder
 from segedge.precisions import BF16, F32, INT8, PRECISIONS
+from segedge.runtime.compiled_cache import cache_limit_bytes, keep_in_bounds
 from segedge.runtime.mapped_weights import release_mapped_pages
 from segedge.runtime.signal_stack import install_own_stack
 
@@ -213,6 +215,8 @@ class OpenVinoBackend(Backend):
         else:
             self.cache_dir = None
         _check_ir_header(Path(xml_path))
+        limit = cache_limit_bytes() if self.cache_dir else None  # a bad $SEGEDGE_CACHE_MAX_GB fails before compiling
+        started = time.time()
         try:
             compiled = core.compile_model(str(xml_path), device, config)
         except RuntimeError as exc:
@@ -223,6 +227,8 @@ class OpenVinoBackend(Backend):
         _io_mismatch(Path(xml_path), "outputs", _ov_shapes(compiled.outputs, self.outputs), self.outputs)
         # the weights compilation read stay mapped beside the plugin's copies (twice the memory): give them back
         release_mapped_pages([Path(xml_path).with_suffix(".bin"), *([self.cache_dir] if self.cache_dir else [])])
+        if self.cache_dir:
+            keep_in_bounds(self.cache_dir, started, limit)  # OpenVINO never removes a blob: the least recently used go
         self.bind(compiled)
 
     def bind(self, compiled) -> None:

@@ -26,6 +26,28 @@ MADV_DONTNEED = 4  # <sys/mman.h> on Linux
 def read_only_file_mappings(maps_text: str, paths: Iterable[Path]) -> list[tuple[int, int]]:
     """``[(start, end), ...]`` byte addresses of the mappings in ``maps_text`` (``/proc/self/maps``'s format) that
     are not writable and map one of ``paths``: a file, or any file under a folder. Pure: parses text only."""
+    return [(start, end) for start, end, _ in _read_only_mappings(maps_text, paths)]
+
+
+def mapped_file_names(maps_text: str, paths: Iterable[Path]) -> set[str]:
+    """The real paths of the files under ``paths`` that ``maps_text`` maps read-only (a compiled blob OpenVINO
+    imported from its cache, say). Pure: parses text only."""
+    return {name for _, _, name in _read_only_mappings(maps_text, paths)}
+
+
+def proc_maps() -> str:
+    """This process's ``/proc/self/maps`` ("" where there is none: not Linux, or unreadable)."""
+    if not sys.platform.startswith("linux"):
+        return ""
+    try:
+        with open("/proc/self/maps") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def _read_only_mappings(maps_text: str, paths: Iterable[Path]):
+    """``(start, end, real path)`` of each read-only mapping in ``maps_text`` of a file in or under ``paths``."""
     files, folders = set(), []
     for path in paths:
         name = os.path.realpath(path)
@@ -33,7 +55,6 @@ def read_only_file_mappings(maps_text: str, paths: Iterable[Path]) -> list[tuple
             folders.append(name.rstrip("/") + "/")
         else:
             files.add(name)
-    ranges = []
     for line in maps_text.splitlines():
         fields = line.split(maxsplit=5)
         if len(fields) < 6 or fields[1][1] == "w":  # anonymous, or writable: its pages may hold more than the file
@@ -41,20 +62,13 @@ def read_only_file_mappings(maps_text: str, paths: Iterable[Path]) -> list[tuple
         name = fields[5].strip()
         if name in files or any(name.startswith(folder) for folder in folders):
             start, end = (int(value, 16) for value in fields[0].split("-"))
-            ranges.append((start, end))
-    return ranges
+            yield start, end, name
 
 
 def release_mapped_pages(paths: Iterable[Path]) -> int:
     """Drop the resident pages of this process's read-only mappings of ``paths`` (files or folders); returns the
     bytes of address space advised (0 off Linux or when nothing maps them)."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    try:
-        with open("/proc/self/maps") as handle:
-            ranges = read_only_file_mappings(handle.read(), paths)
-    except OSError:
-        return 0
+    ranges = read_only_file_mappings(proc_maps(), paths)
     if not ranges:
         return 0
     madvise = ctypes.CDLL(None, use_errno=True).madvise
