@@ -81,16 +81,12 @@ def release_freed_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the kernel (glibc's ``malloc_trim``): what a finished
     test file freed (a compiled model, an exported graph) otherwise stays in the worker's resident memory. FastAPI's
     caches of endpoint functions are emptied first (they held every served model of the run)."""
-    import ctypes
-    import gc
     import sys
 
+    from segedge.heap import release_freed_heap
+
     _forget_fastapi_endpoints(sys.modules.get("fastapi.dependencies.models"))
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_freed_heap()
 
 
 def on_test_end() -> list[tuple[str, float]]:

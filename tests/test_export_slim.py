@@ -164,3 +164,42 @@ def test_skeleton_infers_the_same_shapes(tmp_path):
     assert len(inferred.graph.initializer) == len(by_name) >= 9
     for tensor in inferred.graph.initializer:
         assert tensor.SerializeToString() == by_name[tensor.name], tensor.name
+
+
+def _graph_objects_alive() -> int:
+    """How many onnxslim graph nodes and tensors the process still holds."""
+    import gc
+
+    from onnxslim.third_party.onnx_graphsurgeon.ir.node import Node
+    from onnxslim.third_party.onnx_graphsurgeon.ir.tensor import Tensor
+
+    gc.collect()
+    return sum(isinstance(o, (Node, Tensor)) for o in gc.get_objects())
+
+
+def _matcher_state() -> int:
+    """Attributes onnxslim's fusion matchers hold from their last match (named after their patterns' nodes)."""
+    from onnxslim.core.pattern.registry import DEFAULT_FUSION_PATTERNS
+
+    return sum(
+        name in vars(m) and name not in lean._MATCHER_OWN
+        for matchers in DEFAULT_FUSION_PATTERNS.values()
+        for m in matchers
+        for name in m.pattern_dict
+    )
+
+
+def test_slim_keeps_no_graph_alive_after_it_returns(tmp_path):
+    """onnxslim's fusion matchers keep their last match's nodes (and through them the graph with every weight: SAM 3's
+    1.8 GB image encoder stayed in memory through the next graph's export); the lean slim lets the graph go."""
+    traced, _, _ = _traced(tmp_path)
+    stock = onnxslim.slim(_copy(traced))
+    assert sum(n.op_type == "Gemm" for n in stock.graph.node) == 2  # the MatMul + Add matcher matched twice
+    del stock
+    assert _matcher_state() >= 2 and _graph_objects_alive() >= 10  # what plain onnxslim leaves behind
+
+    ours = lean.slim(_copy(traced))
+    assert sum(n.op_type == "Gemm" for n in ours.graph.node) == 2
+    del ours
+    assert _matcher_state() == 0
+    assert _graph_objects_alive() == 0

@@ -276,14 +276,9 @@ def _rss_mib() -> float | None:
 def _reset_peak() -> bool:
     """Drop freed heap and reset this process's peak to its current resident memory (Linux); False
     where that cannot be done or did not take."""
-    import ctypes
-    import gc
+    from segedge.heap import release_freed_heap
 
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)  # glibc: hand freed heap pages back, so they do not count twice
-    except (AttributeError, OSError):
-        pass
+    release_freed_heap()  # freed heap pages back to the kernel, so they do not count twice
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # 5: reset the peak resident set size (VmHWM) to the current one
