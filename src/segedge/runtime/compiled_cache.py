@@ -2,7 +2,7 @@
 
 OpenVINO writes one blob per compiled graph and configuration into its ``CACHE_DIR`` and never removes one: every
 re-export, precision, thread count and OpenVINO release adds its own, each about the size of the graph's weights
-(a real-size SAM 3 folder's f32 blobs are 3.4 GB). segedge's cache (``~/.cache/segedge/openvino`` or
+(4.2 GB had piled up in one session of work on SAM 3 at its real size). segedge's cache (``~/.cache/segedge/openvino`` or
 ``$SEGEDGE_CACHE_DIR``, one folder per precision: :func:`segedge.runtime.backends.default_cache_dir`) would grow
 without end on a small disk. After each compile, :func:`keep_in_bounds` marks the blobs the compile used (the one it
 wrote, or the one it imported, which OpenVINO maps) as used now, then removes the least recently used others
