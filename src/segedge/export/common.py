@@ -186,24 +186,25 @@ def export_graph(
     # A large graph's peak (tracing, then slimming: about 4x its weights) must not land on memory the checks or the
     # previous graph freed: SAM 3's real-size export peaked at 19.5 GB without this, 15.8 GB with it (sampled).
     params = module.parameters() if isinstance(module, torch.nn.Module) else ()
-    large = sum(p.numel() * p.element_size() for p in params) > RELEASE_HEAP_ABOVE
-    if large:
+    heavy = sum(p.numel() * p.element_size() for p in params) > RELEASE_HEAP_ABOVE
+    if heavy:
         release_freed_heap()
     # nn.MultiheadAttention's inference fast path (_native_multi_head_attention) has no ONNX export
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         return _export_graph(
-            module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino, expected
-        )
+            module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino, expected,
+            heavy,
+        )  # fmt: skip
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-        if large:
+        if heavy:
             release_freed_heap()
 
 
 def _export_graph(
-    module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino, expected
+    module, example_inputs, folder, stem, onnx_path, input_names, output_names, simplify, openvino, expected, heavy
 ) -> GraphSpec:
     import torch
 
@@ -212,8 +213,7 @@ def _export_graph(
             expected = module(*example_inputs)
         expected = expected if isinstance(expected, (tuple, list)) else (expected,)
         model = _trace_to_onnx(module, example_inputs, folder, onnx_path.name, input_names, output_names)
-    nbytes = weight_bytes(model)
-    large = nbytes > EXTERNAL_DATA_ABOVE
+    large = weight_bytes(model) > EXTERNAL_DATA_ABOVE
     if simplify and not large:
         # onnxslim holds the whole model as one message (its shape inference serializes it): above
         # 2 GiB it cannot run. ONNX Runtime and OpenVINO fold constants and fuse on their own.
@@ -226,7 +226,7 @@ def _export_graph(
     _declare_output_shapes(model, expected, onnx_path)
     save_onnx(model, onnx_path, external_data=large)
     del model  # OpenVINO reads the file: the proto's weights need not stay in memory beside its copy
-    if nbytes > RELEASE_HEAP_ABOVE:
+    if heavy:  # export_graph's choice (RELEASE_HEAP_ABOVE)
         release_freed_heap()
     inputs, outputs = onnx_io(onnx_path)
     if [t.name for t in outputs] != output_names:
