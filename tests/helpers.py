@@ -577,7 +577,7 @@ def graph_folder(folder: Path, nodes: list, inputs: list, outputs: list, weights
     import onnx
     from onnx import helper, numpy_helper
 
-    from segedge.export.common import onnx_io, onnx_to_openvino
+    from segedge.export.graph_files import onnx_io, onnx_to_openvino
     from segedge.manifest import GraphSpec, Manifest, ModelFolder, write_manifest
 
     initializers = [numpy_helper.from_array(value, name) for name, value in weights.items()]

@@ -61,12 +61,12 @@ def test_bad_imgsz_and_existing_output(tmp_path, real_checkpoint):
 
 
 def test_failed_export_leaves_no_partial_folder(tmp_path, real_checkpoint, monkeypatch):
-    import segedge.export.common as common
+    import segedge.export.graph_files as graph_files
 
     def fail(*args, **kwargs):
         raise RuntimeError("simulated converter crash")
 
-    monkeypatch.setattr(common, "onnx_to_openvino", fail)
+    monkeypatch.setattr(graph_files, "onnx_to_openvino", fail)
     with pytest.raises(RuntimeError, match="simulated"):
         export_fastsam(real_checkpoint, tmp_path / "model", imgsz=320)
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a .partial sibling

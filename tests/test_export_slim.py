@@ -18,7 +18,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from segedge.errors import SegedgeError  # noqa: E402
 from segedge.export import slim as lean  # noqa: E402
-from segedge.export.common import _trace_to_onnx, export_graph  # noqa: E402
+from segedge.export.common import _trace, export_graph  # noqa: E402
 
 DIM, SIDE = 128, 8  # channels, tokens per side: a (1, 8, 8, 128) input
 
@@ -50,7 +50,8 @@ def _traced(tmp_path, norm: bool = True):
     module = _Block(norm).eval()
     x = torch.randn(1, SIDE, SIDE, DIM)
     with torch.no_grad():
-        model = _trace_to_onnx(module, (x,), tmp_path, "block.onnx", ["x"], ["y"])
+        _trace(module, (x,), tmp_path / "traced.onnx", ["x"], ["y"])
+        model = onnx.load(str(tmp_path / "traced.onnx"))
         expected = module(x).numpy()
     return model, x.numpy(), expected
 

@@ -16,17 +16,18 @@ from pathlib import Path
 from segedge.errors import CheckpointError, SegedgeError
 from segedge.fileio import sha256_file
 from segedge.heap import release_freed_heap
-from segedge.manifest import GraphSpec, Manifest, TensorSpec, onnx_data_name, write_manifest
+from segedge.export.graph_files import finish_in_child, finish_traced
+from segedge.manifest import GraphSpec, Manifest, write_manifest
 
 ONNX_OPSET = 17
-MAX_IR_VERSION = 9
 # An ONNX file is one protobuf message, and protobuf cannot write a message of 2 GiB or more. A graph
 # whose weights pass this many bytes (2 GiB less 128 MiB for the graph itself: SAM ViT-H's encoder
 # has 2.5 GB) is written with its weights in one file beside it, ``<stem>.onnx.data`` (ONNX's
 # external data; ONNX Runtime and OpenVINO read it from the ONNX file's folder).
 EXTERNAL_DATA_ABOVE = 2**31 - 2**27
-# Exporting a graph whose weights pass this many bytes hands freed memory back to the system before and after
-# (segedge.heap; a few hundred ms, nothing to gain on small graphs).
+# A graph whose weights pass this many bytes is slimmed and converted in a child process
+# (segedge.export.graph_files.finish_in_child), and its export hands freed memory back to the system before and after
+# (segedge.heap): a second or two of overhead, nothing to gain on small graphs.
 RELEASE_HEAP_ABOVE = 2**28
 
 
@@ -112,24 +113,6 @@ def check_checkpoint_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
-    """Convert an ONNX file to OpenVINO IR with float32 weights (no fp16 compression: parity first)."""
-    import openvino as ov
-
-    model = ov.convert_model(str(onnx_path))
-    for port in list(model.inputs) + list(model.outputs):
-        if port.get_partial_shape().is_dynamic:
-            raise SegedgeError(f"OpenVINO sees a dynamic shape on {port.get_any_name()} in {onnx_path}; export failed")
-    declared = {t.name: t.shape for group in onnx_io(onnx_path) for t in group}
-    for port in list(model.inputs) + list(model.outputs):
-        name = port.get_any_name()
-        if name in declared and tuple(port.get_shape()) != declared[name]:
-            raise SegedgeError(
-                f"{onnx_path}: OpenVINO infers {name} as {tuple(port.get_shape())}, ONNX declares {declared[name]}"
-            )
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)
-
-
 def with_arena_record(folder: Path, graph: GraphSpec) -> GraphSpec:
     """``graph`` with ONNX Runtime's memory-arena choice measured on its ONNX file
     (:func:`segedge.runtime.ort_memory.arena_record`: two short runs per setting in one fresh process, or
@@ -137,29 +120,6 @@ def with_arena_record(folder: Path, graph: GraphSpec) -> GraphSpec:
     from segedge.runtime.ort_memory import arena_record
 
     return dataclasses.replace(graph, onnxruntime=arena_record(folder / graph.onnx, graph.inputs))
-
-
-def onnx_io(onnx_path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """Names, static shapes and dtypes of an ONNX file's inputs and outputs; raises if any dim is dynamic."""
-    import onnx
-    from onnx import helper
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-
-    def spec(value) -> TensorSpec:
-        dims = value.type.tensor_type.shape.dim
-        shape = []
-        for d in dims:
-            if not d.HasField("dim_value"):
-                raise SegedgeError(f"{onnx_path}: {value.name} has a dynamic dimension ({d.dim_param or '?'})")
-            shape.append(int(d.dim_value))
-        dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
-        return TensorSpec(value.name, tuple(shape), dtype)
-
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initializers)
-    outputs = tuple(spec(v) for v in model.graph.output)
-    return inputs, outputs
 
 
 def export_graph(
@@ -184,7 +144,8 @@ def export_graph(
 
     onnx_path = folder / f"{stem}.onnx"
     # A large graph's peak (tracing, then slimming: about 4x its weights) must not land on memory the checks or the
-    # previous graph freed: SAM 3's real-size export peaked at 19.5 GB without this, 15.8 GB with it (sampled).
+    # previous graph freed (SAM 3's real-size export peaked at 19.5 GB without this, 15.8 GB with it, sampled), nor
+    # slimming on the PyTorch model still in memory (graph_files.finish_in_child).
     params = module.parameters() if isinstance(module, torch.nn.Module) else ()
     heavy = sum(p.numel() * p.element_size() for p in params) > RELEASE_HEAP_ABOVE
     if heavy:
@@ -212,114 +173,39 @@ def _export_graph(
         if expected is None:
             expected = module(*example_inputs)
         expected = expected if isinstance(expected, (tuple, list)) else (expected,)
-        model = _trace_to_onnx(module, example_inputs, folder, onnx_path.name, input_names, output_names)
-    large = weight_bytes(model) > EXTERNAL_DATA_ABOVE
-    if simplify and not large:
-        # onnxslim holds the whole model as one message (its shape inference serializes it): above
-        # 2 GiB it cannot run. ONNX Runtime and OpenVINO fold constants and fuse on their own.
-        # segedge.export.slim: onnxslim.slim's graph, without re-serialising the weights every pass.
-        from segedge.export.slim import slim
-
-        model = slim(model)
-    # Older ONNX Runtime releases refuse IR versions newer than they know; opset 17 needs only IR 8.
-    model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    _declare_output_shapes(model, expected, onnx_path)
-    save_onnx(model, onnx_path, external_data=large)
-    del model  # OpenVINO reads the file: the proto's weights need not stay in memory beside its copy
-    if heavy:  # export_graph's choice (RELEASE_HEAP_ABOVE)
-        release_freed_heap()
-    inputs, outputs = onnx_io(onnx_path)
+        shapes = [tuple(int(d) for d in t.shape) for t in expected]
+        del expected
+        # Traced in a scratch folder inside ``folder``: above 2 GiB torch writes every weight to a file of its own
+        # beside the ONNX file, and those must not end up in the model folder.
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".trace-") as scratch:
+            traced = Path(scratch) / onnx_path.name
+            _trace(module, example_inputs, traced, input_names, output_names)
+            if heavy:  # export_graph's choice (RELEASE_HEAP_ABOVE): slimmed in a child, beside less of ours
+                release_freed_heap()
+                io = finish_in_child(traced, onnx_path, shapes, simplify, openvino, EXTERNAL_DATA_ABOVE)
+            else:
+                io = finish_traced(traced, onnx_path, shapes, simplify, openvino, EXTERNAL_DATA_ABOVE)
+    inputs, outputs = io
     if [t.name for t in outputs] != output_names:
         raise SegedgeError(f"{onnx_path}: outputs came out as {[t.name for t in outputs]}, expected {output_names}")
-    xml_path = folder / f"{stem}.xml"
-    if openvino:
-        onnx_to_openvino(onnx_path, xml_path)
-    return GraphSpec(onnx=onnx_path.name, openvino=xml_path.name, inputs=inputs, outputs=outputs)
+    return GraphSpec(onnx=onnx_path.name, openvino=f"{stem}.xml", inputs=inputs, outputs=outputs)
 
 
-def _trace_to_onnx(module, example_inputs, folder: Path, name: str, input_names, output_names):
-    """Trace ``module`` with torch's TorchScript-based exporter and load the result with its weights.
-
-    Traced in a scratch folder inside ``folder``: above 2 GiB torch writes every weight to a file of
-    its own beside the ONNX file, and those must not end up in the model folder."""
-    import onnx
+def _trace(module, example_inputs, traced: Path, input_names, output_names) -> None:
+    """Trace ``module`` to the ONNX file ``traced`` with torch's TorchScript-based exporter (static shapes)."""
     import torch
 
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".trace-") as scratch:
-        traced = Path(scratch) / name
-        torch.onnx.export(
-            module,
-            example_inputs,
-            str(traced),
-            input_names=input_names,
-            output_names=output_names,
-            opset_version=ONNX_OPSET,
-            do_constant_folding=True,
-            dynamic_axes=None,
-            dynamo=False,
-        )
-        return onnx.load(str(traced))
-
-
-def _declare_output_shapes(model, expected, onnx_path: Path) -> None:
-    """Write the shapes the traced module really produced (``expected``: its output tensors) on the
-    model's outputs. The tracer sometimes leaves symbolic output dims (e.g. after ViT window padding)
-    although every input is static; OpenVINO's own shape inference then confirms them
-    (:func:`onnx_to_openvino` rejects anything dynamic)."""
-    for value, tensor in zip(model.graph.output, expected):
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) != tensor.dim():
-            raise SegedgeError(
-                f"{onnx_path}: output {value.name} has rank {len(dims)}, the module produced {tuple(tensor.shape)}"
-            )
-        for dim, size in zip(dims, tensor.shape):
-            if not dim.HasField("dim_value"):
-                dim.ClearField("dim_param")
-                dim.dim_value = int(size)
-            elif dim.dim_value != int(size):
-                raise SegedgeError(
-                    f"{onnx_path}: output {value.name} is declared {dim.dim_value}, the module produced {int(size)}"
-                )
-
-
-def weight_bytes(model) -> int:
-    """Bytes of the tensors an ``onnx.ModelProto`` carries (initializers and Constant nodes' values),
-    from their shapes and types (loaded or external alike)."""
-    from onnx import AttributeProto, helper
-
-    tensors = list(model.graph.initializer)
-    tensors += [a.t for node in model.graph.node for a in node.attribute if a.type == AttributeProto.TENSOR]
-    total = 0
-    for tensor in tensors:
-        count = 1
-        for d in tensor.dims:
-            count *= int(d)
-        total += count * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
-    return total
-
-
-def save_onnx(model, onnx_path: Path, external_data: bool) -> None:
-    """Write ``model`` to ``onnx_path``; with ``external_data`` its weights go to one file beside it
-    (:func:`segedge.manifest.onnx_data_name`), else into the ONNX file. A stale weights file of an earlier export
-    is removed either way."""
-    import onnx
-
-    data_path = onnx_path.with_name(onnx_data_name(onnx_path.name))
-    data_path.unlink(missing_ok=True)
-    if external_data:
-        onnx.save_model(
-            model,
-            str(onnx_path),
-            save_as_external_data=True,
-            all_tensors_to_one_file=True,
-            location=data_path.name,
-            size_threshold=1024,
-            convert_attribute=True,  # Constant nodes' values too (the tracer folds some large ones)
-        )
-        # onnx creates the data file owner-only (0600): give it the ONNX file's mode, as a copy would
-        data_path.chmod(onnx_path.stat().st_mode & 0o777)
-    else:
-        onnx.save_model(model, str(onnx_path))
+    torch.onnx.export(
+        module,
+        example_inputs,
+        str(traced),
+        input_names=input_names,
+        output_names=output_names,
+        opset_version=ONNX_OPSET,
+        do_constant_folding=True,
+        dynamic_axes=None,
+        dynamo=False,
+    )
 
 
 def method_graph(module, method: str):

@@ -119,7 +119,7 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
             return next(self._items, None)
 
     prepared = out_onnx.with_name(out_onnx.stem + ".pre.onnx")
-    # A graph whose weights are kept beside it (above 2 GiB, segedge.export.common.save_onnx) is
+    # A graph whose weights are kept beside it (above 2 GiB, segedge.export.graph_files.save_onnx) is
     # prepared and quantized with external data too; the int8 graph's weights then go to
     # onnx_data_name(out_onnx), which _move_in and _switch_manifest carry along.
     large = onnx_path.with_name(onnx_data_name(onnx_path.name)).is_file()

@@ -313,9 +313,7 @@ def _write_graphs(folder: Path, graphs: dict, text, model, imgsz: int, visual_sl
     image = torch.zeros(1, imgsz, imgsz, 3, dtype=torch.uint8)
     inputs, outputs = ["images", "class_embeddings"], list(OUTPUT_NAMES[LOGITS])
     example = (image, graphs["embeddings"])
-    spec = export_graph(graphs["ir"], example, folder, "model", inputs, outputs, simplify)
-    if graphs["ir"] is not graphs["onnx"]:  # the ONNX (ONNX Runtime's graph) without the IR-only rewrite
-        spec = export_graph(graphs["onnx"], example, folder, "model", inputs, outputs, simplify, openvino=False)
+    spec = _export_both(graphs["ir"], graphs["onnx"], example, folder, "model", inputs, outputs, simplify)
     tower, head, length = text
     text = text_graph(tower, head, context=length)
     tokens = _check_text_graph(text_graph(tower, head), text, length)
@@ -325,11 +323,20 @@ def _write_graphs(folder: Path, graphs: dict, text, model, imgsz: int, visual_sl
         return {
             "model": spec,
             "text_encoder": export_graph(text, (tokens,), folder, "text_encoder", ["tokens"], ["class_embedding"], simplify),
-            "visual_prompt": export_graph(
-                visual_graph(model), (image, masks), folder, "visual_prompt", ["images", "prompt_masks"],
-                ["prompt_embeddings"], simplify,
+            "visual_prompt": _export_both(
+                visual_graph(graphs["ir"].inner), visual_graph(model), (image, masks), folder, "visual_prompt",
+                ["images", "prompt_masks"], ["prompt_embeddings"], simplify,
             ),
         }  # fmt: skip
+
+
+def _export_both(ir, onnx, example, folder: Path, stem: str, inputs, outputs, simplify: bool):
+    """``<stem>.xml`` from ``ir`` (the network with the IR-only C2f rewrite, when there is one) and ``<stem>.onnx``
+    (ONNX Runtime's graph) from ``onnx``: export_graph's spec."""
+    spec = export_graph(ir, example, folder, stem, inputs, outputs, simplify)
+    if ir.inner is not onnx.inner:  # the ONNX without the IR-only rewrite
+        spec = export_graph(onnx, example, folder, stem, inputs, outputs, simplify, openvino=False)
+    return spec
 
 
 def _check_text_graph(full, short, length: int):
