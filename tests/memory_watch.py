@@ -67,25 +67,11 @@ def on_test_start() -> None:
     _rss_at_start_kb[:] = [_own_kb("VmRSS") or 0]
 
 
-def _forget_fastapi_endpoints(models) -> None:
-    """FastAPI (0.165) keeps every endpoint function it has classified in module-level ``lru_cache``s of 4096 entries:
-    segedge's endpoints are closures over their app's service, so every app a test made kept its compiled models for
-    the rest of the run (a Label Studio test's SAM 3: 2.5 GB). Emptying those caches lets them go."""
-    for name in ("_is_gen_callable_cached", "_is_async_gen_callable_cached", "_is_coroutine_callable_cached"):
-        cached = getattr(models, name, None)
-        if cached is not None and hasattr(cached, "cache_clear"):
-            cached.cache_clear()
-
-
 def release_freed_memory() -> None:
     """Collect garbage and hand the C heap's free pages back to the kernel (glibc's ``malloc_trim``): what a finished
-    test file freed (a compiled model, an exported graph) otherwise stays in the worker's resident memory. FastAPI's
-    caches of endpoint functions are emptied first (they held every served model of the run)."""
-    import sys
-
+    test file freed (a compiled model, an exported graph) otherwise stays in the worker's resident memory."""
     from segedge.heap import release_freed_heap
 
-    _forget_fastapi_endpoints(sys.modules.get("fastapi.dependencies.models"))
     release_freed_heap()
 
 

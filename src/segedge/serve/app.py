@@ -20,12 +20,14 @@ Routes (JSON unless said otherwise; every error is ``{"error": "one line"}`` wit
   the ``fastapi-offline`` package, a dependency of the serve extra: no CDN)
 """
 
+import functools
 import logging
+from typing import Annotated
 from contextlib import asynccontextmanager
 from importlib import resources
 
 # No ``from __future__ import annotations`` here: FastAPI and pydantic read the annotations at run time.
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -33,16 +35,15 @@ from starlette.exceptions import HTTPException
 
 from segedge._version import __version__
 from segedge.errors import SegedgeError
-from segedge.serve.errors import ServiceError, TooLarge, UnsupportedMedia
+from segedge.serve.errors import ServiceError
 from segedge.serve.requests import (
     EncodeRequest,
     EverythingRequest,
     PredictRequest,
-    ResetRequest,
-    TrackRequest,
-    VideoPromptRequest,
 )
 from segedge.serve.service import SegmentService
+from segedge.serve.uploads import binary_body, body_bytes
+from segedge.serve.video_routes import video_routes
 
 log = logging.getLogger("segedge.serve")
 
@@ -69,6 +70,7 @@ SECURITY_HEADERS = {
 DOCS_CSP = CSP + "; style-src 'self' 'unsafe-inline'"
 
 
+@functools.cache
 def static_files() -> dict[str, tuple[bytes, str]]:
     """``route -> (bytes, media type)`` of the page and the API docs, read from the packages once. Without
     fastapi-offline (a serve extra dependency) ``/docs`` says what to install."""
@@ -83,20 +85,15 @@ def static_files() -> dict[str, tuple[bytes, str]]:
     return files
 
 
-def binary_body(description: str, media: str) -> dict:
-    """OpenAPI's description of a request whose body is a file's raw bytes (``media``: e.g. ``image/*``)."""
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    content = {"application/octet-stream": binary, media: binary}
-    return {"requestBody": {"required": True, "description": description, "content": content}}
-
-
-def create_app(service: SegmentService) -> FastAPI:  # noqa: C901 (see pyproject)
-    """The FastAPI application serving ``service``."""
+def create_app(service: SegmentService) -> FastAPI:
+    """The FastAPI application serving ``service``. Its endpoints are module-level functions that find the service
+    on ``request.app.state`` (:func:`_service`), never closures over it: FastAPI keeps every endpoint function it
+    has classified in module-level caches, and a closure there would keep each app's models for the process's life."""
 
     @asynccontextmanager
     async def lifespan(app):
         yield
-        service.close()  # tracking jobs stop, uploaded clips are deleted
+        app.state.service.close()  # tracking jobs stop, uploaded clips are deleted
 
     app = FastAPI(
         lifespan=lifespan,
@@ -108,81 +105,79 @@ def create_app(service: SegmentService) -> FastAPI:  # noqa: C901 (see pyproject
         description="Segment Anything on this machine: upload an image, send prompts, get COCO RLE masks.",
     )
     app.state.service = service
-    pages = static_files()
-
     _add_error_handlers(app)
-
-    for route in pages:
-
-        def page(route=route):
-            body, media = pages[route]
-            return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
-
-        app.get(route, include_in_schema=False)(page)
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    def favicon():
-        return Response(status_code=204)
-
-    @app.get("/api/health", summary="Server status and cache use")
-    def health():
-        return {"status": "ok", "segedge": __version__, **service.stats()}
-
-    @app.get("/api/models", summary="The served models: name, family, backend, precision, prompt kinds")
-    def models():
-        return {"models": service.model_list(), "default": service.default_model}
-
-    upload_body = binary_body("the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)", "image/*")
-
-    async def body_bytes(request: Request, limit: int, what: str, example: str) -> bytes:
-        """The request's raw body, refused past ``limit`` bytes (before reading it when its length is given)."""
-        if request.headers.get("content-type", "").startswith("multipart/"):
-            raise UnsupportedMedia(
-                f"send the file's bytes as the request body, not a form (curl --data-binary @{example})"
-            )
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            raise TooLarge(f"the {what} is {int(length) / 2**20:.1f} MiB, above the limit of {limit / 2**20:g} MiB")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"the {what} is above the limit of {limit / 2**20:g} MiB")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    @app.post("/api/images", summary="Upload an image (raw bytes as the body) -> image_id", openapi_extra=upload_body)
-    async def upload(request: Request):
-        data = await body_bytes(request, service.max_upload_bytes, "upload", "photo.jpg")
-        return await run_in_threadpool(service.add_image, data)
-
-    @app.get("/api/images/{image_id}", summary="Is this image still on the server? Its size")
-    def image(image_id: str):
-        return service.image_info(image_id)
-
-    @app.post("/api/encode", summary="SAM: encode the image now (cached); FastSAM: run everything now (cached)")
-    def encode(req: EncodeRequest):
-        return service.encode(req.model, req.image_id)
-
-    @app.post("/api/predict", summary="Masks for points (+/-), a box or text, as COCO RLE")
-    def predict(req: PredictRequest):
-        return service.predict(
-            req.model,
-            req.image_id,
-            points=req.points,
-            labels=req.labels,
-            box=req.box,
-            multimask=req.multimask,
-            text=req.text,
-        )
-
-    @app.post("/api/everything", summary="Every mask in the image, as COCO RLE")
-    def everything(req: EverythingRequest):
-        options = {k: v for k, v in req.model_dump(exclude={"model", "image_id"}).items() if v is not None}
-        return service.everything(req.model, req.image_id, **options)
-
-    _add_video_routes(app, service.video, body_bytes)
+    for route in static_files():
+        app.add_api_route(route, _page, methods=["GET"], include_in_schema=False)
+    app.include_router(_routes)
+    app.include_router(video_routes)
     return app
+
+
+def _service(request: Request) -> SegmentService:
+    """The service of the app answering ``request``."""
+    return request.app.state.service
+
+
+def _page(request: Request):
+    body, media = static_files()[request.scope["path"].removeprefix(request.scope.get("root_path", ""))]
+    return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+#: an endpoint's parameter that FastAPI fills with the app's service
+Served = Annotated[SegmentService, Depends(_service)]
+_routes = APIRouter()
+_UPLOAD_BODY = binary_body("the image file's bytes (JPEG, PNG, WebP, BMP, TIFF, GIF)", "image/*")
+
+
+@_routes.get("/favicon.ico", include_in_schema=False)
+def favicon():
+    return Response(status_code=204)
+
+
+@_routes.get("/api/health", summary="Server status and cache use")
+def health(service: Served):
+    return {"status": "ok", "segedge": __version__, **service.stats()}
+
+
+@_routes.get("/api/models", summary="The served models: name, family, backend, precision, prompt kinds")
+def models(service: Served):
+    return {"models": service.model_list(), "default": service.default_model}
+
+
+@_routes.post("/api/images", summary="Upload an image (raw bytes as the body) -> image_id", openapi_extra=_UPLOAD_BODY)
+async def upload(request: Request):
+    service = _service(request)
+    data = await body_bytes(request, service.max_upload_bytes, "upload", "photo.jpg")
+    return await run_in_threadpool(service.add_image, data)
+
+
+@_routes.get("/api/images/{image_id}", summary="Is this image still on the server? Its size")
+def image(image_id: str, service: Served):
+    return service.image_info(image_id)
+
+
+@_routes.post("/api/encode", summary="SAM: encode the image now (cached); FastSAM: run everything now (cached)")
+def encode(req: EncodeRequest, service: Served):
+    return service.encode(req.model, req.image_id)
+
+
+@_routes.post("/api/predict", summary="Masks for points (+/-), a box or text, as COCO RLE")
+def predict(req: PredictRequest, service: Served):
+    return service.predict(
+        req.model,
+        req.image_id,
+        points=req.points,
+        labels=req.labels,
+        box=req.box,
+        multimask=req.multimask,
+        text=req.text,
+    )
+
+
+@_routes.post("/api/everything", summary="Every mask in the image, as COCO RLE")
+def everything(req: EverythingRequest, service: Served):
+    options = {k: v for k, v in req.model_dump(exclude={"model", "image_id"}).items() if v is not None}
+    return service.everything(req.model, req.image_id, **options)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -226,59 +221,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         if request.url.path == "/docs":
             response.headers["Content-Security-Policy"] = DOCS_CSP
         return response
-
-
-def _add_video_routes(app: FastAPI, video, body_bytes) -> None:
-    """``/api/videos`` and ``/api/tracks``: upload a clip, prompt objects on frames, track them as background jobs
-    (``video``: the service's :class:`~segedge.serve.video.VideoService`)."""
-    video_body = binary_body("the video file's bytes (MP4, MOV, WebM, MKV, AVI)", "video/*")
-
-    def video_model(name: str | None) -> str:
-        if name is not None:
-            return name
-        if not video.models:
-            raise ServiceError("no served model tracks video: serve a SAM 2 folder exported with its video graphs")
-        return video.models[0]
-
-    @app.post("/api/videos", summary="Upload a video (raw bytes as the body) -> video_id", openapi_extra=video_body)
-    async def upload_video(request: Request):
-        data = await body_bytes(request, video.store.max_bytes, "video", "clip.mp4")
-        return await run_in_threadpool(video.store.add, data)
-
-    @app.get("/api/videos/{video_id}", summary="Is this video still on the server? Its size and frame count")
-    def video_info(video_id: str):
-        return video.store.get(video_id).info()
-
-    @app.get("/api/videos/{video_id}/frames/{index}", summary="One frame of a video as JPEG")
-    def video_frame(video_id: str, index: int):
-        # frames of an id never change (the id is the file's hash)
-        return Response(
-            video.store.frame_jpeg(video_id, index),
-            media_type="image/jpeg",
-            headers={"Cache-Control": "private, max-age=3600"},
-        )
-
-    @app.post("/api/videos/{video_id}/prompt", summary="Prompt an object on a frame -> every object's mask there")
-    def video_prompt(video_id: str, req: VideoPromptRequest):
-        session = video.session(video_model(req.model), video_id)
-        return session.prompt(req.frame, req.obj_id, points=req.points, labels=req.labels, box=req.box)
-
-    @app.post("/api/videos/{video_id}/track", summary="Track the prompted objects forward or back (a background job)")
-    def video_track(video_id: str, req: TrackRequest):
-        return video.start(video_model(req.model), video_id, req.max_frames, req.reverse)
-
-    @app.post("/api/videos/{video_id}/reset", summary="Forget one object (obj_id) or every object")
-    def video_reset(video_id: str, req: ResetRequest):
-        session = video.session(video_model(req.model), video_id)
-        session.remove(req.obj_id)
-        return {"video_id": video_id, "objects": session.state.obj_ids}
-
-    @app.get("/api/tracks/{job_id}", summary="A tracking job's progress and its records from the since-th on")
-    def track_job(job_id: str, since: int = 0):
-        return video.job(job_id).view(max(0, since))
-
-    @app.delete("/api/tracks/{job_id}", summary="Stop a tracking job after the frame it is on")
-    def stop_track(job_id: str):
-        job = video.job(job_id)
-        job.stop.set()
-        return job.view(len(job.records))

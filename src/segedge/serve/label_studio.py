@@ -278,64 +278,71 @@ def outline_polygons(masks, i: int) -> list[np.ndarray]:
     return [np.asarray(flat, np.float64).reshape(-1, 2) for flat in found]
 
 
-def create_app(  # noqa: C901 (see pyproject)
-    service: SegmentService, access: LabelStudioAccess, track_frames: int | None = None
-) -> FastAPI:
+def create_app(service: SegmentService, access: LabelStudioAccess, track_frames: int | None = None) -> FastAPI:
     """The FastAPI app of a :class:`LabelStudioBackend` over ``service`` (``track_frames``: video frames tracked
-    past the last keyframe per request, :data:`~segedge.serve.ls_video.TRACK_FRAMES` when None)."""
-    backend = LabelStudioBackend(service, access, track_frames)
+    past the last keyframe per request, :data:`~segedge.serve.ls_video.TRACK_FRAMES` when None). Its endpoints are
+    module-level functions that find the backend on ``request.app.state``: FastAPI caches every endpoint function it
+    has classified for the process's life, and a closure over the backend would keep its models with it."""
     app = FastAPI(title="segedge Label Studio ML backend", version=__version__, docs_url=None, redoc_url=None)
-
-    async def call(fn, *args):
-        try:
-            return await run_in_threadpool(fn, *args)
-        except NotFound as exc:
-            return _error(404, str(exc))
-        except ImageFetchError as exc:  # the image's source failed us: Label Studio shows "502 ... Bad Gateway"
-            return _error(502, str(exc))
-        except LabelConfigError as exc:
-            return _error(422, str(exc))
-        except SegedgeError as exc:
-            return _error(400, str(exc))
-        except Exception:  # a bug: say so in one line, keep serving
-            log.exception("label studio request failed")
-            return _error(500, "segedge failed on this request (see the server's log)")
-
-    async def with_body(request: Request, fn, name):
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return _error(400, "the body must be a JSON object")
-        return await call(fn, name, body)
-
-    for prefix in ("", "/models/{name}"):
-
-        @app.get(prefix + "/health")
-        @app.get(prefix + "/")
-        async def health(name: str = None):
-            if name is not None and name not in service.models:
-                return _error(404, f"no model named {name!r}; this backend has {', '.join(service.models)}")
-            return backend.health()
-
-        @app.post(prefix + "/setup")
-        async def setup(request: Request, name: str = None):
-            return await with_body(request, backend.setup, name)
-
-        @app.post(prefix + "/predict")
-        async def predict(request: Request, name: str = None):
-            return await with_body(request, backend.predict, name)
-
-        @app.post(prefix + "/webhook")
-        async def webhook(name: str = None):
-            return JSONResponse({"status": "Unknown event"}, status_code=200)
-
-        @app.get(prefix + "/metrics")
-        async def metrics(name: str = None):
-            return {}
-
+    app.state.backend = LabelStudioBackend(service, access, track_frames)
+    for prefix in ("", "/models/{name}"):  # Label Studio calls both
+        app.add_api_route(prefix + "/health", _health, methods=["GET"])
+        app.add_api_route(prefix + "/", _health, methods=["GET"])
+        app.add_api_route(prefix + "/setup", _setup, methods=["POST"])
+        app.add_api_route(prefix + "/predict", _predict, methods=["POST"])
+        app.add_api_route(prefix + "/webhook", _webhook, methods=["POST"])
+        app.add_api_route(prefix + "/metrics", _metrics, methods=["GET"])
     return app
+
+
+async def _call(fn, *args):
+    """``fn(*args)`` in the thread pool; a failure is an :func:`_error` answer with its status."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except NotFound as exc:
+        return _error(404, str(exc))
+    except ImageFetchError as exc:  # the image's source failed us: Label Studio shows "502 ... Bad Gateway"
+        return _error(502, str(exc))
+    except LabelConfigError as exc:
+        return _error(422, str(exc))
+    except SegedgeError as exc:
+        return _error(400, str(exc))
+    except Exception:  # a bug: say so in one line, keep serving
+        log.exception("label studio request failed")
+        return _error(500, "segedge failed on this request (see the server's log)")
+
+
+async def _with_body(request: Request, fn, name):
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object")
+    return await _call(fn, name, body)
+
+
+async def _health(request: Request, name: str = None):
+    backend = request.app.state.backend
+    if name is not None and name not in backend.service.models:
+        return _error(404, f"no model named {name!r}; this backend has {', '.join(backend.service.models)}")
+    return backend.health()
+
+
+async def _setup(request: Request, name: str = None):
+    return await _with_body(request, request.app.state.backend.setup, name)
+
+
+async def _predict(request: Request, name: str = None):
+    return await _with_body(request, request.app.state.backend.predict, name)
+
+
+async def _webhook(name: str = None):
+    return JSONResponse({"status": "Unknown event"}, status_code=200)
+
+
+async def _metrics(name: str = None):
+    return {}
 
 
 def _error(status: int, message: str) -> JSONResponse:
