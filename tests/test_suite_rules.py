@@ -39,6 +39,7 @@ EXPORTS_ALLOWED = {
     "test_fastsam_parity.py": "the ultralytics output layout (an export option nothing else uses)",
     "test_quantize.py": "the channels_last layout at 256 (decoding nodes kept float)",
     "test_export_slim.py": "export_graph through the cheap slimming path",
+    "test_export_child.py": "export_graph of a 134 MB MLP in the exporting process and in a child, compared",
     "test_yolo.py": "export fastsam's refusal of a YOLO26 checkpoint that kept only its end-to-end head",
 }
 
