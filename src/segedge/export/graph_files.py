@@ -11,6 +11,7 @@ when it exits. Both paths write the same bytes (``tests/test_export_child.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def finish_in_child(
 ) -> GraphIO:  # fmt: skip
     """:func:`finish_traced` in a fresh Python process (the same interpreter and environment), handing memory back
     before the conversion; its failure is one :class:`SegedgeError` line: the child's own message, or how it ended.
-    The graph's inputs and outputs come back as JSON on the child's standard output."""
+    The graph's inputs and outputs come back on the child's standard output (JSON, :class:`TensorSpec`'s dict form)."""
     args = {
         "traced": str(traced), "onnx_path": str(onnx_path), "output_shapes": [list(s) for s in output_shapes],
         "simplify": simplify, "openvino": openvino, "external_above": external_above,
@@ -81,9 +82,7 @@ def finish_in_child(
         raise SegedgeError(f"finishing {onnx_path.name} took over {CHILD_TIMEOUT_S} s; export stopped") from None
     if done.returncode == 0:
         inputs, outputs = json.loads(done.stdout.strip().splitlines()[-1])
-        return tuple(TensorSpec(n, tuple(shape), dtype) for n, shape, dtype in inputs), tuple(
-            TensorSpec(n, tuple(shape), dtype) for n, shape, dtype in outputs
-        )
+        return tuple(map(TensorSpec.from_dict, inputs)), tuple(map(TensorSpec.from_dict, outputs))
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     if done.returncode < 0:  # a signal: the kernel's out-of-memory killer sends SIGKILL (-9)
         why = f"was killed by signal {-done.returncode} (out of memory? close other programs and export again)"
@@ -211,7 +210,7 @@ def _main(argv: list[str]) -> int:
     except SegedgeError as err:
         print(f"segedge: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps([[[t.name, list(t.shape), t.dtype] for t in group] for group in io]))
+    print(json.dumps([[dataclasses.asdict(t) for t in group] for group in io]))  # as segedge.json writes them
     return 0
 
 
