@@ -1,7 +1,7 @@
 """SAM 3 at its real size (the official architecture, random weights): export, memory and speed against the package.
 
     python benchmarks/sam3_real_shape.py [--work /tmp/sam3-real] [--image ../shared/images/sam_truck.jpg]
-        [--runs 1] [--out benchmarks/results/sam3_real_shape_<kind>.md]
+        [--runs 1] [--warmup 1] [--out benchmarks/results/sam3_real_shape_<kind>.md]
 
 No official weights can be downloaded here, so the checkpoint is the ``sam3`` package's own model at its official
 sizes with random weights (the text encoder's tensors the package leaves uninitialised filled as open_clip does),
@@ -15,9 +15,10 @@ saved as ``sam3.pt`` is laid out. Each step runs in its own process, timed, its 
    encoders. Random weights find no instance on either side, so its gate says nothing here: it is forced
    (``--min-iou 0.01``) for time and memory only; ``auto`` does not run an int8 gated on one image, ``--precision
    int8`` does (step 5 times it);
-4. ``segedge segment IMAGE --text person`` at f32 and at int8: the issue's peak-memory targets (6 GB / 3 GB);
+4. ``segedge segment IMAGE --text person`` at f32, bf16 (where the CPU has it natively) and int8: the issue's
+   peak-memory targets (6 GB / 3 GB);
 5. :func:`segedge.bench.run.run_benchmark` (what ``segedge bench`` runs): the package's ``Sam3Processor`` and
-   ``predict_inst`` against OpenVINO f32 and int8 on the same image, texts and click: the image encoder, a first text,
+   ``predict_inst`` against OpenVINO f32, bf16 (native only) and int8 on the same image, texts and click: the image encoder, a first text,
    the next texts (both uncached), a click. Masks agree trivially (none found); only time and memory mean anything.
 
 The CPU's flags are written beside the numbers; ``ONEDNN_MAX_CPU_ISA`` caps OpenVINO and PyTorch (say "emulated").
@@ -76,7 +77,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="/tmp/sam3-real", help="where the checkpoint and folders go (~12 GB)")
     parser.add_argument("--image", default=str(SHARED / "images" / "sam_truck.jpg"))
-    parser.add_argument("--runs", type=int, default=1, help="timed runs per row after no warm-up (each is ~a minute)")
+    parser.add_argument("--runs", type=int, default=1, help="timed runs per row (each is ~a minute)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed runs per row first (the text encoder compiles in the first)"
+    )
     parser.add_argument("--out", default=None, help="Markdown report (a .json beside it)")
     args = parser.parse_args()
     from segedge.bench.run import system_info, system_line
@@ -104,7 +108,14 @@ def main() -> int:
         )  # fmt: skip
         files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
     record_file.write_text(json.dumps(steps, indent=1))
-    for precision in ("f32", "int8"):
+    from segedge.bench.run import bench_configs
+    from segedge.manifest import load_model_folder
+
+    # OpenVINO's rows only (ONNX Runtime's f32 at this size adds minutes and says nothing new): f32, bf16 where the
+    # CPU has it natively, int8 weights
+    configs, notes = bench_configs(load_model_folder(folder).manifest)
+    configs = [c for c in configs if c[0] == "openvino"]
+    for precision in [p for _, p in configs]:
         steps[f"segment_{precision}"] = timed(
             [py, "-m", "segedge", "segment", args.image, "--model", str(folder), "--text", "person", "--backend",
              "openvino", "--precision", precision, "--out", str(work / f"out-{precision}")], log,
@@ -113,14 +124,13 @@ def main() -> int:
     from segedge.bench.report import markdown
     from segedge.bench.run import run_benchmark
 
-    report = run_benchmark(
-        folder, ckpt, [args.image], runs=args.runs, warmup=0, configs=[("openvino", "f32"), ("openvino", "int8")]
-    )
+    report = run_benchmark(folder, ckpt, [args.image], runs=args.runs, warmup=args.warmup, configs=configs)
+    report.setdefault("notes", []).extend(notes)
     report["steps"], report["files"] = steps, files
     lines = [
         "# SAM 3 at its real size (random weights): export, memory, speed against the package",
         "",
-        f"`python benchmarks/sam3_real_shape.py --runs {args.runs}`. {system_line(system_info())}"
+        f"`python benchmarks/sam3_real_shape.py --runs {args.runs} --warmup {args.warmup}`. {system_line(system_info())}"
         + (
             f" Emulated: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}."
             if "ONEDNN_MAX_CPU_ISA" in os.environ
