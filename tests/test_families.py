@@ -28,10 +28,9 @@ def test_every_family_resolves_to_its_own_classes_and_functions():
         cls = spec.model_class()
         assert issubclass(cls, FolderModel) and cls.FAMILY == name
         assert all(callable(f) for f in spec.export_functions())
-        # every family quantize runs has a recipe, and calibration inputs unless its int8 needs no data (SAM 3's
-        # weight compression)
+        # every family quantize runs has a recipe and calibration inputs
         assert ("quantize" in spec.commands) == (spec.quantize_recipe is not None) and callable(spec.recipe_function())
-        assert callable(spec.calibration_function()) if spec.calibration else name == "sam3"
+        assert callable(spec.calibration_function())
         assert spec.exports and all(families.EXPORTS[e.name] is e for e in spec.exports)
         assert spec.agreement in ("mask_iou", "embedding_cosine")
         assert set(spec.prompts) <= {"point", "box", "text"}

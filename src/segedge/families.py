@@ -200,6 +200,7 @@ FAMILIES: dict[str, Family] = {
             multimask=True,
             concepts=True,
             quantize_recipe="segedge.export.quantize_recipes:sam3_recipes",
+            calibration="segedge.export.quantize_calibration:sam3_calibration",
             bench="segedge.bench.reference:sam3_bench",
             val_protocol="concept_map",
         ),

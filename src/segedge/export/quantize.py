@@ -276,7 +276,7 @@ def _accuracy_control(run: _Run, files, methods, reference, candidate, score: fl
         f"on {len(run.tuning)} images set aside (never the held-out ones the gate measures)"
     )
     graphs = run.folder.manifest.graphs
-    for g, r in run.recipe.items():
+    for g, r in [(g, r) for g, r in run.recipe.items() if not r.weights_only]:  # data-free ones: nothing to tune
 
         def validate(compiled, items, g=g, candidate=candidate, reference=reference):
             candidate.graph_backends[g].bind(compiled)

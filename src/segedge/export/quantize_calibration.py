@@ -120,3 +120,8 @@ def _prompt_side_feed(reference, whole: dict) -> dict:
 
 # -- the two quantizers ---------------------------------------------------------------------------
 # -- the gate -------------------------------------------------------------------------------------
+
+
+def sam3_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """SAM 3: the image encoder's ``(1, 3, 1008, 1008)`` inputs; the text encoder's int8 is data-free (no inputs)."""
+    return {"image_encoder": [{"image": reference.preprocess(im)[0]} for im in images], "text_encoder": []}

@@ -66,7 +66,7 @@ class Recipe:
     fast_bias_correction: bool = True
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    weights_only: bool = False  # int8 weights, float activations: NNCF's data-free weight compression (SAM 3)
+    weights_only: bool = False  # int8 weights, float activations: NNCF's data-free weight compression (SAM 3 text)
     backends: tuple[str, ...] = ("openvino", "onnxruntime")  # the backends this recipe makes an int8 for
 
     def describe(self, seven_bit: bool = False) -> dict[str, Any]:
@@ -83,14 +83,20 @@ class Recipe:
                 **({"float_products": self.float_products} if self.transformer else {}),
                 "overflow_fix": "enable" if seven_bit else "nncf default",
             },
-            "onnxruntime": {
-                "format": "QDQ",
-                "activations": "uint8 asymmetric",
-                "weights": "int8 symmetric per-channel",
-                "calibration": "minmax",
-                "reduce_range": seven_bit,
-                "float_nodes": len(self.float_nodes),
-            },
+            **(
+                {
+                    "onnxruntime": {
+                        "format": "QDQ",
+                        "activations": "uint8 asymmetric",
+                        "weights": "int8 symmetric per-channel",
+                        "calibration": "minmax",
+                        "reduce_range": seven_bit,
+                        "float_nodes": len(self.float_nodes),
+                    }
+                }
+                if "onnxruntime" in self.backends
+                else {}
+            ),
             "why": self.notes,
         }
 
@@ -115,13 +121,13 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
 
 
 def weights_only(recipe: dict) -> bool:
-    """Whether every graph of a ``recipe`` (graph -> :class:`Recipe`) is data-free weight compression (SAM 3's int8):
+    """Whether every graph of a ``recipe`` (graph -> :class:`Recipe`) is data-free weight compression:
     no calibration inputs, nothing for accuracy control to tune."""
     return all(r.weights_only for r in recipe.values())
 
 
 def offered_backends(family: str, recipe: dict, backends: tuple[str, ...], log) -> tuple[str, ...]:
-    """The asked ``backends`` every graph's recipe makes an int8 for (SAM 3: OpenVINO's weight compression only);
+    """The asked ``backends`` every graph's recipe makes an int8 for (SAM 3: OpenVINO only);
     the others are said in one line, and none left is an error."""
     offered = tuple(b for b in backends if all(b in r.backends for r in recipe.values()))
     made = [b for b in ("openvino", "onnxruntime") if all(b in r.backends for r in recipe.values())]
@@ -182,20 +188,33 @@ def clip_recipes(onnx_models: dict[str, Any]) -> dict[str, Recipe]:
 
 
 def sam3_recipes(onnx_models: dict[str, Any]) -> dict[str, Recipe]:
-    """SAM 3: the image encoder's and the text encoder's weights to int8, activations float (NNCF's data-free weight
-    compression), OpenVINO only. Those two hold nearly all of SAM 3's weights (the ViT and the text transformer; the
-    real checkpoint's f32 folder is about 3.4 GB): int8 makes them a quarter. Nothing of an activation is rounded, so
-    the AMX and no-VNNI kernel issues above do not arise. The grounding graph (detector) and the click decoder stay
-    f32: they are a few percent of the weights, and on a seeded SAM 3 (AVX2 EPYC) their int8 weights cost the most
-    agreement (text prompts' matched mask IoU with f32 0.954 with only those two compressed, 0.974 with only the
-    encoders, 0.950 with all four). ONNX Runtime has no counterpart that keeps activations float (its dynamic
-    quantization rounds them per call): SAM 3 runs f32 there."""
-    why = "weights int8 per output channel (NNCF compress_weights, int8_asym), activations float"
-    return {
-        g: Recipe(g, True, notes=why, weights_only=True, backends=("openvino",))
-        for g in ("image_encoder", "text_encoder")
-        if g in onnx_models
-    }
+    """SAM 3, OpenVINO only: the image encoder in int8 (NNCF's post-training quantization, transformer type, as SAM's
+    encoders: weights and activations), the text encoder's weights to int8 with float activations (NNCF's data-free
+    weight compression). Those two hold nearly all of SAM 3's weights (the real checkpoint's f32 folder is about
+    3.4 GB): int8 makes them a quarter. The ViT at 1008 px is most of an image's time: at the real size on a CPU with
+    VNNI (AVX512_VNNI EPYC) its full int8 ran 10.4 s against 15.9 s with int8 weights only and 14.5 s in bf16
+    (docs/sam3.md). The text encoder runs once per distinct text, so its weights are what matters there. The
+    grounding graph (detector) and the click decoder stay f32: they are a few percent of the weights, and on a seeded
+    SAM 3 (AVX2 EPYC) their int8 weights cost the most agreement (text prompts' matched mask IoU with f32 0.954 with
+    only those two compressed, 0.974 with only the encoders, 0.950 with all four). ONNX Runtime: SAM 3 runs f32
+    there (its dynamic quantization of the text encoder would round activations per call)."""
+    out = {}
+    if "image_encoder" in onnx_models:
+        out["image_encoder"] = Recipe(
+            "image_encoder",
+            True,
+            notes="ViT + neck: transformer type (SmoothQuant; softmax/LayerNorm float)",
+            backends=("openvino",),
+        )
+    if "text_encoder" in onnx_models:
+        out["text_encoder"] = Recipe(
+            "text_encoder",
+            True,
+            notes="weights int8 per output channel (NNCF compress_weights, int8_asym), activations float",
+            weights_only=True,
+            backends=("openvino",),
+        )
+    return out
 
 
 def yolo_decode_nodes(model) -> tuple[str, ...]:
