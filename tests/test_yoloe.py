@@ -52,10 +52,13 @@ def yoloe26(session_tmp, shared_images, text_encoder, export_cache) -> tuple[Pat
     return ckpt, export_cache.folder(export_yoloe, ckpt, name="yoloe-26n-seg", text_encoder=str(text_encoder))
 
 
-def _matched(ours, ref, photo: str) -> int:
+def _matched(ours, ref, photo: str, flips: int = 0) -> int:
     """Every ultralytics detection has its own one of ours with the same class, box corners within 0.5 px and score
     within 1e-4, and their masks IoU >= 0.99; the counts equal. Order is not compared: pairs whose scores differ by
-    float32 rounding swap places between backends. Returns how many were matched."""
+    float32 rounding swap places between backends. ``flips``: how many detections may instead be a knife-edge swap
+    (ultralytics keeps one, we keep another that overlaps it, box IoU >= 0.5, both scored under 0.3, a few hundredths
+    above the 0.25 threshold: a score at the proposal filter's or NMS's edge decided the other way). Returns how many
+    were matched."""
     ref_boxes, ref_cls, ref_conf = (
         ref.boxes.xyxy.numpy(),
         ref.boxes.cls.numpy().astype(np.int64),
@@ -64,16 +67,30 @@ def _matched(ours, ref, photo: str) -> int:
     assert len(ours) == len(ref_boxes), (photo, len(ours), len(ref_boxes))
     ref_masks = reference_masks(ref, ours.masks.shape[1:])
     free = np.ones(len(ours), bool)
+    swapped = []
     for i in range(len(ref_boxes)):
         near = free & (ours.class_ids == ref_cls[i]) & (np.abs(ours.boxes - ref_boxes[i]).max(axis=1) <= 0.5)
         near &= np.abs(ours.scores - ref_conf[i]) <= 1e-4
-        assert near.any(), (photo, i, ref_boxes[i], ref_cls[i])
+        if not near.any():
+            swapped.append(i)
+            continue
         j = int(np.flatnonzero(near)[0])
         free[j] = False
         got, want = ours.masks[j], ref_masks[i]
         assert (got & want).sum() / max((got | want).sum(), 1) >= 0.99, (photo, i)
+    assert len(swapped) <= flips, (photo, [(i, ref_boxes[i], ref_cls[i], ref_conf[i]) for i in swapped])
+    for i in swapped:  # each pairs with one of ours left over (the counts are equal)
+        left = np.flatnonzero(free)
+        x0, y0 = np.maximum(ours.boxes[left, :2], ref_boxes[i, :2]).T
+        x1, y1 = np.minimum(ours.boxes[left, 2:], ref_boxes[i, 2:]).T
+        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+        area = np.prod(ours.boxes[left, 2:] - ours.boxes[left, :2], axis=1)
+        iou = inter / (area + np.prod(ref_boxes[i, 2:] - ref_boxes[i, :2]) - inter)
+        j = left[int(np.argmax(iou))]
+        assert iou.max() >= 0.5 and max(ref_conf[i], ours.scores[j]) < 0.3, (photo, i, ref_boxes[i], ours.boxes[j])
+        free[j] = False
     assert 0 < float(ours.masks.mean()) < 0.5  # masks neither empty nor full
-    return len(ref_boxes)
+    return len(ref_boxes) - len(swapped)
 
 
 def test_text_encoder_and_tokens_match_the_torchscript_one(yoloe11, text_encoder):
@@ -285,8 +302,10 @@ def test_prompt_free_matches_ultralytics(which, prompt_free, photos, session_tmp
     """A prompt-free (-pf) checkpoint (ultralytics' set_vocab recipe on the seeded one, 14 names, a third of the
     P3/P4 anchors below its proposal filter) exports with its fixed vocabulary; on both backends every detection is
     matched to ultralytics' YOLOE predictor on the -pf checkpoint (class, box 0.5 px, score 1e-4, mask IoU >= 0.99;
-    YOLOE-11: NMS on each anchor's best class, YOLOE-26: top-k); the graph drops the anchors ultralytics' filter
-    drops; class names and visual prompts are refused in one line."""
+    YOLOE-11: NMS on each anchor's best class, YOLOE-26: top-k), but for at most one knife-edge swap per photo
+    (measured on a native-bf16 EPYC, OpenVINO: of sam_groceries.jpg's 261 YOLOE-11 detections, ultralytics kept a
+    class-11 box scored 0.256 where ours kept an overlapping class-5 box scored 0.271, box IoU 0.86); the graph drops
+    the anchors ultralytics' filter drops; class names and visual prompts are refused in one line."""
     from yoloe_helpers import PF_VOCABULARY
 
     from segedge.export.yoloe_prompt_free import DROPPED
@@ -301,7 +320,7 @@ def test_prompt_free_matches_ultralytics(which, prompt_free, photos, session_tmp
     for backend in ("openvino", "onnxruntime"):
         model = Yoloe(folder, backend=backend, precision="f32")
         for photo in photos:
-            compared += _matched(model.everything(photo), refs[photo.name], photo.name)
+            compared += _matched(model.everything(photo), refs[photo.name], photo.name, flips=1)
         (_, logits, _, ids), _ = model.infer(model.preprocess(read_image(photos[0]))[0])
         p3_p4 = logits[0, : 80 * 80 + 40 * 40, 0]
         assert 0.15 < float((p3_p4 == DROPPED).mean()) < 0.5 and not (logits[0, 80 * 80 + 40 * 40 :] == DROPPED).any()
