@@ -112,7 +112,7 @@ def main() -> int:
     from segedge.manifest import load_model_folder
 
     # OpenVINO's rows only (ONNX Runtime's f32 at this size adds minutes and says nothing new): f32, bf16 where the
-    # CPU has it natively, int8 weights
+    # CPU has it natively, int8
     configs, notes = bench_configs(load_model_folder(folder).manifest)
     configs = [c for c in configs if c[0] == "openvino"]
     for precision in [p for _, p in configs]:

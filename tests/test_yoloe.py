@@ -17,6 +17,7 @@ from yoloe_helpers import CLASSES, make_text_encoder, make_yoloe_checkpoint, tex
 from segedge.errors import CheckpointError, PromptError
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
+from segedge.postprocess.boxes import box_iou
 from segedge.runtime.yoloe import Yoloe
 
 PHOTOS = ("sam_groceries.jpg", "sam_truck.jpg")
@@ -81,11 +82,7 @@ def _matched(ours, ref, photo: str, flips: int = 0) -> int:
     assert len(swapped) <= flips, (photo, [(i, ref_boxes[i], ref_cls[i], ref_conf[i]) for i in swapped])
     for i in swapped:  # each pairs with one of ours left over (the counts are equal)
         left = np.flatnonzero(free)
-        x0, y0 = np.maximum(ours.boxes[left, :2], ref_boxes[i, :2]).T
-        x1, y1 = np.minimum(ours.boxes[left, 2:], ref_boxes[i, 2:]).T
-        inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-        area = np.prod(ours.boxes[left, 2:] - ours.boxes[left, :2], axis=1)
-        iou = inter / (area + np.prod(ref_boxes[i, 2:] - ref_boxes[i, :2]) - inter)
+        iou = box_iou(ref_boxes[i : i + 1], ours.boxes[left])[0]
         j = left[int(np.argmax(iou))]
         assert iou.max() >= 0.5 and max(ref_conf[i], ours.scores[j]) < 0.3, (photo, i, ref_boxes[i], ours.boxes[j])
         free[j] = False

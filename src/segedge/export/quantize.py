@@ -40,7 +40,7 @@ from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES, summarise
 from segedge.evaluation.val import ValGate
 from segedge.export.common import tool_versions
 from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
-from segedge.export.quantize_recipes import int8_saturates, offered_backends, recipes, weights_only
+from segedge.export.quantize_recipes import int8_saturates, offered_backends, recipes
 from segedge.export.quantize_video import TrackingGate
 from segedge.export.quantizers import (
     accuracy_control_skip,
@@ -197,23 +197,20 @@ def _prepare(
         family, {g: onnx.load(str(folder.file(spec.onnx)), load_external_data=False) for g, spec in graphs.items()}
     )
     backends = offered_backends(family, recipe, backends, log)
-    data_free = weights_only(recipe)  # no calibration: only the held-out images are read
     val = ValGate(folder, val_data, max_drop, log) if val_data is not None else None
     calib_paths, tuning_paths, held_paths = split_images(
         [Path(p) for p in calibration], subset, min_held_out, gate_elsewhere=val is not None
     )
-    calib, tuning = ([] if data_free else [read_image(p) for p in paths] for paths in (calib_paths, tuning_paths))
+    calib, tuning = ([read_image(p) for p in paths] for paths in (calib_paths, tuning_paths))
     held = [read_image(p) for p in held_paths]
     log(
-        f"int8 weights (data-free), {len(held)} held-out image(s) to measure agreement"
-        if data_free
-        else f"calibrating on {len(calib)} image(s), {len(tuning)} set aside for accuracy control, {len(held)} held out "
+        f"calibrating on {len(calib)} image(s), {len(tuning)} set aside for accuracy control, {len(held)} held out "
         "to measure agreement"
     )
     reference = open_model(
         folder, "openvino" if "openvino" in backends else backends[0], precision=F32, cache_dir=False
     )
-    data = {g: [] for g in recipe} if data_free else calibration_inputs(family, reference, calib)
+    data = calibration_inputs(family, reference, calib)
     return _Run(
         folder, family, threshold, val, val.max_drop if val is not None else None, calib_paths, tuning_paths,
         held_paths, calib, tuning, held, recipe, data, reference, log, progress, backends,
@@ -246,7 +243,6 @@ def _quantize_backend(run: _Run, backend: str, accuracy_control: bool):
     score = gate_score(measured)
     run.log(f"{backend} int8 ({time.perf_counter() - t0:.0f} s): agreement with f32 on held-out images {measured}")
     retry = score < run.threshold and accuracy_control and backend == "openvino" and run.val is None
-    retry = retry and not weights_only(run.recipe)  # no statistics to tune
     skip = accuracy_control_skip(score, run.threshold, len(run.tuning)) if retry else None
     if skip:
         run.log(f"{backend}: {score:.4f} is below {run.threshold}; {skip}")
@@ -313,14 +309,9 @@ def _nothing_passed(run: _Run, report: dict) -> str:
             "written. Calibrate with more (and more typical) images, or raise --max-drop if that loss is acceptable"
         )
     misses = "; ".join(f"{b} {r['gate']:.4f} (short by {run.threshold - r['gate']:.4f})" for b, r in report.items())
-    how = (
-        "Its int8 compresses weights without data (more images measure it better but do not change it): keep f32"
-        if weights_only(run.recipe)
-        else "Calibrate with more (and more typical) images"
-    )
     return (
-        f"int8 missed the accuracy gate {run.threshold} on every backend ({misses}); nothing was written. {how}, "
-        "or lower --min-iou if that agreement is enough for you"
+        f"int8 missed the accuracy gate {run.threshold} on every backend ({misses}); nothing was written. Calibrate "
+        "with more (and more typical) images, or lower --min-iou if that agreement is enough for you"
     )
 
 

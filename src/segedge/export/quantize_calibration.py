@@ -110,6 +110,11 @@ def sam_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[
     return {"encoder": encoder, "decoder": decoder, **({"decoder_prompt": prompt_side} if prompt_side else {})}
 
 
+def sam3_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
+    """SAM 3: the image encoder's ``(1, 3, 1008, 1008)`` inputs; the text encoder's int8 is data-free (no inputs)."""
+    return {"image_encoder": [{"image": reference.preprocess(im)[0]} for im in images], "text_encoder": []}
+
+
 def _prompt_side_feed(reference, whole: dict) -> dict:
     """The inputs of ``decoder_prompt`` (the split decoder's per-prompt part) for the prompt of ``whole``
     (a whole-decoder feed without a mask input) on the reference's current image: the prompt (and, for
@@ -120,8 +125,3 @@ def _prompt_side_feed(reference, whole: dict) -> dict:
 
 # -- the two quantizers ---------------------------------------------------------------------------
 # -- the gate -------------------------------------------------------------------------------------
-
-
-def sam3_calibration(reference, images: list[np.ndarray], seed: int = 0) -> dict[str, list[dict]]:
-    """SAM 3: the image encoder's ``(1, 3, 1008, 1008)`` inputs; the text encoder's int8 is data-free (no inputs)."""
-    return {"image_encoder": [{"image": reference.preprocess(im)[0]} for im in images], "text_encoder": []}

@@ -120,12 +120,6 @@ def recipes(family: str, onnx_models: dict[str, Any]) -> dict[str, Recipe]:
     return family_spec(family).recipe_function()(onnx_models)
 
 
-def weights_only(recipe: dict) -> bool:
-    """Whether every graph of a ``recipe`` (graph -> :class:`Recipe`) is data-free weight compression:
-    no calibration inputs, nothing for accuracy control to tune."""
-    return all(r.weights_only for r in recipe.values())
-
-
 def offered_backends(family: str, recipe: dict, backends: tuple[str, ...], log) -> tuple[str, ...]:
     """The asked ``backends`` every graph's recipe makes an int8 for (SAM 3: OpenVINO only);
     the others are said in one line, and none left is an error."""
