@@ -1,7 +1,7 @@
 """SAM 3 at its real size (the official architecture, random weights): export, memory and speed against the package.
 
     python benchmarks/sam3_real_shape.py [--work /tmp/sam3-real] [--image ../shared/images/sam_truck.jpg]
-        [--runs 1] [--warmup 1] [--out benchmarks/results/sam3_real_shape_<kind>.md]
+        [--runs 1] [--warmup 1] [--requantize] [--out benchmarks/results/sam3_real_shape_<kind>.md]
 
 No official weights can be downloaded here, so the checkpoint is the ``sam3`` package's own model at its official
 sizes with random weights (the text encoder's tensors the package leaves uninitialised filled as open_clip does),
@@ -11,9 +11,10 @@ saved as ``sam3.pt`` is laid out. Each step runs in its own process, timed, its 
 1. build and save the checkpoint (steps 1-3 are skipped when their output is in ``--work``; their records from
    the run that made it, ``steps.json`` there, are reported);
 2. ``segedge export sam3`` (weights above 2 GiB as external data); the folder's file sizes;
-3. ``segedge quantize --backend openvino --min-held-out 1 --min-iou 0.01 --no-speed-check``: int8 weights of the
-   encoders. Random weights find no instance on either side, so its gate says nothing here: it is forced
-   (``--min-iou 0.01``) for time and memory only; ``auto`` does not run an int8 gated on one image, ``--precision
+3. ``segedge quantize --backend openvino --min-held-out 1 --min-iou 0.01 --no-speed-check``: the image encoder in
+   int8, the text encoder's weights in int8, what stays float in bf16 where the CPU runs bf16 natively (else f32;
+   ``--requantize`` runs it again on a folder that has an int8). Random weights find no instance on either side, so
+   its gate says nothing here: it is forced (``--min-iou 0.01``) for time and memory only; ``auto`` does not run an int8 gated on one image, ``--precision
    int8`` does (step 5 times it);
 4. ``segedge segment IMAGE --text person`` at f32, bf16 (where the CPU has it natively) and int8: the issue's
    peak-memory targets (6 GB / 3 GB);
@@ -82,6 +83,9 @@ def main() -> int:
         "--warmup", type=int, default=1, help="untimed runs per row first (the text encoder compiles in the first)"
     )
     parser.add_argument("--out", default=None, help="Markdown report (a .json beside it)")
+    parser.add_argument(
+        "--requantize", action="store_true", help="run step 3 even when the folder has an int8 (it replaces it)"
+    )
     args = parser.parse_args()
     from segedge.bench.run import system_info, system_line
 
@@ -101,7 +105,7 @@ def main() -> int:
             [py, "-m", "segedge", "export", "sam3", "--checkpoint", str(ckpt), "--out", str(folder)], log
         )
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
-    if not any(".int8-" in name for name in files):
+    if args.requantize or not any(".int8-" in name for name in files):
         steps["quantize"] = timed(
             [py, "-m", "segedge", "quantize", str(folder), "--calibration", args.image, args.image, "--backend",
              "openvino", "--min-held-out", "1", "--min-iou", "0.01", "--no-speed-check"], log,
@@ -130,7 +134,8 @@ def main() -> int:
     lines = [
         "# SAM 3 at its real size (random weights): export, memory, speed against the package",
         "",
-        f"`python benchmarks/sam3_real_shape.py --runs {args.runs} --warmup {args.warmup}`. {system_line(system_info())}"
+        f"`python benchmarks/sam3_real_shape.py --runs {args.runs} --warmup {args.warmup}"
+        f"{' --requantize' if args.requantize else ''}`. {system_line(system_info())}"
         + (
             f" Emulated: ONEDNN_MAX_CPU_ISA={os.environ['ONEDNN_MAX_CPU_ISA']}."
             if "ONEDNN_MAX_CPU_ISA" in os.environ

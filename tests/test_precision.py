@@ -11,7 +11,7 @@ from segedge.errors import BackendError
 from segedge.manifest import load_model_folder
 from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities, parse_cpuinfo
 from segedge.evaluation.speed_check import speed_record
-from segedge.runtime.precision import alternative_precision, explain_auto, resolve_precision
+from segedge.runtime.precision import alternative_precision, explain_auto, int8_float_parts, resolve_precision
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -286,6 +286,28 @@ def test_a_speed_record_from_another_kind_of_cpu_is_not_used(manifest):
     assert resolve_precision("auto", ort_slower, "onnxruntime", ZEN4) == "int8"
 
 
+@pytest.mark.parametrize("gated_on", [AMX, ZEN4, VNNI, OLD])
+@pytest.mark.parametrize("cpu", [AMX, ZEN4, VNNI, OLD, UNKNOWN])
+def test_int8_float_layers_run_in_bf16_only_where_gated_so(manifest, cpu, gated_on):
+    """What int8 keeps float runs in bf16 only on OpenVINO, when quantize gated it that way (``float_parts``) on a CPU
+    of this class, and this CPU runs bf16 natively (quantize only tries it there); anything else runs them in f32."""
+    for parts in ("bf16", "f32"):
+        m = _with_int8(manifest, ["openvino", "onnxruntime"])
+        record = {"cpu_class": gated_on.precision_class, "float_parts": parts}
+        m.quantized["int8"]["agreement"] = {"openvino": dict(record), "onnxruntime": dict(record)}
+        bf16 = parts == "bf16" and gated_on.precision_class == cpu.precision_class and bool(cpu.native_bf16)
+        assert int8_float_parts(m, "openvino", cpu) == ("bf16" if bf16 else "f32")
+        assert int8_float_parts(m, "onnxruntime", cpu) == "f32"
+        precision, why = explain_auto(m, "openvino", cpu)
+        assert why.endswith("its float layers run in bf16, as gated") is (bf16 and precision == "int8")
+        if bf16:  # gated here, on a CPU with native bf16: auto runs that int8 and says how
+            assert precision == "int8", why
+    old = _with_int8(manifest, ["openvino"])  # an int8 from before float_parts was recorded: f32, as it was gated
+    old.quantized["int8"]["agreement"] = {"openvino": {"cpu_class": cpu.precision_class}}
+    assert int8_float_parts(old, "openvino", cpu) == "f32"
+    assert int8_float_parts(manifest, "openvino", cpu) == "f32"  # no int8 at all
+
+
 def test_explicit_choices_are_checked(manifest):
     assert resolve_precision("f32", manifest, "openvino", VNNI) == "f32"
     assert resolve_precision("bf16", manifest, "openvino", AMX) == "bf16"
@@ -428,6 +450,10 @@ def test_precision_table_says_what_was_measured(manifest):
     assert not rows[("openvino", "int8")]["auto"]
     vnni = {(r["backend"], r["precision"]): r for r in precision_table(gated, ["openvino"], VNNI)}
     assert "refused" in vnni[("openvino", "bf16")]["numbers"] and vnni[("openvino", "f32")]["auto"]
+    assert "float layers" not in rows[("openvino", "int8")]["numbers"]
+    gated.quantized["int8"]["agreement"]["openvino"].update(float_parts="bf16", cpu_class="avx512_bf16")
+    rows = {(r["backend"], r["precision"]): r for r in precision_table(gated, ["openvino"], ZEN4)}
+    assert "; float layers in bf16 (gated so on avx512_bf16)" in rows[("openvino", "int8")]["numbers"]
 
 
 @pytest.mark.parametrize("cpu,alt", [(AMX, "bf16"), (VNNI, "f32")])

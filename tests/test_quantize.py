@@ -17,18 +17,23 @@ from export_cache import linked_copy
 from helpers import matched_iou
 from segedge.errors import BackendError, SegedgeError
 from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES
-from segedge.export.quantize import SAM_PROMPTS_PER_IMAGE, calibration_inputs, quantize_folder, split_images
+from segedge.export.quantize import quantize_folder
+from segedge.export.quantizers import candidate_folder
+from segedge.export.quantize_calibration import SAM_PROMPTS_PER_IMAGE, calibration_inputs, split_images
 from segedge.export.quantize_recipes import attention_products, coordinate_nodes, recipes, yolo_decode_nodes
 from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.backends import BACKENDS
-from segedge.runtime.cpu import cpu_capabilities
+from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
 from segedge.runtime.fastsam import FastSam
-from segedge.runtime.precision import alternative_precision
+from segedge.runtime.precision import alternative_precision, int8_float_parts
 
 
 COCO128 = SHARED / "coco128-seg" / "data.yaml"
+VNNI_ONLY = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
+HINTS = {"bf16": ("bf16", "<Type: 'bfloat16'>"), "f32": ("f32", "<Type: 'float32'>")}  # OpenVINO's spellings
+ZEN4_LIKE = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
 
 
 def _snapshot(folder):
@@ -218,6 +223,73 @@ def test_auto_runs_int8_and_it_agrees_on_unseen_images(int8_folder, coco_dir, ba
     # Measured with 5 calibration photos: OpenVINO 0.943 (0.948 before the uint8 input), ONNX Runtime 0.98 (a mask crossing the
     # confidence threshold costs a whole mask in "everything"; 6 photos gave OpenVINO 0.963).
     assert np.mean(ious) >= 0.93
+
+
+def test_int8_float_layers_run_as_gated(int8_folder, tmp_path):
+    """The float layers of OpenVINO's int8 run in what quantize gated them in (``float_parts``): bf16 is tried only
+    where the CPU runs it natively and bf16 passed its own gate here; the compiled graph's hint follows the record,
+    and a CPU of another class (or ONNX Runtime) runs them in f32."""
+    folder, _ = int8_folder
+    manifest = load_model_folder(folder).manifest
+    cpu = cpu_capabilities()
+    bf16 = (manifest.quantized.get("bf16") or {}).get("records", {}).get(cpu.precision_class) or {}
+    parts = manifest.quantized["int8"]["agreement"]["openvino"]["float_parts"]
+    if not (cpu.native_bf16 and bf16.get("passed")):
+        assert parts == "f32"
+    print(f"int8 float layers: {parts} (native bf16 {cpu.native_bf16}, bf16 gate passed {bf16.get('passed')})")
+    int8 = FastSam(folder, "openvino", precision="int8", cache_dir=False)
+    hint = str(int8.backend._compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert int8.float_parts == parts and hint in HINTS[parts]
+    assert int8.backend.precision == "int8" and int8.backend.float_parts == parts
+    other = VNNI_ONLY if cpu.precision_class != VNNI_ONLY.precision_class else ZEN4_LIKE
+    assert int8_float_parts(manifest, "openvino", other) == "f32"
+    if "onnxruntime" in manifest.int8_backends():
+        assert FastSam(folder, "onnxruntime", precision="int8").float_parts == "f32"
+    # the same int8 files recorded as gated with bf16 float layers here: compiled so where bf16 is native, cached apart
+    # from the f32-hinted int8 (OpenVINO's cache key ignores the hint)
+    forged = candidate_folder(load_model_folder(folder), manifest.quantized["int8"]["graphs"], "bf16")
+    bf16_parts = FastSam(forged, "openvino", precision="int8", cache_dir=tmp_path)
+    native = bool(cpu.native_bf16)
+    hint = str(bf16_parts.backend._compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert bf16_parts.float_parts == ("bf16" if native else "f32") and hint in HINTS[bf16_parts.float_parts]
+    assert [p.name for p in tmp_path.iterdir()] == ["int8-bf16" if native else "int8"]
+
+
+def test_a_missed_bf16_float_layers_gate_falls_back_to_f32(monkeypatch):
+    """quantize's int8 gate with bf16 float layers below the threshold measures the same files with f32 float layers,
+    and records what passed; ONNX Runtime and a CPU where bf16 did not pass are measured once, in f32."""
+    from types import SimpleNamespace
+
+    from segedge.export import quantize
+
+    opened = []
+    monkeypatch.setattr(quantize, "candidate_folder", lambda folder, files, parts: parts)
+    monkeypatch.setattr(quantize, "open_model", lambda parts, backend, **kw: opened.append(parts) or parts)
+    scores = {"bf16": 0.95, "f32": 0.985}  # the gate: the worst prompt type's bound
+    monkeypatch.setattr(quantize, "_gate", lambda family, ref, candidate, *a: {"gate": scores[candidate]})
+    run = SimpleNamespace(
+        folder=None, family="yolo", held=[], progress=False, log=print, val=None, threshold=0.97, bf16_passed=True
+    )
+    candidate, measured, parts, verdict = quantize._gate_int8(run, "openvino", {}, None, 0.0)
+    assert opened == ["bf16", "f32"] and parts == candidate == "f32" and measured["gate"] == 0.985 and verdict is None
+    scores["bf16"] = 0.98
+    opened.clear()
+    assert quantize._gate_int8(run, "openvino", {}, None, 0.0)[2] == "bf16" and opened == ["bf16"]
+    opened.clear()
+    assert quantize._gate_int8(run, "onnxruntime", {}, None, 0.0)[2] == "f32" and opened == ["f32"]
+    # --val: the metric decides f32 float layers, but bf16 ones must also pass the agreement gate (YOLOv8n-seg's int8
+    # with them lost no mAP and agreed 0.75 on unseen photos)
+    judged = []
+    run.val = SimpleNamespace(verdict=lambda ref, candidate, *a: judged.append(candidate) or {"passed": True})
+    scores["bf16"] = 0.89
+    opened.clear()
+    candidate, measured, parts, verdict = quantize._gate_int8(run, "openvino", {}, None, 0.0)
+    assert opened == ["bf16", "f32"] and judged == ["f32"] and parts == "f32" and verdict == {"passed": True}
+    scores["bf16"], judged[:], opened[:] = 0.98, [], []
+    assert quantize._gate_int8(run, "openvino", {}, None, 0.0)[2] == "bf16" and judged == opened == ["bf16"]
+    run.bf16_passed, run.val = False, None
+    opened.clear()
+    assert quantize._gate_int8(run, "openvino", {}, None, 0.0)[2] == "f32" and opened == ["f32"]
 
 
 def test_bind_swaps_the_compiled_graph(int8_folder, shared_images):

@@ -365,7 +365,7 @@ def test_quantize_adds_a_gated_int8(sam2_tiny_folder, shared_images, tmp_path, m
     int8 = Sam2(folder, "openvino", precision="int8")
     # prompts without a mask input run the int8 per-prompt graph; the per-image part stays f32
     assert int8.precision == "int8" and int8.decoder_prompt.precision == "int8"
-    assert int8.decoder_image.precision == "f32"
+    assert int8.decoder_image.precision == int8.float_parts == section["agreement"]["openvino"]["float_parts"]
     assert (ref.backend_name, ref.precision, ref.decoder_prompt.precision) == ("openvino", "f32", "f32")
     again = agreement("sam2", ref, int8, [held])
     assert again == {k: section["agreement"]["openvino"][k] for k in again} and again["objects"] >= 4, again
@@ -400,7 +400,8 @@ def _check_tracking_gates(folder, section, held_image):
         verdicts[backend] = record["passed"]
         if record["passed"]:  # the folder's int8 tracker runs the int8 memory graphs the gate passed
             int8 = Sam2Video(folder, backend, precision="int8")
-            assert int8.memory_graphs[0][2].precision == "int8" and int8.memory_graphs[1][2].precision == "f32"
+            assert int8.memory_graphs[0][2].precision == "int8"
+            assert int8.memory_graphs[1][2].precision == int8.float_parts  # no int8: the gated float layers' precision
             trackers.append((backend, int8, record))
     print(f"int8 tracking verdicts at the 0.97 gate: {verdicts}")
     assert "memory_attention" not in section["graphs"] and "mask_downsample" not in section["graphs"]

@@ -11,16 +11,26 @@ import numpy as np
 from segedge.families import family
 from segedge.fileio import atomic_write_text
 from segedge.imageio import write_image
+from segedge.precisions import F32
 
 
 def _fmt(stat: dict | None) -> str:
     return "-" if not stat else f"{stat['median']:.1f}"
 
 
+def precision_label(row: dict) -> str:
+    """A row's precision as reports print it: ``int8 (bf16 float layers)`` when an int8's float layers ran in bf16
+    (:func:`segedge.runtime.precision.int8_float_parts`), else the precision."""
+    parts = row.get("float_parts")
+    return (
+        f"{row['precision']} ({parts} float layers)" if parts not in (None, F32, row["precision"]) else row["precision"]
+    )
+
+
 def markdown(report: dict) -> str:
     s = report["system"]
     versions = ", ".join(f"{k} {v}" for k, v in s["versions"].items())
-    threads = "; ".join(f"{r['runtime']} {r['precision']}: {r['threads']}" for r in report["records"])
+    threads = "; ".join(f"{r['runtime']} {precision_label(r)}: {r['threads']}" for r in report["records"])
     sam = family(report["family"]).promptable
     everything = str(report.get("mode", "")).startswith("everything ")
     lines = [
@@ -57,7 +67,7 @@ def markdown(report: dict) -> str:
         )
         rss = "-" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}"
         lines.append(
-            f"| {r['runtime']} | {r['precision']} | {_fmt(st.get('preprocess'))} | "
+            f"| {r['runtime']} | {precision_label(r)} | {_fmt(st.get('preprocess'))} | "
             + " | ".join(_fmt(st.get(k)) for k in keys)
             + f" | {e2e['median']:.1f} ({e2e['p90']:.1f} / {e2e['min']:.1f}) | {r['speedup_vs_pytorch']:.2f}x | {r['iou_vs_reference']:.4f} | "
             f"{cold_s} | {rss} |"
@@ -87,7 +97,7 @@ def plot(report: dict, path: str | os.PathLike) -> None:
         y = top + i * row_h
         cv2.putText(
             img,
-            f"{r['runtime']} {r['precision']}",
+            f"{r['runtime']} {precision_label(r)}",
             (12, y + 26),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.55,

@@ -84,10 +84,12 @@ def quantize_video_graphs(
     reference_masks: list,
     threshold: float,
     log,
+    float_parts: str = F32,
 ) -> tuple[dict[str, dict[str, str]], dict]:
     """Quantize the video graphs for ``backend`` into ``staging`` and gate the whole int8 tracker (``image_files``:
-    the image graphs' int8 candidates, graph -> backend -> path) against f32 tracking (``reference_masks``: the f32
-    tracker's masks on ``held_clips``). Returns ``(video files, record)``; the files pass when ``record["passed"]``."""
+    the image graphs' int8 candidates, graph -> backend -> path; ``float_parts``: what their float layers ran in
+    when the image gate passed them) against f32 tracking (``reference_masks``: the f32 tracker's masks on
+    ``held_clips``). Returns ``(video files, record)``; the files pass when ``record["passed"]``."""
     from segedge.evaluation.tracking_gate import tracking_agreement
     from segedge.export.quantizers import candidate_folder, quantize_onnxruntime, quantize_openvino
     from segedge.runtime.sam2_video import Sam2Video
@@ -105,7 +107,9 @@ def quantize_video_graphs(
             out = staging / f"{g}.int8-{tag}.onnx"
             quantize_onnxruntime(folder.file(graphs[g].onnx), recipe, data[g], out)
         files[g] = {backend: out.relative_to(folder.path).as_posix()}
-    candidate = Sam2Video(candidate_folder(folder, {**image_files, **files}), backend, precision=INT8, cache_dir=False)
+    candidate = Sam2Video(
+        candidate_folder(folder, {**image_files, **files}, float_parts), backend, precision=INT8, cache_dir=False
+    )
     measured = tracking_agreement(None, candidate, held_clips, reference_masks)
     record = {**measured, "min": threshold, "passed": measured["gate"] >= threshold}
     verdict = "passed" if record["passed"] else f"missed the gate by {threshold - measured['gate']:.4f}; not written"
@@ -145,7 +149,7 @@ class TrackingGate:
             f"({len(calib_clips[0])} frames, 2 objects) in {time.perf_counter() - t0:.0f} s"
         )
 
-    def quantize(self, backend: str, image_files, staging: Path, tag: str):
+    def quantize(self, backend: str, image_files, staging: Path, tag: str, float_parts: str = F32):
         return quantize_video_graphs(
             self.folder,
             backend,
@@ -157,6 +161,7 @@ class TrackingGate:
             self.reference_masks,
             self.threshold,
             self.log,
+            float_parts,
         )
 
     def gate_bf16(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from segedge.export.quantize_recipes import WEIGHTS_MODE, Recipe, int8_saturates
 from segedge.manifest import ModelFolder, onnx_data_name
-from segedge.precisions import INT8
+from segedge.precisions import F32, INT8
 
 #: the widest miss accuracy control is tried on. It reverts quantized layers to float a few at a time, re-ranking all
 #: of them (every layer group on the tuning images) whenever a step makes things worse: on 2 cores 4-5 minutes a
@@ -161,12 +161,20 @@ def quantize_onnxruntime(onnx_path: Path, recipe: Recipe, data: list[dict], out_
     return "ptq"
 
 
-def candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]]) -> ModelFolder:
+def candidate_folder(folder: ModelFolder, files: dict[str, dict[str, str]], float_parts: str = F32) -> ModelFolder:
     """The folder as the runtime would see it with ``files`` (graph -> backend -> path relative to
-    the folder) as its int8: lets the real runtime classes run a candidate before it lands."""
+    the folder) as its int8, its float layers in ``float_parts`` on this CPU
+    (:func:`segedge.runtime.precision.int8_float_parts`): lets the real runtime classes run a candidate before it
+    lands."""
+    from segedge.runtime.cpu import cpu_capabilities
+
     staged = {name for per in files.values() for graph in per.values() for name in int8_files(folder.path, graph)}
     listed = dict(folder.manifest.files) | {name: {"staged": True} for name in staged}  # not hashed: never written
-    manifest = dataclasses.replace(folder.manifest, quantized={INT8: {"graphs": files}}, files=listed)
+    here = {"float_parts": float_parts, "cpu_class": cpu_capabilities().precision_class}
+    agreement = {backend: dict(here) for per in files.values() for backend in per}
+    manifest = dataclasses.replace(
+        folder.manifest, quantized={INT8: {"graphs": files, "agreement": agreement}}, files=listed
+    )
     return ModelFolder(folder.path, manifest)
 
 

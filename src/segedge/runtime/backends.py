@@ -182,6 +182,7 @@ class OpenVinoBackend(Backend):
         cache_dir: str | os.PathLike | None | bool = None,
         device: str = "CPU",
         max_requests: int | None = None,
+        float_parts: str = F32,
     ):
         super().__init__(graph)
         threads = check_threads(threads)
@@ -194,10 +195,12 @@ class OpenVinoBackend(Backend):
                 "(or choose backend='onnxruntime')"
             ) from None
         self.precision = precision
+        # int8 graphs carry their own quantize/dequantize ops; what stays float runs in ``float_parts`` (f32, or bf16
+        # where quantize gated it so: segedge.runtime.precision.int8_float_parts)
+        self.float_parts = float_parts if precision == INT8 else precision
         config: dict[str, object] = {
             "PERFORMANCE_HINT": "LATENCY",
-            # int8 graphs carry their own quantize/dequantize ops; what stays float runs in f32
-            "INFERENCE_PRECISION_HINT": {F32: "f32", BF16: "bf16", INT8: "f32"}[precision],  # OpenVINO's names
+            "INFERENCE_PRECISION_HINT": {F32: "f32", BF16: "bf16"}[self.float_parts],  # OpenVINO's names
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -205,7 +208,8 @@ class OpenVinoBackend(Backend):
         if cache_dir is not False:
             # One cache folder per precision: OpenVINO's cache key ignores INFERENCE_PRECISION_HINT, so a
             # bf16 compile would load the f32 blob from a shared folder and run ~100x slower (2026.4).
-            cache = (Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()) / precision
+            kind = precision if self.float_parts in (precision, F32) else f"{precision}-{self.float_parts}"
+            cache = (Path(cache_dir) if cache_dir not in (None, True) else default_cache_dir()) / kind
             try:
                 cache.mkdir(parents=True, exist_ok=True)
                 core.set_property({"CACHE_DIR": str(cache)})
@@ -351,11 +355,13 @@ def open_backend(
     precision: str = F32,
     threads: int | None = None,
     cache_dir: str | os.PathLike | None | bool = None,
+    float_parts: str = F32,
 ) -> Backend:
     """Compile ``graph_name`` of a checked model folder on the chosen backend.
 
-    ``precision`` is a resolved one (``f32``, ``bf16``, ``int8``). With ``int8``, a graph the folder
-    has no int8 of (CLIP's text encoder) runs in f32: the backend's ``precision`` says what ran.
+    ``precision`` is a resolved one (``f32``, ``bf16``, ``int8``). With ``int8``, OpenVINO runs what stays float in
+    ``float_parts`` (:func:`segedge.runtime.precision.int8_float_parts`), and a graph the folder has no int8 of
+    (CLIP's text encoder) runs wholly in it: the backend's ``precision`` says what ran.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -363,10 +369,13 @@ def open_backend(
         raise BackendError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     graph = folder.graph(graph_name)
     int8 = folder.manifest.int8_file(graph_name, backend) if precision == INT8 else None
+    if backend != "openvino":
+        float_parts = F32
     if precision == INT8 and int8 is None:
-        precision = F32
+        precision = float_parts
     if backend == "openvino":
         return OpenVinoBackend(
-            folder.file(int8 or graph.openvino), graph, precision=precision, threads=threads, cache_dir=cache_dir
-        )
+            folder.file(int8 or graph.openvino), graph, precision=precision, threads=threads, cache_dir=cache_dir,
+            float_parts=float_parts,
+        )  # fmt: skip
     return OnnxRuntimeBackend(folder.file(int8 or graph.onnx), graph, precision=precision, threads=threads)

@@ -11,7 +11,8 @@ from segedge.families import family
 from segedge.manifest import Manifest, ModelFolder, load_model_folder, open_model_folder
 from segedge.runtime.backends import BACKENDS, Backend, check_threads, open_backend
 from segedge.runtime.blas_threads import limit_blas_threads
-from segedge.runtime.precision import resolve_precision
+from segedge.precisions import INT8
+from segedge.runtime.precision import int8_float_parts, resolve_precision
 
 
 class FolderModel:
@@ -55,7 +56,15 @@ class FolderModel:
         self.folder = self._open_folder(model_dir, verify)
         self.backend_name = backend
         self.precision = self._resolve_precision(precision, self.folder.manifest, backend)
-        self._backend_options = dict(backend=backend, precision=self.precision, threads=threads, cache_dir=cache_dir)
+        # what an int8 pipeline's float layers run in (f32, or bf16 where quantize gated it so on this kind of CPU)
+        self.float_parts = int8_float_parts(self.folder.manifest, backend) if self.precision == INT8 else self.precision
+        self._backend_options = dict(
+            backend=backend,
+            precision=self.precision,
+            threads=threads,
+            cache_dir=cache_dir,
+            float_parts=self.float_parts,
+        )
         self.graph_backends: dict[str, Backend] = {}
         self._setup(self.folder.manifest)
 
