@@ -58,6 +58,7 @@ from segedge.precisions import BF16, F32, INT8
 from segedge.runtime.backends import BACKENDS
 from segedge.runtime.cpu import cpu_capabilities
 from segedge.runtime.model_base import open_model
+from segedge.runtime.precision import bf16_not_clearly_faster
 
 DEFAULT_MIN_COSINE = 0.98
 
@@ -114,7 +115,9 @@ def quantize_folder(
         video = None
     if video is not None and bf16_gated is not None:
         video.gate_bf16()
-    run.bf16_passed = bool(bf16_gated)
+    # int8's float layers are tried in bf16 only where bf16 passed here and was not timed slower than f32 (MobileSAM
+    # under ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 on an AMX Xeon: bf16 passed, and ran 1.4x slower than f32)
+    run.bf16_passed = bool(bf16_gated) and not bf16_not_clearly_faster(folder.manifest, cpu_capabilities())
     for stale in folder.path.glob(".quantize-*"):
         shutil.rmtree(stale, ignore_errors=True)
     run.staging.mkdir()
@@ -174,7 +177,7 @@ class _Run:
     progress: bool
     backends: tuple[str, ...]  # those asked for that the family's recipes make an int8 for
     tag: str = field(default_factory=lambda: secrets.token_hex(4))
-    bf16_passed: bool = False  # bf16 passed its gate on this CPU (native bf16): OpenVINO's int8 tries bf16 float parts
+    bf16_passed: bool = False  # bf16 passed its gate here, not timed slower than f32: int8 tries bf16 float layers
 
     @property
     def staging(self) -> Path:
