@@ -8,8 +8,22 @@ from pathlib import Path
 import numpy as np
 
 from segedge.evaluation.metrics import iou_matrix, mask_iou, matched_iou  # noqa: F401  (re-exported for the tests)
+from segedge.runtime.cpu import CpuCapabilities
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
+
+
+# The CPU kinds precision rules tell apart (segedge.runtime.cpu), as flags: what a test pretends to run on.
+AMX = CpuCapabilities(
+    "amx", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}), "test"
+)
+ZEN4 = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
+VNNI = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
+OLD = CpuCapabilities("avx2", frozenset({"avx2"}), "test")
+UNKNOWN = CpuCapabilities("?", None, "unknown")
+
+# How a compiled model's INFERENCE_PRECISION_HINT reads back, per precision (OpenVINO's spellings)
+OV_HINTS = {"bf16": ("bf16", "<Type: 'bfloat16'>"), "f32": ("f32", "<Type: 'float32'>")}
 
 
 CLS_GAIN = 0.1

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from helpers import run_cli
+from helpers import AMX, OLD, UNKNOWN, VNNI, ZEN4, run_cli
 from segedge.errors import BackendError
 from segedge.manifest import load_model_folder
-from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities, parse_cpuinfo
+from segedge.runtime.cpu import cpu_capabilities, parse_cpuinfo
 from segedge.evaluation.speed_check import speed_record
 from segedge.runtime.precision import alternative_precision, explain_auto, int8_float_parts, resolve_precision
 
@@ -22,14 +22,6 @@ processor\t: 1
 model name\t: Intel(R) Xeon(R) Platinum 8480+
 flags\t\t: fpu sse avx2
 """
-
-AMX = CpuCapabilities(
-    "amx", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"}), "test"
-)
-ZEN4 = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
-VNNI = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
-OLD = CpuCapabilities("avx2", frozenset({"avx2"}), "test")
-UNKNOWN = CpuCapabilities("?", None, "unknown")
 
 
 def test_parse_cpuinfo_reads_the_first_processor():

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import SHARED, _need
 from export_cache import linked_copy
-from helpers import matched_iou
+from helpers import OV_HINTS, VNNI, ZEN4, matched_iou
 from segedge.errors import BackendError, SegedgeError
 from segedge.evaluation.gate_stats import MIN_HELD_OUT_IMAGES
 from segedge.export.quantize import quantize_folder
@@ -25,15 +25,12 @@ from segedge.fileio import sha256_file
 from segedge.imageio import read_image
 from segedge.manifest import load_model_folder
 from segedge.runtime.backends import BACKENDS
-from segedge.runtime.cpu import CpuCapabilities, cpu_capabilities
+from segedge.runtime.cpu import cpu_capabilities
 from segedge.runtime.fastsam import FastSam
 from segedge.runtime.precision import alternative_precision, int8_float_parts
 
 
 COCO128 = SHARED / "coco128-seg" / "data.yaml"
-VNNI_ONLY = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
-HINTS = {"bf16": ("bf16", "<Type: 'bfloat16'>"), "f32": ("f32", "<Type: 'float32'>")}  # OpenVINO's spellings
-ZEN4_LIKE = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
 
 
 def _snapshot(folder):
@@ -239,9 +236,9 @@ def test_int8_float_layers_run_as_gated(int8_folder, tmp_path):
     print(f"int8 float layers: {parts} (native bf16 {cpu.native_bf16}, bf16 gate passed {bf16.get('passed')})")
     int8 = FastSam(folder, "openvino", precision="int8", cache_dir=False)
     hint = str(int8.backend._compiled.get_property("INFERENCE_PRECISION_HINT"))
-    assert int8.float_parts == parts and hint in HINTS[parts]
+    assert int8.float_parts == parts and hint in OV_HINTS[parts]
     assert int8.backend.precision == "int8" and int8.backend.float_parts == parts
-    other = VNNI_ONLY if cpu.precision_class != VNNI_ONLY.precision_class else ZEN4_LIKE
+    other = VNNI if cpu.precision_class != VNNI.precision_class else ZEN4
     assert int8_float_parts(manifest, "openvino", other) == "f32"
     if "onnxruntime" in manifest.int8_backends():
         assert FastSam(folder, "onnxruntime", precision="int8").float_parts == "f32"
@@ -251,7 +248,7 @@ def test_int8_float_layers_run_as_gated(int8_folder, tmp_path):
     bf16_parts = FastSam(forged, "openvino", precision="int8", cache_dir=tmp_path)
     native = bool(cpu.native_bf16)
     hint = str(bf16_parts.backend._compiled.get_property("INFERENCE_PRECISION_HINT"))
-    assert bf16_parts.float_parts == ("bf16" if native else "f32") and hint in HINTS[bf16_parts.float_parts]
+    assert bf16_parts.float_parts == ("bf16" if native else "f32") and hint in OV_HINTS[bf16_parts.float_parts]
     assert [p.name for p in tmp_path.iterdir()] == ["int8-bf16" if native else "int8"]
 
 

@@ -534,12 +534,11 @@ def test_auto_tracks_in_a_precision_only_after_its_tracking_gate(sam2_tiny_folde
     bf16 passed its image and tracking gates there; else f32, whatever the image gates say."""
     import dataclasses
 
+    from helpers import VNNI as vnni
+    from helpers import ZEN4 as zen4
     from segedge.manifest import load_model_folder
-    from segedge.runtime.cpu import CpuCapabilities
     from segedge.runtime.precision import tracking_precision
 
-    zen4 = CpuCapabilities("zen4", frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}), "test")
-    vnni = CpuCapabilities("vnni", frozenset({"avx2", "avx512f", "avx512_vnni"}), "test")
     base = load_model_folder(sam2_tiny_folder).manifest
     files = dict(base.files) | {"encoder.int8-x.xml": {}, "decoder.int8-x.xml": {}}
 

@@ -102,7 +102,7 @@ def measure(spec: dict) -> dict:
         "masks": masks_path,
         "threads": _threads(model, spec["backend"]),
         "precision": model.precision,
-        "float_parts": getattr(model, "float_parts", model.precision),  # what an int8's float layers ran in
+        "float_parts": model.float_parts,  # what an int8's float layers ran in
         "torch_imported": "torch" in sys.modules,
     }
 

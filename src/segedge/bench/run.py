@@ -246,7 +246,7 @@ def _probe_row(spec: dict, tmp: Path, ref_masks: dict, matched: bool, bar) -> di
     return {
         "runtime": spec["backend"],
         "precision": data["precision"],
-        "float_parts": data.get("float_parts", data["precision"]),
+        "float_parts": data["float_parts"],
         "stages": {k: summarize(v) for k, v in data["stages"].items()} | {"end_to_end": e2e},
         "end_to_end_ms": e2e["median"],
         "speedup_vs_pytorch": None,  # the caller's: against the PyTorch row of the same run

@@ -272,8 +272,8 @@ def _quantize_backend(run: _Run, backend: str, accuracy_control: bool):
 
 def _gate_int8(run: _Run, backend: str, files, reference, t0: float):
     """``(candidate, gate record, float parts, val verdict or None)`` of the int8 ``files`` on the held-out images (with
-    ``--val``, the field's metric decides). Where bf16 passed its own gate here, OpenVINO's int8 runs its float layers
-    in bf16 first (faster: SAM 3's image encoder 8.8 s vs 10.4 s); when that misses, the same files are measured
+    ``--val``, the field's metric decides). Where ``run.bf16_passed``, OpenVINO's int8 runs its float layers in bf16
+    first (faster: SAM 3's image encoder 8.8 s vs 10.4 s, interleaved); when that misses, the same files are measured
     again with them in f32. bf16 float layers must pass the agreement gate even where ``--val``'s metric decides:
     YOLOv8n-seg's int8 with them lost no mask mAP on coco128-seg (-0.002) but agreed 0.89 with f32 on the held-out
     photo and 0.75 on COCO-mini's unseen images (f32 float layers: 0.94)."""

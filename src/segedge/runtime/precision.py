@@ -126,7 +126,7 @@ def int8_float_parts(manifest: Manifest, backend: str, cpu: CpuCapabilities | No
     """What the layers an int8 pipeline keeps float run in (its int8 graphs' float ops, and the graphs that have no
     int8): ``bf16`` on OpenVINO when ``segedge quantize`` gated the int8 that way on a CPU of this class
     (``float_parts`` in its agreement record; it tries bf16 where the CPU runs bf16 natively and bf16 passed its own
-    gate, and falls back to f32 when that misses) and this CPU runs bf16 natively; else ``f32``. On SAM 3's image
+    gate and was not timed slower than f32, and falls back to f32 when that misses) and this CPU runs bf16 natively; else ``f32``. On SAM 3's image
     encoder at its real size this took int8 from 10.4 s to 8.8 s per image on a native-bf16 CPU (docs/sam3.md)."""
     cpu = cpu or cpu_capabilities()
     record = ((manifest.quantized.get(INT8) or {}).get("agreement") or {}).get(backend) or {}
